@@ -1,0 +1,36 @@
+//! The Gantry agent: one daemon per production host that obeys only signed deploy jobs its
+//! local policy trusts.
+//!
+//! # Layout
+//!
+//! Data flows one way, top to bottom:
+//!
+//! * [`server`]: gRPC over mutual TLS; proto types stop at `server::convert`.
+//! * [`admission`]: signatures over the raw job bytes, policy roles, replay, validity window;
+//!   yields a [`job::VerifiedJob`].
+//! * [`audit`]: the append-only, hash-chained, group-committed audit log with signed checkpoints.
+//! * [`executor`]: one job at a time per app; runs a [`strategy`] and publishes its events.
+//! * [`strategy`]: hot (and later rolling, blue-green, canary) deploys and their rollbacks.
+//! * [`supervisor`]: instance processes: spawn as the app's user, stop, restart, adopt.
+//! * [`artifact`]: the content-addressed store, safe unpacking, releases and `current`.
+//! * [`health`]: http, tcp and exec probes with thresholds and deadlines.
+//! * [`state`]: what runs where, written atomically.
+//!
+//! Beside the flow: [`config`] (the agent's TOML, validated), [`job`] (domain types of a job),
+//! [`keys`](gantry_proto::keys) come from `gantry-proto`, [`cli`] (the operator commands),
+//! [`telemetry`] and [`shutdown`].
+
+pub mod admission;
+pub mod artifact;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod executor;
+pub mod health;
+pub mod job;
+pub mod server;
+pub mod shutdown;
+pub mod state;
+pub mod strategy;
+pub mod supervisor;
+pub mod telemetry;

@@ -1,0 +1,212 @@
+//! What runs where, persisted atomically so a crash never leaves a half-written file.
+//!
+//! Every durable write in the agent goes through [`write_atomic`]: temp file in the same
+//! directory, write, fsync, rename over the target, fsync the directory.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobId, ReleaseSpec};
+
+/// A state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Writing, syncing or renaming failed.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading failed.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file being read.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid JSON of the expected shape.
+    #[error("{} is corrupt", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Writes `bytes` to `path` atomically and durably: a reader sees the old file or the new one,
+/// never a mix, and after return the new one survives a power cut.
+///
+/// # Errors
+///
+/// [`StateError::Write`] naming `path` when any step fails; the temp file is removed then.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let err = |source| StateError::Write { path: path.to_owned(), source };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let name = path.file_name().ok_or_else(|| {
+        err(io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))
+    })?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Reads and parses a JSON file written by [`write_atomic`]; `Ok(None)` when it does not exist.
+///
+/// # Errors
+///
+/// [`StateError::Read`] or [`StateError::Corrupt`] naming the file.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StateError::Corrupt { path: path.to_owned(), source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read { path: path.to_owned(), source }),
+    }
+}
+
+/// One running instance as recorded on disk, enough to adopt it after an agent restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Instance index within the app (0-based).
+    pub index: u32,
+    /// Process id of the instance (its process group leader).
+    pub pid: u32,
+    /// Start time from `/proc/<pid>/stat` (field 22), so a reused pid is never mistaken.
+    pub start_time: u64,
+    /// The port it listens on.
+    pub port: u16,
+    /// The release it runs.
+    pub version: semver::Version,
+}
+
+/// What the agent knows about one app; `<data_dir>/apps/<app>/state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppState {
+    /// The release `current` points at and whose instances should run.
+    pub current: Option<semver::Version>,
+    /// The release before it, the default rollback target.
+    pub previous: Option<semver::Version>,
+    /// The newest release that passed its health checks.
+    pub last_known_good: Option<semver::Version>,
+    /// Instances believed to be running.
+    pub instances: Vec<InstanceRecord>,
+    /// Specs of releases still on disk, by version, so a rollback needs no re-upload.
+    pub releases: BTreeMap<String, ReleaseSpec>,
+    /// The job acting on the app, if one was running when this was written.
+    pub active_job: Option<JobId>,
+}
+
+impl AppState {
+    /// The state file's path in an app directory.
+    pub fn path(app_dir: &Path) -> PathBuf {
+        app_dir.join("state.json")
+    }
+
+    /// Loads the app's state, or the empty state when none was written yet.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the file exists but cannot be read or parsed.
+    pub fn load(app_dir: &Path) -> Result<AppState, StateError> {
+        Ok(read_json(&Self::path(app_dir))?.unwrap_or_default())
+    }
+
+    /// Persists the state atomically.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Write`] naming the file.
+    pub fn save(&self, app_dir: &Path) -> Result<(), StateError> {
+        let path = Self::path(app_dir);
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|source| StateError::Corrupt { path: path.clone(), source })?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// The spec of a release still on disk.
+    pub fn spec_of(&self, version: &semver::Version) -> Option<&ReleaseSpec> {
+        self.releases.get(&version.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"first version, longer").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec!["state.json"]);
+    }
+
+    #[test]
+    fn write_atomic_names_the_path_on_failure() {
+        let err = write_atomic(Path::new("/nonexistent-dir/x/state.json"), b"x").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir/x/state.json"), "{err}");
+    }
+
+    #[test]
+    fn app_state_round_trips_and_defaults_when_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(AppState::load(dir.path()).unwrap(), AppState::default());
+        let state = AppState {
+            current: Some(semver::Version::new(1, 2, 3)),
+            instances: vec![InstanceRecord {
+                index: 0,
+                pid: 42,
+                start_time: 7,
+                port: 18000,
+                version: semver::Version::new(1, 2, 3),
+            }],
+            ..AppState::default()
+        };
+        state.save(dir.path()).unwrap();
+        assert_eq!(AppState::load(dir.path()).unwrap(), state);
+    }
+
+    #[test]
+    fn corrupt_state_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(AppState::path(dir.path()), b"{not json").unwrap();
+        let err = AppState::load(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }));
+        assert!(err.to_string().contains("state.json"));
+    }
+}

@@ -1,0 +1,1 @@
+//! The `gantry` controller CLI.

@@ -1,0 +1,22 @@
+//! Gantry's contracts: everything the agent and the controller must agree on byte for byte.
+//!
+//! # Layout
+//!
+//! * [`v1`]: the generated gRPC service and messages of `gantry/v1/gantry.proto`.
+//! * [`envelope`]: the DSSE pre-authentication encoding, signing and verifying a job's exact bytes.
+//! * [`keys`]: Ed25519 keys as PEM files (PKCS#8 private, SPKI public) and their key ids.
+//! * [`audit_chain`]: audit-line hashing, checkpoint signatures and chain verification.
+//!
+//! This crate has no runtime, no policy and no I/O beyond reading and writing key files.
+
+#![forbid(unsafe_code)]
+
+pub mod audit_chain;
+pub mod envelope;
+pub mod keys;
+
+/// The generated code of `gantry.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("gantry.v1");
+}

@@ -1,0 +1,2 @@
+//! The sample app.
+fn main() {}
