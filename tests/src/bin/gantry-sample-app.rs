@@ -1,2 +1,255 @@
-//! The sample app.
-fn main() {}
+//! The sample app Gantry's tests and `gantry quickstart` deploy.
+//!
+//! An HTTP/1 server on `127.0.0.1:$PORT`:
+//!
+//! * `GET /` answers `<GANTRY_APP> <GANTRY_VERSION> instance <GANTRY_INSTANCE>\n`,
+//! * `GET /version` answers the version,
+//! * `GET /health` answers 200 `ok`.
+//!
+//! `SAMPLE_MODE` makes it misbehave on purpose, so that tests can watch the agent roll back:
+//! `crash-at-start` (exit 3 at once), `never-healthy` (`/health` answers 503),
+//! `unhealthy-after=SECS`, `slow-start=SECS` (binds only after SECS), `crash-under-load=N`
+//! (exit 4 after N requests). SIGTERM or SIGINT ends it gracefully with exit 0.
+
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// Exit code of `crash-at-start`.
+const CRASH_AT_START: u8 = 3;
+/// Exit code of `crash-under-load`.
+const CRASH_UNDER_LOAD: u8 = 4;
+/// Exit code for a bad environment (no or bad `PORT`, unknown `SAMPLE_MODE`).
+const USAGE: u8 = 2;
+/// How long open connections get to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// How this instance misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    CrashAtStart,
+    NeverHealthy,
+    UnhealthyAfter(Duration),
+    SlowStart(Duration),
+    CrashUnderLoad(u64),
+}
+
+impl Mode {
+    fn parse(raw: &str) -> Result<Mode, String> {
+        let secs = |v: &str| {
+            v.parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|e| format!("SAMPLE_MODE {raw:?}: {e}"))
+        };
+        match raw.split_once('=') {
+            None if raw.is_empty() || raw == "normal" => Ok(Mode::Normal),
+            None if raw == "crash-at-start" => Ok(Mode::CrashAtStart),
+            None if raw == "never-healthy" => Ok(Mode::NeverHealthy),
+            Some(("unhealthy-after", v)) => secs(v).map(Mode::UnhealthyAfter),
+            Some(("slow-start", v)) => secs(v).map(Mode::SlowStart),
+            Some(("crash-under-load", v)) => v
+                .parse()
+                .map(Mode::CrashUnderLoad)
+                .map_err(|e| format!("SAMPLE_MODE {raw:?}: {e}")),
+            _ => Err(format!("unknown SAMPLE_MODE {raw:?}")),
+        }
+    }
+}
+
+/// What every request handler shares.
+struct App {
+    banner: String,
+    version: String,
+    mode: Mode,
+    started: Instant,
+    requests: AtomicU64,
+    /// Set to the exit code when the app decides to crash.
+    crash: watch::Sender<Option<u8>>,
+}
+
+impl App {
+    fn healthy(&self) -> bool {
+        match self.mode {
+            Mode::NeverHealthy => false,
+            Mode::UnhealthyAfter(after) => self.started.elapsed() < after,
+            _ => true,
+        }
+    }
+
+    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Mode::CrashUnderLoad(limit) = self.mode
+            && n >= limit
+        {
+            self.crash.send_replace(Some(CRASH_UNDER_LOAD));
+        }
+        let (status, body) = match (req.method(), req.uri().path()) {
+            (&Method::GET, "/") => (StatusCode::OK, self.banner.clone()),
+            (&Method::GET, "/version") => (StatusCode::OK, format!("{}\n", self.version)),
+            (&Method::GET, "/health") if self.healthy() => (StatusCode::OK, "ok\n".to_owned()),
+            (&Method::GET, "/health") => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".to_owned())
+            }
+            _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp
+    }
+}
+
+fn main() -> ExitCode {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let mode = match Mode::parse(&env("SAMPLE_MODE")) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("gantry-sample-app: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    if mode == Mode::CrashAtStart {
+        eprintln!("gantry-sample-app: crashing at start (SAMPLE_MODE=crash-at-start)");
+        return ExitCode::from(CRASH_AT_START);
+    }
+    let port: u16 = match env("PORT").parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "gantry-sample-app: PORT {:?} is not a port: {e}",
+                env("PORT")
+            );
+            return ExitCode::from(USAGE);
+        }
+    };
+    let (app_name, version) = (env("GANTRY_APP"), env("GANTRY_VERSION"));
+    let (crash, crashed) = watch::channel(None);
+    let app = Arc::new(App {
+        banner: format!("{app_name} {version} instance {}\n", env("GANTRY_INSTANCE")),
+        version,
+        mode,
+        started: Instant::now(),
+        requests: AtomicU64::new(0),
+        crash,
+    });
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gantry-sample-app: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(app, port, crashed)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("gantry-sample-app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves until SIGTERM/SIGINT (returns 0) or a deliberate crash (returns its code).
+async fn serve(
+    app: Arc<App>,
+    port: u16,
+    mut crashed: watch::Receiver<Option<u8>>,
+) -> std::io::Result<u8> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    if let Mode::SlowStart(delay) = app.mode {
+        // The point of this mode is to be late: the agent's health deadline is under test.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = term.recv() => return Ok(0),
+            _ = int.recv() => return Ok(0),
+        }
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listener = TcpListener::bind(addr).await?;
+    println!(
+        "gantry-sample-app: {} listening on {addr}",
+        app.banner.trim_end()
+    );
+    let (shutdown, _) = watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let code = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let app = Arc::clone(&app);
+                let mut stop = shutdown.subscribe();
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let resp = app.handle(&req);
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            _ = crashed.changed() => {
+                let code = (*crashed.borrow()).unwrap_or(CRASH_UNDER_LOAD);
+                eprintln!("gantry-sample-app: crashing after {} requests", app.requests.load(Ordering::SeqCst));
+                return Ok(code);
+            }
+            _ = term.recv() => break 0,
+            _ = int.recv() => break 0,
+        }
+    };
+    drop(listener);
+    shutdown.send_replace(true);
+    let _ = tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
+    println!("gantry-sample-app: stopped");
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!(Mode::parse(""), Ok(Mode::Normal));
+        assert_eq!(Mode::parse("crash-at-start"), Ok(Mode::CrashAtStart));
+        assert_eq!(Mode::parse("never-healthy"), Ok(Mode::NeverHealthy));
+        assert_eq!(
+            Mode::parse("unhealthy-after=3"),
+            Ok(Mode::UnhealthyAfter(Duration::from_secs(3)))
+        );
+        assert_eq!(
+            Mode::parse("slow-start=2"),
+            Ok(Mode::SlowStart(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            Mode::parse("crash-under-load=5"),
+            Ok(Mode::CrashUnderLoad(5))
+        );
+        assert!(Mode::parse("slow-start=x").is_err());
+        assert!(Mode::parse("explode").is_err());
+    }
+}
