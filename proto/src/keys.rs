@@ -1,5 +1,500 @@
-//! Placeholder until the key module lands.
+//! Ed25519 keys as standard PEM files, and their key ids.
+//!
+//! # Formats
+//!
+//! * Private keys are PKCS#8 (`-----BEGIN PRIVATE KEY-----`), v1 as written by
+//!   `openssl genpkey -algorithm ed25519` or v2 (with the public key) as written by
+//!   [`write_keypair`]. Files must not be accessible by group or others (mode `& 0o077 == 0`).
+//! * Public keys are SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`), as written by
+//!   `openssl pkey -pubout`. For Ed25519 the DER is always the 12 bytes
+//!   `30 2a 30 05 06 03 2b 65 70 03 21 00` followed by the 32 raw key bytes; anything else is
+//!   refused.
+//! * A [`KeyId`] is the lowercase hex SHA-256 of the 32 raw public-key bytes.
+//!
+//! Key material is never printed: [`SigningKey`]'s `Debug` shows only its key id.
 
-/// A key id.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KeyId(pub String);
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ring::signature::{self, Ed25519KeyPair, KeyPair};
+
+/// The DER prefix of every Ed25519 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { OID 1.3.101.112 },
+/// BIT STRING (0 unused bits) }, followed by the 32 raw key bytes.
+pub const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// PEM label of a PKCS#8 private key.
+pub const PRIVATE_KEY_LABEL: &str = "PRIVATE KEY";
+/// PEM label of a SubjectPublicKeyInfo public key.
+pub const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
+
+/// Largest key file we read; real ones are a few hundred bytes.
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
+/// What went wrong with a key, a key file or a signature.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key file could not be opened or read.
+    #[error("cannot read key file {}", path.display())]
+    Read {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A private key file is readable or writable by group or others.
+    #[error(
+        "private key file {} is accessible by group or others (mode {mode:04o}); \
+         it must be 0600 or stricter (chmod 600 {})",
+        path.display(),
+        path.display()
+    )]
+    InsecurePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file was read but does not hold a valid key.
+    #[error("invalid key file {}", path.display())]
+    InFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        #[source]
+        source: Box<KeyError>,
+    },
+    /// The input is not PEM.
+    #[error("not a PEM document")]
+    Pem(#[source] pem::PemError),
+    /// The input holds no PEM block, or more than one.
+    #[error("expected exactly one PEM block, found {found}")]
+    PemCount {
+        /// How many blocks were found.
+        found: usize,
+    },
+    /// The PEM block has another label.
+    #[error("expected a PEM block labelled {expected:?}, found {found:?}")]
+    PemLabel {
+        /// The label we need.
+        expected: &'static str,
+        /// The label we found.
+        found: String,
+    },
+    /// The public key is not an Ed25519 SubjectPublicKeyInfo.
+    #[error("not an Ed25519 public key (SubjectPublicKeyInfo): {reason}")]
+    Spki {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The private key is not an Ed25519 PKCS#8 document.
+    #[error("not an Ed25519 PKCS#8 private key: {reason}")]
+    Pkcs8 {
+        /// What is wrong, as ring reports it.
+        reason: String,
+    },
+    /// The system random source failed while generating a key.
+    #[error("cannot generate an Ed25519 key: the system random source failed")]
+    Generate,
+    /// [`write_keypair`] found an existing file.
+    #[error("refusing to overwrite existing key file {}", path.display())]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A key file could not be written.
+    #[error("cannot write key file {}", path.display())]
+    Write {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The signature does not verify under this public key.
+    #[error("Ed25519 signature does not verify")]
+    BadSignature,
+    /// A key id string is not 64 lowercase hex digits.
+    #[error("invalid key id {input:?}: {reason}")]
+    InvalidKeyId {
+        /// The rejected input (truncated to 80 characters).
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+fn in_file(path: &Path) -> impl FnOnce(KeyError) -> KeyError + '_ {
+    move |e| KeyError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// Lowercase hex SHA-256 of the raw 32-byte Ed25519 public key.
+///
+/// Parsing ([`FromStr`], serde) accepts exactly 64 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// The 64 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let reason = if s.len() != 64 {
+            Some("expected 64 hex digits (SHA-256 of the raw public key)")
+        } else if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Some("expected lowercase hex digits only")
+        } else {
+            None
+        };
+        match reason {
+            None => Ok(KeyId(s.to_owned())),
+            Some(reason) => Err(KeyError::InvalidKeyId {
+                input: s.chars().take(80).collect(),
+                reason,
+            }),
+        }
+    }
+}
+
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// SHA-256 as lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// An Ed25519 public key (32 raw bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey([u8; 32]);
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(self.0))
+    }
+}
+
+impl PublicKey {
+    /// The key with these raw bytes. Any 32 bytes are accepted here; a point that is not on the
+    /// curve simply never verifies a signature.
+    pub fn from_bytes(raw: [u8; 32]) -> Self {
+        PublicKey(raw)
+    }
+
+    /// The 32 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses the DER of an Ed25519 SubjectPublicKeyInfo (exactly 44 bytes).
+    ///
+    /// # Errors
+    /// [`KeyError::Spki`] for anything but the fixed Ed25519 prefix and 32 key bytes.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        let Some(raw) = der.strip_prefix(&ED25519_SPKI_PREFIX[..]) else {
+            return Err(KeyError::Spki {
+                reason: "the DER does not start with the Ed25519 algorithm identifier",
+            });
+        };
+        let raw: [u8; 32] = raw.try_into().map_err(|_| KeyError::Spki {
+            reason: "the key is not exactly 32 bytes",
+        })?;
+        Ok(PublicKey(raw))
+    }
+
+    /// The DER of this key's SubjectPublicKeyInfo (44 bytes).
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        let mut der = Vec::with_capacity(44);
+        der.extend_from_slice(&ED25519_SPKI_PREFIX);
+        der.extend_from_slice(&self.0);
+        der
+    }
+
+    /// Parses a `BEGIN PUBLIC KEY` PEM document holding an Ed25519 SubjectPublicKeyInfo.
+    ///
+    /// # Errors
+    /// Not PEM, not exactly one block, another label, or not Ed25519.
+    pub fn from_spki_pem(pem: &str) -> Result<Self, KeyError> {
+        let der = parse_single_pem(pem, PUBLIC_KEY_LABEL)?;
+        Self::from_spki_der(&der)
+    }
+
+    /// This key as `BEGIN PUBLIC KEY` PEM (LF line endings), byte for byte what
+    /// `openssl pkey -pubout` prints for it.
+    pub fn to_spki_pem(&self) -> String {
+        encode_pem(PUBLIC_KEY_LABEL, self.to_spki_der())
+    }
+
+    /// Reads a public key file (`BEGIN PUBLIC KEY`).
+    ///
+    /// # Errors
+    /// [`KeyError::Read`] or [`KeyError::InFile`], both naming the path.
+    pub fn read_pem_file(path: &Path) -> Result<Self, KeyError> {
+        let (text, _mode) = read_key_file(path)?;
+        Self::from_spki_pem(&text).map_err(in_file(path))
+    }
+
+    /// The key id: lowercase hex SHA-256 of the 32 raw bytes.
+    pub fn key_id(&self) -> KeyId {
+        KeyId(sha256_hex(&self.0))
+    }
+
+    /// Verifies an Ed25519 signature over `message`.
+    ///
+    /// # Errors
+    /// [`KeyError::BadSignature`] when it does not verify (including a wrong length).
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+        signature::UnparsedPublicKey::new(&signature::ED25519, &self.0)
+            .verify(message, sig)
+            .map_err(|_| KeyError::BadSignature)
+    }
+}
+
+/// An Ed25519 signing key: ring's key pair and the PKCS#8 document it was loaded from.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    pkcs8: Vec<u8>,
+    public: PublicKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("key_id", &self.public.key_id().as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Generates a fresh key from the system's random source.
+    ///
+    /// # Errors
+    /// [`KeyError::Generate`] if the random source fails.
+    pub fn generate() -> Result<Self, KeyError> {
+        let rng = ring::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate)?;
+        Self::from_pkcs8_der(doc.as_ref())
+    }
+
+    /// Loads a PKCS#8 v1 or v2 DER document.
+    ///
+    /// # Errors
+    /// [`KeyError::Pkcs8`] if it is not an Ed25519 PKCS#8 key (or a v2 document whose public
+    /// key does not match its private key).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        let pair =
+            Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| KeyError::Pkcs8 {
+                reason: e.to_string(),
+            })?;
+        let raw: [u8; 32] = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .map_err(|_| KeyError::Pkcs8 {
+                reason: "public key is not 32 bytes".to_owned(),
+            })?;
+        Ok(SigningKey {
+            pair,
+            pkcs8: der.to_vec(),
+            public: PublicKey(raw),
+        })
+    }
+
+    /// Parses a `BEGIN PRIVATE KEY` PEM document (PKCS#8 v1 or v2); what
+    /// `openssl genpkey -algorithm ed25519` writes loads.
+    ///
+    /// # Errors
+    /// Not PEM, not exactly one block, another label, or not an Ed25519 PKCS#8 key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
+        let der = parse_single_pem(pem, PRIVATE_KEY_LABEL)?;
+        Self::from_pkcs8_der(&der)
+    }
+
+    /// This key as `BEGIN PRIVATE KEY` PEM (the PKCS#8 document it was made from, LF endings).
+    pub fn to_pkcs8_pem(&self) -> String {
+        encode_pem(PRIVATE_KEY_LABEL, self.pkcs8.clone())
+    }
+
+    /// Reads a private key file. Refuses a file that is group/world readable or writable
+    /// (mode & 0o077 != 0), naming path and mode (octal).
+    ///
+    /// # Errors
+    /// [`KeyError::Read`], [`KeyError::InsecurePermissions`] or [`KeyError::InFile`].
+    pub fn read_pem_file(path: &Path) -> Result<Self, KeyError> {
+        let (text, mode) = read_key_file(path)?;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::InsecurePermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        Self::from_pkcs8_pem(&text).map_err(in_file(path))
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// The key id of the public half.
+    pub fn key_id(&self) -> KeyId {
+        self.public.key_id()
+    }
+
+    /// Ed25519 signature over `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let sig = self.pair.sign(message);
+        let mut out = [0u8; 64];
+        // An Ed25519 signature is always 64 bytes.
+        out.copy_from_slice(sig.as_ref());
+        out
+    }
+}
+
+/// Generates a key and writes `PREFIX.key` (PKCS#8 PEM, mode 0600, created exclusively) and
+/// `PREFIX.pub` (SPKI PEM, created exclusively). Returns the key and both paths.
+///
+/// # Errors
+/// [`KeyError::Exists`] when either file already exists (nothing is overwritten; a key file
+/// created by this call is removed again if the public file cannot be written);
+/// [`KeyError::Write`] or [`KeyError::Generate`] otherwise.
+pub fn write_keypair(prefix: &Path) -> Result<(SigningKey, PathBuf, PathBuf), KeyError> {
+    let key_path = with_suffix(prefix, ".key");
+    let pub_path = with_suffix(prefix, ".pub");
+    for path in [&key_path, &pub_path] {
+        if fs::symlink_metadata(path).is_ok() {
+            return Err(KeyError::Exists { path: path.clone() });
+        }
+    }
+    let key = SigningKey::generate()?;
+    write_new(&key_path, 0o600, key.to_pkcs8_pem().as_bytes())?;
+    if let Err(e) = write_new(&pub_path, 0o644, key.public_key().to_spki_pem().as_bytes()) {
+        // Best effort: do not leave half a key pair behind.
+        let _ = fs::remove_file(&key_path);
+        return Err(e);
+    }
+    Ok((key, key_path, pub_path))
+}
+
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<(), KeyError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                KeyError::Exists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                KeyError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| KeyError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Reads a key file as text, with the permission bits of the opened file (fstat, so the bits
+/// belong to the very file that was read).
+fn read_key_file(path: &Path) -> Result<(String, u32), KeyError> {
+    let read_err = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(read_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(read_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_KEY_FILE_BYTES} bytes"),
+        )));
+    }
+    Ok((text, mode))
+}
+
+fn parse_single_pem(text: &str, label: &'static str) -> Result<Vec<u8>, KeyError> {
+    let mut blocks = pem::parse_many(text).map_err(KeyError::Pem)?;
+    if blocks.len() != 1 {
+        return Err(KeyError::PemCount {
+            found: blocks.len(),
+        });
+    }
+    let block = blocks.remove(0);
+    if block.tag() != label {
+        return Err(KeyError::PemLabel {
+            expected: label,
+            found: block.tag().to_owned(),
+        });
+    }
+    Ok(block.into_contents())
+}
+
+fn encode_pem(label: &str, der: Vec<u8>) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
