@@ -1,1 +1,199 @@
-//! TODO
+//! The agent's command line: the daemon and the operator's local commands.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gantry_proto::keys::{PublicKey, write_keypair};
+
+use crate::strategy::reason;
+use crate::telemetry::{self, LogFormat};
+
+/// Gantry's deploy agent: obeys only signed jobs its local policy trusts.
+#[derive(Debug, Parser)]
+#[command(name = "gantry-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The agent's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (mutual-TLS gRPC) until SIGTERM or SIGINT; app instances keep running.
+    Run {
+        /// The agent's TOML config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Write operational logs to daily-rolling files here instead of stderr.
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+        /// Operational log format (the audit log is always JSON Lines).
+        #[arg(long, value_enum, default_value = "plain")]
+        log_format: Format,
+    },
+    /// Check a config and report every problem at once.
+    CheckConfig {
+        /// The agent's TOML config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the effective permissions: every key, its roles, what it may do to which app,
+    /// and what each app runs as, listens on and is limited to.
+    Policy {
+        /// The agent's TOML config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read or verify the audit log.
+    Audit {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Generate an Ed25519 key pair: PREFIX.key (PKCS#8, mode 0600) and PREFIX.pub (SPKI).
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+}
+
+/// `gantry-agent audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain and checkpoint signatures; names the first bad seq.
+    Verify {
+        /// The audit directory (`<data_dir>/audit`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The agent's public key; without it checkpoint signatures are not checked.
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+    },
+    /// Print the last entries, one readable line each.
+    Tail {
+        /// The audit directory (`<data_dir>/audit`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Keep printing new entries as they are written.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many entries to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Print the raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Operational log format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// Readable lines.
+    Plain,
+    /// JSON objects.
+    Json,
+}
+
+/// Exit code: the audit log failed verification.
+const EXIT_VERIFY_FAILED: u8 = 1;
+/// Exit code: bad usage, config or input.
+const EXIT_USAGE: u8 = 2;
+
+/// Runs a parsed command line.
+///
+/// # Errors
+///
+/// Any failure, with context; `main` prints the chain and exits 2.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config, log_dir, log_format } => {
+            let format = match log_format {
+                Format::Plain => LogFormat::Plain,
+                Format::Json => LogFormat::Json,
+            };
+            let _guard = telemetry::init(log_dir.as_deref(), format);
+            let config = crate::daemon::load_config(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::daemon::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => match crate::config::Config::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "ok: {} is valid ({} key(s), {} app(s))",
+                    config.display(),
+                    cfg.policy.keys.len(),
+                    cfg.policy.apps.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(problems) => {
+                eprintln!("{} is not valid:\n{problems}", config.display());
+                Ok(ExitCode::from(EXIT_USAGE))
+            }
+        },
+        Command::Policy { config, json } => {
+            let cfg = crate::daemon::load_config(&config)?;
+            print!("{}", crate::config::render_policy(&cfg, json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command: AuditCommand::Verify { dir, pubkey } } => {
+            let key = pubkey
+                .as_deref()
+                .map(PublicKey::read_pem_file)
+                .transpose()
+                .context("cannot read the agent's public key")?;
+            match crate::audit::verify_dir(&dir, key.as_ref()) {
+                Ok(summary) => {
+                    let checkpoints = match summary.last_checkpoint_seq {
+                        Some(seq) => format!("{} checkpoint(s), last at seq {seq}", summary.checkpoints),
+                        None => "no checkpoint".to_owned(),
+                    };
+                    println!(
+                        "ok: {} entries, last seq {}, {checkpoints}{}",
+                        summary.entries,
+                        summary.last_seq,
+                        if key.is_some() { ", signatures verified" } else { ", signatures NOT checked (no --pubkey)" }
+                    );
+                    if summary.unsealed_after_checkpoint > 0 {
+                        println!(
+                            "note: the last {} entries follow the last checkpoint; a cut there is only detectable by a witness",
+                            summary.unsealed_after_checkpoint
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("audit log FAILED verification: {}", reason(&e));
+                    Ok(ExitCode::from(EXIT_VERIFY_FAILED))
+                }
+            }
+        }
+        Command::Audit { command: AuditCommand::Tail { dir, follow, lines, json } } => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            crate::audit::tail(&dir, lines, follow, json, &mut out)
+                .with_context(|| format!("cannot read the audit log in {}", dir.display()))?;
+            out.flush().ok();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out } => {
+            let (key, private, public) = write_keypair(&out)?;
+            println!("wrote {} and {}", private.display(), public.display());
+            println!("key id: {}", key.key_id());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,1 +1,601 @@
-//! TODO
+//! Runs admitted jobs: one at a time per app, each through its strategy, publishing events to
+//! watchers and recording every step and the outcome in the audit log.
+//!
+//! The executor owns the apps' runtime state (`AppRuntime`: state file, releases, live
+//! instances). A job locks its app for its whole run; admission sees whether an app is busy
+//! through [`AppView`] without waiting for that lock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::admission::{Admission, AppView};
+use crate::artifact::{ArtifactStore, Releases, UnpackLimits};
+use crate::audit::{AuditLog, CheckpointLine, Entry};
+use crate::config::{AppPolicy, Config};
+use crate::job::{Action, AppName, JobId, StrategyKind, VerifiedJob};
+use crate::state::{AppState, StateError};
+use crate::strategy::{self, JobCtx, StrategyOutcome};
+use crate::supervisor::{Backoff, Instance, InstanceState};
+
+/// How many finished jobs `status` lists.
+const RECENT_JOBS: usize = 32;
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked was done and is healthy.
+    Succeeded,
+    /// It failed and could not be rolled back (or there was nothing to roll back to).
+    Failed,
+    /// It failed and the previous release is serving again.
+    RolledBack,
+    /// The agent stopped or crashed while it ran.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The name used in the audit log, the replay store and `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses [`Outcome::as_str`].
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [Outcome::Succeeded, Outcome::Failed, Outcome::RolledBack, Outcome::Interrupted]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// What happened in a job, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// Admission passed; the job will run.
+    Accepted {
+        /// The job it is.
+        job: Arc<VerifiedJob>,
+    },
+    /// Progress.
+    Step {
+        /// Machine-readable step name (`instance.started`, `health.passed`, ...).
+        step: String,
+        /// Readable detail.
+        message: String,
+        /// Units done.
+        done: u32,
+        /// Units in all (0 when unknown).
+        total: u32,
+    },
+    /// The job ended.
+    Finished {
+        /// How.
+        outcome: Outcome,
+        /// Why, readable.
+        reason: String,
+        /// The checkpoint written after the job's final entry.
+        checkpoint: Option<CheckpointLine>,
+    },
+}
+
+/// One event of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    /// The job.
+    pub job_id: JobId,
+    /// 1, 2, 3 ... within the job.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// A job's event history and live feed.
+#[derive(Debug)]
+pub struct JobHandle {
+    id: JobId,
+    history: Mutex<Vec<JobEvent>>,
+    feed: broadcast::Sender<JobEvent>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl JobHandle {
+    fn new(id: JobId) -> Self {
+        let (feed, _) = broadcast::channel(256);
+        Self { id, history: Mutex::new(Vec::new()), feed }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// Publishes an event to the history and to live watchers.
+    pub fn publish(&self, kind: EventKind) {
+        let mut history = lock(&self.history);
+        let event = JobEvent {
+            job_id: self.id.clone(),
+            seq: history.len() as u64 + 1,
+            ts_ms: now_ms(),
+            kind,
+        };
+        history.push(event.clone());
+        // No receivers is fine: nobody is watching right now.
+        let _ = self.feed.send(event);
+    }
+
+    /// Everything so far plus a receiver for what follows, with nothing lost in between.
+    pub fn subscribe(&self) -> (Vec<JobEvent>, broadcast::Receiver<JobEvent>) {
+        let history = lock(&self.history);
+        (history.clone(), self.feed.subscribe())
+    }
+
+    /// Whether the job has finished.
+    pub fn is_finished(&self) -> bool {
+        lock(&self.history).last().is_some_and(|e| matches!(e.kind, EventKind::Finished { .. }))
+    }
+}
+
+/// A finished job, for `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    /// Job id.
+    pub job_id: JobId,
+    /// App.
+    pub app: AppName,
+    /// Action.
+    pub action: Action,
+    /// Release version, if the job named one.
+    pub version: Option<semver::Version>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why.
+    pub reason: String,
+    /// When, Unix ms.
+    pub finished_ms: i64,
+}
+
+/// One app's runtime: its policy, directory, state file, releases and live instances.
+#[derive(Debug)]
+pub struct AppRuntime {
+    /// The app's policy from the config.
+    pub policy: AppPolicy,
+    /// `<data_dir>/apps/<app>`.
+    pub dir: PathBuf,
+    /// Its releases on disk.
+    pub releases: Releases,
+    /// Its persisted state.
+    pub state: AppState,
+    /// Live instances, by index.
+    pub instances: Vec<Instance>,
+}
+
+impl AppRuntime {
+    /// Records the live instances in the state and persists it.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the state file cannot be written.
+    pub fn persist(&mut self) -> Result<(), StateError> {
+        self.state.instances = self.instances.iter().map(Instance::record).collect();
+        self.state.save(&self.dir)
+    }
+}
+
+/// Why the executor could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// An app directory or state file could not be prepared.
+    #[error("cannot prepare app {app}")]
+    Prepare {
+        /// The app.
+        app: AppName,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another job holds the app.
+    #[error("app {app} is busy with job {job}")]
+    Busy {
+        /// The app.
+        app: AppName,
+        /// The job running on it.
+        job: JobId,
+    },
+}
+
+/// A point-in-time view of one app, for `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppStatus {
+    /// The app.
+    pub name: AppName,
+    /// The current release.
+    pub current: Option<semver::Version>,
+    /// The release before it.
+    pub previous: Option<semver::Version>,
+    /// The job running on it.
+    pub active_job: Option<JobId>,
+    /// `(index, pid, port, version, state, restarts)` of each instance.
+    pub instances: Vec<InstanceStatus>,
+    /// Releases on disk.
+    pub releases_on_disk: Vec<semver::Version>,
+}
+
+/// One instance in a status answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceStatus {
+    /// Index.
+    pub index: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Port.
+    pub port: u16,
+    /// Release.
+    pub version: semver::Version,
+    /// "running", "crashed", "crash-loop", "stopped", "starting".
+    pub state: String,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    audit: AuditLog,
+    admission: Arc<Admission>,
+    store: Arc<ArtifactStore>,
+    apps: BTreeMap<AppName, Arc<tokio::sync::Mutex<AppRuntime>>>,
+    busy: Mutex<BTreeMap<AppName, JobId>>,
+    current: Mutex<BTreeMap<AppName, Option<semver::Version>>>,
+    jobs: Mutex<HashMap<JobId, Arc<JobHandle>>>,
+    recent: Mutex<VecDeque<JobSummary>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Runs jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("apps", &self.inner.apps.keys()).finish()
+    }
+}
+
+/// The restart policy for instances.
+pub fn default_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(500),
+        max: Duration::from_secs(10),
+        crash_loop_after: 5,
+        window: Duration::from_secs(60),
+    }
+}
+
+impl Executor {
+    /// Loads every configured app, adopts its instances that are still running (pid and
+    /// start time must match), restarts the current release's instances that are gone, and
+    /// records jobs that a previous run left unfinished as interrupted.
+    ///
+    /// # Errors
+    ///
+    /// [`ExecutorError::Prepare`] when an app's directory or state cannot be prepared.
+    pub async fn start(
+        config: Arc<Config>,
+        audit: AuditLog,
+        admission: Arc<Admission>,
+        store: Arc<ArtifactStore>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Executor, ExecutorError> {
+        let mut apps = BTreeMap::new();
+        let mut current = BTreeMap::new();
+        for (name, policy) in &config.policy.apps {
+            let prepare = |e: Box<dyn std::error::Error + Send + Sync>| ExecutorError::Prepare {
+                app: name.clone(),
+                source: e,
+            };
+            let dir = config.data_dir.join("apps").join(name.as_str());
+            create_dir_mode(&dir, 0o755).map_err(|e| prepare(Box::new(e)))?;
+            let state = AppState::load(&dir).map_err(|e| prepare(Box::new(e)))?;
+            let mut runtime = AppRuntime {
+                policy: policy.clone(),
+                releases: Releases::new(&dir),
+                dir,
+                state,
+                instances: Vec::new(),
+            };
+            strategy::adopt(&mut runtime, &audit, default_backoff()).await;
+            if let Some(job) = runtime.state.active_job.take() {
+                interrupted(&audit, &admission, &job, name).await;
+            }
+            runtime.persist().map_err(|e| prepare(Box::new(e)))?;
+            current.insert(name.clone(), runtime.state.current.clone());
+            apps.insert(name.clone(), Arc::new(tokio::sync::Mutex::new(runtime)));
+        }
+        for record in admission.unfinished() {
+            interrupted(&audit, &admission, &record.job_id, &record.app).await;
+        }
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                config,
+                audit,
+                admission,
+                store,
+                apps,
+                busy: Mutex::new(BTreeMap::new()),
+                current: Mutex::new(current),
+                jobs: Mutex::new(HashMap::new()),
+                recent: Mutex::new(VecDeque::new()),
+                tasks,
+                shutdown,
+            }),
+        })
+    }
+
+    /// Marks the app busy with this job, so admission refuses others until it ends.
+    ///
+    /// # Errors
+    ///
+    /// [`ExecutorError::Busy`] naming the job that holds the app.
+    pub fn reserve(&self, app: &AppName, job: &JobId) -> Result<(), ExecutorError> {
+        let mut busy = lock(&self.inner.busy);
+        if let Some(holder) = busy.get(app) {
+            return Err(ExecutorError::Busy { app: app.clone(), job: holder.clone() });
+        }
+        busy.insert(app.clone(), job.clone());
+        Ok(())
+    }
+
+    /// Releases a reservation made by [`Executor::reserve`] for a job that will not run.
+    pub fn release(&self, app: &AppName) {
+        lock(&self.inner.busy).remove(app);
+    }
+
+    /// The handle of a job this agent run knows.
+    pub fn job(&self, id: &str) -> Option<Arc<JobHandle>> {
+        let id = JobId::new(id).ok()?;
+        lock(&self.inner.jobs).get(&id).cloned()
+    }
+
+    /// Starts a reserved, accepted job in the background and returns its handle.
+    pub fn spawn(&self, job: VerifiedJob) -> Arc<JobHandle> {
+        let handle = Arc::new(JobHandle::new(job.spec.id.clone()));
+        let job = Arc::new(job);
+        handle.publish(EventKind::Accepted { job: Arc::clone(&job) });
+        lock(&self.inner.jobs).insert(job.spec.id.clone(), Arc::clone(&handle));
+        let this = self.clone();
+        let h = Arc::clone(&handle);
+        let span = tracing::info_span!("job", job_id = %job.spec.id, app = %job.spec.app);
+        self.inner.tasks.spawn(async move { this.run(job, h).await }.instrument(span));
+        handle
+    }
+
+    async fn run(&self, job: Arc<VerifiedJob>, handle: Arc<JobHandle>) {
+        let spec = &job.spec;
+        let (outcome, reason) = match self.inner.apps.get(&spec.app) {
+            None => (Outcome::Failed, format!("app {} is not configured", spec.app)),
+            Some(app) => {
+                let mut app = app.lock().await;
+                app.state.active_job = Some(spec.id.clone());
+                if let Err(e) = app.persist() {
+                    tracing::error!("cannot record the active job: {e}");
+                }
+                let ctx = JobCtx {
+                    job: Arc::clone(&job),
+                    handle: Arc::clone(&handle),
+                    audit: self.inner.audit.clone(),
+                    store: Arc::clone(&self.inner.store),
+                    unpack_limits: UnpackLimits {
+                        max_total_bytes: self.inner.config.limits.max_artifact_bytes.saturating_mul(8),
+                        max_entries: 100_000,
+                    },
+                    releases_kept: self.inner.config.limits.releases_kept,
+                    backoff: default_backoff(),
+                };
+                let result = tokio::select! {
+                    r = strategy::run(&mut app, &ctx) => r,
+                    () = self.inner.shutdown.cancelled() => StrategyOutcome::Interrupted(
+                        "the agent shut down while the job ran".to_owned()),
+                };
+                app.state.active_job = None;
+                if let Err(e) = app.persist() {
+                    tracing::error!("cannot persist app state: {e}");
+                }
+                lock(&self.inner.current).insert(spec.app.clone(), app.state.current.clone());
+                match result {
+                    StrategyOutcome::Succeeded(r) => (Outcome::Succeeded, r),
+                    StrategyOutcome::RolledBack(r) => (Outcome::RolledBack, r),
+                    StrategyOutcome::Failed(r) => (Outcome::Failed, r),
+                    StrategyOutcome::Interrupted(r) => (Outcome::Interrupted, r),
+                }
+            }
+        };
+        self.finish(&job, &handle, outcome, reason).await;
+    }
+
+    async fn finish(&self, job: &VerifiedJob, handle: &JobHandle, outcome: Outcome, reason: String) {
+        let spec = &job.spec;
+        let event = match outcome {
+            Outcome::Succeeded => "job.succeeded",
+            Outcome::Failed => "job.failed",
+            Outcome::RolledBack => "job.rolled_back",
+            Outcome::Interrupted => "job.interrupted",
+        };
+        let entry = Entry::new(event)
+            .with("job_id", json!(spec.id))
+            .with("app", json!(spec.app))
+            .with("action", json!(spec.action.as_str()))
+            .with("reason", json!(reason));
+        if let Err(e) = self.inner.audit.append(entry).await {
+            tracing::error!("cannot record the end of the job in the audit log: {e}");
+        }
+        if let Err(e) = self.inner.admission.record_outcome(&spec.id, outcome.as_str(), &reason) {
+            tracing::error!("cannot record the outcome in the replay store: {e}");
+        }
+        let checkpoint = match self.inner.audit.checkpoint().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!("cannot write the job's audit checkpoint: {e}");
+                self.inner.audit.latest_checkpoint()
+            }
+        };
+        let version = spec.release.as_ref().map(|r| r.version.clone()).or(spec.target_version.clone());
+        {
+            let mut recent = lock(&self.inner.recent);
+            recent.push_front(JobSummary {
+                job_id: spec.id.clone(),
+                app: spec.app.clone(),
+                action: spec.action,
+                version,
+                outcome,
+                reason: reason.clone(),
+                finished_ms: now_ms(),
+            });
+            recent.truncate(RECENT_JOBS);
+        }
+        tracing::info!(outcome = outcome.as_str(), %reason, "job finished");
+        lock(&self.inner.busy).remove(&spec.app);
+        handle.publish(EventKind::Finished { outcome, reason, checkpoint });
+    }
+
+    /// What runs where, for `status`.
+    pub async fn status(&self, only: Option<&AppName>) -> Vec<AppStatus> {
+        let mut out = Vec::new();
+        for (name, app) in &self.inner.apps {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            let active_job = lock(&self.inner.busy).get(name).cloned();
+            // A running job holds the lock; report what is known without waiting for it.
+            let snapshot = match app.try_lock() {
+                Ok(app) => Some((
+                    app.state.current.clone(),
+                    app.state.previous.clone(),
+                    app.instances.iter().map(instance_status).collect(),
+                    app.releases.on_disk().unwrap_or_default(),
+                )),
+                Err(_) => None,
+            };
+            let (current, previous, instances, releases_on_disk) = snapshot.unwrap_or_else(|| {
+                let current = lock(&self.inner.current).get(name).cloned().flatten();
+                (current, None, Vec::new(), Vec::new())
+            });
+            out.push(AppStatus {
+                name: name.clone(),
+                current,
+                previous,
+                active_job,
+                instances,
+                releases_on_disk,
+            });
+        }
+        out
+    }
+
+    /// Recently finished jobs, newest first.
+    pub fn recent_jobs(&self) -> Vec<JobSummary> {
+        lock(&self.inner.recent).iter().cloned().collect()
+    }
+
+    /// Leaves every instance running and stops supervising them (agent shutdown).
+    pub async fn detach_all(&self) {
+        for app in self.inner.apps.values() {
+            let app = app.lock().await;
+            for instance in &app.instances {
+                instance.detach();
+            }
+        }
+    }
+}
+
+fn instance_status(instance: &Instance) -> InstanceStatus {
+    let record = instance.record();
+    let (state, restarts) = match &*instance.state().borrow() {
+        InstanceState::Starting => ("starting".to_owned(), 0),
+        InstanceState::Running { restarts, .. } => ("running".to_owned(), *restarts),
+        InstanceState::Exited { restarts, .. } => ("crashed".to_owned(), *restarts),
+        InstanceState::CrashLoop { restarts, .. } => ("crash-loop".to_owned(), *restarts),
+        InstanceState::Stopped => ("stopped".to_owned(), 0),
+    };
+    InstanceStatus {
+        index: record.index,
+        pid: record.pid,
+        port: record.port,
+        version: record.version,
+        state,
+        restarts,
+    }
+}
+
+async fn interrupted(audit: &AuditLog, admission: &Admission, job: &JobId, app: &AppName) {
+    let reason = "the agent stopped while the job ran; instances were adopted as found";
+    let entry = Entry::new("job.interrupted")
+        .with("job_id", json!(job))
+        .with("app", json!(app))
+        .with("reason", json!(reason));
+    if let Err(e) = audit.append(entry).await {
+        tracing::error!(%job, "cannot record the interrupted job: {e}");
+    }
+    if let Err(e) = admission.record_outcome(job, Outcome::Interrupted.as_str(), reason) {
+        tracing::error!(%job, "cannot record the interrupted job's outcome: {e}");
+    }
+}
+
+/// Creates a directory (and parents) and sets its mode.
+///
+/// # Errors
+///
+/// The I/O error of creating it or setting its mode.
+pub fn create_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+impl AppView for Executor {
+    fn current_version(&self, app: &AppName) -> Option<semver::Version> {
+        lock(&self.inner.current).get(app).cloned().flatten()
+    }
+
+    fn has_release(&self, app: &AppName, version: &semver::Version) -> bool {
+        self.inner.apps.contains_key(app)
+            && Releases::new(&self.inner.config.data_dir.join("apps").join(app.as_str()))
+                .is_on_disk(version)
+    }
+
+    fn is_busy(&self, app: &AppName) -> bool {
+        lock(&self.inner.busy).contains_key(app)
+    }
+}
+
+/// The strategy a job runs, for the audit entry of its acceptance.
+pub fn strategy_of(job: &VerifiedJob) -> Option<StrategyKind> {
+    job.spec.release.as_ref().map(|r| r.strategy)
+}

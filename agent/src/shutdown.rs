@@ -1,1 +1,63 @@
-//! TODO
+//! One shutdown source for the whole agent: SIGTERM or SIGINT cancel a token that every task
+//! watches; a task tracker lets `run` wait, with a bound, for in-flight work to persist itself.
+
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long in-flight work gets to reach a safe point after the shutdown signal.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// The agent's shutdown trigger and the tasks that must finish before it exits.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Shutdown {
+    /// A new, untriggered shutdown.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The token tasks select on.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Tracks tasks that must finish (or persist their state) before exit.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Triggers shutdown.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Resolves on SIGTERM or SIGINT, then triggers shutdown. Returns the signal's name.
+    ///
+    /// # Errors
+    ///
+    /// When signal handlers cannot be installed.
+    pub async fn on_signal(&self) -> std::io::Result<&'static str> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            () = self.token.cancelled() => "shutdown requested",
+        };
+        self.trigger();
+        Ok(name)
+    }
+
+    /// Waits for tracked tasks, at most `grace`. Returns false when the grace period ran out.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+}

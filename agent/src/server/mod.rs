@@ -1,1 +1,389 @@
-//! TODO
+//! The gRPC service `gantry.v1.Agent` over mutual TLS.
+//!
+//! A submitted job goes: `job.received` (durable) → admission → `job.rejected` or
+//! `job.accepted` (durable) → executor. Nothing runs before its acceptance is on disk, and
+//! every rejection is recorded with the peer's certificate fingerprint and the claimed key ids.
+
+pub mod convert;
+pub mod status;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::{self, agent_server::Agent};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::admission::{Admission, Admitted, PeerIdentity, Rejection, SignatureIn};
+use crate::artifact::{ArtifactError, ArtifactStore};
+use crate::audit::{AuditLog, Entry};
+use crate::executor::{EventKind, Executor, JobHandle, Outcome, now_ms, strategy_of};
+use crate::job::{AppName, Sha256Hex};
+use crate::strategy::reason;
+
+/// A server-streaming answer.
+pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The agent's gRPC service.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    agent_id: String,
+    key: Arc<SigningKey>,
+    audit: AuditLog,
+    audit_dir: PathBuf,
+    admission: Arc<Admission>,
+    executor: Executor,
+    store: Arc<ArtifactStore>,
+    max_artifact_bytes: u64,
+}
+
+impl AgentService {
+    /// Assembles the service from the agent's parts.
+    #[allow(clippy::too_many_arguments)] // one call site, in the daemon's start-up
+    pub fn new(
+        agent_id: String,
+        key: Arc<SigningKey>,
+        audit: AuditLog,
+        audit_dir: PathBuf,
+        admission: Arc<Admission>,
+        executor: Executor,
+        store: Arc<ArtifactStore>,
+        max_artifact_bytes: u64,
+    ) -> Self {
+        Self { agent_id, key, audit, audit_dir, admission, executor, store, max_artifact_bytes }
+    }
+
+    async fn reject(&self, rejection: &Rejection, peer: &PeerIdentity) -> Status {
+        let entry = Entry::new("job.rejected")
+            .with("reason", json!(status::reason_code(&rejection.error)))
+            .with("detail", json!(reason(&rejection.error)))
+            .with("job_id", json!(rejection.job_id))
+            .with("app", json!(rejection.app))
+            .with("job_digest", json!(rejection.job_digest))
+            .with("peer_fingerprint", json!(peer.fingerprint))
+            .with("claimed_key_ids", json!(rejection.claimed_key_ids));
+        if let Err(e) = self.audit.append(entry).await {
+            return unavailable(&e);
+        }
+        tracing::info!(reason = status::reason_code(&rejection.error), "job rejected: {}", reason(&rejection.error));
+        status::rejection(&rejection.error)
+    }
+
+    fn finished_stream(&self, job_id: &str, outcome: Outcome, why: &str) -> EventStream<v1::JobEvent> {
+        let event = v1::JobEvent {
+            job_id: job_id.to_owned(),
+            seq: 1,
+            ts_ms: now_ms(),
+            kind: Some(v1::job_event::Kind::Finished(v1::JobFinished {
+                outcome: convert::outcome(outcome).into(),
+                reason: why.to_owned(),
+                checkpoint: self.audit.latest_checkpoint().as_ref().map(convert::checkpoint),
+            })),
+        };
+        Box::pin(tokio_stream::iter([Ok(event)]))
+    }
+
+    /// The stream for a job admitted earlier (idempotent resubmission, or watch).
+    fn known_job(&self, job_id: &str) -> Result<EventStream<v1::JobEvent>, Status> {
+        if let Some(handle) = self.executor.job(job_id) {
+            return Ok(follow_job(handle));
+        }
+        let record = self
+            .admission
+            .lookup(job_id)
+            .ok_or_else(|| Status::not_found(format!("no job {job_id:?} is known to this agent")))?;
+        match record.outcome.as_deref().map(|o| (o, Outcome::parse(o))) {
+            Some((_, Some(outcome))) => Ok(self.finished_stream(job_id, outcome, &record.reason)),
+            Some((other, None)) => Err(Status::aborted(format!(
+                "job {job_id} ended {other}: {}",
+                record.reason
+            ))),
+            None => Err(Status::unavailable(format!(
+                "job {job_id} was accepted but its outcome is not known yet"
+            ))),
+        }
+    }
+}
+
+fn unavailable(e: &dyn std::error::Error) -> Status {
+    let text = reason(e);
+    if text.starts_with("audit log unavailable") {
+        Status::unavailable(text)
+    } else {
+        Status::unavailable(format!("audit log unavailable: {text}"))
+    }
+}
+
+fn peer_of<T>(request: &Request<T>) -> PeerIdentity {
+    let fingerprint = request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| tls::fingerprint(c.as_ref())))
+        .unwrap_or_default();
+    PeerIdentity { fingerprint }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Streams a job's events from the first, then live, until it finishes; a watcher that falls
+/// behind re-reads the history instead of missing events.
+fn follow_job(handle: Arc<JobHandle>) -> EventStream<v1::JobEvent> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            let (history, mut live) = handle.subscribe();
+            for event in history.into_iter().filter(|e| e.seq > last) {
+                last = event.seq;
+                let done = matches!(event.kind, EventKind::Finished { .. });
+                if tx.send(Ok(convert::event(&event))).await.is_err() || done {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(event) if event.seq <= last => {}
+                    Ok(event) => {
+                        last = event.seq;
+                        let done = matches!(event.kind, EventKind::Finished { .. });
+                        if tx.send(Ok(convert::event(&event))).await.is_err() || done {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn artifact_status(e: &ArtifactError) -> Status {
+    Status::invalid_argument(format!("artifact refused: {}", reason(e)))
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type SubmitStream = EventStream<v1::JobEvent>;
+    type WatchStream = EventStream<v1::JobEvent>;
+    type AuditTailStream = EventStream<v1::AuditLine>;
+
+    async fn submit(&self, request: Request<v1::SignedJob>) -> Result<Response<Self::SubmitStream>, Status> {
+        let peer = peer_of(&request);
+        let signed = request.into_inner();
+        self.audit.health().map_err(|e| unavailable(&e))?;
+        let digest = gantry_proto::envelope::job_digest(&signed.job);
+        let claimed: Vec<&str> = signed.signatures.iter().map(|s| s.key_id.as_str()).collect();
+        let received = Entry::new("job.received")
+            .with("job_digest", json!(digest))
+            .with("bytes", json!(signed.job.len()))
+            .with("peer_fingerprint", json!(peer.fingerprint))
+            .with("claimed_key_ids", json!(claimed));
+        self.audit.append(received).await.map_err(|e| unavailable(&e))?;
+
+        let sigs: Vec<SignatureIn> = signed
+            .signatures
+            .into_iter()
+            .map(|s| SignatureIn { key_id_hint: s.key_id, sig: s.sig })
+            .collect();
+        let admitted = self.admission.admit(&signed.job, &sigs, &peer, now_unix(), &self.executor);
+        let job = match admitted {
+            Err(rejection) => return Err(self.reject(&rejection, &peer).await),
+            Ok(Admitted::Duplicate(record)) => {
+                tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
+                return self.known_job(record.job_id.as_str()).map(Response::new);
+            }
+            Ok(Admitted::New(job)) => job,
+        };
+        let spec = &job.spec;
+        if let Err(busy) = self.executor.reserve(&spec.app, &spec.id) {
+            let why = reason(&busy);
+            let _ = self.admission.record_outcome(&spec.id, "rejected", &why);
+            let rejection = Rejection {
+                error: crate::admission::AdmissionError::AppBusy { app: spec.app.to_string() },
+                job_id: Some(spec.id.to_string()),
+                app: Some(spec.app.to_string()),
+                claimed_key_ids: sigs.iter().map(|s| s.key_id_hint.clone()).collect(),
+                job_digest: digest,
+            };
+            return Err(self.reject(&rejection, &peer).await);
+        }
+        let version = spec
+            .release
+            .as_ref()
+            .map(|r| r.version.to_string())
+            .or_else(|| spec.target_version.as_ref().map(ToString::to_string));
+        let accepted = Entry::new("job.accepted")
+            .with("job_id", json!(spec.id))
+            .with("job_digest", json!(job.digest))
+            .with("signer_key_ids", json!(job.signers.iter().map(ToString::to_string).collect::<Vec<_>>()))
+            .with("app", json!(spec.app))
+            .with("action", json!(spec.action.as_str()))
+            .with("version", json!(version))
+            .with("strategy", json!(strategy_of(&job).map(|s| s.as_str())))
+            .with("peer_fingerprint", json!(peer.fingerprint));
+        if let Err(e) = self.audit.append(accepted).await {
+            self.executor.release(&spec.app);
+            let status = unavailable(&e);
+            let _ = self.admission.record_outcome(&spec.id, "failed", status.message());
+            return Err(status);
+        }
+        tracing::info!(job_id = %spec.id, app = %spec.app, action = %spec.action, "job accepted");
+        Ok(Response::new(follow_job(self.executor.spawn(job))))
+    }
+
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let job_id = request.into_inner().job_id;
+        self.known_job(&job_id).map(Response::new)
+    }
+
+    async fn upload_artifact(
+        &self,
+        request: Request<Streaming<v1::ArtifactChunk>>,
+    ) -> Result<Response<v1::ArtifactReceipt>, Status> {
+        let peer = peer_of(&request);
+        let mut chunks = request.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty upload: no chunk was sent"))?;
+        let meta = first.meta.ok_or_else(|| {
+            Status::invalid_argument("the first chunk must carry the artifact's sha256 and size")
+        })?;
+        let digest = Sha256Hex::new(&meta.sha256)
+            .map_err(|e| Status::invalid_argument(format!("artifact refused: {e}")))?;
+        if meta.size > self.max_artifact_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "artifact refused: {} bytes is over the limit of {} bytes",
+                meta.size, self.max_artifact_bytes
+            )));
+        }
+        if self.store.contains(&digest, meta.size) {
+            return Ok(Response::new(v1::ArtifactReceipt {
+                sha256: digest.to_string(),
+                size: meta.size,
+                already_present: true,
+            }));
+        }
+        self.audit.health().map_err(|e| unavailable(&e))?;
+        let mut upload = self.store.begin_upload(&digest, meta.size).map_err(|e| artifact_status(&e))?;
+        let write = |upload: &mut crate::artifact::Upload, data: &[u8]| {
+            tokio::task::block_in_place(|| upload.write(data)).map_err(|e| artifact_status(&e))
+        };
+        write(&mut upload, &first.data)?;
+        while let Some(chunk) = chunks.message().await? {
+            write(&mut upload, &chunk.data)?;
+        }
+        tokio::task::block_in_place(|| upload.finish()).map_err(|e| artifact_status(&e))?;
+        let entry = Entry::new("artifact.stored")
+            .with("sha256", json!(digest))
+            .with("size", json!(meta.size))
+            .with("peer_fingerprint", json!(peer.fingerprint));
+        self.audit.append(entry).await.map_err(|e| unavailable(&e))?;
+        Ok(Response::new(v1::ArtifactReceipt { sha256: digest.to_string(), size: meta.size, already_present: false }))
+    }
+
+    async fn has_artifact(&self, request: Request<v1::ArtifactRef>) -> Result<Response<v1::ArtifactPresence>, Status> {
+        let r = request.into_inner();
+        let present = Sha256Hex::new(&r.sha256).is_ok_and(|d| self.store.contains(&d, r.size));
+        Ok(Response::new(v1::ArtifactPresence { present }))
+    }
+
+    async fn status(&self, request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+        let app = request.into_inner().app;
+        let only = if app.is_empty() {
+            None
+        } else {
+            Some(AppName::new(&app).map_err(|e| Status::invalid_argument(e.to_string()))?)
+        };
+        let apps = self.executor.status(only.as_ref()).await;
+        Ok(Response::new(v1::StatusResponse {
+            agent_id: self.agent_id.clone(),
+            apps: apps.iter().map(convert::app_status).collect(),
+            recent_jobs: self.executor.recent_jobs().iter().map(convert::job_summary).collect(),
+            audit_error: self.audit.health().err().map(|e| reason(&e)).unwrap_or_default(),
+        }))
+    }
+
+    async fn audit_tail(&self, request: Request<v1::AuditTailRequest>) -> Result<Response<Self::AuditTailStream>, Status> {
+        let req = request.into_inner();
+        let mut live = req.follow.then(|| self.audit.subscribe());
+        let dir = self.audit_dir.clone();
+        let read = move |from: u64| {
+            let dir = dir.clone();
+            async move {
+                tokio::task::spawn_blocking(move || crate::audit::read_lines(&dir, from))
+                    .await
+                    .map_err(|e| Status::internal(format!("audit reader failed: {e}")))?
+                    .map_err(|e| Status::internal(format!("cannot read the audit log: {}", reason(&e))))
+            }
+        };
+        let mut lines = read(req.from_seq.max(1)).await?;
+        if req.from_seq == 0 && req.last > 0 {
+            let keep = usize::try_from(req.last).unwrap_or(usize::MAX);
+            let skip = lines.len().saturating_sub(keep);
+            lines.drain(..skip);
+        }
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut last = 0;
+            for (seq, line) in lines {
+                last = seq;
+                if tx.send(Ok(v1::AuditLine { seq, line })).await.is_err() {
+                    return;
+                }
+            }
+            let Some(live) = live.as_mut() else { return };
+            loop {
+                match live.recv().await {
+                    Ok(item) => {
+                        let (seq, line) = &*item;
+                        if *seq > last {
+                            last = *seq;
+                            let msg = v1::AuditLine { seq: *seq, line: line.clone() };
+                            if tx.send(Ok(msg)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => match read(last + 1).await {
+                        Ok(missed) => {
+                            for (seq, line) in missed {
+                                last = seq;
+                                if tx.send(Ok(v1::AuditLine { seq, line })).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn info(&self, _request: Request<v1::InfoRequest>) -> Result<Response<v1::AgentInfo>, Status> {
+        Ok(Response::new(v1::AgentInfo {
+            agent_id: self.agent_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            public_key_pem: self.key.public_key().to_spki_pem(),
+            key_id: self.key.key_id().to_string(),
+        }))
+    }
+}

@@ -1,1 +1,359 @@
-//! TODO
+//! Deploy strategies and the steps they share: install a release, start a set of instances,
+//! wait until they are healthy, stop a set, and switch `current`.
+//!
+//! Every step is recorded in the audit log *before* it is taken ([`JobCtx::step`]), so the log
+//! never claims less than happened. Rollback steps use [`JobCtx::note`], which never fails the
+//! restore of service because of the log.
+
+mod hot;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::artifact::{ArtifactError, ArtifactStore, UnpackLimits};
+use crate::audit::{AuditError, AuditLog, Entry};
+use crate::executor::{AppRuntime, EventKind, JobHandle};
+use crate::job::{Action, ReleaseSpec, StrategyKind, VerifiedJob};
+use crate::state::{InstanceRecord, StateError};
+use crate::supervisor::{Backoff, Instance, InstanceSpec, SupervisorError};
+
+/// How a strategy run ended, with a readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrategyOutcome {
+    /// Done and healthy.
+    Succeeded(String),
+    /// Failed; the previous release serves again.
+    RolledBack(String),
+    /// Failed; nothing to return to, or the return failed too.
+    Failed(String),
+    /// The agent stopped during the run.
+    Interrupted(String),
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// The step could not be recorded, so it was not taken.
+    #[error("audit log unavailable")]
+    Audit(#[from] AuditError),
+    /// Installing the release failed.
+    #[error("cannot install the release")]
+    Install(#[from] ArtifactError),
+    /// An instance could not be started or stopped.
+    #[error("instance process")]
+    Supervisor(#[from] SupervisorError),
+    /// The app's state could not be persisted.
+    #[error("cannot persist the app's state")]
+    State(#[from] StateError),
+    /// An instance did not become healthy.
+    #[error("{0}")]
+    Unhealthy(String),
+    /// The job's progress deadline passed.
+    #[error("progress deadline of {} exceeded", humantime::format_duration(*.0))]
+    Deadline(Duration),
+    /// The job cannot be carried out as asked.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// An error and its causes on one line: `a: b: c`.
+pub fn reason(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// What a running job needs besides its app.
+#[derive(Debug)]
+pub struct JobCtx {
+    /// The job.
+    pub job: Arc<VerifiedJob>,
+    /// Where its events go.
+    pub handle: Arc<JobHandle>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The artifact store.
+    pub store: Arc<ArtifactStore>,
+    /// Limits for unpacking.
+    pub unpack_limits: UnpackLimits,
+    /// How many releases to keep on disk.
+    pub releases_kept: usize,
+    /// Instance restart policy.
+    pub backoff: Backoff,
+}
+
+impl JobCtx {
+    /// Records a step durably, then publishes it. The step must not be taken if this fails.
+    ///
+    /// # Errors
+    ///
+    /// [`StrategyError::Audit`] when the audit log cannot record it.
+    pub async fn step(&self, step: &str, message: impl Into<String>) -> Result<(), StrategyError> {
+        self.step_of(step, message.into(), 0, 0).await
+    }
+
+    /// [`JobCtx::step`] with progress units.
+    ///
+    /// # Errors
+    ///
+    /// [`StrategyError::Audit`] when the audit log cannot record it.
+    pub async fn step_of(
+        &self,
+        step: &str,
+        message: String,
+        done: u32,
+        total: u32,
+    ) -> Result<(), StrategyError> {
+        let spec = &self.job.spec;
+        let entry = Entry::new("job.step")
+            .with("job_id", json!(spec.id))
+            .with("app", json!(spec.app))
+            .with("step", json!(step))
+            .with("detail", json!(message));
+        self.audit.append(entry).await?;
+        tracing::info!(step, "{message}");
+        self.handle.publish(EventKind::Step { step: step.to_owned(), message, done, total });
+        Ok(())
+    }
+
+    /// Records a step on a best-effort basis (rollback: restoring service comes first).
+    pub async fn note(&self, step: &str, message: impl Into<String>) {
+        let message = message.into();
+        if let Err(e) = self.step(step, message.clone()).await {
+            tracing::error!(step, "{message} (not in the audit log: {})", reason(&e));
+            self.handle.publish(EventKind::Step { step: step.to_owned(), message, done: 0, total: 0 });
+        }
+    }
+}
+
+/// Runs the job's action on its app.
+pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+    let spec = &ctx.job.spec;
+    match spec.action {
+        Action::Deploy => match &spec.release {
+            Some(release) => match release.strategy {
+                StrategyKind::Hot => hot::deploy(app, ctx, release).await,
+                other => StrategyOutcome::Failed(format!(
+                    "the {other} strategy is not available on this agent yet; use hot"
+                )),
+            },
+            None => StrategyOutcome::Failed("a deploy job must carry a release".to_owned()),
+        },
+        Action::Rollback => hot::rollback(app, ctx).await,
+        Action::Restart => hot::restart(app, ctx).await,
+        Action::Stop => match stop_set(app, ctx).await {
+            Ok(()) => StrategyOutcome::Succeeded("all instances stopped".to_owned()),
+            Err(e) => StrategyOutcome::Failed(reason(&e)),
+        },
+        Action::Promote | Action::Abort => StrategyOutcome::Failed(format!(
+            "there is no paused rollout of app {} to {}",
+            spec.app, spec.action
+        )),
+    }
+}
+
+/// The port of instance `index`.
+///
+/// # Errors
+///
+/// [`StrategyError::Refused`] when the app's port range has no port for it.
+pub fn port_for(app: &AppRuntime, index: u32) -> Result<u16, StrategyError> {
+    let range = &app.policy.ports;
+    u16::try_from(index)
+        .ok()
+        .and_then(|i| range.start().checked_add(i))
+        .filter(|p| range.contains(p))
+        .ok_or_else(|| {
+            StrategyError::Refused(format!(
+                "app {} has no port for instance {index} in {}-{}",
+                app.policy.name,
+                range.start(),
+                range.end()
+            ))
+        })
+}
+
+/// The supervisor's spec for one instance of a release.
+fn instance_spec(app: &AppRuntime, release: &ReleaseSpec, index: u32, port: u16) -> InstanceSpec {
+    InstanceSpec {
+        app: app.policy.name.clone(),
+        version: release.version.clone(),
+        index,
+        port,
+        release_dir: app.releases.dir_of(&release.version),
+        command: release.command.clone(),
+        env: release.env.clone(),
+        run_as: app.policy.run_as.clone(),
+        log_dir: app.dir.join("logs"),
+        stop_timeout: app.policy.stop_timeout,
+    }
+}
+
+/// Unpacks the release (unless it is on disk already) and remembers its spec.
+///
+/// # Errors
+///
+/// [`StrategyError`] when it cannot be unpacked or recorded.
+pub async fn install(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Result<(), StrategyError> {
+    if !app.releases.is_on_disk(&release.version) {
+        ctx.step("artifact.unpacking", format!("unpacking {} ({} bytes)", release.artifact_sha256, release.artifact_size))
+            .await?;
+    }
+    let releases = app.releases.clone();
+    let store = Arc::clone(&ctx.store);
+    let release_owned = release.clone();
+    let limits = ctx.unpack_limits.clone();
+    let dir = tokio::task::spawn_blocking(move || releases.install(&store, &release_owned, &limits))
+        .await
+        .map_err(|e| StrategyError::Refused(format!("unpacking task failed: {e}")))??;
+    app.state.releases.insert(release.version.to_string(), release.clone());
+    app.persist()?;
+    ctx.step("artifact.installed", format!("release {} is in {}", release.version, dir.display()))
+        .await
+}
+
+/// Starts every instance of a release and records them.
+///
+/// # Errors
+///
+/// [`StrategyError`] when an instance cannot be spawned or the step recorded.
+pub async fn start_set(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Result<(), StrategyError> {
+    let total = release.instances;
+    for index in 0..total {
+        let port = port_for(app, index)?;
+        ctx.step_of("instance.starting", format!("starting instance {index} of {} on port {port}", release.version), index, total)
+            .await?;
+        let instance = Instance::spawn(instance_spec(app, release, index, port), ctx.backoff.clone()).await?;
+        let pid = instance.record().pid;
+        app.instances.push(instance);
+        app.persist()?;
+        ctx.step_of("instance.started", format!("instance {index} started: pid {pid}, port {port}"), index + 1, total)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Waits until every live instance is healthy, or the first one fails.
+///
+/// # Errors
+///
+/// [`StrategyError::Unhealthy`] naming the instance and why.
+pub async fn wait_set_healthy(app: &AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Result<(), StrategyError> {
+    let mut checks = JoinSet::new();
+    for instance in &app.instances {
+        let InstanceRecord { index, port, .. } = instance.record();
+        let health = release.health.clone();
+        let dir = app.releases.dir_of(&release.version);
+        let state = instance.state();
+        checks.spawn(async move {
+            let result = crate::health::wait_healthy(&health, port, &dir, state).await;
+            (index, port, result)
+        });
+    }
+    let total = u32::try_from(checks.len()).unwrap_or(u32::MAX);
+    let mut done = 0;
+    while let Some(joined) = checks.join_next().await {
+        let (index, port, result) =
+            joined.map_err(|e| StrategyError::Unhealthy(format!("health check task failed: {e}")))?;
+        match result {
+            Ok(()) => {
+                done += 1;
+                ctx.step_of("health.passed", format!("instance {index} (port {port}) is healthy"), done, total)
+                    .await?;
+            }
+            Err(e) => {
+                let why = format!("instance {index} (port {port}) is unhealthy: {}", reason(&e));
+                ctx.note("health.failed", why.clone()).await;
+                return Err(StrategyError::Unhealthy(why));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops every live instance (SIGTERM, then SIGKILL after the stop timeout) and records it.
+///
+/// # Errors
+///
+/// [`StrategyError`] when the step cannot be recorded or the state persisted.
+pub async fn stop_set(app: &mut AppRuntime, ctx: &JobCtx) -> Result<(), StrategyError> {
+    if app.instances.is_empty() {
+        return Ok(());
+    }
+    ctx.step("instances.stopping", format!("stopping {} instance(s)", app.instances.len())).await?;
+    let mut first_error = None;
+    for instance in app.instances.drain(..) {
+        if let Err(e) = instance.stop().await {
+            first_error.get_or_insert(e);
+        }
+    }
+    app.persist()?;
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => ctx.step("instances.stopped", "all instances stopped").await,
+    }
+}
+
+/// Adopts the instances a previous agent run left running; restarts those of the current
+/// release that are gone. Called once per app at start, before any job.
+pub async fn adopt(app: &mut AppRuntime, audit: &AuditLog, backoff: Backoff) {
+    let records = std::mem::take(&mut app.state.instances);
+    for record in records {
+        let Some(release) = app.state.spec_of(&record.version).cloned() else {
+            tracing::warn!(pid = record.pid, "no spec for release {}; not adopting", record.version);
+            continue;
+        };
+        let spec = instance_spec(app, &release, record.index, record.port);
+        match Instance::adopt(spec, &record, backoff.clone()) {
+            Ok(Some(instance)) => {
+                record_entry(audit, "instance.adopted", app, &record).await;
+                app.instances.push(instance);
+            }
+            Ok(None) => record_entry(audit, "instance.lost", app, &record).await,
+            Err(e) => {
+                tracing::error!(pid = record.pid, "cannot adopt instance: {}", reason(&e));
+                record_entry(audit, "instance.lost", app, &record).await;
+            }
+        }
+    }
+    let Some(current) = app.state.current.clone() else { return };
+    let Some(release) = app.state.spec_of(&current).cloned() else { return };
+    for index in 0..release.instances {
+        if app.instances.iter().any(|i| i.record().index == index) {
+            continue;
+        }
+        let Ok(port) = port_for(app, index) else { continue };
+        match Instance::spawn(instance_spec(app, &release, index, port), backoff.clone()).await {
+            Ok(instance) => {
+                record_entry(audit, "instance.restarted", app, &instance.record()).await;
+                app.instances.push(instance);
+            }
+            Err(e) => tracing::error!(index, "cannot restart instance of {current}: {}", reason(&e)),
+        }
+    }
+}
+
+async fn record_entry(audit: &AuditLog, event: &'static str, app: &AppRuntime, record: &InstanceRecord) {
+    let entry = Entry::new(event)
+        .with("app", json!(app.policy.name))
+        .with("index", json!(record.index))
+        .with("pid", json!(record.pid))
+        .with("port", json!(record.port))
+        .with("version", json!(record.version.to_string()));
+    if let Err(e) = audit.append(entry).await {
+        tracing::error!("cannot record {event}: {}", reason(&e));
+    }
+}
+

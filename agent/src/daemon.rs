@@ -1,0 +1,207 @@
+//! `gantry-agent run`: start-up in dependency order, serve until SIGTERM/SIGINT, then a bounded
+//! drain that leaves every app instance running.
+//!
+//! Start-up: config → signing key → audit log (torn tail set aside) → `agent.started` →
+//! replay store → artifact store → executor (adopts instances, closes interrupted jobs) →
+//! listener → `<data_dir>/run/listen.addr`. Shutdown: stop accepting → let jobs finish within
+//! the grace period, else interrupt them → detach instances → `agent.stopped` → final checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::agent_server::AgentServer;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::artifact::ArtifactStore;
+use crate::audit::{AuditLog, AuditOptions, Entry};
+use crate::config::Config;
+use crate::executor::{Executor, create_dir_mode};
+use crate::server::{AgentService, tls};
+use crate::shutdown::{GRACE, Shutdown};
+use crate::strategy::reason;
+
+/// HTTP/2 limits: enough for a controller, too little for a resource-exhaustion attempt.
+const MAX_CONCURRENT_STREAMS: u32 = 64;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Artifact chunks are at most this large; jobs are bounded separately by the config.
+const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Why the agent could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The config is invalid.
+    #[error("invalid config {}:\n{problems}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// Every problem, one per line.
+        problems: String,
+    },
+    /// A start-up step failed.
+    #[error("cannot {step}")]
+    Start {
+        /// What was being done.
+        step: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server failed while running.
+    #[error("the gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+fn start<E: std::error::Error + Send + Sync + 'static>(step: impl Into<String>) -> impl FnOnce(E) -> DaemonError {
+    let step = step.into();
+    move |e| DaemonError::Start { step, source: Box::new(e) }
+}
+
+/// Loads and validates the config, naming every problem.
+///
+/// # Errors
+///
+/// [`DaemonError::Config`] listing the problems.
+pub fn load_config(path: &Path) -> Result<Config, DaemonError> {
+    Config::load(path).map_err(|e| DaemonError::Config { path: path.to_owned(), problems: e.to_string() })
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+///
+/// # Errors
+///
+/// [`DaemonError`] when start-up fails or the server breaks.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let shutdown = Shutdown::new();
+    let key = Arc::new(
+        SigningKey::read_pem_file(&config.audit.signing_key)
+            .map_err(start(format!("load the agent's signing key {}", config.audit.signing_key.display())))?,
+    );
+    create_dir_mode(&config.data_dir, 0o711)
+        .map_err(start(format!("create the data directory {}", config.data_dir.display())))?;
+    for (sub, mode) in [("jobs", 0o700), ("run", 0o755), ("artifacts", 0o700)] {
+        let dir = config.data_dir.join(sub);
+        create_dir_mode(&dir, mode).map_err(start(format!("create {}", dir.display())))?;
+    }
+
+    let audit_dir = config.data_dir.join("audit");
+    let (audit, recovery) = AuditLog::open(
+        AuditOptions {
+            dir: audit_dir.clone(),
+            checkpoint_every: config.audit.checkpoint_every,
+            checkpoint_interval: config.audit.checkpoint_interval,
+            max_file_bytes: config.audit.max_file_bytes,
+            min_free_bytes: config.audit.min_free_bytes,
+        },
+        Arc::clone(&key),
+    )
+    .map_err(start(format!("open the audit log in {}", audit_dir.display())))?;
+    if let Some(r) = &recovery {
+        tracing::warn!("a torn audit line ({} bytes) was set aside to {}", r.bytes, r.moved_to.display());
+    }
+    let started = Entry::new("agent.started")
+        .with("agent_id", json!(config.agent_id))
+        .with("version", json!(env!("CARGO_PKG_VERSION")))
+        .with("config_digest", json!(config.digest))
+        .with("key_id", json!(key.key_id().to_string()))
+        .with("pid", json!(std::process::id()));
+    audit.append(started).await.map_err(start("record agent.started in the audit log"))?;
+
+    let admission = Arc::new(
+        Admission::new(
+            Arc::clone(&config.policy),
+            config.limits.clone(),
+            config.agent_id.clone(),
+            &config.data_dir.join("jobs"),
+        )
+        .map_err(start("open the replay store"))?,
+    );
+    let store = Arc::new(
+        ArtifactStore::open(&config.data_dir.join("artifacts"), config.limits.max_artifact_bytes)
+            .map_err(start("open the artifact store"))?,
+    );
+    let jobs_token = CancellationToken::new();
+    let executor = Executor::start(
+        Arc::clone(&config),
+        audit.clone(),
+        Arc::clone(&admission),
+        Arc::clone(&store),
+        shutdown.tracker().clone(),
+        jobs_token.clone(),
+    )
+    .await
+    .map_err(start("start the executor"))?;
+
+    let tls_config = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
+        .map_err(start("load the TLS certificate and key"))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(start(format!("listen on {}", config.listen)))?;
+    let bound = listener.local_addr().map_err(start("read the bound address"))?;
+    let incoming = tls::incoming(
+        listener,
+        tls_config,
+        tls::PeerPinning::from_list(&config.tls.client_fingerprints),
+        shutdown.token(),
+    );
+    let service = AgentService::new(
+        config.agent_id.clone(),
+        Arc::clone(&key),
+        audit.clone(),
+        audit_dir,
+        Arc::clone(&admission),
+        executor.clone(),
+        Arc::clone(&store),
+        config.limits.max_artifact_bytes,
+    );
+    let decode_limit = (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);
+    let svc = AgentServer::new(service)
+        .max_decoding_message_size(decode_limit)
+        .max_encoding_message_size(4 * 1024 * 1024);
+    let server_token = shutdown.token();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .timeout(Duration::from_secs(3600))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move { server_token.cancelled().await }),
+    );
+
+    let addr_file = config.data_dir.join("run").join("listen.addr");
+    crate::state::write_atomic(&addr_file, bound.to_string().as_bytes())
+        .map_err(start(format!("write {}", addr_file.display())))?;
+    tracing::info!(agent_id = %config.agent_id, "listening on {bound} (mutual TLS)");
+
+    let signal = shutdown.on_signal().await.unwrap_or("signal handler failure");
+    tracing::info!("{signal}: shutting down; app instances keep running");
+    let _ = std::fs::remove_file(&addr_file);
+    if !shutdown.drain(GRACE).await {
+        tracing::warn!("jobs still running after {}s; interrupting them", GRACE.as_secs());
+        jobs_token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), shutdown.tracker().wait()).await;
+    }
+    executor.detach_all().await;
+    let server_result = match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(r)) => r.map_err(DaemonError::Serve),
+        Ok(Err(join)) => Err(DaemonError::Start { step: "run the gRPC server".to_owned(), source: Box::new(join) }),
+        Err(_) => Ok(()),
+    };
+    let stopped = Entry::new("agent.stopped")
+        .with("agent_id", json!(config.agent_id))
+        .with("config_digest", json!(config.digest))
+        .with("signal", json!(signal));
+    if let Err(e) = audit.append(stopped).await {
+        tracing::error!("cannot record agent.stopped: {}", reason(&e));
+    }
+    if let Err(e) = audit.close().await {
+        tracing::error!("cannot write the shutdown checkpoint: {}", reason(&e));
+    }
+    server_result
+}

@@ -1,0 +1,120 @@
+//! Domain ⇄ proto conversions for answers. Proto types go no further into the agent than this
+//! module (requests are decoded by admission, which must see the raw job bytes).
+
+use gantry_proto::v1;
+
+use crate::audit::CheckpointLine;
+use crate::executor::{AppStatus, EventKind, JobEvent, JobSummary, Outcome};
+use crate::job::{Action, StrategyKind};
+
+/// The proto enum of an action.
+pub fn action(a: Action) -> v1::Action {
+    match a {
+        Action::Deploy => v1::Action::Deploy,
+        Action::Rollback => v1::Action::Rollback,
+        Action::Restart => v1::Action::Restart,
+        Action::Stop => v1::Action::Stop,
+        Action::Promote => v1::Action::Promote,
+        Action::Abort => v1::Action::Abort,
+    }
+}
+
+/// The proto enum of a strategy.
+pub fn strategy(s: Option<StrategyKind>) -> v1::Strategy {
+    match s {
+        None => v1::Strategy::Unspecified,
+        Some(StrategyKind::Hot) => v1::Strategy::Hot,
+        Some(StrategyKind::Rolling) => v1::Strategy::Rolling,
+        Some(StrategyKind::BlueGreen) => v1::Strategy::BlueGreen,
+        Some(StrategyKind::Canary) => v1::Strategy::Canary,
+    }
+}
+
+/// The proto enum of an outcome.
+pub fn outcome(o: Outcome) -> v1::Outcome {
+    match o {
+        Outcome::Succeeded => v1::Outcome::Succeeded,
+        Outcome::Failed => v1::Outcome::Failed,
+        Outcome::RolledBack => v1::Outcome::RolledBack,
+        Outcome::Interrupted => v1::Outcome::Interrupted,
+    }
+}
+
+/// A checkpoint for the wire.
+pub fn checkpoint(c: &CheckpointLine) -> v1::Checkpoint {
+    v1::Checkpoint { seq: c.seq, line: c.line.clone() }
+}
+
+/// A job event for the wire.
+pub fn event(e: &JobEvent) -> v1::JobEvent {
+    let kind = match &e.kind {
+        EventKind::Accepted { job } => {
+            let spec = &job.spec;
+            let version = spec
+                .release
+                .as_ref()
+                .map(|r| r.version.to_string())
+                .or_else(|| spec.target_version.as_ref().map(ToString::to_string))
+                .unwrap_or_default();
+            v1::job_event::Kind::Accepted(v1::JobAccepted {
+                app: spec.app.to_string(),
+                action: action(spec.action).into(),
+                version,
+                strategy: strategy(spec.release.as_ref().map(|r| r.strategy)).into(),
+                job_digest: job.digest.to_string(),
+                signer_key_ids: job.signers.iter().map(ToString::to_string).collect(),
+            })
+        }
+        EventKind::Step { step, message, done, total } => v1::job_event::Kind::Step(v1::JobStep {
+            step: step.clone(),
+            message: message.clone(),
+            done: *done,
+            total: *total,
+        }),
+        EventKind::Finished { outcome: o, reason, checkpoint: c } => {
+            v1::job_event::Kind::Finished(v1::JobFinished {
+                outcome: outcome(*o).into(),
+                reason: reason.clone(),
+                checkpoint: c.as_ref().map(checkpoint),
+            })
+        }
+    };
+    v1::JobEvent { job_id: e.job_id.to_string(), seq: e.seq, ts_ms: e.ts_ms, kind: Some(kind) }
+}
+
+/// An app's status for the wire.
+pub fn app_status(a: &AppStatus) -> v1::AppStatus {
+    v1::AppStatus {
+        name: a.name.to_string(),
+        version: a.current.as_ref().map(ToString::to_string).unwrap_or_default(),
+        previous_version: a.previous.as_ref().map(ToString::to_string).unwrap_or_default(),
+        strategy: v1::Strategy::Unspecified.into(),
+        active_job_id: a.active_job.as_ref().map(ToString::to_string).unwrap_or_default(),
+        instances: a
+            .instances
+            .iter()
+            .map(|i| v1::InstanceStatus {
+                index: i.index,
+                pid: i.pid,
+                port: u32::from(i.port),
+                version: i.version.to_string(),
+                state: i.state.clone(),
+                restarts: i.restarts,
+            })
+            .collect(),
+        releases_on_disk: a.releases_on_disk.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A finished job for the wire.
+pub fn job_summary(j: &JobSummary) -> v1::JobSummary {
+    v1::JobSummary {
+        job_id: j.job_id.to_string(),
+        app: j.app.to_string(),
+        action: action(j.action).into(),
+        version: j.version.as_ref().map(ToString::to_string).unwrap_or_default(),
+        outcome: outcome(j.outcome).into(),
+        reason: j.reason.clone(),
+        finished_ms: j.finished_ms,
+    }
+}

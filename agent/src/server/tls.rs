@@ -1,0 +1,184 @@
+//! Mutual TLS for the agent's listener: client certificates must chain to the configured CA and,
+//! when the config pins fingerprints, be one of them. There is no plaintext listener.
+//!
+//! The rustls `ServerConfig` is built by hand (not through tonic's `ServerTlsConfig`) so the
+//! handshake timeout, the pin check and a future CRL hook live in one place.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("cannot load {what} from {}", path.display())]
+    Load {
+        /// What was being loaded ("CA certificate", "certificate chain", "private key").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// rustls refused the configuration.
+    #[error("invalid TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Which client certificates count as controllers, beyond chaining to the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerPinning {
+    /// Only certificates whose DER SHA-256 (lowercase hex) is listed.
+    Fingerprints(BTreeSet<String>),
+    /// Any certificate that chains to the CA.
+    ChainOnly,
+}
+
+impl PeerPinning {
+    /// From the config's list: empty means chain-only.
+    pub fn from_list(fingerprints: &[String]) -> Self {
+        if fingerprints.is_empty() {
+            PeerPinning::ChainOnly
+        } else {
+            PeerPinning::Fingerprints(fingerprints.iter().map(|f| f.to_lowercase()).collect())
+        }
+    }
+
+    /// Whether a leaf certificate with this fingerprint is allowed.
+    pub fn allows(&self, fingerprint: &str) -> bool {
+        match self {
+            PeerPinning::Fingerprints(set) => set.contains(fingerprint),
+            PeerPinning::ChainOnly => true,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of a certificate's DER bytes.
+pub fn fingerprint(cert: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert))
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Load { what, path: path.to_owned(), source })
+}
+
+fn invalid(what: &'static str, path: &Path, detail: impl ToString) -> TlsError {
+    TlsError::Load {
+        what,
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, detail.to_string()),
+    }
+}
+
+fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_pem(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(what, path, e))?;
+    if certs.is_empty() {
+        return Err(invalid(what, path, "no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// Builds the rustls server config: ring provider, TLS 1.2/1.3, client certificates required
+/// and verified against `ca`, ALPN `h2`.
+///
+/// # Errors
+///
+/// [`TlsError`] naming the file that could not be loaded.
+pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for c in certs("CA certificate", ca)? {
+        roots.add(c).map_err(|e| invalid("CA certificate", ca, e))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let chain = certs("certificate chain", cert)?;
+    let key_pem = read_pem("private key", key)?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| invalid("private key", key, e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Accepts TCP connections, completes TLS handshakes concurrently (each bounded by
+/// [`HANDSHAKE_TIMEOUT`]), drops peers the pinning refuses, and yields the rest in a channel
+/// for tonic's `serve_with_incoming`.
+pub fn incoming(
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+    pinning: PeerPinning,
+    shutdown: CancellationToken,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let pinning = Arc::new(pinning);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let pinning = Arc::clone(&pinning);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, "TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                let fp = leaf.map(|c| fingerprint(c.as_ref())).unwrap_or_default();
+                if !pinning.allows(&fp) {
+                    tracing::warn!(%peer, fingerprint = %fp, "client certificate is not pinned; closing");
+                    return;
+                }
+                let _ = tx.send(Ok(tls)).await;
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

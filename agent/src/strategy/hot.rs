@@ -1,0 +1,202 @@
+//! The hot strategy: stop the old instances, switch `current`, start the new ones, wait until
+//! they are healthy. Brief downtime by design. When the new release fails (unhealthy, crashing,
+//! or past the progress deadline) the previous release is reactivated and verified healthy.
+//!
+//! Rollback and restart jobs reuse the same sequence with a release already on disk.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
+
+use super::{
+    JobCtx, StrategyError, StrategyOutcome, install, reason, start_set, stop_set, wait_set_healthy,
+};
+use crate::executor::AppRuntime;
+use crate::job::ReleaseSpec;
+
+/// Extra time a rollback gets beyond the old release's own health deadline.
+const RESTORE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Deploys `release`: install, then replace the running release with it.
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+    let deadline = Instant::now() + release.progress_deadline;
+    // Install before touching anything: a release that cannot be unpacked changes nothing.
+    match timeout_at(deadline, install(app, ctx, release)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return StrategyOutcome::Failed(reason(&e)),
+        Err(_) => {
+            return StrategyOutcome::Failed(
+                StrategyError::Deadline(release.progress_deadline).to_string(),
+            );
+        }
+    }
+    replace(app, ctx, release, deadline).await
+}
+
+/// Returns to the job's target version, or the previous release, from disk.
+pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+    let target = ctx.job.spec.target_version.clone().or_else(|| app.state.previous.clone());
+    let Some(target) = target else {
+        return StrategyOutcome::Failed(format!(
+            "app {} has no previous release to roll back to",
+            app.policy.name
+        ));
+    };
+    if app.state.current.as_ref() == Some(&target) && !app.instances.is_empty() {
+        return StrategyOutcome::Failed(format!("release {target} is already current"));
+    }
+    let Some(release) = app.state.spec_of(&target).cloned() else {
+        return StrategyOutcome::Failed(format!(
+            "release {target} of app {} is not on disk; deploy it again",
+            app.policy.name
+        ));
+    };
+    if !app.releases.is_on_disk(&target) {
+        return StrategyOutcome::Failed(format!("release {target} is no longer on disk"));
+    }
+    let deadline = Instant::now() + release.progress_deadline;
+    replace(app, ctx, &release, deadline).await
+}
+
+/// Restarts the current release's instances.
+pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+    let Some(current) = app.state.current.clone() else {
+        return StrategyOutcome::Failed(format!("app {} has no release to restart", app.policy.name));
+    };
+    let Some(release) = app.state.spec_of(&current).cloned() else {
+        return StrategyOutcome::Failed(format!("the spec of release {current} is missing"));
+    };
+    let deadline = Instant::now() + release.progress_deadline;
+    let run = async {
+        stop_set(app, ctx).await?;
+        start_set(app, ctx, &release).await?;
+        wait_set_healthy(app, ctx, &release).await
+    };
+    match timeout_at(deadline, run).await {
+        Ok(Ok(())) => StrategyOutcome::Succeeded(format!(
+            "release {current} restarted on {} instance(s)",
+            release.instances
+        )),
+        Ok(Err(e)) => StrategyOutcome::Failed(reason(&e)),
+        Err(_) => StrategyOutcome::Failed(StrategyError::Deadline(release.progress_deadline).to_string()),
+    }
+}
+
+/// Stops what runs, switches to `release`, starts it and waits for health; on failure puts
+/// back what ran before.
+async fn replace(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    deadline: Instant,
+) -> StrategyOutcome {
+    let before_current = app.state.current.clone();
+    let before_previous = app.state.previous.clone();
+    let forward = async {
+        stop_set(app, ctx).await?;
+        switch(app, ctx, &release.version).await?;
+        start_set(app, ctx, release).await?;
+        wait_set_healthy(app, ctx, release).await
+    };
+    let failure = match timeout_at(deadline, forward).await {
+        Ok(Ok(())) => {
+            app.state.last_known_good = Some(release.version.clone());
+            if let Err(e) = app.persist() {
+                return StrategyOutcome::Failed(reason(&e));
+            }
+            prune(app, ctx).await;
+            return StrategyOutcome::Succeeded(format!(
+                "release {} is healthy on {} instance(s)",
+                release.version, release.instances
+            ));
+        }
+        Ok(Err(e)) => reason(&e),
+        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+    };
+    restore(app, ctx, before_current, before_previous, failure).await
+}
+
+/// Points `current` at `version` and records the switch.
+async fn switch(app: &mut AppRuntime, ctx: &JobCtx, version: &semver::Version) -> Result<(), StrategyError> {
+    ctx.step("release.activating", format!("switching current to {version}")).await?;
+    app.releases.activate(version)?;
+    if app.state.current.as_ref() != Some(version) {
+        app.state.previous = app.state.current.take();
+        app.state.current = Some(version.clone());
+    }
+    app.persist()?;
+    Ok(())
+}
+
+/// Stops the failed release and brings back the one that ran before, verified healthy.
+async fn restore(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    before_current: Option<semver::Version>,
+    before_previous: Option<semver::Version>,
+    failure: String,
+) -> StrategyOutcome {
+    let failed_version = app.state.current.clone();
+    let Some(target) = before_current.filter(|v| Some(v) != failed_version.as_ref()) else {
+        ctx.note("rollback.impossible", format!("{failure}; there is no previous release to return to"))
+            .await;
+        stop_best_effort(app, ctx).await;
+        return StrategyOutcome::Failed(format!("{failure}; no previous release to return to"));
+    };
+    ctx.note("rollback.started", format!("{failure}; returning to {target}")).await;
+    stop_best_effort(app, ctx).await;
+    let Some(release) = app.state.spec_of(&target).cloned() else {
+        return StrategyOutcome::Failed(format!("{failure}; the spec of {target} is missing"));
+    };
+    let give_up = Instant::now() + release.health.deadline + RESTORE_MARGIN;
+    let back = async {
+        app.releases.activate(&target)?;
+        app.state.current = Some(target.clone());
+        app.state.previous = before_previous;
+        app.persist()?;
+        ctx.note("release.activated", format!("current is {target} again")).await;
+        start_set(app, ctx, &release).await?;
+        wait_set_healthy(app, ctx, &release).await
+    };
+    let restored: Result<(), StrategyError> = match timeout_at(give_up, back).await {
+        Ok(r) => r,
+        Err(_) => Err(StrategyError::Deadline(release.health.deadline + RESTORE_MARGIN)),
+    };
+    match restored {
+        Ok(()) => {
+            ctx.note("rollback.done", format!("{target} is healthy again")).await;
+            StrategyOutcome::RolledBack(format!("{failure}; rolled back to {target}, which is healthy"))
+        }
+        Err(e) => StrategyOutcome::Failed(format!("{failure}; rollback to {target} failed: {}", reason(&e))),
+    }
+}
+
+async fn stop_best_effort(app: &mut AppRuntime, ctx: &JobCtx) {
+    if let Err(e) = stop_set(app, ctx).await {
+        ctx.note("instances.stop_failed", reason(&e)).await;
+    }
+}
+
+/// Deletes releases beyond the configured count, never the current, previous or last
+/// known-good one.
+async fn prune(app: &mut AppRuntime, ctx: &JobCtx) {
+    let protect: Vec<_> = [&app.state.current, &app.state.previous, &app.state.last_known_good]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    match app.releases.prune(ctx.releases_kept, &protect) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            for version in &removed {
+                app.state.releases.remove(&version.to_string());
+            }
+            let list: Vec<String> = removed.iter().map(ToString::to_string).collect();
+            ctx.note("releases.pruned", format!("removed old releases {}", list.join(", "))).await;
+            if let Err(e) = app.persist() {
+                tracing::error!("cannot persist state after pruning: {}", reason(&e));
+            }
+        }
+        Err(e) => tracing::warn!("cannot prune old releases: {}", reason(&e)),
+    }
+}
