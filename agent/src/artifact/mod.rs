@@ -1,1 +1,150 @@
-//! TODO
+//! Artifacts: the content-addressed store, safe unpacking of release tarballs, and the releases
+//! of one app with their atomically switched `current` link.
+//!
+//! * [`store`]: `<data_dir>/artifacts/sha256/<hex>`; uploads are hashed as they stream in and
+//!   only a complete file with the declared size and digest is renamed into place.
+//! * [`unpack`]: `.tar.gz` → directory, validating every entry itself (never `tar`'s own
+//!   `unpack`): no absolute paths, no `..`, no links out of the release, no devices, no
+//!   setuid bits, bounded entries and bytes; all or nothing.
+//! * [`releases`]: `<data_dir>/apps/<app>/releases/<version>/` and the `current` symlink.
+
+pub mod releases;
+pub mod store;
+pub mod unpack;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::job::Sha256Hex;
+
+pub use releases::Releases;
+pub use store::{ArtifactStore, Upload};
+pub use unpack::{UnpackError, UnpackLimits, unpack_release};
+
+/// An artifact store or release operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArtifactError {
+    /// A filesystem operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done ("create", "write", "rename" ...).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The declared artifact size is over the configured maximum.
+    #[error("artifact {digest} declares {size} bytes, over the limit of {max} bytes")]
+    TooLarge {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The declared size.
+        size: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// More bytes arrived than the upload declared.
+    #[error("upload of artifact {digest} sent more than the declared {declared} bytes")]
+    Oversize {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The declared size.
+        declared: u64,
+    },
+    /// The upload ended with a different number of bytes than it declared.
+    #[error("upload of artifact {digest} ended after {actual} bytes, {expected} were declared")]
+    SizeMismatch {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The declared size.
+        expected: u64,
+        /// The bytes received.
+        actual: u64,
+    },
+    /// The uploaded bytes do not hash to the expected digest.
+    #[error("uploaded artifact has digest {actual}, expected {expected}")]
+    DigestMismatch {
+        /// The digest the upload declared.
+        expected: Sha256Hex,
+        /// The digest of the bytes received.
+        actual: Sha256Hex,
+    },
+    /// The upload was already refused (oversize); it cannot continue or finish.
+    #[error("upload of artifact {digest} was already refused")]
+    UploadFailed {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+    },
+    /// A release needs an artifact the store does not hold (with that size).
+    #[error("artifact {digest} ({size} bytes) is not in the store; upload it first")]
+    Missing {
+        /// The artifact's digest.
+        digest: Sha256Hex,
+        /// Its expected size.
+        size: u64,
+    },
+    /// Unpacking a release failed; nothing was installed.
+    #[error("cannot install release {version}")]
+    Unpack {
+        /// The release version.
+        version: semver::Version,
+        /// Why.
+        #[source]
+        source: UnpackError,
+    },
+    /// The release is not unpacked on disk.
+    #[error("release {version} is not on disk at {}", path.display())]
+    NotOnDisk {
+        /// The release version.
+        version: semver::Version,
+        /// Where it would be.
+        path: PathBuf,
+    },
+    /// The system random source failed.
+    #[error("cannot draw a random temp name for {}", path.display())]
+    Random {
+        /// The directory the temp name was for.
+        path: PathBuf,
+    },
+}
+
+/// Sixteen random hex characters for temp names, from the system's CSPRNG.
+pub(crate) fn random_suffix() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
+}
+
+/// fsyncs a directory so that renames and creations inside it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Hex SHA-256 of everything `reader` yields.
+pub(crate) fn hash_reader(mut reader: impl io::Read) -> io::Result<Sha256Hex> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => ctx.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    digest_hex(ctx.finish())
+}
+
+/// A finished ring digest as a [`Sha256Hex`].
+pub(crate) fn digest_hex(d: ring::digest::Digest) -> io::Result<Sha256Hex> {
+    // 32 bytes always hex-encode to 64 lowercase hex characters; the error is unreachable.
+    Sha256Hex::new(&hex::encode(d.as_ref())).map_err(io::Error::other)
+}

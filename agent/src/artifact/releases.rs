@@ -1,0 +1,263 @@
+//! The releases of one app: `<app_dir>/releases/<version>/` and the `current` symlink.
+//!
+//! `current` is a relative symlink (`releases/<version>`), switched atomically: a new link
+//! `current.tmp-<random>` is created and renamed over `current`, then the app directory is
+//! fsynced. The app and releases directories are 0755 so the app's unprivileged user can
+//! reach its release.
+
+use std::fs::{self, DirBuilder, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{ArtifactError, ArtifactStore, UnpackLimits, random_suffix, sync_dir, unpack_release};
+use crate::job::ReleaseSpec;
+
+const RELEASES: &str = "releases";
+const CURRENT: &str = "current";
+
+/// The releases of one app, rooted at `<data_dir>/apps/<app>`.
+#[derive(Debug, Clone)]
+pub struct Releases {
+    app_dir: PathBuf,
+}
+
+impl Releases {
+    /// The releases under `app_dir` (nothing is touched until something is installed).
+    pub fn new(app_dir: &Path) -> Self {
+        Self {
+            app_dir: app_dir.to_owned(),
+        }
+    }
+
+    /// `<app_dir>/releases`.
+    pub fn releases_dir(&self) -> PathBuf {
+        self.app_dir.join(RELEASES)
+    }
+
+    /// Where `version` is (or would be) unpacked: `<app_dir>/releases/<version>`.
+    pub fn dir_of(&self, version: &semver::Version) -> PathBuf {
+        self.releases_dir().join(version.to_string())
+    }
+
+    /// Whether `version` is unpacked: its directory exists and is a real directory. A release
+    /// directory only ever appears complete (unpacking renames it into place).
+    pub fn is_on_disk(&self, version: &semver::Version) -> bool {
+        fs::symlink_metadata(self.dir_of(version)).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Every release on disk, sorted by SemVer precedence. Names that are not canonical SemVer
+    /// (temp directories, stray files) are ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Io`] when the releases directory exists but cannot be read.
+    pub fn on_disk(&self) -> Result<Vec<semver::Version>, ArtifactError> {
+        let dir = self.releases_dir();
+        let read = match fs::read_dir(&dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(ArtifactError::Io {
+                    op: "list",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        let mut versions = Vec::new();
+        for item in read {
+            let item = item.map_err(|source| ArtifactError::Io {
+                op: "list",
+                path: dir.clone(),
+                source,
+            })?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(version) = semver::Version::parse(name) else {
+                continue;
+            };
+            if version.to_string() != name {
+                continue;
+            }
+            if item.file_type().is_ok_and(|t| t.is_dir()) {
+                versions.push(version);
+            }
+        }
+        versions.sort();
+        Ok(versions)
+    }
+
+    /// Unpacks the release's artifact from `store` into `releases/<version>/`; a no-op when
+    /// that release is already on disk. Returns the release directory.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Missing`] when the store lacks the artifact, [`ArtifactError::Unpack`]
+    /// when the archive is refused (nothing is left behind), [`ArtifactError::Io`].
+    pub fn install(
+        &self,
+        store: &ArtifactStore,
+        spec: &ReleaseSpec,
+        limits: &UnpackLimits,
+    ) -> Result<PathBuf, ArtifactError> {
+        let dest = self.dir_of(&spec.version);
+        if self.is_on_disk(&spec.version) {
+            return Ok(dest);
+        }
+        if !store.contains(&spec.artifact_sha256, spec.artifact_size) {
+            return Err(ArtifactError::Missing {
+                digest: spec.artifact_sha256.clone(),
+                size: spec.artifact_size,
+            });
+        }
+        self.prepare_dirs()?;
+        unpack_release(
+            &store.path_of(&spec.artifact_sha256),
+            &spec.artifact_sha256,
+            &dest,
+            limits,
+        )
+        .map_err(|source| ArtifactError::Unpack {
+            version: spec.version.clone(),
+            source,
+        })?;
+        Ok(dest)
+    }
+
+    /// Creates the app and releases directories if needed, both 0755 (traversable by the
+    /// app's user).
+    fn prepare_dirs(&self) -> Result<(), ArtifactError> {
+        let releases = self.releases_dir();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&releases)
+            .map_err(|source| ArtifactError::Io {
+                op: "create",
+                path: releases.clone(),
+                source,
+            })?;
+        for dir in [&self.app_dir, &releases] {
+            fs::set_permissions(dir, Permissions::from_mode(0o755)).map_err(|source| {
+                ArtifactError::Io {
+                    op: "chmod 0755",
+                    path: dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Points `current` at `releases/<version>` atomically (new link, rename over the old one,
+    /// fsync the app directory).
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::NotOnDisk`] when the release is not unpacked; [`ArtifactError::Io`].
+    pub fn activate(&self, version: &semver::Version) -> Result<(), ArtifactError> {
+        if !self.is_on_disk(version) {
+            return Err(ArtifactError::NotOnDisk {
+                version: version.clone(),
+                path: self.dir_of(version),
+            });
+        }
+        let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
+            path: self.app_dir.clone(),
+        })?;
+        let temp = self.app_dir.join(format!("{CURRENT}.tmp-{suffix}"));
+        let target = Path::new(RELEASES).join(version.to_string());
+        std::os::unix::fs::symlink(&target, &temp).map_err(|source| ArtifactError::Io {
+            op: "create symlink",
+            path: temp.clone(),
+            source,
+        })?;
+        let current = self.app_dir.join(CURRENT);
+        if let Err(source) = fs::rename(&temp, &current) {
+            let _ = fs::remove_file(&temp);
+            return Err(ArtifactError::Io {
+                op: "switch",
+                path: current,
+                source,
+            });
+        }
+        sync_dir(&self.app_dir).map_err(|source| ArtifactError::Io {
+            op: "fsync",
+            path: self.app_dir.clone(),
+            source,
+        })
+    }
+
+    /// The release `current` points at, if it is a link of the form `releases/<version>`.
+    pub fn current(&self) -> Option<semver::Version> {
+        let target = fs::read_link(self.app_dir.join(CURRENT)).ok()?;
+        let mut parts = target.components();
+        let first = parts.next()?;
+        let second = parts.next()?;
+        if parts.next().is_some() || first.as_os_str() != RELEASES {
+            return None;
+        }
+        let name = second.as_os_str().to_str()?;
+        let version = semver::Version::parse(name).ok()?;
+        (version.to_string() == name).then_some(version)
+    }
+
+    /// Deletes the oldest releases (by SemVer precedence) until at most `keep` remain, never one
+    /// in `protect` nor the one `current` points at (so more than `keep` may remain). Returns
+    /// the versions deleted, oldest first.
+    ///
+    /// Each release is first renamed to `releases/.prune-<version>-<random>` and then removed,
+    /// so a crash mid-delete never leaves a partial directory under a version name.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Io`] naming the release directory; releases deleted before the error
+    /// stay deleted.
+    pub fn prune(
+        &self,
+        keep: usize,
+        protect: &[semver::Version],
+    ) -> Result<Vec<semver::Version>, ArtifactError> {
+        let on_disk = self.on_disk()?;
+        let mut excess = on_disk.len().saturating_sub(keep);
+        let current = self.current();
+        let mut removed = Vec::new();
+        for version in on_disk {
+            if excess == 0 {
+                break;
+            }
+            if protect.contains(&version) || current.as_ref() == Some(&version) {
+                continue;
+            }
+            let dir = self.dir_of(&version);
+            let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
+                path: self.releases_dir(),
+            })?;
+            let doomed = self
+                .releases_dir()
+                .join(format!(".prune-{version}-{suffix}"));
+            fs::rename(&dir, &doomed).map_err(|source| ArtifactError::Io {
+                op: "move aside for deletion",
+                path: dir.clone(),
+                source,
+            })?;
+            fs::remove_dir_all(&doomed).map_err(|source| ArtifactError::Io {
+                op: "delete",
+                path: doomed.clone(),
+                source,
+            })?;
+            removed.push(version);
+            excess -= 1;
+        }
+        if !removed.is_empty() {
+            let dir = self.releases_dir();
+            sync_dir(&dir).map_err(|source| ArtifactError::Io {
+                op: "fsync",
+                path: dir,
+                source,
+            })?;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,249 @@
+//! The content-addressed artifact store: `<dir>/sha256/<hex>`.
+//!
+//! An upload streams into `<dir>/sha256/.upload-<random>` (mode 0600), hashed as it goes. Bytes
+//! beyond the declared size or the store's maximum are refused at once. Only [`Upload::finish`]
+//! with the right size and digest fsyncs the file, renames it to its digest and fsyncs the
+//! directory; an upload dropped before that removes its temp file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{ArtifactError, digest_hex, random_suffix, sync_dir};
+use crate::job::Sha256Hex;
+
+/// The agent's artifact store, rooted at `<data_dir>/artifacts`.
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    /// `<dir>/sha256`.
+    objects: PathBuf,
+    max_bytes: u64,
+}
+
+impl ArtifactStore {
+    /// Opens the store at `dir` (normally `<data_dir>/artifacts`), creating `dir/sha256`
+    /// (mode 0700) if needed. Artifacts larger than `max_bytes` are refused.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Io`] naming the directory when it cannot be created.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, ArtifactError> {
+        let objects = dir.join("sha256");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&objects)
+            .map_err(|source| ArtifactError::Io {
+                op: "create artifact directory",
+                path: objects.clone(),
+                source,
+            })?;
+        Ok(Self { objects, max_bytes })
+    }
+
+    /// Where the artifact with `digest` lives (whether or not it is there).
+    pub fn path_of(&self, digest: &Sha256Hex) -> PathBuf {
+        self.objects.join(digest.as_str())
+    }
+
+    /// Whether the store holds the artifact: a regular file (not a symlink) of exactly `size`
+    /// bytes at its digest's path. Its content was verified when it was stored and is verified
+    /// again before every unpack.
+    pub fn contains(&self, digest: &Sha256Hex, size: u64) -> bool {
+        fs::symlink_metadata(self.path_of(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// The largest artifact this store accepts, in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Starts an upload of `size` bytes that must hash to `expected`.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::TooLarge`] when `size` is over the store's maximum;
+    /// [`ArtifactError::Io`] when the temp file cannot be created.
+    pub fn begin_upload(&self, expected: &Sha256Hex, size: u64) -> Result<Upload, ArtifactError> {
+        if size > self.max_bytes {
+            return Err(ArtifactError::TooLarge {
+                digest: expected.clone(),
+                size,
+                max: self.max_bytes,
+            });
+        }
+        let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
+            path: self.objects.clone(),
+        })?;
+        let temp = self.objects.join(format!(".upload-{suffix}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&temp)
+            .map_err(|source| ArtifactError::Io {
+                op: "create upload file",
+                path: temp.clone(),
+                source,
+            })?;
+        Ok(Upload {
+            file: Some(file),
+            temp,
+            dest: self.path_of(expected),
+            dir: self.objects.clone(),
+            expected: expected.clone(),
+            size,
+            written: 0,
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            failed: false,
+        })
+    }
+}
+
+/// An artifact upload in progress. Dropping it before [`Upload::finish`] succeeds removes the
+/// temp file.
+pub struct Upload {
+    /// `None` once finished (or being finished).
+    file: Option<File>,
+    temp: PathBuf,
+    dest: PathBuf,
+    dir: PathBuf,
+    expected: Sha256Hex,
+    size: u64,
+    written: u64,
+    hasher: ring::digest::Context,
+    failed: bool,
+}
+
+impl Upload {
+    /// The bytes received so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `chunk`, hashing it.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Oversize`] as soon as the total would exceed the declared size (which
+    /// the store already bounded by its maximum); nothing of that chunk is written and the
+    /// upload is dead ([`ArtifactError::UploadFailed`] afterwards). [`ArtifactError::Io`] when
+    /// writing fails.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ArtifactError> {
+        if self.failed {
+            return Err(ArtifactError::UploadFailed {
+                digest: self.expected.clone(),
+            });
+        }
+        let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        let total = self.written.saturating_add(len);
+        if total > self.size {
+            self.failed = true;
+            return Err(ArtifactError::Oversize {
+                digest: self.expected.clone(),
+                declared: self.size,
+            });
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(ArtifactError::UploadFailed {
+                digest: self.expected.clone(),
+            });
+        };
+        if let Err(source) = file.write_all(chunk) {
+            self.failed = true;
+            return Err(ArtifactError::Io {
+                op: "write upload",
+                path: self.temp.clone(),
+                source,
+            });
+        }
+        self.hasher.update(chunk);
+        self.written = total;
+        Ok(())
+    }
+
+    /// Checks the size and digest, fsyncs the file, renames it to its digest's path and fsyncs
+    /// the directory. On any error the temp file is removed.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::SizeMismatch`], [`ArtifactError::DigestMismatch`] (naming expected
+    /// and actual digests), [`ArtifactError::UploadFailed`] after a refused write, or
+    /// [`ArtifactError::Io`].
+    pub fn finish(mut self) -> Result<(), ArtifactError> {
+        if self.failed {
+            return Err(ArtifactError::UploadFailed {
+                digest: self.expected.clone(),
+            });
+        }
+        if self.written != self.size {
+            return Err(ArtifactError::SizeMismatch {
+                digest: self.expected.clone(),
+                expected: self.size,
+                actual: self.written,
+            });
+        }
+        let hasher = std::mem::replace(
+            &mut self.hasher,
+            ring::digest::Context::new(&ring::digest::SHA256),
+        );
+        let actual = digest_hex(hasher.finish()).map_err(|source| ArtifactError::Io {
+            op: "hash upload",
+            path: self.temp.clone(),
+            source,
+        })?;
+        if actual != self.expected {
+            return Err(ArtifactError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        let Some(file) = self.file.take() else {
+            return Err(ArtifactError::UploadFailed {
+                digest: self.expected.clone(),
+            });
+        };
+        file.sync_all().map_err(|source| ArtifactError::Io {
+            op: "fsync upload",
+            path: self.temp.clone(),
+            source,
+        })?;
+        drop(file);
+        fs::rename(&self.temp, &self.dest).map_err(|source| ArtifactError::Io {
+            op: "rename upload into place at",
+            path: self.dest.clone(),
+            source,
+        })?;
+        // The temp name is gone: Drop must not remove anything now.
+        self.failed = true;
+        self.temp = PathBuf::new();
+        sync_dir(&self.dir).map_err(|source| ArtifactError::Io {
+            op: "fsync",
+            path: self.dir.clone(),
+            source,
+        })
+    }
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("temp", &self.temp)
+            .field("dest", &self.dest)
+            .field("expected", &self.expected)
+            .field("size", &self.size)
+            .field("written", &self.written)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests of the artifact store, the unpacker and releases.
