@@ -1,1 +1,37 @@
-//! End-to-end harness for Gantry.
+//! End-to-end harness for Gantry: the real `gantry-agent` and `gantry` binaries on loopback,
+//! with PKI and keys generated per test, in a throw-away directory and a hermetic environment.
+//!
+//! # Layout
+//!
+//! * [`bins`]: finds the built binaries beside the test executable.
+//! * [`process`]: runs a command with a deadline and captures its [`Output`]; cleans up every
+//!   process a test left behind.
+//! * [`env`]: [`TestEnv`], one temp dir with PKI, keys and an `agent.toml`.
+//! * [`agent`]: [`Agent`], a running `gantry-agent run`.
+//! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
+//! * [`artifact`]: release tarballs of the sample app, honest and hostile.
+//! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
+//!
+//! # Design
+//!
+//! Tests run in parallel, each with its own [`TestEnv`]; ports are probed free and handed out
+//! once per process. Nothing sleeps a fixed time: [`wait_until`] polls a condition against a
+//! deadline. Dropping an [`Agent`] or a [`TestEnv`] kills every process started under its
+//! directory, so a failed test leaves nothing running.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod artifact;
+pub mod bins;
+pub mod controller;
+pub mod env;
+pub mod probe;
+pub mod process;
+
+pub use agent::Agent;
+pub use artifact::{Hostile, make_artifact, make_hostile_artifact};
+pub use controller::Controller;
+pub use env::{KeyPair, Keys, Options, Pki, TestEnv};
+pub use probe::{audit_events, audit_lines, http_get, wait_until};
+pub use process::Output;

@@ -9,7 +9,9 @@
 //! `SAMPLE_MODE` makes it misbehave on purpose, so that tests can watch the agent roll back:
 //! `crash-at-start` (exit 3 at once), `never-healthy` (`/health` answers 503),
 //! `unhealthy-after=SECS`, `slow-start=SECS` (binds only after SECS), `crash-under-load=N`
-//! (exit 4 after N requests). SIGTERM or SIGINT ends it gracefully with exit 0.
+//! (exit 4 after N requests). When `SAMPLE_MODE` is unset, a `sample-mode` file in the working
+//! directory (the release directory) is read instead, so a test can build a broken release.
+//! SIGTERM or SIGINT ends it gracefully with exit 0.
 
 #![forbid(unsafe_code)]
 
@@ -116,7 +118,14 @@ impl App {
 
 fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let mode = match Mode::parse(&env("SAMPLE_MODE")) {
+    let mut raw_mode = env("SAMPLE_MODE");
+    if raw_mode.is_empty() {
+        raw_mode = std::fs::read_to_string("sample-mode")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+    }
+    let mode = match Mode::parse(&raw_mode) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("gantry-sample-app: {e}");

@@ -1,0 +1,377 @@
+//! One test's world: a temp dir with throw-away PKI, Ed25519 keys and an `agent.toml`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::ops::RangeInclusive;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::unistd::{Uid, User};
+
+use crate::bins;
+use crate::probe::free_port_range;
+use crate::process::{self, Output};
+
+/// How long a one-shot command (keygen, dev-pki, audit verify ...) may take.
+pub const SHORT: Duration = Duration::from_secs(60);
+
+/// The CA and certificates made by `gantry dev-pki`.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The directory holding them.
+    pub dir: PathBuf,
+    /// CA certificate (both sides trust it).
+    pub ca: PathBuf,
+    /// CA private key.
+    pub ca_key: PathBuf,
+    /// The agent's certificate (DNS SAN = agent id).
+    pub agent_cert: PathBuf,
+    /// The agent's TLS key.
+    pub agent_key: PathBuf,
+    /// The controller's client certificate.
+    pub controller_cert: PathBuf,
+    /// The controller's TLS key.
+    pub controller_key: PathBuf,
+}
+
+/// An Ed25519 key pair made by `gantry keygen --out PREFIX`.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// `PREFIX.key`: PKCS#8 PEM, mode 0600.
+    pub key: PathBuf,
+    /// `PREFIX.pub`: SPKI PEM.
+    pub public: PathBuf,
+}
+
+/// Every key a test uses.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Role `deployer`: may deploy, roll back, restart and stop `web`.
+    pub deployer: KeyPair,
+    /// The agent's own audit-checkpoint key.
+    pub agent: KeyPair,
+    /// Role `approver`.
+    pub approver: KeyPair,
+    /// Role `viewer` only: may do nothing to `web`.
+    pub viewer: KeyPair,
+    /// Not in the agent's config at all.
+    pub attacker: KeyPair,
+}
+
+/// Knobs of the generated `agent.toml`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `agent_id`, also the DNS SAN of the agent's certificate.
+    pub agent_id: String,
+    /// `limits.max_job_bytes`.
+    pub max_job_bytes: usize,
+    /// `limits.max_validity`, humantime.
+    pub max_validity: String,
+    /// `limits.max_artifact_bytes`.
+    pub max_artifact_bytes: u64,
+    /// How many consecutive ports `web` gets (and its `max_instances`).
+    pub ports: u16,
+    /// `apps.web.approvals`.
+    pub approvals: u32,
+    /// `audit.checkpoint_every`.
+    pub checkpoint_every: u64,
+    /// `apps.web.stop_timeout`, humantime.
+    pub stop_timeout: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            agent_id: "agent-1".to_owned(),
+            max_job_bytes: 65_536,
+            max_validity: "1h".to_owned(),
+            max_artifact_bytes: 64 << 20,
+            ports: 4,
+            approvals: 0,
+            checkpoint_every: 64,
+            stop_timeout: "5s".to_owned(),
+        }
+    }
+}
+
+/// A temp dir (mode 0711) holding `pki/`, `keys/`, `agent.toml`, `data/`, `home/` and the
+/// controller's state dir. Dropping it kills every process started under it, then deletes it.
+#[derive(Debug)]
+pub struct TestEnv {
+    /// The root; removed on drop.
+    pub root: PathBuf,
+    /// The agent id.
+    pub agent_id: String,
+    /// Certificates.
+    pub pki: Pki,
+    /// Signing keys.
+    pub keys: Keys,
+    /// `<root>/agent.toml`.
+    pub config: PathBuf,
+    /// `<root>/data`, the agent's data dir.
+    pub data_dir: PathBuf,
+    /// The ports of app `web` (instance i listens on the i-th).
+    pub ports: RangeInclusive<u16>,
+    /// The user `web` runs as.
+    pub app_user: String,
+    /// `HOME` of every child process.
+    pub home: PathBuf,
+    /// `GANTRY_STATE_DIR` of the controller (its witness store).
+    pub state_dir: PathBuf,
+    /// The options the config was written with.
+    pub options: Options,
+    _dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// A new environment with the default [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// When a binary is missing or `gantry dev-pki` / `gantry keygen` fails.
+    pub fn new() -> anyhow::Result<TestEnv> {
+        TestEnv::with_options(Options::default())
+    }
+
+    /// A new environment whose config follows `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestEnv::new`].
+    pub fn with_options(options: Options) -> anyhow::Result<TestEnv> {
+        let dir = tempfile::Builder::new().prefix("gantry-e2e-").tempdir()?;
+        let root = dir.path().to_owned();
+        // An unprivileged app user must be able to traverse into its release directory.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o711))?;
+        let home = root.join("home");
+        let state_dir = root.join("controller-state");
+        for d in [&home, &state_dir, &root.join("keys")] {
+            fs::create_dir_all(d)?;
+        }
+        let pki_dir = root.join("pki");
+        let mut env = TestEnv {
+            agent_id: options.agent_id.clone(),
+            pki: Pki {
+                ca: pki_dir.join("ca.pem"),
+                ca_key: pki_dir.join("ca.key"),
+                agent_cert: pki_dir.join("agent.pem"),
+                agent_key: pki_dir.join("agent.key"),
+                controller_cert: pki_dir.join("controller.pem"),
+                controller_key: pki_dir.join("controller.key"),
+                dir: pki_dir,
+            },
+            keys: Keys {
+                deployer: key_paths(&root, "deployer"),
+                agent: key_paths(&root, "agent"),
+                approver: key_paths(&root, "approver"),
+                viewer: key_paths(&root, "viewer"),
+                attacker: key_paths(&root, "attacker"),
+            },
+            config: root.join("agent.toml"),
+            data_dir: root.join("data"),
+            ports: free_port_range(options.ports)?,
+            app_user: app_user()?,
+            home,
+            state_dir,
+            options,
+            root,
+            _dir: dir,
+        };
+        let pki = env.pki.dir.to_string_lossy().into_owned();
+        env.gantry(&["dev-pki", "--out", &pki, "--agent-id", &env.agent_id])?
+            .assert_code(0);
+        for name in ["deployer", "agent", "approver", "viewer", "attacker"] {
+            let prefix = env.root.join("keys").join(name);
+            env.gantry(&["keygen", "--out", &prefix.to_string_lossy()])?
+                .assert_code(0);
+        }
+        for p in [
+            &env.pki.ca,
+            &env.pki.agent_cert,
+            &env.keys.deployer.key,
+            &env.keys.agent.public,
+        ] {
+            if !p.is_file() {
+                bail!("{} was not created", p.display());
+            }
+        }
+        env.write_config()?;
+        Ok(env)
+    }
+
+    /// Writes `agent.toml` from [`TestEnv::options`]; call again after changing them.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_config(&mut self) -> anyhow::Result<()> {
+        let text = self.config_text();
+        fs::write(&self.config, text)
+            .with_context(|| format!("cannot write {}", self.config.display()))
+    }
+
+    /// The `agent.toml` this environment uses.
+    pub fn config_text(&self) -> String {
+        let o = &self.options;
+        let mut t = String::new();
+        let _ = write!(
+            t,
+            r#"agent_id = "{agent_id}"
+listen = "127.0.0.1:0"
+data_dir = "data"
+
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/agent.pem"
+key = "pki/agent.key"
+
+[audit]
+signing_key = "keys/agent.key"
+checkpoint_every = {checkpoint_every}
+checkpoint_interval = "60s"
+max_file_bytes = 67108864
+min_free_bytes = 1048576
+
+[limits]
+max_job_bytes = {max_job_bytes}
+max_artifact_bytes = {max_artifact_bytes}
+max_validity = "{max_validity}"
+clock_skew = "30s"
+releases_kept = 5
+
+[[keys]]
+name = "deployer"
+public_key = "keys/deployer.pub"
+roles = ["deployer"]
+
+[[keys]]
+name = "approver"
+public_key = "keys/approver.pub"
+roles = ["approver"]
+
+[[keys]]
+name = "viewer"
+public_key = "keys/viewer.pub"
+roles = ["viewer"]
+
+[apps.web]
+user = "{user}"
+allow_root = false
+ports = "{first}-{last}"
+max_instances = {max_instances}
+stop_timeout = "{stop_timeout}"
+approvals = {approvals}
+
+[apps.web.allow]
+deploy = ["deployer"]
+rollback = ["deployer"]
+restart = ["deployer"]
+stop = ["deployer"]
+"#,
+            agent_id = self.agent_id,
+            checkpoint_every = o.checkpoint_every,
+            max_job_bytes = o.max_job_bytes,
+            max_artifact_bytes = o.max_artifact_bytes,
+            max_validity = o.max_validity,
+            user = self.app_user,
+            first = self.ports.start(),
+            last = self.ports.end(),
+            max_instances = o.ports,
+            stop_timeout = o.stop_timeout,
+            approvals = o.approvals,
+        );
+        t
+    }
+
+    /// The port of instance `index` of `web`.
+    pub fn port(&self, index: u16) -> u16 {
+        self.ports.start() + index
+    }
+
+    /// `<data_dir>/apps/web/releases`.
+    pub fn releases_dir(&self) -> PathBuf {
+        self.data_dir.join("apps").join("web").join("releases")
+    }
+
+    /// Runs `gantry ARGS` without connection settings (keygen, dev-pki, job create/sign/show).
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be started or exceeds [`SHORT`].
+    pub fn gantry(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = self.command(&bins::path(bins::GANTRY)?);
+        cmd.args(args);
+        process::run(cmd, SHORT)
+    }
+
+    /// Runs `gantry-agent ARGS` (audit verify, audit tail, check-config, policy, keygen).
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be started or exceeds [`SHORT`].
+    pub fn agent_cmd(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = self.command(&bins::path(bins::GANTRY_AGENT)?);
+        cmd.args(args);
+        process::run(cmd, SHORT)
+    }
+
+    /// A hermetic command for `program`, run in the root with `HOME` and `GANTRY_STATE_DIR` set.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd =
+            process::hermetic(program, &self.home, [("GANTRY_STATE_DIR", &self.state_dir)]);
+        cmd.current_dir(&self.root);
+        cmd
+    }
+
+    /// A recursive listing of `<data_dir>/apps` (path, size, is-dir), to show nothing changed.
+    pub fn apps_snapshot(&self) -> Vec<(PathBuf, u64, bool)> {
+        let mut out = Vec::new();
+        walk(&self.data_dir.join("apps"), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        process::kill_processes_under(&self.root, Some(&self.data_dir));
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64, bool)>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        out.push((e.path(), meta.len(), meta.is_dir()));
+        if meta.is_dir() {
+            walk(&e.path(), out);
+        }
+    }
+}
+
+fn key_paths(root: &Path, name: &str) -> KeyPair {
+    let keys = root.join("keys");
+    KeyPair {
+        key: keys.join(format!("{name}.key")),
+        public: keys.join(format!("{name}.pub")),
+    }
+}
+
+/// The current user's name, or `nobody` when the tests run as root.
+fn app_user() -> anyhow::Result<String> {
+    let uid = Uid::current();
+    if uid.is_root() {
+        return Ok("nobody".to_owned());
+    }
+    let user = User::from_uid(uid)
+        .with_context(|| format!("cannot look up uid {uid}"))?
+        .with_context(|| format!("uid {uid} has no passwd entry"))?;
+    Ok(user.name)
+}
