@@ -1,0 +1,1 @@
+//! Tests of the audit log against real files in temp dirs.

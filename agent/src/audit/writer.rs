@@ -1,0 +1,552 @@
+//! The writer thread: group commit, rotation, checkpoints, fail closed.
+//!
+//! The thread owns the file. It blocks for one command, drains whatever else is queued, builds
+//! all lines into one reused buffer, writes it, calls fdatasync ONCE, and only then answers every
+//! caller. When the write or the sync fails it cuts the file back to its last durable length
+//! (no torn line stays), answers the whole batch with [`AuditError::Unavailable`] and stays
+//! failed; a later batch retries (at most every [`RETRY_AFTER`]) and clears the failure when its
+//! write succeeds. The chain state (seq, prev) only moves on success, so it stays correct.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use gantry_proto::audit_chain::line_hash;
+use gantry_proto::keys::SigningKey;
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::checkpoint::{self, Sealer};
+use super::recover::{self, Opened, Recovered};
+use super::{Appended, AuditError, AuditOptions, CheckpointLine, Command, Entry, Shared, lock};
+
+/// After a failure, the writer touches the disk again at most this often; appends in between
+/// fail at once.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// At most this many commands per batch, bounding the buffer.
+const MAX_BATCH: usize = 4096;
+
+/// An injected I/O failure (tests only): the errno to fail with, at the given step.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The batch write fails before writing anything.
+    Write(i32),
+    /// The batch write writes half the batch, then fails.
+    ShortWrite(i32),
+    /// fdatasync fails.
+    Sync(i32),
+    /// Cutting the file back fails too.
+    Truncate(i32),
+}
+
+/// Starts the writer thread; returns once `audit.recovered` (if any) is durable.
+pub(crate) fn spawn(
+    opts: AuditOptions,
+    key: Arc<SigningKey>,
+    opened: Opened,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Command>,
+) -> Result<JoinHandle<()>, AuditError> {
+    let recovered = opened.recovered.clone();
+    let mut writer = Writer::new(opts, key, opened, shared);
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let handle = thread::Builder::new()
+        .name("gantry-audit".to_owned())
+        .spawn(move || {
+            let started = writer.start(recovered);
+            let ok = started.is_ok();
+            let _ = ready_tx.send(started);
+            if ok {
+                writer.run(&rx);
+            }
+        })
+        .map_err(|source| AuditError::Spawn { source })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(AuditError::Closed)
+        }
+    }
+}
+
+/// Where one line sits in the batch buffer.
+struct LineMeta {
+    seq: u64,
+    start: usize,
+    /// Exclusive, before the `\n`.
+    end: usize,
+}
+
+/// An answer held back until the batch is durable.
+enum Reply {
+    Append(oneshot::Sender<Result<Appended, AuditError>>, Appended),
+    Checkpoint(
+        oneshot::Sender<Result<CheckpointLine, AuditError>>,
+        CheckpointLine,
+    ),
+    Close(oneshot::Sender<Result<(), AuditError>>),
+}
+
+impl Reply {
+    fn ok(self) {
+        let _ = match self {
+            Reply::Append(tx, a) => tx.send(Ok(a)).map_err(drop),
+            Reply::Checkpoint(tx, c) => tx.send(Ok(c)).map_err(drop),
+            Reply::Close(tx) => tx.send(Ok(())).map_err(drop),
+        };
+    }
+
+    fn err(self, cause: &str) {
+        let e = || AuditError::Unavailable {
+            cause: cause.to_owned(),
+        };
+        let _ = match self {
+            Reply::Append(tx, _) => tx.send(Err(e())).map_err(drop),
+            Reply::Checkpoint(tx, _) => tx.send(Err(e())).map_err(drop),
+            Reply::Close(tx) => tx.send(Err(e())).map_err(drop),
+        };
+    }
+}
+
+/// The chain as it stands (durable) or as a batch would leave it (working copy).
+#[derive(Clone)]
+struct Chain {
+    /// The last entry's seq.
+    seq: u64,
+    /// The last entry's line hash.
+    prev: String,
+    /// Entries since the last checkpoint.
+    since_checkpoint: u64,
+    /// The last checkpoint written, if it changed.
+    latest: Option<CheckpointLine>,
+}
+
+struct Failure {
+    cause: String,
+    at: Instant,
+    /// The file could not be cut back: it may hold a torn line, so never write again.
+    permanent: bool,
+}
+
+struct Writer {
+    opts: AuditOptions,
+    sealer: Sealer,
+    shared: Arc<Shared>,
+    file: File,
+    path: PathBuf,
+    /// Durable length of `file`.
+    len: u64,
+    chain: Chain,
+    buf: Vec<u8>,
+    lines: Vec<LineMeta>,
+    replies: Vec<Reply>,
+    failed: Option<Failure>,
+    #[cfg(test)]
+    faults: std::collections::VecDeque<Fault>,
+}
+
+impl Writer {
+    fn new(opts: AuditOptions, key: Arc<SigningKey>, opened: Opened, shared: Arc<Shared>) -> Self {
+        let since_checkpoint = u64::from(!opened.sealed && opened.last_seq > 0);
+        Writer {
+            opts,
+            sealer: Sealer::new(key),
+            shared,
+            file: opened.file,
+            path: opened.path,
+            len: opened.len,
+            chain: Chain {
+                seq: opened.last_seq,
+                prev: opened.prev,
+                since_checkpoint,
+                latest: None,
+            },
+            buf: Vec::with_capacity(64 * 1024),
+            lines: Vec::with_capacity(256),
+            replies: Vec::with_capacity(256),
+            failed: None,
+            #[cfg(test)]
+            faults: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Records a torn tail set aside at open, before anything else is written.
+    fn start(&mut self, recovered: Option<Recovered>) -> Result<(), AuditError> {
+        let Some(r) = recovered else { return Ok(()) };
+        let entry = Entry::new("audit.recovered")
+            .with("moved_to", r.moved_to.display().to_string())
+            .with("bytes", r.bytes)
+            .with("after_seq", r.after_seq);
+        let (tx, mut rx) = oneshot::channel();
+        self.process(&mut vec![Command::Append(entry, tx)], false);
+        match rx.try_recv() {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(AuditError::Closed),
+        }
+    }
+
+    fn run(&mut self, rx: &mpsc::Receiver<Command>) {
+        let interval = self.opts.checkpoint_interval;
+        let mut next_seal = (!interval.is_zero()).then(|| Instant::now() + interval);
+        let mut cmds = Vec::with_capacity(256);
+        loop {
+            let first = match next_seal {
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        next_seal = Some(now + interval);
+                        self.seal_periodically();
+                        continue;
+                    }
+                    match rx.recv_timeout(at - now) {
+                        Ok(cmd) => cmd,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                },
+            };
+            cmds.push(first);
+            while cmds.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => cmds.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            if self.process(&mut cmds, false) {
+                return;
+            }
+        }
+        // Every handle is gone without close(): seal what was written, as close() would.
+        self.seal_periodically();
+    }
+
+    /// The timer's checkpoint: only when something was appended since the last one.
+    fn seal_periodically(&mut self) {
+        if self.failed.is_none() && self.chain.since_checkpoint > 0 {
+            self.process(&mut Vec::new(), true);
+        }
+    }
+
+    /// Handles one batch; returns whether the writer must stop (close).
+    fn process(&mut self, cmds: &mut Vec<Command>, seal: bool) -> bool {
+        self.buf.clear();
+        self.lines.clear();
+        self.replies.clear();
+        let mut closing = false;
+        let mut work = self.chain.clone();
+        work.latest = None;
+        let fail_fast = self
+            .failed
+            .as_ref()
+            .is_some_and(|f| f.permanent || f.at.elapsed() < RETRY_AFTER);
+        for cmd in cmds.drain(..) {
+            match cmd {
+                Command::Append(entry, tx) => {
+                    if fail_fast {
+                        self.replies.push(Reply::Append(
+                            tx,
+                            Appended {
+                                seq: 0,
+                                hash: String::new(),
+                            },
+                        ));
+                        continue;
+                    }
+                    let hash = self.push_line(&mut work, &entry);
+                    self.replies.push(Reply::Append(
+                        tx,
+                        Appended {
+                            seq: work.seq,
+                            hash,
+                        },
+                    ));
+                    let every = self.opts.checkpoint_every;
+                    if every > 0 && work.since_checkpoint >= every {
+                        self.push_checkpoint(&mut work);
+                    }
+                }
+                Command::Checkpoint(tx) => {
+                    if fail_fast {
+                        self.replies.push(Reply::Checkpoint(
+                            tx,
+                            CheckpointLine {
+                                seq: 0,
+                                line: String::new(),
+                            },
+                        ));
+                        continue;
+                    }
+                    let existing = match (&work.latest, work.since_checkpoint) {
+                        (Some(l), 0) => Some(l.clone()),
+                        (None, 0) => lock(&self.shared.latest).clone(),
+                        _ => None,
+                    };
+                    let line = match existing {
+                        Some(l) => l,
+                        None => self.push_checkpoint(&mut work),
+                    };
+                    self.replies.push(Reply::Checkpoint(tx, line));
+                }
+                Command::Close(tx) => {
+                    closing = true;
+                    self.replies.push(Reply::Close(tx));
+                }
+                #[cfg(test)]
+                Command::Inject(faults) => self.faults.extend(faults),
+            }
+        }
+        if (closing || seal) && !fail_fast && work.since_checkpoint > 0 {
+            self.push_checkpoint(&mut work);
+        }
+        if fail_fast {
+            let cause = self
+                .failed
+                .as_ref()
+                .map_or_else(String::new, |f| f.cause.clone());
+            for reply in self.replies.drain(..) {
+                reply.err(&cause);
+            }
+            return closing;
+        }
+        let committed = if self.lines.is_empty() {
+            Ok(())
+        } else {
+            self.commit()
+        };
+        match committed {
+            Ok(()) => {
+                if let Some(f) = self.failed.take() {
+                    tracing::warn!(cause = %f.cause, "audit log writable again");
+                    *lock(&self.shared.failed) = None;
+                }
+                self.len += self.buf.len() as u64;
+                if let Some(latest) = work.latest.take() {
+                    *lock(&self.shared.latest) = Some(latest);
+                }
+                self.chain = work;
+                self.publish();
+                for reply in self.replies.drain(..) {
+                    reply.ok();
+                }
+            }
+            Err((cause, permanent)) => {
+                tracing::error!(%cause, "audit log failed closed");
+                *lock(&self.shared.failed) = Some(cause.clone());
+                for reply in self.replies.drain(..) {
+                    reply.err(&cause);
+                }
+                self.failed = Some(Failure {
+                    cause,
+                    at: Instant::now(),
+                    permanent,
+                });
+            }
+        }
+        closing
+    }
+
+    /// Serialises one entry into the batch buffer and advances the working chain.
+    fn push_line(&mut self, work: &mut Chain, entry: &Entry) -> String {
+        let fields = entry.fields().iter().map(|(k, v)| (k.as_str(), v));
+        let hash = self.push_raw(work, entry.event(), fields);
+        work.since_checkpoint += 1;
+        hash
+    }
+
+    /// Appends a signed checkpoint over the working chain.
+    fn push_checkpoint(&mut self, work: &mut Chain) -> CheckpointLine {
+        let sig = self.sealer.sign(&work.prev);
+        let key_id = Value::String(self.sealer.key_id().to_owned());
+        let sig = Value::String(sig);
+        let start = self.buf.len();
+        self.push_raw(
+            work,
+            checkpoint::EVENT,
+            [("key_id", &key_id), ("sig", &sig)].into_iter(),
+        );
+        let line = String::from_utf8_lossy(&self.buf[start..self.buf.len() - 1]).into_owned();
+        let cp = CheckpointLine {
+            seq: work.seq,
+            line,
+        };
+        work.since_checkpoint = 0;
+        work.latest = Some(cp.clone());
+        cp
+    }
+
+    fn push_raw<'a>(
+        &mut self,
+        work: &mut Chain,
+        event: &str,
+        fields: impl Iterator<Item = (&'a str, &'a Value)>,
+    ) -> String {
+        let start = self.buf.len();
+        let seq = work.seq + 1;
+        // Serialising JSON values into a Vec cannot fail: keys are strings, numbers finite.
+        if let Err(e) = write_line(&mut self.buf, seq, &work.prev, event, fields) {
+            tracing::error!(error = %e, event, "cannot serialise audit entry");
+        }
+        let end = self.buf.len();
+        self.buf.push(b'\n');
+        let hash = line_hash(&self.buf[start..end]);
+        self.lines.push(LineMeta { seq, start, end });
+        work.seq = seq;
+        work.prev.clear();
+        work.prev.push_str(&hash);
+        hash
+    }
+
+    /// Writes the batch and syncs once. Err carries the cause and whether the failure is
+    /// permanent (the file could not be cut back).
+    fn commit(&mut self) -> Result<(), (String, bool)> {
+        if self.len > 0 && self.len >= self.opts.max_file_bytes {
+            self.rotate().map_err(|e| (e, false))?;
+        }
+        if let Err(e) = self.write_batch() {
+            return Err(self.cut_back(format!("cannot write {}: {e}", self.path.display())));
+        }
+        if let Err(e) = self.sync() {
+            return Err(self.cut_back(format!("cannot sync {}: {e}", self.path.display())));
+        }
+        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write_batch(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        match self.faults.front().copied() {
+            Some(Fault::Write(errno)) => {
+                self.faults.pop_front();
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            Some(Fault::ShortWrite(errno)) => {
+                self.faults.pop_front();
+                self.file.write_all(&self.buf[..self.buf.len() / 2])?;
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            _ => {}
+        }
+        self.file.write_all(&self.buf)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(Fault::Sync(errno)) = self.faults.front().copied() {
+            self.faults.pop_front();
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.file.sync_data()
+    }
+
+    /// Cuts the file back to its durable length so no torn line stays.
+    fn cut_back(&mut self, cause: String) -> (String, bool) {
+        #[cfg(test)]
+        if let Some(Fault::Truncate(errno)) = self.faults.front().copied() {
+            self.faults.pop_front();
+            let e = io::Error::from_raw_os_error(errno);
+            return (
+                format!("{cause}; cannot cut it back to {} bytes: {e}", self.len),
+                true,
+            );
+        }
+        match self.file.set_len(self.len) {
+            Ok(()) => {
+                // Best effort: if this fails too, a torn tail is set aside at the next open.
+                let _ = self.file.sync_data();
+                (cause, false)
+            }
+            Err(e) => (
+                format!("{cause}; cannot cut it back to {} bytes: {e}", self.len),
+                true,
+            ),
+        }
+    }
+
+    /// Starts a new file named by the batch's first seq.
+    fn rotate(&mut self) -> Result<(), String> {
+        let dir = self.opts.dir.clone();
+        let path = dir.join(recover::file_name(self.chain.seq + 1));
+        let err = |e: io::Error| format!("cannot create {}: {e}", path.display());
+        let file = match recover::open_append(&path, true) {
+            Ok(f) => f,
+            // Left by an earlier attempt that failed after creating it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let f = recover::open_append(&path, false).map_err(err)?;
+                if f.metadata().map_err(err)?.len() != 0 {
+                    return Err(format!(
+                        "cannot rotate to {}: it exists and is not empty",
+                        path.display()
+                    ));
+                }
+                f
+            }
+            Err(e) => return Err(err(e)),
+        };
+        sync_dir(&dir).map_err(err)?;
+        self.file = file;
+        self.path = path;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Sends every line of the durable batch to subscribers.
+    fn publish(&self) {
+        if self.shared.lines.receiver_count() == 0 {
+            return;
+        }
+        for l in &self.lines {
+            let line = String::from_utf8_lossy(&self.buf[l.start..l.end]).into_owned();
+            let _ = self.shared.lines.send(Arc::new((l.seq, line)));
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    recover::sync_dir(dir)
+}
+
+/// Writes one line (without `\n`): the header fields first, then the entry's fields in order.
+fn write_line<'v>(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &str,
+    event: &str,
+    fields: impl Iterator<Item = (&'v str, &'v Value)>,
+) -> serde_json::Result<()> {
+    let mut ser = serde_json::Serializer::new(buf);
+    let mut map = ser.serialize_map(None)?;
+    map.serialize_entry("seq", &seq)?;
+    map.serialize_entry("ts", &Ts(SystemTime::now()))?;
+    map.serialize_entry("prev", prev)?;
+    map.serialize_entry("event", event)?;
+    for (k, v) in fields {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
+}
+
+/// RFC 3339 UTC with milliseconds, written without an intermediate String.
+struct Ts(SystemTime);
+
+impl Serialize for Ts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
