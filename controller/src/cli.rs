@@ -1,0 +1,365 @@
+//! The command line, as clap sees it: raw flags and arguments. Commands validate them into
+//! typed values (stage two) before doing anything.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `gantry`: create, sign and submit deploy jobs to a Gantry agent; watch them; verify its audit log.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `gantry` command.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub enum Command {
+    /// Generate an Ed25519 signing key: PREFIX.key (mode 0600) and PREFIX.pub.
+    Keygen(KeygenArgs),
+    /// Make a throw-away CA and agent/controller certificates for trying Gantry out.
+    DevPki(DevPkiArgs),
+    /// Create, sign, inspect, submit and watch job files.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Create, sign, upload, submit and watch a deploy in one step.
+    Deploy(DeployArgs),
+    /// Return an app to its previous release (or a named one still on the agent).
+    Rollback(RollbackArgs),
+    /// Restart the instances of an app's current release.
+    Restart(ActionArgs),
+    /// Stop every instance of an app.
+    Stop(ActionArgs),
+    /// Show what runs where on an agent, and its recent jobs.
+    Status(StatusArgs),
+    /// Read and verify an agent's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Start a local agent with fresh keys and certificates and deploy a sample app to it.
+    Quickstart(QuickstartArgs),
+}
+
+/// `gantry keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Path prefix of the key files: PREFIX.key and PREFIX.pub are written (never overwritten).
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
+}
+
+/// `gantry dev-pki`.
+#[derive(Debug, Args)]
+pub struct DevPkiArgs {
+    /// Directory to write ca.pem, ca.key, agent.pem, agent.key, controller.pem, controller.key.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The agent's id: its certificate's DNS name.
+    #[arg(long, value_name = "ID")]
+    pub agent_id: String,
+    /// Common name of the controller's client certificate.
+    #[arg(long, value_name = "NAME", default_value = "controller")]
+    pub client_name: String,
+}
+
+/// How to reach one agent over mutual TLS.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// The agent's address, host:port.
+    #[arg(long = "agent", value_name = "ADDR", env = "GANTRY_AGENT")]
+    pub agent: Option<String>,
+    /// The agent's id: the agent's certificate must name it.
+    #[arg(long, value_name = "ID", env = "GANTRY_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// CA certificate (PEM) the agent's certificate must chain to.
+    #[arg(long, value_name = "FILE", env = "GANTRY_CA")]
+    pub ca: Option<PathBuf>,
+    /// The controller's client certificate (PEM).
+    #[arg(long, value_name = "FILE", env = "GANTRY_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", env = "GANTRY_CERT_KEY")]
+    pub cert_key: Option<PathBuf>,
+}
+
+/// What a job asks for, as flags (shared by `job create` and `deploy`).
+#[derive(Debug, Clone, Args)]
+pub struct JobSpecArgs {
+    /// The app the job acts on.
+    #[arg(long, value_name = "APP")]
+    pub app: String,
+    /// deploy, rollback, restart or stop.
+    #[arg(long, value_name = "ACTION", default_value = "deploy")]
+    pub action: String,
+    /// Release version (SemVer 2.0); for a rollback, the target version.
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// hot, rolling, blue-green or canary.
+    #[arg(long, value_name = "STRATEGY", default_value = "hot")]
+    pub strategy: String,
+    /// How many instances to run.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub instances: String,
+    /// Health check: `http:/PATH` (optionally `http:/PATH=STATUS`), `tcp`, or `exec:CMD ARGS...`.
+    #[arg(long, value_name = "PROBE", default_value = "tcp")]
+    pub health: String,
+    /// Time between health probes.
+    #[arg(long, value_name = "DURATION", default_value = "500ms")]
+    pub health_interval: String,
+    /// Time one health probe may take.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub health_timeout: String,
+    /// Consecutive passing probes that make an instance healthy.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub healthy_threshold: String,
+    /// Consecutive failing probes that make an instance unhealthy.
+    #[arg(long, value_name = "N", default_value = "3")]
+    pub unhealthy_threshold: String,
+    /// An instance not healthy within this time is unhealthy.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub health_deadline: String,
+    /// The whole job fails (and rolls back) if not finished by then.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub progress_deadline: String,
+    /// How long the signed job stays valid after --not-before.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub valid_for: String,
+    /// Earliest time the agent accepts the job (RFC 3339, UTC, e.g. 2026-01-02T03:04:05Z); default now.
+    #[arg(long, value_name = "RFC3339")]
+    pub not_before: Option<String>,
+    /// Extra environment for the instances (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Job id; default `<app>-<version>-<unix ms>-<random hex>`.
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Why: shown in the audit log and status.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    /// The instance's command (argv), run in the release directory.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `gantry job ...`.
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub enum JobCommand {
+    /// Write an unsigned job file (the `gantry.v1.SignedJob` protobuf encoding).
+    Create(JobCreateArgs),
+    /// Add a signature to a job file, in place.
+    Sign(JobSignArgs),
+    /// Print a job file: every field, its digest and signatures.
+    Show(JobShowArgs),
+    /// Upload the artifact if needed, submit the job and follow it to the end.
+    Submit(JobSubmitArgs),
+    /// Follow a job the agent knows, from its first event to its end.
+    Watch(JobWatchArgs),
+}
+
+/// `gantry job create`.
+#[derive(Debug, Args)]
+pub struct JobCreateArgs {
+    /// Job file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The one agent the job is for.
+    #[arg(long, value_name = "ID", env = "GANTRY_AGENT_ID")]
+    pub agent_id: String,
+    /// The release artifact (.tar.gz): its SHA-256 and size go into the job.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// What the job asks for.
+    #[command(flatten)]
+    pub spec: JobSpecArgs,
+}
+
+/// `gantry job sign`.
+#[derive(Debug, Args)]
+pub struct JobSignArgs {
+    /// Private key (PKCS#8 PEM, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The job file, rewritten with the new signature.
+    #[arg(value_name = "JOBFILE")]
+    pub job: PathBuf,
+}
+
+/// `gantry job show`.
+#[derive(Debug, Args)]
+pub struct JobShowArgs {
+    /// Public keys to check the signatures against (repeatable).
+    #[arg(long = "pubkey", value_name = "FILE")]
+    pub pubkeys: Vec<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The job file.
+    #[arg(value_name = "JOBFILE")]
+    pub job: PathBuf,
+}
+
+/// `gantry job submit`.
+#[derive(Debug, Args)]
+pub struct JobSubmitArgs {
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The artifact to upload if the agent does not have it yet.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The signed job file.
+    #[arg(value_name = "JOBFILE")]
+    pub job: PathBuf,
+}
+
+/// `gantry job watch`.
+#[derive(Debug, Args)]
+pub struct JobWatchArgs {
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The job's id.
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: String,
+}
+
+/// `gantry deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// How to reach the agent (its id also goes into the job).
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Private keys to sign with (repeatable).
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// The release artifact (.tar.gz).
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// What the job asks for.
+    #[command(flatten)]
+    pub spec: JobSpecArgs,
+}
+
+/// `gantry rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The action's common flags.
+    #[command(flatten)]
+    pub action: ActionArgs,
+    /// The release to return to (must still be on the agent); default the previous one.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+}
+
+/// `gantry restart` and `gantry stop` (and the common part of `gantry rollback`).
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// How to reach the agent (its id also goes into the job).
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Private keys to sign with (repeatable).
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// The app.
+    #[arg(long, value_name = "APP")]
+    pub app: String,
+    /// Why: shown in the audit log and status.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    /// How long the signed job stays valid.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub valid_for: String,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Only this app.
+    #[arg(long, value_name = "APP")]
+    pub app: Option<String>,
+    /// Print the agent's answer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the last entries of the agent's audit log, optionally following it.
+    Tail(AuditTailArgs),
+    /// Fetch the whole log and verify its hash chain, checkpoints and this controller's witness.
+    Verify(AuditVerifyArgs),
+}
+
+/// `gantry audit tail`.
+#[derive(Debug, Args)]
+pub struct AuditTailArgs {
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// How many of the last entries.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 20)]
+    pub lines: u32,
+    /// Keep following new entries.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Print the raw lines (each a JSON object).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The agent's audit public key (SPKI PEM); default the key the agent reports.
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Option<PathBuf>,
+}
+
+/// `gantry quickstart`.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Working directory (created); default a new temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The `gantry-agent` binary; default the one next to `gantry`.
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<PathBuf>,
+    /// The sample app binary; default `gantry-sample-app` next to `gantry`.
+    #[arg(long, value_name = "PATH")]
+    pub sample_app: Option<PathBuf>,
+    /// Leave the agent running at the end.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

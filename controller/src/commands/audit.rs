@@ -1,0 +1,223 @@
+//! `gantry audit tail` and `gantry audit verify`: the agent's audit log, checked on this side.
+
+use gantry_proto::audit_chain;
+use gantry_proto::keys::{KeyError, PublicKey};
+use gantry_proto::v1::{AuditTailRequest, InfoRequest};
+
+use crate::cli::{AuditTailArgs, AuditVerifyArgs};
+use crate::client::{Agent, ClientError, ConnSettings};
+use crate::exit::{CliError, Exit};
+use crate::witness::{self, WitnessError};
+
+/// Why the audit log could not be fetched or checked (a log that fails the check is not an
+/// error: it is reported and ends with exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Talking to the agent failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `--pubkey` could not be read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The agent reported a public key that does not parse.
+    #[error("the agent reported an invalid audit public key")]
+    AgentKey(#[source] KeyError),
+    /// The witness file could not be used.
+    #[error(transparent)]
+    Witness(#[from] WitnessError),
+}
+
+impl AuditError {
+    /// The exit code.
+    pub fn exit(&self) -> Exit {
+        match self {
+            AuditError::Client(e) => e.exit(),
+            AuditError::Key(_) | AuditError::Witness(_) => Exit::Usage,
+            AuditError::AgentKey(_) => Exit::Rejected,
+        }
+    }
+}
+
+/// One audit line for people: `ts #seq event key=value ...` (the line itself if not JSON).
+pub fn readable(line: &str) -> String {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_owned();
+    };
+    let text = |k: &str| match map.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "?".to_owned(),
+    };
+    let mut out = format!("{} #{} {}", text("ts"), text("seq"), text("event"));
+    for (k, v) in &map {
+        if matches!(k.as_str(), "ts" | "seq" | "event" | "prev") {
+            continue;
+        }
+        let value = match v {
+            serde_json::Value::String(s) if k == "sig" => format!("{}…", s.get(..16).unwrap_or(s)),
+            serde_json::Value::String(s)
+                if !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('"') =>
+            {
+                s.clone()
+            }
+            other => other.to_string(),
+        };
+        out.push_str(&format!(" {k}={value}"));
+    }
+    out
+}
+
+/// `gantry audit tail`.
+///
+/// # Errors
+///
+/// [`CliError`].
+pub async fn tail(args: AuditTailArgs) -> Result<Exit, CliError> {
+    let settings = ConnSettings::from_args(&args.conn)?;
+    let agent = Agent::connect(&settings).await?;
+    let req = AuditTailRequest {
+        from_seq: 0,
+        last: args.lines,
+        follow: args.follow,
+    };
+    let mut stream = agent
+        .client
+        .clone()
+        .audit_tail(req)
+        .await
+        .map_err(|s| agent.error("AuditTail", s))?
+        .into_inner();
+    while let Some(line) = stream
+        .message()
+        .await
+        .map_err(|s| agent.error("AuditTail", s))?
+    {
+        if args.json {
+            println!("{}", line.line);
+        } else {
+            println!("{}", readable(&line.line));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// Every audit line from seq 1.
+///
+/// # Errors
+///
+/// [`ClientError`].
+pub async fn fetch_all(agent: &Agent) -> Result<Vec<String>, ClientError> {
+    let req = AuditTailRequest {
+        from_seq: 1,
+        last: 0,
+        follow: false,
+    };
+    let mut stream = agent
+        .client
+        .clone()
+        .audit_tail(req)
+        .await
+        .map_err(|s| agent.error("AuditTail", s))?
+        .into_inner();
+    let mut lines = Vec::new();
+    while let Some(l) = stream
+        .message()
+        .await
+        .map_err(|s| agent.error("AuditTail", s))?
+    {
+        lines.push(l.line);
+    }
+    Ok(lines)
+}
+
+/// The result of verifying a log, for printing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Chain, checkpoints and witness hold.
+    Ok(String),
+    /// The first problem.
+    Failed(String),
+}
+
+/// Verifies fetched lines with `key`, then against the witnessed checkpoint if any.
+pub fn verdict(
+    lines: &[String],
+    key: &PublicKey,
+    witnessed: Option<&witness::Witnessed>,
+) -> Verdict {
+    let summary = match audit_chain::verify_lines(lines.iter().map(String::as_bytes), Some(key)) {
+        Ok(s) => s,
+        Err(e) => return Verdict::Failed(format!("audit log FAILED at seq {}: {}", e.seq, e.kind)),
+    };
+    let last_cp = summary
+        .last_checkpoint_seq
+        .map_or_else(|| "none yet".to_owned(), |s| format!("last at seq {s}"));
+    let mut text = format!(
+        "ok: {} entries, last seq {}, {} checkpoints ({last_cp})",
+        summary.entries, summary.last_seq, summary.checkpoints
+    );
+    if summary.unsealed_after_checkpoint > 0 {
+        text.push_str(&format!(
+            "\n{} entries after the last checkpoint are not yet sealed by a signature",
+            summary.unsealed_after_checkpoint
+        ));
+    }
+    match witnessed {
+        Some(w) => {
+            if let Err(e) = audit_chain::check_witness(lines.iter().map(String::as_bytes), w.seq, &w.line) {
+                return Verdict::Failed(format!("audit log FAILED at seq {}: {} (witnessed checkpoint at seq {})", e.seq, e.kind, w.seq));
+            }
+            text.push_str(&format!("\nwitness: the log extends the checkpoint at seq {} this controller witnessed", w.seq));
+        }
+        None => text.push_str("\nwitness: none kept for this agent yet (one is kept after each job this controller runs)"),
+    }
+    Verdict::Ok(text)
+}
+
+/// `gantry audit verify`.
+///
+/// # Errors
+///
+/// [`CliError`]; a log that fails verification is exit 1, not an error.
+pub async fn verify(args: AuditVerifyArgs) -> Result<Exit, CliError> {
+    let settings = ConnSettings::from_args(&args.conn)?;
+    let key = match &args.pubkey {
+        Some(p) => Some(PublicKey::read_pem_file(p).map_err(AuditError::from)?),
+        None => None,
+    };
+    let witnessed = witness::load(
+        &witness::state_dir().map_err(AuditError::from)?,
+        &settings.agent_id,
+    )
+    .map_err(AuditError::from)?;
+    let agent = Agent::connect(&settings).await?;
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let info = agent
+                .client
+                .clone()
+                .info(InfoRequest {})
+                .await
+                .map_err(|s| agent.error("Info", s))?
+                .into_inner();
+            let k = PublicKey::from_spki_pem(&info.public_key_pem).map_err(AuditError::AgentKey)?;
+            println!(
+                "checking checkpoints against the key the agent reports (key id {}); pass --pubkey FILE to use a key you trust",
+                k.key_id()
+            );
+            k
+        }
+    };
+    let lines = fetch_all(&agent).await?;
+    match verdict(&lines, &key, witnessed.as_ref()) {
+        Verdict::Ok(text) => {
+            println!("{text}");
+            Ok(Exit::Success)
+        }
+        Verdict::Failed(text) => {
+            println!("{text}");
+            Ok(Exit::JobFailed)
+        }
+    }
+}

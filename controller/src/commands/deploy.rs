@@ -1,0 +1,63 @@
+//! `gantry deploy`: create, sign, upload, submit and watch in one step.
+
+use std::time::SystemTime;
+
+use gantry_proto::keys::SigningKey;
+
+use crate::cli::DeployArgs;
+use crate::client::{Agent, ConnSettings};
+use crate::commands::job::spec::{build_job, hash_file};
+use crate::commands::job::{JobError, JobFile};
+use crate::commands::submit::{ensure_artifact, submit_and_follow};
+use crate::exit::{CliError, Exit};
+use crate::output::{Events, Mode};
+
+/// Loads every `--key` and signs `file` with each.
+///
+/// # Errors
+///
+/// [`JobError`]: unreadable keys, the same key twice.
+pub fn sign_all(file: &mut JobFile, keys: &[std::path::PathBuf]) -> Result<(), JobError> {
+    for path in keys {
+        let key = SigningKey::read_pem_file(path)?;
+        file.sign(path, &key)?;
+    }
+    Ok(())
+}
+
+/// `gantry deploy`.
+///
+/// # Errors
+///
+/// [`CliError`].
+pub async fn run(args: DeployArgs) -> Result<Exit, CliError> {
+    let settings = ConnSettings::from_args(&args.conn)?;
+    let artifact = args
+        .artifact
+        .as_deref()
+        .map(|p| {
+            hash_file(p).map_err(|source| JobError::ReadArtifact {
+                path: p.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+    let job = build_job(
+        &settings.agent_id,
+        &args.spec,
+        artifact.as_ref(),
+        SystemTime::now(),
+    )
+    .map_err(JobError::from)?;
+    let mut file = JobFile::new(job);
+    sign_all(&mut file, &args.keys)?;
+    let mut out = Events::new(Mode::detect(args.json));
+    out.note(&format!(
+        "job {} (digest {})",
+        file.job.job_id,
+        file.digest()
+    ));
+    let agent = Agent::connect(&settings).await?;
+    ensure_artifact(&agent, &file, args.artifact.as_deref(), &out).await?;
+    Ok(submit_and_follow(&agent, &file, &mut out).await?)
+}
