@@ -3,8 +3,8 @@
 //! # Formats
 //!
 //! * Private keys are PKCS#8 (`-----BEGIN PRIVATE KEY-----`), v1 as written by
-//!   `openssl genpkey -algorithm ed25519` or v2 (with the public key) as written by
-//!   [`write_keypair`]. Files must not be accessible by group or others (mode `& 0o077 == 0`).
+//!   `openssl genpkey -algorithm ed25519` (and by [`write_keypair`]), or v2 (with the public
+//!   key). Files must not be accessible by group or others (mode `& 0o077 == 0`).
 //! * Public keys are SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`), as written by
 //!   `openssl pkey -pubout`. For Ed25519 the DER is always the 12 bytes
 //!   `30 2a 30 05 06 03 2b 65 70 03 21 00` followed by the 32 raw key bytes; anything else is
@@ -333,7 +333,7 @@ impl SigningKey {
             })?;
         Ok(SigningKey {
             pair,
-            pkcs8: der.to_vec(),
+            pkcs8: to_pkcs8_v1(der),
             public: PublicKey(raw),
         })
     }
@@ -348,7 +348,8 @@ impl SigningKey {
         Self::from_pkcs8_der(&der)
     }
 
-    /// This key as `BEGIN PRIVATE KEY` PEM (the PKCS#8 document it was made from, LF endings).
+    /// This key as `BEGIN PRIVATE KEY` PEM (LF endings): PKCS#8 v1 as `openssl genpkey` writes
+    /// it for a generated key, otherwise the document it was loaded from.
     pub fn to_pkcs8_pem(&self) -> String {
         encode_pem(PRIVATE_KEY_LABEL, self.pkcs8.clone())
     }
@@ -412,6 +413,29 @@ pub fn write_keypair(prefix: &Path) -> Result<(SigningKey, PathBuf, PathBuf), Ke
         return Err(e);
     }
     Ok((key, key_path, pub_path))
+}
+
+/// DER prefix of a PKCS#8 v1 Ed25519 key (what `openssl genpkey` writes), before the 32-byte seed.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// DER prefix of ring's PKCS#8 v2 Ed25519 key, before the seed; the seed is followed by
+/// `81 21 00` and the 32-byte public key.
+const PKCS8_V2_RING_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Rewrites ring's PKCS#8 v2 document as v1 (seed only), because OpenSSL 3.0 cannot read the
+/// v2 form and key files must be readable by `openssl`. Any other document is kept as is.
+fn to_pkcs8_v1(der: &[u8]) -> Vec<u8> {
+    match der.strip_prefix(&PKCS8_V2_RING_PREFIX[..]) {
+        Some(rest) if rest.len() == 32 + 3 + 32 => {
+            let mut v1 = PKCS8_V1_PREFIX.to_vec();
+            v1.extend_from_slice(&rest[..32]);
+            v1
+        }
+        _ => der.to_vec(),
+    }
 }
 
 fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
