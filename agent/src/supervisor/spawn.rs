@@ -1,0 +1,210 @@
+//! Starting an instance: environment, working directory, log file, session and identity.
+
+use std::collections::BTreeMap;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::unistd::{Gid, Uid};
+
+use super::{InstanceSpec, RunAs, SupervisorError};
+
+/// `PATH` of every instance.
+pub const INSTANCE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// A started process: our child, its pid and its start time.
+pub(super) struct Spawned {
+    pub(super) child: tokio::process::Child,
+    pub(super) pid: u32,
+    pub(super) start_time: u64,
+}
+
+/// The program to execute for `argv0`: a path with a `/` that is not absolute is relative to
+/// the release directory; a bare name is the file of that name in the release directory if
+/// there is one, else it is searched in the instance's `PATH`.
+pub fn resolve_program(release_dir: &Path, argv0: &str) -> PathBuf {
+    let path = Path::new(argv0);
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    let in_release = release_dir.join(path);
+    if argv0.contains('/') || in_release.is_file() {
+        return in_release;
+    }
+    INSTANCE_PATH
+        .split(':')
+        .map(|dir| Path::new(dir).join(argv0))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| path.to_owned())
+}
+
+/// The home directory of `uid` from the user database; `/` when it has no entry.
+fn home_of(uid: u32) -> String {
+    match nix::unistd::User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.dir.to_string_lossy().into_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+/// The exact environment of an instance: `PATH`, `HOME`, the job's env, then `PORT` and
+/// `GANTRY_*` (later entries win).
+pub fn instance_env(spec: &InstanceSpec) -> BTreeMap<String, String> {
+    let uid = match &spec.run_as {
+        RunAs::User { uid, .. } | RunAs::CurrentUser { uid, .. } => *uid,
+    };
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_owned(), INSTANCE_PATH.to_owned());
+    env.insert("HOME".to_owned(), home_of(uid));
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.insert("PORT".to_owned(), spec.port.to_string());
+    env.insert("GANTRY_APP".to_owned(), spec.app.to_string());
+    env.insert("GANTRY_VERSION".to_owned(), spec.version.to_string());
+    env.insert("GANTRY_INSTANCE".to_owned(), spec.index.to_string());
+    env
+}
+
+/// The log file of an instance: `<log_dir>/<version>-<index>.log`.
+pub fn log_path(spec: &InstanceSpec) -> PathBuf {
+    spec.log_dir
+        .join(format!("{}-{}.log", spec.version, spec.index))
+}
+
+/// Creates the log directory (0750) and opens the instance's log file for appending (0640).
+fn open_log(spec: &InstanceSpec) -> Result<File, SupervisorError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&spec.log_dir)
+        .map_err(|source| SupervisorError::LogDir {
+            path: spec.log_dir.clone(),
+            source,
+        })?;
+    let path = log_path(spec);
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| SupervisorError::LogFile { path, source })
+}
+
+/// Identity the child switches to before exec; prepared (allocated) before the fork.
+struct Identity {
+    user: Option<(Vec<Gid>, Gid, Uid)>,
+}
+
+impl Identity {
+    fn of(run_as: &RunAs) -> Self {
+        match run_as {
+            RunAs::User {
+                uid, gid, groups, ..
+            } => Self {
+                user: Some((
+                    groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+                    Gid::from_raw(*gid),
+                    Uid::from_raw(*uid),
+                )),
+            },
+            RunAs::CurrentUser { .. } => Self { user: None },
+        }
+    }
+
+    /// Runs in the forked child: own session, then groups, gid, uid (in that order, every
+    /// failure fatal), then no new privileges. Only async-signal-safe system calls, no
+    /// allocation.
+    fn apply(&self) -> io::Result<()> {
+        nix::unistd::setsid()?;
+        if let Some((groups, gid, uid)) = &self.user {
+            nix::unistd::setgroups(groups)?;
+            nix::unistd::setgid(*gid)?;
+            nix::unistd::setuid(*uid)?;
+        }
+        nix::sys::prctl::set_no_new_privs()?;
+        Ok(())
+    }
+}
+
+/// Builds the command of an instance (or an exec probe) run as `run_as` in `dir`.
+pub(crate) fn command(
+    dir: &Path,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    run_as: &RunAs,
+) -> Option<Command> {
+    let (argv0, args) = argv.split_first()?;
+    let mut cmd = Command::new(resolve_program(dir, argv0));
+    cmd.arg0(argv0)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    set_identity(&mut cmd, run_as);
+    Some(cmd)
+}
+
+#[allow(unsafe_code)]
+fn set_identity(cmd: &mut Command, run_as: &RunAs) {
+    let identity = Identity::of(run_as);
+    // SAFETY: the closure runs in the child between fork and exec. It only makes the
+    // async-signal-safe system calls setsid, setgroups, setgid, setuid and prctl through nix
+    // wrappers that do not allocate (the group list was allocated before the fork), and it
+    // touches no locks or shared state of the parent.
+    unsafe {
+        cmd.pre_exec(move || identity.apply());
+    }
+}
+
+/// Starts the process of `spec`: a new session and process group, as its user, in the release
+/// directory, with exactly [`instance_env`], stdin from /dev/null and stdout/stderr appended to
+/// [`log_path`]. Nothing ties it to the agent: it outlives the agent.
+pub(super) fn spawn(spec: &InstanceSpec) -> Result<Spawned, SupervisorError> {
+    let log = open_log(spec)?;
+    let stderr = log.try_clone().map_err(|source| SupervisorError::LogFile {
+        path: log_path(spec),
+        source,
+    })?;
+    let mut cmd = command(
+        &spec.release_dir,
+        &spec.command,
+        &instance_env(spec),
+        &spec.run_as,
+    )
+    .ok_or_else(|| SupervisorError::EmptyCommand {
+        app: spec.app.to_string(),
+        index: spec.index,
+    })?;
+    cmd.stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(false);
+    let spawn_err = |source| SupervisorError::Spawn {
+        app: spec.app.to_string(),
+        index: spec.index,
+        program: spec.command.first().cloned().unwrap_or_default(),
+        release_dir: spec.release_dir.clone(),
+        source,
+    };
+    if !spec.release_dir.is_dir() {
+        return Err(spawn_err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "release directory does not exist",
+        )));
+    }
+    let child = cmd.spawn().map_err(spawn_err)?;
+    let pid = child
+        .id()
+        .ok_or_else(|| spawn_err(io::Error::other("exited at once")))?;
+    // Our child is not reaped until we wait for it, so its /proc entry exists.
+    let start_time = super::adopt::read_stat(pid)?
+        .map(|s| s.start_time)
+        .ok_or_else(|| spawn_err(io::Error::other("no /proc entry after spawn")))?;
+    Ok(Spawned {
+        child,
+        pid,
+        start_time,
+    })
+}
