@@ -1,1 +1,302 @@
-//! TODO
+//! The agent's TOML config, validated into the types the rest of the agent uses.
+//!
+//! The config is the trust boundary: it lists the keys the agent trusts and their roles, the
+//! apps this host may run, the user each runs as and the ports each may listen on. A signed job
+//! acts only inside these bounds.
+//!
+//! Loading is two-stage: [`raw`] mirrors the file (serde, unknown keys refused), then
+//! [`Config::load`] checks everything and reports every problem at once, each naming the file,
+//! the entry (`apps.web.ports`, `keys[1].public_key`) and what is wrong, so an operator fixes a
+//! config in one pass. [`render_policy`] prints the effective permissions for a reviewer.
+
+pub mod raw;
+mod report;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_proto::keys::{KeyId, PublicKey};
+
+use crate::job::{Action, AppName, Sha256Hex};
+
+pub use report::render_policy;
+
+/// The validated agent config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from, as given.
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes (recorded in `agent.started`).
+    pub digest: Sha256Hex,
+    /// This agent's id: a DNS name, a SAN of its certificate; jobs must name it.
+    pub agent_id: String,
+    /// Address to listen on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Root of everything the agent writes.
+    pub data_dir: PathBuf,
+    /// Mutual TLS files and pins.
+    pub tls: TlsConfig,
+    /// Audit log settings.
+    pub audit: AuditSettings,
+    /// Size and time limits.
+    pub limits: Limits,
+    /// Who may do what.
+    pub policy: Arc<Policy>,
+}
+
+/// Mutual TLS settings; paths are absolute or relative to the working directory (already
+/// resolved against the config file's directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// CA that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The agent's certificate (chain), PEM.
+    pub cert: PathBuf,
+    /// The agent's private key, PEM.
+    pub key: PathBuf,
+    /// If not empty, only client certificates whose DER has one of these lowercase hex
+    /// SHA-256 digests are accepted.
+    pub client_fingerprints: Vec<String>,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The agent's own Ed25519 signing key (checkpoints).
+    pub signing_key: PathBuf,
+    /// A checkpoint every this many entries.
+    pub checkpoint_every: u64,
+    /// And at least this often.
+    pub checkpoint_interval: Duration,
+    /// Rotation size of one log file.
+    pub max_file_bytes: u64,
+    /// Jobs are refused below this much free space on the audit filesystem.
+    pub min_free_bytes: u64,
+}
+
+/// Size and time limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded job admitted.
+    pub max_job_bytes: usize,
+    /// Largest artifact stored.
+    pub max_artifact_bytes: u64,
+    /// Longest validity window a job may have (`expires_at - not_before`).
+    pub max_validity: Duration,
+    /// How far in the future `not_before` may be and still admit.
+    pub clock_skew: Duration,
+    /// Releases kept on disk per app.
+    pub releases_kept: usize,
+}
+
+/// Who may do what: the trusted keys and the apps.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Trusted keys; names and public keys are unique.
+    pub keys: Vec<TrustedKey>,
+    /// Apps this host may run.
+    pub apps: BTreeMap<AppName, AppPolicy>,
+}
+
+/// A trusted signing key.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    /// Its label in the config.
+    pub name: String,
+    /// The Ed25519 public key.
+    pub key: PublicKey,
+    /// SHA-256 of the raw public key.
+    pub key_id: KeyId,
+    /// The roles it holds.
+    pub roles: BTreeSet<String>,
+}
+
+/// What one app may do on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPolicy {
+    /// The app.
+    pub name: AppName,
+    /// The configured user name.
+    pub user: String,
+    /// The resolved identity its instances run as.
+    pub run_as: RunAs,
+    /// Ports its instances may listen on; instance i gets the i-th.
+    pub ports: RangeInclusive<u16>,
+    /// Most instances a job may ask for.
+    pub max_instances: u32,
+    /// SIGTERM → SIGKILL grace period.
+    pub stop_timeout: Duration,
+    /// Signatures required from distinct keys with role [`APPROVER_ROLE`], beyond the signer
+    /// that holds the action's role.
+    pub approvals: u32,
+    /// Action → roles, any of which may do it. An absent action is allowed to nobody.
+    pub allow: BTreeMap<Action, BTreeSet<String>>,
+}
+
+/// The identity an app's instances run as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunAs {
+    /// Switch to this user (the agent runs as root): `setgroups(groups)`, `setgid`, `setuid`.
+    User {
+        /// User name.
+        name: String,
+        /// Its uid.
+        uid: u32,
+        /// Its primary gid.
+        gid: u32,
+        /// Its supplementary groups (including the primary one).
+        groups: Vec<u32>,
+    },
+    /// Keep the agent's own identity (the agent is not root and the app names its user).
+    CurrentUser {
+        /// The agent's effective uid.
+        uid: u32,
+        /// The agent's effective gid.
+        gid: u32,
+    },
+}
+
+impl RunAs {
+    /// The uid the instances run with.
+    pub fn uid(&self) -> u32 {
+        match self {
+            RunAs::User { uid, .. } | RunAs::CurrentUser { uid, .. } => *uid,
+        }
+    }
+
+    /// The gid the instances run with.
+    pub fn gid(&self) -> u32 {
+        match self {
+            RunAs::User { gid, .. } | RunAs::CurrentUser { gid, .. } => *gid,
+        }
+    }
+}
+
+/// The role whose holders' signatures count as approvals.
+pub const APPROVER_ROLE: &str = "approver";
+
+impl Policy {
+    /// The trusted key with this id.
+    pub fn key(&self, key_id: &KeyId) -> Option<&TrustedKey> {
+        self.keys.iter().find(|k| &k.key_id == key_id)
+    }
+
+    /// Every role a key holds, plus [`APPROVER_ROLE`]: the roles `allow` may name.
+    pub fn known_roles(&self) -> BTreeSet<String> {
+        let mut roles: BTreeSet<String> = self
+            .keys
+            .iter()
+            .flat_map(|k| k.roles.iter().cloned())
+            .collect();
+        roles.insert(APPROVER_ROLE.to_owned());
+        roles
+    }
+}
+
+impl AppPolicy {
+    /// The roles that may do `action` (empty when nobody may).
+    pub fn roles_for(&self, action: Action) -> BTreeSet<String> {
+        self.allow.get(&action).cloned().unwrap_or_default()
+    }
+
+    /// The actions a signer holding `roles` may do on this app, in [`Action::ALL`] order.
+    pub fn actions_for(&self, roles: &BTreeSet<String>) -> Vec<Action> {
+        Action::ALL
+            .into_iter()
+            .filter(|a| {
+                self.allow
+                    .get(a)
+                    .is_some_and(|need| !need.is_disjoint(roles))
+            })
+            .collect()
+    }
+
+    /// The port of instance `index`, if the range has one.
+    pub fn port_of(&self, index: u32) -> Option<u16> {
+        let port = u32::from(*self.ports.start()).checked_add(index)?;
+        u16::try_from(port).ok().filter(|p| self.ports.contains(p))
+    }
+
+    /// How many ports the range holds.
+    pub fn port_count(&self) -> u32 {
+        u32::from(*self.ports.end()) + 1 - u32::from(*self.ports.start())
+    }
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The config file.
+    pub file: PathBuf,
+    /// The entry, e.g. `apps.web.ports` or `keys[1].public_key`.
+    pub entry: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.entry,
+            self.message
+        )
+    }
+}
+
+/// Everything wrong with a config file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl ConfigErrors {
+    /// The problem reported for `entry`, if any (tests and tooling).
+    pub fn for_entry(&self, entry: &str) -> Option<&ConfigProblem> {
+        self.0.iter().find(|p| p.entry == entry)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        match self.0.first() {
+            None => write!(f, "invalid config"),
+            Some(first) => {
+                write!(
+                    f,
+                    "{} has {n} problem{}:",
+                    first.file.display(),
+                    if n == 1 { "" } else { "s" }
+                )?;
+                for p in &self.0 {
+                    write!(f, "\n  {}: {}", p.entry, p.message)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`.
+    ///
+    /// Relative paths in it resolve against the file's directory. Key files are read and
+    /// parsed; app users are looked up in the user database.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrors`] listing every problem found, each with its entry.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        validate::load(path, &validate::HostIdentity::current())
+    }
+}

@@ -1,0 +1,131 @@
+//! Signatures, roles and quorum: who signed, and whether that is enough.
+//!
+//! Signatures are verified over the raw job bytes (DSSE PAE) before anything decodes them. The
+//! `key_id` of a signature is only a hint to find the key fast: a hint that names no trusted
+//! key, or whose key does not verify, falls back to trying every trusted key. What counts is
+//! the set of distinct public keys with a valid signature; a key signing twice, or listed
+//! under two hints, counts once.
+
+use std::collections::BTreeSet;
+
+use gantry_proto::envelope::verify_job;
+
+use super::{AdmissionError, SignatureIn};
+use crate::config::{APPROVER_ROLE, AppPolicy, Policy, TrustedKey};
+use crate::job::Action;
+
+/// Most signatures looked at in one job: each may cost one verification per trusted key.
+pub const MAX_SIGNATURES: usize = 32;
+
+/// Returns the distinct trusted keys with a valid signature over `job_bytes`, in policy order.
+///
+/// # Errors
+///
+/// [`AdmissionError::NoSignatures`], [`AdmissionError::TooManySignatures`]; when no
+/// signature verifies, [`AdmissionError::BadSignature`] if some hint named a trusted key,
+/// else [`AdmissionError::UnknownKey`] with the hints.
+pub fn verify_signers<'p>(
+    policy: &'p Policy,
+    job_bytes: &[u8],
+    sigs: &[SignatureIn],
+) -> Result<Vec<&'p TrustedKey>, AdmissionError> {
+    if sigs.is_empty() {
+        return Err(AdmissionError::NoSignatures);
+    }
+    if sigs.len() > MAX_SIGNATURES {
+        return Err(AdmissionError::TooManySignatures {
+            count: sigs.len(),
+            max: MAX_SIGNATURES,
+        });
+    }
+    let mut valid: BTreeSet<usize> = BTreeSet::new();
+    let mut hinted_trusted: Option<String> = None;
+    for sig in sigs {
+        let hinted = policy
+            .keys
+            .iter()
+            .position(|k| k.key_id.as_str() == sig.key_id_hint);
+        if let Some(i) = hinted {
+            hinted_trusted.get_or_insert_with(|| sig.key_id_hint.clone());
+            if verify_job(&policy.keys[i].key, job_bytes, &sig.sig).is_ok() {
+                valid.insert(i);
+                continue;
+            }
+        }
+        let found = policy
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != hinted)
+            .find(|(_, k)| verify_job(&k.key, job_bytes, &sig.sig).is_ok());
+        if let Some((i, _)) = found {
+            valid.insert(i);
+        }
+    }
+    if valid.is_empty() {
+        return Err(match hinted_trusted {
+            Some(key_id) => AdmissionError::BadSignature { key_id },
+            None => AdmissionError::UnknownKey {
+                key_ids: sigs.iter().map(|s| s.key_id_hint.clone()).collect(),
+            },
+        });
+    }
+    // Config refuses duplicate public keys; deduplicate anyway so a hand-built policy with one
+    // key listed twice still counts it once.
+    let mut seen = BTreeSet::new();
+    Ok(valid
+        .into_iter()
+        .map(|i| &policy.keys[i])
+        .filter(|k| seen.insert(*k.key.as_bytes()))
+        .collect())
+}
+
+/// Checks that the signers may do `action` on `app`, with the approvals it requires.
+///
+/// # Errors
+///
+/// [`AdmissionError::MissingRole`] when no signer holds a role allowed for the action;
+/// [`AdmissionError::QuorumNotMet`] when fewer than `app.approvals` distinct keys with role
+/// [`APPROVER_ROLE`] signed besides the one acting as the deployer.
+pub fn check_roles(
+    app: &AppPolicy,
+    action: Action,
+    signers: &[&TrustedKey],
+) -> Result<(), AdmissionError> {
+    let needed = app.roles_for(action);
+    let signer_roles: BTreeSet<String> = signers
+        .iter()
+        .flat_map(|k| k.roles.iter().cloned())
+        .collect();
+    let deployers: Vec<&&TrustedKey> = signers
+        .iter()
+        .filter(|k| !k.roles.is_disjoint(&needed))
+        .collect();
+    if deployers.is_empty() {
+        return Err(AdmissionError::MissingRole {
+            action,
+            app: app.name.to_string(),
+            needed: needed.into_iter().collect(),
+            signer_roles: signer_roles.into_iter().collect(),
+        });
+    }
+    if app.approvals == 0 {
+        return Ok(());
+    }
+    let approvers = signers
+        .iter()
+        .filter(|k| k.roles.contains(APPROVER_ROLE))
+        .count();
+    // One key acts as the deployer and does not also approve its own job. Pick it to leave the
+    // most approvals: a deployer-only key if one signed, else one approver fewer.
+    let deployer_is_approver = deployers.iter().all(|k| k.roles.contains(APPROVER_ROLE));
+    let got = approvers - usize::from(deployer_is_approver);
+    let got = u32::try_from(got).unwrap_or(u32::MAX);
+    if got < app.approvals {
+        return Err(AdmissionError::QuorumNotMet {
+            needed: app.approvals,
+            got,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The config file as written: serde structs that mirror the TOML one to one.
+//!
+//! Nothing here is validated beyond TOML types and unknown keys (`deny_unknown_fields`
+//! everywhere, so a misspelt key is an error, never a silently ignored setting). Durations,
+//! port ranges, addresses and paths stay strings so that [`super::Config::load`] can check them
+//! all and report every problem with its entry name at once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This agent's name; must be a DNS name (it is a SAN of the agent's certificate).
+    pub agent_id: String,
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// Where state, artifacts, releases, the audit log and the replay store live.
+    pub data_dir: String,
+    /// Mutual TLS.
+    pub tls: RawTls,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// Size and time limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Trusted signing keys.
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    /// Apps this host may run, by name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, RawApp>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// CA that client certificates must chain to.
+    pub ca: String,
+    /// The agent's certificate chain (PEM).
+    pub cert: String,
+    /// The agent's private key (PEM).
+    pub key: String,
+    /// Optional pin: lowercase hex SHA-256 of allowed client certificates (DER).
+    #[serde(default)]
+    pub client_fingerprints: Vec<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// The agent's own Ed25519 key (PKCS#8 PEM, mode 0600), signs checkpoints.
+    pub signing_key: String,
+    /// A checkpoint every this many entries.
+    pub checkpoint_every: u64,
+    /// And at least every this long (humantime, e.g. `"60s"`).
+    pub checkpoint_interval: String,
+    /// Rotate a log file past this size.
+    pub max_file_bytes: u64,
+    /// Refuse jobs below this much free space on the audit filesystem.
+    pub min_free_bytes: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            signing_key: "keys/agent.key".to_owned(),
+            checkpoint_every: 64,
+            checkpoint_interval: "60s".to_owned(),
+            max_file_bytes: 64 * 1024 * 1024,
+            min_free_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Largest encoded job accepted.
+    pub max_job_bytes: u64,
+    /// Largest artifact accepted.
+    pub max_artifact_bytes: u64,
+    /// Longest validity window (`expires_at - not_before`), humantime.
+    pub max_validity: String,
+    /// Tolerated clock difference for `not_before`, humantime.
+    pub clock_skew: String,
+    /// Releases kept on disk per app.
+    pub releases_kept: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_job_bytes: 64 * 1024,
+            max_artifact_bytes: 512 * 1024 * 1024,
+            max_validity: "1h".to_owned(),
+            clock_skew: "30s".to_owned(),
+            releases_kept: 5,
+        }
+    }
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// A label for messages and the policy report.
+    pub name: String,
+    /// SPKI PEM file of the Ed25519 public key.
+    pub public_key: String,
+    /// Roles this key holds.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// One `[apps.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    /// Unix user the instances run as.
+    pub user: String,
+    /// Must be true for `user = "root"`.
+    #[serde(default)]
+    pub allow_root: bool,
+    /// `"A-B"` (or a single port): instance i listens on A + i.
+    pub ports: String,
+    /// Upper bound on a job's instance count.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// SIGTERM → SIGKILL grace, humantime.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: String,
+    /// Extra signatures required from distinct keys with role `approver`.
+    #[serde(default)]
+    pub approvals: u32,
+    /// Action → roles that may do it.
+    #[serde(default)]
+    pub allow: BTreeMap<String, Vec<String>>,
+}
+
+fn default_max_instances() -> u32 {
+    1
+}
+
+fn default_stop_timeout() -> String {
+    "10s".to_owned()
+}

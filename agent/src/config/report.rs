@@ -1,0 +1,303 @@
+//! `gantry-agent policy`: the effective permissions, for a security reviewer.
+//!
+//! Everything is derived from the validated [`Config`], the same values admission uses, so
+//! what is printed is what is enforced.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{APPROVER_ROLE, AppPolicy, Config, RunAs, TrustedKey};
+use crate::job::Action;
+
+/// Renders the effective policy: every trusted key with its id and roles, then per app what
+/// each key may do, the approvals required, the identity its instances run as, the ports
+/// they may listen on and its limits; then the agent-wide limits.
+///
+/// With `json`, a stable JSON document (`"format": "gantry.policy.v1"`, object keys sorted).
+pub fn render_policy(cfg: &Config, json: bool) -> String {
+    if json {
+        render_json(cfg)
+    } else {
+        render_text(cfg)
+    }
+}
+
+fn dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn join_or(items: impl IntoIterator<Item = impl AsRef<str>>, empty: &str) -> String {
+    let v: Vec<String> = items.into_iter().map(|s| s.as_ref().to_owned()).collect();
+    if v.is_empty() {
+        empty.to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Left-aligned columns, two spaces apart, each line indented.
+fn table(out: &mut String, indent: &str, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::from(indent);
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+fn run_as_text(app: &AppPolicy) -> String {
+    match &app.run_as {
+        RunAs::User {
+            name,
+            uid,
+            gid,
+            groups,
+        } => format!(
+            "user {name} (uid {uid}, gid {gid}, groups {})",
+            join_or(groups.iter().map(u32::to_string), "none")
+        ),
+        RunAs::CurrentUser { uid, gid } => {
+            format!(
+                "user {} = the agent's own user (uid {uid}, gid {gid})",
+                app.user
+            )
+        }
+    }
+}
+
+/// What a key may do on an app: its actions, and whether it approves.
+fn key_powers(app: &AppPolicy, key: &TrustedKey) -> (Vec<Action>, bool) {
+    (
+        app.actions_for(&key.roles),
+        key.roles.contains(APPROVER_ROLE) && app.approvals > 0,
+    )
+}
+
+fn render_text(cfg: &Config) -> String {
+    let policy = &cfg.policy;
+    let mut out = String::new();
+    out.push_str("Gantry agent policy\n");
+    let pin = if cfg.tls.client_fingerprints.is_empty() {
+        "any certificate chaining to the CA".to_owned()
+    } else {
+        format!(
+            "only {} pinned certificate fingerprint(s)",
+            cfg.tls.client_fingerprints.len()
+        )
+    };
+    table(
+        &mut out,
+        "  ",
+        &[
+            vec!["config".into(), cfg.path.display().to_string()],
+            vec!["digest".into(), format!("sha256:{}", cfg.digest)],
+            vec!["agent id".into(), cfg.agent_id.clone()],
+            vec!["listen".into(), cfg.listen.to_string()],
+            vec!["client CA".into(), cfg.tls.ca.display().to_string()],
+            vec!["clients".into(), pin],
+        ],
+    );
+    out.push_str(
+        "\n  Authority comes from job signatures by the keys below, never from the TLS client.\n",
+    );
+
+    let _ = writeln!(out, "\nTrusted keys ({})", policy.keys.len());
+    if policy.keys.is_empty() {
+        out.push_str("  (none: no job can be admitted)\n");
+    } else {
+        let mut rows = vec![vec!["NAME".into(), "KEY ID".into(), "ROLES".into()]];
+        for k in &policy.keys {
+            rows.push(vec![
+                k.name.clone(),
+                k.key_id.to_string(),
+                join_or(&k.roles, "-"),
+            ]);
+        }
+        table(&mut out, "  ", &rows);
+    }
+
+    if policy.apps.is_empty() {
+        out.push_str("\nApps\n  (none: no job can be admitted)\n");
+    }
+    for app in policy.apps.values() {
+        let _ = writeln!(out, "\nApp {}", app.name);
+        let approvals = match app.approvals {
+            0 => "none: one signature with an allowed role suffices".to_owned(),
+            n => format!(
+                "{n} more signature(s) from distinct keys with role {APPROVER_ROLE:?} \
+                 (the signer holding the action's role does not count)"
+            ),
+        };
+        table(
+            &mut out,
+            "  ",
+            &[
+                vec!["runs as".into(), run_as_text(app)],
+                vec![
+                    "ports".into(),
+                    format!(
+                        "{}-{} ({} port(s); instance i listens on {} + i)",
+                        app.ports.start(),
+                        app.ports.end(),
+                        app.port_count(),
+                        app.ports.start()
+                    ),
+                ],
+                vec!["max instances".into(), app.max_instances.to_string()],
+                vec!["stop timeout".into(), dur(app.stop_timeout)],
+                vec!["approvals".into(), approvals],
+            ],
+        );
+        out.push_str("  roles allowed per action:\n");
+        let rows: Vec<Vec<String>> = Action::ALL
+            .iter()
+            .map(|a| vec![a.to_string(), join_or(app.roles_for(*a), "(nobody)")])
+            .collect();
+        table(&mut out, "    ", &rows);
+        out.push_str("  what each key may do:\n");
+        let mut rows = Vec::new();
+        for k in &policy.keys {
+            let (actions, approves) = key_powers(app, k);
+            let mut what = join_or(actions.iter().map(|a| a.as_str()), "");
+            if approves {
+                if !what.is_empty() {
+                    what.push_str("; ");
+                }
+                what.push_str("approve");
+            }
+            if what.is_empty() {
+                what = "nothing".into();
+            }
+            rows.push(vec![k.name.clone(), what]);
+        }
+        if rows.is_empty() {
+            out.push_str("    (no keys)\n");
+        } else {
+            table(&mut out, "    ", &rows);
+        }
+    }
+
+    let l = &cfg.limits;
+    out.push_str("\nLimits\n");
+    table(
+        &mut out,
+        "  ",
+        &[
+            vec!["max job size".into(), format!("{} bytes", l.max_job_bytes)],
+            vec![
+                "max artifact size".into(),
+                format!("{} bytes", l.max_artifact_bytes),
+            ],
+            vec!["max validity window".into(), dur(l.max_validity)],
+            vec!["clock skew allowed".into(), dur(l.clock_skew)],
+            vec!["releases kept".into(), l.releases_kept.to_string()],
+            vec![
+                "audit min free space".into(),
+                format!("{} bytes (jobs refused below)", cfg.audit.min_free_bytes),
+            ],
+        ],
+    );
+    out
+}
+
+fn render_json(cfg: &Config) -> String {
+    let policy = &cfg.policy;
+    let keys: Vec<_> = policy
+        .keys
+        .iter()
+        .map(|k| json!({ "name": k.name, "key_id": k.key_id.to_string(), "roles": k.roles }))
+        .collect();
+    let apps: Vec<_> = policy
+        .apps
+        .values()
+        .map(|app| {
+            let run_as = match &app.run_as {
+                RunAs::User {
+                    name,
+                    uid,
+                    gid,
+                    groups,
+                } => json!({
+                    "kind": "user", "user": name, "uid": uid, "gid": gid, "groups": groups,
+                }),
+                RunAs::CurrentUser { uid, gid } => json!({
+                    "kind": "current_user", "user": app.user, "uid": uid, "gid": gid,
+                }),
+            };
+            let allow: serde_json::Map<String, serde_json::Value> = Action::ALL
+                .iter()
+                .map(|a| (a.to_string(), json!(app.roles_for(*a))))
+                .collect();
+            let key_rights: Vec<_> = policy
+                .keys
+                .iter()
+                .map(|k| {
+                    let (actions, approves) = key_powers(app, k);
+                    json!({
+                        "name": k.name,
+                        "key_id": k.key_id.to_string(),
+                        "actions": actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+                        "approves": approves,
+                    })
+                })
+                .collect();
+            json!({
+                "name": app.name.as_str(),
+                "run_as": run_as,
+                "ports": { "first": app.ports.start(), "last": app.ports.end() },
+                "max_instances": app.max_instances,
+                "stop_timeout_ms": ms(app.stop_timeout),
+                "approvals": app.approvals,
+                "allow": allow,
+                "keys": key_rights,
+            })
+        })
+        .collect();
+    let l = &cfg.limits;
+    let doc = json!({
+        "format": "gantry.policy.v1",
+        "config": { "path": cfg.path.display().to_string(), "digest": cfg.digest.as_str() },
+        "agent_id": cfg.agent_id,
+        "listen": cfg.listen.to_string(),
+        "tls": {
+            "ca": cfg.tls.ca.display().to_string(),
+            "client_fingerprints": cfg.tls.client_fingerprints,
+        },
+        "keys": keys,
+        "apps": apps,
+        "limits": {
+            "max_job_bytes": l.max_job_bytes,
+            "max_artifact_bytes": l.max_artifact_bytes,
+            "max_validity_ms": ms(l.max_validity),
+            "clock_skew_ms": ms(l.clock_skew),
+            "releases_kept": l.releases_kept,
+            "audit_min_free_bytes": cfg.audit.min_free_bytes,
+        },
+    });
+    let mut s =
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}

@@ -1,0 +1,595 @@
+//! From [`RawConfig`] to [`Config`]: every check, every problem collected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_proto::keys::{PublicKey, SigningKey};
+
+use super::raw::{RawApp, RawConfig};
+use super::{
+    APPROVER_ROLE, AppPolicy, AuditSettings, Config, ConfigErrors, ConfigProblem, Limits, Policy,
+    RunAs, TlsConfig, TrustedKey,
+};
+use crate::job::{Action, AppName, Sha256Hex};
+
+/// Who the agent runs as; decides [`RunAs`]. Injected so tests can play a non-root agent.
+#[derive(Debug, Clone)]
+pub(crate) struct HostIdentity {
+    pub(crate) euid: u32,
+    pub(crate) egid: u32,
+    /// The user name of `euid`, when the user database has one.
+    pub(crate) user: Option<String>,
+}
+
+impl HostIdentity {
+    pub(crate) fn current() -> Self {
+        let euid = nix::unistd::geteuid();
+        let user = nix::unistd::User::from_uid(euid)
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        Self {
+            euid: euid.as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+            user,
+        }
+    }
+}
+
+/// Collects problems against one file.
+struct Problems {
+    file: PathBuf,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems {
+    fn add(&mut self, entry: impl Into<String>, message: impl Into<String>) {
+        self.list.push(ConfigProblem {
+            file: self.file.clone(),
+            entry: entry.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, entry: &str, value: &str, allow_zero: bool) -> Duration {
+        match humantime::parse_duration(value.trim()) {
+            Ok(d) if d.is_zero() && !allow_zero => {
+                self.add(entry, format!("{value:?} must be more than 0"));
+                d
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.add(
+                    entry,
+                    format!("{value:?} is not a duration like \"30s\" or \"1h\": {e}"),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn positive(&mut self, entry: &str, value: u64) {
+        if value == 0 {
+            self.add(entry, "must be more than 0");
+        }
+    }
+}
+
+/// Reads, parses and validates; see [`Config::load`].
+pub(crate) fn load(path: &Path, host: &HostIdentity) -> Result<Config, ConfigErrors> {
+    let mut p = Problems {
+        file: path.to_owned(),
+        list: Vec::new(),
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            p.add("(file)", format!("cannot read: {e}"));
+            return Err(ConfigErrors(p.list));
+        }
+    };
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            p.add("(file)", format!("not UTF-8: {e}"));
+            return Err(ConfigErrors(p.list));
+        }
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let at = e.span().map(|s| line_col(text, s.start));
+            let entry = match at {
+                Some((line, col)) => format!("line {line}, column {col}"),
+                None => "(syntax)".to_owned(),
+            };
+            p.add(entry, e.message().trim().to_owned());
+            return Err(ConfigErrors(p.list));
+        }
+    };
+    let base = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let config = validate(&mut p, raw, base, host, Sha256Hex::of(&bytes));
+    if p.list.is_empty() {
+        Ok(Config {
+            path: path.to_owned(),
+            ..config
+        })
+    } else {
+        Err(ConfigErrors(p.list))
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn resolve(base: &Path, value: &str) -> PathBuf {
+    let p = Path::new(value);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+fn validate(
+    p: &mut Problems,
+    raw: RawConfig,
+    base: &Path,
+    host: &HostIdentity,
+    digest: Sha256Hex,
+) -> Config {
+    if let Err(why) = check_dns_name(&raw.agent_id) {
+        p.add("agent_id", why);
+    }
+    let listen = match raw.listen.trim().parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            p.add(
+                "listen",
+                format!("{:?} is not an IP:port address", raw.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    if raw.data_dir.trim().is_empty() {
+        p.add("data_dir", "is empty");
+    }
+    let data_dir = resolve(base, &raw.data_dir);
+
+    let tls = TlsConfig {
+        ca: existing_file(p, "tls.ca", base, &raw.tls.ca),
+        cert: existing_file(p, "tls.cert", base, &raw.tls.cert),
+        key: existing_file(p, "tls.key", base, &raw.tls.key),
+        client_fingerprints: raw.tls.client_fingerprints.clone(),
+    };
+    for (i, fp) in raw.tls.client_fingerprints.iter().enumerate() {
+        if Sha256Hex::new(fp).is_err() {
+            p.add(
+                format!("tls.client_fingerprints[{i}]"),
+                format!("{fp:?} is not a SHA-256 fingerprint (64 lowercase hex characters)"),
+            );
+        }
+    }
+
+    let signing_key = resolve(base, &raw.audit.signing_key);
+    if let Err(e) = SigningKey::read_pem_file(&signing_key) {
+        p.add("audit.signing_key", error_chain(&e));
+    }
+    p.positive("audit.checkpoint_every", raw.audit.checkpoint_every);
+    p.positive("audit.max_file_bytes", raw.audit.max_file_bytes);
+    let audit = AuditSettings {
+        signing_key,
+        checkpoint_every: raw.audit.checkpoint_every,
+        checkpoint_interval: p.duration(
+            "audit.checkpoint_interval",
+            &raw.audit.checkpoint_interval,
+            false,
+        ),
+        max_file_bytes: raw.audit.max_file_bytes,
+        min_free_bytes: raw.audit.min_free_bytes,
+    };
+
+    p.positive("limits.max_job_bytes", raw.limits.max_job_bytes);
+    p.positive("limits.max_artifact_bytes", raw.limits.max_artifact_bytes);
+    p.positive("limits.releases_kept", raw.limits.releases_kept);
+    let limits = Limits {
+        max_job_bytes: usize::try_from(raw.limits.max_job_bytes).unwrap_or(usize::MAX),
+        max_artifact_bytes: raw.limits.max_artifact_bytes,
+        max_validity: p.duration("limits.max_validity", &raw.limits.max_validity, false),
+        clock_skew: p.duration("limits.clock_skew", &raw.limits.clock_skew, true),
+        releases_kept: usize::try_from(raw.limits.releases_kept).unwrap_or(usize::MAX),
+    };
+
+    let keys = validate_keys(p, &raw, base);
+    let mut policy = Policy {
+        keys,
+        apps: BTreeMap::new(),
+    };
+    let known_roles = policy.known_roles();
+    let approvers = policy
+        .keys
+        .iter()
+        .filter(|k| k.roles.contains(APPROVER_ROLE))
+        .count();
+
+    let mut ranges: Vec<(String, RangeInclusive<u16>)> = Vec::new();
+    for (name, app) in &raw.apps {
+        let at = format!("apps.{name}");
+        let ports = parse_ports(p, &format!("{at}.ports"), &app.ports);
+        if let Some(r) = &ports {
+            for (other, theirs) in &ranges {
+                if r.start() <= theirs.end() && theirs.start() <= r.end() {
+                    p.add(
+                        format!("{at}.ports"),
+                        format!(
+                            "{}-{} overlaps apps.{other}.ports {}-{}",
+                            r.start(),
+                            r.end(),
+                            theirs.start(),
+                            theirs.end()
+                        ),
+                    );
+                }
+            }
+            if listen.port() != 0 && r.contains(&listen.port()) {
+                p.add(
+                    format!("{at}.ports"),
+                    format!(
+                        "{}-{} includes the agent's listen port {}",
+                        r.start(),
+                        r.end(),
+                        listen.port()
+                    ),
+                );
+            }
+            ranges.push((name.clone(), r.clone()));
+        }
+        let app_name = match AppName::new(name) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                p.add(at.clone(), format!("invalid app name: {e}"));
+                None
+            }
+        };
+        let checked = validate_app(
+            p,
+            &at,
+            name,
+            app,
+            host,
+            &known_roles,
+            approvers,
+            ports.as_ref(),
+        );
+        if let (Some(app_name), Some((run_as, allow, stop_timeout)), Some(ports)) =
+            (app_name, checked, ports)
+        {
+            policy.apps.insert(
+                app_name.clone(),
+                AppPolicy {
+                    name: app_name,
+                    user: app.user.clone(),
+                    run_as,
+                    ports,
+                    max_instances: app.max_instances,
+                    stop_timeout,
+                    approvals: app.approvals,
+                    allow,
+                },
+            );
+        }
+    }
+
+    Config {
+        path: PathBuf::new(),
+        digest,
+        agent_id: raw.agent_id,
+        listen,
+        data_dir,
+        tls,
+        audit,
+        limits,
+        policy: Arc::new(policy),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn existing_file(p: &mut Problems, entry: &str, base: &Path, value: &str) -> PathBuf {
+    let path = resolve(base, value);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => p.add(entry, format!("{} is not a regular file", path.display())),
+        Err(e) => p.add(entry, format!("cannot read {}: {e}", path.display())),
+    }
+    path
+}
+
+/// A DNS name as certificates carry it: lowercase labels of letters, digits and inner '-'.
+pub(crate) fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if name.len() > 253 {
+        return Err(format!("{name:?} is longer than 253 bytes"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a DNS name (dot-separated labels of lowercase letters, digits and \
+                 inner '-', each 1-63 bytes)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_ports(p: &mut Problems, entry: &str, value: &str) -> Option<RangeInclusive<u16>> {
+    let parse = |s: &str| s.trim().parse::<u16>().ok();
+    let (a, b) = match value.split_once('-') {
+        Some((a, b)) => (parse(a), parse(b)),
+        None => (parse(value), parse(value)),
+    };
+    let (Some(a), Some(b)) = (a, b) else {
+        p.add(
+            entry,
+            format!("{value:?} is not a port range like \"18000-18009\""),
+        );
+        return None;
+    };
+    if a == 0 {
+        p.add(
+            entry,
+            format!("{value:?}: port 0 cannot be assigned to an instance"),
+        );
+        return None;
+    }
+    if a > b {
+        p.add(entry, format!("{value:?} is empty (first port above last)"));
+        return None;
+    }
+    Some(a..=b)
+}
+
+fn validate_keys(p: &mut Problems, raw: &RawConfig, base: &Path) -> Vec<TrustedKey> {
+    let mut keys: Vec<TrustedKey> = Vec::new();
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut seen: Vec<(usize, PublicKey)> = Vec::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        let at = format!("keys[{i}]");
+        let mut ok = true;
+        if k.name.trim().is_empty() {
+            p.add(format!("{at}.name"), "is empty");
+            ok = false;
+        } else if let Some(first) = names.get(k.name.as_str()) {
+            p.add(
+                format!("{at}.name"),
+                format!("duplicate name {:?} (also keys[{first}])", k.name),
+            );
+            ok = false;
+        } else {
+            names.insert(&k.name, i);
+        }
+        if k.roles.is_empty() {
+            p.add(
+                format!("{at}.roles"),
+                "is empty: a key without roles may do nothing",
+            );
+            ok = false;
+        }
+        for role in &k.roles {
+            if role.trim().is_empty() || role.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.add(
+                    format!("{at}.roles"),
+                    format!("{role:?} is not a role name"),
+                );
+                ok = false;
+            }
+        }
+        let path = resolve(base, &k.public_key);
+        let key = match PublicKey::read_pem_file(&path) {
+            Ok(key) => key,
+            Err(e) => {
+                p.add(format!("{at}.public_key"), error_chain(&e));
+                continue;
+            }
+        };
+        if let Some((first, _)) = seen.iter().find(|(_, other)| *other == key) {
+            p.add(
+                format!("{at}.public_key"),
+                format!(
+                    "{} is the same public key as keys[{first}] (key id {}): a key counts once",
+                    path.display(),
+                    key.key_id()
+                ),
+            );
+            continue;
+        }
+        seen.push((i, key));
+        if ok {
+            keys.push(TrustedKey {
+                name: k.name.clone(),
+                key,
+                key_id: key.key_id(),
+                roles: k.roles.iter().cloned().collect(),
+            });
+        }
+    }
+    keys
+}
+
+/// Checks one app; returns what it resolved when all of it is valid.
+#[allow(clippy::too_many_arguments)]
+fn validate_app(
+    p: &mut Problems,
+    at: &str,
+    name: &str,
+    app: &RawApp,
+    host: &HostIdentity,
+    known_roles: &BTreeSet<String>,
+    approvers: usize,
+    ports: Option<&RangeInclusive<u16>>,
+) -> Option<(RunAs, BTreeMap<Action, BTreeSet<String>>, Duration)> {
+    let before = p.list.len();
+    let run_as = resolve_user(p, at, name, app, host);
+
+    if app.max_instances == 0 {
+        p.add(format!("{at}.max_instances"), "must be more than 0");
+    }
+    if let Some(r) = ports {
+        let count = u32::from(*r.end()) + 1 - u32::from(*r.start());
+        if app.max_instances > count {
+            p.add(
+                format!("{at}.max_instances"),
+                format!(
+                    "{} is more than the {count} port(s) in {}-{}",
+                    app.max_instances,
+                    r.start(),
+                    r.end()
+                ),
+            );
+        }
+    }
+    let stop_timeout = p.duration(&format!("{at}.stop_timeout"), &app.stop_timeout, false);
+
+    let approvers_u32 = u32::try_from(approvers).unwrap_or(u32::MAX);
+    if app.approvals > approvers_u32 {
+        p.add(
+            format!("{at}.approvals"),
+            format!(
+                "{} approval(s) required but only {approvers} key(s) hold role {APPROVER_ROLE:?}: \
+                 no job could ever be admitted",
+                app.approvals
+            ),
+        );
+    }
+
+    let mut allow = BTreeMap::new();
+    for (action_name, roles) in &app.allow {
+        let entry = format!("{at}.allow.{action_name}");
+        let Some(action) = Action::ALL.into_iter().find(|a| a.as_str() == action_name) else {
+            let all: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+            p.add(
+                entry,
+                format!("unknown action (expected one of {})", all.join(", ")),
+            );
+            continue;
+        };
+        for role in roles {
+            if !known_roles.contains(role) {
+                let known: Vec<&str> = known_roles.iter().map(String::as_str).collect();
+                p.add(
+                    entry.clone(),
+                    format!(
+                        "role {role:?} is held by no key (known roles: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        allow.insert(action, roles.iter().cloned().collect());
+    }
+
+    match run_as {
+        Some(run_as) if p.list.len() == before => Some((run_as, allow, stop_timeout)),
+        _ => None,
+    }
+}
+
+fn resolve_user(
+    p: &mut Problems,
+    at: &str,
+    name: &str,
+    app: &RawApp,
+    host: &HostIdentity,
+) -> Option<RunAs> {
+    let entry = format!("{at}.user");
+    let user = match nix::unistd::User::from_name(&app.user) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            p.add(entry, format!("user {:?} not found", app.user));
+            return None;
+        }
+        Err(e) => {
+            p.add(entry, format!("cannot look up user {:?}: {e}", app.user));
+            return None;
+        }
+    };
+    if user.uid.is_root() && !app.allow_root {
+        p.add(
+            entry.clone(),
+            format!(
+                "app {name}: user {} is root (uid 0); set allow_root = true to allow it",
+                app.user
+            ),
+        );
+        return None;
+    }
+    if host.euid != 0 {
+        if host.user.as_deref() == Some(app.user.as_str()) {
+            return Some(RunAs::CurrentUser {
+                uid: host.euid,
+                gid: host.egid,
+            });
+        }
+        p.add(
+            entry,
+            format!(
+                "app {name}: user {} needs the agent to run as root (the agent runs as {}, uid {})",
+                app.user,
+                host.user.as_deref().unwrap_or("?"),
+                host.euid
+            ),
+        );
+        return None;
+    }
+    let groups = match CString::new(app.user.as_str())
+        .ok()
+        .map(|c| nix::unistd::getgrouplist(&c, user.gid))
+    {
+        Some(Ok(gs)) => gs.into_iter().map(|g| g.as_raw()).collect(),
+        Some(Err(e)) => {
+            p.add(
+                entry,
+                format!("cannot list the groups of user {:?}: {e}", app.user),
+            );
+            return None;
+        }
+        None => vec![user.gid.as_raw()],
+    };
+    Some(RunAs::User {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups,
+    })
+}
