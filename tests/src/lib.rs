@@ -32,6 +32,7 @@ pub mod process;
 pub use agent::Agent;
 pub use artifact::{Hostile, make_artifact, make_hostile_artifact};
 pub use controller::Controller;
+pub use env::SHORT;
 pub use env::{KeyPair, Keys, Options, Pki, TestEnv};
-pub use probe::{audit_events, audit_lines, http_get, wait_until};
+pub use probe::{audit_events, audit_lines, banner, http_get, rfc3339, unix_now, wait_until};
 pub use process::Output;

@@ -1,1 +1,140 @@
-//! End-to-end tests.
+//! End-to-end tests: the real `gantry-agent` and `gantry` binaries on loopback, with PKI made
+//! per test, deploying the real sample app. Run `cargo build --workspace --bins` first.
+//!
+//! * `cli`: quickstart and the agent's local commands.
+//! * `deploy`: hot deploys, automatic rollback of broken releases, `gantry rollback`.
+//! * `admission`: every rejection, each with exit code 3, its cause and an audit entry.
+//! * `audit`: `gantry-agent audit verify` finds each kind of tampering and names the seq.
+//! * `faults`: kill -9 of the agent, hostile and mismatched artifacts.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: an unwrap that fails is a failed test, and its message says why"
+)]
+
+mod admission;
+mod audit;
+mod cli;
+mod deploy;
+mod faults;
+
+use std::path::Path;
+use std::time::Duration;
+
+use gantry_tests::{Controller, Output, TestEnv, banner, wait_until};
+
+/// Deploys `version` of `web` from `artifact` with the hot strategy, `instances` instances, an
+/// HTTP health check with `health_deadline`, and `--json` events.
+fn deploy(
+    ctl: &Controller,
+    env: &TestEnv,
+    version: &str,
+    artifact: &Path,
+    instances: u32,
+    health_deadline: &str,
+) -> Output {
+    let key = env.keys.deployer.key.to_string_lossy().into_owned();
+    let artifact = artifact.to_string_lossy().into_owned();
+    let instances = instances.to_string();
+    ctl.run(&[
+        "deploy",
+        "--key",
+        &key,
+        "--app",
+        "web",
+        "--version",
+        version,
+        "--artifact",
+        &artifact,
+        "--strategy",
+        "hot",
+        "--instances",
+        &instances,
+        "--health",
+        "http:/health",
+        "--health-interval",
+        "200ms",
+        "--health-deadline",
+        health_deadline,
+        "--json",
+        "--",
+        "bin/gantry-sample-app",
+    ])
+    .unwrap()
+}
+
+/// Waits until every one of the first `instances` ports of `web` answers `GET /` with
+/// `web <version> instance <i>`.
+#[track_caller]
+fn assert_serves(env: &TestEnv, version: &str, instances: u16) {
+    for i in 0..instances {
+        let want = format!("web {version} instance {i}\n");
+        let port = env.port(i);
+        let mut last = None;
+        let waited = wait_until(
+            Duration::from_secs(10),
+            &format!("port {port} serves {want:?}"),
+            || {
+                last = banner(port);
+                last.as_deref() == Some(want.as_str())
+            },
+        );
+        assert!(
+            waited.is_ok(),
+            "{}; last answer: {last:?}",
+            waited.unwrap_err()
+        );
+    }
+}
+
+/// Lowercased `text` contains one of `words`.
+fn mentions(text: &str, words: &[&str]) -> bool {
+    let text = text.to_lowercase();
+    words.iter().any(|w| text.contains(&w.to_lowercase()))
+}
+
+/// `text` names `seq {seq}` (and not, say, `seq {seq}0`).
+fn names_seq(text: &str, seq: u64) -> bool {
+    let needle = format!("seq {seq}");
+    text.match_indices(&needle)
+        .any(|(at, _)| !text[at + needle.len()..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// The version `gantry status --json` reports for `app`: an object with `"name": app` and a
+/// string `version`, or an `app` key holding an object with `version`, anywhere in the output.
+fn status_version(out: &Output, app: &str) -> Option<String> {
+    fn find(v: &serde_json::Value, app: &str) -> Option<String> {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("name").and_then(|n| n.as_str()) == Some(app)
+                    && let Some(ver) = map.get("version").and_then(|v| v.as_str())
+                {
+                    return Some(ver.to_owned());
+                }
+                if let Some(ver) = map
+                    .get(app)
+                    .and_then(|a| a.get("version"))
+                    .and_then(|v| v.as_str())
+                {
+                    return Some(ver.to_owned());
+                }
+                map.values().find_map(|v| find(v, app))
+            }
+            serde_json::Value::Array(items) => items.iter().find_map(|v| find(v, app)),
+            _ => None,
+        }
+    }
+    let whole = serde_json::from_str::<serde_json::Value>(out.stdout.trim()).ok();
+    whole
+        .into_iter()
+        .chain(out.json_lines())
+        .find_map(|v| find(&v, app))
+}
+
+#[test]
+fn names_seq_matches_whole_numbers() {
+    assert!(names_seq("audit log broken at seq 3: prev mismatch", 3));
+    assert!(names_seq("seq 3", 3));
+    assert!(!names_seq("seq 30: prev mismatch", 3));
+    assert!(!names_seq("seq 13", 3));
+}
