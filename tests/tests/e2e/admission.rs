@@ -1,1 +1,334 @@
-//! placeholder
+//! Every admission rejection: exit code 3, the cause on stderr, a `job.rejected` audit entry
+//! naming it, and nothing run or unpacked.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use gantry_proto::envelope::sign_job;
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::{Job, SignedJob};
+use gantry_tests::{
+    Agent, Controller, KeyPair, Options, Output, TestEnv, audit_events, banner, make_artifact,
+    rfc3339, unix_now,
+};
+use prost::Message;
+
+use crate::{assert_serves, mentions};
+
+/// One agent waiting for jobs, and what `data/apps` looked like before any was sent.
+struct Case {
+    env: TestEnv,
+    _agent: Agent,
+    ctl: Controller,
+    artifact: PathBuf,
+    before: Vec<(PathBuf, u64, bool)>,
+}
+
+impl Case {
+    fn new() -> Case {
+        Case::with_options(Options::default())
+    }
+
+    fn with_options(options: Options) -> Case {
+        let env = TestEnv::with_options(options).unwrap();
+        let agent = Agent::start(&env).unwrap();
+        let ctl = Controller::new(&env, &agent);
+        let artifact = make_artifact(&env, "1.0.0", "").unwrap();
+        let before = env.apps_snapshot();
+        Case {
+            env,
+            _agent: agent,
+            ctl,
+            artifact,
+            before,
+        }
+    }
+
+    /// `gantry job create` for a hot deploy of web 1.0.0 on one instance; `set` replaces
+    /// default flags, `extra` adds flags.
+    fn create(&self, name: &str, set: &[(&str, &str)], extra: &[&str]) -> PathBuf {
+        let out = self.env.root.join(format!("{name}.job"));
+        let artifact = self.artifact.to_string_lossy().into_owned();
+        let mut flags = vec![
+            ("--agent-id", self.env.agent_id.as_str()),
+            ("--app", "web"),
+            ("--version", "1.0.0"),
+            ("--artifact", artifact.as_str()),
+            ("--instances", "1"),
+            ("--health", "http:/health"),
+            ("--health-deadline", "20s"),
+        ];
+        for (flag, value) in set {
+            match flags.iter_mut().find(|(f, _)| f == flag) {
+                Some(slot) => slot.1 = value,
+                None => flags.push((flag, value)),
+            }
+        }
+        let out_s = out.to_string_lossy().into_owned();
+        let mut args = vec!["job", "create", "--out", out_s.as_str()];
+        args.extend(flags.iter().flat_map(|(f, v)| [*f, *v]));
+        args.extend(extra);
+        args.extend(["--", "bin/gantry-sample-app"]);
+        self.env.gantry(&args).unwrap().assert_code(0);
+        out
+    }
+
+    fn sign(&self, job: &Path, key: &KeyPair) {
+        let key = key.key.to_string_lossy().into_owned();
+        self.env
+            .gantry(&["job", "sign", "--key", &key, &job.to_string_lossy()])
+            .unwrap()
+            .assert_code(0);
+    }
+
+    fn create_signed(&self, name: &str, set: &[(&str, &str)], extra: &[&str]) -> PathBuf {
+        let job = self.create(name, set, extra);
+        self.sign(&job, &self.env.keys.deployer);
+        job
+    }
+
+    fn submit(&self, job: &Path) -> Output {
+        let artifact = self.artifact.to_string_lossy().into_owned();
+        self.ctl
+            .run(&[
+                "job",
+                "submit",
+                "--artifact",
+                &artifact,
+                &job.to_string_lossy(),
+            ])
+            .unwrap()
+    }
+
+    /// The submission was refused for a reason `words` describe, on stderr and in the audit
+    /// log, and nothing ran.
+    #[track_caller]
+    fn assert_rejected(&self, out: &Output, words: &[&str]) {
+        out.assert_code(3);
+        assert!(
+            mentions(&out.stderr, words),
+            "stderr names none of {words:?}:\n{}",
+            out.all()
+        );
+        let rejected = audit_events(&self.env, "job.rejected").unwrap();
+        assert!(
+            rejected.iter().any(|e| {
+                let reason = e
+                    .get("reason")
+                    .map_or_else(|| e.to_string(), ToString::to_string);
+                mentions(&reason, words)
+            }),
+            "no job.rejected entry names any of {words:?}: {rejected:#?}"
+        );
+        let accepted = audit_events(&self.env, "job.accepted").unwrap();
+        assert!(
+            accepted.is_empty(),
+            "a rejected job was accepted: {accepted:?}"
+        );
+        assert_eq!(self.env.apps_snapshot(), self.before, "data/apps changed");
+        assert_eq!(banner(self.env.port(0)), None, "an instance answers");
+    }
+}
+
+fn edit_signed_job(path: &Path, edit: impl FnOnce(&mut SignedJob)) {
+    let mut signed = SignedJob::decode(fs::read(path).unwrap().as_slice()).unwrap();
+    edit(&mut signed);
+    fs::write(path, signed.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn bad_signature_is_rejected() {
+    let case = Case::new();
+    let job = case.create_signed("flipped", &[], &[]);
+    edit_signed_job(&job, |s| s.signatures[0].sig[10] ^= 0x01);
+    case.assert_rejected(&case.submit(&job), &["signature"]);
+}
+
+#[test]
+fn unknown_key_is_rejected() {
+    let case = Case::new();
+    let job = case.create("attacker", &[], &[]);
+    case.sign(&job, &case.env.keys.attacker);
+    case.assert_rejected(
+        &case.submit(&job),
+        &[
+            "unknown key",
+            "untrusted",
+            "not trusted",
+            "unknown signer",
+            "trusted key",
+            "unknown",
+        ],
+    );
+}
+
+#[test]
+fn signer_without_the_role_is_rejected() {
+    let case = Case::new();
+    let job = case.create("viewer", &[], &[]);
+    case.sign(&job, &case.env.keys.viewer);
+    case.assert_rejected(
+        &case.submit(&job),
+        &["role", "not allowed", "permission", "may not"],
+    );
+}
+
+#[test]
+fn job_for_another_agent_is_rejected() {
+    let case = Case::new();
+    let job = case.create_signed("other-agent", &[("--agent-id", "agent-2")], &[]);
+    case.assert_rejected(&case.submit(&job), &["agent"]);
+}
+
+#[test]
+fn expired_job_is_rejected() {
+    let case = Case::new();
+    let past = rfc3339(unix_now() - 600);
+    let job = case.create_signed(
+        "expired",
+        &[("--not-before", &past), ("--valid-for", "1m")],
+        &[],
+    );
+    case.assert_rejected(&case.submit(&job), &["expired"]);
+}
+
+#[test]
+fn job_not_yet_valid_is_rejected() {
+    let case = Case::new();
+    let later = rfc3339(unix_now() + 3600);
+    let job = case.create_signed("early", &[("--not-before", &later)], &[]);
+    case.assert_rejected(
+        &case.submit(&job),
+        &[
+            "not yet valid",
+            "not valid before",
+            "not before",
+            "not_before",
+            "too early",
+            "future",
+        ],
+    );
+}
+
+#[test]
+fn validity_window_over_the_maximum_is_rejected() {
+    let case = Case::new();
+    let job = case.create_signed("long", &[("--valid-for", "2h")], &[]);
+    case.assert_rejected(
+        &case.submit(&job),
+        &["validity", "window", "longer than", "max_validity"],
+    );
+}
+
+#[test]
+fn bytes_changed_after_signing_are_rejected() {
+    let case = Case::new();
+    let job = case.create_signed("changed", &[], &[]);
+    edit_signed_job(&job, |s| {
+        let mut decoded = Job::decode(s.job.as_slice()).unwrap();
+        decoded.reason = "changed after signing".to_owned();
+        s.job = decoded.encode_to_vec();
+    });
+    case.assert_rejected(&case.submit(&job), &["signature"]);
+}
+
+#[test]
+fn malformed_job_is_rejected_even_when_signed() {
+    let case = Case::new();
+    // Field 1 (job_id) claims 127 bytes but the message ends after 9: not a Job.
+    let garbage = b"\x0a\x7fnot a job".to_vec();
+    let key = SigningKey::read_pem_file(&case.env.keys.deployer.key).unwrap();
+    let signed = SignedJob {
+        signatures: vec![sign_job(&key, &garbage)],
+        job: garbage,
+    };
+    let job = case.env.root.join("garbage.job");
+    fs::write(&job, signed.encode_to_vec()).unwrap();
+    let out = case
+        .ctl
+        .run(&["job", "submit", &job.to_string_lossy()])
+        .unwrap();
+    case.assert_rejected(&out, &["malformed", "decode", "protobuf", "invalid job"]);
+}
+
+#[test]
+fn oversize_job_is_rejected() {
+    let case = Case::with_options(Options {
+        max_job_bytes: 2048,
+        ..Options::default()
+    });
+    let big = format!("BIG={}", "x".repeat(4000));
+    let job = case.create_signed("big", &[], &["--env", &big]);
+    case.assert_rejected(
+        &case.submit(&job),
+        &[
+            "too large",
+            "too big",
+            "exceeds",
+            "max_job_bytes",
+            "size",
+            "limit",
+        ],
+    );
+}
+
+#[test]
+fn unconfigured_app_is_rejected() {
+    let case = Case::new();
+    let job = case.create_signed("other-app", &[("--app", "other")], &[]);
+    case.assert_rejected(
+        &case.submit(&job),
+        &[
+            "not configured",
+            "unknown app",
+            "no app",
+            "unconfigured",
+            "no such app",
+        ],
+    );
+}
+
+#[test]
+fn identical_resubmission_is_idempotent_and_a_reused_job_id_is_rejected() {
+    let case = Case::new();
+    let job = case.create_signed("first", &[("--job-id", "fixed-1")], &[]);
+    case.submit(&job).assert_code(0);
+    assert_serves(&case.env, "1.0.0", 1);
+
+    let again = case.submit(&job);
+    again.assert_code(0);
+    let of_job = |event: &str| {
+        audit_events(&case.env, event)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e["job_id"] == "fixed-1")
+            .count()
+    };
+    assert_eq!(
+        of_job("job.accepted"),
+        1,
+        "the identical job was accepted twice"
+    );
+    assert_eq!(of_job("job.succeeded"), 1, "the identical job ran twice");
+
+    let other = case.create_signed(
+        "second",
+        &[("--job-id", "fixed-1"), ("--reason", "other")],
+        &[],
+    );
+    let out = case.submit(&other);
+    out.assert_code(3);
+    let words = ["replay", "already", "duplicate", "reused", "job id"];
+    assert!(
+        mentions(&out.stderr, &words),
+        "stderr does not name the replay:\n{}",
+        out.all()
+    );
+    let rejected = audit_events(&case.env, "job.rejected").unwrap();
+    assert!(
+        rejected.iter().any(|e| mentions(&e.to_string(), &words)),
+        "no job.rejected for the replay: {rejected:#?}"
+    );
+    assert_eq!(of_job("job.accepted"), 1);
+    assert_serves(&case.env, "1.0.0", 1);
+}
