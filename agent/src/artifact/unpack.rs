@@ -185,7 +185,8 @@ pub enum UnpackError {
     /// More bytes than allowed.
     #[error("archive unpacks to more than {limit} bytes (refused at {path:?})")]
     TooLarge {
-        /// The entry being written (or the last entry read) when the limit was hit.
+        /// The entry being written when the limit was hit; when the decompressed stream itself
+        /// hit its cap (oversized headers), the last entry read ("" if none).
         path: String,
         /// The limit.
         limit: u64,
