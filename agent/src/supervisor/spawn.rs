@@ -114,8 +114,8 @@ impl Identity {
     }
 
     /// Runs in the forked child: own session, then groups, gid, uid (in that order, every
-    /// failure fatal), then no new privileges. Only async-signal-safe system calls, no
-    /// allocation.
+    /// failure fatal), then no new privileges, then inherited descriptors close-on-exec. Only
+    /// async-signal-safe system calls, no allocation.
     fn apply(&self) -> io::Result<()> {
         nix::unistd::setsid()?;
         if let Some((groups, gid, uid)) = &self.user {
@@ -124,7 +124,35 @@ impl Identity {
             nix::unistd::setuid(*uid)?;
         }
         nix::sys::prctl::set_no_new_privs()?;
+        mark_inherited_fds_cloexec();
         Ok(())
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec, so descriptors the agent inherited
+/// without `O_CLOEXEC` (a launcher's pipe, say) do not leak into instances. Runs in the forked
+/// child: `close_range(2)`, or `fcntl(2)` on the first 1024 descriptors on kernels before 5.11.
+#[allow(unsafe_code)]
+fn mark_inherited_fds_cloexec() {
+    use nix::libc;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on this process's own
+    // descriptors; it takes no pointers and is async-signal-safe.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+    };
+    if !done {
+        for fd in 3..1024 {
+            // SAFETY: F_SETFD on a descriptor number only sets its flag (EBADF when it is not
+            // open, which is fine); async-signal-safe, no memory is touched.
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 
@@ -151,9 +179,9 @@ pub(crate) fn command(
 fn set_identity(cmd: &mut Command, run_as: &RunAs) {
     let identity = Identity::of(run_as);
     // SAFETY: the closure runs in the child between fork and exec. It only makes the
-    // async-signal-safe system calls setsid, setgroups, setgid, setuid and prctl through nix
-    // wrappers that do not allocate (the group list was allocated before the fork), and it
-    // touches no locks or shared state of the parent.
+    // async-signal-safe system calls setsid, setgroups, setgid, setuid, prctl and close_range
+    // (or fcntl) through wrappers that do not allocate (the group list was allocated before
+    // the fork), and it touches no locks or shared state of the parent.
     unsafe {
         cmd.pre_exec(move || identity.apply());
     }
