@@ -1,1 +1,339 @@
-//! Config tests.
+//! Config tests: the example loads, every problem is reported at once with its entry, the
+//! user rules, the policy report, and the parser never panics.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use gantry_proto::keys::write_keypair;
+use proptest::prelude::*;
+
+use super::validate::{HostIdentity, from_bytes, load};
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../deploy/agent.example.toml");
+
+fn root() -> HostIdentity {
+    HostIdentity {
+        euid: 0,
+        egid: 0,
+        user: Some("root".to_owned()),
+    }
+}
+
+fn nobody() -> HostIdentity {
+    HostIdentity {
+        euid: 65534,
+        egid: 65534,
+        user: Some("nobody".to_owned()),
+    }
+}
+
+/// A directory with the files the example config names.
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("pki")).unwrap();
+    fs::create_dir_all(d.join("keys")).unwrap();
+    for f in ["pki/ca.pem", "pki/agent.pem", "pki/agent.key"] {
+        fs::write(d.join(f), "placeholder").unwrap();
+    }
+    for k in ["keys/agent", "keys/ci", "keys/release-manager"] {
+        write_keypair(&d.join(k)).unwrap();
+    }
+    fs::write(d.join("keys/garbage.pub"), "not a key").unwrap();
+    dir
+}
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("agent.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn example_config_loads() {
+    let dir = fixture();
+    let path = write(dir.path(), EXAMPLE);
+    let cfg = load(&path, &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.agent_id, "agent-1");
+    assert_eq!(cfg.listen.to_string(), "127.0.0.1:7443");
+    assert_eq!(cfg.data_dir, dir.path().join("data"));
+    assert_eq!(cfg.tls.ca, dir.path().join("pki/ca.pem"));
+    assert_eq!(cfg.limits.max_validity, Duration::from_secs(3600));
+    assert_eq!(cfg.limits.clock_skew, Duration::from_secs(30));
+    assert_eq!(cfg.audit.checkpoint_interval, Duration::from_secs(60));
+    assert_eq!(cfg.digest, Sha256Hex::of(EXAMPLE.as_bytes()));
+    let names: Vec<&str> = cfg.policy.keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["ci", "release-manager"]);
+    let web = &cfg.policy.apps[&AppName::new("web").unwrap()];
+    assert_eq!(web.ports, 18000..=18009);
+    assert_eq!(web.port_of(3), Some(18003));
+    assert_eq!(web.port_of(10), None);
+    assert_eq!(web.approvals, 1);
+    assert!(matches!(&web.run_as, RunAs::User { name, uid: 65534, .. } if name == "nobody"));
+    assert_eq!(
+        web.actions_for(&cfg.policy.keys[0].roles),
+        [
+            Action::Deploy,
+            Action::Rollback,
+            Action::Restart,
+            Action::Stop,
+            Action::Promote,
+            Action::Abort
+        ]
+    );
+    assert_eq!(web.actions_for(&cfg.policy.keys[1].roles), [Action::Abort]);
+}
+
+const BAD: &str = r#"
+agent_id = "Agent_1"
+listen = "nowhere"
+data_dir = "data"
+
+[tls]
+ca = "pki/missing-ca.pem"
+cert = "pki/agent.pem"
+key = "pki/agent.key"
+client_fingerprints = ["abc"]
+
+[audit]
+signing_key = "keys/missing.key"
+checkpoint_interval = "soon"
+
+[limits]
+max_validity = "0s"
+max_job_bytes = 0
+
+[[keys]]
+name = "ci"
+public_key = "keys/ci.pub"
+roles = ["deployer"]
+
+[[keys]]
+name = "ci"
+public_key = "keys/garbage.pub"
+roles = ["deployer"]
+
+[[keys]]
+name = "other"
+public_key = "keys/ci.pub"
+roles = ["deployer"]
+
+[apps.web]
+user = "no-such-user-gantry"
+ports = "18000-18003"
+max_instances = 5
+
+[apps.web.allow]
+deploy = ["deployr"]
+deplyo = ["deployer"]
+
+[apps."../etc"]
+user = "nobody"
+ports = "18002-18010"
+
+[apps.api]
+user = "root"
+ports = "19010-19000"
+
+[apps.db]
+user = "nobody"
+ports = "20000-20001"
+approvals = 1
+"#;
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_entry() {
+    let dir = fixture();
+    let path = write(dir.path(), BAD);
+    let errs = load(&path, &root()).unwrap_err();
+    let expect = [
+        ("agent_id", "not a DNS name"),
+        ("listen", "not an IP:port"),
+        ("tls.ca", "missing-ca.pem"),
+        ("tls.client_fingerprints[0]", "not a SHA-256"),
+        ("audit.signing_key", "missing.key"),
+        ("audit.checkpoint_interval", "not a duration"),
+        ("limits.max_validity", "more than 0"),
+        ("limits.max_job_bytes", "more than 0"),
+        ("keys[1].name", "duplicate name \"ci\""),
+        ("keys[1].public_key", "garbage.pub"),
+        ("keys[2].public_key", "same public key as keys[0]"),
+        ("apps.web.user", "not found"),
+        ("apps.web.ports", "overlaps apps.../etc.ports"),
+        ("apps.web.max_instances", "more than the 4 port(s)"),
+        (
+            "apps.web.allow.deploy",
+            "role \"deployr\" is held by no key",
+        ),
+        ("apps.web.allow.deplyo", "unknown action"),
+        ("apps.../etc", "invalid app name"),
+        ("apps.api.user", "allow_root"),
+        ("apps.api.ports", "is empty"),
+        ("apps.db.approvals", "no job could ever be admitted"),
+    ];
+    for (entry, needle) in expect {
+        let p = errs
+            .for_entry(entry)
+            .unwrap_or_else(|| panic!("no problem for {entry}: {errs}"));
+        assert!(
+            p.message.contains(needle),
+            "{entry}: {:?} lacks {needle:?}",
+            p.message
+        );
+        assert_eq!(p.file, path);
+    }
+    assert_eq!(errs.0.len(), expect.len(), "{errs}");
+    let shown = errs.to_string();
+    assert!(shown.starts_with(&format!(
+        "{} has {} problems:",
+        path.display(),
+        expect.len()
+    )));
+    assert!(
+        shown.contains("\n  apps.web.ports: 18000-18003 overlaps"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_non_root_agent_runs_apps_only_as_itself() {
+    let dir = fixture();
+    let own = EXAMPLE.replace("approvals = 1", "approvals = 0");
+    let path = write(dir.path(), &own);
+    let cfg = load(&path, &nobody()).unwrap_or_else(|e| panic!("{e}"));
+    let web = &cfg.policy.apps[&AppName::new("web").unwrap()];
+    assert_eq!(
+        web.run_as,
+        RunAs::CurrentUser {
+            uid: 65534,
+            gid: 65534
+        }
+    );
+
+    let other = EXAMPLE
+        .replace("user = \"nobody\"", "user = \"root\"\nallow_root = true")
+        .replace("allow_root = false ", "#");
+    let path = write(dir.path(), &other);
+    let errs = load(&path, &nobody()).unwrap_err();
+    let p = errs.for_entry("apps.web.user").unwrap();
+    assert!(
+        p.message
+            .starts_with("app web: user root needs the agent to run as root"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn root_is_allowed_only_with_allow_root() {
+    let dir = fixture();
+    let text = EXAMPLE.replace("user = \"nobody\"", "user = \"root\"");
+    let errs = load(&write(dir.path(), &text), &root()).unwrap_err();
+    assert!(
+        errs.for_entry("apps.web.user")
+            .unwrap()
+            .message
+            .contains("allow_root = true")
+    );
+    let text = text.replace("allow_root = false", "allow_root = true");
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    let web = &cfg.policy.apps[&AppName::new("web").unwrap()];
+    assert_eq!(web.run_as.uid(), 0);
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let dir = fixture();
+    let text = EXAMPLE.replace("max_instances = 4", "max_instances = 4\nmax_instancs = 5");
+    let errs = load(&write(dir.path(), &text), &root()).unwrap_err();
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("max_instancs"))
+        .unwrap()
+        + 1;
+    assert!(
+        errs.0[0].entry.starts_with(&format!("line {line},")),
+        "{errs}"
+    );
+    assert!(errs.0[0].message.contains("max_instancs"), "{errs}");
+}
+
+#[test]
+fn an_unreadable_file_is_one_problem() {
+    let errs = Config::load(Path::new("/nonexistent/gantry/agent.toml")).unwrap_err();
+    assert_eq!(errs.0.len(), 1);
+    assert!(
+        errs.to_string().contains("/nonexistent/gantry/agent.toml"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn policy_report_shows_keys_rights_users_and_ports() {
+    let dir = fixture();
+    let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    let text = render_policy(&cfg, false);
+    let ci = cfg.policy.keys[0].key_id.to_string();
+    assert!(
+        text.contains(&format!("ci               {ci}  deployer")),
+        "{text}"
+    );
+    assert!(
+        text.contains("runs as        user nobody (uid 65534, gid 65534"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ports          18000-18009 (10 port(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    release-manager  abort; approve\n"),
+        "{text}"
+    );
+    assert!(text.contains("    promote   deployer\n"), "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    assert_eq!(json["format"], "gantry.policy.v1");
+    assert_eq!(json["keys"][0]["key_id"], ci.as_str());
+    let web = &json["apps"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["run_as"]["uid"], 65534);
+    assert_eq!(web["ports"]["first"], 18000);
+    assert_eq!(web["approvals"], 1);
+    assert_eq!(web["allow"]["deploy"][0], "deployer");
+    assert_eq!(web["keys"][1]["actions"], serde_json::json!(["abort"]));
+    assert_eq!(web["keys"][1]["approves"], true);
+    // Stable: rendering twice gives the same bytes.
+    assert_eq!(render_policy(&cfg, true), render_policy(&cfg, true));
+}
+
+fn tomlish() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("agent_id = \"a\"\n".to_owned()),
+        Just("[tls]\n".to_owned()),
+        Just("[apps.web]\n".to_owned()),
+        Just("[[keys]]\n".to_owned()),
+        Just("ports = \"1-0\"\n".to_owned()),
+        Just("max_validity = \"99999999999999999999s\"\n".to_owned()),
+        "[a-z_.\\[\\]\"=0-9 -]{0,12}\n",
+        any::<String>(),
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #[test]
+    fn config_parsing_never_panics(text in tomlish()) {
+        let _ = from_bytes(Path::new("/nonexistent/agent.toml"), text.as_bytes(), &root());
+    }
+
+    #[test]
+    fn mutated_example_never_panics(cut in 0..EXAMPLE.len(), insert in "[\\[\\]\"=0-9a-z\n-]{0,4}") {
+        let mut text = EXAMPLE.to_owned();
+        let at = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.insert_str(at, &insert);
+        let _ = from_bytes(Path::new("/nonexistent/agent.toml"), text.as_bytes(), &root());
+    }
+}

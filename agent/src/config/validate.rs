@@ -93,7 +93,20 @@ pub(crate) fn load(path: &Path, host: &HostIdentity) -> Result<Config, ConfigErr
             return Err(ConfigErrors(p.list));
         }
     };
-    let text = match std::str::from_utf8(&bytes) {
+    from_bytes(path, &bytes, host)
+}
+
+/// Parses and validates `bytes` as if read from `path`.
+pub(crate) fn from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    host: &HostIdentity,
+) -> Result<Config, ConfigErrors> {
+    let mut p = Problems {
+        file: path.to_owned(),
+        list: Vec::new(),
+    };
+    let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
             p.add("(file)", format!("not UTF-8: {e}"));
@@ -116,7 +129,7 @@ pub(crate) fn load(path: &Path, host: &HostIdentity) -> Result<Config, ConfigErr
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let config = validate(&mut p, raw, base, host, Sha256Hex::of(&bytes));
+    let config = validate(&mut p, raw, base, host, Sha256Hex::of(bytes));
     if p.list.is_empty() {
         Ok(Config {
             path: path.to_owned(),
