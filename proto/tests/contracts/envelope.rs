@@ -122,3 +122,32 @@ fn fresh_key_round_trip() {
     let sig = sign_job(&key, b"");
     verify_job(&key.public_key(), b"", &sig.sig).unwrap();
 }
+
+/// The worked example of docs/protocol.md.
+#[test]
+fn protocol_doc_worked_example() {
+    use prost::Message as _;
+    let job = gantry_proto::v1::Job {
+        job_id: "j-1".into(),
+        app: "web".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert_eq!(hex::encode(&job), "0a036a2d311a03776562");
+    let expected = b"DSSEv1 38 application/vnd.gantry.job.v1+protobuf 10 \x0a\x03j-1\x1a\x03web";
+    assert_eq!(pae(JOB_PAYLOAD_TYPE, &job), expected.to_vec());
+    let key = signing_key("job-vector/key.pem");
+    assert_eq!(
+        key.key_id().as_str(),
+        "0d350283dd3de53dd670e6997ce07c1a9121e3c583126119e6cde60e4ab52b50"
+    );
+    assert_eq!(
+        hex::encode(sign_job(&key, &job).sig),
+        "fbcf5c9a883305edc35176bcc0788c95f5d5c4c14f64b318c06706ea510873ff\
+         b67818f4a9c121135450bc5f55fe3e03f0238a5a9a37bbeb26651c2f86cf090b"
+    );
+    assert_eq!(
+        job_digest(&job),
+        "57b0d254de2944e71ce0eab00be3c96539361337e692c624187e7c33e2944e76"
+    );
+}
