@@ -11,6 +11,7 @@
 //! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
 //! * [`artifact`]: release tarballs of the sample app, honest and hostile.
 //! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
+//! * [`tamper`]: damaged copies of an audit log.
 //!
 //! # Design
 //!
@@ -28,6 +29,7 @@ pub mod controller;
 pub mod env;
 pub mod probe;
 pub mod process;
+pub mod tamper;
 
 pub use agent::Agent;
 pub use artifact::{Hostile, make_artifact, make_hostile_artifact};
