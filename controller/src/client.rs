@@ -163,6 +163,9 @@ pub struct Agent {
     pub addr: String,
     /// Who it is (checked against its certificate).
     pub agent_id: String,
+    /// The state directory where checkpoints from this agent are witnessed (see
+    /// [`crate::witness`]); `None` when the environment names none.
+    pub witness_dir: Option<PathBuf>,
 }
 
 impl Agent {
@@ -200,6 +203,7 @@ impl Agent {
             client,
             addr: settings.addr.clone(),
             agent_id: settings.agent_id.clone(),
+            witness_dir: crate::witness::state_dir().ok(),
         })
     }
 

@@ -72,3 +72,81 @@ impl CliError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::FlagError;
+
+    #[test]
+    fn exit_codes_are_the_contract() {
+        assert_eq!(Exit::Success as u8, 0);
+        assert_eq!(Exit::JobFailed as u8, 1);
+        assert_eq!(Exit::Usage as u8, 2);
+        assert_eq!(Exit::Rejected as u8, 3);
+    }
+
+    #[test]
+    fn every_error_maps_to_its_exit_code() {
+        let rejected = ClientError::Rejected {
+            op: "Submit",
+            agent_id: "a".into(),
+            code: tonic::Code::PermissionDenied,
+            message: "missing role".into(),
+        };
+        let cases: Vec<(CliError, Exit)> = vec![
+            (CliError::Key(KeyError::BadSignature), Exit::Usage),
+            (
+                CliError::DevPki(DevPkiError::Exists { path: "x".into() }),
+                Exit::Usage,
+            ),
+            (
+                CliError::Job(JobError::Flag(FlagError::new("--instances", "0"))),
+                Exit::Usage,
+            ),
+            (
+                CliError::Client(ClientError::MissingFlag {
+                    flag: "agent",
+                    env: "GANTRY_AGENT",
+                }),
+                Exit::Usage,
+            ),
+            (CliError::Client(rejected), Exit::Rejected),
+            (
+                CliError::Submit(SubmitError::ArtifactNeeded {
+                    sha256: "ab".into(),
+                    size: 1,
+                }),
+                Exit::Usage,
+            ),
+            (
+                CliError::Submit(SubmitError::Client(ClientError::Rejected {
+                    op: "Submit",
+                    agent_id: "a".into(),
+                    code: tonic::Code::FailedPrecondition,
+                    message: "expired".into(),
+                })),
+                Exit::Rejected,
+            ),
+            (
+                CliError::Audit(AuditError::Key(KeyError::BadSignature)),
+                Exit::Usage,
+            ),
+            (
+                CliError::Quickstart(QuickstartError::NoFreePorts),
+                Exit::Usage,
+            ),
+            (
+                CliError::Quickstart(QuickstartError::JobFailed {
+                    what: "deploy".into(),
+                    log: "l".into(),
+                }),
+                Exit::JobFailed,
+            ),
+            (CliError::Runtime(std::io::Error::other("x")), Exit::Usage),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.exit(), code, "{err}");
+        }
+    }
+}

@@ -18,13 +18,12 @@ use crate::exit::Exit;
 #[derive(Debug, thiserror::Error)]
 pub enum DevPkiError {
     /// The agent id cannot be a DNS name in a certificate.
-    #[error("--agent-id {id:?} is not a valid DNS name for a certificate")]
+    #[error("invalid --agent-id {id:?}: {reason}")]
     BadAgentId {
         /// The id.
         id: String,
-        /// rcgen's reason.
-        #[source]
-        source: rcgen::Error,
+        /// What is wrong.
+        reason: String,
     },
     /// Key or certificate generation failed.
     #[error("cannot generate the {what}")]
@@ -121,6 +120,40 @@ fn dn(cn: &str) -> DistinguishedName {
     dn
 }
 
+/// Checks that `name` is a DNS host name (letters, digits, '-' in dot-separated labels).
+///
+/// # Errors
+///
+/// What is wrong, for a message.
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("a DNS name is 1 to 253 characters".to_owned());
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(format!(
+                "label {label:?} must be 1-63 letters, digits or '-', not starting or ending with '-'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`generate_pki`] made.
+#[derive(Debug, Clone)]
+pub struct GeneratedPki {
+    /// The files.
+    pub paths: PkiPaths,
+    /// Lowercase hex SHA-256 of the controller certificate's DER (for the agent's
+    /// `tls.client_fingerprints` pin).
+    pub controller_fingerprint: String,
+}
+
 /// Makes the CA and both certificates in `out` (created if missing); refuses to overwrite.
 ///
 /// # Errors
@@ -130,7 +163,11 @@ pub fn generate_pki(
     out: &Path,
     agent_id: &str,
     client_name: &str,
-) -> Result<PkiPaths, DevPkiError> {
+) -> Result<GeneratedPki, DevPkiError> {
+    check_dns_name(agent_id).map_err(|reason| DevPkiError::BadAgentId {
+        id: agent_id.to_owned(),
+        reason,
+    })?;
     let paths = PkiPaths::in_dir(out);
     for p in [
         &paths.ca,
@@ -161,12 +198,11 @@ pub fn generate_pki(
     let issuer = Issuer::new(ca_params, &ca_key);
 
     let agent_key = key_pair("agent key")?;
-    let mut agent_params = CertificateParams::new(vec![agent_id.to_owned()]).map_err(|source| {
-        DevPkiError::BadAgentId {
+    let mut agent_params =
+        CertificateParams::new(vec![agent_id.to_owned()]).map_err(|e| DevPkiError::BadAgentId {
             id: agent_id.to_owned(),
-            source,
-        }
-    })?;
+            reason: e.to_string(),
+        })?;
     agent_params.distinguished_name = dn(agent_id);
     agent_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     agent_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -198,7 +234,14 @@ pub fn generate_pki(
     write_new(&paths.agent_key, 0o600, &agent_key.serialize_pem())?;
     write_new(&paths.controller, 0o644, &client_cert.pem())?;
     write_new(&paths.controller_key, 0o600, &client_key.serialize_pem())?;
-    Ok(paths)
+    let controller_fingerprint = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        client_cert.der(),
+    ));
+    Ok(GeneratedPki {
+        paths,
+        controller_fingerprint,
+    })
 }
 
 fn write_new(path: &Path, mode: u32, text: &str) -> Result<(), DevPkiError> {
@@ -223,7 +266,8 @@ fn write_new(path: &Path, mode: u32, text: &str) -> Result<(), DevPkiError> {
 ///
 /// See [`generate_pki`].
 pub fn run(args: &crate::cli::DevPkiArgs) -> Result<(), DevPkiError> {
-    let p = generate_pki(&args.out, &args.agent_id, &args.client_name)?;
+    let generated = generate_pki(&args.out, &args.agent_id, &args.client_name)?;
+    let p = &generated.paths;
     println!(
         "wrote a development CA and certificates to {}",
         args.out.display()
@@ -244,6 +288,10 @@ pub fn run(args: &crate::cli::DevPkiArgs) -> Result<(), DevPkiError> {
         p.controller.display(),
         p.controller_key.display()
     );
+    println!(
+        "  controller certificate SHA-256 (for tls.client_fingerprints): {}",
+        generated.controller_fingerprint
+    );
     println!("for the controller:");
     println!(
         "  export GANTRY_AGENT_ID={} GANTRY_CA={} GANTRY_CERT={} GANTRY_CERT_KEY={}",
@@ -253,4 +301,90 @@ pub fn run(args: &crate::cli::DevPkiArgs) -> Result<(), DevPkiError> {
         p.controller_key.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use std::os::unix::fs::PermissionsExt;
+
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    use super::*;
+
+    fn cert(path: &Path) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(path).unwrap()
+    }
+
+    #[test]
+    fn certificates_chain_to_the_ca_and_name_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pki");
+        let made = generate_pki(&out, "agent-7", "controller").unwrap();
+        let p = &made.paths;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert(&p.ca)).unwrap();
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+        let server = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let name = ServerName::try_from("agent-7").unwrap();
+        server
+            .verify_server_cert(&cert(&p.agent), &[], &name, &[], UnixTime::now())
+            .unwrap();
+        let impostor = ServerName::try_from("agent-8").unwrap();
+        assert!(
+            server
+                .verify_server_cert(&cert(&p.agent), &[], &impostor, &[], UnixTime::now())
+                .is_err()
+        );
+        // The controller's certificate is for clients only.
+        let controller_name = ServerName::try_from("controller").unwrap();
+        assert!(
+            server
+                .verify_server_cert(
+                    &cert(&p.controller),
+                    &[],
+                    &controller_name,
+                    &[],
+                    UnixTime::now()
+                )
+                .is_err()
+        );
+
+        let client = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .unwrap();
+        client
+            .verify_client_cert(&cert(&p.controller), &[], UnixTime::now())
+            .unwrap();
+
+        for key in [&p.ca_key, &p.agent_key, &p.controller_key] {
+            let mode = fs::metadata(key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+        }
+        let der = cert(&p.controller);
+        assert_eq!(
+            made.controller_fingerprint,
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, der.as_ref()))
+        );
+
+        let again = generate_pki(&out, "agent-7", "controller").unwrap_err();
+        assert!(matches!(again, DevPkiError::Exists { .. }), "{again}");
+    }
+
+    #[test]
+    fn bad_agent_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = generate_pki(dir.path(), "not a name!", "controller").unwrap_err();
+        assert!(err.to_string().contains("--agent-id"), "{err}");
+    }
 }

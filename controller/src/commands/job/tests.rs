@@ -1,1 +1,245 @@
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
+use gantry_proto::keys::{self, PublicKey};
+use gantry_proto::v1::{Action, health_check};
+
+use super::spec::{ArtifactInfo, build_job, parse_probe};
+use super::*;
+use crate::cli::JobSpecArgs;
+
+fn spec() -> JobSpecArgs {
+    JobSpecArgs {
+        app: "web".into(),
+        action: "deploy".into(),
+        version: Some("1.2.3".into()),
+        strategy: "hot".into(),
+        instances: "2".into(),
+        health: "http:/health".into(),
+        health_interval: "500ms".into(),
+        health_timeout: "2s".into(),
+        healthy_threshold: "1".into(),
+        unhealthy_threshold: "3".into(),
+        health_deadline: "30s".into(),
+        progress_deadline: "10m".into(),
+        valid_for: "15m".into(),
+        not_before: None,
+        env: vec!["MODE=prod".into()],
+        job_id: None,
+        reason: "test".into(),
+        command: vec!["bin/web".into(), "--flag".into()],
+    }
+}
+
+fn artifact() -> ArtifactInfo {
+    ArtifactInfo {
+        path: "a.tgz".into(),
+        sha256: "ab".repeat(32),
+        size: 42,
+    }
+}
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn new_job_file(dir: &Path) -> (PathBuf, JobFile) {
+    let job = build_job("agent-1", &spec(), Some(&artifact()), now()).unwrap();
+    let file = JobFile::new(job);
+    let path = dir.join("job.bin");
+    file.write(&path).unwrap();
+    (path, file)
+}
+
+#[test]
+fn job_file_round_trips_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, file) = new_job_file(dir.path());
+    let back = JobFile::read(&path).unwrap();
+    assert_eq!(back.signed.job, file.signed.job);
+    assert_eq!(back.job, file.job);
+    assert_eq!(back.job.agent_id, "agent-1");
+    assert_eq!(back.job.action, Action::Deploy as i32);
+    assert_eq!(back.job.expires_at - back.job.not_before, 15 * 60);
+    let r = back.job.release.unwrap();
+    assert_eq!(
+        (r.version.as_str(), r.instances, r.artifact_size),
+        ("1.2.3", 2, 42)
+    );
+    assert_eq!(r.health.unwrap().interval_ms, 500);
+    assert_eq!(r.env.get("MODE").map(String::as_str), Some("prod"));
+    assert!(
+        back.job.job_id.starts_with("web-1.2.3-1800000000000-"),
+        "{}",
+        back.job.job_id
+    );
+}
+
+#[test]
+fn sign_twice_with_two_keys_and_both_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = new_job_file(dir.path());
+    let (k1, _, pub1) = keys::write_keypair(&dir.path().join("k1")).unwrap();
+    let (k2, _, _) = keys::write_keypair(&dir.path().join("k2")).unwrap();
+    for k in [&k1, &k2] {
+        let mut f = JobFile::read(&path).unwrap();
+        f.sign(&path, k).unwrap();
+        f.write(&path).unwrap();
+    }
+    let f = JobFile::read(&path).unwrap();
+    let ids: Vec<&str> = f
+        .signed
+        .signatures
+        .iter()
+        .map(|s| s.key_id.as_str())
+        .collect();
+    assert_eq!(ids, vec![k1.key_id().as_str(), k2.key_id().as_str()]);
+    let checks = check_signatures(
+        &f.signed,
+        &[PublicKey::read_pem_file(&pub1).unwrap(), k2.public_key()],
+    );
+    assert_eq!(checks, vec![SigCheck::Valid, SigCheck::Valid]);
+}
+
+#[test]
+fn duplicate_signature_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut f) = new_job_file(dir.path());
+    let (k1, _, _) = keys::write_keypair(&dir.path().join("k1")).unwrap();
+    f.sign(&path, &k1).unwrap();
+    let err = f.sign(&path, &k1).unwrap_err();
+    assert!(matches!(err, JobError::AlreadySigned { .. }));
+    assert!(err.to_string().contains(k1.key_id().as_str()), "{err}");
+    assert_eq!(err.exit(), Exit::Usage);
+    assert_eq!(f.signed.signatures.len(), 1);
+}
+
+#[test]
+fn show_prints_digest_key_ids_and_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut f) = new_job_file(dir.path());
+    let (k1, _, _) = keys::write_keypair(&dir.path().join("k1")).unwrap();
+    let (k2, _, _) = keys::write_keypair(&dir.path().join("k2")).unwrap();
+    let (other, _, _) = keys::write_keypair(&dir.path().join("k3")).unwrap();
+    f.sign(&path, &k1).unwrap();
+    f.sign(&path, &k2).unwrap();
+    // A forged signature under k2's id.
+    f.signed.signatures[1].sig = other.sign(b"something else").to_vec();
+    let checks = check_signatures(&f.signed, &[k1.public_key(), k2.public_key()]);
+    assert_eq!(checks, vec![SigCheck::Valid, SigCheck::Invalid]);
+    let text = show_text(&f, &checks, 1_800_000_000);
+    assert!(text.contains(&f.digest()), "{text}");
+    assert!(
+        text.contains(&format!("key {}  valid", k1.key_id())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("key {}  INVALID", k2.key_id())),
+        "{text}"
+    );
+    assert!(text.contains("expires in 15m"), "{text}");
+    assert!(text.contains("2027-01-15T08:00:00Z"), "{text}");
+    let json = show_json(&f, &checks);
+    assert_eq!(json["digest"], f.digest());
+    assert_eq!(json["signatures"][0]["key_id"], k1.key_id().as_str());
+    assert_eq!(json["signatures"][1]["verified"], false);
+    assert_eq!(json["release"]["health"]["probe"], "http:/health");
+}
+
+#[test]
+fn bad_flags_are_usage_errors_naming_the_flag() {
+    type Edit = Box<dyn Fn(&mut JobSpecArgs)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("--version", Box::new(|s| s.version = Some("1.2".into()))),
+        ("--version", Box::new(|s| s.version = None)),
+        ("--instances", Box::new(|s| s.instances = "0".into())),
+        ("--instances", Box::new(|s| s.instances = "-1".into())),
+        (
+            "--healthy-threshold",
+            Box::new(|s| s.healthy_threshold = "0".into()),
+        ),
+        ("--health", Box::new(|s| s.health = "ping".into())),
+        (
+            "--health-interval",
+            Box::new(|s| s.health_interval = "fast".into()),
+        ),
+        ("--valid-for", Box::new(|s| s.valid_for = "0s".into())),
+        (
+            "--not-before",
+            Box::new(|s| s.not_before = Some("tomorrow".into())),
+        ),
+        ("--strategy", Box::new(|s| s.strategy = "yolo".into())),
+        ("--action", Box::new(|s| s.action = "explode".into())),
+        ("--app", Box::new(|s| s.app = "../etc".into())),
+        ("--job-id", Box::new(|s| s.job_id = Some("a/b".into()))),
+        ("--env", Box::new(|s| s.env = vec!["NOEQUALS".into()])),
+        ("--env", Box::new(|s| s.env = vec!["PORT=1".into()])),
+        ("-- COMMAND", Box::new(|s| s.command.clear())),
+    ];
+    for (flag, edit) in cases {
+        let mut s = spec();
+        edit(&mut s);
+        let err = JobError::from(build_job("agent-1", &s, Some(&artifact()), now()).unwrap_err());
+        assert!(err.to_string().contains(flag), "{flag}: {err}");
+        assert_eq!(err.exit(), Exit::Usage);
+    }
+    let err = build_job("agent-1", &spec(), None, now()).unwrap_err();
+    assert_eq!(err.flag, "--artifact");
+}
+
+#[test]
+fn action_jobs_carry_no_release_unless_rollback_target() {
+    let mut s = spec();
+    s.action = "rollback".into();
+    s.command.clear();
+    let job = build_job("agent-1", &s, None, now()).unwrap();
+    assert_eq!(job.release.map(|r| r.version), Some("1.2.3".into()));
+    s.action = "stop".into();
+    s.version = None;
+    assert!(
+        build_job("agent-1", &s, None, now())
+            .unwrap()
+            .release
+            .is_none()
+    );
+}
+
+#[test]
+fn probes_parse() {
+    assert!(matches!(
+        parse_probe("tcp"),
+        Ok(health_check::Probe::Tcp(_))
+    ));
+    match parse_probe("http:/ready=204") {
+        Ok(health_check::Probe::Http(h)) => {
+            assert_eq!((h.path.as_str(), h.expect_status), ("/ready", 204))
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse_probe("exec:bin/check --fast") {
+        Ok(health_check::Probe::Exec(e)) => assert_eq!(e.command, vec!["bin/check", "--fast"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(parse_probe("http:health").is_err());
+    assert!(parse_probe("exec:").is_err());
+}
+
+#[test]
+fn garbage_job_file_is_a_decode_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk");
+    std::fs::write(&path, b"\xff\xff\xff not protobuf").unwrap();
+    let err = JobFile::read(&path).unwrap_err();
+    assert!(
+        err.to_string().contains("is not a gantry.v1.SignedJob"),
+        "{err}"
+    );
+    assert_eq!(err.exit(), Exit::Usage);
+}
+
+proptest::proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let _ = JobFile::decode(Path::new("x"), &bytes);
+    }
+}
