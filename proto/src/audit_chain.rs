@@ -427,3 +427,62 @@ where
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_hash_is_sha256_hex_of_the_bytes() {
+        assert_eq!(
+            line_hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(GENESIS_PREV.len(), 64);
+    }
+
+    #[test]
+    fn checkpoint_message_is_pae_of_the_hex() {
+        let msg = checkpoint_message(GENESIS_PREV);
+        let head = b"DSSEv1 42 application/vnd.gantry.audit-checkpoint.v1 64 ";
+        assert_eq!(&msg[..head.len()], head);
+        assert_eq!(&msg[head.len()..], GENESIS_PREV.as_bytes());
+    }
+
+    #[test]
+    fn signed_checkpoint_verifies_and_names_the_seq_when_forged() {
+        let key = SigningKey::generate().unwrap();
+        let first = format!(
+            r#"{{"seq":1,"ts":"2026-01-01T00:00:00Z","prev":"{GENESIS_PREV}","event":"agent.started"}}"#
+        );
+        let prev = line_hash(first.as_bytes());
+        let checkpoint = |sig: &str| {
+            format!(
+                r#"{{"seq":2,"ts":"2026-01-01T00:00:01Z","prev":"{prev}","event":"checkpoint","key_id":"{}","sig":"{sig}"}}"#,
+                key.key_id()
+            )
+        };
+        let good = checkpoint(&sign_checkpoint(&key, &prev));
+        let summary = verify_lines([&first, &good], Some(&key.public_key())).unwrap();
+        assert_eq!(summary.last_checkpoint_seq, Some(2));
+        let forged = checkpoint(&sign_checkpoint(&key, GENESIS_PREV));
+        let err = verify_lines([&first, &forged], Some(&key.public_key())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "seq 2: checkpoint signature does not verify under the agent's key"
+        );
+    }
+
+    #[test]
+    fn parse_head_reads_the_common_fields() {
+        let line =
+            format!(r#"{{"event":"job.step","prev":"{GENESIS_PREV}","ts":"t","seq":7,"x":1}}"#);
+        let head = parse_head(line.as_bytes()).unwrap();
+        assert_eq!(
+            (head.seq, head.event.as_str(), head.ts.as_str()),
+            (7, "job.step", "t")
+        );
+        assert_eq!(head.fields["x"], 1);
+        assert_eq!(parse_head(b"{").unwrap_err(), ChainErrorKind::NotJson);
+    }
+}

@@ -522,3 +522,40 @@ fn encode_pem(label: &str, der: Vec<u8>) -> String {
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spki_round_trips_and_is_strict() {
+        let pk = PublicKey::from_bytes([9; 32]);
+        assert_eq!(pk.to_spki_der().len(), 44);
+        assert_eq!(PublicKey::from_spki_der(&pk.to_spki_der()).unwrap(), pk);
+        assert_eq!(PublicKey::from_spki_pem(&pk.to_spki_pem()).unwrap(), pk);
+        let mut der = pk.to_spki_der();
+        der[8] = 0x6e; // X25519's OID
+        assert!(matches!(
+            PublicKey::from_spki_der(&der),
+            Err(KeyError::Spki { .. })
+        ));
+    }
+
+    #[test]
+    fn generated_keys_are_written_as_pkcs8_v1() {
+        let key = SigningKey::generate().unwrap();
+        let der = pem::parse(key.to_pkcs8_pem()).unwrap().into_contents();
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], PKCS8_V1_PREFIX);
+        let again = SigningKey::from_pkcs8_der(&der).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+    }
+
+    #[test]
+    fn key_id_rejects_what_is_not_lowercase_hex() {
+        let id = PublicKey::from_bytes([0; 32]).key_id();
+        assert_eq!(id.as_str().parse::<KeyId>().unwrap(), id);
+        assert!(id.as_str().to_uppercase().parse::<KeyId>().is_err());
+        assert!("".parse::<KeyId>().is_err());
+    }
+}
