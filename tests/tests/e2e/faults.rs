@@ -1,1 +1,330 @@
-//! placeholder
+//! Faults: the agent killed with SIGKILL under load and mid-deploy, and artifacts that lie
+//! about their digest or try to escape the release directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use gantry_tests::artifact::outside_dir;
+use gantry_tests::{
+    Agent, Controller, Hostile, TestEnv, audit_events, audit_lines, banner, make_artifact,
+    make_hostile_artifact, rfc3339, unix_now, wait_until,
+};
+
+use crate::deploy;
+
+fn verify_audit(env: &TestEnv) -> gantry_tests::Output {
+    let audit = env.data_dir.join("audit").to_string_lossy().into_owned();
+    let pubkey = env.keys.agent.public.to_string_lossy().into_owned();
+    env.agent_cmd(&["audit", "verify", "--dir", &audit, "--pubkey", &pubkey])
+        .unwrap()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &fs::read(path).unwrap(),
+    ))
+}
+
+/// Every file named `name` under `dir`.
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_name() == name {
+            found.push(path.clone());
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(find_named(&path, name));
+        }
+    }
+    found
+}
+
+/// What is in `<data_dir>/apps/web/releases` (nothing, when it does not exist).
+fn releases(env: &TestEnv) -> Vec<String> {
+    fs::read_dir(env.releases_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigkill_during_a_burst_of_appends_loses_no_acknowledged_entry() {
+    let env = TestEnv::new().unwrap();
+    let mut agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    // Jobs that are refused (not yet valid) after being decoded: each answer is an audit append.
+    let later = rfc3339(unix_now() + 3600);
+    let key = env.keys.deployer.key.to_string_lossy().into_owned();
+    let jobs: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let id = format!("burst-{i}");
+            let file = env
+                .root
+                .join(format!("{id}.job"))
+                .to_string_lossy()
+                .into_owned();
+            env.gantry(&[
+                "job",
+                "create",
+                "--out",
+                &file,
+                "--agent-id",
+                &env.agent_id,
+                "--app",
+                "web",
+                "--action",
+                "stop",
+                "--not-before",
+                &later,
+                "--job-id",
+                &id,
+            ])
+            .unwrap()
+            .assert_code(0);
+            env.gantry(&["job", "sign", "--key", &key, &file])
+                .unwrap()
+                .assert_code(0);
+            (id, file)
+        })
+        .collect();
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let submissions: Vec<_> = jobs
+        .into_iter()
+        .map(|(id, file)| {
+            let (ctl, answered) = (ctl.clone(), Arc::clone(&answered));
+            thread::spawn(move || {
+                let out = ctl.run(&["job", "submit", &file]).unwrap();
+                answered.fetch_add(1, Ordering::SeqCst);
+                (id, out)
+            })
+        })
+        .collect();
+    wait_until(
+        Duration::from_secs(60),
+        "5 submissions are answered",
+        || answered.load(Ordering::SeqCst) >= 5,
+    )
+    .unwrap();
+    agent.kill_9().unwrap();
+    let results: Vec<_> = submissions.into_iter().map(|h| h.join().unwrap()).collect();
+    let acknowledged: Vec<&String> = results
+        .iter()
+        .filter(|(_, out)| out.code == 3)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "no submission was answered with a rejection: {:#?}",
+        results
+            .iter()
+            .map(|(id, o)| (id, o.code, &o.stderr))
+            .collect::<Vec<_>>()
+    );
+
+    let mut agent = Agent::start(&env).unwrap();
+    agent.terminate().unwrap();
+    verify_audit(&env).assert_code(0);
+
+    let rejected = audit_events(&env, "job.rejected").unwrap();
+    assert!(
+        rejected.len() >= acknowledged.len(),
+        "{} rejections acknowledged but {} recorded",
+        acknowledged.len(),
+        rejected.len()
+    );
+    if rejected.iter().any(|e| e.get("job_id").is_some()) {
+        for id in &acknowledged {
+            assert!(
+                rejected.iter().any(|e| e["job_id"] == id.as_str()),
+                "acknowledged rejection of {id} is not in the audit log"
+            );
+        }
+    }
+    let audit_dir = env.data_dir.join("audit");
+    let torn = fs::read_dir(&audit_dir)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("torn-"));
+    if torn {
+        assert!(
+            !audit_events(&env, "audit.recovered").unwrap().is_empty(),
+            "a torn tail was set aside without an audit.recovered entry"
+        );
+    }
+}
+
+#[test]
+fn sigkill_mid_deploy_is_recorded_as_interrupted_and_the_app_keeps_serving() {
+    let env = TestEnv::new().unwrap();
+    let mut agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    deploy(&ctl, &env, "1.0.0", &v1, 1, "20s").assert_code(0);
+    // v2 takes its time to bind, so the agent is mid-deploy when it dies.
+    let v2 = make_artifact(&env, "2.0.0", "slow-start=5").unwrap();
+    let background = {
+        let (ctl, v2) = (ctl.clone(), v2.clone());
+        let key = env.keys.deployer.key.to_string_lossy().into_owned();
+        thread::spawn(move || {
+            ctl.run(&[
+                "deploy",
+                "--key",
+                &key,
+                "--app",
+                "web",
+                "--version",
+                "2.0.0",
+                "--artifact",
+                &v2.to_string_lossy(),
+                "--health",
+                "http:/health",
+                "--health-deadline",
+                "30s",
+                "--json",
+                "--",
+                "bin/gantry-sample-app",
+            ])
+            .unwrap()
+        })
+    };
+    wait_until(Duration::from_secs(60), "the v2 job is accepted", || {
+        audit_events(&env, "job.accepted").is_ok_and(|a| a.len() >= 2)
+    })
+    .unwrap();
+    agent.kill_9().unwrap();
+    let interrupted_deploy = background.join().unwrap();
+    assert_ne!(interrupted_deploy.code, 0, "{}", interrupted_deploy.all());
+    let v2_job = audit_events(&env, "job.accepted").unwrap()[1]["job_id"].clone();
+
+    let mut agent = Agent::start(&env).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the v2 job is recorded as interrupted",
+        || {
+            audit_events(&env, "job.interrupted")
+                .is_ok_and(|i| i.iter().any(|e| e["job_id"] == v2_job))
+        },
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(60), "web answers again", || {
+        banner(env.port(0)).is_some_and(|b| b.starts_with("web "))
+    })
+    .unwrap();
+    agent.terminate().unwrap();
+    verify_audit(&env).assert_code(0);
+}
+
+#[test]
+fn artifact_that_does_not_match_the_signed_digest_is_refused() {
+    let env = TestEnv::new().unwrap();
+    let _agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &_agent);
+    let signed_for = make_artifact(&env, "1.0.0", "").unwrap();
+    let other = make_artifact(&env, "1.0.0", "never-healthy").unwrap();
+    let job = env.root.join("digest.job").to_string_lossy().into_owned();
+    env.gantry(&[
+        "job",
+        "create",
+        "--out",
+        &job,
+        "--agent-id",
+        &env.agent_id,
+        "--app",
+        "web",
+        "--version",
+        "1.0.0",
+        "--artifact",
+        &signed_for.to_string_lossy(),
+        "--health",
+        "http:/health",
+        "--",
+        "bin/gantry-sample-app",
+    ])
+    .unwrap()
+    .assert_code(0);
+    let key = env.keys.deployer.key.to_string_lossy().into_owned();
+    env.gantry(&["job", "sign", "--key", &key, &job])
+        .unwrap()
+        .assert_code(0);
+    let out = ctl
+        .run(&[
+            "job",
+            "submit",
+            "--artifact",
+            &other.to_string_lossy(),
+            &job,
+        ])
+        .unwrap();
+    assert_ne!(
+        out.code,
+        0,
+        "a job ran with an artifact of another digest\n{}",
+        out.all()
+    );
+    let stored = env
+        .data_dir
+        .join("artifacts/sha256")
+        .join(sha256_hex(&signed_for));
+    assert!(
+        !stored.exists(),
+        "{} is in the store but was never uploaded",
+        stored.display()
+    );
+    assert_eq!(
+        releases(&env),
+        Vec::<String>::new(),
+        "something was unpacked"
+    );
+    assert!(audit_events(&env, "job.succeeded").unwrap().is_empty());
+    assert_eq!(banner(env.port(0)), None, "an instance answers");
+}
+
+#[test]
+fn hostile_archives_are_refused_before_anything_is_unpacked() {
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    for (kind, version) in [
+        (Hostile::Traversal, "1.0.1"),
+        (Hostile::SymlinkEscape, "1.0.2"),
+        (Hostile::AbsolutePath, "1.0.3"),
+    ] {
+        let artifact = make_hostile_artifact(&env, kind).unwrap();
+        let out = deploy(&ctl, &env, version, &artifact, 1, "5s");
+        assert_ne!(out.code, 0, "{kind:?} archive deployed\n{}", out.all());
+        assert_eq!(
+            releases(&env),
+            Vec::<String>::new(),
+            "{kind:?}: something was unpacked"
+        );
+        assert_eq!(
+            find_named(&env.root, "evil"),
+            Vec::<PathBuf>::new(),
+            "{kind:?} wrote evil"
+        );
+        assert_eq!(
+            fs::read_dir(outside_dir(&env)).unwrap().count(),
+            0,
+            "{kind:?} wrote outside the release"
+        );
+    }
+    assert_eq!(banner(env.port(0)), None, "an instance answers");
+    let lines = audit_lines(&env).unwrap();
+    assert!(
+        lines.iter().all(|e| e["event"] != "job.succeeded"),
+        "{lines:#?}"
+    );
+}
