@@ -735,6 +735,21 @@ mod props {
                             if let Ok(real) = fs::canonicalize(e.path()) {
                                 assert!(real.starts_with(&root), "{:?} -> {real:?}", e.path());
                             }
+                            // Dangling links too: relative, and not above the root.
+                            let target = fs::read_link(e.path()).unwrap();
+                            assert!(target.is_relative(), "{:?} -> {target:?}", e.path());
+                            let depth = e
+                                .path()
+                                .strip_prefix(sb.dest())
+                                .unwrap()
+                                .components()
+                                .count()
+                                - 1;
+                            let ups = target
+                                .components()
+                                .filter(|c| matches!(c, std::path::Component::ParentDir))
+                                .count();
+                            assert!(ups <= depth, "{:?} -> {target:?}", e.path());
                         } else {
                             assert!(t.is_file(), "{:?} is special", e.path());
                             assert_eq!(mode_of(&e.path()) & 0o7022, 0);
@@ -746,9 +761,21 @@ mod props {
         }
     }
 
+    /// Arbitrary bytes from an alphabet rich in separators and dots.
     fn name_bytes() -> impl Strategy<Value = Vec<u8>> {
         let alphabet = vec![b'a', b'b', b'/', b'/', b'.', b'.', b'\\', b' ', 0xff, b'~'];
         prop::collection::vec(prop::sample::select(alphabet), 0..24)
+    }
+
+    /// Paths built from components, most of them plausible, some hostile.
+    fn component_names() -> impl Strategy<Value = Vec<u8>> {
+        let parts = vec!["a", "b", "a", "b", "c", "..", ".", "", "outside", "/etc"];
+        prop::collection::vec(prop::sample::select(parts), 1..5)
+            .prop_map(|parts| parts.join("/").into_bytes())
+    }
+
+    fn any_name() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![1 => name_bytes(), 3 => component_names()]
     }
 
     /// (kind selector, name, link target, data, mode).
@@ -757,10 +784,10 @@ mod props {
     fn entry() -> impl Strategy<Value = RawEntry> {
         (
             0u8..8,
-            name_bytes(),
-            name_bytes(),
+            any_name(),
+            any_name(),
             prop::collection::vec(any::<u8>(), 0..64),
-            prop::sample::select(vec![0o644u32, 0o755, 0o777, 0o4755, 0o1777]),
+            prop_oneof![6 => Just(0o644u32), 3 => Just(0o755), 1 => Just(0o777), 1 => Just(0o4755)],
         )
     }
 
@@ -772,7 +799,8 @@ mod props {
                 2 => (EntryType::Directory, b""),
                 3 | 4 => (EntryType::Symlink, b""),
                 5 => (EntryType::Link, b""),
-                6 => (EntryType::Fifo, b""),
+                6 => (EntryType::Symlink, b""),
+                _ if data.len() == 63 => (EntryType::Fifo, b""),
                 _ => (EntryType::Regular, b""),
             };
             let h = Tar::header(kind, name, link, data.len() as u64, *mode);
@@ -782,7 +810,7 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
         #[test]
         fn arbitrary_bytes_never_panic_or_escape(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
@@ -792,6 +820,20 @@ mod props {
             // Gzipped, the same bytes reach the tar parser.
             let sb = Sandbox::new();
             let result = sb.unpack(&gz(&bytes));
+            check_contained(&sb, &result);
+        }
+
+        #[test]
+        fn arbitrary_links_never_escape(
+            links in prop::collection::vec((component_names(), component_names(), any::<bool>()), 1..4)
+        ) {
+            let mut t = Tar::new();
+            for (name, target, hard) in &links {
+                let kind = if *hard { EntryType::Link } else { EntryType::Symlink };
+                t.b.append(&Tar::header(kind, name, target, 0, 0o777), &b""[..]).unwrap();
+            }
+            let sb = Sandbox::new();
+            let result = sb.unpack(&t.tgz());
             check_contained(&sb, &result);
         }
 
