@@ -8,6 +8,10 @@
 //! * [`audit_chain`]: audit-line hashing, checkpoint signatures and chain verification.
 //!
 //! This crate has no runtime, no policy and no I/O beyond reading and writing key files.
+//!
+//! The formats are written down for other implementations in `docs/protocol.md` (service,
+//! envelope, keys) and `docs/audit-log.md` (audit lines, checkpoints, witness);
+//! `tests/data/` holds test vectors and one folder of adversarial input per defect.
 
 #![forbid(unsafe_code)]
 
