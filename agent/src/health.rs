@@ -30,12 +30,12 @@ use crate::supervisor::{INSTANCE_PATH, InstanceState, RunAs};
 #[non_exhaustive]
 pub enum ProbeFailure {
     /// The TCP connection to the instance failed.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {error}")]
     Connect {
         /// The address.
         addr: SocketAddr,
         /// The cause (part of the message).
-        source: io::Error,
+        error: io::Error,
     },
     /// The HTTP exchange failed.
     #[error("GET {path}: {message}")]
@@ -73,12 +73,12 @@ pub enum ProbeFailure {
     #[error("exec probe has an empty command")]
     EmptyCommand,
     /// The exec probe's command could not be started.
-    #[error("cannot run exec probe {command}: {source}")]
+    #[error("cannot run exec probe {command}: {error}")]
     ExecStart {
         /// The command.
         command: String,
         /// The cause (part of the message).
-        source: io::Error,
+        error: io::Error,
     },
     /// The exec probe's command did not exit 0.
     #[error("exec probe {command} {status}")]
@@ -204,7 +204,7 @@ pub async fn probe_once_as(
             let what = format!("connect to {addr}");
             match timeout(limit, TcpStream::connect(addr)).await {
                 Ok(Ok(_stream)) => Ok(()),
-                Ok(Err(source)) => Err(ProbeFailure::Connect { addr, source }),
+                Ok(Err(error)) => Err(ProbeFailure::Connect { addr, error }),
                 Err(_) => Err(ProbeFailure::TimedOut {
                     what,
                     timeout: limit,
@@ -249,7 +249,7 @@ async fn http_probe(
         })?;
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|source| ProbeFailure::Connect { addr, source })?;
+        .map_err(|error| ProbeFailure::Connect { addr, error })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http_err)?;
@@ -290,9 +290,9 @@ async fn exec_probe(
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| ProbeFailure::ExecStart {
+    let mut child = cmd.spawn().map_err(|error| ProbeFailure::ExecStart {
         command: display.clone(),
-        source,
+        error,
     })?;
     match timeout(limit, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
@@ -300,9 +300,9 @@ async fn exec_probe(
             command: display,
             status: crate::supervisor::describe_exit(status),
         }),
-        Ok(Err(source)) => Err(ProbeFailure::ExecStart {
+        Ok(Err(error)) => Err(ProbeFailure::ExecStart {
             command: display,
-            source,
+            error,
         }),
         Err(_) => {
             // The probe runs in its own session: kill everything it started.
@@ -539,6 +539,8 @@ mod tests {
             "{text}"
         );
         assert!(text.to_lowercase().contains("refused"), "{text}");
+        // The cause is in the message, not repeated as a source.
+        assert!(std::error::Error::source(&err).is_none());
 
         // Accepts but never answers.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
