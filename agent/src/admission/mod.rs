@@ -64,6 +64,8 @@ pub trait AppView: Send + Sync {
 }
 
 /// A job that passed admission.
+// One value per submitted job: its size does not matter, and the variants are the interface.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admitted {
     /// A new job, now recorded: run it.
@@ -307,6 +309,8 @@ impl Admission {
     /// # Errors
     ///
     /// A [`Rejection`] carrying the [`AdmissionError`] and what was known of the job.
+    // A rejection is made once per refused job and carries what its audit entry needs.
+    #[allow(clippy::result_large_err)]
     pub fn admit(
         &self,
         job_bytes: &[u8],
