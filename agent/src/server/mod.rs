@@ -143,7 +143,8 @@ fn follow_job(handle: Arc<JobHandle>) -> EventStream<v1::JobEvent> {
         let mut last = 0;
         loop {
             let (history, mut live) = handle.subscribe();
-            for event in history.into_iter().filter(|e| e.seq > last) {
+            let from = last;
+            for event in history.into_iter().filter(|e| e.seq > from) {
                 last = event.seq;
                 let done = matches!(event.kind, EventKind::Finished { .. });
                 if tx.send(Ok(convert::event(&event))).await.is_err() || done {

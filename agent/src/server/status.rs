@@ -7,7 +7,9 @@ use crate::admission::AdmissionError;
 /// The gRPC code a rejection is answered with.
 pub fn code(e: &AdmissionError) -> Code {
     match e {
-        AdmissionError::TooLarge { .. } => Code::ResourceExhausted,
+        AdmissionError::TooLarge { .. } | AdmissionError::TooManySignatures { .. } => {
+            Code::ResourceExhausted
+        }
         AdmissionError::NoSignatures
         | AdmissionError::UnknownKey { .. }
         | AdmissionError::BadSignature { .. } => Code::Unauthenticated,
@@ -33,6 +35,7 @@ pub fn code(e: &AdmissionError) -> Code {
 pub fn reason_code(e: &AdmissionError) -> &'static str {
     match e {
         AdmissionError::TooLarge { .. } => "too_large",
+        AdmissionError::TooManySignatures { .. } => "too_many_signatures",
         AdmissionError::NoSignatures => "no_signatures",
         AdmissionError::UnknownKey { .. } => "unknown_key",
         AdmissionError::BadSignature { .. } => "bad_signature",
