@@ -202,7 +202,7 @@ pub async fn verify(args: AuditVerifyArgs) -> Result<Exit, CliError> {
                 .map_err(|s| agent.error("Info", s))?
                 .into_inner();
             let k = PublicKey::from_spki_pem(&info.public_key_pem).map_err(AuditError::AgentKey)?;
-            println!(
+            eprintln!(
                 "checking checkpoints against the key the agent reports (key id {}); pass --pubkey FILE to use a key you trust",
                 k.key_id()
             );

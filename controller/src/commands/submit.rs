@@ -388,8 +388,10 @@ fn finished(agent: &Agent, ev: &JobEvent) -> Option<Exit> {
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let stored = witness::state_dir()
-            .and_then(|dir| witness::record(&dir, &agent.agent_id, cp.seq, &cp.line, now_ms));
+        let stored = match &agent.witness_dir {
+            Some(dir) => witness::record(dir, &agent.agent_id, cp.seq, &cp.line, now_ms),
+            None => Err(witness::WitnessError::NoStateDir),
+        };
         if let Err(e) = stored {
             let mut msg = format!(
                 "warning: cannot keep the audit checkpoint (seq {}) as witness: {e}",
@@ -439,3 +441,6 @@ pub async fn run_watch(args: JobWatchArgs) -> Result<Exit, CliError> {
     let agent = Agent::connect(&settings).await?;
     Ok(watch(&agent, &args.job_id, &mut out).await?)
 }
+#[cfg(test)]
+#[path = "submit_tests.rs"]
+mod tests;

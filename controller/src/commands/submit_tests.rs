@@ -1,0 +1,372 @@
+//! The submit/follow flow against an in-process mock agent over real mutual TLS.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use gantry_proto::keys;
+use gantry_proto::v1::agent_server::{Agent as AgentService, AgentServer};
+use gantry_proto::v1::{
+    AgentInfo, ArtifactChunk, ArtifactPresence, ArtifactReceipt, ArtifactRef, AuditLine,
+    AuditTailRequest, Checkpoint, InfoRequest, JobAccepted, JobEvent, JobFinished, JobStep,
+    Outcome, SignedJob, StatusRequest, StatusResponse, WatchRequest, job_event,
+};
+use tokio_stream::Stream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::*;
+use crate::cli::JobSpecArgs;
+use crate::commands::dev_pki::generate_pki;
+use crate::commands::job::spec::build_job;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send>>;
+type LineStream = Pin<Box<dyn Stream<Item = Result<AuditLine, Status>> + Send>>;
+
+#[derive(Default)]
+struct Seen {
+    chunks: Vec<usize>,
+    stored: Option<String>,
+    submits: u32,
+    watches: u32,
+}
+
+#[derive(Clone)]
+struct Mock {
+    seen: Arc<Mutex<Seen>>,
+    outcome: Outcome,
+    /// The first Submit stream ends after "accepted", as if the connection dropped.
+    drop_first: bool,
+    reject: Option<Status>,
+}
+
+fn ev(seq: u64, kind: job_event::Kind) -> JobEvent {
+    JobEvent {
+        job_id: "j".into(),
+        seq,
+        ts_ms: 1,
+        kind: Some(kind),
+    }
+}
+
+impl Mock {
+    fn events(&self) -> Vec<JobEvent> {
+        vec![
+            ev(
+                1,
+                job_event::Kind::Accepted(JobAccepted {
+                    app: "web".into(),
+                    ..JobAccepted::default()
+                }),
+            ),
+            ev(
+                2,
+                job_event::Kind::Step(JobStep {
+                    step: "instance.started".into(),
+                    ..JobStep::default()
+                }),
+            ),
+            ev(
+                3,
+                job_event::Kind::Finished(JobFinished {
+                    outcome: self.outcome as i32,
+                    reason: "done".into(),
+                    checkpoint: Some(Checkpoint {
+                        seq: 7,
+                        line: "{\"seq\":7}".into(),
+                    }),
+                }),
+            ),
+        ]
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for Mock {
+    type SubmitStream = EventStream;
+    type WatchStream = EventStream;
+    type AuditTailStream = LineStream;
+
+    async fn submit(&self, req: Request<SignedJob>) -> Result<Response<EventStream>, Status> {
+        if let Some(s) = &self.reject {
+            return Err(s.clone());
+        }
+        assert!(!req.into_inner().signatures.is_empty());
+        let first = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.submits += 1;
+            seen.submits == 1
+        };
+        let mut events = self.events();
+        if self.drop_first && first {
+            events.truncate(1);
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            events.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
+        self.seen.lock().unwrap().watches += 1;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            self.events().into_iter().map(Ok),
+        ))))
+    }
+
+    async fn upload_artifact(
+        &self,
+        req: Request<Streaming<ArtifactChunk>>,
+    ) -> Result<Response<ArtifactReceipt>, Status> {
+        let mut stream = req.into_inner();
+        let mut meta = None;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut size = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            if meta.is_none() {
+                meta = chunk.meta.clone();
+            }
+            ctx.update(&chunk.data);
+            size += chunk.data.len() as u64;
+            self.seen.lock().unwrap().chunks.push(chunk.data.len());
+        }
+        let meta = meta.ok_or_else(|| Status::invalid_argument("no meta"))?;
+        let digest = hex::encode(ctx.finish());
+        if digest != meta.sha256 || size != meta.size {
+            return Err(Status::invalid_argument("digest mismatch"));
+        }
+        self.seen.lock().unwrap().stored = Some(digest.clone());
+        Ok(Response::new(ArtifactReceipt {
+            sha256: digest,
+            size,
+            already_present: false,
+        }))
+    }
+
+    async fn has_artifact(
+        &self,
+        req: Request<ArtifactRef>,
+    ) -> Result<Response<ArtifactPresence>, Status> {
+        let present =
+            self.seen.lock().unwrap().stored.as_deref() == Some(req.get_ref().sha256.as_str());
+        Ok(Response::new(ArtifactPresence { present }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(StatusResponse::default()))
+    }
+
+    async fn audit_tail(
+        &self,
+        _: Request<AuditTailRequest>,
+    ) -> Result<Response<LineStream>, Status> {
+        Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))))
+    }
+
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<AgentInfo>, Status> {
+        Ok(Response::new(AgentInfo::default()))
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    settings: ConnSettings,
+    seen: Arc<Mutex<Seen>>,
+}
+
+async fn start(mock: impl FnOnce(Arc<Mutex<Seen>>) -> Mock) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = generate_pki(&dir.path().join("pki"), "agent-1", "controller")
+        .unwrap()
+        .paths;
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&pki.agent), read(&pki.agent_key)))
+        .client_ca_root(Certificate::from_pem(read(&pki.ca)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let svc = AgentServer::new(mock(seen.clone()));
+    let server = Server::builder().tls_config(tls).unwrap();
+    tokio::spawn(server.serve_with_incoming(
+        svc,
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+    ));
+    let settings = ConnSettings {
+        addr: addr.to_string(),
+        agent_id: "agent-1".into(),
+        ca: pki.ca,
+        cert: pki.controller,
+        cert_key: pki.controller_key,
+    };
+    Fixture {
+        dir,
+        settings,
+        seen,
+    }
+}
+
+fn mock(outcome: Outcome) -> impl FnOnce(Arc<Mutex<Seen>>) -> Mock {
+    move |seen| Mock {
+        seen,
+        outcome,
+        drop_first: false,
+        reject: None,
+    }
+}
+
+fn signed_deploy(dir: &Path, artifact: &Path) -> JobFile {
+    let info = crate::commands::job::spec::hash_file(artifact).unwrap();
+    let spec = JobSpecArgs {
+        app: "web".into(),
+        action: "deploy".into(),
+        version: Some("1.0.0".into()),
+        strategy: "hot".into(),
+        instances: "1".into(),
+        health: "tcp".into(),
+        health_interval: "500ms".into(),
+        health_timeout: "2s".into(),
+        healthy_threshold: "1".into(),
+        unhealthy_threshold: "3".into(),
+        health_deadline: "30s".into(),
+        progress_deadline: "10m".into(),
+        valid_for: "15m".into(),
+        not_before: None,
+        env: Vec::new(),
+        job_id: None,
+        reason: String::new(),
+        command: vec!["bin/app".into()],
+    };
+    let mut file =
+        JobFile::new(build_job("agent-1", &spec, Some(&info), SystemTime::now()).unwrap());
+    let (key, _, _) = keys::write_keypair(&dir.join("deployer")).unwrap();
+    file.sign(&dir.join("job"), &key).unwrap();
+    file
+}
+
+async fn connect(f: &Fixture) -> Agent {
+    let mut agent = Agent::connect(&f.settings).await.unwrap();
+    agent.witness_dir = Some(f.dir.path().join("state"));
+    agent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_uploads_in_chunks_follows_and_witnesses() {
+    let f = start(mock(Outcome::Succeeded)).await;
+    let artifact = f.dir.path().join("a.tgz");
+    std::fs::write(&artifact, vec![7u8; 600 * 1024]).unwrap();
+    let file = signed_deploy(f.dir.path(), &artifact);
+    let agent = connect(&f).await;
+    let out = Events::new(Mode::Json);
+    ensure_artifact(&agent, &file, Some(&artifact), &out)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.seen.lock().unwrap().chunks,
+        vec![CHUNK, CHUNK, 600 * 1024 - 2 * CHUNK]
+    );
+    // Present now: no second upload.
+    ensure_artifact(&agent, &file, None, &out).await.unwrap();
+    assert_eq!(f.seen.lock().unwrap().chunks.len(), 3);
+
+    let mut out = Events::new(Mode::Json);
+    assert_eq!(
+        submit_and_follow(&agent, &file, &mut out).await.unwrap(),
+        Exit::Success
+    );
+    let w = crate::witness::load(&f.dir.path().join("state"), "agent-1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.seq, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_wrong_artifact_is_a_usage_error() {
+    let f = start(mock(Outcome::Succeeded)).await;
+    let artifact = f.dir.path().join("a.tgz");
+    std::fs::write(&artifact, b"one").unwrap();
+    let file = signed_deploy(f.dir.path(), &artifact);
+    let agent = connect(&f).await;
+    let out = Events::new(Mode::Json);
+    let err = ensure_artifact(&agent, &file, None, &out)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--artifact"), "{err}");
+    assert_eq!(err.exit(), Exit::Usage);
+    let other = f.dir.path().join("b.tgz");
+    std::fs::write(&other, b"two").unwrap();
+    let err = ensure_artifact(&agent, &file, Some(&other), &out)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SubmitError::ArtifactMismatch { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_is_exit_1() {
+    let f = start(mock(Outcome::RolledBack)).await;
+    let artifact = f.dir.path().join("a.tgz");
+    std::fs::write(&artifact, b"x").unwrap();
+    let file = signed_deploy(f.dir.path(), &artifact);
+    let agent = connect(&f).await;
+    let mut out = Events::new(Mode::Json);
+    assert_eq!(
+        submit_and_follow(&agent, &file, &mut out).await.unwrap(),
+        Exit::JobFailed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_is_reattached_with_watch() {
+    let f = start(|seen| Mock {
+        seen,
+        outcome: Outcome::Succeeded,
+        drop_first: true,
+        reject: None,
+    })
+    .await;
+    let artifact = f.dir.path().join("a.tgz");
+    std::fs::write(&artifact, b"x").unwrap();
+    let file = signed_deploy(f.dir.path(), &artifact);
+    let agent = connect(&f).await;
+    let mut out = Events::new(Mode::Json);
+    assert_eq!(
+        submit_and_follow(&agent, &file, &mut out).await.unwrap(),
+        Exit::Success
+    );
+    let seen = f.seen.lock().unwrap();
+    assert_eq!((seen.submits, seen.watches), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_refusal_is_exit_3() {
+    let f = start(|seen| Mock {
+        seen,
+        outcome: Outcome::Succeeded,
+        drop_first: false,
+        reject: Some(Status::permission_denied("key abc lacks role deployer")),
+    })
+    .await;
+    let artifact = f.dir.path().join("a.tgz");
+    std::fs::write(&artifact, b"x").unwrap();
+    let file = signed_deploy(f.dir.path(), &artifact);
+    let agent = connect(&f).await;
+    let mut out = Events::new(Mode::Json);
+    let err = submit_and_follow(&agent, &file, &mut out)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit(), Exit::Rejected);
+    assert!(err.to_string().contains("lacks role deployer"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_certificate_for_another_id_is_refused() {
+    let f = start(mock(Outcome::Succeeded)).await;
+    let mut settings = f.settings.clone();
+    settings.agent_id = "agent-2".into();
+    let err = Agent::connect(&settings).await.unwrap_err();
+    assert_eq!(err.exit(), Exit::Usage);
+    assert!(
+        err.to_string().starts_with("cannot reach agent at"),
+        "{err}"
+    );
+}
