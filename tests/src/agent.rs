@@ -40,6 +40,15 @@ impl Agent {
     /// When it cannot start, exits, or does not bind within [`START_DEADLINE`]; the error
     /// carries the tail of its log.
     pub fn start(env: &TestEnv) -> anyhow::Result<Agent> {
+        Agent::start_program(env, &bins::path(bins::GANTRY_AGENT)?)
+    }
+
+    /// [`Agent::start`] with another agent binary (an older release, a stand-in).
+    ///
+    /// # Errors
+    ///
+    /// As [`Agent::start`].
+    pub fn start_program(env: &TestEnv, program: &std::path::Path) -> anyhow::Result<Agent> {
         let addr_file = env.data_dir.join("run").join("listen.addr");
         match fs::remove_file(&addr_file) {
             Ok(()) => {}
@@ -48,7 +57,7 @@ impl Agent {
         }
         let log = env.root.join("agent.log");
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
-        let mut cmd = env.command(&bins::path(bins::GANTRY_AGENT)?);
+        let mut cmd = env.command(program);
         cmd.args(["run", "--config"])
             .arg(&env.config)
             .stdin(Stdio::null())
@@ -158,5 +167,85 @@ impl Drop for Agent {
         for pid in process::recorded_instance_pids(&self.data_dir) {
             process::kill_group(pid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+    use crate::probe::wait_until;
+
+    /// A stand-in agent: starts one "instance" in its own session, records it in state.json,
+    /// writes listen.addr and exits 0 on SIGTERM.
+    const FAKE_AGENT: &str = r#"#!/bin/sh
+data="$(dirname "$3")/data"
+mkdir -p "$data/run" "$data/apps/web"
+setsid sleep 1000 &
+echo "{\"instances\":[{\"pid\":$!}]}" > "$data/apps/web/state.json"
+trap 'exit 0' TERM
+echo 127.0.0.1:7 > "$data/run/listen.addr"
+while :; do sleep 0.1; done
+"#;
+
+    fn fake(env: &TestEnv) -> std::path::PathBuf {
+        let path = env.root.join("fake-agent");
+        fs::write(&path, FAKE_AGENT).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn alive(pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    fn instance_pid(env: &TestEnv) -> u32 {
+        process::recorded_instance_pids(&env.data_dir)[0]
+    }
+
+    #[test]
+    fn start_terminate_and_drop_leave_nothing_running() {
+        let env = TestEnv::new().unwrap();
+        let program = fake(&env);
+        let mut agent = Agent::start_program(&env, &program).unwrap();
+        assert_eq!(agent.addr.to_string(), "127.0.0.1:7");
+        let first = instance_pid(&env);
+        assert!(alive(first));
+        agent.terminate().unwrap();
+        assert!(alive(first), "instances outlive the agent");
+
+        let agent = Agent::start_program(&env, &program).unwrap();
+        let second = instance_pid(&env);
+        let agent_pid = agent.pid().unwrap();
+        drop(agent);
+        for pid in [second, agent_pid] {
+            wait_until(Duration::from_secs(5), "the process is gone", || {
+                !alive(pid)
+            })
+            .unwrap();
+        }
+        // The first instance is not in state.json any more, but it runs under the test dir.
+        let root = env.root.clone();
+        drop(env);
+        wait_until(Duration::from_secs(5), "the first instance is gone", || {
+            !alive(first)
+        })
+        .unwrap();
+        assert!(!Path::new(&root).exists());
+    }
+
+    #[test]
+    fn start_reports_an_agent_that_exits() {
+        let env = TestEnv::new().unwrap();
+        let err = Agent::start_program(&env, Path::new("/bin/false")).unwrap_err();
+        assert!(err.to_string().contains("before listening"), "{err}");
     }
 }

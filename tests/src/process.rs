@@ -160,7 +160,9 @@ pub fn kill_processes_under(root: &Path, data_dir: Option<&Path>) {
         return;
     };
     let me = std::process::id();
-    let needle = root.as_os_str().as_encoded_bytes();
+    let exact = root.as_os_str().as_encoded_bytes();
+    let mut inside = exact.to_vec();
+    inside.push(b'/');
     for entry in procs.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -174,8 +176,10 @@ pub fn kill_processes_under(root: &Path, data_dir: Option<&Path>) {
         }
         let p = entry.path();
         let under = |link: &str| fs::read_link(p.join(link)).is_ok_and(|t| t.starts_with(root));
-        let named = fs::read(p.join("cmdline"))
-            .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| contains(arg, needle)));
+        let named = fs::read(p.join("cmdline")).is_ok_and(|c| {
+            c.split(|b| *b == 0)
+                .any(|arg| arg == exact || contains(arg, &inside))
+        });
         if under("exe") || under("cwd") || named {
             kill_group(pid);
         }

@@ -127,3 +127,70 @@ fn job_show_prints_what_job_create_wrote() {
         );
     }
 }
+
+/// Starts the sample app on a free port with `envs`; returns the child and its port.
+fn sample_app(env: &TestEnv, envs: &[(&str, &str)]) -> (std::process::Child, u16) {
+    let port = *gantry_tests::probe::free_port_range(1).unwrap().start();
+    let mut cmd = env.command(&bins::path(bins::SAMPLE_APP).unwrap());
+    cmd.env("PORT", port.to_string())
+        .env("GANTRY_APP", "web")
+        .env("GANTRY_VERSION", "3.1.4")
+        .env("GANTRY_INSTANCE", "2")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::null());
+    (cmd.spawn().unwrap(), port)
+}
+
+fn sigterm(child: &mut std::process::Child) -> Option<i32> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    process::wait_deadline(child, Duration::from_secs(10))
+        .unwrap()
+        .and_then(|s| s.code())
+}
+
+#[test]
+fn sample_app_serves_banner_version_and_health_and_stops_on_sigterm() {
+    let env = TestEnv::new().unwrap();
+    let (mut child, port) = sample_app(&env, &[]);
+    gantry_tests::wait_until(Duration::from_secs(10), "the sample app answers", || {
+        gantry_tests::banner(port).is_some()
+    })
+    .unwrap();
+    assert_eq!(
+        gantry_tests::banner(port).unwrap(),
+        "web 3.1.4 instance 2\n"
+    );
+    assert_eq!(
+        gantry_tests::http_get(port, "/version").unwrap(),
+        (200, "3.1.4\n".to_owned())
+    );
+    assert_eq!(gantry_tests::http_get(port, "/health").unwrap().0, 200);
+    assert_eq!(sigterm(&mut child), Some(0));
+}
+
+#[test]
+fn sample_app_failure_modes() {
+    let env = TestEnv::new().unwrap();
+    let (mut child, _) = sample_app(&env, &[("SAMPLE_MODE", "crash-at-start")]);
+    let status = process::wait_deadline(&mut child, Duration::from_secs(10)).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(3));
+
+    let (mut child, port) = sample_app(&env, &[("SAMPLE_MODE", "never-healthy")]);
+    gantry_tests::wait_until(Duration::from_secs(10), "the sample app answers", || {
+        gantry_tests::banner(port).is_some()
+    })
+    .unwrap();
+    assert_eq!(gantry_tests::http_get(port, "/health").unwrap().0, 503);
+    assert_eq!(sigterm(&mut child), Some(0));
+
+    let (mut child, port) = sample_app(&env, &[("SAMPLE_MODE", "crash-under-load=3")]);
+    gantry_tests::wait_until(Duration::from_secs(10), "the sample app answers", || {
+        gantry_tests::http_get(port, "/health").is_ok()
+    })
+    .unwrap();
+    let _ = gantry_tests::http_get(port, "/");
+    let _ = gantry_tests::http_get(port, "/");
+    let status = process::wait_deadline(&mut child, Duration::from_secs(10)).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(4));
+}

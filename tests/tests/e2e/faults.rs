@@ -230,8 +230,8 @@ fn sigkill_mid_deploy_is_recorded_as_interrupted_and_the_app_keeps_serving() {
 #[test]
 fn artifact_that_does_not_match_the_signed_digest_is_refused() {
     let env = TestEnv::new().unwrap();
-    let _agent = Agent::start(&env).unwrap();
-    let ctl = Controller::new(&env, &_agent);
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
     let signed_for = make_artifact(&env, "1.0.0", "").unwrap();
     let other = make_artifact(&env, "1.0.0", "never-healthy").unwrap();
     let job = env.root.join("digest.job").to_string_lossy().into_owned();
