@@ -257,8 +257,10 @@ pub async fn wait_set_healthy(app: &AppRuntime, ctx: &JobCtx, release: &ReleaseS
         let health = release.health.clone();
         let dir = app.releases.dir_of(&release.version);
         let state = instance.state();
+        let run_as = app.policy.run_as.clone();
         checks.spawn(async move {
-            let result = crate::health::wait_healthy(&health, port, &dir, state).await;
+            // Exec probes run as the app's user, never as the agent.
+            let result = crate::health::wait_healthy_as(&health, port, &dir, state, &run_as).await;
             (index, port, result)
         });
     }
