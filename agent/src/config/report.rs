@@ -95,6 +95,33 @@ fn key_powers(app: &AppPolicy, key: &TrustedKey) -> (Vec<Action>, bool) {
     )
 }
 
+/// Settings a reviewer should look at twice.
+fn notes(cfg: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if cfg.tls.client_fingerprints.is_empty() {
+        notes.push(
+            "client certificates are not pinned: any certificate from the CA may connect \
+             (jobs still need valid signatures)"
+                .to_owned(),
+        );
+    }
+    for app in cfg.policy.apps.values() {
+        if app.run_as.uid() == 0 {
+            notes.push(format!("app {} runs as root (allow_root = true)", app.name));
+        }
+    }
+    for k in &cfg.policy.keys {
+        let used = cfg.policy.apps.values().any(|app| {
+            let (actions, approves) = key_powers(app, k);
+            !actions.is_empty() || approves
+        });
+        if !used {
+            notes.push(format!("key {} may do nothing on any app", k.name));
+        }
+    }
+    notes
+}
+
 fn render_text(cfg: &Config) -> String {
     let policy = &cfg.policy;
     let mut out = String::new();
@@ -145,10 +172,7 @@ fn render_text(cfg: &Config) -> String {
         let _ = writeln!(out, "\nApp {}", app.name);
         let approvals = match app.approvals {
             0 => "none: one signature with an allowed role suffices".to_owned(),
-            n => format!(
-                "{n} more signature(s) from distinct keys with role {APPROVER_ROLE:?} \
-                 (the signer holding the action's role does not count)"
-            ),
+            n => format!("{n} signature(s) by other keys with role {APPROVER_ROLE:?}"),
         };
         table(
             &mut out,
@@ -219,6 +243,13 @@ fn render_text(cfg: &Config) -> String {
             ],
         ],
     );
+    let notes = notes(cfg);
+    if !notes.is_empty() {
+        out.push_str("\nNotes\n");
+        for n in notes {
+            let _ = writeln!(out, "  - {n}");
+        }
+    }
     out
 }
 
@@ -287,6 +318,7 @@ fn render_json(cfg: &Config) -> String {
         },
         "keys": keys,
         "apps": apps,
+        "notes": notes(cfg),
         "limits": {
             "max_job_bytes": l.max_job_bytes,
             "max_artifact_bytes": l.max_artifact_bytes,

@@ -293,6 +293,10 @@ fn policy_report_shows_keys_rights_users_and_ports() {
         "{text}"
     );
     assert!(text.contains("    promote   deployer\n"), "{text}");
+    assert!(
+        text.contains("\nNotes\n  - client certificates are not pinned"),
+        "{text}"
+    );
 
     let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
     assert_eq!(json["format"], "gantry.policy.v1");
@@ -305,6 +309,7 @@ fn policy_report_shows_keys_rights_users_and_ports() {
     assert_eq!(web["allow"]["deploy"][0], "deployer");
     assert_eq!(web["keys"][1]["actions"], serde_json::json!(["abort"]));
     assert_eq!(web["keys"][1]["approves"], true);
+    assert_eq!(json["notes"].as_array().map(Vec::len), Some(1));
     // Stable: rendering twice gives the same bytes.
     assert_eq!(render_policy(&cfg, true), render_policy(&cfg, true));
 }
