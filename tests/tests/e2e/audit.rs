@@ -13,6 +13,9 @@ fn verify_accepts_the_real_log_and_names_the_seq_of_each_tampering() {
     let ctl = Controller::new(&env, &agent);
     let v1 = make_artifact(&env, "1.0.0", "").unwrap();
     deploy(&ctl, &env, "1.0.0", &v1, 1, "20s").assert_code(0);
+    // The controller checks the raw lines against the agent's key and what it witnessed.
+    let remote = ctl.run(&["audit", "verify"]).unwrap();
+    remote.assert_code(0);
     agent.terminate().unwrap();
 
     let entries = audit_lines(&env).unwrap();

@@ -29,10 +29,11 @@ fn hot_deploy_replaces_the_release_and_rollback_returns_to_the_previous_one() {
         "{}",
         out.stdout
     );
+    let first = out.json_lines().into_iter().next();
     assert_eq!(
-        out.json_lines()[0]["type"],
-        "accepted",
-        "first --json event:\n{}",
+        first.map(|e| e["type"].clone()),
+        Some("accepted".into()),
+        "{}",
         out.stdout
     );
     assert_serves(&env, "2.0.0", 2);
