@@ -23,9 +23,15 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e}");
+            let mut last = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
+                // Some wrappers (tonic's transport errors) repeat their cause's text.
+                let text = cause.to_string();
+                if text != last {
+                    eprintln!("  caused by: {text}");
+                }
+                last = text;
                 source = cause.source();
             }
             e.exit().into()

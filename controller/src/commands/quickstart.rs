@@ -361,7 +361,10 @@ fn start_agent(bin: &Path, dir: &Path) -> Result<(AgentProcess, SocketAddr), Qui
         {
             return Ok((agent, addr));
         }
-        let exited = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        let exited = agent
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         if let Some(status) = exited {
             agent.child = None;
             return Err(QuickstartError::AgentExited {
@@ -720,7 +723,7 @@ fn print_next_steps(
     );
     println!("  # deploy, look, roll back, verify:");
     println!(
-        "  gantry deploy --key {d}/keys/deployer.key --app {APP} --version 1.0.0 --artifact {d}/sample-1.0.0.tar.gz --health http:/health -- bin/gantry-sample-app"
+        "  gantry deploy --key {d}/keys/deployer.key --app {APP} --version 1.2.0 --artifact {d}/sample-1.1.0.tar.gz --health http:/health -- bin/gantry-sample-app"
     );
     println!("  gantry status");
     println!("  gantry rollback --key {d}/keys/deployer.key --app {APP}");
