@@ -182,25 +182,13 @@ pub(crate) fn open_dir(dir: &Path) -> Result<Opened, AuditError> {
     let (last_seq, prev, sealed) = match &scan.last {
         Some(l) => (l.seq, l.hash.clone(), l.is_checkpoint),
         // The last file holds no entry: the chain continues from the file before it.
-        None => {
-            match files.last() {
-                Some(before) => {
-                    let s = scan_file(&before.path)?;
-                    let l = match (&s.last, s.good_len == s.file_len) {
-                        (Some(l), true) => l,
-                        _ => {
-                            return Err(AuditError::Corrupt {
-                            path: before.path.clone(),
-                            line: s.lines + 1,
-                            reason: "the file ends without a complete entry but is not the last file".to_owned(),
-                        });
-                        }
-                    };
-                    (l.seq, l.hash.clone(), l.is_checkpoint)
-                }
-                None => (0, GENESIS_PREV.to_owned(), false),
+        None => match files.last() {
+            Some(before) => {
+                let l = last_of_earlier_file(&before.path)?;
+                (l.seq, l.hash, l.is_checkpoint)
             }
-        }
+            None => (0, GENESIS_PREV.to_owned(), false),
+        },
     };
     if last_seq + 1 != last.first_seq && scan.last.is_none() {
         return Err(AuditError::Misnamed {
@@ -219,6 +207,19 @@ pub(crate) fn open_dir(dir: &Path) -> Result<Opened, AuditError> {
         sealed,
         recovered,
     })
+}
+
+/// The last entry of a file before the last one, which must end with a complete, valid line.
+fn last_of_earlier_file(path: &Path) -> Result<LastLine, AuditError> {
+    let scan = scan_file(path)?;
+    match scan.last {
+        Some(last) if scan.good_len == scan.file_len => Ok(last),
+        _ => Err(AuditError::Corrupt {
+            path: path.to_owned(),
+            line: scan.lines + 1,
+            reason: "a file before the last one must end with a complete entry".to_owned(),
+        }),
+    }
 }
 
 /// The last good line of a file.

@@ -293,6 +293,35 @@ async fn torn_tail_is_set_aside_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_new_file_holding_only_a_torn_line_continues_from_the_file_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key();
+    let (log, _) = open(opts(tmp.path()), &key);
+    log.append(entry(1)).await.unwrap();
+    log.close().await.unwrap(); // seq 2 is the checkpoint
+    // A crash right after rotation, mid-way through the new file's first line.
+    let next = tmp.path().join(recover::file_name(3));
+    fs::write(&next, br#"{"seq":3,"#).unwrap();
+
+    let (log, recovery) = open(opts(tmp.path()), &key);
+    assert_eq!(recovery.unwrap().bytes, 9);
+    let lines = read_lines(tmp.path(), 3).unwrap();
+    assert_eq!(lines.len(), 1);
+    let rec = parse(&lines[0].1);
+    assert_eq!(
+        (rec["seq"].as_u64(), rec["after_seq"].as_u64()),
+        (Some(3), Some(2))
+    );
+    log.close().await.unwrap();
+    assert_eq!(
+        verify_dir(tmp.path(), Some(&key.public_key()))
+            .unwrap()
+            .last_seq,
+        4
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_last_line_is_set_aside_but_a_bad_middle_line_stops_open() {
     let tmp = tempfile::tempdir().unwrap();
     let key = key();

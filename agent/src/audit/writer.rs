@@ -200,14 +200,19 @@ impl Writer {
 
     fn run(&mut self, rx: &mpsc::Receiver<Command>) {
         let interval = self.opts.checkpoint_interval;
-        let mut next_seal = (!interval.is_zero()).then(|| Instant::now() + interval);
+        // Zero, or so long that the deadline overflows, means no timer.
+        let mut next_seal = if interval.is_zero() {
+            None
+        } else {
+            Instant::now().checked_add(interval)
+        };
         let mut cmds = Vec::with_capacity(256);
         loop {
             let first = match next_seal {
                 Some(at) => {
                     let now = Instant::now();
                     if now >= at {
-                        next_seal = Some(now + interval);
+                        next_seal = now.checked_add(interval);
                         self.seal_periodically();
                         continue;
                     }
