@@ -115,7 +115,11 @@ const EXIT_USAGE: u8 = 2;
 /// Any failure, with context; `main` prints the chain and exits 2.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config, log_dir, log_format } => {
+        Command::Run {
+            config,
+            log_dir,
+            log_format,
+        } => {
             let format = match log_format {
                 Format::Plain => LogFormat::Plain,
                 Format::Json => LogFormat::Json,
@@ -149,7 +153,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::config::render_policy(&cfg, json));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { command: AuditCommand::Verify { dir, pubkey } } => {
+        Command::Audit {
+            command: AuditCommand::Verify { dir, pubkey },
+        } => {
             let key = pubkey
                 .as_deref()
                 .map(PublicKey::read_pem_file)
@@ -158,14 +164,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match crate::audit::verify_dir(&dir, key.as_ref()) {
                 Ok(summary) => {
                     let checkpoints = match summary.last_checkpoint_seq {
-                        Some(seq) => format!("{} checkpoint(s), last at seq {seq}", summary.checkpoints),
+                        Some(seq) => {
+                            format!("{} checkpoint(s), last at seq {seq}", summary.checkpoints)
+                        }
                         None => "no checkpoint".to_owned(),
                     };
                     println!(
                         "ok: {} entries, last seq {}, {checkpoints}{}",
                         summary.entries,
                         summary.last_seq,
-                        if key.is_some() { ", signatures verified" } else { ", signatures NOT checked (no --pubkey)" }
+                        if key.is_some() {
+                            ", signatures verified"
+                        } else {
+                            ", signatures NOT checked (no --pubkey)"
+                        }
                     );
                     if summary.unsealed_after_checkpoint > 0 {
                         println!(
@@ -181,7 +193,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Audit { command: AuditCommand::Tail { dir, follow, lines, json } } => {
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    dir,
+                    follow,
+                    lines,
+                    json,
+                },
+        } => {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             crate::audit::tail(&dir, lines, follow, json, &mut out)

@@ -57,9 +57,14 @@ pub enum DaemonError {
     Serve(#[source] tonic::transport::Error),
 }
 
-fn start<E: std::error::Error + Send + Sync + 'static>(step: impl Into<String>) -> impl FnOnce(E) -> DaemonError {
+fn start<E: std::error::Error + Send + Sync + 'static>(
+    step: impl Into<String>,
+) -> impl FnOnce(E) -> DaemonError {
     let step = step.into();
-    move |e| DaemonError::Start { step, source: Box::new(e) }
+    move |e| DaemonError::Start {
+        step,
+        source: Box::new(e),
+    }
 }
 
 /// Loads and validates the config, naming every problem.
@@ -68,7 +73,10 @@ fn start<E: std::error::Error + Send + Sync + 'static>(step: impl Into<String>) 
 ///
 /// [`DaemonError::Config`] listing the problems.
 pub fn load_config(path: &Path) -> Result<Config, DaemonError> {
-    Config::load(path).map_err(|e| DaemonError::Config { path: path.to_owned(), problems: e.to_string() })
+    Config::load(path).map_err(|e| DaemonError::Config {
+        path: path.to_owned(),
+        problems: e.to_string(),
+    })
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -80,11 +88,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
     let key = Arc::new(
-        SigningKey::read_pem_file(&config.audit.signing_key)
-            .map_err(start(format!("load the agent's signing key {}", config.audit.signing_key.display())))?,
+        SigningKey::read_pem_file(&config.audit.signing_key).map_err(start(format!(
+            "load the agent's signing key {}",
+            config.audit.signing_key.display()
+        )))?,
     );
-    create_dir_mode(&config.data_dir, 0o711)
-        .map_err(start(format!("create the data directory {}", config.data_dir.display())))?;
+    create_dir_mode(&config.data_dir, 0o711).map_err(start(format!(
+        "create the data directory {}",
+        config.data_dir.display()
+    )))?;
     for (sub, mode) in [("jobs", 0o700), ("run", 0o755), ("artifacts", 0o700)] {
         let dir = config.data_dir.join(sub);
         create_dir_mode(&dir, mode).map_err(start(format!("create {}", dir.display())))?;
@@ -101,9 +113,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
         Arc::clone(&key),
     )
-    .map_err(start(format!("open the audit log in {}", audit_dir.display())))?;
+    .map_err(start(format!(
+        "open the audit log in {}",
+        audit_dir.display()
+    )))?;
     if let Some(r) = &recovery {
-        tracing::warn!("a torn audit line ({} bytes) was set aside to {}", r.bytes, r.moved_to.display());
+        tracing::warn!(
+            "a torn audit line ({} bytes) was set aside to {}",
+            r.bytes,
+            r.moved_to.display()
+        );
     }
     let started = Entry::new("agent.started")
         .with("agent_id", json!(config.agent_id))
@@ -111,7 +130,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .with("config_digest", json!(config.digest))
         .with("key_id", json!(key.key_id().to_string()))
         .with("pid", json!(std::process::id()));
-    audit.append(started).await.map_err(start("record agent.started in the audit log"))?;
+    audit
+        .append(started)
+        .await
+        .map_err(start("record agent.started in the audit log"))?;
 
     let admission = Arc::new(
         Admission::new(
@@ -123,8 +145,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .map_err(start("open the replay store"))?,
     );
     let store = Arc::new(
-        ArtifactStore::open(&config.data_dir.join("artifacts"), config.limits.max_artifact_bytes)
-            .map_err(start("open the artifact store"))?,
+        ArtifactStore::open(
+            &config.data_dir.join("artifacts"),
+            config.limits.max_artifact_bytes,
+        )
+        .map_err(start("open the artifact store"))?,
     );
     let jobs_token = CancellationToken::new();
     let executor = Executor::start(
@@ -143,7 +168,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(start(format!("listen on {}", config.listen)))?;
-    let bound = listener.local_addr().map_err(start("read the bound address"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(start("read the bound address"))?;
     let incoming = tls::incoming(
         listener,
         tls_config,
@@ -160,7 +187,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::clone(&store),
         config.limits.max_artifact_bytes,
     );
-    let decode_limit = (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);
+    let decode_limit =
+        (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);
     let svc = AgentServer::new(service)
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(4 * 1024 * 1024);
@@ -179,18 +207,27 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .map_err(start(format!("write {}", addr_file.display())))?;
     tracing::info!(agent_id = %config.agent_id, "listening on {bound} (mutual TLS)");
 
-    let signal = shutdown.on_signal().await.unwrap_or("signal handler failure");
+    let signal = shutdown
+        .on_signal()
+        .await
+        .unwrap_or("signal handler failure");
     tracing::info!("{signal}: shutting down; app instances keep running");
     let _ = std::fs::remove_file(&addr_file);
     if !shutdown.drain(GRACE).await {
-        tracing::warn!("jobs still running after {}s; interrupting them", GRACE.as_secs());
+        tracing::warn!(
+            "jobs still running after {}s; interrupting them",
+            GRACE.as_secs()
+        );
         jobs_token.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), shutdown.tracker().wait()).await;
     }
     executor.detach_all().await;
     let server_result = match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(r)) => r.map_err(DaemonError::Serve),
-        Ok(Err(join)) => Err(DaemonError::Start { step: "run the gRPC server".to_owned(), source: Box::new(join) }),
+        Ok(Err(join)) => Err(DaemonError::Start {
+            step: "run the gRPC server".to_owned(),
+            source: Box::new(join),
+        }),
         Err(_) => Ok(()),
     };
     let stopped = Entry::new("agent.stopped")

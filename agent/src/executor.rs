@@ -54,9 +54,14 @@ impl Outcome {
 
     /// Parses [`Outcome::as_str`].
     pub fn parse(s: &str) -> Option<Outcome> {
-        [Outcome::Succeeded, Outcome::Failed, Outcome::RolledBack, Outcome::Interrupted]
-            .into_iter()
-            .find(|o| o.as_str() == s)
+        [
+            Outcome::Succeeded,
+            Outcome::Failed,
+            Outcome::RolledBack,
+            Outcome::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
     }
 }
 
@@ -125,7 +130,11 @@ pub fn now_ms() -> i64 {
 impl JobHandle {
     fn new(id: JobId) -> Self {
         let (feed, _) = broadcast::channel(256);
-        Self { id, history: Mutex::new(Vec::new()), feed }
+        Self {
+            id,
+            history: Mutex::new(Vec::new()),
+            feed,
+        }
     }
 
     /// The job's id.
@@ -155,7 +164,9 @@ impl JobHandle {
 
     /// Whether the job has finished.
     pub fn is_finished(&self) -> bool {
-        lock(&self.history).last().is_some_and(|e| matches!(e.kind, EventKind::Finished { .. }))
+        lock(&self.history)
+            .last()
+            .is_some_and(|e| matches!(e.kind, EventKind::Finished { .. }))
     }
 }
 
@@ -284,7 +295,9 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("apps", &self.inner.apps.keys()).finish()
+        f.debug_struct("Executor")
+            .field("apps", &self.inner.apps.keys())
+            .finish()
     }
 }
 
@@ -367,7 +380,10 @@ impl Executor {
     pub fn reserve(&self, app: &AppName, job: &JobId) -> Result<(), ExecutorError> {
         let mut busy = lock(&self.inner.busy);
         if let Some(holder) = busy.get(app) {
-            return Err(ExecutorError::Busy { app: app.clone(), job: holder.clone() });
+            return Err(ExecutorError::Busy {
+                app: app.clone(),
+                job: holder.clone(),
+            });
         }
         busy.insert(app.clone(), job.clone());
         Ok(())
@@ -388,19 +404,26 @@ impl Executor {
     pub fn spawn(&self, job: VerifiedJob) -> Arc<JobHandle> {
         let handle = Arc::new(JobHandle::new(job.spec.id.clone()));
         let job = Arc::new(job);
-        handle.publish(EventKind::Accepted { job: Arc::clone(&job) });
+        handle.publish(EventKind::Accepted {
+            job: Arc::clone(&job),
+        });
         lock(&self.inner.jobs).insert(job.spec.id.clone(), Arc::clone(&handle));
         let this = self.clone();
         let h = Arc::clone(&handle);
         let span = tracing::info_span!("job", job_id = %job.spec.id, app = %job.spec.app);
-        self.inner.tasks.spawn(async move { this.run(job, h).await }.instrument(span));
+        self.inner
+            .tasks
+            .spawn(async move { this.run(job, h).await }.instrument(span));
         handle
     }
 
     async fn run(&self, job: Arc<VerifiedJob>, handle: Arc<JobHandle>) {
         let spec = &job.spec;
         let (outcome, reason) = match self.inner.apps.get(&spec.app) {
-            None => (Outcome::Failed, format!("app {} is not configured", spec.app)),
+            None => (
+                Outcome::Failed,
+                format!("app {} is not configured", spec.app),
+            ),
             Some(app) => {
                 let mut app = app.lock().await;
                 app.state.active_job = Some(spec.id.clone());
@@ -413,7 +436,12 @@ impl Executor {
                     audit: self.inner.audit.clone(),
                     store: Arc::clone(&self.inner.store),
                     unpack_limits: UnpackLimits {
-                        max_total_bytes: self.inner.config.limits.max_artifact_bytes.saturating_mul(8),
+                        max_total_bytes: self
+                            .inner
+                            .config
+                            .limits
+                            .max_artifact_bytes
+                            .saturating_mul(8),
                         max_entries: 100_000,
                     },
                     releases_kept: self.inner.config.limits.releases_kept,
@@ -440,7 +468,13 @@ impl Executor {
         self.finish(&job, &handle, outcome, reason).await;
     }
 
-    async fn finish(&self, job: &VerifiedJob, handle: &JobHandle, outcome: Outcome, reason: String) {
+    async fn finish(
+        &self,
+        job: &VerifiedJob,
+        handle: &JobHandle,
+        outcome: Outcome,
+        reason: String,
+    ) {
         let spec = &job.spec;
         let event = match outcome {
             Outcome::Succeeded => "job.succeeded",
@@ -456,7 +490,11 @@ impl Executor {
         if let Err(e) = self.inner.audit.append(entry).await {
             tracing::error!("cannot record the end of the job in the audit log: {e}");
         }
-        if let Err(e) = self.inner.admission.record_outcome(&spec.id, outcome.as_str(), &reason) {
+        if let Err(e) = self
+            .inner
+            .admission
+            .record_outcome(&spec.id, outcome.as_str(), &reason)
+        {
             tracing::error!("cannot record the outcome in the replay store: {e}");
         }
         let checkpoint = match self.inner.audit.checkpoint().await {
@@ -466,7 +504,11 @@ impl Executor {
                 self.inner.audit.latest_checkpoint()
             }
         };
-        let version = spec.release.as_ref().map(|r| r.version.clone()).or(spec.target_version.clone());
+        let version = spec
+            .release
+            .as_ref()
+            .map(|r| r.version.clone())
+            .or(spec.target_version.clone());
         {
             let mut recent = lock(&self.inner.recent);
             recent.push_front(JobSummary {
@@ -482,7 +524,11 @@ impl Executor {
         }
         tracing::info!(outcome = outcome.as_str(), %reason, "job finished");
         lock(&self.inner.busy).remove(&spec.app);
-        handle.publish(EventKind::Finished { outcome, reason, checkpoint });
+        handle.publish(EventKind::Finished {
+            outcome,
+            reason,
+            checkpoint,
+        });
     }
 
     /// What runs where, for `status`.

@@ -51,11 +51,22 @@ fn check_name(
         return Err(NameError::Empty { kind });
     }
     if name.len() > max {
-        return Err(NameError::TooLong { kind, name: name.to_owned(), max });
+        return Err(NameError::TooLong {
+            kind,
+            name: name.to_owned(),
+            max,
+        });
     }
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if !first_ok || !name.chars().all(ok) {
-        return Err(NameError::BadCharacter { kind, name: name.to_owned(), allowed });
+        return Err(NameError::BadCharacter {
+            kind,
+            name: name.to_owned(),
+            allowed,
+        });
     }
     Ok(())
 }
@@ -252,7 +263,10 @@ impl Sha256Hex {
     ///
     /// [`DigestError`] unless it is exactly 64 lowercase hex characters.
     pub fn new(s: &str) -> Result<Self, DigestError> {
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(DigestError(s.to_owned()))
@@ -261,7 +275,10 @@ impl Sha256Hex {
 
     /// The digest of `data`.
     pub fn of(data: &[u8]) -> Self {
-        Self(hex::encode(ring::digest::digest(&ring::digest::SHA256, data)))
+        Self(hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            data,
+        )))
     }
 
     /// The digest as hex.
@@ -395,7 +412,10 @@ mod tests {
         for bad in ["", "../x", "a/b", "a\0b", "-x", "X", "a b", &"a".repeat(64)] {
             assert!(AppName::new(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(AppName::new("web-1_a").map(|n| n.to_string()), Ok("web-1_a".to_owned()));
+        assert_eq!(
+            AppName::new("web-1_a").map(|n| n.to_string()),
+            Ok("web-1_a".to_owned())
+        );
     }
 
     #[test]

@@ -53,15 +53,25 @@ pub enum StateError {
 ///
 /// [`StateError::Write`] naming `path` when any step fails; the temp file is removed then.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let err = |source| StateError::Write { path: path.to_owned(), source };
+    let err = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
     let name = path.file_name().ok_or_else(|| {
-        err(io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))
+        err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ))
     })?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -88,11 +98,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 /// [`StateError::Read`] or [`StateError::Corrupt`] naming the file.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StateError::Corrupt { path: path.to_owned(), source }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Read { path: path.to_owned(), source }),
+        Err(source) => Err(StateError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -150,8 +168,10 @@ impl AppState {
     /// [`StateError::Write`] naming the file.
     pub fn save(&self, app_dir: &Path) -> Result<(), StateError> {
         let path = Self::path(app_dir);
-        let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|source| StateError::Corrupt { path: path.clone(), source })?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
         write_atomic(&path, &bytes)
     }
 
@@ -172,14 +192,20 @@ mod tests {
         write_atomic(&path, b"first version, longer").unwrap();
         write_atomic(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec!["state.json"]);
     }
 
     #[test]
     fn write_atomic_names_the_path_on_failure() {
         let err = write_atomic(Path::new("/nonexistent-dir/x/state.json"), b"x").unwrap_err();
-        assert!(err.to_string().contains("/nonexistent-dir/x/state.json"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent-dir/x/state.json"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub fn init(log_dir: Option<&Path>, format: LogFormat) -> Option<WorkerGuard> {
             (EnvFilter::new("info"), set.then(|| e.to_string()))
         }
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let guard = match log_dir {
         Some(dir) => {
             let appender = tracing_appender::rolling::daily(dir, "gantry-agent.log");

@@ -42,7 +42,10 @@ pub fn outcome(o: Outcome) -> v1::Outcome {
 
 /// A checkpoint for the wire.
 pub fn checkpoint(c: &CheckpointLine) -> v1::Checkpoint {
-    v1::Checkpoint { seq: c.seq, line: c.line.clone() }
+    v1::Checkpoint {
+        seq: c.seq,
+        line: c.line.clone(),
+    }
 }
 
 /// A job event for the wire.
@@ -65,31 +68,55 @@ pub fn event(e: &JobEvent) -> v1::JobEvent {
                 signer_key_ids: job.signers.iter().map(ToString::to_string).collect(),
             })
         }
-        EventKind::Step { step, message, done, total } => v1::job_event::Kind::Step(v1::JobStep {
+        EventKind::Step {
+            step,
+            message,
+            done,
+            total,
+        } => v1::job_event::Kind::Step(v1::JobStep {
             step: step.clone(),
             message: message.clone(),
             done: *done,
             total: *total,
         }),
-        EventKind::Finished { outcome: o, reason, checkpoint: c } => {
-            v1::job_event::Kind::Finished(v1::JobFinished {
-                outcome: outcome(*o).into(),
-                reason: reason.clone(),
-                checkpoint: c.as_ref().map(checkpoint),
-            })
-        }
+        EventKind::Finished {
+            outcome: o,
+            reason,
+            checkpoint: c,
+        } => v1::job_event::Kind::Finished(v1::JobFinished {
+            outcome: outcome(*o).into(),
+            reason: reason.clone(),
+            checkpoint: c.as_ref().map(checkpoint),
+        }),
     };
-    v1::JobEvent { job_id: e.job_id.to_string(), seq: e.seq, ts_ms: e.ts_ms, kind: Some(kind) }
+    v1::JobEvent {
+        job_id: e.job_id.to_string(),
+        seq: e.seq,
+        ts_ms: e.ts_ms,
+        kind: Some(kind),
+    }
 }
 
 /// An app's status for the wire.
 pub fn app_status(a: &AppStatus) -> v1::AppStatus {
     v1::AppStatus {
         name: a.name.to_string(),
-        version: a.current.as_ref().map(ToString::to_string).unwrap_or_default(),
-        previous_version: a.previous.as_ref().map(ToString::to_string).unwrap_or_default(),
+        version: a
+            .current
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        previous_version: a
+            .previous
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         strategy: v1::Strategy::Unspecified.into(),
-        active_job_id: a.active_job.as_ref().map(ToString::to_string).unwrap_or_default(),
+        active_job_id: a
+            .active_job
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         instances: a
             .instances
             .iter()
@@ -112,7 +139,11 @@ pub fn job_summary(j: &JobSummary) -> v1::JobSummary {
         job_id: j.job_id.to_string(),
         app: j.app.to_string(),
         action: action(j.action).into(),
-        version: j.version.as_ref().map(ToString::to_string).unwrap_or_default(),
+        version: j
+            .version
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         outcome: outcome(j.outcome).into(),
         reason: j.reason.clone(),
         finished_ms: j.finished_ms,

@@ -57,7 +57,16 @@ impl AgentService {
         store: Arc<ArtifactStore>,
         max_artifact_bytes: u64,
     ) -> Self {
-        Self { agent_id, key, audit, audit_dir, admission, executor, store, max_artifact_bytes }
+        Self {
+            agent_id,
+            key,
+            audit,
+            audit_dir,
+            admission,
+            executor,
+            store,
+            max_artifact_bytes,
+        }
     }
 
     async fn reject(&self, rejection: &Rejection, peer: &PeerIdentity) -> Status {
@@ -72,11 +81,20 @@ impl AgentService {
         if let Err(e) = self.audit.append(entry).await {
             return unavailable(&e);
         }
-        tracing::info!(reason = status::reason_code(&rejection.error), "job rejected: {}", reason(&rejection.error));
+        tracing::info!(
+            reason = status::reason_code(&rejection.error),
+            "job rejected: {}",
+            reason(&rejection.error)
+        );
         status::rejection(&rejection.error)
     }
 
-    fn finished_stream(&self, job_id: &str, outcome: Outcome, why: &str) -> EventStream<v1::JobEvent> {
+    fn finished_stream(
+        &self,
+        job_id: &str,
+        outcome: Outcome,
+        why: &str,
+    ) -> EventStream<v1::JobEvent> {
         let event = v1::JobEvent {
             job_id: job_id.to_owned(),
             seq: 1,
@@ -84,7 +102,11 @@ impl AgentService {
             kind: Some(v1::job_event::Kind::Finished(v1::JobFinished {
                 outcome: convert::outcome(outcome).into(),
                 reason: why.to_owned(),
-                checkpoint: self.audit.latest_checkpoint().as_ref().map(convert::checkpoint),
+                checkpoint: self
+                    .audit
+                    .latest_checkpoint()
+                    .as_ref()
+                    .map(convert::checkpoint),
             })),
         };
         Box::pin(tokio_stream::iter([Ok(event)]))
@@ -95,10 +117,9 @@ impl AgentService {
         if let Some(handle) = self.executor.job(job_id) {
             return Ok(follow_job(handle));
         }
-        let record = self
-            .admission
-            .lookup(job_id)
-            .ok_or_else(|| Status::not_found(format!("no job {job_id:?} is known to this agent")))?;
+        let record = self.admission.lookup(job_id).ok_or_else(|| {
+            Status::not_found(format!("no job {job_id:?} is known to this agent"))
+        })?;
         match record.outcome.as_deref().map(|o| (o, Outcome::parse(o))) {
             Some((_, Some(outcome))) => Ok(self.finished_stream(job_id, outcome, &record.reason)),
             Some((other, None)) => Err(Status::aborted(format!(
@@ -180,25 +201,40 @@ impl Agent for AgentService {
     type WatchStream = EventStream<v1::JobEvent>;
     type AuditTailStream = EventStream<v1::AuditLine>;
 
-    async fn submit(&self, request: Request<v1::SignedJob>) -> Result<Response<Self::SubmitStream>, Status> {
+    async fn submit(
+        &self,
+        request: Request<v1::SignedJob>,
+    ) -> Result<Response<Self::SubmitStream>, Status> {
         let peer = peer_of(&request);
         let signed = request.into_inner();
         self.audit.health().map_err(|e| unavailable(&e))?;
         let digest = gantry_proto::envelope::job_digest(&signed.job);
-        let claimed: Vec<&str> = signed.signatures.iter().map(|s| s.key_id.as_str()).collect();
+        let claimed: Vec<&str> = signed
+            .signatures
+            .iter()
+            .map(|s| s.key_id.as_str())
+            .collect();
         let received = Entry::new("job.received")
             .with("job_digest", json!(digest))
             .with("bytes", json!(signed.job.len()))
             .with("peer_fingerprint", json!(peer.fingerprint))
             .with("claimed_key_ids", json!(claimed));
-        self.audit.append(received).await.map_err(|e| unavailable(&e))?;
+        self.audit
+            .append(received)
+            .await
+            .map_err(|e| unavailable(&e))?;
 
         let sigs: Vec<SignatureIn> = signed
             .signatures
             .into_iter()
-            .map(|s| SignatureIn { key_id_hint: s.key_id, sig: s.sig })
+            .map(|s| SignatureIn {
+                key_id_hint: s.key_id,
+                sig: s.sig,
+            })
             .collect();
-        let admitted = self.admission.admit(&signed.job, &sigs, &peer, now_unix(), &self.executor);
+        let admitted = self
+            .admission
+            .admit(&signed.job, &sigs, &peer, now_unix(), &self.executor);
         let job = match admitted {
             Err(rejection) => return Err(self.reject(&rejection, &peer).await),
             Ok(Admitted::Duplicate(record)) => {
@@ -212,7 +248,9 @@ impl Agent for AgentService {
             let why = reason(&busy);
             let _ = self.admission.record_outcome(&spec.id, "rejected", &why);
             let rejection = Rejection {
-                error: crate::admission::AdmissionError::AppBusy { app: spec.app.to_string() },
+                error: crate::admission::AdmissionError::AppBusy {
+                    app: spec.app.to_string(),
+                },
                 job_id: Some(spec.id.to_string()),
                 app: Some(spec.app.to_string()),
                 claimed_key_ids: sigs.iter().map(|s| s.key_id_hint.clone()).collect(),
@@ -228,7 +266,15 @@ impl Agent for AgentService {
         let accepted = Entry::new("job.accepted")
             .with("job_id", json!(spec.id))
             .with("job_digest", json!(job.digest))
-            .with("signer_key_ids", json!(job.signers.iter().map(ToString::to_string).collect::<Vec<_>>()))
+            .with(
+                "signer_key_ids",
+                json!(
+                    job.signers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                ),
+            )
             .with("app", json!(spec.app))
             .with("action", json!(spec.action.as_str()))
             .with("version", json!(version))
@@ -237,14 +283,19 @@ impl Agent for AgentService {
         if let Err(e) = self.audit.append(accepted).await {
             self.executor.release(&spec.app);
             let status = unavailable(&e);
-            let _ = self.admission.record_outcome(&spec.id, "failed", status.message());
+            let _ = self
+                .admission
+                .record_outcome(&spec.id, "failed", status.message());
             return Err(status);
         }
         tracing::info!(job_id = %spec.id, app = %spec.app, action = %spec.action, "job accepted");
         Ok(Response::new(follow_job(self.executor.spawn(job))))
     }
 
-    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let job_id = request.into_inner().job_id;
         self.known_job(&job_id).map(Response::new)
     }
@@ -278,7 +329,10 @@ impl Agent for AgentService {
             }));
         }
         self.audit.health().map_err(|e| unavailable(&e))?;
-        let mut upload = self.store.begin_upload(&digest, meta.size).map_err(|e| artifact_status(&e))?;
+        let mut upload = self
+            .store
+            .begin_upload(&digest, meta.size)
+            .map_err(|e| artifact_status(&e))?;
         let write = |upload: &mut crate::artifact::Upload, data: &[u8]| {
             tokio::task::block_in_place(|| upload.write(data)).map_err(|e| artifact_status(&e))
         };
@@ -291,17 +345,30 @@ impl Agent for AgentService {
             .with("sha256", json!(digest))
             .with("size", json!(meta.size))
             .with("peer_fingerprint", json!(peer.fingerprint));
-        self.audit.append(entry).await.map_err(|e| unavailable(&e))?;
-        Ok(Response::new(v1::ArtifactReceipt { sha256: digest.to_string(), size: meta.size, already_present: false }))
+        self.audit
+            .append(entry)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(Response::new(v1::ArtifactReceipt {
+            sha256: digest.to_string(),
+            size: meta.size,
+            already_present: false,
+        }))
     }
 
-    async fn has_artifact(&self, request: Request<v1::ArtifactRef>) -> Result<Response<v1::ArtifactPresence>, Status> {
+    async fn has_artifact(
+        &self,
+        request: Request<v1::ArtifactRef>,
+    ) -> Result<Response<v1::ArtifactPresence>, Status> {
         let r = request.into_inner();
         let present = Sha256Hex::new(&r.sha256).is_ok_and(|d| self.store.contains(&d, r.size));
         Ok(Response::new(v1::ArtifactPresence { present }))
     }
 
-    async fn status(&self, request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
         let app = request.into_inner().app;
         let only = if app.is_empty() {
             None
@@ -312,12 +379,25 @@ impl Agent for AgentService {
         Ok(Response::new(v1::StatusResponse {
             agent_id: self.agent_id.clone(),
             apps: apps.iter().map(convert::app_status).collect(),
-            recent_jobs: self.executor.recent_jobs().iter().map(convert::job_summary).collect(),
-            audit_error: self.audit.health().err().map(|e| reason(&e)).unwrap_or_default(),
+            recent_jobs: self
+                .executor
+                .recent_jobs()
+                .iter()
+                .map(convert::job_summary)
+                .collect(),
+            audit_error: self
+                .audit
+                .health()
+                .err()
+                .map(|e| reason(&e))
+                .unwrap_or_default(),
         }))
     }
 
-    async fn audit_tail(&self, request: Request<v1::AuditTailRequest>) -> Result<Response<Self::AuditTailStream>, Status> {
+    async fn audit_tail(
+        &self,
+        request: Request<v1::AuditTailRequest>,
+    ) -> Result<Response<Self::AuditTailStream>, Status> {
         let req = request.into_inner();
         let mut live = req.follow.then(|| self.audit.subscribe());
         let dir = self.audit_dir.clone();
@@ -327,7 +407,9 @@ impl Agent for AgentService {
                 tokio::task::spawn_blocking(move || crate::audit::read_lines(&dir, from))
                     .await
                     .map_err(|e| Status::internal(format!("audit reader failed: {e}")))?
-                    .map_err(|e| Status::internal(format!("cannot read the audit log: {}", reason(&e))))
+                    .map_err(|e| {
+                        Status::internal(format!("cannot read the audit log: {}", reason(&e)))
+                    })
             }
         };
         let mut lines = read(req.from_seq.max(1)).await?;
@@ -352,7 +434,10 @@ impl Agent for AgentService {
                         let (seq, line) = &*item;
                         if *seq > last {
                             last = *seq;
-                            let msg = v1::AuditLine { seq: *seq, line: line.clone() };
+                            let msg = v1::AuditLine {
+                                seq: *seq,
+                                line: line.clone(),
+                            };
                             if tx.send(Ok(msg)).await.is_err() {
                                 return;
                             }
@@ -379,7 +464,10 @@ impl Agent for AgentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn info(&self, _request: Request<v1::InfoRequest>) -> Result<Response<v1::AgentInfo>, Status> {
+    async fn info(
+        &self,
+        _request: Request<v1::InfoRequest>,
+    ) -> Result<Response<v1::AgentInfo>, Status> {
         Ok(Response::new(v1::AgentInfo {
             agent_id: self.agent_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

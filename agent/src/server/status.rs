@@ -59,5 +59,8 @@ pub fn reason_code(e: &AdmissionError) -> &'static str {
 
 /// The status a rejected job is answered with; the message names the cause.
 pub fn rejection(e: &AdmissionError) -> Status {
-    Status::new(code(e), format!("job rejected: {}", crate::strategy::reason(e)))
+    Status::new(
+        code(e),
+        format!("job rejected: {}", crate::strategy::reason(e)),
+    )
 }

@@ -78,7 +78,11 @@ pub fn fingerprint(cert: &[u8]) -> String {
 }
 
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Load { what, path: path.to_owned(), source })
+    fs::read(path).map_err(|source| TlsError::Load {
+        what,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn invalid(what: &'static str, path: &Path, detail: impl ToString) -> TlsError {

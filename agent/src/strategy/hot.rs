@@ -35,7 +35,12 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
 
 /// Returns to the job's target version, or the previous release, from disk.
 pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
-    let target = ctx.job.spec.target_version.clone().or_else(|| app.state.previous.clone());
+    let target = ctx
+        .job
+        .spec
+        .target_version
+        .clone()
+        .or_else(|| app.state.previous.clone());
     let Some(target) = target else {
         return StrategyOutcome::Failed(format!(
             "app {} has no previous release to roll back to",
@@ -61,7 +66,10 @@ pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
 /// Restarts the current release's instances.
 pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
     let Some(current) = app.state.current.clone() else {
-        return StrategyOutcome::Failed(format!("app {} has no release to restart", app.policy.name));
+        return StrategyOutcome::Failed(format!(
+            "app {} has no release to restart",
+            app.policy.name
+        ));
     };
     let Some(release) = app.state.spec_of(&current).cloned() else {
         return StrategyOutcome::Failed(format!("the spec of release {current} is missing"));
@@ -78,7 +86,9 @@ pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
             release.instances
         )),
         Ok(Err(e)) => StrategyOutcome::Failed(reason(&e)),
-        Err(_) => StrategyOutcome::Failed(StrategyError::Deadline(release.progress_deadline).to_string()),
+        Err(_) => {
+            StrategyOutcome::Failed(StrategyError::Deadline(release.progress_deadline).to_string())
+        }
     }
 }
 
@@ -117,8 +127,16 @@ async fn replace(
 }
 
 /// Points `current` at `version` and records the switch.
-async fn switch(app: &mut AppRuntime, ctx: &JobCtx, version: &semver::Version) -> Result<(), StrategyError> {
-    ctx.step("release.activating", format!("switching current to {version}")).await?;
+async fn switch(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    version: &semver::Version,
+) -> Result<(), StrategyError> {
+    ctx.step(
+        "release.activating",
+        format!("switching current to {version}"),
+    )
+    .await?;
     app.releases.activate(version)?;
     if app.state.current.as_ref() != Some(version) {
         app.state.previous = app.state.current.take();
@@ -138,12 +156,19 @@ async fn restore(
 ) -> StrategyOutcome {
     let failed_version = app.state.current.clone();
     let Some(target) = before_current.filter(|v| Some(v) != failed_version.as_ref()) else {
-        ctx.note("rollback.impossible", format!("{failure}; there is no previous release to return to"))
-            .await;
+        ctx.note(
+            "rollback.impossible",
+            format!("{failure}; there is no previous release to return to"),
+        )
+        .await;
         stop_best_effort(app, ctx).await;
         return StrategyOutcome::Failed(format!("{failure}; no previous release to return to"));
     };
-    ctx.note("rollback.started", format!("{failure}; returning to {target}")).await;
+    ctx.note(
+        "rollback.started",
+        format!("{failure}; returning to {target}"),
+    )
+    .await;
     stop_best_effort(app, ctx).await;
     let Some(release) = app.state.spec_of(&target).cloned() else {
         return StrategyOutcome::Failed(format!("{failure}; the spec of {target} is missing"));
@@ -154,20 +179,29 @@ async fn restore(
         app.state.current = Some(target.clone());
         app.state.previous = before_previous;
         app.persist()?;
-        ctx.note("release.activated", format!("current is {target} again")).await;
+        ctx.note("release.activated", format!("current is {target} again"))
+            .await;
         start_set(app, ctx, &release).await?;
         wait_set_healthy(app, ctx, &release).await
     };
     let restored: Result<(), StrategyError> = match timeout_at(give_up, back).await {
         Ok(r) => r,
-        Err(_) => Err(StrategyError::Deadline(release.health.deadline + RESTORE_MARGIN)),
+        Err(_) => Err(StrategyError::Deadline(
+            release.health.deadline + RESTORE_MARGIN,
+        )),
     };
     match restored {
         Ok(()) => {
-            ctx.note("rollback.done", format!("{target} is healthy again")).await;
-            StrategyOutcome::RolledBack(format!("{failure}; rolled back to {target}, which is healthy"))
+            ctx.note("rollback.done", format!("{target} is healthy again"))
+                .await;
+            StrategyOutcome::RolledBack(format!(
+                "{failure}; rolled back to {target}, which is healthy"
+            ))
         }
-        Err(e) => StrategyOutcome::Failed(format!("{failure}; rollback to {target} failed: {}", reason(&e))),
+        Err(e) => StrategyOutcome::Failed(format!(
+            "{failure}; rollback to {target} failed: {}",
+            reason(&e)
+        )),
     }
 }
 
@@ -180,11 +214,15 @@ async fn stop_best_effort(app: &mut AppRuntime, ctx: &JobCtx) {
 /// Deletes releases beyond the configured count, never the current, previous or last
 /// known-good one.
 async fn prune(app: &mut AppRuntime, ctx: &JobCtx) {
-    let protect: Vec<_> = [&app.state.current, &app.state.previous, &app.state.last_known_good]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let protect: Vec<_> = [
+        &app.state.current,
+        &app.state.previous,
+        &app.state.last_known_good,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
     match app.releases.prune(ctx.releases_kept, &protect) {
         Ok(removed) if removed.is_empty() => {}
         Ok(removed) => {
@@ -192,7 +230,11 @@ async fn prune(app: &mut AppRuntime, ctx: &JobCtx) {
                 app.state.releases.remove(&version.to_string());
             }
             let list: Vec<String> = removed.iter().map(ToString::to_string).collect();
-            ctx.note("releases.pruned", format!("removed old releases {}", list.join(", "))).await;
+            ctx.note(
+                "releases.pruned",
+                format!("removed old releases {}", list.join(", ")),
+            )
+            .await;
             if let Err(e) = app.persist() {
                 tracing::error!("cannot persist state after pruning: {}", reason(&e));
             }

@@ -124,7 +124,12 @@ impl JobCtx {
             .with("detail", json!(message));
         self.audit.append(entry).await?;
         tracing::info!(step, "{message}");
-        self.handle.publish(EventKind::Step { step: step.to_owned(), message, done, total });
+        self.handle.publish(EventKind::Step {
+            step: step.to_owned(),
+            message,
+            done,
+            total,
+        });
         Ok(())
     }
 
@@ -133,7 +138,12 @@ impl JobCtx {
         let message = message.into();
         if let Err(e) = self.step(step, message.clone()).await {
             tracing::error!(step, "{message} (not in the audit log: {})", reason(&e));
-            self.handle.publish(EventKind::Step { step: step.to_owned(), message, done: 0, total: 0 });
+            self.handle.publish(EventKind::Step {
+                step: step.to_owned(),
+                message,
+                done: 0,
+                total: 0,
+            });
         }
     }
 }
@@ -206,22 +216,38 @@ fn instance_spec(app: &AppRuntime, release: &ReleaseSpec, index: u32, port: u16)
 /// # Errors
 ///
 /// [`StrategyError`] when it cannot be unpacked or recorded.
-pub async fn install(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Result<(), StrategyError> {
+pub async fn install(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+) -> Result<(), StrategyError> {
     if !app.releases.is_on_disk(&release.version) {
-        ctx.step("artifact.unpacking", format!("unpacking {} ({} bytes)", release.artifact_sha256, release.artifact_size))
-            .await?;
+        ctx.step(
+            "artifact.unpacking",
+            format!(
+                "unpacking {} ({} bytes)",
+                release.artifact_sha256, release.artifact_size
+            ),
+        )
+        .await?;
     }
     let releases = app.releases.clone();
     let store = Arc::clone(&ctx.store);
     let release_owned = release.clone();
-    let limits = ctx.unpack_limits.clone();
-    let dir = tokio::task::spawn_blocking(move || releases.install(&store, &release_owned, &limits))
-        .await
-        .map_err(|e| StrategyError::Refused(format!("unpacking task failed: {e}")))??;
-    app.state.releases.insert(release.version.to_string(), release.clone());
+    let limits = ctx.unpack_limits;
+    let dir =
+        tokio::task::spawn_blocking(move || releases.install(&store, &release_owned, &limits))
+            .await
+            .map_err(|e| StrategyError::Refused(format!("unpacking task failed: {e}")))??;
+    app.state
+        .releases
+        .insert(release.version.to_string(), release.clone());
     app.persist()?;
-    ctx.step("artifact.installed", format!("release {} is in {}", release.version, dir.display()))
-        .await
+    ctx.step(
+        "artifact.installed",
+        format!("release {} is in {}", release.version, dir.display()),
+    )
+    .await
 }
 
 /// Starts every instance of a release and records them.
@@ -229,18 +255,36 @@ pub async fn install(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) 
 /// # Errors
 ///
 /// [`StrategyError`] when an instance cannot be spawned or the step recorded.
-pub async fn start_set(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Result<(), StrategyError> {
+pub async fn start_set(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+) -> Result<(), StrategyError> {
     let total = release.instances;
     for index in 0..total {
         let port = port_for(app, index)?;
-        ctx.step_of("instance.starting", format!("starting instance {index} of {} on port {port}", release.version), index, total)
-            .await?;
-        let instance = Instance::spawn(instance_spec(app, release, index, port), ctx.backoff.clone()).await?;
+        ctx.step_of(
+            "instance.starting",
+            format!(
+                "starting instance {index} of {} on port {port}",
+                release.version
+            ),
+            index,
+            total,
+        )
+        .await?;
+        let instance =
+            Instance::spawn(instance_spec(app, release, index, port), ctx.backoff).await?;
         let pid = instance.record().pid;
         app.instances.push(instance);
         app.persist()?;
-        ctx.step_of("instance.started", format!("instance {index} started: pid {pid}, port {port}"), index + 1, total)
-            .await?;
+        ctx.step_of(
+            "instance.started",
+            format!("instance {index} started: pid {pid}, port {port}"),
+            index + 1,
+            total,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -250,7 +294,11 @@ pub async fn start_set(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec
 /// # Errors
 ///
 /// [`StrategyError::Unhealthy`] naming the instance and why.
-pub async fn wait_set_healthy(app: &AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Result<(), StrategyError> {
+pub async fn wait_set_healthy(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+) -> Result<(), StrategyError> {
     let mut checks = JoinSet::new();
     for instance in &app.instances {
         let InstanceRecord { index, port, .. } = instance.record();
@@ -267,16 +315,24 @@ pub async fn wait_set_healthy(app: &AppRuntime, ctx: &JobCtx, release: &ReleaseS
     let total = u32::try_from(checks.len()).unwrap_or(u32::MAX);
     let mut done = 0;
     while let Some(joined) = checks.join_next().await {
-        let (index, port, result) =
-            joined.map_err(|e| StrategyError::Unhealthy(format!("health check task failed: {e}")))?;
+        let (index, port, result) = joined
+            .map_err(|e| StrategyError::Unhealthy(format!("health check task failed: {e}")))?;
         match result {
             Ok(()) => {
                 done += 1;
-                ctx.step_of("health.passed", format!("instance {index} (port {port}) is healthy"), done, total)
-                    .await?;
+                ctx.step_of(
+                    "health.passed",
+                    format!("instance {index} (port {port}) is healthy"),
+                    done,
+                    total,
+                )
+                .await?;
             }
             Err(e) => {
-                let why = format!("instance {index} (port {port}) is unhealthy: {}", reason(&e));
+                let why = format!(
+                    "instance {index} (port {port}) is unhealthy: {}",
+                    reason(&e)
+                );
                 ctx.note("health.failed", why.clone()).await;
                 return Err(StrategyError::Unhealthy(why));
             }
@@ -294,7 +350,11 @@ pub async fn stop_set(app: &mut AppRuntime, ctx: &JobCtx) -> Result<(), Strategy
     if app.instances.is_empty() {
         return Ok(());
     }
-    ctx.step("instances.stopping", format!("stopping {} instance(s)", app.instances.len())).await?;
+    ctx.step(
+        "instances.stopping",
+        format!("stopping {} instance(s)", app.instances.len()),
+    )
+    .await?;
     let mut first_error = None;
     for instance in app.instances.drain(..) {
         if let Err(e) = instance.stop().await {
@@ -314,11 +374,15 @@ pub async fn adopt(app: &mut AppRuntime, audit: &AuditLog, backoff: Backoff) {
     let records = std::mem::take(&mut app.state.instances);
     for record in records {
         let Some(release) = app.state.spec_of(&record.version).cloned() else {
-            tracing::warn!(pid = record.pid, "no spec for release {}; not adopting", record.version);
+            tracing::warn!(
+                pid = record.pid,
+                "no spec for release {}; not adopting",
+                record.version
+            );
             continue;
         };
         let spec = instance_spec(app, &release, record.index, record.port);
-        match Instance::adopt(spec, &record, backoff.clone()) {
+        match Instance::adopt(spec, &record, backoff) {
             Ok(Some(instance)) => {
                 record_entry(audit, "instance.adopted", app, &record).await;
                 app.instances.push(instance);
@@ -330,24 +394,39 @@ pub async fn adopt(app: &mut AppRuntime, audit: &AuditLog, backoff: Backoff) {
             }
         }
     }
-    let Some(current) = app.state.current.clone() else { return };
-    let Some(release) = app.state.spec_of(&current).cloned() else { return };
+    let Some(current) = app.state.current.clone() else {
+        return;
+    };
+    let Some(release) = app.state.spec_of(&current).cloned() else {
+        return;
+    };
     for index in 0..release.instances {
         if app.instances.iter().any(|i| i.record().index == index) {
             continue;
         }
-        let Ok(port) = port_for(app, index) else { continue };
-        match Instance::spawn(instance_spec(app, &release, index, port), backoff.clone()).await {
+        let Ok(port) = port_for(app, index) else {
+            continue;
+        };
+        match Instance::spawn(instance_spec(app, &release, index, port), backoff).await {
             Ok(instance) => {
                 record_entry(audit, "instance.restarted", app, &instance.record()).await;
                 app.instances.push(instance);
             }
-            Err(e) => tracing::error!(index, "cannot restart instance of {current}: {}", reason(&e)),
+            Err(e) => tracing::error!(
+                index,
+                "cannot restart instance of {current}: {}",
+                reason(&e)
+            ),
         }
     }
 }
 
-async fn record_entry(audit: &AuditLog, event: &'static str, app: &AppRuntime, record: &InstanceRecord) {
+async fn record_entry(
+    audit: &AuditLog,
+    event: &'static str,
+    app: &AppRuntime,
+    record: &InstanceRecord,
+) {
     let entry = Entry::new(event)
         .with("app", json!(app.policy.name))
         .with("index", json!(record.index))
@@ -358,4 +437,3 @@ async fn record_entry(audit: &AuditLog, event: &'static str, app: &AppRuntime, r
         tracing::error!("cannot record {event}: {}", reason(&e));
     }
 }
-
