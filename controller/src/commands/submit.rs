@@ -296,6 +296,7 @@ async fn follow(
     submit: Option<&JobFile>,
     out: &mut Events,
 ) -> Result<Exit, SubmitError> {
+    let mut job_id = job_id.to_owned();
     let mut last_seq = 0u64;
     let mut accepted = submit.is_none();
     let mut failures = 0u32;
@@ -351,6 +352,9 @@ async fn follow(
                         continue;
                     }
                     last_seq = ev.seq;
+                    if !ev.job_id.is_empty() && ev.job_id != job_id {
+                        job_id = ev.job_id.clone();
+                    }
                     if matches!(ev.kind, Some(job_event::Kind::Accepted(_))) {
                         accepted = true;
                     }
@@ -416,9 +420,15 @@ fn finished(agent: &Agent, ev: &JobEvent) -> Option<Exit> {
 ///
 /// [`CliError`].
 pub async fn run_submit(args: JobSubmitArgs) -> Result<Exit, CliError> {
-    let file = JobFile::read(&args.job)?;
+    let (file, undecodable) = JobFile::read_for_submit(&args.job)?;
     let settings = ConnSettings::from_args(&args.conn)?;
     let mut out = Events::new(Mode::detect(args.json));
+    if let Some(e) = undecodable {
+        eprintln!(
+            "warning: the job bytes in {} do not decode as gantry.v1.Job ({e}); submitting them for the agent to judge",
+            args.job.display()
+        );
+    }
     if file.signed.signatures.is_empty() {
         return Err(SubmitError::Unsigned {
             job_id: file.job.job_id.clone(),

@@ -164,6 +164,44 @@ impl JobFile {
         Self::decode(path, &bytes)
     }
 
+    /// Reads a job file to hand to an agent: the envelope must decode, the job bytes need not,
+    /// because the agent is the judge of what it is sent (it checks signatures over the raw
+    /// bytes before decoding them). When they do not decode, `job` is empty and the decode
+    /// error is returned beside it.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError`] when the file cannot be read or is not an envelope.
+    pub fn read_for_submit(path: &Path) -> Result<(Self, Option<prost::DecodeError>), JobError> {
+        match Self::read(path) {
+            Ok(f) => Ok((f, None)),
+            Err(JobError::Decode {
+                what: "job bytes",
+                source,
+                ..
+            }) => {
+                let bytes = std::fs::read(path).map_err(|source| JobError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let signed =
+                    SignedJob::decode(bytes.as_slice()).map_err(|source| JobError::Decode {
+                        path: path.to_owned(),
+                        what: "envelope",
+                        source,
+                    })?;
+                Ok((
+                    Self {
+                        signed,
+                        job: Job::default(),
+                    },
+                    Some(source),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes the envelope atomically (temp file in the same directory, fsync, rename).
     ///
     /// # Errors
