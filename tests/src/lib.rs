@@ -9,6 +9,7 @@
 //! * [`env`]: [`TestEnv`], one temp dir with PKI, keys and an `agent.toml`.
 //! * [`agent`]: [`Agent`], a running `gantry-agent run`.
 //! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
+//! * [`grpc`]: raw submissions the CLI would refuse to send.
 //! * [`artifact`]: release tarballs of the sample app, honest and hostile.
 //! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
 //! * [`tamper`]: damaged copies of an audit log.
@@ -27,6 +28,7 @@ pub mod artifact;
 pub mod bins;
 pub mod controller;
 pub mod env;
+pub mod grpc;
 pub mod probe;
 pub mod process;
 pub mod tamper;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use gantry_proto::envelope::sign_job;
 use gantry_proto::keys::SigningKey;
 use gantry_proto::v1::{Job, SignedJob};
+use gantry_tests::grpc::submit_raw;
 use gantry_tests::{
     Agent, Controller, KeyPair, Options, Output, TestEnv, audit_events, banner, make_artifact,
     rfc3339, unix_now,
@@ -18,7 +19,7 @@ use crate::{assert_serves, mentions};
 /// One agent waiting for jobs, and what `data/apps` looked like before any was sent.
 struct Case {
     env: TestEnv,
-    _agent: Agent,
+    agent: Agent,
     ctl: Controller,
     artifact: PathBuf,
     before: Vec<(PathBuf, u64, bool)>,
@@ -37,7 +38,7 @@ impl Case {
         let before = env.apps_snapshot();
         Case {
             env,
-            _agent: agent,
+            agent,
             ctl,
             artifact,
             before,
@@ -103,7 +104,7 @@ impl Case {
     /// The submission was refused for a reason `words` describe, on stderr and in the audit
     /// log, and nothing ran.
     #[track_caller]
-    fn assert_rejected(&self, out: &Output, words: &[&str]) {
+    fn assert_rejected(&self, out: &Output, reason: &str, words: &[&str]) {
         out.assert_code(3);
         assert!(
             mentions(&out.stderr, words),
@@ -112,13 +113,10 @@ impl Case {
         );
         let rejected = audit_events(&self.env, "job.rejected").unwrap();
         assert!(
-            rejected.iter().any(|e| {
-                let reason = e
-                    .get("reason")
-                    .map_or_else(|| e.to_string(), ToString::to_string);
-                mentions(&reason, words)
-            }),
-            "no job.rejected entry names any of {words:?}: {rejected:#?}"
+            rejected
+                .iter()
+                .any(|e| e["reason"] == reason && mentions(&rejection_text(e), words)),
+            "no job.rejected entry with reason {reason} naming any of {words:?}: {rejected:#?}"
         );
         let accepted = audit_events(&self.env, "job.accepted").unwrap();
         assert!(
@@ -128,6 +126,22 @@ impl Case {
         assert_eq!(self.env.apps_snapshot(), self.before, "data/apps changed");
         assert_eq!(banner(self.env.port(0)), None, "an instance answers");
     }
+}
+
+/// The `reason` (a code such as `not_yet_valid`, also read with spaces) and `detail` of a
+/// `job.rejected` entry; the whole entry when it has neither.
+fn rejection_text(e: &serde_json::Value) -> String {
+    let field = |k: &str| {
+        e.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (reason, detail) = (field("reason"), field("detail"));
+    if reason.is_empty() && detail.is_empty() {
+        return e.to_string();
+    }
+    format!("{reason} {} {detail}", reason.replace(['_', '-', '.'], " "))
 }
 
 fn edit_signed_job(path: &Path, edit: impl FnOnce(&mut SignedJob)) {
@@ -141,7 +155,7 @@ fn bad_signature_is_rejected() {
     let case = Case::new();
     let job = case.create_signed("flipped", &[], &[]);
     edit_signed_job(&job, |s| s.signatures[0].sig[10] ^= 0x01);
-    case.assert_rejected(&case.submit(&job), &["signature"]);
+    case.assert_rejected(&case.submit(&job), "bad_signature", &["signature"]);
 }
 
 #[test]
@@ -151,6 +165,7 @@ fn unknown_key_is_rejected() {
     case.sign(&job, &case.env.keys.attacker);
     case.assert_rejected(
         &case.submit(&job),
+        "unknown_key",
         &[
             "unknown key",
             "untrusted",
@@ -169,6 +184,7 @@ fn signer_without_the_role_is_rejected() {
     case.sign(&job, &case.env.keys.viewer);
     case.assert_rejected(
         &case.submit(&job),
+        "missing_role",
         &["role", "not allowed", "permission", "may not"],
     );
 }
@@ -177,7 +193,7 @@ fn signer_without_the_role_is_rejected() {
 fn job_for_another_agent_is_rejected() {
     let case = Case::new();
     let job = case.create_signed("other-agent", &[("--agent-id", "agent-2")], &[]);
-    case.assert_rejected(&case.submit(&job), &["agent"]);
+    case.assert_rejected(&case.submit(&job), "wrong_agent", &["agent"]);
 }
 
 #[test]
@@ -189,7 +205,7 @@ fn expired_job_is_rejected() {
         &[("--not-before", &past), ("--valid-for", "1m")],
         &[],
     );
-    case.assert_rejected(&case.submit(&job), &["expired"]);
+    case.assert_rejected(&case.submit(&job), "expired", &["expired"]);
 }
 
 #[test]
@@ -199,6 +215,7 @@ fn job_not_yet_valid_is_rejected() {
     let job = case.create_signed("early", &[("--not-before", &later)], &[]);
     case.assert_rejected(
         &case.submit(&job),
+        "not_yet_valid",
         &[
             "not yet valid",
             "not valid before",
@@ -216,7 +233,14 @@ fn validity_window_over_the_maximum_is_rejected() {
     let job = case.create_signed("long", &[("--valid-for", "2h")], &[]);
     case.assert_rejected(
         &case.submit(&job),
-        &["validity", "window", "longer than", "max_validity"],
+        "window_too_long",
+        &[
+            "validity",
+            "window",
+            "longer than",
+            "max_validity",
+            "maximum",
+        ],
     );
 }
 
@@ -229,7 +253,7 @@ fn bytes_changed_after_signing_are_rejected() {
         decoded.reason = "changed after signing".to_owned();
         s.job = decoded.encode_to_vec();
     });
-    case.assert_rejected(&case.submit(&job), &["signature"]);
+    case.assert_rejected(&case.submit(&job), "bad_signature", &["signature"]);
 }
 
 #[test]
@@ -244,11 +268,39 @@ fn malformed_job_is_rejected_even_when_signed() {
     };
     let job = case.env.root.join("garbage.job");
     fs::write(&job, signed.encode_to_vec()).unwrap();
+    let words = ["malformed", "decode", "protobuf", "invalid job"];
+    // The CLI checks the file before sending it ...
     let out = case
         .ctl
         .run(&["job", "submit", &job.to_string_lossy()])
         .unwrap();
-    case.assert_rejected(&out, &["malformed", "decode", "protobuf", "invalid job"]);
+    assert!(
+        out.code == 2 || out.code == 3,
+        "a malformed job was submitted:\n{}",
+        out.all()
+    );
+    assert!(
+        mentions(&out.stderr, &words),
+        "stderr does not say why:\n{}",
+        out.all()
+    );
+    // ... so send it raw: the agent must refuse it on its own.
+    let refused = submit_raw(&case.env, &case.agent, signed)
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        mentions(refused.message(), &words),
+        "agent's refusal: {refused:?}"
+    );
+    let rejected = audit_events(&case.env, "job.rejected").unwrap();
+    assert!(
+        rejected
+            .iter()
+            .any(|e| e["reason"] == "malformed" && mentions(&rejection_text(e), &words)),
+        "no job.rejected entry for the malformed job: {rejected:#?}"
+    );
+    assert!(audit_events(&case.env, "job.accepted").unwrap().is_empty());
+    assert_eq!(case.env.apps_snapshot(), case.before, "data/apps changed");
 }
 
 #[test]
@@ -261,6 +313,7 @@ fn oversize_job_is_rejected() {
     let job = case.create_signed("big", &[], &["--env", &big]);
     case.assert_rejected(
         &case.submit(&job),
+        "too_large",
         &[
             "too large",
             "too big",
@@ -278,6 +331,7 @@ fn unconfigured_app_is_rejected() {
     let job = case.create_signed("other-app", &[("--app", "other")], &[]);
     case.assert_rejected(
         &case.submit(&job),
+        "app_not_configured",
         &[
             "not configured",
             "unknown app",
@@ -326,7 +380,7 @@ fn identical_resubmission_is_idempotent_and_a_reused_job_id_is_rejected() {
     );
     let rejected = audit_events(&case.env, "job.rejected").unwrap();
     assert!(
-        rejected.iter().any(|e| mentions(&e.to_string(), &words)),
+        rejected.iter().any(|e| e["reason"] == "replayed"),
         "no job.rejected for the replay: {rejected:#?}"
     );
     assert_eq!(of_job("job.accepted"), 1);
