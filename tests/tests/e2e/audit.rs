@@ -2,20 +2,21 @@
 //! tampering fails naming the seq where the chain breaks.
 
 use gantry_tests::tamper::{Tamper, tampered_copy};
-use gantry_tests::{Agent, Controller, TestEnv, audit_lines, make_artifact};
+use std::path::Path;
+
+use gantry_tests::{Agent, Controller, Output, TestEnv, audit_lines, make_artifact};
 
 use crate::{deploy, names_seq};
 
-#[test]
-fn verify_accepts_the_real_log_and_names_the_seq_of_each_tampering() {
+/// An environment whose stopped agent has logged one deploy; asserts the log's shape.
+fn logged_deploy() -> TestEnv {
     let env = TestEnv::new().unwrap();
     let mut agent = Agent::start(&env).unwrap();
     let ctl = Controller::new(&env, &agent);
     let v1 = make_artifact(&env, "1.0.0", "").unwrap();
     deploy(&ctl, &env, "1.0.0", &v1, 1, "20s").assert_code(0);
     // The controller checks the raw lines against the agent's key and what it witnessed.
-    let remote = ctl.run(&["audit", "verify"]).unwrap();
-    remote.assert_code(0);
+    ctl.run(&["audit", "verify"]).unwrap().assert_code(0);
     agent.terminate().unwrap();
 
     let entries = audit_lines(&env).unwrap();
@@ -43,41 +44,57 @@ fn verify_accepts_the_real_log_and_names_the_seq_of_each_tampering() {
             "seq gap at entry {i}: {e}"
         );
     }
+    env
+}
 
-    let audit = env.data_dir.join("audit");
+fn verify(env: &TestEnv, dir: &Path) -> Output {
     let pubkey = env.keys.agent.public.to_string_lossy().into_owned();
-    let verify = |dir: &std::path::Path| {
-        env.agent_cmd(&[
-            "audit",
-            "verify",
-            "--dir",
-            &dir.to_string_lossy(),
-            "--pubkey",
-            &pubkey,
-        ])
-        .unwrap()
-    };
-    verify(&audit).assert_code(0);
+    env.agent_cmd(&[
+        "audit",
+        "verify",
+        "--dir",
+        &dir.to_string_lossy(),
+        "--pubkey",
+        &pubkey,
+    ])
+    .unwrap()
+}
 
-    let k = 3;
+/// Verifies a copy of the log damaged by `tamper`: exit 1, naming the seq.
+#[track_caller]
+fn assert_found(env: &TestEnv, tamper: Tamper) {
+    let audit = env.data_dir.join("audit");
+    let copy = env.root.join(format!("tampered-{tamper:?}"));
+    let seq = tampered_copy(&audit, &copy, tamper).unwrap();
+    let out = verify(env, &copy);
+    assert_eq!(out.code, 1, "{tamper:?} passed verification\n{}", out.all());
+    assert!(
+        names_seq(&out.all(), seq),
+        "{tamper:?}: output does not name seq {seq}:\n{}",
+        out.all()
+    );
+}
+
+#[test]
+fn verify_accepts_the_real_log_and_names_the_seq_of_each_tampering() {
+    let env = logged_deploy();
+    let audit = env.data_dir.join("audit");
+    verify(&env, &audit).assert_code(0);
     for tamper in [
-        Tamper::EditField(k),
-        Tamper::DeleteLine(k),
-        Tamper::SwapWithNext(k),
-        Tamper::TruncateMidLine,
+        Tamper::EditField(3),
+        Tamper::DeleteLine(3),
+        Tamper::SwapWithNext(3),
     ] {
-        let copy = env.root.join(format!("tampered-{tamper:?}"));
-        let seq = tampered_copy(&audit, &copy, tamper).unwrap();
-        let out = verify(&copy);
-        assert_eq!(out.code, 1, "{tamper:?} passed verification\n{}", out.all());
-        assert!(
-            names_seq(&out.all(), seq),
-            "{tamper:?}: output does not name seq {seq}:\n{}",
-            out.all()
-        );
+        assert_found(&env, tamper);
     }
     // The original is untouched by all this.
-    verify(&audit).assert_code(0);
+    verify(&env, &audit).assert_code(0);
+}
+
+#[test]
+fn verify_reports_a_torn_last_line() {
+    let env = logged_deploy();
+    assert_found(&env, Tamper::TruncateMidLine);
 }
 
 #[test]
