@@ -189,6 +189,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let decode_limit =
         (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);
+    let flusher = {
+        let service = service.clone();
+        let token = shutdown.token();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = service.flush_rejection_summary().await {
+                    tracing::error!("cannot record the rejection summary: {}", reason(&e));
+                }
+            }
+            service
+        })
+    };
     let svc = AgentServer::new(service)
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(4 * 1024 * 1024);
@@ -230,6 +247,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }),
         Err(_) => Ok(()),
     };
+    if let Ok(service) = flusher.await
+        && let Err(e) = service.flush_rejection_summary().await
+    {
+        tracing::error!("cannot record the rejection summary: {}", reason(&e));
+    }
     let stopped = Entry::new("agent.stopped")
         .with("agent_id", json!(config.agent_id))
         .with("config_digest", json!(config.digest))

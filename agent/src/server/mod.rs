@@ -1,10 +1,13 @@
 //! The gRPC service `gantry.v1.Agent` over mutual TLS.
 //!
-//! A submitted job goes: `job.received` (durable) → admission → `job.rejected` or
-//! `job.accepted` (durable) → executor. Nothing runs before its acceptance is on disk, and
-//! every rejection is recorded with the peer's certificate fingerprint and the claimed key ids.
+//! A submitted job goes: admission (pure checks; the replay store records an admitted id) →
+//! `job.received` and `job.rejected` or `job.accepted` (durable) → executor. Nothing runs
+//! before its acceptance is on disk, and every rejection is recorded with the peer's
+//! certificate fingerprint and the claimed key ids — one by one up to a rate, counted in a
+//! `job.rejected.summary` entry beyond it (see [`flood`]).
 
 pub mod convert;
+pub mod flood;
 pub mod status;
 pub mod tls;
 
@@ -42,6 +45,7 @@ pub struct AgentService {
     executor: Executor,
     store: Arc<ArtifactStore>,
     max_artifact_bytes: u64,
+    rejections: Arc<flood::RejectionLimiter>,
 }
 
 impl AgentService {
@@ -66,27 +70,46 @@ impl AgentService {
             executor,
             store,
             max_artifact_bytes,
+            rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
         }
     }
 
-    async fn reject(&self, rejection: &Rejection, peer: &PeerIdentity) -> Status {
+    /// Writes the count of rejections that were over the full-recording rate, if any. The
+    /// daemon calls this every second and once more at shutdown.
+    ///
+    /// # Errors
+    ///
+    /// The audit error when the summary cannot be written.
+    pub async fn flush_rejection_summary(&self) -> Result<(), crate::audit::AuditError> {
+        match self.rejections.take_summary() {
+            Some(summary) => self.audit.append(summary).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a rejection (in full, or only counted when over the rate) and builds its answer.
+    async fn reject(&self, received: Entry, rejection: &Rejection, peer: &PeerIdentity) -> Status {
+        let code = status::reason_code(&rejection.error);
+        tracing::info!(reason = code, "job rejected: {}", reason(&rejection.error));
+        if !self.rejections.record_in_full(code) {
+            return status::rejection(&rejection.error);
+        }
         let entry = Entry::new("job.rejected")
-            .with("reason", json!(status::reason_code(&rejection.error)))
+            .with("reason", json!(code))
             .with("detail", json!(reason(&rejection.error)))
             .with("job_id", json!(rejection.job_id))
             .with("app", json!(rejection.app))
             .with("job_digest", json!(rejection.job_digest))
             .with("peer_fingerprint", json!(peer.fingerprint))
             .with("claimed_key_ids", json!(rejection.claimed_key_ids));
-        if let Err(e) = self.audit.append(entry).await {
-            return unavailable(&e);
+        let recorded = match self.audit.append(received).await {
+            Ok(_) => self.audit.append(entry).await,
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(_) => status::rejection(&rejection.error),
+            Err(e) => unavailable(&e),
         }
-        tracing::info!(
-            reason = status::reason_code(&rejection.error),
-            "job rejected: {}",
-            reason(&rejection.error)
-        );
-        status::rejection(&rejection.error)
     }
 
     fn finished_stream(
@@ -219,10 +242,6 @@ impl Agent for AgentService {
             .with("bytes", json!(signed.job.len()))
             .with("peer_fingerprint", json!(peer.fingerprint))
             .with("claimed_key_ids", json!(claimed));
-        self.audit
-            .append(received)
-            .await
-            .map_err(|e| unavailable(&e))?;
 
         let sigs: Vec<SignatureIn> = signed
             .signatures
@@ -236,9 +255,19 @@ impl Agent for AgentService {
             .admission
             .admit(&signed.job, &sigs, &peer, now_unix(), &self.executor);
         let job = match admitted {
-            Err(rejection) => return Err(self.reject(&rejection, &peer).await),
+            Err(rejection) => return Err(self.reject(received, &rejection, &peer).await),
             Ok(Admitted::Duplicate(record)) => {
                 tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
+                if self.rejections.record_in_full("resubmitted") {
+                    let again = Entry::new("job.resubmitted")
+                        .with("job_id", json!(record.job_id))
+                        .with("job_digest", json!(record.digest))
+                        .with("peer_fingerprint", json!(peer.fingerprint));
+                    self.audit
+                        .append(again)
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                }
                 return self.known_job(record.job_id.as_str()).map(Response::new);
             }
             Ok(Admitted::New(job)) => job,
@@ -256,7 +285,7 @@ impl Agent for AgentService {
                 claimed_key_ids: sigs.iter().map(|s| s.key_id_hint.clone()).collect(),
                 job_digest: digest,
             };
-            return Err(self.reject(&rejection, &peer).await);
+            return Err(self.reject(received, &rejection, &peer).await);
         }
         let version = spec
             .release
@@ -280,7 +309,11 @@ impl Agent for AgentService {
             .with("version", json!(version))
             .with("strategy", json!(strategy_of(&job).map(|s| s.as_str())))
             .with("peer_fingerprint", json!(peer.fingerprint));
-        if let Err(e) = self.audit.append(accepted).await {
+        let recorded = match self.audit.append(received).await {
+            Ok(_) => self.audit.append(accepted).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             self.executor.release(&spec.app);
             let status = unavailable(&e);
             let _ = self
