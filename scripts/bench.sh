@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Hot-deploy latency and agent memory against a real agent on loopback.
+#
+#   cargo build --release --bins && scripts/bench.sh [N]
+#
+# 1. `gantry quickstart --dir WORK` makes a throw-away CA, certificates, keys, the agent config
+#    and two sample-app artifacts (it deploys both once, stops the app and its agent).
+# 2. A fresh `gantry-agent run` on that config; its VmRSS once idle.
+# 3. N hot deploys (default 10) with `gantry deploy --json`, versions 2.0.1, 2.0.2, ...
+#    alternating the two artifacts (both already in the agent's store: no upload). For each:
+#      wall        the controller's clock around the `gantry deploy` process (sign, connect,
+#                  submit, follow to the end)
+#      agent       finished.ts_ms - accepted.ts_ms from the JSON events (the agent's clock)
+#      app         health.passed.ts_ms - instance.started.ts_ms: the app becoming healthy,
+#                  as seen by the health probe (interval HEALTH_INTERVAL)
+#      agent_share agent - app: what the agent itself spends (unpack, stop, switch, start, audit)
+#      ctl_share   wall - agent: controller process, TLS, submit and event stream
+#    then median and p90 (nearest rank) of each.
+# 4. The agent's VmRSS and VmHWM again, idle after the deploys.
+# 5. `gantry stop` of the app, SIGTERM to the agent, the work directory removed (KEEP=1 keeps
+#    it), also on failure or Ctrl-C.
+#
+# Environment: BIN_DIR (default target/release next to this script's repo), BENCH_PARENT
+# (where the work directory is made; default ${TMPDIR:-/tmp}; it decides the disk under test),
+# HEALTH_INTERVAL (default 100ms), SETTLE_SECS (idle time before reading RSS, default 2).
+set -euo pipefail
+
+N=${1:-10}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN_DIR=${BIN_DIR:-$REPO/target/release}
+BENCH_PARENT=${BENCH_PARENT:-${TMPDIR:-/tmp}}
+HEALTH_INTERVAL=${HEALTH_INTERVAL:-100ms}
+SETTLE_SECS=${SETTLE_SECS:-2}
+GANTRY=$BIN_DIR/gantry
+AGENT_BIN=$BIN_DIR/gantry-agent
+
+for b in "$GANTRY" "$AGENT_BIN" "$BIN_DIR/gantry-sample-app"; do
+    if [[ ! -x $b ]]; then
+        echo "bench.sh: $b is missing; run: cargo build --release --bins" >&2
+        exit 2
+    fi
+done
+if ! [[ $N =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench.sh: N must be a positive integer, got '$N'" >&2
+    exit 2
+fi
+
+WORK=$(mktemp -d "$BENCH_PARENT/gantry-bench.XXXXXX")
+# Instances may run as another user (nobody, when we are root): they must reach their release.
+chmod 0711 "$WORK"
+AGENT_PID=
+APP_DEPLOYED=0
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
+        # Instances outlive the agent by design: stop the app first, then the agent.
+        if [[ $APP_DEPLOYED == 1 ]]; then
+            "$GANTRY" stop --key "$WORK/keys/deployer.key" --app sample \
+                --reason "bench: clean up" --json >"$WORK/stop.jsonl" 2>&1 ||
+                echo "bench.sh: gantry stop failed: $(tail -3 "$WORK/stop.jsonl")" >&2
+        fi
+        kill -TERM "$AGENT_PID"
+        for _ in $(seq 1 300); do
+            kill -0 "$AGENT_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        if kill -0 "$AGENT_PID" 2>/dev/null; then
+            echo "bench.sh: agent $AGENT_PID ignored SIGTERM for 15s; killing it" >&2
+            kill -KILL "$AGENT_PID"
+        fi
+        wait "$AGENT_PID" 2>/dev/null
+    fi
+    if [[ ${KEEP:-0} == 1 ]]; then
+        echo "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rss() { # pid -> "VmRSS kB VmHWM kB"
+    awk '/^VmRSS:/ {r=$2} /^VmHWM:/ {h=$2} END {printf "%d %d", r, h}' "/proc/$1/status"
+}
+
+kib_to_mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+
+echo "== machine"
+echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "nproc:      $(nproc)"
+echo "cpu:        $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+echo "kernel:     $(uname -r)"
+echo "work dir:   $WORK on $(findmnt -n -o SOURCE,FSTYPE -T "$WORK" | tr -s ' ')"
+echo "binaries:   $BIN_DIR"
+
+echo "== quickstart (PKI, keys, config, artifacts)"
+if ! qs_out=$("$GANTRY" quickstart --dir "$WORK" 2>&1); then
+    echo "$qs_out" >&2
+    exit 1
+fi
+echo "$qs_out" >"$WORK/quickstart.log"
+
+echo "== start the agent"
+rm -f "$WORK/data/run/listen.addr"
+"$AGENT_BIN" run --config "$WORK/agent.toml" >"$WORK/agent-bench.log" 2>&1 &
+AGENT_PID=$!
+for _ in $(seq 1 400); do
+    [[ -s $WORK/data/run/listen.addr ]] && break
+    if ! kill -0 "$AGENT_PID" 2>/dev/null; then
+        echo "bench.sh: the agent exited while starting:" >&2
+        tail -20 "$WORK/agent-bench.log" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+if [[ ! -s $WORK/data/run/listen.addr ]]; then
+    echo "bench.sh: the agent did not write its address within 20s" >&2
+    exit 1
+fi
+export GANTRY_AGENT GANTRY_AGENT_ID=quickstart-agent GANTRY_CA=$WORK/pki/ca.pem \
+    GANTRY_CERT=$WORK/pki/controller.pem GANTRY_CERT_KEY=$WORK/pki/controller.key \
+    GANTRY_STATE_DIR=$WORK/state
+GANTRY_AGENT=$(cat "$WORK/data/run/listen.addr")
+echo "agent pid $AGENT_PID on $GANTRY_AGENT"
+sleep "$SETTLE_SECS"
+read -r RSS0 HWM0 <<<"$(rss "$AGENT_PID")"
+echo "idle after start: VmRSS $(kib_to_mib "$RSS0") MiB ($RSS0 kB), VmHWM $(kib_to_mib "$HWM0") MiB"
+
+echo "== $N hot deploys (health interval $HEALTH_INTERVAL)"
+ts_of() { # file step-or-type -> ts_ms of the last matching event
+    grep -E "\"(step|type)\":\"$2\"" "$1" | tail -1 | sed -E 's/.*"ts_ms":([0-9]+).*/\1/'
+}
+ROWS=$WORK/rows.tsv
+: >"$ROWS"
+printf '%-3s %-8s %-20s %8s %8s %8s %12s %10s\n' "#" version artifact wall agent app agent_share ctl_share
+for i in $(seq 1 "$N"); do
+    version=2.0.$i
+    if ((i % 2)); then artifact=sample-1.0.0.tar.gz; else artifact=sample-1.1.0.tar.gz; fi
+    out=$WORK/deploy-$i.jsonl
+    APP_DEPLOYED=1
+    t0=$(date +%s%N)
+    if ! "$GANTRY" deploy --json --key "$WORK/keys/deployer.key" --app sample \
+        --version "$version" --artifact "$WORK/$artifact" --health http:/health \
+        --health-interval "$HEALTH_INTERVAL" --reason "bench $i" \
+        -- bin/gantry-sample-app >"$out" 2>"$out.err"; then
+        echo "bench.sh: deploy $version failed:" >&2
+        cat "$out" "$out.err" >&2
+        exit 1
+    fi
+    t1=$(date +%s%N)
+    if ! grep -q '"type":"finished".*"outcome":"succeeded"\|"outcome":"succeeded".*"type":"finished"' "$out"; then
+        echo "bench.sh: deploy $version did not succeed:" >&2
+        cat "$out" >&2
+        exit 1
+    fi
+    accepted=$(ts_of "$out" accepted)
+    started=$(ts_of "$out" instance.started)
+    healthy=$(ts_of "$out" health.passed)
+    finished=$(ts_of "$out" finished)
+    wall=$(((t1 - t0) / 1000000))
+    agent=$((finished - accepted))
+    app=$((healthy - started))
+    share=$((agent - app))
+    ctl=$((wall - agent))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wall" "$agent" "$app" "$share" "$ctl" "$version" >>"$ROWS"
+    printf '%-3s %-8s %-20s %6sms %6sms %6sms %10sms %8sms\n' "$i" "$version" "$artifact" \
+        "$wall" "$agent" "$app" "$share" "$ctl"
+done
+
+stats() { # column number -> "median p90" (nearest rank), in ms
+    cut -f"$1" "$ROWS" | sort -n | awk '{v[NR]=$1} END {
+        m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
+        r = int(0.9 * NR); if (r < 0.9 * NR) r++
+        printf "%g %g", m, v[r]
+    }'
+}
+echo "== summary over $N deploys (ms): median p90"
+col=1
+for name in "wall (controller clock)" "agent (accepted->finished)" "app (started->healthy)" \
+    "agent share (agent - app)" "controller share (wall - agent)"; do
+    read -r med p90 <<<"$(stats "$col")"
+    printf '%-34s median %6s  p90 %6s\n' "$name" "$med" "$p90"
+    col=$((col + 1))
+done
+
+sleep "$SETTLE_SECS"
+read -r RSS1 HWM1 <<<"$(rss "$AGENT_PID")"
+echo "== agent memory"
+echo "idle after start:      VmRSS $(kib_to_mib "$RSS0") MiB ($RSS0 kB), VmHWM $(kib_to_mib "$HWM0") MiB"
+echo "idle after $N deploys: VmRSS $(kib_to_mib "$RSS1") MiB ($RSS1 kB), VmHWM $(kib_to_mib "$HWM1") MiB"
+if ((RSS1 < 20 * 1024 && RSS0 < 20 * 1024)); then
+    echo "goal VmRSS < 20 MiB: met"
+else
+    echo "goal VmRSS < 20 MiB: NOT met"
+fi
