@@ -2,7 +2,7 @@
 //!
 //! # Design
 //!
-//! * One dedicated writer thread owns the open file ([`writer`]). [`AuditLog::append`] hands it
+//! * One dedicated writer thread owns the open file (`writer.rs`). [`AuditLog::append`] hands it
 //!   an [`Entry`] and waits; the thread drains everything queued, writes the whole batch with one
 //!   `write`, makes it durable with ONE `fdatasync`, and only then answers every caller (group
 //!   commit). An entry is thus on disk before the action it records is acknowledged or begun.
@@ -10,15 +10,24 @@
 //!   the previous line's exact bytes ([`gantry_proto::audit_chain::line_hash`]).
 //! * Every `checkpoint_every` entries, every `checkpoint_interval`, on [`AuditLog::checkpoint`]
 //!   and on [`AuditLog::close`], the writer appends a `checkpoint` entry signed with the agent's
-//!   key over its own `prev` ([`checkpoint`]).
+//!   key over its own `prev` (`checkpoint.rs`).
 //! * Files are `<dir>/audit-<first seq, 20 digits>.jsonl`; a file past `max_file_bytes` is
 //!   followed by a new one named by its first seq, and the chain continues.
 //! * At open, a torn last line (a crash mid-write) is moved to `<dir>/torn-<unix ms>.partial`
-//!   and recorded as `audit.recovered`, never dropped or patched into the chain ([`recover`]).
+//!   and recorded as `audit.recovered`, never dropped or patched into the chain (`recover.rs`).
 //! * Fail closed: when a write or sync fails, the file is cut back to its last durable length,
 //!   the whole batch gets [`AuditError::Unavailable`], and [`AuditLog::health`] reports why until
 //!   a later write succeeds.
-//! * [`reader`] holds what operators run: `audit verify`, `audit tail [-f]`.
+//! * `reader.rs` holds what operators run: `audit verify`, `audit tail [-f]`.
+//!
+//! # Limitations
+//!
+//! * Readers (verify, tail, [`read_lines`]) see complete lines only: an incomplete last line is a
+//!   write in progress or a torn tail the next open sets aside, not part of the chain.
+//! * A crash after a torn tail was set aside but before `audit.recovered` is durable leaves the
+//!   `torn-*.partial` file unrecorded (the chain itself stays intact).
+//! * `tail -f` reads lines as soon as they are written, a moment before their fdatasync; a line
+//!   whose write then fails is cut back from the file but may already have been printed.
 
 mod checkpoint;
 mod reader;
