@@ -139,6 +139,18 @@ pub enum AdmissionError {
         /// The trusted key id claimed.
         key_id: String,
     },
+    /// A signature verifies under a trusted key, but that key is revoked or outside its
+    /// validity window at admission time, and without it the job has no valid signer or
+    /// misses a role or approval.
+    #[error("signature by key {name} ({key_id}) does not count: {why}")]
+    KeyNotValid {
+        /// The key's id.
+        key_id: String,
+        /// The key's name in the config.
+        name: String,
+        /// Why, e.g. `expired at 2026-01-02T03:04:05Z` or `revoked: laptop stolen`.
+        why: String,
+    },
     /// The signed bytes are not a protobuf `Job`.
     #[error("job is not a valid gantry.v1.Job: {detail}")]
     Malformed {
@@ -349,7 +361,12 @@ impl Admission {
                 max,
             });
         }
-        let signers = policy::verify_signers(&self.policy, job_bytes, sigs)?;
+        let verified = policy::verify_signers(&self.policy, job_bytes, sigs)?;
+        // One time for every key-validity decision of this job.
+        let (signers, not_valid) = policy::valid_at(&verified, now);
+        if signers.is_empty() {
+            return Err(policy::key_not_valid(&not_valid));
+        }
 
         let wire = decode::decode_job(job_bytes)?;
         known.job_id = Some(wire.job_id.clone());
@@ -371,7 +388,14 @@ impl Admission {
                 .ok_or_else(|| AdmissionError::AppNotConfigured {
                     app: spec.app.to_string(),
                 })?;
-        policy::check_roles(app, spec.action, &signers)?;
+        policy::check_roles(app, spec.action, &signers).map_err(|e| {
+            // A key that does not count is the better explanation of a missing role or approval.
+            if not_valid.is_empty() {
+                e
+            } else {
+                policy::key_not_valid(&not_valid)
+            }
+        })?;
 
         match spec.action {
             Action::Deploy => {

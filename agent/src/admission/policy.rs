@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use gantry_proto::envelope::verify_job;
 
 use super::{AdmissionError, SignatureIn};
-use crate::config::{APPROVER_ROLE, AppPolicy, Policy, TrustedKey};
+use crate::config::{APPROVER_ROLE, AppPolicy, KeyInvalidity, Policy, TrustedKey};
 use crate::job::Action;
 
 /// Most signatures looked at in one job: each may cost one verification per trusted key.
@@ -80,13 +80,68 @@ pub fn verify_signers<'p>(
         .collect())
 }
 
+/// Splits verified signers into those whose key counts at `now` (not revoked, inside its
+/// validity window) and those that do not, with the reason, both in input order.
+pub fn valid_at<'p>(
+    signers: &[&'p TrustedKey],
+    now: i64,
+) -> (Vec<&'p TrustedKey>, Vec<(&'p TrustedKey, KeyInvalidity)>) {
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for k in signers {
+        match k.invalid_at(now) {
+            None => valid.push(*k),
+            Some(why) => invalid.push((*k, why)),
+        }
+    }
+    (valid, invalid)
+}
+
+/// [`AdmissionError::KeyNotValid`] for the first key of `not_valid` (as [`valid_at`]
+/// returns them); [`AdmissionError::NoSignatures`] when it is empty.
+pub fn key_not_valid(not_valid: &[(&TrustedKey, KeyInvalidity)]) -> AdmissionError {
+    match not_valid.first() {
+        Some((k, why)) => AdmissionError::KeyNotValid {
+            key_id: k.key_id.to_string(),
+            name: k.name.clone(),
+            why: why.to_string(),
+        },
+        None => AdmissionError::NoSignatures,
+    }
+}
+
+/// How many approvals `signers` give a job for `action` on `app`: distinct keys (by public
+/// key) with role [`APPROVER_ROLE`], less the one acting as the deployer unless
+/// `app.deployer_may_approve`. The deployer is chosen to leave the most approvals: a
+/// deployer-only key if one signed, else one approver fewer.
+pub fn approvals(app: &AppPolicy, action: Action, signers: &[&TrustedKey]) -> u32 {
+    let needed = app.roles_for(action);
+    let mut seen = BTreeSet::new();
+    let distinct: Vec<&&TrustedKey> = signers
+        .iter()
+        .filter(|k| seen.insert(*k.key.as_bytes()))
+        .collect();
+    let deployers: Vec<&&&TrustedKey> = distinct
+        .iter()
+        .filter(|k| !k.roles.is_disjoint(&needed))
+        .collect();
+    let approvers = distinct
+        .iter()
+        .filter(|k| k.roles.contains(APPROVER_ROLE))
+        .count();
+    let deployer_is_approver = !deployers.is_empty()
+        && !app.deployer_may_approve
+        && deployers.iter().all(|k| k.roles.contains(APPROVER_ROLE));
+    u32::try_from(approvers - usize::from(deployer_is_approver)).unwrap_or(u32::MAX)
+}
+
 /// Checks that the signers may do `action` on `app`, with the approvals it requires.
 ///
 /// # Errors
 ///
 /// [`AdmissionError::MissingRole`] when no signer holds a role allowed for the action;
 /// [`AdmissionError::QuorumNotMet`] when fewer than `app.approvals` distinct keys with role
-/// [`APPROVER_ROLE`] signed besides the one acting as the deployer.
+/// [`APPROVER_ROLE`] signed besides the one acting as the deployer (see [`approvals`]).
 pub fn check_roles(
     app: &AppPolicy,
     action: Action,
@@ -112,15 +167,7 @@ pub fn check_roles(
     if app.approvals == 0 {
         return Ok(());
     }
-    let approvers = signers
-        .iter()
-        .filter(|k| k.roles.contains(APPROVER_ROLE))
-        .count();
-    // One key acts as the deployer and does not also approve its own job. Pick it to leave the
-    // most approvals: a deployer-only key if one signed, else one approver fewer.
-    let deployer_is_approver = deployers.iter().all(|k| k.roles.contains(APPROVER_ROLE));
-    let got = approvers - usize::from(deployer_is_approver);
-    let got = u32::try_from(got).unwrap_or(u32::MAX);
+    let got = approvals(app, action, signers);
     if got < app.approvals {
         return Err(AdmissionError::QuorumNotMet {
             needed: app.approvals,

@@ -118,6 +118,97 @@ pub struct TrustedKey {
     pub key_id: KeyId,
     /// The roles it holds.
     pub roles: BTreeSet<String>,
+    /// Unix seconds before which its signatures do not count.
+    pub not_before: Option<i64>,
+    /// Unix seconds from which its signatures no longer count.
+    pub not_after: Option<i64>,
+    /// A revoked key's signatures never count.
+    pub revoked: bool,
+    /// Why it was revoked, if the config says.
+    pub revoked_reason: Option<String>,
+}
+
+/// Why a trusted key's signatures do not count at some time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyInvalidity {
+    /// The key is marked `revoked = true`.
+    Revoked {
+        /// `revoked_reason`, if given.
+        reason: Option<String>,
+    },
+    /// Before the key's `not_before`.
+    NotYetValid {
+        /// Unix seconds.
+        not_before: i64,
+    },
+    /// At or after the key's `not_after`.
+    Expired {
+        /// Unix seconds.
+        not_after: i64,
+    },
+}
+
+impl fmt::Display for KeyInvalidity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyInvalidity::Revoked { reason: Some(r) } if !r.is_empty() => {
+                write!(f, "revoked: {r}")
+            }
+            KeyInvalidity::Revoked { .. } => f.write_str("revoked"),
+            KeyInvalidity::NotYetValid { not_before } => {
+                write!(f, "not valid before {}", format_time(*not_before))
+            }
+            KeyInvalidity::Expired { not_after } => {
+                write!(f, "expired at {}", format_time(*not_after))
+            }
+        }
+    }
+}
+
+impl TrustedKey {
+    /// Why this key's signatures do not count at `now` (Unix seconds), or `None` when they
+    /// do: it is not revoked and `not_before <= now < not_after`.
+    pub fn invalid_at(&self, now: i64) -> Option<KeyInvalidity> {
+        if self.revoked {
+            return Some(KeyInvalidity::Revoked {
+                reason: self.revoked_reason.clone(),
+            });
+        }
+        if let Some(not_before) = self.not_before
+            && now < not_before
+        {
+            return Some(KeyInvalidity::NotYetValid { not_before });
+        }
+        if let Some(not_after) = self.not_after
+            && now >= not_after
+        {
+            return Some(KeyInvalidity::Expired { not_after });
+        }
+        None
+    }
+
+    /// Whether the key is valid at `now` but expires within `within` after it.
+    pub fn expires_soon(&self, now: i64, within: Duration) -> bool {
+        let within = i64::try_from(within.as_secs()).unwrap_or(i64::MAX);
+        self.invalid_at(now).is_none()
+            && self
+                .not_after
+                .is_some_and(|t| i128::from(t) - i128::from(now) <= i128::from(within))
+    }
+}
+
+/// Keys expiring within this time are flagged by `gantry-agent policy`.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Unix seconds as RFC 3339 UTC (`@SECS` when out of range).
+pub fn format_time(secs: i64) -> String {
+    match u64::try_from(secs)
+        .ok()
+        .and_then(|s| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+    {
+        Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+        None => format!("@{secs}"),
+    }
 }
 
 /// What one app may do on this host.
@@ -138,6 +229,9 @@ pub struct AppPolicy {
     /// Signatures required from distinct keys with role [`APPROVER_ROLE`], beyond the signer
     /// that holds the action's role.
     pub approvals: u32,
+    /// Whether the deployer's own key may count as one of the approvals. Off by default: a
+    /// job then needs `approvals` approver keys besides the one acting as the deployer.
+    pub deployer_may_approve: bool,
     /// Action → roles, any of which may do it. An absent action is allowed to nobody.
     pub allow: BTreeMap<Action, BTreeSet<String>>,
 }
@@ -297,6 +391,29 @@ impl Config {
     ///
     /// [`ConfigErrors`] listing every problem found, each with its entry.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        validate::load(path, &validate::HostIdentity::current())
+        validate::load(
+            path,
+            &validate::HostIdentity::current(),
+            validate::Mode::Full,
+        )
+    }
+
+    /// Reads, parses and validates only what decides whether a job is admitted: the keys,
+    /// the apps' roles and approvals, `agent_id` and the limits. For tools that evaluate a job
+    /// against a policy elsewhere (`gantry job show --policy`), never for running an agent.
+    ///
+    /// TLS files and the audit signing key are not read, and app users are not looked up:
+    /// every app's [`AppPolicy::run_as`] is then a placeholder `RunAs::User` with uid and gid
+    /// `u32::MAX` and no groups. `user = "root"` without `allow_root` is still refused.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrors`] listing every problem found in what is checked.
+    pub fn load_policy_only(path: &Path) -> Result<Config, ConfigErrors> {
+        validate::load(
+            path,
+            &validate::HostIdentity::current(),
+            validate::Mode::PolicyOnly,
+        )
     }
 }

@@ -117,6 +117,18 @@ pub struct RawKey {
     /// Roles this key holds.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// RFC 3339 UTC time before which the key's signatures do not count.
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// RFC 3339 UTC time from which the key's signatures no longer count.
+    #[serde(default)]
+    pub not_after: Option<String>,
+    /// A revoked key's signatures never count.
+    #[serde(default)]
+    pub revoked: bool,
+    /// Why it was revoked (shown in rejections and the policy report).
+    #[serde(default)]
+    pub revoked_reason: Option<String>,
 }
 
 /// One `[apps.NAME]` table.
@@ -139,6 +151,9 @@ pub struct RawApp {
     /// Extra signatures required from distinct keys with role `approver`.
     #[serde(default)]
     pub approvals: u32,
+    /// Whether the deployer's own key may count as one of the approvals (default: never).
+    #[serde(default)]
+    pub deployer_may_approve: bool,
     /// Action → roles that may do it.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,

@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use gantry_proto::keys::write_keypair;
 use proptest::prelude::*;
 
-use super::validate::{HostIdentity, from_bytes, load};
+use super::validate::{HostIdentity, Mode, from_bytes};
 use super::*;
+
+fn load(path: &Path, host: &HostIdentity) -> Result<Config, ConfigErrors> {
+    super::validate::load(path, host, Mode::Full)
+}
 
 const EXAMPLE: &str = include_str!("../../../deploy/agent.example.toml");
 

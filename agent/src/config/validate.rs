@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gantry_proto::keys::{PublicKey, SigningKey};
 
-use super::raw::{RawApp, RawConfig};
+use super::raw::{RawApp, RawConfig, RawKey};
 use super::{
     APPROVER_ROLE, AppPolicy, AuditSettings, Config, ConfigErrors, ConfigProblem, Limits, Policy,
     RunAs, TlsConfig, TrustedKey,
@@ -39,6 +39,15 @@ impl HostIdentity {
             user,
         }
     }
+}
+
+/// How much of the config to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Everything: files exist, keys parse, users resolve (the agent).
+    Full,
+    /// Only what decides admission: see [`super::Config::load_policy_only`].
+    PolicyOnly,
 }
 
 /// Collects problems against one file.
@@ -81,7 +90,7 @@ impl Problems {
 }
 
 /// Reads, parses and validates; see [`Config::load`].
-pub(crate) fn load(path: &Path, host: &HostIdentity) -> Result<Config, ConfigErrors> {
+pub(crate) fn load(path: &Path, host: &HostIdentity, mode: Mode) -> Result<Config, ConfigErrors> {
     let mut p = Problems {
         file: path.to_owned(),
         list: Vec::new(),
@@ -93,14 +102,25 @@ pub(crate) fn load(path: &Path, host: &HostIdentity) -> Result<Config, ConfigErr
             return Err(ConfigErrors(p.list));
         }
     };
-    from_bytes(path, &bytes, host)
+    from_bytes_mode(path, &bytes, host, mode)
 }
 
 /// Parses and validates `bytes` as if read from `path`.
+#[cfg(test)]
 pub(crate) fn from_bytes(
     path: &Path,
     bytes: &[u8],
     host: &HostIdentity,
+) -> Result<Config, ConfigErrors> {
+    from_bytes_mode(path, bytes, host, Mode::Full)
+}
+
+/// Parses and validates `bytes` as if read from `path`, checking as much as `mode` says.
+pub(crate) fn from_bytes_mode(
+    path: &Path,
+    bytes: &[u8],
+    host: &HostIdentity,
+    mode: Mode,
 ) -> Result<Config, ConfigErrors> {
     let mut p = Problems {
         file: path.to_owned(),
@@ -129,7 +149,7 @@ pub(crate) fn from_bytes(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let config = validate(&mut p, raw, base, host, Sha256Hex::of(bytes));
+    let config = validate(&mut p, raw, base, host, mode, Sha256Hex::of(bytes));
     if p.list.is_empty() {
         Ok(Config {
             path: path.to_owned(),
@@ -162,6 +182,7 @@ fn validate(
     raw: RawConfig,
     base: &Path,
     host: &HostIdentity,
+    mode: Mode,
     digest: Sha256Hex,
 ) -> Config {
     if let Err(why) = check_dns_name(&raw.agent_id) {
@@ -182,10 +203,11 @@ fn validate(
     }
     let data_dir = resolve(base, &raw.data_dir);
 
+    let full = mode == Mode::Full;
     let tls = TlsConfig {
-        ca: existing_file(p, "tls.ca", base, &raw.tls.ca),
-        cert: existing_file(p, "tls.cert", base, &raw.tls.cert),
-        key: existing_file(p, "tls.key", base, &raw.tls.key),
+        ca: existing_file(p, full, "tls.ca", base, &raw.tls.ca),
+        cert: existing_file(p, full, "tls.cert", base, &raw.tls.cert),
+        key: existing_file(p, full, "tls.key", base, &raw.tls.key),
         client_fingerprints: raw.tls.client_fingerprints.clone(),
     };
     for (i, fp) in raw.tls.client_fingerprints.iter().enumerate() {
@@ -198,7 +220,7 @@ fn validate(
     }
 
     let signing_key = resolve(base, &raw.audit.signing_key);
-    if let Err(e) = SigningKey::read_pem_file(&signing_key) {
+    if full && let Err(e) = SigningKey::read_pem_file(&signing_key) {
         p.add("audit.signing_key", error_chain(&e));
     }
     p.positive("audit.checkpoint_every", raw.audit.checkpoint_every);
@@ -235,7 +257,7 @@ fn validate(
     let approvers = policy
         .keys
         .iter()
-        .filter(|k| k.roles.contains(APPROVER_ROLE))
+        .filter(|k| k.roles.contains(APPROVER_ROLE) && !k.revoked)
         .count();
 
     let mut ranges: Vec<(String, RangeInclusive<u16>)> = Vec::new();
@@ -283,6 +305,7 @@ fn validate(
             name,
             app,
             host,
+            mode,
             &known_roles,
             approvers,
             ports.as_ref(),
@@ -300,6 +323,7 @@ fn validate(
                     max_instances: app.max_instances,
                     stop_timeout,
                     approvals: app.approvals,
+                    deployer_may_approve: app.deployer_may_approve,
                     allow,
                 },
             );
@@ -330,8 +354,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn existing_file(p: &mut Problems, entry: &str, base: &Path, value: &str) -> PathBuf {
+fn existing_file(p: &mut Problems, check: bool, entry: &str, base: &Path, value: &str) -> PathBuf {
     let path = resolve(base, value);
+    if !check {
+        return path;
+    }
     match std::fs::metadata(&path) {
         Ok(m) if m.is_file() => {}
         Ok(_) => p.add(entry, format!("{} is not a regular file", path.display())),
@@ -436,6 +463,14 @@ fn validate_keys(p: &mut Problems, raw: &RawConfig, base: &Path) -> Vec<TrustedK
                 continue;
             }
         };
+        let (not_before, not_after) = key_validity(p, &at, k);
+        if k.revoked_reason.is_some() && !k.revoked {
+            p.add(
+                format!("{at}.revoked_reason"),
+                "is set but revoked is not true",
+            );
+            ok = false;
+        }
         if let Some((first, _)) = seen.iter().find(|(_, other)| *other == key) {
             p.add(
                 format!("{at}.public_key"),
@@ -454,6 +489,10 @@ fn validate_keys(p: &mut Problems, raw: &RawConfig, base: &Path) -> Vec<TrustedK
                 key,
                 key_id: key.key_id(),
                 roles: k.roles.iter().cloned().collect(),
+                not_before,
+                not_after,
+                revoked: k.revoked,
+                revoked_reason: k.revoked_reason.clone(),
             });
         }
     }
@@ -468,12 +507,16 @@ fn validate_app(
     name: &str,
     app: &RawApp,
     host: &HostIdentity,
+    mode: Mode,
     known_roles: &BTreeSet<String>,
     approvers: usize,
     ports: Option<&RangeInclusive<u16>>,
 ) -> Option<(RunAs, BTreeMap<Action, BTreeSet<String>>, Duration)> {
     let before = p.list.len();
-    let run_as = resolve_user(p, at, name, app, host);
+    let run_as = match mode {
+        Mode::Full => resolve_user(p, at, name, app, host),
+        Mode::PolicyOnly => unresolved_user(p, at, name, app),
+    };
 
     if app.max_instances == 0 {
         p.add(format!("{at}.max_instances"), "must be more than 0");
@@ -499,8 +542,8 @@ fn validate_app(
         p.add(
             format!("{at}.approvals"),
             format!(
-                "{} approval(s) required but only {approvers} key(s) hold role {APPROVER_ROLE:?}: \
-                 no job could ever be admitted",
+                "{} approval(s) required but only {approvers} unrevoked key(s) hold role \
+                 {APPROVER_ROLE:?}: no job could ever be admitted",
                 app.approvals
             ),
         );
@@ -536,6 +579,23 @@ fn validate_app(
         Some(run_as) if p.list.len() == before => Some((run_as, allow, stop_timeout)),
         _ => None,
     }
+}
+
+/// The placeholder identity of a policy-only load; still refuses root without `allow_root`.
+fn unresolved_user(p: &mut Problems, at: &str, name: &str, app: &RawApp) -> Option<RunAs> {
+    if app.user == "root" && !app.allow_root {
+        p.add(
+            format!("{at}.user"),
+            format!("app {name}: user root is root (uid 0); set allow_root = true to allow it"),
+        );
+        return None;
+    }
+    Some(RunAs::User {
+        name: app.user.clone(),
+        uid: u32::MAX,
+        gid: u32::MAX,
+        groups: Vec::new(),
+    })
 }
 
 fn resolve_user(
@@ -605,4 +665,39 @@ fn resolve_user(
         gid: user.gid.as_raw(),
         groups,
     })
+}
+
+/// Parses a key's `not_before` / `not_after` (RFC 3339, UTC) into Unix seconds.
+fn key_validity(p: &mut Problems, at: &str, k: &RawKey) -> (Option<i64>, Option<i64>) {
+    let mut time = |field: &str, value: &Option<String>| {
+        let raw = value.as_deref()?;
+        match humantime::parse_rfc3339_weak(raw.trim()) {
+            Ok(t) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+            }),
+            Err(e) => {
+                p.add(
+                    format!("{at}.{field}"),
+                    format!("{raw:?} is not an RFC 3339 UTC time like 2026-01-02T03:04:05Z: {e}"),
+                );
+                None
+            }
+        }
+    };
+    let not_before = time("not_before", &k.not_before);
+    let not_after = time("not_after", &k.not_after);
+    if let (Some(a), Some(b)) = (not_before, not_after)
+        && a >= b
+    {
+        p.add(
+            format!("{at}.not_after"),
+            format!(
+                "{} is not after not_before {}",
+                super::format_time(b),
+                super::format_time(a)
+            ),
+        );
+    }
+    (not_before, not_after)
 }

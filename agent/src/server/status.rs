@@ -19,6 +19,7 @@ pub fn code(e: &AdmissionError) -> Code {
         AdmissionError::WrongAgent { .. }
         | AdmissionError::MissingRole { .. }
         | AdmissionError::QuorumNotMet { .. }
+        | AdmissionError::KeyNotValid { .. }
         | AdmissionError::Downgrade { .. } => Code::PermissionDenied,
         AdmissionError::NotYetValid { .. }
         | AdmissionError::Expired { .. }
@@ -45,6 +46,7 @@ pub fn reason_code(e: &AdmissionError) -> &'static str {
         AdmissionError::WrongAgent { .. } => "wrong_agent",
         AdmissionError::MissingRole { .. } => "missing_role",
         AdmissionError::QuorumNotMet { .. } => "quorum_not_met",
+        AdmissionError::KeyNotValid { .. } => "key_not_valid",
         AdmissionError::Downgrade { .. } => "downgrade",
         AdmissionError::NotYetValid { .. } => "not_yet_valid",
         AdmissionError::Expired { .. } => "expired",
