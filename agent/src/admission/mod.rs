@@ -501,6 +501,11 @@ impl Admission {
     }
 }
 
+/// The agent's clock in Unix seconds (0 before the epoch).
+pub fn unix_now() -> i64 {
+    now_ms() / 1000
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -28,7 +28,7 @@ use gantry_proto::keys::{KeyId, PublicKey};
 
 use crate::job::{Action, AppName, Sha256Hex};
 
-pub use report::render_policy;
+pub use report::{render_policy, render_policy_at};
 
 /// The validated agent config.
 #[derive(Debug, Clone)]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{APPROVER_ROLE, AppPolicy, Config, RunAs, TrustedKey};
+use super::{
+    APPROVER_ROLE, AppPolicy, Config, EXPIRY_WARNING, KeyInvalidity, RunAs, TrustedKey, format_time,
+};
 use crate::job::Action;
 
 /// Renders the effective policy: every trusted key with its id and roles, then per app what
@@ -16,11 +18,45 @@ use crate::job::Action;
 /// they may listen on and its limits; then the agent-wide limits.
 ///
 /// With `json`, a stable JSON document (`"format": "gantry.policy.v1"`, object keys sorted).
+///
+/// Each key's validity window and revocation are shown; keys expiring within
+/// [`EXPIRY_WARNING`] (30 days) of now are flagged in the notes.
 pub fn render_policy(cfg: &Config, json: bool) -> String {
+    render_policy_at(cfg, json, crate::admission::unix_now())
+}
+
+/// [`render_policy`] as of `now` (Unix seconds).
+pub fn render_policy_at(cfg: &Config, json: bool, now: i64) -> String {
     if json {
-        render_json(cfg)
+        render_json(cfg, now)
     } else {
-        render_text(cfg)
+        render_text(cfg, now)
+    }
+}
+
+/// A key's state at `now`: `valid`, `revoked`, `expired` or `not_yet_valid`.
+fn key_status(k: &TrustedKey, now: i64) -> &'static str {
+    match k.invalid_at(now) {
+        None => "valid",
+        Some(KeyInvalidity::Revoked { .. }) => "revoked",
+        Some(KeyInvalidity::Expired { .. }) => "expired",
+        Some(KeyInvalidity::NotYetValid { .. }) => "not_yet_valid",
+    }
+}
+
+/// The VALIDITY column: the window, and what is wrong with the key now.
+fn validity_text(k: &TrustedKey, now: i64) -> String {
+    let window = match (k.not_before, k.not_after) {
+        (None, None) => "always".to_owned(),
+        (Some(a), None) => format!("from {}", format_time(a)),
+        (None, Some(b)) => format!("until {}", format_time(b)),
+        (Some(a), Some(b)) => format!("{} until {}", format_time(a), format_time(b)),
+    };
+    match k.invalid_at(now) {
+        None if k.expires_soon(now, EXPIRY_WARNING) => format!("{window} (EXPIRES SOON)"),
+        None => window,
+        Some(why @ KeyInvalidity::Revoked { .. }) => why.to_string().to_uppercase(),
+        Some(why) => format!("{window} ({})", why.to_string().to_uppercase()),
     }
 }
 
@@ -96,7 +132,7 @@ fn key_powers(app: &AppPolicy, key: &TrustedKey) -> (Vec<Action>, bool) {
 }
 
 /// Settings a reviewer should look at twice.
-fn notes(cfg: &Config) -> Vec<String> {
+fn notes(cfg: &Config, now: i64) -> Vec<String> {
     let mut notes = Vec::new();
     if cfg.tls.client_fingerprints.is_empty() {
         notes.push(
@@ -111,6 +147,23 @@ fn notes(cfg: &Config) -> Vec<String> {
         }
     }
     for k in &cfg.policy.keys {
+        match k.invalid_at(now) {
+            Some(why) => notes.push(format!(
+                "key {} is {why}: its signatures do not count",
+                k.name
+            )),
+            None if k.expires_soon(now, EXPIRY_WARNING) => {
+                let at = k.not_after.unwrap_or(now);
+                notes.push(format!(
+                    "key {} expires in {} day(s), at {}: rotate it (add its successor with an \
+                     overlapping window)",
+                    k.name,
+                    (at - now) / 86_400,
+                    format_time(at)
+                ));
+            }
+            None => {}
+        }
         let used = cfg.policy.apps.values().any(|app| {
             let (actions, approves) = key_powers(app, k);
             !actions.is_empty() || approves
@@ -122,7 +175,7 @@ fn notes(cfg: &Config) -> Vec<String> {
     notes
 }
 
-fn render_text(cfg: &Config) -> String {
+fn render_text(cfg: &Config, now: i64) -> String {
     let policy = &cfg.policy;
     let mut out = String::new();
     out.push_str("Gantry agent policy\n");
@@ -154,12 +207,18 @@ fn render_text(cfg: &Config) -> String {
     if policy.keys.is_empty() {
         out.push_str("  (none: no job can be admitted)\n");
     } else {
-        let mut rows = vec![vec!["NAME".into(), "KEY ID".into(), "ROLES".into()]];
+        let mut rows = vec![vec![
+            "NAME".into(),
+            "KEY ID".into(),
+            "ROLES".into(),
+            "VALIDITY".into(),
+        ]];
         for k in &policy.keys {
             rows.push(vec![
                 k.name.clone(),
                 k.key_id.to_string(),
                 join_or(&k.roles, "-"),
+                validity_text(k, now),
             ]);
         }
         table(&mut out, "  ", &rows);
@@ -172,6 +231,10 @@ fn render_text(cfg: &Config) -> String {
         let _ = writeln!(out, "\nApp {}", app.name);
         let approvals = match app.approvals {
             0 => "none: one signature with an allowed role suffices".to_owned(),
+            n if app.deployer_may_approve => format!(
+                "{n} signature(s) by distinct keys with role {APPROVER_ROLE:?} \
+                 (the deployer's own key may count)"
+            ),
             n => format!("{n} signature(s) by other keys with role {APPROVER_ROLE:?}"),
         };
         table(
@@ -243,7 +306,7 @@ fn render_text(cfg: &Config) -> String {
             ],
         ],
     );
-    let notes = notes(cfg);
+    let notes = notes(cfg, now);
     if !notes.is_empty() {
         out.push_str("\nNotes\n");
         for n in notes {
@@ -253,12 +316,24 @@ fn render_text(cfg: &Config) -> String {
     out
 }
 
-fn render_json(cfg: &Config) -> String {
+fn render_json(cfg: &Config, now: i64) -> String {
     let policy = &cfg.policy;
     let keys: Vec<_> = policy
         .keys
         .iter()
-        .map(|k| json!({ "name": k.name, "key_id": k.key_id.to_string(), "roles": k.roles }))
+        .map(|k| {
+            json!({
+                "name": k.name,
+                "key_id": k.key_id.to_string(),
+                "roles": k.roles,
+                "not_before": k.not_before.map(format_time),
+                "not_after": k.not_after.map(format_time),
+                "revoked": k.revoked,
+                "revoked_reason": k.revoked_reason,
+                "status": key_status(k, now),
+                "expires_soon": k.expires_soon(now, EXPIRY_WARNING),
+            })
+        })
         .collect();
     let apps: Vec<_> = policy
         .apps
@@ -301,6 +376,7 @@ fn render_json(cfg: &Config) -> String {
                 "max_instances": app.max_instances,
                 "stop_timeout_ms": ms(app.stop_timeout),
                 "approvals": app.approvals,
+                "deployer_may_approve": app.deployer_may_approve,
                 "allow": allow,
                 "keys": key_rights,
             })
@@ -318,7 +394,7 @@ fn render_json(cfg: &Config) -> String {
         },
         "keys": keys,
         "apps": apps,
-        "notes": notes(cfg),
+        "notes": notes(cfg, now),
         "limits": {
             "max_job_bytes": l.max_job_bytes,
             "max_artifact_bytes": l.max_artifact_bytes,
