@@ -281,6 +281,20 @@ pub enum AuditError {
         #[source]
         source: ChainError,
     },
+    /// The last file ends with bytes that are not a whole line: a crash mid-write (the agent
+    /// sets such a tail aside at start) or a cut through an entry.
+    #[error(
+        "seq {seq}: the log ends with {bytes} bytes of an incomplete line in {} (a crash mid-write or a cut; if the agent is writing right now, verify again)",
+        file.display()
+    )]
+    TornTail {
+        /// The last file.
+        file: PathBuf,
+        /// The seq the incomplete line would have.
+        seq: u64,
+        /// Its length.
+        bytes: u64,
+    },
     /// A file's first entry does not have the seq its name says.
     #[error("audit file {} should start at seq {expected} but starts at seq {found}", file.display())]
     Misnamed {

@@ -102,7 +102,8 @@ pub fn read_lines(dir: &Path, from_seq: u64) -> Result<Vec<(u64, String)>, Audit
 /// # Errors
 ///
 /// [`AuditError::Chain`] naming the file, the first bad seq and why; [`AuditError::Misnamed`];
-/// [`AuditError::Corrupt`] for a file other than the last that ends mid-line; read errors.
+/// [`AuditError::Corrupt`] for a file other than the last that ends mid-line;
+/// [`AuditError::TornTail`] when the last one does; read errors.
 pub fn verify_dir(dir: &Path, pubkey: Option<&PublicKey>) -> Result<VerifySummary, AuditError> {
     let files = list_files(dir)?;
     let mut verifier = ChainVerifier::new(pubkey.copied());
@@ -126,6 +127,13 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&PublicKey>) -> Result<VerifySummar
                     source,
                 })
         })?;
+        if incomplete > 0 && i + 1 == count {
+            return Err(AuditError::TornTail {
+                file: file.path.clone(),
+                seq: verifier.next_seq(),
+                bytes: incomplete,
+            });
+        }
         if incomplete > 0 && i + 1 < count {
             return Err(AuditError::Corrupt {
                 path: file.path.clone(),
