@@ -63,6 +63,23 @@ pub enum Command {
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
     },
+    /// Run an app's front door, the TCP proxy in front of its instances (started by the
+    /// agent's supervisor; see docs/traffic.md). SIGHUP rereads the route table; SIGTERM drains.
+    #[command(hide = true)]
+    FrontDoor {
+        /// The route table the agent writes.
+        #[arg(long, value_name = "FILE")]
+        routes: PathBuf,
+        /// The app's address to listen on.
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Where to write the counters and the applied generation.
+        #[arg(long, value_name = "FILE")]
+        stats: PathBuf,
+        /// A non-loopback address backends may use (repeatable).
+        #[arg(long = "allow-backend", value_name = "IP")]
+        allow_backend: Vec<std::net::IpAddr>,
+    },
 }
 
 /// `gantry-agent audit ...`.
@@ -213,6 +230,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (key, private, public) = write_keypair(&out)?;
             println!("wrote {} and {}", private.display(), public.display());
             println!("key id: {}", key.key_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FrontDoor {
+            routes,
+            listen,
+            stats,
+            allow_backend,
+        } => {
+            let _guard = telemetry::init(None, LogFormat::Plain);
+            let mut opts = crate::traffic::front_door::FrontDoorOptions::new(routes, listen, stats);
+            opts.backend_addrs = crate::traffic::BackendAddrs::with_extra(allow_backend);
+            crate::traffic::front_door::run_process(opts)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -14,6 +14,7 @@
 //! * [`supervisor`]: instance processes: spawn as the app's user, stop, restart, adopt.
 //! * [`artifact`]: the content-addressed store, safe unpacking, releases and `current`.
 //! * [`health`]: http, tcp and exec probes with thresholds and deadlines.
+//! * [`traffic`]: where connections go: route tables, the front door proxy, nginx.
 //! * [`state`]: what runs where, written atomically.
 //!
 //! [`daemon`] assembles them for `gantry-agent run`.
@@ -37,3 +38,4 @@ pub mod state;
 pub mod strategy;
 pub mod supervisor;
 pub mod telemetry;
+pub mod traffic;
