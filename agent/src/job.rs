@@ -2,7 +2,7 @@
 //!
 //! Proto types stop at the edge; everything past admission works with these.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -344,7 +344,9 @@ pub struct HealthSpec {
 }
 
 /// What a deploy installs and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Debug` shows env names only, never values, so tracing cannot leak secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseSpec {
     /// The release version.
     pub version: semver::Version,
@@ -362,8 +364,30 @@ pub struct ReleaseSpec {
     pub health: HealthSpec,
     /// Extra environment (the agent adds `PORT` and `GANTRY_*`).
     pub env: BTreeMap<String, String>,
+    /// Keys of `env` whose values are secret: never written in clear outside the state file.
+    #[serde(default)]
+    pub secret_env: BTreeSet<String>,
     /// The whole job must finish within this time.
     pub progress_deadline: Duration,
+}
+
+impl fmt::Debug for ReleaseSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values are left out (not only the secret ones): a value is not known to be
+        // harmless just because the job did not mark it.
+        f.debug_struct("ReleaseSpec")
+            .field("version", &self.version)
+            .field("artifact_sha256", &self.artifact_sha256)
+            .field("artifact_size", &self.artifact_size)
+            .field("strategy", &self.strategy)
+            .field("instances", &self.instances)
+            .field("command", &self.command)
+            .field("health", &self.health)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("secret_env", &self.secret_env)
+            .field("progress_deadline", &self.progress_deadline)
+            .finish()
+    }
 }
 
 /// A decoded, validated job.

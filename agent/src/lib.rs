@@ -21,7 +21,8 @@
 //!
 //! Beside the flow: [`config`] (the agent's TOML, validated), [`job`] (domain types of a job),
 //! [`keys`](gantry_proto::keys) come from `gantry-proto`, [`cli`] (the operator commands),
-//! [`telemetry`] and [`shutdown`].
+//! [`secrets`] (keyed hashes of secret env values for the audit log), [`telemetry`] and
+//! [`shutdown`].
 
 pub mod admission;
 pub mod artifact;
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod executor;
 pub mod health;
 pub mod job;
+pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod state;

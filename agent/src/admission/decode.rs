@@ -5,7 +5,7 @@
 //! safe as path components, a SemVer version, a digest, a non-empty command, a health check
 //! with sane timings, and an environment that cannot override what the agent sets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use gantry_proto::v1;
@@ -166,6 +166,16 @@ fn release(r: &v1::Release) -> Result<ReleaseSpec, AdmissionError> {
         }
         env.insert(k.clone(), v.clone());
     }
+    let mut secret_env = BTreeSet::new();
+    for k in &r.secret_env {
+        if !env.contains_key(k) {
+            return Err(invalid(
+                "release.secret_env",
+                format!("{k:?} is not a key of release.env"),
+            ));
+        }
+        secret_env.insert(k.clone());
+    }
     Ok(ReleaseSpec {
         version,
         artifact_sha256,
@@ -175,6 +185,7 @@ fn release(r: &v1::Release) -> Result<ReleaseSpec, AdmissionError> {
         command,
         health,
         env,
+        secret_env,
         progress_deadline: match r.progress_deadline_secs {
             0 => DEFAULT_PROGRESS_DEADLINE,
             s => Duration::from_secs(u64::from(s)),

@@ -144,6 +144,7 @@ fn job(id: &str) -> v1::Job {
             }),
             env: [("MODE".to_owned(), "prod".to_owned())].into(),
             progress_deadline_secs: 0,
+            secret_env: Vec::new(),
         }),
         reason: "test".to_owned(),
     }
@@ -1288,4 +1289,29 @@ fn approvals_count_distinct_public_keys() {
     assert_eq!(policy::approvals(app, Action::Deploy, &[both]), 0);
     assert_eq!(policy::approvals(app, Action::Deploy, &[both, d]), 1);
     assert_eq!(policy::approvals(app, Action::Deploy, &[both, a1]), 1);
+}
+
+#[test]
+fn secret_env_names_are_decoded_and_must_be_env_keys() {
+    let fx = fx();
+    let mut j = job("j1");
+    let r = j.release.as_mut().unwrap();
+    r.env.insert("DB_PASSWORD".to_owned(), "s3cret".to_owned());
+    r.secret_env = vec!["DB_PASSWORD".to_owned()];
+    let bytes = j.encode_to_vec();
+    let v = new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    let release = v.spec.release.unwrap();
+    assert_eq!(
+        release.secret_env.iter().collect::<Vec<_>>(),
+        ["DB_PASSWORD"]
+    );
+    assert!(!format!("{release:?}").contains("s3cret"));
+
+    let mut j = job("j2");
+    j.release.as_mut().unwrap().secret_env = vec!["NOT_IN_ENV".to_owned()];
+    let e = fx.reject(&j);
+    assert_eq!(
+        e.to_string(),
+        "invalid job: release.secret_env \"NOT_IN_ENV\" is not a key of release.env"
+    );
 }

@@ -996,6 +996,7 @@ fn spec(version: &str, tgz: &[u8]) -> ReleaseSpec {
             deadline: Duration::from_secs(10),
         },
         env: Default::default(),
+        secret_env: Default::default(),
         progress_deadline: Duration::from_secs(60),
     }
 }

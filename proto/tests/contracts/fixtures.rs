@@ -59,6 +59,7 @@ pub fn vector_job() -> v1::Job {
                 .into_iter()
                 .collect(),
             progress_deadline_secs: 600,
+            secret_env: Vec::new(),
         }),
         reason: "test vector".into(),
     }
