@@ -81,18 +81,24 @@ impl AgentService {
     ///
     /// The audit error when the summary cannot be written.
     pub async fn flush_rejection_summary(&self) -> Result<(), crate::audit::AuditError> {
-        match self.rejections.take_summary() {
-            Some(summary) => self.audit.append(summary).await.map(drop),
-            None => Ok(()),
+        if let Some((generation, summary)) = self.rejections.take_summary() {
+            self.audit.append(summary).await?;
+            self.rejections.mark_flushed(generation);
         }
+        Ok(())
     }
 
     /// Records a rejection (in full, or only counted when over the rate) and builds its answer.
     async fn reject(&self, received: Entry, rejection: &Rejection, peer: &PeerIdentity) -> Status {
         let code = status::reason_code(&rejection.error);
         tracing::info!(reason = code, "job rejected: {}", reason(&rejection.error));
-        if !self.rejections.record_in_full(code) {
-            return status::rejection(&rejection.error);
+        if let flood::Recording::Counted { generation } = self.rejections.record(code) {
+            // Answer only once the summary counting it is on disk.
+            return if self.rejections.wait_flushed(generation).await {
+                status::rejection(&rejection.error)
+            } else {
+                Status::unavailable("audit log unavailable: the rejection summary was not written")
+            };
         }
         let entry = Entry::new("job.rejected")
             .with("reason", json!(code))
@@ -258,7 +264,7 @@ impl Agent for AgentService {
             Err(rejection) => return Err(self.reject(received, &rejection, &peer).await),
             Ok(Admitted::Duplicate(record)) => {
                 tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
-                if self.rejections.record_in_full("resubmitted") {
+                if self.rejections.record("resubmitted") == flood::Recording::Full {
                     let again = Entry::new("job.resubmitted")
                         .with("job_id", json!(record.job_id))
                         .with("job_digest", json!(record.digest))
