@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::router::write_readable;
+use super::router::{check_generation, write_readable};
 use super::{Applied, BackendAddrs, BoxFuture, RouteTable, Router, Stats, TrafficError};
 
 /// The comment line that carries the table itself, so `current` can read it back.
@@ -112,15 +112,7 @@ impl Nginx {
                 problem,
             })?;
         let text = self.render(&table)?;
-        if let Some(current) = self.current()?
-            && table.generation < current.generation
-        {
-            return Err(TrafficError::StaleGeneration {
-                path: self.upstream_file.clone(),
-                requested: table.generation,
-                current: current.generation,
-            });
-        }
+        check_generation(self.current(), &self.upstream_file, table.generation)?;
         let previous = match fs::read(&self.upstream_file) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,

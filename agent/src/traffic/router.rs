@@ -158,15 +158,7 @@ impl FrontDoor {
                 path: self.routes_path.clone(),
                 problem,
             })?;
-        if let Some(current) = self.current()?
-            && generation < current.generation
-        {
-            return Err(TrafficError::StaleGeneration {
-                path: self.routes_path.clone(),
-                requested: generation,
-                current: current.generation,
-            });
-        }
+        check_generation(self.current(), &self.routes_path, generation)?;
         let path = self.routes_path.clone();
         let bytes = table.to_bytes();
         tokio::task::spawn_blocking(move || write_readable(&path, &bytes))
@@ -246,6 +238,30 @@ impl Router for FrontDoor {
         Stats::load(&self.stats_path)?.ok_or_else(|| TrafficError::NoStats {
             path: self.stats_path.clone(),
         })
+    }
+}
+
+/// Refuses a table older than the one in place. A route file that cannot be read is no
+/// reason to refuse: the agent is the authority, and its new table replaces the broken one.
+pub(crate) fn check_generation(
+    current: Result<Option<RouteTable>, TrafficError>,
+    path: &Path,
+    requested: u64,
+) -> Result<(), TrafficError> {
+    match current {
+        Ok(Some(current)) if requested < current.generation => Err(TrafficError::StaleGeneration {
+            path: path.to_owned(),
+            requested,
+            current: current.generation,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(
+                "replacing an unreadable route table: {}",
+                crate::strategy::reason(&e)
+            );
+            Ok(())
+        }
     }
 }
 
