@@ -132,6 +132,11 @@ pub struct JobSpecArgs {
     /// Extra environment for the instances (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Secret environment for the instances (repeatable): the agent never writes the value
+    /// in clear (its audit log holds a keyed hash) and `job show` prints `<secret>`. The job
+    /// file itself holds the value: keep it private.
+    #[arg(long = "secret-env", value_name = "K=V")]
+    pub secret_env: Vec<String>,
     /// Job id; default `<app>-<version>-<unix ms>-<random hex>`.
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
@@ -151,6 +156,8 @@ pub enum JobCommand {
     Create(JobCreateArgs),
     /// Add a signature to a job file, in place.
     Sign(JobSignArgs),
+    /// Add an approval: a signature by an approver's key, in place.
+    Approve(JobSignArgs),
     /// Print a job file: every field, its digest and signatures.
     Show(JobShowArgs),
     /// Upload the artifact if needed, submit the job and follow it to the end.
@@ -196,6 +203,11 @@ pub struct JobShowArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// An agent's config: show which of its policy's requirements the job meets and which
+    /// are missing (signatures, trusted signers, key validity, target, window, role,
+    /// approvals). Only its keys and apps are read.
+    #[arg(long = "policy", value_name = "AGENT_TOML")]
+    pub policy: Option<PathBuf>,
     /// The job file.
     #[arg(value_name = "JOBFILE")]
     pub job: PathBuf,

@@ -43,6 +43,9 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Job(JobCommand::Sign(a)) => commands::job::sign(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),
+        Command::Job(JobCommand::Approve(a)) => commands::job::approve(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
         Command::Job(JobCommand::Show(a)) => commands::job::show(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),

@@ -21,6 +21,7 @@
 //! job gets here; it grants nothing by itself and is only reported.
 
 pub mod decode;
+pub mod explain;
 pub mod policy;
 pub mod replay;
 pub mod window;

@@ -135,7 +135,8 @@ pub fn approvals(app: &AppPolicy, action: Action, signers: &[&TrustedKey]) -> u3
     u32::try_from(approvers - usize::from(deployer_is_approver)).unwrap_or(u32::MAX)
 }
 
-/// Checks that the signers may do `action` on `app`, with the approvals it requires.
+/// Checks that the signers may do `action` on `app`, with the approvals it requires:
+/// [`check_role`], then [`check_quorum`].
 ///
 /// # Errors
 ///
@@ -147,26 +148,47 @@ pub fn check_roles(
     action: Action,
     signers: &[&TrustedKey],
 ) -> Result<(), AdmissionError> {
+    check_role(app, action, signers)?;
+    check_quorum(app, action, signers).map(|_| ())
+}
+
+/// Checks that some signer holds a role allowed to do `action` on `app`.
+///
+/// # Errors
+///
+/// [`AdmissionError::MissingRole`] naming the roles needed and those the signers hold.
+pub fn check_role(
+    app: &AppPolicy,
+    action: Action,
+    signers: &[&TrustedKey],
+) -> Result<(), AdmissionError> {
     let needed = app.roles_for(action);
+    if signers.iter().any(|k| !k.roles.is_disjoint(&needed)) {
+        return Ok(());
+    }
     let signer_roles: BTreeSet<String> = signers
         .iter()
         .flat_map(|k| k.roles.iter().cloned())
         .collect();
-    let deployers: Vec<&&TrustedKey> = signers
-        .iter()
-        .filter(|k| !k.roles.is_disjoint(&needed))
-        .collect();
-    if deployers.is_empty() {
-        return Err(AdmissionError::MissingRole {
-            action,
-            app: app.name.to_string(),
-            needed: needed.into_iter().collect(),
-            signer_roles: signer_roles.into_iter().collect(),
-        });
-    }
-    if app.approvals == 0 {
-        return Ok(());
-    }
+    Err(AdmissionError::MissingRole {
+        action,
+        app: app.name.to_string(),
+        needed: needed.into_iter().collect(),
+        signer_roles: signer_roles.into_iter().collect(),
+    })
+}
+
+/// Checks the approvals `signers` give (see [`approvals`]) against `app.approvals`; returns
+/// how many there are.
+///
+/// # Errors
+///
+/// [`AdmissionError::QuorumNotMet`] with the numbers.
+pub fn check_quorum(
+    app: &AppPolicy,
+    action: Action,
+    signers: &[&TrustedKey],
+) -> Result<u32, AdmissionError> {
     let got = approvals(app, action, signers);
     if got < app.approvals {
         return Err(AdmissionError::QuorumNotMet {
@@ -174,5 +196,5 @@ pub fn check_roles(
             got,
         });
     }
-    Ok(())
+    Ok(got)
 }

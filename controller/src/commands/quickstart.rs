@@ -463,6 +463,7 @@ impl Ctx {
             valid_for: "15m".to_owned(),
             not_before: None,
             env: Vec::new(),
+            secret_env: Vec::new(),
             job_id: None,
             reason: format!("quickstart: deploy {version}"),
             command: vec!["bin/gantry-sample-app".to_owned()],

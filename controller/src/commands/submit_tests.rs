@@ -233,6 +233,7 @@ fn signed_deploy(dir: &Path, artifact: &Path) -> JobFile {
         valid_for: "15m".into(),
         not_before: None,
         env: Vec::new(),
+        secret_env: Vec::new(),
         job_id: None,
         reason: String::new(),
         command: vec!["bin/app".into()],

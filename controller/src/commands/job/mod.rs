@@ -77,6 +77,9 @@ pub enum JobError {
     /// A key file could not be used.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The agent config given to `--policy` is not valid.
+    #[error("cannot evaluate the policy")]
+    Policy(#[source] gantry_agent::config::ConfigErrors),
     /// The key has signed this job already.
     #[error("job file {} is already signed by key {key_id}", path.display())]
     AlreadySigned {
@@ -98,6 +101,7 @@ impl JobError {
             | JobError::Decode { .. }
             | JobError::Write { .. }
             | JobError::Key(_)
+            | JobError::Policy(_)
             | JobError::AlreadySigned { .. } => Exit::Usage,
         }
     }
@@ -308,6 +312,50 @@ pub fn sign(args: &JobSignArgs) -> Result<(), JobError> {
     Ok(())
 }
 
+/// `gantry job approve`: adds an approval signature (the same signature as `job sign`; the
+/// agent counts it as an approval when the key holds the `approver` role).
+///
+/// # Errors
+///
+/// [`JobError`]: unreadable job or key, the key signed already, unwritable file.
+pub fn approve(args: &JobSignArgs) -> Result<(), JobError> {
+    let mut file = JobFile::read(&args.job)?;
+    let key = SigningKey::read_pem_file(&args.key)?;
+    file.sign(&args.job, &key)?;
+    file.write(&args.job)?;
+    print!("{}", approve_text(&file, &key.key_id().to_string()));
+    Ok(())
+}
+
+/// What `job approve` prints.
+pub fn approve_text(file: &JobFile, key_id: &str) -> String {
+    let n = file.signed.signatures.len();
+    format!(
+        "approved job {} with key {key_id}\n\
+         this is an approval: it counts towards the app's approvals if the agent's policy gives \
+         this key the \"approver\" role (never as the deployer's own signature unless \
+         deployer_may_approve = true)\n\
+         the job now has {n} signature{}\n",
+        file.job.job_id,
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// Env for display: values of `secret_env` keys are `<secret>`.
+pub fn shown_env(r: &gantry_proto::v1::Release) -> std::collections::BTreeMap<&str, &str> {
+    r.env
+        .iter()
+        .map(|(k, v)| {
+            let shown = if r.secret_env.contains(k) {
+                "<secret>"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+        .collect()
+}
+
 /// What `job show` says about one signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SigCheck {
@@ -356,7 +404,7 @@ pub fn show_json(file: &JobFile, checks: &[SigCheck]) -> serde_json::Value {
                 "deadline_ms": h.deadline_ms,
             })
         });
-        let env: std::collections::BTreeMap<_, _> = r.env.iter().collect();
+        let env = shown_env(r);
         json!({
             "version": r.version,
             "artifact_sha256": r.artifact_sha256,
@@ -366,6 +414,7 @@ pub fn show_json(file: &JobFile, checks: &[SigCheck]) -> serde_json::Value {
             "command": r.command,
             "health": health,
             "env": env,
+            "secret_env": r.secret_env,
             "progress_deadline_secs": r.progress_deadline_secs,
         })
     });
@@ -473,8 +522,7 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], now: i64) -> String {
                     h.deadline_ms
                 );
             }
-            let env: std::collections::BTreeMap<_, _> = r.env.iter().collect();
-            for (k, v) in env {
+            for (k, v) in shown_env(r) {
                 let _ = writeln!(out, "env        {k}={v}");
             }
             let _ = writeln!(
@@ -517,15 +565,107 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
         .map(|p| PublicKey::read_pem_file(p))
         .collect::<Result<Vec<_>, _>>()?;
     let checks = check_signatures(&file.signed, &keys);
+    let now = flags::unix_secs(SystemTime::now());
+    let policy = args
+        .policy
+        .as_deref()
+        .map(|p| {
+            gantry_agent::config::Config::load_policy_only(p)
+                .map(|cfg| (p.to_owned(), cfg))
+                .map_err(JobError::Policy)
+        })
+        .transpose()?;
+    let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
     if args.json {
-        println!("{}", show_json(&file, &checks));
+        let mut doc = show_json(&file, &checks);
+        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
+            doc["policy"] = policy_json(path, cfg, reqs);
+        }
+        println!("{doc}");
     } else {
-        print!(
-            "{}",
-            show_text(&file, &checks, flags::unix_secs(SystemTime::now()))
-        );
+        print!("{}", show_text(&file, &checks, now));
+        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
+            print!("{}", policy_text(path, cfg, reqs));
+        }
     }
     Ok(())
+}
+
+/// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
+pub fn evaluate(
+    file: &JobFile,
+    cfg: &gantry_agent::config::Config,
+    now: i64,
+) -> Vec<gantry_agent::admission::explain::Requirement> {
+    let sigs: Vec<gantry_agent::admission::SignatureIn> = file
+        .signed
+        .signatures
+        .iter()
+        .map(|s| gantry_agent::admission::SignatureIn {
+            key_id_hint: s.key_id.clone(),
+            sig: s.sig.clone(),
+        })
+        .collect();
+    gantry_agent::admission::explain::explain(
+        &cfg.policy,
+        &cfg.limits,
+        &cfg.agent_id,
+        &file.signed.job,
+        &sigs,
+        now,
+    )
+}
+
+/// The `--policy` section of `job show`: each requirement, met or missing, then a verdict.
+pub fn policy_text(
+    path: &Path,
+    cfg: &gantry_agent::config::Config,
+    reqs: &[gantry_agent::admission::explain::Requirement],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "policy     {} (agent {})",
+        path.display(),
+        cfg.agent_id
+    );
+    let width = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    for r in reqs {
+        let mark = if r.met { "met    " } else { "MISSING" };
+        let _ = writeln!(out, "  {mark}  {:<width$}  {}", r.name, r.detail);
+    }
+    let missing = reqs.iter().filter(|r| !r.met).count();
+    if missing == 0 {
+        out.push_str(
+            "verdict    the agent's policy admits this job (the agent still checks replay, \
+             downgrade and a busy app)\n",
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "verdict    {missing} requirement(s) missing: the agent would reject this job"
+        );
+    }
+    out
+}
+
+/// The `--policy` section as JSON.
+pub fn policy_json(
+    path: &Path,
+    cfg: &gantry_agent::config::Config,
+    reqs: &[gantry_agent::admission::explain::Requirement],
+) -> serde_json::Value {
+    let items: Vec<_> = reqs
+        .iter()
+        .map(|r| json!({"name": r.name, "met": r.met, "detail": r.detail}))
+        .collect();
+    json!({
+        "config": path.display().to_string(),
+        "agent_id": cfg.agent_id,
+        "admissible": reqs.iter().all(|r| r.met),
+        "requirements": items,
+    })
 }
 
 #[cfg(test)]

@@ -367,6 +367,32 @@ fn build_release(
             return Err(FlagError::new("--env", format!("{k} is given twice")));
         }
     }
+    let mut secret_env = Vec::new();
+    for kv in &spec.secret_env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| FlagError::new("--secret-env", "an entry is not K=V"))?;
+        if k.is_empty() || k.contains('\0') || v.contains('\0') {
+            return Err(FlagError::new(
+                "--secret-env",
+                format!("{k:?}: the name must be non-empty and neither part may hold NUL"),
+            ));
+        }
+        if k == "PORT" || k.starts_with("GANTRY_") {
+            return Err(FlagError::new(
+                "--secret-env",
+                format!("{k} is set by the agent and cannot be overridden"),
+            ));
+        }
+        if env.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(FlagError::new(
+                "--secret-env",
+                format!("{k} is given twice (or also with --env)"),
+            ));
+        }
+        secret_env.push(k.to_owned());
+    }
+    secret_env.sort();
     Ok(Release {
         version: version.to_string(),
         artifact_sha256: artifact.sha256.clone(),
@@ -387,5 +413,6 @@ fn build_release(
         }),
         env,
         progress_deadline_secs: flags::secs_u32("--progress-deadline", &spec.progress_deadline)?,
+        secret_env,
     })
 }

@@ -25,6 +25,7 @@ fn spec() -> JobSpecArgs {
         valid_for: "15m".into(),
         not_before: None,
         env: vec!["MODE=prod".into()],
+        secret_env: Vec::new(),
         job_id: None,
         reason: "test".into(),
         command: vec!["bin/web".into(), "--flag".into()],
@@ -241,5 +242,213 @@ proptest::proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
         let _ = JobFile::decode(Path::new("x"), &bytes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// approve, show --policy, secret env
+
+const NOW: i64 = 1_800_000_060;
+
+/// An agent config with a deployer key `ci`, an approver `rm` and an approver `old` that
+/// expired at 2027-01-15T08:00:00Z; app `web` needs `approvals` approvals.
+fn policy_file(dir: &Path, approvals: u32) -> PathBuf {
+    let text = format!(
+        r#"
+agent_id = "agent-1"
+listen = "127.0.0.1:7443"
+data_dir = "data"
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/agent.pem"
+key = "pki/agent.key"
+[[keys]]
+name = "ci"
+public_key = "ci.pub"
+roles = ["deployer"]
+[[keys]]
+name = "rm"
+public_key = "rm.pub"
+roles = ["approver"]
+[[keys]]
+name = "old"
+public_key = "old.pub"
+roles = ["approver"]
+not_after = "2027-01-15T08:00:00Z"
+[apps.web]
+user = "nobody"
+ports = "18000-18009"
+max_instances = 4
+approvals = {approvals}
+[apps.web.allow]
+deploy = ["deployer"]
+"#
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn approve_adds_a_signature_and_refuses_a_second_by_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = new_job_file(dir.path());
+    let (rm, rm_key, _) = keys::write_keypair(&dir.path().join("rm")).unwrap();
+    let args = JobSignArgs {
+        key: rm_key,
+        job: path.clone(),
+    };
+    approve(&args).unwrap();
+    let f = JobFile::read(&path).unwrap();
+    assert_eq!(f.signed.signatures.len(), 1);
+    assert_eq!(f.signed.signatures[0].key_id, rm.key_id().as_str());
+    let text = approve_text(&f, rm.key_id().as_str());
+    assert!(
+        text.starts_with(&format!(
+            "approved job {} with key {}\nthis is an approval",
+            f.job.job_id,
+            rm.key_id()
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("the job now has 1 signature\n"), "{text}");
+    let err = approve(&args).unwrap_err();
+    assert!(matches!(err, JobError::AlreadySigned { .. }), "{err}");
+    assert_eq!(JobFile::read(&path).unwrap().signed.signatures.len(), 1);
+}
+
+fn lines_of(reqs: &[gantry_agent::admission::explain::Requirement]) -> Vec<(&str, bool)> {
+    reqs.iter().map(|r| (r.name, r.met)).collect()
+}
+
+#[test]
+fn show_policy_says_what_is_met_and_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut f) = new_job_file(dir.path());
+    let (ci, _, _) = keys::write_keypair(&dir.path().join("ci")).unwrap();
+    let (rm, _, _) = keys::write_keypair(&dir.path().join("rm")).unwrap();
+    let (old, _, _) = keys::write_keypair(&dir.path().join("old")).unwrap();
+    let policy = policy_file(dir.path(), 1);
+    // No TLS files exist: only the keys and apps are read.
+    let cfg = gantry_agent::config::Config::load_policy_only(&policy).unwrap();
+
+    // Deployer only: the approval is missing.
+    f.sign(&path, &ci).unwrap();
+    let reqs = evaluate(&f, &cfg, NOW);
+    assert_eq!(
+        lines_of(&reqs),
+        [
+            ("signatures", true),
+            ("key validity", true),
+            ("target", true),
+            ("window", true),
+            ("app", true),
+            ("role", true),
+            ("approvals", false),
+        ]
+    );
+    let text = policy_text(&policy, &cfg, &reqs);
+    assert!(
+        text.contains(
+            "  MISSING  approvals     0 of 1 needed (distinct approver keys besides the deployer's)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  met      role          deploy on web by ci"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("verdict    1 requirement(s) missing: the agent would reject this job\n"),
+        "{text}"
+    );
+
+    // An expired approver does not count, and is named.
+    let mut g = f.clone();
+    g.sign(&path, &old).unwrap();
+    let reqs = evaluate(&g, &cfg, NOW);
+    let kv = reqs.iter().find(|r| r.name == "key validity").unwrap();
+    assert!(!kv.met);
+    assert!(
+        kv.detail.starts_with("key old (")
+            && kv.detail.ends_with("expired at 2027-01-15T08:00:00Z"),
+        "{}",
+        kv.detail
+    );
+    assert!(!reqs.iter().find(|r| r.name == "approvals").unwrap().met);
+
+    // With a valid approval, everything is met.
+    f.sign(&path, &rm).unwrap();
+    let reqs = evaluate(&f, &cfg, NOW);
+    assert!(reqs.iter().all(|r| r.met), "{reqs:?}");
+    let text = policy_text(&policy, &cfg, &reqs);
+    assert!(
+        text.contains("verdict    the agent's policy admits this job"),
+        "{text}"
+    );
+    let json = policy_json(&policy, &cfg, &reqs);
+    assert_eq!(json["admissible"], true);
+    assert_eq!(json["requirements"][0]["name"], "signatures");
+
+    // Another agent, and an expired job.
+    let reqs = evaluate(&f, &cfg, NOW + 3600);
+    let window = reqs.iter().find(|r| r.name == "window").unwrap();
+    assert!(
+        !window.met && window.detail.starts_with("job expired at"),
+        "{window:?}"
+    );
+    let mut other = f.clone();
+    other.job.agent_id = "agent-2".into();
+    let mut job = other.job.clone();
+    job.agent_id = "agent-2".into();
+    let mut w = JobFile::new(job);
+    w.sign(&path, &ci).unwrap();
+    let reqs = evaluate(&w, &cfg, NOW);
+    let t = reqs.iter().find(|r| r.name == "target").unwrap();
+    assert!(!t.met, "{t:?}");
+    assert!(t.detail.contains("\"agent-2\""), "{t:?}");
+
+    // An untrusted signer only.
+    let stranger = gantry_proto::keys::SigningKey::generate().unwrap();
+    let mut s = JobFile::new(f.job.clone());
+    s.sign(&path, &stranger).unwrap();
+    let reqs = evaluate(&s, &cfg, NOW);
+    assert_eq!(reqs[0].name, "signatures");
+    assert!(!reqs[0].met);
+    assert!(
+        reqs[0].detail.contains("no signature is by a trusted key"),
+        "{:?}",
+        reqs[0]
+    );
+}
+
+#[test]
+fn secret_env_values_are_shown_as_secret() {
+    let mut s = spec();
+    s.secret_env = vec!["DB_PASSWORD=hunter2".into()];
+    let job = build_job("agent-1", &s, Some(&artifact()), now()).unwrap();
+    let r = job.release.as_ref().unwrap();
+    assert_eq!(
+        r.env.get("DB_PASSWORD").map(String::as_str),
+        Some("hunter2")
+    );
+    assert_eq!(r.secret_env, ["DB_PASSWORD"]);
+    let f = JobFile::new(job);
+    let text = show_text(&f, &[], 1_800_000_000);
+    assert!(text.contains("env        DB_PASSWORD=<secret>\n"), "{text}");
+    assert!(text.contains("env        MODE=prod\n"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let json = show_json(&f, &[]);
+    assert_eq!(json["release"]["env"]["DB_PASSWORD"], "<secret>");
+    assert_eq!(json["release"]["secret_env"][0], "DB_PASSWORD");
+    assert!(!json.to_string().contains("hunter2"));
+
+    // A key given as both --env and --secret-env, or one the agent sets, is refused.
+    for bad in ["MODE=x", "GANTRY_APP=x", "novalue"] {
+        let mut s = spec();
+        s.secret_env = vec![bad.into()];
+        let err = build_job("agent-1", &s, Some(&artifact()), now()).unwrap_err();
+        assert_eq!(err.flag, "--secret-env", "{bad}");
+        assert!(!err.to_string().contains("=x"), "{err}");
     }
 }
