@@ -28,6 +28,14 @@ pub struct ProcessId {
     pub start_time: u64,
 }
 
+impl ProcessId {
+    /// The running process `pid`, with its start time read now; `None` when there is no such
+    /// process (or it is a zombie).
+    pub fn of(pid: u32) -> Option<Self> {
+        start_time_of(pid).map(|start_time| Self { pid, start_time })
+    }
+}
+
 impl From<&InstanceRecord> for ProcessId {
     fn from(r: &InstanceRecord) -> Self {
         Self {
