@@ -1,6 +1,9 @@
 //! The front door as the supervisor runs it: the real `gantry-agent front-door` process,
 //! reloaded by SIGHUP through the agent's `FrontDoor` router, drained by SIGTERM.
 
+// Test code: a failed setup step should panic with its error.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
