@@ -564,7 +564,6 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
         .iter()
         .map(|p| PublicKey::read_pem_file(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let checks = check_signatures(&file.signed, &keys);
     let now = flags::unix_secs(SystemTime::now());
     let policy = args
         .policy
@@ -575,6 +574,12 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
                 .map_err(JobError::Policy)
         })
         .transpose()?;
+    // The policy's trusted keys check signatures too.
+    let mut keys = keys;
+    if let Some((_, cfg)) = &policy {
+        keys.extend(cfg.policy.keys.iter().map(|k| k.key));
+    }
+    let checks = check_signatures(&file.signed, &keys);
     let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
     if args.json {
         let mut doc = show_json(&file, &checks);
