@@ -151,6 +151,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         )
         .map_err(start("open the artifact store"))?,
     );
+    let secrets = crate::secrets::SecretsKey::load_or_create(&config.data_dir).map_err(start(
+        "load the key that hashes secret values for the audit log",
+    ))?;
     let jobs_token = CancellationToken::new();
     let executor = Executor::start(
         Arc::clone(&config),
@@ -186,6 +189,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         executor.clone(),
         Arc::clone(&store),
         config.limits.max_artifact_bytes,
+        Arc::new(secrets),
     );
     let decode_limit =
         (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);

@@ -46,6 +46,7 @@ pub struct AgentService {
     store: Arc<ArtifactStore>,
     max_artifact_bytes: u64,
     rejections: Arc<flood::RejectionLimiter>,
+    secrets: Arc<crate::secrets::SecretsKey>,
 }
 
 impl AgentService {
@@ -60,6 +61,7 @@ impl AgentService {
         executor: Executor,
         store: Arc<ArtifactStore>,
         max_artifact_bytes: u64,
+        secrets: Arc<crate::secrets::SecretsKey>,
     ) -> Self {
         Self {
             agent_id,
@@ -70,6 +72,7 @@ impl AgentService {
             executor,
             store,
             max_artifact_bytes,
+            secrets,
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
         }
     }
@@ -314,6 +317,14 @@ impl Agent for AgentService {
             .with("action", json!(spec.action.as_str()))
             .with("version", json!(version))
             .with("strategy", json!(strategy_of(&job).map(|s| s.as_str())))
+            .with(
+                "env",
+                json!(
+                    spec.release
+                        .as_ref()
+                        .map(|r| crate::secrets::audit_env(r, self.secrets.as_bytes()))
+                ),
+            )
             .with("peer_fingerprint", json!(peer.fingerprint));
         let recorded = match self.audit.append(received).await {
             Ok(_) => self.audit.append(accepted).await,
