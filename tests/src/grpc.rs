@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gantry_proto::v1::agent_client::AgentClient;
-use gantry_proto::v1::{JobEvent, SignedJob};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use gantry_proto::v1::{ArtifactChunk, ArtifactReceipt, ArtifactRef, JobEvent, SignedJob};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::agent::Agent;
 use crate::env::TestEnv;
@@ -23,8 +23,30 @@ pub fn submit_raw(
     agent: &Agent,
     job: SignedJob,
 ) -> anyhow::Result<Result<Vec<JobEvent>, tonic::Status>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    with_client(env, agent, |mut client| async move {
+        let mut stream = match client.submit(job).await {
+            Ok(resp) => resp.into_inner(),
+            Err(status) => return Ok(Err(status)),
+        };
+        let mut events = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => return Ok(Ok(events)),
+                Err(status) => return Ok(Err(status)),
+            }
+        }
+    })
+}
+
+/// Connects over mutual TLS with the controller's certificate and runs `call` on a
+/// single-threaded runtime.
+fn with_client<T, F, Fut>(env: &TestEnv, agent: &Agent, call: F) -> anyhow::Result<T>
+where
+    F: FnOnce(AgentClient<Channel>) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
@@ -44,18 +66,45 @@ pub fn submit_raw(
             .connect()
             .await
             .with_context(|| format!("cannot connect to the agent at {}", agent.addr))?;
-        let mut client = AgentClient::new(channel);
-        let mut stream = match client.submit(job).await {
-            Ok(resp) => resp.into_inner(),
-            Err(status) => return Ok(Err(status)),
-        };
-        let mut events = Vec::new();
-        loop {
-            match stream.message().await {
-                Ok(Some(ev)) => events.push(ev),
-                Ok(None) => return Ok(Ok(events)),
-                Err(status) => return Ok(Err(status)),
-            }
-        }
+        call(AgentClient::new(channel)).await
+    })
+}
+
+/// Streams `data` to the agent's artifact store claiming `sha256` and `size` in the first
+/// chunk (64 KiB chunks); returns the receipt or the status the upload was refused with.
+///
+/// # Errors
+///
+/// When the certificates cannot be read or no connection is made.
+pub fn upload_raw(
+    env: &TestEnv,
+    agent: &Agent,
+    sha256: &str,
+    size: u64,
+    data: &[u8],
+) -> anyhow::Result<Result<ArtifactReceipt, tonic::Status>> {
+    let mut chunks: Vec<ArtifactChunk> = data
+        .chunks(64 << 10)
+        .map(|c| ArtifactChunk {
+            meta: None,
+            data: c.to_vec(),
+        })
+        .collect();
+    let meta = ArtifactRef {
+        sha256: sha256.to_owned(),
+        size,
+    };
+    match chunks.first_mut() {
+        Some(first) => first.meta = Some(meta),
+        None => chunks.push(ArtifactChunk {
+            meta: Some(meta),
+            data: Vec::new(),
+        }),
+    }
+    with_client(env, agent, |mut client| async move {
+        Ok(client
+            .upload_artifact(tokio_stream::iter(chunks))
+            .await
+            .map(tonic::Response::into_inner))
     })
 }
