@@ -165,7 +165,8 @@ async fn sighup_switches_and_sigterm_drains_then_exits_zero() {
     let last = Stats::load(&stats).unwrap().unwrap();
     assert!(!last.accepting);
     assert_eq!(last.generation, 2);
-    assert_eq!(last.backends["b"].total, 3);
+    // 3 requests, plus any probe that connected while waiting for the listener to close.
+    assert!(last.backends["b"].total >= 3, "{last:?}");
 }
 
 #[tokio::test]
