@@ -127,9 +127,11 @@ pub fn app_status(a: &AppStatus) -> v1::AppStatus {
                 version: i.version.to_string(),
                 state: i.state.clone(),
                 restarts: i.restarts,
+                ..v1::InstanceStatus::default()
             })
             .collect(),
         releases_on_disk: a.releases_on_disk.iter().map(ToString::to_string).collect(),
+        ..v1::AppStatus::default()
     }
 }
 
