@@ -38,9 +38,9 @@ use std::time::Duration;
 pub use self::nginx::Nginx;
 pub use self::route_table::{
     Backend, BackendAddrs, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_DRAIN_TIMEOUT_MS, MAX_BACKENDS,
-    MAX_WEIGHT, RouteProblem, RouteTable,
+    MAX_FILE_BYTES, MAX_WEIGHT, RouteProblem, RouteTable,
 };
-pub use self::router::{FrontDoor, ProcessId, ReloadVia};
+pub use self::router::{DEFAULT_ACK_TIMEOUT, FrontDoor, ProcessId, ReloadVia};
 pub use self::stats::{BackendStats, STATS_INTERVAL, Stats};
 use crate::state::StateError;
 
