@@ -414,5 +414,6 @@ fn build_release(
         env,
         progress_deadline_secs: flags::secs_u32("--progress-deadline", &spec.progress_deadline)?,
         secret_env,
+        rollout: None,
     })
 }
