@@ -145,6 +145,7 @@ fn job(id: &str) -> v1::Job {
             env: [("MODE".to_owned(), "prod".to_owned())].into(),
             progress_deadline_secs: 0,
             secret_env: Vec::new(),
+            rollout: None,
         }),
         reason: "test".to_owned(),
     }

@@ -60,6 +60,7 @@ pub fn vector_job() -> v1::Job {
                 .collect(),
             progress_deadline_secs: 600,
             secret_env: Vec::new(),
+            rollout: None,
         }),
         reason: "test vector".into(),
     }
