@@ -369,6 +369,123 @@ pub struct ReleaseSpec {
     pub secret_env: BTreeSet<String>,
     /// The whole job must finish within this time.
     pub progress_deadline: Duration,
+    /// Parameters of rolling, blue-green and canary deploys (defaults for hot).
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+/// How many instances a rolling batch replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchSize {
+    /// This many instances.
+    Count(u32),
+    /// This percent of the instances (1–100), rounded up, at least one.
+    Percent(u32),
+}
+
+impl BatchSize {
+    /// The batch size for `instances` instances: at least 1, at most `instances`.
+    pub fn of(self, instances: u32) -> u32 {
+        let n = match self {
+            BatchSize::Count(n) => n,
+            BatchSize::Percent(p) => (instances * p).div_ceil(100),
+        };
+        n.clamp(1, instances.max(1))
+    }
+}
+
+/// One canary step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStep {
+    /// Percent of new connections to the canary (0–100).
+    pub weight: u32,
+    /// How long to hold it; `None`: until a signed promote job.
+    pub pause: Option<Duration>,
+}
+
+/// What aborts a canary.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSpec {
+    /// Failed health probes of canary instances.
+    pub max_probe_failures: u32,
+    /// Restarts of canary instances.
+    pub max_restarts: u32,
+    /// Front-door connection errors to canary backends.
+    pub max_conn_errors: u64,
+    /// CPU of a canary process, percent of one core; `None`: not checked.
+    pub max_cpu_percent: Option<f64>,
+    /// Resident memory of a canary process in bytes; `None`: not checked.
+    pub max_memory_bytes: Option<u64>,
+    /// How often the analysis runs.
+    pub interval: Duration,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            max_probe_failures: 3,
+            max_restarts: 0,
+            max_conn_errors: 5,
+            max_cpu_percent: None,
+            max_memory_bytes: None,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Eq for AnalysisSpec {}
+
+/// Parameters of rolling, blue-green and canary deploys, with the defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutSpec {
+    /// Rolling: instances per batch.
+    pub batch: BatchSize,
+    /// An instance must stay healthy this long after its check passes.
+    pub min_healthy_time: Duration,
+    /// Per instance: healthy by then or the deploy fails. `None`: the health check's deadline.
+    pub healthy_deadline: Option<Duration>,
+    /// Return updated instances to the previous release on failure.
+    pub auto_revert: bool,
+    /// How long a backend out of rotation keeps its open connections.
+    pub drain_timeout: Duration,
+    /// Blue-green: percent of new connections to the new slot during the preview.
+    pub preview_weight: u32,
+    /// Blue-green: how long the preview lasts.
+    pub preview: Duration,
+    /// Blue-green: how long the old slot keeps running after the switch.
+    pub scale_down_delay: Duration,
+    /// Blue-green: switch once healthy (true) or wait for a signed promote job.
+    pub auto_promote: bool,
+    /// Canary: the steps.
+    pub steps: Vec<CanaryStep>,
+    /// Canary: the abort thresholds.
+    pub analysis: AnalysisSpec,
+    /// Canary: how many canary instances.
+    pub canary_instances: u32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            batch: BatchSize::Count(1),
+            min_healthy_time: Duration::ZERO,
+            healthy_deadline: None,
+            auto_revert: true,
+            drain_timeout: Duration::from_secs(30),
+            preview_weight: 0,
+            preview: Duration::ZERO,
+            scale_down_delay: Duration::from_secs(600),
+            auto_promote: true,
+            steps: vec![
+                CanaryStep { weight: 10, pause: Some(Duration::from_secs(30)) },
+                CanaryStep { weight: 50, pause: Some(Duration::from_secs(30)) },
+                CanaryStep { weight: 100, pause: Some(Duration::ZERO) },
+            ],
+            analysis: AnalysisSpec::default(),
+            canary_instances: 1,
+        }
+    }
 }
 
 impl fmt::Debug for ReleaseSpec {
@@ -386,6 +503,7 @@ impl fmt::Debug for ReleaseSpec {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("secret_env", &self.secret_env)
             .field("progress_deadline", &self.progress_deadline)
+            .field("rollout", &self.rollout)
             .finish()
     }
 }

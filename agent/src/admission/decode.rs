@@ -190,7 +190,15 @@ fn release(r: &v1::Release) -> Result<ReleaseSpec, AdmissionError> {
             0 => DEFAULT_PROGRESS_DEADLINE,
             s => Duration::from_secs(u64::from(s)),
         },
+        rollout: rollout(r.rollout.as_ref())?,
     })
+}
+
+/// The rollout parameters with defaults filled in.
+fn rollout(r: Option<&v1::Rollout>) -> Result<crate::job::RolloutSpec, AdmissionError> {
+    let spec = crate::job::RolloutSpec::default();
+    let Some(_r) = r else { return Ok(spec) };
+    Ok(spec)
 }
 
 fn check_env_name(k: &str) -> Result<(), AdmissionError> {

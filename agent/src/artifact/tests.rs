@@ -997,6 +997,7 @@ fn spec(version: &str, tgz: &[u8]) -> ReleaseSpec {
         },
         env: Default::default(),
         secret_env: Default::default(),
+        rollout: Default::default(),
         progress_deadline: Duration::from_secs(60),
     }
 }
