@@ -73,6 +73,8 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
         stop_timeout: Duration::from_secs(10),
         approvals,
         deployer_may_approve: false,
+        listen: None,
+        router: crate::config::RouterConfig::None,
         allow,
     };
     Policy {

@@ -234,6 +234,46 @@ pub struct AppPolicy {
     pub deployer_may_approve: bool,
     /// Action → roles, any of which may do it. An absent action is allowed to nobody.
     pub allow: BTreeMap<Action, BTreeSet<String>>,
+    /// The app's public address (`listen`): where the front door listens, or, with
+    /// [`RouterConfig::Nginx`], nginx's address (informational). `None` when not configured.
+    pub listen: Option<SocketAddr>,
+    /// What routes connections to the app's instances.
+    pub router: RouterConfig,
+}
+
+/// What routes an app's connections to its instances (rolling, blue-green and canary need one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterConfig {
+    /// No router: neither `listen` nor `[apps.X.nginx]` is configured; only hot deploys.
+    None,
+    /// The agent's built-in front door, a TCP proxy process per app on [`AppPolicy::listen`].
+    FrontDoor,
+    /// An existing nginx: the agent writes an upstream file and runs the reload command.
+    Nginx {
+        /// The upstream file the agent writes atomically (included by nginx's config).
+        upstream_file: PathBuf,
+        /// Program and arguments that make nginx reload (e.g. `nginx -s reload`); never empty.
+        reload_command: Vec<String>,
+        /// Program and arguments that check nginx's config before reloading (e.g.
+        /// `nginx -t -q`); never empty when set.
+        check_command: Option<Vec<String>>,
+    },
+}
+
+impl RouterConfig {
+    /// Whether there is a router at all (rolling, blue-green and canary need one).
+    pub fn is_some(&self) -> bool {
+        !matches!(self, RouterConfig::None)
+    }
+
+    /// Short name for reports: `none`, `front-door` or `nginx`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RouterConfig::None => "none",
+            RouterConfig::FrontDoor => "front-door",
+            RouterConfig::Nginx { .. } => "nginx",
+        }
+    }
 }
 
 /// The identity an app's instances run as.

@@ -157,6 +157,25 @@ pub struct RawApp {
     /// Action → roles that may do it.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,
+    /// `IP:port` of the app's front door (or nginx's address with `[apps.NAME.nginx]`).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Use an existing nginx instead of the built-in front door.
+    #[serde(default)]
+    pub nginx: Option<RawNginx>,
+}
+
+/// `[apps.NAME.nginx]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNginx {
+    /// The upstream file the agent writes (nginx's config includes it).
+    pub upstream_file: String,
+    /// Program and arguments that reload nginx.
+    pub reload_command: Vec<String>,
+    /// Program and arguments that check nginx's config before a reload.
+    #[serde(default)]
+    pub check_command: Option<Vec<String>>,
 }
 
 fn default_max_instances() -> u32 {
