@@ -85,8 +85,14 @@ pub fn load_config(path: &Path) -> Result<Config, DaemonError> {
 ///
 /// [`DaemonError`] when start-up fails or the server breaks.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
+    // Before anything reads a key or writes the data dir: refuse unsafe modes, owners, symlinks.
+    crate::fsguard::check(&config).map_err(start("check the agent's keys, config and data directory"))?;
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
+    // Before anything else: a SIGTERM during start-up must be a clean stop, not a kill.
+    let signals = shutdown
+        .install_signals()
+        .map_err(start("install the SIGTERM and SIGINT handlers"))?;
     let key = Arc::new(
         SigningKey::read_pem_file(&config.audit.signing_key).map_err(start(format!(
             "load the agent's signing key {}",
@@ -228,10 +234,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .map_err(start(format!("write {}", addr_file.display())))?;
     tracing::info!(agent_id = %config.agent_id, "listening on {bound} (mutual TLS)");
 
-    let signal = shutdown
-        .on_signal()
-        .await
-        .unwrap_or("signal handler failure");
+    let signal = signals.wait().await;
     tracing::info!("{signal}: shutting down; app instances keep running");
     let _ = std::fs::remove_file(&addr_file);
     if !shutdown.drain(GRACE).await {

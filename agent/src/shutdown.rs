@@ -38,26 +38,46 @@ impl Shutdown {
         self.token.cancel();
     }
 
-    /// Resolves on SIGTERM or SIGINT, then triggers shutdown. Returns the signal's name.
+    /// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives at any point
+    /// after this (during start-up included) is a clean shutdown rather than the default
+    /// death. Await [`Signals::wait`] to act on it.
     ///
     /// # Errors
     ///
     /// When signal handlers cannot be installed.
-    pub async fn on_signal(&self) -> std::io::Result<&'static str> {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            () = self.token.cancelled() => "shutdown requested",
-        };
-        self.trigger();
-        Ok(name)
+    pub fn install_signals(&self) -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            token: self.token.clone(),
+        })
     }
 
     /// Waits for tracked tasks, at most `grace`. Returns false when the grace period ran out.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.tasks.close();
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+}
+
+/// Installed SIGTERM/SIGINT handlers; see [`Shutdown::install_signals`].
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    token: CancellationToken,
+}
+
+impl Signals {
+    /// Resolves on SIGTERM or SIGINT (or when shutdown is triggered otherwise), then
+    /// triggers shutdown. Returns what caused it.
+    pub async fn wait(mut self) -> &'static str {
+        let name = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            () = self.token.cancelled() => "shutdown requested",
+        };
+        self.token.cancel();
+        name
     }
 }

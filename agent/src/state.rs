@@ -129,6 +129,48 @@ pub struct InstanceRecord {
     pub version: semver::Version,
 }
 
+/// One of an app's two sets of ports: blue-green and canary start the new release in the
+/// slot that is not serving, then move traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    /// The first `max_instances` ports of the app's range.
+    #[default]
+    Blue,
+    /// The next `max_instances` ports.
+    Green,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    /// "blue" or "green".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+}
+
+/// The previous release's slot, kept running after a blue-green switch so a rollback can
+/// switch back at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Standby {
+    /// The slot.
+    pub slot: Slot,
+    /// The release running in it.
+    pub version: semver::Version,
+    /// When it is stopped, Unix milliseconds.
+    pub until_ms: i64,
+}
+
 /// What the agent knows about one app; `<data_dir>/apps/<app>/state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppState {
@@ -144,6 +186,15 @@ pub struct AppState {
     pub releases: BTreeMap<String, ReleaseSpec>,
     /// The job acting on the app, if one was running when this was written.
     pub active_job: Option<JobId>,
+    /// The slot serving traffic (apps with a front door or router).
+    #[serde(default)]
+    pub active_slot: Slot,
+    /// The front door process, to adopt after an agent restart.
+    #[serde(default)]
+    pub front_door: Option<InstanceRecord>,
+    /// The previous release's slot, still running after a blue-green switch.
+    #[serde(default)]
+    pub standby: Option<Standby>,
 }
 
 impl AppState {
