@@ -13,7 +13,8 @@ use prost::Message;
 
 use super::AdmissionError;
 use crate::job::{
-    Action, AppName, HealthSpec, JobId, JobSpec, Probe, ReleaseSpec, Sha256Hex, StrategyKind,
+    Action, AnalysisSpec, AppName, BatchSize, CanaryStep, HealthSpec, JobId, JobSpec, Probe,
+    ReleaseSpec, RolloutSpec, Sha256Hex, StrategyKind,
 };
 
 /// Probe interval when the job leaves it 0.
@@ -28,6 +29,11 @@ pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// Progress deadline when the job leaves it 0.
 pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Longest duration any rollout field may ask for.
+pub const MAX_ROLLOUT_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Most canary steps a job may have.
+pub const MAX_CANARY_STEPS: usize = 20;
 
 /// Decodes the protobuf `Job`.
 ///
@@ -190,15 +196,198 @@ fn release(r: &v1::Release) -> Result<ReleaseSpec, AdmissionError> {
             0 => DEFAULT_PROGRESS_DEADLINE,
             s => Duration::from_secs(u64::from(s)),
         },
-        rollout: rollout(r.rollout.as_ref())?,
+        rollout: rollout(r.rollout.as_ref(), r.instances)?,
     })
 }
 
-/// The rollout parameters with defaults filled in.
-fn rollout(r: Option<&v1::Rollout>) -> Result<crate::job::RolloutSpec, AdmissionError> {
-    let spec = crate::job::RolloutSpec::default();
-    let Some(_r) = r else { return Ok(spec) };
-    Ok(spec)
+/// The rollout parameters with defaults filled in (every zero field takes its default, see
+/// [`RolloutSpec::default`] and [`AnalysisSpec::default`]).
+///
+/// # Errors
+///
+/// [`AdmissionError::InvalidJob`] naming the field (`release.rollout.batch`,
+/// `release.rollout.steps[1].weight`, ...) and the problem.
+pub fn rollout(r: Option<&v1::Rollout>, instances: u32) -> Result<RolloutSpec, AdmissionError> {
+    let d = RolloutSpec::default();
+    let Some(r) = r else { return Ok(d) };
+    let healthy_deadline = match r.healthy_deadline_ms {
+        0 => None,
+        ms => Some(duration("release.rollout.healthy_deadline_ms", ms)?),
+    };
+    let canary_instances = match r.canary_instances {
+        0 => d.canary_instances,
+        n if n > instances => {
+            return Err(invalid(
+                "release.rollout.canary_instances",
+                format!("{n} is more than release.instances {instances}"),
+            ));
+        }
+        n => n,
+    };
+    Ok(RolloutSpec {
+        batch: batch(&r.batch)?,
+        min_healthy_time: duration("release.rollout.min_healthy_time_ms", r.min_healthy_time_ms)?,
+        healthy_deadline,
+        auto_revert: !r.no_auto_revert,
+        drain_timeout: duration_or(
+            "release.rollout.drain_timeout_ms",
+            r.drain_timeout_ms,
+            d.drain_timeout,
+        )?,
+        preview_weight: percent("release.rollout.preview_weight", r.preview_weight)?,
+        preview: duration("release.rollout.preview_ms", r.preview_ms)?,
+        scale_down_delay: duration_or(
+            "release.rollout.scale_down_delay_ms",
+            r.scale_down_delay_ms,
+            d.scale_down_delay,
+        )?,
+        auto_promote: !r.manual_promote,
+        steps: if r.steps.is_empty() {
+            d.steps
+        } else {
+            steps(&r.steps)?
+        },
+        analysis: match &r.analysis {
+            None => d.analysis,
+            Some(a) => analysis(a)?,
+        },
+        canary_instances,
+    })
+}
+
+/// `"N"` (N >= 1) or `"P%"` (1 <= P <= 100); empty is the default, one at a time.
+fn batch(value: &str) -> Result<BatchSize, AdmissionError> {
+    const FIELD: &str = "release.rollout.batch";
+    if value.is_empty() {
+        return Ok(RolloutSpec::default().batch);
+    }
+    let bad = || {
+        invalid(
+            FIELD,
+            format!("{value:?} is not a count like \"2\" or a percent like \"25%\""),
+        )
+    };
+    let (digits, is_percent) = match value.strip_suffix('%') {
+        Some(d) => (d, true),
+        None => (value, false),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u32 = digits.parse().map_err(|_| bad())?;
+    match (is_percent, n) {
+        (_, 0) => Err(invalid(
+            FIELD,
+            format!("{value:?} is zero: a batch needs at least one instance"),
+        )),
+        (true, p) if p > 100 => Err(invalid(FIELD, format!("{value:?} is more than 100%"))),
+        (true, p) => Ok(BatchSize::Percent(p)),
+        (false, n) => Ok(BatchSize::Count(n)),
+    }
+}
+
+/// Milliseconds as a duration, at most [`MAX_ROLLOUT_DURATION`].
+fn duration(field: &str, ms: u32) -> Result<Duration, AdmissionError> {
+    let d = Duration::from_millis(u64::from(ms));
+    if d > MAX_ROLLOUT_DURATION {
+        return Err(invalid(
+            field,
+            format!(
+                "{ms} ms is longer than the maximum of {} ms (24 h)",
+                MAX_ROLLOUT_DURATION.as_millis()
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Like [`duration`], with 0 meaning `default`.
+fn duration_or(field: &str, ms: u32, default: Duration) -> Result<Duration, AdmissionError> {
+    if ms == 0 {
+        Ok(default)
+    } else {
+        duration(field, ms)
+    }
+}
+
+fn percent(field: &str, value: u32) -> Result<u32, AdmissionError> {
+    if value > 100 {
+        return Err(invalid(
+            field,
+            format!("{value} is more than 100 (percent)"),
+        ));
+    }
+    Ok(value)
+}
+
+fn steps(wire: &[v1::CanaryStep]) -> Result<Vec<CanaryStep>, AdmissionError> {
+    if wire.len() > MAX_CANARY_STEPS {
+        return Err(invalid(
+            "release.rollout.steps",
+            format!(
+                "has {} steps, more than the maximum of {MAX_CANARY_STEPS}",
+                wire.len()
+            ),
+        ));
+    }
+    let mut out: Vec<CanaryStep> = Vec::with_capacity(wire.len());
+    for (i, step) in wire.iter().enumerate() {
+        let weight = percent(&format!("release.rollout.steps[{i}].weight"), step.weight)?;
+        if let Some(prev) = out.last()
+            && weight < prev.weight
+        {
+            return Err(invalid(
+                &format!("release.rollout.steps[{i}].weight"),
+                format!(
+                    "{weight} is less than the previous step's {}: weights must not decrease",
+                    prev.weight
+                ),
+            ));
+        }
+        let pause = if step.until_promote {
+            None
+        } else {
+            Some(duration(
+                &format!("release.rollout.steps[{i}].pause_ms"),
+                step.pause_ms,
+            )?)
+        };
+        out.push(CanaryStep { weight, pause });
+    }
+    Ok(out)
+}
+
+fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
+    let d = AnalysisSpec::default();
+    let max_cpu_percent = if a.max_cpu_percent == 0.0 {
+        None
+    } else if a.max_cpu_percent.is_finite() && a.max_cpu_percent > 0.0 {
+        Some(a.max_cpu_percent)
+    } else {
+        return Err(invalid(
+            "release.rollout.analysis.max_cpu_percent",
+            format!(
+                "{} is not a positive number of percent (0: not checked)",
+                a.max_cpu_percent
+            ),
+        ));
+    };
+    let pick = |v: u32, d: u32| if v == 0 { d } else { v };
+    Ok(AnalysisSpec {
+        max_probe_failures: pick(a.max_probe_failures, d.max_probe_failures),
+        max_restarts: pick(a.max_restarts, d.max_restarts),
+        max_conn_errors: match a.max_conn_errors {
+            0 => d.max_conn_errors,
+            n => u64::from(n),
+        },
+        max_cpu_percent,
+        max_memory_bytes: (a.max_memory_bytes != 0).then_some(a.max_memory_bytes),
+        interval: duration_or(
+            "release.rollout.analysis.interval_ms",
+            a.interval_ms,
+            d.interval,
+        )?,
+    })
 }
 
 fn check_env_name(k: &str) -> Result<(), AdmissionError> {

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Limits, Policy};
-use crate::job::{Action, AppName, JobId, Sha256Hex, VerifiedJob};
+use crate::job::{Action, AppName, JobId, Sha256Hex, StrategyKind, VerifiedJob};
 
 pub use replay::{ReplayError, ReplayRecord};
 
@@ -262,6 +262,26 @@ pub enum AdmissionError {
         /// The app.
         app: String,
     },
+    /// A rolling, blue-green or canary deploy to an app with no router: neither `listen`
+    /// (the front door) nor `[apps.NAME.nginx]` is configured.
+    #[error(
+        "app {app} has no router (set listen or [apps.{app}.nginx] in the agent's config): a \
+         {strategy} deploy needs one; use the hot strategy"
+    )]
+    StrategyNeedsRouter {
+        /// The app.
+        app: String,
+        /// The strategy the job asked for.
+        strategy: StrategyKind,
+    },
+    /// A promote or abort job, but no rollout is in progress on the app.
+    #[error("{action} on app {app}: no rollout is in progress")]
+    NoRolloutInProgress {
+        /// The app.
+        app: String,
+        /// The action (promote or abort).
+        action: Action,
+    },
     /// The replay store could not record the job (the job is refused: fail closed).
     #[error("cannot record the job")]
     Store(#[source] ReplayError),
@@ -432,6 +452,9 @@ impl Admission {
                 ),
             });
         }
+        if let Some(release) = &spec.release {
+            check_strategy_fits(app, release)?;
+        }
 
         let digest = Sha256Hex::of(job_bytes);
         let mut store = self.store();
@@ -444,10 +467,22 @@ impl Admission {
                 })
             };
         }
-        if apps.is_busy(&spec.app) {
-            return Err(AdmissionError::AppBusy {
-                app: spec.app.to_string(),
-            });
+        let busy = apps.is_busy(&spec.app);
+        match spec.action {
+            // Promote and abort act on the rollout in progress: they need one.
+            Action::Promote | Action::Abort if !busy => {
+                return Err(AdmissionError::NoRolloutInProgress {
+                    app: spec.app.to_string(),
+                    action: spec.action,
+                });
+            }
+            Action::Promote | Action::Abort => {}
+            _ if busy => {
+                return Err(AdmissionError::AppBusy {
+                    app: spec.app.to_string(),
+                });
+            }
+            _ => {}
         }
         store
             .insert(ReplayRecord {
@@ -500,6 +535,26 @@ impl Admission {
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
     }
+}
+
+/// Rolling, blue-green and canary need a router. (Blue-green and canary also run a second
+/// slot beside the first: `instances <= max_instances`, checked for every deploy, and the
+/// config's rule that a routed app's port range holds `2 x max_instances` make both fit.)
+fn check_strategy_fits(
+    app: &crate::config::AppPolicy,
+    release: &crate::job::ReleaseSpec,
+) -> Result<(), AdmissionError> {
+    match release.strategy {
+        StrategyKind::Hot => return Ok(()),
+        StrategyKind::Rolling | StrategyKind::BlueGreen | StrategyKind::Canary => {}
+    }
+    if !app.router.is_some() {
+        return Err(AdmissionError::StrategyNeedsRouter {
+            app: app.name.to_string(),
+            strategy: release.strategy,
+        });
+    }
+    Ok(())
 }
 
 /// The agent's clock in Unix seconds (0 before the epoch).

@@ -24,7 +24,9 @@ pub fn code(e: &AdmissionError) -> Code {
         AdmissionError::NotYetValid { .. }
         | AdmissionError::Expired { .. }
         | AdmissionError::WindowTooLong { .. }
-        | AdmissionError::RollbackTargetMissing { .. } => Code::FailedPrecondition,
+        | AdmissionError::RollbackTargetMissing { .. }
+        | AdmissionError::StrategyNeedsRouter { .. }
+        | AdmissionError::NoRolloutInProgress { .. } => Code::FailedPrecondition,
         AdmissionError::AppNotConfigured { .. } => Code::NotFound,
         AdmissionError::Replayed { .. } => Code::AlreadyExists,
         AdmissionError::AppBusy { .. } => Code::Aborted,
@@ -55,6 +57,8 @@ pub fn reason_code(e: &AdmissionError) -> &'static str {
         AdmissionError::AppNotConfigured { .. } => "app_not_configured",
         AdmissionError::Replayed { .. } => "replayed",
         AdmissionError::AppBusy { .. } => "app_busy",
+        AdmissionError::StrategyNeedsRouter { .. } => "strategy_needs_router",
+        AdmissionError::NoRolloutInProgress { .. } => "no_rollout_in_progress",
         AdmissionError::Store(_) => "replay_store_unavailable",
     }
 }
