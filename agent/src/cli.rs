@@ -152,6 +152,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => match crate::config::Config::load(&config) {
             Ok(cfg) => {
+                // The same file checks `run` makes before it starts.
+                let unsafe_files = crate::fsguard::problems(&cfg)?;
+                if !unsafe_files.is_empty() {
+                    eprintln!("{} is not safe to run with:", config.display());
+                    for problem in &unsafe_files {
+                        eprintln!("  {problem}");
+                    }
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
                 println!(
                     "ok: {} is valid ({} key(s), {} app(s))",
                     config.display(),

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::admission::{Admission, AppView};
 use crate::artifact::{ArtifactStore, Releases, UnpackLimits};
-use crate::audit::{AuditLog, CheckpointLine, Entry};
+use crate::audit::{AuditLog, CheckpointLine, Entry, HeldAppend};
 use crate::config::{AppPolicy, Config};
 use crate::job::{Action, AppName, JobId, StrategyKind, VerifiedJob};
 use crate::state::{AppState, StateError};
@@ -487,8 +487,14 @@ impl Executor {
             .with("app", json!(spec.app))
             .with("action", json!(spec.action.as_str()))
             .with("reason", json!(reason));
-        if let Err(e) = self.inner.audit.append(entry).await {
-            tracing::error!("cannot record the end of the job in the audit log: {e}");
+        // The job is over whatever the log says: when the disk is full the final entry is held
+        // in memory and written, chained in order, once the log is writable again.
+        match self.inner.audit.append_held(entry).await {
+            Ok(HeldAppend::Written(_)) => {}
+            Ok(HeldAppend::Held { cause, .. }) => {
+                tracing::warn!("the end of the job is held for the audit log: {cause}");
+            }
+            Err(e) => tracing::error!("cannot record the end of the job in the audit log: {e}"),
         }
         if let Err(e) = self
             .inner

@@ -19,7 +19,8 @@
 //!
 //! [`daemon`] assembles them for `gantry-agent run`.
 //!
-//! Beside the flow: [`config`] (the agent's TOML, validated), [`job`] (domain types of a job),
+//! Beside the flow: [`config`] (the agent's TOML, validated), [`fsguard`] (start-up checks of
+//! key, config and data-dir ownership, modes and symlinks), [`job`] (domain types of a job),
 //! [`keys`](gantry_proto::keys) come from `gantry-proto`, [`cli`] (the operator commands),
 //! [`secrets`] (keyed hashes of secret env values for the audit log), [`telemetry`] and
 //! [`shutdown`].
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod executor;
+pub mod fsguard;
 pub mod health;
 pub mod job;
 pub mod secrets;

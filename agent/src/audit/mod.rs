@@ -18,6 +18,14 @@
 //! * Fail closed: when a write or sync fails, the file is cut back to its last durable length,
 //!   the whole batch gets [`AuditError::Unavailable`], and [`AuditLog::health`] reports why until
 //!   a later write succeeds.
+//! * Held entries: [`AuditLog::append_held`] is for what records a step already taken (a
+//!   rollback step, a job's final entry), which must not be lost when the disk is full. When the
+//!   log cannot be written, such an entry is queued in memory (at most [`MAX_HELD`]); while any
+//!   entry is held or the log is failed, the writer retries every [`PROBE_EVERY`]. The first
+//!   successful batch starts with `audit.resumed` (the cause, since when, how many entries follow
+//!   and how many were dropped because the queue was full), then the held entries in the order
+//!   they were handed in, each with `held_at`, then the batch's own entries: the chain stays one
+//!   gap-free sequence. So after space returns the agent accepts jobs again without any action.
 //! * `reader.rs` holds what operators run: `audit verify`, `audit tail [-f]`.
 //!
 //! # Limitations
@@ -38,7 +46,7 @@ mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -54,7 +62,15 @@ pub use reader::{format_human, read_lines, tail, verify_dir};
 const SUBSCRIBE_CAPACITY: usize = 1024;
 
 /// Event names the writer alone may use.
-const RESERVED_EVENTS: [&str; 1] = ["checkpoint"];
+const RESERVED_EVENTS: [&str; 2] = ["checkpoint", "audit.resumed"];
+
+/// At most this many entries are held in memory while the log cannot be written; beyond it
+/// [`AuditLog::append_held`] fails and the loss is counted in `audit.resumed`.
+pub const MAX_HELD: usize = 4096;
+
+/// While failed (and not permanently), the writer retries this often on its own, so a log whose
+/// disk has space again recovers without waiting for new work.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Field names of the line header, which an entry's fields may not reuse.
 const HEADER_FIELDS: [&str; 4] = ["seq", "ts", "prev", "event"];
@@ -147,6 +163,21 @@ pub struct Appended {
     pub seq: u64,
     /// Lowercase hex SHA-256 of the entry's line bytes.
     pub hash: String,
+}
+
+/// What became of an entry handed to [`AuditLog::append_held`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldAppend {
+    /// It is on disk.
+    Written(Appended),
+    /// The log cannot be written now: the entry is queued in memory and will be written, in
+    /// order, by the first batch that succeeds.
+    Held {
+        /// Entries now held, this one included.
+        queued: usize,
+        /// Why the log cannot be written.
+        cause: String,
+    },
 }
 
 /// A durable checkpoint entry: its `seq` and its exact line (without `\n`), which a witness keeps.
@@ -262,6 +293,15 @@ pub enum AuditError {
         /// Why.
         reason: String,
     },
+    /// The log cannot be written and the in-memory queue of held entries is full: this entry is
+    /// lost (the count is recorded in `audit.resumed` once the log is writable again).
+    #[error("audit log unavailable: {cause}; {held} entries already held, this one is dropped")]
+    HeldFull {
+        /// Why the log cannot be written.
+        cause: String,
+        /// How many entries are held.
+        held: usize,
+    },
     /// The log was closed (or its writer thread is gone).
     #[error("audit log is closed")]
     Closed,
@@ -318,6 +358,8 @@ pub enum AuditError {
 pub(crate) enum Command {
     /// Write this entry.
     Append(Entry, oneshot::Sender<Result<Appended, AuditError>>),
+    /// Write this entry, or hold it in memory while the log cannot be written.
+    AppendHeld(Entry, oneshot::Sender<Result<HeldAppend, AuditError>>),
     /// Write a checkpoint unless the last entry is one.
     Checkpoint(oneshot::Sender<Result<CheckpointLine, AuditError>>),
     /// Seal with a final checkpoint and stop.
@@ -335,6 +377,8 @@ pub(crate) struct Shared {
     pub(crate) latest: Mutex<Option<CheckpointLine>>,
     /// How many times the writer called fdatasync.
     pub(crate) syncs: AtomicU64,
+    /// How many entries are held in memory.
+    pub(crate) held: AtomicUsize,
     /// Every durable line, for `audit tail -f` over gRPC.
     pub(crate) lines: broadcast::Sender<Arc<(u64, String)>>,
 }
@@ -385,6 +429,7 @@ impl AuditLog {
             failed: Mutex::new(None),
             latest: Mutex::new(opened.latest.clone()),
             syncs: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
             lines,
         });
         let (tx, rx) = mpsc::channel();
@@ -414,6 +459,28 @@ impl AuditLog {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append(entry, reply))?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Appends an entry that records something already done (a rollback step, a job's final
+    /// entry): like [`AuditLog::append`] while the log is writable; while it is not, the entry is
+    /// held in memory and written, in order and chained, by the first batch that succeeds
+    /// (see the module docs). Never use it for an entry that must be durable before an action.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::HeldFull`] when [`MAX_HELD`] entries are already held (this one is lost and
+    /// counted), [`AuditError::Unavailable`] when the log failed for good (its file could not be
+    /// cut back), [`AuditError::InvalidEntry`], [`AuditError::Closed`].
+    pub async fn append_held(&self, entry: Entry) -> Result<HeldAppend, AuditError> {
+        entry.validate()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AppendHeld(entry, reply))?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// How many entries are held in memory, waiting for the log to be writable.
+    pub fn held(&self) -> usize {
+        self.inner.shared.held.load(Ordering::Relaxed)
     }
 
     /// Seals everything appended so far with a signed checkpoint and returns it; when the last

@@ -488,7 +488,15 @@ async fn a_failed_write_fails_closed_leaves_no_torn_line_and_recovers() {
             Err(e) => panic!("never recovered: {e}"),
         }
     };
-    assert_eq!(next.seq, first.seq + 1);
+    // The recovery is recorded first (audit.resumed), then the entry.
+    assert_eq!(next.seq, first.seq + 2);
+    let lines = all_lines(tmp.path());
+    let resumed = parse(&lines[first.seq as usize]);
+    assert_eq!(resumed["event"], "audit.resumed");
+    assert!(
+        resumed["cause"].as_str().unwrap().contains("No space left"),
+        "{resumed}"
+    );
     log.health().unwrap();
     log.close().await.unwrap();
     verify_dir(tmp.path(), Some(&key.public_key())).unwrap();
@@ -796,4 +804,135 @@ async fn tail_prints_the_last_lines_and_follows_across_rotation() {
         "each line once, in order"
     );
     log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn held_entries_wait_for_the_disk_and_are_written_in_order_by_the_writer_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key();
+    let (log, _) = open(opts(tmp.path()), &key);
+    let first = log.append(entry(1)).await.unwrap();
+    assert!(matches!(
+        log.append_held(entry(2)).await.unwrap(),
+        HeldAppend::Written(Appended { seq: 2, .. })
+    ));
+
+    // Three failed attempts: the append that hits the fault, then two probes.
+    log.inject(vec![
+        Fault::Write(ENOSPC),
+        Fault::Write(ENOSPC),
+        Fault::Write(ENOSPC),
+    ]);
+    assert!(matches!(
+        log.append(entry(3)).await,
+        Err(AuditError::Unavailable { .. })
+    ));
+    for n in [4, 5] {
+        match log.append_held(entry(n)).await.unwrap() {
+            HeldAppend::Held { queued, cause } => {
+                assert_eq!(queued as u64, n - 3);
+                assert!(cause.contains("No space left"), "{cause}");
+            }
+            other => panic!("entry {n} was not held: {other:?}"),
+        }
+    }
+    assert_eq!(log.held(), 2);
+    assert!(log.health().is_err());
+
+    // No new work arrives: the writer's own retries write them once the disk takes writes.
+    wait_until("the held entries are written", || {
+        log.held() == 0 && log.health().is_ok()
+    });
+    let lines: Vec<Value> = all_lines(tmp.path()).iter().map(|l| parse(l)).collect();
+    let events: Vec<(&str, Option<u64>)> = lines
+        .iter()
+        .map(|l| (l["event"].as_str().unwrap(), l["n"].as_u64()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("job.step", Some(1)),
+            ("job.step", Some(2)),
+            ("audit.resumed", None),
+            ("job.step", Some(4)),
+            ("job.step", Some(5)),
+        ],
+        "entry 3 was refused (append), 4 and 5 held (append_held)"
+    );
+    assert_eq!(lines[2]["held"], 2);
+    assert_eq!(lines[2]["dropped"], 0);
+    assert!(lines[2]["failed_since"].is_string());
+    assert!(lines[3]["held_at"].is_string() && lines[4]["held_at"].is_string());
+    assert_eq!(lines[0]["seq"], first.seq);
+
+    // And the log goes on normally.
+    assert_eq!(log.append(entry(6)).await.unwrap().seq, 6);
+    log.close().await.unwrap();
+    verify_dir(tmp.path(), Some(&key.public_key())).unwrap();
+}
+
+#[tokio::test]
+async fn a_full_held_queue_refuses_and_counts_what_it_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key();
+    let (log, _) = open(opts(tmp.path()), &key);
+    log.append(entry(0)).await.unwrap();
+    // Enough failures to outlast the probes while the queue fills.
+    log.inject(vec![Fault::Write(EIO); 400]);
+    assert!(log.append(entry(0)).await.is_err());
+    for n in 0..MAX_HELD as u64 {
+        assert!(matches!(
+            log.append_held(entry(n)).await.unwrap(),
+            HeldAppend::Held { .. }
+        ));
+    }
+    let full = log.append_held(entry(99_999)).await.unwrap_err();
+    assert!(
+        matches!(full, AuditError::HeldFull { held: MAX_HELD, .. }),
+        "{full:?}"
+    );
+    let msg = full.to_string();
+    assert!(
+        msg.starts_with("audit log unavailable: ") && msg.contains("dropped"),
+        "{msg}"
+    );
+    drop(log);
+}
+
+#[tokio::test]
+async fn append_held_refuses_reserved_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = open(opts(tmp.path()), &key());
+    for event in ["checkpoint", "audit.resumed"] {
+        assert!(matches!(
+            log.append_held(Entry::new(event)).await,
+            Err(AuditError::InvalidEntry { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_symlinked_audit_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    fs::create_dir(&dir).unwrap();
+    let elsewhere = tmp.path().join("elsewhere.jsonl");
+    fs::write(&elsewhere, "").unwrap();
+    let link = dir.join(recover::file_name(1));
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let err = AuditLog::open(opts(&dir), key()).unwrap_err();
+    let msg = strategy_reason(&err);
+    assert!(
+        msg.contains(&link.display().to_string()) && msg.contains("symbolic links"),
+        "{msg}"
+    );
+    assert_eq!(
+        fs::read(&elsewhere).unwrap(),
+        b"",
+        "nothing written through the link"
+    );
+}
+
+fn strategy_reason(e: &AuditError) -> String {
+    crate::strategy::reason(e)
 }

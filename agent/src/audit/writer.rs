@@ -6,7 +6,12 @@
 //! (no torn line stays), answers the whole batch with [`AuditError::Unavailable`] and stays
 //! failed; a later batch retries (at most every [`RETRY_AFTER`]) and clears the failure when its
 //! write succeeds. The chain state (seq, prev) only moves on success, so it stays correct.
+//!
+//! Held entries ([`Command::AppendHeld`]) that cannot be written wait in `held`; they are put at
+//! the front of every batch (after an `audit.resumed` entry) until one succeeds, and only then
+//! leave the queue. While failed, the thread also wakes every [`PROBE_EVERY`] to try on its own.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +29,10 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::{self, Sealer};
 use super::recover::{self, Opened, Recovered};
-use super::{Appended, AuditError, AuditOptions, CheckpointLine, Command, Entry, Shared, lock};
+use super::{
+    Appended, AuditError, AuditOptions, CheckpointLine, Command, Entry, HeldAppend, MAX_HELD,
+    PROBE_EVERY, Shared, lock,
+};
 
 /// After a failure, the writer touches the disk again at most this often; appends in between
 /// fail at once.
@@ -98,6 +106,12 @@ enum Reply {
         CheckpointLine,
     ),
     Close(oneshot::Sender<Result<(), AuditError>>),
+    /// A held-if-need-be entry in this batch: on failure it joins the held queue.
+    Held(
+        oneshot::Sender<Result<HeldAppend, AuditError>>,
+        Appended,
+        Entry,
+    ),
 }
 
 impl Reply {
@@ -106,6 +120,7 @@ impl Reply {
             Reply::Append(tx, a) => tx.send(Ok(a)).map_err(drop),
             Reply::Checkpoint(tx, c) => tx.send(Ok(c)).map_err(drop),
             Reply::Close(tx) => tx.send(Ok(())).map_err(drop),
+            Reply::Held(tx, a, _) => tx.send(Ok(HeldAppend::Written(a))).map_err(drop),
         };
     }
 
@@ -117,8 +132,20 @@ impl Reply {
             Reply::Append(tx, _) => tx.send(Err(e())).map_err(drop),
             Reply::Checkpoint(tx, _) => tx.send(Err(e())).map_err(drop),
             Reply::Close(tx) => tx.send(Err(e())).map_err(drop),
+            Reply::Held(tx, _, _) => tx.send(Err(e())).map_err(drop),
         };
     }
+}
+
+/// Entries waiting for the log to be writable again.
+#[derive(Default)]
+struct Held {
+    /// Each entry with the time it was handed in, in order.
+    queue: VecDeque<(Entry, SystemTime)>,
+    /// Entries refused because the queue was full, since the last `audit.resumed`.
+    dropped: u64,
+    /// When the current failure began (for `audit.resumed`).
+    failed_since: Option<SystemTime>,
 }
 
 /// The chain as it stands (durable) or as a batch would leave it (working copy).
@@ -154,6 +181,7 @@ struct Writer {
     lines: Vec<LineMeta>,
     replies: Vec<Reply>,
     failed: Option<Failure>,
+    held: Held,
     #[cfg(test)]
     faults: std::collections::VecDeque<Fault>,
 }
@@ -178,6 +206,7 @@ impl Writer {
             lines: Vec::with_capacity(256),
             replies: Vec::with_capacity(256),
             failed: None,
+            held: Held::default(),
             #[cfg(test)]
             faults: std::collections::VecDeque::new(),
         }
@@ -208,12 +237,32 @@ impl Writer {
         };
         let mut cmds = Vec::with_capacity(256);
         loop {
-            let first = match next_seal {
+            // While failed (not for good), retry on our own: held entries get written and
+            // health() clears as soon as the disk has space again.
+            let probe_at = self
+                .failed
+                .as_ref()
+                .filter(|f| !f.permanent)
+                .and_then(|f| f.at.checked_add(PROBE_EVERY));
+            if let Some(at) = probe_at
+                && Instant::now() >= at
+            {
+                self.process(&mut Vec::new(), false);
+                continue;
+            }
+            let wake = match (next_seal, probe_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wake {
                 Some(at) => {
                     let now = Instant::now();
-                    if now >= at {
+                    if next_seal.is_some_and(|s| now >= s) {
                         next_seal = now.checked_add(interval);
                         self.seal_periodically();
+                        continue;
+                    }
+                    if now >= at {
                         continue;
                     }
                     match rx.recv_timeout(at - now) {
@@ -261,8 +310,38 @@ impl Writer {
             .failed
             .as_ref()
             .is_some_and(|f| f.permanent || f.at.elapsed() < RETRY_AFTER);
+        // A retry after a failure: the batch starts with `audit.resumed` and the held entries.
+        let recovering = self.failed.is_some() && !fail_fast;
+        if recovering {
+            self.push_resumed(&mut work);
+        }
+        let cause_now = self
+            .failed
+            .as_ref()
+            .map_or_else(String::new, |f| f.cause.clone());
+        let permanent = self.failed.as_ref().is_some_and(|f| f.permanent);
         for cmd in cmds.drain(..) {
             match cmd {
+                Command::AppendHeld(entry, tx) => {
+                    if fail_fast && permanent {
+                        let _ = tx.send(Err(AuditError::Unavailable {
+                            cause: cause_now.clone(),
+                        }));
+                    } else if fail_fast {
+                        self.hold(entry, SystemTime::now(), tx, &cause_now);
+                    } else {
+                        let hash = self.push_line(&mut work, &entry);
+                        let appended = Appended {
+                            seq: work.seq,
+                            hash,
+                        };
+                        self.replies.push(Reply::Held(tx, appended, entry));
+                        let every = self.opts.checkpoint_every;
+                        if every > 0 && work.since_checkpoint >= every {
+                            self.push_checkpoint(&mut work);
+                        }
+                    }
+                }
                 Command::Append(entry, tx) => {
                     if fail_fast {
                         self.replies.push(Reply::Append(
@@ -328,6 +407,12 @@ impl Writer {
             for reply in self.replies.drain(..) {
                 reply.err(&cause);
             }
+            if closing && !self.held.queue.is_empty() {
+                tracing::error!(
+                    held = self.held.queue.len(),
+                    "the audit log closes while entries are held in memory: they are lost"
+                );
+            }
             return closing;
         }
         let committed = if self.lines.is_empty() {
@@ -338,8 +423,16 @@ impl Writer {
         match committed {
             Ok(()) => {
                 if let Some(f) = self.failed.take() {
-                    tracing::warn!(cause = %f.cause, "audit log writable again");
+                    tracing::warn!(
+                        cause = %f.cause,
+                        held = self.held.queue.len(),
+                        "audit log writable again; held entries written"
+                    );
                     *lock(&self.shared.failed) = None;
+                }
+                if recovering {
+                    self.held = Held::default();
+                    self.shared.held.store(0, Ordering::Relaxed);
                 }
                 self.len += self.buf.len() as u64;
                 if let Some(latest) = work.latest.take() {
@@ -352,10 +445,21 @@ impl Writer {
                 }
             }
             Err((cause, permanent)) => {
-                tracing::error!(%cause, "audit log failed closed");
+                if self.failed.as_ref().is_some_and(|f| f.cause == cause) {
+                    tracing::debug!(%cause, "audit log still unavailable");
+                } else {
+                    tracing::error!(%cause, "audit log failed closed");
+                }
                 *lock(&self.shared.failed) = Some(cause.clone());
-                for reply in self.replies.drain(..) {
-                    reply.err(&cause);
+                self.held.failed_since.get_or_insert_with(SystemTime::now);
+                let replies: Vec<Reply> = self.replies.drain(..).collect();
+                for reply in replies {
+                    match reply {
+                        Reply::Held(tx, _, entry) if !permanent => {
+                            self.hold(entry, SystemTime::now(), tx, &cause);
+                        }
+                        other => other.err(&cause),
+                    }
                 }
                 self.failed = Some(Failure {
                     cause,
@@ -364,7 +468,78 @@ impl Writer {
                 });
             }
         }
+        if closing && !self.held.queue.is_empty() {
+            tracing::error!(
+                held = self.held.queue.len(),
+                "the audit log closes while entries are held in memory: they are lost"
+            );
+        }
         closing
+    }
+
+    /// Queues `entry` until the log is writable, or refuses it when the queue is full.
+    fn hold(
+        &mut self,
+        entry: Entry,
+        at: SystemTime,
+        tx: oneshot::Sender<Result<HeldAppend, AuditError>>,
+        cause: &str,
+    ) {
+        let held = self.held.queue.len();
+        if held >= MAX_HELD {
+            self.held.dropped += 1;
+            tracing::error!(
+                event = entry.event(),
+                held,
+                "audit entry dropped: too many held"
+            );
+            let _ = tx.send(Err(AuditError::HeldFull {
+                cause: cause.to_owned(),
+                held,
+            }));
+            return;
+        }
+        self.held.queue.push_back((entry, at));
+        let queued = held + 1;
+        self.shared.held.store(queued, Ordering::Relaxed);
+        let _ = tx.send(Ok(HeldAppend::Held {
+            queued,
+            cause: cause.to_owned(),
+        }));
+    }
+
+    /// Starts a retry batch: `audit.resumed`, then every held entry (with `held_at`) in order.
+    fn push_resumed(&mut self, work: &mut Chain) {
+        let cause = self
+            .failed
+            .as_ref()
+            .map_or_else(String::new, |f| f.cause.clone());
+        let since = self.held.failed_since.unwrap_or_else(SystemTime::now);
+        let resumed = Entry::new("audit.resumed")
+            .with("cause", cause)
+            .with(
+                "failed_since",
+                humantime::format_rfc3339_millis(since).to_string(),
+            )
+            .with("held", self.held.queue.len())
+            .with("dropped", self.held.dropped);
+        self.push_line(work, &resumed);
+        let held: Vec<Entry> = self
+            .held
+            .queue
+            .iter()
+            .map(|(e, at)| {
+                e.clone()
+                    .with("held_at", humantime::format_rfc3339_millis(*at).to_string())
+            })
+            .collect();
+        let every = self.opts.checkpoint_every;
+        for entry in &held {
+            self.push_line(work, entry);
+            if every > 0 && work.since_checkpoint >= every {
+                self.push_checkpoint(work);
+            }
+        }
     }
 
     /// Serialises one entry into the batch buffer and advances the working chain.

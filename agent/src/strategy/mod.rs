@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::artifact::{ArtifactError, ArtifactStore, UnpackLimits};
-use crate::audit::{AuditError, AuditLog, Entry};
+use crate::audit::{AuditError, AuditLog, Entry, HeldAppend};
 use crate::executor::{AppRuntime, EventKind, JobHandle};
 use crate::job::{Action, ReleaseSpec, StrategyKind, VerifiedJob};
 use crate::state::{InstanceRecord, StateError};
@@ -133,18 +133,32 @@ impl JobCtx {
         Ok(())
     }
 
-    /// Records a step on a best-effort basis (rollback: restoring service comes first).
+    /// Records a step without ever blocking it (rollback: restoring service comes first).
+    /// While the audit log cannot be written the entry is held in memory and written, in order,
+    /// once it can ([`AuditLog::append_held`]), so the record of a rollback is not lost.
     pub async fn note(&self, step: &str, message: impl Into<String>) {
         let message = message.into();
-        if let Err(e) = self.step(step, message.clone()).await {
-            tracing::error!(step, "{message} (not in the audit log: {})", reason(&e));
-            self.handle.publish(EventKind::Step {
-                step: step.to_owned(),
-                message,
-                done: 0,
-                total: 0,
-            });
+        let spec = &self.job.spec;
+        let entry = Entry::new("job.step")
+            .with("job_id", json!(spec.id))
+            .with("app", json!(spec.app))
+            .with("step", json!(step))
+            .with("detail", json!(message));
+        // Held, not refused, when the disk is full: see AuditLog::append_held.
+        match self.audit.append_held(entry).await {
+            Ok(HeldAppend::Written(_)) => tracing::info!(step, "{message}"),
+            Ok(HeldAppend::Held { queued, cause }) => tracing::warn!(
+                step,
+                "{message} (held for the audit log, {queued} waiting: {cause})"
+            ),
+            Err(e) => tracing::error!(step, "{message} (not in the audit log: {})", reason(&e)),
         }
+        self.handle.publish(EventKind::Step {
+            step: step.to_owned(),
+            message,
+            done: 0,
+            total: 0,
+        });
     }
 }
 
