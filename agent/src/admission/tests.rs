@@ -1318,3 +1318,5 @@ fn secret_env_names_are_decoded_and_must_be_env_keys() {
         "invalid job: release.secret_env \"NOT_IN_ENV\" is not a key of release.env"
     );
 }
+
+mod rollout;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    APPROVER_ROLE, AppPolicy, Config, EXPIRY_WARNING, KeyInvalidity, RunAs, TrustedKey, format_time,
+    APPROVER_ROLE, AppPolicy, Config, EXPIRY_WARNING, KeyInvalidity, RouterConfig, RunAs,
+    TrustedKey, format_time,
 };
 use crate::job::Action;
 
@@ -120,6 +121,57 @@ fn run_as_text(app: &AppPolicy) -> String {
                 app.user
             )
         }
+    }
+}
+
+/// The app's address, as the report shows it.
+fn listen_text(app: &AppPolicy) -> String {
+    match (&app.listen, &app.router) {
+        (Some(a), RouterConfig::Nginx { .. }) => format!("{a} (nginx's address, informational)"),
+        (Some(a), _) => a.to_string(),
+        (None, _) => "-".to_owned(),
+    }
+}
+
+/// The app's router, as the report shows it.
+fn router_text(app: &AppPolicy) -> String {
+    match &app.router {
+        RouterConfig::None => {
+            "none (hot deploys only; rolling, blue-green and canary need listen or nginx)"
+                .to_owned()
+        }
+        RouterConfig::FrontDoor => "front door (the agent's TCP proxy, started per app)".to_owned(),
+        RouterConfig::Nginx {
+            upstream_file,
+            reload_command,
+            check_command,
+        } => {
+            let mut s = format!(
+                "nginx: upstream file {}, reload `{}`",
+                upstream_file.display(),
+                reload_command.join(" ")
+            );
+            if let Some(check) = check_command {
+                let _ = write!(s, ", check `{}`", check.join(" "));
+            }
+            s
+        }
+    }
+}
+
+fn router_json(app: &AppPolicy) -> serde_json::Value {
+    match &app.router {
+        RouterConfig::Nginx {
+            upstream_file,
+            reload_command,
+            check_command,
+        } => json!({
+            "kind": app.router.kind(),
+            "upstream_file": upstream_file.display().to_string(),
+            "reload_command": reload_command,
+            "check_command": check_command,
+        }),
+        RouterConfig::None | RouterConfig::FrontDoor => json!({ "kind": app.router.kind() }),
     }
 }
 
@@ -252,6 +304,8 @@ fn render_text(cfg: &Config, now: i64) -> String {
                         app.ports.start()
                     ),
                 ],
+                vec!["listen".into(), listen_text(app)],
+                vec!["router".into(), router_text(app)],
                 vec!["max instances".into(), app.max_instances.to_string()],
                 vec!["stop timeout".into(), dur(app.stop_timeout)],
                 vec!["approvals".into(), approvals],
@@ -373,6 +427,8 @@ fn render_json(cfg: &Config, now: i64) -> String {
                 "name": app.name.as_str(),
                 "run_as": run_as,
                 "ports": { "first": app.ports.start(), "last": app.ports.end() },
+                "listen": app.listen.map(|a| a.to_string()),
+                "router": router_json(app),
                 "max_instances": app.max_instances,
                 "stop_timeout_ms": ms(app.stop_timeout),
                 "approvals": app.approvals,
