@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,8 @@ pub struct Options {
     pub max_validity: String,
     /// `limits.max_artifact_bytes`.
     pub max_artifact_bytes: u64,
-    /// How many consecutive ports `web` gets (and its `max_instances`).
+    /// `apps.web.max_instances`. Without a router `web` gets this many consecutive ports; with
+    /// one, twice as many (a blue and a green slot).
     pub ports: u16,
     /// `apps.web.approvals`.
     pub approvals: u32,
@@ -80,6 +82,56 @@ pub struct Options {
     pub checkpoint_every: u64,
     /// `apps.web.stop_timeout`, humantime.
     pub stop_timeout: String,
+    /// Where `web`'s connections go: nowhere (hot deploys only), its own front door, or nginx.
+    pub router: Router,
+}
+
+/// The traffic router of app `web`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Router {
+    /// No `listen`: instances are reached on their own ports; only hot deploys.
+    #[default]
+    None,
+    /// `listen` on a free loopback port: the agent's front door.
+    FrontDoor,
+    /// An nginx the test runs (see [`crate::nginx`]); `listen` is nginx's address and
+    /// `[apps.web.nginx]` names its upstream file and reload/check commands.
+    Nginx,
+}
+
+impl Options {
+    /// Defaults, with `web` behind its front door, `max_instances` of `instances`.
+    pub fn front_door(instances: u16) -> Options {
+        Options {
+            ports: instances,
+            router: Router::FrontDoor,
+            ..Options::default()
+        }
+    }
+
+    /// Defaults, with `web` behind an nginx the test starts, `max_instances` of `instances`.
+    pub fn nginx(instances: u16) -> Options {
+        Options {
+            ports: instances,
+            router: Router::Nginx,
+            ..Options::default()
+        }
+    }
+}
+
+/// The files of the nginx a test runs in front of `web` (all under `<root>/nginx/`).
+#[derive(Debug, Clone)]
+pub struct NginxFiles {
+    /// The directory holding them (nginx's `-p` prefix).
+    pub dir: PathBuf,
+    /// `nginx.conf`: an http proxy on [`TestEnv::listen`] to `upstream web`.
+    pub conf: PathBuf,
+    /// The upstream file the agent writes, included by `nginx.conf`.
+    pub upstream: PathBuf,
+    /// The master's pid file.
+    pub pid: PathBuf,
+    /// The error log.
+    pub error_log: PathBuf,
 }
 
 impl Default for Options {
@@ -93,6 +145,7 @@ impl Default for Options {
             approvals: 0,
             checkpoint_every: 64,
             stop_timeout: "5s".to_owned(),
+            router: Router::None,
         }
     }
 }
@@ -123,6 +176,10 @@ pub struct TestEnv {
     pub state_dir: PathBuf,
     /// The options the config was written with.
     pub options: Options,
+    /// `apps.web.listen`: the front door's (or nginx's) address, with a router.
+    pub listen: Option<SocketAddr>,
+    /// The nginx files, with [`Router::Nginx`].
+    pub nginx: Option<NginxFiles>,
     _dir: tempfile::TempDir,
 }
 
@@ -152,6 +209,24 @@ impl TestEnv {
             fs::create_dir_all(d)?;
         }
         let pki_dir = root.join("pki");
+        let slots = if options.router == Router::None { 1 } else { 2 };
+        let listen = match options.router {
+            Router::None => None,
+            Router::FrontDoor | Router::Nginx => Some(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                *free_port_range(1)?.start(),
+            ))),
+        };
+        let nginx = (options.router == Router::Nginx).then(|| {
+            let dir = root.join("nginx");
+            NginxFiles {
+                conf: dir.join("nginx.conf"),
+                upstream: dir.join("upstream.conf"),
+                pid: dir.join("nginx.pid"),
+                error_log: dir.join("error.log"),
+                dir,
+            }
+        });
         let mut env = TestEnv {
             agent_id: options.agent_id.clone(),
             pki: Pki {
@@ -172,11 +247,13 @@ impl TestEnv {
             },
             config: root.join("agent.toml"),
             data_dir: root.join("data"),
-            ports: free_port_range(options.ports)?,
+            ports: free_port_range(options.ports * slots)?,
             app_user: app_user()?,
             home,
             state_dir,
             options,
+            listen,
+            nginx,
             root,
             _dir: dir,
         };
@@ -199,6 +276,9 @@ impl TestEnv {
             }
         }
         env.write_config()?;
+        if env.nginx.is_some() {
+            crate::nginx::write_config(&env)?;
+        }
         Ok(env)
     }
 
@@ -264,13 +344,13 @@ ports = "{first}-{last}"
 max_instances = {max_instances}
 stop_timeout = "{stop_timeout}"
 approvals = {approvals}
-
+{listen}
 [apps.web.allow]
 deploy = ["deployer"]
 rollback = ["deployer"]
 restart = ["deployer"]
 stop = ["deployer"]
-"#,
+{rollout_allow}{nginx}"#,
             agent_id = self.agent_id,
             checkpoint_every = o.checkpoint_every,
             max_job_bytes = o.max_job_bytes,
@@ -282,6 +362,16 @@ stop = ["deployer"]
             max_instances = o.ports,
             stop_timeout = o.stop_timeout,
             approvals = o.approvals,
+            listen = self
+                .listen
+                .map(|a| format!("listen = \"{a}\"\n"))
+                .unwrap_or_default(),
+            rollout_allow = if self.listen.is_some() {
+                "promote = [\"deployer\"]\nabort = [\"deployer\"]\n"
+            } else {
+                ""
+            },
+            nginx = self.nginx.as_ref().map(nginx_section).unwrap_or_default(),
         );
         t
     }
@@ -339,6 +429,27 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         process::kill_processes_under(&self.root, Some(&self.data_dir));
     }
+}
+
+/// `[apps.web.nginx]`: the upstream file, and `nginx -s reload` / `nginx -t` on the test's
+/// own config (never the system's).
+fn nginx_section(n: &NginxFiles) -> String {
+    let argv = |head: &[&str]| {
+        let program = crate::nginx::binary().unwrap_or_else(|| PathBuf::from("nginx"));
+        let mut v = vec![format!("{:?}", program.to_string_lossy())];
+        v.extend(head.iter().map(|s| format!("{s:?}")));
+        for (flag, path) in [("-p", &n.dir), ("-c", &n.conf), ("-e", &n.error_log)] {
+            v.push(format!("{flag:?}"));
+            v.push(format!("{:?}", path.to_string_lossy()));
+        }
+        format!("[{}]", v.join(", "))
+    };
+    format!(
+        "\n[apps.web.nginx]\nupstream_file = {:?}\nreload_command = {}\ncheck_command = {}\n",
+        n.upstream.to_string_lossy(),
+        argv(&["-s", "reload"]),
+        argv(&["-t", "-q"]),
+    )
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64, bool)>) {

@@ -11,6 +11,8 @@
 //! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
 //! * [`grpc`]: raw submissions the CLI would refuse to send.
 //! * [`artifact`]: release tarballs of the sample app, honest and hostile.
+//! * [`load`]: [`Load`], steady HTTP traffic through a front door, counting every failure.
+//! * [`nginx`]: a real nginx in front of an app, configured inside the test's directory.
 //! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
 //! * [`tamper`]: damaged copies of an audit log.
 //!
@@ -29,6 +31,8 @@ pub mod bins;
 pub mod controller;
 pub mod env;
 pub mod grpc;
+pub mod load;
+pub mod nginx;
 pub mod probe;
 pub mod process;
 pub mod tamper;
@@ -37,6 +41,7 @@ pub use agent::Agent;
 pub use artifact::{Hostile, make_artifact, make_hostile_artifact};
 pub use controller::Controller;
 pub use env::SHORT;
-pub use env::{KeyPair, Keys, Options, Pki, TestEnv};
+pub use env::{KeyPair, Keys, NginxFiles, Options, Pki, Router, TestEnv};
+pub use load::{Load, LoadOptions, LoadReport};
 pub use probe::{audit_events, audit_lines, banner, http_get, rfc3339, unix_now, wait_until};
 pub use process::Output;

@@ -147,9 +147,10 @@ pub fn kill_group(pid: u32) {
 }
 
 /// Kills every process that belongs to a test directory: one whose executable or working
-/// directory lies under `root`, or whose command line names `root`, and every instance pid
-/// recorded in `<data_dir>/apps/*/state.json`. `root` is a unique temp dir, so only processes
-/// the test started (directly or through the agent) match.
+/// directory lies under `root`, or whose command line names `root` (as a front door's
+/// `--routes` file does), and every instance and front-door pid recorded in
+/// `<data_dir>/apps/*/state.json`. `root` is a unique temp dir, so only processes the test
+/// started (directly or through the agent) match.
 pub fn kill_processes_under(root: &Path, data_dir: Option<&Path>) {
     if let Some(data) = data_dir {
         for pid in recorded_instance_pids(data) {
@@ -190,7 +191,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Instance pids from every `<data_dir>/apps/*/state.json`.
+/// Instance and front-door pids from every `<data_dir>/apps/*/state.json`.
 pub fn recorded_instance_pids(data_dir: &Path) -> Vec<u32> {
     let Ok(apps) = fs::read_dir(data_dir.join("apps")) else {
         return Vec::new();
@@ -210,6 +211,13 @@ pub fn recorded_instance_pids(data_dir: &Path) -> Vec<u32> {
                     .filter_map(|i| i["pid"].as_u64())
                     .filter_map(|p| u32::try_from(p).ok()),
             );
+        }
+        // The app's front door (`gantry-agent front-door`, run as the app's user).
+        if let Some(pid) = state["front_door"]["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+        {
+            pids.push(pid);
         }
     }
     pids
