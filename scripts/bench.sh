@@ -14,7 +14,10 @@
 #      app         health.passed.ts_ms - instance.started.ts_ms: the app becoming healthy,
 #                  as seen by the health probe (interval HEALTH_INTERVAL)
 #      agent_share agent - app: what the agent itself spends (unpack, stop, switch, start, audit)
-#      ctl_share   wall - agent: controller process, TLS, submit and event stream
+#      ctl_share   wall - agent: controller process, TLS, submit and event stream, split into
+#      ctl_pre     accepted.ts_ms - the controller's start (hash the artifact, sign, connect,
+#                  ask whether the artifact is there, submit, admission)
+#      ctl_post    the controller's exit - finished.ts_ms (last event to process exit)
 #    then median and p90 (nearest rank) of each.
 # 4. The agent's VmRSS and VmHWM again, idle after the deploys.
 # 5. `gantry stop` of the app, SIGTERM to the agent, the work directory removed (KEEP=1 keeps
@@ -135,7 +138,8 @@ ts_of() { # file step-or-type -> ts_ms of the last matching event
 }
 ROWS=$WORK/rows.tsv
 : >"$ROWS"
-printf '%-3s %-8s %-20s %8s %8s %8s %12s %10s\n' "#" version artifact wall agent app agent_share ctl_share
+printf '%-3s %-8s %-20s %8s %8s %8s %12s %10s %8s %8s\n' "#" version artifact wall agent app \
+    agent_share ctl_share ctl_pre ctl_post
 for i in $(seq 1 "$N"); do
     version=2.0.$i
     if ((i % 2)); then artifact=sample-1.0.0.tar.gz; else artifact=sample-1.1.0.tar.gz; fi
@@ -165,9 +169,12 @@ for i in $(seq 1 "$N"); do
     app=$((healthy - started))
     share=$((agent - app))
     ctl=$((wall - agent))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wall" "$agent" "$app" "$share" "$ctl" "$version" >>"$ROWS"
-    printf '%-3s %-8s %-20s %6sms %6sms %6sms %10sms %8sms\n' "$i" "$version" "$artifact" \
-        "$wall" "$agent" "$app" "$share" "$ctl"
+    pre=$((accepted - t0 / 1000000))
+    post=$((t1 / 1000000 - finished))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wall" "$agent" "$app" "$share" "$ctl" "$pre" "$post" \
+        >>"$ROWS"
+    printf '%-3s %-8s %-20s %6sms %6sms %6sms %10sms %8sms %6sms %6sms\n' "$i" "$version" \
+        "$artifact" "$wall" "$agent" "$app" "$share" "$ctl" "$pre" "$post"
 done
 
 stats() { # column number -> "median p90" (nearest rank), in ms
@@ -180,7 +187,8 @@ stats() { # column number -> "median p90" (nearest rank), in ms
 echo "== summary over $N deploys (ms): median p90"
 col=1
 for name in "wall (controller clock)" "agent (accepted->finished)" "app (started->healthy)" \
-    "agent share (agent - app)" "controller share (wall - agent)"; do
+    "agent share (agent - app)" "controller share (wall - agent)" \
+    "  before accepted" "  after finished"; do
     read -r med p90 <<<"$(stats "$col")"
     printf '%-34s median %6s  p90 %6s\n' "$name" "$med" "$p90"
     col=$((col + 1))

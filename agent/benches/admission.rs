@@ -3,8 +3,11 @@
 //!
 //! - `forged/attacker_key`: a job signed by a key the agent does not trust (the cost of a
 //!   flood of forged jobs: no hint matches, so every trusted key is tried);
-//! - `forged/garbage_sig`: 64 random-looking bytes claiming the trusted deployer's key id (the
-//!   hinted key fails, then every other trusted key is tried);
+//! - `forged/garbage_sig`: 64 arbitrary bytes claiming the trusted deployer's key id; they are
+//!   not a well-formed signature (scalar out of range), so each verification fails early;
+//! - `forged/wrong_sig`: a well-formed signature by the attacker's key claiming the trusted
+//!   deployer's key id: the worst case for garbage under a trusted id (the hinted key fails a
+//!   full verification, then every other trusted key is tried);
 //! - `valid/admit`: a correctly signed deploy with a fresh `job_id` each time, admitted and
 //!   recorded durably in the replay store (one `write_atomic` with fsync per job);
 //! - `verify_signers/*`: the signature check alone ([`verify_signers`]), to separate the
@@ -168,7 +171,6 @@ fn job_bytes(job_id: &str) -> Vec<u8> {
             ..v1::Release::default()
         }),
         reason: "bench".to_owned(),
-        ..v1::Job::default()
     }
     .encode_to_vec()
 }
@@ -237,6 +239,8 @@ fn benches(c: &mut Criterion) {
                 .map(|i| i.wrapping_mul(37).wrapping_add(11))
                 .collect(),
         }];
+        let mut wrong = forged.clone();
+        wrong[0].key_id_hint = fx.deployer.key_id().to_string();
         let valid = [sign(&fx.deployer, &bytes)];
 
         // Sanity: each case ends the way it claims to.
@@ -248,6 +252,8 @@ fn benches(c: &mut Criterion) {
         let err = admit(&bytes, &forged).expect_err("an attacker's signature is refused");
         assert!(err.contains("no signature is by a trusted key"), "{err}");
         let err = admit(&bytes, &garbage).expect_err("garbage signature bytes are refused");
+        assert!(err.contains("does not verify"), "{err}");
+        let err = admit(&bytes, &wrong).expect_err("another key's signature is refused");
         assert!(err.contains("does not verify"), "{err}");
         let probe = job_bytes(&fresh_id());
         if let Err(e) = admit(&probe, &[sign(&fx.deployer, &probe)]) {
@@ -265,6 +271,13 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 fx.admission
                     .admit(&bytes, &garbage, &peer, now(), &NoApps)
+                    .is_err()
+            });
+        });
+        group.bench_function(BenchmarkId::new("forged/wrong_sig", keys), |b| {
+            b.iter(|| {
+                fx.admission
+                    .admit(&bytes, &wrong, &peer, now(), &NoApps)
                     .is_err()
             });
         });
