@@ -17,6 +17,7 @@ mod audit;
 mod cli;
 mod deploy;
 mod faults;
+mod security;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,394 @@
+//! Security faults: unsafe key files, the audit dir on a full filesystem and the low-water mark,
+//! and what a deployed child process holds (uid, gid, groups, capabilities, environment, fds).
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gantry_tests::process::recorded_instance_pids;
+use gantry_tests::{Agent, Controller, TestEnv, audit_events, make_artifact, wait_until};
+
+use crate::deploy;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Rewrites `agent.toml` with another `audit.min_free_bytes`.
+fn set_min_free_bytes(env: &TestEnv, bytes: u64) {
+    let text = env.config_text().replace(
+        "min_free_bytes = 1048576",
+        &format!("min_free_bytes = {bytes}"),
+    );
+    assert!(text.contains(&format!("min_free_bytes = {bytes}")));
+    fs::write(&env.config, text).unwrap();
+}
+
+fn verify_audit(env: &TestEnv) -> gantry_tests::Output {
+    let audit = env.data_dir.join("audit").to_string_lossy().into_owned();
+    let pubkey = env.keys.agent.public.to_string_lossy().into_owned();
+    env.agent_cmd(&["audit", "verify", "--dir", &audit, "--pubkey", &pubkey])
+        .unwrap()
+}
+
+/// What is in `<data_dir>/apps/web/releases` (nothing, when it does not exist).
+fn releases(env: &TestEnv) -> Vec<String> {
+    fs::read_dir(env.releases_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A small tmpfs mounted at a path, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs(at.to_owned()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Writes to `path` until the filesystem is full.
+fn fill(path: &Path) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let chunk = vec![b'x'; 4096];
+    loop {
+        if f.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    for _ in 0..4096 {
+        if f.write_all(b"x").is_err() {
+            break;
+        }
+    }
+    let _ = f.sync_all();
+}
+
+/// Submits a job signed by the attacker's key: rejected, and its `job.rejected` entry takes
+/// space in the audit log.
+fn rejected_attempt(ctl: &Controller, env: &TestEnv, artifact: &Path) -> gantry_tests::Output {
+    let key = env.keys.attacker.key.to_string_lossy().into_owned();
+    let artifact = artifact.to_string_lossy().into_owned();
+    ctl.run(&[
+        "deploy",
+        "--key",
+        &key,
+        "--app",
+        "web",
+        "--version",
+        "1.0.0",
+        "--artifact",
+        &artifact,
+        "--strategy",
+        "hot",
+        "--instances",
+        "1",
+        "--health",
+        "http:/health",
+        "--json",
+        "--",
+        "bin/gantry-sample-app",
+    ])
+    .unwrap()
+}
+
+#[test]
+fn audit_dir_on_a_full_tmpfs_refuses_jobs_then_recovers_when_space_returns() {
+    if !is_root() {
+        eprintln!("SKIPPED audit_dir_on_a_full_tmpfs: mounting a tmpfs needs root");
+        return;
+    }
+    let env = TestEnv::new().unwrap();
+    // The write itself must fail here, not the low-water mark (tested below).
+    set_min_free_bytes(&env, 0);
+    fs::create_dir(&env.data_dir).unwrap();
+    fs::set_permissions(&env.data_dir, fs::Permissions::from_mode(0o711)).unwrap();
+    let audit_dir = env.data_dir.join("audit");
+    fs::create_dir(&audit_dir).unwrap();
+    let _mounted = match Tmpfs::mount(&audit_dir, "256k") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED audit_dir_on_a_full_tmpfs: cannot mount a tmpfs: {e}");
+            return;
+        }
+    };
+    // Declared after the mount: dropped (killed) before it is unmounted.
+    let mut agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+
+    let filler = audit_dir.join("filler");
+    fill(&filler);
+    // The last page of the log file may still take a line or two: rejected jobs use it up
+    // until a write fails.
+    let mut attempts = 0;
+    loop {
+        let out = rejected_attempt(&ctl, &env, &v1);
+        out.assert_code(3);
+        if out.stderr.contains("audit log unavailable") {
+            break;
+        }
+        attempts += 1;
+        assert!(
+            attempts < 50,
+            "the audit log never filled up: {}",
+            out.all()
+        );
+    }
+
+    let out = deploy(&ctl, &env, "1.0.0", &v1, 1, "20s");
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("audit log unavailable") && out.stderr.contains("No space left"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        releases(&env).is_empty(),
+        "nothing may run: {:?}",
+        releases(&env)
+    );
+    assert!(recorded_instance_pids(&env.data_dir).is_empty());
+
+    // Space returns: the agent retries by itself and accepts jobs again.
+    fs::remove_file(&filler).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the audit log is writable again",
+        || {
+            ctl.run(&["status", "--json"])
+                .is_ok_and(|s| s.code == 0 && !s.stdout.contains("audit log unavailable"))
+        },
+    )
+    .unwrap();
+    let out = deploy(&ctl, &env, "1.0.0", &v1, 1, "20s");
+    out.assert_code(0);
+    assert_eq!(releases(&env), vec!["1.0.0".to_owned()]);
+
+    agent.terminate().unwrap();
+    let resumed = audit_events(&env, "audit.resumed").unwrap();
+    assert!(!resumed.is_empty(), "the outage is on record");
+    assert!(
+        resumed.iter().all(|e| e["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("No space left"))),
+        "{resumed:?}"
+    );
+    verify_audit(&env).assert_code(0);
+}
+
+#[test]
+fn below_the_low_water_mark_jobs_are_refused_before_the_disk_is_full() {
+    let env = TestEnv::new().unwrap();
+    // More than any test machine has free.
+    set_min_free_bytes(&env, 1 << 60);
+    let _agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &_agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    let out = deploy(&ctl, &env, "1.0.0", &v1, 1, "20s");
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("audit log unavailable: only ")
+            && out.stderr.contains("bytes free")
+            && out.stderr.contains("minimum"),
+        "{}",
+        out.all()
+    );
+    assert!(releases(&env).is_empty());
+}
+
+#[test]
+fn key_file_with_mode_0644_stops_the_agent_and_check_config_says_why() {
+    let env = TestEnv::new().unwrap();
+    let key = &env.pki.agent_key;
+    fs::set_permissions(key, fs::Permissions::from_mode(0o644)).unwrap();
+    let shown = key.display().to_string();
+
+    let config = env.config.to_string_lossy().into_owned();
+    let check = env
+        .agent_cmd(&["check-config", "--config", &config])
+        .unwrap();
+    check.assert_code(2);
+    assert!(
+        check.stderr.contains(&format!("private key {shown}"))
+            && check.stderr.contains("mode 0644")
+            && check.stderr.contains(&format!("chmod 600 {shown}")),
+        "{}",
+        check.all()
+    );
+
+    let err = Agent::start(&env).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&shown) && text.contains("mode 0644") && text.contains("chmod 600"),
+        "{text}"
+    );
+    assert!(
+        !env.data_dir.join("audit").exists(),
+        "refused before anything was written"
+    );
+}
+
+#[test]
+fn a_symlinked_config_is_refused() {
+    let env = TestEnv::new().unwrap();
+    let link = env.root.join("link.toml");
+    std::os::unix::fs::symlink(&env.config, &link).unwrap();
+    let link_arg = link.to_string_lossy().into_owned();
+    let check = env
+        .agent_cmd(&["check-config", "--config", &link_arg])
+        .unwrap();
+    check.assert_code(2);
+    assert!(
+        check
+            .stderr
+            .contains(&format!("config file {link_arg} is a symlink")),
+        "{}",
+        check.all()
+    );
+}
+
+/// `Field:\tvalue` of `/proc/<pid>/status`.
+fn status_field(status: &str, field: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_deployed_child_runs_as_nobody_without_capabilities_extra_env_or_fds() {
+    if !is_root() {
+        eprintln!("SKIPPED a_deployed_child_runs_as_nobody: the agent switches users only as root");
+        return;
+    }
+    let env = TestEnv::new().unwrap();
+    assert_eq!(env.app_user, "nobody");
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    deploy(&ctl, &env, "1.0.0", &v1, 1, "20s").assert_code(0);
+    let pids = recorded_instance_pids(&env.data_dir);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let pid = pids[0];
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    assert_eq!(
+        status_field(&status, "Uid"),
+        format!("{uid}\t{uid}\t{uid}\t{uid}")
+    );
+    assert_eq!(
+        status_field(&status, "Gid"),
+        format!("{gid}\t{gid}\t{gid}\t{gid}")
+    );
+    let groups: BTreeSet<u32> = status_field(&status, "Groups")
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    let name = std::ffi::CString::new("nobody").unwrap();
+    let own: BTreeSet<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    let supplementary: BTreeSet<u32> = own.iter().copied().filter(|g| *g != gid).collect();
+    assert!(
+        groups == own || groups == supplementary,
+        "groups {groups:?}, nobody's own {own:?}: none of root's may remain"
+    );
+    for cap in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
+        assert_eq!(status_field(&status, cap), "0000000000000000", "{cap}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let keys: BTreeSet<String> = environ
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split('=').next().unwrap_or_default().to_owned()
+        })
+        .collect();
+    for must in [
+        "PATH",
+        "HOME",
+        "PORT",
+        "GANTRY_APP",
+        "GANTRY_VERSION",
+        "GANTRY_INSTANCE",
+    ] {
+        assert!(keys.contains(must), "{must} missing from {keys:?}");
+    }
+    let extra: Vec<&String> = keys
+        .iter()
+        .filter(|k| !matches!(k.as_str(), "PATH" | "HOME" | "PORT") && !k.starts_with("GANTRY_"))
+        .collect();
+    assert!(extra.is_empty(), "inherited variables: {extra:?}");
+
+    // 0 is /dev/null, 1 and 2 the instance log; anything else is a socket the app opened itself
+    // (its listener), never a file, pipe or directory inherited from the agent.
+    let mut fds = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let n: u32 = e.file_name().to_string_lossy().parse().unwrap();
+        let target = fs::read_link(e.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        fds.push((n, target));
+    }
+    fds.sort();
+    let std_fds: Vec<u32> = fds.iter().map(|(n, _)| *n).filter(|n| *n <= 2).collect();
+    assert_eq!(std_fds, vec![0, 1, 2], "{fds:?}");
+    assert_eq!(fds[0].1, "/dev/null");
+    assert!(
+        fds[1].1.ends_with(".log") && fds[1].1 == fds[2].1,
+        "{fds:?}"
+    );
+    let inherited: Vec<&(u32, String)> = fds
+        .iter()
+        .filter(|(n, t)| *n > 2 && !t.starts_with("socket:") && !t.starts_with("anon_inode:"))
+        .collect();
+    assert!(
+        inherited.is_empty(),
+        "descriptors beyond stdio: {inherited:?}"
+    );
+}
