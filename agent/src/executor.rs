@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -24,6 +24,10 @@ use crate::job::{Action, AppName, JobId, StrategyKind, VerifiedJob};
 use crate::state::{AppState, StateError};
 use crate::strategy::{self, JobCtx, StrategyOutcome};
 use crate::supervisor::{Backoff, Instance, InstanceState};
+use crate::traffic::Router;
+
+/// How long a promote or abort job waits for the rollout to take it.
+const CONTROL_WAIT: Duration = Duration::from_secs(30);
 
 /// How many finished jobs `status` lists.
 const RECENT_JOBS: usize = 32;
@@ -202,6 +206,43 @@ pub struct AppRuntime {
     pub state: AppState,
     /// Live instances, by index.
     pub instances: Vec<Instance>,
+    /// What routes its connections (front door or nginx), if it has a router.
+    pub router: Option<Arc<dyn Router>>,
+    /// The front door process, when the built-in front door routes it.
+    pub front_door: Arc<Mutex<Option<Instance>>>,
+    /// Promote and abort requests for the rollout in progress.
+    pub control: mpsc::Receiver<Control>,
+    /// What status shows while a job holds the app.
+    pub shared: Arc<AppShared>,
+}
+
+/// A signed promote or abort, delivered to the rollout that holds the app.
+#[derive(Debug)]
+pub struct Control {
+    /// Promote or abort.
+    pub action: Action,
+    /// The control job.
+    pub job_id: JobId,
+    /// The rollout's answer: what it did, or why it could not.
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// Per-app facts readable without the app's lock.
+#[derive(Debug, Default)]
+pub struct AppShared {
+    /// What the rollout in progress is doing, for status.
+    pub rollout: Mutex<String>,
+    /// The app's router, for status counters.
+    pub router: Option<Arc<dyn Router>>,
+    /// The app's state and instances as last persisted.
+    pub snapshot: Mutex<(AppState, Vec<Instance>)>,
+}
+
+impl AppShared {
+    /// Sets the rollout description status shows.
+    pub fn set_rollout(&self, text: impl Into<String>) {
+        *lock(&self.rollout) = text.into();
+    }
 }
 
 impl AppRuntime {
@@ -212,6 +253,7 @@ impl AppRuntime {
     /// [`StateError`] when the state file cannot be written.
     pub fn persist(&mut self) -> Result<(), StateError> {
         self.state.instances = self.instances.iter().map(Instance::record).collect();
+        *lock(&self.shared.snapshot) = (self.state.clone(), self.instances.clone());
         self.state.save(&self.dir)
     }
 }
@@ -254,6 +296,37 @@ pub struct AppStatus {
     pub instances: Vec<InstanceStatus>,
     /// Releases on disk.
     pub releases_on_disk: Vec<semver::Version>,
+    /// The serving slot, for apps with a router.
+    pub active_slot: Option<crate::state::Slot>,
+    /// What the rollout in progress is doing; empty when none runs.
+    pub rollout: String,
+    /// The app's public address (front door or nginx).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The router's backends with their weights and counters.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend of the app's router, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// Its id in the route table.
+    pub id: String,
+    /// Where it listens.
+    pub addr: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Draining (no new connections).
+    pub draining: bool,
+    /// Counters from the front door (zero for nginx, which has none).
+    pub active: u64,
+    /// Connections since the front door started.
+    pub total: u64,
+    /// Failed connection attempts.
+    pub connect_errors: u64,
+    /// Bytes client → backend.
+    pub bytes_in: u64,
+    /// Bytes backend → client.
+    pub bytes_out: u64,
 }
 
 /// One instance in a status answer.
@@ -271,6 +344,8 @@ pub struct InstanceStatus {
     pub state: String,
     /// Restarts so far.
     pub restarts: u32,
+    /// Its slot, for apps with a router.
+    pub slot: Option<crate::state::Slot>,
 }
 
 struct Inner {
@@ -279,6 +354,8 @@ struct Inner {
     admission: Arc<Admission>,
     store: Arc<ArtifactStore>,
     apps: BTreeMap<AppName, Arc<tokio::sync::Mutex<AppRuntime>>>,
+    controls: BTreeMap<AppName, mpsc::Sender<Control>>,
+    shared: BTreeMap<AppName, Arc<AppShared>>,
     busy: Mutex<BTreeMap<AppName, JobId>>,
     current: Mutex<BTreeMap<AppName, Option<semver::Version>>>,
     jobs: Mutex<HashMap<JobId, Arc<JobHandle>>>,
@@ -329,6 +406,8 @@ impl Executor {
     ) -> Result<Executor, ExecutorError> {
         let mut apps = BTreeMap::new();
         let mut current = BTreeMap::new();
+        let mut controls = BTreeMap::new();
+        let mut shared = BTreeMap::new();
         for (name, policy) in &config.policy.apps {
             let prepare = |e: Box<dyn std::error::Error + Send + Sync>| ExecutorError::Prepare {
                 app: name.clone(),
@@ -337,14 +416,29 @@ impl Executor {
             let dir = config.data_dir.join("apps").join(name.as_str());
             create_dir_mode(&dir, 0o755).map_err(|e| prepare(Box::new(e)))?;
             let state = AppState::load(&dir).map_err(|e| prepare(Box::new(e)))?;
+            let front_door = Arc::new(Mutex::new(None));
+            let router = strategy::routing::make_router(policy, &dir, Arc::clone(&front_door));
+            let (control_tx, control) = mpsc::channel(8);
+            let app_shared = Arc::new(AppShared {
+                rollout: Mutex::new(String::new()),
+                router: router.clone(),
+                snapshot: Mutex::new((AppState::default(), Vec::new())),
+            });
             let mut runtime = AppRuntime {
                 policy: policy.clone(),
                 releases: Releases::new(&dir),
                 dir,
                 state,
                 instances: Vec::new(),
+                router,
+                front_door,
+                control,
+                shared: Arc::clone(&app_shared),
             };
             strategy::adopt(&mut runtime, &audit, default_backoff()).await;
+            strategy::routing::ensure_front_door(&mut runtime, &audit, default_backoff()).await;
+            controls.insert(name.clone(), control_tx);
+            shared.insert(name.clone(), app_shared);
             if let Some(job) = runtime.state.active_job.take() {
                 interrupted(&audit, &admission, &job, name).await;
             }
@@ -355,13 +449,15 @@ impl Executor {
         for record in admission.unfinished() {
             interrupted(&audit, &admission, &record.job_id, &record.app).await;
         }
-        Ok(Executor {
+        let executor = Executor {
             inner: Arc::new(Inner {
                 config,
                 audit,
                 admission,
                 store,
                 apps,
+                controls,
+                shared,
                 busy: Mutex::new(BTreeMap::new()),
                 current: Mutex::new(current),
                 jobs: Mutex::new(HashMap::new()),
@@ -369,7 +465,53 @@ impl Executor {
                 tasks,
                 shutdown,
             }),
-        })
+        };
+        for (name, app) in &executor.inner.apps {
+            if app.lock().await.state.standby.is_some() {
+                executor.schedule_scale_down(name.clone());
+            }
+        }
+        Ok(executor)
+    }
+
+    /// Stops the standby slot of a blue-green app once its scale-down delay has passed,
+    /// unless a later job changed it.
+    fn schedule_scale_down(&self, name: AppName) {
+        let Some(app) = self.inner.apps.get(&name).cloned() else { return };
+        let audit = self.inner.audit.clone();
+        let token = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            let Some(standby) = app.lock().await.state.standby.clone() else { return };
+            let wait = u64::try_from(standby.until_ms - now_ms()).unwrap_or(0);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                () = token.cancelled() => return,
+            }
+            let mut app = app.lock().await;
+            if app.state.standby.as_ref() != Some(&standby) {
+                return;
+            }
+            let ports = strategy::routing::ports_in(&app, standby.slot);
+            let (stop, keep): (Vec<_>, Vec<_>) =
+                app.instances.drain(..).partition(|i| ports.contains(&i.record().port));
+            app.instances = keep;
+            for instance in stop {
+                if let Err(e) = instance.stop().await {
+                    tracing::warn!("cannot stop a standby instance: {}", strategy::reason(&e));
+                }
+            }
+            app.state.standby = None;
+            if let Err(e) = app.persist() {
+                tracing::error!("cannot persist app state: {}", strategy::reason(&e));
+            }
+            let entry = Entry::new("standby.stopped")
+                .with("app", json!(app.policy.name))
+                .with("slot", json!(standby.slot.as_str()))
+                .with("version", json!(standby.version.to_string()));
+            if let Err(e) = audit.append(entry).await {
+                tracing::error!("cannot record standby.stopped: {}", strategy::reason(&e));
+            }
+        });
     }
 
     /// Marks the app busy with this job, so admission refuses others until it ends.
@@ -411,9 +553,15 @@ impl Executor {
         let this = self.clone();
         let h = Arc::clone(&handle);
         let span = tracing::info_span!("job", job_id = %job.spec.id, app = %job.spec.app);
-        self.inner
-            .tasks
-            .spawn(async move { this.run(job, h).await }.instrument(span));
+        if matches!(job.spec.action, Action::Promote | Action::Abort) {
+            self.inner
+                .tasks
+                .spawn(async move { this.run_control(job, h).await }.instrument(span));
+        } else {
+            self.inner
+                .tasks
+                .spawn(async move { this.run(job, h).await }.instrument(span));
+        }
         handle
     }
 
@@ -468,12 +616,62 @@ impl Executor {
         self.finish(&job, &handle, outcome, reason).await;
     }
 
+    /// Delivers a promote or abort job to the rollout holding its app.
+    async fn run_control(&self, job: Arc<VerifiedJob>, handle: Arc<JobHandle>) {
+        let spec = &job.spec;
+        let (reply, answer) = oneshot::channel();
+        let control = Control { action: spec.action, job_id: spec.id.clone(), reply };
+        let sent = match self.inner.controls.get(&spec.app) {
+            Some(tx) => tx.try_send(control).is_ok(),
+            None => false,
+        };
+        let (outcome, reason) = if !sent {
+            (Outcome::Failed, format!("no rollout of app {} can take a {} now", spec.app, spec.action))
+        } else {
+            match tokio::time::timeout(CONTROL_WAIT, answer).await {
+                Ok(Ok(Ok(done))) => (Outcome::Succeeded, done),
+                Ok(Ok(Err(why))) => (Outcome::Failed, why),
+                Ok(Err(_)) | Err(_) => (
+                    Outcome::Failed,
+                    format!(
+                        "the rollout of app {} did not take the {} (it is not paused at a step that waits)",
+                        spec.app, spec.action
+                    ),
+                ),
+            }
+        };
+        self.finish_control(&job, &handle, outcome, reason).await;
+    }
+
+    async fn finish_control(&self, job: &VerifiedJob, handle: &JobHandle, outcome: Outcome, reason: String) {
+        // Control jobs never reserved the app: the rollout they act on holds it.
+        self.finish_inner(job, handle, outcome, reason, false).await;
+    }
+
     async fn finish(
         &self,
         job: &VerifiedJob,
         handle: &JobHandle,
         outcome: Outcome,
         reason: String,
+    ) {
+        self.finish_inner(job, handle, outcome, reason, true).await;
+        let standby = match self.inner.apps.get(&job.spec.app) {
+            Some(app) => app.lock().await.state.standby.is_some(),
+            None => false,
+        };
+        if standby && outcome == Outcome::Succeeded {
+            self.schedule_scale_down(job.spec.app.clone());
+        }
+    }
+
+    async fn finish_inner(
+        &self,
+        job: &VerifiedJob,
+        handle: &JobHandle,
+        outcome: Outcome,
+        reason: String,
+        holds_app: bool,
     ) {
         let spec = &job.spec;
         let event = match outcome {
@@ -529,7 +727,9 @@ impl Executor {
             recent.truncate(RECENT_JOBS);
         }
         tracing::info!(outcome = outcome.as_str(), %reason, "job finished");
-        lock(&self.inner.busy).remove(&spec.app);
+        if holds_app {
+            lock(&self.inner.busy).remove(&spec.app);
+        }
         handle.publish(EventKind::Finished {
             outcome,
             reason,
@@ -540,32 +740,46 @@ impl Executor {
     /// What runs where, for `status`.
     pub async fn status(&self, only: Option<&AppName>) -> Vec<AppStatus> {
         let mut out = Vec::new();
-        for (name, app) in &self.inner.apps {
+        for (name, shared) in &self.inner.shared {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
+            let Some(policy) = self.inner.config.policy.apps.get(name) else { continue };
             let active_job = lock(&self.inner.busy).get(name).cloned();
-            // A running job holds the lock; report what is known without waiting for it.
-            let snapshot = match app.try_lock() {
-                Ok(app) => Some((
-                    app.state.current.clone(),
-                    app.state.previous.clone(),
-                    app.instances.iter().map(instance_status).collect(),
-                    app.releases.on_disk().unwrap_or_default(),
-                )),
-                Err(_) => None,
+            // From the last persisted snapshot: a running job holds the app's lock.
+            let (state, instances) = lock(&shared.snapshot).clone();
+            let has_router = policy.router.is_some();
+            let slot_of = |port: u16| {
+                let offset = u32::from(port.saturating_sub(*policy.ports.start()));
+                if offset >= policy.max_instances {
+                    crate::state::Slot::Green
+                } else {
+                    crate::state::Slot::Blue
+                }
             };
-            let (current, previous, instances, releases_on_disk) = snapshot.unwrap_or_else(|| {
-                let current = lock(&self.inner.current).get(name).cloned().flatten();
-                (current, None, Vec::new(), Vec::new())
-            });
+            let instances = instances
+                .iter()
+                .map(|i| {
+                    let mut s = instance_status(i);
+                    s.slot = has_router.then(|| slot_of(s.port));
+                    s
+                })
+                .collect();
+            let releases_on_disk =
+                Releases::new(&self.inner.config.data_dir.join("apps").join(name.as_str()))
+                    .on_disk()
+                    .unwrap_or_default();
             out.push(AppStatus {
                 name: name.clone(),
-                current,
-                previous,
+                current: state.current.clone(),
+                previous: state.previous.clone(),
                 active_job,
                 instances,
                 releases_on_disk,
+                active_slot: has_router.then_some(state.active_slot),
+                rollout: lock(&shared.rollout).clone(),
+                listen: policy.listen,
+                backends: backends(shared.router.as_deref()),
             });
         }
         out
@@ -587,6 +801,35 @@ impl Executor {
     }
 }
 
+/// The router's current table joined with its counters.
+fn backends(router: Option<&dyn Router>) -> Vec<BackendStatus> {
+    let Some(router) = router else { return Vec::new() };
+    let Ok(Some(table)) = router.current() else { return Vec::new() };
+    let stats = router.stats().ok();
+    table
+        .backends
+        .iter()
+        .map(|b| {
+            let counters = stats
+                .as_ref()
+                .and_then(|s| s.backends.get(&b.id))
+                .cloned()
+                .unwrap_or_default();
+            BackendStatus {
+                id: b.id.clone(),
+                addr: b.addr.to_string(),
+                weight: b.weight,
+                draining: b.draining,
+                active: counters.active,
+                total: counters.total,
+                connect_errors: counters.connect_errors,
+                bytes_in: counters.bytes_in,
+                bytes_out: counters.bytes_out,
+            }
+        })
+        .collect()
+}
+
 fn instance_status(instance: &Instance) -> InstanceStatus {
     let record = instance.record();
     let (state, restarts) = match &*instance.state().borrow() {
@@ -603,6 +846,7 @@ fn instance_status(instance: &Instance) -> InstanceStatus {
         version: record.version,
         state,
         restarts,
+        slot: None,
     }
 }
 

@@ -127,11 +127,28 @@ pub fn app_status(a: &AppStatus) -> v1::AppStatus {
                 version: i.version.to_string(),
                 state: i.state.clone(),
                 restarts: i.restarts,
-                ..v1::InstanceStatus::default()
+                slot: i.slot.map(|s| s.as_str().to_owned()).unwrap_or_default(),
             })
             .collect(),
         releases_on_disk: a.releases_on_disk.iter().map(ToString::to_string).collect(),
-        ..v1::AppStatus::default()
+        active_slot: a.active_slot.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        rollout: a.rollout.clone(),
+        listen: a.listen.map(|l| l.to_string()).unwrap_or_default(),
+        backends: a
+            .backends
+            .iter()
+            .map(|b| v1::Backend {
+                id: b.id.clone(),
+                addr: b.addr.clone(),
+                weight: b.weight,
+                draining: b.draining,
+                active_connections: b.active,
+                total_connections: b.total,
+                connect_errors: b.connect_errors,
+                bytes_in: b.bytes_in,
+                bytes_out: b.bytes_out,
+            })
+            .collect(),
     }
 }
 

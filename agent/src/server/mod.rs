@@ -282,7 +282,12 @@ impl Agent for AgentService {
             Ok(Admitted::New(job)) => job,
         };
         let spec = &job.spec;
-        if let Err(busy) = self.executor.reserve(&spec.app, &spec.id) {
+        // Promote and abort act on the rollout that holds the app; they never reserve it.
+        let control = matches!(spec.action, crate::job::Action::Promote | crate::job::Action::Abort);
+        if let Err(busy) = (!control)
+            .then(|| self.executor.reserve(&spec.app, &spec.id))
+            .transpose()
+        {
             let why = reason(&busy);
             let _ = self.admission.record_outcome(&spec.id, "rejected", &why);
             let rejection = Rejection {
@@ -331,7 +336,9 @@ impl Agent for AgentService {
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
-            self.executor.release(&spec.app);
+            if !control {
+                self.executor.release(&spec.app);
+            }
             let status = unavailable(&e);
             let _ = self
                 .admission

@@ -78,7 +78,8 @@ pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
     let run = async {
         stop_set(app, ctx).await?;
         start_set(app, ctx, &release).await?;
-        wait_set_healthy(app, ctx, &release).await
+        wait_set_healthy(app, ctx, &release).await?;
+        refresh_routes(app, ctx).await
     };
     match timeout_at(deadline, run).await {
         Ok(Ok(())) => StrategyOutcome::Succeeded(format!(
@@ -106,7 +107,8 @@ async fn replace(
         stop_set(app, ctx).await?;
         switch(app, ctx, &release.version).await?;
         start_set(app, ctx, release).await?;
-        wait_set_healthy(app, ctx, release).await
+        wait_set_healthy(app, ctx, release).await?;
+        refresh_routes(app, ctx).await
     };
     let failure = match timeout_at(deadline, forward).await {
         Ok(Ok(())) => {
@@ -182,7 +184,8 @@ async fn restore(
         ctx.note("release.activated", format!("current is {target} again"))
             .await;
         start_set(app, ctx, &release).await?;
-        wait_set_healthy(app, ctx, &release).await
+        wait_set_healthy(app, ctx, &release).await?;
+        refresh_routes(app, ctx).await
     };
     let restored: Result<(), StrategyError> = match timeout_at(give_up, back).await {
         Ok(r) => r,
@@ -241,4 +244,15 @@ async fn prune(app: &mut AppRuntime, ctx: &JobCtx) {
         }
         Err(e) => tracing::warn!("cannot prune old releases: {}", reason(&e)),
     }
+}
+
+/// With a router, points it at the instances now running (same ports, new backend ids).
+async fn refresh_routes(app: &AppRuntime, ctx: &JobCtx) -> Result<(), StrategyError> {
+    if app.router.is_none() {
+        return Ok(());
+    }
+    let ports = super::routing::ports_in(app, app.state.active_slot);
+    super::routing::serve_only(app, ctx, &ports, "route to the new instances")
+        .await
+        .map(drop)
 }

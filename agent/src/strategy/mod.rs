@@ -5,7 +5,11 @@
 //! never claims less than happened. Rollback steps use [`JobCtx::note`], which never fails the
 //! restore of service because of the log.
 
+mod blue_green;
+mod canary;
 mod hot;
+mod rolling;
+pub mod routing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +62,12 @@ pub enum StrategyError {
     /// The job cannot be carried out as asked.
     #[error("{0}")]
     Refused(String),
+    /// The router refused a route table or did not confirm it.
+    #[error("traffic routing failed")]
+    Traffic(#[from] crate::traffic::TrafficError),
+    /// A signed abort job stopped the rollout.
+    #[error("aborted by job {0}")]
+    Aborted(String),
 }
 
 /// An error and its causes on one line: `a: b: c`.
@@ -169,12 +179,14 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
         Action::Deploy => match &spec.release {
             Some(release) => match release.strategy {
                 StrategyKind::Hot => hot::deploy(app, ctx, release).await,
-                other => StrategyOutcome::Failed(format!(
-                    "the {other} strategy is not available on this agent yet; use hot"
-                )),
+                StrategyKind::Rolling => rolling::deploy(app, ctx, release).await,
+                StrategyKind::BlueGreen => blue_green::deploy(app, ctx, release).await,
+                StrategyKind::Canary => canary::deploy(app, ctx, release).await,
             },
             None => StrategyOutcome::Failed("a deploy job must carry a release".to_owned()),
         },
+        // With a router, a rollback never leaves the app without a healthy backend.
+        Action::Rollback if app.router.is_some() => blue_green::rollback(app, ctx).await,
         Action::Rollback => hot::rollback(app, ctx).await,
         Action::Restart => hot::restart(app, ctx).await,
         Action::Stop => match stop_set(app, ctx).await {
@@ -188,25 +200,13 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
     }
 }
 
-/// The port of instance `index`.
+/// The port of instance `index` in the app's active slot.
 ///
 /// # Errors
 ///
 /// [`StrategyError::Refused`] when the app's port range has no port for it.
 pub fn port_for(app: &AppRuntime, index: u32) -> Result<u16, StrategyError> {
-    let range = &app.policy.ports;
-    u16::try_from(index)
-        .ok()
-        .and_then(|i| range.start().checked_add(i))
-        .filter(|p| range.contains(p))
-        .ok_or_else(|| {
-            StrategyError::Refused(format!(
-                "app {} has no port for instance {index} in {}-{}",
-                app.policy.name,
-                range.start(),
-                range.end()
-            ))
-        })
+    routing::slot_port(app, app.state.active_slot, index)
 }
 
 /// The supervisor's spec for one instance of a release.
@@ -264,7 +264,7 @@ pub async fn install(
     .await
 }
 
-/// Starts every instance of a release and records them.
+/// Starts every instance of a release in the active slot and records them.
 ///
 /// # Errors
 ///
@@ -274,16 +274,38 @@ pub async fn start_set(
     ctx: &JobCtx,
     release: &ReleaseSpec,
 ) -> Result<(), StrategyError> {
-    let total = release.instances;
-    for index in 0..total {
-        let port = port_for(app, index)?;
+    let slot = app.state.active_slot;
+    start_instances(app, ctx, release, slot, 0..release.instances)
+        .await
+        .map(drop)
+}
+
+/// Starts instances `indexes` of a release in `slot`; returns their ports.
+///
+/// # Errors
+///
+/// [`StrategyError`] when an instance cannot be spawned or the step recorded.
+pub async fn start_instances(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    slot: crate::state::Slot,
+    indexes: std::ops::Range<u32>,
+) -> Result<Vec<u16>, StrategyError> {
+    let total = indexes.len();
+    let total = u32::try_from(total).unwrap_or(u32::MAX);
+    let mut ports = Vec::new();
+    for (n, index) in indexes.enumerate() {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let port = routing::slot_port(app, slot, index)?;
         ctx.step_of(
             "instance.starting",
             format!(
-                "starting instance {index} of {} on port {port}",
-                release.version
+                "starting instance {index} of {} on port {port} ({} slot)",
+                release.version,
+                slot.as_str()
             ),
-            index,
+            n,
             total,
         )
         .await?;
@@ -292,15 +314,16 @@ pub async fn start_set(
         let pid = instance.record().pid;
         app.instances.push(instance);
         app.persist()?;
+        ports.push(port);
         ctx.step_of(
             "instance.started",
             format!("instance {index} started: pid {pid}, port {port}"),
-            index + 1,
+            n + 1,
             total,
         )
         .await?;
     }
-    Ok(())
+    Ok(ports)
 }
 
 /// Waits until every live instance is healthy, or the first one fails.
@@ -313,16 +336,44 @@ pub async fn wait_set_healthy(
     ctx: &JobCtx,
     release: &ReleaseSpec,
 ) -> Result<(), StrategyError> {
+    let ports: Vec<u16> = app.instances.iter().map(|i| i.record().port).collect();
+    wait_healthy_ports(app, ctx, release, &ports).await
+}
+
+/// Waits until the instances on `ports` are healthy (within the rollout's healthy deadline,
+/// else the health check's) and then stay up for the rollout's `min_healthy_time`.
+///
+/// # Errors
+///
+/// [`StrategyError::Unhealthy`] naming the instance and why.
+pub async fn wait_healthy_ports(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    ports: &[u16],
+) -> Result<(), StrategyError> {
+    let mut health = release.health.clone();
+    if let Some(deadline) = release.rollout.healthy_deadline {
+        health.deadline = deadline;
+    }
+    let min_healthy = release.rollout.min_healthy_time;
     let mut checks = JoinSet::new();
-    for instance in &app.instances {
-        let InstanceRecord { index, port, .. } = instance.record();
-        let health = release.health.clone();
-        let dir = app.releases.dir_of(&release.version);
+    for instance in app.instances.iter().filter(|i| ports.contains(&i.record().port)) {
+        let InstanceRecord { index, port, version, .. } = instance.record();
+        let health = health.clone();
+        let dir = app.releases.dir_of(&version);
         let state = instance.state();
         let run_as = app.policy.run_as.clone();
         checks.spawn(async move {
             // Exec probes run as the app's user, never as the agent.
-            let result = crate::health::wait_healthy_as(&health, port, &dir, state, &run_as).await;
+            let mut watch = state.clone();
+            let result = crate::health::wait_healthy_as(&health, port, &dir, state, &run_as)
+                .await
+                .map_err(|e| reason(&e));
+            let result = match result {
+                Ok(()) if !min_healthy.is_zero() => stays_up(&mut watch, min_healthy).await,
+                other => other,
+            };
             (index, port, result)
         });
     }
@@ -343,16 +394,76 @@ pub async fn wait_set_healthy(
                 .await?;
             }
             Err(e) => {
-                let why = format!(
-                    "instance {index} (port {port}) is unhealthy: {}",
-                    reason(&e)
-                );
+                let why = format!("instance {index} (port {port}) is unhealthy: {e}");
                 ctx.note("health.failed", why.clone()).await;
                 return Err(StrategyError::Unhealthy(why));
             }
         }
     }
     Ok(())
+}
+
+/// Ok when the instance keeps running for `time`; Err as soon as it exits.
+async fn stays_up(
+    state: &mut tokio::sync::watch::Receiver<crate::supervisor::InstanceState>,
+    time: Duration,
+) -> Result<(), String> {
+    use crate::supervisor::InstanceState;
+    let running = |s: &InstanceState| matches!(s, InstanceState::Running { .. });
+    let restarts = |s: &InstanceState| match s {
+        InstanceState::Running { restarts, .. } => *restarts,
+        _ => u32::MAX,
+    };
+    let initial = restarts(&state.borrow());
+    let fell = tokio::time::timeout(
+        time,
+        state.wait_for(|s| !running(s) || restarts(s) != initial),
+    )
+    .await;
+    match fell {
+        Err(_) => Ok(()),
+        Ok(_) => Err(format!(
+            "it did not stay up for the minimum healthy time of {}",
+            humantime::format_duration(time)
+        )),
+    }
+}
+
+/// Stops the instances on `ports` and forgets them.
+///
+/// # Errors
+///
+/// [`StrategyError`] when the step cannot be recorded, a stop fails, or the state cannot be
+/// persisted.
+pub async fn stop_ports(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    ports: &[u16],
+) -> Result<(), StrategyError> {
+    let (stop, keep): (Vec<_>, Vec<_>) = app
+        .instances
+        .drain(..)
+        .partition(|i| ports.contains(&i.record().port));
+    app.instances = keep;
+    if stop.is_empty() {
+        return Ok(());
+    }
+    ctx.step(
+        "instances.stopping",
+        format!("stopping {} instance(s) on ports {ports:?}", stop.len()),
+    )
+    .await?;
+    let mut first_error = None;
+    for instance in stop {
+        if let Err(e) = instance.stop().await {
+            first_error.get_or_insert(e);
+        }
+    }
+    app.persist()?;
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// Stops every live instance (SIGTERM, then SIGKILL after the stop timeout) and records it.
@@ -449,5 +560,54 @@ async fn record_entry(
         .with("version", json!(record.version.to_string()));
     if let Err(e) = audit.append(entry).await {
         tracing::error!("cannot record {event}: {}", reason(&e));
+    }
+}
+
+/// Installs the release within the job's deadline; `Some(outcome)` when that failed (nothing
+/// was changed then).
+pub async fn install_within(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    deadline: tokio::time::Instant,
+) -> Option<StrategyOutcome> {
+    match tokio::time::timeout_at(deadline, install(app, ctx, release)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(StrategyOutcome::Failed(reason(&e))),
+        Err(_) => Some(StrategyOutcome::Failed(
+            StrategyError::Deadline(release.progress_deadline).to_string(),
+        )),
+    }
+}
+
+/// Records that `version`, serving from `slot`, is now the app's current, healthy release:
+/// `current` switched, the one before kept as `previous`.
+///
+/// # Errors
+///
+/// [`StrategyError`] when `current` cannot be switched or the state persisted.
+pub fn record_release(
+    app: &mut AppRuntime,
+    version: &semver::Version,
+    slot: crate::state::Slot,
+) -> Result<(), StrategyError> {
+    app.releases.activate(version)?;
+    if app.state.current.as_ref() != Some(version) {
+        app.state.previous = app.state.current.take();
+        app.state.current = Some(version.clone());
+    }
+    app.state.last_known_good = Some(version.clone());
+    app.state.active_slot = slot;
+    app.persist()?;
+    Ok(())
+}
+
+/// Answers promote/abort requests nobody is waiting for any more.
+pub fn refuse_pending_controls(app: &mut AppRuntime) {
+    while let Ok(control) = app.control.try_recv() {
+        let _ = control.reply.send(Err(format!(
+            "no rollout of app {} is waiting for {}",
+            app.policy.name, control.action
+        )));
     }
 }

@@ -1,0 +1,266 @@
+//! The blue-green strategy: start the full new set in the idle slot, wait until healthy,
+//! optionally send it a preview share of new connections while it is watched, then switch
+//! all new connections at once. The old slot keeps running for `scale_down_delay`, so a
+//! rollback in that window is a switch back; there is never a moment with no healthy backend.
+//!
+//! Rollbacks of apps with a router also go through here: a switch back to the standby slot
+//! when it still runs the target, else the target is started from disk in the idle slot.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
+
+use super::routing::{self, Weights, ports_in, serve_only, share};
+use super::{
+    JobCtx, StrategyError, StrategyOutcome, install_within, reason, record_release,
+    refuse_pending_controls, start_instances, stop_ports, wait_healthy_ports,
+};
+use crate::executor::{AppRuntime, now_ms};
+use crate::job::{Action, ReleaseSpec};
+use crate::state::Standby;
+use crate::supervisor::InstanceState;
+
+/// How often a preview is checked for crashed instances.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Deploys `release` into the idle slot and switches to it.
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+    let deadline = Instant::now() + release.progress_deadline;
+    if let Some(failed) = install_within(app, ctx, release, deadline).await {
+        return failed;
+    }
+    switch_to(app, ctx, release, deadline).await
+}
+
+/// Starts `release` in the idle slot, previews, waits for promotion if asked, switches.
+async fn switch_to(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    deadline: Instant,
+) -> StrategyOutcome {
+    let active = app.state.active_slot;
+    let idle = active.other();
+    let old_ports = ports_in(app, active);
+    let old_version = app.state.current.clone();
+    // The idle slot may still hold a standby from the last switch: it is replaced now.
+    let leftovers = ports_in(app, idle);
+    if !leftovers.is_empty() {
+        if let Err(e) = stop_ports(app, ctx, &leftovers).await {
+            return StrategyOutcome::Failed(reason(&e));
+        }
+    }
+    app.state.standby = None;
+    let mut switch_ms = 0;
+    let forward = async {
+        app.shared
+            .set_rollout(format!("blue-green: starting {} in {}", release.version, idle.as_str()));
+        let new_ports = start_instances(app, ctx, release, idle, 0..release.instances).await?;
+        wait_healthy_ports(app, ctx, release, &new_ports).await?;
+        let rollout = &release.rollout;
+        if rollout.preview_weight > 0 && !old_ports.is_empty() {
+            let mut weights = Weights::new();
+            share(&mut weights, &old_ports, 100 - rollout.preview_weight.min(100));
+            share(&mut weights, &new_ports, rollout.preview_weight);
+            app.shared.set_rollout(format!(
+                "blue-green: preview {}% to {} for {}",
+                rollout.preview_weight,
+                release.version,
+                humantime::format_duration(rollout.preview)
+            ));
+            routing::apply(app, ctx, &weights, "preview").await?;
+            watch(app, ctx, &new_ports, rollout.preview).await?;
+        }
+        if !rollout.auto_promote {
+            wait_for_promote(app, ctx, release).await?;
+        }
+        app.shared
+            .set_rollout(format!("blue-green: switching to {}", idle.as_str()));
+        let took = serve_only(app, ctx, &new_ports, &format!("switch to {}", idle.as_str())).await?;
+        switch_ms = took.as_millis();
+        Ok::<Vec<u16>, StrategyError>(new_ports)
+    };
+    let result = timeout_at(deadline, forward).await;
+    refuse_pending_controls(app);
+    let failure = match result {
+        Ok(Ok(_)) => {
+            if let Err(e) = record_release(app, &release.version, idle) {
+                return StrategyOutcome::Failed(reason(&e));
+            }
+            let delay = release.rollout.scale_down_delay;
+            let kept = match (&old_version, old_ports.is_empty()) {
+                (Some(v), false) => {
+                    app.state.standby = Some(Standby {
+                        slot: active,
+                        version: v.clone(),
+                        until_ms: now_ms()
+                            + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
+                    });
+                    if let Err(e) = app.persist() {
+                        return StrategyOutcome::Failed(reason(&e));
+                    }
+                    format!(
+                        "; {} keeps {v} running for {} for an instant rollback",
+                        active.as_str(),
+                        humantime::format_duration(delay)
+                    )
+                }
+                _ => String::new(),
+            };
+            return StrategyOutcome::Succeeded(format!(
+                "switched to {} ({} on {} instance(s)) in {switch_ms} ms{kept}",
+                idle.as_str(),
+                release.version,
+                release.instances
+            ));
+        }
+        Ok(Err(e)) => reason(&e),
+        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+    };
+    // Back to the old slot; it never stopped serving unless the preview or switch moved traffic.
+    ctx.note("rollback.started", format!("{failure}; keeping {}", active.as_str())).await;
+    if !old_ports.is_empty() {
+        if let Err(e) = serve_only(app, ctx, &old_ports, &format!("back to {}", active.as_str())).await {
+            return StrategyOutcome::Failed(format!("{failure}; switching back failed: {}", reason(&e)));
+        }
+    }
+    let new_ports = ports_in(app, idle);
+    if let Err(e) = stop_ports(app, ctx, &new_ports).await {
+        ctx.note("instances.stop_failed", reason(&e)).await;
+    }
+    let _ = app.persist();
+    match old_version {
+        Some(v) if !old_ports.is_empty() => StrategyOutcome::RolledBack(format!(
+            "{failure}; {} still serves {v}",
+            active.as_str()
+        )),
+        _ => StrategyOutcome::Failed(format!("{failure}; there was no previous release serving")),
+    }
+}
+
+/// Watches the new instances for `time`: any exit or restart fails the preview.
+async fn watch(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    ports: &[u16],
+    time: Duration,
+) -> Result<(), StrategyError> {
+    let end = Instant::now() + time;
+    let errors_before = routing::connect_errors(app, ports);
+    while Instant::now() < end {
+        for instance in app.instances.iter().filter(|i| ports.contains(&i.record().port)) {
+            let state = instance.state().borrow().clone();
+            if !matches!(state, InstanceState::Running { restarts: 0, .. }) {
+                return Err(StrategyError::Unhealthy(format!(
+                    "instance {} on port {} during the preview: {state}",
+                    instance.record().index,
+                    instance.record().port
+                )));
+            }
+        }
+        let errors = routing::connect_errors(app, ports).saturating_sub(errors_before);
+        if errors > 0 {
+            return Err(StrategyError::Unhealthy(format!(
+                "{errors} connection error(s) to the new slot during the preview"
+            )));
+        }
+        tokio::time::sleep(WATCH_INTERVAL.min(end.saturating_duration_since(Instant::now())))
+            .await;
+    }
+    ctx.step("preview.passed", "no crash and no connection error during the preview")
+        .await
+}
+
+/// Pauses the rollout until a signed promote (go on) or abort (fail) job arrives.
+pub(super) async fn wait_for_promote(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+) -> Result<(), StrategyError> {
+    let message = format!(
+        "waiting for promote: run gantry promote --app {} (or gantry abort)",
+        app.policy.name
+    );
+    app.shared.set_rollout(format!("{} {}: {message}", release.strategy, release.version));
+    ctx.step("rollout.paused", message).await?;
+    match app.control.recv().await {
+        Some(control) if control.action == Action::Promote => {
+            let _ = control.reply.send(Ok(format!(
+                "promoted the rollout of {} (job {})",
+                release.version, ctx.job.spec.id
+            )));
+            ctx.step("rollout.promoted", format!("promoted by job {}", control.job_id))
+                .await
+        }
+        Some(control) => {
+            let _ = control.reply.send(Ok(format!(
+                "aborted the rollout of {} (job {})",
+                release.version, ctx.job.spec.id
+            )));
+            Err(StrategyError::Aborted(control.job_id.to_string()))
+        }
+        None => Err(StrategyError::Refused("the control channel closed".to_owned())),
+    }
+}
+
+/// Returns an app with a router to the target release: an instant switch back to the standby
+/// slot when it still runs it, else a blue-green deploy of the target from disk.
+pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+    let target = ctx
+        .job
+        .spec
+        .target_version
+        .clone()
+        .or_else(|| app.state.previous.clone());
+    let Some(target) = target else {
+        return StrategyOutcome::Failed(format!(
+            "app {} has no previous release to roll back to",
+            app.policy.name
+        ));
+    };
+    if app.state.current.as_ref() == Some(&target) {
+        return StrategyOutcome::Failed(format!("release {target} is already current"));
+    }
+    let standby = app.state.standby.clone().filter(|s| s.version == target);
+    if let Some(standby) = standby {
+        let ports = ports_in(app, standby.slot);
+        if !ports.is_empty() {
+            let active = app.state.active_slot;
+            return match serve_only(app, ctx, &ports, &format!("switch back to {}", standby.slot.as_str())).await {
+                Ok(took) => {
+                    let failed = ports_in(app, active);
+                    if let Err(e) = stop_ports(app, ctx, &failed).await {
+                        ctx.note("instances.stop_failed", reason(&e)).await;
+                    }
+                    app.state.standby = None;
+                    match record_release(app, &target, standby.slot) {
+                        Ok(()) => StrategyOutcome::Succeeded(format!(
+                            "switched back to {} ({target}) in {} ms",
+                            standby.slot.as_str(),
+                            took.as_millis()
+                        )),
+                        Err(e) => StrategyOutcome::Failed(reason(&e)),
+                    }
+                }
+                Err(e) => StrategyOutcome::Failed(reason(&e)),
+            };
+        }
+    }
+    let Some(mut release) = app.state.spec_of(&target).cloned() else {
+        return StrategyOutcome::Failed(format!(
+            "release {target} of app {} is not on disk; deploy it again",
+            app.policy.name
+        ));
+    };
+    // A rollback switches as soon as the target is healthy: no preview, no waiting.
+    release.rollout.preview_weight = 0;
+    release.rollout.auto_promote = true;
+    if !app.releases.is_on_disk(&target) {
+        return StrategyOutcome::Failed(format!("release {target} is no longer on disk"));
+    }
+    let deadline = Instant::now() + release.progress_deadline;
+    match switch_to(app, ctx, &release, deadline).await {
+        StrategyOutcome::RolledBack(r) => StrategyOutcome::Failed(r),
+        other => other,
+    }
+}

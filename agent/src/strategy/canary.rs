@@ -1,0 +1,264 @@
+//! The canary strategy: start a few canary instances in the idle slot and move traffic to
+//! them in weighted steps, each held for its pause (or until a signed promote) while an
+//! analysis watches health probes, crashes, the front door's connection errors and the
+//! processes' CPU and memory. Any threshold crossed, or a signed abort, sets the canary's
+//! weight to 0, stops it, and ends the job rolled back with the measured reason. After the
+//! last step the new release is scaled to its full count and takes all traffic.
+
+use std::time::Duration;
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::time::{Instant, timeout_at};
+
+use super::routing::{self, Weights, ports_in, serve_only, share};
+use super::{
+    JobCtx, StrategyError, StrategyOutcome, install_within, reason, record_release,
+    refuse_pending_controls, start_instances, stop_ports, wait_healthy_ports,
+};
+use crate::executor::AppRuntime;
+use crate::job::{Action, AnalysisSpec, ReleaseSpec};
+use crate::supervisor::InstanceState;
+
+/// Deploys `release` as a canary, step by step.
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+    let deadline = Instant::now() + release.progress_deadline;
+    if let Some(failed) = install_within(app, ctx, release, deadline).await {
+        return failed;
+    }
+    let stable_slot = app.state.active_slot;
+    let canary_slot = stable_slot.other();
+    let stable = ports_in(app, stable_slot);
+    let leftovers = ports_in(app, canary_slot);
+    if let Err(e) = stop_ports(app, ctx, &leftovers).await {
+        return StrategyOutcome::Failed(reason(&e));
+    }
+    app.state.standby = None;
+    let rollout = &release.rollout;
+    let canaries = rollout.canary_instances.clamp(1, release.instances.max(1));
+    let forward = async {
+        app.shared.set_rollout(format!("canary {}: starting", release.version));
+        let canary = start_instances(app, ctx, release, canary_slot, 0..canaries).await?;
+        wait_healthy_ports(app, ctx, release, &canary).await?;
+        let mut analysis = Analysis::new(app, &canary, rollout.analysis);
+        let steps = rollout.steps.len();
+        for (n, step) in rollout.steps.iter().enumerate() {
+            let weight = if stable.is_empty() { 100 } else { step.weight.min(100) };
+            let mut weights = Weights::new();
+            share(&mut weights, &stable, 100 - weight);
+            share(&mut weights, &canary, weight);
+            let label = format!("canary {weight}% (step {}/{steps})", n + 1);
+            app.shared.set_rollout(format!("canary {}: {label}", release.version));
+            routing::apply(app, ctx, &weights, &label).await?;
+            ctx.step_of(
+                "canary.step",
+                label.clone(),
+                u32::try_from(n + 1).unwrap_or(u32::MAX),
+                u32::try_from(steps).unwrap_or(u32::MAX),
+            )
+            .await?;
+            hold(app, ctx, release, &mut analysis, step.pause).await?;
+            ctx.step("analysis.passed", format!("{label}: {}", analysis.summary())).await?;
+        }
+        app.shared.set_rollout(format!("canary {}: promoting", release.version));
+        let rest = start_instances(app, ctx, release, canary_slot, canaries..release.instances)
+            .await?;
+        wait_healthy_ports(app, ctx, release, &rest).await?;
+        let all = ports_in(app, canary_slot);
+        serve_only(app, ctx, &all, "promote the canary").await?;
+        Ok::<(), StrategyError>(())
+    };
+    let result = timeout_at(deadline, forward).await;
+    refuse_pending_controls(app);
+    let failure = match result {
+        Ok(Ok(())) => {
+            routing::wait_drained(app, ctx, &stable).await;
+            if let Err(e) = stop_ports(app, ctx, &stable).await {
+                ctx.note("instances.stop_failed", reason(&e)).await;
+            }
+            return match record_release(app, &release.version, canary_slot) {
+                Ok(()) => StrategyOutcome::Succeeded(format!(
+                    "canary {} promoted: {} instance(s) serve all traffic",
+                    release.version, release.instances
+                )),
+                Err(e) => StrategyOutcome::Failed(reason(&e)),
+            };
+        }
+        Ok(Err(e)) => reason(&e),
+        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+    };
+    ctx.note("canary.aborted", format!("{failure}; canary weight to 0")).await;
+    if !stable.is_empty()
+        && let Err(e) = serve_only(app, ctx, &stable, "canary weight 0").await
+    {
+        return StrategyOutcome::Failed(format!("{failure}; restoring the stable backends failed: {}", reason(&e)));
+    }
+    let canary = ports_in(app, canary_slot);
+    if let Err(e) = stop_ports(app, ctx, &canary).await {
+        ctx.note("instances.stop_failed", reason(&e)).await;
+    }
+    let _ = app.persist();
+    match app.state.current.clone() {
+        Some(v) if !stable.is_empty() => StrategyOutcome::RolledBack(format!(
+            "canary aborted: {failure}; {v} serves all traffic"
+        )),
+        _ => StrategyOutcome::Failed(format!("canary aborted: {failure}")),
+    }
+}
+
+/// Holds a step for `pause` (or until promote when `None`), analysing at every interval and
+/// obeying promote (end the hold) and abort (fail) jobs.
+async fn hold(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    analysis: &mut Analysis,
+    pause: Option<Duration>,
+) -> Result<(), StrategyError> {
+    let end = pause.map(|p| Instant::now() + p);
+    if end.is_none() {
+        let message = format!(
+            "waiting for promote: run gantry promote --app {} (or gantry abort)",
+            app.policy.name
+        );
+        app.shared.set_rollout(format!("canary {}: {message}", release.version));
+        ctx.step("rollout.paused", message).await?;
+    }
+    loop {
+        analysis.check(app, release).await?;
+        let now = Instant::now();
+        if end.is_some_and(|e| now >= e) {
+            return Ok(());
+        }
+        let tick = analysis.spec.interval;
+        let wake = end.map_or(now + tick, |e| e.min(now + tick));
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            control = app.control.recv() => match control {
+                Some(c) if c.action == Action::Promote => {
+                    let _ = c.reply.send(Ok(format!(
+                        "promoted the canary of {} (job {})", release.version, ctx.job.spec.id
+                    )));
+                    ctx.step("rollout.promoted", format!("promoted by job {}", c.job_id)).await?;
+                    return Ok(());
+                }
+                Some(c) => {
+                    let _ = c.reply.send(Ok(format!(
+                        "aborted the canary of {} (job {})", release.version, ctx.job.spec.id
+                    )));
+                    return Err(StrategyError::Aborted(c.job_id.to_string()));
+                }
+                None => return Err(StrategyError::Refused("the control channel closed".to_owned())),
+            },
+        }
+    }
+}
+
+/// The canary's measurements against the job's thresholds.
+struct Analysis {
+    spec: AnalysisSpec,
+    ports: Vec<u16>,
+    probe_failures: u32,
+    errors_before: u64,
+    system: System,
+    cpu_max: f32,
+    memory_max: u64,
+}
+
+impl Analysis {
+    fn new(app: &AppRuntime, ports: &[u16], spec: AnalysisSpec) -> Self {
+        Self {
+            spec,
+            ports: ports.to_vec(),
+            probe_failures: 0,
+            errors_before: routing::connect_errors(app, ports),
+            system: System::new(),
+            cpu_max: 0.0,
+            memory_max: 0,
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} probe failure(s), peak CPU {:.0}%, peak memory {} KiB",
+            self.probe_failures,
+            self.cpu_max,
+            self.memory_max / 1024
+        )
+    }
+
+    /// One round of analysis; Err names the threshold crossed and the measured value.
+    async fn check(&mut self, app: &AppRuntime, release: &ReleaseSpec) -> Result<(), StrategyError> {
+        let fail = |what: String| Err(StrategyError::Unhealthy(what));
+        let mut pids = Vec::new();
+        for instance in app.instances.iter().filter(|i| self.ports.contains(&i.record().port)) {
+            let record = instance.record();
+            let restarts = match &*instance.state().borrow() {
+                InstanceState::Running { restarts, .. } => *restarts,
+                InstanceState::Exited { restarts, .. } | InstanceState::CrashLoop { restarts, .. } => {
+                    (*restarts).max(1)
+                }
+                InstanceState::Starting => 0,
+                InstanceState::Stopped => u32::MAX,
+            };
+            if restarts > self.spec.max_restarts {
+                return fail(format!(
+                    "canary instance {} restarted {restarts} time(s) (limit {})",
+                    record.index, self.spec.max_restarts
+                ));
+            }
+            let dir = app.releases.dir_of(&record.version);
+            let probe = crate::health::probe_once_as(
+                &release.health.probe,
+                record.port,
+                &dir,
+                release.health.timeout,
+                &app.policy.run_as,
+            )
+            .await;
+            if probe.is_err() {
+                self.probe_failures += 1;
+            }
+            pids.push(Pid::from_u32(record.pid));
+        }
+        if self.probe_failures > self.spec.max_probe_failures {
+            return fail(format!(
+                "{} failed health probe(s) of the canary (limit {})",
+                self.probe_failures, self.spec.max_probe_failures
+            ));
+        }
+        let errors = routing::connect_errors(app, &self.ports).saturating_sub(self.errors_before);
+        if errors > self.spec.max_conn_errors {
+            return fail(format!(
+                "{errors} front-door connection error(s) to the canary (limit {})",
+                self.spec.max_conn_errors
+            ));
+        }
+        if self.spec.max_cpu_percent.is_some() || self.spec.max_memory_bytes.is_some() {
+            self.system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&pids),
+                true,
+                ProcessRefreshKind::nothing().with_cpu().with_memory(),
+            );
+            for pid in &pids {
+                let Some(process) = self.system.process(*pid) else { continue };
+                let cpu = process.cpu_usage();
+                let memory = process.memory();
+                self.cpu_max = self.cpu_max.max(cpu);
+                self.memory_max = self.memory_max.max(memory);
+                if let Some(limit) = self.spec.max_cpu_percent
+                    && f64::from(cpu) > limit
+                {
+                    return fail(format!("canary process {pid} used {cpu:.0}% CPU (limit {limit:.0}%)"));
+                }
+                if let Some(limit) = self.spec.max_memory_bytes
+                    && memory > limit
+                {
+                    return fail(format!(
+                        "canary process {pid} holds {memory} bytes of memory (limit {limit})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! The rolling strategy: replace instances in batches, in place. For each batch: out of
+//! rotation, drain, stop, start the new release on the same ports, wait until healthy (and
+//! stays up for `min_healthy_time`), back in rotation. With two or more instances some are
+//! always serving. On failure, with `auto_revert` (the default), every updated instance is
+//! returned to the previous release the same way.
+
+use std::ops::Range;
+
+use tokio::time::{Instant, timeout_at};
+
+use super::routing::{self, ports_in, serve_only};
+use super::{
+    JobCtx, StrategyError, StrategyOutcome, install_within, reason, record_release, start_instances,
+    stop_ports, wait_healthy_ports,
+};
+use crate::executor::AppRuntime;
+use crate::job::ReleaseSpec;
+use crate::state::Slot;
+
+/// Deploys `release` batch by batch.
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+    let deadline = Instant::now() + release.progress_deadline;
+    if let Some(failed) = install_within(app, ctx, release, deadline).await {
+        return failed;
+    }
+    let slot = app.state.active_slot;
+    let old = app.state.current.clone().and_then(|v| app.state.spec_of(&v).cloned());
+    let running = u32::try_from(ports_in(app, slot).len()).unwrap_or(u32::MAX);
+    let total = release.instances.max(running);
+    let batch = release.rollout.batch.of(total);
+    let batches = total.div_ceil(batch);
+    let mut touched = 0..0;
+    let forward = async {
+        for (n, first) in (0..total).step_by(batch as usize).enumerate() {
+            let indexes = first..(first + batch).min(total);
+            touched = 0..indexes.end;
+            app.shared.set_rollout(format!(
+                "rolling to {}: batch {}/{batches}",
+                release.version,
+                n + 1
+            ));
+            ctx.step_of(
+                "batch.started",
+                format!("batch {}/{batches}: instances {indexes:?}", n + 1),
+                u32::try_from(n).unwrap_or(u32::MAX),
+                batches,
+            )
+            .await?;
+            replace_batch(app, ctx, slot, indexes.clone(), release).await?;
+            ctx.step_of(
+                "batch.done",
+                format!("batch {}/{batches} runs {}", n + 1, release.version),
+                u32::try_from(n + 1).unwrap_or(u32::MAX),
+                batches,
+            )
+            .await?;
+        }
+        Ok::<(), StrategyError>(())
+    };
+    let failure = match timeout_at(deadline, forward).await {
+        Ok(Ok(())) => {
+            return match record_release(app, &release.version, slot) {
+                Ok(()) => StrategyOutcome::Succeeded(format!(
+                    "release {} is healthy on {} instance(s), replaced {batch} at a time",
+                    release.version, release.instances
+                )),
+                Err(e) => StrategyOutcome::Failed(reason(&e)),
+            };
+        }
+        Ok(Err(e)) => reason(&e),
+        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+    };
+    revert(app, ctx, slot, touched, old.as_ref(), release, failure).await
+}
+
+/// Puts the instances of a failed rolling deploy back on the previous release.
+async fn revert(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    slot: Slot,
+    touched: Range<u32>,
+    old: Option<&ReleaseSpec>,
+    release: &ReleaseSpec,
+    failure: String,
+) -> StrategyOutcome {
+    let Some(old) = old.filter(|_| release.rollout.auto_revert) else {
+        let versions = describe_versions(app, slot);
+        ctx.note("rollback.skipped", format!("{failure}; not reverting ({versions})")).await;
+        return StrategyOutcome::Failed(format!("{failure}; instances left as they are: {versions}"));
+    };
+    ctx.note(
+        "rollback.started",
+        format!("{failure}; returning instances {touched:?} to {}", old.version),
+    )
+    .await;
+    app.shared.set_rollout(format!("reverting to {}", old.version));
+    let give_up = Instant::now() + old.health.deadline * 2 + drain_budget(ctx) + old.progress_deadline;
+    let back = async {
+        let batch = release.rollout.batch.of(touched.end.max(1));
+        for first in touched.clone().step_by(batch as usize) {
+            let indexes = first..(first + batch).min(touched.end);
+            replace_batch(app, ctx, slot, indexes, old).await?;
+        }
+        Ok::<(), StrategyError>(())
+    };
+    match timeout_at(give_up, back).await {
+        Ok(Ok(())) => {
+            ctx.note("rollback.done", format!("all instances run {} again", old.version)).await;
+            StrategyOutcome::RolledBack(format!(
+                "{failure}; rolled back to {}, which is healthy",
+                old.version
+            ))
+        }
+        Ok(Err(e)) => StrategyOutcome::Failed(format!(
+            "{failure}; reverting to {} failed: {} ({})",
+            old.version,
+            reason(&e),
+            describe_versions(app, slot)
+        )),
+        Err(_) => StrategyOutcome::Failed(format!(
+            "{failure}; reverting to {} did not finish in time ({})",
+            old.version,
+            describe_versions(app, slot)
+        )),
+    }
+}
+
+fn drain_budget(ctx: &JobCtx) -> std::time::Duration {
+    routing::drain_timeout(ctx)
+}
+
+/// "2 run 1.1.0, 2 run 1.0.0".
+fn describe_versions(app: &AppRuntime, slot: Slot) -> String {
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for port in ports_in(app, slot) {
+        if let Some(i) = app.instances.iter().find(|i| i.record().port == port) {
+            *counts.entry(i.record().version.to_string()).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return "no instance runs".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(v, n)| format!("{n} run {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Replaces the instances `indexes` of `slot` with `target`: out of rotation, drained,
+/// stopped, started anew, healthy, back in rotation.
+async fn replace_batch(
+    app: &mut AppRuntime,
+    ctx: &JobCtx,
+    slot: Slot,
+    indexes: Range<u32>,
+    target: &ReleaseSpec,
+) -> Result<(), StrategyError> {
+    let in_batch = |app: &AppRuntime, port: u16| {
+        app.instances
+            .iter()
+            .find(|i| i.record().port == port)
+            .is_some_and(|i| indexes.contains(&i.record().index))
+    };
+    let slot_ports = ports_in(app, slot);
+    let (old, staying): (Vec<u16>, Vec<u16>) =
+        slot_ports.iter().partition(|p| in_batch(app, **p));
+    if !old.is_empty() {
+        ctx.step("backend.draining", format!("taking ports {old:?} out of rotation"))
+            .await?;
+        serve_only(app, ctx, &staying, "batch out of rotation").await?;
+        routing::wait_drained(app, ctx, &old).await;
+        stop_ports(app, ctx, &old).await?;
+    }
+    let start = indexes.start.min(target.instances)..indexes.end.min(target.instances);
+    let new = start_instances(app, ctx, target, slot, start).await?;
+    wait_healthy_ports(app, ctx, target, &new).await?;
+    let serving = ports_in(app, slot);
+    serve_only(app, ctx, &serving, "batch back in rotation").await?;
+    Ok(())
+}
