@@ -1,0 +1,861 @@
+//! Zero-downtime deploys under load: rolling, blue-green and canary through the app's front
+//! door (and through a real nginx), promote, abort, rollback within the scale-down delay, the
+//! agent killed with SIGKILL in steady state and mid-deploy, and broken releases rolled back.
+//!
+//! Every test runs [`Load`] through the app's address the whole time and asserts that not one
+//! request failed, and that new connections are answered by the expected version at the end.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use gantry_tests::load::{LoadOptions, versions};
+use gantry_tests::nginx::{self, Nginx};
+use gantry_tests::{
+    Agent, Controller, Load, LoadReport, Options, Output, TestEnv, audit_events, make_artifact,
+    wait_until,
+};
+
+use crate::mentions;
+
+/// Health flags of every deploy here; `deadline` is the health deadline.
+fn health(deadline: &str) -> Vec<String> {
+    [
+        "--health",
+        "http:/health",
+        "--health-interval",
+        "200ms",
+        "--health-deadline",
+        deadline,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+/// One test's world: the env, its agent and controller, and nginx when it is the router.
+/// Fields drop in order: the agent and nginx before the env, which kills the rest.
+struct Rig {
+    nginx: Option<Nginx>,
+    agent: Agent,
+    ctl: Controller,
+    env: TestEnv,
+}
+
+impl Rig {
+    /// An agent whose `web` has up to `max_instances` instances behind the router of `options`,
+    /// with v1.0.0 deployed on `instances` instances (rolling; nothing ran before).
+    fn with_v1(options: Options, instances: u32) -> Rig {
+        let env = TestEnv::with_options(options).unwrap();
+        let nginx = env.nginx.as_ref().map(|_| Nginx::start(&env).unwrap());
+        let agent = Agent::start(&env).unwrap();
+        let ctl = Controller::new(&env, &agent);
+        let rig = Rig {
+            nginx,
+            agent,
+            ctl,
+            env,
+        };
+        let v1 = make_artifact(&rig.env, "1.0.0", "").unwrap();
+        let out = rig.deploy("1.0.0", &v1, instances, &["--strategy", "rolling"], "20s");
+        out.assert_code(0);
+        rig.wait_serving("1.0.0");
+        rig
+    }
+
+    fn front_door(instances: u16) -> Rig {
+        Rig::with_v1(Options::front_door(4), u32::from(instances))
+    }
+
+    /// The app's address (front door or nginx).
+    fn listen(&self) -> std::net::SocketAddr {
+        self.env.listen.unwrap()
+    }
+
+    fn key(&self) -> String {
+        self.env.keys.deployer.key.to_string_lossy().into_owned()
+    }
+
+    fn deploy_args(
+        &self,
+        version: &str,
+        artifact: &Path,
+        instances: u32,
+        strategy: &[&str],
+        deadline: &str,
+    ) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "deploy",
+            "--key",
+            &self.key(),
+            "--app",
+            "web",
+            "--version",
+            version,
+            "--artifact",
+            &artifact.to_string_lossy(),
+            "--instances",
+            &instances.to_string(),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        args.extend(strategy.iter().map(ToString::to_string));
+        args.extend(health(deadline));
+        args.extend(["--json", "--", "bin/gantry-sample-app"].map(String::from));
+        args
+    }
+
+    /// `gantry deploy` of `version` with the strategy flags `strategy`, waiting for the end.
+    fn deploy(
+        &self,
+        version: &str,
+        artifact: &Path,
+        instances: u32,
+        strategy: &[&str],
+        deadline: &str,
+    ) -> Output {
+        let args = self.deploy_args(version, artifact, instances, strategy, deadline);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctl.run(&args).unwrap()
+    }
+
+    /// [`Rig::deploy`] in a thread.
+    fn deploy_in_background(
+        &self,
+        version: &str,
+        artifact: &Path,
+        instances: u32,
+        strategy: &[&str],
+        deadline: &str,
+    ) -> JoinHandle<Output> {
+        let args = self.deploy_args(version, artifact, instances, strategy, deadline);
+        let ctl = self.ctl.clone();
+        thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl.run(&args).unwrap()
+        })
+    }
+
+    /// `gantry promote|abort|rollback --app web`, plus `extra`.
+    fn action(&self, action: &str, extra: &[&str]) -> Output {
+        let key = self.key();
+        let mut args = vec![action, "--key", &key, "--app", "web"];
+        args.extend(extra);
+        self.ctl.run(&args).unwrap()
+    }
+
+    /// Waits until 10 requests in a row over new connections are answered by `version`.
+    #[track_caller]
+    fn wait_serving(&self, version: &str) {
+        let mut last = None;
+        let waited = wait_until(
+            Duration::from_secs(20),
+            &format!("{} serves only {version}", self.listen()),
+            || {
+                last = Some(versions(self.listen(), 10));
+                matches!(&last, Some(Ok(v)) if v.len() == 1 && v.contains_key(version))
+            },
+        );
+        if let Err(e) = waited {
+            panic!(
+                "{e}; last answers: {last:?}\n{}{}",
+                self.agent.log_tail(),
+                self.nginx.as_ref().map(Nginx::log_tail).unwrap_or_default()
+            );
+        }
+    }
+
+    /// `web` in `gantry status --json`.
+    fn app_status(&self) -> serde_json::Value {
+        let out = self.ctl.run(&["status", "--json"]).unwrap();
+        out.assert_code(0);
+        let status: serde_json::Value = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("status --json is not JSON: {e}\n{}", out.stdout));
+        status["apps"]
+            .as_array()
+            .and_then(|apps| apps.iter().find(|a| a["name"] == "web").cloned())
+            .unwrap_or_else(|| panic!("no app web in {}", out.stdout))
+    }
+
+    /// Load through the app's address.
+    fn load(&self) -> Load {
+        let load = Load::start(LoadOptions::new(self.listen()));
+        load.wait_for_more(30, Duration::from_secs(10)).unwrap();
+        load
+    }
+}
+
+/// The `step` names of a `--json` run's `{"type":"step"}` events.
+fn steps(out: &Output) -> Vec<String> {
+    out.json_lines()
+        .iter()
+        .filter(|e| e["type"] == "step")
+        .filter_map(|e| e["step"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The job id in a run's finished event.
+fn job_id(out: &Output) -> String {
+    out.finished()
+        .and_then(|f| f["job_id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no finished event with a job_id\n{}", out.all()))
+}
+
+#[track_caller]
+fn assert_outcome(out: &Output, code: i32, outcome: &str) {
+    out.assert_code(code);
+    assert_eq!(out.outcome().as_deref(), Some(outcome), "{}", out.all());
+}
+
+/// The job's `job.accepted` entry names `strategy`.
+#[track_caller]
+fn assert_audited_strategy(env: &TestEnv, job: &str, strategy: &str) {
+    let accepted = audit_events(env, "job.accepted").unwrap();
+    let entry = accepted
+        .iter()
+        .find(|e| e["job_id"] == job)
+        .unwrap_or_else(|| panic!("no job.accepted for {job}: {accepted:?}"));
+    assert_eq!(entry["strategy"], strategy, "{entry}");
+}
+
+/// Stops the load after some more answers and checks: no failed request, and only `version`
+/// answered new connections made `grace` or later after `done`.
+#[track_caller]
+fn finish_load(load: Load, done: Duration, grace: Duration, version: &str) -> LoadReport {
+    load.wait_for_more(50, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = load.stop();
+    eprintln!("{}", report.summary());
+    report.assert_no_failures();
+    let after = report.versions_since(done + grace, true);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        [version],
+        "new connections after the job ended were answered by {after:?}\n{}",
+        report.summary()
+    );
+    report
+}
+
+/// Both versions answered during the run.
+#[track_caller]
+fn assert_saw_both(report: &LoadReport) {
+    for v in ["1.0.0", "2.0.0"] {
+        assert!(
+            report.versions.contains_key(v),
+            "{v} never answered\n{}",
+            report.summary()
+        );
+    }
+}
+
+const NO_GRACE: Duration = Duration::ZERO;
+
+// ---- rolling ---------------------------------------------------------------------------
+
+fn rolling(instances: u16, batch: &str) {
+    let rig = Rig::front_door(instances);
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy(
+        "2.0.0",
+        &v2,
+        u32::from(instances),
+        &[
+            "--strategy",
+            "rolling",
+            "--batch",
+            batch,
+            "--min-healthy-time",
+            "1s",
+            "--drain-timeout",
+            "5s",
+        ],
+        "20s",
+    );
+    let done = load.elapsed();
+    assert_outcome(&out, 0, "succeeded");
+    let report = finish_load(load, done, NO_GRACE, "2.0.0");
+    assert_saw_both(&report);
+    let steps = steps(&out);
+    let batches = steps.iter().filter(|s| *s == "batch.started").count();
+    let per_batch = if let Some(pct) = batch.strip_suffix('%') {
+        (usize::from(instances) * pct.parse::<usize>().unwrap()).div_ceil(100)
+    } else {
+        batch.parse().unwrap()
+    };
+    assert_eq!(
+        batches,
+        usize::from(instances).div_ceil(per_batch),
+        "batch.started events: {steps:?}"
+    );
+    assert!(
+        steps.iter().any(|s| s == "backend.draining"),
+        "no backend.draining step: {steps:?}"
+    );
+    assert_audited_strategy(&rig.env, &job_id(&out), "rolling");
+    let app = rig.app_status();
+    assert_eq!(app["version"], "2.0.0", "{app}");
+    assert_eq!(
+        app["instances"].as_array().map(Vec::len),
+        Some(usize::from(instances)),
+        "{app}"
+    );
+}
+
+#[test]
+fn rolling_two_instances_batch_1_loses_no_request() {
+    rolling(2, "1");
+}
+
+#[test]
+fn rolling_four_instances_batch_50_percent_loses_no_request() {
+    rolling(4, "50%");
+}
+
+// ---- blue-green ------------------------------------------------------------------------
+
+#[test]
+fn blue_green_with_a_preview_switches_without_losing_a_request() {
+    let rig = Rig::front_door(2);
+    let before = rig.app_status();
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy(
+        "2.0.0",
+        &v2,
+        2,
+        &[
+            "--strategy",
+            "blue-green",
+            "--preview-weight",
+            "10",
+            "--preview",
+            "2s",
+            "--scale-down-delay",
+            "30s",
+        ],
+        "20s",
+    );
+    let done = load.elapsed();
+    assert_outcome(&out, 0, "succeeded");
+    let report = finish_load(load, done, NO_GRACE, "2.0.0");
+    assert_saw_both(&report);
+    let steps = steps(&out);
+    assert!(
+        steps.iter().any(|s| s == "traffic.switched"),
+        "no traffic.switched step: {steps:?}"
+    );
+    assert_audited_strategy(&rig.env, &job_id(&out), "blue-green");
+    let after = rig.app_status();
+    assert_ne!(
+        after["active_slot"], before["active_slot"],
+        "the active slot did not change: before {before}\nafter {after}"
+    );
+    assert!(
+        after["active_slot"] == "blue" || after["active_slot"] == "green",
+        "{after}"
+    );
+}
+
+#[test]
+fn rollback_within_the_scale_down_delay_switches_back_to_the_running_old_slot() {
+    let rig = Rig::front_door(2);
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy(
+        "2.0.0",
+        &v2,
+        2,
+        &["--strategy", "blue-green", "--scale-down-delay", "60s"],
+        "20s",
+    );
+    assert_outcome(&out, 0, "succeeded");
+    rig.wait_serving("2.0.0");
+    // The old slot still runs: its instances' pids, to show the rollback reuses them.
+    let v1_pids = |app: &serde_json::Value| -> Vec<u64> {
+        let mut pids: Vec<u64> = app["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["version"] == "1.0.0")
+            .filter_map(|i| i["pid"].as_u64())
+            .collect();
+        pids.sort_unstable();
+        pids
+    };
+    let standby = v1_pids(&rig.app_status());
+    assert_eq!(
+        standby.len(),
+        2,
+        "the v1 slot is not kept running: {}",
+        rig.app_status()
+    );
+
+    let rollback = rig.action("rollback", &["--json"]);
+    let done = load.elapsed();
+    rollback.assert_code(0);
+    finish_load(load, done, NO_GRACE, "1.0.0");
+    let app = rig.app_status();
+    assert_eq!(app["version"], "1.0.0", "{app}");
+    assert_eq!(
+        v1_pids(&app),
+        standby,
+        "the rollback restarted v1 instead of switching back to its running slot: {app}"
+    );
+}
+
+// ---- canary ----------------------------------------------------------------------------
+
+#[test]
+fn canary_steps_to_100_percent_without_losing_a_request() {
+    let rig = Rig::front_door(2);
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy(
+        "2.0.0",
+        &v2,
+        2,
+        &[
+            "--strategy",
+            "canary",
+            "--step",
+            "20:2s",
+            "--step",
+            "50:2s",
+            "--step",
+            "100:0s",
+            "--analysis-interval",
+            "500ms",
+        ],
+        "20s",
+    );
+    let done = load.elapsed();
+    assert_outcome(&out, 0, "succeeded");
+    let report = finish_load(load, done, NO_GRACE, "2.0.0");
+    assert_saw_both(&report);
+    let steps = steps(&out);
+    assert!(
+        steps.iter().filter(|s| *s == "canary.step").count() >= 2,
+        "canary.step events: {steps:?}"
+    );
+    assert_audited_strategy(&rig.env, &job_id(&out), "canary");
+}
+
+/// Starts a canary paused at 50% until promoted; returns once both versions answer new
+/// connections and status says it waits.
+fn paused_canary(rig: &Rig, load: &Load) -> JoinHandle<Output> {
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let deploy = rig.deploy_in_background(
+        "2.0.0",
+        &v2,
+        2,
+        &[
+            "--strategy",
+            "canary",
+            "--step",
+            "50:promote",
+            "--step",
+            "100:0s",
+            "--analysis-interval",
+            "500ms",
+        ],
+        "20s",
+    );
+    let mut rollout = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "status says the canary waits for promote",
+        || {
+            rollout = rig.app_status()["rollout"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            mentions(&rollout, &["promote", "paused"]) || deploy.is_finished()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}; rollout {rollout:?}\n{}", rig.agent.log_tail()));
+    assert!(
+        !deploy.is_finished(),
+        "the deploy ended instead of pausing: {}",
+        deploy.join().unwrap().all()
+    );
+    let since = load.elapsed();
+    load.wait_for_version("2.0.0", Duration::from_secs(10))
+        .unwrap();
+    load.wait_for_more(100, Duration::from_secs(10)).unwrap();
+    let seen = load.snapshot().versions_since(since, true);
+    assert!(
+        seen.contains_key("1.0.0") && seen.contains_key("2.0.0"),
+        "at 50% both versions answer new connections: {seen:?}"
+    );
+    deploy
+}
+
+#[test]
+fn canary_paused_at_50_percent_continues_on_promote() {
+    let rig = Rig::front_door(2);
+    let load = rig.load();
+    let deploy = paused_canary(&rig, &load);
+    let promote = rig.action("promote", &["--json"]);
+    promote.assert_code(0);
+    let out = deploy.join().unwrap();
+    let done = load.elapsed();
+    assert_outcome(&out, 0, "succeeded");
+    let steps = steps(&out);
+    assert!(
+        steps.iter().any(|s| s == "rollout.paused"),
+        "no rollout.paused step: {steps:?}"
+    );
+    finish_load(load, done, NO_GRACE, "2.0.0");
+    assert_eq!(rig.app_status()["version"], "2.0.0");
+}
+
+#[test]
+fn canary_abort_returns_all_traffic_to_the_old_version() {
+    let rig = Rig::front_door(2);
+    let load = rig.load();
+    let deploy = paused_canary(&rig, &load);
+    let abort = rig.action("abort", &["--json"]);
+    abort.assert_code(0);
+    let out = deploy.join().unwrap();
+    let done = load.elapsed();
+    assert_outcome(&out, 1, "rolled_back");
+    let job = job_id(&out);
+    assert!(
+        audit_events(&rig.env, "job.rolled_back")
+            .unwrap()
+            .iter()
+            .any(|e| e["job_id"] == job.as_str()),
+        "no job.rolled_back for {job}"
+    );
+    finish_load(load, done, NO_GRACE, "1.0.0");
+    let app = rig.app_status();
+    assert_eq!(app["version"], "1.0.0", "{app}");
+    assert!(
+        app["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|i| i["version"] == "1.0.0"),
+        "canary instances still run after the abort: {app}"
+    );
+}
+
+// ---- the agent killed ------------------------------------------------------------------
+
+fn front_door_pid(env: &TestEnv) -> Option<u64> {
+    let state = std::fs::read(env.data_dir.join("apps/web/state.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&state).ok()?;
+    state["front_door"]["pid"].as_u64()
+}
+
+fn instance_pids(app: &serde_json::Value) -> Vec<u64> {
+    let mut pids: Vec<u64> = app["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+#[test]
+fn agent_killed_in_steady_state_leaves_the_app_serving_and_is_adopted_on_restart() {
+    let mut rig = Rig::front_door(2);
+    let before = rig.app_status();
+    let door = front_door_pid(&rig.env);
+    assert!(door.is_some(), "state.json records no front door pid");
+    let load = rig.load();
+    rig.agent.kill_9().unwrap();
+    // Two seconds of traffic with no agent at all.
+    load.wait_for_more(200, Duration::from_secs(10)).unwrap();
+    rig.agent = Agent::start(&rig.env).unwrap();
+    rig.ctl = Controller::new(&rig.env, &rig.agent);
+    load.wait_for_more(50, Duration::from_secs(10)).unwrap();
+    let done = load.elapsed();
+    finish_load(load, done, NO_GRACE, "1.0.0");
+
+    let after = rig.app_status();
+    assert_eq!(after["version"], "1.0.0", "{after}");
+    assert_eq!(
+        instance_pids(&after),
+        instance_pids(&before),
+        "instances were not adopted"
+    );
+    assert_eq!(
+        front_door_pid(&rig.env),
+        door,
+        "the front door was replaced"
+    );
+    assert_eq!(
+        after["listen"],
+        rig.listen().to_string(),
+        "status shows no front door: {after}"
+    );
+    let backends = after["backends"].as_array().cloned().unwrap_or_default();
+    assert!(
+        backends.len() >= 2
+            && backends
+                .iter()
+                .any(|b| b["total_connections"].as_u64() > Some(0)),
+        "status shows no backends with counters: {after}"
+    );
+}
+
+#[test]
+fn agent_killed_mid_rolling_deploy_loses_no_request_and_the_job_ends_interrupted() {
+    let mut rig = Rig::front_door(4);
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let deploy = rig.deploy_in_background(
+        "2.0.0",
+        &v2,
+        4,
+        &[
+            "--strategy",
+            "rolling",
+            "--batch",
+            "1",
+            "--min-healthy-time",
+            "2s",
+            "--drain-timeout",
+            "5s",
+        ],
+        "20s",
+    );
+    // Mid-deploy: the first new instance answers, the others are still v1.
+    load.wait_for_version("2.0.0", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.log_tail()));
+    assert!(!deploy.is_finished(), "the deploy finished too soon");
+    rig.agent.kill_9().unwrap();
+    load.wait_for_more(100, Duration::from_secs(10)).unwrap();
+    let job = audit_events(&rig.env, "job.accepted")
+        .unwrap()
+        .into_iter()
+        .find(|e| e["version"] == "2.0.0")
+        .map(|e| e["job_id"].clone())
+        .expect("the v2 job was accepted");
+
+    rig.agent = Agent::start(&rig.env).unwrap();
+    rig.ctl = Controller::new(&rig.env, &rig.agent);
+    wait_until(
+        Duration::from_secs(30),
+        "the v2 job is recorded as interrupted",
+        || {
+            audit_events(&rig.env, "job.interrupted")
+                .is_ok_and(|i| i.iter().any(|e| e["job_id"] == job))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.log_tail()));
+    // Whatever the agent does on restart (finish or return to the last good version), it ends
+    // with one version answering, the one status reports.
+    let mut last = (String::new(), BTreeMap::new());
+    wait_until(
+        Duration::from_secs(30),
+        "one version answers, the one status reports",
+        || {
+            let app = rig.app_status();
+            let version = app["version"].as_str().unwrap_or("").to_owned();
+            let idle = app["active_job_id"].as_str().unwrap_or("").is_empty();
+            let seen = versions(rig.listen(), 10).unwrap_or_default();
+            let ok = idle && seen.len() == 1 && seen.contains_key(&version);
+            last = (version, seen);
+            ok
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}; last: {last:?}\n{}", rig.agent.log_tail()));
+    let done = load.elapsed();
+    let version = last.0;
+    assert!(
+        version == "1.0.0" || version == "2.0.0",
+        "status version {version}"
+    );
+    finish_load(load, done, NO_GRACE, &version);
+    let interrupted = deploy.join().unwrap();
+    assert_ne!(interrupted.code, 0, "{}", interrupted.all());
+}
+
+// ---- broken releases -------------------------------------------------------------------
+
+/// Deploys a v2.0.0 that misbehaves in `mode` with `strategy` under load; the agent must roll
+/// back (exit 1) with no failed request and v1.0.0 answering.
+fn broken_release(strategy: &[&str], mode: &str) {
+    let rig = Rig::front_door(2);
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", mode).unwrap();
+    let out = rig.deploy("2.0.0", &v2, 2, strategy, "4s");
+    let done = load.elapsed();
+    assert_outcome(&out, 1, "rolled_back");
+    let job = job_id(&out);
+    assert!(
+        audit_events(&rig.env, "job.rolled_back")
+            .unwrap()
+            .iter()
+            .any(|e| e["job_id"] == job.as_str()),
+        "no job.rolled_back for {job}"
+    );
+    finish_load(load, done, NO_GRACE, "1.0.0");
+    let app = rig.app_status();
+    assert_eq!(app["version"], "1.0.0", "{app}");
+}
+
+const ROLLING: &[&str] = &[
+    "--strategy",
+    "rolling",
+    "--batch",
+    "1",
+    "--min-healthy-time",
+    "3s",
+];
+const BLUE_GREEN: &[&str] = &[
+    "--strategy",
+    "blue-green",
+    "--preview-weight",
+    "20",
+    "--preview",
+    "4s",
+];
+const CANARY: &[&str] = &[
+    "--strategy",
+    "canary",
+    "--step",
+    "50:5s",
+    "--step",
+    "100:0s",
+    "--analysis-interval",
+    "500ms",
+    "--max-probe-failures",
+    "2",
+    "--max-restarts",
+    "0",
+];
+
+#[test]
+fn rolling_rolls_back_a_release_crashing_at_start() {
+    broken_release(ROLLING, "crash-at-start");
+}
+
+#[test]
+fn rolling_rolls_back_a_never_healthy_release() {
+    broken_release(ROLLING, "never-healthy");
+}
+
+#[test]
+fn rolling_rolls_back_a_release_too_slow_to_start() {
+    broken_release(ROLLING, "slow-start=30");
+}
+
+#[test]
+fn rolling_rolls_back_a_release_unhealthy_within_min_healthy_time() {
+    broken_release(ROLLING, "unhealthy-after=1");
+}
+
+#[test]
+fn blue_green_rolls_back_a_release_crashing_at_start() {
+    broken_release(BLUE_GREEN, "crash-at-start");
+}
+
+#[test]
+fn blue_green_rolls_back_a_release_too_slow_to_start() {
+    broken_release(BLUE_GREEN, "slow-start=30");
+}
+
+#[test]
+fn blue_green_rolls_back_a_release_unhealthy_during_preview() {
+    broken_release(BLUE_GREEN, "unhealthy-after=1");
+}
+
+#[test]
+fn blue_green_rolls_back_a_release_crashing_under_preview_load() {
+    broken_release(BLUE_GREEN, "crash-under-load=10");
+}
+
+#[test]
+fn canary_rolls_back_a_never_healthy_release() {
+    broken_release(CANARY, "never-healthy");
+}
+
+#[test]
+fn canary_rolls_back_a_release_unhealthy_after_its_start() {
+    broken_release(CANARY, "unhealthy-after=1");
+}
+
+#[test]
+fn canary_rolls_back_a_release_crashing_under_load() {
+    broken_release(CANARY, "crash-under-load=20");
+}
+
+// ---- nginx instead of the front door ---------------------------------------------------
+
+fn nginx_missing() -> bool {
+    if nginx::binary().is_none() {
+        eprintln!(
+            "SKIPPED: nginx is not installed (apt-get install nginx-light); the nginx router is \
+             not tested"
+        );
+        return true;
+    }
+    false
+}
+
+/// nginx applies a reload a few milliseconds after the command returns; new connections made
+/// this long after the job ended must reach the new version.
+const NGINX_GRACE: Duration = Duration::from_secs(1);
+
+#[test]
+fn nginx_blue_green_switch_loses_no_request() {
+    if nginx_missing() {
+        return;
+    }
+    let rig = Rig::with_v1(Options::nginx(2), 2);
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy(
+        "2.0.0",
+        &v2,
+        2,
+        &["--strategy", "blue-green", "--scale-down-delay", "30s"],
+        "20s",
+    );
+    let done = load.elapsed();
+    assert_outcome(&out, 0, "succeeded");
+    let report = finish_load(load, done, NGINX_GRACE, "2.0.0");
+    assert_saw_both(&report);
+    let upstream = std::fs::read_to_string(&rig.env.nginx.as_ref().unwrap().upstream).unwrap();
+    assert!(
+        upstream.contains("gantry-route-table"),
+        "the agent did not write nginx's upstream file:\n{upstream}"
+    );
+}
+
+#[test]
+fn nginx_rolling_deploy_loses_no_request() {
+    if nginx_missing() {
+        return;
+    }
+    let rig = Rig::with_v1(Options::nginx(2), 2);
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy(
+        "2.0.0",
+        &v2,
+        2,
+        &[
+            "--strategy",
+            "rolling",
+            "--batch",
+            "1",
+            "--drain-timeout",
+            "2s",
+        ],
+        "20s",
+    );
+    let done = load.elapsed();
+    assert_outcome(&out, 0, "succeeded");
+    let report = finish_load(load, done, NGINX_GRACE, "2.0.0");
+    assert_saw_both(&report);
+}
