@@ -33,6 +33,10 @@ pub enum Command {
     Restart(ActionArgs),
     /// Stop every instance of an app.
     Stop(ActionArgs),
+    /// Continue a rollout waiting for promotion (a canary step or blue-green --manual-promote).
+    Promote(ActionArgs),
+    /// Abort the rollout in progress: traffic back to the previous release, new instances stopped.
+    Abort(ActionArgs),
     /// Show what runs where on an agent, and its recent jobs.
     Status(StatusArgs),
     /// Read and verify an agent's audit log.
@@ -143,9 +147,84 @@ pub struct JobSpecArgs {
     /// Why: shown in the audit log and status.
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub reason: String,
+    /// How a rolling, blue-green or canary deploy proceeds.
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
     /// The instance's command (argv), run in the release directory.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// Rollout parameters of the zero-downtime strategies (shared by `job create` and `deploy`).
+/// Each flag fits only some strategies; an unset flag leaves the agent's default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RolloutArgs {
+    /// Rolling: instances replaced per batch, a count (2) or a percent of the instances (25%).
+    /// Default 1.
+    #[arg(long, value_name = "N|P%", help_heading = "Rolling")]
+    pub batch: Option<String>,
+    /// Rolling, blue-green, canary: a new instance must stay healthy this long after its
+    /// health check passes to count as healthy. Default 0.
+    #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
+    pub min_healthy_time: Option<String>,
+    /// Rolling, blue-green, canary: a new instance not healthy (for --min-healthy-time) by
+    /// then fails the deploy. Default: --health-deadline.
+    #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
+    pub healthy_deadline: Option<String>,
+    /// Rolling: on failure, leave updated instances on the new release instead of returning
+    /// them to the previous one.
+    #[arg(long, help_heading = "Rolling")]
+    pub no_auto_revert: bool,
+    /// Rolling, blue-green, canary: how long a backend taken out of rotation keeps its open
+    /// connections. Default 30s.
+    #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
+    pub drain_timeout: Option<String>,
+    /// Blue-green: percent (0-100) of new connections sent to the new slot during --preview.
+    #[arg(long, value_name = "PCT", help_heading = "Blue-green")]
+    pub preview_weight: Option<String>,
+    /// Blue-green: how long the preview lasts (and is watched) before the switch.
+    #[arg(long, value_name = "DURATION", help_heading = "Blue-green")]
+    pub preview: Option<String>,
+    /// Blue-green: how long the old slot keeps running after the switch, ready for an
+    /// instant switch back by `gantry rollback`. Default 10m.
+    #[arg(long, value_name = "DURATION", help_heading = "Blue-green")]
+    pub scale_down_delay: Option<String>,
+    /// Blue-green: once healthy, wait for `gantry promote` instead of switching.
+    #[arg(long, help_heading = "Blue-green")]
+    pub manual_promote: bool,
+    /// Canary (repeatable, in order): send WEIGHT percent (1-100, never decreasing) of new
+    /// connections to the canary and hold for DURATION, or until `gantry promote` with
+    /// WEIGHT:promote. Default: 10:30s, 50:30s, then 100.
+    #[arg(
+        long = "step",
+        value_name = "WEIGHT:DURATION|WEIGHT:promote",
+        help_heading = "Canary"
+    )]
+    pub steps: Vec<String>,
+    /// Canary: how many canary instances. Default 1.
+    #[arg(long, value_name = "N", help_heading = "Canary")]
+    pub canary_instances: Option<String>,
+    /// Canary analysis: failed health probes of canary instances that abort it. Default 3.
+    #[arg(long, value_name = "N", help_heading = "Canary")]
+    pub max_probe_failures: Option<String>,
+    /// Canary analysis: canary instance restarts (crashes) tolerated. Default 0.
+    #[arg(long, value_name = "N", help_heading = "Canary")]
+    pub max_restarts: Option<String>,
+    /// Canary analysis: front-door connection errors to canary backends that abort it.
+    /// Default 5.
+    #[arg(long, value_name = "N", help_heading = "Canary")]
+    pub max_conn_errors: Option<String>,
+    /// Canary analysis: CPU of a canary process, percent of one core (150 = 1.5 cores).
+    /// Default: not checked.
+    #[arg(long, value_name = "PCT", help_heading = "Canary")]
+    pub max_cpu: Option<String>,
+    /// Canary analysis: resident memory of a canary process, e.g. 256MiB or 1GB.
+    /// Default: not checked.
+    #[arg(long, value_name = "SIZE", help_heading = "Canary")]
+    pub max_memory: Option<String>,
+    /// Canary analysis: how often it runs. Default 1s.
+    #[arg(long, value_name = "DURATION", help_heading = "Canary")]
+    pub analysis_interval: Option<String>,
 }
 
 /// `gantry job ...`.
@@ -275,7 +354,7 @@ pub struct RollbackArgs {
     pub to: Option<String>,
 }
 
-/// `gantry restart` and `gantry stop` (and the common part of `gantry rollback`).
+/// `gantry restart`, `stop`, `promote` and `abort` (and the common part of `gantry rollback`).
 #[derive(Debug, Args)]
 pub struct ActionArgs {
     /// How to reach the agent (its id also goes into the job).

@@ -61,6 +61,14 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
             a,
             gantry_proto::v1::Action::Stop,
         )),
+        Command::Promote(a) => block_on(commands::rollback::simple(
+            a,
+            gantry_proto::v1::Action::Promote,
+        )),
+        Command::Abort(a) => block_on(commands::rollback::simple(
+            a,
+            gantry_proto::v1::Action::Abort,
+        )),
         Command::Status(a) => block_on(commands::status::run(a)),
         Command::Audit(AuditCommand::Tail(a)) => block_on(commands::audit::tail(a)),
         Command::Audit(AuditCommand::Verify(a)) => block_on(commands::audit::verify(a)),

@@ -6,7 +6,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use gantry_proto::v1::{Action, JobEvent, Outcome, Strategy, job_event};
+use gantry_proto::v1::{Action, JobEvent, JobFinished, JobStep, Outcome, Strategy, job_event};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -106,10 +106,15 @@ pub fn event_text(ev: &JobEvent) -> String {
             } else {
                 String::new()
             };
-            if s.message.is_empty() {
+            let line = if s.message.is_empty() {
                 format!("  {}{progress}", s.step)
             } else {
                 format!("  {}: {}{progress}", s.step, s.message)
+            };
+            if is_pause(s) {
+                format!("{line}\n  PAUSED: the rollout waits for a signed promote job")
+            } else {
+                line
             }
         }
         Some(job_event::Kind::Finished(f)) => {
@@ -131,6 +136,22 @@ pub fn event_text(ev: &JobEvent) -> String {
     }
 }
 
+/// True for a step that says a rollout waits for `gantry promote`: `rollout.paused`, or any
+/// step whose message says it is waiting for promote.
+pub fn is_pause(s: &JobStep) -> bool {
+    s.step == "rollout.paused" || s.message.contains("waiting for promote")
+}
+
+/// What to run to go on from a paused rollout, unless the agent's message says it already.
+pub fn pause_hint(message: &str, app: &str) -> Option<String> {
+    if message.contains("gantry promote") {
+        return None;
+    }
+    Some(format!(
+        "  continue with: gantry promote --app {app}   (or give up: gantry abort --app {app})"
+    ))
+}
+
 /// The first 12 characters of a hex id, enough for people.
 fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
@@ -141,17 +162,31 @@ fn short(hex: &str) -> &str {
 pub struct Events {
     mode: Mode,
     bar: Option<ProgressBar>,
+    /// The app of the job shown (from its accepted event), for hints.
+    app: Option<String>,
+    /// The job's end, once shown.
+    finished: Option<JobFinished>,
 }
 
 impl Events {
     /// Starts showing events in `mode`.
     pub fn new(mode: Mode) -> Self {
-        Self { mode, bar: None }
+        Self {
+            mode,
+            bar: None,
+            app: None,
+            finished: None,
+        }
     }
 
     /// The mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The job's end, once its finished event has been shown.
+    pub fn finished(&self) -> Option<&JobFinished> {
+        self.finished.as_ref()
     }
 
     /// A note for people: stderr with `--json` (stdout stays machine-readable), else stdout.
@@ -179,6 +214,11 @@ impl Events {
 
     /// Shows one event.
     pub fn event(&mut self, ev: &JobEvent) {
+        match &ev.kind {
+            Some(job_event::Kind::Accepted(a)) => self.app = Some(a.app.clone()),
+            Some(job_event::Kind::Finished(f)) => self.finished = Some(f.clone()),
+            Some(job_event::Kind::Step(_)) | None => {}
+        }
         match self.mode {
             Mode::Json => {
                 let mut out = std::io::stdout().lock();
@@ -186,13 +226,26 @@ impl Events {
                 let _ = out.flush();
             }
             Mode::Plain => {
-                let line = event_text(ev);
+                let line = self.text(ev);
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             }
             Mode::Tty => self.tty_event(ev),
         }
+    }
+
+    /// [`event_text`], plus how to continue when a rollout pauses.
+    pub fn text(&self, ev: &JobEvent) -> String {
+        let mut line = event_text(ev);
+        if let (Some(job_event::Kind::Step(s)), Some(app)) = (&ev.kind, &self.app)
+            && is_pause(s)
+            && let Some(hint) = pause_hint(&s.message, app)
+        {
+            line.push('\n');
+            line.push_str(&hint);
+        }
+        line
     }
 
     fn tty_event(&mut self, ev: &JobEvent) {
@@ -204,17 +257,23 @@ impl Events {
                 println!("{}", event_text(ev));
             }
             Some(job_event::Kind::Step(s)) => {
+                let text = self.text(ev);
                 let bar = self.bar.get_or_insert_with(new_job_bar);
-                bar.println(event_text(ev));
+                bar.println(text);
                 if s.total > 0 {
                     bar.set_length(u64::from(s.total));
                     bar.set_position(u64::from(s.done));
                 }
-                bar.set_message(s.step.clone());
+                if is_pause(s) {
+                    bar.set_message("PAUSED, waiting for gantry promote".to_owned());
+                } else {
+                    bar.set_message(s.step.clone());
+                }
             }
             Some(job_event::Kind::Accepted(_)) | None => {
+                let text = self.text(ev);
                 let bar = self.bar.get_or_insert_with(new_job_bar);
-                bar.println(event_text(ev));
+                bar.println(text);
             }
         }
     }
@@ -240,7 +299,7 @@ fn new_job_bar() -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_proto::v1::{JobAccepted, JobFinished, JobStep};
+    use gantry_proto::v1::JobAccepted;
 
     #[test]
     fn json_events_carry_type_and_ids() {
@@ -292,6 +351,67 @@ mod tests {
         assert_eq!(
             event_text(&fin),
             "job j1 FAILED and was rolled back: unhealthy"
+        );
+    }
+
+    fn step(name: &str, message: &str, done: u32, total: u32) -> JobEvent {
+        JobEvent {
+            job_id: "j1".into(),
+            seq: 4,
+            ts_ms: 9,
+            kind: Some(job_event::Kind::Step(JobStep {
+                step: name.into(),
+                message: message.into(),
+                done,
+                total,
+            })),
+        }
+    }
+
+    #[test]
+    fn rollout_steps_and_unknown_steps_read_well() {
+        assert_eq!(
+            event_text(&step("batch.started", "instances 0-1 of 4", 1, 2)),
+            "  batch.started: instances 0-1 of 4 [1/2]"
+        );
+        assert_eq!(
+            event_text(&step("traffic.switched", "green 100%", 0, 0)),
+            "  traffic.switched: green 100%"
+        );
+        assert_eq!(
+            event_text(&step("something.new", "", 0, 0)),
+            "  something.new"
+        );
+        assert_eq!(
+            event_json(&step("canary.step", "weight 10%", 1, 3))["step"],
+            "canary.step"
+        );
+    }
+
+    #[test]
+    fn a_paused_rollout_stands_out_and_says_how_to_continue() {
+        let paused = step(
+            "rollout.paused",
+            "waiting for promote: run gantry promote --app web",
+            1,
+            3,
+        );
+        assert_eq!(
+            event_text(&paused),
+            "  rollout.paused: waiting for promote: run gantry promote --app web [1/3]\n  \
+             PAUSED: the rollout waits for a signed promote job"
+        );
+        let mut ev = Events::new(Mode::Plain);
+        ev.app = Some("web".into());
+        // The agent's message names the command already: no second hint.
+        assert_eq!(ev.text(&paused), event_text(&paused));
+        // A terser message gets the commands added, with the app from the accepted event.
+        let terse = step("rollout.paused", "waiting for promote", 0, 0);
+        assert_eq!(
+            ev.text(&terse),
+            "  rollout.paused: waiting for promote\n  \
+             PAUSED: the rollout waits for a signed promote job\n  \
+             continue with: gantry promote --app web   (or give up: gantry abort --app web)"
         );
     }
 }

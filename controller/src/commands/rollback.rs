@@ -1,4 +1,5 @@
-//! `gantry rollback`, `gantry restart`, `gantry stop`: make, sign and submit an action job.
+//! `gantry rollback`, `restart`, `stop`, `promote` and `abort`: make, sign and submit an
+//! action job, and follow it to its end.
 
 use std::time::SystemTime;
 
@@ -49,15 +50,30 @@ pub fn action_job(
     })
 }
 
+/// Builds the action job for `agent_id` and signs it with every `--key`.
+///
+/// # Errors
+///
+/// [`JobError`]: a bad flag, an unreadable key, the same key twice.
+pub fn signed_action_job(
+    agent_id: &str,
+    args: &ActionArgs,
+    action: Action,
+    to: Option<&str>,
+    now: SystemTime,
+) -> Result<JobFile, JobError> {
+    let mut file = JobFile::new(action_job(agent_id, args, action, to, now)?);
+    sign_all(&mut file, &args.keys)?;
+    Ok(file)
+}
+
 async fn submit_action(
     args: &ActionArgs,
     action: Action,
     to: Option<&str>,
 ) -> Result<Exit, CliError> {
     let settings = ConnSettings::from_args(&args.conn)?;
-    let job = action_job(&settings.agent_id, args, action, to, SystemTime::now())?;
-    let mut file = JobFile::new(job);
-    sign_all(&mut file, &args.keys)?;
+    let file = signed_action_job(&settings.agent_id, args, action, to, SystemTime::now())?;
     let mut out = Events::new(Mode::detect(args.json));
     let agent = Agent::connect(&settings).await?;
     Ok(submit_and_follow(&agent, &file, &mut out).await?)
@@ -72,7 +88,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<Exit, CliError> {
     submit_action(&args.action, Action::Rollback, args.to.as_deref()).await
 }
 
-/// `gantry restart` and `gantry stop`.
+/// `gantry restart`, `stop`, `promote` and `abort`.
 ///
 /// # Errors
 ///

@@ -30,6 +30,8 @@ struct Seen {
     stored: Option<String>,
     submits: u32,
     watches: u32,
+    /// The job bytes of every submit.
+    jobs: Vec<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -92,9 +94,11 @@ impl AgentService for Mock {
         if let Some(s) = &self.reject {
             return Err(s.clone());
         }
-        assert!(!req.into_inner().signatures.is_empty());
+        let signed = req.into_inner();
+        assert!(!signed.signatures.is_empty());
         let first = {
             let mut seen = self.seen.lock().unwrap();
+            seen.jobs.push(signed.job);
             seen.submits += 1;
             seen.submits == 1
         };
@@ -236,6 +240,7 @@ fn signed_deploy(dir: &Path, artifact: &Path) -> JobFile {
         secret_env: Vec::new(),
         job_id: None,
         reason: String::new(),
+        rollout: Default::default(),
         command: vec!["bin/app".into()],
     };
     let mut file =
@@ -370,4 +375,127 @@ async fn an_agent_certificate_for_another_id_is_refused() {
         err.to_string().starts_with("cannot reach agent at"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_and_abort_are_signed_action_jobs_and_exit_0_on_success() {
+    use gantry_proto::v1::{Action, Job};
+    use prost::Message;
+
+    use crate::cli::{ActionArgs, ConnArgs};
+    use crate::commands::rollback::signed_action_job;
+
+    let f = start(mock(Outcome::Succeeded)).await;
+    let (key, key_path, _) = keys::write_keypair(&f.dir.path().join("deployer")).unwrap();
+    let args = ActionArgs {
+        conn: ConnArgs {
+            agent: None,
+            agent_id: None,
+            ca: None,
+            cert: None,
+            cert_key: None,
+        },
+        keys: vec![key_path],
+        app: "web".into(),
+        reason: "looks good".into(),
+        valid_for: "5m".into(),
+        json: true,
+    };
+    let agent = connect(&f).await;
+    for action in [Action::Promote, Action::Abort] {
+        let file = signed_action_job("agent-1", &args, action, None, SystemTime::now()).unwrap();
+        assert_eq!(file.signed.signatures.len(), 1);
+        assert_eq!(file.signed.signatures[0].key_id, key.key_id().as_str());
+        let mut out = Events::new(Mode::Json);
+        assert_eq!(
+            submit_and_follow(&agent, &file, &mut out).await.unwrap(),
+            Exit::Success
+        );
+        let sent = f.seen.lock().unwrap().jobs.last().cloned().unwrap();
+        assert_eq!(sent, file.signed.job, "the exact signed bytes are sent");
+        let job = Job::decode(sent.as_slice()).unwrap();
+        assert_eq!(job.action, action as i32);
+        assert_eq!(
+            (job.app.as_str(), job.reason.as_str()),
+            ("web", "looks good")
+        );
+        assert_eq!(job.agent_id, "agent-1");
+        assert_eq!(job.release, None);
+        assert_eq!(job.expires_at - job.not_before, 300);
+        assert!(
+            job.job_id.starts_with(&format!(
+                "web-{}-",
+                crate::commands::job::spec::action_name(action)
+            )),
+            "{}",
+            job.job_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_promote_exits_1_and_a_refused_one_3() {
+    use gantry_proto::v1::Action;
+
+    use crate::cli::{ActionArgs, ConnArgs};
+    use crate::commands::rollback::signed_action_job;
+
+    let args = |dir: &Path| {
+        let (_, key_path, _) = keys::write_keypair(&dir.join("deployer")).unwrap();
+        ActionArgs {
+            conn: ConnArgs {
+                agent: None,
+                agent_id: None,
+                ca: None,
+                cert: None,
+                cert_key: None,
+            },
+            keys: vec![key_path],
+            app: "web".into(),
+            reason: String::new(),
+            valid_for: "15m".into(),
+            json: true,
+        }
+    };
+    let f = start(mock(Outcome::Failed)).await;
+    let file = signed_action_job(
+        "agent-1",
+        &args(f.dir.path()),
+        Action::Promote,
+        None,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut out = Events::new(Mode::Json);
+    assert_eq!(
+        submit_and_follow(&connect(&f).await, &file, &mut out)
+            .await
+            .unwrap(),
+        Exit::JobFailed
+    );
+    assert_eq!(out.finished().map(|fin| fin.reason.as_str()), Some("done"));
+
+    let f = start(|seen| Mock {
+        seen,
+        outcome: Outcome::Succeeded,
+        drop_first: false,
+        reject: Some(Status::failed_precondition(
+            "no rollout of web is waiting for promote",
+        )),
+    })
+    .await;
+    let file = signed_action_job(
+        "agent-1",
+        &args(f.dir.path()),
+        Action::Abort,
+        None,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut out = Events::new(Mode::Json);
+    let err = submit_and_follow(&connect(&f).await, &file, &mut out)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit(), Exit::Rejected);
+    assert!(err.to_string().contains("waiting for promote"), "{err}");
 }

@@ -3,6 +3,7 @@
 //! A job file is exactly the protobuf encoding of `gantry.v1.SignedJob`: the job's bytes, which
 //! never change once created, and the signatures over them.
 
+pub mod rollout;
 pub mod spec;
 
 use std::io::Write;
@@ -416,6 +417,7 @@ pub fn show_json(file: &JobFile, checks: &[SigCheck]) -> serde_json::Value {
             "env": env,
             "secret_env": r.secret_env,
             "progress_deadline_secs": r.progress_deadline_secs,
+            "rollout": rollout::rollout_json(r.rollout.as_ref()),
         })
     });
     let sigs: Vec<_> = file
@@ -506,6 +508,16 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], now: i64) -> String {
                 r.artifact_sha256, r.artifact_size
             );
             let _ = writeln!(out, "strategy   {strategy}");
+            let rows = rollout::rollout_rows(
+                gantry_proto::v1::Strategy::try_from(r.strategy)
+                    .unwrap_or(gantry_proto::v1::Strategy::Unspecified),
+                r.rollout.as_ref(),
+            );
+            let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+            for (i, (label, value)) in rows.iter().enumerate() {
+                let head = if i == 0 { "rollout" } else { "" };
+                let _ = writeln!(out, "{head:<10} {label:<width$}  {value}");
+            }
             let _ = writeln!(out, "instances  {}", r.instances);
             let _ = writeln!(out, "command    {}", r.command.join(" "));
             if let Some(h) = &r.health {

@@ -288,6 +288,7 @@ pub fn build_job(
         }
     };
     if action != Action::Deploy {
+        super::rollout::refuse_for_action(&spec.rollout, &spec.action)?;
         if artifact.is_some() {
             return Err(FlagError::new(
                 "--artifact",
@@ -393,11 +394,13 @@ fn build_release(
         secret_env.push(k.to_owned());
     }
     secret_env.sort();
+    let strategy = parse_strategy(&spec.strategy)?;
+    let rollout = super::rollout::build_rollout(strategy, &spec.rollout)?;
     Ok(Release {
         version: version.to_string(),
         artifact_sha256: artifact.sha256.clone(),
         artifact_size: artifact.size,
-        strategy: parse_strategy(&spec.strategy)? as i32,
+        strategy: strategy as i32,
         instances: flags::positive_u32("--instances", &spec.instances)?,
         command: spec.command.clone(),
         health: Some(HealthCheck {
@@ -414,6 +417,6 @@ fn build_release(
         env,
         progress_deadline_secs: flags::secs_u32("--progress-deadline", &spec.progress_deadline)?,
         secret_env,
-        rollout: None,
+        rollout,
     })
 }

@@ -28,6 +28,7 @@ fn spec() -> JobSpecArgs {
         secret_env: Vec::new(),
         job_id: None,
         reason: "test".into(),
+        rollout: Default::default(),
         command: vec!["bin/web".into(), "--flag".into()],
     }
 }
@@ -451,4 +452,91 @@ fn secret_env_values_are_shown_as_secret() {
         assert_eq!(err.flag, "--secret-env", "{bad}");
         assert!(!err.to_string().contains("=x"), "{err}");
     }
+}
+
+#[test]
+fn rollout_flags_reach_the_release_and_job_show() {
+    let mut s = spec();
+    s.strategy = "canary".into();
+    s.rollout.steps = vec!["10:30s".into(), "50:promote".into(), "100:1s".into()];
+    s.rollout.max_memory = Some("256MiB".into());
+    let job = build_job("agent-1", &s, Some(&artifact()), now()).unwrap();
+    let r = job.release.as_ref().unwrap().rollout.as_ref().unwrap();
+    assert_eq!(r.steps.len(), 3);
+    assert_eq!(r.analysis.as_ref().unwrap().max_memory_bytes, 256 << 20);
+    assert_eq!(r.canary_instances, 0, "not given: the agent's default");
+
+    let f = JobFile::new(job);
+    let text = show_text(&f, &[], 1_800_000_000);
+    assert!(
+        text.contains(
+            "strategy   canary\n\
+             rollout    canary instances    default (1)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n           step 2              50% until gantry promote\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n           max memory          256 MiB (268435456 bytes)\n"),
+        "{text}"
+    );
+    let json = show_json(&f, &[]);
+    assert_eq!(
+        json["release"]["rollout"]["steps"][1]["until_promote"],
+        true
+    );
+    assert_eq!(
+        json["release"]["rollout"]["analysis"]["max_memory_bytes"],
+        256u64 << 20
+    );
+
+    // No rollout flags: no rollout on the wire, defaults shown for a rolling deploy.
+    let mut s = spec();
+    s.strategy = "rolling".into();
+    let f = JobFile::new(build_job("agent-1", &s, Some(&artifact()), now()).unwrap());
+    assert_eq!(f.job.release.as_ref().unwrap().rollout, None);
+    let text = show_text(&f, &[], 1_800_000_000);
+    assert!(
+        text.contains("rollout    batch             default (1)\n"),
+        "{text}"
+    );
+    assert_eq!(
+        show_json(&f, &[])["release"]["rollout"],
+        serde_json::Value::Null
+    );
+    // A hot deploy shows no rollout.
+    let f = JobFile::new(build_job("agent-1", &spec(), Some(&artifact()), now()).unwrap());
+    assert!(!show_text(&f, &[], 1_800_000_000).contains("rollout"));
+}
+
+#[test]
+fn rollout_flags_that_do_not_fit_are_usage_errors() {
+    let mut s = spec();
+    s.strategy = "rolling".into();
+    s.rollout.steps = vec!["10:1s".into()];
+    let e = JobError::from(build_job("agent-1", &s, Some(&artifact()), now()).unwrap_err());
+    assert_eq!(e.exit(), Exit::Usage);
+    assert_eq!(
+        e.to_string(),
+        "invalid --step: is a canary flag and does not fit --strategy rolling"
+    );
+    // The default strategy is hot.
+    let mut s = spec();
+    s.rollout.batch = Some("25%".into());
+    let e = build_job("agent-1", &s, Some(&artifact()), now()).unwrap_err();
+    assert_eq!(e.flag, "--batch");
+    // Not a deploy.
+    let mut s = spec();
+    s.action = "rollback".into();
+    s.version = None;
+    s.command.clear();
+    s.rollout.manual_promote = true;
+    let e = build_job("agent-1", &s, None, now()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid --manual-promote: is only for deploy, not rollback"
+    );
 }

@@ -1,0 +1,461 @@
+//! Rollout parameters of rolling, blue-green and canary deploys: from flags to
+//! `Release.rollout` (only what was given; zero means the agent's default), and back to text
+//! and JSON for `job show`.
+
+use gantry_proto::v1::{Analysis, CanaryStep, Rollout, Strategy};
+use serde_json::json;
+
+use super::spec::strategy_name;
+use crate::cli::RolloutArgs;
+use crate::flags::{self, FlagError};
+
+const ZERO_DOWNTIME: &[Strategy] = &[Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary];
+const ROLLING: &[Strategy] = &[Strategy::Rolling];
+const BLUE_GREEN: &[Strategy] = &[Strategy::BlueGreen];
+const CANARY: &[Strategy] = &[Strategy::Canary];
+
+/// The rollout flags given, in the order `--help` lists them, each with the strategies it fits.
+pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> {
+    let mut out = Vec::new();
+    let mut add = |given: bool, flag: &'static str, fits: &'static [Strategy]| {
+        if given {
+            out.push((flag, fits));
+        }
+    };
+    add(a.batch.is_some(), "--batch", ROLLING);
+    add(
+        a.min_healthy_time.is_some(),
+        "--min-healthy-time",
+        ZERO_DOWNTIME,
+    );
+    add(
+        a.healthy_deadline.is_some(),
+        "--healthy-deadline",
+        ZERO_DOWNTIME,
+    );
+    add(a.no_auto_revert, "--no-auto-revert", ROLLING);
+    add(a.drain_timeout.is_some(), "--drain-timeout", ZERO_DOWNTIME);
+    add(a.preview_weight.is_some(), "--preview-weight", BLUE_GREEN);
+    add(a.preview.is_some(), "--preview", BLUE_GREEN);
+    add(
+        a.scale_down_delay.is_some(),
+        "--scale-down-delay",
+        BLUE_GREEN,
+    );
+    add(a.manual_promote, "--manual-promote", BLUE_GREEN);
+    add(!a.steps.is_empty(), "--step", CANARY);
+    add(a.canary_instances.is_some(), "--canary-instances", CANARY);
+    add(
+        a.max_probe_failures.is_some(),
+        "--max-probe-failures",
+        CANARY,
+    );
+    add(a.max_restarts.is_some(), "--max-restarts", CANARY);
+    add(a.max_conn_errors.is_some(), "--max-conn-errors", CANARY);
+    add(a.max_cpu.is_some(), "--max-cpu", CANARY);
+    add(a.max_memory.is_some(), "--max-memory", CANARY);
+    add(a.analysis_interval.is_some(), "--analysis-interval", CANARY);
+    out
+}
+
+fn strategy_list(fits: &[Strategy]) -> String {
+    let names: Vec<&str> = fits.iter().map(|s| strategy_name(*s)).collect();
+    match names.as_slice() {
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => String::new(),
+    }
+}
+
+/// Refuses rollout flags on a job that is not a deploy.
+///
+/// # Errors
+///
+/// [`FlagError`] naming the first rollout flag given.
+pub fn refuse_for_action(a: &RolloutArgs, action: &str) -> Result<(), FlagError> {
+    match given_flags(a).first() {
+        Some((flag, _)) => Err(FlagError::new(
+            flag,
+            format!("is only for deploy, not {action}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Parses one `--step`: `WEIGHT:DURATION` or `WEIGHT:promote`, WEIGHT 1-100 (a trailing `%`
+/// is allowed).
+///
+/// # Errors
+///
+/// [`FlagError`] for `--step`, quoting the value.
+pub fn parse_step(raw: &str) -> Result<CanaryStep, FlagError> {
+    let bad = |why: String| {
+        FlagError::new(
+            "--step",
+            format!("{raw:?}: {why} (expected WEIGHT:DURATION like 10:30s, or WEIGHT:promote)"),
+        )
+    };
+    let (w, pause) = raw
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| bad("no ':'".to_owned()))?;
+    let w = w.trim();
+    let weight = w
+        .strip_suffix('%')
+        .unwrap_or(w)
+        .parse::<u32>()
+        .ok()
+        .filter(|w| (1..=100).contains(w))
+        .ok_or_else(|| bad("the weight must be a percentage from 1 to 100".to_owned()))?;
+    let pause = pause.trim();
+    if pause.eq_ignore_ascii_case("promote") {
+        return Ok(CanaryStep {
+            weight,
+            pause_ms: 0,
+            until_promote: true,
+        });
+    }
+    let pause_ms =
+        flags::millis_u32("--step", pause).map_err(|e| bad(format!("the pause: {}", e.message)))?;
+    Ok(CanaryStep {
+        weight,
+        pause_ms,
+        until_promote: false,
+    })
+}
+
+/// Parses every `--step` and checks the sequence: weights never decrease, and only the last
+/// step may be 100 (full traffic ends the canary).
+///
+/// # Errors
+///
+/// [`FlagError`] for `--step`.
+pub fn parse_steps(raws: &[String]) -> Result<Vec<CanaryStep>, FlagError> {
+    let steps = raws
+        .iter()
+        .map(|r| parse_step(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, pair) in steps.windows(2).enumerate() {
+        let (prev, next) = (&pair[0], &pair[1]);
+        if next.weight < prev.weight {
+            return Err(FlagError::new(
+                "--step",
+                format!(
+                    "{:?} comes after {:?}: weights must not decrease",
+                    raws[i + 1],
+                    raws[i]
+                ),
+            ));
+        }
+        if prev.weight == 100 {
+            return Err(FlagError::new(
+                "--step",
+                format!(
+                    "{:?} is not the last step: 100% sends all traffic to the canary and ends \
+                     it, so only the last step may be 100",
+                    raws[i]
+                ),
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+/// Builds `Release.rollout` from the flags for `strategy`: `None` when no rollout flag was
+/// given; otherwise only the given fields are set (zero means the agent's default).
+///
+/// # Errors
+///
+/// [`FlagError`] naming the first bad flag, or the first flag that does not fit `strategy`.
+pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollout>, FlagError> {
+    let given = given_flags(a);
+    for (flag, fits) in &given {
+        if !fits.contains(&strategy) {
+            return Err(FlagError::new(
+                flag,
+                format!(
+                    "is a {} flag and does not fit --strategy {}",
+                    strategy_list(fits),
+                    strategy_name(strategy)
+                ),
+            ));
+        }
+    }
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let ms = |flag, v: &Option<String>| {
+        v.as_deref()
+            .map(|raw| flags::millis_u32(flag, raw))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let mut r = Rollout {
+        batch: a
+            .batch
+            .as_deref()
+            .map(|b| flags::batch("--batch", b))
+            .transpose()?
+            .unwrap_or_default(),
+        min_healthy_time_ms: a
+            .min_healthy_time
+            .as_deref()
+            .map(|raw| flags::millis_u32_or_zero("--min-healthy-time", raw))
+            .transpose()?
+            .unwrap_or_default(),
+        healthy_deadline_ms: ms("--healthy-deadline", &a.healthy_deadline)?,
+        no_auto_revert: a.no_auto_revert,
+        drain_timeout_ms: ms("--drain-timeout", &a.drain_timeout)?,
+        preview_weight: a
+            .preview_weight
+            .as_deref()
+            .map(|p| flags::percent("--preview-weight", p, 0))
+            .transpose()?
+            .unwrap_or_default(),
+        preview_ms: ms("--preview", &a.preview)?,
+        scale_down_delay_ms: ms("--scale-down-delay", &a.scale_down_delay)?,
+        manual_promote: a.manual_promote,
+        steps: parse_steps(&a.steps)?,
+        analysis: None,
+        canary_instances: a
+            .canary_instances
+            .as_deref()
+            .map(|n| flags::positive_u32("--canary-instances", n))
+            .transpose()?
+            .unwrap_or_default(),
+    };
+    if r.preview_weight > 0 && r.preview_ms == 0 && !r.manual_promote {
+        return Err(FlagError::new(
+            "--preview-weight",
+            "needs --preview DURATION (how long the preview lasts) or --manual-promote \
+             (it lasts until gantry promote)",
+        ));
+    }
+    let analysis_given = a.max_probe_failures.is_some()
+        || a.max_restarts.is_some()
+        || a.max_conn_errors.is_some()
+        || a.max_cpu.is_some()
+        || a.max_memory.is_some()
+        || a.analysis_interval.is_some();
+    if analysis_given {
+        r.analysis = Some(Analysis {
+            max_probe_failures: at_least_one(
+                "--max-probe-failures",
+                a.max_probe_failures.as_deref(),
+                3,
+            )?,
+            max_restarts: a
+                .max_restarts
+                .as_deref()
+                .map(|n| flags::count_u32("--max-restarts", n))
+                .transpose()?
+                .unwrap_or_default(),
+            max_conn_errors: at_least_one("--max-conn-errors", a.max_conn_errors.as_deref(), 5)?,
+            max_cpu_percent: a
+                .max_cpu
+                .as_deref()
+                .map(|p| flags::cpu_percent("--max-cpu", p))
+                .transpose()?
+                .unwrap_or_default(),
+            max_memory_bytes: a
+                .max_memory
+                .as_deref()
+                .map(|s| flags::byte_size("--max-memory", s))
+                .transpose()?
+                .unwrap_or_default(),
+            interval_ms: ms("--analysis-interval", &a.analysis_interval)?,
+        });
+    }
+    Ok(Some(r))
+}
+
+/// A threshold whose 0 on the wire means the agent's default, so 0 cannot be asked for.
+fn at_least_one(flag: &'static str, raw: Option<&str>, default: u32) -> Result<u32, FlagError> {
+    let Some(raw) = raw else { return Ok(0) };
+    match flags::count_u32(flag, raw)? {
+        0 => Err(FlagError::new(
+            flag,
+            format!(
+                "must be at least 1 (0 on the wire means the agent's default, {default}); \
+                 the canary aborts when the count goes above it"
+            ),
+        )),
+        n => Ok(n),
+    }
+}
+
+fn or_default<T>(v: T, is_set: bool, show: impl Fn(T) -> String, default: &str) -> String {
+    if is_set {
+        show(v)
+    } else {
+        format!("default ({default})")
+    }
+}
+
+fn ms_text(ms: u32, default: &str) -> String {
+    or_default(ms, ms > 0, flags::format_ms, default)
+}
+
+/// A canary step for people: `10% for 30s`, `50% until gantry promote`.
+pub fn step_text(s: &CanaryStep) -> String {
+    if s.until_promote {
+        format!("{}% until gantry promote", s.weight)
+    } else {
+        format!("{}% for {}", s.weight, flags::format_ms(s.pause_ms))
+    }
+}
+
+/// The rollout parameters of a `strategy` deploy for people, as (label, value) rows; unset
+/// values show the agent's default. Empty for a hot deploy.
+pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, String)> {
+    if !ZERO_DOWNTIME.contains(&strategy) {
+        return Vec::new();
+    }
+    let d = Rollout::default();
+    let r = r.unwrap_or(&d);
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |label: &str, value: String| rows.push((label.to_owned(), value));
+    if strategy == Strategy::Rolling {
+        row(
+            "batch",
+            if r.batch.is_empty() {
+                "default (1)".to_owned()
+            } else {
+                r.batch.clone()
+            },
+        );
+    }
+    if strategy == Strategy::Canary {
+        row(
+            "canary instances",
+            or_default(
+                r.canary_instances,
+                r.canary_instances > 0,
+                |n| n.to_string(),
+                "1",
+            ),
+        );
+    }
+    row(
+        "min healthy time",
+        or_default(
+            r.min_healthy_time_ms,
+            r.min_healthy_time_ms > 0,
+            flags::format_ms,
+            "0: healthy once the check passes",
+        ),
+    );
+    row(
+        "healthy deadline",
+        ms_text(r.healthy_deadline_ms, "the health check's deadline"),
+    );
+    if strategy == Strategy::Rolling {
+        row(
+            "auto-revert",
+            if r.no_auto_revert {
+                "off: updated instances stay on the new release on failure".to_owned()
+            } else {
+                "on".to_owned()
+            },
+        );
+    }
+    row("drain timeout", ms_text(r.drain_timeout_ms, "30s"));
+    if strategy == Strategy::BlueGreen {
+        let preview = match (r.preview_weight, r.preview_ms, r.manual_promote) {
+            (0, 0, _) => "none".to_owned(),
+            (w, 0, true) => format!("{w}% of new connections until gantry promote"),
+            (w, ms, _) => format!("{w}% of new connections for {}", flags::format_ms(ms)),
+        };
+        row("preview", preview);
+        row(
+            "promotion",
+            if r.manual_promote {
+                "manual: waits for gantry promote".to_owned()
+            } else {
+                "automatic once healthy".to_owned()
+            },
+        );
+        row("scale-down delay", ms_text(r.scale_down_delay_ms, "10m"));
+    }
+    if strategy == Strategy::Canary {
+        if r.steps.is_empty() {
+            row(
+                "steps",
+                "default (10% for 30s, 50% for 30s, 100%)".to_owned(),
+            );
+        }
+        for (i, s) in r.steps.iter().enumerate() {
+            row(&format!("step {}", i + 1), step_text(s));
+        }
+        let da = Analysis::default();
+        let a = r.analysis.as_ref().unwrap_or(&da);
+        row("analysis every", ms_text(a.interval_ms, "1s"));
+        let n = |v: u32, default: &str| or_default(v, v > 0, |v| v.to_string(), default);
+        row("max probe failures", n(a.max_probe_failures, "3"));
+        row(
+            "max restarts",
+            // 0 is both the default and a value one may ask for.
+            a.max_restarts.to_string(),
+        );
+        row("max conn errors", n(a.max_conn_errors, "5"));
+        row(
+            "max cpu",
+            or_default(
+                a.max_cpu_percent,
+                a.max_cpu_percent > 0.0,
+                |p| format!("{p}% of one core"),
+                "not checked",
+            ),
+        );
+        row(
+            "max memory",
+            or_default(
+                a.max_memory_bytes,
+                a.max_memory_bytes > 0,
+                |b| format!("{} ({b} bytes)", flags::format_bytes(b)),
+                "not checked",
+            ),
+        );
+    }
+    rows
+}
+
+/// The rollout as JSON: the wire's fields (0 means the agent's default), `null` when absent.
+pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
+    let Some(r) = r else {
+        return serde_json::Value::Null;
+    };
+    let steps: Vec<_> = r
+        .steps
+        .iter()
+        .map(|s| json!({"weight": s.weight, "pause_ms": s.pause_ms, "until_promote": s.until_promote}))
+        .collect();
+    let analysis = r.analysis.as_ref().map(|a| {
+        json!({
+            "max_probe_failures": a.max_probe_failures,
+            "max_restarts": a.max_restarts,
+            "max_conn_errors": a.max_conn_errors,
+            "max_cpu_percent": a.max_cpu_percent,
+            "max_memory_bytes": a.max_memory_bytes,
+            "interval_ms": a.interval_ms,
+        })
+    });
+    json!({
+        "batch": r.batch,
+        "min_healthy_time_ms": r.min_healthy_time_ms,
+        "healthy_deadline_ms": r.healthy_deadline_ms,
+        "no_auto_revert": r.no_auto_revert,
+        "drain_timeout_ms": r.drain_timeout_ms,
+        "preview_weight": r.preview_weight,
+        "preview_ms": r.preview_ms,
+        "scale_down_delay_ms": r.scale_down_delay_ms,
+        "manual_promote": r.manual_promote,
+        "steps": steps,
+        "analysis": analysis,
+        "canary_instances": r.canary_instances,
+    })
+}
+
+#[cfg(test)]
+#[path = "rollout_tests.rs"]
+mod tests;

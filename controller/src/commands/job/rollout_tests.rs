@@ -1,0 +1,607 @@
+//! Rollout flags: validation, the built `Rollout`, and how `job show` prints it.
+
+use super::*;
+
+fn args() -> RolloutArgs {
+    RolloutArgs::default()
+}
+
+fn err(strategy: Strategy, a: &RolloutArgs) -> String {
+    build_rollout(strategy, a).unwrap_err().to_string()
+}
+
+#[test]
+fn no_flags_no_rollout() {
+    for s in [
+        Strategy::Hot,
+        Strategy::Rolling,
+        Strategy::BlueGreen,
+        Strategy::Canary,
+    ] {
+        assert_eq!(build_rollout(s, &args()), Ok(None));
+    }
+}
+
+#[test]
+fn rolling_flags_fill_only_what_was_given() {
+    let a = RolloutArgs {
+        batch: Some("25%".into()),
+        min_healthy_time: Some("10s".into()),
+        no_auto_revert: true,
+        ..args()
+    };
+    let r = build_rollout(Strategy::Rolling, &a).unwrap().unwrap();
+    assert_eq!(
+        r,
+        Rollout {
+            batch: "25%".into(),
+            min_healthy_time_ms: 10_000,
+            no_auto_revert: true,
+            ..Rollout::default()
+        }
+    );
+    let a = RolloutArgs {
+        batch: Some(" 2 ".into()),
+        healthy_deadline: Some("1m".into()),
+        drain_timeout: Some("5s".into()),
+        ..args()
+    };
+    let r = build_rollout(Strategy::Rolling, &a).unwrap().unwrap();
+    assert_eq!(
+        (
+            r.batch.as_str(),
+            r.healthy_deadline_ms,
+            r.drain_timeout_ms,
+            r.analysis
+        ),
+        ("2", 60_000, 5_000, None)
+    );
+}
+
+#[test]
+fn blue_green_flags() {
+    let a = RolloutArgs {
+        preview_weight: Some("10".into()),
+        preview: Some("30s".into()),
+        scale_down_delay: Some("5s".into()),
+        manual_promote: true,
+        ..args()
+    };
+    let r = build_rollout(Strategy::BlueGreen, &a).unwrap().unwrap();
+    assert_eq!(
+        (
+            r.preview_weight,
+            r.preview_ms,
+            r.scale_down_delay_ms,
+            r.manual_promote
+        ),
+        (10, 30_000, 5_000, true)
+    );
+    // A preview weight needs a duration, or lasts until promote.
+    let a = RolloutArgs {
+        preview_weight: Some("10%".into()),
+        ..args()
+    };
+    assert!(err(Strategy::BlueGreen, &a).starts_with("invalid --preview-weight: needs --preview"));
+    let a = RolloutArgs {
+        preview_weight: Some("10".into()),
+        manual_promote: true,
+        ..args()
+    };
+    assert_eq!(
+        build_rollout(Strategy::BlueGreen, &a)
+            .unwrap()
+            .unwrap()
+            .preview_weight,
+        10
+    );
+}
+
+#[test]
+fn canary_flags_and_analysis() {
+    let a = RolloutArgs {
+        steps: vec!["10:30s".into(), "50%:promote".into(), "100:1s".into()],
+        canary_instances: Some("2".into()),
+        max_probe_failures: Some("4".into()),
+        max_restarts: Some("0".into()),
+        max_conn_errors: Some("7".into()),
+        max_cpu: Some("150%".into()),
+        max_memory: Some("256MiB".into()),
+        analysis_interval: Some("2s".into()),
+        ..args()
+    };
+    let r = build_rollout(Strategy::Canary, &a).unwrap().unwrap();
+    assert_eq!(
+        r.steps,
+        vec![
+            CanaryStep {
+                weight: 10,
+                pause_ms: 30_000,
+                until_promote: false
+            },
+            CanaryStep {
+                weight: 50,
+                pause_ms: 0,
+                until_promote: true
+            },
+            CanaryStep {
+                weight: 100,
+                pause_ms: 1_000,
+                until_promote: false
+            },
+        ]
+    );
+    assert_eq!(r.canary_instances, 2);
+    assert_eq!(
+        r.analysis,
+        Some(Analysis {
+            max_probe_failures: 4,
+            max_restarts: 0,
+            max_conn_errors: 7,
+            max_cpu_percent: 150.0,
+            max_memory_bytes: 256 << 20,
+            interval_ms: 2_000,
+        })
+    );
+    // One analysis flag alone: the rest stay at the agent's defaults (0).
+    let a = RolloutArgs {
+        max_memory: Some("1GB".into()),
+        ..args()
+    };
+    let r = build_rollout(Strategy::Canary, &a).unwrap().unwrap();
+    assert_eq!(
+        r.analysis,
+        Some(Analysis {
+            max_memory_bytes: 1_000_000_000,
+            ..Analysis::default()
+        })
+    );
+    assert!(r.steps.is_empty());
+}
+
+#[test]
+fn a_flag_for_another_strategy_is_named() {
+    let step = RolloutArgs {
+        steps: vec!["10:1s".into()],
+        ..args()
+    };
+    assert_eq!(
+        err(Strategy::Rolling, &step),
+        "invalid --step: is a canary flag and does not fit --strategy rolling"
+    );
+    let batch = RolloutArgs {
+        batch: Some("1".into()),
+        ..args()
+    };
+    assert_eq!(
+        err(Strategy::Canary, &batch),
+        "invalid --batch: is a rolling flag and does not fit --strategy canary"
+    );
+    let drain = RolloutArgs {
+        drain_timeout: Some("1s".into()),
+        ..args()
+    };
+    assert_eq!(
+        err(Strategy::Hot, &drain),
+        "invalid --drain-timeout: is a rolling, blue-green or canary flag and does not fit \
+         --strategy hot"
+    );
+    for (a, flag) in [
+        (
+            RolloutArgs {
+                manual_promote: true,
+                ..args()
+            },
+            "--manual-promote",
+        ),
+        (
+            RolloutArgs {
+                no_auto_revert: true,
+                ..args()
+            },
+            "--no-auto-revert",
+        ),
+        (
+            RolloutArgs {
+                max_cpu: Some("50".into()),
+                ..args()
+            },
+            "--max-cpu",
+        ),
+        (
+            RolloutArgs {
+                scale_down_delay: Some("5s".into()),
+                ..args()
+            },
+            "--scale-down-delay",
+        ),
+    ] {
+        // None fits hot, and each fits only one of the others.
+        let fitting = [Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary]
+            .into_iter()
+            .filter(|s| build_rollout(*s, &a).is_ok())
+            .count();
+        assert_eq!(fitting, 1, "{flag}");
+        let e = err(Strategy::Hot, &a);
+        assert!(e.starts_with(&format!("invalid {flag}: is a ")), "{e}");
+    }
+    // And for an action that is not a deploy.
+    assert_eq!(
+        refuse_for_action(&step, "rollback")
+            .unwrap_err()
+            .to_string(),
+        "invalid --step: is only for deploy, not rollback"
+    );
+    assert_eq!(refuse_for_action(&args(), "stop"), Ok(()));
+}
+
+#[test]
+fn every_flag_validates_and_names_itself() {
+    let cases: Vec<(RolloutArgs, Strategy, &str)> = vec![
+        (
+            RolloutArgs {
+                batch: Some("0".into()),
+                ..args()
+            },
+            Strategy::Rolling,
+            "--batch",
+        ),
+        (
+            RolloutArgs {
+                batch: Some("101%".into()),
+                ..args()
+            },
+            Strategy::Rolling,
+            "--batch",
+        ),
+        (
+            RolloutArgs {
+                batch: Some("0%".into()),
+                ..args()
+            },
+            Strategy::Rolling,
+            "--batch",
+        ),
+        (
+            RolloutArgs {
+                batch: Some("half".into()),
+                ..args()
+            },
+            Strategy::Rolling,
+            "--batch",
+        ),
+        (
+            RolloutArgs {
+                min_healthy_time: Some("soon".into()),
+                ..args()
+            },
+            Strategy::Rolling,
+            "--min-healthy-time",
+        ),
+        (
+            RolloutArgs {
+                healthy_deadline: Some("0s".into()),
+                ..args()
+            },
+            Strategy::Rolling,
+            "--healthy-deadline",
+        ),
+        (
+            RolloutArgs {
+                drain_timeout: Some("-1s".into()),
+                ..args()
+            },
+            Strategy::BlueGreen,
+            "--drain-timeout",
+        ),
+        (
+            RolloutArgs {
+                preview_weight: Some("101".into()),
+                preview: Some("1s".into()),
+                ..args()
+            },
+            Strategy::BlueGreen,
+            "--preview-weight",
+        ),
+        (
+            RolloutArgs {
+                preview: Some("x".into()),
+                ..args()
+            },
+            Strategy::BlueGreen,
+            "--preview",
+        ),
+        (
+            RolloutArgs {
+                scale_down_delay: Some("100d".into()),
+                ..args()
+            },
+            Strategy::BlueGreen,
+            "--scale-down-delay",
+        ),
+        (
+            RolloutArgs {
+                steps: vec!["0:1s".into()],
+                ..args()
+            },
+            Strategy::Canary,
+            "--step",
+        ),
+        (
+            RolloutArgs {
+                canary_instances: Some("0".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--canary-instances",
+        ),
+        (
+            RolloutArgs {
+                max_probe_failures: Some("0".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-probe-failures",
+        ),
+        (
+            RolloutArgs {
+                max_restarts: Some("-1".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-restarts",
+        ),
+        (
+            RolloutArgs {
+                max_conn_errors: Some("many".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-conn-errors",
+        ),
+        (
+            RolloutArgs {
+                max_cpu: Some("0".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-cpu",
+        ),
+        (
+            RolloutArgs {
+                max_cpu: Some("NaN".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-cpu",
+        ),
+        (
+            RolloutArgs {
+                max_memory: Some("256 parsecs".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-memory",
+        ),
+        (
+            RolloutArgs {
+                max_memory: Some("0MiB".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-memory",
+        ),
+        (
+            RolloutArgs {
+                analysis_interval: Some("0ms".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--analysis-interval",
+        ),
+    ];
+    for (a, strategy, flag) in cases {
+        let e = err(strategy, &a);
+        assert!(e.starts_with(&format!("invalid {flag}: ")), "{flag}: {e}");
+    }
+    // 0 is the documented default of --min-healthy-time, so it may be given.
+    let a = RolloutArgs {
+        min_healthy_time: Some("0s".into()),
+        ..args()
+    };
+    assert_eq!(
+        build_rollout(Strategy::Rolling, &a)
+            .unwrap()
+            .unwrap()
+            .min_healthy_time_ms,
+        0
+    );
+}
+
+#[test]
+fn step_parsing() {
+    assert_eq!(
+        parse_step("25:1m30s"),
+        Ok(CanaryStep {
+            weight: 25,
+            pause_ms: 90_000,
+            until_promote: false
+        })
+    );
+    assert_eq!(
+        parse_step("100:PROMOTE"),
+        Ok(CanaryStep {
+            weight: 100,
+            pause_ms: 0,
+            until_promote: true
+        })
+    );
+    for bad in [
+        "50",
+        "50:",
+        ":30s",
+        "0:30s",
+        "101:1s",
+        "50:0s",
+        "50:forever",
+        "x:1s",
+        "-5:1s",
+    ] {
+        let e = parse_step(bad).unwrap_err().to_string();
+        assert!(e.starts_with("invalid --step: "), "{bad}: {e}");
+        assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+    }
+    assert!(
+        parse_step("0:1s")
+            .unwrap_err()
+            .to_string()
+            .contains("from 1 to 100")
+    );
+}
+
+#[test]
+fn step_sequences() {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        parse_steps(&s(&["10:1s", "10:promote", "50:2s", "100:1s"]))
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        parse_steps(&s(&["50:1s", "20:1s"]))
+            .unwrap_err()
+            .to_string(),
+        "invalid --step: \"20:1s\" comes after \"50:1s\": weights must not decrease"
+    );
+    let e = parse_steps(&s(&["10:1s", "100:1s", "100:promote"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("invalid --step: \"100:1s\" is not the last step"),
+        "{e}"
+    );
+    assert!(parse_steps(&[]).unwrap().is_empty());
+}
+
+fn text(strategy: Strategy, r: Option<&Rollout>) -> String {
+    rollout_rows(strategy, r)
+        .into_iter()
+        .map(|(l, v)| format!("{l}: {v}\n"))
+        .collect()
+}
+
+#[test]
+fn rows_show_given_values_and_defaults() {
+    assert!(rollout_rows(Strategy::Hot, None).is_empty());
+    let t = text(
+        Strategy::Rolling,
+        Some(&Rollout {
+            batch: "25%".into(),
+            min_healthy_time_ms: 10_000,
+            no_auto_revert: true,
+            ..Rollout::default()
+        }),
+    );
+    assert_eq!(
+        t,
+        "batch: 25%\n\
+         min healthy time: 10s\n\
+         healthy deadline: default (the health check's deadline)\n\
+         auto-revert: off: updated instances stay on the new release on failure\n\
+         drain timeout: default (30s)\n"
+    );
+    let t = text(Strategy::Rolling, None);
+    assert!(t.starts_with("batch: default (1)\n"), "{t}");
+    assert!(t.contains("auto-revert: on\n"), "{t}");
+
+    let t = text(
+        Strategy::BlueGreen,
+        Some(&Rollout {
+            preview_weight: 10,
+            manual_promote: true,
+            scale_down_delay_ms: 5_000,
+            ..Rollout::default()
+        }),
+    );
+    assert!(
+        t.contains("preview: 10% of new connections until gantry promote\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("promotion: manual: waits for gantry promote\n"),
+        "{t}"
+    );
+    assert!(t.contains("scale-down delay: 5s\n"), "{t}");
+    assert!(!t.contains("batch"), "{t}");
+    assert!(
+        text(Strategy::BlueGreen, None).contains("preview: none\npromotion: automatic"),
+        "{}",
+        text(Strategy::BlueGreen, None)
+    );
+
+    let t = text(
+        Strategy::Canary,
+        Some(&Rollout {
+            steps: vec![
+                CanaryStep {
+                    weight: 10,
+                    pause_ms: 30_000,
+                    until_promote: false,
+                },
+                CanaryStep {
+                    weight: 50,
+                    pause_ms: 0,
+                    until_promote: true,
+                },
+            ],
+            analysis: Some(Analysis {
+                max_cpu_percent: 80.0,
+                max_memory_bytes: 256 << 20,
+                ..Analysis::default()
+            }),
+            ..Rollout::default()
+        }),
+    );
+    for want in [
+        "canary instances: default (1)\n",
+        "step 1: 10% for 30s\n",
+        "step 2: 50% until gantry promote\n",
+        "analysis every: default (1s)\n",
+        "max probe failures: default (3)\n",
+        "max restarts: 0\n",
+        "max conn errors: default (5)\n",
+        "max cpu: 80% of one core\n",
+        "max memory: 256 MiB (268435456 bytes)\n",
+    ] {
+        assert!(t.contains(want), "{want:?} in\n{t}");
+    }
+    assert!(
+        text(Strategy::Canary, None).contains("steps: default (10% for 30s, 50% for 30s, 100%)")
+    );
+}
+
+#[test]
+fn json_carries_the_wire_fields() {
+    assert_eq!(rollout_json(None), serde_json::Value::Null);
+    let v = rollout_json(Some(&Rollout {
+        batch: "2".into(),
+        steps: vec![CanaryStep {
+            weight: 5,
+            pause_ms: 0,
+            until_promote: true,
+        }],
+        analysis: Some(Analysis {
+            max_memory_bytes: 1024,
+            ..Analysis::default()
+        }),
+        ..Rollout::default()
+    }));
+    assert_eq!(v["batch"], "2");
+    assert_eq!(
+        v["steps"],
+        json!([{"weight": 5, "pause_ms": 0, "until_promote": true}])
+    );
+    assert_eq!(v["analysis"]["max_memory_bytes"], 1024);
+    assert_eq!(v["manual_promote"], false);
+}
