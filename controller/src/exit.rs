@@ -139,6 +139,8 @@ mod tests {
             (
                 CliError::Quickstart(QuickstartError::JobFailed {
                     what: "deploy".into(),
+                    outcome: "failed".into(),
+                    reason: "unhealthy".into(),
                     log: "l".into(),
                 }),
                 Exit::JobFailed,

@@ -1,5 +1,6 @@
-//! `gantry quickstart`: a local agent with fresh PKI and keys, two deploys of the sample app,
-//! the audit log and its verification, then clean-up and the commands to do it by hand.
+//! `gantry quickstart`: a local agent with fresh PKI and keys; deploys of the sample app with
+//! each strategy (hot twice, then rolling, blue-green and canary through the app's front
+//! door); the audit log and its verification; then clean-up and the commands to do it by hand.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use gantry_proto::keys::{self, KeyError, PublicKey, SigningKey};
 use gantry_proto::v1::{Action, AuditTailRequest};
 
-use crate::cli::{ActionArgs, ConnArgs, JobSpecArgs, QuickstartArgs};
+use crate::cli::{ActionArgs, ConnArgs, JobSpecArgs, QuickstartArgs, RolloutArgs};
 use crate::client::{Agent, ClientError, ConnSettings};
 use crate::commands::audit::{self, Verdict};
 use crate::commands::dev_pki::{self, DevPkiError};
@@ -22,7 +23,7 @@ use crate::commands::rollback::action_job;
 use crate::commands::status;
 use crate::commands::submit::{SubmitError, ensure_artifact, submit_and_follow};
 use crate::exit::Exit;
-use crate::output::{Events, Mode};
+use crate::output::{Events, Mode, outcome_name};
 
 /// The agent id quickstart's PKI names.
 pub const AGENT_ID: &str = "quickstart-agent";
@@ -66,6 +67,9 @@ pub enum QuickstartError {
     /// No range of ten free ports was found.
     #[error("no range of {PORTS} free ports between 18080 and 19079 on 127.0.0.1")]
     NoFreePorts,
+    /// No free port for the front door was found.
+    #[error("no free port on 127.0.0.1 for the sample app's front door")]
+    NoFrontDoorPort(#[source] std::io::Error),
     /// Certificates could not be made.
     #[error(transparent)]
     Pki(#[from] DevPkiError),
@@ -102,10 +106,14 @@ pub enum QuickstartError {
     #[error(transparent)]
     Submit(#[from] SubmitError),
     /// A job ended without success.
-    #[error("{what} did not succeed (see the events above and {})", log.display())]
+    #[error("{what} did not succeed: {outcome}: {reason} (see the events above and {})", log.display())]
     JobFailed {
         /// Which job.
         what: String,
+        /// How it ended, as the agent said.
+        outcome: String,
+        /// Why, as the agent said.
+        reason: String,
         /// The agent's log.
         log: PathBuf,
     },
@@ -136,6 +144,7 @@ impl QuickstartError {
             | QuickstartError::NotEmpty { .. }
             | QuickstartError::MissingBinary { .. }
             | QuickstartError::NoFreePorts
+            | QuickstartError::NoFrontDoorPort(_)
             | QuickstartError::Pki(_)
             | QuickstartError::Key(_) => Exit::Usage,
             QuickstartError::Job(e) => e.exit(),
@@ -151,8 +160,11 @@ impl QuickstartError {
     }
 }
 
-/// Ports in the sample app's range.
+/// Ports in the sample app's range: at least two per instance (a blue and a green slot).
 const PORTS: u16 = 10;
+/// The sample app's `max_instances`.
+const MAX_INSTANCES: u16 = 2;
+const _: () = assert!(PORTS >= 2 * MAX_INSTANCES);
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> QuickstartError + 'a {
     move |source| QuickstartError::Io {
@@ -201,6 +213,21 @@ fn free_port_range() -> Result<u16, QuickstartError> {
     Err(QuickstartError::NoFreePorts)
 }
 
+/// A free port on loopback for the front door (asked of the kernel by binding port 0),
+/// outside the instances' range.
+fn free_front_door_port(first_port: u16) -> Result<u16, QuickstartError> {
+    let range = first_port..first_port + PORTS;
+    let mut last = std::io::Error::other("every port offered was in the instances' range");
+    for _ in 0..20 {
+        match TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()) {
+            Ok(addr) if !range.contains(&addr.port()) => return Ok(addr.port()),
+            Ok(_) => {}
+            Err(e) => last = e,
+        }
+    }
+    Err(QuickstartError::NoFrontDoorPort(last))
+}
+
 /// The user instances run as: ours when not root (the agent then runs as us), else nobody.
 fn instance_user() -> String {
     let uid = nix::unistd::geteuid();
@@ -218,7 +245,12 @@ fn toml_str(s: &str) -> String {
 }
 
 /// The agent config quickstart writes (INTERFACES format; paths relative to the config file).
-pub fn agent_config(first_port: u16, user: &str, controller_fingerprint: &str) -> String {
+pub fn agent_config(
+    first_port: u16,
+    front_door_port: u16,
+    user: &str,
+    controller_fingerprint: &str,
+) -> String {
     format!(
         r#"# Written by `gantry quickstart`. Paths are relative to this file.
 agent_id = "{AGENT_ID}"
@@ -247,8 +279,11 @@ roles = ["deployer"]
 
 [apps.{APP}]
 user = {user}
+# The front door: the app's address for its users; it sends each connection to an instance.
+listen = "127.0.0.1:{front_door_port}"
+# Two ports per instance: blue-green starts the new set beside the old one.
 ports = "{first_port}-{last_port}"
-max_instances = 4
+max_instances = {MAX_INSTANCES}
 stop_timeout = "10s"
 
 [apps.{APP}.allow]
@@ -256,6 +291,8 @@ deploy = ["deployer"]
 rollback = ["deployer"]
 restart = ["deployer"]
 stop = ["deployer"]
+promote = ["deployer"]
+abort = ["deployer"]
 "#,
         fp = toml_str(controller_fingerprint),
         user = toml_str(user),
@@ -466,35 +503,75 @@ impl Ctx {
             secret_env: Vec::new(),
             job_id: None,
             reason: format!("quickstart: deploy {version}"),
+            rollout: RolloutArgs::default(),
             command: vec!["bin/gantry-sample-app".to_owned()],
         }
     }
 
-    async fn deploy(&self, version: &str, artifact: &Path) -> Result<(), QuickstartError> {
-        println!("\n== deploy {APP} {version} (hot, health http:/health)");
+    /// Deploys `spec`'s release from `artifact`; `how` describes it in the heading.
+    async fn deploy(
+        &self,
+        spec: &JobSpecArgs,
+        artifact: &Path,
+        how: &str,
+    ) -> Result<(), QuickstartError> {
+        let version = spec.version.as_deref().unwrap_or_default();
+        println!("\n== deploy {APP} {version} ({how})");
         let info = hash_file(artifact).map_err(|source| JobError::ReadArtifact {
             path: artifact.to_owned(),
             source,
         })?;
-        let job = build_job(
-            AGENT_ID,
-            &self.spec(version),
-            Some(&info),
-            SystemTime::now(),
-        )
-        .map_err(JobError::from)?;
+        let job =
+            build_job(AGENT_ID, spec, Some(&info), SystemTime::now()).map_err(JobError::from)?;
         let mut file = JobFile::new(job);
         file.sign(&self.dir.join("keys/deployer.key"), &self.key)?;
         let agent = self.connect().await?;
         let mut out = Events::new(Mode::detect(false));
         ensure_artifact(&agent, &file, Some(artifact), &out).await?;
-        match submit_and_follow(&agent, &file, &mut out).await? {
+        let exit = submit_and_follow(&agent, &file, &mut out).await?;
+        self.expect_success(exit, &out, format!("deploy {version} ({})", spec.strategy))
+    }
+
+    /// Ok on success; otherwise the job's outcome and the agent's reason.
+    fn expect_success(
+        &self,
+        exit: Exit,
+        out: &Events,
+        what: String,
+    ) -> Result<(), QuickstartError> {
+        match exit {
             Exit::Success => Ok(()),
-            Exit::JobFailed | Exit::Usage | Exit::Rejected => Err(QuickstartError::JobFailed {
-                what: format!("deploy {version}"),
-                log: self.dir.join("agent.log"),
-            }),
+            Exit::JobFailed | Exit::Usage | Exit::Rejected => {
+                let (outcome, reason) = out.finished().map_or_else(
+                    || ("no outcome".to_owned(), "the event stream ended".to_owned()),
+                    |f| {
+                        (
+                            gantry_proto::v1::Outcome::try_from(f.outcome)
+                                .map_or("unknown", outcome_name)
+                                .to_owned(),
+                            f.reason.clone(),
+                        )
+                    },
+                );
+                Err(QuickstartError::JobFailed {
+                    what,
+                    outcome,
+                    reason,
+                    log: self.dir.join("agent.log"),
+                })
+            }
         }
+    }
+
+    /// GET / through the app's front door.
+    fn get_front_door(&self, addr: SocketAddr) -> Result<(), QuickstartError> {
+        let (code, body) = http_get(addr, "/").map_err(|source| QuickstartError::Http {
+            addr,
+            path: "/",
+            source,
+        })?;
+        println!("GET http://{addr}/ -> {code} {}", body.trim_end());
+        Ok(())
     }
 
     async fn get_root(&self) -> Result<(), QuickstartError> {
@@ -580,13 +657,8 @@ impl Ctx {
         file.sign(&self.dir.join("keys/deployer.key"), &self.key)?;
         let agent = self.connect().await?;
         let mut out = Events::new(Mode::detect(false));
-        match submit_and_follow(&agent, &file, &mut out).await? {
-            Exit::Success => Ok(()),
-            Exit::JobFailed | Exit::Usage | Exit::Rejected => Err(QuickstartError::JobFailed {
-                what: format!("stop {APP}"),
-                log: self.dir.join("agent.log"),
-            }),
-        }
+        let exit = submit_and_follow(&agent, &file, &mut out).await?;
+        self.expect_success(exit, &out, format!("stop {APP}"))
     }
 }
 
@@ -618,29 +690,50 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
     println!("deployer key id {}", key.key_id());
 
     let first_port = free_port_range()?;
+    let front_door_port = free_front_door_port(first_port)?;
+    let front_door = SocketAddr::from(([127, 0, 0, 1], front_door_port));
     let user = instance_user();
     let config_path = dir.join("agent.toml");
     fs::write(
         &config_path,
-        agent_config(first_port, &user, &pki.controller_fingerprint),
+        agent_config(
+            first_port,
+            front_door_port,
+            &user,
+            &pki.controller_fingerprint,
+        ),
     )
     .map_err(io("write", &config_path))?;
     println!(
-        "wrote {} (app {APP} on ports {first_port}-{}, runs as {user})",
+        "wrote {} (app {APP}: front door {front_door}, instances on ports {first_port}-{}, runs as {user})",
         config_path.display(),
         first_port + PORTS - 1
     );
 
-    let v1 = dir.join("sample-1.0.0.tar.gz");
-    let v2 = dir.join("sample-1.1.0.tar.gz");
-    package_sample(&sample_bin, "Gantry sample app, release 1.0.0\n", &v1)
-        .map_err(io("write", &v1))?;
-    package_sample(
-        &sample_bin,
+    // Each release gets its own README, so that every artifact has its own digest.
+    let package = |version: &str, readme: &str| {
+        let path = dir.join(format!("sample-{version}.tar.gz"));
+        package_sample(&sample_bin, readme, &path)
+            .map(|()| path.clone())
+            .map_err(io("write", &path))
+    };
+    let v1 = package("1.0.0", "Gantry sample app, release 1.0.0\n")?;
+    let v2 = package(
+        "1.1.0",
         "Gantry sample app, release 1.1.0: same binary, new notes\n",
-        &v2,
-    )
-    .map_err(io("write", &v2))?;
+    )?;
+    let v3 = package(
+        "1.2.0",
+        "Gantry sample app, release 1.2.0: rolled out one instance at a time\n",
+    )?;
+    let v4 = package(
+        "1.3.0",
+        "Gantry sample app, release 1.3.0: started beside the old set, then switched\n",
+    )?;
+    let v5 = package(
+        "1.4.0",
+        "Gantry sample app, release 1.4.0: a canary first, then everyone\n",
+    )?;
 
     let (mut agent, addr) = start_agent(&agent_bin, &dir)?;
     println!(
@@ -666,10 +759,40 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
         .build()
         .map_err(io("start the async runtime for", &dir))?;
     let result = rt.block_on(async {
-        ctx.deploy("1.0.0", &v1).await?;
+        let hot = "hot, health http:/health";
+        ctx.deploy(&ctx.spec("1.0.0"), &v1, hot).await?;
         ctx.get_root().await?;
-        ctx.deploy("1.1.0", &v2).await?;
+        ctx.deploy(&ctx.spec("1.1.0"), &v2, hot).await?;
         ctx.get_root().await?;
+
+        let mut rolling = ctx.spec("1.2.0");
+        rolling.strategy = "rolling".to_owned();
+        rolling.instances = "2".to_owned();
+        rolling.rollout.batch = Some("1".to_owned());
+        ctx.deploy(&rolling, &v3, "rolling, 2 instances, batch 1")
+            .await?;
+        ctx.get_front_door(front_door)?;
+
+        let mut blue_green = ctx.spec("1.3.0");
+        blue_green.strategy = "blue-green".to_owned();
+        blue_green.instances = "2".to_owned();
+        blue_green.rollout.scale_down_delay = Some("5s".to_owned());
+        ctx.deploy(
+            &blue_green,
+            &v4,
+            "blue-green, 2 instances, old slot kept 5s",
+        )
+        .await?;
+        ctx.get_front_door(front_door)?;
+
+        let mut canary = ctx.spec("1.4.0");
+        canary.strategy = "canary".to_owned();
+        canary.instances = "2".to_owned();
+        canary.rollout.steps = vec!["50:2s".to_owned(), "100:1s".to_owned()];
+        ctx.deploy(&canary, &v5, "canary, 50% for 2s, then 100% for 1s")
+            .await?;
+        ctx.get_front_door(front_door)?;
+
         ctx.audit().await?;
         if !args.keep_running {
             ctx.stop_app().await?;
@@ -693,7 +816,14 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
     } else if let Some(status) = agent.stop() {
         println!("\nstopped the agent ({status})");
     }
-    print_next_steps(&dir, &agent_bin, &pki.paths, addr, args.keep_running);
+    print_next_steps(
+        &dir,
+        &agent_bin,
+        &pki.paths,
+        addr,
+        front_door,
+        args.keep_running,
+    );
     Ok(Exit::Success)
 }
 
@@ -702,9 +832,11 @@ fn print_next_steps(
     agent_bin: &Path,
     p: &dev_pki::PkiPaths,
     addr: SocketAddr,
+    front_door: SocketAddr,
     running: bool,
 ) {
     let d = dir.display();
+    println!("\nthe sample app's front door: http://{front_door}/");
     println!("\nnext steps:");
     if !running {
         println!("  # start the agent again (it writes its address to {d}/data/run/listen.addr):");
@@ -722,11 +854,16 @@ fn print_next_steps(
         p.controller.display(),
         p.controller_key.display()
     );
-    println!("  # deploy, look, roll back, verify:");
     println!(
-        "  gantry deploy --key {d}/keys/deployer.key --app {APP} --version 1.2.0 --artifact {d}/sample-1.1.0.tar.gz --health http:/health -- bin/gantry-sample-app"
+        "  # deploy a canary that waits for you, look, promote it (or abort), roll back, verify:"
     );
+    println!(
+        "  gantry deploy --key {d}/keys/deployer.key --app {APP} --version 1.5.0 --artifact {d}/sample-1.1.0.tar.gz --health http:/health --instances 2 --strategy canary --step 20:promote --step 100:5s -- bin/gantry-sample-app"
+    );
+    println!("  curl http://{front_door}/");
     println!("  gantry status");
+    println!("  gantry promote --key {d}/keys/deployer.key --app {APP}");
+    println!("  gantry abort --key {d}/keys/deployer.key --app {APP}");
     println!("  gantry rollback --key {d}/keys/deployer.key --app {APP}");
     println!("  gantry audit verify --pubkey {d}/keys/agent.pub");
 }
@@ -737,8 +874,11 @@ mod tests {
 
     #[test]
     fn config_names_the_app_ports_user_and_pin() {
-        let c = agent_config(18080, "nobody", "ab");
+        let c = agent_config(18080, 40123, "nobody", "ab");
         assert!(c.contains("ports = \"18080-18089\""));
+        assert!(c.contains("\nlisten = \"127.0.0.1:40123\"\n"));
+        assert!(c.contains("\nmax_instances = 2\n"));
+        assert!(c.contains("\npromote = [\"deployer\"]\nabort = [\"deployer\"]\n"));
         assert!(c.contains("user = \"nobody\""));
         assert!(c.contains("client_fingerprints = [\"ab\"]"));
         assert!(c.contains("listen = \"127.0.0.1:0\""));

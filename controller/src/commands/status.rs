@@ -2,13 +2,14 @@
 
 use std::fmt::Write as _;
 
-use gantry_proto::v1::{Action, Outcome, StatusRequest, StatusResponse, Strategy};
+use gantry_proto::v1::{Action, AppStatus, Outcome, StatusRequest, StatusResponse, Strategy};
 use serde_json::json;
 
 use crate::cli::StatusArgs;
 use crate::client::{Agent, ConnSettings};
 use crate::commands::job::spec::{action_name, strategy_name};
 use crate::exit::{CliError, Exit};
+use crate::flags;
 use crate::output::outcome_name;
 
 /// The agent's answer as JSON.
@@ -23,10 +24,20 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
                 "previous_version": a.previous_version,
                 "strategy": Strategy::try_from(a.strategy).map_or("unknown", strategy_name),
                 "active_job_id": a.active_job_id,
+                "active_slot": a.active_slot,
+                "rollout": a.rollout,
+                "listen": a.listen,
                 "releases_on_disk": a.releases_on_disk,
                 "instances": a.instances.iter().map(|i| json!({
-                    "index": i.index, "pid": i.pid, "port": i.port, "version": i.version,
-                    "state": i.state, "restarts": i.restarts,
+                    "index": i.index, "slot": i.slot, "pid": i.pid, "port": i.port,
+                    "version": i.version, "state": i.state, "restarts": i.restarts,
+                })).collect::<Vec<_>>(),
+                "backends": a.backends.iter().map(|b| json!({
+                    "id": b.id, "addr": b.addr, "weight": b.weight, "draining": b.draining,
+                    "active_connections": b.active_connections,
+                    "total_connections": b.total_connections,
+                    "connect_errors": b.connect_errors,
+                    "bytes_in": b.bytes_in, "bytes_out": b.bytes_out,
                 })).collect::<Vec<_>>(),
             })
         })
@@ -49,6 +60,139 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
 
 fn or_dash(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
+}
+
+/// How a table column is aligned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A table indented by two spaces, each column as wide as its widest cell; the last column
+/// is not padded (so a long free-text last column does not push trailing spaces).
+fn table(out: &mut String, columns: &[(&str, Align)], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(c, (head, _))| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .chain(std::iter::once(head.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |out: &mut String, cells: &[&str]| {
+        let mut text = String::from(" ");
+        for (c, ((_, align), cell)) in columns.iter().zip(cells).enumerate() {
+            let w = widths[c];
+            text.push(' ');
+            let last = c + 1 == columns.len();
+            match (align, last) {
+                (Align::Left, true) => text.push_str(cell),
+                (Align::Left, false) => {
+                    let _ = write!(text, "{cell:<w$}");
+                }
+                (Align::Right, _) => {
+                    let _ = write!(text, "{cell:>w$}");
+                }
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    let heads: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    line(out, &heads);
+    for r in rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(out, &cells);
+    }
+}
+
+/// The rollout line: the agent's words, with the command to continue when it waits for one.
+pub fn rollout_text(app: &str, rollout: &str) -> String {
+    if rollout.contains("waiting for promote") && !rollout.contains("gantry promote") {
+        format!(
+            "{rollout} (continue: gantry promote --app {app}; give up: gantry abort --app {app})"
+        )
+    } else {
+        rollout.to_owned()
+    }
+}
+
+fn instances_table(out: &mut String, a: &AppStatus) {
+    // The SLOT column only for apps with slots (a front door).
+    let slots = a.instances.iter().any(|i| !i.slot.is_empty());
+    let rows: Vec<Vec<String>> = a
+        .instances
+        .iter()
+        .map(|i| {
+            let mut row = vec![i.index.to_string()];
+            if slots {
+                row.push(or_dash(&i.slot).to_owned());
+            }
+            row.extend([
+                if i.pid == 0 {
+                    "-".to_owned()
+                } else {
+                    i.pid.to_string()
+                },
+                i.port.to_string(),
+                or_dash(&i.version).to_owned(),
+                or_dash(&i.state).to_owned(),
+                i.restarts.to_string(),
+            ]);
+            row
+        })
+        .collect();
+    let mut columns = vec![("INST", Align::Left)];
+    if slots {
+        columns.push(("SLOT", Align::Left));
+    }
+    columns.extend([
+        ("PID", Align::Right),
+        ("PORT", Align::Right),
+        ("VERSION", Align::Left),
+        ("STATE", Align::Left),
+        ("RESTARTS", Align::Right),
+    ]);
+    table(out, &columns, &rows);
+}
+
+fn backends_table(out: &mut String, a: &AppStatus) {
+    let rows: Vec<Vec<String>> = a
+        .backends
+        .iter()
+        .map(|b| {
+            vec![
+                or_dash(&b.id).to_owned(),
+                or_dash(&b.addr).to_owned(),
+                b.weight.to_string(),
+                if b.draining { "draining" } else { "-" }.to_owned(),
+                b.active_connections.to_string(),
+                b.total_connections.to_string(),
+                b.connect_errors.to_string(),
+                flags::format_bytes(b.bytes_in),
+                flags::format_bytes(b.bytes_out),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            ("BACKEND", Align::Left),
+            ("ADDR", Align::Left),
+            ("WEIGHT", Align::Right),
+            ("DRAIN", Align::Left),
+            ("ACTIVE", Align::Right),
+            ("TOTAL", Align::Right),
+            ("ERRORS", Align::Right),
+            ("IN", Align::Right),
+            ("OUT", Align::Right),
+        ],
+        &rows,
+    );
 }
 
 /// The agent's answer as readable tables.
@@ -84,6 +228,15 @@ pub fn status_text(s: &StatusResponse) -> String {
                 Strategy::try_from(a.strategy).map_or("unknown", strategy_name)
             );
         }
+        if !a.active_slot.is_empty() {
+            let _ = writeln!(out, "  slot      {} (serving)", a.active_slot);
+        }
+        if !a.rollout.is_empty() {
+            let _ = writeln!(out, "  rollout   {}", rollout_text(&a.name, &a.rollout));
+        }
+        if !a.listen.is_empty() {
+            let _ = writeln!(out, "  listen    {} (front door)", a.listen);
+        }
         let _ = writeln!(
             out,
             "  releases  {}",
@@ -97,55 +250,53 @@ pub fn status_text(s: &StatusResponse) -> String {
         if a.instances.is_empty() {
             let _ = writeln!(out, "  instances none");
         } else {
-            let _ = writeln!(
-                out,
-                "  {:<5} {:>8} {:>6} {:<12} {:<10} {:>8}",
-                "INST", "PID", "PORT", "VERSION", "STATE", "RESTARTS"
-            );
-            for i in &a.instances {
-                let pid = if i.pid == 0 {
-                    "-".to_owned()
-                } else {
-                    i.pid.to_string()
-                };
-                let _ = writeln!(
-                    out,
-                    "  {:<5} {:>8} {:>6} {:<12} {:<10} {:>8}",
-                    i.index,
-                    pid,
-                    i.port,
-                    or_dash(&i.version),
-                    or_dash(&i.state),
-                    i.restarts
-                );
-            }
+            instances_table(&mut out, a);
+        }
+        if !a.backends.is_empty() {
+            backends_table(&mut out, a);
+        } else if !a.listen.is_empty() {
+            let _ = writeln!(out, "  backends  none");
         }
     }
     if !s.recent_jobs.is_empty() {
         let _ = writeln!(out, "\nrecent jobs");
-        let _ = writeln!(
-            out,
-            "  {:<20} {:<40} {:<12} {:<9} {:<10} {:<12} REASON",
-            "FINISHED", "JOB", "APP", "ACTION", "VERSION", "OUTCOME"
+        let rows: Vec<Vec<String>> = s
+            .recent_jobs
+            .iter()
+            .map(|j| {
+                let when = if j.finished_ms > 0 {
+                    flags::format_unix(j.finished_ms / 1000)
+                } else {
+                    "running".to_owned()
+                };
+                vec![
+                    when,
+                    j.job_id.clone(),
+                    j.app.clone(),
+                    Action::try_from(j.action)
+                        .map_or("unknown", action_name)
+                        .to_owned(),
+                    or_dash(&j.version).to_owned(),
+                    Outcome::try_from(j.outcome)
+                        .map_or("unknown", outcome_name)
+                        .to_owned(),
+                    j.reason.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                ("FINISHED", Align::Left),
+                ("JOB", Align::Left),
+                ("APP", Align::Left),
+                ("ACTION", Align::Left),
+                ("VERSION", Align::Left),
+                ("OUTCOME", Align::Left),
+                ("REASON", Align::Left),
+            ],
+            &rows,
         );
-        for j in &s.recent_jobs {
-            let when = if j.finished_ms > 0 {
-                crate::flags::format_unix(j.finished_ms / 1000)
-            } else {
-                "running".to_owned()
-            };
-            let _ = writeln!(
-                out,
-                "  {:<20} {:<40} {:<12} {:<9} {:<10} {:<12} {}",
-                when,
-                j.job_id,
-                j.app,
-                Action::try_from(j.action).map_or("unknown", action_name),
-                or_dash(&j.version),
-                Outcome::try_from(j.outcome).map_or("unknown", outcome_name),
-                j.reason
-            );
-        }
     }
     out
 }
@@ -186,3 +337,7 @@ pub async fn run(args: StatusArgs) -> Result<Exit, CliError> {
     }
     Ok(Exit::Success)
 }
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;
