@@ -477,11 +477,15 @@ impl Executor {
     /// Stops the standby slot of a blue-green app once its scale-down delay has passed,
     /// unless a later job changed it.
     fn schedule_scale_down(&self, name: AppName) {
-        let Some(app) = self.inner.apps.get(&name).cloned() else { return };
+        let Some(app) = self.inner.apps.get(&name).cloned() else {
+            return;
+        };
         let audit = self.inner.audit.clone();
         let token = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
-            let Some(standby) = app.lock().await.state.standby.clone() else { return };
+            let Some(standby) = app.lock().await.state.standby.clone() else {
+                return;
+            };
             let wait = u64::try_from(standby.until_ms - now_ms()).unwrap_or(0);
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(wait)) => {}
@@ -492,8 +496,10 @@ impl Executor {
                 return;
             }
             let ports = strategy::routing::ports_in(&app, standby.slot);
-            let (stop, keep): (Vec<_>, Vec<_>) =
-                app.instances.drain(..).partition(|i| ports.contains(&i.record().port));
+            let (stop, keep): (Vec<_>, Vec<_>) = app
+                .instances
+                .drain(..)
+                .partition(|i| ports.contains(&i.record().port));
             app.instances = keep;
             for instance in stop {
                 if let Err(e) = instance.stop().await {
@@ -620,13 +626,23 @@ impl Executor {
     async fn run_control(&self, job: Arc<VerifiedJob>, handle: Arc<JobHandle>) {
         let spec = &job.spec;
         let (reply, answer) = oneshot::channel();
-        let control = Control { action: spec.action, job_id: spec.id.clone(), reply };
+        let control = Control {
+            action: spec.action,
+            job_id: spec.id.clone(),
+            reply,
+        };
         let sent = match self.inner.controls.get(&spec.app) {
             Some(tx) => tx.try_send(control).is_ok(),
             None => false,
         };
         let (outcome, reason) = if !sent {
-            (Outcome::Failed, format!("no rollout of app {} can take a {} now", spec.app, spec.action))
+            (
+                Outcome::Failed,
+                format!(
+                    "no rollout of app {} can take a {} now",
+                    spec.app, spec.action
+                ),
+            )
         } else {
             match tokio::time::timeout(CONTROL_WAIT, answer).await {
                 Ok(Ok(Ok(done))) => (Outcome::Succeeded, done),
@@ -643,7 +659,13 @@ impl Executor {
         self.finish_control(&job, &handle, outcome, reason).await;
     }
 
-    async fn finish_control(&self, job: &VerifiedJob, handle: &JobHandle, outcome: Outcome, reason: String) {
+    async fn finish_control(
+        &self,
+        job: &VerifiedJob,
+        handle: &JobHandle,
+        outcome: Outcome,
+        reason: String,
+    ) {
         // Control jobs never reserved the app: the rollout they act on holds it.
         self.finish_inner(job, handle, outcome, reason, false).await;
     }
@@ -744,7 +766,9 @@ impl Executor {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
-            let Some(policy) = self.inner.config.policy.apps.get(name) else { continue };
+            let Some(policy) = self.inner.config.policy.apps.get(name) else {
+                continue;
+            };
             let active_job = lock(&self.inner.busy).get(name).cloned();
             // From the last persisted snapshot: a running job holds the app's lock.
             let (state, instances) = lock(&shared.snapshot).clone();
@@ -803,8 +827,12 @@ impl Executor {
 
 /// The router's current table joined with its counters.
 fn backends(router: Option<&dyn Router>) -> Vec<BackendStatus> {
-    let Some(router) = router else { return Vec::new() };
-    let Ok(Some(table)) = router.current() else { return Vec::new() };
+    let Some(router) = router else {
+        return Vec::new();
+    };
+    let Ok(Some(table)) = router.current() else {
+        return Vec::new();
+    };
     let stats = router.stats().ok();
     table
         .backends

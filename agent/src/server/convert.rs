@@ -131,7 +131,10 @@ pub fn app_status(a: &AppStatus) -> v1::AppStatus {
             })
             .collect(),
         releases_on_disk: a.releases_on_disk.iter().map(ToString::to_string).collect(),
-        active_slot: a.active_slot.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        active_slot: a
+            .active_slot
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
         rollout: a.rollout.clone(),
         listen: a.listen.map(|l| l.to_string()).unwrap_or_default(),
         backends: a

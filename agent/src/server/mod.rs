@@ -283,7 +283,10 @@ impl Agent for AgentService {
         };
         let spec = &job.spec;
         // Promote and abort act on the rollout that holds the app; they never reserve it.
-        let control = matches!(spec.action, crate::job::Action::Promote | crate::job::Action::Abort);
+        let control = matches!(
+            spec.action,
+            crate::job::Action::Promote | crate::job::Action::Abort
+        );
         if let Err(busy) = (!control)
             .then(|| self.executor.reserve(&spec.app, &spec.id))
             .transpose()

@@ -45,22 +45,27 @@ async fn switch_to(
     let old_version = app.state.current.clone();
     // The idle slot may still hold a standby from the last switch: it is replaced now.
     let leftovers = ports_in(app, idle);
-    if !leftovers.is_empty() {
-        if let Err(e) = stop_ports(app, ctx, &leftovers).await {
-            return StrategyOutcome::Failed(reason(&e));
-        }
+    if let Err(e) = stop_ports(app, ctx, &leftovers).await {
+        return StrategyOutcome::Failed(reason(&e));
     }
     app.state.standby = None;
     let mut switch_ms = 0;
     let forward = async {
-        app.shared
-            .set_rollout(format!("blue-green: starting {} in {}", release.version, idle.as_str()));
+        app.shared.set_rollout(format!(
+            "blue-green: starting {} in {}",
+            release.version,
+            idle.as_str()
+        ));
         let new_ports = start_instances(app, ctx, release, idle, 0..release.instances).await?;
         wait_healthy_ports(app, ctx, release, &new_ports).await?;
         let rollout = &release.rollout;
         if rollout.preview_weight > 0 && !old_ports.is_empty() {
             let mut weights = Weights::new();
-            share(&mut weights, &old_ports, 100 - rollout.preview_weight.min(100));
+            share(
+                &mut weights,
+                &old_ports,
+                100 - rollout.preview_weight.min(100),
+            );
             share(&mut weights, &new_ports, rollout.preview_weight);
             app.shared.set_rollout(format!(
                 "blue-green: preview {}% to {} for {}",
@@ -76,7 +81,13 @@ async fn switch_to(
         }
         app.shared
             .set_rollout(format!("blue-green: switching to {}", idle.as_str()));
-        let took = serve_only(app, ctx, &new_ports, &format!("switch to {}", idle.as_str())).await?;
+        let took = serve_only(
+            app,
+            ctx,
+            &new_ports,
+            &format!("switch to {}", idle.as_str()),
+        )
+        .await?;
         switch_ms = took.as_millis();
         Ok::<Vec<u16>, StrategyError>(new_ports)
     };
@@ -118,11 +129,24 @@ async fn switch_to(
         Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
     };
     // Back to the old slot; it never stopped serving unless the preview or switch moved traffic.
-    ctx.note("rollback.started", format!("{failure}; keeping {}", active.as_str())).await;
-    if !old_ports.is_empty() {
-        if let Err(e) = serve_only(app, ctx, &old_ports, &format!("back to {}", active.as_str())).await {
-            return StrategyOutcome::Failed(format!("{failure}; switching back failed: {}", reason(&e)));
-        }
+    ctx.note(
+        "rollback.started",
+        format!("{failure}; keeping {}", active.as_str()),
+    )
+    .await;
+    if !old_ports.is_empty()
+        && let Err(e) = serve_only(
+            app,
+            ctx,
+            &old_ports,
+            &format!("back to {}", active.as_str()),
+        )
+        .await
+    {
+        return StrategyOutcome::Failed(format!(
+            "{failure}; switching back failed: {}",
+            reason(&e)
+        ));
     }
     let new_ports = ports_in(app, idle);
     if let Err(e) = stop_ports(app, ctx, &new_ports).await {
@@ -130,10 +154,9 @@ async fn switch_to(
     }
     let _ = app.persist();
     match old_version {
-        Some(v) if !old_ports.is_empty() => StrategyOutcome::RolledBack(format!(
-            "{failure}; {} still serves {v}",
-            active.as_str()
-        )),
+        Some(v) if !old_ports.is_empty() => {
+            StrategyOutcome::RolledBack(format!("{failure}; {} still serves {v}", active.as_str()))
+        }
         _ => StrategyOutcome::Failed(format!("{failure}; there was no previous release serving")),
     }
 }
@@ -148,7 +171,11 @@ async fn watch(
     let end = Instant::now() + time;
     let errors_before = routing::connect_errors(app, ports);
     while Instant::now() < end {
-        for instance in app.instances.iter().filter(|i| ports.contains(&i.record().port)) {
+        for instance in app
+            .instances
+            .iter()
+            .filter(|i| ports.contains(&i.record().port))
+        {
             let state = instance.state().borrow().clone();
             if !matches!(state, InstanceState::Running { restarts: 0, .. }) {
                 return Err(StrategyError::Unhealthy(format!(
@@ -164,11 +191,13 @@ async fn watch(
                 "{errors} connection error(s) to the new slot during the preview"
             )));
         }
-        tokio::time::sleep(WATCH_INTERVAL.min(end.saturating_duration_since(Instant::now())))
-            .await;
+        tokio::time::sleep(WATCH_INTERVAL.min(end.saturating_duration_since(Instant::now()))).await;
     }
-    ctx.step("preview.passed", "no crash and no connection error during the preview")
-        .await
+    ctx.step(
+        "preview.passed",
+        "no crash and no connection error during the preview",
+    )
+    .await
 }
 
 /// Pauses the rollout until a signed promote (go on) or abort (fail) job arrives.
@@ -181,7 +210,10 @@ pub(super) async fn wait_for_promote(
         "waiting for promote: run gantry promote --app {} (or gantry abort)",
         app.policy.name
     );
-    app.shared.set_rollout(format!("{} {}: {message}", release.strategy, release.version));
+    app.shared.set_rollout(format!(
+        "{} {}: {message}",
+        release.strategy, release.version
+    ));
     ctx.step("rollout.paused", message).await?;
     match app.control.recv().await {
         Some(control) if control.action == Action::Promote => {
@@ -189,8 +221,11 @@ pub(super) async fn wait_for_promote(
                 "promoted the rollout of {} (job {})",
                 release.version, ctx.job.spec.id
             )));
-            ctx.step("rollout.promoted", format!("promoted by job {}", control.job_id))
-                .await
+            ctx.step(
+                "rollout.promoted",
+                format!("promoted by job {}", control.job_id),
+            )
+            .await
         }
         Some(control) => {
             let _ = control.reply.send(Ok(format!(
@@ -199,7 +234,9 @@ pub(super) async fn wait_for_promote(
             )));
             Err(StrategyError::Aborted(control.job_id.to_string()))
         }
-        None => Err(StrategyError::Refused("the control channel closed".to_owned())),
+        None => Err(StrategyError::Refused(
+            "the control channel closed".to_owned(),
+        )),
     }
 }
 
@@ -226,7 +263,14 @@ pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
         let ports = ports_in(app, standby.slot);
         if !ports.is_empty() {
             let active = app.state.active_slot;
-            return match serve_only(app, ctx, &ports, &format!("switch back to {}", standby.slot.as_str())).await {
+            return match serve_only(
+                app,
+                ctx,
+                &ports,
+                &format!("switch back to {}", standby.slot.as_str()),
+            )
+            .await
+            {
                 Ok(took) => {
                     let failed = ports_in(app, active);
                     if let Err(e) = stop_ports(app, ctx, &failed).await {

@@ -36,18 +36,24 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     let rollout = &release.rollout;
     let canaries = rollout.canary_instances.clamp(1, release.instances.max(1));
     let forward = async {
-        app.shared.set_rollout(format!("canary {}: starting", release.version));
+        app.shared
+            .set_rollout(format!("canary {}: starting", release.version));
         let canary = start_instances(app, ctx, release, canary_slot, 0..canaries).await?;
         wait_healthy_ports(app, ctx, release, &canary).await?;
         let mut analysis = Analysis::new(app, &canary, rollout.analysis);
         let steps = rollout.steps.len();
         for (n, step) in rollout.steps.iter().enumerate() {
-            let weight = if stable.is_empty() { 100 } else { step.weight.min(100) };
+            let weight = if stable.is_empty() {
+                100
+            } else {
+                step.weight.min(100)
+            };
             let mut weights = Weights::new();
             share(&mut weights, &stable, 100 - weight);
             share(&mut weights, &canary, weight);
             let label = format!("canary {weight}% (step {}/{steps})", n + 1);
-            app.shared.set_rollout(format!("canary {}: {label}", release.version));
+            app.shared
+                .set_rollout(format!("canary {}: {label}", release.version));
             routing::apply(app, ctx, &weights, &label).await?;
             ctx.step_of(
                 "canary.step",
@@ -57,11 +63,16 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             )
             .await?;
             hold(app, ctx, release, &mut analysis, step.pause).await?;
-            ctx.step("analysis.passed", format!("{label}: {}", analysis.summary())).await?;
-        }
-        app.shared.set_rollout(format!("canary {}: promoting", release.version));
-        let rest = start_instances(app, ctx, release, canary_slot, canaries..release.instances)
+            ctx.step(
+                "analysis.passed",
+                format!("{label}: {}", analysis.summary()),
+            )
             .await?;
+        }
+        app.shared
+            .set_rollout(format!("canary {}: promoting", release.version));
+        let rest =
+            start_instances(app, ctx, release, canary_slot, canaries..release.instances).await?;
         wait_healthy_ports(app, ctx, release, &rest).await?;
         let all = ports_in(app, canary_slot);
         serve_only(app, ctx, &all, "promote the canary").await?;
@@ -86,11 +97,15 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         Ok(Err(e)) => reason(&e),
         Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
     };
-    ctx.note("canary.aborted", format!("{failure}; canary weight to 0")).await;
+    ctx.note("canary.aborted", format!("{failure}; canary weight to 0"))
+        .await;
     if !stable.is_empty()
         && let Err(e) = serve_only(app, ctx, &stable, "canary weight 0").await
     {
-        return StrategyOutcome::Failed(format!("{failure}; restoring the stable backends failed: {}", reason(&e)));
+        return StrategyOutcome::Failed(format!(
+            "{failure}; restoring the stable backends failed: {}",
+            reason(&e)
+        ));
     }
     let canary = ports_in(app, canary_slot);
     if let Err(e) = stop_ports(app, ctx, &canary).await {
@@ -120,7 +135,8 @@ async fn hold(
             "waiting for promote: run gantry promote --app {} (or gantry abort)",
             app.policy.name
         );
-        app.shared.set_rollout(format!("canary {}: {message}", release.version));
+        app.shared
+            .set_rollout(format!("canary {}: {message}", release.version));
         ctx.step("rollout.paused", message).await?;
     }
     loop {
@@ -187,16 +203,23 @@ impl Analysis {
     }
 
     /// One round of analysis; Err names the threshold crossed and the measured value.
-    async fn check(&mut self, app: &AppRuntime, release: &ReleaseSpec) -> Result<(), StrategyError> {
+    async fn check(
+        &mut self,
+        app: &AppRuntime,
+        release: &ReleaseSpec,
+    ) -> Result<(), StrategyError> {
         let fail = |what: String| Err(StrategyError::Unhealthy(what));
         let mut pids = Vec::new();
-        for instance in app.instances.iter().filter(|i| self.ports.contains(&i.record().port)) {
+        for instance in app
+            .instances
+            .iter()
+            .filter(|i| self.ports.contains(&i.record().port))
+        {
             let record = instance.record();
             let restarts = match &*instance.state().borrow() {
                 InstanceState::Running { restarts, .. } => *restarts,
-                InstanceState::Exited { restarts, .. } | InstanceState::CrashLoop { restarts, .. } => {
-                    (*restarts).max(1)
-                }
+                InstanceState::Exited { restarts, .. }
+                | InstanceState::CrashLoop { restarts, .. } => (*restarts).max(1),
                 InstanceState::Starting => 0,
                 InstanceState::Stopped => u32::MAX,
             };
@@ -233,14 +256,16 @@ impl Analysis {
                 self.spec.max_conn_errors
             ));
         }
-        if self.spec.max_cpu_percent.is_some() || self.spec.max_memory_bytes.is_some() {
+        {
             self.system.refresh_processes_specifics(
                 ProcessesToUpdate::Some(&pids),
                 true,
                 ProcessRefreshKind::nothing().with_cpu().with_memory(),
             );
             for pid in &pids {
-                let Some(process) = self.system.process(*pid) else { continue };
+                let Some(process) = self.system.process(*pid) else {
+                    continue;
+                };
                 let cpu = process.cpu_usage();
                 let memory = process.memory();
                 self.cpu_max = self.cpu_max.max(cpu);
@@ -248,7 +273,9 @@ impl Analysis {
                 if let Some(limit) = self.spec.max_cpu_percent
                     && f64::from(cpu) > limit
                 {
-                    return fail(format!("canary process {pid} used {cpu:.0}% CPU (limit {limit:.0}%)"));
+                    return fail(format!(
+                        "canary process {pid} used {cpu:.0}% CPU (limit {limit:.0}%)"
+                    ));
                 }
                 if let Some(limit) = self.spec.max_memory_bytes
                     && memory > limit

@@ -172,9 +172,39 @@ impl JobCtx {
     }
 }
 
+/// Stops every instance and the app's front door.
+async fn stop_all(app: &mut AppRuntime, ctx: &JobCtx) -> Result<(), StrategyError> {
+    stop_set(app, ctx).await?;
+    let front_door = app
+        .front_door
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(front_door) = front_door {
+        ctx.step("front_door.stopping", "stopping the front door")
+            .await?;
+        front_door.stop().await?;
+        app.state.front_door = None;
+        app.persist()?;
+    }
+    Ok(())
+}
+
 /// Runs the job's action on its app.
 pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
     let spec = &ctx.job.spec;
+    let stopped_front_door = app
+        .front_door
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_none();
+    if spec.action != Action::Stop && stopped_front_door {
+        // Started again after a stop job (or a failed start); a no-op without one.
+        routing::ensure_front_door(app, &ctx.audit, ctx.backoff).await;
+        if let Err(e) = app.persist() {
+            return StrategyOutcome::Failed(reason(&e));
+        }
+    }
     match spec.action {
         Action::Deploy => match &spec.release {
             Some(release) => match release.strategy {
@@ -189,7 +219,7 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
         Action::Rollback if app.router.is_some() => blue_green::rollback(app, ctx).await,
         Action::Rollback => hot::rollback(app, ctx).await,
         Action::Restart => hot::restart(app, ctx).await,
-        Action::Stop => match stop_set(app, ctx).await {
+        Action::Stop => match stop_all(app, ctx).await {
             Ok(()) => StrategyOutcome::Succeeded("all instances stopped".to_owned()),
             Err(e) => StrategyOutcome::Failed(reason(&e)),
         },
@@ -358,8 +388,17 @@ pub async fn wait_healthy_ports(
     }
     let min_healthy = release.rollout.min_healthy_time;
     let mut checks = JoinSet::new();
-    for instance in app.instances.iter().filter(|i| ports.contains(&i.record().port)) {
-        let InstanceRecord { index, port, version, .. } = instance.record();
+    for instance in app
+        .instances
+        .iter()
+        .filter(|i| ports.contains(&i.record().port))
+    {
+        let InstanceRecord {
+            index,
+            port,
+            version,
+            ..
+        } = instance.record();
         let health = health.clone();
         let dir = app.releases.dir_of(&version);
         let state = instance.state();

@@ -10,8 +10,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::routing::{self, ports_in, serve_only};
 use super::{
-    JobCtx, StrategyError, StrategyOutcome, install_within, reason, record_release, start_instances,
-    stop_ports, wait_healthy_ports,
+    JobCtx, StrategyError, StrategyOutcome, install_within, reason, record_release,
+    start_instances, stop_ports, wait_healthy_ports,
 };
 use crate::executor::AppRuntime;
 use crate::job::ReleaseSpec;
@@ -24,16 +24,35 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         return failed;
     }
     let slot = app.state.active_slot;
-    let old = app.state.current.clone().and_then(|v| app.state.spec_of(&v).cloned());
+    let old = app
+        .state
+        .current
+        .clone()
+        .and_then(|v| app.state.spec_of(&v).cloned());
     let running = u32::try_from(ports_in(app, slot).len()).unwrap_or(u32::MAX);
     let total = release.instances.max(running);
     let batch = release.rollout.batch.of(total);
-    let batches = total.div_ceil(batch);
+    // Old instances are replaced in batches; new ones beyond the old count are started first
+    // (so a single instance is never the only one taken out), extra old ones stopped last.
+    let replaced = release.instances.min(running);
+    let batches = replaced.div_ceil(batch);
     let mut touched = 0..0;
     let forward = async {
-        for (n, first) in (0..total).step_by(batch as usize).enumerate() {
-            let indexes = first..(first + batch).min(total);
-            touched = 0..indexes.end;
+        if release.instances > running {
+            touched = 0..release.instances;
+            ctx.step(
+                "batch.started",
+                format!("scaling up: instances {running}..{}", release.instances),
+            )
+            .await?;
+            let new = start_instances(app, ctx, release, slot, running..release.instances).await?;
+            wait_healthy_ports(app, ctx, release, &new).await?;
+            let serving = ports_in(app, slot);
+            serve_only(app, ctx, &serving, "new instances in rotation").await?;
+        }
+        for (n, first) in (0..replaced).step_by(batch as usize).enumerate() {
+            let indexes = first..(first + batch).min(replaced);
+            touched = 0..touched.end.max(indexes.end);
             app.shared.set_rollout(format!(
                 "rolling to {}: batch {}/{batches}",
                 release.version,
@@ -54,6 +73,15 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
                 batches,
             )
             .await?;
+        }
+        if running > release.instances {
+            touched = 0..running;
+            ctx.step(
+                "batch.started",
+                format!("scaling down: instances {}..{running}", release.instances),
+            )
+            .await?;
+            replace_batch(app, ctx, slot, release.instances..running, release).await?;
         }
         Ok::<(), StrategyError>(())
     };
@@ -85,16 +113,27 @@ async fn revert(
 ) -> StrategyOutcome {
     let Some(old) = old.filter(|_| release.rollout.auto_revert) else {
         let versions = describe_versions(app, slot);
-        ctx.note("rollback.skipped", format!("{failure}; not reverting ({versions})")).await;
-        return StrategyOutcome::Failed(format!("{failure}; instances left as they are: {versions}"));
+        ctx.note(
+            "rollback.skipped",
+            format!("{failure}; not reverting ({versions})"),
+        )
+        .await;
+        return StrategyOutcome::Failed(format!(
+            "{failure}; instances left as they are: {versions}"
+        ));
     };
     ctx.note(
         "rollback.started",
-        format!("{failure}; returning instances {touched:?} to {}", old.version),
+        format!(
+            "{failure}; returning instances {touched:?} to {}",
+            old.version
+        ),
     )
     .await;
-    app.shared.set_rollout(format!("reverting to {}", old.version));
-    let give_up = Instant::now() + old.health.deadline * 2 + drain_budget(ctx) + old.progress_deadline;
+    app.shared
+        .set_rollout(format!("reverting to {}", old.version));
+    let give_up =
+        Instant::now() + old.health.deadline * 2 + drain_budget(ctx) + old.progress_deadline;
     let back = async {
         let batch = release.rollout.batch.of(touched.end.max(1));
         for first in touched.clone().step_by(batch as usize) {
@@ -105,7 +144,11 @@ async fn revert(
     };
     match timeout_at(give_up, back).await {
         Ok(Ok(())) => {
-            ctx.note("rollback.done", format!("all instances run {} again", old.version)).await;
+            ctx.note(
+                "rollback.done",
+                format!("all instances run {} again", old.version),
+            )
+            .await;
             StrategyOutcome::RolledBack(format!(
                 "{failure}; rolled back to {}, which is healthy",
                 old.version
@@ -163,11 +206,13 @@ async fn replace_batch(
             .is_some_and(|i| indexes.contains(&i.record().index))
     };
     let slot_ports = ports_in(app, slot);
-    let (old, staying): (Vec<u16>, Vec<u16>) =
-        slot_ports.iter().partition(|p| in_batch(app, **p));
+    let (old, staying): (Vec<u16>, Vec<u16>) = slot_ports.iter().partition(|p| in_batch(app, **p));
     if !old.is_empty() {
-        ctx.step("backend.draining", format!("taking ports {old:?} out of rotation"))
-            .await?;
+        ctx.step(
+            "backend.draining",
+            format!("taking ports {old:?} out of rotation"),
+        )
+        .await?;
         serve_only(app, ctx, &staying, "batch out of rotation").await?;
         routing::wait_drained(app, ctx, &old).await;
         stop_ports(app, ctx, &old).await?;

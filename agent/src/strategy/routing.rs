@@ -52,9 +52,16 @@ pub fn make_router(
                 via,
             )))
         }
-        RouterConfig::Nginx { upstream_file, reload_command, check_command } => {
-            let mut nginx =
-                Nginx::new(policy.name.as_str(), upstream_file.clone(), reload_command.clone());
+        RouterConfig::Nginx {
+            upstream_file,
+            reload_command,
+            check_command,
+        } => {
+            let mut nginx = Nginx::new(
+                policy.name.as_str(),
+                upstream_file.clone(),
+                reload_command.clone(),
+            );
             nginx.check_command = check_command.clone();
             Some(Arc::new(nginx))
         }
@@ -112,7 +119,12 @@ pub fn ports_in(app: &AppRuntime, slot: Slot) -> Vec<u16> {
 pub fn backend_id(app: &AppRuntime, port: u16) -> Option<String> {
     let instance = app.instances.iter().find(|i| i.record().port == port)?;
     let r = instance.record();
-    Some(format!("{}-{}-{}", slot_of(app, port).as_str(), r.index, r.version))
+    Some(format!(
+        "{}-{}-{}",
+        slot_of(app, port).as_str(),
+        r.index,
+        r.version
+    ))
 }
 
 /// How each backend (by port) is weighted in the next table.
@@ -136,14 +148,26 @@ pub fn share(weights: &mut Weights, ports: &[u16], percent: u32) {
     // Weights in units of 1/10000 of the traffic, so shares of several groups compare.
     let each = (percent * 100 / count).max(u32::from(percent > 0));
     for port in ports {
-        weights.insert(*port, Route { weight: each, draining: false });
+        weights.insert(
+            *port,
+            Route {
+                weight: each,
+                draining: false,
+            },
+        );
     }
 }
 
 /// Marks `ports` draining (no new connections).
 pub fn drain(weights: &mut Weights, ports: &[u16]) {
     for port in ports {
-        weights.insert(*port, Route { weight: 0, draining: true });
+        weights.insert(
+            *port,
+            Route {
+                weight: 0,
+                draining: true,
+            },
+        );
     }
 }
 
@@ -159,7 +183,9 @@ pub async fn apply(
     weights: &Weights,
     what: &str,
 ) -> Result<Duration, StrategyError> {
-    let Some(router) = &app.router else { return Ok(Duration::ZERO) };
+    let Some(router) = &app.router else {
+        return Ok(Duration::ZERO);
+    };
     let generation = router.current()?.map_or(1, |t| t.generation + 1);
     let backends: Vec<Backend> = weights
         .iter()
@@ -171,9 +197,13 @@ pub async fn apply(
         })
         .collect();
     let mut table = RouteTable::new(generation, backends);
-    table.drain_timeout_ms = drain_timeout(ctx).as_millis().try_into().unwrap_or(u64::MAX);
+    table.drain_timeout_ms = drain_timeout(ctx)
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX);
     let described = describe(&table);
-    ctx.step("traffic.applying", format!("{what}: {described}")).await?;
+    ctx.step("traffic.applying", format!("{what}: {described}"))
+        .await?;
     let applied = router.apply(table).await?;
     ctx.step(
         "traffic.switched",
@@ -227,6 +257,10 @@ pub async fn serve_only(
     what: &str,
 ) -> Result<Duration, StrategyError> {
     let mut weights = Weights::new();
+    if ports.is_empty() {
+        // Nothing to serve: an empty table. Backends left out drain (they are not cut).
+        return apply(app, ctx, &weights, what).await;
+    }
     let others: Vec<u16> = app
         .instances
         .iter()
@@ -284,7 +318,9 @@ pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: 
     if app.policy.router != RouterConfig::FrontDoor {
         return;
     }
-    let Some(listen) = app.policy.listen else { return };
+    let Some(listen) = app.policy.listen else {
+        return;
+    };
     if let Err(e) = prepare_dirs(&app.dir, &app.policy.run_as) {
         tracing::error!(app = %app.policy.name, "cannot prepare the front door's directories: {e}");
         return;
@@ -295,7 +331,9 @@ pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: 
         let active = app.state.active_slot;
         for port in ports_in(app, active) {
             if let Some(id) = backend_id(app, port) {
-                table.backends.push(Backend::new(id, ([127, 0, 0, 1], port).into(), 100));
+                table
+                    .backends
+                    .push(Backend::new(id, ([127, 0, 0, 1], port).into(), 100));
             }
         }
         if let Err(e) = crate::state::write_atomic(&routes, &table.to_bytes()) {
@@ -312,7 +350,9 @@ pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: 
         }
     };
     let adopted = match &app.state.front_door {
-        Some(record) => Instance::adopt(spec.clone(), record, backoff).ok().flatten(),
+        Some(record) => Instance::adopt(spec.clone(), record, backoff)
+            .ok()
+            .flatten(),
         None => None,
     };
     let (instance, event) = match adopted {
@@ -334,7 +374,9 @@ pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: 
         tracing::error!("cannot record {event}: {}", reason(&e));
     }
     app.state.front_door = Some(record);
-    *app.front_door.lock().unwrap_or_else(PoisonError::into_inner) = Some(instance);
+    *app.front_door
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(instance);
 }
 
 fn front_door_spec(
