@@ -408,6 +408,7 @@ impl Executor {
         let mut current = BTreeMap::new();
         let mut controls = BTreeMap::new();
         let mut shared = BTreeMap::new();
+        let mut to_converge = Vec::new();
         for (name, policy) in &config.policy.apps {
             let prepare = |e: Box<dyn std::error::Error + Send + Sync>| ExecutorError::Prepare {
                 app: name.clone(),
@@ -441,6 +442,9 @@ impl Executor {
             shared.insert(name.clone(), app_shared);
             if let Some(job) = runtime.state.active_job.take() {
                 interrupted(&audit, &admission, &job, name).await;
+                if runtime.router.is_some() {
+                    to_converge.push(name.clone());
+                }
             }
             runtime.persist().map_err(|e| prepare(Box::new(e)))?;
             current.insert(name.clone(), runtime.state.current.clone());
@@ -471,7 +475,79 @@ impl Executor {
                 executor.schedule_scale_down(name.clone());
             }
         }
+        for name in to_converge {
+            executor.converge(name);
+        }
         Ok(executor)
+    }
+
+    /// After a job was interrupted on an app with a router, brings every instance back to the
+    /// app's current release in the background (the app is busy meanwhile). Recorded as
+    /// `recovery.started` and `recovery.succeeded` / `recovery.failed`, with its steps.
+    fn converge(&self, app: AppName) {
+        let id = format!("recover-{app}-{}", now_ms());
+        let Ok(id) = JobId::new(&id) else { return };
+        if self.reserve(&app, &id).is_err() {
+            return;
+        }
+        let job = Arc::new(VerifiedJob {
+            spec: crate::job::JobSpec {
+                id: id.clone(),
+                agent_id: self.inner.config.agent_id.clone(),
+                app: app.clone(),
+                action: Action::Restart,
+                issued_at: 0,
+                not_before: 0,
+                expires_at: 0,
+                release: None,
+                target_version: None,
+                reason: "converge after an interrupted job".to_owned(),
+            },
+            digest: crate::job::Sha256Hex::of(id.as_str().as_bytes()),
+            signers: Vec::new(),
+        });
+        let handle = Arc::new(JobHandle::new(id));
+        let this = self.clone();
+        let span = tracing::info_span!("recovery", app = %app);
+        self.inner.tasks.spawn(
+            async move {
+                let audit = &this.inner.audit;
+                let started = Entry::new("recovery.started")
+                    .with("job_id", json!(job.spec.id))
+                    .with("app", json!(app))
+                    .with("reason", json!(job.spec.reason));
+                if let Err(e) = audit.append(started).await {
+                    tracing::error!("cannot record recovery.started: {}", strategy::reason(&e));
+                }
+                let outcome = match this.inner.apps.get(&app) {
+                    Some(runtime) => {
+                        let mut runtime = runtime.lock().await;
+                        let ctx = this.job_ctx(&job, &handle);
+                        let outcome = strategy::converge(&mut runtime, &ctx).await;
+                        if let Err(e) = runtime.persist() {
+                            tracing::error!("cannot persist app state: {}", strategy::reason(&e));
+                        }
+                        outcome
+                    }
+                    None => strategy::StrategyOutcome::Failed("app is gone".to_owned()),
+                };
+                let (event, why) = match outcome {
+                    strategy::StrategyOutcome::Succeeded(r) => ("recovery.succeeded", r),
+                    strategy::StrategyOutcome::RolledBack(r)
+                    | strategy::StrategyOutcome::Failed(r)
+                    | strategy::StrategyOutcome::Interrupted(r) => ("recovery.failed", r),
+                };
+                let entry = Entry::new(event)
+                    .with("job_id", json!(job.spec.id))
+                    .with("app", json!(app))
+                    .with("reason", json!(why));
+                if let Err(e) = audit.append_held(entry).await {
+                    tracing::error!("cannot record {event}: {}", strategy::reason(&e));
+                }
+                this.release(&app);
+            }
+            .instrument(span),
+        );
     }
 
     /// Stops the standby slot of a blue-green app once its scale-down delay has passed,
@@ -584,23 +660,7 @@ impl Executor {
                 if let Err(e) = app.persist() {
                     tracing::error!("cannot record the active job: {e}");
                 }
-                let ctx = JobCtx {
-                    job: Arc::clone(&job),
-                    handle: Arc::clone(&handle),
-                    audit: self.inner.audit.clone(),
-                    store: Arc::clone(&self.inner.store),
-                    unpack_limits: UnpackLimits {
-                        max_total_bytes: self
-                            .inner
-                            .config
-                            .limits
-                            .max_artifact_bytes
-                            .saturating_mul(8),
-                        max_entries: 100_000,
-                    },
-                    releases_kept: self.inner.config.limits.releases_kept,
-                    backoff: default_backoff(),
-                };
+                let ctx = self.job_ctx(&job, &handle);
                 let result = tokio::select! {
                     r = strategy::run(&mut app, &ctx) => r,
                     () = self.inner.shutdown.cancelled() => StrategyOutcome::Interrupted(
@@ -620,6 +680,26 @@ impl Executor {
             }
         };
         self.finish(&job, &handle, outcome, reason).await;
+    }
+
+    fn job_ctx(&self, job: &Arc<VerifiedJob>, handle: &Arc<JobHandle>) -> JobCtx {
+        JobCtx {
+            job: Arc::clone(job),
+            handle: Arc::clone(handle),
+            audit: self.inner.audit.clone(),
+            store: Arc::clone(&self.inner.store),
+            unpack_limits: UnpackLimits {
+                max_total_bytes: self
+                    .inner
+                    .config
+                    .limits
+                    .max_artifact_bytes
+                    .saturating_mul(8),
+                max_entries: 100_000,
+            },
+            releases_kept: self.inner.config.limits.releases_kept,
+            backoff: default_backoff(),
+        }
     }
 
     /// Delivers a promote or abort job to the rollout holding its app.

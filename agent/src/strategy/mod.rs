@@ -11,6 +11,8 @@ mod hot;
 mod rolling;
 pub mod routing;
 
+pub use rolling::converge;
+
 use std::sync::Arc;
 use std::time::Duration;
 

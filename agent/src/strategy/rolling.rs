@@ -224,3 +224,66 @@ async fn replace_batch(
     serve_only(app, ctx, &serving, "batch back in rotation").await?;
     Ok(())
 }
+
+/// Brings an app whose job was interrupted (agent killed mid-rollout) back to one release:
+/// every instance of the active slot runs `current` (the last release that finished; a
+/// rolling deploy switches it only at the end), the other slot is emptied unless it is the
+/// blue-green standby, and the router serves the active slot.
+pub async fn converge(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+    let Some(target) = app
+        .state
+        .current
+        .clone()
+        .and_then(|v| app.state.spec_of(&v).cloned())
+    else {
+        return StrategyOutcome::Succeeded("no release to converge to".to_owned());
+    };
+    let slot = app.state.active_slot;
+    let run = async {
+        let standby = app.state.standby.as_ref().map(|s| s.slot);
+        let idle: Vec<u16> = ports_in(app, slot.other())
+            .into_iter()
+            .filter(|_| standby != Some(slot.other()))
+            .collect();
+        if !idle.is_empty() {
+            let serving = ports_in(app, slot);
+            serve_only(app, ctx, &serving, "serve the active slot").await?;
+            stop_ports(app, ctx, &idle).await?;
+        }
+        let stray: Vec<u32> = app
+            .instances
+            .iter()
+            .map(|i| i.record())
+            .filter(|r| routing::slot_of(app, r.port) == slot && r.version != target.version)
+            .map(|r| r.index)
+            .collect();
+        for index in stray {
+            replace_batch(app, ctx, slot, index..index + 1, &target).await?;
+        }
+        let present: Vec<u32> = app
+            .instances
+            .iter()
+            .map(|i| i.record())
+            .filter(|r| routing::slot_of(app, r.port) == slot)
+            .map(|r| r.index)
+            .collect();
+        for index in (0..target.instances).filter(|i| !present.contains(i)) {
+            let new = start_instances(app, ctx, &target, slot, index..index + 1).await?;
+            wait_healthy_ports(app, ctx, &target, &new).await?;
+        }
+        let serving = ports_in(app, slot);
+        serve_only(app, ctx, &serving, "serve the converged release").await?;
+        Ok::<(), StrategyError>(())
+    };
+    match timeout_at(Instant::now() + target.progress_deadline, run).await {
+        Ok(Ok(())) => StrategyOutcome::Succeeded(format!(
+            "every instance of the {} slot runs {}",
+            slot.as_str(),
+            target.version
+        )),
+        Ok(Err(e)) => StrategyOutcome::Failed(reason(&e)),
+        Err(_) => {
+            StrategyOutcome::Failed(StrategyError::Deadline(target.progress_deadline).to_string())
+        }
+    }
+}
