@@ -836,7 +836,14 @@ fn print_next_steps(
     running: bool,
 ) {
     let d = dir.display();
-    println!("\nthe sample app's front door: http://{front_door}/");
+    if running {
+        println!("\nthe sample app answers through its front door: http://{front_door}/");
+    } else {
+        println!(
+            "\nthe sample app's front door is http://{front_door}/ (stopped with the app; it \
+             comes back with the next deploy)"
+        );
+    }
     println!("\nnext steps:");
     if !running {
         println!("  # start the agent again (it writes its address to {d}/data/run/listen.addr):");

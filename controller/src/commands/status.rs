@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use gantry_proto::v1::{Action, AppStatus, Outcome, StatusRequest, StatusResponse, Strategy};
+use gantry_proto::v1::{
+    Action, AppStatus, Backend, Outcome, StatusRequest, StatusResponse, Strategy,
+};
 use serde_json::json;
 
 use crate::cli::StatusArgs;
@@ -160,6 +162,25 @@ fn instances_table(out: &mut String, a: &AppStatus) {
     table(out, &columns, &rows);
 }
 
+/// A backend's share of new connections: its weight over the sum of the weights of the
+/// backends not draining, as a whole percent; `-` when it gets none.
+pub fn share(b: &Backend, all: &[Backend]) -> String {
+    let total: u64 = all
+        .iter()
+        .filter(|x| !x.draining)
+        .map(|x| u64::from(x.weight))
+        .sum();
+    if b.draining || b.weight == 0 || total == 0 {
+        return "-".to_owned();
+    }
+    let tenths = u64::from(b.weight) * 1000 / total;
+    if tenths.is_multiple_of(10) {
+        format!("{}%", tenths / 10)
+    } else {
+        format!("{}.{}%", tenths / 10, tenths % 10)
+    }
+}
+
 fn backends_table(out: &mut String, a: &AppStatus) {
     let rows: Vec<Vec<String>> = a
         .backends
@@ -169,6 +190,7 @@ fn backends_table(out: &mut String, a: &AppStatus) {
                 or_dash(&b.id).to_owned(),
                 or_dash(&b.addr).to_owned(),
                 b.weight.to_string(),
+                share(b, &a.backends),
                 if b.draining { "draining" } else { "-" }.to_owned(),
                 b.active_connections.to_string(),
                 b.total_connections.to_string(),
@@ -184,6 +206,7 @@ fn backends_table(out: &mut String, a: &AppStatus) {
             ("BACKEND", Align::Left),
             ("ADDR", Align::Left),
             ("WEIGHT", Align::Right),
+            ("SHARE", Align::Right),
             ("DRAIN", Align::Left),
             ("ACTIVE", Align::Right),
             ("TOTAL", Align::Right),

@@ -1,6 +1,6 @@
 //! `gantry status` rendering from hand-built answers.
 
-use gantry_proto::v1::{Backend, InstanceStatus, JobSummary};
+use gantry_proto::v1::{InstanceStatus, JobSummary};
 
 use super::*;
 
@@ -98,9 +98,9 @@ fn text_shows_slot_rollout_listen_and_backends() {
     assert_eq!(
         backends,
         vec![
-            "  BACKEND ADDR            WEIGHT DRAIN    ACTIVE  TOTAL ERRORS      IN   OUT",
-            "  blue-0  127.0.0.1:18080     50 -             3 120345      0 1.5 KiB 5 MiB",
-            "  green-1 127.0.0.1:18085     50 draining      0      7      2     0 B 100 B",
+            "  BACKEND ADDR            WEIGHT SHARE DRAIN    ACTIVE  TOTAL ERRORS      IN   OUT",
+            "  blue-0  127.0.0.1:18080     50  100% -             3 120345      0 1.5 KiB 5 MiB",
+            "  green-1 127.0.0.1:18085     50     - draining      0      7      2     0 B 100 B",
         ],
         "{t}"
     );
@@ -184,4 +184,25 @@ fn json_carries_the_new_fields() {
     assert_eq!(b["connect_errors"], 2);
     assert_eq!(b["total_connections"], 7);
     assert_eq!(app["backends"][0]["bytes_out"], 5u64 << 20);
+}
+
+#[test]
+fn share_is_the_weight_over_the_serving_backends() {
+    let b = |id: &str, weight: u32, draining: bool| Backend {
+        id: id.into(),
+        weight,
+        draining,
+        ..Backend::default()
+    };
+    let all = vec![
+        b("a", 4000, false),
+        b("b", 4000, false),
+        b("c", 2000, false),
+        b("d", 5000, true),
+        b("e", 0, false),
+    ];
+    let shares: Vec<String> = all.iter().map(|x| share(x, &all)).collect();
+    assert_eq!(shares, vec!["40%", "40%", "20%", "-", "-"]);
+    let thirds = vec![b("a", 1, false), b("b", 2, false)];
+    assert_eq!(share(&thirds[0], &thirds), "33.3%");
 }
