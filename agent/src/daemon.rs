@@ -86,7 +86,8 @@ pub fn load_config(path: &Path) -> Result<Config, DaemonError> {
 /// [`DaemonError`] when start-up fails or the server breaks.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Before anything reads a key or writes the data dir: refuse unsafe modes, owners, symlinks.
-    crate::fsguard::check(&config).map_err(start("check the agent's keys, config and data directory"))?;
+    crate::fsguard::check(&config)
+        .map_err(start("check the agent's keys, config and data directory"))?;
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
     // Before anything else: a SIGTERM during start-up must be a clean stop, not a kill.
