@@ -39,6 +39,9 @@ fn health(deadline: &str) -> Vec<String> {
 struct Rig {
     nginx: Option<Nginx>,
     agent: Agent,
+    /// Agents killed and replaced: kept until the end, because dropping an [`Agent`] kills
+    /// every process of the test (the new agent, the instances and the front door too).
+    retired: Vec<Agent>,
     ctl: Controller,
     env: TestEnv,
 }
@@ -54,6 +57,7 @@ impl Rig {
         let rig = Rig {
             nginx,
             agent,
+            retired: Vec::new(),
             ctl,
             env,
         };
@@ -66,6 +70,14 @@ impl Rig {
 
     fn front_door(instances: u16) -> Rig {
         Rig::with_v1(Options::front_door(4), u32::from(instances))
+    }
+
+    /// Starts a new agent on the same config (after [`Agent::kill_9`]) and points the
+    /// controller at it.
+    fn restart_agent(&mut self) {
+        let agent = Agent::start(&self.env).unwrap();
+        self.retired.push(std::mem::replace(&mut self.agent, agent));
+        self.ctl = Controller::new(&self.env, &self.agent);
     }
 
     /// The app's address (front door or nginx).
@@ -179,6 +191,15 @@ impl Rig {
             .unwrap_or_else(|| panic!("no app web in {}", out.stdout))
     }
 
+    /// The agent's and nginx's log tails, for failure messages.
+    fn diag(&self) -> String {
+        format!(
+            "{}\n{}",
+            self.agent.log_tail(),
+            self.nginx.as_ref().map(Nginx::log_tail).unwrap_or_default()
+        )
+    }
+
     /// Load through the app's address.
     fn load(&self) -> Load {
         let load = Load::start(LoadOptions::new(self.listen()));
@@ -204,9 +225,16 @@ fn job_id(out: &Output) -> String {
 }
 
 #[track_caller]
-fn assert_outcome(out: &Output, code: i32, outcome: &str) {
-    out.assert_code(code);
-    assert_eq!(out.outcome().as_deref(), Some(outcome), "{}", out.all());
+fn assert_outcome(rig: &Rig, out: &Output, code: i32, outcome: &str) {
+    assert!(
+        out.code == code && out.outcome().as_deref() == Some(outcome),
+        "expected exit {code} and outcome {outcome}, got exit {} and {:?}\n--- stdout\n{}\n--- stderr\n{}\n{}",
+        out.code,
+        out.outcome(),
+        out.stdout,
+        out.stderr,
+        rig.diag()
+    );
 }
 
 /// The job's `job.accepted` entry names `strategy`.
@@ -220,15 +248,34 @@ fn assert_audited_strategy(env: &TestEnv, job: &str, strategy: &str) {
     assert_eq!(entry["strategy"], strategy, "{entry}");
 }
 
-/// Stops the load after some more answers and checks: no failed request, and only `version`
-/// answered new connections made `grace` or later after `done`.
+/// Stops the load once it has run `grace` past `done` and got some more answers, and checks:
+/// no failed request, and only `version` answered new connections made `grace` or later after
+/// `done`. Failure messages carry the agent's (and nginx's) log.
 #[track_caller]
-fn finish_load(load: Load, done: Duration, grace: Duration, version: &str) -> LoadReport {
-    load.wait_for_more(50, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e}"));
+fn finish_load(
+    rig: &Rig,
+    load: Load,
+    done: Duration,
+    grace: Duration,
+    version: &str,
+) -> LoadReport {
+    let more = |load: &Load| {
+        load.wait_for_more(50, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}\n{}", rig.diag()));
+    };
+    more(&load);
+    while load.elapsed() < done + grace + Duration::from_millis(500) {
+        more(&load);
+    }
     let report = load.stop();
     eprintln!("{}", report.summary());
-    report.assert_no_failures();
+    assert!(
+        report.failed == 0 && report.ok > 0,
+        "requests failed through {}\n{}\n{}",
+        rig.listen(),
+        report.summary(),
+        rig.diag()
+    );
     let after = report.versions_since(done + grace, true);
     assert_eq!(
         after.keys().collect::<Vec<_>>(),
@@ -276,8 +323,8 @@ fn rolling(instances: u16, batch: &str) {
         "20s",
     );
     let done = load.elapsed();
-    assert_outcome(&out, 0, "succeeded");
-    let report = finish_load(load, done, NO_GRACE, "2.0.0");
+    assert_outcome(&rig, &out, 0, "succeeded");
+    let report = finish_load(&rig, load, done, NO_GRACE, "2.0.0");
     assert_saw_both(&report);
     let steps = steps(&out);
     let batches = steps.iter().filter(|s| *s == "batch.started").count();
@@ -340,8 +387,8 @@ fn blue_green_with_a_preview_switches_without_losing_a_request() {
         "20s",
     );
     let done = load.elapsed();
-    assert_outcome(&out, 0, "succeeded");
-    let report = finish_load(load, done, NO_GRACE, "2.0.0");
+    assert_outcome(&rig, &out, 0, "succeeded");
+    let report = finish_load(&rig, load, done, NO_GRACE, "2.0.0");
     assert_saw_both(&report);
     let steps = steps(&out);
     assert!(
@@ -372,7 +419,7 @@ fn rollback_within_the_scale_down_delay_switches_back_to_the_running_old_slot() 
         &["--strategy", "blue-green", "--scale-down-delay", "60s"],
         "20s",
     );
-    assert_outcome(&out, 0, "succeeded");
+    assert_outcome(&rig, &out, 0, "succeeded");
     rig.wait_serving("2.0.0");
     // The old slot still runs: its instances' pids, to show the rollback reuses them.
     let v1_pids = |app: &serde_json::Value| -> Vec<u64> {
@@ -397,7 +444,7 @@ fn rollback_within_the_scale_down_delay_switches_back_to_the_running_old_slot() 
     let rollback = rig.action("rollback", &["--json"]);
     let done = load.elapsed();
     rollback.assert_code(0);
-    finish_load(load, done, NO_GRACE, "1.0.0");
+    finish_load(&rig, load, done, NO_GRACE, "1.0.0");
     let app = rig.app_status();
     assert_eq!(app["version"], "1.0.0", "{app}");
     assert_eq!(
@@ -433,8 +480,8 @@ fn canary_steps_to_100_percent_without_losing_a_request() {
         "20s",
     );
     let done = load.elapsed();
-    assert_outcome(&out, 0, "succeeded");
-    let report = finish_load(load, done, NO_GRACE, "2.0.0");
+    assert_outcome(&rig, &out, 0, "succeeded");
+    let report = finish_load(&rig, load, done, NO_GRACE, "2.0.0");
     assert_saw_both(&report);
     let steps = steps(&out);
     assert!(
@@ -503,13 +550,13 @@ fn canary_paused_at_50_percent_continues_on_promote() {
     promote.assert_code(0);
     let out = deploy.join().unwrap();
     let done = load.elapsed();
-    assert_outcome(&out, 0, "succeeded");
+    assert_outcome(&rig, &out, 0, "succeeded");
     let steps = steps(&out);
     assert!(
         steps.iter().any(|s| s == "rollout.paused"),
         "no rollout.paused step: {steps:?}"
     );
-    finish_load(load, done, NO_GRACE, "2.0.0");
+    finish_load(&rig, load, done, NO_GRACE, "2.0.0");
     assert_eq!(rig.app_status()["version"], "2.0.0");
 }
 
@@ -522,7 +569,7 @@ fn canary_abort_returns_all_traffic_to_the_old_version() {
     abort.assert_code(0);
     let out = deploy.join().unwrap();
     let done = load.elapsed();
-    assert_outcome(&out, 1, "rolled_back");
+    assert_outcome(&rig, &out, 1, "rolled_back");
     let job = job_id(&out);
     assert!(
         audit_events(&rig.env, "job.rolled_back")
@@ -531,7 +578,7 @@ fn canary_abort_returns_all_traffic_to_the_old_version() {
             .any(|e| e["job_id"] == job.as_str()),
         "no job.rolled_back for {job}"
     );
-    finish_load(load, done, NO_GRACE, "1.0.0");
+    finish_load(&rig, load, done, NO_GRACE, "1.0.0");
     let app = rig.app_status();
     assert_eq!(app["version"], "1.0.0", "{app}");
     assert!(
@@ -571,13 +618,28 @@ fn agent_killed_in_steady_state_leaves_the_app_serving_and_is_adopted_on_restart
     assert!(door.is_some(), "state.json records no front door pid");
     let load = rig.load();
     rig.agent.kill_9().unwrap();
+    let door_alive = |pid: u64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    thread::sleep(Duration::from_millis(500)); // let a dying front door die
+    assert!(
+        door.is_some_and(door_alive),
+        "the front door (pid {door:?}) did not outlive the agent\n{}",
+        rig.diag()
+    );
     // Two seconds of traffic with no agent at all.
     load.wait_for_more(200, Duration::from_secs(10)).unwrap();
-    rig.agent = Agent::start(&rig.env).unwrap();
-    rig.ctl = Controller::new(&rig.env, &rig.agent);
-    load.wait_for_more(50, Duration::from_secs(10)).unwrap();
+    rig.restart_agent();
+    load.wait_for_more(50, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("after the agent's restart: {e}\n{}", rig.diag()));
     let done = load.elapsed();
-    finish_load(load, done, NO_GRACE, "1.0.0");
+    finish_load(&rig, load, done, NO_GRACE, "1.0.0");
 
     let after = rig.app_status();
     assert_eq!(after["version"], "1.0.0", "{after}");
@@ -640,8 +702,7 @@ fn agent_killed_mid_rolling_deploy_loses_no_request_and_the_job_ends_interrupted
         .map(|e| e["job_id"].clone())
         .expect("the v2 job was accepted");
 
-    rig.agent = Agent::start(&rig.env).unwrap();
-    rig.ctl = Controller::new(&rig.env, &rig.agent);
+    rig.restart_agent();
     wait_until(
         Duration::from_secs(30),
         "the v2 job is recorded as interrupted",
@@ -674,7 +735,7 @@ fn agent_killed_mid_rolling_deploy_loses_no_request_and_the_job_ends_interrupted
         version == "1.0.0" || version == "2.0.0",
         "status version {version}"
     );
-    finish_load(load, done, NO_GRACE, &version);
+    finish_load(&rig, load, done, NO_GRACE, &version);
     let interrupted = deploy.join().unwrap();
     assert_ne!(interrupted.code, 0, "{}", interrupted.all());
 }
@@ -689,7 +750,7 @@ fn broken_release(strategy: &[&str], mode: &str) {
     let v2 = make_artifact(&rig.env, "2.0.0", mode).unwrap();
     let out = rig.deploy("2.0.0", &v2, 2, strategy, "4s");
     let done = load.elapsed();
-    assert_outcome(&out, 1, "rolled_back");
+    assert_outcome(&rig, &out, 1, "rolled_back");
     let job = job_id(&out);
     assert!(
         audit_events(&rig.env, "job.rolled_back")
@@ -698,7 +759,7 @@ fn broken_release(strategy: &[&str], mode: &str) {
             .any(|e| e["job_id"] == job.as_str()),
         "no job.rolled_back for {job}"
     );
-    finish_load(load, done, NO_GRACE, "1.0.0");
+    finish_load(&rig, load, done, NO_GRACE, "1.0.0");
     let app = rig.app_status();
     assert_eq!(app["version"], "1.0.0", "{app}");
 }
@@ -710,6 +771,8 @@ const ROLLING: &[&str] = &[
     "1",
     "--min-healthy-time",
     "3s",
+    "--drain-timeout",
+    "2s",
 ];
 const BLUE_GREEN: &[&str] = &[
     "--strategy",
@@ -822,8 +885,8 @@ fn nginx_blue_green_switch_loses_no_request() {
         "20s",
     );
     let done = load.elapsed();
-    assert_outcome(&out, 0, "succeeded");
-    let report = finish_load(load, done, NGINX_GRACE, "2.0.0");
+    assert_outcome(&rig, &out, 0, "succeeded");
+    let report = finish_load(&rig, load, done, NGINX_GRACE, "2.0.0");
     assert_saw_both(&report);
     let upstream = std::fs::read_to_string(&rig.env.nginx.as_ref().unwrap().upstream).unwrap();
     assert!(
@@ -855,7 +918,7 @@ fn nginx_rolling_deploy_loses_no_request() {
         "20s",
     );
     let done = load.elapsed();
-    assert_outcome(&out, 0, "succeeded");
-    let report = finish_load(load, done, NGINX_GRACE, "2.0.0");
+    assert_outcome(&rig, &out, 0, "succeeded");
+    let report = finish_load(&rig, load, done, NGINX_GRACE, "2.0.0");
     assert_saw_both(&report);
 }
