@@ -123,9 +123,34 @@ impl Identity {
             nix::unistd::setgid(*gid)?;
             nix::unistd::setuid(*uid)?;
         }
+        clear_ambient_capabilities()?;
         nix::sys::prctl::set_no_new_privs()?;
         mark_inherited_fds_cloexec();
         Ok(())
+    }
+}
+
+/// Empties the ambient capability set. An agent run as a non-root user with ambient
+/// capabilities (the systemd unit) would otherwise hand CAP_SETUID and friends to every
+/// instance across the uid switch. Runs in the forked child; prctl(2) is async-signal-safe.
+#[allow(unsafe_code)]
+fn clear_ambient_capabilities() -> io::Result<()> {
+    // SAFETY: prctl with PR_CAP_AMBIENT/PR_CAP_AMBIENT_CLEAR_ALL takes integer arguments
+    // only, touches no memory of ours, and is async-signal-safe.
+    let rc = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_CAP_AMBIENT,
+            nix::libc::PR_CAP_AMBIENT_CLEAR_ALL as nix::libc::c_ulong,
+            0 as nix::libc::c_ulong,
+            0 as nix::libc::c_ulong,
+            0 as nix::libc::c_ulong,
+        )
+    };
+    // EINVAL: a kernel without ambient capabilities (before 4.3) has none to clear.
+    if rc == 0 || io::Error::last_os_error().raw_os_error() == Some(nix::libc::EINVAL) {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
