@@ -115,8 +115,8 @@ pub fn parse_step(raw: &str) -> Result<CanaryStep, FlagError> {
             until_promote: true,
         });
     }
-    let pause_ms =
-        flags::millis_u32("--step", pause).map_err(|e| bad(format!("the pause: {}", e.message)))?;
+    let pause_ms = flags::millis_u32_or_zero("--step", pause)
+        .map_err(|e| bad(format!("the pause: {}", e.message)))?;
     Ok(CanaryStep {
         weight,
         pause_ms,

@@ -442,7 +442,6 @@ fn step_parsing() {
         ":30s",
         "0:30s",
         "101:1s",
-        "50:0s",
         "50:forever",
         "x:1s",
         "-5:1s",
@@ -451,6 +450,8 @@ fn step_parsing() {
         assert!(e.starts_with("invalid --step: "), "{bad}: {e}");
         assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
     }
+    // A zero pause is a step that moves on at once (a final 100% step, typically).
+    assert_eq!(parse_step("100:0s").map(|s| s.pause_ms), Ok(0));
     assert!(
         parse_step("0:1s")
             .unwrap_err()
