@@ -41,7 +41,10 @@ pub fn init(log_dir: Option<&Path>, format: LogFormat) -> Option<WorkerGuard> {
             Some(guard)
         }
         None => {
-            let builder = builder.with_writer(std::io::stderr);
+            // Colours only for a person at a terminal, never into a redirected log file.
+            let builder = builder
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
             match format {
                 LogFormat::Plain => builder.init(),
                 LogFormat::Json => builder.json().init(),
