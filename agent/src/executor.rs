@@ -296,6 +296,8 @@ pub struct AppStatus {
     pub instances: Vec<InstanceStatus>,
     /// Releases on disk.
     pub releases_on_disk: Vec<semver::Version>,
+    /// The strategy the current release was deployed with.
+    pub strategy: Option<StrategyKind>,
     /// The serving slot, for apps with a router.
     pub active_slot: Option<crate::state::Slot>,
     /// What the rollout in progress is doing; empty when none runs.
@@ -880,6 +882,11 @@ impl Executor {
                 active_job,
                 instances,
                 releases_on_disk,
+                strategy: state
+                    .current
+                    .as_ref()
+                    .and_then(|v| state.spec_of(v))
+                    .map(|r| r.strategy),
                 active_slot: has_router.then_some(state.active_slot),
                 rollout: lock(&shared.rollout).clone(),
                 listen: policy.listen,

@@ -111,7 +111,7 @@ pub fn app_status(a: &AppStatus) -> v1::AppStatus {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
-        strategy: v1::Strategy::Unspecified.into(),
+        strategy: strategy(a.strategy).into(),
         active_job_id: a
             .active_job
             .as_ref()
