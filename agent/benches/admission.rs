@@ -81,6 +81,7 @@ data_dir = "data"
 ca = "pki/ca.pem"
 cert = "pki/agent.pem"
 key = "pki/agent.key"
+client_names = ["controller"]
 
 [audit]
 signing_key = "keys/agent.key"

@@ -175,18 +175,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     let tls_config = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .map_err(start("load the TLS certificate and key"))?;
+    let controllers =
+        tls::ControllerIdentity::new(&config.tls.client_names, &config.tls.client_fingerprints)
+            .map_err(start("read the controllers' identities"))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(start(format!("listen on {}", config.listen)))?;
     let bound = listener
         .local_addr()
         .map_err(start("read the bound address"))?;
-    let incoming = tls::incoming(
-        listener,
-        tls_config,
-        tls::PeerPinning::from_list(&config.tls.client_fingerprints),
-        shutdown.token(),
-    );
+    let incoming = tls::incoming(listener, tls_config, controllers, shutdown.token());
     let service = AgentService::new(
         config.agent_id.clone(),
         Arc::clone(&key),

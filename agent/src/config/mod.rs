@@ -63,8 +63,11 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// The agent's private key, PEM.
     pub key: PathBuf,
-    /// If not empty, only client certificates whose DER has one of these lowercase hex
-    /// SHA-256 digests are accepted.
+    /// Client certificates valid for one of these DNS names are controllers.
+    pub client_names: Vec<String>,
+    /// Client certificates whose DER has one of these lowercase hex SHA-256 digests are
+    /// controllers. With `client_names`, the only way in: a certificate that merely chains to
+    /// the CA (another agent's, say) is not a controller.
     pub client_fingerprints: Vec<String>,
 }
 

@@ -45,7 +45,10 @@ pub struct RawTls {
     pub cert: String,
     /// The agent's private key (PEM).
     pub key: String,
-    /// Optional pin: lowercase hex SHA-256 of allowed client certificates (DER).
+    /// Controllers allowed to connect, by a DNS name in their certificate.
+    #[serde(default)]
+    pub client_names: Vec<String>,
+    /// Controllers allowed to connect, by lowercase hex SHA-256 of their certificate (DER).
     #[serde(default)]
     pub client_fingerprints: Vec<String>,
 }

@@ -186,13 +186,6 @@ fn key_powers(app: &AppPolicy, key: &TrustedKey) -> (Vec<Action>, bool) {
 /// Settings a reviewer should look at twice.
 fn notes(cfg: &Config, now: i64) -> Vec<String> {
     let mut notes = Vec::new();
-    if cfg.tls.client_fingerprints.is_empty() {
-        notes.push(
-            "client certificates are not pinned: any certificate from the CA may connect \
-             (jobs still need valid signatures)"
-                .to_owned(),
-        );
-    }
     for app in cfg.policy.apps.values() {
         if app.run_as.uid() == 0 {
             notes.push(format!("app {} runs as root (allow_root = true)", app.name));
@@ -231,13 +224,21 @@ fn render_text(cfg: &Config, now: i64) -> String {
     let policy = &cfg.policy;
     let mut out = String::new();
     out.push_str("Gantry agent policy\n");
-    let pin = if cfg.tls.client_fingerprints.is_empty() {
-        "any certificate chaining to the CA".to_owned()
-    } else {
-        format!(
-            "only {} pinned certificate fingerprint(s)",
-            cfg.tls.client_fingerprints.len()
-        )
+    let pin = {
+        let mut who = Vec::new();
+        if !cfg.tls.client_names.is_empty() {
+            who.push(format!(
+                "certificates named {}",
+                cfg.tls.client_names.join(", ")
+            ));
+        }
+        if !cfg.tls.client_fingerprints.is_empty() {
+            who.push(format!(
+                "{} pinned certificate fingerprint(s)",
+                cfg.tls.client_fingerprints.len()
+            ));
+        }
+        format!("CA-signed client {}", who.join(" or "))
     };
     table(
         &mut out,
@@ -446,6 +447,7 @@ fn render_json(cfg: &Config, now: i64) -> String {
         "listen": cfg.listen.to_string(),
         "tls": {
             "ca": cfg.tls.ca.display().to_string(),
+            "client_names": cfg.tls.client_names,
             "client_fingerprints": cfg.tls.client_fingerprints,
         },
         "keys": keys,

@@ -298,7 +298,7 @@ fn policy_report_shows_keys_rights_users_and_ports() {
     );
     assert!(text.contains("    promote   deployer\n"), "{text}");
     assert!(
-        text.contains("\nNotes\n  - client certificates are not pinned"),
+        text.contains("CA-signed client certificates named controller"),
         "{text}"
     );
 
@@ -313,7 +313,7 @@ fn policy_report_shows_keys_rights_users_and_ports() {
     assert_eq!(web["allow"]["deploy"][0], "deployer");
     assert_eq!(web["keys"][1]["actions"], serde_json::json!(["abort"]));
     assert_eq!(web["keys"][1]["approves"], true);
-    assert_eq!(json["notes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(json["notes"].as_array().map(Vec::len), Some(0));
     // Stable: rendering twice gives the same bytes.
     assert_eq!(render_policy(&cfg, true), render_policy(&cfg, true));
 }

@@ -208,8 +208,25 @@ fn validate(
         ca: existing_file(p, full, "tls.ca", base, &raw.tls.ca),
         cert: existing_file(p, full, "tls.cert", base, &raw.tls.cert),
         key: existing_file(p, full, "tls.key", base, &raw.tls.key),
+        client_names: raw.tls.client_names.clone(),
         client_fingerprints: raw.tls.client_fingerprints.clone(),
     };
+    if raw.tls.client_names.is_empty() && raw.tls.client_fingerprints.is_empty() {
+        p.add(
+            "tls",
+            "name the controllers that may connect: client_names (DNS names in their \
+             certificates) and/or client_fingerprints (SHA-256 of their certificates); a \
+             certificate that merely chains to the CA (another agent's, say) is not a controller",
+        );
+    }
+    for (i, name) in raw.tls.client_names.iter().enumerate() {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() || name.is_empty() {
+            p.add(
+                format!("tls.client_names[{i}]"),
+                format!("{name:?} is not a DNS name"),
+            );
+        }
+    }
     for (i, fp) in raw.tls.client_fingerprints.iter().enumerate() {
         if Sha256Hex::new(fp).is_err() {
             p.add(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -44,31 +44,52 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Which client certificates count as controllers, beyond chaining to the CA.
+/// Which client certificates count as controllers, beyond chaining to the CA: those valid
+/// for one of the configured DNS names, or pinned by fingerprint. There is no "any
+/// certificate from the CA" setting: another agent's certificate is not a controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerPinning {
-    /// Only certificates whose DER SHA-256 (lowercase hex) is listed.
-    Fingerprints(BTreeSet<String>),
-    /// Any certificate that chains to the CA.
-    ChainOnly,
+pub struct ControllerIdentity {
+    names: Vec<ServerName<'static>>,
+    fingerprints: BTreeSet<String>,
 }
 
-impl PeerPinning {
-    /// From the config's list: empty means chain-only.
-    pub fn from_list(fingerprints: &[String]) -> Self {
-        if fingerprints.is_empty() {
-            PeerPinning::ChainOnly
-        } else {
-            PeerPinning::Fingerprints(fingerprints.iter().map(|f| f.to_lowercase()).collect())
+impl ControllerIdentity {
+    /// From the config's `tls.client_names` and `tls.client_fingerprints`.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::Config`] when both are empty or a name is not a DNS name.
+    pub fn new(names: &[String], fingerprints: &[String]) -> Result<Self, TlsError> {
+        if names.is_empty() && fingerprints.is_empty() {
+            return Err(TlsError::Config(
+                "no controller identity: set tls.client_names or tls.client_fingerprints"
+                    .to_owned(),
+            ));
         }
+        let names = names
+            .iter()
+            .map(|n| {
+                ServerName::try_from(n.clone())
+                    .map_err(|_| TlsError::Config(format!("{n:?} is not a DNS name")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            names,
+            fingerprints: fingerprints.iter().map(|f| f.to_lowercase()).collect(),
+        })
     }
 
-    /// Whether a leaf certificate with this fingerprint is allowed.
-    pub fn allows(&self, fingerprint: &str) -> bool {
-        match self {
-            PeerPinning::Fingerprints(set) => set.contains(fingerprint),
-            PeerPinning::ChainOnly => true,
+    /// Whether the (already CA-verified) leaf certificate is a controller's.
+    pub fn admits(&self, leaf: &CertificateDer<'_>) -> bool {
+        if self.fingerprints.contains(&fingerprint(leaf.as_ref())) {
+            return true;
         }
+        let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+            return false;
+        };
+        self.names
+            .iter()
+            .any(|name| cert.verify_is_valid_for_subject_name(name).is_ok())
     }
 }
 
@@ -134,17 +155,17 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Serve
 }
 
 /// Accepts TCP connections, completes TLS handshakes concurrently (each bounded by
-/// [`HANDSHAKE_TIMEOUT`]), drops peers the pinning refuses, and yields the rest in a channel
+/// [`HANDSHAKE_TIMEOUT`]), drops peers that are not configured controllers, and yields the rest in a channel
 /// for tonic's `serve_with_incoming`.
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
-    pinning: PeerPinning,
+    controllers: ControllerIdentity,
     shutdown: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let pinning = Arc::new(pinning);
+    let controllers = Arc::new(controllers);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -159,7 +180,7 @@ pub fn incoming(
                 }
             };
             let acceptor = acceptor.clone();
-            let pinning = Arc::clone(&pinning);
+            let controllers = Arc::clone(&controllers);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
@@ -175,9 +196,13 @@ pub fn incoming(
                     }
                 };
                 let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-                let fp = leaf.map(|c| fingerprint(c.as_ref())).unwrap_or_default();
-                if !pinning.allows(&fp) {
-                    tracing::warn!(%peer, fingerprint = %fp, "client certificate is not pinned; closing");
+                if !leaf.is_some_and(|c| controllers.admits(c)) {
+                    let fp = leaf.map(|c| fingerprint(c.as_ref())).unwrap_or_default();
+                    tracing::warn!(
+                        %peer,
+                        fingerprint = %fp,
+                        "client certificate chains to the CA but is not a configured controller; closing"
+                    );
                     return;
                 }
                 let _ = tx.send(Ok(tls)).await;
@@ -185,4 +210,42 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(name: &str) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn another_agents_certificate_is_not_a_controller() {
+        let ids = ControllerIdentity::new(&["controller".to_owned()], &[]).unwrap();
+        assert!(ids.admits(&cert("controller")));
+        assert!(!ids.admits(&cert("agent-2")));
+    }
+
+    #[test]
+    fn a_pinned_fingerprint_admits_exactly_that_certificate() {
+        let pinned = cert("ci-runner");
+        let ids = ControllerIdentity::new(&[], &[fingerprint(pinned.as_ref())]).unwrap();
+        assert!(ids.admits(&pinned));
+        assert!(
+            !ids.admits(&cert("ci-runner")),
+            "same name, other certificate"
+        );
+    }
+
+    #[test]
+    fn an_identity_must_be_configured() {
+        assert!(matches!(
+            ControllerIdentity::new(&[], &[]),
+            Err(TlsError::Config(_))
+        ));
+        assert!(ControllerIdentity::new(&["not a name!".to_owned()], &[]).is_err());
+    }
 }

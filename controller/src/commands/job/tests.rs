@@ -263,6 +263,7 @@ data_dir = "data"
 ca = "pki/ca.pem"
 cert = "pki/agent.pem"
 key = "pki/agent.key"
+client_names = ["controller"]
 [[keys]]
 name = "ci"
 public_key = "ci.pub"
