@@ -478,9 +478,18 @@ impl Default for RolloutSpec {
             scale_down_delay: Duration::from_secs(600),
             auto_promote: true,
             steps: vec![
-                CanaryStep { weight: 10, pause: Some(Duration::from_secs(30)) },
-                CanaryStep { weight: 50, pause: Some(Duration::from_secs(30)) },
-                CanaryStep { weight: 100, pause: Some(Duration::ZERO) },
+                CanaryStep {
+                    weight: 10,
+                    pause: Some(Duration::from_secs(30)),
+                },
+                CanaryStep {
+                    weight: 50,
+                    pause: Some(Duration::from_secs(30)),
+                },
+                CanaryStep {
+                    weight: 100,
+                    pause: Some(Duration::ZERO),
+                },
             ],
             analysis: AnalysisSpec::default(),
             canary_instances: 1,

@@ -131,7 +131,9 @@ pub struct InstanceRecord {
 
 /// One of an app's two sets of ports: blue-green and canary start the new release in the
 /// slot that is not serving, then move traffic.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Slot {
     /// The first `max_instances` ports of the app's range.
