@@ -476,6 +476,8 @@ fn canary_steps_to_100_percent_without_losing_a_request() {
             "100:0s",
             "--analysis-interval",
             "500ms",
+            "--drain-timeout",
+            "2s",
         ],
         "20s",
     );
@@ -508,6 +510,8 @@ fn paused_canary(rig: &Rig, load: &Load) -> JoinHandle<Output> {
             "100:0s",
             "--analysis-interval",
             "500ms",
+            "--drain-timeout",
+            "2s",
         ],
         "20s",
     );
@@ -795,6 +799,8 @@ const CANARY: &[&str] = &[
     "2",
     "--max-restarts",
     "0",
+    "--drain-timeout",
+    "2s",
 ];
 
 #[test]
