@@ -15,6 +15,7 @@
 )]
 
 mod admission;
+mod attacks;
 mod audit;
 mod cli;
 mod deploy;

@@ -1,0 +1,763 @@
+//! Attacks against the real binaries, one test per attack, each named after it: what the
+//! attacker sends or changes, the exit code and message that name the cause, the audit entry,
+//! and that nothing ran and no state changed.
+//!
+//! Jobs the `gantry` CLI refuses to build (hostile app names, unknown action values, exact
+//! sizes, an empty target) are encoded here and sent with [`submit_raw`], signed by a trusted
+//! key: the agent must refuse them on its own.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use gantry_proto::audit_chain::{GENESIS_PREV, line_hash};
+use gantry_proto::envelope::sign_job;
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::{Job, JobEvent, SignedJob};
+use gantry_tests::grpc::{submit_raw, upload_raw};
+use gantry_tests::probe::audit_files;
+use gantry_tests::process::recorded_instance_pids;
+use gantry_tests::{
+    Agent, Controller, KeyPair, Options, Output, TestEnv, audit_events, banner, make_artifact,
+};
+use prost::Message;
+
+use crate::{assert_serves, deploy, mentions, names_seq};
+
+/// One agent waiting for jobs on `web`, the sample app's 1.0.0 artifact, and every agent this
+/// test started before (dropping an [`Agent`] kills every process under the test dir, so
+/// replaced ones are kept until the end).
+struct Rig {
+    env: TestEnv,
+    agent: Agent,
+    ctl: Controller,
+    artifact: PathBuf,
+    retired: Vec<Agent>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with_options(Options::default(), |t| t)
+    }
+
+    /// An agent on `options`, its `agent.toml` passed through `edit` first.
+    fn with_options(options: Options, edit: impl FnOnce(String) -> String) -> Rig {
+        let env = TestEnv::with_options(options).unwrap();
+        fs::write(&env.config, edit(env.config_text())).unwrap();
+        let agent = Agent::start(&env).unwrap();
+        let ctl = Controller::new(&env, &agent);
+        let artifact = make_artifact(&env, "1.0.0", "").unwrap();
+        Rig {
+            env,
+            agent,
+            ctl,
+            artifact,
+            retired: Vec::new(),
+        }
+    }
+
+    /// Stops the agent with SIGTERM and starts it again on the same data dir.
+    fn restart(&mut self) {
+        self.agent.terminate().unwrap();
+        self.start_again();
+    }
+
+    /// Starts a new agent after the current one stopped; the old handle is kept.
+    fn start_again(&mut self) {
+        let agent = Agent::start(&self.env).unwrap();
+        self.ctl = Controller::new(&self.env, &agent);
+        let old = std::mem::replace(&mut self.agent, agent);
+        self.retired.push(old);
+    }
+
+    /// `gantry job create` for a hot deploy of web 1.0.0 on one instance, plus `extra` flags.
+    fn create(&self, name: &str, extra: &[&str]) -> PathBuf {
+        let out = self.env.root.join(format!("{name}.job"));
+        let mut args = vec![
+            "job".to_owned(),
+            "create".to_owned(),
+            "--out".to_owned(),
+            out.to_string_lossy().into_owned(),
+            "--agent-id".to_owned(),
+            self.env.agent_id.clone(),
+            "--app".to_owned(),
+            "web".to_owned(),
+            "--version".to_owned(),
+            "1.0.0".to_owned(),
+            "--artifact".to_owned(),
+            self.artifact.to_string_lossy().into_owned(),
+            "--instances".to_owned(),
+            "1".to_owned(),
+            "--health".to_owned(),
+            "http:/health".to_owned(),
+            "--health-interval".to_owned(),
+            "200ms".to_owned(),
+            "--health-deadline".to_owned(),
+            "20s".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.extend(["--".to_owned(), "bin/gantry-sample-app".to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.env.gantry(&args).unwrap().assert_code(0);
+        out
+    }
+
+    fn sign(&self, job: &Path, key: &KeyPair) {
+        let key = key.key.to_string_lossy().into_owned();
+        self.env
+            .gantry(&["job", "sign", "--key", &key, &job.to_string_lossy()])
+            .unwrap()
+            .assert_code(0);
+    }
+
+    fn create_signed(&self, name: &str, extra: &[&str]) -> PathBuf {
+        let job = self.create(name, extra);
+        self.sign(&job, &self.env.keys.deployer);
+        job
+    }
+
+    /// `gantry job submit --artifact ... JOB`.
+    fn submit(&self, job: &Path) -> Output {
+        submit_with(&self.ctl, &self.artifact, job)
+    }
+
+    /// The decoded `Job` that `gantry job create` writes for `name`, for raw edits.
+    fn raw_job(&self, name: &str, extra: &[&str]) -> Job {
+        let path = self.create(name, extra);
+        let signed = SignedJob::decode(fs::read(path).unwrap().as_slice()).unwrap();
+        Job::decode(signed.job.as_slice()).unwrap()
+    }
+
+    /// Sends `bytes` signed by `keys` straight to the agent.
+    fn submit_bytes(
+        &self,
+        bytes: Vec<u8>,
+        keys: &[&KeyPair],
+    ) -> Result<Vec<JobEvent>, tonic::Status> {
+        let signatures = keys
+            .iter()
+            .map(|k| sign_job(&SigningKey::read_pem_file(&k.key).unwrap(), &bytes))
+            .collect();
+        let signed = SignedJob {
+            job: bytes,
+            signatures,
+        };
+        submit_raw(&self.env, &self.agent, signed).unwrap()
+    }
+
+    /// How many `event` entries name `job_id`.
+    fn count(&self, event: &str, job_id: &str) -> usize {
+        audit_events(&self.env, event)
+            .unwrap()
+            .iter()
+            .filter(|e| e["job_id"] == job_id)
+            .count()
+    }
+
+    /// Some `job.rejected` entry has `reason` and names one of `words` in its detail.
+    #[track_caller]
+    fn assert_rejection_logged(&self, reason: &str, words: &[&str]) {
+        let rejected = audit_events(&self.env, "job.rejected").unwrap();
+        assert!(
+            rejected.iter().any(|e| e["reason"] == reason
+                && mentions(e["detail"].as_str().unwrap_or_default(), words)),
+            "no job.rejected entry with reason {reason} naming any of {words:?}: {rejected:#?}"
+        );
+    }
+
+    /// The CLI exited 3 naming the cause, and the audit log says why.
+    #[track_caller]
+    fn assert_rejected(&self, out: &Output, reason: &str, words: &[&str]) {
+        out.assert_code(3);
+        assert!(
+            mentions(&out.stderr, words),
+            "stderr names none of {words:?}:\n{}",
+            out.all()
+        );
+        self.assert_rejection_logged(reason, words);
+    }
+
+    /// The agent refused a raw submission naming the cause, and the audit log says why.
+    #[track_caller]
+    fn assert_refused(
+        &self,
+        got: Result<Vec<JobEvent>, tonic::Status>,
+        code: tonic::Code,
+        reason: &str,
+        words: &[&str],
+    ) {
+        let status = match got {
+            Ok(events) => panic!("the agent took the job, expected {reason}: {events:#?}"),
+            Err(status) => status,
+        };
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(
+            mentions(status.message(), words),
+            "the refusal names none of {words:?}: {status:?}"
+        );
+        self.assert_rejection_logged(reason, words);
+    }
+
+    /// No job was accepted, nothing is installed, and no instance answers.
+    #[track_caller]
+    fn assert_nothing_ran(&self, before: &[(PathBuf, u64, bool)]) {
+        let accepted = audit_events(&self.env, "job.accepted").unwrap();
+        assert!(accepted.is_empty(), "a job was accepted: {accepted:#?}");
+        assert_eq!(self.env.apps_snapshot(), before, "data/apps changed");
+        assert_eq!(banner(self.env.port(0)), None, "an instance answers");
+    }
+
+    fn key(&self, which: &KeyPair) -> String {
+        which.key.to_string_lossy().into_owned()
+    }
+}
+
+fn submit_with(ctl: &Controller, artifact: &Path, job: &Path) -> Output {
+    ctl.run(&[
+        "job",
+        "submit",
+        "--artifact",
+        &artifact.to_string_lossy(),
+        &job.to_string_lossy(),
+    ])
+    .unwrap()
+}
+
+/// What `<data_dir>/apps/web/releases` holds, sorted.
+fn releases(env: &TestEnv) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(env.releases_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controller as witness.
+
+/// The seq of the checkpoint the controller keeps for the agent of `env`.
+fn witnessed_seq(env: &TestEnv) -> u64 {
+    let path = env
+        .state_dir
+        .join("witness")
+        .join(format!("{}.json", env.agent_id));
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("no witness file {}: {e}", path.display()));
+    let w: serde_json::Value = serde_json::from_str(&text).unwrap();
+    w["seq"].as_u64().unwrap()
+}
+
+/// A deploy whose result the controller witnessed, then the agent stopped. Returns the rig and
+/// the witnessed seq.
+fn witnessed_deploy() -> (Rig, u64) {
+    let mut rig = Rig::new();
+    deploy(&rig.ctl, &rig.env, "1.0.0", &rig.artifact, 1, "20s").assert_code(0);
+    let seq = witnessed_seq(&rig.env);
+    let out = rig.ctl.run(&["audit", "verify"]).unwrap();
+    out.assert_code(0);
+    assert!(
+        mentions(
+            &out.stdout,
+            &[&format!("seq {seq} this controller witnessed")]
+        ),
+        "verify does not mention the witnessed checkpoint:\n{}",
+        out.all()
+    );
+    rig.agent.terminate().unwrap();
+    (rig, seq)
+}
+
+/// The single audit file of `env` and its lines.
+fn audit_file(env: &TestEnv) -> (PathBuf, Vec<String>) {
+    let files = audit_files(&env.data_dir.join("audit")).unwrap();
+    assert_eq!(files.len(), 1, "expected one audit file: {files:?}");
+    let text = fs::read_to_string(&files[0]).unwrap();
+    let lines = text.lines().map(str::to_owned).collect();
+    (files[0].clone(), lines)
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    fs::write(path, text).unwrap();
+}
+
+/// `lines` renumbered from seq 1 with every `prev` recomputed: a chain that verifies on its
+/// own, as an intruder without the agent's key can make it.
+fn rechain(lines: &[String]) -> Vec<String> {
+    let mut prev = GENESIS_PREV.to_owned();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let old_seq = v["seq"].as_u64().unwrap();
+        let old_prev = v["prev"].as_str().unwrap();
+        let new = line
+            .replacen(
+                &format!("{{\"seq\":{old_seq},"),
+                &format!("{{\"seq\":{},", i + 1),
+                1,
+            )
+            .replacen(
+                &format!("\"prev\":\"{old_prev}\""),
+                &format!("\"prev\":\"{prev}\""),
+                1,
+            );
+        let check: serde_json::Value = serde_json::from_str(&new).unwrap();
+        assert_eq!(check["seq"].as_u64(), Some(i as u64 + 1), "{new}");
+        assert_eq!(check["prev"].as_str(), Some(prev.as_str()), "{new}");
+        prev = line_hash(new.as_bytes());
+        out.push(new);
+    }
+    out
+}
+
+/// `gantry-agent audit verify` on the local files with the agent's public key.
+fn local_verify(env: &TestEnv) -> Output {
+    let audit = env.data_dir.join("audit").to_string_lossy().into_owned();
+    let pubkey = env.keys.agent.public.to_string_lossy().into_owned();
+    env.agent_cmd(&["audit", "verify", "--dir", &audit, "--pubkey", &pubkey])
+        .unwrap()
+}
+
+/// `gantry audit verify` exits 1 naming the witnessed seq.
+#[track_caller]
+fn assert_witness_fails(rig: &Rig, seq: u64) {
+    let out = rig.ctl.run(&["audit", "verify"]).unwrap();
+    assert_eq!(
+        out.code,
+        1,
+        "the controller accepted a log that no longer extends its witnessed checkpoint\n{}",
+        out.all()
+    );
+    assert!(
+        names_seq(&out.all(), seq),
+        "the failure does not name the witnessed seq {seq}:\n{}",
+        out.all()
+    );
+    assert!(
+        mentions(&out.all(), &["witness"]),
+        "the failure does not say the witness caught it:\n{}",
+        out.all()
+    );
+}
+
+#[test]
+fn witness_detects_a_rechained_rewrite() {
+    let (mut rig, seq) = witnessed_deploy();
+    let (file, lines) = audit_file(&rig.env);
+    // Edit the accepted job's version, drop every checkpoint (their signatures would give the
+    // edit away and cannot be made without the agent's key) and recompute the chain.
+    let mut edited = 0;
+    let forged: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.contains("\"event\":\"checkpoint\""))
+        .map(|l| {
+            if l.contains("\"event\":\"job.accepted\"") && l.contains("\"1.0.0\"") {
+                edited += 1;
+                l.replacen("\"1.0.0\"", "\"0.0.1-forged\"", 1)
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert_eq!(edited, 1, "no job.accepted entry to edit in {lines:#?}");
+    assert!(forged.len() < lines.len(), "no checkpoint to drop");
+    write_lines(&file, &rechain(&forged));
+
+    rig.start_again();
+    // On its own the log looks fine: the chain holds and the agent signs new checkpoints on
+    // top of it. Only what the controller witnessed shows the history was rewritten.
+    local_verify(&rig.env).assert_code(0);
+    assert_witness_fails(&rig, seq);
+}
+
+#[test]
+fn witness_detects_a_cut_below_the_witnessed_checkpoint() {
+    let (mut rig, seq) = witnessed_deploy();
+    let (file, lines) = audit_file(&rig.env);
+    assert!(seq > 3, "witnessed seq {seq} is too low to cut below");
+    // Whole lines: keep the entries before seq - 2, as if the rest had never been written.
+    let kept: Vec<String> = lines[..usize::try_from(seq - 3).unwrap()].to_vec();
+    write_lines(&file, &kept);
+
+    rig.start_again();
+    // The agent's own check passes: a cut at a line boundary leaves a valid chain.
+    local_verify(&rig.env).assert_code(0);
+    assert_witness_fails(&rig, seq);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay.
+
+#[test]
+fn replay_after_restart() {
+    let mut rig = Rig::new();
+    let job = rig.create_signed("replay", &["--job-id", "replay-1"]);
+    rig.submit(&job).assert_code(0);
+    assert_serves(&rig.env, "1.0.0", 1);
+    let pids = recorded_instance_pids(&rig.env.data_dir);
+    assert!(!pids.is_empty());
+
+    rig.restart();
+    let again = rig.submit(&job);
+    again.assert_code(0);
+    assert_eq!(rig.count("job.accepted", "replay-1"), 1, "accepted twice");
+    assert_eq!(rig.count("job.succeeded", "replay-1"), 1, "ran twice");
+    assert_eq!(
+        recorded_instance_pids(&rig.env.data_dir),
+        pids,
+        "instances were replaced by the replay"
+    );
+    assert_serves(&rig.env, "1.0.0", 1);
+}
+
+#[test]
+fn same_job_id_with_other_bytes() {
+    let rig = Rig::new();
+    let first = rig.create_signed("first", &["--job-id", "fixed-1"]);
+    rig.submit(&first).assert_code(0);
+    let pids = recorded_instance_pids(&rig.env.data_dir);
+
+    let other = rig.create_signed("other", &["--job-id", "fixed-1", "--reason", "other"]);
+    let out = rig.submit(&other);
+    rig.assert_rejected(
+        &out,
+        "replayed",
+        &["already used", "replay", "different job"],
+    );
+    assert_eq!(rig.count("job.accepted", "fixed-1"), 1);
+    assert_eq!(rig.count("job.succeeded", "fixed-1"), 1);
+    assert_eq!(recorded_instance_pids(&rig.env.data_dir), pids);
+}
+
+#[test]
+fn two_connections_submit_the_same_job_at_once() {
+    let rig = Rig::new();
+    let job = rig.create_signed("twice", &["--job-id", "twice-1"]);
+    let (a, b) = std::thread::scope(|s| {
+        let one = s.spawn(|| submit_with(&rig.ctl, &rig.artifact, &job));
+        let two = s.spawn(|| submit_with(&rig.ctl, &rig.artifact, &job));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    // One ran it, the other re-attached to the same job: both report its success.
+    a.assert_code(0);
+    b.assert_code(0);
+    assert_eq!(rig.count("job.accepted", "twice-1"), 1, "accepted twice");
+    assert_eq!(rig.count("job.succeeded", "twice-1"), 1, "ran twice");
+    assert_eq!(recorded_instance_pids(&rig.env.data_dir).len(), 1);
+    assert_serves(&rig.env, "1.0.0", 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Versions.
+
+#[test]
+fn downgrade_is_refused_without_rollback() {
+    let rig = Rig::new();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    deploy(&rig.ctl, &rig.env, "1.0.0", &rig.artifact, 1, "20s").assert_code(0);
+    deploy(&rig.ctl, &rig.env, "2.0.0", &v2, 1, "20s").assert_code(0);
+    assert_serves(&rig.env, "2.0.0", 1);
+    let before = (
+        releases(&rig.env),
+        recorded_instance_pids(&rig.env.data_dir),
+    );
+
+    let out = deploy(&rig.ctl, &rig.env, "1.0.0", &rig.artifact, 1, "20s");
+    rig.assert_rejected(&out, "downgrade", &["downgrade", "lower"]);
+    assert_eq!(audit_events(&rig.env, "job.accepted").unwrap().len(), 2);
+    assert_eq!(
+        (
+            releases(&rig.env),
+            recorded_instance_pids(&rig.env.data_dir)
+        ),
+        before,
+        "the refused downgrade changed the releases or the instances"
+    );
+    assert_serves(&rig.env, "2.0.0", 1);
+
+    // The same version is reachable the sanctioned way: a rollback to a release on disk.
+    let key = rig.key(&rig.env.keys.deployer);
+    let back = rig
+        .ctl
+        .run(&[
+            "rollback", "--key", &key, "--app", "web", "--to", "1.0.0", "--json",
+        ])
+        .unwrap();
+    back.assert_code(0);
+    assert_serves(&rig.env, "1.0.0", 1);
+}
+
+#[test]
+fn rollback_to_a_release_not_on_disk_is_refused() {
+    let rig = Rig::new();
+    deploy(&rig.ctl, &rig.env, "1.0.0", &rig.artifact, 1, "20s").assert_code(0);
+    let before = (
+        releases(&rig.env),
+        recorded_instance_pids(&rig.env.data_dir),
+    );
+    let key = rig.key(&rig.env.keys.deployer);
+    let out = rig
+        .ctl
+        .run(&["rollback", "--key", &key, "--app", "web", "--to", "0.9.0"])
+        .unwrap();
+    rig.assert_rejected(&out, "rollback_target_missing", &["not on disk", "0.9.0"]);
+    assert_eq!(audit_events(&rig.env, "job.accepted").unwrap().len(), 1);
+    assert_eq!(
+        (
+            releases(&rig.env),
+            recorded_instance_pids(&rig.env.data_dir)
+        ),
+        before
+    );
+    assert_serves(&rig.env, "1.0.0", 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile fields, signed by a trusted key.
+
+#[test]
+fn app_names_with_path_tricks() {
+    let rig = Rig::new();
+    let before = rig.env.apps_snapshot();
+    let base = rig.raw_job("base", &[]);
+    for (i, name) in ["../x", "..", "a/b", "/etc", "-x", "a\0b"]
+        .into_iter()
+        .enumerate()
+    {
+        // The CLI refuses to write such a job ...
+        if !name.contains('\0') {
+            let out = rig.env.root.join(format!("trick-{i}.job"));
+            let cli = rig
+                .env
+                .gantry(&[
+                    "job",
+                    "create",
+                    "--out",
+                    &out.to_string_lossy(),
+                    "--agent-id",
+                    &rig.env.agent_id,
+                    "--app",
+                    name,
+                    "--version",
+                    "1.0.0",
+                    "--",
+                    "bin/gantry-sample-app",
+                ])
+                .unwrap();
+            assert_eq!(cli.code, 2, "job create took app {name:?}\n{}", cli.all());
+            assert!(mentions(&cli.stderr, &["app"]), "{}", cli.all());
+        }
+        // ... so send it raw: the agent refuses it by itself.
+        let mut job = base.clone();
+        job.job_id = format!("trick-{i}");
+        job.app = name.to_owned();
+        let got = rig.submit_bytes(job.encode_to_vec(), &[&rig.env.keys.deployer]);
+        rig.assert_refused(got, tonic::Code::InvalidArgument, "invalid_job", &["app"]);
+    }
+    rig.assert_nothing_ran(&before);
+    assert!(
+        !rig.env.data_dir.join("x").exists() && !rig.env.root.join("x").exists(),
+        "something was created outside data/apps"
+    );
+}
+
+#[test]
+fn unknown_action_value() {
+    let rig = Rig::new();
+    let before = rig.env.apps_snapshot();
+    let mut job = rig.raw_job("action", &[]);
+    job.action = 99;
+    let got = rig.submit_bytes(job.encode_to_vec(), &[&rig.env.keys.deployer]);
+    rig.assert_refused(
+        got,
+        tonic::Code::InvalidArgument,
+        "invalid_job",
+        &["unknown action value 99"],
+    );
+    rig.assert_nothing_ran(&before);
+}
+
+#[test]
+fn empty_target() {
+    let rig = Rig::new();
+    let before = rig.env.apps_snapshot();
+    let mut job = rig.raw_job("empty-target", &[]);
+    job.agent_id = String::new();
+    let got = rig.submit_bytes(job.encode_to_vec(), &[&rig.env.keys.deployer]);
+    rig.assert_refused(
+        got,
+        tonic::Code::PermissionDenied,
+        "wrong_agent",
+        &["agent-1", "for agent"],
+    );
+    rig.assert_nothing_ran(&before);
+}
+
+/// `job` with its `reason` padded so that it encodes to exactly `size` bytes.
+fn job_of_size(job: &Job, size: usize) -> Vec<u8> {
+    let mut padded = job.clone();
+    for pad in 0..size {
+        padded.reason = "p".repeat(pad);
+        let len = padded.encoded_len();
+        if len == size {
+            return padded.encode_to_vec();
+        }
+        if len > size {
+            break;
+        }
+    }
+    panic!(
+        "no padding of reason encodes job {} to {size} bytes",
+        job.job_id
+    );
+}
+
+#[test]
+fn message_at_limit_minus_1_limit_and_limit_plus_1() {
+    const LIMIT: usize = 4096;
+    let rig = Rig::with_options(
+        Options {
+            max_job_bytes: LIMIT,
+            ..Options::default()
+        },
+        |t| t,
+    );
+    let base = rig.raw_job("sized", &[]);
+    let data = fs::read(&rig.artifact).unwrap();
+    let release = base.release.clone().unwrap();
+    upload_raw(
+        &rig.env,
+        &rig.agent,
+        &release.artifact_sha256,
+        release.artifact_size,
+        &data,
+    )
+    .unwrap()
+    .unwrap();
+
+    for (size, id) in [(LIMIT - 1, "size-below"), (LIMIT, "size-at")] {
+        let mut job = base.clone();
+        job.job_id = id.to_owned();
+        let bytes = job_of_size(&job, size);
+        assert_eq!(bytes.len(), size);
+        let got = rig.submit_bytes(bytes, &[&rig.env.keys.deployer]);
+        assert!(
+            got.is_ok(),
+            "a job of {size} bytes (limit {LIMIT}) was refused: {got:?}"
+        );
+        assert_eq!(rig.count("job.accepted", id), 1, "{size} bytes");
+        assert_eq!(rig.count("job.succeeded", id), 1, "{size} bytes");
+    }
+    assert_serves(&rig.env, "1.0.0", 1);
+
+    let mut job = base.clone();
+    job.job_id = "size-over".to_owned();
+    let bytes = job_of_size(&job, LIMIT + 1);
+    let got = rig.submit_bytes(bytes, &[&rig.env.keys.deployer]);
+    rig.assert_refused(
+        got,
+        tonic::Code::ResourceExhausted,
+        "too_large",
+        &[
+            &format!("{} bytes", LIMIT + 1),
+            &format!("limit of {LIMIT}"),
+        ],
+    );
+    assert_eq!(rig.count("job.accepted", "size-over"), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys and approvals.
+
+#[test]
+fn key_revoked_in_policy() {
+    let rig = Rig::with_options(Options::default(), |t| {
+        let entry =
+            "name = \"deployer\"\npublic_key = \"keys/deployer.pub\"\nroles = [\"deployer\"]\n";
+        assert!(t.contains(entry), "{t}");
+        t.replacen(
+            entry,
+            &format!("{entry}revoked = true\nrevoked_reason = \"laptop stolen\"\n"),
+            1,
+        )
+    });
+    let before = rig.env.apps_snapshot();
+    let job = rig.create_signed("revoked", &[]);
+    let out = rig.submit(&job);
+    rig.assert_rejected(&out, "key_not_valid", &["revoked"]);
+    rig.assert_nothing_ran(&before);
+}
+
+#[test]
+fn approval_quorum() {
+    let mut rig = Rig::with_options(
+        Options {
+            approvals: 1,
+            ..Options::default()
+        },
+        |t| t,
+    );
+    let before = rig.env.apps_snapshot();
+    let alone = rig.create_signed("alone", &["--job-id", "alone-1"]);
+    let out = rig.submit(&alone);
+    rig.assert_rejected(&out, "quorum_not_met", &["approval"]);
+    rig.assert_nothing_ran(&before);
+
+    // With `gantry job approve` by an approver: accepted and run.
+    let approved = rig.create_signed("approved", &["--job-id", "approved-1"]);
+    let approver = rig.key(&rig.env.keys.approver);
+    rig.env
+        .gantry(&[
+            "job",
+            "approve",
+            "--key",
+            &approver,
+            &approved.to_string_lossy(),
+        ])
+        .unwrap()
+        .assert_code(0);
+    rig.submit(&approved).assert_code(0);
+    assert_eq!(rig.count("job.accepted", "approved-1"), 1);
+    assert_serves(&rig.env, "1.0.0", 1);
+
+    // Two approvals required: the one approver's signature sent twice counts once.
+    // (The agent refuses a quorum that no set of configured keys can meet, so the viewer key
+    // becomes a second approver.)
+    rig.env.options.approvals = 2;
+    let text = rig.env.config_text().replacen(
+        "roles = [\"viewer\"]",
+        "roles = [\"viewer\", \"approver\"]",
+        1,
+    );
+    assert!(text.contains("\"viewer\", \"approver\""), "{text}");
+    fs::write(&rig.env.config, text).unwrap();
+    rig.restart();
+    let doubled = rig.create_signed("doubled", &["--job-id", "doubled-1"]);
+    rig.env
+        .gantry(&[
+            "job",
+            "approve",
+            "--key",
+            &approver,
+            &doubled.to_string_lossy(),
+        ])
+        .unwrap()
+        .assert_code(0);
+    let mut signed = SignedJob::decode(fs::read(&doubled).unwrap().as_slice()).unwrap();
+    assert_eq!(signed.signatures.len(), 2, "deployer and approver");
+    let copy = signed.signatures[1].clone();
+    signed.signatures.push(copy);
+    let pids = recorded_instance_pids(&rig.env.data_dir);
+    let got = submit_raw(&rig.env, &rig.agent, signed).unwrap();
+    rig.assert_refused(
+        got,
+        tonic::Code::PermissionDenied,
+        "quorum_not_met",
+        &["approval"],
+    );
+    assert_eq!(rig.count("job.accepted", "doubled-1"), 0);
+    assert_eq!(recorded_instance_pids(&rig.env.data_dir), pids);
+}
