@@ -18,10 +18,6 @@ use super::{
 use crate::executor::{AppRuntime, now_ms};
 use crate::job::{Action, ReleaseSpec};
 use crate::state::Standby;
-use crate::supervisor::InstanceState;
-
-/// How often a preview is checked for crashed instances.
-const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Deploys `release` into the idle slot and switches to it.
 pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
@@ -74,7 +70,7 @@ async fn switch_to(
                 humantime::format_duration(rollout.preview)
             ));
             routing::apply(app, ctx, &weights, "preview").await?;
-            watch(app, ctx, &new_ports, rollout.preview).await?;
+            watch(app, ctx, release, &new_ports, rollout.preview).await?;
         }
         if !rollout.auto_promote {
             wait_for_promote(app, ctx, release).await?;
@@ -161,41 +157,26 @@ async fn switch_to(
     }
 }
 
-/// Watches the new instances for `time`: any exit or restart fails the preview.
+/// Watches the new instances for `time`: any exit, restart, run of failed health probes, or
+/// front-door connection error to them fails the preview.
 async fn watch(
     app: &AppRuntime,
     ctx: &JobCtx,
+    release: &ReleaseSpec,
     ports: &[u16],
     time: Duration,
 ) -> Result<(), StrategyError> {
-    let end = Instant::now() + time;
     let errors_before = routing::connect_errors(app, ports);
-    while Instant::now() < end {
-        for instance in app
-            .instances
-            .iter()
-            .filter(|i| ports.contains(&i.record().port))
-        {
-            let state = instance.state().borrow().clone();
-            if !matches!(state, InstanceState::Running { restarts: 0, .. }) {
-                return Err(StrategyError::Unhealthy(format!(
-                    "instance {} on port {} during the preview: {state}",
-                    instance.record().index,
-                    instance.record().port
-                )));
-            }
-        }
-        let errors = routing::connect_errors(app, ports).saturating_sub(errors_before);
-        if errors > 0 {
-            return Err(StrategyError::Unhealthy(format!(
-                "{errors} connection error(s) to the new slot during the preview"
-            )));
-        }
-        tokio::time::sleep(WATCH_INTERVAL.min(end.saturating_duration_since(Instant::now()))).await;
+    super::watch_healthy(app, release, ports, time).await?;
+    let errors = routing::connect_errors(app, ports).saturating_sub(errors_before);
+    if errors > 0 {
+        return Err(StrategyError::Unhealthy(format!(
+            "{errors} connection error(s) to the new slot during the preview"
+        )));
     }
     ctx.step(
         "preview.passed",
-        "no crash and no connection error during the preview",
+        "healthy, no crash and no connection error during the preview",
     )
     .await
 }

@@ -412,7 +412,16 @@ pub async fn wait_healthy_ports(
                 .await
                 .map_err(|e| reason(&e));
             let result = match result {
-                Ok(()) if !min_healthy.is_zero() => stays_up(&mut watch, min_healthy).await,
+                Ok(()) if !min_healthy.is_zero() => {
+                    stays_healthy(&mut watch, &health, port, &dir, &run_as, min_healthy)
+                        .await
+                        .map_err(|why| {
+                            format!(
+                                "{why} within the minimum healthy time of {}",
+                                humantime::format_duration(min_healthy)
+                            )
+                        })
+                }
                 other => other,
             };
             (index, port, result)
@@ -444,30 +453,97 @@ pub async fn wait_healthy_ports(
     Ok(())
 }
 
-/// Ok when the instance keeps running for `time`; Err as soon as it exits.
-async fn stays_up(
+/// Keeps probing an instance for `time`: Err as soon as it exits or restarts, or fails
+/// `unhealthy_threshold` probes in a row.
+pub async fn stays_healthy(
     state: &mut tokio::sync::watch::Receiver<crate::supervisor::InstanceState>,
+    health: &crate::job::HealthSpec,
+    port: u16,
+    dir: &std::path::Path,
+    run_as: &crate::config::RunAs,
     time: Duration,
 ) -> Result<(), String> {
     use crate::supervisor::InstanceState;
-    let running = |s: &InstanceState| matches!(s, InstanceState::Running { .. });
     let restarts = |s: &InstanceState| match s {
-        InstanceState::Running { restarts, .. } => *restarts,
-        _ => u32::MAX,
+        InstanceState::Running { restarts, .. } => Some(*restarts),
+        _ => None,
     };
     let initial = restarts(&state.borrow());
-    let fell = tokio::time::timeout(
-        time,
-        state.wait_for(|s| !running(s) || restarts(s) != initial),
-    )
-    .await;
-    match fell {
-        Err(_) => Ok(()),
-        Ok(_) => Err(format!(
-            "it did not stay up for the minimum healthy time of {}",
-            humantime::format_duration(time)
-        )),
+    let end = tokio::time::Instant::now() + time;
+    let mut failures = 0;
+    loop {
+        let now_state = state.borrow().clone();
+        if initial.is_none() || restarts(&now_state) != initial {
+            return Err(format!("it stopped running ({now_state})"));
+        }
+        match crate::health::probe_once_as(&health.probe, port, dir, health.timeout, run_as).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures >= health.unhealthy_threshold.max(1) {
+                    return Err(format!(
+                        "it became unhealthy ({failures} failed probe(s): {})",
+                        reason(&e)
+                    ));
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        // Wake early if the process exits.
+        let _ = tokio::time::timeout(
+            health.interval.min(end - now),
+            state.wait_for(|s| restarts(s) != initial),
+        )
+        .await;
     }
+}
+
+/// Watches the instances on `ports` for `time` with their health probes: Err naming the first
+/// that exits, restarts or turns unhealthy.
+///
+/// # Errors
+///
+/// [`StrategyError::Unhealthy`] naming the instance and why.
+pub async fn watch_healthy(
+    app: &AppRuntime,
+    release: &ReleaseSpec,
+    ports: &[u16],
+    time: Duration,
+) -> Result<(), StrategyError> {
+    let mut checks = JoinSet::new();
+    for instance in app
+        .instances
+        .iter()
+        .filter(|i| ports.contains(&i.record().port))
+    {
+        let InstanceRecord {
+            index,
+            port,
+            version,
+            ..
+        } = instance.record();
+        let health = release.health.clone();
+        let dir = app.releases.dir_of(&version);
+        let mut state = instance.state();
+        let run_as = app.policy.run_as.clone();
+        checks.spawn(async move {
+            let r = stays_healthy(&mut state, &health, port, &dir, &run_as, time).await;
+            (index, port, r)
+        });
+    }
+    while let Some(joined) = checks.join_next().await {
+        let (index, port, result) = joined
+            .map_err(|e| StrategyError::Unhealthy(format!("health watch task failed: {e}")))?;
+        if let Err(why) = result {
+            return Err(StrategyError::Unhealthy(format!(
+                "instance {index} (port {port}): {why}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Stops the instances on `ports` and forgets them.
