@@ -6,6 +6,8 @@
 //! * `admission`: every rejection, each with exit code 3, its cause and an audit entry.
 //! * `audit`: `gantry-agent audit verify` finds each kind of tampering and names the seq.
 //! * `faults`: kill -9 of the agent, hostile and mismatched artifacts.
+//! * `attacks`: one test per attack on the trust model (replay, downgrade, witness, quorum …).
+//! * `security`: file permissions, a full audit disk, a deployed child's privileges.
 //! * `zero_downtime`: rolling, blue-green and canary under load through the front door and
 //!   nginx; promote, abort, rollback; kill -9 of the agent; broken releases rolled back.
 
