@@ -107,9 +107,18 @@ pub async fn tail(args: AuditTailArgs) -> Result<Exit, CliError> {
 ///
 /// [`ClientError`].
 pub async fn fetch_all(agent: &Agent) -> Result<Vec<String>, ClientError> {
+    fetch(agent, 1, 0).await
+}
+
+/// Raw lines from `from_seq` on, or (with `from_seq` 0) the last `last` lines.
+///
+/// # Errors
+///
+/// [`ClientError`].
+pub async fn fetch(agent: &Agent, from_seq: u64, last: u32) -> Result<Vec<String>, ClientError> {
     let req = AuditTailRequest {
-        from_seq: 1,
-        last: 0,
+        from_seq,
+        last,
         follow: false,
     };
     let mut stream = agent

@@ -598,24 +598,8 @@ impl Ctx {
     async fn audit(&self) -> Result<(), QuickstartError> {
         let agent = self.connect().await?;
         println!("\n== audit log (last 15 entries)");
-        let req = AuditTailRequest {
-            from_seq: 0,
-            last: 15,
-            follow: false,
-        };
-        let mut stream = agent
-            .client
-            .clone()
-            .audit_tail(req)
-            .await
-            .map_err(|s| agent.error("AuditTail", s))?
-            .into_inner();
-        while let Some(l) = stream
-            .message()
-            .await
-            .map_err(|s| agent.error("AuditTail", s))?
-        {
-            println!("{}", audit::readable(&l.line));
+        for line in audit::fetch(&agent, 0, 15).await? {
+            println!("{}", audit::readable(&line));
         }
         println!("\n== audit verify (against keys/agent.pub)");
         let lines = audit::fetch_all(&agent).await?;
