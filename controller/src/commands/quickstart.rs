@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use gantry_proto::keys::{self, KeyError, PublicKey, SigningKey};
-use gantry_proto::v1::{Action, AuditTailRequest};
+use gantry_proto::v1::Action;
 
 use crate::cli::{ActionArgs, ConnArgs, JobSpecArgs, QuickstartArgs, RolloutArgs};
 use crate::client::{Agent, ClientError, ConnSettings};
