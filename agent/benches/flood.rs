@@ -1,0 +1,325 @@
+//! A forged-job flood against a real agent over gRPC (mutual TLS), and what it does to valid
+//! jobs and to the agent's memory. Not a criterion bench: it needs a running agent, which
+//! `scripts/bench-flood.sh` starts (from `gantry quickstart`) and passes in:
+//!
+//! - `GANTRY_FLOOD_DIR`: the quickstart directory (`pki/`, `keys/deployer.key`);
+//! - `GANTRY_FLOOD_ADDR`: the agent's gRPC address; `GANTRY_FLOOD_PID`: its pid (for VmRSS);
+//! - `GANTRY_FLOOD_AGENT_ID` (default `quickstart-agent`), `GANTRY_FLOOD_APP` (default `sample`).
+//!
+//! Phases:
+//!
+//! 1. `baseline`: one client submits valid, correctly signed `stop` jobs for the app one after
+//!    another (each admitted, run and followed to its end) for `GANTRY_FLOOD_VALID_SECS`
+//!    (default 10): valid jobs per second, and submit-to-first-event latency (admission).
+//! 2. `under flood`: the same, while `GANTRY_FLOOD_CONNS` connections (default 64) each keep
+//!    `GANTRY_FLOOD_STREAMS` (default 64, the agent's per-connection stream limit) forged
+//!    submits in flight: a job with a well-formed Ed25519 signature by an untrusted key that
+//!    claims the deployer's key id (the costliest forgery: a full verification per trusted
+//!    key). Forged rejections per second are reported too.
+//! 3. `volume`: the flood alone until `GANTRY_FLOOD_TOTAL` rejections (default 1 000 000) or
+//!    `GANTRY_FLOOD_MAX_SECS` (default 300), printing VmRSS every 10 s, then VmRSS/VmHWM
+//!    after 3 s idle.
+//!
+//! `GANTRY_FLOOD_PHASES` (default `baseline,flood,volume`) picks the phases.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gantry_proto::envelope::sign_job;
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1;
+use gantry_proto::v1::agent_client::AgentClient;
+use prost::Message;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Env {
+    dir: PathBuf,
+    addr: String,
+    pid: Option<u32>,
+    agent_id: String,
+    app: String,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn num(name: &str, default: u64) -> u64 {
+    var(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+async fn connect(env: &Env) -> Result<AgentClient<Channel>, BoxError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&env.dir.join("pki/ca.pem"))?))
+        .identity(Identity::from_pem(
+            read(&env.dir.join("pki/controller.pem"))?,
+            read(&env.dir.join("pki/controller.key"))?,
+        ))
+        .domain_name(env.agent_id.clone());
+    let channel = Endpoint::from_shared(format!("https://{}", env.addr))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    Ok(AgentClient::new(channel).max_decoding_message_size(16 << 20))
+}
+
+fn job(env: &Env, id: &str, action: v1::Action) -> Vec<u8> {
+    let t = now();
+    v1::Job {
+        job_id: id.to_owned(),
+        agent_id: env.agent_id.clone(),
+        app: env.app.clone(),
+        action: action as i32,
+        issued_at: t - 5,
+        not_before: t - 5,
+        expires_at: t + 1800,
+        release: None,
+        reason: "flood bench".to_owned(),
+    }
+    .encode_to_vec()
+}
+
+fn rss(pid: Option<u32>) -> String {
+    let Some(pid) = pid else {
+        return "n/a".to_owned();
+    };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return "gone".to_owned();
+    };
+    let field = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (r, h) = (field("VmRSS:"), field("VmHWM:"));
+    format!(
+        "VmRSS {:.1} MiB ({r} kB), VmHWM {:.1} MiB ({h} kB)",
+        r as f64 / 1024.0,
+        h as f64 / 1024.0
+    )
+}
+
+/// Valid `stop` jobs one after another for `secs`: (jobs finished, admission latencies in µs).
+async fn valid_loop(
+    env: &Env,
+    key: &SigningKey,
+    secs: u64,
+    tag: &str,
+) -> Result<(u64, Vec<u64>), BoxError> {
+    let mut client = connect(env).await?;
+    let mut lat = Vec::new();
+    let mut done = 0u64;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        n += 1;
+        let bytes = job(
+            env,
+            &format!("flood-valid-{tag}-{}-{n}", std::process::id()),
+            v1::Action::Stop,
+        );
+        let signed = v1::SignedJob {
+            signatures: vec![sign_job(key, &bytes)],
+            job: bytes,
+        };
+        let start = Instant::now();
+        let mut stream = client.submit(signed).await?.into_inner();
+        let first = stream.message().await?;
+        lat.push(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        if first.is_none() {
+            return Err("a valid job's stream ended without an event".into());
+        }
+        while stream.message().await?.is_some() {}
+        done += 1;
+    }
+    Ok((done, lat))
+}
+
+fn pct(v: &mut [u64], p: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+struct Flood {
+    stop: Arc<AtomicBool>,
+    rejected: Arc<AtomicU64>,
+    other: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start_flood(env: &Env, deployer_id: &str) -> Result<Flood, BoxError> {
+    let conns = num("GANTRY_FLOOD_CONNS", 64);
+    let streams = num("GANTRY_FLOOD_STREAMS", 64);
+    let attacker = SigningKey::generate()?;
+    // One forged job: signed by the attacker, claiming the deployer's key id.
+    let bytes = job(env, "flood-forged", v1::Action::Restart);
+    let mut sig = sign_job(&attacker, &bytes);
+    deployer_id.clone_into(&mut sig.key_id);
+    let forged = v1::SignedJob {
+        job: bytes,
+        signatures: vec![sig],
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let client = connect(env).await?;
+        for _ in 0..streams {
+            let (mut client, forged) = (client.clone(), forged.clone());
+            let (stop, rejected, other) = (stop.clone(), rejected.clone(), other.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.submit(forged.clone()).await {
+                        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(s) => {
+                            if other.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("flood: unexpected answer: {s}");
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Ok(_) => {
+                            other.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("flood: a forged job was accepted");
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    eprintln!("flood: {conns} connections x {streams} streams in flight");
+    Ok(Flood {
+        stop,
+        rejected,
+        other,
+        tasks,
+    })
+}
+
+impl Flood {
+    async fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let env = Env {
+        dir: var("GANTRY_FLOOD_DIR")
+            .ok_or("set GANTRY_FLOOD_DIR (see scripts/bench-flood.sh)")?
+            .into(),
+        addr: var("GANTRY_FLOOD_ADDR").ok_or("set GANTRY_FLOOD_ADDR")?,
+        pid: var("GANTRY_FLOOD_PID").and_then(|p| p.parse().ok()),
+        agent_id: var("GANTRY_FLOOD_AGENT_ID").unwrap_or_else(|| "quickstart-agent".to_owned()),
+        app: var("GANTRY_FLOOD_APP").unwrap_or_else(|| "sample".to_owned()),
+    };
+    let phases = var("GANTRY_FLOOD_PHASES").unwrap_or_else(|| "baseline,flood,volume".to_owned());
+    let key = SigningKey::read_pem_file(&env.dir.join("keys/deployer.key"))?;
+    let deployer_id = key.key_id().to_string();
+    let secs = num("GANTRY_FLOOD_VALID_SECS", 10);
+    println!("agent {} pid {:?}: {}", env.addr, env.pid, rss(env.pid));
+
+    let report = |name: &str, done: u64, mut lat: Vec<u64>| {
+        println!(
+            "{name}: {done} valid jobs in {secs} s = {:.1} jobs/s; submit -> first event p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            done as f64 / secs as f64,
+            pct(&mut lat, 0.5) as f64 / 1000.0,
+            pct(&mut lat, 0.99) as f64 / 1000.0,
+            pct(&mut lat, 1.0) as f64 / 1000.0,
+        );
+    };
+    if phases.contains("baseline") {
+        let (done, lat) = valid_loop(&env, &key, secs, "base").await?;
+        report("baseline", done, lat);
+    }
+    if phases.contains("flood") {
+        let flood = start_flood(&env, &deployer_id).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let r0 = flood.rejected.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        let (done, lat) = valid_loop(&env, &key, secs, "flood").await?;
+        let r1 = flood.rejected.load(Ordering::Relaxed);
+        let el = t0.elapsed().as_secs_f64();
+        report("under flood", done, lat);
+        println!(
+            "under flood: forged jobs rejected {:.0}/s meanwhile; other answers {}; {}",
+            (r1 - r0) as f64 / el,
+            flood.other.load(Ordering::Relaxed),
+            rss(env.pid)
+        );
+        flood.finish().await;
+    }
+    if phases.contains("volume") {
+        let total = num("GANTRY_FLOOD_TOTAL", 1_000_000);
+        let max = Duration::from_secs(num("GANTRY_FLOOD_MAX_SECS", 300));
+        let flood = start_flood(&env, &deployer_id).await?;
+        let t0 = Instant::now();
+        let mut last = (Instant::now(), 0u64);
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let r = flood.rejected.load(Ordering::Relaxed);
+            let rate = (r - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), r);
+            println!(
+                "volume: {:>4.0} s: {r} rejected ({rate:.0}/s over the last 10 s), other {}; {}",
+                t0.elapsed().as_secs_f64(),
+                flood.other.load(Ordering::Relaxed),
+                rss(env.pid)
+            );
+            if r >= total || t0.elapsed() >= max {
+                break;
+            }
+        }
+        let el = t0.elapsed().as_secs_f64();
+        let r = flood.rejected.load(Ordering::Relaxed);
+        flood.finish().await;
+        println!(
+            "volume: {r} forged jobs rejected in {el:.0} s ({:.0}/s)",
+            r as f64 / el
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        println!("volume: idle 3 s after the flood: {}", rss(env.pid));
+    }
+    Ok(())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there is nothing to filter.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flood: cannot start a runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run()) {
+        eprintln!("flood: {e}");
+        std::process::exit(1);
+    }
+}
