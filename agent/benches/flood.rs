@@ -4,13 +4,16 @@
 //!
 //! - `GANTRY_FLOOD_DIR`: the quickstart directory (`pki/`, `keys/deployer.key`);
 //! - `GANTRY_FLOOD_ADDR`: the agent's gRPC address; `GANTRY_FLOOD_PID`: its pid (for VmRSS);
-//! - `GANTRY_FLOOD_AGENT_ID` (default `quickstart-agent`), `GANTRY_FLOOD_APP` (default `sample`).
+//! - `GANTRY_FLOOD_AGENT_ID` (default `quickstart-agent`), `GANTRY_FLOOD_APPS` (default
+//!   `sample`): comma-separated apps; one valid client per app runs concurrently (jobs for one
+//!   app are serialised by the agent, so parallel valid jobs need several apps).
 //!
 //! Phases:
 //!
-//! 1. `baseline`: one client submits valid, correctly signed `stop` jobs for the app one after
+//! 1. `baseline`: per app, one client submits valid, correctly signed `stop` jobs one after
 //!    another (each admitted, run and followed to its end) for `GANTRY_FLOOD_VALID_SECS`
-//!    (default 10): valid jobs per second, and submit-to-first-event latency (admission).
+//!    (default 10): valid jobs per second over all clients, and submit-to-first-event latency
+//!    (admission).
 //! 2. `under flood`: the same, while `GANTRY_FLOOD_CONNS` connections (default 64) each keep
 //!    `GANTRY_FLOOD_STREAMS` (default 64, the agent's per-connection stream limit) forged
 //!    submits in flight: a job with a well-formed Ed25519 signature by an untrusted key that
@@ -41,7 +44,7 @@ struct Env {
     addr: String,
     pid: Option<u32>,
     agent_id: String,
-    app: String,
+    apps: Vec<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -75,12 +78,12 @@ async fn connect(env: &Env) -> Result<AgentClient<Channel>, BoxError> {
     Ok(AgentClient::new(channel).max_decoding_message_size(16 << 20))
 }
 
-fn job(env: &Env, id: &str, action: v1::Action) -> Vec<u8> {
+fn job(env: &Env, app: &str, id: &str, action: v1::Action) -> Vec<u8> {
     let t = now();
     v1::Job {
         job_id: id.to_owned(),
         agent_id: env.agent_id.clone(),
-        app: env.app.clone(),
+        app: app.to_owned(),
         action: action as i32,
         issued_at: t - 5,
         not_before: t - 5,
@@ -113,9 +116,11 @@ fn rss(pid: Option<u32>) -> String {
     )
 }
 
-/// Valid `stop` jobs one after another for `secs`: (jobs finished, admission latencies in µs).
+/// Valid `stop` jobs for `app` one after another for `secs`: (jobs finished, admission
+/// latencies in µs).
 async fn valid_loop(
     env: &Env,
+    app: &str,
     key: &SigningKey,
     secs: u64,
     tag: &str,
@@ -129,7 +134,8 @@ async fn valid_loop(
         n += 1;
         let bytes = job(
             env,
-            &format!("flood-valid-{tag}-{}-{n}", std::process::id()),
+            app,
+            &format!("flood-valid-{tag}-{app}-{}-{n}", std::process::id()),
             v1::Action::Stop,
         );
         let signed = v1::SignedJob {
@@ -170,7 +176,7 @@ async fn start_flood(env: &Env, deployer_id: &str) -> Result<Flood, BoxError> {
     let streams = num("GANTRY_FLOOD_STREAMS", 64);
     let attacker = SigningKey::generate()?;
     // One forged job: signed by the attacker, claiming the deployer's key id.
-    let bytes = job(env, "flood-forged", v1::Action::Restart);
+    let bytes = job(env, &env.apps[0], "flood-forged", v1::Action::Restart);
     let mut sig = sign_job(&attacker, &bytes);
     deployer_id.clone_into(&mut sig.key_id);
     let forged = v1::SignedJob {
@@ -233,17 +239,44 @@ async fn run() -> Result<(), BoxError> {
         addr: var("GANTRY_FLOOD_ADDR").ok_or("set GANTRY_FLOOD_ADDR")?,
         pid: var("GANTRY_FLOOD_PID").and_then(|p| p.parse().ok()),
         agent_id: var("GANTRY_FLOOD_AGENT_ID").unwrap_or_else(|| "quickstart-agent".to_owned()),
-        app: var("GANTRY_FLOOD_APP").unwrap_or_else(|| "sample".to_owned()),
+        apps: var("GANTRY_FLOOD_APPS")
+            .unwrap_or_else(|| "sample".to_owned())
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
     };
+    let env = Arc::new(env);
     let phases = var("GANTRY_FLOOD_PHASES").unwrap_or_else(|| "baseline,flood,volume".to_owned());
-    let key = SigningKey::read_pem_file(&env.dir.join("keys/deployer.key"))?;
+    let key = Arc::new(SigningKey::read_pem_file(
+        &env.dir.join("keys/deployer.key"),
+    )?);
     let deployer_id = key.key_id().to_string();
     let secs = num("GANTRY_FLOOD_VALID_SECS", 10);
+    let valid = |tag: &'static str| {
+        let tasks: Vec<_> = env
+            .apps
+            .iter()
+            .map(|app| {
+                let (env, app, key) = (env.clone(), app.clone(), key.clone());
+                tokio::spawn(async move { valid_loop(&env, &app, &key, secs, tag).await })
+            })
+            .collect();
+        async move {
+            let (mut done, mut lat) = (0, Vec::new());
+            for t in tasks {
+                let (d, l) = t.await.map_err(|e| format!("valid client: {e}"))??;
+                done += d;
+                lat.extend(l);
+            }
+            Ok::<_, BoxError>((done, lat))
+        }
+    };
     println!("agent {} pid {:?}: {}", env.addr, env.pid, rss(env.pid));
 
     let report = |name: &str, done: u64, mut lat: Vec<u64>| {
         println!(
-            "{name}: {done} valid jobs in {secs} s = {:.1} jobs/s; submit -> first event p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{name}: {done} valid jobs in {secs} s from {} clients = {:.1} jobs/s; submit -> first event p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            env.apps.len(),
             done as f64 / secs as f64,
             pct(&mut lat, 0.5) as f64 / 1000.0,
             pct(&mut lat, 0.99) as f64 / 1000.0,
@@ -251,7 +284,7 @@ async fn run() -> Result<(), BoxError> {
         );
     };
     if phases.contains("baseline") {
-        let (done, lat) = valid_loop(&env, &key, secs, "base").await?;
+        let (done, lat) = valid("base").await?;
         report("baseline", done, lat);
     }
     if phases.contains("flood") {
@@ -259,7 +292,7 @@ async fn run() -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let r0 = flood.rejected.load(Ordering::Relaxed);
         let t0 = Instant::now();
-        let (done, lat) = valid_loop(&env, &key, secs, "flood").await?;
+        let (done, lat) = valid("flood").await?;
         let r1 = flood.rejected.load(Ordering::Relaxed);
         let el = t0.elapsed().as_secs_f64();
         report("under flood", done, lat);

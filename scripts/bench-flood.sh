@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Valid-job admission under a forged-signature flood, and the agent's memory after a large
+# number of rejected jobs, against a real agent over gRPC with mutual TLS on loopback.
+#
+#   cargo build --release --bins && scripts/bench-flood.sh
+#
+# 1. `gantry quickstart --dir WORK` (PKI, keys, config), then a fresh `gantry-agent run` on it.
+#    The agent's log (one line per rejected job) goes to WORK/agent.log; its size is printed.
+# 2. `cargo bench -p gantry-agent --bench flood` (agent/benches/flood.rs: release profile)
+#    with GANTRY_FLOOD_* pointing at that agent: baseline valid-job rate, the same under the
+#    flood, then the flood alone up to GANTRY_FLOOD_TOTAL rejections or GANTRY_FLOOD_MAX_SECS.
+# 3. SIGTERM to the agent, WORK removed (KEEP=1 keeps it).
+#
+# Environment: BIN_DIR, BENCH_PARENT (as scripts/bench.sh), VALID_APPS (apps with a valid client
+# each, default 4: `sample` and flood2..floodN added to the config), and the GANTRY_FLOOD_* variables
+# documented in agent/benches/flood.rs.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN_DIR=${BIN_DIR:-$REPO/target/release}
+BENCH_PARENT=${BENCH_PARENT:-${TMPDIR:-/tmp}}
+GANTRY=$BIN_DIR/gantry
+AGENT_BIN=$BIN_DIR/gantry-agent
+
+for b in "$GANTRY" "$AGENT_BIN" "$BIN_DIR/gantry-sample-app"; do
+    if [[ ! -x $b ]]; then
+        echo "bench-flood.sh: $b is missing; run: cargo build --release --bins" >&2
+        exit 2
+    fi
+done
+
+WORK=$(mktemp -d "$BENCH_PARENT/gantry-bench-flood.XXXXXX")
+chmod 0711 "$WORK"
+AGENT_PID=
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
+        kill -TERM "$AGENT_PID"
+        for _ in $(seq 1 300); do
+            kill -0 "$AGENT_PID" 2>/dev/null || break
+            sleep 0.05
+        done
+        if kill -0 "$AGENT_PID" 2>/dev/null; then
+            echo "bench-flood.sh: agent $AGENT_PID ignored SIGTERM for 15s; killing it" >&2
+            kill -KILL "$AGENT_PID"
+        fi
+        wait "$AGENT_PID" 2>/dev/null
+    fi
+    if [[ ${KEEP:-0} == 1 ]]; then
+        echo "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== machine"
+echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "nproc:      $(nproc)"
+echo "cpu:        $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+echo "work dir:   $WORK on $(findmnt -n -o SOURCE,FSTYPE -T "$WORK" | tr -s ' ')"
+
+echo "== quickstart"
+if ! qs_out=$("$GANTRY" quickstart --dir "$WORK" 2>&1); then
+    echo "$qs_out" >&2
+    exit 1
+fi
+echo "$qs_out" >"$WORK/quickstart.log"
+# VALID_APPS - 1 more apps (nothing deployed), so that valid jobs can run in parallel: the agent
+# runs one job per app at a time.
+VALID_APPS=${VALID_APPS:-4}
+USER_LINE=$(grep -m1 '^user = ' "$WORK/agent.toml")
+APPS=sample
+for i in $(seq 2 "$VALID_APPS"); do
+    printf '\n[apps.flood%d]\n%s\nports = "%d-%d"\nmax_instances = 1\n\n[apps.flood%d.allow]\nstop = ["deployer"]\n' \
+        "$i" "$USER_LINE" $((18400 + 2 * i)) $((18401 + 2 * i)) "$i" >>"$WORK/agent.toml"
+    APPS=$APPS,flood$i
+done
+
+echo "== start the agent"
+rm -f "$WORK/data/run/listen.addr"
+"$AGENT_BIN" run --config "$WORK/agent.toml" >"$WORK/agent.log" 2>&1 &
+AGENT_PID=$!
+for _ in $(seq 1 400); do
+    [[ -s $WORK/data/run/listen.addr ]] && break
+    if ! kill -0 "$AGENT_PID" 2>/dev/null; then
+        echo "bench-flood.sh: the agent exited while starting:" >&2
+        tail -20 "$WORK/agent.log" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+ADDR=$(cat "$WORK/data/run/listen.addr")
+echo "agent pid $AGENT_PID on $ADDR"
+sleep 2
+
+GANTRY_FLOOD_DIR=$WORK GANTRY_FLOOD_ADDR=$ADDR GANTRY_FLOOD_PID=$AGENT_PID GANTRY_FLOOD_APPS=$APPS \
+    cargo bench --manifest-path "$REPO/Cargo.toml" -p gantry-agent --bench flood
+
+echo "== after"
+echo "agent log: $(du -h "$WORK/agent.log" | cut -f1), audit dir: $(du -sh "$WORK/data/audit" 2>/dev/null | cut -f1)"
+awk '/^VmRSS:|^VmHWM:|^Threads:/' "/proc/$AGENT_PID/status"
