@@ -269,29 +269,39 @@ to_ms() { # wrk latency (e.g. 1.23ms, 850.00us, 1.02s) -> ms
         if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000
         printf "%.3f", n }'
 }
+# MODE keepalive: wrk's 32 connections stay open (byte copying only); MODE close: each request
+# on a new connection (`Connection: close`), so every request is also accepted, routed and
+# connected to the backend anew.
 for round in $(seq 1 "$ROUNDS"); do
+    for mode in keepalive close; do
     for target in direct frontdoor haproxy; do
         case $target in
         direct) addr=$INSTANCE ;;
         frontdoor) addr=$FRONT ;;
         haproxy) addr=127.0.0.1:$HAPROXY_PORT ;;
         esac
-        out=$WORK/wrk-$round-$target.txt
-        wrk -t2 -c32 -d"$WRK_DURATION" --latency "http://$addr/" >"$out" 2>&1
+        out=$WORK/wrk-$round-$mode-$target.txt
+        if [[ $mode == close ]]; then
+            wrk -t2 -c32 -d"$WRK_DURATION" --latency -H 'Connection: close' "http://$addr/" >"$out" 2>&1
+        else
+            wrk -t2 -c32 -d"$WRK_DURATION" --latency "http://$addr/" >"$out" 2>&1
+        fi
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
         p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
         p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
         errs=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' "$out")
-        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rps" "$p50" "$p99" >>"$WRK_ROWS"
-        printf 'round %s %-10s %10s req/s  p50 %8s ms  p99 %8s ms  %s\n' "$round" "$target" "$rps" \
-            "$p50" "$p99" "${errs:-no errors}"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$round-$mode" "$target" "$rps" "$p50" "$p99" >>"$WRK_ROWS"
+        printf 'round %s %-9s %-10s %10s req/s  p50 %8s ms  p99 %8s ms  %s\n' "$round" "$mode" \
+            "$target" "$rps" "$p50" "$p99" "${errs:-no errors}"
+    done
     done
 done
 echo "-- per round: front door / haproxy req/s; added latency vs direct (ms)"
-awk -F'\t' '{rps[$1,$2]=$3; p50[$1,$2]=$4; p99[$1,$2]=$5; if ($1 > n) n = $1}
+awk -F'\t' '{rps[$1,$2]=$3; p50[$1,$2]=$4; p99[$1,$2]=$5; if (!($1 in seen)) {seen[$1]=1; order[++n]=$1}}
     END {
-        for (r = 1; r <= n; r++) {
-            printf "round %d: front door %.2fx haproxy; added p50/p99: front door +%.3f/+%.3f, haproxy +%.3f/+%.3f\n",
+        for (i = 1; i <= n; i++) {
+            r = order[i]
+            printf "round %-11s front door %.2fx haproxy req/s; added p50/p99 vs direct: front door %+.3f/%+.3f, haproxy %+.3f/%+.3f\n",
                 r, rps[r,"frontdoor"] / rps[r,"haproxy"],
                 p50[r,"frontdoor"] - p50[r,"direct"], p99[r,"frontdoor"] - p99[r,"direct"],
                 p50[r,"haproxy"] - p50[r,"direct"], p99[r,"haproxy"] - p99[r,"direct"]
@@ -300,6 +310,13 @@ awk -F'\t' '{rps[$1,$2]=$3; p50[$1,$2]=$4; p99[$1,$2]=$5; if ($1 > n) n = $1}
 kill -TERM "$HAPROXY_PID"
 wait "$HAPROXY_PID" 2>/dev/null || true
 HAPROXY_PID=
+
+timeline() { # file -> one line: each step with ms since the previous event
+    python3 -c 'import json,sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+print("  steps (+ms since the previous event): " + ", ".join(
+    "%s +%d" % (b.get("step") or b.get("type"), b["ts_ms"] - a["ts_ms"]) for a, b in zip(ev, ev[1:])))' "$1"
+}
 
 # ---------------------------------------------------------------------------------------------
 # with_load NAME CMD...: runs CMD while the load loop goes through the front door; prints
@@ -321,14 +338,15 @@ with_load() {
 }
 echo "== failed requests during deploys (load: $LOAD_THREADS threads, new connection per request, 2 s timeout)"
 with_load idle sleep 3
-with_load hot deploy "$WORK/d-hot.jsonl" hot 1
+HOT_RUNS=${HOT_RUNS:-3}
+for i in $(seq 1 "$HOT_RUNS"); do
+    with_load "hot-$i" deploy "$WORK/d-hot-$i.jsonl" hot 1
+    timeline "$WORK/d-hot-$i.jsonl"
+done
 with_load rolling deploy "$WORK/d-rolling.jsonl" rolling 2
 with_load blue-green deploy "$WORK/d-bg-load.jsonl" blue-green 2 --scale-down-delay 1s
 sleep 2
 with_load canary deploy "$WORK/d-canary.jsonl" canary 2 --step 10:1s --step 50:1s --step 100:0s
-hot_stop=$(ts_of "$WORK/d-hot.jsonl" instances.stopping)
-hot_healthy=$(ts_of "$WORK/d-hot.jsonl" health.passed)
-echo "hot: events instances.stopping -> health.passed: $((hot_healthy - hot_stop)) ms (the window without an instance)"
 
 # ---------------------------------------------------------------------------------------------
 echo "== blue-green switch and rollback (ms, agent clock)"
@@ -390,9 +408,15 @@ for line in open(sys.argv[1]):
         total += e["ts_ms"] - started.pop(0); n += 1
 print(n, total)' "$f")
     read -r n wsum <<<"$waits"
-    drain=$(grep -c '"step":"instance.draining\|"step":"traffic.draining' "$f" || true)
     echo "rolling 8, run $i: accepted->finished $total ms; $n health waits summing to $wsum ms; agent's own $((total - wsum)) ms ($(((total - wsum) / 8)) ms per instance)"
-    grep -o '"step":"[a-z._]*"' "$f" | sort | uniq -c | tr '\n' ' '
-    echo
+    # where the time goes: ms from each step to the next one, summed by step
+    python3 -c 'import json,sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+acc = {}
+for a, b in zip(ev, ev[1:]):
+    k = a.get("step") or a.get("type")
+    acc[k] = acc.get(k, [0, 0]); acc[k][0] += b["ts_ms"] - a["ts_ms"]; acc[k][1] += 1
+print("  time after each step until the next (ms, total/count): " + ", ".join(
+    "%s %d/%d" % (k, v[0], v[1]) for k, v in sorted(acc.items(), key=lambda kv: -kv[1][0])))' "$f"
 done
 echo "== done; load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
