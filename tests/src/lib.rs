@@ -6,7 +6,7 @@
 //! * [`bins`]: finds the built binaries beside the test executable.
 //! * [`process`]: runs a command with a deadline and captures its [`Output`]; cleans up every
 //!   process a test left behind.
-//! * [`env`]: [`TestEnv`], one temp dir with PKI, keys and an `agent.toml`.
+//! * [`mod@env`]: [`TestEnv`], one temp dir with PKI, keys and an `agent.toml`.
 //! * [`agent`]: [`Agent`], a running `gantry-agent run`.
 //! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
 //! * [`grpc`]: raw submissions the CLI would refuse to send.
