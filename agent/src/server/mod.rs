@@ -47,6 +47,7 @@ pub struct AgentService {
     max_artifact_bytes: u64,
     rejections: Arc<flood::RejectionLimiter>,
     secrets: Arc<crate::secrets::SecretsKey>,
+    peer_slots: Arc<flood::PeerSlots>,
 }
 
 impl AgentService {
@@ -73,6 +74,7 @@ impl AgentService {
             store,
             max_artifact_bytes,
             secrets,
+            peer_slots: Arc::new(flood::PeerSlots::new(flood::ADMISSIONS_PER_PEER)),
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
         }
     }
@@ -94,8 +96,9 @@ impl AgentService {
     /// Records a rejection (in full, or only counted when over the rate) and builds its answer.
     async fn reject(&self, received: Entry, rejection: &Rejection, peer: &PeerIdentity) -> Status {
         let code = status::reason_code(&rejection.error);
-        tracing::info!(reason = code, "job rejected: {}", reason(&rejection.error));
         if let flood::Recording::Counted { generation } = self.rejections.record(code) {
+            // Counted, not logged one by one either: a flood must not fill the log's disk.
+            tracing::debug!(reason = code, "job rejected: {}", reason(&rejection.error));
             // Answer only once the summary counting it is on disk.
             return if self.rejections.wait_flushed(generation).await {
                 status::rejection(&rejection.error)
@@ -103,6 +106,7 @@ impl AgentService {
                 Status::unavailable("audit log unavailable: the rejection summary was not written")
             };
         }
+        tracing::info!(reason = code, "job rejected: {}", reason(&rejection.error));
         let entry = Entry::new("job.rejected")
             .with("reason", json!(code))
             .with("detail", json!(reason(&rejection.error)))
@@ -260,9 +264,13 @@ impl Agent for AgentService {
                 sig: s.sig,
             })
             .collect();
+        // Fair share per client certificate: a flood from one (stolen) certificate waits for
+        // its own few permits and cannot starve the other controllers' jobs.
+        let permit = self.peer_slots.acquire(&peer.fingerprint).await;
         let admitted = self
             .admission
             .admit(&signed.job, &sigs, &peer, now_unix(), &self.executor);
+        drop(permit);
         let job = match admitted {
             Err(rejection) => return Err(self.reject(received, &rejection, &peer).await),
             Ok(Admitted::Duplicate(record)) => {

@@ -179,6 +179,10 @@ pub fn incoming(
                     continue;
                 }
             };
+            // Small request/response messages: do not let Nagle hold them back.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+            }
             let acceptor = acceptor.clone();
             let controllers = Arc::clone(&controllers);
             let tx = tx.clone();
