@@ -5,7 +5,12 @@
 #   cargo build --release --bins && scripts/bench-flood.sh
 #
 # 1. `gantry quickstart --dir WORK` (PKI, keys, config), then a fresh `gantry-agent run` on it.
-#    The agent's log (one line per rejected job) goes to WORK/agent.log; its size is printed.
+#    The config keeps the quickstart controller's fingerprint pin and also accepts client
+#    certificates named `controller` or `stolen-controller` (tls.client_names): the bench floods
+#    with a second certificate of its own, `stolen-controller`, signed by the quickstart CA, as
+#    an attacker holding one controller's certificate would (GANTRY_FLOOD_SAME_CERT=1: the flood
+#    uses the valid jobs' own certificate instead). The agent's operational log goes to
+#    WORK/agent.log; its size is printed before and after the bench.
 # 2. `cargo bench -p gantry-agent --bench flood` (agent/benches/flood.rs: release profile)
 #    with GANTRY_FLOOD_* pointing at that agent: baseline valid-job rate, the same under the
 #    flood, then the flood alone up to GANTRY_FLOOD_TOTAL rejections or GANTRY_FLOOD_MAX_SECS.
@@ -81,7 +86,15 @@ for i in $(seq 2 "$VALID_APPS"); do
     APPS=$APPS,flood$i
 done
 
+# A second controller: by DNS name, beside the existing fingerprint pin.
+sed -i '/^client_fingerprints = /a client_names = ["controller", "stolen-controller"]' "$WORK/agent.toml"
+grep -q '^client_names = \["controller", "stolen-controller"\]' "$WORK/agent.toml" || {
+    echo "bench-flood.sh: could not add client_names to $WORK/agent.toml" >&2
+    exit 1
+}
+
 echo "== start the agent"
+echo "load:       $(uptime)"
 rm -f "$WORK/data/run/listen.addr"
 "$AGENT_BIN" run --config "$WORK/agent.toml" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
@@ -97,10 +110,17 @@ done
 ADDR=$(cat "$WORK/data/run/listen.addr")
 echo "agent pid $AGENT_PID on $ADDR"
 sleep 2
+LOG_BEFORE=$(stat -c %s "$WORK/agent.log")
+echo "agent log before the bench: $LOG_BEFORE bytes"
 
 GANTRY_FLOOD_DIR=$WORK GANTRY_FLOOD_ADDR=$ADDR GANTRY_FLOOD_PID=$AGENT_PID GANTRY_FLOOD_APPS=$APPS \
     cargo bench --manifest-path "$REPO/Cargo.toml" -p gantry-agent --bench flood
 
 echo "== after"
-echo "agent log: $(du -h "$WORK/agent.log" | cut -f1), audit dir: $(du -sh "$WORK/data/audit" 2>/dev/null | cut -f1)"
+echo "load:       $(uptime)"
+LOG_AFTER=$(stat -c %s "$WORK/agent.log")
+echo "agent log: $LOG_AFTER bytes, grew $((LOG_AFTER - LOG_BEFORE)) bytes ($(wc -l <"$WORK/agent.log") lines); audit dir: $(du -sh "$WORK/data/audit" 2>/dev/null | cut -f1)"
+echo "agent log: $(grep -c 'job rejected' "$WORK/agent.log" || true) 'job rejected' lines, $(grep -c 'rejections' "$WORK/agent.log" || true) lines mentioning rejections"
+echo "agent log lines by message (top 5):"
+sed -E 's/^[^ ]+ +//; s/[0-9]+/N/g' "$WORK/agent.log" | cut -c1-100 | sort | uniq -c | sort -rn | head -5
 awk '/^VmRSS:|^VmHWM:|^Threads:/' "/proc/$AGENT_PID/status"

@@ -24,6 +24,14 @@
 //!    after 3 s idle.
 //!
 //! `GANTRY_FLOOD_PHASES` (default `baseline,flood,volume`) picks the phases.
+//!
+//! Client certificates: the valid jobs use the quickstart controller's (`pki/controller.pem`).
+//! The flood, as in the threat model (one controller's certificate stolen, the release pipeline
+//! keeps its own), uses a second client certificate made here, signed by the quickstart CA
+//! (`pki/ca.pem` + `pki/ca.key`), DNS name `stolen-controller`, clientAuth: the agent must
+//! accept it (`scripts/bench-flood.sh` adds `client_names = ["controller",
+//! "stolen-controller"]` to the config). `GANTRY_FLOOD_SAME_CERT=1` floods with the valid
+//! jobs' own certificate instead (the old measurement).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +43,10 @@ use gantry_proto::keys::SigningKey;
 use gantry_proto::v1;
 use gantry_proto::v1::agent_client::AgentClient;
 use prost::Message;
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,6 +57,70 @@ struct Env {
     pid: Option<u32>,
     agent_id: String,
     apps: Vec<String>,
+    /// The valid clients' certificate and key (PEM).
+    valid_id: (Vec<u8>, Vec<u8>),
+    /// The flood's certificate and key (PEM).
+    flood_id: (Vec<u8>, Vec<u8>),
+}
+
+/// The DNS name (and CN) of the flood's own certificate.
+const STOLEN_NAME: &str = "stolen-controller";
+
+fn read(p: &Path) -> Result<Vec<u8>, BoxError> {
+    Ok(std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?)
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    // As `gantry dev-pki` builds it: the CA's subject must come out byte for byte the same.
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Gantry dev PKI");
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+/// A second controller certificate signed by the quickstart CA: (certificate PEM, key PEM).
+fn second_client_cert(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), BoxError> {
+    let ca_key_pem = String::from_utf8(read(&dir.join("pki/ca.key"))?)?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    // The issuer rebuilt from the CA's parameters (rcgen parses no certificate without its
+    // x509-parser feature); only its subject name and key matter for signing.
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = dn("Gantry dev CA");
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let issuer = Issuer::new(ca_params, &ca_key);
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(vec![STOLEN_NAME.to_owned()])?;
+    params.distinguished_name = dn(STOLEN_NAME);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem().into_bytes(), key.serialize_pem().into_bytes()))
+}
+
+fn fingerprint_of(pem: &[u8]) -> String {
+    let der = pem_der(pem).unwrap_or_default();
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &der))
+}
+
+/// The first PEM block's DER.
+fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(pem).ok()?;
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 fn var(name: &str) -> Option<String> {
@@ -61,14 +137,10 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-async fn connect(env: &Env) -> Result<AgentClient<Channel>, BoxError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
+async fn connect(env: &Env, id: &(Vec<u8>, Vec<u8>)) -> Result<AgentClient<Channel>, BoxError> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&env.dir.join("pki/ca.pem"))?))
-        .identity(Identity::from_pem(
-            read(&env.dir.join("pki/controller.pem"))?,
-            read(&env.dir.join("pki/controller.key"))?,
-        ))
+        .identity(Identity::from_pem(&id.0, &id.1))
         .domain_name(env.agent_id.clone());
     let channel = Endpoint::from_shared(format!("https://{}", env.addr))?
         .tls_config(tls)?
@@ -125,7 +197,7 @@ async fn valid_loop(
     secs: u64,
     tag: &str,
 ) -> Result<(u64, Vec<u64>), BoxError> {
-    let mut client = connect(env).await?;
+    let mut client = connect(env, &env.valid_id).await?;
     let mut lat = Vec::new();
     let mut done = 0u64;
     let t0 = Instant::now();
@@ -188,7 +260,7 @@ async fn start_flood(env: &Env, deployer_id: &str) -> Result<Flood, BoxError> {
     let other = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let client = connect(env).await?;
+        let client = connect(env, &env.flood_id).await?;
         for _ in 0..streams {
             let (mut client, forged) = (client.clone(), forged.clone());
             let (stop, rejected, other) = (stop.clone(), rejected.clone(), other.clone());
@@ -232,10 +304,36 @@ impl Flood {
 }
 
 async fn run() -> Result<(), BoxError> {
+    let dir: PathBuf = var("GANTRY_FLOOD_DIR")
+        .ok_or("set GANTRY_FLOOD_DIR (see scripts/bench-flood.sh)")?
+        .into();
+    let valid_id = (
+        read(&dir.join("pki/controller.pem"))?,
+        read(&dir.join("pki/controller.key"))?,
+    );
+    let same_cert = var("GANTRY_FLOOD_SAME_CERT").is_some_and(|v| v == "1");
+    let flood_id = if same_cert {
+        valid_id.clone()
+    } else {
+        second_client_cert(&dir)?
+    };
+    println!(
+        "valid jobs: certificate pki/controller.pem, SHA-256 {}",
+        fingerprint_of(&valid_id.0)
+    );
+    println!(
+        "flood: {}, SHA-256 {}",
+        if same_cert {
+            "the SAME certificate as the valid jobs (GANTRY_FLOOD_SAME_CERT=1)"
+        } else {
+            "its own certificate (DNS name stolen-controller, signed by the quickstart CA)"
+        },
+        fingerprint_of(&flood_id.0)
+    );
     let env = Env {
-        dir: var("GANTRY_FLOOD_DIR")
-            .ok_or("set GANTRY_FLOOD_DIR (see scripts/bench-flood.sh)")?
-            .into(),
+        dir,
+        valid_id,
+        flood_id,
         addr: var("GANTRY_FLOOD_ADDR").ok_or("set GANTRY_FLOOD_ADDR")?,
         pid: var("GANTRY_FLOOD_PID").and_then(|p| p.parse().ok()),
         agent_id: var("GANTRY_FLOOD_AGENT_ID").unwrap_or_else(|| "quickstart-agent".to_owned()),
