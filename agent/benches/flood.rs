@@ -384,6 +384,7 @@ async fn run() -> Result<(), BoxError> {
     if phases.contains("baseline") {
         let (done, lat) = valid("base").await?;
         report("baseline", done, lat);
+        println!("baseline: after the valid jobs: {}", rss(env.pid));
     }
     if phases.contains("flood") {
         let flood = start_flood(&env, &deployer_id).await?;
