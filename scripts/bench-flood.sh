@@ -14,7 +14,8 @@
 # 2. `cargo bench -p gantry-agent --bench flood` (agent/benches/flood.rs: release profile)
 #    with GANTRY_FLOOD_* pointing at that agent: baseline valid-job rate, the same under the
 #    flood, then the flood alone up to GANTRY_FLOOD_TOTAL rejections or GANTRY_FLOOD_MAX_SECS.
-# 3. SIGTERM to the agent, WORK removed (KEEP=1 keeps it).
+# 3. `gantry stop` of the sample app (deployed by the quickstart), SIGTERM to the agent, WORK
+#    removed (KEEP=1 keeps it).
 #
 # Environment: BIN_DIR, BENCH_PARENT (as scripts/bench.sh), VALID_APPS (apps with a valid client
 # each, default 4: `sample` and flood2..floodN added to the config), and the GANTRY_FLOOD_* variables
@@ -42,6 +43,16 @@ cleanup() {
     local rc=$?
     set +e
     if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
+        # The quickstart deployed `sample`, and instances outlive the agent by design (a
+        # volume-only run sends no valid `stop`): stop the app first, then the agent.
+        if [[ -s $WORK/data/run/listen.addr ]]; then
+            GANTRY_AGENT=$(cat "$WORK/data/run/listen.addr") GANTRY_AGENT_ID=quickstart-agent \
+                GANTRY_CA=$WORK/pki/ca.pem GANTRY_CERT=$WORK/pki/controller.pem \
+                GANTRY_CERT_KEY=$WORK/pki/controller.key GANTRY_STATE_DIR=$WORK/state \
+                "$GANTRY" stop --key "$WORK/keys/deployer.key" --app sample \
+                --reason "bench: clean up" --json >"$WORK/stop.jsonl" 2>&1 ||
+                echo "bench-flood.sh: gantry stop failed: $(tail -3 "$WORK/stop.jsonl")" >&2
+        fi
         kill -TERM "$AGENT_PID"
         for _ in $(seq 1 300); do
             kill -0 "$AGENT_PID" 2>/dev/null || break
