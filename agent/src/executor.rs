@@ -29,6 +29,9 @@ use crate::traffic::Router;
 /// How long a promote or abort job waits for the rollout to take it.
 const CONTROL_WAIT: Duration = Duration::from_secs(30);
 
+/// How many finished jobs keep their full event history in memory (for `watch`).
+const FINISHED_KEPT: usize = 256;
+
 /// How many finished jobs `status` lists.
 const RECENT_JOBS: usize = 32;
 
@@ -133,7 +136,8 @@ pub fn now_ms() -> i64 {
 
 impl JobHandle {
     fn new(id: JobId) -> Self {
-        let (feed, _) = broadcast::channel(256);
+        // Watchers that fall further behind re-read the history (see server::follow_job).
+        let (feed, _) = broadcast::channel(32);
         Self {
             id,
             history: Mutex::new(Vec::new()),
@@ -361,6 +365,9 @@ struct Inner {
     busy: Mutex<BTreeMap<AppName, JobId>>,
     current: Mutex<BTreeMap<AppName, Option<semver::Version>>>,
     jobs: Mutex<HashMap<JobId, Arc<JobHandle>>>,
+    /// Finished jobs still in `jobs`, oldest first; older ones are answered from the replay
+    /// store, so memory does not grow with every job the agent ever ran.
+    finished: Mutex<VecDeque<JobId>>,
     recent: Mutex<VecDeque<JobSummary>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -467,6 +474,7 @@ impl Executor {
                 busy: Mutex::new(BTreeMap::new()),
                 current: Mutex::new(current),
                 jobs: Mutex::new(HashMap::new()),
+                finished: Mutex::new(VecDeque::new()),
                 recent: Mutex::new(VecDeque::new()),
                 tasks,
                 shutdown,
@@ -839,6 +847,13 @@ impl Executor {
             reason,
             checkpoint,
         });
+        let mut finished = lock(&self.inner.finished);
+        finished.push_back(spec.id.clone());
+        while finished.len() > FINISHED_KEPT {
+            if let Some(old) = finished.pop_front() {
+                lock(&self.inner.jobs).remove(&old);
+            }
+        }
     }
 
     /// What runs where, for `status`.
