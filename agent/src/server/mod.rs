@@ -149,25 +149,43 @@ impl AgentService {
     }
 
     /// The stream for a job admitted earlier (idempotent resubmission, or watch).
-    fn known_job(&self, job_id: &str) -> Result<EventStream<v1::JobEvent>, Status> {
-        if let Some(handle) = self.executor.job(job_id) {
-            return Ok(follow_job(handle));
-        }
-        let record = self.admission.lookup(job_id).ok_or_else(|| {
-            Status::not_found(format!("no job {job_id:?} is known to this agent"))
-        })?;
-        match record.outcome.as_deref().map(|o| (o, Outcome::parse(o))) {
-            Some((_, Some(outcome))) => Ok(self.finished_stream(job_id, outcome, &record.reason)),
-            Some((other, None)) => Err(Status::aborted(format!(
-                "job {job_id} ended {other}: {}",
-                record.reason
-            ))),
-            None => Err(Status::unavailable(format!(
-                "job {job_id} was accepted but its outcome is not known yet"
-            ))),
+    async fn known_job(&self, job_id: &str) -> Result<EventStream<v1::JobEvent>, Status> {
+        // A job admitted a moment ago by another connection may not be running yet: its
+        // submitter is between admission and start. Wait for it (or for its outcome).
+        let deadline = tokio::time::Instant::now() + KNOWN_JOB_WAIT;
+        loop {
+            if let Some(handle) = self.executor.job(job_id) {
+                return Ok(follow_job(handle));
+            }
+            let record = self.admission.lookup(job_id).ok_or_else(|| {
+                Status::not_found(format!("no job {job_id:?} is known to this agent"))
+            })?;
+            match record.outcome.as_deref().map(|o| (o, Outcome::parse(o))) {
+                Some((_, Some(outcome))) => {
+                    return Ok(self.finished_stream(job_id, outcome, &record.reason));
+                }
+                Some((other, None)) => {
+                    return Err(Status::aborted(format!(
+                        "job {job_id} ended {other}: {}",
+                        record.reason
+                    )));
+                }
+                None if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(KNOWN_JOB_POLL).await;
+                }
+                None => {
+                    return Err(Status::unavailable(format!(
+                        "job {job_id} was accepted but its outcome is not known yet"
+                    )));
+                }
+            }
         }
     }
 }
+
+/// How long a resubmission or watch waits for a job another connection just admitted.
+const KNOWN_JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const KNOWN_JOB_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn unavailable(e: &dyn std::error::Error) -> Status {
     let text = reason(e);
@@ -285,7 +303,10 @@ impl Agent for AgentService {
                         .await
                         .map_err(|e| unavailable(&e))?;
                 }
-                return self.known_job(record.job_id.as_str()).map(Response::new);
+                return self
+                    .known_job(record.job_id.as_str())
+                    .await
+                    .map(Response::new);
             }
             Ok(Admitted::New(job)) => job,
         };
@@ -365,7 +386,7 @@ impl Agent for AgentService {
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let job_id = request.into_inner().job_id;
-        self.known_job(&job_id).map(Response::new)
+        self.known_job(&job_id).await.map(Response::new)
     }
 
     async fn upload_artifact(
