@@ -20,7 +20,13 @@ pub mod envelope;
 pub mod keys;
 
 /// The generated code of `gantry.v1`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls
+)]
 pub mod v1 {
     tonic::include_proto!("gantry.v1");
 }
