@@ -25,60 +25,24 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN_DIR=${BIN_DIR:-$REPO/target/release}
 BENCH_PARENT=${BENCH_PARENT:-${TMPDIR:-/tmp}}
-GANTRY=$BIN_DIR/gantry
-AGENT_BIN=$BIN_DIR/gantry-agent
+NAME=bench-flood.sh
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+bench_require_binaries
 
-for b in "$GANTRY" "$AGENT_BIN" "$BIN_DIR/gantry-sample-app"; do
-    if [[ ! -x $b ]]; then
-        echo "bench-flood.sh: $b is missing; run: cargo build --release --bins" >&2
-        exit 2
-    fi
-done
-
-WORK=$(mktemp -d "$BENCH_PARENT/gantry-bench-flood.XXXXXX")
-chmod 0711 "$WORK"
-AGENT_PID=
+bench_work_dir bench-flood
 
 cleanup() {
     local rc=$?
     set +e
-    if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
-        # The quickstart deployed `sample`, and instances outlive the agent by design (a
-        # volume-only run sends no valid `stop`): stop the app first, then the agent.
-        if [[ -s $WORK/data/run/listen.addr ]]; then
-            GANTRY_AGENT=$(cat "$WORK/data/run/listen.addr") GANTRY_AGENT_ID=quickstart-agent \
-                GANTRY_CA=$WORK/pki/ca.pem GANTRY_CERT=$WORK/pki/controller.pem \
-                GANTRY_CERT_KEY=$WORK/pki/controller.key GANTRY_STATE_DIR=$WORK/state \
-                "$GANTRY" stop --key "$WORK/keys/deployer.key" --app sample \
-                --reason "bench: clean up" --json >"$WORK/stop.jsonl" 2>&1 ||
-                echo "bench-flood.sh: gantry stop failed: $(tail -3 "$WORK/stop.jsonl")" >&2
-        fi
-        kill -TERM "$AGENT_PID"
-        for _ in $(seq 1 300); do
-            kill -0 "$AGENT_PID" 2>/dev/null || break
-            sleep 0.05
-        done
-        if kill -0 "$AGENT_PID" 2>/dev/null; then
-            echo "bench-flood.sh: agent $AGENT_PID ignored SIGTERM for 15s; killing it" >&2
-            kill -KILL "$AGENT_PID"
-        fi
-        wait "$AGENT_PID" 2>/dev/null
-    fi
-    if [[ ${KEEP:-0} == 1 ]]; then
-        echo "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    bench_stop_agent
+    bench_remove_work
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== machine"
-echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "nproc:      $(nproc)"
-echo "cpu:        $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "work dir:   $WORK on $(findmnt -n -o SOURCE,FSTYPE -T "$WORK" | tr -s ' ')"
+bench_machine
 
 echo "== quickstart"
 if ! qs_out=$("$GANTRY" quickstart --dir "$WORK" 2>&1); then

@@ -34,15 +34,10 @@ WRK_DURATION=${WRK_DURATION:-10s}
 HEALTH_INTERVAL=${HEALTH_INTERVAL:-100ms}
 LOAD_THREADS=${LOAD_THREADS:-4}
 PORT_BASE=${PORT_BASE:-18300}
-GANTRY=$BIN_DIR/gantry
-AGENT_BIN=$BIN_DIR/gantry-agent
-
-for b in "$GANTRY" "$AGENT_BIN" "$BIN_DIR/gantry-sample-app"; do
-    if [[ ! -x $b ]]; then
-        echo "bench-traffic.sh: $b is missing; run: cargo build --release --bins" >&2
-        exit 2
-    fi
-done
+NAME=bench-traffic.sh
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+bench_require_binaries
 for t in wrk haproxy python3; do
     if ! command -v "$t" >/dev/null; then
         echo "bench-traffic.sh: $t is missing (apt-get install -y haproxy wrk)" >&2
@@ -50,12 +45,9 @@ for t in wrk haproxy python3; do
     fi
 done
 
-WORK=$(mktemp -d "$BENCH_PARENT/gantry-bench-traffic.XXXXXX")
-chmod 0711 "$WORK"
-AGENT_PID=
+bench_work_dir bench-traffic
 HAPROXY_PID=
 LOAD_PID=
-APP_DEPLOYED=0
 
 cleanup() {
     local rc=$?
@@ -63,28 +55,8 @@ cleanup() {
     for p in $LOAD_PID $HAPROXY_PID; do
         kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
-    if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
-        if [[ $APP_DEPLOYED == 1 ]]; then
-            "$GANTRY" stop --key "$WORK/keys/deployer.key" --app sample \
-                --reason "bench: clean up" --json >"$WORK/stop.jsonl" 2>&1 ||
-                echo "bench-traffic.sh: gantry stop failed: $(tail -3 "$WORK/stop.jsonl")" >&2
-        fi
-        kill -TERM "$AGENT_PID"
-        for _ in $(seq 1 300); do
-            kill -0 "$AGENT_PID" 2>/dev/null || break
-            sleep 0.05
-        done
-        if kill -0 "$AGENT_PID" 2>/dev/null; then
-            echo "bench-traffic.sh: agent $AGENT_PID ignored SIGTERM for 15s; killing it" >&2
-            kill -KILL "$AGENT_PID"
-        fi
-        wait "$AGENT_PID" 2>/dev/null
-    fi
-    if [[ ${KEEP:-0} == 1 ]]; then
-        echo "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    bench_stop_agent
+    bench_remove_work
     exit "$rc"
 }
 trap cleanup EXIT
@@ -155,12 +127,7 @@ with open(out, "w") as f:
 PY
 )
 
-echo "== machine"
-echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "nproc:      $(nproc)"
-echo "cpu:        $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "load:       $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "work dir:   $WORK on $(findmnt -n -o SOURCE,FSTYPE -T "$WORK" | tr -s ' ')"
+bench_machine
 echo "wrk:        $(wrk -v 2>&1 | head -1)"
 echo "haproxy:    $(haproxy -v | head -1)"
 
@@ -203,7 +170,6 @@ deploy() {
     shift 3
     VERSION_N=$((VERSION_N + 1))
     if ((VERSION_N % 2)); then artifact=sample-1.0.0.tar.gz; else artifact=sample-1.1.0.tar.gz; fi
-    APP_DEPLOYED=1
     if ! "$GANTRY" deploy --json --key "$WORK/keys/deployer.key" --app sample \
         --version "5.0.$VERSION_N" --artifact "$WORK/$artifact" --health http:/health \
         --health-interval "$HEALTH_INTERVAL" --strategy "$strategy" --instances "$instances" \

@@ -34,15 +34,10 @@ BIN_DIR=${BIN_DIR:-$REPO/target/release}
 BENCH_PARENT=${BENCH_PARENT:-${TMPDIR:-/tmp}}
 HEALTH_INTERVAL=${HEALTH_INTERVAL:-100ms}
 SETTLE_SECS=${SETTLE_SECS:-2}
-GANTRY=$BIN_DIR/gantry
-AGENT_BIN=$BIN_DIR/gantry-agent
-
-for b in "$GANTRY" "$AGENT_BIN" "$BIN_DIR/gantry-sample-app"; do
-    if [[ ! -x $b ]]; then
-        echo "bench.sh: $b is missing; run: cargo build --release --bins" >&2
-        exit 2
-    fi
-done
+NAME=bench.sh
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+bench_require_binaries
 if ! [[ $N =~ ^[1-9][0-9]*$ ]]; then
     echo "bench.sh: N must be a positive integer, got '$N'" >&2
     exit 2
@@ -52,34 +47,12 @@ WORK=$(mktemp -d "$BENCH_PARENT/gantry-bench.XXXXXX")
 # Instances may run as another user (nobody, when we are root): they must reach their release.
 chmod 0711 "$WORK"
 AGENT_PID=
-APP_DEPLOYED=0
 
 cleanup() {
     local rc=$?
     set +e
-    if [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null; then
-        # Instances outlive the agent by design: stop the app first, then the agent.
-        if [[ $APP_DEPLOYED == 1 ]]; then
-            "$GANTRY" stop --key "$WORK/keys/deployer.key" --app sample \
-                --reason "bench: clean up" --json >"$WORK/stop.jsonl" 2>&1 ||
-                echo "bench.sh: gantry stop failed: $(tail -3 "$WORK/stop.jsonl")" >&2
-        fi
-        kill -TERM "$AGENT_PID"
-        for _ in $(seq 1 300); do
-            kill -0 "$AGENT_PID" 2>/dev/null || break
-            sleep 0.05
-        done
-        if kill -0 "$AGENT_PID" 2>/dev/null; then
-            echo "bench.sh: agent $AGENT_PID ignored SIGTERM for 15s; killing it" >&2
-            kill -KILL "$AGENT_PID"
-        fi
-        wait "$AGENT_PID" 2>/dev/null
-    fi
-    if [[ ${KEEP:-0} == 1 ]]; then
-        echo "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    bench_stop_agent
+    bench_remove_work
     exit "$rc"
 }
 trap cleanup EXIT
@@ -91,13 +64,7 @@ rss() { # pid -> "VmRSS kB VmHWM kB"
 
 kib_to_mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
-echo "== machine"
-echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "nproc:      $(nproc)"
-echo "cpu:        $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "kernel:     $(uname -r)"
-echo "work dir:   $WORK on $(findmnt -n -o SOURCE,FSTYPE -T "$WORK" | tr -s ' ')"
-echo "binaries:   $BIN_DIR"
+bench_machine
 
 echo "== quickstart (PKI, keys, config, artifacts)"
 if ! qs_out=$("$GANTRY" quickstart --dir "$WORK" 2>&1); then
@@ -144,7 +111,6 @@ for i in $(seq 1 "$N"); do
     version=2.0.$i
     if ((i % 2)); then artifact=sample-1.0.0.tar.gz; else artifact=sample-1.1.0.tar.gz; fi
     out=$WORK/deploy-$i.jsonl
-    APP_DEPLOYED=1
     t0=$(date +%s%N)
     if ! "$GANTRY" deploy --json --key "$WORK/keys/deployer.key" --app sample \
         --version "$version" --artifact "$WORK/$artifact" --health http:/health \
