@@ -210,8 +210,6 @@ pub struct AppRuntime {
     pub state: AppState,
     /// Live instances, by index.
     pub instances: Vec<Instance>,
-    /// What routes its connections (front door or nginx), if it has a router.
-    pub router: Option<Arc<dyn Router>>,
     /// The front door process, when the built-in front door routes it.
     pub front_door: Arc<Mutex<Option<Instance>>>,
     /// Promote and abort requests for the rollout in progress.
@@ -250,6 +248,11 @@ impl AppShared {
 }
 
 impl AppRuntime {
+    /// What routes its connections (front door or nginx), if it has a router.
+    pub fn router(&self) -> Option<&Arc<dyn Router>> {
+        self.shared.router.as_ref()
+    }
+
     /// Records the live instances in the state and persists it.
     ///
     /// # Errors
@@ -431,7 +434,7 @@ impl Executor {
             let (control_tx, control) = mpsc::channel(8);
             let app_shared = Arc::new(AppShared {
                 rollout: Mutex::new(String::new()),
-                router: router.clone(),
+                router,
                 snapshot: Mutex::new((AppState::default(), Vec::new())),
             });
             let mut runtime = AppRuntime {
@@ -440,7 +443,6 @@ impl Executor {
                 dir,
                 state,
                 instances: Vec::new(),
-                router,
                 front_door,
                 control,
                 shared: Arc::clone(&app_shared),
@@ -451,7 +453,7 @@ impl Executor {
             shared.insert(name.clone(), app_shared);
             if let Some(job) = runtime.state.active_job.take() {
                 interrupted(&audit, &admission, &job, name).await;
-                if runtime.router.is_some() {
+                if runtime.router().is_some() {
                     to_converge.push(name.clone());
                 }
             }
@@ -746,18 +748,9 @@ impl Executor {
                 ),
             }
         };
-        self.finish_control(&job, &handle, outcome, reason).await;
-    }
-
-    async fn finish_control(
-        &self,
-        job: &VerifiedJob,
-        handle: &JobHandle,
-        outcome: Outcome,
-        reason: String,
-    ) {
         // Control jobs never reserved the app: the rollout they act on holds it.
-        self.finish_inner(job, handle, outcome, reason, false).await;
+        self.finish_inner(&job, &handle, outcome, reason, false)
+            .await;
     }
 
     async fn finish(

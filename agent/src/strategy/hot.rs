@@ -248,7 +248,7 @@ async fn prune(app: &mut AppRuntime, ctx: &JobCtx) {
 
 /// With a router, points it at the instances now running (same ports, new backend ids).
 async fn refresh_routes(app: &AppRuntime, ctx: &JobCtx) -> Result<(), StrategyError> {
-    if app.router.is_none() {
+    if app.router().is_none() {
         return Ok(());
     }
     let ports = super::routing::ports_in(app, app.state.active_slot);

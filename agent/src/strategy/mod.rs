@@ -218,7 +218,7 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
             None => StrategyOutcome::Failed("a deploy job must carry a release".to_owned()),
         },
         // With a router, a rollback never leaves the app without a healthy backend.
-        Action::Rollback if app.router.is_some() => blue_green::rollback(app, ctx).await,
+        Action::Rollback if app.router().is_some() => blue_green::rollback(app, ctx).await,
         Action::Rollback => hot::rollback(app, ctx).await,
         Action::Restart => hot::restart(app, ctx).await,
         Action::Stop => match stop_all(app, ctx).await {

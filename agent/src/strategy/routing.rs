@@ -183,7 +183,7 @@ pub async fn apply(
     weights: &Weights,
     what: &str,
 ) -> Result<Duration, StrategyError> {
-    let Some(router) = &app.router else {
+    let Some(router) = app.router() else {
         return Ok(Duration::ZERO);
     };
     let generation = router.current()?.map_or(1, |t| t.generation + 1);
@@ -275,7 +275,7 @@ pub async fn serve_only(
 /// Waits until the backends on `ports` have no open connections, at most the drain timeout.
 /// Routers without counters (nginx drains by itself on reload) return at once.
 pub async fn wait_drained(app: &AppRuntime, ctx: &JobCtx, ports: &[u16]) {
-    let Some(router) = &app.router else { return };
+    let Some(router) = app.router() else { return };
     let ids: Vec<String> = ports.iter().filter_map(|p| backend_id(app, *p)).collect();
     let deadline = Instant::now() + drain_timeout(ctx);
     loop {
@@ -304,7 +304,7 @@ pub async fn wait_drained(app: &AppRuntime, ctx: &JobCtx, ports: &[u16]) {
 
 /// Front-door connection errors to the backends on `ports` since the front door started.
 pub fn connect_errors(app: &AppRuntime, ports: &[u16]) -> u64 {
-    let Some(router) = &app.router else { return 0 };
+    let Some(router) = app.router() else { return 0 };
     let ids: Vec<String> = ports.iter().filter_map(|p| backend_id(app, *p)).collect();
     router
         .stats()
