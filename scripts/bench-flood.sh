@@ -18,8 +18,9 @@
 #    removed (KEEP=1 keeps it).
 #
 # Environment: BIN_DIR, BENCH_PARENT (as scripts/bench.sh), VALID_APPS (apps with a valid client
-# each, default 4: `sample` and flood2..floodN added to the config), and the GANTRY_FLOOD_* variables
-# documented in agent/benches/flood.rs.
+# each, default 4: `sample` and flood2..floodN added to the config), CLIENT_REJECTIONS_BURST and
+# CLIENT_REJECTIONS_PER_SECOND (the agent's limits.client_rejections_*; default: the config's
+# defaults, 100 and 10/s), and the GANTRY_FLOOD_* variables documented in agent/benches/flood.rs.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,6 +68,17 @@ grep -q '^client_names = \["controller", "stolen-controller"\]' "$WORK/agent.tom
     echo "bench-flood.sh: could not add client_names to $WORK/agent.toml" >&2
     exit 1
 }
+
+# The per-certificate rejection budget (limits.client_rejections_*): the config's defaults
+# unless CLIENT_REJECTIONS_BURST / CLIENT_REJECTIONS_PER_SECOND are set (the volume phase sets
+# them high, to reach a million rejections from one certificate).
+for setting in burst per_second; do
+    var=CLIENT_REJECTIONS_${setting^^}
+    if [[ -n ${!var:-} ]]; then
+        sed -i "/^\[limits\]/a client_rejections_$setting = ${!var}" "$WORK/agent.toml"
+    fi
+done
+grep '^client_rejections_' "$WORK/agent.toml" || echo "client rejection budget: the defaults"
 
 echo "== start the agent"
 echo "load:       $(uptime)"

@@ -21,6 +21,7 @@ use crate::artifact::ArtifactStore;
 use crate::audit::{AuditLog, AuditOptions, Entry};
 use crate::config::Config;
 use crate::executor::{Executor, create_dir_mode};
+use crate::server::throttle::{Budget, ClientThrottle};
 use crate::server::{AgentService, tls};
 use crate::shutdown::{GRACE, Shutdown};
 use crate::strategy::reason;
@@ -184,7 +185,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let bound = listener
         .local_addr()
         .map_err(start("read the bound address"))?;
-    let incoming = tls::incoming(listener, tls_config, controllers, shutdown.token());
+    let throttle = Arc::new(ClientThrottle::new(Budget {
+        burst: config.limits.client_rejections_burst,
+        per_second: config.limits.client_rejections_per_second,
+    }));
+    let incoming = tls::incoming(
+        listener,
+        tls_config,
+        controllers,
+        Arc::clone(&throttle),
+        shutdown.token(),
+    );
     let service = AgentService::new(
         config.agent_id.clone(),
         Arc::clone(&key),
@@ -195,6 +206,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::clone(&store),
         config.limits.max_artifact_bytes,
         Arc::new(secrets),
+        throttle,
     );
     let decode_limit =
         (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);

@@ -2,6 +2,7 @@
 //! checks a job file before submitting it, so a malformed job never leaves it).
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -50,24 +51,41 @@ where
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let read = |p: &std::path::Path| {
-            fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-        };
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&env.pki.ca)?))
-            .identity(Identity::from_pem(
-                read(&env.pki.controller_cert)?,
-                read(&env.pki.controller_key)?,
-            ))
-            .domain_name(env.agent_id.clone());
-        let channel = Endpoint::from_shared(format!("https://{}", agent.addr))?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to the agent at {}", agent.addr))?;
-        call(AgentClient::new(channel)).await
+        let client = connect_as(
+            env,
+            agent,
+            &env.pki.controller_cert,
+            &env.pki.controller_key,
+        )
+        .await?;
+        call(client).await
     })
+}
+
+/// Connects to the agent over mutual TLS with the client certificate `cert` (PEM) and its
+/// key `key`, on the caller's tokio runtime.
+///
+/// # Errors
+///
+/// When the files cannot be read or no connection is made.
+pub async fn connect_as(
+    env: &TestEnv,
+    agent: &Agent,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<AgentClient<Channel>> {
+    let read = |p: &Path| fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&env.pki.ca)?))
+        .identity(Identity::from_pem(read(cert)?, read(key)?))
+        .domain_name(env.agent_id.clone());
+    let channel = Endpoint::from_shared(format!("https://{}", agent.addr))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the agent at {}", agent.addr))?;
+    Ok(AgentClient::new(channel))
 }
 
 /// Streams `data` to the agent's artifact store claiming `sha256` and `size` in the first

@@ -95,6 +95,8 @@ fn limits() -> Limits {
         max_validity: Duration::from_secs(3600),
         clock_skew: Duration::from_secs(30),
         releases_kept: 5,
+        client_rejections_burst: 100,
+        client_rejections_per_second: 10,
     }
 }
 

@@ -95,6 +95,11 @@ pub struct RawLimits {
     pub clock_skew: String,
     /// Releases kept on disk per app.
     pub releases_kept: u64,
+    /// Rejected submits one client certificate may have in a burst before its connections are
+    /// paused.
+    pub client_rejections_burst: u32,
+    /// Rejected submits a second one client certificate may have in the long run.
+    pub client_rejections_per_second: u32,
 }
 
 impl Default for RawLimits {
@@ -105,6 +110,8 @@ impl Default for RawLimits {
             max_validity: "1h".to_owned(),
             clock_skew: "30s".to_owned(),
             releases_kept: 5,
+            client_rejections_burst: 100,
+            client_rejections_per_second: 10,
         }
     }
 }

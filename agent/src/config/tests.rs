@@ -65,6 +65,8 @@ fn example_config_loads() {
     assert_eq!(cfg.tls.ca, dir.path().join("pki/ca.pem"));
     assert_eq!(cfg.limits.max_validity, Duration::from_secs(3600));
     assert_eq!(cfg.limits.clock_skew, Duration::from_secs(30));
+    assert_eq!(cfg.limits.client_rejections_burst, 100);
+    assert_eq!(cfg.limits.client_rejections_per_second, 10);
     assert_eq!(cfg.audit.checkpoint_interval, Duration::from_secs(60));
     assert_eq!(cfg.digest, Sha256Hex::of(EXAMPLE.as_bytes()));
     let names: Vec<&str> = cfg.policy.keys.iter().map(|k| k.name.as_str()).collect();
@@ -107,6 +109,7 @@ checkpoint_interval = "soon"
 [limits]
 max_validity = "0s"
 max_job_bytes = 0
+client_rejections_per_second = 0
 
 [[keys]]
 name = "ci"
@@ -160,6 +163,7 @@ fn every_problem_is_reported_at_once_with_its_entry() {
         ("audit.checkpoint_interval", "not a duration"),
         ("limits.max_validity", "more than 0"),
         ("limits.max_job_bytes", "more than 0"),
+        ("limits.client_rejections_per_second", "more than 0"),
         ("keys[1].name", "duplicate name \"ci\""),
         ("keys[1].public_key", "garbage.pub"),
         ("keys[2].public_key", "same public key as keys[0]"),

@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod flood;
 pub mod status;
+pub mod throttle;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -48,6 +49,7 @@ pub struct AgentService {
     rejections: Arc<flood::RejectionLimiter>,
     secrets: Arc<crate::secrets::SecretsKey>,
     peer_slots: Arc<flood::PeerSlots>,
+    throttle: Arc<throttle::ClientThrottle>,
 }
 
 impl AgentService {
@@ -63,6 +65,7 @@ impl AgentService {
         store: Arc<ArtifactStore>,
         max_artifact_bytes: u64,
         secrets: Arc<crate::secrets::SecretsKey>,
+        throttle: Arc<throttle::ClientThrottle>,
     ) -> Self {
         Self {
             agent_id,
@@ -74,6 +77,7 @@ impl AgentService {
             store,
             max_artifact_bytes,
             secrets,
+            throttle,
             peer_slots: Arc::new(flood::PeerSlots::new(flood::ADMISSIONS_PER_PEER)),
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
         }
@@ -96,12 +100,26 @@ impl AgentService {
     /// Records a rejection (in full, or only counted when over the rate) and builds its answer.
     async fn reject(&self, received: Entry, rejection: &Rejection, peer: &PeerIdentity) -> Status {
         let code = status::reason_code(&rejection.error);
+        let paused = self.charge(peer).await;
+        let answer = |status: Status| match paused {
+            Some(pause) => Status::new(
+                status.code(),
+                format!(
+                    "{}; this client certificate is over its rejection budget ({} at once, {} a second): the agent does not read its requests for the next {:.1} s",
+                    status.message(),
+                    self.throttle.budget().burst,
+                    self.throttle.budget().per_second,
+                    pause.as_secs_f64()
+                ),
+            ),
+            None => status,
+        };
         if let flood::Recording::Counted { generation } = self.rejections.record(code) {
             // Counted, not logged one by one either: a flood must not fill the log's disk.
             tracing::debug!(reason = code, "job rejected: {}", reason(&rejection.error));
             // Answer only once the summary counting it is on disk.
             return if self.rejections.wait_flushed(generation).await {
-                status::rejection(&rejection.error)
+                answer(status::rejection(&rejection.error))
             } else {
                 Status::unavailable("audit log unavailable: the rejection summary was not written")
             };
@@ -120,9 +138,40 @@ impl AgentService {
             Err(e) => Err(e),
         };
         match recorded {
-            Ok(_) => status::rejection(&rejection.error),
+            Ok(_) => answer(status::rejection(&rejection.error)),
             Err(e) => unavailable(&e),
         }
+    }
+
+    /// Takes a rejection from the peer certificate's budget: how long its reads are paused, if
+    /// they are. The first pause of an episode is recorded as `client.throttled`.
+    async fn charge(&self, peer: &PeerIdentity) -> Option<std::time::Duration> {
+        let (pause, first) = match self.throttle.gate(&peer.fingerprint).debit() {
+            throttle::Debit::Within => return None,
+            throttle::Debit::Paused { pause, first } => (pause, first),
+        };
+        if !first {
+            return Some(pause);
+        }
+        let budget = self.throttle.budget();
+        tracing::warn!(
+            fingerprint = %peer.fingerprint,
+            "client certificate over its rejection budget ({} at once, {}/s): its connections are not read for now",
+            budget.burst,
+            budget.per_second
+        );
+        let entry = Entry::new("client.throttled")
+            .with("peer_fingerprint", json!(peer.fingerprint))
+            .with("burst", json!(budget.burst))
+            .with("per_second", json!(budget.per_second))
+            .with(
+                "pause_ms",
+                json!(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX)),
+            );
+        if let Err(e) = self.audit.append(entry).await {
+            tracing::error!("cannot record the throttling: {}", reason(&e));
+        }
+        Some(pause)
     }
 
     fn finished_stream(

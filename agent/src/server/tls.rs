@@ -21,6 +21,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use super::throttle::{ClientThrottle, Gated};
+
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -155,14 +157,16 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Serve
 }
 
 /// Accepts TCP connections, completes TLS handshakes concurrently (each bounded by
-/// [`HANDSHAKE_TIMEOUT`]), drops peers that are not configured controllers, and yields the rest in a channel
-/// for tonic's `serve_with_incoming`.
+/// [`HANDSHAKE_TIMEOUT`]), drops peers that are not configured controllers, and yields the rest,
+/// each gated by its certificate's rejection budget, in a channel for tonic's
+/// `serve_with_incoming`.
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
     controllers: ControllerIdentity,
+    throttle: Arc<ClientThrottle>,
     shutdown: CancellationToken,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Gated<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let controllers = Arc::new(controllers);
@@ -185,6 +189,7 @@ pub fn incoming(
             }
             let acceptor = acceptor.clone();
             let controllers = Arc::clone(&controllers);
+            let throttle = Arc::clone(&throttle);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
@@ -200,8 +205,8 @@ pub fn incoming(
                     }
                 };
                 let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                let fp = leaf.map(|c| fingerprint(c.as_ref())).unwrap_or_default();
                 if !leaf.is_some_and(|c| controllers.admits(c)) {
-                    let fp = leaf.map(|c| fingerprint(c.as_ref())).unwrap_or_default();
                     tracing::warn!(
                         %peer,
                         fingerprint = %fp,
@@ -209,7 +214,9 @@ pub fn incoming(
                     );
                     return;
                 }
-                let _ = tx.send(Ok(tls)).await;
+                // A certificate over its rejection budget is not read until it is back in credit.
+                let gate = throttle.gate(&fp);
+                let _ = tx.send(Ok(Gated::new(tls, gate))).await;
             });
         }
     });

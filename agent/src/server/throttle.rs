@@ -1,0 +1,333 @@
+//! A rejection budget per client certificate, enforced by no longer reading its connections.
+//!
+//! Every rejected submit costs its certificate one token; tokens come back at a steady rate up
+//! to a burst. A certificate that runs out is *paused*: the agent stops reading from every
+//! connection that presented it (TLS, HTTP/2 and decoding included) until its budget is back
+//! in credit, so a flood of forged jobs costs the agent nothing beyond what it already took in,
+//! and TCP flow control stops the sender. Requests already read are still answered, and each
+//! one that is rejected pushes the pause further. Other certificates are not touched: a
+//! controller with its own certificate keeps its full rate while another one floods.
+//!
+//! Entering a pause is a security event, recorded as one `client.throttled` audit entry per
+//! episode (an episode ends once half the burst has come back).
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The rejection budget each client certificate gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Rejections a certificate may have in a burst before it is paused.
+    pub burst: u32,
+    /// Rejections a second a certificate may have in the long run.
+    pub per_second: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+    /// In a throttling episode: paused at least once since the bucket was last half full.
+    throttled: bool,
+}
+
+/// One client certificate's budget, shared by all its connections.
+#[derive(Debug)]
+pub struct PeerGate {
+    budget: Budget,
+    origin: Instant,
+    /// Milliseconds after `origin` until which reads are paused; 0 when not paused.
+    paused_until_ms: AtomicU64,
+    bucket: Mutex<Bucket>,
+}
+
+/// What one rejection did to its certificate's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Debit {
+    /// Still within the budget.
+    Within,
+    /// Over it: reads are paused for this long. `first` is true when this starts an episode.
+    Paused {
+        /// How long from now the certificate's connections are not read.
+        pause: Duration,
+        /// Whether this rejection started a throttling episode.
+        first: bool,
+    },
+}
+
+impl PeerGate {
+    fn new(budget: Budget, origin: Instant) -> Self {
+        Self {
+            budget,
+            origin,
+            paused_until_ms: AtomicU64::new(0),
+            bucket: Mutex::new(Bucket {
+                tokens: f64::from(budget.burst),
+                updated: Instant::now(),
+                throttled: false,
+            }),
+        }
+    }
+
+    /// Takes one token for a rejection, and pauses reads when the budget is spent.
+    pub fn debit(&self) -> Debit {
+        let now = Instant::now();
+        let rate = f64::from(self.budget.per_second.max(1));
+        let burst = f64::from(self.budget.burst);
+        let mut b = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        let refill = now.duration_since(b.updated).as_secs_f64() * rate;
+        b.tokens = (b.tokens + refill).min(burst);
+        b.updated = now;
+        if b.throttled && b.tokens >= burst / 2.0 {
+            b.throttled = false;
+        }
+        b.tokens -= 1.0;
+        if b.tokens >= 0.0 {
+            return Debit::Within;
+        }
+        let pause = Duration::from_secs_f64(-b.tokens / rate);
+        let until = now + pause;
+        let until_ms = u64::try_from(until.duration_since(self.origin).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.paused_until_ms.fetch_max(until_ms, Ordering::Relaxed);
+        let first = !b.throttled;
+        b.throttled = true;
+        Debit::Paused { pause, first }
+    }
+
+    /// Until when reads are paused, if they are now.
+    pub fn paused_until(&self) -> Option<Instant> {
+        let ms = self.paused_until_ms.load(Ordering::Relaxed);
+        if ms == 0 {
+            return None;
+        }
+        let until = self.origin + Duration::from_millis(ms);
+        (until > Instant::now()).then_some(until)
+    }
+}
+
+/// The budgets of all client certificates, by leaf fingerprint.
+#[derive(Debug)]
+pub struct ClientThrottle {
+    budget: Budget,
+    origin: Instant,
+    gates: Mutex<HashMap<String, Arc<PeerGate>>>,
+}
+
+impl ClientThrottle {
+    /// Every certificate gets `budget`.
+    pub fn new(budget: Budget) -> Self {
+        Self {
+            budget,
+            origin: Instant::now(),
+            gates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The budget each certificate gets.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// The gate of the certificate with this fingerprint. Only configured controllers get a
+    /// connection, so the map stays as small as the list of controllers.
+    pub fn gate(&self, fingerprint: &str) -> Arc<PeerGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            gates
+                .entry(fingerprint.to_owned())
+                .or_insert_with(|| Arc::new(PeerGate::new(self.budget, self.origin))),
+        )
+    }
+}
+
+/// A connection that is not read from while its certificate is paused. Writes go on, so
+/// answers to requests already read still leave.
+#[derive(Debug)]
+pub struct Gated<S> {
+    inner: S,
+    gate: Arc<PeerGate>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Gated<S> {
+    /// `inner`, read only while `gate` allows it.
+    pub fn new(inner: S, gate: Arc<PeerGate>) -> Self {
+        Self {
+            inner,
+            gate,
+            sleep: None,
+        }
+    }
+
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        // The pause may grow while we wait (requests read earlier are still being rejected).
+        while let Some(until) = this.gate.paused_until() {
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+            if sleep.deadline() != until {
+                sleep.as_mut().reset(until);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Gated<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Gated<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const BUDGET: Budget = Budget {
+        burst: 3,
+        per_second: 10,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_pauses_and_comes_back_at_the_rate() {
+        let throttle = ClientThrottle::new(BUDGET);
+        let gate = throttle.gate("aa");
+        for _ in 0..3 {
+            assert_eq!(gate.debit(), Debit::Within);
+        }
+        assert!(gate.paused_until().is_none());
+        let Debit::Paused { pause, first } = gate.debit() else {
+            panic!("the fourth rejection is over a burst of 3");
+        };
+        assert!(first);
+        assert_eq!(pause, Duration::from_millis(100), "one token at 10/s");
+        assert!(gate.paused_until().is_some());
+        assert!(
+            matches!(gate.debit(), Debit::Paused { first: false, .. }),
+            "the same episode"
+        );
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert!(
+            gate.paused_until().is_none(),
+            "two tokens back after 200 ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn certificates_have_separate_budgets() {
+        let throttle = ClientThrottle::new(BUDGET);
+        let flooder = throttle.gate("aa");
+        while flooder.debit() == Debit::Within {}
+        assert!(flooder.paused_until().is_some());
+        assert!(throttle.gate("bb").paused_until().is_none());
+        assert!(
+            Arc::ptr_eq(&flooder, &throttle.gate("aa")),
+            "one gate per certificate, shared by its connections"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_episode_ends_once_half_the_burst_is_back() {
+        let throttle = ClientThrottle::new(Budget {
+            burst: 10,
+            per_second: 10,
+        });
+        let gate = throttle.gate("aa");
+        let drain = || loop {
+            if let Debit::Paused { first, .. } = gate.debit() {
+                return first;
+            }
+        };
+        assert!(drain(), "the first pause starts an episode");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!(gate.debit(), Debit::Within, "in credit again");
+        assert!(
+            !drain(),
+            "2 tokens back is under half the burst: the same episode"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(drain(), "9 tokens back ended it: a new episode");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_connection_is_not_read_but_still_written() {
+        let throttle = ClientThrottle::new(BUDGET);
+        let gate = throttle.gate("aa");
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut conn = Gated::new(ours, Arc::clone(&gate));
+        while gate.debit() == Debit::Within {}
+        let until = gate.paused_until().expect("paused");
+
+        theirs.write_all(b"ping").await.unwrap();
+        conn.write_all(b"answer").await.unwrap();
+        let mut got = [0; 6];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"answer", "writes are not paused");
+
+        let mut buf = [0; 4];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        assert!(
+            Instant::now() >= until,
+            "the read waited for the pause to end"
+        );
+    }
+}
