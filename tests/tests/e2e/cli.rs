@@ -113,6 +113,19 @@ fn job_show_prints_what_job_create_wrote() {
     ])
     .unwrap()
     .assert_code(0);
+    // Unsigned, the agent's policy would refuse it: `--policy` says what is missing, exit 3.
+    let policy = env.config.to_string_lossy().into_owned();
+    let out = env
+        .gantry(&["job", "show", "--policy", &policy, &job])
+        .unwrap();
+    out.assert_code(3);
+    assert!(out.stdout.contains("MISSING"), "{}", out.all());
+    assert!(
+        out.stderr.contains("requirement(s) of the policy in")
+            && out.stderr.contains("the agent would reject job file"),
+        "{}",
+        out.all()
+    );
     let key = env.keys.deployer.key.to_string_lossy().into_owned();
     env.gantry(&["job", "sign", "--key", &key, &job])
         .unwrap()
@@ -126,6 +139,15 @@ fn job_show_prints_what_job_create_wrote() {
             out.stdout
         );
     }
+    let out = env
+        .gantry(&["job", "show", "--policy", &policy, &job])
+        .unwrap();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("the agent's policy admits this job"),
+        "{}",
+        out.all()
+    );
 }
 
 /// Starts the sample app on a free port with `envs`; returns the child and its port.

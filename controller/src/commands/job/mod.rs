@@ -81,6 +81,20 @@ pub enum JobError {
     /// The agent config given to `--policy` is not valid.
     #[error("cannot evaluate the policy")]
     Policy(#[source] gantry_agent::config::ConfigErrors),
+    /// `job show --policy`: the job misses requirements of that policy (they were printed).
+    #[error(
+        "{missing} requirement(s) of the policy in {} missing: the agent would reject job file {}",
+        policy.display(),
+        job.display()
+    )]
+    PolicyNotMet {
+        /// The job file.
+        job: PathBuf,
+        /// The agent config.
+        policy: PathBuf,
+        /// How many requirements are missing.
+        missing: usize,
+    },
     /// The key has signed this job already.
     #[error("job file {} is already signed by key {key_id}", path.display())]
     AlreadySigned {
@@ -104,6 +118,7 @@ impl JobError {
             | JobError::Key(_)
             | JobError::Policy(_)
             | JobError::AlreadySigned { .. } => Exit::Usage,
+            JobError::PolicyNotMet { .. } => Exit::Rejected,
         }
     }
 }
@@ -568,7 +583,8 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], now: i64) -> String {
 ///
 /// # Errors
 ///
-/// [`JobError`]: unreadable job or public key files.
+/// [`JobError`]: unreadable job or public key files; [`JobError::PolicyNotMet`] (exit 3) when
+/// `--policy` finds a requirement missing.
 pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
     let file = JobFile::read(&args.job)?;
     let keys = args
@@ -605,7 +621,16 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
             print!("{}", policy_text(path, cfg, reqs));
         }
     }
-    Ok(())
+    match (&policy, &reqs) {
+        (Some((path, _)), Some(reqs)) if reqs.iter().any(|r| !r.met) => {
+            Err(JobError::PolicyNotMet {
+                job: args.job.clone(),
+                policy: path.clone(),
+                missing: reqs.iter().filter(|r| !r.met).count(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
