@@ -54,18 +54,27 @@ pub struct KeygenArgs {
     pub out: PathBuf,
 }
 
-/// `gantry dev-pki`.
+/// `gantry dev-pki`: a new PKI (`--agent-id`) or one more client certificate (`--add-client`).
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("make").required(true).args(["agent_id", "add_client"])
+))]
 pub struct DevPkiArgs {
-    /// Directory to write ca.pem, ca.key, agent.pem, agent.key, controller.pem, controller.key.
+    /// Directory to write ca.pem, ca.key, agent.pem, agent.key, controller.pem, controller.key
+    /// (with --add-client: the directory holding them).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// The agent's id: its certificate's DNS name.
+    /// The agent's id: its certificate's DNS name. Required unless --add-client is given.
     #[arg(long, value_name = "ID")]
-    pub agent_id: String,
+    pub agent_id: Option<String>,
     /// Common name of the controller's client certificate.
     #[arg(long, value_name = "NAME", default_value = "controller")]
     pub client_name: String,
+    /// Issue another controller client certificate, DIR/NAME.pem and DIR/NAME.key, from the CA
+    /// already in DIR. Give each controller its own certificate, so that a controller whose jobs
+    /// keep being rejected (and is paused for it) does not stop the others.
+    #[arg(long, value_name = "NAME", conflicts_with = "client_name")]
+    pub add_client: Option<String>,
 }
 
 /// How to reach one agent over mutual TLS.

@@ -398,6 +398,42 @@ stop = ["deployer"]
         process::run(cmd, SHORT)
     }
 
+    /// Issues another controller client certificate from this environment's CA with
+    /// `gantry dev-pki --out <pki dir> --add-client NAME`: `<pki dir>/NAME.pem` (DNS SAN and CN
+    /// `name`) and its key `<pki dir>/NAME.key`, returned as (certificate, key). The agent admits
+    /// it only once `name` is in `tls.client_names` or its fingerprint in
+    /// `tls.client_fingerprints`.
+    ///
+    /// # Errors
+    ///
+    /// When `gantry` cannot be run or exits non-zero (its output is in the error), e.g. for a
+    /// name already issued.
+    pub fn add_controller_cert(&self, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let pki = self.pki.dir.to_string_lossy().into_owned();
+        let out = self.gantry(&["dev-pki", "--out", &pki, "--add-client", name])?;
+        if out.code != 0 {
+            bail!(
+                "gantry dev-pki --add-client {name} exited {}\n--- stdout\n{}\n--- stderr\n{}",
+                out.code,
+                out.stdout,
+                out.stderr
+            );
+        }
+        let paths = (
+            self.pki.dir.join(format!("{name}.pem")),
+            self.pki.dir.join(format!("{name}.key")),
+        );
+        for p in [&paths.0, &paths.1] {
+            if !p.is_file() {
+                bail!(
+                    "gantry dev-pki --add-client {name} did not create {}",
+                    p.display()
+                );
+            }
+        }
+        Ok(paths)
+    }
+
     /// Runs `gantry-agent ARGS` (audit verify, audit tail, check-config, policy, keygen).
     ///
     /// # Errors
