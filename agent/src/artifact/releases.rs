@@ -4,17 +4,26 @@
 //! `current.tmp-<random>` is created and renamed over `current`, then the app directory is
 //! fsynced. The app and releases directories are 0755 so the app's unprivileged user can
 //! reach its release.
+//!
+//! A crash (kill -9, power loss) can leave a partial unpack (`releases/.unpack-<name>-<random>/`)
+//! or a temp link (`current.tmp-<random>`) behind; [`Releases::remove_leftovers`] removes those
+//! at start-up.
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::store::remove_prefixed;
 use super::{ArtifactError, ArtifactStore, UnpackLimits, random_suffix, sync_dir, unpack_release};
 use crate::job::ReleaseSpec;
 
 const RELEASES: &str = "releases";
 const CURRENT: &str = "current";
+/// The name prefix of a partial unpack in the releases directory (see `unpack_release`).
+const UNPACK_PREFIX: &str = ".unpack-";
+/// The name prefix of the temp link made while switching `current`.
+const CURRENT_TEMP_PREFIX: &str = "current.tmp-";
 
 /// The releases of one app, rooted at `<data_dir>/apps/<app>`.
 #[derive(Debug, Clone)]
@@ -166,7 +175,7 @@ impl Releases {
         let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
             path: self.app_dir.clone(),
         })?;
-        let temp = self.app_dir.join(format!("{CURRENT}.tmp-{suffix}"));
+        let temp = self.app_dir.join(format!("{CURRENT_TEMP_PREFIX}{suffix}"));
         let target = Path::new(RELEASES).join(version.to_string());
         std::os::unix::fs::symlink(&target, &temp).map_err(|source| ArtifactError::Io {
             op: "create symlink",
@@ -187,6 +196,24 @@ impl Releases {
             path: self.app_dir.clone(),
             source,
         })
+    }
+
+    /// Removes what an interrupted unpack or `current` switch left behind: every
+    /// `releases/.unpack-*` (a directory with everything in it; a symlink of that name is
+    /// removed itself, never followed) and every `<app_dir>/current.tmp-*`. Release
+    /// directories, `current` and anything else are left alone; a missing app or releases
+    /// directory holds nothing. Returns the paths removed.
+    ///
+    /// Only for start-up: an install or activation in progress has such temp names too.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Io`] naming the directory that cannot be listed or the entry that
+    /// cannot be removed; entries removed before the error stay removed.
+    pub fn remove_leftovers(&self) -> Result<Vec<PathBuf>, ArtifactError> {
+        let mut removed = remove_prefixed(&self.releases_dir(), UNPACK_PREFIX)?;
+        removed.extend(remove_prefixed(&self.app_dir, CURRENT_TEMP_PREFIX)?);
+        Ok(removed)
     }
 
     /// The release `current` points at, if it is a link of the form `releases/<version>`.

@@ -3,15 +3,21 @@
 //! An upload streams into `<dir>/sha256/.upload-<random>` (mode 0600), hashed as it goes. Bytes
 //! beyond the declared size or the store's maximum are refused at once. Only [`Upload::finish`]
 //! with the right size and digest fsyncs the file, renames it to its digest and fsyncs the
-//! directory; an upload dropped before that removes its temp file.
+//! directory; an upload dropped before that removes its temp file. A crash (kill -9, power
+//! loss) can still leave a temp file behind; [`ArtifactStore::remove_leftovers`] removes those
+//! at start-up.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{ArtifactError, digest_hex, random_suffix, sync_dir};
 use crate::job::Sha256Hex;
+
+/// The name prefix of an upload's temp file in the objects directory.
+const UPLOAD_PREFIX: &str = ".upload-";
 
 /// The agent's artifact store, rooted at `<data_dir>/artifacts`.
 #[derive(Debug, Clone)]
@@ -59,6 +65,20 @@ impl ArtifactStore {
         self.max_bytes
     }
 
+    /// Removes every temp file an interrupted upload left in the objects directory (names
+    /// starting with `.upload-`): a file or symlink is removed itself (a link is never
+    /// followed), a directory of that name with everything in it. Returns the paths removed.
+    ///
+    /// Only for start-up: an upload in progress has such a temp file too.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Io`] naming the directory that cannot be listed or the entry that
+    /// cannot be removed; entries removed before the error stay removed.
+    pub fn remove_leftovers(&self) -> Result<Vec<PathBuf>, ArtifactError> {
+        remove_prefixed(&self.objects, UPLOAD_PREFIX)
+    }
+
     /// Starts an upload of `size` bytes that must hash to `expected`.
     ///
     /// # Errors
@@ -76,7 +96,7 @@ impl ArtifactStore {
         let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
             path: self.objects.clone(),
         })?;
-        let temp = self.objects.join(format!(".upload-{suffix}"));
+        let temp = self.objects.join(format!("{UPLOAD_PREFIX}{suffix}"));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -245,5 +265,68 @@ impl Drop for Upload {
         if !self.temp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.temp);
         }
+    }
+}
+
+/// Removes every entry of `dir` whose name starts with `prefix` (see [`remove_entry`]). A
+/// missing `dir` holds nothing. Returns the paths removed, in directory order.
+pub(super) fn remove_prefixed(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, ArtifactError> {
+    let read = match fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ArtifactError::Io {
+                op: "list",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut removed = Vec::new();
+    for item in read {
+        let item = item.map_err(|source| ArtifactError::Io {
+            op: "list",
+            path: dir.to_owned(),
+            source,
+        })?;
+        if !item.file_name().as_bytes().starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        let path = item.path();
+        if remove_entry(&path)? {
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes `path` without following it: a directory (a real one, not a link to one) with
+/// everything in it, anything else (file, symlink, ...) itself. Returns whether it removed
+/// something (`false` when the path was already gone).
+fn remove_entry(path: &Path) -> Result<bool, ArtifactError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(ArtifactError::Io {
+                op: "inspect",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let result = if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(ArtifactError::Io {
+            op: "remove leftover",
+            path: path.to_owned(),
+            source,
+        }),
     }
 }

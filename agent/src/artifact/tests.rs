@@ -976,6 +976,42 @@ fn dropped_upload_removes_its_temp_file() {
     assert_eq!(objects(&dir), Vec::<String>::new());
 }
 
+#[test]
+fn store_remove_leftovers_removes_only_upload_temps_and_never_follows_links() {
+    let (dir, store) = store();
+    let data = b"kept artifact".to_vec();
+    let digest = Sha256Hex::of(&data);
+    let mut up = store.begin_upload(&digest, data.len() as u64).unwrap();
+    up.write(&data).unwrap();
+    up.finish().unwrap();
+    let objects_dir = dir.path().join("artifacts/sha256");
+    // What a crash leaves: a partial upload; plus a link and a directory under that prefix.
+    fs::write(objects_dir.join(".upload-0123456789abcdef"), b"partial").unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("keep"), b"outside").unwrap();
+    std::os::unix::fs::symlink(&outside, objects_dir.join(".upload-link")).unwrap();
+    fs::create_dir(objects_dir.join(".upload-dir")).unwrap();
+    fs::write(objects_dir.join(".upload-dir/f"), b"x").unwrap();
+    fs::write(objects_dir.join("other"), b"not a temp").unwrap();
+
+    let mut removed = store.remove_leftovers().unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            objects_dir.join(".upload-0123456789abcdef"),
+            objects_dir.join(".upload-dir"),
+            objects_dir.join(".upload-link"),
+        ]
+    );
+    assert_eq!(objects(&dir), [digest.as_str(), "other"]);
+    assert!(store.contains(&digest, data.len() as u64));
+    assert_eq!(fs::read(outside.join("keep")).unwrap(), b"outside");
+    // Nothing left: a second call removes nothing.
+    assert_eq!(store.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Releases
 
@@ -1159,4 +1195,89 @@ fn prune_keeps_newest_and_never_deletes_protected_or_current() {
         Vec::new()
     );
     assert_eq!(app.releases.current(), Some(v("1.1.0")));
+}
+
+#[test]
+fn releases_remove_leftovers_removes_partial_unpacks_and_temp_links_only() {
+    let app = App::new();
+    app.install("1.0.0");
+    app.install("1.1.0");
+    app.releases.activate(&v("1.1.0")).unwrap();
+    let app_dir = app.dir.path().join("apps/web");
+    let rel = app.releases.releases_dir();
+    // What a crash leaves: a partial unpack (with content), a temp `current` link.
+    fs::create_dir_all(rel.join(".unpack-2.0.0-0123456789abcdef/bin")).unwrap();
+    fs::write(rel.join(".unpack-2.0.0-0123456789abcdef/bin/server"), b"x").unwrap();
+    std::os::unix::fs::symlink(
+        "releases/1.0.0",
+        app_dir.join("current.tmp-0123456789abcdef"),
+    )
+    .unwrap();
+    // A link named like a partial unpack, pointing at a directory outside: the link goes, the
+    // directory and its file stay.
+    let outside = app.dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("keep"), b"outside").unwrap();
+    std::os::unix::fs::symlink(&outside, rel.join(".unpack-x")).unwrap();
+    // Not leftovers: other files, and prefixes in the wrong directory.
+    fs::write(rel.join("notes"), b"keep").unwrap();
+    fs::write(rel.join("current.tmp-elsewhere"), b"keep").unwrap();
+    fs::write(app_dir.join(".unpack-elsewhere"), b"keep").unwrap();
+    fs::write(app_dir.join("state.json"), b"{}").unwrap();
+
+    let mut removed = app.releases.remove_leftovers().unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            app_dir.join("current.tmp-0123456789abcdef"),
+            rel.join(".unpack-2.0.0-0123456789abcdef"),
+            rel.join(".unpack-x"),
+        ]
+    );
+    assert_eq!(
+        names(&rel),
+        ["1.0.0", "1.1.0", "current.tmp-elsewhere", "notes"]
+    );
+    assert_eq!(
+        names(&app_dir),
+        [".unpack-elsewhere", "current", "releases", "state.json"]
+    );
+    assert_eq!(app.releases.current(), Some(v("1.1.0")));
+    assert_eq!(fs::read(app_dir.join("current/VERSION")).unwrap(), b"1.1.0");
+    assert_eq!(fs::read(rel.join("1.0.0/VERSION")).unwrap(), b"1.0.0");
+    assert_eq!(fs::read(outside.join("keep")).unwrap(), b"outside");
+    assert_eq!(
+        app.releases.remove_leftovers().unwrap(),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[test]
+fn releases_remove_leftovers_of_an_app_never_installed_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = Releases::new(&dir.path().join("apps/none"));
+    assert_eq!(missing.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+    let empty_app = dir.path().join("apps/empty");
+    fs::create_dir_all(&empty_app).unwrap();
+    assert_eq!(
+        Releases::new(&empty_app).remove_leftovers().unwrap(),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(names(&empty_app), Vec::<String>::new());
+}
+
+#[test]
+fn remove_leftovers_error_names_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_dir = dir.path().join("apps/web");
+    fs::create_dir_all(&app_dir).unwrap();
+    // `releases` is a file: listing it fails, and the error says which path.
+    fs::write(app_dir.join("releases"), b"not a directory").unwrap();
+    let err = Releases::new(&app_dir).remove_leftovers().unwrap_err();
+    assert!(
+        matches!(&err, ArtifactError::Io { op: "list", path, .. } if *path == app_dir.join("releases")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("apps/web/releases"), "{err}");
 }
