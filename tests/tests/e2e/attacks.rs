@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gantry_proto::audit_chain::{GENESIS_PREV, line_hash};
 use gantry_proto::envelope::sign_job;
@@ -18,6 +19,7 @@ use gantry_tests::probe::audit_files;
 use gantry_tests::process::recorded_instance_pids;
 use gantry_tests::{
     Agent, Controller, KeyPair, Options, Output, TestEnv, audit_events, banner, make_artifact,
+    wait_until,
 };
 use prost::Message;
 
@@ -760,4 +762,143 @@ fn approval_quorum() {
     );
     assert_eq!(rig.count("job.accepted", "doubled-1"), 0);
     assert_eq!(recorded_instance_pids(&rig.env.data_dir), pids);
+}
+
+/// A controller certificate in an attacker's hands floods the agent with jobs carrying a
+/// well-formed signature by the attacker's key under the deployer's key id (the costliest
+/// forgery to check). Once that certificate is over its rejection budget the agent stops
+/// reading its connection: the flood gets no further answer, its first rejections are on
+/// record, one `client.throttled` entry names it, and a job from the real controller's own
+/// certificate is admitted and runs meanwhile.
+#[test]
+fn forged_signature_flood_pauses_only_its_certificate() {
+    const FLOOD: usize = 40;
+    let rig = Rig::with_options(Options::default(), |t| {
+        t.replacen(
+            "client_names = [\"controller\"]",
+            "client_names = [\"controller\", \"stolen-controller\"]",
+            1,
+        )
+        .replacen(
+            "releases_kept = 5\n",
+            "releases_kept = 5\nclient_rejections_burst = 5\nclient_rejections_per_second = 1\n",
+            1,
+        )
+    });
+    let config = fs::read_to_string(&rig.env.config).unwrap();
+    assert!(
+        config.contains("client_rejections_burst = 5") && config.contains("stolen-controller"),
+        "{config}"
+    );
+    let (cert, key) = rig.env.add_controller_cert("stolen-controller").unwrap();
+    let before = rig.env.apps_snapshot();
+
+    let deployer = SigningKey::read_pem_file(&rig.env.keys.deployer.key).unwrap();
+    let attacker = SigningKey::generate().unwrap();
+    let bytes = rig
+        .raw_job("forged", &["--job-id", "forged-1"])
+        .encode_to_vec();
+    let mut sig = sign_job(&attacker, &bytes);
+    sig.key_id = deployer.key_id().to_string();
+    let forged = SignedJob {
+        job: bytes,
+        signatures: vec![sig],
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stolen = rt
+        .block_on(gantry_tests::grpc::connect_as(
+            &rig.env, &rig.agent, &cert, &key,
+        ))
+        .unwrap();
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..FLOOD {
+        let (mut client, job) = (stolen.clone(), forged.clone());
+        flood.spawn_on(async move { client.submit(job).await.err() }, rt.handle());
+    }
+
+    // The first rejections are recorded in full, each naming the stolen certificate.
+    let rejected_by = |fp: &str| {
+        audit_events(&rig.env, "job.rejected")
+            .unwrap()
+            .iter()
+            .filter(|e| e["peer_fingerprint"] == fp && e["reason"] == "bad_signature")
+            .count()
+    };
+    let mut fingerprint = String::new();
+    wait_until(Duration::from_secs(30), "the flood is throttled", || {
+        let throttled = audit_events(&rig.env, "client.throttled").unwrap();
+        if let Some(entry) = throttled.first() {
+            fingerprint = entry["peer_fingerprint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        // Past 20 rejections at 1 a second, the pause is long enough for what follows.
+        !fingerprint.is_empty() && rejected_by(&fingerprint) >= 20
+    })
+    .unwrap();
+    let throttled = audit_events(&rig.env, "client.throttled").unwrap();
+    assert_eq!(throttled.len(), 1, "one entry per episode: {throttled:#?}");
+    assert_eq!(throttled[0]["burst"], 5);
+    assert_eq!(throttled[0]["per_second"], 1);
+
+    // The real controller, with its own certificate, is not held back.
+    let valid = rig.create_signed("valid", &["--job-id", "valid-1"]);
+    rig.submit(&valid).assert_code(0);
+    assert_serves(&rig.env, "1.0.0", 1);
+    let accepted = audit_events(&rig.env, "job.accepted").unwrap();
+    assert_eq!(accepted.len(), 1, "only the valid job: {accepted:#?}");
+    assert_eq!(accepted[0]["job_id"], "valid-1");
+    assert_ne!(
+        accepted[0]["peer_fingerprint"], fingerprint,
+        "the valid job came over the other certificate"
+    );
+
+    // The stolen certificate is still paused: even a status request is not read.
+    let mut client = stolen.clone();
+    let unanswered = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            client.status(gantry_proto::v1::StatusRequest::default()),
+        )
+        .await
+    });
+    assert!(
+        unanswered.is_err(),
+        "a paused certificate got an answer: {unanswered:?}"
+    );
+
+    // Every answer the flood did get was the signature rejection; nothing of it ran.
+    let mut answered = Vec::new();
+    while let Some(joined) = flood.try_join_next() {
+        match joined.unwrap() {
+            Some(status) => answered.push(status),
+            None => panic!("a forged job was accepted"),
+        }
+    }
+    flood.abort_all();
+    assert!(answered.len() >= 20, "{} answers", answered.len());
+    assert!(
+        answered
+            .iter()
+            .all(|s| s.code() == tonic::Code::Unauthenticated),
+        "{answered:#?}"
+    );
+    assert!(
+        answered
+            .iter()
+            .any(|s| s.message().contains("over its rejection budget")),
+        "the answers that started the pause say so: {answered:#?}"
+    );
+    assert_eq!(rig.count("job.accepted", "forged-1"), 0);
+    assert_ne!(
+        rig.env.apps_snapshot(),
+        before,
+        "the valid job installed its release"
+    );
 }
