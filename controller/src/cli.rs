@@ -293,7 +293,7 @@ pub struct JobShowArgs {
     pub json: bool,
     /// An agent's config: show which of its policy's requirements the job meets and which
     /// are missing (signatures, trusted signers, key validity, target, window, role,
-    /// approvals). Only its keys and apps are read.
+    /// approvals), and exit 3 when one is missing. Only its keys and apps are read.
     #[arg(long = "policy", value_name = "AGENT_TOML")]
     pub policy: Option<PathBuf>,
     /// The job file.
