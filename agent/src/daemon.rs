@@ -159,6 +159,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         )
         .map_err(start("open the artifact store"))?,
     );
+    // Before the server accepts an upload: partial uploads a crash left are never resumed.
+    // A failure is only logged (hygiene, not safety) and does not stop start-up.
+    crate::artifact::store::log_leftover_removal("an interrupted upload", store.remove_leftovers());
     let secrets = crate::secrets::SecretsKey::load_or_create(&config.data_dir).map_err(start(
         "load the key that hashes secret values for the audit log",
     ))?;

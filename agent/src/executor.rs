@@ -447,6 +447,13 @@ impl Executor {
                 control,
                 shared: Arc::clone(&app_shared),
             };
+            // No job runs yet: partial unpacks and temp `current` links a crash left are
+            // never reused. A failure is only logged (hygiene, not safety) and does not stop
+            // start-up.
+            crate::artifact::store::log_leftover_removal(
+                &format!("an interrupted unpack or release switch of app {name}"),
+                runtime.releases.remove_leftovers(),
+            );
             strategy::adopt(&mut runtime, &audit, default_backoff()).await;
             strategy::routing::ensure_front_door(&mut runtime, &audit, default_backoff()).await;
             controls.insert(name.clone(), control_tx);

@@ -330,3 +330,27 @@ fn remove_entry(path: &Path) -> Result<bool, ArtifactError> {
         }),
     }
 }
+
+/// Logs the outcome of a start-up `remove_leftovers` call: one `info` line naming what was
+/// removed (nothing when nothing was), or a `warn` line on an error. `from` says what left the
+/// files ("an interrupted upload", ...).
+///
+/// An error is only logged, never returned: removing leftovers is hygiene (disk space), not
+/// safety, so it must not stop the agent from starting.
+pub(crate) fn log_leftover_removal(from: &str, result: Result<Vec<PathBuf>, ArtifactError>) {
+    match result {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            let paths: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+            tracing::info!(
+                "removed {} leftover temporary file(s) from {from}: {}",
+                removed.len(),
+                paths.join(", ")
+            );
+        }
+        Err(e) => tracing::warn!(
+            "cannot remove leftover temporary files from {from} (start-up continues): {}",
+            crate::strategy::reason(&e)
+        ),
+    }
+}

@@ -395,3 +395,55 @@ fn hostile_archives_are_refused_before_anything_is_unpacked() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn leftover_temp_files_from_a_crash_are_removed_at_start() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
+    let env = TestEnv::new().unwrap();
+    // What a kill -9 mid-upload and mid-unpack leaves, laid out (and moded) as the agent lays
+    // out its data directory, so that its start-up permission checks accept it.
+    let objects = env.data_dir.join("artifacts").join("sha256");
+    let unpack = env.releases_dir().join(".unpack-1.0.0-leftover");
+    for (dir, mode) in [
+        (&env.data_dir, 0o711),
+        (&env.data_dir.join("artifacts"), 0o700),
+        (&objects, 0o700),
+        (&env.data_dir.join("apps"), 0o755),
+        (&env.data_dir.join("apps").join("web"), 0o755),
+        (&env.releases_dir(), 0o755),
+        (&unpack, 0o700),
+    ] {
+        fs::DirBuilder::new().mode(mode).create(dir).unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let upload = objects.join(".upload-leftover");
+    fs::write(&upload, vec![7u8; 64 * 1024]).unwrap();
+    fs::write(unpack.join("file"), b"half an unpacked release").unwrap();
+
+    let agent = Agent::start(&env).unwrap();
+    assert!(
+        fs::symlink_metadata(&upload).is_err(),
+        "the partial upload is still there"
+    );
+    assert!(
+        fs::symlink_metadata(&unpack).is_err(),
+        "the partial unpack is still there"
+    );
+    assert_eq!(releases(&env), Vec::<String>::new());
+    assert!(objects.is_dir() && env.releases_dir().is_dir());
+    wait_until(
+        Duration::from_secs(10),
+        "the agent logs both removals",
+        || {
+            let log = agent.log_text();
+            log.lines().any(|l| {
+                l.contains("removed 1 leftover temporary file(s)") && l.contains(".upload-leftover")
+            }) && log.lines().any(|l| {
+                l.contains("removed 1 leftover temporary file(s)")
+                    && l.contains(".unpack-1.0.0-leftover")
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+}
