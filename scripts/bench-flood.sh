@@ -7,7 +7,7 @@
 # 1. `gantry quickstart --dir WORK` (PKI, keys, config), then a fresh `gantry-agent run` on it.
 #    The config keeps the quickstart controller's fingerprint pin and also accepts client
 #    certificates named `controller` or `stolen-controller` (tls.client_names): the bench floods
-#    with a second certificate of its own, `stolen-controller`, signed by the quickstart CA, as
+#    with a second certificate, `stolen-controller` (`gantry dev-pki --add-client`), as
 #    an attacker holding one controller's certificate would (GANTRY_FLOOD_SAME_CERT=1: the flood
 #    uses the valid jobs' own certificate instead). The agent's operational log goes to
 #    WORK/agent.log; its size is printed before and after the bench.
@@ -62,7 +62,12 @@ for i in $(seq 2 "$VALID_APPS"); do
     APPS=$APPS,flood$i
 done
 
-# A second controller: by DNS name, beside the existing fingerprint pin.
+# A second controller with its own certificate from the quickstart CA, admitted by DNS name
+# beside the existing fingerprint pin.
+if ! add_out=$("$GANTRY" dev-pki --out "$WORK/pki" --add-client stolen-controller 2>&1); then
+    echo "$add_out" >&2
+    exit 1
+fi
 sed -i '/^client_fingerprints = /a client_names = ["controller", "stolen-controller"]' "$WORK/agent.toml"
 grep -q '^client_names = \["controller", "stolen-controller"\]' "$WORK/agent.toml" || {
     echo "bench-flood.sh: could not add client_names to $WORK/agent.toml" >&2

@@ -27,10 +27,10 @@
 //!
 //! Client certificates: the valid jobs use the quickstart controller's (`pki/controller.pem`).
 //! The flood, as in the threat model (one controller's certificate stolen, the release pipeline
-//! keeps its own), uses a second client certificate made here, signed by the quickstart CA
-//! (`pki/ca.pem` + `pki/ca.key`), DNS name `stolen-controller`, clientAuth: the agent must
-//! accept it (`scripts/bench-flood.sh` adds `client_names = ["controller",
-//! "stolen-controller"]` to the config). `GANTRY_FLOOD_SAME_CERT=1` floods with the valid
+//! keeps its own), uses a second client certificate, `pki/stolen-controller.pem`, that
+//! `scripts/bench-flood.sh` makes with `gantry dev-pki --add-client stolen-controller` (signed
+//! by the quickstart CA); the script adds `client_names = ["controller", "stolen-controller"]`
+//! to the config so the agent accepts it. `GANTRY_FLOOD_SAME_CERT=1` floods with the valid
 //! jobs' own certificate instead (the old measurement).
 
 use std::path::{Path, PathBuf};
@@ -43,10 +43,6 @@ use gantry_proto::keys::SigningKey;
 use gantry_proto::v1;
 use gantry_proto::v1::agent_client::AgentClient;
 use prost::Message;
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -63,46 +59,8 @@ struct Env {
     flood_id: (Vec<u8>, Vec<u8>),
 }
 
-/// The DNS name (and CN) of the flood's own certificate.
-const STOLEN_NAME: &str = "stolen-controller";
-
 fn read(p: &Path) -> Result<Vec<u8>, BoxError> {
     Ok(std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?)
-}
-
-fn dn(cn: &str) -> DistinguishedName {
-    // As `gantry dev-pki` builds it: the CA's subject must come out byte for byte the same.
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "Gantry dev PKI");
-    dn.push(DnType::CommonName, cn);
-    dn
-}
-
-/// A second controller certificate signed by the quickstart CA: (certificate PEM, key PEM).
-fn second_client_cert(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), BoxError> {
-    let ca_key_pem = String::from_utf8(read(&dir.join("pki/ca.key"))?)?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-    // The issuer rebuilt from the CA's parameters (rcgen parses no certificate without its
-    // x509-parser feature); only its subject name and key matter for signing.
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = dn("Gantry dev CA");
-    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::new(vec![STOLEN_NAME.to_owned()])?;
-    params.distinguished_name = dn(STOLEN_NAME);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem().into_bytes(), key.serialize_pem().into_bytes()))
 }
 
 fn fingerprint_of(pem: &[u8]) -> String {
@@ -319,7 +277,11 @@ async fn run() -> Result<(), BoxError> {
     let flood_id = if same_cert {
         valid_id.clone()
     } else {
-        second_client_cert(&dir)?
+        // Made by `gantry dev-pki --add-client stolen-controller` (scripts/bench-flood.sh).
+        (
+            read(&dir.join("pki/stolen-controller.pem"))?,
+            read(&dir.join("pki/stolen-controller.key"))?,
+        )
     };
     println!(
         "valid jobs: certificate pki/controller.pem, SHA-256 {}",

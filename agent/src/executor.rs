@@ -451,7 +451,7 @@ impl Executor {
             // never reused. A failure is only logged (hygiene, not safety) and does not stop
             // start-up.
             crate::artifact::store::log_leftover_removal(
-                &format!("an interrupted unpack or release switch of app {name}"),
+                &format!("an interrupted unpack, prune or release switch of app {name}"),
                 runtime.releases.remove_leftovers(),
             );
             strategy::adopt(&mut runtime, &audit, default_backoff()).await;

@@ -22,6 +22,8 @@ const RELEASES: &str = "releases";
 const CURRENT: &str = "current";
 /// The name prefix of a partial unpack in the releases directory (see `unpack_release`).
 const UNPACK_PREFIX: &str = ".unpack-";
+/// A release being deleted by [`Releases::prune`].
+const PRUNE_PREFIX: &str = ".prune-";
 /// The name prefix of the temp link made while switching `current`.
 const CURRENT_TEMP_PREFIX: &str = "current.tmp-";
 
@@ -198,9 +200,10 @@ impl Releases {
         })
     }
 
-    /// Removes what an interrupted unpack or `current` switch left behind: every
-    /// `releases/.unpack-*` (a directory with everything in it; a symlink of that name is
-    /// removed itself, never followed) and every `<app_dir>/current.tmp-*`. Release
+    /// Removes what an interrupted unpack, prune or `current` switch left behind: every
+    /// `releases/.unpack-*` and `releases/.prune-*` (a directory with everything in it; a
+    /// symlink of that name is removed itself, never followed) and every
+    /// `<app_dir>/current.tmp-*`. Release
     /// directories, `current` and anything else are left alone; a missing app or releases
     /// directory holds nothing. Returns the paths removed.
     ///
@@ -212,6 +215,7 @@ impl Releases {
     /// cannot be removed; entries removed before the error stay removed.
     pub fn remove_leftovers(&self) -> Result<Vec<PathBuf>, ArtifactError> {
         let mut removed = remove_prefixed(&self.releases_dir(), UNPACK_PREFIX)?;
+        removed.extend(remove_prefixed(&self.releases_dir(), PRUNE_PREFIX)?);
         removed.extend(remove_prefixed(&self.app_dir, CURRENT_TEMP_PREFIX)?);
         Ok(removed)
     }
@@ -263,7 +267,7 @@ impl Releases {
             })?;
             let doomed = self
                 .releases_dir()
-                .join(format!(".prune-{version}-{suffix}"));
+                .join(format!("{PRUNE_PREFIX}{version}-{suffix}"));
             fs::rename(&dir, &doomed).map_err(|source| ArtifactError::Io {
                 op: "move aside for deletion",
                 path: dir.clone(),

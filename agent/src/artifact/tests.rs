@@ -1208,6 +1208,8 @@ fn releases_remove_leftovers_removes_partial_unpacks_and_temp_links_only() {
     // What a crash leaves: a partial unpack (with content), a temp `current` link.
     fs::create_dir_all(rel.join(".unpack-2.0.0-0123456789abcdef/bin")).unwrap();
     fs::write(rel.join(".unpack-2.0.0-0123456789abcdef/bin/server"), b"x").unwrap();
+    // ... and a release half deleted by a prune.
+    fs::create_dir_all(rel.join(".prune-0.9.0-0123456789abcdef/bin")).unwrap();
     std::os::unix::fs::symlink(
         "releases/1.0.0",
         app_dir.join("current.tmp-0123456789abcdef"),
@@ -1231,6 +1233,7 @@ fn releases_remove_leftovers_removes_partial_unpacks_and_temp_links_only() {
         removed,
         [
             app_dir.join("current.tmp-0123456789abcdef"),
+            rel.join(".prune-0.9.0-0123456789abcdef"),
             rel.join(".unpack-2.0.0-0123456789abcdef"),
             rel.join(".unpack-x"),
         ]
