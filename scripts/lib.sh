@@ -35,7 +35,8 @@ bench_machine() {
     echo "binaries:   $BIN_DIR"
 }
 
-# Stops the app `sample` (when the agent still has an address), then the agent: SIGTERM,
+# Stops the app `sample` (when the agent still has an address; at most 30 s, as the
+# controller certificate may be paused by a flood that used it), then the agent: SIGTERM,
 # up to 15 s, then SIGKILL.
 bench_stop_agent() {
     [[ -n $AGENT_PID ]] && kill -0 "$AGENT_PID" 2>/dev/null || return 0
@@ -43,7 +44,7 @@ bench_stop_agent() {
         GANTRY_AGENT=$(cat "$WORK/data/run/listen.addr") GANTRY_AGENT_ID=quickstart-agent \
             GANTRY_CA=$WORK/pki/ca.pem GANTRY_CERT=$WORK/pki/controller.pem \
             GANTRY_CERT_KEY=$WORK/pki/controller.key GANTRY_STATE_DIR=$WORK/state \
-            "$GANTRY" stop --key "$WORK/keys/deployer.key" --app sample \
+            timeout 30 "$GANTRY" stop --key "$WORK/keys/deployer.key" --app sample \
             --reason "bench: clean up" --json >"$WORK/stop.jsonl" 2>&1 ||
             echo "$NAME: gantry stop failed: $(tail -3 "$WORK/stop.jsonl")" >&2
     fi

@@ -99,8 +99,8 @@ pub struct Limits {
     pub clock_skew: Duration,
     /// Releases kept on disk per app.
     pub releases_kept: usize,
-    /// Rejected submits one client certificate may have in a burst before its connections are
-    /// no longer read.
+    /// Rejected submits (and identical resubmissions) one client certificate may have in a
+    /// burst before its connections are no longer read.
     pub client_rejections_burst: u32,
     /// Rejected submits a second one client certificate may have in the long run.
     pub client_rejections_per_second: u32,

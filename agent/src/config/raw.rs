@@ -95,8 +95,8 @@ pub struct RawLimits {
     pub clock_skew: String,
     /// Releases kept on disk per app.
     pub releases_kept: u64,
-    /// Rejected submits one client certificate may have in a burst before its connections are
-    /// paused.
+    /// Rejected submits (and identical resubmissions) one client certificate may have in a
+    /// burst before its connections are paused.
     pub client_rejections_burst: u32,
     /// Rejected submits a second one client certificate may have in the long run.
     pub client_rejections_per_second: u32,

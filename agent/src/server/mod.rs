@@ -342,6 +342,9 @@ impl Agent for AgentService {
             Err(rejection) => return Err(self.reject(received, &rejection, &peer).await),
             Ok(Admitted::Duplicate(record)) => {
                 tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
+                // It starts nothing but cost a full signature check: a replayed valid job is
+                // charged like a rejection, or a captured job could be replayed at full speed.
+                self.charge(&peer).await;
                 if self.rejections.record("resubmitted") == flood::Recording::Full {
                     let again = Entry::new("job.resubmitted")
                         .with("job_id", json!(record.job_id))

@@ -1,10 +1,11 @@
 //! A rejection budget per client certificate, enforced by no longer reading its connections.
 //!
-//! Every rejected submit costs its certificate one token; tokens come back at a steady rate up
-//! to a burst. A certificate that runs out is *paused*: the agent stops reading from every
-//! connection that presented it (TLS, HTTP/2 and decoding included) until its budget is back
-//! in credit, so a flood of forged jobs costs the agent nothing beyond what it already took in,
-//! and TCP flow control stops the sender. Requests already read are still answered, and each
+//! Every rejected submit costs its certificate one token, and so does an identical
+//! resubmission of an admitted job (it starts nothing, but its signatures are checked all the
+//! same); tokens come back at a steady rate up to a burst. A certificate that runs out is
+//! *paused*: the agent stops reading from every connection that presented it (TLS, HTTP/2 and
+//! decoding included) until its budget is back in credit, so a flood of forged jobs costs the
+//! agent nothing beyond what it already took in, and TCP flow control stops the sender. Requests already read are still answered, and each
 //! one that is rejected pushes the pause further. Other certificates are not touched: a
 //! controller with its own certificate keeps its full rate while another one floods.
 //!

@@ -902,3 +902,68 @@ fn forged_signature_flood_pauses_only_its_certificate() {
         "the valid job installed its release"
     );
 }
+
+/// An attacker with a controller certificate and a captured valid signed job replays its
+/// identical bytes at full speed: each re-attaches to the one run (nothing runs twice), and
+/// each costs the certificate's budget like a rejection, so the replay is paused too.
+#[test]
+fn replay_of_a_captured_valid_job_at_full_speed_is_paused() {
+    let rig = Rig::with_options(Options::default(), |t| {
+        t.replacen(
+            "client_names = [\"controller\"]",
+            "client_names = [\"controller\", \"stolen-controller\"]",
+            1,
+        )
+        .replacen(
+            "releases_kept = 5\n",
+            "releases_kept = 5\nclient_rejections_burst = 5\nclient_rejections_per_second = 1\n",
+            1,
+        )
+    });
+    let (cert, key) = rig.env.add_controller_cert("stolen-controller").unwrap();
+    let captured = rig.create_signed("captured", &["--job-id", "captured-1"]);
+    rig.submit(&captured).assert_code(0);
+    assert_serves(&rig.env, "1.0.0", 1);
+    let pids = recorded_instance_pids(&rig.env.data_dir);
+    let signed = SignedJob::decode(fs::read(&captured).unwrap().as_slice()).unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stolen = rt
+        .block_on(gantry_tests::grpc::connect_as(
+            &rig.env, &rig.agent, &cert, &key,
+        ))
+        .unwrap();
+    let mut replays = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (mut client, job) = (stolen.clone(), signed.clone());
+        replays.spawn_on(
+            async move { client.submit(job).await.map(|_| ()) },
+            rt.handle(),
+        );
+    }
+    wait_until(Duration::from_secs(30), "the replay is throttled", || {
+        !audit_events(&rig.env, "client.throttled")
+            .unwrap()
+            .is_empty()
+    })
+    .unwrap();
+    let throttled = audit_events(&rig.env, "client.throttled").unwrap();
+    let resubmitted = audit_events(&rig.env, "job.resubmitted").unwrap();
+    assert!(resubmitted.len() > 5, "{resubmitted:#?}");
+    assert!(
+        resubmitted.iter().all(|e| e["job_id"] == "captured-1"
+            && e["peer_fingerprint"] == throttled[0]["peer_fingerprint"]),
+        "{resubmitted:#?} {throttled:#?}"
+    );
+    replays.abort_all();
+    assert_eq!(rig.count("job.accepted", "captured-1"), 1, "it ran once");
+    assert_eq!(
+        recorded_instance_pids(&rig.env.data_dir),
+        pids,
+        "nothing restarted"
+    );
+}
