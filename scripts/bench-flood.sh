@@ -12,8 +12,10 @@
 #    uses the valid jobs' own certificate instead). The agent's operational log goes to
 #    WORK/agent.log; its size is printed before and after the bench.
 # 2. `cargo bench -p gantry-agent --bench flood` (agent/benches/flood.rs: release profile)
-#    with GANTRY_FLOOD_* pointing at that agent: baseline valid-job rate, the same under the
-#    flood, then the flood alone up to GANTRY_FLOOD_TOTAL rejections or GANTRY_FLOOD_MAX_SECS.
+#    with GANTRY_FLOOD_* pointing at that agent: by default the valid-job rate before, under
+#    and after the flood; GANTRY_FLOOD_PHASES=volume runs the flood alone up to
+#    GANTRY_FLOOD_TOTAL rejections or GANTRY_FLOOD_MAX_SECS (with CLIENT_REJECTIONS_* raised,
+#    or the agent pauses the flood's certificate at about 10 rejections a second).
 # 3. `gantry stop` of the sample app (deployed by the quickstart), SIGTERM to the agent, WORK
 #    removed (KEEP=1 keeps it).
 #
@@ -75,8 +77,8 @@ grep -q '^client_names = \["controller", "stolen-controller"\]' "$WORK/agent.tom
 }
 
 # The per-certificate rejection budget (limits.client_rejections_*): the config's defaults
-# unless CLIENT_REJECTIONS_BURST / CLIENT_REJECTIONS_PER_SECOND are set (the volume phase sets
-# them high, to reach a million rejections from one certificate).
+# unless CLIENT_REJECTIONS_BURST / CLIENT_REJECTIONS_PER_SECOND are set (set them high for the
+# volume phase, to reach a million rejections from one certificate).
 for setting in burst per_second; do
     var=CLIENT_REJECTIONS_${setting^^}
     if [[ -n ${!var:-} ]]; then

@@ -26,7 +26,7 @@
 //!    after 3 s idle. With the agent's default rejection budget one certificate gets about
 //!    10 rejections a second; `scripts/bench-flood.sh` takes CLIENT_REJECTIONS_* to lift it.
 //!
-//! `GANTRY_FLOOD_PHASES` (default `baseline,flood,volume`) picks the phases; they run in the
+//! `GANTRY_FLOOD_PHASES` (default `baseline,flood,after`) picks the phases; they run in the
 //! order above.
 //!
 //! Client certificates: the valid jobs use the quickstart controller's (`pki/controller.pem`).
@@ -330,7 +330,7 @@ async fn run() -> Result<(), BoxError> {
             .collect(),
     };
     let env = Arc::new(env);
-    let phases = var("GANTRY_FLOOD_PHASES").unwrap_or_else(|| "baseline,flood,volume".to_owned());
+    let phases = var("GANTRY_FLOOD_PHASES").unwrap_or_else(|| "baseline,flood,after".to_owned());
     let key = Arc::new(SigningKey::read_pem_file(
         &env.dir.join("keys/deployer.key"),
     )?);
