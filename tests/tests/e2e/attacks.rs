@@ -13,8 +13,9 @@ use std::time::Duration;
 use gantry_proto::audit_chain::{GENESIS_PREV, line_hash};
 use gantry_proto::envelope::sign_job;
 use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::agent_client::AgentClient;
 use gantry_proto::v1::{Job, JobEvent, SignedJob};
-use gantry_tests::grpc::{submit_raw, upload_raw};
+use gantry_tests::grpc::{connect_as, submit_raw, upload_raw};
 use gantry_tests::probe::audit_files;
 use gantry_tests::process::recorded_instance_pids;
 use gantry_tests::{
@@ -764,15 +765,14 @@ fn approval_quorum() {
     assert_eq!(recorded_instance_pids(&rig.env.data_dir), pids);
 }
 
-/// A controller certificate in an attacker's hands floods the agent with jobs carrying a
-/// well-formed signature by the attacker's key under the deployer's key id (the costliest
-/// forgery to check). Once that certificate is over its rejection budget the agent stops
-/// reading its connection: the flood gets no further answer, its first rejections are on
-/// record, one `client.throttled` entry names it, and a job from the real controller's own
-/// certificate is admitted and runs meanwhile.
-#[test]
-fn forged_signature_flood_pauses_only_its_certificate() {
-    const FLOOD: usize = 40;
+/// An agent that admits a second controller certificate, `stolen-controller`, with a small
+/// rejection budget (5 at once, 1 a second); a runtime and a client connected with that
+/// certificate.
+fn rig_with_a_stolen_certificate() -> (
+    Rig,
+    tokio::runtime::Runtime,
+    AgentClient<tonic::transport::Channel>,
+) {
     let rig = Rig::with_options(Options::default(), |t| {
         t.replacen(
             "client_names = [\"controller\"]",
@@ -791,6 +791,46 @@ fn forged_signature_flood_pauses_only_its_certificate() {
         "{config}"
     );
     let (cert, key) = rig.env.add_controller_cert("stolen-controller").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(connect_as(&rig.env, &rig.agent, &cert, &key))
+        .unwrap();
+    (rig, rt, client)
+}
+
+/// `n` submits of `job` in flight at once on `client`'s connection; each task ends with
+/// `Ok` when the job was taken, or the status it was refused with.
+fn submit_at_once(
+    rt: &tokio::runtime::Runtime,
+    client: &AgentClient<tonic::transport::Channel>,
+    job: &SignedJob,
+    n: usize,
+) -> tokio::task::JoinSet<Result<(), tonic::Status>> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (mut client, job) = (client.clone(), job.clone());
+        set.spawn_on(
+            async move { client.submit(job).await.map(|_| ()) },
+            rt.handle(),
+        );
+    }
+    set
+}
+
+/// A controller certificate in an attacker's hands floods the agent with jobs carrying a
+/// well-formed signature by the attacker's key under the deployer's key id (the costliest
+/// forgery to check). Once that certificate is over its rejection budget the agent stops
+/// reading its connection: the flood gets no further answer, its first rejections are on
+/// record, one `client.throttled` entry names it, and a job from the real controller's own
+/// certificate is admitted and runs meanwhile.
+#[test]
+fn forged_signature_flood_pauses_only_its_certificate() {
+    const FLOOD: usize = 40;
+    let (rig, rt, stolen) = rig_with_a_stolen_certificate();
     let before = rig.env.apps_snapshot();
 
     let deployer = SigningKey::read_pem_file(&rig.env.keys.deployer.key).unwrap();
@@ -805,21 +845,7 @@ fn forged_signature_flood_pauses_only_its_certificate() {
         signatures: vec![sig],
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let stolen = rt
-        .block_on(gantry_tests::grpc::connect_as(
-            &rig.env, &rig.agent, &cert, &key,
-        ))
-        .unwrap();
-    let mut flood = tokio::task::JoinSet::new();
-    for _ in 0..FLOOD {
-        let (mut client, job) = (stolen.clone(), forged.clone());
-        flood.spawn_on(async move { client.submit(job).await.err() }, rt.handle());
-    }
+    let mut flood = submit_at_once(&rt, &stolen, &forged, FLOOD);
 
     // The first rejections are recorded in full, each naming the stolen certificate.
     let rejected_by = |fp: &str| {
@@ -877,8 +903,8 @@ fn forged_signature_flood_pauses_only_its_certificate() {
     let mut answered = Vec::new();
     while let Some(joined) = flood.try_join_next() {
         match joined.unwrap() {
-            Some(status) => answered.push(status),
-            None => panic!("a forged job was accepted"),
+            Err(status) => answered.push(status),
+            Ok(()) => panic!("a forged job was accepted"),
         }
     }
     flood.abort_all();
@@ -908,43 +934,14 @@ fn forged_signature_flood_pauses_only_its_certificate() {
 /// each costs the certificate's budget like a rejection, so the replay is paused too.
 #[test]
 fn replay_of_a_captured_valid_job_at_full_speed_is_paused() {
-    let rig = Rig::with_options(Options::default(), |t| {
-        t.replacen(
-            "client_names = [\"controller\"]",
-            "client_names = [\"controller\", \"stolen-controller\"]",
-            1,
-        )
-        .replacen(
-            "releases_kept = 5\n",
-            "releases_kept = 5\nclient_rejections_burst = 5\nclient_rejections_per_second = 1\n",
-            1,
-        )
-    });
-    let (cert, key) = rig.env.add_controller_cert("stolen-controller").unwrap();
+    let (rig, rt, stolen) = rig_with_a_stolen_certificate();
     let captured = rig.create_signed("captured", &["--job-id", "captured-1"]);
     rig.submit(&captured).assert_code(0);
     assert_serves(&rig.env, "1.0.0", 1);
     let pids = recorded_instance_pids(&rig.env.data_dir);
     let signed = SignedJob::decode(fs::read(&captured).unwrap().as_slice()).unwrap();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let stolen = rt
-        .block_on(gantry_tests::grpc::connect_as(
-            &rig.env, &rig.agent, &cert, &key,
-        ))
-        .unwrap();
-    let mut replays = tokio::task::JoinSet::new();
-    for _ in 0..20 {
-        let (mut client, job) = (stolen.clone(), signed.clone());
-        replays.spawn_on(
-            async move { client.submit(job).await.map(|_| ()) },
-            rt.handle(),
-        );
-    }
+    let mut replays = submit_at_once(&rt, &stolen, &signed, 20);
     wait_until(Duration::from_secs(30), "the replay is throttled", || {
         !audit_events(&rig.env, "client.throttled")
             .unwrap()
