@@ -191,6 +191,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let throttle = Arc::new(ClientThrottle::new(Budget {
         burst: config.limits.client_rejections_burst,
         per_second: config.limits.client_rejections_per_second,
+        connections: config.limits.client_connections,
     }));
     let incoming = tls::incoming(
         listener,

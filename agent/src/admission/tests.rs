@@ -97,6 +97,7 @@ fn limits() -> Limits {
         releases_kept: 5,
         client_rejections_burst: 100,
         client_rejections_per_second: 10,
+        client_connections: 64,
     }
 }
 

@@ -104,6 +104,9 @@ pub struct Limits {
     pub client_rejections_burst: u32,
     /// Rejected submits a second one client certificate may have in the long run.
     pub client_rejections_per_second: u32,
+    /// Connections one client certificate may have open at once; more are closed after the
+    /// handshake.
+    pub client_connections: usize,
 }
 
 /// Who may do what: the trusted keys and the apps.

@@ -100,6 +100,8 @@ pub struct RawLimits {
     pub client_rejections_burst: u32,
     /// Rejected submits a second one client certificate may have in the long run.
     pub client_rejections_per_second: u32,
+    /// Connections one client certificate may have open at once.
+    pub client_connections: u32,
 }
 
 impl Default for RawLimits {
@@ -112,6 +114,7 @@ impl Default for RawLimits {
             releases_kept: 5,
             client_rejections_burst: 100,
             client_rejections_per_second: 10,
+            client_connections: 64,
         }
     }
 }

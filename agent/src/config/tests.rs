@@ -67,6 +67,7 @@ fn example_config_loads() {
     assert_eq!(cfg.limits.clock_skew, Duration::from_secs(30));
     assert_eq!(cfg.limits.client_rejections_burst, 100);
     assert_eq!(cfg.limits.client_rejections_per_second, 10);
+    assert_eq!(cfg.limits.client_connections, 64);
     assert_eq!(cfg.audit.checkpoint_interval, Duration::from_secs(60));
     assert_eq!(cfg.digest, Sha256Hex::of(EXAMPLE.as_bytes()));
     let names: Vec<&str> = cfg.policy.keys.iter().map(|k| k.name.as_str()).collect();

@@ -265,6 +265,10 @@ fn validate(
         "limits.client_rejections_per_second",
         raw.limits.client_rejections_per_second.into(),
     );
+    p.positive(
+        "limits.client_connections",
+        raw.limits.client_connections.into(),
+    );
     let limits = Limits {
         max_job_bytes: usize::try_from(raw.limits.max_job_bytes).unwrap_or(usize::MAX),
         max_artifact_bytes: raw.limits.max_artifact_bytes,
@@ -273,6 +277,7 @@ fn validate(
         releases_kept: usize::try_from(raw.limits.releases_kept).unwrap_or(usize::MAX),
         client_rejections_burst: raw.limits.client_rejections_burst,
         client_rejections_per_second: raw.limits.client_rejections_per_second,
+        client_connections: usize::try_from(raw.limits.client_connections).unwrap_or(usize::MAX),
     };
 
     let keys = validate_keys(p, &raw, base);

@@ -11,11 +11,15 @@
 //!
 //! Entering a pause is a security event, recorded as one `client.throttled` audit entry per
 //! episode (an episode ends once half the burst has come back).
+//!
+//! A certificate may also hold only so many connections at once
+//! (`limits.client_connections`): a paused connection is never closed by the agent, so without
+//! that bound one certificate could hold sockets and TLS state without end.
 
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,6 +34,8 @@ pub struct Budget {
     pub burst: u32,
     /// Rejections a second a certificate may have in the long run.
     pub per_second: u32,
+    /// Connections a certificate may have open at once.
+    pub connections: usize,
 }
 
 #[derive(Debug)]
@@ -48,6 +54,12 @@ pub struct PeerGate {
     /// Milliseconds after `origin` until which reads are paused; 0 when not paused.
     paused_until_ms: AtomicU64,
     bucket: Mutex<Bucket>,
+    /// Connections open now.
+    open: AtomicUsize,
+    /// Connections refused since the last warning about them, and when that was (ms after
+    /// `origin`, 0 for never).
+    refused: AtomicU64,
+    warned_ms: AtomicU64,
 }
 
 /// What one rejection did to its certificate's budget.
@@ -75,7 +87,26 @@ impl PeerGate {
                 updated: Instant::now(),
                 throttled: false,
             }),
+            open: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            warned_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a connection refused for being over the limit; every minute at most, the number
+    /// refused since the last time, for one log line (a reconnecting client must not flood the
+    /// log either).
+    fn refused_to_report(&self) -> Option<u64> {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 60_000 {
+            return None;
+        }
+        self.warned_ms
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(self.refused.swap(0, Ordering::Relaxed))
     }
 
     /// Takes one token for a rejection, and pauses reads when the budget is spent.
@@ -139,6 +170,38 @@ impl ClientThrottle {
         self.budget
     }
 
+    /// `stream`, a connection of the certificate `fingerprint`, gated by its budget; or
+    /// `Err` with the stream back when that certificate has `connections` open already. The
+    /// error carries how many were refused since the last report, when one is due.
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyConnections`] when the certificate is at its limit.
+    pub fn connection<S>(
+        &self,
+        fingerprint: &str,
+        stream: S,
+    ) -> Result<Gated<S>, TooManyConnections> {
+        let gate = self.gate(fingerprint);
+        let limit = self.budget.connections;
+        let taken = gate
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Gated {
+                inner: stream,
+                gate,
+                sleep: None,
+            }),
+            Err(_) => Err(TooManyConnections {
+                limit,
+                report: gate.refused_to_report(),
+            }),
+        }
+    }
+
     /// The gate of the certificate with this fingerprint. Only configured controllers get a
     /// connection, so the map stays as small as the list of controllers.
     pub fn gate(&self, fingerprint: &str) -> Arc<PeerGate> {
@@ -151,8 +214,18 @@ impl ClientThrottle {
     }
 }
 
+/// A certificate has as many connections open as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyConnections {
+    /// The limit.
+    pub limit: usize,
+    /// Connections refused since the last report, when a report is due (at most one a minute).
+    pub report: Option<u64>,
+}
+
 /// A connection that is not read from while its certificate is paused. Writes go on, so
-/// answers to requests already read still leave.
+/// answers to requests already read still leave. It counts towards its certificate's open
+/// connections until dropped.
 #[derive(Debug)]
 pub struct Gated<S> {
     inner: S,
@@ -160,16 +233,13 @@ pub struct Gated<S> {
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> Gated<S> {
-    /// `inner`, read only while `gate` allows it.
-    pub fn new(inner: S, gate: Arc<PeerGate>) -> Self {
-        Self {
-            inner,
-            gate,
-            sleep: None,
-        }
+impl<S> Drop for Gated<S> {
+    fn drop(&mut self) {
+        self.gate.open.fetch_sub(1, Ordering::AcqRel);
     }
+}
 
+impl<S> Gated<S> {
     /// The wrapped connection.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -245,6 +315,7 @@ mod tests {
     const BUDGET: Budget = Budget {
         burst: 3,
         per_second: 10,
+        connections: 2,
     };
 
     #[tokio::test(start_paused = true)]
@@ -290,6 +361,7 @@ mod tests {
         let throttle = ClientThrottle::new(Budget {
             burst: 10,
             per_second: 10,
+            connections: 2,
         });
         let gate = throttle.gate("aa");
         let drain = || loop {
@@ -313,7 +385,7 @@ mod tests {
         let throttle = ClientThrottle::new(BUDGET);
         let gate = throttle.gate("aa");
         let (ours, mut theirs) = tokio::io::duplex(64);
-        let mut conn = Gated::new(ours, Arc::clone(&gate));
+        let mut conn = throttle.connection("aa", ours).expect("under the limit");
         while gate.debit() == Debit::Within {}
         let until = gate.paused_until().expect("paused");
 
@@ -330,5 +402,28 @@ mod tests {
             Instant::now() >= until,
             "the read waited for the pause to end"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certificate_holds_at_most_its_connections() {
+        let throttle = ClientThrottle::new(BUDGET);
+        let first = throttle.connection("aa", ()).expect("1 of 2");
+        let _second = throttle.connection("aa", ()).expect("2 of 2");
+        let refused = throttle.connection("aa", ()).expect_err("3 of 2");
+        assert_eq!(refused.limit, 2);
+        assert_eq!(refused.report, Some(1), "the first refusal is reported");
+        let again = throttle.connection("aa", ()).expect_err("still 2 open");
+        assert_eq!(again.report, None, "one report a minute at most");
+        assert!(
+            throttle.connection("bb", ()).is_ok(),
+            "another certificate has its own"
+        );
+        drop(first);
+        let _third = throttle
+            .connection("aa", ())
+            .expect("a closed connection frees its place");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let later = throttle.connection("aa", ()).expect_err("2 open again");
+        assert_eq!(later.report, Some(2), "both refusals since the last report");
     }
 }

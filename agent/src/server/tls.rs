@@ -214,9 +214,23 @@ pub fn incoming(
                     );
                     return;
                 }
-                // A certificate over its rejection budget is not read until it is back in credit.
-                let gate = throttle.gate(&fp);
-                let _ = tx.send(Ok(Gated::new(tls, gate))).await;
+                // A certificate over its rejection budget is not read until it is back in
+                // credit; one at its connection limit gets no more.
+                match throttle.connection(&fp, tls) {
+                    Ok(conn) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Err(refused) => {
+                        if let Some(count) = refused.report {
+                            tracing::warn!(
+                                %peer,
+                                fingerprint = %fp,
+                                "client certificate has {} connections open already (limits.client_connections): closed {count} more",
+                                refused.limit
+                            );
+                        }
+                    }
+                }
             });
         }
     });

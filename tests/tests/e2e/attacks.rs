@@ -964,3 +964,55 @@ fn replay_of_a_captured_valid_job_at_full_speed_is_paused() {
         "nothing restarted"
     );
 }
+
+/// A holder of a controller certificate opens connection after connection (a paused
+/// connection is never closed by the agent): beyond `limits.client_connections` each new one is
+/// closed after the handshake, one log line says so, and a closed one frees its place.
+#[test]
+fn one_certificate_cannot_hold_more_connections_than_its_limit() {
+    let rig = Rig::with_options(Options::default(), |t| {
+        t.replacen(
+            "releases_kept = 5\n",
+            "releases_kept = 5\nclient_connections = 2\n",
+            1,
+        )
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pki = &rig.env.pki;
+    let connect = || {
+        rt.block_on(async {
+            let mut client = connect_as(
+                &rig.env,
+                &rig.agent,
+                &pki.controller_cert,
+                &pki.controller_key,
+            )
+            .await?;
+            client
+                .status(gantry_proto::v1::StatusRequest::default())
+                .await?;
+            Ok::<_, anyhow::Error>(client)
+        })
+    };
+    let first = connect().unwrap();
+    let _second = connect().unwrap();
+    let third = connect();
+    assert!(third.is_err(), "a third connection was served");
+    wait_until(Duration::from_secs(10), "the refusal is logged", || {
+        rig.agent
+            .log_text()
+            .contains("has 2 connections open already (limits.client_connections)")
+    })
+    .unwrap();
+    drop(first);
+    wait_until(
+        Duration::from_secs(10),
+        "a closed connection frees its place",
+        || connect().is_ok(),
+    )
+    .unwrap();
+}
