@@ -22,7 +22,9 @@
 # Environment: BIN_DIR, BENCH_PARENT (as scripts/bench.sh), VALID_APPS (apps with a valid client
 # each, default 4: `sample` and flood2..floodN added to the config), CLIENT_REJECTIONS_BURST and
 # CLIENT_REJECTIONS_PER_SECOND (the agent's limits.client_rejections_*; default: the config's
-# defaults, 100 and 10/s), and the GANTRY_FLOOD_* variables documented in agent/benches/flood.rs.
+# defaults, 100 and 10/s), CLIENT_CONNECTIONS (limits.client_connections; default the flood's
+# connections plus VALID_APPS), and the GANTRY_FLOOD_* variables documented in
+# agent/benches/flood.rs.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -86,6 +88,12 @@ for setting in burst per_second; do
     fi
 done
 grep '^client_rejections_' "$WORK/agent.toml" || echo "client rejection budget: the defaults"
+# The per-certificate connection limit (limits.client_connections, default 64): raised to the
+# flood's connections plus the valid clients' unless CLIENT_CONNECTIONS is set, so that the
+# flood measures the budget, not the limit (CLIENT_CONNECTIONS=64 measures with the default).
+CLIENT_CONNECTIONS=${CLIENT_CONNECTIONS:-$((${GANTRY_FLOOD_CONNS:-64} + VALID_APPS))}
+sed -i "/^\[limits\]/a client_connections = $CLIENT_CONNECTIONS" "$WORK/agent.toml"
+echo "client connection limit: $CLIENT_CONNECTIONS"
 
 echo "== start the agent"
 echo "load:       $(uptime)"

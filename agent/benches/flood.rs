@@ -237,8 +237,19 @@ async fn start_flood(env: &Env, deployer_id: &str) -> Result<Flood, BoxError> {
     let rejected = Arc::new(AtomicU64::new(0));
     let other = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let mut refused = 0u64;
     for _ in 0..conns {
-        let client = connect(env, &env.flood_id).await?;
+        // Beyond limits.client_connections the agent closes new connections.
+        let client = match connect(env, &env.flood_id).await {
+            Ok(client) => client,
+            Err(e) => {
+                refused += 1;
+                if refused == 1 {
+                    eprintln!("flood: a connection failed: {e}");
+                }
+                continue;
+            }
+        };
         for _ in 0..streams {
             let (mut client, forged) = (client.clone(), forged.clone());
             let (stop, rejected, other) = (stop.clone(), rejected.clone(), other.clone());
@@ -263,7 +274,10 @@ async fn start_flood(env: &Env, deployer_id: &str) -> Result<Flood, BoxError> {
             }));
         }
     }
-    eprintln!("flood: {conns} connections x {streams} streams in flight");
+    eprintln!(
+        "flood: {} connections x {streams} streams in flight ({refused} of {conns} failed to connect)",
+        conns - refused
+    );
     Ok(Flood {
         stop,
         rejected,
