@@ -14,7 +14,8 @@
 //!
 //! A certificate may also hold only so many connections at once
 //! (`limits.client_connections`): a paused connection is never closed by the agent, so without
-//! that bound one certificate could hold sockets and TLS state without end.
+//! that bound one certificate could hold sockets and TLS state without end. (What happens to a
+//! connection over the limit is the listener's business: see `tls::incoming`.)
 
 use std::collections::HashMap;
 use std::io;
@@ -170,18 +171,14 @@ impl ClientThrottle {
         self.budget
     }
 
-    /// `stream`, a connection of the certificate `fingerprint`, gated by its budget; or
-    /// `Err` with the stream back when that certificate has `connections` open already. The
-    /// error carries how many were refused since the last report, when one is due.
+    /// A place for one more connection of the certificate `fingerprint`, held until the
+    /// [`Slot`] (or the [`Gated`] connection it becomes) is dropped.
     ///
     /// # Errors
     ///
-    /// [`TooManyConnections`] when the certificate is at its limit.
-    pub fn connection<S>(
-        &self,
-        fingerprint: &str,
-        stream: S,
-    ) -> Result<Gated<S>, TooManyConnections> {
+    /// [`TooManyConnections`] when that certificate has `connections` open already; it
+    /// carries how many were refused since the last report, when one is due.
+    pub fn slot(&self, fingerprint: &str) -> Result<Slot, TooManyConnections> {
         let gate = self.gate(fingerprint);
         let limit = self.budget.connections;
         let taken = gate
@@ -190,11 +187,7 @@ impl ClientThrottle {
                 (open < limit).then_some(open + 1)
             });
         match taken {
-            Ok(_) => Ok(Gated {
-                inner: stream,
-                gate,
-                sleep: None,
-            }),
+            Ok(_) => Ok(Slot { gate }),
             Err(_) => Err(TooManyConnections {
                 limit,
                 report: gate.refused_to_report(),
@@ -223,20 +216,38 @@ pub struct TooManyConnections {
     pub report: Option<u64>,
 }
 
+/// One open connection of a certificate, counted until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    gate: Arc<PeerGate>,
+}
+
+impl Slot {
+    /// `inner`, the connection this slot counts, read only while its certificate is not
+    /// paused.
+    pub fn gate<S>(self, inner: S) -> Gated<S> {
+        Gated {
+            inner,
+            slot: self,
+            sleep: None,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A connection that is not read from while its certificate is paused. Writes go on, so
 /// answers to requests already read still leave. It counts towards its certificate's open
 /// connections until dropped.
 #[derive(Debug)]
 pub struct Gated<S> {
     inner: S,
-    gate: Arc<PeerGate>,
+    slot: Slot,
     sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl<S> Drop for Gated<S> {
-    fn drop(&mut self) {
-        self.gate.open.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl<S> Gated<S> {
@@ -254,7 +265,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         // The pause may grow while we wait (requests read earlier are still being rejected).
-        while let Some(until) = this.gate.paused_until() {
+        while let Some(until) = this.slot.gate.paused_until() {
             let sleep = this
                 .sleep
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
@@ -385,7 +396,7 @@ mod tests {
         let throttle = ClientThrottle::new(BUDGET);
         let gate = throttle.gate("aa");
         let (ours, mut theirs) = tokio::io::duplex(64);
-        let mut conn = throttle.connection("aa", ours).expect("under the limit");
+        let mut conn = throttle.slot("aa").expect("under the limit").gate(ours);
         while gate.debit() == Debit::Within {}
         let until = gate.paused_until().expect("paused");
 
@@ -407,23 +418,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_certificate_holds_at_most_its_connections() {
         let throttle = ClientThrottle::new(BUDGET);
-        let first = throttle.connection("aa", ()).expect("1 of 2");
-        let _second = throttle.connection("aa", ()).expect("2 of 2");
-        let refused = throttle.connection("aa", ()).expect_err("3 of 2");
+        let first = throttle.slot("aa").expect("1 of 2");
+        let _second = throttle.slot("aa").expect("2 of 2");
+        let refused = throttle.slot("aa").expect_err("3 of 2");
         assert_eq!(refused.limit, 2);
         assert_eq!(refused.report, Some(1), "the first refusal is reported");
-        let again = throttle.connection("aa", ()).expect_err("still 2 open");
+        let again = throttle.slot("aa").expect_err("still 2 open");
         assert_eq!(again.report, None, "one report a minute at most");
         assert!(
-            throttle.connection("bb", ()).is_ok(),
+            throttle.slot("bb").is_ok(),
             "another certificate has its own"
         );
         drop(first);
         let _third = throttle
-            .connection("aa", ())
+            .slot("aa")
             .expect("a closed connection frees its place");
         tokio::time::advance(Duration::from_secs(61)).await;
-        let later = throttle.connection("aa", ()).expect_err("2 open again");
+        let later = throttle.slot("aa").expect_err("2 open again");
         assert_eq!(later.report, Some(2), "both refusals since the last report");
     }
 }

@@ -26,6 +26,11 @@ use super::throttle::{ClientThrottle, Gated};
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection over its certificate's limit is held, never read, before it is
+/// closed: as long as a handshake may take, so a client reconnecting in a loop costs at most
+/// one handshake per connection and per hold.
+pub const REFUSED_HOLD: Duration = HANDSHAKE_TIMEOUT;
+
 /// The TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -216,19 +221,24 @@ pub fn incoming(
                 }
                 // A certificate over its rejection budget is not read until it is back in
                 // credit; one at its connection limit gets no more.
-                match throttle.connection(&fp, tls) {
-                    Ok(conn) => {
-                        let _ = tx.send(Ok(conn)).await;
+                match throttle.slot(&fp) {
+                    Ok(slot) => {
+                        let _ = tx.send(Ok(slot.gate(tls))).await;
                     }
                     Err(refused) => {
                         if let Some(count) = refused.report {
                             tracing::warn!(
                                 %peer,
                                 fingerprint = %fp,
-                                "client certificate has {} connections open already (limits.client_connections): closed {count} more",
-                                refused.limit
+                                "client certificate has {} connections open already (limits.client_connections): {count} more held unserved for {} s each, then closed",
+                                refused.limit,
+                                REFUSED_HOLD.as_secs()
                             );
                         }
+                        // Held, not closed at once: a client that reconnects at once would
+                        // cost a TLS handshake each time. Never read, it costs nothing else.
+                        tokio::time::sleep(REFUSED_HOLD).await;
+                        drop(tls);
                     }
                 }
             });
