@@ -5,9 +5,10 @@
 //! same); tokens come back at a steady rate up to a burst. A certificate that runs out is
 //! *paused*: the agent stops reading from every connection that presented it (TLS, HTTP/2 and
 //! decoding included) until its budget is back in credit, so a flood of forged jobs costs the
-//! agent nothing beyond what it already took in, and TCP flow control stops the sender. Requests already read are still answered, and each
-//! one that is rejected pushes the pause further. Other certificates are not touched: a
-//! controller with its own certificate keeps its full rate while another one floods.
+//! agent nothing beyond what it already took in, and TCP flow control stops the sender.
+//! Requests already read are still answered, and each one that is rejected pushes the pause
+//! further. Other certificates are not touched: a controller with its own certificate keeps
+//! its full rate while another one floods.
 //!
 //! Entering a pause is a security event, recorded as one `client.throttled` audit entry per
 //! episode (an episode ends once half the burst has come back).
