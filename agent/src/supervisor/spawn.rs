@@ -126,8 +126,29 @@ impl Identity {
         clear_ambient_capabilities()?;
         nix::sys::prctl::set_no_new_privs()?;
         mark_inherited_fds_cloexec();
+        reset_signals();
         Ok(())
     }
+}
+
+/// Gives every standard signal (1 to 31) its default action and unblocks all signals, as
+/// systemd does for a service: an agent started with SIGHUP or SIGINT ignored (`nohup`, `cmd &` in a script)
+/// must not pass that on to its instances. Handlers are reset by `exec` anyway; ignored
+/// signals and the mask would not be. Runs in the forked child.
+#[allow(unsafe_code)]
+fn reset_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: sigaction is async-signal-safe; setting SIG_DFL installs no handler, so
+        // no Rust code can run in signal context. A signal the kernel refuses (EINVAL) keeps
+        // its action, which exec resets unless it was ignored.
+        let _ = unsafe { nix::sys::signal::sigaction(signal, &default) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Empties the ambient capability set. An agent run as a non-root user with ambient
@@ -204,8 +225,8 @@ pub(crate) fn command(
 fn set_identity(cmd: &mut Command, run_as: &RunAs) {
     let identity = Identity::of(run_as);
     // SAFETY: the closure runs in the child between fork and exec. It only makes the
-    // async-signal-safe system calls setsid, setgroups, setgid, setuid, prctl and close_range
-    // (or fcntl) through wrappers that do not allocate (the group list was allocated before
+    // async-signal-safe system calls setsid, setgroups, setgid, setuid, prctl, close_range
+    // (or fcntl), sigaction and sigprocmask through wrappers that do not allocate (the group list was allocated before
     // the fork), and it touches no locks or shared state of the parent.
     unsafe {
         cmd.pre_exec(move || identity.apply());

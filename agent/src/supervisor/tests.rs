@@ -120,6 +120,9 @@ async fn environment_is_exactly_the_documented_set() {
 
 #[tokio::test]
 async fn runs_in_release_dir_with_relative_argv0_own_session_and_only_std_fds() {
+    // An agent started with a signal ignored (`nohup`, `cmd &`) must not pass that on. SIGUSR2
+    // is used nowhere else in this crate, so ignoring it here disturbs no other test.
+    ignore_sigusr2(true);
     let (_dir, spec) = setup(&["bin/run.sh", "arg one"]);
     let bin = spec.release_dir.join("bin");
     fs::create_dir(&bin).unwrap();
@@ -164,8 +167,38 @@ async fn runs_in_release_dir_with_relative_argv0_own_session_and_only_std_fds() 
         log_path(&spec)
     );
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    ignore_sigusr2(false);
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // Every standard signal (1 to 31) at its default action and none blocked, though the
+    // agent ignores SIGUSR2.
+    let mask = |field: &str| {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    };
+    assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{status}");
+    assert_eq!(mask("SigBlk:"), 0, "{status}");
     inst.stop().await.unwrap();
+}
+
+#[allow(unsafe_code)]
+fn ignore_sigusr2(ignore: bool) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let handler = if ignore {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    // SAFETY: SIG_IGN / SIG_DFL install no handler code.
+    unsafe {
+        sigaction(
+            Signal::SIGUSR2,
+            &SigAction::new(handler, SaFlags::empty(), SigSet::empty()),
+        )
+    }
+    .unwrap();
 }
 
 #[tokio::test]

@@ -741,11 +741,20 @@ async fn without_a_running_front_door_apply_times_out_with_what_it_saw() {
 
 #[tokio::test]
 async fn sighup_goes_only_to_the_process_that_was_started() {
-    let mut child = tokio::process::Command::new("sleep")
-        .arg("30")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    // Started the way instances are, so SIGHUP has its default action even when this test
+    // runs under `nohup`.
+    let cwd = std::env::current_dir().unwrap();
+    let run_as = crate::config::RunAs::CurrentUser {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+    };
+    let sleep = ["sleep".to_owned(), "30".to_owned()];
+    let mut child = tokio::process::Command::from(
+        crate::supervisor::command(&cwd, &sleep, &Default::default(), &run_as).unwrap(),
+    )
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
     let pid = child.id().unwrap();
     let start_time = super::router::start_time_of(pid).unwrap();
     let dir = tempfile::tempdir().unwrap();
