@@ -482,10 +482,11 @@ fn nginx_section(n: &NginxFiles) -> String {
         format!("[{}]", v.join(", "))
     };
     format!(
-        "\n[apps.web.nginx]\nupstream_file = {:?}\nreload_command = {}\ncheck_command = {}\n",
+        "\n[apps.web.nginx]\nupstream_file = {:?}\nreload_command = {}\ncheck_command = {}\npid_file = {:?}\n",
         n.upstream.to_string_lossy(),
         argv(&["-s", "reload"]),
         argv(&["-t", "-q"]),
+        n.pid.to_string_lossy(),
     )
 }
 

@@ -268,6 +268,9 @@ pub enum RouterConfig {
         /// Program and arguments that check nginx's config before reloading (e.g.
         /// `nginx -t -q`); never empty when set.
         check_command: Option<Vec<String>>,
+        /// nginx's pid file (its `pid` directive): an apply is in effect once the master has
+        /// started new workers, not as soon as the reload command returns.
+        pid_file: Option<PathBuf>,
     },
 }
 

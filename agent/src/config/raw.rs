@@ -189,6 +189,9 @@ pub struct RawNginx {
     /// Program and arguments that check nginx's config before a reload.
     #[serde(default)]
     pub check_command: Option<Vec<String>>,
+    /// nginx's pid file: an apply waits until the master has started new workers.
+    #[serde(default)]
+    pub pid_file: Option<String>,
 }
 
 fn default_max_instances() -> u32 {

@@ -145,6 +145,7 @@ fn router_text(app: &AppPolicy) -> String {
             upstream_file,
             reload_command,
             check_command,
+            pid_file,
         } => {
             let mut s = format!(
                 "nginx: upstream file {}, reload `{}`",
@@ -153,6 +154,12 @@ fn router_text(app: &AppPolicy) -> String {
             );
             if let Some(check) = check_command {
                 let _ = write!(s, ", check `{}`", check.join(" "));
+            }
+            match pid_file {
+                Some(f) => {
+                    let _ = write!(s, ", new workers awaited via {}", f.display());
+                }
+                None => s.push_str(", no pid_file (a reload counts once its command returns)"),
             }
             s
         }
@@ -165,11 +172,13 @@ fn router_json(app: &AppPolicy) -> serde_json::Value {
             upstream_file,
             reload_command,
             check_command,
+            pid_file,
         } => json!({
             "kind": app.router.kind(),
             "upstream_file": upstream_file.display().to_string(),
             "reload_command": reload_command,
             "check_command": check_command,
+            "pid_file": pid_file.as_ref().map(|f| f.display().to_string()),
         }),
         RouterConfig::None | RouterConfig::FrontDoor => json!({ "kind": app.router.kind() }),
     }

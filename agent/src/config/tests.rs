@@ -589,7 +589,8 @@ fn the_commented_examples_load() {
         .replace("# [apps.web.nginx]", "[apps.web.nginx]")
         .replace("# upstream_file", "upstream_file")
         .replace("# reload_command", "reload_command")
-        .replace("# check_command", "check_command");
+        .replace("# check_command", "check_command")
+        .replace("# pid_file", "pid_file");
     assert_ne!(text, EXAMPLE);
     let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
     let web = web_of(&cfg);
@@ -600,6 +601,7 @@ fn the_commented_examples_load() {
             upstream_file: "/etc/nginx/gantry/web.conf".into(),
             reload_command: vec!["nginx".into(), "-s".into(), "reload".into()],
             check_command: Some(vec!["nginx".into(), "-t".into(), "-q".into()]),
+            pid_file: Some("/run/nginx.pid".into()),
         }
     );
 }
@@ -620,6 +622,7 @@ fn nginx_without_listen_and_relative_upstream_file() {
             upstream_file: dir.path().join("nginx/web.conf"),
             reload_command: vec!["/usr/sbin/nginx".into(), "-s".into(), "reload".into()],
             check_command: None,
+            pid_file: None,
         }
     );
     assert_eq!(web.router.kind(), "nginx");
@@ -774,7 +777,8 @@ fn policy_report_shows_listen_and_router() {
     assert!(
         out.contains(
             "  router         nginx: upstream file /etc/nginx/gantry/web.conf, reload \
-             `nginx -s reload`, check `nginx -t`\n"
+             `nginx -s reload`, check `nginx -t`, no pid_file (a reload counts once its \
+             command returns)\n"
         ),
         "{out}"
     );
@@ -788,6 +792,7 @@ fn policy_report_shows_listen_and_router() {
         serde_json::json!(["nginx", "-s", "reload"])
     );
     assert_eq!(router["check_command"], serde_json::json!(["nginx", "-t"]));
+    assert_eq!(router["pid_file"], serde_json::Value::Null);
 
     // Without a router.
     let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));

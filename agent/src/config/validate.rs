@@ -454,10 +454,18 @@ fn validate_nginx(p: &mut Problems, at: &str, nginx: &RawNginx, base: &Path) -> 
     if let Some(check) = &nginx.check_command {
         command("check_command", check);
     }
+    if nginx
+        .pid_file
+        .as_deref()
+        .is_some_and(|f| f.trim().is_empty())
+    {
+        p.add(format!("{entry}.pid_file"), "is empty");
+    }
     RouterConfig::Nginx {
         upstream_file: resolve(base, &nginx.upstream_file),
         reload_command: nginx.reload_command.clone(),
         check_command: nginx.check_command.clone(),
+        pid_file: nginx.pid_file.as_deref().map(|f| resolve(base, f)),
     }
 }
 

@@ -56,6 +56,7 @@ pub fn make_router(
             upstream_file,
             reload_command,
             check_command,
+            pid_file,
         } => {
             let mut nginx = Nginx::new(
                 policy.name.as_str(),
@@ -63,6 +64,7 @@ pub fn make_router(
                 reload_command.clone(),
             );
             nginx.check_command = check_command.clone();
+            nginx.pid_file = pid_file.clone();
             Some(Arc::new(nginx))
         }
     }

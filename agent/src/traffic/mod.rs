@@ -261,4 +261,25 @@ pub enum TrafficError {
         /// The limit.
         timeout: Duration,
     },
+    /// nginx's pid file cannot be read or holds no pid.
+    #[error("cannot read nginx's master pid from {}", path.display())]
+    NginxPid {
+        /// The pid file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// nginx started no new worker after the reload: it did not load the new upstream file
+    /// (a refused configuration, or a master too busy to reload in time).
+    #[error(
+        "nginx (master pid {pid}) started no new worker within {} of the reload: the new upstream file is not in effect (see nginx's error log)",
+        humantime::format_duration(*timeout)
+    )]
+    NginxNotReloaded {
+        /// The master's pid.
+        pid: i32,
+        /// How long the agent waited.
+        timeout: Duration,
+    },
 }

@@ -4,11 +4,18 @@
 //! nginx has no weight 0 and no per-backend drain timer: a backend out of rotation (weight 0
 //! or draining) is written as `down`, and nginx's own graceful reload lets the old workers
 //! finish their open connections (bounded by nginx's `worker_shutdown_timeout`).
+//!
+//! `nginx -s reload` only signals the master and returns; the master reads the configuration
+//! and starts new workers some time later. With `pid_file` set, an apply is in effect only once
+//! the master has a worker that was not there before the reload (nginx starts new workers
+//! only after it has read the new configuration), so a backend taken out of rotation is not
+//! stopped while nginx still sends it new connections.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -34,7 +41,10 @@ pub struct Nginx {
     /// Makes nginx reread its configuration (e.g. `["nginx", "-s", "reload"]`); argv, no
     /// shell.
     pub reload_command: Vec<String>,
-    /// Limit for each command.
+    /// nginx's pid file (its `pid` directive): when set, an apply waits, up to
+    /// `command_timeout`, until the master has started a new worker after the reload.
+    pub pid_file: Option<PathBuf>,
+    /// Limit for each command, and for the wait for new workers.
     pub command_timeout: Duration,
     /// Which backend addresses a table may name.
     pub backend_addrs: BackendAddrs,
@@ -49,6 +59,7 @@ impl Nginx {
             upstream_file,
             check_command: None,
             reload_command,
+            pid_file: None,
             command_timeout: Duration::from_secs(30),
             backend_addrs: BackendAddrs::LoopbackOnly,
         }
@@ -129,7 +140,7 @@ impl Nginx {
             result = run(check, self.command_timeout).await;
         }
         if result.is_ok() {
-            result = run(&self.reload_command, self.command_timeout).await;
+            result = self.reload().await;
         }
         if let Err(e) = result {
             // Put back what nginx was running, so a later unrelated reload does not pick up
@@ -152,6 +163,69 @@ impl Nginx {
             took: started.elapsed(),
         })
     }
+}
+
+impl Nginx {
+    /// Runs the reload command; with a pid file, waits until the master has a new worker.
+    async fn reload(&self) -> Result<(), TrafficError> {
+        let Some(pid_file) = &self.pid_file else {
+            return run(&self.reload_command, self.command_timeout).await;
+        };
+        let master = master_pid(pid_file)?;
+        let before = children_of(master);
+        run(&self.reload_command, self.command_timeout).await?;
+        let deadline = Instant::now() + self.command_timeout;
+        loop {
+            if children_of(master).difference(&before).next().is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(TrafficError::NginxNotReloaded {
+                    pid: master,
+                    timeout: self.command_timeout,
+                });
+            }
+            tokio::time::sleep(RELOAD_POLL).await;
+        }
+    }
+}
+
+/// How often an apply looks for nginx's new workers.
+const RELOAD_POLL: Duration = Duration::from_millis(5);
+
+/// The pid in nginx's pid file.
+pub(super) fn master_pid(path: &Path) -> Result<i32, TrafficError> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let text = fs::read_to_string(path).map_err(|source| TrafficError::NginxPid {
+        path: path.to_owned(),
+        source,
+    })?;
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 1 => Ok(pid),
+        _ => Err(TrafficError::NginxPid {
+            path: path.to_owned(),
+            source: invalid("not a process id"),
+        }),
+    }
+}
+
+/// The processes whose parent is `parent` (nginx's workers and helpers), from `/proc`.
+pub(super) fn children_of(parent: i32) -> BTreeSet<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+/// The parent pid in `/proc/PID/stat` (the field after the state, past the command's `)`).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Router for Nginx {

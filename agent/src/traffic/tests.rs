@@ -2,6 +2,7 @@
 //! agent's side of the protocol, and the nginx adapter.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -913,6 +914,52 @@ async fn the_nginx_adapter_writes_reloads_and_restores_on_failure() {
     ));
 }
 
+#[tokio::test]
+async fn an_nginx_reload_that_starts_no_worker_is_not_in_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    // A "master" that starts no worker when told to reload.
+    let mut master = tokio::process::Command::new("sleep")
+        .arg("30")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = master.id().unwrap();
+    let pid_file = dir.path().join("nginx.pid");
+    fs::write(&pid_file, format!("{pid}\n")).unwrap();
+    let mut router = nginx(dir.path(), &["true"]);
+    let first = table(1, &[("a", lo(18000), 1, false)]);
+    router.apply(first).await.unwrap();
+    let applied = fs::read_to_string(&router.upstream_file).unwrap();
+
+    router.pid_file = Some(pid_file.clone());
+    router.command_timeout = Duration::from_millis(200);
+    let err = router
+        .apply(table(2, &[("b", lo(18001), 1, false)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TrafficError::NginxNotReloaded { pid: p, .. } if p == i32::try_from(pid).unwrap()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not in effect"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&router.upstream_file).unwrap(),
+        applied,
+        "the upstream file nginx runs is put back"
+    );
+
+    router.pid_file = Some(dir.path().join("missing.pid"));
+    let err = router
+        .apply(table(3, &[("b", lo(18001), 1, false)]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("missing.pid"),
+        "the error names the pid file: {err}"
+    );
+    master.kill().await.unwrap();
+}
+
 fn nginx_binary() -> Option<PathBuf> {
     let out = std::process::Command::new("sh")
         .args(["-c", "command -v nginx"])
@@ -1051,10 +1098,22 @@ async fn nginx_accepts_the_upstream_file_and_follows_reloads() {
     for _ in 0..4 {
         assert_eq!(http_get(front).await.as_deref(), Some("a"));
     }
+    // With the pid file, the apply returns only once nginx runs new workers.
+    router.pid_file = Some(dir.path().join("nginx.pid"));
+    let master = super::nginx::master_pid(&dir.path().join("nginx.pid")).unwrap();
+    let before = super::nginx::children_of(master);
+    assert!(!before.is_empty(), "nginx runs workers");
     router
         .apply(table(2, &[("a", a.addr, 1, true), ("b", b.addr, 1, false)]))
         .await
         .unwrap();
+    assert!(
+        super::nginx::children_of(master)
+            .difference(&before)
+            .next()
+            .is_some(),
+        "the apply returned before nginx started new workers"
+    );
     // Old workers finish gracefully; new connections reach the new workers soon after.
     // nginx's switch is not instant: the old worker accepts until it has processed its QUIT.
     wait_until_async(|| async {

@@ -526,6 +526,7 @@ fn nginx_is_a_router_too() {
         upstream_file: "/etc/nginx/gantry/web.conf".into(),
         reload_command: vec!["nginx".into(), "-s".into(), "reload".into()],
         check_command: None,
+        pid_file: None,
     });
     let bytes = with_strategy("b1", v1::Strategy::BlueGreen, None).encode_to_vec();
     new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
