@@ -104,8 +104,8 @@ pub struct Limits {
     pub client_rejections_burst: u32,
     /// Rejected submits a second one client certificate may have in the long run.
     pub client_rejections_per_second: u32,
-    /// Connections one client certificate may have open at once; more are closed after the
-    /// handshake.
+    /// Connections one client certificate may have open at once; one more is held unread
+    /// for a while after the handshake, then closed.
     pub client_connections: usize,
 }
 
