@@ -97,19 +97,8 @@ echo "client connection limit: $CLIENT_CONNECTIONS"
 
 echo "== start the agent"
 echo "load:       $(uptime)"
-rm -f "$WORK/data/run/listen.addr"
-"$AGENT_BIN" run --config "$WORK/agent.toml" >"$WORK/agent.log" 2>&1 &
-AGENT_PID=$!
-for _ in $(seq 1 400); do
-    [[ -s $WORK/data/run/listen.addr ]] && break
-    if ! kill -0 "$AGENT_PID" 2>/dev/null; then
-        echo "bench-flood.sh: the agent exited while starting:" >&2
-        tail -20 "$WORK/agent.log" >&2
-        exit 1
-    fi
-    sleep 0.05
-done
-ADDR=$(cat "$WORK/data/run/listen.addr")
+bench_start_agent agent.log
+ADDR=$AGENT_ADDR
 echo "agent pid $AGENT_PID on $ADDR"
 sleep 2
 LOG_BEFORE=$(stat -c %s "$WORK/agent.log")

@@ -74,26 +74,11 @@ fi
 echo "$qs_out" >"$WORK/quickstart.log"
 
 echo "== start the agent"
-rm -f "$WORK/data/run/listen.addr"
-"$AGENT_BIN" run --config "$WORK/agent.toml" >"$WORK/agent-bench.log" 2>&1 &
-AGENT_PID=$!
-for _ in $(seq 1 400); do
-    [[ -s $WORK/data/run/listen.addr ]] && break
-    if ! kill -0 "$AGENT_PID" 2>/dev/null; then
-        echo "bench.sh: the agent exited while starting:" >&2
-        tail -20 "$WORK/agent-bench.log" >&2
-        exit 1
-    fi
-    sleep 0.05
-done
-if [[ ! -s $WORK/data/run/listen.addr ]]; then
-    echo "bench.sh: the agent did not write its address within 20s" >&2
-    exit 1
-fi
+bench_start_agent agent-bench.log
 export GANTRY_AGENT GANTRY_AGENT_ID=quickstart-agent GANTRY_CA=$WORK/pki/ca.pem \
     GANTRY_CERT=$WORK/pki/controller.pem GANTRY_CERT_KEY=$WORK/pki/controller.key \
     GANTRY_STATE_DIR=$WORK/state
-GANTRY_AGENT=$(cat "$WORK/data/run/listen.addr")
+GANTRY_AGENT=$AGENT_ADDR
 echo "agent pid $AGENT_PID on $GANTRY_AGENT"
 sleep "$SETTLE_SECS"
 read -r RSS0 HWM0 <<<"$(rss "$AGENT_PID")"

@@ -1,10 +1,12 @@
-# Shared by the benchmark scripts: binaries check, work dir, machine description, and the
-# clean-up that stops the quickstart's sample app before the agent (instances outlive it).
+# Shared by the benchmark scripts: binaries check, work dir, machine description, starting the
+# agent, and the clean-up that stops the quickstart's sample app before the agent (instances
+# outlive it).
 # Source it after setting NAME (the script's name, for messages) and BIN_DIR.
 
 GANTRY=$BIN_DIR/gantry
 AGENT_BIN=$BIN_DIR/gantry-agent
 AGENT_PID=
+AGENT_ADDR=
 
 # Exits 2 unless the release binaries exist.
 bench_require_binaries() {
@@ -33,6 +35,30 @@ bench_machine() {
     echo "kernel:     $(uname -r)"
     echo "work dir:   $WORK on $(findmnt -n -o SOURCE,FSTYPE -T "$WORK" | tr -s ' ')"
     echo "binaries:   $BIN_DIR"
+}
+
+# Starts `gantry-agent run` on WORK/agent.toml, its log in WORK/$1, and waits (20 s at most)
+# for its address; sets AGENT_PID and AGENT_ADDR. Exits 1, with the log's tail, when the agent
+# exits first or writes no address in time.
+bench_start_agent() {
+    local log=$WORK/$1
+    rm -f "$WORK/data/run/listen.addr"
+    "$AGENT_BIN" run --config "$WORK/agent.toml" >"$log" 2>&1 &
+    AGENT_PID=$!
+    for _ in $(seq 1 400); do
+        [[ -s $WORK/data/run/listen.addr ]] && break
+        if ! kill -0 "$AGENT_PID" 2>/dev/null; then
+            echo "$NAME: the agent exited while starting:" >&2
+            tail -20 "$log" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+    if [[ ! -s $WORK/data/run/listen.addr ]]; then
+        echo "$NAME: the agent did not write its address within 20s" >&2
+        exit 1
+    fi
+    AGENT_ADDR=$(cat "$WORK/data/run/listen.addr")
 }
 
 # Stops the app `sample` (when the agent still has an address; at most 30 s, as the
