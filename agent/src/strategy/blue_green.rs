@@ -224,17 +224,9 @@ pub(super) async fn wait_for_promote(
 /// Returns an app with a router to the target release: an instant switch back to the standby
 /// slot when it still runs it, else a blue-green deploy of the target from disk.
 pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
-    let target = ctx
-        .job
-        .spec
-        .target_version
-        .clone()
-        .or_else(|| app.state.previous.clone());
-    let Some(target) = target else {
-        return StrategyOutcome::Failed(format!(
-            "app {} has no previous release to roll back to",
-            app.policy.name
-        ));
+    let target = match super::rollback_target(app, ctx) {
+        Ok(target) => target,
+        Err(outcome) => return outcome,
     };
     if app.state.current.as_ref() == Some(&target) {
         return StrategyOutcome::Failed(format!("release {target} is already current"));

@@ -35,17 +35,9 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
 
 /// Returns to the job's target version, or the previous release, from disk.
 pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
-    let target = ctx
-        .job
-        .spec
-        .target_version
-        .clone()
-        .or_else(|| app.state.previous.clone());
-    let Some(target) = target else {
-        return StrategyOutcome::Failed(format!(
-            "app {} has no previous release to roll back to",
-            app.policy.name
-        ));
+    let target = match super::rollback_target(app, ctx) {
+        Ok(target) => target,
+        Err(outcome) => return outcome,
     };
     if app.state.current.as_ref() == Some(&target) && !app.instances.is_empty() {
         return StrategyOutcome::Failed(format!("release {target} is already current"));

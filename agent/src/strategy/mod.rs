@@ -232,6 +232,26 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
     }
 }
 
+/// The release a rollback returns to: the job's target version, else the app's previous
+/// release.
+///
+/// # Errors
+///
+/// The failed outcome to end the job with when the app has no previous release.
+pub fn rollback_target(app: &AppRuntime, ctx: &JobCtx) -> Result<semver::Version, StrategyOutcome> {
+    ctx.job
+        .spec
+        .target_version
+        .clone()
+        .or_else(|| app.state.previous.clone())
+        .ok_or_else(|| {
+            StrategyOutcome::Failed(format!(
+                "app {} has no previous release to roll back to",
+                app.policy.name
+            ))
+        })
+}
+
 /// The port of instance `index` in the app's active slot.
 ///
 /// # Errors
