@@ -77,8 +77,8 @@ pub struct DevPkiArgs {
     pub add_client: Option<String>,
 }
 
-/// How to reach one agent over mutual TLS.
-#[derive(Debug, Clone, Args)]
+/// How to reach one agent over mutual TLS (the default: no flag given).
+#[derive(Debug, Clone, Default, Args)]
 pub struct ConnArgs {
     /// The agent's address, host:port.
     #[arg(long = "agent", value_name = "ADDR", env = "GANTRY_AGENT")]

@@ -303,10 +303,7 @@ mod tests {
     fn missing_flags_name_flag_and_env() {
         let args = ConnArgs {
             agent: Some("127.0.0.1:1".into()),
-            agent_id: None,
-            ca: None,
-            cert: None,
-            cert_key: None,
+            ..ConnArgs::default()
         };
         let e = ConnSettings::from_args(&args).unwrap_err();
         assert_eq!(

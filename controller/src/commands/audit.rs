@@ -2,7 +2,8 @@
 
 use gantry_proto::audit_chain;
 use gantry_proto::keys::{KeyError, PublicKey};
-use gantry_proto::v1::{AuditTailRequest, InfoRequest};
+use gantry_proto::v1::{AuditLine, AuditTailRequest, InfoRequest};
+use tonic::Streaming;
 
 use crate::cli::{AuditTailArgs, AuditVerifyArgs};
 use crate::client::{Agent, ClientError, ConnSettings};
@@ -80,13 +81,7 @@ pub async fn tail(args: AuditTailArgs) -> Result<Exit, CliError> {
         last: args.lines,
         follow: args.follow,
     };
-    let mut stream = agent
-        .client
-        .clone()
-        .audit_tail(req)
-        .await
-        .map_err(|s| agent.error("AuditTail", s))?
-        .into_inner();
+    let mut stream = open_tail(&agent, req).await?;
     while let Some(line) = stream
         .message()
         .await
@@ -99,6 +94,20 @@ pub async fn tail(args: AuditTailArgs) -> Result<Exit, CliError> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// Opens the agent's `AuditTail` stream for `req`.
+async fn open_tail(
+    agent: &Agent,
+    req: AuditTailRequest,
+) -> Result<Streaming<AuditLine>, ClientError> {
+    Ok(agent
+        .client
+        .clone()
+        .audit_tail(req)
+        .await
+        .map_err(|s| agent.error("AuditTail", s))?
+        .into_inner())
 }
 
 /// Every audit line from seq 1.
@@ -121,13 +130,7 @@ pub async fn fetch(agent: &Agent, from_seq: u64, last: u32) -> Result<Vec<String
         last,
         follow: false,
     };
-    let mut stream = agent
-        .client
-        .clone()
-        .audit_tail(req)
-        .await
-        .map_err(|s| agent.error("AuditTail", s))?
-        .into_inner();
+    let mut stream = open_tail(agent, req).await?;
     let mut lines = Vec::new();
     while let Some(l) = stream
         .message()

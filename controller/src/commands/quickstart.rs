@@ -585,14 +585,7 @@ impl Ctx {
             .map(|i| i.port)
             .ok_or(QuickstartError::NoInstance)?;
         let port = u16::try_from(port).map_err(|_| QuickstartError::NoInstance)?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let (code, body) = http_get(addr, "/").map_err(|source| QuickstartError::Http {
-            addr,
-            path: "/",
-            source,
-        })?;
-        println!("GET http://{addr}/ -> {code} {}", body.trim_end());
-        Ok(())
+        self.get_front_door(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     async fn audit(&self) -> Result<(), QuickstartError> {
@@ -618,13 +611,7 @@ impl Ctx {
     async fn stop_app(&self) -> Result<(), QuickstartError> {
         println!("\n== stop {APP} (instances outlive the agent, so stop them first)");
         let args = ActionArgs {
-            conn: ConnArgs {
-                agent: None,
-                agent_id: None,
-                ca: None,
-                cert: None,
-                cert_key: None,
-            },
+            conn: ConnArgs::default(),
             keys: Vec::new(),
             app: APP.to_owned(),
             reason: "quickstart: clean up".to_owned(),

@@ -388,13 +388,7 @@ async fn promote_and_abort_are_signed_action_jobs_and_exit_0_on_success() {
     let f = start(mock(Outcome::Succeeded)).await;
     let (key, key_path, _) = keys::write_keypair(&f.dir.path().join("deployer")).unwrap();
     let args = ActionArgs {
-        conn: ConnArgs {
-            agent: None,
-            agent_id: None,
-            ca: None,
-            cert: None,
-            cert_key: None,
-        },
+        conn: ConnArgs::default(),
         keys: vec![key_path],
         app: "web".into(),
         reason: "looks good".into(),
@@ -443,13 +437,7 @@ async fn a_failed_promote_exits_1_and_a_refused_one_3() {
     let args = |dir: &Path| {
         let (_, key_path, _) = keys::write_keypair(&dir.join("deployer")).unwrap();
         ActionArgs {
-            conn: ConnArgs {
-                agent: None,
-                agent_id: None,
-                ca: None,
-                cert: None,
-                cert_key: None,
-            },
+            conn: ConnArgs::default(),
             keys: vec![key_path],
             app: "web".into(),
             reason: String::new(),
