@@ -247,8 +247,9 @@ fn unavailable(e: &dyn std::error::Error) -> Status {
 
 fn peer_of<T>(request: &Request<T>) -> PeerIdentity {
     let fingerprint = request
-        .peer_certs()
-        .and_then(|certs| certs.first().map(|c| tls::fingerprint(c.as_ref())))
+        .extensions()
+        .get::<throttle::ClientCertificate>()
+        .map(|c| c.fingerprint.to_string())
         .unwrap_or_default();
     PeerIdentity { fingerprint }
 }

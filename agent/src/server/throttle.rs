@@ -51,6 +51,8 @@ struct Bucket {
 /// One client certificate's budget, shared by all its connections.
 #[derive(Debug)]
 pub struct PeerGate {
+    /// The leaf certificate's SHA-256, as the accept loop computed it once per connection.
+    fingerprint: Arc<str>,
     budget: Budget,
     origin: Instant,
     /// Milliseconds after `origin` until which reads are paused; 0 when not paused.
@@ -79,8 +81,9 @@ pub enum Debit {
 }
 
 impl PeerGate {
-    fn new(budget: Budget, origin: Instant) -> Self {
+    fn new(fingerprint: &str, budget: Budget, origin: Instant) -> Self {
         Self {
+            fingerprint: fingerprint.into(),
             budget,
             origin,
             paused_until_ms: AtomicU64::new(0),
@@ -203,7 +206,7 @@ impl ClientThrottle {
         Arc::clone(
             gates
                 .entry(fingerprint.to_owned())
-                .or_insert_with(|| Arc::new(PeerGate::new(self.budget, self.origin))),
+                .or_insert_with(|| Arc::new(PeerGate::new(fingerprint, self.budget, self.origin))),
         )
     }
 }
@@ -311,11 +314,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gated<S> {
     }
 }
 
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Gated<S> {
-    type ConnectInfo = S::ConnectInfo;
+/// What every request on a [`Gated`] connection carries in its extensions: the client
+/// certificate's fingerprint, hashed once when the connection was accepted.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    /// Lowercase hex SHA-256 of the leaf certificate.
+    pub fingerprint: Arc<str>,
+}
+
+impl<S> tonic::transport::server::Connected for Gated<S> {
+    type ConnectInfo = ClientCertificate;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ClientCertificate {
+            fingerprint: Arc::clone(&self.slot.gate.fingerprint),
+        }
     }
 }
 

@@ -410,21 +410,15 @@ pub async fn wait_healthy_ports(
     }
     let min_healthy = release.rollout.min_healthy_time;
     let mut checks = JoinSet::new();
-    for instance in app
-        .instances
-        .iter()
-        .filter(|i| ports.contains(&i.record().port))
+    for ProbeTarget {
+        index,
+        port,
+        dir,
+        state,
+        run_as,
+    } in probe_targets(app, ports)
     {
-        let InstanceRecord {
-            index,
-            port,
-            version,
-            ..
-        } = instance.record();
         let health = health.clone();
-        let dir = app.releases.dir_of(&version);
-        let state = instance.state();
-        let run_as = app.policy.run_as.clone();
         checks.spawn(async move {
             // Exec probes run as the app's user, never as the agent.
             let mut watch = state.clone();
@@ -534,21 +528,15 @@ pub async fn watch_healthy(
     time: Duration,
 ) -> Result<(), StrategyError> {
     let mut checks = JoinSet::new();
-    for instance in app
-        .instances
-        .iter()
-        .filter(|i| ports.contains(&i.record().port))
+    for ProbeTarget {
+        index,
+        port,
+        dir,
+        mut state,
+        run_as,
+    } in probe_targets(app, ports)
     {
-        let InstanceRecord {
-            index,
-            port,
-            version,
-            ..
-        } = instance.record();
         let health = release.health.clone();
-        let dir = app.releases.dir_of(&version);
-        let mut state = instance.state();
-        let run_as = app.policy.run_as.clone();
         checks.spawn(async move {
             let r = stays_healthy(&mut state, &health, port, &dir, &run_as, time).await;
             (index, port, r)
@@ -564,6 +552,39 @@ pub async fn watch_healthy(
         }
     }
     Ok(())
+}
+
+/// What a health task needs of one instance: who it is, where its release is, its state, and
+/// the user its exec probes run as.
+struct ProbeTarget {
+    index: u32,
+    port: u16,
+    dir: std::path::PathBuf,
+    state: tokio::sync::watch::Receiver<crate::supervisor::InstanceState>,
+    run_as: crate::config::RunAs,
+}
+
+/// The instances of `app` on `ports`, ready to be probed.
+fn probe_targets(app: &AppRuntime, ports: &[u16]) -> Vec<ProbeTarget> {
+    app.instances
+        .iter()
+        .filter(|i| ports.contains(&i.record().port))
+        .map(|instance| {
+            let InstanceRecord {
+                index,
+                port,
+                version,
+                ..
+            } = instance.record();
+            ProbeTarget {
+                index,
+                port,
+                dir: app.releases.dir_of(&version),
+                state: instance.state(),
+                run_as: app.policy.run_as.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Stops the instances on `ports` and forgets them.
