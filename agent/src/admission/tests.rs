@@ -107,17 +107,27 @@ struct Fx {
     adm: Admission,
 }
 
-fn fx_with(approvals: u32) -> Fx {
-    let keys = keys();
-    let dir = tempfile::tempdir().unwrap();
-    let adm = Admission::new(
-        Arc::new(policy(&keys, approvals)),
+/// An admission over `policy`, with its replay store under `dir/jobs`.
+fn open(policy: Policy, dir: &std::path::Path) -> Result<Admission, ReplayError> {
+    Admission::new(
+        Arc::new(policy),
         limits(),
         AGENT.to_owned(),
-        &dir.path().join("jobs"),
+        &dir.join("jobs"),
     )
-    .unwrap();
+}
+
+/// An admission over `policy` (built from `keys`), with its own replay store.
+fn fx_policy(keys: Keys, policy: Policy) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let adm = open(policy, dir.path()).unwrap();
     Fx { keys, dir, adm }
+}
+
+fn fx_with(approvals: u32) -> Fx {
+    let keys = keys();
+    let policy = policy(&keys, approvals);
+    fx_policy(keys, policy)
 }
 
 fn fx() -> Fx {
@@ -164,11 +174,34 @@ fn sign(key: &SigningKey, bytes: &[u8]) -> SignatureIn {
     }
 }
 
+/// One signature over `bytes` by each of `keys`, in order.
+fn signed(bytes: &[u8], keys: &[&SigningKey]) -> Vec<SignatureIn> {
+    keys.iter().map(|k| sign(k, bytes)).collect()
+}
+
 #[derive(Default)]
 struct Apps {
     current: Option<semver::Version>,
     on_disk: Vec<semver::Version>,
     busy: bool,
+}
+
+impl Apps {
+    /// An app with a job in progress.
+    fn busy() -> Self {
+        Self {
+            busy: true,
+            ..Self::default()
+        }
+    }
+
+    /// An app whose current release is `version`.
+    fn at(version: semver::Version) -> Self {
+        Self {
+            current: Some(version),
+            ..Self::default()
+        }
+    }
 }
 
 impl AppView for Apps {
@@ -203,13 +236,39 @@ impl Fx {
         self.adm.admit(bytes, sigs, &peer(), NOW, apps)
     }
 
+    /// Admits `bytes` signed by the deployer.
+    fn by_deployer(&self, bytes: &[u8]) -> Result<Admitted, Rejection> {
+        self.by_deployer_with(bytes, &Apps::default())
+    }
+
+    /// Admits `bytes` signed by the deployer, with `apps` as the apps' state.
+    fn by_deployer_with(&self, bytes: &[u8], apps: &Apps) -> Result<Admitted, Rejection> {
+        self.admit_with(bytes, &[sign(&self.keys.deployer, bytes)], apps)
+    }
+
+    /// Admits `bytes` with `sigs`; returns the error.
+    fn refuse(&self, bytes: &[u8], sigs: &[SignatureIn]) -> AdmissionError {
+        self.admit(bytes, sigs).unwrap_err().error
+    }
+
     /// Admits `job` signed by the deployer; returns the error.
     fn reject(&self, job: &v1::Job) -> AdmissionError {
-        let bytes = job.encode_to_vec();
-        self.admit(&bytes, &[sign(&self.keys.deployer, &bytes)])
-            .unwrap_err()
-            .error
+        self.by_deployer(&job.encode_to_vec()).unwrap_err().error
     }
+}
+
+fn assert_quorum_not_met(e: &AdmissionError, needed: u32, got: u32) {
+    assert!(
+        matches!(e, AdmissionError::QuorumNotMet { needed: n, got: g } if *n == needed && *g == got),
+        "{e:?}"
+    );
+}
+
+fn assert_invalid_field(e: &AdmissionError, field: &str) {
+    assert!(
+        matches!(e, AdmissionError::InvalidJob { field: f, .. } if f == field),
+        "{e:?}"
+    );
 }
 
 fn new_job(r: Result<Admitted, Rejection>) -> VerifiedJob {
@@ -224,7 +283,7 @@ fn new_job(r: Result<Admitted, Rejection>) -> VerifiedJob {
 fn a_deployer_signed_job_is_admitted_with_its_decoded_spec() {
     let fx = fx();
     let bytes = job("j1").encode_to_vec();
-    let v = new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    let v = new_job(fx.by_deployer(&bytes));
     assert_eq!(v.spec.id.as_str(), "j1");
     assert_eq!(v.spec.action, Action::Deploy);
     assert_eq!(v.digest, Sha256Hex::of(&bytes));
@@ -255,7 +314,7 @@ fn a_deployer_signed_job_is_admitted_with_its_decoded_spec() {
 fn no_signatures() {
     let fx = fx();
     let bytes = job("j1").encode_to_vec();
-    let e = fx.admit(&bytes, &[]).unwrap_err().error;
+    let e = fx.refuse(&bytes, &[]);
     assert!(matches!(e, AdmissionError::NoSignatures), "{e:?}");
 }
 
@@ -265,7 +324,7 @@ fn flipped_signature_bit() {
     let bytes = job("j1").encode_to_vec();
     let mut s = sign(&fx.keys.deployer, &bytes);
     s.sig[10] ^= 0x01;
-    let e = fx.admit(&bytes, &[s]).unwrap_err().error;
+    let e = fx.refuse(&bytes, &[s]);
     assert!(
         matches!(&e, AdmissionError::BadSignature { key_id } if *key_id == fx.keys.deployer.key_id().to_string()),
         "{e:?}"
@@ -279,7 +338,7 @@ fn flipped_payload_bit() {
     let s = sign(&fx.keys.deployer, &bytes);
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    let e = fx.admit(&bytes, &[s]).unwrap_err().error;
+    let e = fx.refuse(&bytes, &[s]);
     assert!(matches!(e, AdmissionError::BadSignature { .. }), "{e:?}");
 }
 
@@ -295,7 +354,7 @@ fn payload_signed_under_another_pae_type() {
         key_id_hint: fx.keys.deployer.key_id().to_string(),
         sig: sig.to_vec(),
     };
-    let e = fx.admit(&bytes, &[s]).unwrap_err().error;
+    let e = fx.refuse(&bytes, &[s]);
     assert!(matches!(e, AdmissionError::BadSignature { .. }), "{e:?}");
     // Sanity: the same key over the job type is accepted.
     let good = fx.keys.deployer.sign(&pae(JOB_PAYLOAD_TYPE, &bytes));
@@ -330,7 +389,7 @@ fn trusted_key_id_with_another_keys_signature() {
     let bytes = job("j1").encode_to_vec();
     let mut s = sign(&attacker, &bytes);
     s.key_id_hint = fx.keys.deployer.key_id().to_string();
-    let e = fx.admit(&bytes, &[s]).unwrap_err().error;
+    let e = fx.refuse(&bytes, &[s]);
     assert!(
         matches!(&e, AdmissionError::BadSignature { key_id } if *key_id == fx.keys.deployer.key_id().to_string()),
         "{e:?}"
@@ -345,7 +404,7 @@ fn unknown_key() {
         key_id_hint: "00".repeat(32),
         sig: vec![7; 64],
     };
-    let e = fx.admit(&bytes, &[s]).unwrap_err().error;
+    let e = fx.refuse(&bytes, &[s]);
     assert!(matches!(e, AdmissionError::UnknownKey { .. }), "{e:?}");
 }
 
@@ -375,7 +434,7 @@ fn too_many_signatures() {
     let fx = fx();
     let bytes = job("j1").encode_to_vec();
     let sigs = vec![sign(&fx.keys.deployer, &bytes); policy::MAX_SIGNATURES + 1];
-    let e = fx.admit(&bytes, &sigs).unwrap_err().error;
+    let e = fx.refuse(&bytes, &sigs);
     assert!(
         matches!(e, AdmissionError::TooManySignatures { count: 33, max: 32 }),
         "{e:?}"
@@ -386,10 +445,7 @@ fn too_many_signatures() {
 fn missing_role() {
     let fx = fx();
     let bytes = job("j1").encode_to_vec();
-    let e = fx
-        .admit(&bytes, &[sign(&fx.keys.approver1, &bytes)])
-        .unwrap_err()
-        .error;
+    let e = fx.refuse(&bytes, &[sign(&fx.keys.approver1, &bytes)]);
     match e {
         AdmissionError::MissingRole {
             action,
@@ -421,20 +477,13 @@ fn an_action_no_role_may_do_is_refused() {
 fn threshold_not_met() {
     let fx = fx_with(2);
     let bytes = job("j1").encode_to_vec();
-    let sigs = [
-        sign(&fx.keys.deployer, &bytes),
-        sign(&fx.keys.approver1, &bytes),
-    ];
-    let e = fx.admit(&bytes, &sigs).unwrap_err().error;
-    assert!(
-        matches!(e, AdmissionError::QuorumNotMet { needed: 2, got: 1 }),
-        "{e:?}"
+    let sigs = signed(&bytes, &[&fx.keys.deployer, &fx.keys.approver1]);
+    let e = fx.refuse(&bytes, &sigs);
+    assert_quorum_not_met(&e, 2, 1);
+    let sigs = signed(
+        &bytes,
+        &[&fx.keys.deployer, &fx.keys.approver1, &fx.keys.approver2],
     );
-    let sigs = [
-        sign(&fx.keys.deployer, &bytes),
-        sign(&fx.keys.approver1, &bytes),
-        sign(&fx.keys.approver2, &bytes),
-    ];
     let v = new_job(fx.admit(&bytes, &sigs));
     assert_eq!(v.signers.len(), 3);
 }
@@ -445,11 +494,8 @@ fn duplicated_signature_counts_once() {
     let bytes = job("j1").encode_to_vec();
     let a = sign(&fx.keys.approver1, &bytes);
     let sigs = [sign(&fx.keys.deployer, &bytes), a.clone(), a];
-    let e = fx.admit(&bytes, &sigs).unwrap_err().error;
-    assert!(
-        matches!(e, AdmissionError::QuorumNotMet { needed: 2, got: 1 }),
-        "{e:?}"
-    );
+    let e = fx.refuse(&bytes, &sigs);
+    assert_quorum_not_met(&e, 2, 1);
 }
 
 #[test]
@@ -460,27 +506,18 @@ fn one_key_listed_under_two_hints_counts_once() {
     let mut b = a.clone();
     b.key_id_hint = fx.keys.approver2.key_id().to_string();
     let sigs = [sign(&fx.keys.deployer, &bytes), a, b];
-    let e = fx.admit(&bytes, &sigs).unwrap_err().error;
-    assert!(
-        matches!(e, AdmissionError::QuorumNotMet { needed: 2, got: 1 }),
-        "{e:?}"
-    );
+    let e = fx.refuse(&bytes, &sigs);
+    assert_quorum_not_met(&e, 2, 1);
 }
 
 #[test]
 fn a_deployer_does_not_approve_its_own_job() {
     let fx = fx_with(1);
     let bytes = job("j1").encode_to_vec();
-    let e = fx
-        .admit(&bytes, &[sign(&fx.keys.both, &bytes)])
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(e, AdmissionError::QuorumNotMet { needed: 1, got: 0 }),
-        "{e:?}"
-    );
+    let e = fx.refuse(&bytes, &[sign(&fx.keys.both, &bytes)]);
+    assert_quorum_not_met(&e, 1, 0);
     // With a deployer-only key acting as deployer, the dual-role key approves.
-    let sigs = [sign(&fx.keys.both, &bytes), sign(&fx.keys.deployer, &bytes)];
+    let sigs = signed(&bytes, &[&fx.keys.both, &fx.keys.deployer]);
     new_job(fx.admit(&bytes, &sigs));
 }
 
@@ -539,7 +576,7 @@ fn not_yet_valid() {
     // Within the clock skew it is admitted.
     j.not_before = NOW + 30;
     let bytes = j.encode_to_vec();
-    new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    new_job(fx.by_deployer(&bytes));
 }
 
 #[test]
@@ -594,7 +631,7 @@ fn replay_with_same_bytes_is_a_duplicate() {
 fn replay_with_other_bytes_is_refused() {
     let fx = fx();
     let bytes = job("j1").encode_to_vec();
-    new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    new_job(fx.by_deployer(&bytes));
     let mut other = job("j1");
     other.reason = "second try".into();
     let e = fx.reject(&other);
@@ -614,13 +651,7 @@ fn replay_after_restart() {
         .record_outcome(&JobId::new("j1").unwrap(), "succeeded", "healthy")
         .unwrap();
 
-    let restarted = Admission::new(
-        Arc::new(policy(&fx.keys, 0)),
-        limits(),
-        AGENT.to_owned(),
-        &fx.dir.path().join("jobs"),
-    )
-    .unwrap();
+    let restarted = open(policy(&fx.keys, 0), fx.dir.path()).unwrap();
     match restarted.admit(&bytes, &sigs, &peer(), NOW, &Apps::default()) {
         Ok(Admitted::Duplicate(rec)) => {
             assert_eq!(rec.outcome.as_deref(), Some("succeeded"));
@@ -683,16 +714,10 @@ fn unknown_action_value() {
     let mut j = job("j1");
     j.action = 99;
     let e = fx.reject(&j);
-    assert!(
-        matches!(&e, AdmissionError::InvalidJob { field, .. } if field == "action"),
-        "{e:?}"
-    );
+    assert_invalid_field(&e, "action");
     j.action = 0;
     let e = fx.reject(&j);
-    assert!(
-        matches!(&e, AdmissionError::InvalidJob { field, .. } if field == "action"),
-        "{e:?}"
-    );
+    assert_invalid_field(&e, "action");
 }
 
 #[test]
@@ -711,9 +736,7 @@ fn app_names_that_escape_paths() {
         let mut j = job("j1");
         j.app = bad.to_owned();
         let bytes = j.encode_to_vec();
-        let rej = fx
-            .admit(&bytes, &[sign(&fx.keys.deployer, &bytes)])
-            .unwrap_err();
+        let rej = fx.by_deployer(&bytes).unwrap_err();
         assert!(
             matches!(&rej.error, AdmissionError::InvalidJob { field, .. } if field == "app"),
             "{bad:?}: {:?}",
@@ -798,10 +821,7 @@ fn a_deploy_needs_a_complete_release() {
     let mut j = job("j1");
     j.release = None;
     let e = fx.reject(&j);
-    assert!(
-        matches!(&e, AdmissionError::InvalidJob { field, .. } if field == "release"),
-        "{e:?}"
-    );
+    assert_invalid_field(&e, "release");
 }
 
 #[test]
@@ -822,25 +842,16 @@ fn more_instances_than_the_app_may_run() {
 fn downgrade() {
     let fx = fx();
     let bytes = job("j1").encode_to_vec();
-    let apps = Apps {
-        current: Some(semver::Version::new(2, 0, 0)),
-        ..Apps::default()
-    };
-    let e = fx
-        .admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &apps)
-        .unwrap_err()
-        .error;
+    let apps = Apps::at(semver::Version::new(2, 0, 0));
+    let e = fx.by_deployer_with(&bytes, &apps).unwrap_err().error;
     assert!(
         matches!(&e, AdmissionError::Downgrade { current, requested }
             if *current == semver::Version::new(2, 0, 0) && *requested == semver::Version::new(1, 2, 0)),
         "{e:?}"
     );
     // Redeploying the current version or going up is fine.
-    let apps = Apps {
-        current: Some(semver::Version::new(1, 2, 0)),
-        ..Apps::default()
-    };
-    new_job(fx.admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &apps));
+    let apps = Apps::at(semver::Version::new(1, 2, 0));
+    new_job(fx.by_deployer_with(&bytes, &apps));
 }
 
 fn rollback_to(id: &str, version: &str) -> v1::Job {
@@ -866,7 +877,7 @@ fn rollback_target_missing() {
         on_disk: vec![semver::Version::new(1, 0, 0)],
         ..Apps::default()
     };
-    let v = new_job(fx.admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &apps));
+    let v = new_job(fx.by_deployer_with(&bytes, &apps));
     assert_eq!(v.spec.target_version, Some(semver::Version::new(1, 0, 0)));
     assert_eq!(v.spec.release, None);
     // A rollback without a version goes to the previous release: nothing to check here.
@@ -874,7 +885,7 @@ fn rollback_target_missing() {
     j.action = v1::Action::Rollback as i32;
     j.release = None;
     let bytes = j.encode_to_vec();
-    let v = new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    let v = new_job(fx.by_deployer(&bytes));
     assert_eq!(v.spec.target_version, None);
 }
 
@@ -903,13 +914,10 @@ fn size_at_limit_minus_one_limit_and_limit_plus_one() {
     let max = limits().max_job_bytes;
     for (id, len) in [("ja", max - 1), ("jb", max)] {
         let bytes = job_of_len(id, len);
-        new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+        new_job(fx.by_deployer(&bytes));
     }
     let bytes = job_of_len("jc", max + 1);
-    let e = fx
-        .admit(&bytes, &[sign(&fx.keys.deployer, &bytes)])
-        .unwrap_err()
-        .error;
+    let e = fx.by_deployer(&bytes).unwrap_err().error;
     assert!(
         matches!(e, AdmissionError::TooLarge { size, max: m } if size == max + 1 && m == max),
         "{e:?}"
@@ -920,9 +928,7 @@ fn size_at_limit_minus_one_limit_and_limit_plus_one() {
 fn malformed_protobuf_signed_garbage() {
     let fx = fx();
     let bytes = vec![0xff; 12];
-    let rej = fx
-        .admit(&bytes, &[sign(&fx.keys.deployer, &bytes)])
-        .unwrap_err();
+    let rej = fx.by_deployer(&bytes).unwrap_err();
     assert!(
         matches!(rej.error, AdmissionError::Malformed { .. }),
         "{:?}",
@@ -947,20 +953,14 @@ fn unconfigured_app() {
 fn busy_app() {
     let fx = fx();
     let bytes = job("j1").encode_to_vec();
-    let apps = Apps {
-        busy: true,
-        ..Apps::default()
-    };
-    let e = fx
-        .admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &apps)
-        .unwrap_err()
-        .error;
+    let apps = Apps::busy();
+    let e = fx.by_deployer_with(&bytes, &apps).unwrap_err().error;
     assert!(
         matches!(&e, AdmissionError::AppBusy { app } if app == "web"),
         "{e:?}"
     );
     // Refused jobs are not recorded: the same job is admitted once the app is free.
-    new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    new_job(fx.by_deployer(&bytes));
 }
 
 #[test]
@@ -968,7 +968,7 @@ fn outcomes_are_recorded_and_unfinished_jobs_listed() {
     let fx = fx();
     for id in ["j1", "j2"] {
         let bytes = job(id).encode_to_vec();
-        new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+        new_job(fx.by_deployer(&bytes));
     }
     let j1 = JobId::new("j1").unwrap();
     fx.adm
@@ -1000,8 +1000,7 @@ fn a_corrupt_replay_record_stops_startup() {
     let fx = fx();
     let jobs = fx.dir.path().join("jobs");
     std::fs::write(jobs.join("j9.json"), b"{oops").unwrap();
-    let e =
-        Admission::new(Arc::new(policy(&fx.keys, 0)), limits(), AGENT.into(), &jobs).unwrap_err();
+    let e = open(policy(&fx.keys, 0), fx.dir.path()).unwrap_err();
     assert!(matches!(e, ReplayError::Load { .. }), "{e:?}");
     assert!(e.to_string().contains("j9.json"), "{e}");
 }
@@ -1039,19 +1038,6 @@ proptest! {
 
 // ---------------------------------------------------------------------------------------------
 // Key lifecycle and approvals
-
-/// An admission over `policy` (built from `keys`), with its own replay store.
-fn fx_policy(keys: Keys, policy: Policy) -> Fx {
-    let dir = tempfile::tempdir().unwrap();
-    let adm = Admission::new(
-        Arc::new(policy),
-        limits(),
-        AGENT.to_owned(),
-        &dir.path().join("jobs"),
-    )
-    .unwrap();
-    Fx { keys, dir, adm }
-}
 
 /// `fx_with(approvals)`, with `edit` applied to the named trusted key.
 fn fx_key(approvals: u32, name: &str, edit: impl FnOnce(&mut TrustedKey)) -> Fx {
@@ -1102,7 +1088,7 @@ fn key_outside_its_validity_window() {
         k.not_after = Some(NOW + 1);
     });
     let bytes = job("j1").encode_to_vec();
-    new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    new_job(fx.by_deployer(&bytes));
 }
 
 #[test]
@@ -1125,11 +1111,8 @@ fn revoked_deployer_beside_a_valid_approver_is_named() {
     // revoked key rather than a missing role.
     let fx = fx_key(0, "deployer", |k| k.revoked = true);
     let bytes = job("j1").encode_to_vec();
-    let sigs = [
-        sign(&fx.keys.deployer, &bytes),
-        sign(&fx.keys.approver1, &bytes),
-    ];
-    let e = fx.admit(&bytes, &sigs).unwrap_err().error;
+    let sigs = signed(&bytes, &[&fx.keys.deployer, &fx.keys.approver1]);
+    let e = fx.refuse(&bytes, &sigs);
     assert_key_not_valid(&e, "deployer", "revoked");
 }
 
@@ -1137,20 +1120,18 @@ fn revoked_deployer_beside_a_valid_approver_is_named() {
 fn expired_approver_does_not_count_towards_the_quorum() {
     let fx = fx_key(2, "approver2", |k| k.not_after = Some(NOW - 3600));
     let bytes = job("j1").encode_to_vec();
-    let sigs = [
-        sign(&fx.keys.deployer, &bytes),
-        sign(&fx.keys.approver1, &bytes),
-        sign(&fx.keys.approver2, &bytes),
-    ];
-    let e = fx.admit(&bytes, &sigs).unwrap_err().error;
+    let sigs = signed(
+        &bytes,
+        &[&fx.keys.deployer, &fx.keys.approver1, &fx.keys.approver2],
+    );
+    let e = fx.refuse(&bytes, &sigs);
     assert_key_not_valid(&e, "approver2", "expired at 2027-01-15T07:00:00Z");
     // A valid signer that is not needed does not matter when the rest suffices.
     let fx = fx_key(1, "approver2", |k| k.revoked = true);
-    let sigs = [
-        sign(&fx.keys.deployer, &bytes),
-        sign(&fx.keys.approver1, &bytes),
-        sign(&fx.keys.approver2, &bytes),
-    ];
+    let sigs = signed(
+        &bytes,
+        &[&fx.keys.deployer, &fx.keys.approver1, &fx.keys.approver2],
+    );
     let v = new_job(fx.admit(&bytes, &sigs));
     assert_eq!(v.signers.len(), 2, "the revoked key is not a signer");
     assert!(!v.signers.contains(&fx.keys.approver2.key_id()));
@@ -1177,35 +1158,23 @@ fn rotation_overlap_old_and_new_keys_both_valid() {
     }
     // After the old key's not_after, only the new one.
     let after = NOW + 3600;
-    let bytes = {
-        let mut j = job("old-2");
+    let job_after = |id| {
+        let mut j = job(id);
         j.not_before = after - 10;
         j.expires_at = after + 600;
         j.encode_to_vec()
     };
-    let e = fx
-        .adm
-        .admit(
-            &bytes,
-            &[sign(&fx.keys.deployer, &bytes)],
-            &peer(),
-            after,
-            &Apps::default(),
-        )
+    let admit_after = |bytes: &[u8], sigs: &[SignatureIn]| {
+        fx.adm.admit(bytes, sigs, &peer(), after, &Apps::default())
+    };
+    let bytes = job_after("old-2");
+    let e = admit_after(&bytes, &[sign(&fx.keys.deployer, &bytes)])
         .unwrap_err()
         .error;
     assert_key_not_valid(&e, "deployer-2026", "expired at 2027-01-15T09:00:00Z");
-    let bytes = {
-        let mut j = job("new-2");
-        j.not_before = after - 10;
-        j.expires_at = after + 600;
-        j.encode_to_vec()
-    };
-    let both = [sign(&fx.keys.deployer, &bytes), sign(&new, &bytes)];
-    match fx
-        .adm
-        .admit(&bytes, &both, &peer(), after, &Apps::default())
-    {
+    let bytes = job_after("new-2");
+    let both = signed(&bytes, &[&fx.keys.deployer, &new]);
+    match admit_after(&bytes, &both) {
         Ok(Admitted::New(v)) => assert_eq!(v.signers, [new.key_id()]),
         other => panic!("{other:?}"),
     }
@@ -1223,19 +1192,10 @@ fn deployer_may_approve_off_the_deployers_key_never_approves() {
             .any(|a| a.deployer_may_approve)
     );
     let bytes = job("j1").encode_to_vec();
-    let e = fx
-        .admit(&bytes, &[sign(&fx.keys.both, &bytes)])
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(e, AdmissionError::QuorumNotMet { needed: 1, got: 0 }),
-        "{e:?}"
-    );
+    let e = fx.refuse(&bytes, &[sign(&fx.keys.both, &bytes)]);
+    assert_quorum_not_met(&e, 1, 0);
     // Another approver makes the quorum.
-    let sigs = [
-        sign(&fx.keys.both, &bytes),
-        sign(&fx.keys.approver1, &bytes),
-    ];
+    let sigs = signed(&bytes, &[&fx.keys.both, &fx.keys.approver1]);
     new_job(fx.admit(&bytes, &sigs));
 }
 
@@ -1254,11 +1214,8 @@ fn deployer_may_approve_on_the_deployers_key_counts_as_an_approval() {
     let fx = fx_policy(keys2, p);
     let bytes = job("j2").encode_to_vec();
     let s = sign(&fx.keys.both, &bytes);
-    let e = fx.admit(&bytes, &[s.clone(), s.clone()]).unwrap_err().error;
-    assert!(
-        matches!(e, AdmissionError::QuorumNotMet { needed: 2, got: 1 }),
-        "{e:?}"
-    );
+    let e = fx.refuse(&bytes, &[s.clone(), s.clone()]);
+    assert_quorum_not_met(&e, 2, 1);
     new_job(fx.admit(&bytes, &[s, sign(&fx.keys.approver2, &bytes)]));
 }
 
@@ -1276,11 +1233,8 @@ fn one_key_under_two_ids_in_the_policy_counts_once() {
     let mut b = a.clone();
     b.key_id_hint = String::new();
     let sigs = [sign(&fx.keys.deployer, &bytes), a, b];
-    let e = fx.admit(&bytes, &sigs).unwrap_err().error;
-    assert!(
-        matches!(e, AdmissionError::QuorumNotMet { needed: 2, got: 1 }),
-        "{e:?}"
-    );
+    let e = fx.refuse(&bytes, &sigs);
+    assert_quorum_not_met(&e, 2, 1);
 }
 
 #[test]
@@ -1305,7 +1259,7 @@ fn secret_env_names_are_decoded_and_must_be_env_keys() {
     r.env.insert("DB_PASSWORD".to_owned(), "s3cret".to_owned());
     r.secret_env = vec!["DB_PASSWORD".to_owned()];
     let bytes = j.encode_to_vec();
-    let v = new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    let v = new_job(fx.by_deployer(&bytes));
     let release = v.spec.release.unwrap();
     assert_eq!(
         release.secret_env.iter().collect::<Vec<_>>(),

@@ -31,6 +31,22 @@ fn assert_invalid(r: v1::Rollout, field: &str, says: &str) {
 
 const DAY_MS: u32 = 24 * 3600 * 1000;
 
+/// The default rollout with `edit` applied.
+fn rollout(edit: impl FnOnce(&mut v1::Rollout)) -> v1::Rollout {
+    let mut r = v1::Rollout::default();
+    edit(&mut r);
+    r
+}
+
+/// A canary step to `weight` percent that pauses a second.
+fn step(weight: u32) -> v1::CanaryStep {
+    v1::CanaryStep {
+        weight,
+        pause_ms: 1000,
+        until_promote: false,
+    }
+}
+
 #[test]
 fn absent_or_all_zero_rollout_is_the_default() {
     assert_eq!(decode::rollout(None, 3).unwrap(), RolloutSpec::default());
@@ -134,10 +150,7 @@ fn batch_counts_and_percents() {
         ("100%", BatchSize::Percent(100)),
         ("", BatchSize::Count(1)),
     ] {
-        let r = v1::Rollout {
-            batch: text.to_owned(),
-            ..v1::Rollout::default()
-        };
+        let r = rollout(|r| r.batch = text.to_owned());
         assert_eq!(decode(r, 4).unwrap().batch, want, "{text:?}");
     }
     for bad in [
@@ -155,10 +168,7 @@ fn batch_counts_and_percents() {
         "2%%",
         "99999999999",
     ] {
-        let r = v1::Rollout {
-            batch: bad.to_owned(),
-            ..v1::Rollout::default()
-        };
+        let r = rollout(|r| r.batch = bad.to_owned());
         let (field, msg) = invalid_field(decode(r, 4));
         assert_eq!(field, "release.rollout.batch", "{bad:?}: {msg}");
     }
@@ -170,69 +180,49 @@ fn durations_over_a_day_are_refused_naming_the_field() {
     let cases: Vec<(&str, v1::Rollout)> = vec![
         (
             "release.rollout.min_healthy_time_ms",
-            v1::Rollout {
-                min_healthy_time_ms: too_long,
-                ..v1::Rollout::default()
-            },
+            rollout(|r| r.min_healthy_time_ms = too_long),
         ),
         (
             "release.rollout.healthy_deadline_ms",
-            v1::Rollout {
-                healthy_deadline_ms: too_long,
-                ..v1::Rollout::default()
-            },
+            rollout(|r| r.healthy_deadline_ms = too_long),
         ),
         (
             "release.rollout.drain_timeout_ms",
-            v1::Rollout {
-                drain_timeout_ms: too_long,
-                ..v1::Rollout::default()
-            },
+            rollout(|r| r.drain_timeout_ms = too_long),
         ),
         (
             "release.rollout.preview_ms",
-            v1::Rollout {
-                preview_ms: too_long,
-                ..v1::Rollout::default()
-            },
+            rollout(|r| r.preview_ms = too_long),
         ),
         (
             "release.rollout.scale_down_delay_ms",
-            v1::Rollout {
-                scale_down_delay_ms: too_long,
-                ..v1::Rollout::default()
-            },
+            rollout(|r| r.scale_down_delay_ms = too_long),
         ),
         (
             "release.rollout.steps[0].pause_ms",
-            v1::Rollout {
-                steps: vec![v1::CanaryStep {
+            rollout(|r| {
+                r.steps = vec![v1::CanaryStep {
                     weight: 10,
                     pause_ms: too_long,
                     until_promote: false,
-                }],
-                ..v1::Rollout::default()
-            },
+                }]
+            }),
         ),
         (
             "release.rollout.analysis.interval_ms",
-            v1::Rollout {
-                analysis: Some(v1::Analysis {
+            rollout(|r| {
+                r.analysis = Some(v1::Analysis {
                     interval_ms: too_long,
                     ..v1::Analysis::default()
-                }),
-                ..v1::Rollout::default()
-            },
+                })
+            }),
         ),
     ];
     for (field, r) in cases {
         assert_invalid(r, field, "24 h");
     }
     // Exactly a day is fine.
-    let r = v1::Rollout {
-        scale_down_delay_ms: DAY_MS,
-        ..v1::Rollout::default()
-    };
+    let r = rollout(|r| r.scale_down_delay_ms = DAY_MS);
     assert_eq!(
         decode(r, 1).unwrap().scale_down_delay,
         Duration::from_secs(86_400)
@@ -266,35 +256,18 @@ fn zero_fields_take_their_defaults() {
 #[test]
 fn weights_are_percents() {
     assert_invalid(
-        v1::Rollout {
-            preview_weight: 101,
-            ..v1::Rollout::default()
-        },
+        rollout(|r| r.preview_weight = 101),
         "release.rollout.preview_weight",
         "more than 100",
     );
     assert_eq!(
-        decode(
-            v1::Rollout {
-                preview_weight: 100,
-                ..v1::Rollout::default()
-            },
-            1
-        )
-        .unwrap()
-        .preview_weight,
+        decode(rollout(|r| r.preview_weight = 100), 1)
+            .unwrap()
+            .preview_weight,
         100
     );
-    let step = |weight| v1::CanaryStep {
-        weight,
-        pause_ms: 1000,
-        until_promote: false,
-    };
     assert_invalid(
-        v1::Rollout {
-            steps: vec![step(10), step(101)],
-            ..v1::Rollout::default()
-        },
+        rollout(|r| r.steps = vec![step(10), step(101)]),
         "release.rollout.steps[1].weight",
         "more than 100",
     );
@@ -302,25 +275,14 @@ fn weights_are_percents() {
 
 #[test]
 fn canary_steps_must_not_decrease_and_are_bounded() {
-    let step = |weight| v1::CanaryStep {
-        weight,
-        pause_ms: 1000,
-        until_promote: false,
-    };
     assert_invalid(
-        v1::Rollout {
-            steps: vec![step(10), step(50), step(20)],
-            ..v1::Rollout::default()
-        },
+        rollout(|r| r.steps = vec![step(10), step(50), step(20)]),
         "release.rollout.steps[2].weight",
         "must not decrease",
     );
     // Equal weights in a row are fine (hold longer), and so is a 0% first step.
     let s = decode(
-        v1::Rollout {
-            steps: vec![step(0), step(10), step(10), step(100)],
-            ..v1::Rollout::default()
-        },
+        rollout(|r| r.steps = vec![step(0), step(10), step(10), step(100)]),
         2,
     )
     .unwrap();
@@ -330,25 +292,16 @@ fn canary_steps_must_not_decrease_and_are_bounded() {
     );
     let twenty: Vec<_> = (0..20).map(|i| step(i * 5)).collect();
     assert_eq!(
-        decode(
-            v1::Rollout {
-                steps: twenty.clone(),
-                ..v1::Rollout::default()
-            },
-            2
-        )
-        .unwrap()
-        .steps
-        .len(),
+        decode(rollout(|r| r.steps = twenty.clone()), 2)
+            .unwrap()
+            .steps
+            .len(),
         20
     );
     let mut twenty_one = twenty;
     twenty_one.push(step(100));
     assert_invalid(
-        v1::Rollout {
-            steps: twenty_one,
-            ..v1::Rollout::default()
-        },
+        rollout(|r| r.steps = twenty_one),
         "release.rollout.steps",
         "21 steps",
     );
@@ -358,13 +311,12 @@ fn canary_steps_must_not_decrease_and_are_bounded() {
 fn cpu_threshold_must_be_a_positive_finite_percent() {
     for bad in [-1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.001] {
         assert_invalid(
-            v1::Rollout {
-                analysis: Some(v1::Analysis {
+            rollout(|r| {
+                r.analysis = Some(v1::Analysis {
                     max_cpu_percent: bad,
                     ..v1::Analysis::default()
-                }),
-                ..v1::Rollout::default()
-            },
+                })
+            }),
             "release.rollout.analysis.max_cpu_percent",
             "not a positive number",
         );
@@ -373,10 +325,7 @@ fn cpu_threshold_must_be_a_positive_finite_percent() {
 
 #[test]
 fn canary_instances_must_fit_in_the_release() {
-    let r = |n| v1::Rollout {
-        canary_instances: n,
-        ..v1::Rollout::default()
-    };
+    let r = |n| rollout(|r| r.canary_instances = n);
     assert_eq!(decode(r(4), 4).unwrap().canary_instances, 4);
     let (field, msg) = invalid_field(decode(r(5), 4));
     assert_eq!(field, "release.rollout.canary_instances");
@@ -459,13 +408,10 @@ fn a_rolling_deploy_is_admitted_with_its_rollout() {
     let j = with_strategy(
         "r1",
         v1::Strategy::Rolling,
-        Some(v1::Rollout {
-            batch: "50%".to_owned(),
-            ..v1::Rollout::default()
-        }),
+        Some(rollout(|r| r.batch = "50%".to_owned())),
     );
     let bytes = j.encode_to_vec();
-    let v = new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    let v = new_job(fx.by_deployer(&bytes));
     let r = v.spec.release.unwrap();
     assert_eq!(r.strategy, StrategyKind::Rolling);
     assert_eq!(r.rollout.batch, BatchSize::Percent(50));
@@ -478,10 +424,7 @@ fn an_invalid_rollout_is_rejected_naming_the_field() {
     let j = with_strategy(
         "r1",
         v1::Strategy::Rolling,
-        Some(v1::Rollout {
-            batch: "0".to_owned(),
-            ..v1::Rollout::default()
-        }),
+        Some(rollout(|r| r.batch = "0".to_owned())),
     );
     let e = fx.reject(&j);
     assert!(e.to_string().contains("release.rollout.batch"), "{e}");
@@ -517,7 +460,7 @@ fn strategies_other_than_hot_need_a_router() {
     }
     // Hot needs none.
     let bytes = with_strategy("h1", v1::Strategy::Hot, None).encode_to_vec();
-    new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    new_job(fx.by_deployer(&bytes));
 }
 
 #[test]
@@ -529,7 +472,7 @@ fn nginx_is_a_router_too() {
         pid_file: None,
     });
     let bytes = with_strategy("b1", v1::Strategy::BlueGreen, None).encode_to_vec();
-    new_job(fx.admit(&bytes, &[sign(&fx.keys.deployer, &bytes)]));
+    new_job(fx.by_deployer(&bytes));
 }
 
 #[test]
@@ -539,10 +482,7 @@ fn blue_green_and_canary_instances_must_fit_max_instances() {
         let mut j = with_strategy("b1", s, None);
         j.release.as_mut().unwrap().instances = 5;
         let e = fx.reject(&j);
-        assert!(
-            matches!(&e, AdmissionError::InvalidJob { field, .. } if field == "release.instances"),
-            "{e:?}"
-        );
+        assert_invalid_field(&e, "release.instances");
     }
 }
 
@@ -556,29 +496,23 @@ fn control(id: &str, action: v1::Action) -> v1::Job {
 #[test]
 fn promote_and_abort_are_admitted_while_a_rollout_runs() {
     let fx = fx_router(RouterConfig::FrontDoor);
-    let busy = Apps {
-        busy: true,
-        ..Apps::default()
-    };
+    let busy = Apps::busy();
     for (id, a, want) in [
         ("p1", v1::Action::Promote, Action::Promote),
         ("a1", v1::Action::Abort, Action::Abort),
     ] {
         let bytes = control(id, a).encode_to_vec();
-        let v = new_job(fx.admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &busy));
+        let v = new_job(fx.by_deployer_with(&bytes, &busy));
         assert_eq!(v.spec.action, want);
         // Resubmitting the same bytes is a duplicate, not a second promote.
         assert!(matches!(
-            fx.admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &busy),
+            fx.by_deployer_with(&bytes, &busy),
             Ok(Admitted::Duplicate(_))
         ));
     }
     // Other actions are still refused while busy.
     let bytes = control("s1", v1::Action::Restart).encode_to_vec();
-    let e = fx
-        .admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &busy)
-        .unwrap_err()
-        .error;
+    let e = fx.by_deployer_with(&bytes, &busy).unwrap_err().error;
     assert!(matches!(e, AdmissionError::AppBusy { .. }), "{e:?}");
 }
 
@@ -590,10 +524,7 @@ fn promote_and_abort_without_a_rollout_are_refused() {
         ("a1", v1::Action::Abort, Action::Abort),
     ] {
         let bytes = control(id, a).encode_to_vec();
-        let e = fx
-            .admit(&bytes, &[sign(&fx.keys.deployer, &bytes)])
-            .unwrap_err()
-            .error;
+        let e = fx.by_deployer(&bytes).unwrap_err().error;
         assert!(
             matches!(&e, AdmissionError::NoRolloutInProgress { app, action }
                 if app == "web" && *action == want),
@@ -612,11 +543,8 @@ fn promote_and_abort_without_a_rollout_are_refused() {
             "no_rollout_in_progress"
         );
         // Not recorded: the same job is admitted once a rollout runs.
-        let busy = Apps {
-            busy: true,
-            ..Apps::default()
-        };
-        new_job(fx.admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &busy));
+        let busy = Apps::busy();
+        new_job(fx.by_deployer_with(&bytes, &busy));
     }
 }
 
@@ -624,16 +552,10 @@ fn promote_and_abort_without_a_rollout_are_refused() {
 fn promote_and_abort_still_need_their_role() {
     // The base policy allows neither promote nor abort to anybody.
     let fx = fx();
-    let busy = Apps {
-        busy: true,
-        ..Apps::default()
-    };
+    let busy = Apps::busy();
     for a in [v1::Action::Promote, v1::Action::Abort] {
         let bytes = control("p1", a).encode_to_vec();
-        let e = fx
-            .admit_with(&bytes, &[sign(&fx.keys.deployer, &bytes)], &busy)
-            .unwrap_err()
-            .error;
+        let e = fx.by_deployer_with(&bytes, &busy).unwrap_err().error;
         assert!(matches!(e, AdmissionError::MissingRole { .. }), "{e:?}");
     }
 }
