@@ -37,15 +37,7 @@ bench_require_binaries
 
 bench_work_dir bench-flood
 
-cleanup() {
-    local rc=$?
-    set +e
-    bench_stop_agent
-    bench_remove_work
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_traps
 
 bench_machine
 

@@ -49,18 +49,12 @@ bench_work_dir bench-traffic
 HAPROXY_PID=
 LOAD_PID=
 
-cleanup() {
-    local rc=$?
-    set +e
+bench_stop_extra() {
     for p in $LOAD_PID $HAPROXY_PID; do
         kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
-    bench_stop_agent
-    bench_remove_work
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_traps
 
 # ---------------------------------------------------------------------------------------------
 # The load loop: fresh connection per request, counts failures, longest gap between successes.

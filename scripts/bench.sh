@@ -43,20 +43,9 @@ if ! [[ $N =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 
-WORK=$(mktemp -d "$BENCH_PARENT/gantry-bench.XXXXXX")
 # Instances may run as another user (nobody, when we are root): they must reach their release.
-chmod 0711 "$WORK"
-AGENT_PID=
-
-cleanup() {
-    local rc=$?
-    set +e
-    bench_stop_agent
-    bench_remove_work
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_work_dir bench
+bench_traps
 
 rss() { # pid -> "VmRSS kB VmHWM kB"
     awk '/^VmRSS:/ {r=$2} /^VmHWM:/ {h=$2} END {printf "%d %d", r, h}' "/proc/$1/status"

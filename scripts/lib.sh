@@ -86,6 +86,24 @@ bench_stop_agent() {
     wait "$AGENT_PID" 2>/dev/null
 }
 
+# Installs the clean-up: on exit (and on INT/TERM, exiting 130) the function bench_stop_extra
+# if the script defines one, then the agent and WORK; the script's exit code is kept.
+bench_traps() {
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+    local rc=$?
+    set +e
+    if declare -F bench_stop_extra >/dev/null; then
+        bench_stop_extra
+    fi
+    bench_stop_agent
+    bench_remove_work
+    exit "$rc"
+}
+
 # Removes WORK unless KEEP=1.
 bench_remove_work() {
     if [[ ${KEEP:-0} == 1 ]]; then
