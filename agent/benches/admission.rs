@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use gantry_agent::admission::policy::verify_signers;
-use gantry_agent::admission::{Admission, AppView, PeerIdentity, SignatureIn};
+use gantry_agent::admission::{Admission, AppView, SignatureIn};
 use gantry_agent::config::Config;
 use gantry_agent::job::AppName;
 use gantry_proto::envelope::sign_job;
@@ -212,14 +212,7 @@ fn fixture(keys: usize) -> Fixture {
     }
 }
 
-fn peer() -> PeerIdentity {
-    PeerIdentity {
-        fingerprint: "cd".repeat(32),
-    }
-}
-
 fn benches(c: &mut Criterion) {
-    let peer = peer();
     let attacker = SigningKey::generate().expect("attacker key");
     let counter = AtomicU64::new(0);
     let fresh_id = || format!("bench-{}", counter.fetch_add(1, Ordering::Relaxed));
@@ -247,7 +240,7 @@ fn benches(c: &mut Criterion) {
         // Sanity: each case ends the way it claims to.
         let admit = |bytes: &[u8], sigs: &[SignatureIn]| {
             fx.admission
-                .admit(bytes, sigs, &peer, now(), &NoApps)
+                .admit(bytes, sigs, now(), &NoApps)
                 .map_err(|r| r.error.to_string())
         };
         let err = admit(&bytes, &forged).expect_err("an attacker's signature is refused");
@@ -262,25 +255,17 @@ fn benches(c: &mut Criterion) {
         }
 
         group.bench_function(BenchmarkId::new("forged/attacker_key", keys), |b| {
-            b.iter(|| {
-                fx.admission
-                    .admit(&bytes, &forged, &peer, now(), &NoApps)
-                    .is_err()
-            });
+            b.iter(|| fx.admission.admit(&bytes, &forged, now(), &NoApps).is_err());
         });
         group.bench_function(BenchmarkId::new("forged/garbage_sig", keys), |b| {
             b.iter(|| {
                 fx.admission
-                    .admit(&bytes, &garbage, &peer, now(), &NoApps)
+                    .admit(&bytes, &garbage, now(), &NoApps)
                     .is_err()
             });
         });
         group.bench_function(BenchmarkId::new("forged/wrong_sig", keys), |b| {
-            b.iter(|| {
-                fx.admission
-                    .admit(&bytes, &wrong, &peer, now(), &NoApps)
-                    .is_err()
-            });
+            b.iter(|| fx.admission.admit(&bytes, &wrong, now(), &NoApps).is_err());
         });
         group.bench_function(BenchmarkId::new("verify_signers/forged", keys), |b| {
             b.iter(|| verify_signers(&fx.config.policy, &bytes, &forged).is_err());
@@ -296,11 +281,7 @@ fn benches(c: &mut Criterion) {
                     let sig = sign(&fx.deployer, &bytes);
                     (bytes, [sig])
                 },
-                |(bytes, sigs)| {
-                    fx.admission
-                        .admit(&bytes, &sigs, &peer, now(), &NoApps)
-                        .is_ok()
-                },
+                |(bytes, sigs)| fx.admission.admit(&bytes, &sigs, now(), &NoApps).is_ok(),
                 BatchSize::SmallInput,
             );
         });

@@ -47,13 +47,6 @@ pub struct SignatureIn {
     pub sig: Vec<u8>,
 }
 
-/// Who sent the job at the TLS layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// Lowercase hex SHA-256 of the client's leaf certificate (DER).
-    pub fingerprint: String,
-}
-
 /// What admission needs to know about the apps' current state.
 pub trait AppView: Send + Sync {
     /// The release currently active, if any.
@@ -348,20 +341,19 @@ impl Admission {
         &self,
         job_bytes: &[u8],
         sigs: &[SignatureIn],
-        peer: &PeerIdentity,
         now_unix: i64,
         apps: &dyn AppView,
     ) -> Result<Admitted, Rejection> {
-        // The peer is logged by the caller; authority comes only from the signatures.
-        let _ = peer;
+        // Authority comes only from the signatures: the peer is the caller's to record.
+        let digest = Sha256Hex::of(job_bytes);
         let mut rejection = Rejection {
             error: AdmissionError::NoSignatures,
             job_id: None,
             app: None,
             claimed_key_ids: sigs.iter().map(|s| s.key_id_hint.clone()).collect(),
-            job_digest: Sha256Hex::of(job_bytes).to_string(),
+            job_digest: digest.to_string(),
         };
-        match self.run(job_bytes, sigs, now_unix, apps, &mut rejection) {
+        match self.run(job_bytes, &digest, sigs, now_unix, apps, &mut rejection) {
             Ok(admitted) => Ok(admitted),
             Err(error) => Err(Rejection { error, ..rejection }),
         }
@@ -370,6 +362,7 @@ impl Admission {
     fn run(
         &self,
         job_bytes: &[u8],
+        digest: &Sha256Hex,
         sigs: &[SignatureIn],
         now: i64,
         apps: &dyn AppView,
@@ -456,10 +449,9 @@ impl Admission {
             check_strategy_fits(app, release)?;
         }
 
-        let digest = Sha256Hex::of(job_bytes);
         let mut store = self.store();
         if let Some(record) = store.get(spec.id.as_str()) {
-            return if record.digest == digest {
+            return if record.digest == *digest {
                 Ok(Admitted::Duplicate(record.clone()))
             } else {
                 Err(AdmissionError::Replayed {
@@ -500,7 +492,7 @@ impl Admission {
         signer_ids.sort();
         Ok(Admitted::New(VerifiedJob {
             spec,
-            digest,
+            digest: digest.clone(),
             signers: signer_ids,
         }))
     }

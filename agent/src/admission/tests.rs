@@ -216,12 +216,6 @@ impl AppView for Apps {
     }
 }
 
-fn peer() -> PeerIdentity {
-    PeerIdentity {
-        fingerprint: "cd".repeat(32),
-    }
-}
-
 impl Fx {
     fn admit(&self, bytes: &[u8], sigs: &[SignatureIn]) -> Result<Admitted, Rejection> {
         self.admit_with(bytes, sigs, &Apps::default())
@@ -233,7 +227,7 @@ impl Fx {
         sigs: &[SignatureIn],
         apps: &Apps,
     ) -> Result<Admitted, Rejection> {
-        self.adm.admit(bytes, sigs, &peer(), NOW, apps)
+        self.adm.admit(bytes, sigs, NOW, apps)
     }
 
     /// Admits `bytes` signed by the deployer.
@@ -652,7 +646,7 @@ fn replay_after_restart() {
         .unwrap();
 
     let restarted = open(policy(&fx.keys, 0), fx.dir.path()).unwrap();
-    match restarted.admit(&bytes, &sigs, &peer(), NOW, &Apps::default()) {
+    match restarted.admit(&bytes, &sigs, NOW, &Apps::default()) {
         Ok(Admitted::Duplicate(rec)) => {
             assert_eq!(rec.outcome.as_deref(), Some("succeeded"));
             assert_eq!(rec.reason, "healthy");
@@ -666,7 +660,6 @@ fn replay_after_restart() {
         .admit(
             &other,
             &[sign(&fx.keys.deployer, &other)],
-            &peer(),
             NOW,
             &Apps::default(),
         )
@@ -691,7 +684,7 @@ fn concurrent_double_submission_admits_once() {
                     barrier.wait();
                     // The app reports busy only once a job was recorded, as the executor would.
                     let apps = Apps::default();
-                    adm.admit(&bytes, &sigs, &peer(), NOW, &apps)
+                    adm.admit(&bytes, &sigs, NOW, &apps)
                 })
             })
             .collect();
@@ -1164,9 +1157,8 @@ fn rotation_overlap_old_and_new_keys_both_valid() {
         j.expires_at = after + 600;
         j.encode_to_vec()
     };
-    let admit_after = |bytes: &[u8], sigs: &[SignatureIn]| {
-        fx.adm.admit(bytes, sigs, &peer(), after, &Apps::default())
-    };
+    let admit_after =
+        |bytes: &[u8], sigs: &[SignatureIn]| fx.adm.admit(bytes, sigs, after, &Apps::default());
     let bytes = job_after("old-2");
     let e = admit_after(&bytes, &[sign(&fx.keys.deployer, &bytes)])
         .unwrap_err()

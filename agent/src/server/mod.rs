@@ -25,7 +25,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission::{Admission, Admitted, PeerIdentity, Rejection, SignatureIn};
+use crate::admission::{Admission, Admitted, Rejection, SignatureIn};
 use crate::artifact::{ArtifactError, ArtifactStore};
 use crate::audit::{AuditLog, Entry};
 use crate::executor::{EventKind, Executor, JobHandle, Outcome, now_ms, strategy_of};
@@ -98,7 +98,7 @@ impl AgentService {
     }
 
     /// Records a rejection (in full, or only counted when over the rate) and builds its answer.
-    async fn reject(&self, received: Entry, rejection: &Rejection, peer: &PeerIdentity) -> Status {
+    async fn reject(&self, bytes: usize, rejection: &Rejection, peer: &PeerIdentity) -> Status {
         let code = status::reason_code(&rejection.error);
         let paused = self.charge(peer).await;
         let answer = |status: Status| match paused {
@@ -133,6 +133,12 @@ impl AgentService {
             .with("job_digest", json!(rejection.job_digest))
             .with("peer_fingerprint", json!(peer.fingerprint))
             .with("claimed_key_ids", json!(rejection.claimed_key_ids));
+        let received = received_entry(
+            &rejection.job_digest,
+            bytes,
+            peer,
+            &rejection.claimed_key_ids,
+        );
         let recorded = match self.audit.append(received).await {
             Ok(_) => self.audit.append(entry).await,
             Err(e) => Err(e),
@@ -245,6 +251,29 @@ fn unavailable(e: &dyn std::error::Error) -> Status {
     }
 }
 
+/// Who sent a request at the TLS layer. Admission never sees it: authority comes only from
+/// the signatures; the peer is recorded in the audit entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Lowercase hex SHA-256 of the client's leaf certificate (DER).
+    pub fingerprint: String,
+}
+
+/// The `job.received` entry of a job of `bytes` bytes, written with its verdict (admission
+/// runs first, so a flood of forged jobs can be counted instead).
+fn received_entry(digest: &str, bytes: usize, peer: &PeerIdentity, claimed: &[String]) -> Entry {
+    Entry::new("job.received")
+        .with("job_digest", json!(digest))
+        .with("bytes", json!(bytes))
+        .with("peer_fingerprint", json!(peer.fingerprint))
+        .with("claimed_key_ids", json!(claimed))
+}
+
+/// The key ids the signatures claim.
+fn claimed(sigs: &[SignatureIn]) -> Vec<String> {
+    sigs.iter().map(|s| s.key_id_hint.clone()).collect()
+}
+
 fn peer_of<T>(request: &Request<T>) -> PeerIdentity {
     let fingerprint = request
         .extensions()
@@ -312,18 +341,7 @@ impl Agent for AgentService {
         let peer = peer_of(&request);
         let signed = request.into_inner();
         self.audit.health().map_err(|e| unavailable(&e))?;
-        let digest = gantry_proto::envelope::job_digest(&signed.job);
-        let claimed: Vec<&str> = signed
-            .signatures
-            .iter()
-            .map(|s| s.key_id.as_str())
-            .collect();
-        let received = Entry::new("job.received")
-            .with("job_digest", json!(digest))
-            .with("bytes", json!(signed.job.len()))
-            .with("peer_fingerprint", json!(peer.fingerprint))
-            .with("claimed_key_ids", json!(claimed));
-
+        let bytes = signed.job.len();
         let sigs: Vec<SignatureIn> = signed
             .signatures
             .into_iter()
@@ -337,10 +355,10 @@ impl Agent for AgentService {
         let permit = self.peer_slots.acquire(&peer.fingerprint).await;
         let admitted = self
             .admission
-            .admit(&signed.job, &sigs, &peer, now_unix(), &self.executor);
+            .admit(&signed.job, &sigs, now_unix(), &self.executor);
         drop(permit);
         let job = match admitted {
-            Err(rejection) => return Err(self.reject(received, &rejection, &peer).await),
+            Err(rejection) => return Err(self.reject(bytes, &rejection, &peer).await),
             Ok(Admitted::Duplicate(record)) => {
                 tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
                 // It starts nothing but cost a full signature check: a replayed valid job is
@@ -381,10 +399,10 @@ impl Agent for AgentService {
                 },
                 job_id: Some(spec.id.to_string()),
                 app: Some(spec.app.to_string()),
-                claimed_key_ids: sigs.iter().map(|s| s.key_id_hint.clone()).collect(),
-                job_digest: digest,
+                claimed_key_ids: claimed(&sigs),
+                job_digest: job.digest.to_string(),
             };
-            return Err(self.reject(received, &rejection, &peer).await);
+            return Err(self.reject(bytes, &rejection, &peer).await);
         }
         let version = spec
             .release
@@ -416,6 +434,7 @@ impl Agent for AgentService {
                 ),
             )
             .with("peer_fingerprint", json!(peer.fingerprint));
+        let received = received_entry(job.digest.as_str(), bytes, &peer, &claimed(&sigs));
         let recorded = match self.audit.append(received).await {
             Ok(_) => self.audit.append(accepted).await,
             Err(e) => Err(e),
