@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use gantry_proto::keys::SigningKey;
 use gantry_proto::v1::{self, agent_server::Agent};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -50,6 +50,9 @@ pub struct AgentService {
     secrets: Arc<crate::secrets::SecretsKey>,
     peer_slots: Arc<flood::PeerSlots>,
     throttle: Arc<throttle::ClientThrottle>,
+    /// Bumped whenever an admitted job starts or ends before starting, for the watchers of a
+    /// job admitted a moment ago.
+    settled: Arc<watch::Sender<u64>>,
 }
 
 impl AgentService {
@@ -78,6 +81,7 @@ impl AgentService {
             max_artifact_bytes,
             secrets,
             throttle,
+            settled: Arc::new(watch::Sender::new(0)),
             peer_slots: Arc::new(flood::PeerSlots::new(flood::ADMISSIONS_PER_PEER)),
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
         }
@@ -208,6 +212,8 @@ impl AgentService {
         // A job admitted a moment ago by another connection may not be running yet: its
         // submitter is between admission and start. Wait for it (or for its outcome).
         let deadline = tokio::time::Instant::now() + KNOWN_JOB_WAIT;
+        // Subscribed before looking, so a start between the look and the wait is not missed.
+        let mut settled = self.settled.subscribe();
         loop {
             if let Some(handle) = self.executor.job(job_id) {
                 return Ok(follow_job(handle));
@@ -225,13 +231,15 @@ impl AgentService {
                         record.reason
                     )));
                 }
-                None if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(KNOWN_JOB_POLL).await;
-                }
                 None => {
-                    return Err(Status::unavailable(format!(
-                        "job {job_id} was accepted but its outcome is not known yet"
-                    )));
+                    if !matches!(
+                        tokio::time::timeout_at(deadline, settled.changed()).await,
+                        Ok(Ok(()))
+                    ) {
+                        return Err(Status::unavailable(format!(
+                            "job {job_id} was accepted but its outcome is not known yet"
+                        )));
+                    }
                 }
             }
         }
@@ -240,7 +248,6 @@ impl AgentService {
 
 /// How long a resubmission or watch waits for a job another connection just admitted.
 const KNOWN_JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-const KNOWN_JOB_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn unavailable(e: &dyn std::error::Error) -> Status {
     let text = reason(e);
@@ -393,6 +400,7 @@ impl Agent for AgentService {
         {
             let why = reason(&busy);
             let _ = self.admission.record_outcome(&spec.id, "rejected", &why);
+            self.settled.send_modify(|n| *n += 1);
             let rejection = Rejection {
                 error: crate::admission::AdmissionError::AppBusy {
                     app: spec.app.to_string(),
@@ -447,10 +455,13 @@ impl Agent for AgentService {
             let _ = self
                 .admission
                 .record_outcome(&spec.id, "failed", status.message());
+            self.settled.send_modify(|n| *n += 1);
             return Err(status);
         }
         tracing::info!(job_id = %spec.id, app = %spec.app, action = %spec.action, "job accepted");
-        Ok(Response::new(follow_job(self.executor.spawn(job))))
+        let handle = self.executor.spawn(job);
+        self.settled.send_modify(|n| *n += 1);
+        Ok(Response::new(follow_job(handle)))
     }
 
     async fn watch(
