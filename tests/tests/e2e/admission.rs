@@ -14,7 +14,7 @@ use gantry_tests::{
 };
 use prost::Message;
 
-use crate::{assert_serves, mentions};
+use crate::{assert_exit_3_naming, assert_serves, mentions, sign_job_file};
 
 /// One agent waiting for jobs, and what `data/apps` looked like before any was sent.
 struct Case {
@@ -75,11 +75,7 @@ impl Case {
     }
 
     fn sign(&self, job: &Path, key: &KeyPair) {
-        let key = key.key.to_string_lossy().into_owned();
-        self.env
-            .gantry(&["job", "sign", "--key", &key, &job.to_string_lossy()])
-            .unwrap()
-            .assert_code(0);
+        sign_job_file(&self.env, job, key);
     }
 
     fn create_signed(&self, name: &str, set: &[(&str, &str)], extra: &[&str]) -> PathBuf {
@@ -105,12 +101,7 @@ impl Case {
     /// log, and nothing ran.
     #[track_caller]
     fn assert_rejected(&self, out: &Output, reason: &str, words: &[&str]) {
-        out.assert_code(3);
-        assert!(
-            mentions(&out.stderr, words),
-            "stderr names none of {words:?}:\n{}",
-            out.all()
-        );
+        assert_exit_3_naming(out, words);
         let rejected = audit_events(&self.env, "job.rejected").unwrap();
         assert!(
             rejected

@@ -24,7 +24,9 @@ use gantry_tests::{
 };
 use prost::Message;
 
-use crate::{assert_serves, deploy, mentions, names_seq};
+use crate::{
+    assert_exit_3_naming, assert_serves, deploy, mentions, names_seq, releases, sign_job_file,
+};
 
 /// One agent waiting for jobs on `web`, the sample app's 1.0.0 artifact, and every agent this
 /// test started before (dropping an [`Agent`] kills every process under the test dir, so
@@ -105,9 +107,14 @@ impl Rig {
     }
 
     fn sign(&self, job: &Path, key: &KeyPair) {
-        let key = key.key.to_string_lossy().into_owned();
+        sign_job_file(&self.env, job, key);
+    }
+
+    /// `gantry job approve --key <key> <job>`; it must succeed.
+    fn approve(&self, job: &Path, key: &KeyPair) {
+        let key = self.key(key);
         self.env
-            .gantry(&["job", "sign", "--key", &key, &job.to_string_lossy()])
+            .gantry(&["job", "approve", "--key", &key, &job.to_string_lossy()])
             .unwrap()
             .assert_code(0);
     }
@@ -170,12 +177,7 @@ impl Rig {
     /// The CLI exited 3 naming the cause, and the audit log says why.
     #[track_caller]
     fn assert_rejected(&self, out: &Output, reason: &str, words: &[&str]) {
-        out.assert_code(3);
-        assert!(
-            mentions(&out.stderr, words),
-            "stderr names none of {words:?}:\n{}",
-            out.all()
-        );
+        assert_exit_3_naming(out, words);
         self.assert_rejection_logged(reason, words);
     }
 
@@ -223,19 +225,6 @@ fn submit_with(ctl: &Controller, artifact: &Path, job: &Path) -> Output {
         &job.to_string_lossy(),
     ])
     .unwrap()
-}
-
-/// What `<data_dir>/apps/web/releases` holds, sorted.
-fn releases(env: &TestEnv) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(env.releases_dir())
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,17 +700,7 @@ fn approval_quorum() {
 
     // With `gantry job approve` by an approver: accepted and run.
     let approved = rig.create_signed("approved", &["--job-id", "approved-1"]);
-    let approver = rig.key(&rig.env.keys.approver);
-    rig.env
-        .gantry(&[
-            "job",
-            "approve",
-            "--key",
-            &approver,
-            &approved.to_string_lossy(),
-        ])
-        .unwrap()
-        .assert_code(0);
+    rig.approve(&approved, &rig.env.keys.approver);
     rig.submit(&approved).assert_code(0);
     assert_eq!(rig.count("job.accepted", "approved-1"), 1);
     assert_serves(&rig.env, "1.0.0", 1);
@@ -739,16 +718,7 @@ fn approval_quorum() {
     fs::write(&rig.env.config, text).unwrap();
     rig.restart();
     let doubled = rig.create_signed("doubled", &["--job-id", "doubled-1"]);
-    rig.env
-        .gantry(&[
-            "job",
-            "approve",
-            "--key",
-            &approver,
-            &doubled.to_string_lossy(),
-        ])
-        .unwrap()
-        .assert_code(0);
+    rig.approve(&doubled, &rig.env.keys.approver);
     let mut signed = SignedJob::decode(fs::read(&doubled).unwrap().as_slice()).unwrap();
     assert_eq!(signed.signatures.len(), 2, "deployer and approver");
     let copy = signed.signatures[1].clone();

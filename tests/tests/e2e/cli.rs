@@ -1,8 +1,11 @@
 //! `gantry quickstart` and the agent's local operator commands.
 
+use std::path::Path;
 use std::time::Duration;
 
 use gantry_tests::{TestEnv, bins, process};
+
+use crate::{create_job, sign_job_file};
 
 #[test]
 fn quickstart_sets_up_a_local_agent_with_a_verifiable_audit_log() {
@@ -93,26 +96,13 @@ fn job_show_prints_what_job_create_wrote() {
     let env = TestEnv::new().unwrap();
     let artifact = gantry_tests::make_artifact(&env, "1.2.3", "").unwrap();
     let job = env.root.join("job.bin").to_string_lossy().into_owned();
-    env.gantry(&[
-        "job",
-        "create",
-        "--out",
-        &job,
-        "--agent-id",
-        &env.agent_id,
-        "--app",
-        "web",
-        "--version",
+    create_job(
+        &env,
+        Path::new(&job),
         "1.2.3",
-        "--artifact",
-        &artifact.to_string_lossy(),
-        "--job-id",
-        "show-me-1",
-        "--",
-        "bin/gantry-sample-app",
-    ])
-    .unwrap()
-    .assert_code(0);
+        &artifact,
+        &["--job-id", "show-me-1", "--", "bin/gantry-sample-app"],
+    );
     // Unsigned, the agent's policy would refuse it: `--policy` says what is missing, exit 3.
     let policy = env.config.to_string_lossy().into_owned();
     let out = env
@@ -126,10 +116,7 @@ fn job_show_prints_what_job_create_wrote() {
         "{}",
         out.all()
     );
-    let key = env.keys.deployer.key.to_string_lossy().into_owned();
-    env.gantry(&["job", "sign", "--key", &key, &job])
-        .unwrap()
-        .assert_code(0);
+    sign_job_file(&env, Path::new(&job), &env.keys.deployer);
     let out = env.gantry(&["job", "show", &job]).unwrap();
     out.assert_code(0);
     for word in ["show-me-1", "web", "1.2.3", &env.agent_id] {

@@ -1,9 +1,54 @@
 //! Hot deploys of the sample app: replacing a release, rolling back broken ones by itself, and
 //! `gantry rollback`.
 
-use gantry_tests::{Agent, Controller, TestEnv, audit_events, banner, make_artifact};
+use gantry_tests::{Agent, Controller, Output, TestEnv, audit_events, banner, make_artifact};
 
 use crate::{assert_serves, deploy, status_version};
+
+/// Deploys a v2.0.0 that misbehaves in `mode` (none when empty) on 2 instances, and checks the
+/// run's exit `code` and `outcome`.
+#[track_caller]
+fn deploy_v2(
+    env: &TestEnv,
+    ctl: &Controller,
+    mode: &str,
+    health_deadline: &str,
+    code: i32,
+    outcome: &str,
+) -> Output {
+    let v2 = make_artifact(env, "2.0.0", mode).unwrap();
+    let out = deploy(ctl, env, "2.0.0", &v2, 2, health_deadline);
+    out.assert_code(code);
+    assert_eq!(out.outcome().as_deref(), Some(outcome), "{}", out.all());
+    out
+}
+
+/// `gantry status --json` through `ctl` succeeds and reports `version` for `web`.
+#[track_caller]
+fn assert_status_version(ctl: &Controller, version: &str) {
+    let status = ctl.run(&["status", "--json"]).unwrap();
+    status.assert_code(0);
+    assert_eq!(
+        status_version(&status, "web").as_deref(),
+        Some(version),
+        "{}",
+        status.stdout
+    );
+}
+
+/// The job in `out`'s finished event has a `kind` entry in the audit log.
+#[track_caller]
+fn assert_audited(env: &TestEnv, out: &Output, kind: &str) {
+    let job = out.finished().unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entries = audit_events(env, kind).unwrap();
+    assert!(
+        entries.iter().any(|e| e["job_id"] == job.as_str()),
+        "no {kind} for {job}: {entries:?}"
+    );
+}
 
 /// A running agent with v1.0.0 of `web` deployed on 2 instances.
 fn with_v1() -> (TestEnv, Agent, Controller) {
@@ -20,15 +65,7 @@ fn with_v1() -> (TestEnv, Agent, Controller) {
 #[test]
 fn hot_deploy_replaces_the_release_and_rollback_returns_to_the_previous_one() {
     let (env, _agent, ctl) = with_v1();
-    let v2 = make_artifact(&env, "2.0.0", "").unwrap();
-    let out = deploy(&ctl, &env, "2.0.0", &v2, 2, "20s");
-    out.assert_code(0);
-    assert_eq!(
-        out.outcome().as_deref(),
-        Some("succeeded"),
-        "{}",
-        out.stdout
-    );
+    let out = deploy_v2(&env, &ctl, "", "20s", 0, "succeeded");
     let first = out.json_lines().into_iter().next();
     assert_eq!(
         first.map(|e| e["type"].clone()),
@@ -44,24 +81,9 @@ fn hot_deploy_replaces_the_release_and_rollback_returns_to_the_previous_one() {
         accepted.iter().all(|e| e["strategy"] == "hot"),
         "{accepted:?}"
     );
-    let succeeded = audit_events(&env, "job.succeeded").unwrap();
-    let v2_job = out.finished().unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        succeeded.iter().any(|e| e["job_id"] == v2_job.as_str()),
-        "no job.succeeded for {v2_job}: {succeeded:?}"
-    );
+    assert_audited(&env, &out, "job.succeeded");
 
-    let status = ctl.run(&["status", "--json"]).unwrap();
-    status.assert_code(0);
-    assert_eq!(
-        status_version(&status, "web").as_deref(),
-        Some("2.0.0"),
-        "{}",
-        status.stdout
-    );
+    assert_status_version(&ctl, "2.0.0");
 
     let key = env.keys.deployer.key.to_string_lossy().into_owned();
     let out = ctl
@@ -69,44 +91,16 @@ fn hot_deploy_replaces_the_release_and_rollback_returns_to_the_previous_one() {
         .unwrap();
     out.assert_code(0);
     assert_serves(&env, "1.0.0", 2);
-    let status = ctl.run(&["status", "--json"]).unwrap();
-    assert_eq!(
-        status_version(&status, "web").as_deref(),
-        Some("1.0.0"),
-        "{}",
-        status.stdout
-    );
+    assert_status_version(&ctl, "1.0.0");
 }
 
 /// Deploys a v2.0.0 that misbehaves in `mode` and checks the agent put v1.0.0 back.
 fn broken_release_is_rolled_back(mode: &str) {
     let (env, _agent, ctl) = with_v1();
-    let v2 = make_artifact(&env, "2.0.0", mode).unwrap();
-    let out = deploy(&ctl, &env, "2.0.0", &v2, 2, "4s");
-    out.assert_code(1);
-    assert_eq!(
-        out.outcome().as_deref(),
-        Some("rolled_back"),
-        "{}",
-        out.all()
-    );
+    let out = deploy_v2(&env, &ctl, mode, "4s", 1, "rolled_back");
     assert_serves(&env, "1.0.0", 2);
-    let job = out.finished().unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let rolled_back = audit_events(&env, "job.rolled_back").unwrap();
-    assert!(
-        rolled_back.iter().any(|e| e["job_id"] == job.as_str()),
-        "no job.rolled_back for {job}: {rolled_back:?}"
-    );
-    let status = ctl.run(&["status", "--json"]).unwrap();
-    assert_eq!(
-        status_version(&status, "web").as_deref(),
-        Some("1.0.0"),
-        "{}",
-        status.stdout
-    );
+    assert_audited(&env, &out, "job.rolled_back");
+    assert_status_version(&ctl, "1.0.0");
 }
 
 #[test]
@@ -127,13 +121,6 @@ fn instances_keep_serving_while_the_agent_is_stopped() {
     let agent = Agent::start(&env).unwrap();
     let ctl2 = Controller::new(&env, &agent);
     drop(ctl);
-    let status = ctl2.run(&["status", "--json"]).unwrap();
-    status.assert_code(0);
-    assert_eq!(
-        status_version(&status, "web").as_deref(),
-        Some("1.0.0"),
-        "{}",
-        status.stdout
-    );
+    assert_status_version(&ctl2, "1.0.0");
     assert!(banner(env.port(0)).is_some());
 }

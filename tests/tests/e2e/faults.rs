@@ -15,7 +15,7 @@ use gantry_tests::{
     make_hostile_artifact, rfc3339, unix_now, wait_until,
 };
 
-use crate::{deploy, mentions};
+use crate::{create_job, deploy, deploy_args, mentions, releases, sign_job_file, strs};
 
 fn verify_audit(env: &TestEnv) -> gantry_tests::Output {
     let audit = env.data_dir.join("audit").to_string_lossy().into_owned();
@@ -47,17 +47,6 @@ fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// What is in `<data_dir>/apps/web/releases` (nothing, when it does not exist).
-fn releases(env: &TestEnv) -> Vec<String> {
-    fs::read_dir(env.releases_dir())
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -194,29 +183,14 @@ fn sigkill_mid_deploy_is_recorded_as_interrupted_and_the_app_keeps_serving() {
     // v2 takes its time to bind, so the agent is mid-deploy when it dies.
     let v2 = make_artifact(&env, "2.0.0", "slow-start=5").unwrap();
     let background = {
-        let (ctl, v2) = (ctl.clone(), v2.clone());
-        let key = env.keys.deployer.key.to_string_lossy().into_owned();
-        thread::spawn(move || {
-            ctl.run(&[
-                "deploy",
-                "--key",
-                &key,
-                "--app",
-                "web",
-                "--version",
-                "2.0.0",
-                "--artifact",
-                &v2.to_string_lossy(),
-                "--health",
-                "http:/health",
-                "--health-deadline",
-                "30s",
-                "--json",
-                "--",
-                "bin/gantry-sample-app",
-            ])
-            .unwrap()
-        })
+        let ctl = ctl.clone();
+        let args = deploy_args(
+            &env.keys.deployer,
+            "2.0.0",
+            &v2,
+            &["--health", "http:/health", "--health-deadline", "30s"],
+        );
+        thread::spawn(move || ctl.run(&strs(&args)).unwrap())
     };
     wait_until(Duration::from_secs(60), "the v2 job is accepted", || {
         audit_events(&env, "job.accepted").is_ok_and(|a| a.len() >= 2)
@@ -254,30 +228,14 @@ fn artifact_that_does_not_match_the_signed_digest_is_refused() {
     let signed_for = make_artifact(&env, "1.0.0", "").unwrap();
     let other = make_artifact(&env, "1.0.0", "never-healthy").unwrap();
     let job = env.root.join("digest.job").to_string_lossy().into_owned();
-    env.gantry(&[
-        "job",
-        "create",
-        "--out",
-        &job,
-        "--agent-id",
-        &env.agent_id,
-        "--app",
-        "web",
-        "--version",
+    create_job(
+        &env,
+        Path::new(&job),
         "1.0.0",
-        "--artifact",
-        &signed_for.to_string_lossy(),
-        "--health",
-        "http:/health",
-        "--",
-        "bin/gantry-sample-app",
-    ])
-    .unwrap()
-    .assert_code(0);
-    let key = env.keys.deployer.key.to_string_lossy().into_owned();
-    env.gantry(&["job", "sign", "--key", &key, &job])
-        .unwrap()
-        .assert_code(0);
+        &signed_for,
+        &["--health", "http:/health", "--", "bin/gantry-sample-app"],
+    );
+    sign_job_file(&env, Path::new(&job), &env.keys.deployer);
 
     // The CLI compares the file with the job before it uploads anything ...
     let out = ctl

@@ -25,10 +25,83 @@ mod faults;
 mod security;
 mod zero_downtime;
 
+use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use gantry_tests::{Controller, Output, TestEnv, banner, wait_until};
+use gantry_tests::{Controller, KeyPair, Output, TestEnv, banner, wait_until};
+
+/// `gantry deploy --key <key> --app web --version <version> --artifact <artifact>`, then
+/// `flags`, then `--json -- bin/gantry-sample-app`.
+fn deploy_args(key: &KeyPair, version: &str, artifact: &Path, flags: &[&str]) -> Vec<String> {
+    let key = key.key.to_string_lossy();
+    let artifact = artifact.to_string_lossy();
+    let head = [
+        "deploy",
+        "--key",
+        &key,
+        "--app",
+        "web",
+        "--version",
+        version,
+        "--artifact",
+        &artifact,
+    ];
+    head.iter()
+        .chain(flags)
+        .chain(&["--json", "--", "bin/gantry-sample-app"])
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// `args` borrowed as the `&str`s [`Controller::run`] takes.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// `gantry job create --out <out> --agent-id <the env's> --app web --version <version>
+/// --artifact <artifact>`, then `rest`; it must succeed.
+fn create_job(env: &TestEnv, out: &Path, version: &str, artifact: &Path, rest: &[&str]) {
+    let out = out.to_string_lossy();
+    let artifact = artifact.to_string_lossy();
+    let mut args = vec![
+        "job",
+        "create",
+        "--out",
+        &out,
+        "--agent-id",
+        &env.agent_id,
+        "--app",
+        "web",
+        "--version",
+        version,
+        "--artifact",
+        &artifact,
+    ];
+    args.extend(rest);
+    env.gantry(&args).unwrap().assert_code(0);
+}
+
+/// `gantry job sign --key <key> <job>`; it must succeed.
+fn sign_job_file(env: &TestEnv, job: &Path, key: &KeyPair) {
+    let key = key.key.to_string_lossy();
+    env.gantry(&["job", "sign", "--key", &key, &job.to_string_lossy()])
+        .unwrap()
+        .assert_code(0);
+}
+
+/// What `<data_dir>/apps/web/releases` holds, sorted (nothing, when it does not exist).
+fn releases(env: &TestEnv) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(env.releases_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
 
 /// Deploys `version` of `web` from `artifact` with the hot strategy, `instances` instances, an
 /// HTTP health check with `health_deadline`, and `--json` events.
@@ -40,34 +113,25 @@ fn deploy(
     instances: u32,
     health_deadline: &str,
 ) -> Output {
-    let key = env.keys.deployer.key.to_string_lossy().into_owned();
-    let artifact = artifact.to_string_lossy().into_owned();
     let instances = instances.to_string();
-    ctl.run(&[
-        "deploy",
-        "--key",
-        &key,
-        "--app",
-        "web",
-        "--version",
+    let args = deploy_args(
+        &env.keys.deployer,
         version,
-        "--artifact",
-        &artifact,
-        "--strategy",
-        "hot",
-        "--instances",
-        &instances,
-        "--health",
-        "http:/health",
-        "--health-interval",
-        "200ms",
-        "--health-deadline",
-        health_deadline,
-        "--json",
-        "--",
-        "bin/gantry-sample-app",
-    ])
-    .unwrap()
+        artifact,
+        &[
+            "--strategy",
+            "hot",
+            "--instances",
+            &instances,
+            "--health",
+            "http:/health",
+            "--health-interval",
+            "200ms",
+            "--health-deadline",
+            health_deadline,
+        ],
+    );
+    ctl.run(&strs(&args)).unwrap()
 }
 
 /// Waits until every one of the first `instances` ports of `web` answers `GET /` with
@@ -92,6 +156,17 @@ fn assert_serves(env: &TestEnv, version: &str, instances: u16) {
             waited.unwrap_err()
         );
     }
+}
+
+/// `out` exited 3 (a rejection) with a stderr that [`mentions`] one of `words`.
+#[track_caller]
+fn assert_exit_3_naming(out: &Output, words: &[&str]) {
+    out.assert_code(3);
+    assert!(
+        mentions(&out.stderr, words),
+        "stderr names none of {words:?}:\n{}",
+        out.all()
+    );
 }
 
 /// Lowercased `text` contains one of `words`.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use gantry_tests::process::recorded_instance_pids;
 use gantry_tests::{Agent, Controller, TestEnv, audit_events, make_artifact, wait_until};
 
-use crate::deploy;
+use crate::{deploy, deploy_args, releases, strs};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -33,17 +33,6 @@ fn verify_audit(env: &TestEnv) -> gantry_tests::Output {
     let pubkey = env.keys.agent.public.to_string_lossy().into_owned();
     env.agent_cmd(&["audit", "verify", "--dir", &audit, "--pubkey", &pubkey])
         .unwrap()
-}
-
-/// What is in `<data_dir>/apps/web/releases` (nothing, when it does not exist).
-fn releases(env: &TestEnv) -> Vec<String> {
-    fs::read_dir(env.releases_dir())
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A small tmpfs mounted at a path, unmounted on drop.
@@ -101,29 +90,20 @@ fn fill(path: &Path) {
 /// Submits a job signed by the attacker's key: rejected, and its `job.rejected` entry takes
 /// space in the audit log.
 fn rejected_attempt(ctl: &Controller, env: &TestEnv, artifact: &Path) -> gantry_tests::Output {
-    let key = env.keys.attacker.key.to_string_lossy().into_owned();
-    let artifact = artifact.to_string_lossy().into_owned();
-    ctl.run(&[
-        "deploy",
-        "--key",
-        &key,
-        "--app",
-        "web",
-        "--version",
+    let args = deploy_args(
+        &env.keys.attacker,
         "1.0.0",
-        "--artifact",
-        &artifact,
-        "--strategy",
-        "hot",
-        "--instances",
-        "1",
-        "--health",
-        "http:/health",
-        "--json",
-        "--",
-        "bin/gantry-sample-app",
-    ])
-    .unwrap()
+        artifact,
+        &[
+            "--strategy",
+            "hot",
+            "--instances",
+            "1",
+            "--health",
+            "http:/health",
+        ],
+    );
+    ctl.run(&strs(&args)).unwrap()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use gantry_tests::{
     wait_until,
 };
 
-use crate::mentions;
+use crate::{deploy_args, mentions, strs};
 
 /// Health flags of every deploy here; `deadline` is the health deadline.
 fn health(deadline: &str) -> Vec<String> {
@@ -97,26 +97,14 @@ impl Rig {
         strategy: &[&str],
         deadline: &str,
     ) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "deploy",
-            "--key",
-            &self.key(),
-            "--app",
-            "web",
-            "--version",
-            version,
-            "--artifact",
-            &artifact.to_string_lossy(),
-            "--instances",
-            &instances.to_string(),
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        args.extend(strategy.iter().map(ToString::to_string));
-        args.extend(health(deadline));
-        args.extend(["--json", "--", "bin/gantry-sample-app"].map(String::from));
-        args
+        let instances = instances.to_string();
+        let health = health(deadline);
+        let flags: Vec<&str> = ["--instances", instances.as_str()]
+            .into_iter()
+            .chain(strategy.iter().copied())
+            .chain(strs(&health))
+            .collect();
+        deploy_args(&self.env.keys.deployer, version, artifact, &flags)
     }
 
     /// `gantry deploy` of `version` with the strategy flags `strategy`, waiting for the end.
@@ -129,8 +117,7 @@ impl Rig {
         deadline: &str,
     ) -> Output {
         let args = self.deploy_args(version, artifact, instances, strategy, deadline);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.ctl.run(&args).unwrap()
+        self.ctl.run(&strs(&args)).unwrap()
     }
 
     /// [`Rig::deploy`] in a thread.
@@ -144,10 +131,7 @@ impl Rig {
     ) -> JoinHandle<Output> {
         let args = self.deploy_args(version, artifact, instances, strategy, deadline);
         let ctl = self.ctl.clone();
-        thread::spawn(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ctl.run(&args).unwrap()
-        })
+        thread::spawn(move || ctl.run(&strs(&args)).unwrap())
     }
 
     /// `gantry promote|abort|rollback --app web`, plus `extra`.
@@ -300,15 +284,63 @@ fn assert_saw_both(report: &LoadReport) {
 
 const NO_GRACE: Duration = Duration::ZERO;
 
+/// Deploys v2.0.0 on `instances` instances with the strategy flags `strategy` under load
+/// through the app's address, and checks: exit 0 with outcome `succeeded`, no failed request,
+/// only v2.0.0 answering new connections `grace` after the job, and both versions seen.
+#[track_caller]
+fn v2_under_load(
+    rig: &Rig,
+    instances: u32,
+    strategy: &[&str],
+    grace: Duration,
+) -> (Output, LoadReport) {
+    let load = rig.load();
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy("2.0.0", &v2, instances, strategy, "20s");
+    let done = load.elapsed();
+    assert_outcome(rig, &out, 0, "succeeded");
+    let report = finish_load(rig, load, done, grace, "2.0.0");
+    assert_saw_both(&report);
+    (out, report)
+}
+
+/// Checks a run that ended with the load at `done` was rolled back: exit 1 with outcome
+/// `rolled_back`, its job audited as `job.rolled_back`, no failed request, and v1.0.0 answering
+/// and reported by status. Returns `web`'s status.
+#[track_caller]
+fn assert_rolled_back_to_v1(
+    rig: &Rig,
+    out: &Output,
+    load: Load,
+    done: Duration,
+) -> serde_json::Value {
+    assert_outcome(rig, out, 1, "rolled_back");
+    let job = job_id(out);
+    assert!(
+        audit_events(&rig.env, "job.rolled_back")
+            .unwrap()
+            .iter()
+            .any(|e| e["job_id"] == job.as_str()),
+        "no job.rolled_back for {job}"
+    );
+    finish_load(rig, load, done, NO_GRACE, "1.0.0");
+    let app = rig.app_status();
+    assert_eq!(app["version"], "1.0.0", "{app}");
+    app
+}
+
+/// `steps` has a `step` step.
+#[track_caller]
+fn assert_step(steps: &[String], step: &str) {
+    assert!(steps.iter().any(|s| s == step), "no {step} step: {steps:?}");
+}
+
 // ---- rolling ---------------------------------------------------------------------------
 
 fn rolling(instances: u16, batch: &str) {
     let rig = Rig::front_door(instances);
-    let load = rig.load();
-    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
-    let out = rig.deploy(
-        "2.0.0",
-        &v2,
+    let (out, _) = v2_under_load(
+        &rig,
         u32::from(instances),
         &[
             "--strategy",
@@ -320,12 +352,8 @@ fn rolling(instances: u16, batch: &str) {
             "--drain-timeout",
             "5s",
         ],
-        "20s",
+        NO_GRACE,
     );
-    let done = load.elapsed();
-    assert_outcome(&rig, &out, 0, "succeeded");
-    let report = finish_load(&rig, load, done, NO_GRACE, "2.0.0");
-    assert_saw_both(&report);
     let steps = steps(&out);
     let batches = steps.iter().filter(|s| *s == "batch.started").count();
     let per_batch = if let Some(pct) = batch.strip_suffix('%') {
@@ -338,10 +366,7 @@ fn rolling(instances: u16, batch: &str) {
         usize::from(instances).div_ceil(per_batch),
         "batch.started events: {steps:?}"
     );
-    assert!(
-        steps.iter().any(|s| s == "backend.draining"),
-        "no backend.draining step: {steps:?}"
-    );
+    assert_step(&steps, "backend.draining");
     assert_audited_strategy(&rig.env, &job_id(&out), "rolling");
     let app = rig.app_status();
     assert_eq!(app["version"], "2.0.0", "{app}");
@@ -368,11 +393,8 @@ fn rolling_four_instances_batch_50_percent_loses_no_request() {
 fn blue_green_with_a_preview_switches_without_losing_a_request() {
     let rig = Rig::front_door(2);
     let before = rig.app_status();
-    let load = rig.load();
-    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
-    let out = rig.deploy(
-        "2.0.0",
-        &v2,
+    let (out, _) = v2_under_load(
+        &rig,
         2,
         &[
             "--strategy",
@@ -384,17 +406,9 @@ fn blue_green_with_a_preview_switches_without_losing_a_request() {
             "--scale-down-delay",
             "30s",
         ],
-        "20s",
+        NO_GRACE,
     );
-    let done = load.elapsed();
-    assert_outcome(&rig, &out, 0, "succeeded");
-    let report = finish_load(&rig, load, done, NO_GRACE, "2.0.0");
-    assert_saw_both(&report);
-    let steps = steps(&out);
-    assert!(
-        steps.iter().any(|s| s == "traffic.switched"),
-        "no traffic.switched step: {steps:?}"
-    );
+    assert_step(&steps(&out), "traffic.switched");
     assert_audited_strategy(&rig.env, &job_id(&out), "blue-green");
     let after = rig.app_status();
     assert_ne!(
@@ -422,17 +436,7 @@ fn rollback_within_the_scale_down_delay_switches_back_to_the_running_old_slot() 
     assert_outcome(&rig, &out, 0, "succeeded");
     rig.wait_serving("2.0.0");
     // The old slot still runs: its instances' pids, to show the rollback reuses them.
-    let v1_pids = |app: &serde_json::Value| -> Vec<u64> {
-        let mut pids: Vec<u64> = app["instances"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["version"] == "1.0.0")
-            .filter_map(|i| i["pid"].as_u64())
-            .collect();
-        pids.sort_unstable();
-        pids
-    };
+    let v1_pids = |app: &serde_json::Value| instance_pids(app, Some("1.0.0"));
     let standby = v1_pids(&rig.app_status());
     assert_eq!(
         standby.len(),
@@ -459,11 +463,8 @@ fn rollback_within_the_scale_down_delay_switches_back_to_the_running_old_slot() 
 #[test]
 fn canary_steps_to_100_percent_without_losing_a_request() {
     let rig = Rig::front_door(2);
-    let load = rig.load();
-    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
-    let out = rig.deploy(
-        "2.0.0",
-        &v2,
+    let (out, _) = v2_under_load(
+        &rig,
         2,
         &[
             "--strategy",
@@ -479,12 +480,8 @@ fn canary_steps_to_100_percent_without_losing_a_request() {
             "--drain-timeout",
             "2s",
         ],
-        "20s",
+        NO_GRACE,
     );
-    let done = load.elapsed();
-    assert_outcome(&rig, &out, 0, "succeeded");
-    let report = finish_load(&rig, load, done, NO_GRACE, "2.0.0");
-    assert_saw_both(&report);
     let steps = steps(&out);
     assert!(
         steps.iter().filter(|s| *s == "canary.step").count() >= 2,
@@ -545,21 +542,23 @@ fn paused_canary(rig: &Rig, load: &Load) -> JoinHandle<Output> {
     deploy
 }
 
+/// Under load, a canary paused at 50% ([`paused_canary`]), then `gantry <action> --json`
+/// (exit 0) and the deploy's end: its output, the load, and when the deploy ended.
+fn paused_canary_then(rig: &Rig, action: &str) -> (Output, Load, Duration) {
+    let load = rig.load();
+    let deploy = paused_canary(rig, &load);
+    rig.action(action, &["--json"]).assert_code(0);
+    let out = deploy.join().unwrap();
+    let done = load.elapsed();
+    (out, load, done)
+}
+
 #[test]
 fn canary_paused_at_50_percent_continues_on_promote() {
     let rig = Rig::front_door(2);
-    let load = rig.load();
-    let deploy = paused_canary(&rig, &load);
-    let promote = rig.action("promote", &["--json"]);
-    promote.assert_code(0);
-    let out = deploy.join().unwrap();
-    let done = load.elapsed();
+    let (out, load, done) = paused_canary_then(&rig, "promote");
     assert_outcome(&rig, &out, 0, "succeeded");
-    let steps = steps(&out);
-    assert!(
-        steps.iter().any(|s| s == "rollout.paused"),
-        "no rollout.paused step: {steps:?}"
-    );
+    assert_step(&steps(&out), "rollout.paused");
     finish_load(&rig, load, done, NO_GRACE, "2.0.0");
     assert_eq!(rig.app_status()["version"], "2.0.0");
 }
@@ -567,24 +566,8 @@ fn canary_paused_at_50_percent_continues_on_promote() {
 #[test]
 fn canary_abort_returns_all_traffic_to_the_old_version() {
     let rig = Rig::front_door(2);
-    let load = rig.load();
-    let deploy = paused_canary(&rig, &load);
-    let abort = rig.action("abort", &["--json"]);
-    abort.assert_code(0);
-    let out = deploy.join().unwrap();
-    let done = load.elapsed();
-    assert_outcome(&rig, &out, 1, "rolled_back");
-    let job = job_id(&out);
-    assert!(
-        audit_events(&rig.env, "job.rolled_back")
-            .unwrap()
-            .iter()
-            .any(|e| e["job_id"] == job.as_str()),
-        "no job.rolled_back for {job}"
-    );
-    finish_load(&rig, load, done, NO_GRACE, "1.0.0");
-    let app = rig.app_status();
-    assert_eq!(app["version"], "1.0.0", "{app}");
+    let (out, load, done) = paused_canary_then(&rig, "abort");
+    let app = assert_rolled_back_to_v1(&rig, &out, load, done);
     assert!(
         app["instances"]
             .as_array()
@@ -603,11 +586,13 @@ fn front_door_pid(env: &TestEnv) -> Option<u64> {
     state["front_door"]["pid"].as_u64()
 }
 
-fn instance_pids(app: &serde_json::Value) -> Vec<u64> {
+/// The sorted pids of `app`'s instances, only those of `version` when given.
+fn instance_pids(app: &serde_json::Value, version: Option<&str>) -> Vec<u64> {
     let mut pids: Vec<u64> = app["instances"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|i| version.is_none_or(|v| i["version"] == v))
         .filter_map(|i| i["pid"].as_u64())
         .collect();
     pids.sort_unstable();
@@ -648,8 +633,8 @@ fn agent_killed_in_steady_state_leaves_the_app_serving_and_is_adopted_on_restart
     let after = rig.app_status();
     assert_eq!(after["version"], "1.0.0", "{after}");
     assert_eq!(
-        instance_pids(&after),
-        instance_pids(&before),
+        instance_pids(&after, None),
+        instance_pids(&before, None),
         "instances were not adopted"
     );
     assert_eq!(
@@ -754,18 +739,7 @@ fn broken_release(strategy: &[&str], mode: &str) {
     let v2 = make_artifact(&rig.env, "2.0.0", mode).unwrap();
     let out = rig.deploy("2.0.0", &v2, 2, strategy, "4s");
     let done = load.elapsed();
-    assert_outcome(&rig, &out, 1, "rolled_back");
-    let job = job_id(&out);
-    assert!(
-        audit_events(&rig.env, "job.rolled_back")
-            .unwrap()
-            .iter()
-            .any(|e| e["job_id"] == job.as_str()),
-        "no job.rolled_back for {job}"
-    );
-    finish_load(&rig, load, done, NO_GRACE, "1.0.0");
-    let app = rig.app_status();
-    assert_eq!(app["version"], "1.0.0", "{app}");
+    assert_rolled_back_to_v1(&rig, &out, load, done);
 }
 
 const ROLLING: &[&str] = &[
@@ -881,19 +855,12 @@ fn nginx_blue_green_switch_loses_no_request() {
         return;
     }
     let rig = Rig::with_v1(Options::nginx(2), 2);
-    let load = rig.load();
-    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
-    let out = rig.deploy(
-        "2.0.0",
-        &v2,
+    v2_under_load(
+        &rig,
         2,
         &["--strategy", "blue-green", "--scale-down-delay", "30s"],
-        "20s",
+        NGINX_GRACE,
     );
-    let done = load.elapsed();
-    assert_outcome(&rig, &out, 0, "succeeded");
-    let report = finish_load(&rig, load, done, NGINX_GRACE, "2.0.0");
-    assert_saw_both(&report);
     let upstream = std::fs::read_to_string(&rig.env.nginx.as_ref().unwrap().upstream).unwrap();
     assert!(
         upstream.contains("gantry-route-table"),
@@ -907,11 +874,8 @@ fn nginx_rolling_deploy_loses_no_request() {
         return;
     }
     let rig = Rig::with_v1(Options::nginx(2), 2);
-    let load = rig.load();
-    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
-    let out = rig.deploy(
-        "2.0.0",
-        &v2,
+    v2_under_load(
+        &rig,
         2,
         &[
             "--strategy",
@@ -921,10 +885,6 @@ fn nginx_rolling_deploy_loses_no_request() {
             "--drain-timeout",
             "2s",
         ],
-        "20s",
+        NGINX_GRACE,
     );
-    let done = load.elapsed();
-    assert_outcome(&rig, &out, 0, "succeeded");
-    let report = finish_load(&rig, load, done, NGINX_GRACE, "2.0.0");
-    assert_saw_both(&report);
 }
