@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::audit::Entry;
 
@@ -138,41 +138,6 @@ impl RejectionLimiter {
     }
 }
 
-/// Admissions one client certificate may have in progress at once.
-pub const ADMISSIONS_PER_PEER: usize = 4;
-
-/// Per-client-certificate admission slots: each certificate waits for its own permits, so
-/// signature checks are shared fairly between controllers however many requests one sends.
-#[derive(Debug)]
-pub struct PeerSlots {
-    per_peer: usize,
-    slots: Mutex<std::collections::HashMap<String, std::sync::Arc<Semaphore>>>,
-}
-
-impl PeerSlots {
-    /// `per_peer` concurrent admissions per certificate fingerprint.
-    pub fn new(per_peer: usize) -> Self {
-        Self {
-            per_peer,
-            slots: Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    /// Waits for one of `fingerprint`'s slots. Only configured controllers get this far, so
-    /// the map stays as small as the list of controllers.
-    pub async fn acquire(&self, fingerprint: &str) -> Option<OwnedSemaphorePermit> {
-        let semaphore = {
-            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            std::sync::Arc::clone(
-                slots
-                    .entry(fingerprint.to_owned())
-                    .or_insert_with(|| std::sync::Arc::new(Semaphore::new(self.per_peer))),
-            )
-        };
-        semaphore.acquire_owned().await.ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,20 +174,6 @@ mod tests {
         let limiter = RejectionLimiter::new(3);
         assert_eq!(limiter.record("expired"), Recording::Full);
         assert!(limiter.take_summary().is_none());
-    }
-
-    #[tokio::test]
-    async fn one_certificate_cannot_take_another_ones_slots() {
-        let slots = PeerSlots::new(2);
-        let _a1 = slots.acquire("flood").await;
-        let _a2 = slots.acquire("flood").await;
-        let busy = tokio::time::timeout(Duration::from_millis(50), slots.acquire("flood")).await;
-        assert!(busy.is_err(), "a third slot for the same certificate");
-        let other = tokio::time::timeout(Duration::from_millis(50), slots.acquire("ci")).await;
-        assert!(
-            other.is_ok_and(|p| p.is_some()),
-            "another certificate still gets a slot"
-        );
     }
 
     #[tokio::test]

@@ -48,7 +48,6 @@ pub struct AgentService {
     max_artifact_bytes: u64,
     rejections: Arc<flood::RejectionLimiter>,
     secrets: Arc<crate::secrets::SecretsKey>,
-    peer_slots: Arc<flood::PeerSlots>,
     throttle: Arc<throttle::ClientThrottle>,
     /// Bumped whenever an admitted job starts or ends before starting, for the watchers of a
     /// job admitted a moment ago.
@@ -82,7 +81,6 @@ impl AgentService {
             secrets,
             throttle,
             settled: Arc::new(watch::Sender::new(0)),
-            peer_slots: Arc::new(flood::PeerSlots::new(flood::ADMISSIONS_PER_PEER)),
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
         }
     }
@@ -359,7 +357,7 @@ impl Agent for AgentService {
             .collect();
         // Fair share per client certificate: a flood from one (stolen) certificate waits for
         // its own few permits and cannot starve the other controllers' jobs.
-        let permit = self.peer_slots.acquire(&peer.fingerprint).await;
+        let permit = self.throttle.gate(&peer.fingerprint).admission().await;
         let admitted = self
             .admission
             .admit(&signed.job, &sigs, now_unix(), &self.executor);

@@ -13,6 +13,9 @@
 //! Entering a pause is a security event, recorded as one `client.throttled` audit entry per
 //! episode (an episode ends once half the burst has come back).
 //!
+//! Each certificate also has its own few admission slots ([`ADMISSIONS_PER_PEER`]): signature
+//! checks are shared fairly between controllers however many requests one sends.
+//!
 //! A certificate may also hold only so many connections at once
 //! (`limits.client_connections`): a paused connection is never closed by the agent, so without
 //! that bound one certificate could hold sockets and TLS state without end. (What happens to a
@@ -27,7 +30,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+/// Admissions one client certificate may have in progress at once.
+pub const ADMISSIONS_PER_PEER: usize = 4;
 
 /// The rejection budget each client certificate gets.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +65,8 @@ pub struct PeerGate {
     /// Milliseconds after `origin` until which reads are paused; 0 when not paused.
     paused_until_ms: AtomicU64,
     bucket: Mutex<Bucket>,
+    /// Admissions in progress for this certificate.
+    admissions: Arc<Semaphore>,
     /// Connections open now.
     open: AtomicUsize,
     /// Connections refused since the last warning about them, and when that was (ms after
@@ -92,6 +101,7 @@ impl PeerGate {
                 updated: Instant::now(),
                 throttled: false,
             }),
+            admissions: Arc::new(Semaphore::new(ADMISSIONS_PER_PEER)),
             open: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             warned_ms: AtomicU64::new(0),
@@ -112,6 +122,11 @@ impl PeerGate {
             .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
             .ok()?;
         Some(self.refused.swap(0, Ordering::Relaxed))
+    }
+
+    /// Waits for one of this certificate's admission slots; held for the admission only.
+    pub async fn admission(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.admissions).acquire_owned().await.ok()
     }
 
     /// Takes one token for a rejection, and pauses reads when the budget is spent.
@@ -366,6 +381,30 @@ mod tests {
             gate.paused_until().is_none(),
             "two tokens back after 200 ms"
         );
+    }
+
+    #[tokio::test]
+    async fn one_certificate_cannot_take_another_ones_slots() {
+        let throttle = ClientThrottle::new(BUDGET);
+        let flood = throttle.gate("flood");
+        let _held: Vec<_> = all_slots(&flood).await;
+        let busy = tokio::time::timeout(Duration::from_millis(50), flood.admission()).await;
+        assert!(busy.is_err(), "one slot too many for the same certificate");
+        let other =
+            tokio::time::timeout(Duration::from_millis(50), throttle.gate("ci").admission()).await;
+        assert!(
+            other.is_ok_and(|p| p.is_some()),
+            "another certificate still gets a slot"
+        );
+    }
+
+    /// All of `gate`'s admission slots, held.
+    async fn all_slots(gate: &PeerGate) -> Vec<OwnedSemaphorePermit> {
+        let mut held = Vec::new();
+        for _ in 0..ADMISSIONS_PER_PEER {
+            held.push(gate.admission().await.expect("a free slot"));
+        }
+        held
     }
 
     #[tokio::test(start_paused = true)]
