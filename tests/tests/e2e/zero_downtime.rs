@@ -120,16 +120,11 @@ impl Rig {
         self.ctl.run(&strs(&args)).unwrap()
     }
 
-    /// [`Rig::deploy`] in a thread.
-    fn deploy_in_background(
-        &self,
-        version: &str,
-        artifact: &Path,
-        instances: u32,
-        strategy: &[&str],
-        deadline: &str,
-    ) -> JoinHandle<Output> {
-        let args = self.deploy_args(version, artifact, instances, strategy, deadline);
+    /// [`Rig::deploy`] of a new v2.0.0 artifact on `instances` instances, health deadline 20s,
+    /// in a thread.
+    fn deploy_v2_in_background(&self, instances: u32, strategy: &[&str]) -> JoinHandle<Output> {
+        let v2 = make_artifact(&self.env, "2.0.0", "").unwrap();
+        let args = self.deploy_args("2.0.0", &v2, instances, strategy, "20s");
         let ctl = self.ctl.clone();
         thread::spawn(move || ctl.run(&strs(&args)).unwrap())
     }
@@ -493,10 +488,7 @@ fn canary_steps_to_100_percent_without_losing_a_request() {
 /// Starts a canary paused at 50% until promoted; returns once both versions answer new
 /// connections and status says it waits.
 fn paused_canary(rig: &Rig, load: &Load) -> JoinHandle<Output> {
-    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
-    let deploy = rig.deploy_in_background(
-        "2.0.0",
-        &v2,
+    let deploy = rig.deploy_v2_in_background(
         2,
         &[
             "--strategy",
@@ -510,7 +502,6 @@ fn paused_canary(rig: &Rig, load: &Load) -> JoinHandle<Output> {
             "--drain-timeout",
             "2s",
         ],
-        "20s",
     );
     let mut rollout = String::new();
     wait_until(
@@ -661,10 +652,7 @@ fn agent_killed_in_steady_state_leaves_the_app_serving_and_is_adopted_on_restart
 fn agent_killed_mid_rolling_deploy_loses_no_request_and_the_job_ends_interrupted() {
     let mut rig = Rig::front_door(4);
     let load = rig.load();
-    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
-    let deploy = rig.deploy_in_background(
-        "2.0.0",
-        &v2,
+    let deploy = rig.deploy_v2_in_background(
         4,
         &[
             "--strategy",
@@ -676,7 +664,6 @@ fn agent_killed_mid_rolling_deploy_loses_no_request_and_the_job_ends_interrupted
             "--drain-timeout",
             "5s",
         ],
-        "20s",
     );
     // Mid-deploy: the first new instance answers, the others are still v1.
     load.wait_for_version("2.0.0", Duration::from_secs(30))
