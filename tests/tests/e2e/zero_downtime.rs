@@ -607,14 +607,14 @@ fn agent_killed_in_steady_state_leaves_the_app_serving_and_is_adopted_on_restart
                 .starts_with('Z')
         })
     };
-    thread::sleep(Duration::from_millis(500)); // let a dying front door die
+    // Two seconds of traffic with no agent at all; a front door dying with the agent would be
+    // gone (or a zombie) by then.
+    load.wait_for_more(200, Duration::from_secs(10)).unwrap();
     assert!(
         door.is_some_and(door_alive),
         "the front door (pid {door:?}) did not outlive the agent\n{}",
         rig.diag()
     );
-    // Two seconds of traffic with no agent at all.
-    load.wait_for_more(200, Duration::from_secs(10)).unwrap();
     rig.restart_agent();
     load.wait_for_more(50, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("after the agent's restart: {e}\n{}", rig.diag()));
