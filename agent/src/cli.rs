@@ -159,6 +159,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     for problem in &unsafe_files {
                         eprintln!("  {problem}");
                     }
+                }
+                let unreachable = crate::reach::unreachable_apps(&cfg);
+                if !unreachable.is_empty() {
+                    eprintln!("{}: apps out of their users' reach:", config.display());
+                    for app in &unreachable {
+                        eprintln!("  {app}");
+                    }
+                }
+                if !unsafe_files.is_empty() || !unreachable.is_empty() {
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
                 println!(

@@ -53,6 +53,9 @@ pub enum DaemonError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Some apps' users cannot reach their directories under the data dir.
+    #[error("refusing to start: {}", .0.iter().map(|u| format!("\n  {u}")).collect::<String>())]
+    Unreachable(Vec<crate::reach::Unreachable>),
     /// The server failed while running.
     #[error("the gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -89,6 +92,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Before anything reads a key or writes the data dir: refuse unsafe modes, owners, symlinks.
     crate::fsguard::check(&config)
         .map_err(start("check the agent's keys, config and data directory"))?;
+    let unreachable = crate::reach::unreachable_apps(&config);
+    if !unreachable.is_empty() {
+        return Err(DaemonError::Unreachable(unreachable));
+    }
     let config = Arc::new(config);
     let shutdown = Shutdown::new();
     // Before anything else: a SIGTERM during start-up must be a clean stop, not a kill.

@@ -455,7 +455,13 @@ impl Executor {
                 runtime.releases.remove_leftovers(),
             );
             strategy::adopt(&mut runtime, &audit, default_backoff()).await;
-            strategy::routing::ensure_front_door(&mut runtime, &audit, default_backoff()).await;
+            // Not fatal: the other apps still start, and the first job for this one tries
+            // again and fails with this cause.
+            if let Err(e) =
+                strategy::routing::ensure_front_door(&mut runtime, &audit, default_backoff()).await
+            {
+                tracing::error!(app = %name, "{}", strategy::reason(&e));
+            }
             controls.insert(name.clone(), control_tx);
             shared.insert(name.clone(), app_shared);
             if let Some(job) = runtime.state.active_job.take() {

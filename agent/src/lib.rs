@@ -35,6 +35,7 @@ pub mod executor;
 pub mod fsguard;
 pub mod health;
 pub mod job;
+pub mod reach;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;

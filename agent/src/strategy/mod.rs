@@ -201,8 +201,12 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .is_none();
     if spec.action != Action::Stop && stopped_front_door {
-        // Started again after a stop job (or a failed start); a no-op without one.
-        routing::ensure_front_door(app, &ctx.audit, ctx.backoff).await;
+        // Started again after a stop job (or a failed start); a no-op without one. A front
+        // door that cannot start fails the job at once, with the cause.
+        let started = routing::ensure_front_door(app, &ctx.audit, ctx.backoff).await;
+        if let Err(e) = started {
+            return StrategyOutcome::Failed(reason(&e));
+        }
         if let Err(e) = app.persist() {
             return StrategyOutcome::Failed(reason(&e));
         }

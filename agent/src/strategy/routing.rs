@@ -314,19 +314,91 @@ pub fn connect_errors(app: &AppRuntime, ports: &[u16]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Why the front door could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrontDoorError {
+    /// `traffic/` or `traffic/run/` could not be made.
+    #[error("cannot prepare the front door's directories in {}", dir.display())]
+    Dirs {
+        /// The app's directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The first route table could not be written.
+    #[error("cannot write the first route table")]
+    FirstTable(#[source] crate::state::StateError),
+    /// The agent's own executable (which the front door runs) cannot be found or placed
+    /// where the app's user can execute it.
+    #[error("the front door runs as {user} and could not be started")]
+    Program {
+        /// The user it runs as.
+        user: String,
+        /// The cause.
+        #[source]
+        source: ProgramError,
+    },
+    /// The process did not start.
+    #[error("the front door runs as {user} and could not be started")]
+    Spawn {
+        /// The user it runs as.
+        user: String,
+        /// The cause.
+        #[source]
+        source: crate::supervisor::SupervisorError,
+    },
+}
+
+/// Why the front door's program could not be provided.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProgramError {
+    /// `current_exe` failed.
+    #[error("cannot find the agent's own executable")]
+    OwnExe(#[source] std::io::Error),
+    /// Copying it into the app's traffic directory failed.
+    #[error("cannot copy {} to {}", from.display(), to.display())]
+    Copy {
+        /// The agent's executable.
+        from: PathBuf,
+        /// The copy.
+        to: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent's own version is not SemVer (a build mistake).
+    #[error("the agent's version is not SemVer")]
+    Version(#[source] semver::Error),
+    /// Neither the agent's executable nor the copy is in reach of the app's user.
+    #[error(transparent)]
+    OutOfReach(#[from] crate::supervisor::access::AccessError),
+}
+
 /// Starts (or adopts) the app's front door and makes sure its route table lists the live
-/// instances of the active slot. Called at agent start, before any job.
-pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: Backoff) {
+/// instances of the active slot. Called at agent start, before any job, and by a job that
+/// finds no front door running. Apps without a front door are left alone.
+///
+/// # Errors
+///
+/// [`FrontDoorError`] when the front door is not running afterwards.
+pub async fn ensure_front_door(
+    app: &mut AppRuntime,
+    audit: &AuditLog,
+    backoff: Backoff,
+) -> Result<(), FrontDoorError> {
     if app.policy.router != RouterConfig::FrontDoor {
-        return;
+        return Ok(());
     }
     let Some(listen) = app.policy.listen else {
-        return;
+        return Ok(());
     };
-    if let Err(e) = prepare_dirs(&app.dir, &app.policy.run_as) {
-        tracing::error!(app = %app.policy.name, "cannot prepare the front door's directories: {e}");
-        return;
-    }
+    prepare_dirs(&app.dir, &app.policy.run_as).map_err(|source| FrontDoorError::Dirs {
+        dir: app.dir.clone(),
+        source,
+    })?;
     let routes = traffic_dir(&app.dir).join("routes.json");
     if !routes.exists() {
         let mut table = RouteTable::new(1, Vec::new());
@@ -338,19 +410,18 @@ pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: 
                     .push(Backend::new(id, ([127, 0, 0, 1], port).into(), 100));
             }
         }
-        if let Err(e) = crate::state::write_atomic(&routes, &table.to_bytes()) {
-            tracing::error!(app = %app.policy.name, "cannot write the first route table: {}", reason(&e));
-            return;
-        }
+        crate::state::write_atomic(&routes, &table.to_bytes())
+            .map_err(FrontDoorError::FirstTable)?;
         set_mode(&routes, 0o644);
     }
-    let spec = match front_door_spec(app, listen, &routes) {
-        Ok(spec) => spec,
-        Err(e) => {
-            tracing::error!(app = %app.policy.name, "cannot start the front door: {e}");
-            return;
-        }
+    let user = match &app.policy.run_as {
+        RunAs::User { name, .. } => name.clone(),
+        RunAs::CurrentUser { uid, .. } => format!("the agent's user (uid {uid})"),
     };
+    let spec = front_door_spec(app, listen, &routes).map_err(|source| FrontDoorError::Program {
+        user: user.clone(),
+        source,
+    })?;
     let adopted = match &app.state.front_door {
         Some(record) => Instance::adopt(spec.clone(), record, backoff)
             .ok()
@@ -359,13 +430,12 @@ pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: 
     };
     let (instance, event) = match adopted {
         Some(instance) => (instance, "front_door.adopted"),
-        None => match Instance::spawn(spec, backoff).await {
-            Ok(instance) => (instance, "front_door.started"),
-            Err(e) => {
-                tracing::error!(app = %app.policy.name, "cannot start the front door: {}", reason(&e));
-                return;
-            }
-        },
+        None => {
+            let instance = Instance::spawn(spec, backoff)
+                .await
+                .map_err(|source| FrontDoorError::Spawn { user, source })?;
+            (instance, "front_door.started")
+        }
     };
     let record = instance.record();
     let entry = Entry::new(event)
@@ -379,18 +449,18 @@ pub async fn ensure_front_door(app: &mut AppRuntime, audit: &AuditLog, backoff: 
     *app.front_door
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(instance);
+    Ok(())
 }
 
 fn front_door_spec(
     app: &AppRuntime,
     listen: std::net::SocketAddr,
     routes: &Path,
-) -> Result<InstanceSpec, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find the agent's own executable: {e}"))?;
+) -> Result<InstanceSpec, ProgramError> {
+    let exe = front_door_program(&app.policy.run_as, &traffic_dir(&app.dir))?;
     let stats = run_dir(&app.dir).join("stats.json");
-    let version = semver::Version::parse(env!("CARGO_PKG_VERSION"))
-        .map_err(|e| format!("agent version: {e}"))?;
+    let version =
+        semver::Version::parse(env!("CARGO_PKG_VERSION")).map_err(ProgramError::Version)?;
     Ok(InstanceSpec {
         app: app.policy.name.clone(),
         version,
@@ -412,6 +482,61 @@ fn front_door_spec(
         log_dir: app.dir.join("logs").join("front-door"),
         stop_timeout: FRONT_DOOR_STOP_TIMEOUT,
     })
+}
+
+/// The program the front door runs: the agent's own executable when the app's user can
+/// execute it where it is (`/usr/bin` in production), else a copy in the app's `traffic/`
+/// directory (root-owned, 0755), made anew only when it differs. An agent built in a private
+/// tree (a `cargo build` under a 0700 home) thus still starts front doors as the app's user.
+///
+/// # Errors
+///
+/// [`ProgramError`] when neither the executable nor a copy can be executed by that user.
+pub fn front_door_program(run_as: &RunAs, traffic_dir: &Path) -> Result<PathBuf, ProgramError> {
+    use crate::supervisor::access;
+    let exe = std::env::current_exe().map_err(ProgramError::OwnExe)?;
+    let Some(who) = access::Identity::of(run_as) else {
+        return Ok(exe);
+    };
+    if access::check_executable(&who, &exe).is_ok() {
+        return Ok(exe);
+    }
+    let copy = traffic_dir.join("gantry-agent");
+    let copy_err = |source| ProgramError::Copy {
+        from: exe.clone(),
+        to: copy.clone(),
+        source,
+    };
+    if !same_contents(&exe, &copy).map_err(copy_err)? {
+        copy_executable(&exe, &copy).map_err(copy_err)?;
+    }
+    access::check_executable(&who, &copy)?;
+    Ok(copy)
+}
+
+fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return Ok(false);
+    };
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    Ok(std::fs::read(a)? == std::fs::read(b)?)
+}
+
+/// Copies `from` to `to` through a temp file and a rename, so that a running front door
+/// keeps its old inode and no one ever executes a half-written file.
+fn copy_executable(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = to.with_extension(format!("tmp-{}", std::process::id()));
+    let result = std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&tmp, to));
+    if result.is_err() {
+        // Best effort: the temp name is ours alone and a start-up sweep would not know it.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -9,6 +9,7 @@
 //! `/proc` for an adopted process, which is not our child), publishes [`InstanceState`]s,
 //! restarts with [`Backoff`] and gives up on a crash loop.
 
+pub mod access;
 mod adopt;
 mod backoff;
 mod monitor;
@@ -145,19 +146,26 @@ pub enum SupervisorError {
         source: io::Error,
     },
     /// The process could not be started (including a failed setgroups/setgid/setuid).
-    #[error("cannot start app {app} instance {index}: {program:?} in {}", release_dir.display())]
+    #[error(
+        "cannot start app {app} instance {index} in {}: {}: {cause}{}",
+        release_dir.display(),
+        program.display(),
+        blocked.as_ref().map(|b| format!(" ({b})")).unwrap_or_default()
+    )]
     Spawn {
         /// The app.
         app: String,
         /// The instance index.
         index: u32,
-        /// argv\[0\].
-        program: String,
+        /// argv\[0\], resolved as the child resolves it.
+        program: PathBuf,
         /// The release directory.
         release_dir: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The OS error. Printed in the message, before the explanation, so it is not a
+        /// `#[source]` (that would print it twice).
+        cause: io::Error,
+        /// Why the app's user cannot reach the program, when that is why it failed.
+        blocked: Option<Box<access::AccessError>>,
     },
     /// `/proc/<pid>/stat` could not be read or parsed.
     #[error("cannot read {}", path.display())]

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use nix::unistd::{Gid, Uid};
 
-use super::{InstanceSpec, RunAs, SupervisorError};
+use super::{InstanceSpec, RunAs, SupervisorError, access};
 
 /// `PATH` of every instance.
 pub const INSTANCE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -255,12 +255,25 @@ pub(super) fn spawn(spec: &InstanceSpec) -> Result<Spawned, SupervisorError> {
     cmd.stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
-    let spawn_err = |source| SupervisorError::Spawn {
-        app: spec.app.to_string(),
-        index: spec.index,
-        program: spec.command.first().cloned().unwrap_or_default(),
-        release_dir: spec.release_dir.clone(),
-        source,
+    let spawn_err = |cause: io::Error| {
+        let program = resolve_program(
+            &spec.release_dir,
+            spec.command.first().map_or("", String::as_str),
+        );
+        // EACCES from exec or chdir: name the directory or file that keeps the user out.
+        let blocked = (cause.kind() == io::ErrorKind::PermissionDenied)
+            .then(|| access::Identity::of(&spec.run_as))
+            .flatten()
+            .and_then(|who| access::check_executable(&who, &program).err())
+            .map(Box::new);
+        SupervisorError::Spawn {
+            app: spec.app.to_string(),
+            index: spec.index,
+            program,
+            release_dir: spec.release_dir.clone(),
+            cause,
+            blocked,
+        }
     };
     if !spec.release_dir.is_dir() {
         return Err(spawn_err(io::Error::new(

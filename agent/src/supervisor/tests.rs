@@ -225,10 +225,14 @@ async fn log_gets_stdout_and_stderr_appended_with_private_modes() {
 async fn spawn_errors_name_the_program() {
     let (_dir, spec) = setup(&["bin/missing"]);
     let err = Instance::spawn(spec, slow_backoff()).await.unwrap_err();
+    let msg = err.to_string();
     assert!(
-        err.to_string()
-            .starts_with("cannot start app web instance 0: \"bin/missing\" in "),
-        "{err}"
+        msg.starts_with("cannot start app web instance 0 in "),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("/release/bin/missing: No such file or directory (os error 2)"),
+        "{msg}"
     );
     let (_dir, spec) = setup(&[]);
     let err = Instance::spawn(spec, slow_backoff()).await.unwrap_err();
@@ -536,7 +540,7 @@ async fn a_failed_identity_switch_is_a_spawn_error() {
         }
     };
     let err = Instance::spawn(spec, slow_backoff()).await.unwrap_err();
-    let SupervisorError::Spawn { source, .. } = &err else {
+    let SupervisorError::Spawn { cause: source, .. } = &err else {
         panic!("{err}")
     };
     assert!(
@@ -545,5 +549,102 @@ async fn a_failed_identity_switch_is_a_spawn_error() {
             Some(nix::libc::EINVAL | nix::libc::EPERM)
         ),
         "{source}"
+    );
+}
+
+fn nobody() -> RunAs {
+    RunAs::User {
+        name: "nobody".to_owned(),
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534],
+    }
+}
+
+#[test]
+fn access_follows_owner_then_group_then_other_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("inner");
+    fs::create_dir(&inner).unwrap();
+    let nobody = access::Identity::of(&nobody()).unwrap();
+    // The temp dir itself is 0700 and owned by whoever runs the test (not nobody).
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let err = access::check_reachable(&nobody, &inner.join("not-yet")).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, access::AccessError::NotSearchable { dir: d, mode: 0o700, .. }
+            if *d == fs::canonicalize(dir.path()).unwrap()),
+        "{msg}"
+    );
+    assert!(msg.contains("nobody (uid 65534) cannot search"), "{msg}");
+    assert!(msg.contains("must be searchable by that user"), "{msg}");
+    // Search for others on the way, but not on the last directory.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    fs::set_permissions(&inner, fs::Permissions::from_mode(0o770)).unwrap();
+    let err = access::check_reachable(&nobody, &inner).unwrap_err();
+    assert!(
+        matches!(&err, access::AccessError::NotSearchable { dir: d, .. } if d.ends_with("inner")),
+        "{err}"
+    );
+    fs::set_permissions(&inner, fs::Permissions::from_mode(0o701)).unwrap();
+    access::check_reachable(&nobody, &inner.join("later/deeper")).unwrap();
+    // The owner's bits decide for the owner, whatever the others get.
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = access::Identity::of(&RunAs::User {
+        name: "me".to_owned(),
+        uid: me,
+        gid: 4242,
+        groups: vec![4242],
+    });
+    if let Some(owner) = owner {
+        fs::set_permissions(&inner, fs::Permissions::from_mode(0o077)).unwrap();
+        assert!(access::check_reachable(&owner, &inner).is_err());
+    }
+}
+
+#[test]
+fn access_to_a_file_needs_its_execute_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("app");
+    fs::write(&exe, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o750)).unwrap();
+    let nobody = access::Identity::of(&nobody()).unwrap();
+    let err = access::check_executable(&nobody, &exe).unwrap_err();
+    assert!(
+        matches!(err, access::AccessError::NotExecutable { mode: 0o750, .. }),
+        "{err}"
+    );
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    access::check_executable(&nobody, &exe).unwrap();
+    // Root and the agent's own user need no check.
+    assert!(access::Identity::of(&current_user()).is_none());
+}
+
+#[tokio::test]
+async fn a_program_out_of_the_users_reach_names_the_directory_that_blocks_it() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (dir, mut spec) = setup(&["sleep", "300"]);
+    let private = dir.path().join("private");
+    fs::create_dir(&private).unwrap();
+    fs::copy("/bin/sleep", private.join("sleep")).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    spec.command = vec![
+        private.join("sleep").to_string_lossy().into_owned(),
+        "300".to_owned(),
+    ];
+    spec.run_as = nobody();
+    let err = Instance::spawn(spec, slow_backoff()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Permission denied"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "nobody (uid 65534) cannot search {} (mode 0700",
+            private.display()
+        )),
+        "{msg}"
     );
 }

@@ -372,3 +372,124 @@ fn a_deployed_child_runs_as_nobody_without_capabilities_extra_env_or_fds() {
         "descriptors beyond stdio: {inherited:?}"
     );
 }
+
+/// Issue: the README's commands failed in a clone under a 0700 directory, because the front
+/// door (run as the app's user) could not execute `target/debug/gantry-agent` there. The agent
+/// now runs the front door from a copy in the app's `traffic/` directory when the user cannot
+/// reach its own executable.
+#[test]
+fn front_door_starts_when_the_agent_binary_is_in_a_private_directory() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the app must run as another user than the agent)");
+        return;
+    }
+    let env = TestEnv::with_options(gantry_tests::Options::front_door(2)).unwrap();
+    let private = env.root.join("private");
+    fs::create_dir(&private).unwrap();
+    let program = private.join("gantry-agent");
+    fs::copy(
+        gantry_tests::bins::path(gantry_tests::bins::GANTRY_AGENT).unwrap(),
+        &program,
+    )
+    .unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let agent = Agent::start_program(&env, &program).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    let args = deploy_args(
+        &env.keys.deployer,
+        "1.0.0",
+        &v1,
+        &[
+            "--strategy",
+            "rolling",
+            "--instances",
+            "2",
+            "--health",
+            "http:/health",
+            "--health-interval",
+            "200ms",
+        ],
+    );
+    let out = ctl.run(&strs(&args)).unwrap();
+    out.assert_code(0);
+    let listen = env.listen.unwrap();
+    let answer = gantry_tests::load::fetch_version(listen, Duration::from_secs(5)).unwrap();
+    assert_eq!(answer, "1.0.0", "{}", agent.log_tail());
+    let copy = env.data_dir.join("apps/web/traffic/gantry-agent");
+    let meta = fs::metadata(&copy).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(fs::read(&copy).unwrap(), fs::read(&program).unwrap());
+
+    // A front door that cannot start fails the next job at once with the cause, not with a
+    // route-table timeout: stop it, close the app's directory to its user, deploy again.
+    let key = env.keys.deployer.key.to_string_lossy().into_owned();
+    ctl.run(&["stop", "--key", &key, "--app", "web"])
+        .unwrap()
+        .assert_code(0);
+    let app_dir = env.data_dir.join("apps/web");
+    fs::set_permissions(&app_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let v2 = make_artifact(&env, "2.0.0", "").unwrap();
+    let args = deploy_args(
+        &env.keys.deployer,
+        "2.0.0",
+        &v2,
+        &["--strategy", "rolling", "--instances", "2"],
+    );
+    let out = ctl.run(&strs(&args)).unwrap();
+    fs::set_permissions(&app_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    out.assert_code(1);
+    let text = out.all();
+    assert!(
+        text.contains(&format!(
+            "the front door runs as {} and could not be started",
+            env.app_user
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("cannot search {} (mode 0700", app_dir.display())),
+        "{text}"
+    );
+    assert!(!text.contains("route table"), "{text}");
+}
+
+/// The agent refuses to start when an app's user cannot reach its directory under the data
+/// dir, naming the directory, the user and the fix; `check-config` says the same.
+#[test]
+fn an_app_dir_out_of_its_users_reach_is_refused_at_start_naming_the_directory() {
+    if !is_root() {
+        eprintln!("skipped: needs root (the app must run as another user than the agent)");
+        return;
+    }
+    let env = TestEnv::new().unwrap();
+    fs::set_permissions(&env.root, fs::Permissions::from_mode(0o700)).unwrap();
+    let uid = nix::unistd::User::from_name(&env.app_user)
+        .unwrap()
+        .unwrap()
+        .uid;
+    let want = format!(
+        "app web: {} (uid {uid}) cannot search {} (mode 0700",
+        env.app_user,
+        env.root.display()
+    );
+    let config = env.config.to_string_lossy().into_owned();
+    let check = env
+        .agent_cmd(&["check-config", "--config", &config])
+        .unwrap();
+    check.assert_code(2);
+    assert!(check.stderr.contains(&want), "{}", check.all());
+    assert!(
+        check
+            .stderr
+            .contains(&format!("run `chmod o+x {}`", env.root.display())),
+        "{}",
+        check.all()
+    );
+    let err = Agent::start(&env).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&want), "{msg}");
+    // Refused before it wrote anything: no audit log was opened.
+    assert!(!env.data_dir.join("audit").exists(), "{msg}");
+    fs::set_permissions(&env.root, fs::Permissions::from_mode(0o711)).unwrap();
+}
