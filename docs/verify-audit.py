@@ -41,6 +41,9 @@ def log_lines(paths):
                             if n.startswith("audit-") and n.endswith(".jsonl"))
         else:
             files.append(p)
+    if not files:
+        # A wrong path must not read as a clean log.
+        sys.exit(f"error: no audit log in {' '.join(paths)}: no audit-*.jsonl file")
     for f in files:
         pieces = open(f, "rb").read().split(b"\n")
         if pieces[-1] == b"":

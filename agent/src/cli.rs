@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gantry_proto::keys::{PublicKey, write_keypair};
 
+use crate::audit::AuditError;
 use crate::strategy::reason;
 use crate::telemetry::{self, LogFormat};
 
@@ -85,20 +86,22 @@ pub enum Command {
 /// `gantry-agent audit ...`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain and checkpoint signatures; names the first bad seq.
+    /// Verify the hash chain and checkpoint signatures; names the first bad seq. A directory
+    /// without a log file is an error, never "ok".
     Verify {
-        /// The audit directory (`<data_dir>/audit`).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-        /// The agent's public key; without it checkpoint signatures are not checked.
+        /// Where the log is.
+        #[command(flatten)]
+        log: LogDir,
+        /// The agent's public key; without it (and without --config) checkpoint signatures are
+        /// not checked. With --config, the public half of the config's `audit.signing_key`.
         #[arg(long, value_name = "FILE")]
         pubkey: Option<PathBuf>,
     },
     /// Print the last entries, one readable line each.
     Tail {
-        /// The audit directory (`<data_dir>/audit`).
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
+        /// Where the log is.
+        #[command(flatten)]
+        log: LogDir,
         /// Keep printing new entries as they are written.
         #[arg(short, long)]
         follow: bool,
@@ -109,6 +112,56 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where `audit verify` and `audit tail` find the log: a directory, or the agent's config.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct LogDir {
+    /// The audit directory (`<data_dir>/audit`).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The agent's TOML config: the log is in its `<data_dir>/audit`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl LogDir {
+    /// The audit directory, and the config when one was named.
+    fn resolve(self) -> anyhow::Result<(PathBuf, Option<crate::config::Config>)> {
+        match (self.dir, self.config) {
+            (Some(dir), _) => Ok((dir, None)),
+            (None, Some(config)) => {
+                let cfg = crate::daemon::load_config(&config)?;
+                Ok((cfg.data_dir.join("audit"), Some(cfg)))
+            }
+            (None, None) => anyhow::bail!("name the log with --dir DIR or --config FILE"),
+        }
+    }
+}
+
+/// The key checkpoints are checked against: `--pubkey`, else the public half of the config's
+/// `audit.signing_key`, else none.
+fn checkpoint_key(
+    pubkey: Option<&std::path::Path>,
+    config: Option<&crate::config::Config>,
+) -> anyhow::Result<Option<(PublicKey, String)>> {
+    if let Some(path) = pubkey {
+        let key = PublicKey::read_pem_file(path).context("cannot read the agent's public key")?;
+        return Ok(Some((key, path.display().to_string())));
+    }
+    let Some(cfg) = config else { return Ok(None) };
+    let path = &cfg.audit.signing_key;
+    let key = gantry_proto::keys::SigningKey::read_pem_file(path).with_context(|| {
+        format!(
+            "cannot read audit.signing_key {} to check checkpoints (or pass --pubkey)",
+            path.display()
+        )
+    })?;
+    Ok(Some((
+        key.public_key(),
+        format!("the public half of {}", path.display()),
+    )))
 }
 
 /// Operational log format.
@@ -189,14 +242,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
-            command: AuditCommand::Verify { dir, pubkey },
+            command: AuditCommand::Verify { log, pubkey },
         } => {
-            let key = pubkey
-                .as_deref()
-                .map(PublicKey::read_pem_file)
-                .transpose()
-                .context("cannot read the agent's public key")?;
-            match crate::audit::verify_dir(&dir, key.as_ref()) {
+            let (dir, cfg) = log.resolve()?;
+            let key = checkpoint_key(pubkey.as_deref(), cfg.as_ref())?;
+            match crate::audit::verify_dir(&dir, key.as_ref().map(|(k, _)| k)) {
                 Ok(summary) => {
                     let checkpoints = match summary.last_checkpoint_seq {
                         Some(seq) => {
@@ -205,13 +255,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         None => "no checkpoint".to_owned(),
                     };
                     println!(
-                        "ok: {} entries, last seq {}, {checkpoints}{}",
+                        "ok: {} entries in {}, last seq {}, {checkpoints}{}",
                         summary.entries,
+                        dir.display(),
                         summary.last_seq,
-                        if key.is_some() {
-                            ", signatures verified"
-                        } else {
-                            ", signatures NOT checked (no --pubkey)"
+                        match &key {
+                            Some((_, from)) => format!(", signatures verified with {from}"),
+                            None => ", signatures NOT checked (no --pubkey)".to_owned(),
                         }
                     );
                     if summary.unsealed_after_checkpoint > 0 {
@@ -222,6 +272,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Ok(ExitCode::SUCCESS)
                 }
+                Err(e @ (AuditError::NoLog { .. } | AuditError::ListDir { .. })) => {
+                    Err(anyhow::Error::new(e).context("nothing to verify"))
+                }
                 Err(e) => {
                     eprintln!("audit log FAILED verification: {}", reason(&e));
                     Ok(ExitCode::from(EXIT_VERIFY_FAILED))
@@ -231,12 +284,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command:
                 AuditCommand::Tail {
-                    dir,
+                    log,
                     follow,
                     lines,
                     json,
                 },
         } => {
+            let (dir, _) = log.resolve()?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             crate::audit::tail(&dir, lines, follow, json, &mut out)

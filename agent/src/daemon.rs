@@ -54,7 +54,7 @@ pub enum DaemonError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Some apps' users cannot reach their directories under the data dir.
-    #[error("refusing to start: {}", .0.iter().map(|u| format!("\n  {u}")).collect::<String>())]
+    #[error("refusing to start:{}", .0.iter().map(|u| format!("\n  {u}")).collect::<String>())]
     Unreachable(Vec<crate::reach::Unreachable>),
     /// The server failed while running.
     #[error("the gRPC server failed")]

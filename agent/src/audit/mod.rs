@@ -211,6 +211,16 @@ pub enum AuditError {
         #[source]
         source: io::Error,
     },
+    /// The directory holds no log file: the wrong directory, or an agent that never ran. A
+    /// verifier must not call that a clean log.
+    #[error(
+        "no audit log in {}: it holds no audit-<seq>.jsonl file (the agent writes its log to <data_dir>/audit; `--config` finds it)",
+        dir.display()
+    )]
+    NoLog {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The log directory could not be listed.
     #[error("cannot list audit directory {}", dir.display())]
     ListDir {

@@ -106,6 +106,11 @@ pub fn read_lines(dir: &Path, from_seq: u64) -> Result<Vec<(u64, String)>, Audit
 /// [`AuditError::TornTail`] when the last one does; read errors.
 pub fn verify_dir(dir: &Path, pubkey: Option<&PublicKey>) -> Result<VerifySummary, AuditError> {
     let files = list_files(dir)?;
+    if files.is_empty() {
+        return Err(AuditError::NoLog {
+            dir: dir.to_owned(),
+        });
+    }
     let mut verifier = ChainVerifier::new(pubkey.copied());
     let count = files.len();
     for (i, file) in files.iter().enumerate() {
@@ -249,6 +254,11 @@ pub(crate) fn tail_until(
     stop: &dyn Fn() -> bool,
 ) -> Result<(), AuditError> {
     let files = list_files(dir)?;
+    if files.is_empty() {
+        return Err(AuditError::NoLog {
+            dir: dir.to_owned(),
+        });
+    }
     // The last `last_n` complete lines, reading files from the newest back.
     let mut shown: VecDeque<String> = VecDeque::with_capacity(last_n.min(4096));
     for file in files.iter().rev() {

@@ -134,3 +134,74 @@ fn audit_tail_json_prints_the_raw_entries() {
         "tail -n 2 is not the last two entries"
     );
 }
+
+/// Issue: `audit verify` on an empty or wrong directory said "ok: 0 entries", a false all-clear
+/// for a reviewer pointed at the wrong path. No log found is an error (exit 2) naming the
+/// directory; `--config` finds `<data_dir>/audit` itself and checks checkpoints against the
+/// public half of the config's signing key.
+#[test]
+fn verify_and_tail_refuse_a_directory_without_a_log_and_find_it_through_the_config() {
+    let env = logged_deploy();
+    let empty = env.root.join("not-the-audit-dir");
+    std::fs::create_dir(&empty).unwrap();
+    let empty_s = empty.to_string_lossy().into_owned();
+    for dir in [empty_s.as_str(), env.root.to_str().unwrap()] {
+        let out = env.agent_cmd(&["audit", "verify", "--dir", dir]).unwrap();
+        out.assert_code(2);
+        assert!(!out.stdout.contains("ok"), "{}", out.all());
+        assert!(
+            out.stderr.contains(&format!("no audit log in {dir}")),
+            "{}",
+            out.all()
+        );
+        let out = env.agent_cmd(&["audit", "tail", "--dir", dir]).unwrap();
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains(&format!("no audit log in {dir}")),
+            "{}",
+            out.all()
+        );
+    }
+    let missing = env.root.join("no-such-dir");
+    let out = env
+        .agent_cmd(&["audit", "verify", "--dir", &missing.to_string_lossy()])
+        .unwrap();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot list audit directory {}",
+            missing.display()
+        )),
+        "{}",
+        out.all()
+    );
+
+    let config = env.config.to_string_lossy().into_owned();
+    let out = env
+        .agent_cmd(&["audit", "verify", "--config", &config])
+        .unwrap();
+    out.assert_code(0);
+    let audit_dir = env.data_dir.join("audit");
+    assert!(
+        out.stdout
+            .contains(&format!("entries in {}", audit_dir.display())),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stdout
+            .contains("signatures verified with the public half of"),
+        "{}",
+        out.all()
+    );
+    let out = env
+        .agent_cmd(&["audit", "tail", "--config", &config, "-n", "3"])
+        .unwrap();
+    out.assert_code(0);
+    assert_eq!(out.stdout.lines().count(), 3, "{}", out.all());
+    // One of the two, never both.
+    let out = env
+        .agent_cmd(&["audit", "verify", "--config", &config, "--dir", &empty_s])
+        .unwrap();
+    out.assert_code(2);
+}
