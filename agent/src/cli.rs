@@ -64,6 +64,19 @@ pub enum Command {
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for `gantry-agent` and each of its subcommands into DIR
+    /// (`gantry-agent.1`, `gantry-agent-run.1`, ...), creating DIR when needed.
+    Man {
+        /// The directory to write the pages to (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Run an app's front door, the TCP proxy in front of its instances (started by the
     /// agent's supervisor; see docs/traffic.md). SIGHUP rereads the route table; SIGTERM drains.
     #[command(hide = true)]
@@ -304,6 +317,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("key id: {}", key.key_id());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let stdout = std::io::stdout();
+            clap_complete::generate(shell, &mut cmd, "gantry-agent", &mut stdout.lock());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => {
+            write_man_pages(&out)?;
+            println!("wrote the man pages to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::FrontDoor {
             routes,
             listen,
@@ -315,6 +339,87 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.backend_addrs = crate::traffic::BackendAddrs::with_extra(allow_backend);
             crate::traffic::front_door::run_process(opts)?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes a man page per visible command into `out` (created when missing).
+///
+/// # Errors
+///
+/// When the directory or a page cannot be written.
+pub fn write_man_pages(out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), out)
+        .with_context(|| format!("cannot write the man pages to {}", out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible command path, as man page file names (`gantry-agent-audit-verify.1`).
+    fn page_names(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        let name = if prefix.is_empty() {
+            cmd.get_name().to_owned()
+        } else {
+            format!("{prefix}-{}", cmd.get_name())
+        };
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() != "help" {
+                page_names(sub, &name, out);
+            }
+        }
+        out.push(format!("{name}.1"));
+    }
+
+    #[test]
+    fn every_subcommand_has_a_man_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("man1");
+        write_man_pages(&out).unwrap();
+        let mut want = Vec::new();
+        page_names(&<Cli as clap::CommandFactory>::command(), "", &mut want);
+        assert!(want.len() >= 10, "{want:?}");
+        for page in &want {
+            let text = std::fs::read_to_string(out.join(page))
+                .unwrap_or_else(|e| panic!("no page {page}: {e}"));
+            assert!(
+                text.starts_with(".ie") || text.contains(".TH"),
+                "{page}: {text}"
+            );
+        }
+        assert!(want.contains(&"gantry-agent-audit-verify.1".to_owned()));
+        assert!(
+            !out.join("gantry-agent-front-door.1").exists(),
+            "hidden commands get no page"
+        );
+    }
+
+    #[test]
+    fn completions_name_every_subcommand() {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut buf = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut cmd,
+            "gantry-agent",
+            &mut buf,
+        );
+        let text = String::from_utf8(buf).unwrap();
+        for sub in [
+            "run",
+            "check-config",
+            "policy",
+            "audit",
+            "keygen",
+            "completions",
+            "man",
+        ] {
+            assert!(
+                text.contains(sub),
+                "{sub} missing from the bash completions"
+            );
         }
     }
 }

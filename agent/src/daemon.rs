@@ -3,8 +3,10 @@
 //!
 //! Start-up: config → signing key → audit log (torn tail set aside) → `agent.started` →
 //! replay store → artifact store → executor (adopts instances, closes interrupted jobs) →
-//! listener → `<data_dir>/run/listen.addr`. Shutdown: stop accepting → let jobs finish within
-//! the grace period, else interrupt them → detach instances → `agent.stopped` → final checkpoint.
+//! listener → `<data_dir>/run/listen.addr` → `READY=1` to systemd (and watchdog pings when
+//! `WatchdogSec=` asks for them). Shutdown: `STOPPING=1` → stop accepting → let jobs finish
+//! within the grace period, else interrupt them → detach instances → `agent.stopped` → final
+//! checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -255,9 +257,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::state::write_atomic(&addr_file, bound.to_string().as_bytes())
         .map_err(start(format!("write {}", addr_file.display())))?;
     tracing::info!(agent_id = %config.agent_id, "listening on {bound} (mutual TLS)");
+    crate::readiness::ready(&format!("listening on {bound} (mutual TLS)"));
+    // Its own token: pings go on through the drain (a drain is progress, not a hang).
+    let watchdog_stop = CancellationToken::new();
+    let watchdog = crate::readiness::spawn_watchdog(watchdog_stop.clone());
 
     let signal = signals.wait().await;
     tracing::info!("{signal}: shutting down; app instances keep running");
+    crate::readiness::stopping(&format!(
+        "{signal}: draining jobs; app instances keep running"
+    ));
     let _ = std::fs::remove_file(&addr_file);
     if !shutdown.drain(GRACE).await {
         tracing::warn!(
@@ -290,6 +299,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     if let Err(e) = audit.close().await {
         tracing::error!("cannot write the shutdown checkpoint: {}", reason(&e));
+    }
+    watchdog_stop.cancel();
+    if let Some(task) = watchdog
+        && let Err(e) = task.await
+    {
+        tracing::warn!("the watchdog task failed: {e}");
     }
     server_result
 }

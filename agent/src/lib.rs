@@ -36,6 +36,7 @@ pub mod fsguard;
 pub mod health;
 pub mod job;
 pub mod reach;
+pub mod readiness;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;

@@ -61,8 +61,13 @@ fn example_config_loads() {
     let cfg = load(&path, &root()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.agent_id, "agent-1");
     assert_eq!(cfg.listen.to_string(), "127.0.0.1:7443");
-    assert_eq!(cfg.data_dir, dir.path().join("data"));
+    assert_eq!(cfg.data_dir, Path::new("/var/lib/gantry"));
     assert_eq!(cfg.tls.ca, dir.path().join("pki/ca.pem"));
+    // A relative data_dir resolves against the config's directory, like every other path.
+    let other = fixture();
+    let relative = EXAMPLE.replace("data_dir = \"/var/lib/gantry\"", "data_dir = \"data\"");
+    let relative = load(&write(other.path(), &relative), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(relative.data_dir, other.path().join("data"));
     assert_eq!(cfg.limits.max_validity, Duration::from_secs(3600));
     assert_eq!(cfg.limits.clock_skew, Duration::from_secs(30));
     assert_eq!(cfg.limits.client_rejections_burst, 100);
@@ -805,4 +810,52 @@ fn policy_report_shows_listen_and_router() {
     let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
     assert_eq!(json["apps"][0]["listen"], serde_json::Value::Null);
     assert_eq!(json["apps"][0]["router"]["kind"], "none");
+}
+
+/// Issue: the unit, the example config and the README disagreed (a relative data_dir resolved
+/// under /etc/gantry, which the unit makes read-only). The example's paths must be where the
+/// unit lets the agent read and write.
+#[test]
+fn the_example_config_agrees_with_the_systemd_unit() {
+    const UNIT: &str = include_str!("../../../deploy/gantry-agent.service");
+    let directive = |name: &str| -> Vec<&str> {
+        UNIT.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .collect()
+    };
+    assert_eq!(directive("StateDirectory"), ["gantry"]);
+    assert_eq!(directive("ConfigurationDirectory"), ["gantry"]);
+    assert_eq!(directive("ProtectSystem"), ["strict"]);
+    assert_eq!(directive("Type"), ["notify"]);
+    let exec = directive("ExecStart");
+    assert_eq!(exec.len(), 1);
+    assert!(
+        exec[0].ends_with(" run --config /etc/gantry/agent.toml"),
+        "{exec:?}"
+    );
+    // The fixture dir stands in for /etc/gantry: the example's files relative to it.
+    let dir = fixture();
+    let etc = dir.path().to_owned();
+    let cfg = load(&write(&etc, EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    // Writable: only the state directory.
+    assert_eq!(cfg.data_dir, Path::new("/var/lib/gantry"));
+    // Read-only is fine for the rest, and it must all sit in the configuration directory.
+    for path in [
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        &cfg.audit.signing_key,
+    ] {
+        assert!(
+            path.starts_with(&etc),
+            "{} is outside /etc/gantry",
+            path.display()
+        );
+    }
+    // The unit's instructions name the two private keys the example uses.
+    for key in ["/etc/gantry/pki/agent.key", "/etc/gantry/keys/agent.key"] {
+        assert!(UNIT.contains(key), "the unit's header does not name {key}");
+    }
+    assert!(cfg.tls.key.ends_with("pki/agent.key"));
+    assert!(cfg.audit.signing_key.ends_with("keys/agent.key"));
 }

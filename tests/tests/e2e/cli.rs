@@ -203,3 +203,81 @@ fn sample_app_failure_modes() {
     let status = process::wait_deadline(&mut child, Duration::from_secs(10)).unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(4));
 }
+
+/// The messages the agent sent to a notify socket until `until` is one of them, or the
+/// deadline passed.
+fn notifications_until(
+    sock: &std::os::unix::net::UnixDatagram,
+    until: &str,
+    deadline: Duration,
+) -> Vec<String> {
+    let end = std::time::Instant::now() + deadline;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = msg.lines().any(|l| l == until);
+                got.push(msg);
+                if done {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+    got
+}
+
+/// Issue: systemd readiness. Under `Type=notify` the agent says `READY=1` only once the audit
+/// log is open and the listener bound, pings the watchdog at half `WATCHDOG_USEC`, and says
+/// `STOPPING=1` when SIGTERM starts the drain.
+#[test]
+fn the_agent_tells_systemd_when_it_is_ready_alive_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let env = TestEnv::new().unwrap();
+    let path = env.root.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut cmd = env.command(&bins::path(bins::GANTRY_AGENT).unwrap());
+    cmd.args(["run", "--config"])
+        .arg(&env.config)
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let ready = notifications_until(&sock, "READY=1", Duration::from_secs(30));
+    let last = ready.last().cloned().unwrap_or_default();
+    assert!(last.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(last.contains("STATUS=listening on 127.0.0.1:"), "{ready:?}");
+    // Ready means bound and recorded: the address file and agent.started exist already.
+    assert!(env.data_dir.join("run/listen.addr").is_file());
+    assert_eq!(
+        gantry_tests::audit_events(&env, "agent.started")
+            .unwrap()
+            .len(),
+        1
+    );
+    let pings = notifications_until(&sock, "WATCHDOG=1", Duration::from_secs(10));
+    assert!(pings.iter().any(|m| m == "WATCHDOG=1\n"), "{pings:?}");
+    let pings = notifications_until(&sock, "WATCHDOG=1", Duration::from_secs(10));
+    assert!(pings.iter().any(|m| m == "WATCHDOG=1\n"), "{pings:?}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stopping = notifications_until(&sock, "STOPPING=1", Duration::from_secs(30));
+    let last = stopping.last().cloned().unwrap_or_default();
+    assert!(last.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    assert!(last.contains("STATUS=SIGTERM"), "{stopping:?}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
