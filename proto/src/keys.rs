@@ -16,7 +16,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -61,6 +61,34 @@ pub enum KeyError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// A file named as a private key holds a public key, or the other way round.
+    #[error(
+        "key file {} holds a {found} key (BEGIN {label}), but a {wanted} key is needed here{hint}",
+        path.display(),
+        label = if *found == "public" { PUBLIC_KEY_LABEL } else { PRIVATE_KEY_LABEL },
+        hint = if *wanted == "private" {
+            ": name the .key file that `keygen` wrote beside it"
+        } else {
+            ": name the .pub file that `keygen` wrote beside it, and keep the private key private"
+        }
+    )]
+    WrongHalf {
+        /// The key file.
+        path: PathBuf,
+        /// `"public"` or `"private"`: what the file holds.
+        found: &'static str,
+        /// What was asked for.
+        wanted: &'static str,
+    },
+    /// The directory of a new key pair could not be created.
+    #[error("cannot create key directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
     },
     /// The key file was read but does not hold a valid key.
     #[error("invalid key file {}", path.display())]
@@ -269,6 +297,13 @@ impl PublicKey {
     /// [`KeyError::Read`] or [`KeyError::InFile`], both naming the path.
     pub fn read_pem_file(path: &Path) -> Result<Self, KeyError> {
         let (text, _mode) = read_key_file(path)?;
+        if holds_label(&text, PRIVATE_KEY_LABEL) {
+            return Err(KeyError::WrongHalf {
+                path: path.to_path_buf(),
+                found: "private",
+                wanted: "public",
+            });
+        }
         Self::from_spki_pem(&text).map_err(in_file(path))
     }
 
@@ -361,6 +396,15 @@ impl SigningKey {
     /// [`KeyError::Read`], [`KeyError::InsecurePermissions`] or [`KeyError::InFile`].
     pub fn read_pem_file(path: &Path) -> Result<Self, KeyError> {
         let (text, mode) = read_key_file(path)?;
+        // Before the mode check: a public key is 0644 by design, and "chmod 600" would be the
+        // wrong advice for it.
+        if holds_label(&text, PUBLIC_KEY_LABEL) {
+            return Err(KeyError::WrongHalf {
+                path: path.to_path_buf(),
+                found: "public",
+                wanted: "private",
+            });
+        }
         if mode & 0o077 != 0 {
             return Err(KeyError::InsecurePermissions {
                 path: path.to_path_buf(),
@@ -400,6 +444,17 @@ impl SigningKey {
 pub fn write_keypair(prefix: &Path) -> Result<(SigningKey, PathBuf, PathBuf), KeyError> {
     let key_path = with_suffix(prefix, ".key");
     let pub_path = with_suffix(prefix, ".pub");
+    if let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // `keygen --out keys/alice` in a fresh directory: make `keys/` (private, like the key).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| KeyError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
     for path in [&key_path, &pub_path] {
         if fs::symlink_metadata(path).is_ok() {
             return Err(KeyError::Exists { path: path.clone() });
@@ -472,6 +527,11 @@ fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<(), KeyError> {
 
 /// Reads a key file as text, with the permission bits of the opened file (fstat, so the bits
 /// belong to the very file that was read).
+/// Whether `text` holds a PEM block with exactly this label.
+fn holds_label(text: &str, label: &str) -> bool {
+    text.contains(&format!("-----BEGIN {label}-----"))
+}
+
 fn read_key_file(path: &Path) -> Result<(String, u32), KeyError> {
     let read_err = |source| KeyError::Read {
         path: path.to_path_buf(),

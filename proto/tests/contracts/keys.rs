@@ -190,6 +190,70 @@ fn write_keypair_creates_0600_key_and_refuses_to_overwrite() {
     assert!(!dir.path().join("lone.key").exists());
 }
 
+/// Issue: `keygen --out keys/alice` failed when `keys/` did not exist (the README tour's first
+/// command). The directory is made, private.
+#[test]
+fn write_keypair_creates_the_missing_directory_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("keys/team/alice");
+    let (_, key_path, pub_path) = write_keypair(&prefix).unwrap();
+    assert!(key_path.is_file() && pub_path.is_file());
+    for d in ["keys", "keys/team"] {
+        let mode = std::fs::metadata(dir.path().join(d))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{d}");
+    }
+    // A file where the directory should be: named in the error, nothing written.
+    std::fs::write(dir.path().join("blocker"), "x").unwrap();
+    let err = write_keypair(&dir.path().join("blocker/bob")).unwrap_err();
+    assert!(
+        matches!(&err, KeyError::CreateDir { path, .. } if path.ends_with("blocker")),
+        "{err:?}"
+    );
+}
+
+/// Issue: a public key given where a private key belongs got the advice "chmod 600
+/// agent.pub". Each half named in the other's place gets an error saying which it is.
+#[test]
+fn a_key_file_of_the_wrong_half_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key_path, pub_path) = write_keypair(&dir.path().join("agent")).unwrap();
+    let err = SigningKey::read_pem_file(&pub_path).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            KeyError::WrongHalf {
+                found: "public",
+                wanted: "private",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("holds a public key (BEGIN PUBLIC KEY)"),
+        "{msg}"
+    );
+    assert!(msg.contains("name the .key file"), "{msg}");
+    assert!(!msg.contains("chmod"), "{msg}");
+    let err = PublicKey::read_pem_file(&key_path).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            KeyError::WrongHalf {
+                found: "private",
+                wanted: "public",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("name the .pub file"), "{err}");
+}
+
 #[test]
 fn key_id_parsing_and_serde() {
     let id = PublicKey::from_bytes([3; 32]).key_id();
