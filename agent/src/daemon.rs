@@ -55,6 +55,9 @@ pub enum DaemonError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Another agent runs on the same data dir (or its lock cannot be taken).
+    #[error("refusing to start")]
+    Locked(#[source] crate::lock::LockError),
     /// Some apps' users cannot reach their directories under the data dir.
     #[error("refusing to start:{}", .0.iter().map(|u| format!("\n  {u}")).collect::<String>())]
     Unreachable(Vec<crate::reach::Unreachable>),
@@ -114,6 +117,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "create the data directory {}",
         config.data_dir.display()
     )))?;
+    // Before anything else is written there: a second agent on this data dir stops here.
+    let _lock = crate::lock::acquire(&config.data_dir).map_err(DaemonError::Locked)?;
     for (sub, mode) in [("jobs", 0o700), ("run", 0o755), ("artifacts", 0o700)] {
         let dir = config.data_dir.join(sub);
         create_dir_mode(&dir, mode).map_err(start(format!("create {}", dir.display())))?;

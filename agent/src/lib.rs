@@ -35,6 +35,7 @@ pub mod executor;
 pub mod fsguard;
 pub mod health;
 pub mod job;
+pub mod lock;
 pub mod reach;
 pub mod readiness;
 pub mod secrets;

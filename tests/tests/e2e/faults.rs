@@ -405,3 +405,40 @@ fn leftover_temp_files_from_a_crash_are_removed_at_start() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
 }
+
+/// Issue (security review H7): one agent per data dir. A second agent on the same config exits
+/// before it writes anything, naming the data dir and the pid that holds it; the first one
+/// goes on undisturbed.
+#[test]
+fn a_second_agent_on_the_same_data_dir_exits_before_it_writes() {
+    let env = TestEnv::new().unwrap();
+    let first = Agent::start(&env).unwrap();
+    let pid = first.pid().unwrap();
+    let before = gantry_tests::audit_lines(&env).unwrap().len();
+    // Run by hand: a failed `Agent::start` would clean up every process of the test.
+    let config = env.config.to_string_lossy().into_owned();
+    let second = env.agent_cmd(&["run", "--config", &config]).unwrap();
+    second.assert_code(2);
+    let msg = second.stderr;
+    assert!(
+        msg.contains(&format!(
+            "another agent (pid {pid}) is running on the data directory {}",
+            env.data_dir.display()
+        )),
+        "{msg}"
+    );
+    assert_eq!(
+        gantry_tests::audit_lines(&env).unwrap().len(),
+        before,
+        "{msg}"
+    );
+    assert_eq!(
+        gantry_tests::audit_events(&env, "agent.started")
+            .unwrap()
+            .len(),
+        1
+    );
+    // The first agent still answers.
+    let ctl = Controller::new(&env, &first);
+    ctl.run(&["status"]).unwrap().assert_code(0);
+}
