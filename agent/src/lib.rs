@@ -29,12 +29,10 @@ pub mod admission;
 pub mod artifact;
 pub mod audit;
 pub mod cli;
-pub mod config;
 pub mod daemon;
 pub mod executor;
 pub mod fsguard;
 pub mod health;
-pub mod job;
 pub mod lock;
 pub mod reach;
 pub mod readiness;
@@ -46,3 +44,7 @@ pub mod strategy;
 pub mod supervisor;
 pub mod telemetry;
 pub mod traffic;
+
+// Shared with the controller through gantry-policy; re-exported under their old paths so that
+// `crate::job::…` and `crate::config::…` keep working.
+pub use gantry_policy::{config, job};

@@ -20,11 +20,7 @@
 //! The TLS client's identity is checked by the server (CA chain and fingerprint pin) before a
 //! job gets here; it grants nothing by itself and is only reported.
 
-pub mod decode;
-pub mod explain;
-pub mod policy;
 pub mod replay;
-pub mod window;
 
 #[cfg(test)]
 mod tests;
@@ -36,16 +32,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::{Limits, Policy};
 use crate::job::{Action, AppName, JobId, Sha256Hex, StrategyKind, VerifiedJob};
 
+// The pure checks live in gantry-policy, shared with the controller's `job show --policy`;
+// re-exported so that `admission::decode` and friends keep their paths.
+pub use gantry_policy::admission::{AdmissionError, SignatureIn, decode, explain, policy, window};
 pub use replay::{ReplayError, ReplayRecord};
-
-/// One signature as received: the claimed key id (a hint only) and the signature bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignatureIn {
-    /// The `key_id` the sender claims; used to find the key fast, never trusted.
-    pub key_id_hint: String,
-    /// Ed25519 signature over `PAE(JOB_PAYLOAD_TYPE, job_bytes)`.
-    pub sig: Vec<u8>,
-}
 
 /// What admission needs to know about the apps' current state.
 pub trait AppView: Send + Sync {
@@ -92,203 +82,6 @@ impl std::fmt::Display for Rejection {
 impl std::error::Error for Rejection {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
-    }
-}
-
-/// Why a job was refused. Each variant is one rule of the trust model.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AdmissionError {
-    /// The job bytes exceed `limits.max_job_bytes`.
-    #[error("job is {size} bytes, more than the limit of {max}")]
-    TooLarge {
-        /// Size received.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The job carries no signature.
-    #[error("job is not signed")]
-    NoSignatures,
-    /// More signatures than admission looks at.
-    #[error("job carries {count} signatures, more than the {max} admission checks")]
-    TooManySignatures {
-        /// Signatures received.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// No signature is by a trusted key.
-    #[error(
-        "no signature is by a trusted key (claimed key ids: {})",
-        list(key_ids)
-    )]
-    UnknownKey {
-        /// The claimed key ids.
-        key_ids: Vec<String>,
-    },
-    /// A signature claims a trusted key but does not verify, and none other does.
-    #[error("signature claiming trusted key {key_id} does not verify")]
-    BadSignature {
-        /// The trusted key id claimed.
-        key_id: String,
-    },
-    /// A signature verifies under a trusted key, but that key is revoked or outside its
-    /// validity window at admission time, and without it the job has no valid signer or
-    /// misses a role or approval.
-    #[error("signature by key {name} ({key_id}) does not count: {why}")]
-    KeyNotValid {
-        /// The key's id.
-        key_id: String,
-        /// The key's name in the config.
-        name: String,
-        /// Why, e.g. `expired at 2026-01-02T03:04:05Z` or `revoked: laptop stolen`.
-        why: String,
-    },
-    /// The signed bytes are not a protobuf `Job`.
-    #[error("job is not a valid gantry.v1.Job: {detail}")]
-    Malformed {
-        /// prost's description.
-        detail: String,
-    },
-    /// A field of the job is invalid.
-    #[error("invalid job: {field} {problem}")]
-    InvalidJob {
-        /// The field, e.g. `release.instances`.
-        field: String,
-        /// What is wrong.
-        problem: String,
-    },
-    /// The job is for another agent.
-    #[error("job is for agent {found:?}, this is {expected:?}")]
-    WrongAgent {
-        /// This agent's id.
-        expected: String,
-        /// The job's agent id.
-        found: String,
-    },
-    /// `not_before` is in the future (beyond the allowed clock skew).
-    #[error("job is not valid before {not_before} (now {now})")]
-    NotYetValid {
-        /// The job's `not_before`.
-        not_before: i64,
-        /// The agent's time.
-        now: i64,
-    },
-    /// `expires_at` has passed.
-    #[error("job expired at {expires_at} (now {now})")]
-    Expired {
-        /// The job's `expires_at`.
-        expires_at: i64,
-        /// The agent's time.
-        now: i64,
-    },
-    /// The validity window is longer than `limits.max_validity`.
-    #[error("job is valid for {window_secs}s, more than the maximum of {max_secs}s")]
-    WindowTooLong {
-        /// `expires_at - not_before`.
-        window_secs: i64,
-        /// The limit.
-        max_secs: u64,
-    },
-    /// The app is not in this agent's config.
-    #[error("app {app:?} is not configured on this agent")]
-    AppNotConfigured {
-        /// The app named.
-        app: String,
-    },
-    /// No signer holds a role allowed to do the action on the app.
-    #[error(
-        "{action} on app {app} needs a signature by a key with role {} (signers hold: {})",
-        list_or(needed, "(no role: nobody may)"),
-        list_or(signer_roles, "no roles")
-    )]
-    MissingRole {
-        /// The action.
-        action: Action,
-        /// The app.
-        app: String,
-        /// Roles allowed to do it.
-        needed: Vec<String>,
-        /// Roles the valid signers hold.
-        signer_roles: Vec<String>,
-    },
-    /// Too few approvals.
-    #[error("job needs {needed} approval(s) by distinct approver keys, has {got}")]
-    QuorumNotMet {
-        /// Approvals required.
-        needed: u32,
-        /// Approvals present.
-        got: u32,
-    },
-    /// The release version is not SemVer 2.0.
-    #[error("version {version:?} is not SemVer: {detail}")]
-    InvalidVersion {
-        /// The version as given.
-        version: String,
-        /// The parser's description.
-        detail: String,
-    },
-    /// A deploy would go to an older version.
-    #[error("deploy of {requested} would downgrade from {current}; use a rollback")]
-    Downgrade {
-        /// The active version.
-        current: semver::Version,
-        /// The version in the job.
-        requested: semver::Version,
-    },
-    /// A rollback names a release not on disk.
-    #[error("rollback target {version} is not on disk")]
-    RollbackTargetMissing {
-        /// The version named.
-        version: semver::Version,
-    },
-    /// The job id was admitted before with other bytes.
-    #[error("job id {job_id} was already used for a different job")]
-    Replayed {
-        /// The job id.
-        job_id: String,
-    },
-    /// Another job is running on the app.
-    #[error("app {app} is busy with another job")]
-    AppBusy {
-        /// The app.
-        app: String,
-    },
-    /// A rolling, blue-green or canary deploy to an app with no router: neither `listen`
-    /// (the front door) nor `[apps.NAME.nginx]` is configured.
-    #[error(
-        "app {app} has no router (set listen or [apps.{app}.nginx] in the agent's config): a \
-         {strategy} deploy needs one; use the hot strategy"
-    )]
-    StrategyNeedsRouter {
-        /// The app.
-        app: String,
-        /// The strategy the job asked for.
-        strategy: StrategyKind,
-    },
-    /// A promote or abort job, but no rollout is in progress on the app.
-    #[error("{action} on app {app}: no rollout is in progress")]
-    NoRolloutInProgress {
-        /// The app.
-        app: String,
-        /// The action (promote or abort).
-        action: Action,
-    },
-    /// The replay store could not record the job (the job is refused: fail closed).
-    #[error("cannot record the job")]
-    Store(#[source] ReplayError),
-}
-
-fn list(v: &[String]) -> String {
-    list_or(v, "none")
-}
-
-fn list_or(v: &[String], empty: &str) -> String {
-    if v.is_empty() {
-        empty.to_owned()
-    } else {
-        v.join(", ")
     }
 }
 
@@ -485,7 +278,7 @@ impl Admission {
                 outcome: None,
                 reason: String::new(),
             })
-            .map_err(AdmissionError::Store)?;
+            .map_err(|e| AdmissionError::Store(Box::new(e)))?;
         drop(store);
 
         let mut signer_ids: Vec<_> = signers.iter().map(|k| k.key.key_id()).collect();
@@ -550,9 +343,7 @@ fn check_strategy_fits(
 }
 
 /// The agent's clock in Unix seconds (0 before the epoch).
-pub fn unix_now() -> i64 {
-    now_ms() / 1000
-}
+pub use gantry_policy::unix_now;
 
 fn now_ms() -> i64 {
     SystemTime::now()

@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use gantry_proto::keys::KeyId;
+use gantry_proto::v1;
 use serde::{Deserialize, Serialize};
 
 /// Why a name taken from a job or the config is not acceptable.
@@ -206,6 +207,42 @@ impl Action {
             Action::Abort => "abort",
         }
     }
+
+    /// The action named `name` (as [`Action::as_str`] spells it), if there is one.
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The action of a wire value; `None` for `ACTION_UNSPECIFIED`.
+    pub fn from_wire(a: v1::Action) -> Option<Action> {
+        match a {
+            v1::Action::Unspecified => None,
+            v1::Action::Deploy => Some(Action::Deploy),
+            v1::Action::Rollback => Some(Action::Rollback),
+            v1::Action::Restart => Some(Action::Restart),
+            v1::Action::Stop => Some(Action::Stop),
+            v1::Action::Promote => Some(Action::Promote),
+            v1::Action::Abort => Some(Action::Abort),
+        }
+    }
+
+    /// The wire value of this action.
+    pub fn to_wire(self) -> v1::Action {
+        match self {
+            Action::Deploy => v1::Action::Deploy,
+            Action::Rollback => v1::Action::Rollback,
+            Action::Restart => v1::Action::Restart,
+            Action::Stop => v1::Action::Stop,
+            Action::Promote => v1::Action::Promote,
+            Action::Abort => v1::Action::Abort,
+        }
+    }
+}
+
+/// The name of a wire action, as [`Action::as_str`] spells it; `unspecified` for
+/// `ACTION_UNSPECIFIED`.
+pub fn action_name(a: v1::Action) -> &'static str {
+    Action::from_wire(a).map_or("unspecified", Action::as_str)
 }
 
 impl fmt::Display for Action {
@@ -238,6 +275,47 @@ impl StrategyKind {
             StrategyKind::Canary => "canary",
         }
     }
+
+    /// Every strategy, simplest first.
+    pub const ALL: [StrategyKind; 4] = [
+        StrategyKind::Hot,
+        StrategyKind::Rolling,
+        StrategyKind::BlueGreen,
+        StrategyKind::Canary,
+    ];
+
+    /// The strategy named `name` (as [`StrategyKind::as_str`] spells it), if there is one.
+    pub fn parse(name: &str) -> Option<StrategyKind> {
+        StrategyKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The strategy of a wire value; `None` for `STRATEGY_UNSPECIFIED` (which the agent runs
+    /// as hot, see [`crate::admission::decode`]).
+    pub fn from_wire(s: v1::Strategy) -> Option<StrategyKind> {
+        match s {
+            v1::Strategy::Unspecified => None,
+            v1::Strategy::Hot => Some(StrategyKind::Hot),
+            v1::Strategy::Rolling => Some(StrategyKind::Rolling),
+            v1::Strategy::BlueGreen => Some(StrategyKind::BlueGreen),
+            v1::Strategy::Canary => Some(StrategyKind::Canary),
+        }
+    }
+
+    /// The wire value of this strategy.
+    pub fn to_wire(self) -> v1::Strategy {
+        match self {
+            StrategyKind::Hot => v1::Strategy::Hot,
+            StrategyKind::Rolling => v1::Strategy::Rolling,
+            StrategyKind::BlueGreen => v1::Strategy::BlueGreen,
+            StrategyKind::Canary => v1::Strategy::Canary,
+        }
+    }
+}
+
+/// The name of a wire strategy, as [`StrategyKind::as_str`] spells it; `unspecified` for
+/// `STRATEGY_UNSPECIFIED`.
+pub fn strategy_name(s: v1::Strategy) -> &'static str {
+    StrategyKind::from_wire(s).map_or("unspecified", StrategyKind::as_str)
 }
 
 impl fmt::Display for StrategyKind {
@@ -575,6 +653,24 @@ mod tests {
             assert!(JobId::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(JobId::new("deploy-2026-11-26T12:00:00.1").is_ok());
+    }
+
+    #[test]
+    fn names_round_trip_through_parse_and_the_wire() {
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+            assert_eq!(Action::from_wire(a.to_wire()), Some(a));
+            assert_eq!(action_name(a.to_wire()), a.as_str());
+        }
+        for k in StrategyKind::ALL {
+            assert_eq!(StrategyKind::parse(k.as_str()), Some(k));
+            assert_eq!(StrategyKind::from_wire(k.to_wire()), Some(k));
+            assert_eq!(strategy_name(k.to_wire()), k.as_str());
+        }
+        assert_eq!(action_name(v1::Action::Unspecified), "unspecified");
+        assert_eq!(strategy_name(v1::Strategy::Unspecified), "unspecified");
+        assert_eq!(Action::parse("Deploy"), None);
+        assert_eq!(StrategyKind::parse("blue_green"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::{
     APPROVER_ROLE, AppPolicy, AuditSettings, Config, ConfigErrors, ConfigProblem, Limits, Policy,
     RouterConfig, RunAs, TlsConfig, TrustedKey,
 };
+use crate::dns::DnsName;
 use crate::job::{Action, AppName, Sha256Hex};
 
 /// Who the agent runs as; decides [`RunAs`]. Injected so tests can play a non-root agent.
@@ -185,8 +186,8 @@ fn validate(
     mode: Mode,
     digest: Sha256Hex,
 ) -> Config {
-    if let Err(why) = check_dns_name(&raw.agent_id) {
-        p.add("agent_id", why);
+    if let Err(why) = DnsName::new(&raw.agent_id) {
+        p.add("agent_id", why.to_string());
     }
     let listen = match raw.listen.trim().parse::<SocketAddr>() {
         Ok(a) => a,
@@ -220,11 +221,9 @@ fn validate(
         );
     }
     for (i, name) in raw.tls.client_names.iter().enumerate() {
-        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() || name.is_empty() {
-            p.add(
-                format!("tls.client_names[{i}]"),
-                format!("{name:?} is not a DNS name"),
-            );
+        // The same rule as `gantry dev-pki`'s, so it never issues a name refused here.
+        if let Err(why) = DnsName::new(name) {
+            p.add(format!("tls.client_names[{i}]"), why.to_string());
         }
     }
     for (i, fp) in raw.tls.client_fingerprints.iter().enumerate() {
@@ -238,7 +237,7 @@ fn validate(
 
     let signing_key = resolve(base, &raw.audit.signing_key);
     if full && let Err(e) = SigningKey::read_pem_file(&signing_key) {
-        p.add("audit.signing_key", error_chain(&e));
+        p.add("audit.signing_key", crate::error_chain(&e));
     }
     p.positive("audit.checkpoint_every", raw.audit.checkpoint_every);
     p.positive("audit.max_file_bytes", raw.audit.max_file_bytes);
@@ -514,17 +513,6 @@ fn check_app_listens(
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn existing_file(p: &mut Problems, check: bool, entry: &str, base: &Path, value: &str) -> PathBuf {
     let path = resolve(base, value);
     if !check {
@@ -536,32 +524,6 @@ fn existing_file(p: &mut Problems, check: bool, entry: &str, base: &Path, value:
         Err(e) => p.add(entry, format!("cannot read {}: {e}", path.display())),
     }
     path
-}
-
-/// A DNS name as certificates carry it: lowercase labels of letters, digits and inner '-'.
-pub(crate) fn check_dns_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("is empty".to_owned());
-    }
-    if name.len() > 253 {
-        return Err(format!("{name:?} is longer than 253 bytes"));
-    }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
-            return Err(format!(
-                "{name:?} is not a DNS name (dot-separated labels of lowercase letters, digits and \
-                 inner '-', each 1-63 bytes)"
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn parse_ports(p: &mut Problems, entry: &str, value: &str) -> Option<RangeInclusive<u16>> {
@@ -630,7 +592,7 @@ fn validate_keys(p: &mut Problems, raw: &RawConfig, base: &Path) -> Vec<TrustedK
         let key = match PublicKey::read_pem_file(&path) {
             Ok(key) => key,
             Err(e) => {
-                p.add(format!("{at}.public_key"), error_chain(&e));
+                p.add(format!("{at}.public_key"), crate::error_chain(&e));
                 continue;
             }
         };
@@ -723,7 +685,7 @@ fn validate_app(
     let mut allow = BTreeMap::new();
     for (action_name, roles) in &app.allow {
         let entry = format!("{at}.allow.{action_name}");
-        let Some(action) = Action::ALL.into_iter().find(|a| a.as_str() == action_name) else {
+        let Some(action) = Action::parse(action_name) else {
             let all: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
             p.add(
                 entry,

@@ -14,7 +14,7 @@ fn load(path: &Path, host: &HostIdentity) -> Result<Config, ConfigErrors> {
     super::validate::load(path, host, Mode::Full)
 }
 
-const EXAMPLE: &str = include_str!("../../../deploy/agent.example.toml");
+const EXAMPLE: &str = include_str!("../../../../deploy/agent.example.toml");
 
 fn root() -> HostIdentity {
     HostIdentity {

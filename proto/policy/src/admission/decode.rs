@@ -67,13 +67,7 @@ fn version(v: &str) -> Result<semver::Version, AdmissionError> {
 /// [`AdmissionError::InvalidJob`] for `ACTION_UNSPECIFIED` and values this agent does not know.
 pub fn action(value: i32) -> Result<Action, AdmissionError> {
     match v1::Action::try_from(value) {
-        Ok(v1::Action::Deploy) => Ok(Action::Deploy),
-        Ok(v1::Action::Rollback) => Ok(Action::Rollback),
-        Ok(v1::Action::Restart) => Ok(Action::Restart),
-        Ok(v1::Action::Stop) => Ok(Action::Stop),
-        Ok(v1::Action::Promote) => Ok(Action::Promote),
-        Ok(v1::Action::Abort) => Ok(Action::Abort),
-        Ok(v1::Action::Unspecified) => Err(invalid("action", "is unspecified")),
+        Ok(wire) => Action::from_wire(wire).ok_or_else(|| invalid("action", "is unspecified")),
         Err(_) => Err(invalid("action", format!("unknown action value {value}"))),
     }
 }
@@ -81,10 +75,7 @@ pub fn action(value: i32) -> Result<Action, AdmissionError> {
 fn strategy(value: i32) -> Result<StrategyKind, AdmissionError> {
     match v1::Strategy::try_from(value) {
         // An unspecified strategy is the simplest one, as the controller's default is.
-        Ok(v1::Strategy::Unspecified | v1::Strategy::Hot) => Ok(StrategyKind::Hot),
-        Ok(v1::Strategy::Rolling) => Ok(StrategyKind::Rolling),
-        Ok(v1::Strategy::BlueGreen) => Ok(StrategyKind::BlueGreen),
-        Ok(v1::Strategy::Canary) => Ok(StrategyKind::Canary),
+        Ok(wire) => Ok(StrategyKind::from_wire(wire).unwrap_or(StrategyKind::Hot)),
         Err(_) => Err(invalid(
             "release.strategy",
             format!("unknown strategy value {value}"),

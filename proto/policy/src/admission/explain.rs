@@ -1,6 +1,6 @@
 //! Which of a policy's requirements a job meets, before it is sent: `gantry job show --policy`.
 //!
-//! Runs the same checks as [`super::Admission::admit`] (signatures, key validity, decoding,
+//! Runs the same checks as the agent's `Admission::admit` (signatures, key validity, decoding,
 //! target, window, app, role, quorum), one at a time, and reports each as met or missing
 //! instead of stopping at the first failure. Checks that need the agent's state (replay,
 //! downgrade, rollback target, busy app) are not made here.
@@ -31,7 +31,7 @@ fn req(name: &'static str, met: bool, detail: impl Into<String>) -> Requirement 
 }
 
 fn err(name: &'static str, e: &AdmissionError) -> Requirement {
-    req(name, false, crate::strategy::reason(e))
+    req(name, false, crate::error_chain(e))
 }
 
 /// Evaluates `job_bytes` and `sigs` against `policy` and `limits` for agent `agent_id` at

@@ -23,7 +23,7 @@ use crate::job::Action;
 /// Each key's validity window and revocation are shown; keys expiring within
 /// [`EXPIRY_WARNING`] (30 days) of now are flagged in the notes.
 pub fn render_policy(cfg: &Config, json: bool) -> String {
-    render_policy_at(cfg, json, crate::admission::unix_now())
+    render_policy_at(cfg, json, crate::unix_now())
 }
 
 /// [`render_policy`] as of `now` (Unix seconds).
