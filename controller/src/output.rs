@@ -10,7 +10,7 @@ use gantry_proto::v1::{Action, JobEvent, JobFinished, JobStep, Outcome, Strategy
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::commands::job::spec::{action_name, strategy_name};
+use gantry_policy::job::{action_name, strategy_name};
 
 /// Where and how events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

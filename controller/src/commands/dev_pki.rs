@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use gantry_policy::dns::DnsName;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
@@ -44,9 +45,11 @@ pub enum DevPkiError {
         /// The file.
         path: PathBuf,
     },
-    /// The name given to `--add-client` cannot be used.
-    #[error("invalid --add-client {name:?}: {reason}")]
+    /// The name given to `--add-client` or `--client-name` cannot be used.
+    #[error("invalid {flag} {name:?}: {reason}")]
     BadClientName {
+        /// The flag that gave it.
+        flag: &'static str,
         /// The name.
         name: String,
         /// What is wrong.
@@ -172,28 +175,15 @@ fn dn(cn: &str) -> DistinguishedName {
     dn
 }
 
-/// Checks that `name` is a DNS host name (letters, digits, '-' in dot-separated labels).
+/// Checks a name for a certificate with the agent's own rule ([`DnsName`]), so that dev-pki
+/// never issues a name that the agent's `agent_id` or `tls.client_names` would refuse:
+/// uppercase is refused, not folded to lowercase.
 ///
 /// # Errors
 ///
 /// What is wrong, for a message.
-pub fn check_dns_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 253 {
-        return Err("a DNS name is 1 to 253 characters".to_owned());
-    }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !ok {
-            return Err(format!(
-                "label {label:?} must be 1-63 letters, digits or '-', not starting or ending with '-'"
-            ));
-        }
-    }
-    Ok(())
+fn check_dns_name(name: &str) -> Result<(), String> {
+    DnsName::new(name).map(drop).map_err(|e| e.to_string())
 }
 
 /// What [`generate_pki`] made.
@@ -218,6 +208,11 @@ pub fn generate_pki(
 ) -> Result<GeneratedPki, DevPkiError> {
     check_dns_name(agent_id).map_err(|reason| DevPkiError::BadAgentId {
         id: agent_id.to_owned(),
+        reason,
+    })?;
+    check_dns_name(client_name).map_err(|reason| DevPkiError::BadClientName {
+        flag: "--client-name",
+        name: client_name.to_owned(),
         reason,
     })?;
     let paths = PkiPaths::in_dir(out);
@@ -334,6 +329,7 @@ pub struct AddedClient {
 /// existing file, or a write failure.
 pub fn add_client(dir: &Path, name: &str) -> Result<AddedClient, DevPkiError> {
     let bad = |reason: String| DevPkiError::BadClientName {
+        flag: "--add-client",
         name: name.to_owned(),
         reason,
     };
@@ -569,6 +565,38 @@ mod tests {
 
         let again = generate_pki(&out, "agent-7", "controller").unwrap_err();
         assert!(matches!(again, DevPkiError::Exists { .. }), "{again}");
+    }
+
+    /// The names the agent's config refuses, dev-pki refuses too (`tls.client_names` and
+    /// `agent_id` are checked by the same `DnsName` rule).
+    #[test]
+    fn names_the_agent_refuses_are_not_issued() {
+        for name in ["Agent-7", "CONTROLLER", "a_b", "x.-y"] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = generate_pki(dir.path(), name, "controller").unwrap_err();
+            assert!(matches!(err, DevPkiError::BadAgentId { .. }), "{err}");
+            let err = generate_pki(dir.path(), "agent-7", name).unwrap_err();
+            assert!(matches!(err, DevPkiError::BadClientName { .. }), "{err}");
+            assert!(err.to_string().contains("--client-name"), "{err}");
+            assert!(
+                fs::read_dir(dir.path()).unwrap().next().is_none(),
+                "files written for {name:?}"
+            );
+            generate_pki(dir.path(), "agent-7", "controller").unwrap();
+            let err = add_client(dir.path(), name).unwrap_err();
+            assert!(matches!(err, DevPkiError::BadClientName { .. }), "{err}");
+
+            // The agent's config check refuses the same name in both places.
+            let toml = gantry_policy::config::raw::RawConfig::new(name)
+                .client_name(name)
+                .to_toml()
+                .unwrap();
+            let path = dir.path().join("agent.toml");
+            fs::write(&path, toml).unwrap();
+            let errs = gantry_policy::config::Config::load_policy_only(&path).unwrap_err();
+            assert!(errs.for_entry("agent_id").is_some(), "{errs}");
+            assert!(errs.for_entry("tls.client_names[0]").is_some(), "{errs}");
+        }
     }
 
     #[test]

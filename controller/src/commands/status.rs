@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::StatusArgs;
 use crate::client::{Agent, ConnSettings};
-use crate::commands::job::spec::{action_name, strategy_name};
+use gantry_policy::job::{action_name, strategy_name};
 use crate::exit::{CliError, Exit};
 use crate::flags;
 use crate::output::outcome_name;

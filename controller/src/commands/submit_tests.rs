@@ -419,7 +419,7 @@ async fn promote_and_abort_are_signed_action_jobs_and_exit_0_on_success() {
         assert!(
             job.job_id.starts_with(&format!(
                 "web-{}-",
-                crate::commands::job::spec::action_name(action)
+                gantry_policy::job::action_name(action)
             )),
             "{}",
             job.job_id

@@ -2,10 +2,10 @@
 //! `Release.rollout` (only what was given; zero means the agent's default), and back to text
 //! and JSON for `job show`.
 
+use gantry_policy::job::strategy_name;
 use gantry_proto::v1::{Analysis, CanaryStep, Rollout, Strategy};
 use serde_json::json;
 
-use super::spec::strategy_name;
 use crate::cli::RolloutArgs;
 use crate::flags::{self, FlagError};
 

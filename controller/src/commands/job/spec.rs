@@ -9,6 +9,8 @@ use gantry_proto::v1::{
     Action, ExecProbe, HealthCheck, HttpProbe, Job, Release, Strategy, TcpProbe, health_check,
 };
 
+use gantry_policy::job::{self, StrategyKind};
+
 use crate::cli::JobSpecArgs;
 use crate::flags::{self, FlagError};
 
@@ -54,55 +56,25 @@ pub fn hash_file(path: &Path) -> std::io::Result<ArtifactInfo> {
 ///
 /// [`FlagError`] for `--action`.
 pub fn parse_action(raw: &str) -> Result<Action, FlagError> {
-    match raw {
-        "deploy" => Ok(Action::Deploy),
-        "rollback" => Ok(Action::Rollback),
-        "restart" => Ok(Action::Restart),
-        "stop" => Ok(Action::Stop),
-        "promote" => Ok(Action::Promote),
-        "abort" => Ok(Action::Abort),
-        other => Err(FlagError::new(
+    job::Action::parse(raw).map(job::Action::to_wire).ok_or_else(|| {
+        let names: Vec<&str> = job::Action::ALL.iter().map(|a| a.as_str()).collect();
+        FlagError::new(
             "--action",
-            format!("{other:?} is not one of deploy, rollback, restart, stop, promote, abort"),
-        )),
-    }
-}
-
-/// The lowercase name of an action.
-pub fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Unspecified => "unspecified",
-        Action::Deploy => "deploy",
-        Action::Rollback => "rollback",
-        Action::Restart => "restart",
-        Action::Stop => "stop",
-        Action::Promote => "promote",
-        Action::Abort => "abort",
-    }
-}
-
-/// The name of a strategy.
-pub fn strategy_name(s: Strategy) -> &'static str {
-    match s {
-        Strategy::Unspecified => "unspecified",
-        Strategy::Hot => "hot",
-        Strategy::Rolling => "rolling",
-        Strategy::BlueGreen => "blue-green",
-        Strategy::Canary => "canary",
-    }
+            format!("{raw:?} is not one of {}", names.join(", ")),
+        )
+    })
 }
 
 fn parse_strategy(raw: &str) -> Result<Strategy, FlagError> {
-    match raw {
-        "hot" => Ok(Strategy::Hot),
-        "rolling" => Ok(Strategy::Rolling),
-        "blue-green" => Ok(Strategy::BlueGreen),
-        "canary" => Ok(Strategy::Canary),
-        other => Err(FlagError::new(
-            "--strategy",
-            format!("{other:?} is not one of hot, rolling, blue-green, canary"),
-        )),
-    }
+    StrategyKind::parse(raw)
+        .map(StrategyKind::to_wire)
+        .ok_or_else(|| {
+            let names: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.as_str()).collect();
+            FlagError::new(
+                "--strategy",
+                format!("{raw:?} is not one of {}", names.join(", ")),
+            )
+        })
 }
 
 /// Parses `http:/PATH[=STATUS]`, `tcp` or `exec:CMD ARGS...`.
@@ -311,7 +283,7 @@ pub fn build_job(
         None => {
             let what = version
                 .as_ref()
-                .map_or_else(|| action_name(action).to_owned(), ToString::to_string);
+                .map_or_else(|| job::action_name(action).to_owned(), ToString::to_string);
             default_job_id(&spec.app, &what, now)
         }
     };

@@ -6,7 +6,7 @@ use gantry_proto::v1::{Action, health_check};
 
 use super::spec::{ArtifactInfo, build_job, parse_probe};
 use super::*;
-use crate::cli::JobSpecArgs;
+use crate::cli::{JobSignArgs, JobSpecArgs};
 
 fn spec() -> JobSpecArgs {
     JobSpecArgs {
@@ -319,7 +319,7 @@ fn approve_adds_a_signature_and_refuses_a_second_by_the_same_key() {
     assert_eq!(JobFile::read(&path).unwrap().signed.signatures.len(), 1);
 }
 
-fn lines_of(reqs: &[gantry_agent::admission::explain::Requirement]) -> Vec<(&str, bool)> {
+fn lines_of(reqs: &[gantry_policy::admission::explain::Requirement]) -> Vec<(&str, bool)> {
     reqs.iter().map(|r| (r.name, r.met)).collect()
 }
 
@@ -332,7 +332,7 @@ fn show_policy_says_what_is_met_and_what_is_missing() {
     let (old, _, _) = keys::write_keypair(&dir.path().join("old")).unwrap();
     let policy = policy_file(dir.path(), 1);
     // No TLS files exist: only the keys and apps are read.
-    let cfg = gantry_agent::config::Config::load_policy_only(&policy).unwrap();
+    let cfg = gantry_policy::config::Config::load_policy_only(&policy).unwrap();
 
     // Deployer only: the approval is missing.
     f.sign(&path, &ci).unwrap();

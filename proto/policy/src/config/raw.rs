@@ -4,13 +4,20 @@
 //! everywhere, so a misspelt key is an error, never a silently ignored setting). Durations,
 //! port ranges, addresses and paths stay strings so that [`super::Config::load`] can check them
 //! all and report every problem with its entry name at once.
+//!
+//! The same types write a config: [`RawConfig::new`] and [`RawApp::new`] start from the
+//! layout that `gantry quickstart` and the tests use, fields are set directly, and
+//! [`RawConfig::to_toml`] renders the file. Tests, benchmarks and the quickstart thus write the
+//! agent's TOML through the types the agent reads it with, never through a text template.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::job::Action;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// This agent's name; must be a DNS name (it is a SAN of the agent's certificate).
@@ -36,7 +43,7 @@ pub struct RawConfig {
 }
 
 /// `[tls]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// CA that client certificates must chain to.
@@ -54,7 +61,7 @@ pub struct RawTls {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
     /// The agent's own Ed25519 key (PKCS#8 PEM, mode 0600), signs checkpoints.
@@ -82,7 +89,7 @@ impl Default for RawAudit {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     /// Largest encoded job accepted.
@@ -120,7 +127,7 @@ impl Default for RawLimits {
 }
 
 /// One `[[keys]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     /// A label for messages and the policy report.
@@ -131,21 +138,21 @@ pub struct RawKey {
     #[serde(default)]
     pub roles: Vec<String>,
     /// RFC 3339 UTC time before which the key's signatures do not count.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
     /// RFC 3339 UTC time from which the key's signatures no longer count.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
     /// A revoked key's signatures never count.
     #[serde(default)]
     pub revoked: bool,
     /// Why it was revoked (shown in rejections and the policy report).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_reason: Option<String>,
 }
 
 /// One `[apps.NAME]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApp {
     /// Unix user the instances run as.
@@ -167,19 +174,20 @@ pub struct RawApp {
     /// Whether the deployer's own key may count as one of the approvals (default: never).
     #[serde(default)]
     pub deployer_may_approve: bool,
+    /// `IP:port` of the app's front door (or nginx's address with `[apps.NAME.nginx]`).
+    // Before `allow`: a TOML table's plain values are written before its sub-tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
     /// Action → roles that may do it.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,
-    /// `IP:port` of the app's front door (or nginx's address with `[apps.NAME.nginx]`).
-    #[serde(default)]
-    pub listen: Option<String>,
     /// Use an existing nginx instead of the built-in front door.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx: Option<RawNginx>,
 }
 
 /// `[apps.NAME.nginx]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNginx {
     /// The upstream file the agent writes (nginx's config includes it).
@@ -187,10 +195,10 @@ pub struct RawNginx {
     /// Program and arguments that reload nginx.
     pub reload_command: Vec<String>,
     /// Program and arguments that check nginx's config before a reload.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_command: Option<Vec<String>>,
     /// nginx's pid file: an apply waits until the master has started new workers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<String>,
 }
 
@@ -200,4 +208,111 @@ fn default_max_instances() -> u32 {
 
 fn default_stop_timeout() -> String {
     "10s".to_owned()
+}
+
+impl RawConfig {
+    /// A config for agent `agent_id` in the usual layout, paths relative to the file: listen
+    /// on `127.0.0.1:0`, data in `data/`, TLS files in `pki/` (`ca.pem`, `agent.pem`,
+    /// `agent.key`), the audit signing key `keys/agent.key`, default audit settings and
+    /// limits, and no controllers, keys or apps yet.
+    pub fn new(agent_id: &str) -> Self {
+        Self {
+            agent_id: agent_id.to_owned(),
+            listen: "127.0.0.1:0".to_owned(),
+            data_dir: "data".to_owned(),
+            tls: RawTls {
+                ca: "pki/ca.pem".to_owned(),
+                cert: "pki/agent.pem".to_owned(),
+                key: "pki/agent.key".to_owned(),
+                client_names: Vec::new(),
+                client_fingerprints: Vec::new(),
+            },
+            audit: RawAudit::default(),
+            limits: RawLimits::default(),
+            keys: Vec::new(),
+            apps: BTreeMap::new(),
+        }
+    }
+
+    /// Admits controllers whose certificate names `name` (`tls.client_names`).
+    #[must_use]
+    pub fn client_name(mut self, name: &str) -> Self {
+        self.tls.client_names.push(name.to_owned());
+        self
+    }
+
+    /// Admits the controller certificate with this SHA-256 fingerprint
+    /// (`tls.client_fingerprints`).
+    #[must_use]
+    pub fn client_fingerprint(mut self, fingerprint: &str) -> Self {
+        self.tls.client_fingerprints.push(fingerprint.to_owned());
+        self
+    }
+
+    /// Trusts the public key in file `public_key` as `name`, with `roles` (`[[keys]]`).
+    #[must_use]
+    pub fn key(mut self, name: &str, public_key: &str, roles: &[&str]) -> Self {
+        self.keys.push(RawKey {
+            name: name.to_owned(),
+            public_key: public_key.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            not_before: None,
+            not_after: None,
+            revoked: false,
+            revoked_reason: None,
+        });
+        self
+    }
+
+    /// Adds (or replaces) app `name` (`[apps.NAME]`).
+    #[must_use]
+    pub fn app(mut self, name: &str, app: RawApp) -> Self {
+        self.apps.insert(name.to_owned(), app);
+        self
+    }
+
+    /// The `[[keys]]` entry named `name`, to change it.
+    pub fn key_mut(&mut self, name: &str) -> Option<&mut RawKey> {
+        self.keys.iter_mut().find(|k| k.name == name)
+    }
+
+    /// The file's text.
+    ///
+    /// # Errors
+    ///
+    /// The TOML serializer's error (not expected for these types: every map key is a string
+    /// and every optional value is left out when unset).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}
+
+impl RawApp {
+    /// An app run as `user` on the ports `ports` (`"A-B"`), with the defaults of a file that
+    /// leaves everything else out: one instance, a 10 s stop timeout, no approvals, no router,
+    /// and nobody allowed to do anything yet.
+    pub fn new(user: &str, ports: &str) -> Self {
+        Self {
+            user: user.to_owned(),
+            allow_root: false,
+            ports: ports.to_owned(),
+            max_instances: default_max_instances(),
+            stop_timeout: default_stop_timeout(),
+            approvals: 0,
+            deployer_may_approve: false,
+            listen: None,
+            allow: BTreeMap::new(),
+            nginx: None,
+        }
+    }
+
+    /// Lets keys holding one of `roles` do `action` (`[apps.NAME.allow]`).
+    #[must_use]
+    pub fn allow(mut self, action: Action, roles: &[&str]) -> Self {
+        self.allow.insert(
+            action.as_str().to_owned(),
+            roles.iter().map(|r| (*r).to_owned()).collect(),
+        );
+        self
+    }
 }

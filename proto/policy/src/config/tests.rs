@@ -817,7 +817,7 @@ fn policy_report_shows_listen_and_router() {
 /// unit lets the agent read and write.
 #[test]
 fn the_example_config_agrees_with_the_systemd_unit() {
-    const UNIT: &str = include_str!("../../../deploy/gantry-agent.service");
+    const UNIT: &str = include_str!("../../../../deploy/gantry-agent.service");
     let directive = |name: &str| -> Vec<&str> {
         UNIT.lines()
             .filter_map(|l| l.strip_prefix(name)?.strip_prefix('='))
@@ -858,4 +858,41 @@ fn the_example_config_agrees_with_the_systemd_unit() {
     }
     assert!(cfg.tls.key.ends_with("pki/agent.key"));
     assert!(cfg.audit.signing_key.ends_with("keys/agent.key"));
+}
+
+#[test]
+fn a_built_config_is_what_the_loader_reads() {
+    let dir = fixture();
+    let mut raw = raw::RawConfig::new("agent-1")
+        .client_name("controller")
+        .key("ci", "keys/ci.pub", &["deployer"])
+        .key("rm", "keys/release-manager.pub", &["approver"])
+        .app(
+            "web",
+            raw::RawApp::new("nobody", "18000-18009")
+                .allow(Action::Deploy, &["deployer"])
+                .allow(Action::Rollback, &["deployer", "approver"]),
+        );
+    raw.limits.max_validity = "2h".to_owned();
+    if let Some(app) = raw.apps.get_mut("web") {
+        app.listen = Some("127.0.0.1:18080".to_owned());
+        app.max_instances = 2;
+        app.approvals = 1;
+    }
+    let text = raw.to_toml().unwrap();
+    let back: raw::RawConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back, raw, "{text}");
+
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(cfg.agent_id, "agent-1");
+    assert_eq!(cfg.limits.max_validity, std::time::Duration::from_secs(7200));
+    assert_eq!(cfg.tls.client_names, ["controller"]);
+    let web = &cfg.policy.apps[&AppName::new("web").unwrap()];
+    assert_eq!(web.approvals, 1);
+    assert_eq!(web.router, RouterConfig::FrontDoor);
+    assert_eq!(
+        web.roles_for(Action::Rollback).into_iter().collect::<Vec<_>>(),
+        ["approver", "deployer"]
+    );
+    assert!(web.roles_for(Action::Stop).is_empty());
 }

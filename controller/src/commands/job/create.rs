@@ -1,0 +1,92 @@
+//! `gantry job create`, `job sign` and `job approve`: make a job file, add signatures.
+
+use std::time::SystemTime;
+
+use gantry_proto::keys::SigningKey;
+
+use super::{JobError, JobFile, spec};
+use crate::cli::{JobCreateArgs, JobSignArgs};
+
+/// `gantry job create`.
+///
+/// # Errors
+///
+/// [`JobError`]: a bad flag, an unreadable artifact, an unwritable file.
+pub fn create(args: &JobCreateArgs) -> Result<(), JobError> {
+    let artifact = args
+        .artifact
+        .as_deref()
+        .map(|p| {
+            spec::hash_file(p).map_err(|source| JobError::ReadArtifact {
+                path: p.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+    let job = spec::build_job(
+        &args.agent_id,
+        &args.spec,
+        artifact.as_ref(),
+        SystemTime::now(),
+    )?;
+    let file = JobFile::new(job);
+    file.write(&args.out)?;
+    println!("wrote job {} to {}", file.job.job_id, args.out.display());
+    println!("digest: {}", file.digest());
+    println!("next: gantry job sign --key KEY {}", args.out.display());
+    Ok(())
+}
+
+/// `gantry job sign`.
+///
+/// # Errors
+///
+/// [`JobError`]: unreadable job or key, duplicate signature, unwritable file.
+pub fn sign(args: &JobSignArgs) -> Result<(), JobError> {
+    let mut file = JobFile::read(&args.job)?;
+    let key = SigningKey::read_pem_file(&args.key)?;
+    file.sign(&args.job, &key)?;
+    file.write(&args.job)?;
+    println!(
+        "signed job {} with key {} ({} signature{})",
+        file.job.job_id,
+        key.key_id(),
+        file.signed.signatures.len(),
+        if file.signed.signatures.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    Ok(())
+}
+
+/// `gantry job approve`: adds an approval signature (the same signature as `job sign`; the
+/// agent counts it as an approval when the key holds the `approver` role).
+///
+/// # Errors
+///
+/// [`JobError`]: unreadable job or key, the key signed already, unwritable file.
+pub fn approve(args: &JobSignArgs) -> Result<(), JobError> {
+    let mut file = JobFile::read(&args.job)?;
+    let key = SigningKey::read_pem_file(&args.key)?;
+    file.sign(&args.job, &key)?;
+    file.write(&args.job)?;
+    print!("{}", approve_text(&file, &key.key_id().to_string()));
+    Ok(())
+}
+
+/// What `job approve` prints.
+pub fn approve_text(file: &JobFile, key_id: &str) -> String {
+    let n = file.signed.signatures.len();
+    format!(
+        "approved job {} with key {key_id}\n\
+         this is an approval: it counts towards the app's approvals if the agent's policy gives \
+         this key the \"approver\" role (never as the deployer's own signature unless \
+         deployer_may_approve = true)\n\
+         the job now has {n} signature{}\n",
+        file.job.job_id,
+        if n == 1 { "" } else { "s" }
+    )
+}
+

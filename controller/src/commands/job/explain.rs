@@ -1,0 +1,91 @@
+//! `gantry job show --policy`: which requirements of an agent's policy a job file meets.
+//!
+//! The checks are the agent's own ([`gantry_policy::admission::explain`]), so what is
+//! explained here is what the agent enforces.
+
+use std::path::Path;
+
+use gantry_policy::admission::SignatureIn;
+use gantry_policy::admission::explain::{Requirement, explain};
+use gantry_policy::config::Config;
+use serde_json::json;
+
+use super::JobFile;
+
+/// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
+pub fn evaluate(
+    file: &JobFile,
+    cfg: &Config,
+    now: i64,
+) -> Vec<Requirement> {
+    let sigs: Vec<SignatureIn> = file
+        .signed
+        .signatures
+        .iter()
+        .map(|s| SignatureIn {
+            key_id_hint: s.key_id.clone(),
+            sig: s.sig.clone(),
+        })
+        .collect();
+    explain(
+        &cfg.policy,
+        &cfg.limits,
+        &cfg.agent_id,
+        &file.signed.job,
+        &sigs,
+        now,
+    )
+}
+
+/// The `--policy` section of `job show`: each requirement, met or missing, then a verdict.
+pub fn policy_text(
+    path: &Path,
+    cfg: &Config,
+    reqs: &[Requirement],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "policy     {} (agent {})",
+        path.display(),
+        cfg.agent_id
+    );
+    let width = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    for r in reqs {
+        let mark = if r.met { "met    " } else { "MISSING" };
+        let _ = writeln!(out, "  {mark}  {:<width$}  {}", r.name, r.detail);
+    }
+    let missing = reqs.iter().filter(|r| !r.met).count();
+    if missing == 0 {
+        out.push_str(
+            "verdict    the agent's policy admits this job (the agent still checks replay, \
+             downgrade and a busy app)\n",
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "verdict    {missing} requirement(s) missing: the agent would reject this job"
+        );
+    }
+    out
+}
+
+/// The `--policy` section as JSON.
+pub fn policy_json(
+    path: &Path,
+    cfg: &Config,
+    reqs: &[Requirement],
+) -> serde_json::Value {
+    let items: Vec<_> = reqs
+        .iter()
+        .map(|r| json!({"name": r.name, "met": r.met, "detail": r.detail}))
+        .collect();
+    json!({
+        "config": path.display().to_string(),
+        "agent_id": cfg.agent_id,
+        "admissible": reqs.iter().all(|r| r.met),
+        "requirements": items,
+    })
+}
+
