@@ -19,7 +19,6 @@
 //! `cargo bench -p gantry-agent --bench admission`. Files go under `GANTRY_BENCH_DIR` if set,
 //! else under cargo's target tmp dir (not /tmp, which may be a tmpfs where fsync is free).
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +28,8 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use gantry_agent::admission::policy::verify_signers;
 use gantry_agent::admission::{Admission, AppView, SignatureIn};
 use gantry_agent::config::Config;
-use gantry_agent::job::AppName;
+use gantry_agent::config::raw::{RawApp, RawConfig};
+use gantry_agent::job::{Action, AppName};
 use gantry_proto::envelope::sign_job;
 use gantry_proto::keys::{SigningKey, write_keypair};
 use gantry_proto::v1;
@@ -72,52 +72,20 @@ fn write_config(dir: &Path, keys: usize) -> (PathBuf, SigningKey) {
     }
     write_keypair(&dir.join("keys/agent")).expect("agent key");
     let (deployer, _, _) = write_keypair(&dir.join("keys/deployer")).expect("deployer key");
-    let mut text = format!(
-        r#"agent_id = "{AGENT_ID}"
-listen = "127.0.0.1:0"
-data_dir = "data"
-
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/agent.pem"
-key = "pki/agent.key"
-client_names = ["controller"]
-
-[audit]
-signing_key = "keys/agent.key"
-
-[limits]
-max_validity = "1h"
-
-[[keys]]
-name = "deployer"
-public_key = "keys/deployer.pub"
-roles = ["deployer"]
-"#
-    );
+    let mut raw = RawConfig::new(AGENT_ID)
+        .client_name("controller")
+        .key("deployer", "keys/deployer.pub", &["deployer"]);
     for i in 1..keys {
         write_keypair(&dir.join(format!("keys/approver{i}"))).expect("approver key");
-        write!(
-            text,
-            "\n[[keys]]\nname = \"approver{i}\"\npublic_key = \"keys/approver{i}.pub\"\nroles = [\"approver\"]\n"
-        )
-        .expect("format");
+        raw = raw.key(
+            &format!("approver{i}"),
+            &format!("keys/approver{i}.pub"),
+            &["approver"],
+        );
     }
-    write!(
-        text,
-        r#"
-[apps.{APP}]
-user = "{user}"
-ports = "18000-18009"
-max_instances = 4
-approvals = 0
-
-[apps.{APP}.allow]
-deploy = ["deployer"]
-"#,
-        user = app_user()
-    )
-    .expect("format");
+    let mut app = RawApp::new(&app_user(), "18000-18009").allow(Action::Deploy, &["deployer"]);
+    app.max_instances = 4;
+    let text = raw.app(APP, app).to_toml().expect("render the config");
     let path = dir.join("agent.toml");
     fs::write(&path, text).expect("write the config");
     (path, deployer)

@@ -19,11 +19,15 @@
 //!
 //! [`daemon`] assembles them for `gantry-agent run`.
 //!
-//! Beside the flow: [`config`] (the agent's TOML, validated), [`fsguard`] (start-up checks of
-//! key, config and data-dir ownership, modes and symlinks), [`job`] (domain types of a job),
-//! [`keys`](gantry_proto::keys) come from `gantry-proto`, [`cli`] (the operator commands),
-//! [`secrets`] (keyed hashes of secret env values for the audit log), [`telemetry`] and
-//! [`shutdown`].
+//! Beside the flow: [`fsguard`] (start-up checks of key, config and data-dir ownership, modes
+//! and symlinks), [`cli`] (the operator commands), [`secrets`] (keyed hashes of secret env
+//! values for the audit log), [`telemetry`] and [`shutdown`].
+//!
+//! Shared with the controller, from the `gantry-policy` crate and re-exported here under
+//! their old paths: [`job`] (domain types of a job and their names), [`config`] (the agent's
+//! TOML, validated, and the policy report), and the pure checks that [`admission`] runs
+//! (`admission::{decode, policy, window, explain}`, `AdmissionError`). [`keys`](gantry_proto::keys)
+//! come from `gantry-proto`.
 
 pub mod admission;
 pub mod artifact;

@@ -1,6 +1,5 @@
 //! One test's world: a temp dir with throw-away PKI, Ed25519 keys and an `agent.toml`.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -10,6 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use gantry_policy::config::raw::{RawApp, RawConfig, RawNginx};
+use gantry_policy::job::Action;
 use nix::unistd::{Uid, User};
 
 use crate::bins;
@@ -288,93 +289,52 @@ impl TestEnv {
     ///
     /// When the file cannot be written.
     pub fn write_config(&mut self) -> anyhow::Result<()> {
-        let text = self.config_text();
+        self.write_raw_config(&self.raw_config())
+    }
+
+    /// Writes `raw` as this environment's `agent.toml` (a test's edit of [`Self::raw_config`]).
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be rendered or written.
+    pub fn write_raw_config(&self, raw: &RawConfig) -> anyhow::Result<()> {
+        let text = raw.to_toml().context("cannot render agent.toml")?;
         fs::write(&self.config, text)
             .with_context(|| format!("cannot write {}", self.config.display()))
     }
 
-    /// The `agent.toml` this environment uses.
-    pub fn config_text(&self) -> String {
+    /// The `agent.toml` this environment uses, as the agent's own config types.
+    pub fn raw_config(&self) -> RawConfig {
         let o = &self.options;
-        let mut t = String::new();
-        let _ = write!(
-            t,
-            r#"agent_id = "{agent_id}"
-listen = "127.0.0.1:0"
-data_dir = "data"
+        let mut raw = RawConfig::new(&self.agent_id)
+            .client_name("controller")
+            .key("deployer", "keys/deployer.pub", &["deployer"])
+            .key("approver", "keys/approver.pub", &["approver"])
+            .key("viewer", "keys/viewer.pub", &["viewer"]);
+        raw.audit.checkpoint_every = o.checkpoint_every;
+        raw.audit.min_free_bytes = 1024 * 1024;
+        raw.limits.max_job_bytes = u64::try_from(o.max_job_bytes).unwrap_or(u64::MAX);
+        raw.limits.max_artifact_bytes = o.max_artifact_bytes;
+        raw.limits.max_validity.clone_from(&o.max_validity);
 
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/agent.pem"
-key = "pki/agent.key"
-client_names = ["controller"]
-
-[audit]
-signing_key = "keys/agent.key"
-checkpoint_every = {checkpoint_every}
-checkpoint_interval = "60s"
-max_file_bytes = 67108864
-min_free_bytes = 1048576
-
-[limits]
-max_job_bytes = {max_job_bytes}
-max_artifact_bytes = {max_artifact_bytes}
-max_validity = "{max_validity}"
-clock_skew = "30s"
-releases_kept = 5
-
-[[keys]]
-name = "deployer"
-public_key = "keys/deployer.pub"
-roles = ["deployer"]
-
-[[keys]]
-name = "approver"
-public_key = "keys/approver.pub"
-roles = ["approver"]
-
-[[keys]]
-name = "viewer"
-public_key = "keys/viewer.pub"
-roles = ["viewer"]
-
-[apps.web]
-user = "{user}"
-allow_root = false
-ports = "{first}-{last}"
-max_instances = {max_instances}
-stop_timeout = "{stop_timeout}"
-approvals = {approvals}
-{listen}
-[apps.web.allow]
-deploy = ["deployer"]
-rollback = ["deployer"]
-restart = ["deployer"]
-stop = ["deployer"]
-{rollout_allow}{nginx}"#,
-            agent_id = self.agent_id,
-            checkpoint_every = o.checkpoint_every,
-            max_job_bytes = o.max_job_bytes,
-            max_artifact_bytes = o.max_artifact_bytes,
-            max_validity = o.max_validity,
-            user = self.app_user,
-            first = self.ports.start(),
-            last = self.ports.end(),
-            max_instances = o.ports,
-            stop_timeout = o.stop_timeout,
-            approvals = o.approvals,
-            listen = self
-                .listen
-                .map(|a| format!("listen = \"{a}\"\n"))
-                .unwrap_or_default(),
-            rollout_allow = if self.listen.is_some() {
-                "promote = [\"deployer\"]\nabort = [\"deployer\"]\n"
-            } else {
-                ""
-            },
-            nginx = self.nginx.as_ref().map(nginx_section).unwrap_or_default(),
+        let mut web = RawApp::new(
+            &self.app_user,
+            &format!("{}-{}", self.ports.start(), self.ports.end()),
         );
-        t
+        web.max_instances = u32::from(o.ports);
+        web.stop_timeout.clone_from(&o.stop_timeout);
+        web.approvals = o.approvals;
+        web.listen = self.listen.map(|a| a.to_string());
+        web = [Action::Deploy, Action::Rollback, Action::Restart, Action::Stop]
+            .into_iter()
+            .fold(web, |app, action| app.allow(action, &["deployer"]));
+        if self.listen.is_some() {
+            web = web
+                .allow(Action::Promote, &["deployer"])
+                .allow(Action::Abort, &["deployer"]);
+        }
+        web.nginx = self.nginx.as_ref().map(nginx_section);
+        raw.app("web", web)
     }
 
     /// The port of instance `index` of `web`.
@@ -470,24 +430,23 @@ impl Drop for TestEnv {
 
 /// `[apps.web.nginx]`: the upstream file, and `nginx -s reload` / `nginx -t` on the test's
 /// own config (never the system's).
-fn nginx_section(n: &NginxFiles) -> String {
+fn nginx_section(n: &NginxFiles) -> RawNginx {
     let argv = |head: &[&str]| {
         let program = crate::nginx::binary().unwrap_or_else(|| PathBuf::from("nginx"));
-        let mut v = vec![format!("{:?}", program.to_string_lossy())];
-        v.extend(head.iter().map(|s| format!("{s:?}")));
+        let mut v = vec![program.to_string_lossy().into_owned()];
+        v.extend(head.iter().map(|s| (*s).to_owned()));
         for (flag, path) in [("-p", &n.dir), ("-c", &n.conf), ("-e", &n.error_log)] {
-            v.push(format!("{flag:?}"));
-            v.push(format!("{:?}", path.to_string_lossy()));
+            v.push(flag.to_owned());
+            v.push(path.to_string_lossy().into_owned());
         }
-        format!("[{}]", v.join(", "))
+        v
     };
-    format!(
-        "\n[apps.web.nginx]\nupstream_file = {:?}\nreload_command = {}\ncheck_command = {}\npid_file = {:?}\n",
-        n.upstream.to_string_lossy(),
-        argv(&["-s", "reload"]),
-        argv(&["-t", "-q"]),
-        n.pid.to_string_lossy(),
-    )
+    RawNginx {
+        upstream_file: n.upstream.to_string_lossy().into_owned(),
+        reload_command: argv(&["-s", "reload"]),
+        check_command: Some(argv(&["-t", "-q"])),
+        pid_file: Some(n.pid.to_string_lossy().into_owned()),
+    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64, bool)>) {

@@ -234,8 +234,8 @@ mod tests {
             ),
         )
         .unwrap();
-        let text = fs::read_to_string(&env.config).unwrap();
-        let reload: toml_line::Argv = toml_line::argv(&text, "reload_command");
+        let raw = env.raw_config();
+        let reload = &raw.apps["web"].nginx.as_ref().unwrap().reload_command;
         let mut cmd = Command::new(&reload[0]);
         cmd.args(&reload[1..]);
         process::run(cmd, Duration::from_secs(30))
@@ -245,22 +245,5 @@ mod tests {
             fetch_version(listen, timeout).is_ok_and(|v| v == "2.0.0")
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", nginx.log_tail()));
-    }
-
-    /// Just enough TOML to read an argv array back from the generated config.
-    mod toml_line {
-        pub type Argv = Vec<String>;
-
-        pub fn argv(text: &str, key: &str) -> Argv {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(&format!("{key} = ")))
-                .unwrap();
-            let inner = line.split_once('[').unwrap().1.rsplit_once(']').unwrap().0;
-            inner
-                .split("\", \"")
-                .map(|s| s.trim_matches('"').to_owned())
-                .collect()
-        }
     }
 }

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gantry_policy::config::raw::RawConfig;
 use gantry_proto::audit_chain::{GENESIS_PREV, line_hash};
 use gantry_proto::envelope::sign_job;
 use gantry_proto::keys::SigningKey;
@@ -41,13 +42,15 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        Rig::with_options(Options::default(), |t| t)
+        Rig::with_options(Options::default(), |_| {})
     }
 
-    /// An agent on `options`, its `agent.toml` passed through `edit` first.
-    fn with_options(options: Options, edit: impl FnOnce(String) -> String) -> Rig {
+    /// An agent on `options`, its `agent.toml` changed by `edit` first.
+    fn with_options(options: Options, edit: impl FnOnce(&mut RawConfig)) -> Rig {
         let env = TestEnv::with_options(options).unwrap();
-        fs::write(&env.config, edit(env.config_text())).unwrap();
+        let mut raw = env.raw_config();
+        edit(&mut raw);
+        env.write_raw_config(&raw).unwrap();
         let agent = Agent::start(&env).unwrap();
         let ctl = Controller::new(&env, &agent);
         let artifact = make_artifact(&env, "1.0.0", "").unwrap();
@@ -615,7 +618,7 @@ fn message_at_limit_minus_1_limit_and_limit_plus_1() {
             max_job_bytes: LIMIT,
             ..Options::default()
         },
-        |t| t,
+        |_| {},
     );
     let base = rig.raw_job("sized", &[]);
     let data = fs::read(&rig.artifact).unwrap();
@@ -666,15 +669,11 @@ fn message_at_limit_minus_1_limit_and_limit_plus_1() {
 
 #[test]
 fn key_revoked_in_policy() {
-    let rig = Rig::with_options(Options::default(), |t| {
-        let entry =
-            "name = \"deployer\"\npublic_key = \"keys/deployer.pub\"\nroles = [\"deployer\"]\n";
-        assert!(t.contains(entry), "{t}");
-        t.replacen(
-            entry,
-            &format!("{entry}revoked = true\nrevoked_reason = \"laptop stolen\"\n"),
-            1,
-        )
+    let rig = Rig::with_options(Options::default(), |raw| {
+        let deployer = raw.key_mut("deployer").unwrap();
+        assert_eq!(deployer.public_key, "keys/deployer.pub");
+        deployer.revoked = true;
+        deployer.revoked_reason = Some("laptop stolen".to_owned());
     });
     let before = rig.env.apps_snapshot();
     let job = rig.create_signed("revoked", &[]);
@@ -690,7 +689,7 @@ fn approval_quorum() {
             approvals: 1,
             ..Options::default()
         },
-        |t| t,
+        |_| {},
     );
     let before = rig.env.apps_snapshot();
     let alone = rig.create_signed("alone", &["--job-id", "alone-1"]);
@@ -709,13 +708,11 @@ fn approval_quorum() {
     // (The agent refuses a quorum that no set of configured keys can meet, so the viewer key
     // becomes a second approver.)
     rig.env.options.approvals = 2;
-    let text = rig.env.config_text().replacen(
-        "roles = [\"viewer\"]",
-        "roles = [\"viewer\", \"approver\"]",
-        1,
-    );
-    assert!(text.contains("\"viewer\", \"approver\""), "{text}");
-    fs::write(&rig.env.config, text).unwrap();
+    let mut raw = rig.env.raw_config();
+    let viewer = raw.key_mut("viewer").unwrap();
+    viewer.roles.push("approver".to_owned());
+    assert_eq!(viewer.roles, ["viewer", "approver"]);
+    rig.env.write_raw_config(&raw).unwrap();
     rig.restart();
     let doubled = rig.create_signed("doubled", &["--job-id", "doubled-1"]);
     rig.approve(&doubled, &rig.env.keys.approver);
@@ -743,17 +740,10 @@ fn rig_with_a_stolen_certificate() -> (
     tokio::runtime::Runtime,
     AgentClient<tonic::transport::Channel>,
 ) {
-    let rig = Rig::with_options(Options::default(), |t| {
-        t.replacen(
-            "client_names = [\"controller\"]",
-            "client_names = [\"controller\", \"stolen-controller\"]",
-            1,
-        )
-        .replacen(
-            "releases_kept = 5\n",
-            "releases_kept = 5\nclient_rejections_burst = 5\nclient_rejections_per_second = 1\n",
-            1,
-        )
+    let rig = Rig::with_options(Options::default(), |raw| {
+        raw.tls.client_names.push("stolen-controller".to_owned());
+        raw.limits.client_rejections_burst = 5;
+        raw.limits.client_rejections_per_second = 1;
     });
     let config = fs::read_to_string(&rig.env.config).unwrap();
     assert!(
@@ -941,12 +931,8 @@ fn replay_of_a_captured_valid_job_at_full_speed_is_paused() {
 /// later, one log line says so, and a closed connection frees its place.
 #[test]
 fn one_certificate_cannot_hold_more_connections_than_its_limit() {
-    let rig = Rig::with_options(Options::default(), |t| {
-        t.replacen(
-            "releases_kept = 5\n",
-            "releases_kept = 5\nclient_connections = 2\n",
-            1,
-        )
+    let rig = Rig::with_options(Options::default(), |raw| {
+        raw.limits.client_connections = 2;
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

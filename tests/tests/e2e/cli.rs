@@ -49,8 +49,10 @@ fn check_config_accepts_the_generated_config() {
 #[test]
 fn check_config_names_the_bad_entry() {
     let env = TestEnv::new().unwrap();
-    let text = env.config_text().replace(r#"ports = ""#, r#"ports = "9-"#);
-    std::fs::write(&env.config, text).unwrap();
+    let mut raw = env.raw_config();
+    let web = raw.apps.get_mut("web").unwrap();
+    web.ports = format!("9-{}", web.ports);
+    env.write_raw_config(&raw).unwrap();
     let config = env.config.to_string_lossy().into_owned();
     let out = env
         .agent_cmd(&["check-config", "--config", &config])

@@ -20,12 +20,11 @@ fn is_root() -> bool {
 
 /// Rewrites `agent.toml` with another `audit.min_free_bytes`.
 fn set_min_free_bytes(env: &TestEnv, bytes: u64) {
-    let text = env.config_text().replace(
-        "min_free_bytes = 1048576",
-        &format!("min_free_bytes = {bytes}"),
-    );
-    assert!(text.contains(&format!("min_free_bytes = {bytes}")));
-    fs::write(&env.config, text).unwrap();
+    let mut raw = env.raw_config();
+    raw.audit.min_free_bytes = bytes;
+    env.write_raw_config(&raw).unwrap();
+    let text = fs::read_to_string(&env.config).unwrap();
+    assert!(text.contains(&format!("min_free_bytes = {bytes}")), "{text}");
 }
 
 fn verify_audit(env: &TestEnv) -> gantry_tests::Output {
