@@ -10,7 +10,7 @@
 //!   yields a [`job::VerifiedJob`].
 //! * [`audit`]: the append-only, hash-chained, group-committed audit log with signed checkpoints.
 //! * [`executor`]: one job at a time per app; runs a [`strategy`] and publishes its events.
-//! * [`strategy`]: hot (and later rolling, blue-green, canary) deploys and their rollbacks.
+//! * [`strategy`]: hot, rolling, blue-green and canary deploys and their rollbacks.
 //! * [`supervisor`]: instance processes: spawn as the app's user, stop, restart, adopt.
 //! * [`artifact`]: the content-addressed store, safe unpacking, releases and `current`.
 //! * [`health`]: http, tcp and exec probes with thresholds and deadlines.
