@@ -72,9 +72,11 @@ fn write_config(dir: &Path, keys: usize) -> (PathBuf, SigningKey) {
     }
     write_keypair(&dir.join("keys/agent")).expect("agent key");
     let (deployer, _, _) = write_keypair(&dir.join("keys/deployer")).expect("deployer key");
-    let mut raw = RawConfig::new(AGENT_ID)
-        .client_name("controller")
-        .key("deployer", "keys/deployer.pub", &["deployer"]);
+    let mut raw = RawConfig::new(AGENT_ID).client_name("controller").key(
+        "deployer",
+        "keys/deployer.pub",
+        &["deployer"],
+    );
     for i in 1..keys {
         write_keypair(&dir.join(format!("keys/approver{i}"))).expect("approver key");
         raw = raw.key(

@@ -325,9 +325,14 @@ impl TestEnv {
         web.stop_timeout.clone_from(&o.stop_timeout);
         web.approvals = o.approvals;
         web.listen = self.listen.map(|a| a.to_string());
-        web = [Action::Deploy, Action::Rollback, Action::Restart, Action::Stop]
-            .into_iter()
-            .fold(web, |app, action| app.allow(action, &["deployer"]));
+        web = [
+            Action::Deploy,
+            Action::Rollback,
+            Action::Restart,
+            Action::Stop,
+        ]
+        .into_iter()
+        .fold(web, |app, action| app.allow(action, &["deployer"]));
         if self.listen.is_some() {
             web = web
                 .allow(Action::Promote, &["deployer"])

@@ -17,9 +17,9 @@ use crate::cli::{ActionArgs, ConnArgs, JobSpecArgs, QuickstartArgs, RolloutArgs}
 use crate::client::{Agent, ClientError, ConnSettings};
 use crate::commands::audit::{self, Verdict};
 use crate::commands::dev_pki::{self, DevPkiError};
+use crate::commands::job::action_job;
 use crate::commands::job::spec::{build_job, hash_file};
 use crate::commands::job::{JobError, JobFile};
-use crate::commands::job::action_job;
 use crate::commands::status;
 use crate::commands::submit::{SubmitError, ensure_artifact, submit_and_follow};
 use crate::exit::Exit;

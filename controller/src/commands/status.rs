@@ -9,10 +9,10 @@ use serde_json::json;
 
 use crate::cli::StatusArgs;
 use crate::client::{Agent, ConnSettings};
-use gantry_policy::job::{action_name, strategy_name};
 use crate::exit::{CliError, Exit};
 use crate::flags;
 use crate::output::outcome_name;
+use gantry_policy::job::{action_name, strategy_name};
 
 /// The agent's answer as JSON.
 pub fn status_json(s: &StatusResponse) -> serde_json::Value {

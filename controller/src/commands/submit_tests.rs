@@ -417,10 +417,8 @@ async fn promote_and_abort_are_signed_action_jobs_and_exit_0_on_success() {
         assert_eq!(job.release, None);
         assert_eq!(job.expires_at - job.not_before, 300);
         assert!(
-            job.job_id.starts_with(&format!(
-                "web-{}-",
-                gantry_policy::job::action_name(action)
-            )),
+            job.job_id
+                .starts_with(&format!("web-{}-", gantry_policy::job::action_name(action))),
             "{}",
             job.job_id
         );

@@ -111,8 +111,17 @@ mod tests {
 
     #[test]
     fn lowercase_labels_are_dns_names() {
-        for good in ["agent-1", "a", "web-1.prod.example.com", "1x", &"a".repeat(63)] {
-            assert_eq!(DnsName::new(good).map(|n| n.to_string()), Ok(good.to_owned()));
+        for good in [
+            "agent-1",
+            "a",
+            "web-1.prod.example.com",
+            "1x",
+            &"a".repeat(63),
+        ] {
+            assert_eq!(
+                DnsName::new(good).map(|n| n.to_string()),
+                Ok(good.to_owned())
+            );
         }
     }
 

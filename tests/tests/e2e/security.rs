@@ -24,7 +24,10 @@ fn set_min_free_bytes(env: &TestEnv, bytes: u64) {
     raw.audit.min_free_bytes = bytes;
     env.write_raw_config(&raw).unwrap();
     let text = fs::read_to_string(&env.config).unwrap();
-    assert!(text.contains(&format!("min_free_bytes = {bytes}")), "{text}");
+    assert!(
+        text.contains(&format!("min_free_bytes = {bytes}")),
+        "{text}"
+    );
 }
 
 fn verify_audit(env: &TestEnv) -> gantry_tests::Output {

@@ -89,4 +89,3 @@ pub fn approve_text(file: &JobFile, key_id: &str) -> String {
         if n == 1 { "" } else { "s" }
     )
 }
-

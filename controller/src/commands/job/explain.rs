@@ -13,11 +13,7 @@ use serde_json::json;
 use super::JobFile;
 
 /// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
-pub fn evaluate(
-    file: &JobFile,
-    cfg: &Config,
-    now: i64,
-) -> Vec<Requirement> {
+pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
     let sigs: Vec<SignatureIn> = file
         .signed
         .signatures
@@ -38,11 +34,7 @@ pub fn evaluate(
 }
 
 /// The `--policy` section of `job show`: each requirement, met or missing, then a verdict.
-pub fn policy_text(
-    path: &Path,
-    cfg: &Config,
-    reqs: &[Requirement],
-) -> String {
+pub fn policy_text(path: &Path, cfg: &Config, reqs: &[Requirement]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
@@ -72,11 +64,7 @@ pub fn policy_text(
 }
 
 /// The `--policy` section as JSON.
-pub fn policy_json(
-    path: &Path,
-    cfg: &Config,
-    reqs: &[Requirement],
-) -> serde_json::Value {
+pub fn policy_json(path: &Path, cfg: &Config, reqs: &[Requirement]) -> serde_json::Value {
     let items: Vec<_> = reqs
         .iter()
         .map(|r| json!({"name": r.name, "met": r.met, "detail": r.detail}))
@@ -88,4 +76,3 @@ pub fn policy_json(
         "requirements": items,
     })
 }
-

@@ -289,4 +289,3 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
         _ => Ok(()),
     }
 }
-

@@ -56,13 +56,15 @@ pub fn hash_file(path: &Path) -> std::io::Result<ArtifactInfo> {
 ///
 /// [`FlagError`] for `--action`.
 pub fn parse_action(raw: &str) -> Result<Action, FlagError> {
-    job::Action::parse(raw).map(job::Action::to_wire).ok_or_else(|| {
-        let names: Vec<&str> = job::Action::ALL.iter().map(|a| a.as_str()).collect();
-        FlagError::new(
-            "--action",
-            format!("{raw:?} is not one of {}", names.join(", ")),
-        )
-    })
+    job::Action::parse(raw)
+        .map(job::Action::to_wire)
+        .ok_or_else(|| {
+            let names: Vec<&str> = job::Action::ALL.iter().map(|a| a.as_str()).collect();
+            FlagError::new(
+                "--action",
+                format!("{raw:?} is not one of {}", names.join(", ")),
+            )
+        })
 }
 
 fn parse_strategy(raw: &str) -> Result<Strategy, FlagError> {

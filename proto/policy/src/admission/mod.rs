@@ -225,4 +225,3 @@ fn list_or(v: &[String], empty: &str) -> String {
         v.join(", ")
     }
 }
-

@@ -885,13 +885,18 @@ fn a_built_config_is_what_the_loader_reads() {
 
     let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(cfg.agent_id, "agent-1");
-    assert_eq!(cfg.limits.max_validity, std::time::Duration::from_secs(7200));
+    assert_eq!(
+        cfg.limits.max_validity,
+        std::time::Duration::from_secs(7200)
+    );
     assert_eq!(cfg.tls.client_names, ["controller"]);
     let web = &cfg.policy.apps[&AppName::new("web").unwrap()];
     assert_eq!(web.approvals, 1);
     assert_eq!(web.router, RouterConfig::FrontDoor);
     assert_eq!(
-        web.roles_for(Action::Rollback).into_iter().collect::<Vec<_>>(),
+        web.roles_for(Action::Rollback)
+            .into_iter()
+            .collect::<Vec<_>>(),
         ["approver", "deployer"]
     );
     assert!(web.roles_for(Action::Stop).is_empty());
