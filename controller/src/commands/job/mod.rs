@@ -5,7 +5,7 @@
 //!
 //! * [`spec`]: flags to a `gantry.v1.Job` (stage two of parsing); [`rollout`]: its rollout part.
 //! * [`action`]: the action jobs (rollback, restart, stop, promote, abort).
-//! * [`file`]: the job file format ([`JobFile`]): read, write, sign.
+//! * [`file`](mod@file): the job file format ([`JobFile`]): read, write, sign.
 //! * [`create`](mod@create): `job create`, `job sign`, `job approve`.
 //! * [`show`](mod@show): `job show`, as text or JSON.
 //! * [`explain`]: `job show --policy`: the job against an agent's policy, with the agent's own
