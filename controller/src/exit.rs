@@ -1,15 +1,12 @@
-//! Exit codes (a contract, see DESIGN "Commands") and the one error type `gantry` ends with.
+//! Exit codes (a contract, see DESIGN "Commands"): the leaf every command imports.
+//!
+//! 0 success; 1 the job failed or was rolled back; 2 a usage or input error, an agent that
+//! could not be reached, or one that failed on its side (not a refusal: its audit log is full,
+//! say, and the same job may pass later); 3 rejected by the agent.
 
 use std::process::ExitCode;
 
-use gantry_proto::keys::KeyError;
-
-use crate::client::ClientError;
-use crate::commands::audit::AuditError;
-use crate::commands::dev_pki::DevPkiError;
-use crate::commands::job::JobError;
-use crate::commands::quickstart::QuickstartError;
-use crate::commands::submit::SubmitError;
+use gantry_client::Fault;
 
 /// How `gantry` ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +15,7 @@ pub enum Exit {
     Success = 0,
     /// 1: the job failed, was rolled back or interrupted (or the audit log failed verification).
     JobFailed = 1,
-    /// 2: a usage or input error, or the agent could not be reached.
+    /// 2: a usage or input error, or the agent could not be reached or failed on its side.
     Usage = 2,
     /// 3: the agent rejected the request.
     Rejected = 3,
@@ -30,53 +27,24 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// Every error a command can end with.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// `keygen` and key files.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// `dev-pki`.
-    #[error(transparent)]
-    DevPki(#[from] DevPkiError),
-    /// Job files and flags.
-    #[error(transparent)]
-    Job(#[from] JobError),
-    /// Talking to the agent.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// Uploading, submitting and following jobs.
-    #[error(transparent)]
-    Submit(#[from] SubmitError),
-    /// `audit` and `status`.
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    /// `quickstart`.
-    #[error(transparent)]
-    Quickstart(#[from] QuickstartError),
-    /// The async runtime could not start.
-    #[error("cannot start the async runtime")]
-    Runtime(#[source] std::io::Error),
-}
-
-impl CliError {
-    /// The exit code for this error; every variant is mapped, with no catch-all.
-    pub fn exit(&self) -> Exit {
-        match self {
-            CliError::Key(_) | CliError::DevPki(_) | CliError::Runtime(_) => Exit::Usage,
-            CliError::Job(e) => e.exit(),
-            CliError::Client(e) => e.exit(),
-            CliError::Submit(e) => e.exit(),
-            CliError::Audit(e) => e.exit(),
-            CliError::Quickstart(e) => e.exit(),
+/// What a failure talking to an agent ends `gantry` with.
+impl From<Fault> for Exit {
+    fn from(f: Fault) -> Exit {
+        match f {
+            Fault::Input | Fault::Connection => Exit::Usage,
+            // Not 3: the agent did not judge the request; a retry may pass (exit 2 is what an
+            // agent out of reach gives too).
+            Fault::AgentFailed => Exit::Usage,
+            Fault::Refused => Exit::Rejected,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use gantry_client::connect::classify;
+
     use super::*;
-    use crate::flags::FlagError;
 
     #[test]
     fn exit_codes_are_the_contract() {
@@ -87,68 +55,62 @@ mod tests {
     }
 
     #[test]
-    fn every_error_maps_to_its_exit_code() {
-        let rejected = ClientError::Rejected {
-            op: "Submit",
-            agent_id: "a".into(),
-            code: tonic::Code::PermissionDenied,
-            message: "missing role".into(),
-        };
-        let cases: Vec<(CliError, Exit)> = vec![
-            (CliError::Key(KeyError::BadSignature), Exit::Usage),
-            (
-                CliError::DevPki(DevPkiError::Exists { path: "x".into() }),
-                Exit::Usage,
-            ),
-            (
-                CliError::Job(JobError::Flag(FlagError::new("--instances", "0"))),
-                Exit::Usage,
-            ),
-            (
-                CliError::Client(ClientError::MissingFlag {
-                    flag: "agent",
-                    env: "GANTRY_AGENT",
-                }),
-                Exit::Usage,
-            ),
-            (CliError::Client(rejected), Exit::Rejected),
-            (
-                CliError::Submit(SubmitError::ArtifactNeeded {
-                    sha256: "ab".into(),
-                    size: 1,
-                }),
-                Exit::Usage,
-            ),
-            (
-                CliError::Submit(SubmitError::Client(ClientError::Rejected {
-                    op: "Submit",
-                    agent_id: "a".into(),
-                    code: tonic::Code::FailedPrecondition,
-                    message: "expired".into(),
-                })),
-                Exit::Rejected,
-            ),
-            (
-                CliError::Audit(AuditError::Key(KeyError::BadSignature)),
-                Exit::Usage,
-            ),
-            (
-                CliError::Quickstart(QuickstartError::NoFreePorts),
-                Exit::Usage,
-            ),
-            (
-                CliError::Quickstart(QuickstartError::JobFailed {
-                    what: "deploy".into(),
-                    outcome: "failed".into(),
-                    reason: "unhealthy".into(),
-                    log: "l".into(),
-                }),
-                Exit::JobFailed,
-            ),
-            (CliError::Runtime(std::io::Error::other("x")), Exit::Usage),
-        ];
-        for (err, code) in cases {
-            assert_eq!(err.exit(), code, "{err}");
+    fn admission_statuses_are_rejections_exit_3() {
+        for code in [
+            tonic::Code::Unauthenticated,
+            tonic::Code::PermissionDenied,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::AlreadyExists,
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+            tonic::Code::ResourceExhausted,
+            tonic::Code::Aborted,
+            tonic::Code::OutOfRange,
+        ] {
+            let e = classify(
+                "Submit",
+                "127.0.0.1:1",
+                "a1",
+                tonic::Status::new(code, "no"),
+            );
+            assert_eq!(Exit::from(e.fault()), Exit::Rejected, "{code:?}");
+            assert!(e.to_string().contains("agent a1 refused Submit: no"), "{e}");
         }
+    }
+
+    #[test]
+    fn failures_on_the_agents_side_are_exit_2_not_3() {
+        for code in [
+            tonic::Code::Unavailable,
+            tonic::Code::Internal,
+            tonic::Code::DataLoss,
+            tonic::Code::Unknown,
+        ] {
+            let e = classify(
+                "Submit",
+                "127.0.0.1:1",
+                "a1",
+                tonic::Status::new(code, "audit log unavailable: disk full"),
+            );
+            assert_eq!(Exit::from(e.fault()), Exit::Usage, "{code:?}");
+            assert!(
+                e.to_string().contains("agent a1 failed Submit on its side")
+                    && e.to_string().contains("audit log unavailable: disk full"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_with_a_transport_cause_are_exit_2() {
+        let mut status = tonic::Status::unavailable("connection reset");
+        status.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
+        let e = classify("Submit", "127.0.0.1:1", "a1", status);
+        assert_eq!(Exit::from(e.fault()), Exit::Usage);
+        assert!(
+            e.to_string()
+                .starts_with("cannot reach agent at 127.0.0.1:1"),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Stage two of argument parsing: raw flag strings become typed values, or an error that names
 //! the flag (exit 2).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+pub use gantry_client::clock::unix_secs;
 
 /// A flag's value is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -267,14 +269,6 @@ pub fn rfc3339(flag: &'static str, raw: &str) -> Result<i64, FlagError> {
         )
     })?;
     Ok(unix_secs(t))
-}
-
-/// Seconds since the Unix epoch (negative before it).
-pub fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
 }
 
 /// Unix seconds as RFC 3339 UTC, or the number itself when out of range.

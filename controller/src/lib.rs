@@ -3,26 +3,34 @@
 //!
 //! # Layout
 //!
-//! * [`cli`]: clap flags, raw (stage one).
-//! * [`flags`]: raw flag strings to typed values, errors naming the flag (stage two).
-//! * [`client`]: the mTLS channel; gRPC statuses to typed errors (refusal vs. broken connection).
+//! Data flows down the list; a module imports only those below it. Talking to the agent
+//! (connect, sign, upload, submit, follow, witness) is the `gantry-client` crate; what is left
+//! here is the command line and how things look to people.
+//!
+//! * [`error`]: [`CliError`], every command's error, and its exit code (above the commands).
+//! * [`commands`]: one module per command; `run` dispatches to them. `submit` holds the steps
+//!   the job commands share: the client's upload and follow, shown through `output`.
+//! * [`conn`]: the connection flags to `gantry_client::ConnSettings`.
 //! * [`output`]: progress bars on a terminal, JSON lines with `--json`, plain lines otherwise.
-//! * [`witness`]: the newest signed audit checkpoint seen from each agent, kept on disk.
-//! * [`commands`]: one module per command; `run` dispatches to them.
-//! * [`exit`]: exit codes and the exhaustive error → exit code map.
+//! * [`flags`]: raw flag strings to typed values, errors naming the flag (stage two).
+//! * [`cli`]: clap flags, raw (stage one).
+//! * [`report`]: an error and its causes as people read them.
+//! * [`exit`]: the exit codes (a contract) and what each [`gantry_client::Fault`] exits with.
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
-pub mod client;
 pub mod commands;
+pub mod conn;
+pub mod error;
 pub mod exit;
 pub mod flags;
 pub mod output;
-pub mod witness;
+pub mod report;
 
 use cli::{AuditCommand, Cli, Command, JobCommand};
-use exit::{CliError, Exit};
+use error::CliError;
+use exit::Exit;
 
 /// Runs one parsed command line.
 ///
@@ -77,14 +85,15 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
 }
 
 /// Runs a command's future on a fresh runtime.
-fn block_on<F>(fut: F) -> Result<Exit, CliError>
+fn block_on<F, E>(fut: F) -> Result<Exit, CliError>
 where
-    F: std::future::Future<Output = Result<Exit, CliError>>,
+    F: std::future::Future<Output = Result<Exit, E>>,
+    E: Into<CliError>,
 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    rt.block_on(fut)
+    rt.block_on(fut).map_err(Into::into)
 }

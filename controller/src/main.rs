@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use gantry_controller::cli::Cli;
 use gantry_controller::exit::Exit;
+use gantry_controller::report;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -22,18 +23,7 @@ fn main() -> ExitCode {
     match gantry_controller::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut last = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                // Some wrappers (tonic's transport errors) repeat their cause's text.
-                let text = cause.to_string();
-                if text != last {
-                    eprintln!("  caused by: {text}");
-                }
-                last = text;
-                source = cause.source();
-            }
+            eprintln!("{}", report::error_block(&e));
             e.exit().into()
         }
     }

@@ -6,6 +6,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use gantry_client::follow::{FollowObserver, REATTACH_ATTEMPTS};
 use gantry_proto::v1::{Action, JobEvent, JobFinished, JobStep, Outcome, Strategy, job_event};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -283,6 +284,20 @@ impl Events {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A followed job's events, shown as they arrive.
+impl FollowObserver for Events {
+    fn event(&mut self, ev: &JobEvent) {
+        Events::event(self, ev);
+    }
+
+    fn reattaching(&mut self, job_id: &str, delay: Duration, attempt: u32) {
+        self.note(&format!(
+            "event stream of job {job_id} lost; re-attaching in {}ms (attempt {attempt} of {REATTACH_ATTEMPTS})",
+            delay.as_millis()
+        ));
     }
 }
 

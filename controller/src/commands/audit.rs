@@ -1,19 +1,23 @@
 //! `gantry audit tail` and `gantry audit verify`: the agent's audit log, checked on this side.
 
+use gantry_client::witness::{self, WitnessError};
+use gantry_client::{Agent, ClientError};
 use gantry_proto::audit_chain;
 use gantry_proto::keys::{KeyError, PublicKey};
 use gantry_proto::v1::{AuditLine, AuditTailRequest, InfoRequest};
 use tonic::Streaming;
 
 use crate::cli::{AuditTailArgs, AuditVerifyArgs};
-use crate::client::{Agent, ClientError, ConnSettings};
-use crate::exit::{CliError, Exit};
-use crate::witness::{self, WitnessError};
+use crate::conn::{self, ConnError};
+use crate::exit::Exit;
 
 /// Why the audit log could not be fetched or checked (a log that fails the check is not an
 /// error: it is reported and ends with exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The connection flags are incomplete.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
     /// Talking to the agent failed.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -32,7 +36,8 @@ impl AuditError {
     /// The exit code.
     pub fn exit(&self) -> Exit {
         match self {
-            AuditError::Client(e) => e.exit(),
+            AuditError::Conn(e) => e.exit(),
+            AuditError::Client(e) => e.fault().into(),
             AuditError::Key(_) | AuditError::Witness(_) => Exit::Usage,
             AuditError::AgentKey(_) => Exit::Rejected,
         }
@@ -72,9 +77,9 @@ pub fn readable(line: &str) -> String {
 ///
 /// # Errors
 ///
-/// [`CliError`].
-pub async fn tail(args: AuditTailArgs) -> Result<Exit, CliError> {
-    let settings = ConnSettings::from_args(&args.conn)?;
+/// [`AuditError`].
+pub async fn tail(args: AuditTailArgs) -> Result<Exit, AuditError> {
+    let settings = conn::settings(&args.conn)?;
     let agent = Agent::connect(&settings).await?;
     let req = AuditTailRequest {
         from_seq: 0,
@@ -190,18 +195,18 @@ pub fn verdict(
 ///
 /// # Errors
 ///
-/// [`CliError`]; a log that fails verification is exit 1, not an error.
-pub async fn verify(args: AuditVerifyArgs) -> Result<Exit, CliError> {
-    let settings = ConnSettings::from_args(&args.conn)?;
+/// [`AuditError`]; a log that fails verification is exit 1, not an error.
+pub async fn verify(args: AuditVerifyArgs) -> Result<Exit, AuditError> {
+    let settings = conn::settings(&args.conn)?;
     let key = match &args.pubkey {
-        Some(p) => Some(PublicKey::read_pem_file(p).map_err(AuditError::from)?),
+        Some(p) => Some(PublicKey::read_pem_file(p)?),
         None => None,
     };
-    let witnessed = witness::load(
-        &witness::state_dir().map_err(AuditError::from)?,
-        &settings.agent_id,
-    )
-    .map_err(AuditError::from)?;
+    let state_dir = settings
+        .witness_dir
+        .as_deref()
+        .ok_or(WitnessError::NoStateDir)?;
+    let witnessed = witness::load(state_dir, &settings.agent_id)?;
     let agent = Agent::connect(&settings).await?;
     let key = match key {
         Some(k) => k,

@@ -2,14 +2,16 @@
 
 use std::time::SystemTime;
 
+use gantry_client::Agent;
+use gantry_client::sign::{self, SignError};
 use gantry_proto::keys::SigningKey;
 
 use crate::cli::DeployArgs;
-use crate::client::{Agent, ConnSettings};
 use crate::commands::job::spec::{build_job, hash_file};
 use crate::commands::job::{JobError, JobFile};
-use crate::commands::submit::{ensure_artifact, submit_and_follow};
-use crate::exit::{CliError, Exit};
+use crate::commands::submit::{SubmitError, ensure_artifact, submit_and_follow};
+use crate::conn;
+use crate::exit::Exit;
 use crate::output::{Events, Mode};
 
 /// Loads every `--key` and signs `file` with each.
@@ -20,7 +22,12 @@ use crate::output::{Events, Mode};
 pub fn sign_all(file: &mut JobFile, keys: &[std::path::PathBuf]) -> Result<(), JobError> {
     for path in keys {
         let key = SigningKey::read_pem_file(path)?;
-        file.sign(path, &key)?;
+        sign::add_signature(&mut file.signed, &key).map_err(|e| match e {
+            SignError::AlreadySigned { key_id } => JobError::AlreadySigned {
+                path: path.clone(),
+                key_id: key_id.to_string(),
+            },
+        })?;
     }
     Ok(())
 }
@@ -29,9 +36,9 @@ pub fn sign_all(file: &mut JobFile, keys: &[std::path::PathBuf]) -> Result<(), J
 ///
 /// # Errors
 ///
-/// [`CliError`].
-pub async fn run(args: DeployArgs) -> Result<Exit, CliError> {
-    let settings = ConnSettings::from_args(&args.conn)?;
+/// [`SubmitError`].
+pub async fn run(args: DeployArgs) -> Result<Exit, SubmitError> {
+    let settings = conn::settings(&args.conn)?;
     let artifact = args
         .artifact
         .as_deref()
@@ -59,5 +66,5 @@ pub async fn run(args: DeployArgs) -> Result<Exit, CliError> {
     ));
     let agent = Agent::connect(&settings).await?;
     ensure_artifact(&agent, &file, args.artifact.as_deref(), &out).await?;
-    Ok(submit_and_follow(&agent, &file, &mut out).await?)
+    submit_and_follow(&agent, &file, &mut out).await
 }

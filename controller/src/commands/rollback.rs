@@ -3,14 +3,15 @@
 
 use std::time::SystemTime;
 
+use gantry_client::Agent;
 use gantry_proto::v1::Action;
 
 use crate::cli::{ActionArgs, RollbackArgs};
-use crate::client::{Agent, ConnSettings};
 use crate::commands::deploy::sign_all;
 use crate::commands::job::{JobError, JobFile, action_job};
-use crate::commands::submit::submit_and_follow;
-use crate::exit::{CliError, Exit};
+use crate::commands::submit::{SubmitError, submit_and_follow};
+use crate::conn;
+use crate::exit::Exit;
 use crate::output::{Events, Mode};
 
 /// Builds the action job for `agent_id` and signs it with every `--key`.
@@ -34,20 +35,20 @@ async fn submit_action(
     args: &ActionArgs,
     action: Action,
     to: Option<&str>,
-) -> Result<Exit, CliError> {
-    let settings = ConnSettings::from_args(&args.conn)?;
+) -> Result<Exit, SubmitError> {
+    let settings = conn::settings(&args.conn)?;
     let file = signed_action_job(&settings.agent_id, args, action, to, SystemTime::now())?;
     let mut out = Events::new(Mode::detect(args.json));
     let agent = Agent::connect(&settings).await?;
-    Ok(submit_and_follow(&agent, &file, &mut out).await?)
+    submit_and_follow(&agent, &file, &mut out).await
 }
 
 /// `gantry rollback`.
 ///
 /// # Errors
 ///
-/// [`CliError`].
-pub async fn rollback(args: RollbackArgs) -> Result<Exit, CliError> {
+/// [`SubmitError`].
+pub async fn rollback(args: RollbackArgs) -> Result<Exit, SubmitError> {
     submit_action(&args.action, Action::Rollback, args.to.as_deref()).await
 }
 
@@ -55,7 +56,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<Exit, CliError> {
 ///
 /// # Errors
 ///
-/// [`CliError`].
-pub async fn simple(args: ActionArgs, action: Action) -> Result<Exit, CliError> {
+/// [`SubmitError`].
+pub async fn simple(args: ActionArgs, action: Action) -> Result<Exit, SubmitError> {
     submit_action(&args, action, None).await
 }

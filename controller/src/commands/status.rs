@@ -2,17 +2,39 @@
 
 use std::fmt::Write as _;
 
+use gantry_client::{Agent, ClientError};
 use gantry_proto::v1::{
     Action, AppStatus, Backend, Outcome, StatusRequest, StatusResponse, Strategy,
 };
 use serde_json::json;
 
 use crate::cli::StatusArgs;
-use crate::client::{Agent, ConnSettings};
-use crate::exit::{CliError, Exit};
+use crate::conn::{self, ConnError};
+use crate::exit::Exit;
 use crate::flags;
 use crate::output::outcome_name;
 use gantry_policy::job::{action_name, strategy_name};
+
+/// Why the agent's status could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The connection flags are incomplete.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// Talking to the agent failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl StatusError {
+    /// The exit code.
+    pub fn exit(&self) -> Exit {
+        match self {
+            StatusError::Conn(e) => e.exit(),
+            StatusError::Client(e) => e.fault().into(),
+        }
+    }
+}
 
 /// The agent's answer as JSON.
 pub fn status_json(s: &StatusResponse) -> serde_json::Value {
@@ -328,11 +350,8 @@ pub fn status_text(s: &StatusResponse) -> String {
 ///
 /// # Errors
 ///
-/// [`crate::client::ClientError`].
-pub async fn fetch(
-    agent: &Agent,
-    app: Option<&str>,
-) -> Result<StatusResponse, crate::client::ClientError> {
+/// [`ClientError`].
+pub async fn fetch(agent: &Agent, app: Option<&str>) -> Result<StatusResponse, ClientError> {
     agent
         .client
         .clone()
@@ -348,9 +367,9 @@ pub async fn fetch(
 ///
 /// # Errors
 ///
-/// [`CliError`].
-pub async fn run(args: StatusArgs) -> Result<Exit, CliError> {
-    let settings = ConnSettings::from_args(&args.conn)?;
+/// [`StatusError`].
+pub async fn run(args: StatusArgs) -> Result<Exit, StatusError> {
+    let settings = conn::settings(&args.conn)?;
     let agent = Agent::connect(&settings).await?;
     let s = fetch(&agent, args.app.as_deref()).await?;
     if args.json {

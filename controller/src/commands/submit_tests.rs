@@ -16,6 +16,9 @@ use tokio_stream::Stream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
+use gantry_client::upload::CHUNK;
+use gantry_client::{ConnSettings, witness};
+
 use super::*;
 use crate::cli::JobSpecArgs;
 use crate::commands::dev_pki::generate_pki;
@@ -202,6 +205,7 @@ async fn start(mock: impl FnOnce(Arc<Mutex<Seen>>) -> Mock) -> Fixture {
         ca: pki.ca,
         cert: pki.controller,
         cert_key: pki.controller_key,
+        witness_dir: Some(dir.path().join("state")),
     };
     Fixture {
         dir,
@@ -251,9 +255,7 @@ fn signed_deploy(dir: &Path, artifact: &Path) -> JobFile {
 }
 
 async fn connect(f: &Fixture) -> Agent {
-    let mut agent = Agent::connect(&f.settings).await.unwrap();
-    agent.witness_dir = Some(f.dir.path().join("state"));
-    agent
+    Agent::connect(&f.settings).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +282,7 @@ async fn deploy_uploads_in_chunks_follows_and_witnesses() {
         submit_and_follow(&agent, &file, &mut out).await.unwrap(),
         Exit::Success
     );
-    let w = crate::witness::load(&f.dir.path().join("state"), "agent-1")
+    let w = witness::load(&f.dir.path().join("state"), "agent-1")
         .unwrap()
         .unwrap();
     assert_eq!(w.seq, 7);
@@ -304,7 +306,13 @@ async fn missing_or_wrong_artifact_is_a_usage_error() {
     let err = ensure_artifact(&agent, &file, Some(&other), &out)
         .await
         .unwrap_err();
-    assert!(matches!(err, SubmitError::ArtifactMismatch { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            SubmitError::Upload(UploadError::ArtifactMismatch { .. })
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,7 +378,7 @@ async fn an_agent_certificate_for_another_id_is_refused() {
     let mut settings = f.settings.clone();
     settings.agent_id = "agent-2".into();
     let err = Agent::connect(&settings).await.unwrap_err();
-    assert_eq!(err.exit(), Exit::Usage);
+    assert_eq!(Exit::from(err.fault()), Exit::Usage);
     assert!(
         err.to_string().starts_with("cannot reach agent at"),
         "{err}"

@@ -1,10 +1,9 @@
 //! Building a `gantry.v1.Job` from flags, validating each on the way (stage two of parsing).
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+pub use gantry_client::upload::{ArtifactInfo, hash_file};
 use gantry_proto::v1::{
     Action, ExecProbe, HealthCheck, HttpProbe, Job, Release, Strategy, TcpProbe, health_check,
 };
@@ -13,42 +12,6 @@ use gantry_policy::job::{self, StrategyKind};
 
 use crate::cli::JobSpecArgs;
 use crate::flags::{self, FlagError};
-
-/// An artifact file's digest and size, as a job names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactInfo {
-    /// The file.
-    pub path: PathBuf,
-    /// Lowercase hex SHA-256.
-    pub sha256: String,
-    /// Bytes.
-    pub size: u64,
-}
-
-/// Hashes a file in one streaming pass.
-///
-/// # Errors
-///
-/// The I/O error from opening or reading it.
-pub fn hash_file(path: &Path) -> std::io::Result<ArtifactInfo> {
-    let mut f = std::fs::File::open(path)?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok(ArtifactInfo {
-        path: path.to_owned(),
-        sha256: hex::encode(ctx.finish()),
-        size,
-    })
-}
 
 /// Parses an action name.
 ///

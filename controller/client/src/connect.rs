@@ -1,6 +1,6 @@
 //! The mutual-TLS connection to one agent, and how its answers become typed errors.
 //!
-//! The agent's certificate must chain to `--ca` and name `--agent-id` (the TLS server name), so
+//! The agent's certificate must chain to the CA and name the agent id (the TLS server name), so
 //! a redirected address cannot hand a job to an impostor.
 
 use std::path::{Path, PathBuf};
@@ -9,8 +9,7 @@ use std::time::Duration;
 use gantry_proto::v1::agent_client::AgentClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::cli::ConnArgs;
-use crate::exit::Exit;
+use crate::fault::Fault;
 
 /// How long to wait for the TCP connection and TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,14 +20,6 @@ const MAX_DECODE: usize = 16 * 1024 * 1024;
 /// Why talking to the agent did not work.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// A connection flag is missing.
-    #[error("missing --{flag} (or ${env}): needed to reach the agent")]
-    MissingFlag {
-        /// The flag, without dashes.
-        flag: &'static str,
-        /// The environment variable that can stand in for it.
-        env: &'static str,
-    },
     /// A PEM file could not be read.
     #[error("cannot read {what} {}", path.display())]
     ReadPem {
@@ -83,18 +74,31 @@ pub enum ClientError {
         /// The agent's message.
         message: String,
     },
+    /// The agent took the call but failed on its side (its audit log or replay store cannot
+    /// be written, an internal error): not a refusal of what was sent.
+    #[error(
+        "agent {agent_id} failed {op} on its side (it did not refuse it): {message} ({code:?})"
+    )]
+    AgentFailed {
+        /// The call.
+        op: &'static str,
+        /// The agent.
+        agent_id: String,
+        /// The gRPC status code: `Unavailable`, `Internal`, `DataLoss` or `Unknown`.
+        code: tonic::Code,
+        /// The agent's message.
+        message: String,
+    },
 }
 
 impl ClientError {
-    /// The exit code this error ends `gantry` with.
-    pub fn exit(&self) -> Exit {
+    /// Whose side the failure is on.
+    pub fn fault(&self) -> Fault {
         match self {
-            ClientError::MissingFlag { .. }
-            | ClientError::ReadPem { .. }
-            | ClientError::BadAddress { .. }
-            | ClientError::Connect { .. }
-            | ClientError::Transport { .. } => Exit::Usage,
-            ClientError::Rejected { .. } => Exit::Rejected,
+            ClientError::ReadPem { .. } | ClientError::BadAddress { .. } => Fault::Input,
+            ClientError::Connect { .. } | ClientError::Transport { .. } => Fault::Connection,
+            ClientError::Rejected { .. } => Fault::Refused,
+            ClientError::AgentFailed { .. } => Fault::AgentFailed,
         }
     }
 
@@ -107,7 +111,8 @@ impl ClientError {
     }
 }
 
-/// Validated connection settings.
+/// Where an agent is, who it must be, the files that prove who we are, and where its witnessed
+/// checkpoints are kept.
 #[derive(Debug, Clone)]
 pub struct ConnSettings {
     /// host:port.
@@ -120,30 +125,9 @@ pub struct ConnSettings {
     pub cert: PathBuf,
     /// Client key file.
     pub cert_key: PathBuf,
-}
-
-impl ConnSettings {
-    /// Takes the flags (or their environment variables), all of which are required.
-    ///
-    /// # Errors
-    ///
-    /// [`ClientError::MissingFlag`] naming the first missing flag.
-    pub fn from_args(args: &ConnArgs) -> Result<Self, ClientError> {
-        fn need<T: Clone>(
-            v: &Option<T>,
-            flag: &'static str,
-            env: &'static str,
-        ) -> Result<T, ClientError> {
-            v.clone().ok_or(ClientError::MissingFlag { flag, env })
-        }
-        Ok(Self {
-            addr: need(&args.agent, "agent", "GANTRY_AGENT")?,
-            agent_id: need(&args.agent_id, "agent-id", "GANTRY_AGENT_ID")?,
-            ca: need(&args.ca, "ca", "GANTRY_CA")?,
-            cert: need(&args.cert, "cert", "GANTRY_CERT")?,
-            cert_key: need(&args.cert_key, "cert-key", "GANTRY_CERT_KEY")?,
-        })
-    }
+    /// The state directory where checkpoints from this agent are witnessed (see
+    /// [`crate::witness`]); `None` when there is none, and then a job's checkpoint is not kept.
+    pub witness_dir: Option<PathBuf>,
 }
 
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
@@ -164,7 +148,7 @@ pub struct Agent {
     /// Who it is (checked against its certificate).
     pub agent_id: String,
     /// The state directory where checkpoints from this agent are witnessed (see
-    /// [`crate::witness`]); `None` when the environment names none.
+    /// [`crate::witness`]); `None` when there is none.
     pub witness_dir: Option<PathBuf>,
 }
 
@@ -203,7 +187,7 @@ impl Agent {
             client,
             addr: settings.addr.clone(),
             agent_id: settings.agent_id.clone(),
-            witness_dir: crate::witness::state_dir().ok(),
+            witness_dir: settings.witness_dir.clone(),
         })
     }
 
@@ -213,10 +197,13 @@ impl Agent {
     }
 }
 
-/// Whether a status came from the agent (a refusal) or from a broken connection.
+/// Whether a status came from a broken connection, from the agent refusing the call, or from
+/// the agent failing on its side.
 ///
 /// tonic attaches a `source` to statuses it makes from transport errors (I/O, HTTP/2 resets);
-/// a status the agent sent arrives in trailers without one.
+/// a status the agent sent arrives in trailers without one. Of the agent's statuses,
+/// `Unavailable`, `Internal`, `DataLoss` and `Unknown` say it could not do its part (a full
+/// disk under its audit log, say), not that it judged the request and said no.
 pub fn classify(
     op: &'static str,
     addr: &str,
@@ -234,8 +221,15 @@ pub fn classify(
     }
     match status.code() {
         Code::Cancelled | Code::DeadlineExceeded => transport(),
+        Code::Unknown | Code::Internal | Code::Unavailable | Code::DataLoss => {
+            ClientError::AgentFailed {
+                op,
+                agent_id: agent_id.to_owned(),
+                code: status.code(),
+                message: status.message().to_owned(),
+            }
+        }
         Code::Ok
-        | Code::Unknown
         | Code::InvalidArgument
         | Code::NotFound
         | Code::AlreadyExists
@@ -245,9 +239,6 @@ pub fn classify(
         | Code::Aborted
         | Code::OutOfRange
         | Code::Unimplemented
-        | Code::Internal
-        | Code::Unavailable
-        | Code::DataLoss
         | Code::Unauthenticated => ClientError::Rejected {
             op,
             agent_id: agent_id.to_owned(),
@@ -262,7 +253,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admission_statuses_are_rejections_exit_3() {
+    fn admission_statuses_are_refusals() {
         for code in [
             tonic::Code::Unauthenticated,
             tonic::Code::PermissionDenied,
@@ -273,7 +264,6 @@ mod tests {
             tonic::Code::ResourceExhausted,
             tonic::Code::Aborted,
             tonic::Code::OutOfRange,
-            tonic::Code::Unavailable,
         ] {
             let e = classify(
                 "Submit",
@@ -281,35 +271,67 @@ mod tests {
                 "a1",
                 tonic::Status::new(code, "no"),
             );
-            assert_eq!(e.exit(), Exit::Rejected, "{code:?}");
+            assert_eq!(e.fault(), Fault::Refused, "{code:?}");
             assert!(e.to_string().contains("agent a1 refused Submit: no"), "{e}");
         }
     }
 
+    /// One status code the agent sends when it cannot do its part: a failure on its side,
+    /// named as such, with the agent's message; never a refusal.
+    fn assert_agent_failed(code: tonic::Code) {
+        let e = classify(
+            "Submit",
+            "127.0.0.1:1",
+            "a1",
+            tonic::Status::new(code, "audit log unavailable: No space left on device"),
+        );
+        assert!(
+            matches!(e, ClientError::AgentFailed { .. }),
+            "{code:?}: {e:?}"
+        );
+        assert_eq!(e.fault(), Fault::AgentFailed, "{code:?}");
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "agent a1 failed Submit on its side (it did not refuse it): \
+                 audit log unavailable: No space left on device ({code:?})"
+            )
+        );
+        assert!(!text.contains("refused Submit"), "{text}");
+    }
+
     #[test]
-    fn statuses_with_a_transport_cause_are_exit_2() {
+    fn unavailable_is_a_failure_on_the_agents_side_not_a_refusal() {
+        assert_agent_failed(tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn internal_is_a_failure_on_the_agents_side_not_a_refusal() {
+        assert_agent_failed(tonic::Code::Internal);
+    }
+
+    #[test]
+    fn data_loss_is_a_failure_on_the_agents_side_not_a_refusal() {
+        assert_agent_failed(tonic::Code::DataLoss);
+    }
+
+    #[test]
+    fn unknown_is_a_failure_on_the_agents_side_not_a_refusal() {
+        assert_agent_failed(tonic::Code::Unknown);
+    }
+
+    #[test]
+    fn statuses_with_a_transport_cause_are_connection_failures() {
         let mut status = tonic::Status::unavailable("connection reset");
         status.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
         let e = classify("Submit", "127.0.0.1:1", "a1", status);
-        assert_eq!(e.exit(), Exit::Usage);
+        assert_eq!(e.fault(), Fault::Connection);
+        assert!(e.is_transport());
         assert!(
             e.to_string()
                 .starts_with("cannot reach agent at 127.0.0.1:1"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn missing_flags_name_flag_and_env() {
-        let args = ConnArgs {
-            agent: Some("127.0.0.1:1".into()),
-            ..ConnArgs::default()
-        };
-        let e = ConnSettings::from_args(&args).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "missing --agent-id (or $GANTRY_AGENT_ID): needed to reach the agent"
-        );
-        assert_eq!(e.exit(), Exit::Usage);
     }
 }

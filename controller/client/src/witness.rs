@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fault::Fault;
+
 /// Why the witness store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum WitnessError {
@@ -38,6 +40,18 @@ pub enum WitnessError {
     },
 }
 
+impl WitnessError {
+    /// Whose side the failure is on: the store is the caller's.
+    pub fn fault(&self) -> Fault {
+        match self {
+            WitnessError::NoStateDir
+            | WitnessError::BadAgentId(_)
+            | WitnessError::Io { .. }
+            | WitnessError::Corrupt { .. } => Fault::Input,
+        }
+    }
+}
+
 /// One witnessed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Witnessed {
@@ -51,7 +65,8 @@ pub struct Witnessed {
     pub received_ms: i64,
 }
 
-/// The state directory from the environment.
+/// The default state directory, from the environment (`GANTRY_STATE_DIR`, then
+/// `$XDG_STATE_HOME/gantry`, then `~/.local/state/gantry`).
 ///
 /// # Errors
 ///

@@ -2,19 +2,23 @@
 //! each strategy (hot twice, then rolling, blue-green and canary through the app's front
 //! door); the audit log and its verification; then clean-up and the commands to do it by hand.
 
-use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+mod agent_process;
+mod workspace;
 
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use gantry_client::{Agent, ClientError, ConnSettings};
 use gantry_proto::keys::{self, KeyError, PublicKey, SigningKey};
 use gantry_proto::v1::Action;
 
+pub use self::agent_process::AgentProcessError;
+use self::agent_process::{http_get, locate, start_agent};
+pub use self::workspace::{AGENT_ID, APP, WorkspaceError, agent_config, package_sample};
+use self::workspace::{PORTS, free_front_door_port, free_port_range, instance_user, io, work_dir};
 use crate::cli::{ActionArgs, ConnArgs, JobSpecArgs, QuickstartArgs, RolloutArgs};
-use crate::client::{Agent, ClientError, ConnSettings};
 use crate::commands::audit::{self, Verdict};
 use crate::commands::dev_pki::{self, DevPkiError};
 use crate::commands::job::action_job;
@@ -25,77 +29,30 @@ use crate::commands::submit::{SubmitError, ensure_artifact, submit_and_follow};
 use crate::exit::Exit;
 use crate::output::{Events, Mode, outcome_name};
 
-/// The agent id quickstart's PKI names.
-pub const AGENT_ID: &str = "quickstart-agent";
-/// The sample app's name in the agent's config.
-pub const APP: &str = "sample";
-/// How long the agent gets to bind its port.
-const AGENT_START_DEADLINE: Duration = Duration::from_secs(20);
-/// How long the agent gets to stop after SIGTERM.
-const AGENT_STOP_DEADLINE: Duration = Duration::from_secs(15);
-
 /// Why quickstart stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum QuickstartError {
-    /// A directory or file could not be made.
-    #[error("cannot {op} {}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path.
-        path: PathBuf,
+    /// The working directory could not be set up.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    /// The local agent could not be found or started.
+    #[error(transparent)]
+    AgentProcess(#[from] AgentProcessError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime for {}", dir.display())]
+    Runtime {
+        /// The working directory.
+        dir: PathBuf,
         /// The cause.
         #[source]
         source: std::io::Error,
     },
-    /// `--dir` exists and holds files.
-    #[error("{} is not empty; quickstart needs a new or empty directory", path.display())]
-    NotEmpty {
-        /// The directory.
-        path: PathBuf,
-    },
-    /// A binary is missing.
-    #[error("cannot find {what} at {}; build it (cargo build --workspace) or pass {flag}", path.display())]
-    MissingBinary {
-        /// Which binary.
-        what: &'static str,
-        /// Where it was looked for.
-        path: PathBuf,
-        /// The flag that names it.
-        flag: &'static str,
-    },
-    /// No range of ten free ports was found.
-    #[error("no range of {PORTS} free ports between 18080 and 19079 on 127.0.0.1")]
-    NoFreePorts,
-    /// No free port for the front door was found.
-    #[error("no free port on 127.0.0.1 for the sample app's front door")]
-    NoFrontDoorPort(#[source] std::io::Error),
     /// Certificates could not be made.
     #[error(transparent)]
     Pki(#[from] DevPkiError),
     /// Keys could not be made.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// The agent exited while starting.
-    #[error("the agent exited while starting ({status}); the end of {}:\n{tail}", log.display())]
-    AgentExited {
-        /// Its exit status.
-        status: String,
-        /// Its log.
-        log: PathBuf,
-        /// The end of the log.
-        tail: String,
-    },
-    /// The agent did not bind its port in time.
-    #[error("the agent did not write {} within {}s; the end of {}:\n{tail}", addr_file.display(), AGENT_START_DEADLINE.as_secs(), log.display())]
-    AgentTimeout {
-        /// The file awaited.
-        addr_file: PathBuf,
-        /// Its log.
-        log: PathBuf,
-        /// The end of the log.
-        tail: String,
-    },
     /// A job could not be built.
     #[error(transparent)]
     Job(#[from] JobError),
@@ -140,331 +97,20 @@ impl QuickstartError {
     /// The exit code.
     pub fn exit(&self) -> Exit {
         match self {
-            QuickstartError::Io { .. }
-            | QuickstartError::NotEmpty { .. }
-            | QuickstartError::MissingBinary { .. }
-            | QuickstartError::NoFreePorts
-            | QuickstartError::NoFrontDoorPort(_)
-            | QuickstartError::Pki(_)
-            | QuickstartError::Key(_) => Exit::Usage,
+            QuickstartError::Workspace(e) => e.exit(),
+            QuickstartError::AgentProcess(e) => e.exit(),
+            QuickstartError::Runtime { .. } | QuickstartError::Pki(_) | QuickstartError::Key(_) => {
+                Exit::Usage
+            }
             QuickstartError::Job(e) => e.exit(),
-            QuickstartError::Client(e) => e.exit(),
+            QuickstartError::Client(e) => e.fault().into(),
             QuickstartError::Submit(e) => e.exit(),
-            QuickstartError::AgentExited { .. }
-            | QuickstartError::AgentTimeout { .. }
-            | QuickstartError::JobFailed { .. }
+            QuickstartError::JobFailed { .. }
             | QuickstartError::Http { .. }
             | QuickstartError::NoInstance
             | QuickstartError::AuditFailed(_) => Exit::JobFailed,
         }
     }
-}
-
-/// Ports in the sample app's range: at least two per instance (a blue and a green slot).
-const PORTS: u16 = 10;
-/// The sample app's `max_instances`.
-const MAX_INSTANCES: u16 = 2;
-const _: () = assert!(PORTS >= 2 * MAX_INSTANCES);
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> QuickstartError + 'a {
-    move |source| QuickstartError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// The working directory: `--dir` (new or empty) or a fresh temporary one, mode 0711 so that
-/// instances running as another user can reach their release directory.
-fn work_dir(dir: Option<&Path>) -> Result<PathBuf, QuickstartError> {
-    let dir = match dir {
-        Some(d) => {
-            fs::create_dir_all(d).map_err(io("create", d))?;
-            if fs::read_dir(d).map_err(io("read", d))?.next().is_some() {
-                return Err(QuickstartError::NotEmpty { path: d.to_owned() });
-            }
-            d.to_owned()
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("gantry-quickstart-")
-                .tempdir()
-                .map_err(io("create a temporary directory in", &std::env::temp_dir()))?;
-            t.keep()
-        }
-    };
-    let dir = fs::canonicalize(&dir).map_err(io("resolve", &dir))?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(io("chmod", &dir))?;
-    Ok(dir)
-}
-
-/// The first `PORTS` consecutive free ports on loopback from 18080 up.
-fn free_port_range() -> Result<u16, QuickstartError> {
-    let mut start = 18080u16;
-    while start < 19080 {
-        let held: Vec<TcpListener> = (start..start + PORTS)
-            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == usize::from(PORTS) {
-            return Ok(start);
-        }
-        start += PORTS;
-    }
-    Err(QuickstartError::NoFreePorts)
-}
-
-/// A free port on loopback for the front door (asked of the kernel by binding port 0),
-/// outside the instances' range.
-fn free_front_door_port(first_port: u16) -> Result<u16, QuickstartError> {
-    let range = first_port..first_port + PORTS;
-    let mut last = std::io::Error::other("every port offered was in the instances' range");
-    for _ in 0..20 {
-        match TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()) {
-            Ok(addr) if !range.contains(&addr.port()) => return Ok(addr.port()),
-            Ok(_) => {}
-            Err(e) => last = e,
-        }
-    }
-    Err(QuickstartError::NoFrontDoorPort(last))
-}
-
-/// The user instances run as: ours when not root (the agent then runs as us), else nobody.
-fn instance_user() -> String {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return "nobody".to_owned();
-    }
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(u)) => u.name,
-        _ => std::env::var("USER").unwrap_or_else(|_| "nobody".to_owned()),
-    }
-}
-
-fn toml_str(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
-
-/// The agent config quickstart writes (INTERFACES format; paths relative to the config file).
-pub fn agent_config(
-    first_port: u16,
-    front_door_port: u16,
-    user: &str,
-    controller_fingerprint: &str,
-) -> String {
-    format!(
-        r#"# Written by `gantry quickstart`. Paths are relative to this file.
-agent_id = "{AGENT_ID}"
-listen = "127.0.0.1:0"
-data_dir = "data"
-
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/agent.pem"
-key = "pki/agent.key"
-client_fingerprints = [{fp}]
-
-[audit]
-signing_key = "keys/agent.key"
-checkpoint_every = 64
-checkpoint_interval = "60s"
-
-[limits]
-max_validity = "1h"
-releases_kept = 5
-
-[[keys]]
-name = "deployer"
-public_key = "keys/deployer.pub"
-roles = ["deployer"]
-
-[apps.{APP}]
-user = {user}
-# The front door: the app's address for its users; it sends each connection to an instance.
-listen = "127.0.0.1:{front_door_port}"
-# Two ports per instance: blue-green starts the new set beside the old one.
-ports = "{first_port}-{last_port}"
-max_instances = {MAX_INSTANCES}
-stop_timeout = "10s"
-
-[apps.{APP}.allow]
-deploy = ["deployer"]
-rollback = ["deployer"]
-restart = ["deployer"]
-stop = ["deployer"]
-promote = ["deployer"]
-abort = ["deployer"]
-"#,
-        fp = toml_str(controller_fingerprint),
-        user = toml_str(user),
-        last_port = first_port + PORTS - 1,
-    )
-}
-
-/// Writes a release artifact: `bin/gantry-sample-app` (0755) and a README.
-///
-/// # Errors
-///
-/// I/O errors reading the binary or writing the archive.
-pub fn package_sample(binary: &Path, readme: &str, out: &Path) -> std::io::Result<()> {
-    let bin = fs::read(binary)?;
-    let file = fs::File::create(out)?;
-    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    for (path, mode, data) in [
-        ("bin/gantry-sample-app", 0o755, bin.as_slice()),
-        ("README", 0o644, readme.as_bytes()),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(mode);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, path, data)?;
-    }
-    let gz = tar.into_inner()?;
-    let file = gz.finish()?;
-    file.sync_all()
-}
-
-/// The last `lines` lines of a file, for error messages.
-fn tail_of(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    let start = all.len().saturating_sub(lines);
-    if all.is_empty() {
-        "(empty)".to_owned()
-    } else {
-        all[start..].join("\n")
-    }
-}
-
-/// The agent process; stopped (SIGTERM, wait) on drop unless kept.
-struct AgentProcess {
-    child: Option<Child>,
-}
-
-impl AgentProcess {
-    fn stop(&mut self) -> Option<String> {
-        let mut child = self.child.take()?;
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).ok()?);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + AGENT_STOP_DEADLINE;
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status.to_string()),
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(_) => break,
-            }
-        }
-        let _ = child.kill();
-        child
-            .wait()
-            .ok()
-            .map(|s| format!("{s} (killed after {}s)", AGENT_STOP_DEADLINE.as_secs()))
-    }
-
-    fn keep(&mut self) -> Option<u32> {
-        self.child.take().map(|c| c.id())
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-fn start_agent(bin: &Path, dir: &Path) -> Result<(AgentProcess, SocketAddr), QuickstartError> {
-    let log_path = dir.join("agent.log");
-    let log = fs::File::create(&log_path).map_err(io("create", &log_path))?;
-    let log2 = log.try_clone().map_err(io("open", &log_path))?;
-    let config = dir.join("agent.toml");
-    let child = Command::new(bin)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(io("start", bin))?;
-    let mut agent = AgentProcess { child: Some(child) };
-    let addr_file = dir.join("data/run/listen.addr");
-    let deadline = Instant::now() + AGENT_START_DEADLINE;
-    loop {
-        if let Some(addr) = fs::read_to_string(&addr_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<SocketAddr>().ok())
-        {
-            return Ok((agent, addr));
-        }
-        let exited = agent
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        if let Some(status) = exited {
-            agent.child = None;
-            return Err(QuickstartError::AgentExited {
-                status: status.to_string(),
-                tail: tail_of(&log_path, 20),
-                log: log_path,
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(QuickstartError::AgentTimeout {
-                addr_file,
-                tail: tail_of(&log_path, 20),
-                log: log_path,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A minimal HTTP/1.1 GET; returns (status code, body).
-///
-/// # Errors
-///
-/// I/O errors, or an answer that is not HTTP.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((code, body.to_owned()))
-}
-
-fn locate(
-    flag_value: Option<&Path>,
-    name: &'static str,
-    flag: &'static str,
-) -> Result<PathBuf, QuickstartError> {
-    let path = match flag_value {
-        Some(p) => p.to_owned(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join(name)))
-            .unwrap_or_else(|| PathBuf::from(name)),
-    };
-    if !path.is_file() {
-        return Err(QuickstartError::MissingBinary {
-            what: name,
-            path,
-            flag,
-        });
-    }
-    Ok(path)
 }
 
 /// Everything one run needs.
@@ -477,10 +123,7 @@ struct Ctx {
 
 impl Ctx {
     async fn connect(&self) -> Result<Agent, QuickstartError> {
-        let mut agent = Agent::connect(&self.settings).await?;
-        // The witness lives with this throw-away agent, not in the user's state directory.
-        agent.witness_dir = Some(self.dir.join("state"));
-        Ok(agent)
+        Ok(Agent::connect(&self.settings).await?)
     }
 
     fn spec(&self, version: &str) -> JobSpecArgs {
@@ -596,7 +239,7 @@ impl Ctx {
         }
         println!("\n== audit verify (against keys/agent.pub)");
         let lines = audit::fetch_all(&agent).await?;
-        let witnessed = crate::witness::load(&self.dir.join("state"), AGENT_ID)
+        let witnessed = gantry_client::witness::load(&self.dir.join("state"), AGENT_ID)
             .ok()
             .flatten();
         match audit::verdict(&lines, &self.agent_key, witnessed.as_ref()) {
@@ -719,6 +362,8 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
             ca: pki.paths.ca.clone(),
             cert: pki.paths.controller.clone(),
             cert_key: pki.paths.controller_key.clone(),
+            // The witness lives with this throw-away agent, not in the user's state directory.
+            witness_dir: Some(dir.join("state")),
         },
         dir: dir.clone(),
         key,
@@ -728,7 +373,10 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(io("start the async runtime for", &dir))?;
+        .map_err(|source| QuickstartError::Runtime {
+            dir: dir.clone(),
+            source,
+        })?;
     let result = rt.block_on(async {
         let hot = "hot, health http:/health";
         ctx.deploy(&ctx.spec("1.0.0"), &v1, hot).await?;
@@ -844,51 +492,4 @@ fn print_next_steps(
     println!("  gantry abort --key {d}/keys/deployer.key --app {APP}");
     println!("  gantry rollback --key {d}/keys/deployer.key --app {APP}");
     println!("  gantry audit verify --pubkey {d}/keys/agent.pub");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_names_the_app_ports_user_and_pin() {
-        let c = agent_config(18080, 40123, "nobody", "ab");
-        assert!(c.contains("ports = \"18080-18089\""));
-        assert!(c.contains("\nlisten = \"127.0.0.1:40123\"\n"));
-        assert!(c.contains("\nmax_instances = 2\n"));
-        assert!(c.contains("\npromote = [\"deployer\"]\nabort = [\"deployer\"]\n"));
-        assert!(c.contains("user = \"nobody\""));
-        assert!(c.contains("client_fingerprints = [\"ab\"]"));
-        assert!(c.contains("listen = \"127.0.0.1:0\""));
-    }
-
-    #[test]
-    fn sample_packages_differ_by_readme() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        fs::write(&bin, b"#!/bin/sh\n").unwrap();
-        let (a, b) = (dir.path().join("a.tgz"), dir.path().join("b.tgz"));
-        package_sample(&bin, "one", &a).unwrap();
-        package_sample(&bin, "two", &b).unwrap();
-        assert_ne!(hash_file(&a).unwrap().sha256, hash_file(&b).unwrap().sha256);
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(&a).unwrap()));
-        let entries: Vec<(String, u32)> = ar
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.path().unwrap().display().to_string(),
-                    e.header().mode().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            entries,
-            vec![
-                ("bin/gantry-sample-app".to_owned(), 0o755),
-                ("README".to_owned(), 0o644)
-            ]
-        );
-    }
 }

@@ -1,0 +1,225 @@
+//! Submitting a signed job and following its events to the end; re-attaching with `Watch` when
+//! the stream drops, and witnessing the audit checkpoint the result carries.
+
+use std::time::Duration;
+
+use gantry_proto::v1::{JobEvent, JobFinished, Outcome, SignedJob, WatchRequest, job_event};
+
+use crate::clock;
+use crate::connect::{Agent, ClientError};
+use crate::fault::Fault;
+use crate::witness::{self, WitnessError};
+
+/// How many times a dropped event stream is re-attached before giving up.
+pub const REATTACH_ATTEMPTS: u32 = 5;
+
+/// Why a job could not be handed over or followed to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The agent refused or failed the call, or could not be reached.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The job is not signed.
+    #[error("job {job_id} has no signatures; sign it first: gantry job sign --key KEY FILE")]
+    Unsigned {
+        /// The job.
+        job_id: String,
+    },
+    /// The event stream kept dropping.
+    #[error(
+        "lost the event stream of job {job_id} {attempts} times; the job may still be running (see: gantry job watch {job_id})"
+    )]
+    Lost {
+        /// The job.
+        job_id: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last cause.
+        #[source]
+        source: Option<ClientError>,
+    },
+}
+
+impl FollowError {
+    /// Whose side the failure is on.
+    pub fn fault(&self) -> Fault {
+        match self {
+            FollowError::Client(e) => e.fault(),
+            FollowError::Unsigned { .. } => Fault::Input,
+            FollowError::Lost { .. } => Fault::Connection,
+        }
+    }
+}
+
+/// Hears a job's events while it is followed.
+pub trait FollowObserver {
+    /// One event, in order; an event seen before a re-attach is not repeated.
+    fn event(&mut self, ev: &JobEvent);
+    /// The stream dropped: re-attaching to `job_id` after `delay`, attempt `attempt` of
+    /// [`REATTACH_ATTEMPTS`].
+    fn reattaching(&mut self, job_id: &str, delay: Duration, attempt: u32);
+}
+
+/// A job followed to its end.
+#[derive(Debug)]
+pub struct Followed {
+    /// How it ended (`Unspecified` for a value this build does not know).
+    pub outcome: Outcome,
+    /// Its finished event.
+    pub finished: JobFinished,
+    /// The checkpoint the result carried, when it could not be kept as witness.
+    pub not_witnessed: Option<NotWitnessed>,
+}
+
+/// A checkpoint that could not be kept as witness: the job's result stands, the caller warns.
+#[derive(Debug)]
+pub struct NotWitnessed {
+    /// The checkpoint's seq.
+    pub seq: u64,
+    /// Why it was not kept.
+    pub error: WitnessError,
+}
+
+/// Submits a signed job and follows it to its end.
+///
+/// Before the agent has accepted the job, a broken connection is retried by resubmitting the
+/// identical bytes (the agent treats that as re-attaching); after, by `Watch`. Events already
+/// seen are skipped by `seq`.
+///
+/// # Errors
+///
+/// [`FollowError`]: no signature, a refusal or failure on the agent's side, or a connection
+/// that keeps failing.
+pub async fn submit_and_follow(
+    agent: &Agent,
+    signed: &SignedJob,
+    job_id: &str,
+    observer: &mut impl FollowObserver,
+) -> Result<Followed, FollowError> {
+    if signed.signatures.is_empty() {
+        return Err(FollowError::Unsigned {
+            job_id: job_id.to_owned(),
+        });
+    }
+    follow(agent, job_id, Some(signed), observer).await
+}
+
+/// Follows a job by id (`Watch`) to its end.
+///
+/// # Errors
+///
+/// [`FollowError`]: an unknown job, or a connection that keeps failing.
+pub async fn watch(
+    agent: &Agent,
+    job_id: &str,
+    observer: &mut impl FollowObserver,
+) -> Result<Followed, FollowError> {
+    follow(agent, job_id, None, observer).await
+}
+
+async fn follow(
+    agent: &Agent,
+    job_id: &str,
+    submit: Option<&SignedJob>,
+    observer: &mut impl FollowObserver,
+) -> Result<Followed, FollowError> {
+    let mut job_id = job_id.to_owned();
+    let mut last_seq = 0u64;
+    let mut accepted = submit.is_none();
+    let mut failures = 0u32;
+    let mut last_error: Option<ClientError> = None;
+    loop {
+        if failures > 0 {
+            if failures > REATTACH_ATTEMPTS {
+                return Err(FollowError::Lost {
+                    job_id: job_id.to_owned(),
+                    attempts: failures - 1,
+                    source: last_error,
+                });
+            }
+            let delay = Duration::from_millis(250 * (1 << failures.min(5)));
+            observer.reattaching(&job_id, delay, failures);
+            tokio::time::sleep(delay).await;
+        }
+        let (op, call) = match submit {
+            Some(signed) if !accepted => {
+                ("Submit", agent.client.clone().submit(signed.clone()).await)
+            }
+            _ => (
+                "Watch",
+                agent
+                    .client
+                    .clone()
+                    .watch(WatchRequest {
+                        job_id: job_id.to_owned(),
+                    })
+                    .await,
+            ),
+        };
+        let mut stream = match call {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let e = agent.error(op, status);
+                if e.is_transport() {
+                    failures += 1;
+                    last_error = Some(e);
+                    continue;
+                }
+                return Err(e.into());
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(ev)) => {
+                    failures = 0;
+                    if ev.seq <= last_seq && last_seq > 0 {
+                        continue;
+                    }
+                    last_seq = ev.seq;
+                    if !ev.job_id.is_empty() && ev.job_id != job_id {
+                        job_id = ev.job_id.clone();
+                    }
+                    if matches!(ev.kind, Some(job_event::Kind::Accepted(_))) {
+                        accepted = true;
+                    }
+                    observer.event(&ev);
+                    if let Some(job_event::Kind::Finished(f)) = ev.kind {
+                        return Ok(finished(agent, f));
+                    }
+                }
+                Ok(None) => {
+                    failures += 1;
+                    last_error = None;
+                    break;
+                }
+                Err(status) => {
+                    let e = agent.error(op, status);
+                    if !e.is_transport() {
+                        return Err(e.into());
+                    }
+                    failures += 1;
+                    last_error = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A finished event: witnesses its checkpoint.
+fn finished(agent: &Agent, f: JobFinished) -> Followed {
+    let not_witnessed = f.checkpoint.as_ref().and_then(|cp| {
+        let stored = match &agent.witness_dir {
+            Some(dir) => witness::record(dir, &agent.agent_id, cp.seq, &cp.line, clock::now_ms()),
+            None => Err(WitnessError::NoStateDir),
+        };
+        stored
+            .err()
+            .map(|error| NotWitnessed { seq: cp.seq, error })
+    });
+    Followed {
+        outcome: Outcome::try_from(f.outcome).unwrap_or(Outcome::Unspecified),
+        finished: f,
+        not_witnessed,
+    }
+}
