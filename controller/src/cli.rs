@@ -5,9 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The exit-code paragraph of `gantry --help` (the contract: see [`crate::exit::Exit`]).
+pub const EXIT_CODES: &str = "Exit codes: 0 success; 1 the job failed or was rolled back; 2 usage or \
+input error, or the agent could not be reached or failed on its side (its audit log is full, \
+say: not a refusal, a retry may pass); 3 rejected by the agent.";
+
 /// `gantry`: create, sign and submit deploy jobs to a Gantry agent; watch them; verify its audit log.
 #[derive(Debug, Parser)]
-#[command(name = "gantry", version, about, long_about = None)]
+#[command(name = "gantry", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
