@@ -154,7 +154,7 @@ pub fn pause_hint(message: &str, app: &str) -> Option<String> {
 }
 
 /// The first 12 characters of a hex id, enough for people.
-fn short(hex: &str) -> &str {
+pub fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 

@@ -14,7 +14,7 @@ use crate::cli::{JobSubmitArgs, JobWatchArgs};
 use crate::commands::job::{JobError, JobFile};
 use crate::conn::{self, ConnError};
 use crate::exit::Exit;
-use crate::output::{Events, Mode};
+use crate::output::{Events, Mode, short};
 use crate::report;
 
 /// Why a job could not be handed over or followed.
@@ -111,10 +111,6 @@ pub async fn ensure_artifact(
         )),
     }
     Ok(())
-}
-
-fn short(hex: &str) -> &str {
-    hex.get(..12).unwrap_or(hex)
 }
 
 /// Submits a signed job and follows it to its end; returns the outcome's exit code.
