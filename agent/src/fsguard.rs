@@ -1,11 +1,15 @@
-//! Start-up checks of the files the agent trusts: its private keys, its config and its data
-//! directory.
+//! Start-up checks of the files the agent trusts: its private keys, its config, its trust
+//! anchors (the CA certificate and the trusted public keys), the directories holding them, and
+//! its data directory.
 //!
-//! A key that others can read is a key others hold; a config or data directory that others can
-//! write is a policy others set. So the agent refuses to start (and `check-config` reports) when:
+//! A key that others can read is a key others hold; a config, trust anchor or data directory
+//! that others can write is a policy others set (a swapped CA or public key lets someone else
+//! deploy). So the agent refuses to start (and `check-config` reports) when:
 //!
 //! * a private key (the TLS key, the audit signing key) grants the group or others any access;
-//! * the config file or the data directory is writable by the group or others;
+//! * the config file, the CA certificate, a trusted public key, the data directory or a
+//!   directory holding any of them is writable by the group or others (a writable directory
+//!   lets its file be replaced);
 //! * any of them is owned by a user other than the agent's own (or root, which the agent's user
 //!   must trust anyway);
 //! * any of them is a symlink (checked with `lstat`: a link could be repointed later).
@@ -30,6 +34,12 @@ pub enum Guarded {
     Config,
     /// The data directory: no group/other write.
     DataDir,
+    /// `tls.ca`, the CA that client certificates must chain to: no group/other write.
+    CaCert,
+    /// A trusted public key (`keys[].public_key`): no group/other write.
+    TrustedKey,
+    /// A directory that holds one of the above: no group/other write.
+    Directory,
 }
 
 impl Guarded {
@@ -39,6 +49,9 @@ impl Guarded {
             Guarded::PrivateKey => "private key",
             Guarded::Config => "config file",
             Guarded::DataDir => "data directory",
+            Guarded::CaCert => "CA certificate",
+            Guarded::TrustedKey => "trusted public key",
+            Guarded::Directory => "directory",
         }
     }
 
@@ -46,7 +59,11 @@ impl Guarded {
     fn forbidden_bits(self) -> u32 {
         match self {
             Guarded::PrivateKey => 0o077,
-            Guarded::Config | Guarded::DataDir => 0o022,
+            Guarded::Config
+            | Guarded::DataDir
+            | Guarded::CaCert
+            | Guarded::TrustedKey
+            | Guarded::Directory => 0o022,
         }
     }
 
@@ -55,6 +72,16 @@ impl Guarded {
         match self {
             Guarded::PrivateKey | Guarded::Config => "600",
             Guarded::DataDir => "711",
+            Guarded::CaCert | Guarded::TrustedKey => "644",
+            Guarded::Directory => "755",
+        }
+    }
+
+    /// A directory (the rest are regular files).
+    fn is_dir(self) -> bool {
+        match self {
+            Guarded::DataDir | Guarded::Directory => true,
+            Guarded::PrivateKey | Guarded::Config | Guarded::CaCert | Guarded::TrustedKey => false,
         }
     }
 }
@@ -110,6 +137,13 @@ impl fmt::Display for Problem {
                     (_, true, false) => "writable by its group",
                     (_, _, _) => "writable by others",
                 };
+                if self.what == Guarded::Directory && mode & 0o002 != 0 {
+                    // A shared directory such as /tmp: chmod is not the fix, moving out is.
+                    return write!(
+                        f,
+                        "{what} {path}, which holds a file the agent trusts, is {who} (mode {mode:04o}, owner {owner}): anyone may replace what it holds; move the agent's keys, config and trust anchors to a directory only the agent's user or root can write"
+                    );
+                }
                 write!(
                     f,
                     "{what} {path} is {who} (mode {mode:04o}, owner {owner}): run `chmod {} {path}`",
@@ -130,7 +164,7 @@ impl fmt::Display for Problem {
             Issue::WrongType => write!(
                 f,
                 "{what} {path} is not a {} (mode {mode:04o}, owner {owner})",
-                if self.what == Guarded::DataDir {
+                if self.what.is_dir() {
                     "directory"
                 } else {
                     "regular file"
@@ -167,14 +201,33 @@ fn render(problems: &[Problem]) -> String {
     }
 }
 
-/// The paths the agent trusts, as its config names them.
+/// The paths the agent trusts, as its config names them, then the directories that hold them
+/// (each once).
 pub fn guarded_paths(config: &Config) -> Vec<(PathBuf, Guarded)> {
-    vec![
+    let mut paths = vec![
         (config.path.clone(), Guarded::Config),
         (config.tls.key.clone(), Guarded::PrivateKey),
         (config.audit.signing_key.clone(), Guarded::PrivateKey),
+        (config.tls.ca.clone(), Guarded::CaCert),
         (config.data_dir.clone(), Guarded::DataDir),
-    ]
+    ];
+    paths.extend(
+        config
+            .policy
+            .keys
+            .iter()
+            .map(|k| (k.file.clone(), Guarded::TrustedKey)),
+    );
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (path, _) in &paths {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dirs.iter().any(|d| d == dir)
+        {
+            dirs.push(dir.to_owned());
+        }
+    }
+    paths.extend(dirs.into_iter().map(|d| (d, Guarded::Directory)));
+    paths
 }
 
 /// Every problem of the config's guarded paths, checked for the current effective uid.
@@ -238,9 +291,10 @@ pub fn inspect(path: &Path, what: Guarded, agent_uid: u32) -> Result<Vec<Problem
         let target = std::fs::read_link(path).unwrap_or_default();
         return Ok(vec![problem(Issue::Symlink { target })]);
     }
-    let right_type = match what {
-        Guarded::DataDir => file_type.is_dir(),
-        Guarded::PrivateKey | Guarded::Config => file_type.is_file(),
+    let right_type = if what.is_dir() {
+        file_type.is_dir()
+    } else {
+        file_type.is_file()
     };
     if !right_type {
         return Ok(vec![problem(Issue::WrongType)]);

@@ -39,6 +39,7 @@ fn keys() -> Keys {
 fn trusted(name: &str, key: &SigningKey, roles: &[&str]) -> TrustedKey {
     TrustedKey {
         name: name.to_owned(),
+        file: std::path::PathBuf::from(format!("keys/{name}.pub")),
         key: key.public_key(),
         key_id: key.key_id(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),

@@ -254,3 +254,47 @@ fn unsafe_lists_every_problem_on_its_own_line() {
     assert!(msg.starts_with("refusing to start:"), "{msg}");
     assert!(msg.contains(&a.display().to_string()) && msg.contains(&b.display().to_string()));
 }
+
+/// Security review I7/J8: the trust anchors (CA certificate, trusted public keys) and the
+/// directories holding guarded files are guarded like the config: no group/other write, no
+/// symlink, owned by the agent's user or root.
+#[test]
+fn i7_j8_trust_anchors_and_their_directories_refuse_writes_and_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, what) in [("ca.pem", Guarded::CaCert), ("ci.pub", Guarded::TrustedKey)] {
+        assert!(
+            inspect(&file(tmp.path(), name, 0o644), what, me())
+                .unwrap()
+                .is_empty()
+        );
+        let p = one(&file(tmp.path(), &format!("w-{name}"), 0o664), what);
+        assert_eq!(p.issue, Issue::Mode);
+        let msg = p.to_string();
+        assert!(msg.starts_with(what.label()), "{msg}");
+        assert!(msg.contains("writable by its group (mode 0664"), "{msg}");
+        assert!(msg.contains("run `chmod 644"), "{msg}");
+        let link = tmp.path().join(format!("l-{name}"));
+        symlink(tmp.path().join(name), &link).unwrap();
+        assert!(matches!(one(&link, what).issue, Issue::Symlink { .. }));
+    }
+    assert!(
+        inspect(&dir(tmp.path(), "keys", 0o755), Guarded::Directory, me())
+            .unwrap()
+            .is_empty()
+    );
+    let shared = dir(tmp.path(), "shared", 0o775);
+    assert!(
+        one(&shared, Guarded::Directory)
+            .to_string()
+            .contains("run `chmod 755")
+    );
+    let world = dir(tmp.path(), "world", 0o1777);
+    let msg = one(&world, Guarded::Directory).to_string();
+    assert!(msg.contains("anyone may replace what it holds"), "{msg}");
+    assert!(!msg.contains("chmod"), "{msg}");
+    let file_not_dir = file(tmp.path(), "not-a-dir", 0o644);
+    assert_eq!(
+        one(&file_not_dir, Guarded::Directory).issue,
+        Issue::WrongType
+    );
+}

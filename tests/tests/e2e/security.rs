@@ -501,3 +501,58 @@ fn an_app_dir_out_of_its_users_reach_is_refused_at_start_naming_the_directory() 
     assert!(!env.data_dir.join("audit").exists(), "{msg}");
     fs::set_permissions(&env.root, fs::Permissions::from_mode(0o711)).unwrap();
 }
+
+/// Security review I7/J8: every trust anchor is guarded at start. A CA certificate or trusted
+/// public key that others may write (or that is a symlink), or a directory that lets others
+/// replace one, stops `check-config` and `run`, each refusal naming the path.
+#[test]
+fn i7_j8_writable_or_linked_trust_anchors_are_refused_at_start() {
+    let env = TestEnv::new().unwrap();
+    let config = env.config.to_string_lossy().into_owned();
+    let check = || {
+        env.agent_cmd(&["check-config", "--config", &config])
+            .unwrap()
+    };
+    check().assert_code(0);
+
+    fs::set_permissions(&env.pki.ca, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = check();
+    out.assert_code(2);
+    let want = format!(
+        "CA certificate {} is writable by its group and others (mode 0666",
+        env.pki.ca.display()
+    );
+    assert!(out.stderr.contains(&want), "{}", out.all());
+    fs::set_permissions(&env.pki.ca, fs::Permissions::from_mode(0o644)).unwrap();
+
+    // A trusted key replaced by a link to another file.
+    let real = env.root.join("deployer-real.pub");
+    fs::rename(&env.keys.deployer.public, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &env.keys.deployer.public).unwrap();
+    let out = check();
+    out.assert_code(2);
+    let want = format!(
+        "trusted public key {} is a symlink to {}",
+        env.keys.deployer.public.display(),
+        real.display()
+    );
+    assert!(out.stderr.contains(&want), "{}", out.all());
+    fs::remove_file(&env.keys.deployer.public).unwrap();
+    fs::rename(&real, &env.keys.deployer.public).unwrap();
+
+    // The directory holding the keys, writable by its group.
+    let keys_dir = env.keys.deployer.public.parent().unwrap().to_owned();
+    fs::set_permissions(&keys_dir, fs::Permissions::from_mode(0o775)).unwrap();
+    let out = check();
+    out.assert_code(2);
+    let want = format!("directory {} is writable by its group", keys_dir.display());
+    assert!(out.stderr.contains(&want), "{}", out.all());
+    let err = Agent::start(&env).unwrap_err();
+    assert!(format!("{err:#}").contains(&want), "{err:#}");
+    assert!(
+        !env.data_dir.join("audit").exists(),
+        "refused before anything was written"
+    );
+    fs::set_permissions(&keys_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    check().assert_code(0);
+}

@@ -123,6 +123,8 @@ pub struct Policy {
 pub struct TrustedKey {
     /// Its label in the config.
     pub name: String,
+    /// The public key file it was read from (a trust anchor: the agent guards it at start).
+    pub file: PathBuf,
     /// The Ed25519 public key.
     pub key: PublicKey,
     /// SHA-256 of the raw public key.

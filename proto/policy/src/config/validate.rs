@@ -619,6 +619,7 @@ fn validate_keys(p: &mut Problems, raw: &RawConfig, base: &Path) -> Vec<TrustedK
         if ok {
             keys.push(TrustedKey {
                 name: k.name.clone(),
+                file: path,
                 key,
                 key_id: key.key_id(),
                 roles: k.roles.iter().cloned().collect(),
