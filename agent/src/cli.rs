@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use gantry_proto::keys::{PublicKey, write_keypair};
 
 use crate::audit::AuditError;
-use crate::strategy::reason;
+use crate::error::reason;
 use crate::telemetry::{self, LogFormat};
 
 /// Gantry's deploy agent: obeys only signed jobs its local policy trusts.

@@ -22,11 +22,12 @@ use crate::admission::Admission;
 use crate::artifact::ArtifactStore;
 use crate::audit::{AuditLog, AuditOptions, Entry};
 use crate::config::Config;
-use crate::executor::{Executor, create_dir_mode};
+use crate::error::reason;
+use crate::executor::Executor;
 use crate::server::throttle::{Budget, ClientThrottle};
 use crate::server::{AgentService, tls};
 use crate::shutdown::{GRACE, Shutdown};
-use crate::strategy::reason;
+use crate::state::create_dir_mode;
 
 /// HTTP/2 limits: enough for a controller, too little for a resource-exhaustion attempt.
 const MAX_CONCURRENT_STREAMS: u32 = 64;

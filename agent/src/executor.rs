@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -127,12 +127,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::now_ms;
 
 impl JobHandle {
     fn new(id: JobId) -> Self {
@@ -427,7 +422,7 @@ impl Executor {
                 source: e,
             };
             let dir = config.data_dir.join("apps").join(name.as_str());
-            create_dir_mode(&dir, 0o755).map_err(|e| prepare(Box::new(e)))?;
+            crate::state::create_dir_mode(&dir, 0o755).map_err(|e| prepare(Box::new(e)))?;
             let state = AppState::load(&dir).map_err(|e| prepare(Box::new(e)))?;
             let front_door = Arc::new(Mutex::new(None));
             let router = strategy::routing::make_router(policy, &dir, Arc::clone(&front_door));
@@ -460,7 +455,7 @@ impl Executor {
             if let Err(e) =
                 strategy::routing::ensure_front_door(&mut runtime, &audit, default_backoff()).await
             {
-                tracing::error!(app = %name, "{}", strategy::reason(&e));
+                tracing::error!(app = %name, "{}", crate::error::reason(&e));
             }
             controls.insert(name.clone(), control_tx);
             shared.insert(name.clone(), app_shared);
@@ -542,7 +537,10 @@ impl Executor {
                     .with("app", json!(app))
                     .with("reason", json!(job.spec.reason));
                 if let Err(e) = audit.append(started).await {
-                    tracing::error!("cannot record recovery.started: {}", strategy::reason(&e));
+                    tracing::error!(
+                        "cannot record recovery.started: {}",
+                        crate::error::reason(&e)
+                    );
                 }
                 let outcome = match this.inner.apps.get(&app) {
                     Some(runtime) => {
@@ -550,7 +548,10 @@ impl Executor {
                         let ctx = this.job_ctx(&job, &handle);
                         let outcome = strategy::converge(&mut runtime, &ctx).await;
                         if let Err(e) = runtime.persist() {
-                            tracing::error!("cannot persist app state: {}", strategy::reason(&e));
+                            tracing::error!(
+                                "cannot persist app state: {}",
+                                crate::error::reason(&e)
+                            );
                         }
                         outcome
                     }
@@ -567,7 +568,7 @@ impl Executor {
                     .with("app", json!(app))
                     .with("reason", json!(why));
                 if let Err(e) = audit.append_held(entry).await {
-                    tracing::error!("cannot record {event}: {}", strategy::reason(&e));
+                    tracing::error!("cannot record {event}: {}", crate::error::reason(&e));
                 }
                 this.release(&app);
             }
@@ -604,19 +605,25 @@ impl Executor {
             app.instances = keep;
             for instance in stop {
                 if let Err(e) = instance.stop().await {
-                    tracing::warn!("cannot stop a standby instance: {}", strategy::reason(&e));
+                    tracing::warn!(
+                        "cannot stop a standby instance: {}",
+                        crate::error::reason(&e)
+                    );
                 }
             }
             app.state.standby = None;
             if let Err(e) = app.persist() {
-                tracing::error!("cannot persist app state: {}", strategy::reason(&e));
+                tracing::error!("cannot persist app state: {}", crate::error::reason(&e));
             }
             let entry = Entry::new("standby.stopped")
                 .with("app", json!(app.policy.name))
                 .with("slot", json!(standby.slot.as_str()))
                 .with("version", json!(standby.version.to_string()));
             if let Err(e) = audit.append(entry).await {
-                tracing::error!("cannot record standby.stopped: {}", strategy::reason(&e));
+                tracing::error!(
+                    "cannot record standby.stopped: {}",
+                    crate::error::reason(&e)
+                );
             }
         });
     }
@@ -998,17 +1005,6 @@ async fn interrupted(audit: &AuditLog, admission: &Admission, job: &JobId, app: 
     if let Err(e) = admission.record_outcome(job, Outcome::Interrupted.as_str(), reason) {
         tracing::error!(%job, "cannot record the interrupted job's outcome: {e}");
     }
-}
-
-/// Creates a directory (and parents) and sets its mode.
-///
-/// # Errors
-///
-/// The I/O error of creating it or setting its mode.
-pub fn create_dir_mode(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
 impl AppView for Executor {

@@ -8,10 +8,7 @@ fn main() -> ExitCode {
     match gantry_agent::cli::run(gantry_agent::cli::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            eprintln!("error: {:#}", gantry_agent::error::Chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -26,12 +26,7 @@ pub struct Unreachable {
 
 impl fmt::Display for Unreachable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "app {}: {}",
-            self.app,
-            crate::strategy::reason(&self.error)
-        )?;
+        write!(f, "app {}: {}", self.app, crate::error::reason(&self.error))?;
         if let AccessError::NotSearchable { dir, .. } = &self.error {
             write!(
                 f,

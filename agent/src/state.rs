@@ -91,6 +91,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     result.map_err(err)
 }
 
+/// Creates a directory (and parents) and sets its mode.
+///
+/// # Errors
+///
+/// The I/O error of creating it or setting its mode.
+pub fn create_dir_mode(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+}
+
 /// Reads and parses a JSON file written by [`write_atomic`]; `Ok(None)` when it does not exist.
 ///
 /// # Errors

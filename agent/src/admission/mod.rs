@@ -27,7 +27,6 @@ mod tests;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Limits, Policy};
 use crate::job::{Action, AppName, JobId, Sha256Hex, StrategyKind, VerifiedJob};
@@ -274,7 +273,7 @@ impl Admission {
                 job_id: spec.id.clone(),
                 digest: digest.clone(),
                 app: spec.app.clone(),
-                accepted_at_ms: now_ms(),
+                accepted_at_ms: crate::clock::now_ms(),
                 outcome: None,
                 reason: String::new(),
             })
@@ -342,11 +341,4 @@ fn check_strategy_fits(
     Ok(())
 }
 
-/// The agent's clock in Unix seconds (0 before the epoch).
-pub use gantry_policy::unix_now;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::unix_now;

@@ -350,7 +350,7 @@ pub(crate) fn log_leftover_removal(from: &str, result: Result<Vec<PathBuf>, Arti
         }
         Err(e) => tracing::warn!(
             "cannot remove leftover temporary files from {from} (start-up continues): {}",
-            crate::strategy::reason(&e)
+            crate::error::reason(&e)
         ),
     }
 }

@@ -934,5 +934,5 @@ async fn a_symlinked_audit_file_is_refused() {
 }
 
 fn strategy_reason(e: &AuditError) -> String {
-    crate::strategy::reason(e)
+    crate::error::reason(e)
 }

@@ -15,7 +15,6 @@ pub mod tls;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use gantry_proto::keys::SigningKey;
 use gantry_proto::v1::{self, agent_server::Agent};
@@ -28,9 +27,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admission::{Admission, Admitted, Rejection, SignatureIn};
 use crate::artifact::{ArtifactError, ArtifactStore};
 use crate::audit::{AuditLog, Entry};
+use crate::error::reason;
 use crate::executor::{EventKind, Executor, JobHandle, Outcome, now_ms, strategy_of};
 use crate::job::{AppName, Sha256Hex};
-use crate::strategy::reason;
 
 /// A server-streaming answer.
 pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -288,12 +287,6 @@ fn peer_of<T>(request: &Request<T>) -> PeerIdentity {
     PeerIdentity { fingerprint }
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Streams a job's events from the first, then live, until it finishes; a watcher that falls
 /// behind re-reads the history instead of missing events.
 fn follow_job(handle: Arc<JobHandle>) -> EventStream<v1::JobEvent> {
@@ -358,9 +351,9 @@ impl Agent for AgentService {
         // Fair share per client certificate: a flood from one (stolen) certificate waits for
         // its own few permits and cannot starve the other controllers' jobs.
         let permit = self.throttle.gate(&peer.fingerprint).admission().await;
-        let admitted = self
-            .admission
-            .admit(&signed.job, &sigs, now_unix(), &self.executor);
+        let admitted =
+            self.admission
+                .admit(&signed.job, &sigs, crate::clock::unix_now(), &self.executor);
         drop(permit);
         let job = match admitted {
             Err(rejection) => return Err(self.reject(bytes, &rejection, &peer).await),

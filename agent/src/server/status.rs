@@ -67,6 +67,6 @@ pub fn reason_code(e: &AdmissionError) -> &'static str {
 pub fn rejection(e: &AdmissionError) -> Status {
     Status::new(
         code(e),
-        format!("job rejected: {}", crate::strategy::reason(e)),
+        format!("job rejected: {}", crate::error::reason(e)),
     )
 }

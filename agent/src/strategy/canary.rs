@@ -12,9 +12,10 @@ use tokio::time::{Instant, timeout_at};
 
 use super::routing::{self, Weights, ports_in, serve_only, share};
 use super::{
-    JobCtx, StrategyError, StrategyOutcome, install_within, reason, record_release,
+    JobCtx, StrategyError, StrategyOutcome, install_within, record_release,
     refuse_pending_controls, start_instances, stop_ports, wait_healthy_ports,
 };
+use crate::error::reason;
 use crate::executor::AppRuntime;
 use crate::job::{Action, AnalysisSpec, ReleaseSpec};
 use crate::supervisor::InstanceState;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 
 use super::{
-    JobCtx, StrategyError, StrategyOutcome, install, reason, start_set, stop_set, wait_set_healthy,
+    JobCtx, StrategyError, StrategyOutcome, install, start_set, stop_set, wait_set_healthy,
 };
+use crate::error::reason;
 use crate::executor::AppRuntime;
 use crate::job::ReleaseSpec;
 

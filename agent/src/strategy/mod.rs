@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::artifact::{ArtifactError, ArtifactStore, UnpackLimits};
 use crate::audit::{AuditError, AuditLog, Entry, HeldAppend};
+use crate::error::reason;
 use crate::executor::{AppRuntime, EventKind, JobHandle};
 use crate::job::{Action, ReleaseSpec, StrategyKind, VerifiedJob};
 use crate::state::{InstanceRecord, StateError};
@@ -70,21 +71,6 @@ pub enum StrategyError {
     /// A signed abort job stopped the rollout.
     #[error("aborted by job {0}")]
     Aborted(String),
-}
-
-/// An error and its causes on one line: `a: b: c`.
-pub fn reason(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// What a running job needs besides its app.

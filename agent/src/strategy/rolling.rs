@@ -10,9 +10,10 @@ use tokio::time::{Instant, timeout_at};
 
 use super::routing::{self, ports_in, serve_only};
 use super::{
-    JobCtx, StrategyError, StrategyOutcome, install_within, reason, record_release,
-    start_instances, stop_ports, wait_healthy_ports,
+    JobCtx, StrategyError, StrategyOutcome, install_within, record_release, start_instances,
+    stop_ports, wait_healthy_ports,
 };
+use crate::error::reason;
 use crate::executor::AppRuntime;
 use crate::job::ReleaseSpec;
 use crate::state::Slot;

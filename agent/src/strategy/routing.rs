@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{JobCtx, StrategyError, reason};
+use super::{JobCtx, StrategyError};
 use crate::audit::{AuditLog, Entry};
 use crate::config::{AppPolicy, RouterConfig, RunAs};
+use crate::error::reason;
 use crate::executor::AppRuntime;
 use crate::state::Slot;
 use crate::supervisor::{Backoff, Instance, InstanceSpec};
@@ -547,9 +548,9 @@ fn set_mode(path: &Path, mode: u32) {
 /// `traffic/` root-owned 0755 (the route table is the agent's word); `traffic/run/` owned by
 /// the app's user, where the front door writes its counters.
 fn prepare_dirs(app_dir: &Path, run_as: &RunAs) -> std::io::Result<()> {
-    crate::executor::create_dir_mode(&traffic_dir(app_dir), 0o755)?;
+    crate::state::create_dir_mode(&traffic_dir(app_dir), 0o755)?;
     let run = run_dir(app_dir);
-    crate::executor::create_dir_mode(&run, 0o755)?;
+    crate::state::create_dir_mode(&run, 0o755)?;
     if let RunAs::User { uid, gid, .. } = run_as {
         nix::unistd::chown(
             &run,

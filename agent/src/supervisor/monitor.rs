@@ -162,7 +162,7 @@ pub(super) async fn run(
                             Phase::Running(Box::new(proc))
                         }
                         Err(e) => {
-                            let status = format!("restart failed: {}", error_chain(&e));
+                            let status = format!("restart failed: {}", crate::error::reason(&e));
                             tracing::warn!(app = %shared.spec.app, index = shared.spec.index, %status, "instance restart failed");
                             shared.publish(InstanceState::Exited { status: status.clone(), restarts });
                             after_exit(&shared, &mut history, restarts, status)
@@ -213,16 +213,4 @@ fn after_exit(
     Phase::BackingOff {
         until: Instant::now() + backoff.delay(recent),
     }
-}
-
-/// An error and its causes on one line.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

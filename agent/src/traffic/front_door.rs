@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,9 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::balance::Balancer;
-use super::stats::{BackendStats, Counters, STATS_INTERVAL, Stats, unix_ms};
+use super::stats::{BackendStats, Counters, STATS_INTERVAL, Stats};
 use super::{BackendAddrs, RouteTable, TrafficError};
-use crate::strategy::reason;
+use crate::error::reason;
 
 /// At most one warning per this interval for each repeating cause (a dead backend, accept
 /// errors, stats write errors): they are triggered by input and must not flood the log.
@@ -311,7 +311,7 @@ impl Shared {
             pid: self.pid,
             listen: Some(self.local_addr),
             started_at_ms: self.started_at_ms,
-            updated_at_ms: unix_ms(SystemTime::now()),
+            updated_at_ms: u64::try_from(crate::clock::now_ms()).unwrap_or(0),
             reloads: routing.reloads,
             last_reload_error: routing.last_reload_error.clone(),
             accepting: self.accepting.load(Ordering::Relaxed),
@@ -510,7 +510,7 @@ impl FrontDoorServer {
             local_addr,
             stats_interval: opts.stats_interval,
             pid: std::process::id(),
-            started_at_ms: unix_ms(SystemTime::now()),
+            started_at_ms: u64::try_from(crate::clock::now_ms()).unwrap_or(0),
             routing: Mutex::new(routing),
             reload: Notify::new(),
             write_stats: Notify::new(),
@@ -683,7 +683,7 @@ impl AsyncWrite for Counted {
 
 /// True at most once per [`WARN_EVERY`] for the cause `last` tracks.
 fn should_warn(last: &AtomicU64) -> bool {
-    let now = unix_ms(SystemTime::now());
+    let now = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
     let prev = last.load(Ordering::Relaxed);
     let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
     now.saturating_sub(prev) >= every

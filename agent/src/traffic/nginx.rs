@@ -153,7 +153,7 @@ impl Nginx {
                 tracing::warn!(
                     "cannot restore {} after a failed reload: {}",
                     self.upstream_file.display(),
-                    crate::strategy::reason(&r)
+                    crate::error::reason(&r)
                 );
             }
             return Err(e);

@@ -215,7 +215,7 @@ impl FrontDoor {
                     )
                 }
                 (Some(pid), Ok(_)) => format!("front door pid {pid} has not written stats yet"),
-                (Some(_), Err(e)) => crate::strategy::reason(&e),
+                (Some(_), Err(e)) => crate::error::reason(&e),
             };
             if Instant::now() >= deadline {
                 return Err(TrafficError::NotAcknowledged {
@@ -266,7 +266,7 @@ pub(crate) fn check_generation(
         Err(e) => {
             tracing::warn!(
                 "replacing an unreadable route table: {}",
-                crate::strategy::reason(&e)
+                crate::error::reason(&e)
             );
             Ok(())
         }
