@@ -3,6 +3,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Displays an error with its `source()` chain.
 ///
@@ -46,6 +47,12 @@ impl fmt::Debug for Chain<'_> {
 /// [`Chain`] as a `String`, for reasons that are stored or sent.
 pub fn reason(e: &dyn Error) -> String {
     Chain(e).to_string()
+}
+
+/// Locks `m`, taking over a lock a panicking thread left poisoned: every mutex in the agent
+/// guards state that is updated only after the fallible step, so it is consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

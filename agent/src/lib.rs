@@ -30,6 +30,7 @@
 //! come from `gantry-proto`.
 
 pub mod admission;
+pub mod app;
 pub mod artifact;
 pub mod audit;
 pub mod cli;
@@ -40,6 +41,7 @@ pub mod executor;
 pub mod fsguard;
 pub mod health;
 pub mod lock;
+pub mod progress;
 pub mod reach;
 pub mod readiness;
 pub mod secrets;

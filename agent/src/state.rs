@@ -138,6 +138,10 @@ pub struct InstanceRecord {
     pub port: u16,
     /// The release it runs.
     pub version: semver::Version,
+    /// The slot it serves from. State files written before records held it are read with
+    /// [`AppState::load`], which derives it from the port.
+    #[serde(default)]
+    pub slot: Slot,
 }
 
 /// One of an app's two sets of ports: blue-green and canary start the new release in the
@@ -216,13 +220,30 @@ impl AppState {
         app_dir.join("state.json")
     }
 
-    /// Loads the app's state, or the empty state when none was written yet.
+    /// Loads the app's state, or the empty state when none was written yet. An instance
+    /// record from before records named their slot gets `slot_of(port)`.
     ///
     /// # Errors
     ///
     /// [`StateError`] when the file exists but cannot be read or parsed.
-    pub fn load(app_dir: &Path) -> Result<AppState, StateError> {
-        Ok(read_json(&Self::path(app_dir))?.unwrap_or_default())
+    pub fn load(app_dir: &Path, slot_of: impl Fn(u16) -> Slot) -> Result<AppState, StateError> {
+        let path = Self::path(app_dir);
+        let Some(mut raw) = read_json::<serde_json::Value>(&path)? else {
+            return Ok(AppState::default());
+        };
+        if let Some(records) = raw.get_mut("instances").and_then(|v| v.as_array_mut()) {
+            for record in records.iter_mut().filter_map(|r| r.as_object_mut()) {
+                if record.contains_key("slot") {
+                    continue;
+                }
+                let port = record.get("port").and_then(serde_json::Value::as_u64);
+                if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
+                    let slot = serde_json::to_value(slot_of(port)).unwrap_or_default();
+                    record.insert("slot".to_owned(), slot);
+                }
+            }
+        }
+        serde_json::from_value(raw).map_err(|source| StateError::Corrupt { path, source })
     }
 
     /// Persists the state atomically.
@@ -275,7 +296,10 @@ mod tests {
     #[test]
     fn app_state_round_trips_and_defaults_when_absent() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(AppState::load(dir.path()).unwrap(), AppState::default());
+        assert_eq!(
+            AppState::load(dir.path(), |_| Slot::Blue).unwrap(),
+            AppState::default()
+        );
         let state = AppState {
             current: Some(semver::Version::new(1, 2, 3)),
             instances: vec![InstanceRecord {
@@ -284,19 +308,40 @@ mod tests {
                 start_time: 7,
                 port: 18000,
                 version: semver::Version::new(1, 2, 3),
+                slot: Slot::Green,
             }],
             ..AppState::default()
         };
         state.save(dir.path()).unwrap();
-        assert_eq!(AppState::load(dir.path()).unwrap(), state);
+        assert_eq!(AppState::load(dir.path(), |_| Slot::Blue).unwrap(), state);
     }
 
     #[test]
     fn corrupt_state_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(AppState::path(dir.path()), b"{not json").unwrap();
-        let err = AppState::load(dir.path()).unwrap_err();
+        let err = AppState::load(dir.path(), |_| Slot::Blue).unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }));
         assert!(err.to_string().contains("state.json"));
+    }
+
+    #[test]
+    fn a_record_written_before_slots_were_recorded_gets_its_slot_from_its_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"current":"1.0.0","previous":null,"last_known_good":null,"instances":[
+            {"index":0,"pid":42,"start_time":7,"port":18000,"version":"1.0.0"},
+            {"index":0,"pid":43,"start_time":8,"port":18004,"version":"1.0.0"}],
+            "releases":{},"active_job":null}"#;
+        fs::write(AppState::path(dir.path()), old).unwrap();
+        let slot_of = |port: u16| {
+            if port >= 18004 {
+                Slot::Green
+            } else {
+                Slot::Blue
+            }
+        };
+        let state = AppState::load(dir.path(), slot_of).unwrap();
+        let slots: Vec<(u16, Slot)> = state.instances.iter().map(|r| (r.port, r.slot)).collect();
+        assert_eq!(slots, vec![(18000, Slot::Blue), (18004, Slot::Green)]);
     }
 }

@@ -27,8 +27,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admission::{Admission, Admitted, Rejection, SignatureIn};
 use crate::artifact::{ArtifactError, ArtifactStore};
 use crate::audit::{AuditLog, Entry};
+use crate::clock::now_ms;
 use crate::error::reason;
-use crate::executor::{EventKind, Executor, JobHandle, Outcome, now_ms, strategy_of};
+use crate::executor::{EventKind, Executor, JobHandle, Outcome, strategy_of};
 use crate::job::{AppName, Sha256Hex};
 
 /// A server-streaming answer.

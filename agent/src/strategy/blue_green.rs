@@ -10,18 +10,21 @@ use std::time::Duration;
 
 use tokio::time::{Instant, timeout_at};
 
-use super::routing::{self, Weights, ports_in, serve_only, share};
-use super::{
-    JobCtx, StrategyError, StrategyOutcome, install_within, record_release,
-    refuse_pending_controls, start_instances, stop_ports, wait_healthy_ports,
+use super::shift::{self, Weights, serve_only, share};
+use super::steps::{
+    install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
+    wait_healthy_ports,
 };
+use super::{JobCtx, StrategyError};
+use crate::app::AppRuntime;
+use crate::app::slots::ports_in;
 use crate::error::reason;
-use crate::executor::{AppRuntime, now_ms};
 use crate::job::{Action, ReleaseSpec};
+use crate::progress::{Ended, Outcome};
 use crate::state::Standby;
 
 /// Deploys `release` into the idle slot and switches to it.
-pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Ended {
     let deadline = Instant::now() + release.progress_deadline;
     if let Some(failed) = install_within(app, ctx, release, deadline).await {
         return failed;
@@ -35,7 +38,7 @@ async fn switch_to(
     ctx: &JobCtx,
     release: &ReleaseSpec,
     deadline: Instant,
-) -> StrategyOutcome {
+) -> Ended {
     let active = app.state.active_slot;
     let idle = active.other();
     let old_ports = ports_in(app, active);
@@ -43,7 +46,7 @@ async fn switch_to(
     // The idle slot may still hold a standby from the last switch: it is replaced now.
     let leftovers = ports_in(app, idle);
     if let Err(e) = stop_ports(app, ctx, &leftovers).await {
-        return StrategyOutcome::Failed(reason(&e));
+        return Ended::failed(reason(&e));
     }
     app.state.standby = None;
     let mut switch_ms = 0;
@@ -70,7 +73,7 @@ async fn switch_to(
                 release.version,
                 humantime::format_duration(rollout.preview)
             ));
-            routing::apply(app, ctx, &weights, "preview").await?;
+            shift::apply(app, ctx, &weights, "preview").await?;
             watch(app, ctx, release, &new_ports, rollout.preview).await?;
         }
         if !rollout.auto_promote {
@@ -93,7 +96,7 @@ async fn switch_to(
     let failure = match result {
         Ok(Ok(_)) => {
             if let Err(e) = record_release(app, &release.version, idle) {
-                return StrategyOutcome::Failed(reason(&e));
+                return Ended::failed(reason(&e));
             }
             let delay = release.rollout.scale_down_delay;
             let kept = match (&old_version, old_ports.is_empty()) {
@@ -101,11 +104,11 @@ async fn switch_to(
                     app.state.standby = Some(Standby {
                         slot: active,
                         version: v.clone(),
-                        until_ms: now_ms()
+                        until_ms: ctx.clock.now_ms()
                             + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
                     });
                     if let Err(e) = app.persist() {
-                        return StrategyOutcome::Failed(reason(&e));
+                        return Ended::failed(reason(&e));
                     }
                     format!(
                         "; {} keeps {v} running for {} for an instant rollback",
@@ -115,7 +118,7 @@ async fn switch_to(
                 }
                 _ => String::new(),
             };
-            return StrategyOutcome::Succeeded(format!(
+            return Ended::succeeded(format!(
                 "switched to {} ({} on {} instance(s)) in {switch_ms} ms{kept}",
                 idle.as_str(),
                 release.version,
@@ -140,10 +143,7 @@ async fn switch_to(
         )
         .await
     {
-        return StrategyOutcome::Failed(format!(
-            "{failure}; switching back failed: {}",
-            reason(&e)
-        ));
+        return Ended::failed(format!("{failure}; switching back failed: {}", reason(&e)));
     }
     let new_ports = ports_in(app, idle);
     if let Err(e) = stop_ports(app, ctx, &new_ports).await {
@@ -152,9 +152,9 @@ async fn switch_to(
     let _ = app.persist();
     match old_version {
         Some(v) if !old_ports.is_empty() => {
-            StrategyOutcome::RolledBack(format!("{failure}; {} still serves {v}", active.as_str()))
+            Ended::rolled_back(format!("{failure}; {} still serves {v}", active.as_str()))
         }
-        _ => StrategyOutcome::Failed(format!("{failure}; there was no previous release serving")),
+        _ => Ended::failed(format!("{failure}; there was no previous release serving")),
     }
 }
 
@@ -167,9 +167,9 @@ async fn watch(
     ports: &[u16],
     time: Duration,
 ) -> Result<(), StrategyError> {
-    let errors_before = routing::connect_errors(app, ports);
-    super::watch_healthy(app, release, ports, time).await?;
-    let errors = routing::connect_errors(app, ports).saturating_sub(errors_before);
+    let errors_before = shift::connect_errors(app, ports);
+    super::steps::watch_healthy(app, release, ports, time).await?;
+    let errors = shift::connect_errors(app, ports).saturating_sub(errors_before);
     if errors > 0 {
         return Err(StrategyError::Unhealthy(format!(
             "{errors} connection error(s) to the new slot during the preview"
@@ -224,13 +224,13 @@ pub(super) async fn wait_for_promote(
 
 /// Returns an app with a router to the target release: an instant switch back to the standby
 /// slot when it still runs it, else a blue-green deploy of the target from disk.
-pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
     let target = match super::rollback_target(app, ctx) {
         Ok(target) => target,
         Err(outcome) => return outcome,
     };
     if app.state.current.as_ref() == Some(&target) {
-        return StrategyOutcome::Failed(format!("release {target} is already current"));
+        return Ended::failed(format!("release {target} is already current"));
     }
     let standby = app.state.standby.clone().filter(|s| s.version == target);
     if let Some(standby) = standby {
@@ -252,20 +252,20 @@ pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
                     }
                     app.state.standby = None;
                     match record_release(app, &target, standby.slot) {
-                        Ok(()) => StrategyOutcome::Succeeded(format!(
+                        Ok(()) => Ended::succeeded(format!(
                             "switched back to {} ({target}) in {} ms",
                             standby.slot.as_str(),
                             took.as_millis()
                         )),
-                        Err(e) => StrategyOutcome::Failed(reason(&e)),
+                        Err(e) => Ended::failed(reason(&e)),
                     }
                 }
-                Err(e) => StrategyOutcome::Failed(reason(&e)),
+                Err(e) => Ended::failed(reason(&e)),
             };
         }
     }
     let Some(mut release) = app.state.spec_of(&target).cloned() else {
-        return StrategyOutcome::Failed(format!(
+        return Ended::failed(format!(
             "release {target} of app {} is not on disk; deploy it again",
             app.policy.name
         ));
@@ -274,11 +274,13 @@ pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
     release.rollout.preview_weight = 0;
     release.rollout.auto_promote = true;
     if !app.releases.is_on_disk(&target) {
-        return StrategyOutcome::Failed(format!("release {target} is no longer on disk"));
+        return Ended::failed(format!("release {target} is no longer on disk"));
     }
     let deadline = Instant::now() + release.progress_deadline;
-    match switch_to(app, ctx, &release, deadline).await {
-        StrategyOutcome::RolledBack(r) => StrategyOutcome::Failed(r),
-        other => other,
+    let mut ended = switch_to(app, ctx, &release, deadline).await;
+    // Back where it started is a failed rollback job, not a rolled-back one.
+    if ended.outcome == Outcome::RolledBack {
+        ended.outcome = Outcome::Failed;
     }
+    ended
 }

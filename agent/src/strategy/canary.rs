@@ -10,18 +10,21 @@ use std::time::Duration;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::time::{Instant, timeout_at};
 
-use super::routing::{self, Weights, ports_in, serve_only, share};
-use super::{
-    JobCtx, StrategyError, StrategyOutcome, install_within, record_release,
-    refuse_pending_controls, start_instances, stop_ports, wait_healthy_ports,
+use super::shift::{self, Weights, serve_only, share};
+use super::steps::{
+    install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
+    wait_healthy_ports,
 };
+use super::{JobCtx, StrategyError};
+use crate::app::AppRuntime;
+use crate::app::slots::ports_in;
 use crate::error::reason;
-use crate::executor::AppRuntime;
 use crate::job::{Action, AnalysisSpec, ReleaseSpec};
+use crate::progress::Ended;
 use crate::supervisor::InstanceState;
 
 /// Deploys `release` as a canary, step by step.
-pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Ended {
     let deadline = Instant::now() + release.progress_deadline;
     if let Some(failed) = install_within(app, ctx, release, deadline).await {
         return failed;
@@ -31,7 +34,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     let stable = ports_in(app, stable_slot);
     let leftovers = ports_in(app, canary_slot);
     if let Err(e) = stop_ports(app, ctx, &leftovers).await {
-        return StrategyOutcome::Failed(reason(&e));
+        return Ended::failed(reason(&e));
     }
     app.state.standby = None;
     let rollout = &release.rollout;
@@ -55,7 +58,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             let label = format!("canary {weight}% (step {}/{steps})", n + 1);
             app.shared
                 .set_rollout(format!("canary {}: {label}", release.version));
-            routing::apply(app, ctx, &weights, &label).await?;
+            shift::apply(app, ctx, &weights, &label).await?;
             ctx.step_of(
                 "canary.step",
                 label.clone(),
@@ -83,16 +86,16 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     refuse_pending_controls(app);
     let failure = match result {
         Ok(Ok(())) => {
-            routing::wait_drained(app, ctx, &stable).await;
+            shift::wait_drained(app, ctx, &stable).await;
             if let Err(e) = stop_ports(app, ctx, &stable).await {
                 ctx.note("instances.stop_failed", reason(&e)).await;
             }
             return match record_release(app, &release.version, canary_slot) {
-                Ok(()) => StrategyOutcome::Succeeded(format!(
+                Ok(()) => Ended::succeeded(format!(
                     "canary {} promoted: {} instance(s) serve all traffic",
                     release.version, release.instances
                 )),
-                Err(e) => StrategyOutcome::Failed(reason(&e)),
+                Err(e) => Ended::failed(reason(&e)),
             };
         }
         Ok(Err(e)) => reason(&e),
@@ -103,7 +106,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     if !stable.is_empty()
         && let Err(e) = serve_only(app, ctx, &stable, "canary weight 0").await
     {
-        return StrategyOutcome::Failed(format!(
+        return Ended::failed(format!(
             "{failure}; restoring the stable backends failed: {}",
             reason(&e)
         ));
@@ -114,10 +117,10 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     }
     let _ = app.persist();
     match app.state.current.clone() {
-        Some(v) if !stable.is_empty() => StrategyOutcome::RolledBack(format!(
-            "canary aborted: {failure}; {v} serves all traffic"
-        )),
-        _ => StrategyOutcome::Failed(format!("canary aborted: {failure}")),
+        Some(v) if !stable.is_empty() => {
+            Ended::rolled_back(format!("canary aborted: {failure}; {v} serves all traffic"))
+        }
+        _ => Ended::failed(format!("canary aborted: {failure}")),
     }
 }
 
@@ -187,7 +190,7 @@ impl Analysis {
             spec,
             ports: ports.to_vec(),
             probe_failures: 0,
-            errors_before: routing::connect_errors(app, ports),
+            errors_before: shift::connect_errors(app, ports),
             system: System::new(),
             cpu_max: 0.0,
             memory_max: 0,
@@ -231,7 +234,7 @@ impl Analysis {
                 ));
             }
             let dir = app.releases.dir_of(&record.version);
-            let probe = crate::health::probe_once_as(
+            let probe = crate::health::probe_once(
                 &release.health.probe,
                 record.port,
                 &dir,
@@ -250,7 +253,7 @@ impl Analysis {
                 self.probe_failures, self.spec.max_probe_failures
             ));
         }
-        let errors = routing::connect_errors(app, &self.ports).saturating_sub(self.errors_before);
+        let errors = shift::connect_errors(app, &self.ports).saturating_sub(self.errors_before);
         if errors > self.spec.max_conn_errors {
             return fail(format!(
                 "{errors} front-door connection error(s) to the canary (limit {})",

@@ -8,64 +8,59 @@ use std::time::Duration;
 
 use tokio::time::{Instant, timeout_at};
 
-use super::{
-    JobCtx, StrategyError, StrategyOutcome, install, start_set, stop_set, wait_set_healthy,
-};
+use super::steps::{install, start_set, stop_set, wait_set_healthy};
+use super::{JobCtx, StrategyError};
+use crate::app::AppRuntime;
 use crate::error::reason;
-use crate::executor::AppRuntime;
 use crate::job::ReleaseSpec;
+use crate::progress::Ended;
 
 /// Extra time a rollback gets beyond the old release's own health deadline.
 const RESTORE_MARGIN: Duration = Duration::from_secs(30);
 
 /// Deploys `release`: install, then replace the running release with it.
-pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Ended {
     let deadline = Instant::now() + release.progress_deadline;
     // Install before touching anything: a release that cannot be unpacked changes nothing.
     match timeout_at(deadline, install(app, ctx, release)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return StrategyOutcome::Failed(reason(&e)),
+        Ok(Err(e)) => return Ended::failed(reason(&e)),
         Err(_) => {
-            return StrategyOutcome::Failed(
-                StrategyError::Deadline(release.progress_deadline).to_string(),
-            );
+            return Ended::failed(StrategyError::Deadline(release.progress_deadline).to_string());
         }
     }
     replace(app, ctx, release, deadline).await
 }
 
 /// Returns to the job's target version, or the previous release, from disk.
-pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+pub async fn rollback(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
     let target = match super::rollback_target(app, ctx) {
         Ok(target) => target,
         Err(outcome) => return outcome,
     };
     if app.state.current.as_ref() == Some(&target) && !app.instances.is_empty() {
-        return StrategyOutcome::Failed(format!("release {target} is already current"));
+        return Ended::failed(format!("release {target} is already current"));
     }
     let Some(release) = app.state.spec_of(&target).cloned() else {
-        return StrategyOutcome::Failed(format!(
+        return Ended::failed(format!(
             "release {target} of app {} is not on disk; deploy it again",
             app.policy.name
         ));
     };
     if !app.releases.is_on_disk(&target) {
-        return StrategyOutcome::Failed(format!("release {target} is no longer on disk"));
+        return Ended::failed(format!("release {target} is no longer on disk"));
     }
     let deadline = Instant::now() + release.progress_deadline;
     replace(app, ctx, &release, deadline).await
 }
 
 /// Restarts the current release's instances.
-pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
     let Some(current) = app.state.current.clone() else {
-        return StrategyOutcome::Failed(format!(
-            "app {} has no release to restart",
-            app.policy.name
-        ));
+        return Ended::failed(format!("app {} has no release to restart", app.policy.name));
     };
     let Some(release) = app.state.spec_of(&current).cloned() else {
-        return StrategyOutcome::Failed(format!("the spec of release {current} is missing"));
+        return Ended::failed(format!("the spec of release {current} is missing"));
     };
     let deadline = Instant::now() + release.progress_deadline;
     let run = async {
@@ -75,14 +70,12 @@ pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
         refresh_routes(app, ctx).await
     };
     match timeout_at(deadline, run).await {
-        Ok(Ok(())) => StrategyOutcome::Succeeded(format!(
+        Ok(Ok(())) => Ended::succeeded(format!(
             "release {current} restarted on {} instance(s)",
             release.instances
         )),
-        Ok(Err(e)) => StrategyOutcome::Failed(reason(&e)),
-        Err(_) => {
-            StrategyOutcome::Failed(StrategyError::Deadline(release.progress_deadline).to_string())
-        }
+        Ok(Err(e)) => Ended::failed(reason(&e)),
+        Err(_) => Ended::failed(StrategyError::Deadline(release.progress_deadline).to_string()),
     }
 }
 
@@ -93,7 +86,7 @@ async fn replace(
     ctx: &JobCtx,
     release: &ReleaseSpec,
     deadline: Instant,
-) -> StrategyOutcome {
+) -> Ended {
     let before_current = app.state.current.clone();
     let before_previous = app.state.previous.clone();
     let forward = async {
@@ -107,10 +100,10 @@ async fn replace(
         Ok(Ok(())) => {
             app.state.last_known_good = Some(release.version.clone());
             if let Err(e) = app.persist() {
-                return StrategyOutcome::Failed(reason(&e));
+                return Ended::failed(reason(&e));
             }
             prune(app, ctx).await;
-            return StrategyOutcome::Succeeded(format!(
+            return Ended::succeeded(format!(
                 "release {} is healthy on {} instance(s)",
                 release.version, release.instances
             ));
@@ -148,7 +141,7 @@ async fn restore(
     before_current: Option<semver::Version>,
     before_previous: Option<semver::Version>,
     failure: String,
-) -> StrategyOutcome {
+) -> Ended {
     let failed_version = app.state.current.clone();
     let Some(target) = before_current.filter(|v| Some(v) != failed_version.as_ref()) else {
         ctx.note(
@@ -157,7 +150,7 @@ async fn restore(
         )
         .await;
         stop_best_effort(app, ctx).await;
-        return StrategyOutcome::Failed(format!("{failure}; no previous release to return to"));
+        return Ended::failed(format!("{failure}; no previous release to return to"));
     };
     ctx.note(
         "rollback.started",
@@ -166,7 +159,7 @@ async fn restore(
     .await;
     stop_best_effort(app, ctx).await;
     let Some(release) = app.state.spec_of(&target).cloned() else {
-        return StrategyOutcome::Failed(format!("{failure}; the spec of {target} is missing"));
+        return Ended::failed(format!("{failure}; the spec of {target} is missing"));
     };
     let give_up = Instant::now() + release.health.deadline + RESTORE_MARGIN;
     let back = async {
@@ -190,11 +183,11 @@ async fn restore(
         Ok(()) => {
             ctx.note("rollback.done", format!("{target} is healthy again"))
                 .await;
-            StrategyOutcome::RolledBack(format!(
+            Ended::rolled_back(format!(
                 "{failure}; rolled back to {target}, which is healthy"
             ))
         }
-        Err(e) => StrategyOutcome::Failed(format!(
+        Err(e) => Ended::failed(format!(
             "{failure}; rollback to {target} failed: {}",
             reason(&e)
         )),
@@ -244,8 +237,8 @@ async fn refresh_routes(app: &AppRuntime, ctx: &JobCtx) -> Result<(), StrategyEr
     if app.router().is_none() {
         return Ok(());
     }
-    let ports = super::routing::ports_in(app, app.state.active_slot);
-    super::routing::serve_only(app, ctx, &ports, "route to the new instances")
+    let ports = crate::app::slots::ports_in(app, app.state.active_slot);
+    super::shift::serve_only(app, ctx, &ports, "route to the new instances")
         .await
         .map(drop)
 }

@@ -8,18 +8,20 @@ use std::ops::Range;
 
 use tokio::time::{Instant, timeout_at};
 
-use super::routing::{self, ports_in, serve_only};
-use super::{
-    JobCtx, StrategyError, StrategyOutcome, install_within, record_release, start_instances,
-    stop_ports, wait_healthy_ports,
+use super::shift::{self, serve_only};
+use super::steps::{
+    install_within, record_release, start_instances, stop_ports, wait_healthy_ports,
 };
+use super::{JobCtx, StrategyError};
+use crate::app::AppRuntime;
+use crate::app::slots::ports_in;
 use crate::error::reason;
-use crate::executor::AppRuntime;
 use crate::job::ReleaseSpec;
+use crate::progress::Ended;
 use crate::state::Slot;
 
 /// Deploys `release` batch by batch.
-pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> StrategyOutcome {
+pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Ended {
     let deadline = Instant::now() + release.progress_deadline;
     if let Some(failed) = install_within(app, ctx, release, deadline).await {
         return failed;
@@ -89,11 +91,11 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     let failure = match timeout_at(deadline, forward).await {
         Ok(Ok(())) => {
             return match record_release(app, &release.version, slot) {
-                Ok(()) => StrategyOutcome::Succeeded(format!(
+                Ok(()) => Ended::succeeded(format!(
                     "release {} is healthy on {} instance(s), replaced {batch} at a time",
                     release.version, release.instances
                 )),
-                Err(e) => StrategyOutcome::Failed(reason(&e)),
+                Err(e) => Ended::failed(reason(&e)),
             };
         }
         Ok(Err(e)) => reason(&e),
@@ -111,7 +113,7 @@ async fn revert(
     old: Option<&ReleaseSpec>,
     release: &ReleaseSpec,
     failure: String,
-) -> StrategyOutcome {
+) -> Ended {
     let Some(old) = old.filter(|_| release.rollout.auto_revert) else {
         let versions = describe_versions(app, slot);
         ctx.note(
@@ -119,9 +121,7 @@ async fn revert(
             format!("{failure}; not reverting ({versions})"),
         )
         .await;
-        return StrategyOutcome::Failed(format!(
-            "{failure}; instances left as they are: {versions}"
-        ));
+        return Ended::failed(format!("{failure}; instances left as they are: {versions}"));
     };
     ctx.note(
         "rollback.started",
@@ -150,18 +150,18 @@ async fn revert(
                 format!("all instances run {} again", old.version),
             )
             .await;
-            StrategyOutcome::RolledBack(format!(
+            Ended::rolled_back(format!(
                 "{failure}; rolled back to {}, which is healthy",
                 old.version
             ))
         }
-        Ok(Err(e)) => StrategyOutcome::Failed(format!(
+        Ok(Err(e)) => Ended::failed(format!(
             "{failure}; reverting to {} failed: {} ({})",
             old.version,
             reason(&e),
             describe_versions(app, slot)
         )),
-        Err(_) => StrategyOutcome::Failed(format!(
+        Err(_) => Ended::failed(format!(
             "{failure}; reverting to {} did not finish in time ({})",
             old.version,
             describe_versions(app, slot)
@@ -170,7 +170,7 @@ async fn revert(
 }
 
 fn drain_budget(ctx: &JobCtx) -> std::time::Duration {
-    routing::drain_timeout(ctx)
+    shift::drain_timeout(ctx)
 }
 
 /// "2 run 1.1.0, 2 run 1.0.0".
@@ -215,7 +215,7 @@ async fn replace_batch(
         )
         .await?;
         serve_only(app, ctx, &staying, "batch out of rotation").await?;
-        routing::wait_drained(app, ctx, &old).await;
+        shift::wait_drained(app, ctx, &old).await;
         stop_ports(app, ctx, &old).await?;
     }
     let start = indexes.start.min(target.instances)..indexes.end.min(target.instances);
@@ -230,14 +230,14 @@ async fn replace_batch(
 /// every instance of the active slot runs `current` (the last release that finished; a
 /// rolling deploy switches it only at the end), the other slot is emptied unless it is the
 /// blue-green standby, and the router serves the active slot.
-pub async fn converge(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
+pub async fn converge(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
     let Some(target) = app
         .state
         .current
         .clone()
         .and_then(|v| app.state.spec_of(&v).cloned())
     else {
-        return StrategyOutcome::Succeeded("no release to converge to".to_owned());
+        return Ended::succeeded("no release to converge to".to_owned());
     };
     let slot = app.state.active_slot;
     let run = async {
@@ -255,7 +255,7 @@ pub async fn converge(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
             .instances
             .iter()
             .map(|i| i.record())
-            .filter(|r| routing::slot_of(app, r.port) == slot && r.version != target.version)
+            .filter(|r| r.slot == slot && r.version != target.version)
             .map(|r| r.index)
             .collect();
         for index in stray {
@@ -265,7 +265,7 @@ pub async fn converge(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
             .instances
             .iter()
             .map(|i| i.record())
-            .filter(|r| routing::slot_of(app, r.port) == slot)
+            .filter(|r| r.slot == slot)
             .map(|r| r.index)
             .collect();
         for index in (0..target.instances).filter(|i| !present.contains(i)) {
@@ -277,14 +277,12 @@ pub async fn converge(app: &mut AppRuntime, ctx: &JobCtx) -> StrategyOutcome {
         Ok::<(), StrategyError>(())
     };
     match timeout_at(Instant::now() + target.progress_deadline, run).await {
-        Ok(Ok(())) => StrategyOutcome::Succeeded(format!(
+        Ok(Ok(())) => Ended::succeeded(format!(
             "every instance of the {} slot runs {}",
             slot.as_str(),
             target.version
         )),
-        Ok(Err(e)) => StrategyOutcome::Failed(reason(&e)),
-        Err(_) => {
-            StrategyOutcome::Failed(StrategyError::Deadline(target.progress_deadline).to_string())
-        }
+        Ok(Err(e)) => Ended::failed(reason(&e)),
+        Err(_) => Ended::failed(StrategyError::Deadline(target.progress_deadline).to_string()),
     }
 }

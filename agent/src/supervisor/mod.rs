@@ -33,7 +33,7 @@ pub(crate) use self::spawn::command;
 pub use self::spawn::{INSTANCE_PATH, instance_env, log_path, resolve_program};
 pub use crate::config::RunAs;
 use crate::job::AppName;
-use crate::state::InstanceRecord;
+use crate::state::{InstanceRecord, Slot};
 use monitor::{Control, Proc};
 
 /// Everything needed to start one instance.
@@ -47,6 +47,8 @@ pub struct InstanceSpec {
     pub index: u32,
     /// Its port (`PORT`).
     pub port: u16,
+    /// The slot it serves from (recorded with it; the supervisor does not use it).
+    pub slot: Slot,
     /// The unpacked release: working directory, and base of a relative `command[0]`.
     pub release_dir: PathBuf,
     /// argv.
@@ -325,6 +327,7 @@ impl Instance {
             start_time,
             port: shared.spec.port,
             version: shared.spec.version.clone(),
+            slot: shared.spec.slot,
         }
     }
 

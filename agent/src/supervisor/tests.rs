@@ -35,6 +35,7 @@ fn setup(command: &[&str]) -> (TempDir, InstanceSpec) {
         version: semver::Version::new(1, 2, 3),
         index: 0,
         port: 18000,
+        slot: crate::state::Slot::Blue,
         release_dir: release,
         command: command.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::from([("GREETING".to_owned(), "hello world".to_owned())]),
@@ -474,6 +475,7 @@ async fn adopt_outside_a_runtime_is_an_error() {
     let (_dir, spec) = setup(&["sleep", "300"]);
     let me = std::process::id();
     let record = InstanceRecord {
+        slot: crate::state::Slot::Blue,
         index: 0,
         pid: me,
         start_time: read_stat(me).unwrap().unwrap().start_time,

@@ -1,6 +1,5 @@
-//! Where an app's connections go: its router (the built-in front door or an existing nginx),
-//! the route tables strategies apply, slots and their ports, and the front door process's own
-//! life cycle (started and adopted like an instance, so it outlives the agent).
+//! The app's router (the built-in front door or an existing nginx) and the front door
+//! process's own life cycle: started and adopted like an instance, so it outlives the agent.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,21 +7,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::time::Instant;
 
-use super::{JobCtx, StrategyError};
+use super::AppRuntime;
+use super::slots::{backend_id, ports_in};
 use crate::audit::{AuditLog, Entry};
 use crate::config::{AppPolicy, RouterConfig, RunAs};
 use crate::error::reason;
-use crate::executor::AppRuntime;
-use crate::state::Slot;
 use crate::supervisor::{Backoff, Instance, InstanceSpec};
 use crate::traffic::{Backend, FrontDoor, Nginx, ProcessId, ReloadVia, RouteTable, Router};
 
 /// How long the front door gets to drain on SIGTERM before the supervisor kills it.
 const FRONT_DOOR_STOP_TIMEOUT: Duration = Duration::from_secs(35);
-/// How often draining backends are checked for open connections.
-const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// `<app_dir>/traffic`: the route table (root-owned, world-readable).
 fn traffic_dir(app_dir: &Path) -> PathBuf {
@@ -69,250 +64,6 @@ pub fn make_router(
             Some(Arc::new(nginx))
         }
     }
-}
-
-/// The port of instance `index` in `slot`: blue is the first `max_instances` ports of the
-/// app's range, green the next.
-///
-/// # Errors
-///
-/// [`StrategyError::Refused`] when the range has no such port.
-pub fn slot_port(app: &AppRuntime, slot: Slot, index: u32) -> Result<u16, StrategyError> {
-    let offset = match slot {
-        Slot::Blue => 0,
-        Slot::Green => app.policy.max_instances,
-    };
-    let range = &app.policy.ports;
-    index
-        .checked_add(offset)
-        .and_then(|i| u16::try_from(i).ok())
-        .and_then(|i| range.start().checked_add(i))
-        .filter(|p| range.contains(p) && index < app.policy.max_instances)
-        .ok_or_else(|| {
-            StrategyError::Refused(format!(
-                "app {} has no port for instance {index} of the {} slot in {}-{}",
-                app.policy.name,
-                slot.as_str(),
-                range.start(),
-                range.end()
-            ))
-        })
-}
-
-/// The slot a port belongs to.
-pub fn slot_of(app: &AppRuntime, port: u16) -> Slot {
-    let offset = u32::from(port.saturating_sub(*app.policy.ports.start()));
-    if app.policy.router.is_some() && offset >= app.policy.max_instances {
-        Slot::Green
-    } else {
-        Slot::Blue
-    }
-}
-
-/// The ports of live instances in `slot`.
-pub fn ports_in(app: &AppRuntime, slot: Slot) -> Vec<u16> {
-    app.instances
-        .iter()
-        .map(|i| i.record().port)
-        .filter(|p| slot_of(app, *p) == slot)
-        .collect()
-}
-
-/// A backend's name in route tables and stats: slot, index and version.
-pub fn backend_id(app: &AppRuntime, port: u16) -> Option<String> {
-    let instance = app.instances.iter().find(|i| i.record().port == port)?;
-    let r = instance.record();
-    Some(format!(
-        "{}-{}-{}",
-        slot_of(app, port).as_str(),
-        r.index,
-        r.version
-    ))
-}
-
-/// How each backend (by port) is weighted in the next table.
-pub type Weights = BTreeMap<u16, Route>;
-
-/// One backend's place in a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    /// Relative share of new connections.
-    pub weight: u32,
-    /// No new connections; open ones finish.
-    pub draining: bool,
-}
-
-/// Spreads `percent` (0–100) of new connections evenly over `ports`.
-pub fn share(weights: &mut Weights, ports: &[u16], percent: u32) {
-    if ports.is_empty() {
-        return;
-    }
-    let count = u32::try_from(ports.len()).unwrap_or(u32::MAX);
-    // Weights in units of 1/10000 of the traffic, so shares of several groups compare.
-    let each = (percent * 100 / count).max(u32::from(percent > 0));
-    for port in ports {
-        weights.insert(
-            *port,
-            Route {
-                weight: each,
-                draining: false,
-            },
-        );
-    }
-}
-
-/// Marks `ports` draining (no new connections).
-pub fn drain(weights: &mut Weights, ports: &[u16]) {
-    for port in ports {
-        weights.insert(
-            *port,
-            Route {
-                weight: 0,
-                draining: true,
-            },
-        );
-    }
-}
-
-/// Makes `weights` the route table; instances not listed are left out (the front door drains
-/// them). Returns how long the router took to confirm. No-op without a router.
-///
-/// # Errors
-///
-/// [`StrategyError::Traffic`] when the router refuses or does not confirm in time.
-pub async fn apply(
-    app: &AppRuntime,
-    ctx: &JobCtx,
-    weights: &Weights,
-    what: &str,
-) -> Result<Duration, StrategyError> {
-    let Some(router) = app.router() else {
-        return Ok(Duration::ZERO);
-    };
-    let generation = router.current()?.map_or(1, |t| t.generation + 1);
-    let backends: Vec<Backend> = weights
-        .iter()
-        .filter_map(|(port, route)| {
-            let id = backend_id(app, *port)?;
-            let mut b = Backend::new(id, ([127, 0, 0, 1], *port).into(), route.weight);
-            b.draining = route.draining;
-            Some(b)
-        })
-        .collect();
-    let mut table = RouteTable::new(generation, backends);
-    table.drain_timeout_ms = drain_timeout(ctx)
-        .as_millis()
-        .try_into()
-        .unwrap_or(u64::MAX);
-    let described = describe(&table);
-    ctx.step("traffic.applying", format!("{what}: {described}"))
-        .await?;
-    let applied = router.apply(table).await?;
-    ctx.step(
-        "traffic.switched",
-        format!(
-            "{what}: generation {} in effect after {} ms",
-            applied.generation,
-            applied.took.as_millis()
-        ),
-    )
-    .await?;
-    Ok(applied.took)
-}
-
-fn describe(table: &RouteTable) -> String {
-    if table.backends.is_empty() {
-        return "no backends".to_owned();
-    }
-    let parts: Vec<String> = table
-        .backends
-        .iter()
-        .map(|b| {
-            if b.draining {
-                format!("{} draining", b.id)
-            } else {
-                format!("{} weight {}", b.id, b.weight)
-            }
-        })
-        .collect();
-    parts.join(", ")
-}
-
-/// The job's drain timeout (rollout parameter, or its default).
-pub fn drain_timeout(ctx: &JobCtx) -> Duration {
-    ctx.job
-        .spec
-        .release
-        .as_ref()
-        .map(|r| r.rollout.drain_timeout)
-        .unwrap_or(Duration::from_secs(30))
-}
-
-/// Routes all new connections evenly to the instances in `ports`, draining the rest.
-///
-/// # Errors
-///
-/// See [`apply`].
-pub async fn serve_only(
-    app: &AppRuntime,
-    ctx: &JobCtx,
-    ports: &[u16],
-    what: &str,
-) -> Result<Duration, StrategyError> {
-    let mut weights = Weights::new();
-    if ports.is_empty() {
-        // Nothing to serve: an empty table. Backends left out drain (they are not cut).
-        return apply(app, ctx, &weights, what).await;
-    }
-    let others: Vec<u16> = app
-        .instances
-        .iter()
-        .map(|i| i.record().port)
-        .filter(|p| !ports.contains(p))
-        .collect();
-    drain(&mut weights, &others);
-    share(&mut weights, ports, 100);
-    apply(app, ctx, &weights, what).await
-}
-
-/// Waits until the backends on `ports` have no open connections, at most the drain timeout.
-/// Routers without counters (nginx drains by itself on reload) return at once.
-pub async fn wait_drained(app: &AppRuntime, ctx: &JobCtx, ports: &[u16]) {
-    let Some(router) = app.router() else { return };
-    let ids: Vec<String> = ports.iter().filter_map(|p| backend_id(app, *p)).collect();
-    let deadline = Instant::now() + drain_timeout(ctx);
-    loop {
-        let open: u64 = match router.stats() {
-            Ok(stats) => ids
-                .iter()
-                .filter_map(|id| stats.backends.get(id))
-                .map(|b| b.active)
-                .sum(),
-            Err(_) => return,
-        };
-        if open == 0 {
-            return;
-        }
-        if Instant::now() >= deadline {
-            ctx.note(
-                "backend.drain_timeout",
-                format!("{open} connection(s) still open after the drain timeout; stopping anyway"),
-            )
-            .await;
-            return;
-        }
-        tokio::time::sleep(DRAIN_POLL).await;
-    }
-}
-
-/// Front-door connection errors to the backends on `ports` since the front door started.
-pub fn connect_errors(app: &AppRuntime, ports: &[u16]) -> u64 {
-    let Some(router) = app.router() else { return 0 };
-    let ids: Vec<String> = ports.iter().filter_map(|p| backend_id(app, *p)).collect();
-    router
-        .stats()
-        .map(|s| s.connect_errors_of(|id| ids.iter().any(|i| i == id)))
-        .unwrap_or(0)
 }
 
 /// Why the front door could not be started.
@@ -467,6 +218,7 @@ fn front_door_spec(
         version,
         index: 0,
         port: listen.port(),
+        slot: crate::state::Slot::Blue,
         release_dir: traffic_dir(&app.dir),
         command: vec![
             exe.to_string_lossy().into_owned(),

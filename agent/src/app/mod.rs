@@ -1,0 +1,90 @@
+//! One app's runtime: its policy, directory, state file, releases, live instances and front
+//! door, and the facts status reads without the app's lock.
+//!
+//! * [`slots`]: which instances serve from which slot, and their ports.
+//! * [`front_door`]: the app's router and the front door process's own life cycle.
+
+pub mod front_door;
+pub mod slots;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::error::lock;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::artifact::Releases;
+use crate::config::AppPolicy;
+use crate::job::{Action, JobId};
+use crate::state::{AppState, StateError};
+use crate::supervisor::Instance;
+use crate::traffic::Router;
+
+/// One app's runtime: its policy, directory, state file, releases and live instances.
+#[derive(Debug)]
+pub struct AppRuntime {
+    /// The app's policy from the config.
+    pub policy: AppPolicy,
+    /// `<data_dir>/apps/<app>`.
+    pub dir: PathBuf,
+    /// Its releases on disk.
+    pub releases: Releases,
+    /// Its persisted state.
+    pub state: AppState,
+    /// Live instances, by index.
+    pub instances: Vec<Instance>,
+    /// The front door process, when the built-in front door routes it.
+    pub front_door: Arc<Mutex<Option<Instance>>>,
+    /// Promote and abort requests for the rollout in progress.
+    pub control: mpsc::Receiver<Control>,
+    /// What status shows while a job holds the app.
+    pub shared: Arc<AppShared>,
+}
+
+/// A signed promote or abort, delivered to the rollout that holds the app.
+#[derive(Debug)]
+pub struct Control {
+    /// Promote or abort.
+    pub action: Action,
+    /// The control job.
+    pub job_id: JobId,
+    /// The rollout's answer: what it did, or why it could not.
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// Per-app facts readable without the app's lock.
+#[derive(Debug, Default)]
+pub struct AppShared {
+    /// What the rollout in progress is doing, for status.
+    pub rollout: Mutex<String>,
+    /// The app's router, for status counters.
+    pub router: Option<Arc<dyn Router>>,
+    /// The app's state and instances as last persisted.
+    pub snapshot: Mutex<(AppState, Vec<Instance>)>,
+}
+
+impl AppShared {
+    /// Sets the rollout description status shows.
+    pub fn set_rollout(&self, text: impl Into<String>) {
+        *lock(&self.rollout) = text.into();
+    }
+}
+
+impl AppRuntime {
+    /// What routes its connections (front door or nginx), if it has a router.
+    pub fn router(&self) -> Option<&Arc<dyn Router>> {
+        self.shared.router.as_ref()
+    }
+
+    /// Records the live instances in the state and persists it.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the state file cannot be written.
+    pub fn persist(&mut self) -> Result<(), StateError> {
+        self.state.instances = self.instances.iter().map(Instance::record).collect();
+        *lock(&self.shared.snapshot) = (self.state.clone(), self.instances.clone());
+        self.state.save(&self.dir)
+    }
+}

@@ -1,0 +1,381 @@
+//! Runs admitted jobs: one at a time per app, each through its strategy, publishing events to
+//! watchers and recording every step and the outcome in the audit log.
+//!
+//! The executor owns the apps' runtime state (`AppRuntime`: state file, releases, live
+//! instances). A job locks its app for its whole run; admission sees whether an app is busy
+//! through [`AppView`] without waiting for that lock.
+
+mod recovery;
+mod status;
+
+pub use status::{AppStatus, BackendStatus, InstanceStatus, JobSummary};
+// Re-exported for the server, which streams them.
+pub use crate::progress::{EventKind, JobEvent, JobHandle, Outcome};
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::admission::{Admission, AppView};
+use crate::app::{AppRuntime, AppShared, Control};
+use crate::artifact::{ArtifactStore, Releases, UnpackLimits};
+use crate::audit::{AuditLog, Entry, HeldAppend};
+use crate::clock::{Clock, now_ms};
+use crate::config::Config;
+use crate::error::lock;
+use crate::job::{Action, AppName, JobId, StrategyKind, VerifiedJob};
+use crate::progress::Ended;
+use crate::strategy::{self, JobCtx};
+use crate::supervisor::Backoff;
+
+/// How long a promote or abort job waits for the rollout to take it.
+const CONTROL_WAIT: Duration = Duration::from_secs(30);
+
+/// How many finished jobs keep their full event history in memory (for `watch`).
+const FINISHED_KEPT: usize = 256;
+
+/// How many finished jobs `status` lists.
+const RECENT_JOBS: usize = 32;
+
+/// Why the executor could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// An app directory or state file could not be prepared.
+    #[error("cannot prepare app {app}")]
+    Prepare {
+        /// The app.
+        app: AppName,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another job holds the app.
+    #[error("app {app} is busy with job {job}")]
+    Busy {
+        /// The app.
+        app: AppName,
+        /// The job running on it.
+        job: JobId,
+    },
+}
+
+struct Inner {
+    config: Arc<Config>,
+    audit: AuditLog,
+    admission: Arc<Admission>,
+    store: Arc<ArtifactStore>,
+    apps: BTreeMap<AppName, Arc<tokio::sync::Mutex<AppRuntime>>>,
+    controls: BTreeMap<AppName, mpsc::Sender<Control>>,
+    shared: BTreeMap<AppName, Arc<AppShared>>,
+    busy: Mutex<BTreeMap<AppName, JobId>>,
+    current: Mutex<BTreeMap<AppName, Option<semver::Version>>>,
+    jobs: Mutex<HashMap<JobId, Arc<JobHandle>>>,
+    /// Finished jobs still in `jobs`, oldest first; older ones are answered from the replay
+    /// store, so memory does not grow with every job the agent ever ran.
+    finished: Mutex<VecDeque<JobId>>,
+    recent: Mutex<VecDeque<JobSummary>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+}
+
+/// Runs jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("apps", &self.inner.apps.keys())
+            .finish()
+    }
+}
+
+/// The restart policy for instances.
+pub fn default_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(500),
+        max: Duration::from_secs(10),
+        crash_loop_after: 5,
+        window: Duration::from_secs(60),
+    }
+}
+
+impl Executor {
+    /// Marks the app busy with this job, so admission refuses others until it ends.
+    ///
+    /// # Errors
+    ///
+    /// [`ExecutorError::Busy`] naming the job that holds the app.
+    pub fn reserve(&self, app: &AppName, job: &JobId) -> Result<(), ExecutorError> {
+        let mut busy = lock(&self.inner.busy);
+        if let Some(holder) = busy.get(app) {
+            return Err(ExecutorError::Busy {
+                app: app.clone(),
+                job: holder.clone(),
+            });
+        }
+        busy.insert(app.clone(), job.clone());
+        Ok(())
+    }
+
+    /// Releases a reservation made by [`Executor::reserve`] for a job that will not run.
+    pub fn release(&self, app: &AppName) {
+        lock(&self.inner.busy).remove(app);
+    }
+
+    /// The handle of a job this agent run knows.
+    pub fn job(&self, id: &str) -> Option<Arc<JobHandle>> {
+        let id = JobId::new(id).ok()?;
+        lock(&self.inner.jobs).get(&id).cloned()
+    }
+
+    /// Starts a reserved, accepted job in the background and returns its handle.
+    pub fn spawn(&self, job: VerifiedJob) -> Arc<JobHandle> {
+        let handle = Arc::new(JobHandle::new(job.spec.id.clone()));
+        let job = Arc::new(job);
+        handle.publish(EventKind::Accepted {
+            job: Arc::clone(&job),
+        });
+        lock(&self.inner.jobs).insert(job.spec.id.clone(), Arc::clone(&handle));
+        let this = self.clone();
+        let h = Arc::clone(&handle);
+        let span = tracing::info_span!("job", job_id = %job.spec.id, app = %job.spec.app);
+        if matches!(job.spec.action, Action::Promote | Action::Abort) {
+            self.inner
+                .tasks
+                .spawn(async move { this.run_control(job, h).await }.instrument(span));
+        } else {
+            self.inner
+                .tasks
+                .spawn(async move { this.run(job, h).await }.instrument(span));
+        }
+        handle
+    }
+
+    async fn run(&self, job: Arc<VerifiedJob>, handle: Arc<JobHandle>) {
+        let spec = &job.spec;
+        let (outcome, reason) = match self.inner.apps.get(&spec.app) {
+            None => (
+                Outcome::Failed,
+                format!("app {} is not configured", spec.app),
+            ),
+            Some(app) => {
+                let mut app = app.lock().await;
+                app.state.active_job = Some(spec.id.clone());
+                if let Err(e) = app.persist() {
+                    tracing::error!("cannot record the active job: {e}");
+                }
+                let ctx = self.job_ctx(&job, &handle);
+                let ended = tokio::select! {
+                    r = strategy::run(&mut app, &ctx) => r,
+                    () = self.inner.shutdown.cancelled() => Ended::interrupted(
+                        "the agent shut down while the job ran"),
+                };
+                app.state.active_job = None;
+                if let Err(e) = app.persist() {
+                    tracing::error!("cannot persist app state: {e}");
+                }
+                lock(&self.inner.current).insert(spec.app.clone(), app.state.current.clone());
+                (ended.outcome, ended.reason)
+            }
+        };
+        self.finish(&job, &handle, outcome, reason).await;
+    }
+
+    fn job_ctx(&self, job: &Arc<VerifiedJob>, handle: &Arc<JobHandle>) -> JobCtx {
+        JobCtx {
+            job: Arc::clone(job),
+            handle: Arc::clone(handle),
+            audit: self.inner.audit.clone(),
+            store: Arc::clone(&self.inner.store),
+            unpack_limits: UnpackLimits {
+                max_total_bytes: self
+                    .inner
+                    .config
+                    .limits
+                    .max_artifact_bytes
+                    .saturating_mul(8),
+                max_entries: 100_000,
+            },
+            releases_kept: self.inner.config.limits.releases_kept,
+            backoff: default_backoff(),
+            clock: Arc::clone(&self.inner.clock),
+        }
+    }
+
+    /// Delivers a promote or abort job to the rollout holding its app.
+    async fn run_control(&self, job: Arc<VerifiedJob>, handle: Arc<JobHandle>) {
+        let spec = &job.spec;
+        let (reply, answer) = oneshot::channel();
+        let control = Control {
+            action: spec.action,
+            job_id: spec.id.clone(),
+            reply,
+        };
+        let sent = match self.inner.controls.get(&spec.app) {
+            Some(tx) => tx.try_send(control).is_ok(),
+            None => false,
+        };
+        let (outcome, reason) = if !sent {
+            (
+                Outcome::Failed,
+                format!(
+                    "no rollout of app {} can take a {} now",
+                    spec.app, spec.action
+                ),
+            )
+        } else {
+            match tokio::time::timeout(CONTROL_WAIT, answer).await {
+                Ok(Ok(Ok(done))) => (Outcome::Succeeded, done),
+                Ok(Ok(Err(why))) => (Outcome::Failed, why),
+                Ok(Err(_)) | Err(_) => (
+                    Outcome::Failed,
+                    format!(
+                        "the rollout of app {} did not take the {} (it is not paused at a step that waits)",
+                        spec.app, spec.action
+                    ),
+                ),
+            }
+        };
+        // Control jobs never reserved the app: the rollout they act on holds it.
+        self.finish_inner(&job, &handle, outcome, reason, false)
+            .await;
+    }
+
+    async fn finish(
+        &self,
+        job: &VerifiedJob,
+        handle: &JobHandle,
+        outcome: Outcome,
+        reason: String,
+    ) {
+        self.finish_inner(job, handle, outcome, reason, true).await;
+        let standby = match self.inner.apps.get(&job.spec.app) {
+            Some(app) => app.lock().await.state.standby.is_some(),
+            None => false,
+        };
+        if standby && outcome == Outcome::Succeeded {
+            self.schedule_scale_down(job.spec.app.clone());
+        }
+    }
+
+    async fn finish_inner(
+        &self,
+        job: &VerifiedJob,
+        handle: &JobHandle,
+        outcome: Outcome,
+        reason: String,
+        holds_app: bool,
+    ) {
+        let spec = &job.spec;
+        let event = match outcome {
+            Outcome::Succeeded => "job.succeeded",
+            Outcome::Failed => "job.failed",
+            Outcome::RolledBack => "job.rolled_back",
+            Outcome::Interrupted => "job.interrupted",
+        };
+        let entry = Entry::new(event)
+            .with("job_id", json!(spec.id))
+            .with("app", json!(spec.app))
+            .with("action", json!(spec.action.as_str()))
+            .with("reason", json!(reason));
+        // The job is over whatever the log says: when the disk is full the final entry is held
+        // in memory and written, chained in order, once the log is writable again.
+        match self.inner.audit.append_held(entry).await {
+            Ok(HeldAppend::Written(_)) => {}
+            Ok(HeldAppend::Held { cause, .. }) => {
+                tracing::warn!("the end of the job is held for the audit log: {cause}");
+            }
+            Err(e) => tracing::error!("cannot record the end of the job in the audit log: {e}"),
+        }
+        if let Err(e) = self
+            .inner
+            .admission
+            .record_outcome(&spec.id, outcome.as_str(), &reason)
+        {
+            tracing::error!("cannot record the outcome in the replay store: {e}");
+        }
+        let checkpoint = match self.inner.audit.checkpoint().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!("cannot write the job's audit checkpoint: {e}");
+                self.inner.audit.latest_checkpoint()
+            }
+        };
+        let version = spec
+            .release
+            .as_ref()
+            .map(|r| r.version.clone())
+            .or(spec.target_version.clone());
+        {
+            let mut recent = lock(&self.inner.recent);
+            recent.push_front(JobSummary {
+                job_id: spec.id.clone(),
+                app: spec.app.clone(),
+                action: spec.action,
+                version,
+                outcome,
+                reason: reason.clone(),
+                finished_ms: now_ms(),
+            });
+            recent.truncate(RECENT_JOBS);
+        }
+        tracing::info!(outcome = outcome.as_str(), %reason, "job finished");
+        if holds_app {
+            lock(&self.inner.busy).remove(&spec.app);
+        }
+        handle.publish(EventKind::Finished {
+            outcome,
+            reason,
+            checkpoint,
+        });
+        let mut finished = lock(&self.inner.finished);
+        finished.push_back(spec.id.clone());
+        while finished.len() > FINISHED_KEPT {
+            if let Some(old) = finished.pop_front() {
+                lock(&self.inner.jobs).remove(&old);
+            }
+        }
+    }
+
+    /// Leaves every instance running and stops supervising them (agent shutdown).
+    pub async fn detach_all(&self) {
+        for app in self.inner.apps.values() {
+            let app = app.lock().await;
+            for instance in &app.instances {
+                instance.detach();
+            }
+        }
+    }
+}
+
+impl AppView for Executor {
+    fn current_version(&self, app: &AppName) -> Option<semver::Version> {
+        lock(&self.inner.current).get(app).cloned().flatten()
+    }
+
+    fn has_release(&self, app: &AppName, version: &semver::Version) -> bool {
+        self.inner.apps.contains_key(app)
+            && Releases::new(&self.inner.config.data_dir.join("apps").join(app.as_str()))
+                .is_on_disk(version)
+    }
+
+    fn is_busy(&self, app: &AppName) -> bool {
+        lock(&self.inner.busy).contains_key(app)
+    }
+}
+
+/// The strategy a job runs, for the audit entry of its acceptance.
+pub fn strategy_of(job: &VerifiedJob) -> Option<StrategyKind> {
+    job.spec.release.as_ref().map(|r| r.strategy)
+}
