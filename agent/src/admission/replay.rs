@@ -15,8 +15,15 @@ use serde::{Deserialize, Serialize};
 use crate::job::{AppName, JobId, Sha256Hex};
 use crate::state::{self, StateError};
 
-/// The outcomes [`ReplayRecord::outcome`] may hold.
-pub const OUTCOMES: [&str; 4] = ["succeeded", "failed", "rolled_back", "interrupted"];
+/// The outcomes [`ReplayRecord::outcome`] may hold: how a job ended, or `rejected` for a job
+/// admitted but refused before it started (its app was busy).
+pub const OUTCOMES: [&str; 5] = [
+    "succeeded",
+    "failed",
+    "rolled_back",
+    "interrupted",
+    "rejected",
+];
 
 /// What the agent remembers about an admitted job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

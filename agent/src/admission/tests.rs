@@ -990,6 +990,23 @@ fn outcomes_are_recorded_and_unfinished_jobs_listed() {
 }
 
 #[test]
+fn a_job_refused_after_admission_is_recorded_rejected_and_not_left_unfinished() {
+    // The server records a job refused because its app became busy as "rejected"; unrecorded,
+    // the next start would report it as interrupted.
+    let fx = fx();
+    let bytes = job("j1").encode_to_vec();
+    new_job(fx.by_deployer(&bytes));
+    let j1 = JobId::new("j1").unwrap();
+    fx.adm
+        .record_outcome(&j1, "rejected", "app web is busy with job j0")
+        .unwrap();
+    assert!(fx.adm.unfinished().is_empty());
+    let record = fx.adm.lookup("j1").unwrap();
+    assert_eq!(record.outcome.as_deref(), Some("rejected"));
+    assert_eq!(record.reason, "app web is busy with job j0");
+}
+
+#[test]
 fn a_corrupt_replay_record_stops_startup() {
     let fx = fx();
     let jobs = fx.dir.path().join("jobs");

@@ -82,6 +82,15 @@ pub enum FrontDoorError {
     /// The first route table could not be written.
     #[error("cannot write the first route table")]
     FirstTable(#[source] crate::state::StateError),
+    /// The first route table could not be made readable by the front door's user.
+    #[error("cannot make {} readable by the front door", path.display())]
+    RouteTableMode {
+        /// The route table.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The agent's own executable (which the front door runs) cannot be found or placed
     /// where the app's user can execute it.
     #[error("the front door runs as {user} and could not be started")]
@@ -164,7 +173,11 @@ pub async fn ensure_front_door(
         }
         crate::state::write_atomic(&routes, &table.to_bytes())
             .map_err(FrontDoorError::FirstTable)?;
-        set_mode(&routes, 0o644);
+        // write_atomic creates 0600; the front door runs as the app's user and must read it.
+        set_mode(&routes, 0o644).map_err(|source| FrontDoorError::RouteTableMode {
+            path: routes.clone(),
+            source,
+        })?;
     }
     let user = match &app.policy.run_as {
         RunAs::User { name, .. } => name.clone(),
@@ -292,9 +305,9 @@ fn copy_executable(from: &Path, to: &Path) -> std::io::Result<()> {
     result
 }
 
-fn set_mode(path: &Path, mode: u32) {
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// `traffic/` root-owned 0755 (the route table is the agent's word); `traffic/run/` owned by

@@ -391,7 +391,11 @@ impl Agent for AgentService {
             .transpose()
         {
             let why = reason(&busy);
-            let _ = self.admission.record_outcome(&spec.id, "rejected", &why);
+            if let Err(e) = self.admission.record_outcome(&spec.id, "rejected", &why) {
+                // The job never ran; left without an outcome it would be reported interrupted
+                // at the next start.
+                tracing::error!(job_id = %spec.id, "cannot record the refusal: {}", reason(&e));
+            }
             self.settled.send_modify(|n| *n += 1);
             let rejection = Rejection {
                 error: crate::admission::AdmissionError::AppBusy {
@@ -444,9 +448,12 @@ impl Agent for AgentService {
                 self.executor.release(&spec.app);
             }
             let status = unavailable(&e);
-            let _ = self
+            if let Err(e) = self
                 .admission
-                .record_outcome(&spec.id, "failed", status.message());
+                .record_outcome(&spec.id, "failed", status.message())
+            {
+                tracing::error!(job_id = %spec.id, "cannot record the failure: {}", reason(&e));
+            }
             self.settled.send_modify(|n| *n += 1);
             return Err(status);
         }

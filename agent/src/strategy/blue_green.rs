@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use super::shift::{self, Weights, serve_only, share};
 use super::steps::{
     install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
-    wait_healthy_ports,
+    wait_healthy_ports, within,
 };
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
@@ -91,10 +91,10 @@ async fn switch_to(
         switch_ms = took.as_millis();
         Ok::<Vec<u16>, StrategyError>(new_ports)
     };
-    let result = timeout_at(deadline, forward).await;
+    let result = within(deadline, release.progress_deadline, forward).await;
     refuse_pending_controls(app);
     let failure = match result {
-        Ok(Ok(_)) => {
+        Ok(_) => {
             if let Err(e) = record_release(app, &release.version, idle) {
                 return Ended::failed(reason(&e));
             }
@@ -125,8 +125,7 @@ async fn switch_to(
                 release.instances
             ));
         }
-        Ok(Err(e)) => reason(&e),
-        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+        Err(failure) => failure,
     };
     // Back to the old slot; it never stopped serving unless the preview or switch moved traffic.
     ctx.note(
@@ -149,7 +148,11 @@ async fn switch_to(
     if let Err(e) = stop_ports(app, ctx, &new_ports).await {
         ctx.note("instances.stop_failed", reason(&e)).await;
     }
-    let _ = app.persist();
+    // Service is restored either way; a state file that could not be written is said in the
+    // job's record (the executor tries again when the job ends).
+    if let Err(e) = app.persist() {
+        ctx.note("state.persist_failed", reason(&e)).await;
+    }
     match old_version {
         Some(v) if !old_ports.is_empty() => {
             Ended::rolled_back(format!("{failure}; {} still serves {v}", active.as_str()))

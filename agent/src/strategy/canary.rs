@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use super::shift::{self, Weights, serve_only, share};
 use super::steps::{
     install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
-    wait_healthy_ports,
+    wait_healthy_ports, within,
 };
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
@@ -82,10 +82,10 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         serve_only(app, ctx, &all, "promote the canary").await?;
         Ok::<(), StrategyError>(())
     };
-    let result = timeout_at(deadline, forward).await;
+    let result = within(deadline, release.progress_deadline, forward).await;
     refuse_pending_controls(app);
     let failure = match result {
-        Ok(Ok(())) => {
+        Ok(()) => {
             shift::wait_drained(app, ctx, &stable).await;
             if let Err(e) = stop_ports(app, ctx, &stable).await {
                 ctx.note("instances.stop_failed", reason(&e)).await;
@@ -98,8 +98,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
                 Err(e) => Ended::failed(reason(&e)),
             };
         }
-        Ok(Err(e)) => reason(&e),
-        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+        Err(failure) => failure,
     };
     ctx.note("canary.aborted", format!("{failure}; canary weight to 0"))
         .await;
@@ -115,7 +114,11 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     if let Err(e) = stop_ports(app, ctx, &canary).await {
         ctx.note("instances.stop_failed", reason(&e)).await;
     }
-    let _ = app.persist();
+    // Service is restored either way; a state file that could not be written is said in the
+    // job's record (the executor tries again when the job ends).
+    if let Err(e) = app.persist() {
+        ctx.note("state.persist_failed", reason(&e)).await;
+    }
     match app.state.current.clone() {
         Some(v) if !stable.is_empty() => {
             Ended::rolled_back(format!("canary aborted: {failure}; {v} serves all traffic"))

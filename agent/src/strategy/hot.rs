@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, timeout_at};
 
-use super::steps::{install, start_set, stop_set, wait_set_healthy};
+use super::steps::{install_within, start_set, stop_set, wait_set_healthy, within};
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
 use crate::error::reason;
@@ -22,12 +22,8 @@ const RESTORE_MARGIN: Duration = Duration::from_secs(30);
 pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Ended {
     let deadline = Instant::now() + release.progress_deadline;
     // Install before touching anything: a release that cannot be unpacked changes nothing.
-    match timeout_at(deadline, install(app, ctx, release)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Ended::failed(reason(&e)),
-        Err(_) => {
-            return Ended::failed(StrategyError::Deadline(release.progress_deadline).to_string());
-        }
+    if let Some(failed) = install_within(app, ctx, release, deadline).await {
+        return failed;
     }
     replace(app, ctx, release, deadline).await
 }
@@ -69,13 +65,12 @@ pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
         wait_set_healthy(app, ctx, &release).await?;
         refresh_routes(app, ctx).await
     };
-    match timeout_at(deadline, run).await {
-        Ok(Ok(())) => Ended::succeeded(format!(
+    match within(deadline, release.progress_deadline, run).await {
+        Ok(()) => Ended::succeeded(format!(
             "release {current} restarted on {} instance(s)",
             release.instances
         )),
-        Ok(Err(e)) => Ended::failed(reason(&e)),
-        Err(_) => Ended::failed(StrategyError::Deadline(release.progress_deadline).to_string()),
+        Err(failure) => Ended::failed(failure),
     }
 }
 
@@ -96,8 +91,8 @@ async fn replace(
         wait_set_healthy(app, ctx, release).await?;
         refresh_routes(app, ctx).await
     };
-    let failure = match timeout_at(deadline, forward).await {
-        Ok(Ok(())) => {
+    let failure = match within(deadline, release.progress_deadline, forward).await {
+        Ok(()) => {
             app.state.last_known_good = Some(release.version.clone());
             if let Err(e) = app.persist() {
                 return Ended::failed(reason(&e));
@@ -108,8 +103,7 @@ async fn replace(
                 release.version, release.instances
             ));
         }
-        Ok(Err(e)) => reason(&e),
-        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+        Err(failure) => failure,
     };
     restore(app, ctx, before_current, before_previous, failure).await
 }

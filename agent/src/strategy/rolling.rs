@@ -10,7 +10,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::shift::{self, serve_only};
 use super::steps::{
-    install_within, record_release, start_instances, stop_ports, wait_healthy_ports,
+    install_within, record_release, start_instances, stop_ports, wait_healthy_ports, within,
 };
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
@@ -88,8 +88,8 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         }
         Ok::<(), StrategyError>(())
     };
-    let failure = match timeout_at(deadline, forward).await {
-        Ok(Ok(())) => {
+    let failure = match within(deadline, release.progress_deadline, forward).await {
+        Ok(()) => {
             return match record_release(app, &release.version, slot) {
                 Ok(()) => Ended::succeeded(format!(
                     "release {} is healthy on {} instance(s), replaced {batch} at a time",
@@ -98,8 +98,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
                 Err(e) => Ended::failed(reason(&e)),
             };
         }
-        Ok(Err(e)) => reason(&e),
-        Err(_) => StrategyError::Deadline(release.progress_deadline).to_string(),
+        Err(failure) => failure,
     };
     revert(app, ctx, slot, touched, old.as_ref(), release, failure).await
 }
@@ -276,13 +275,13 @@ pub async fn converge(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
         serve_only(app, ctx, &serving, "serve the converged release").await?;
         Ok::<(), StrategyError>(())
     };
-    match timeout_at(Instant::now() + target.progress_deadline, run).await {
-        Ok(Ok(())) => Ended::succeeded(format!(
+    let deadline = Instant::now() + target.progress_deadline;
+    match within(deadline, target.progress_deadline, run).await {
+        Ok(()) => Ended::succeeded(format!(
             "every instance of the {} slot runs {}",
             slot.as_str(),
             target.version
         )),
-        Ok(Err(e)) => Ended::failed(reason(&e)),
-        Err(_) => Ended::failed(StrategyError::Deadline(target.progress_deadline).to_string()),
+        Err(failure) => Ended::failed(failure),
     }
 }
