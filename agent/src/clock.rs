@@ -1,4 +1,4 @@
-//! The agent's wall clock as a seam: [`SystemClock`] in production, [`FakeClock`] in tests, so
+//! The agent's wall clock as a seam: [`SystemClock`] in production, `FakeClock` in tests, so
 //! time-dependent logic (validity windows, standby deadlines, event stamps) can be tested
 //! without waiting.
 

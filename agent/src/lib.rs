@@ -3,31 +3,43 @@
 //!
 //! # Layout
 //!
-//! Data flows one way, top to bottom:
+//! A job flows top to bottom, and every import points down (checked with an import-graph
+//! script; the exceptions are listed at the end):
 //!
-//! * [`server`]: gRPC over mutual TLS; proto types stop at `server::convert`.
-//! * [`admission`]: signatures over the raw job bytes, policy roles, replay, validity window;
-//!   yields a [`job::VerifiedJob`].
-//! * [`audit`]: the append-only, hash-chained, group-committed audit log with signed checkpoints.
-//! * [`executor`]: one job at a time per app; runs a [`strategy`] and publishes its events.
-//! * [`strategy`]: hot, rolling, blue-green and canary deploys and their rollbacks.
+//! * [`daemon`] assembles the rest for `gantry-agent run`; [`cli`] holds the operator commands.
+//! * [`server`]: gRPC over mutual TLS, the per-certificate throttle and the rejection flood
+//!   summary; proto types stop at `server::convert`, errors become codes in `server::status`.
+//! * [`admission`]: signatures over the raw job bytes, policy roles, validity window and the
+//!   replay store; yields a [`job::VerifiedJob`].
+//! * [`executor`]: one job at a time per app (`mod`), start-up adoption, recovery and standby
+//!   scale-down (`recovery`), what `status` shows (`status`).
+//! * [`strategy`]: dispatch and `StrategyError` (`mod`), the job's context (`ctx`), shared steps
+//!   and the `within` template (`steps`), traffic shifts (`shift`); hot, rolling, blue-green,
+//!   canary.
+//! * [`app`]: one app's runtime (state, releases, instances), its slots, its router and the
+//!   front door process's life cycle.
+//! * [`health`]: http, tcp and exec probes, the wait until healthy, and `watch` for instances
+//!   that must stay healthy. [`traffic`]: route tables, the front door proxy, nginx.
+//!   [`artifact`]: the content-addressed store, safe unpacking, releases and `current`.
+//!   [`reach`] and [`fsguard`]: start-up checks of paths and modes.
 //! * [`supervisor`]: instance processes: spawn as the app's user, stop, restart, adopt.
-//! * [`artifact`]: the content-addressed store, safe unpacking, releases and `current`.
-//! * [`health`]: http, tcp and exec probes with thresholds and deadlines.
-//! * [`traffic`]: where connections go: route tables, the front door proxy, nginx.
-//! * [`state`]: what runs where, written atomically.
+//! * [`config`] (the agent's TOML, validated) and [`secrets`] (keyed hashes of secret env
+//!   values for the audit log).
+//! * The ground floor, importing nothing above it: [`audit`] (the append-only, hash-chained,
+//!   group-committed log every floor writes to), [`state`] (write_atomic, what runs where),
+//!   [`progress`] (job outcomes, events and their feed), [`clock`], [`error`] (the error-chain
+//!   formatter), [`job`] (domain types), [`telemetry`] and [`shutdown`].
 //!
-//! [`daemon`] assembles them for `gantry-agent run`.
-//!
-//! Beside the flow: [`fsguard`] (start-up checks of key, config and data-dir ownership, modes
-//! and symlinks), [`cli`] (the operator commands), [`secrets`] (keyed hashes of secret env
-//! values for the audit log), [`telemetry`] and [`shutdown`].
+//! [`keys`](gantry_proto::keys) come from `gantry-proto`.
 //!
 //! Shared with the controller, from the `gantry-policy` crate and re-exported here under
 //! their old paths: [`job`] (domain types of a job and their names), [`config`] (the agent's
 //! TOML, validated, and the policy report), and the pure checks that [`admission`] runs
-//! (`admission::{decode, policy, window, explain}`, `AdmissionError`). [`keys`](gantry_proto::keys)
-//! come from `gantry-proto`.
+//! (`admission::{decode, policy, window, explain}`, `AdmissionError`).
+//!
+//! Known exceptions, to be removed: `executor` implements `admission::AppView` and writes
+//! outcomes to admission's replay store (until the store becomes a ledger on the ground
+//! floor); inside `supervisor`, `monitor` and `stop` share the process type and call each other.
 
 pub mod admission;
 pub mod app;

@@ -5,7 +5,7 @@
 //! a 0700 home, say), every start would fail with `EACCES`; the agent refuses to start instead,
 //! and `check-config` reports the same, naming the directory that blocks and whom. The front
 //! door's own program is taken care of where it is started (see
-//! [`front_door_program`](crate::strategy::routing::front_door_program)).
+//! [`front_door_program`](crate::app::front_door::front_door_program)).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
