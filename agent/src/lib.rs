@@ -6,7 +6,8 @@
 //! A job flows top to bottom, and every import points down (checked with an import-graph
 //! script; the exceptions are listed at the end):
 //!
-//! * [`daemon`] assembles the rest for `gantry-agent run`; [`cli`] holds the operator commands.
+//! * [`daemon`] assembles the rest for `gantry-agent run` ([`lock`]: one agent per data dir;
+//!   [`readiness`]: systemd notifications); [`cli`] holds the operator commands.
 //! * [`server`]: gRPC over mutual TLS, the per-certificate throttle and the rejection flood
 //!   summary; proto types stop at `server::convert`, errors become codes in `server::status`.
 //! * [`admission`]: signatures over the raw job bytes, policy roles, validity window and the
