@@ -99,6 +99,32 @@ pub enum ArtifactError {
         #[source]
         source: UnpackError,
     },
+    /// The version is already on disk, unpacked from another artifact: a version names one
+    /// artifact, so what serves always matches the signed digest.
+    #[error(
+        "release {version} is already on disk, unpacked from artifact {on_disk}; this job names \
+         artifact {wanted}: a version is one artifact, so deploy this one under a new version"
+    )]
+    DigestConflict {
+        /// The release version.
+        version: semver::Version,
+        /// The digest it was unpacked from.
+        on_disk: Sha256Hex,
+        /// The digest the job names.
+        wanted: Sha256Hex,
+    },
+    /// The version is on disk and serving, but nothing records which artifact it came from (an
+    /// agent before this record existed unpacked it).
+    #[error(
+        "release {version} is on disk and current, but no record says which artifact it was \
+         unpacked from; deploy artifact {wanted} under a new version"
+    )]
+    DigestUnknown {
+        /// The release version.
+        version: semver::Version,
+        /// The digest the job names.
+        wanted: Sha256Hex,
+    },
     /// The release is not unpacked on disk.
     #[error("release {version} is not on disk at {}", path.display())]
     NotOnDisk {

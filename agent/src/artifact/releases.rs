@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::store::remove_prefixed;
 use super::{ArtifactError, ArtifactStore, UnpackLimits, random_suffix, sync_dir, unpack_release};
-use crate::job::ReleaseSpec;
+use crate::job::{ReleaseSpec, Sha256Hex};
 
 const RELEASES: &str = "releases";
 const CURRENT: &str = "current";
@@ -26,6 +26,8 @@ const UNPACK_PREFIX: &str = ".unpack-";
 const PRUNE_PREFIX: &str = ".prune-";
 /// The name prefix of the temp link made while switching `current`.
 const CURRENT_TEMP_PREFIX: &str = "current.tmp-";
+/// `releases/.sha256-<version>`: the digest of the artifact a release was unpacked from.
+const DIGEST_PREFIX: &str = ".sha256-";
 
 /// The releases of one app, rooted at `<data_dir>/apps/<app>`.
 #[derive(Debug, Clone)]
@@ -99,13 +101,55 @@ impl Releases {
         Ok(versions)
     }
 
-    /// Unpacks the release's artifact from `store` into `releases/<version>/`; a no-op when
-    /// that release is already on disk. Returns the release directory.
+    /// `releases/.sha256-<version>`.
+    fn digest_record(&self, version: &semver::Version) -> PathBuf {
+        self.releases_dir()
+            .join(format!("{DIGEST_PREFIX}{version}"))
+    }
+
+    /// The digest of the artifact `version` was unpacked from, as recorded at unpack time;
+    /// `None` when there is no record (a release unpacked before records existed).
     ///
     /// # Errors
     ///
-    /// [`ArtifactError::Missing`] when the store lacks the artifact, [`ArtifactError::Unpack`]
-    /// when the archive is refused (nothing is left behind), [`ArtifactError::Io`].
+    /// [`ArtifactError::Io`] when the record exists but cannot be read or parsed.
+    pub fn recorded_digest(
+        &self,
+        version: &semver::Version,
+    ) -> Result<Option<Sha256Hex>, ArtifactError> {
+        let path = self.digest_record(version);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ArtifactError::Io {
+                    op: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        Sha256Hex::new(text.trim())
+            .map(Some)
+            .map_err(|e| ArtifactError::Io {
+                op: "parse",
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            })
+    }
+
+    /// Unpacks the release's artifact from `store` into `releases/<version>/` and records its
+    /// digest beside it. A release already on disk is reused only when it was unpacked from
+    /// the same artifact: a version names one artifact (a different digest is refused), and a
+    /// release without a record is unpacked anew unless it is current. Returns the release
+    /// directory.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::DigestConflict`] / [`ArtifactError::DigestUnknown`] for a version on
+    /// disk from another (or an unrecorded) artifact, [`ArtifactError::Missing`] when the
+    /// store lacks the artifact, [`ArtifactError::Unpack`] when the archive is refused
+    /// (nothing is left behind), [`ArtifactError::Io`].
     pub fn install(
         &self,
         store: &ArtifactStore,
@@ -114,7 +158,23 @@ impl Releases {
     ) -> Result<PathBuf, ArtifactError> {
         let dest = self.dir_of(&spec.version);
         if self.is_on_disk(&spec.version) {
-            return Ok(dest);
+            match self.recorded_digest(&spec.version)? {
+                Some(d) if d == spec.artifact_sha256 => return Ok(dest),
+                Some(on_disk) => {
+                    return Err(ArtifactError::DigestConflict {
+                        version: spec.version.clone(),
+                        on_disk,
+                        wanted: spec.artifact_sha256.clone(),
+                    });
+                }
+                None if self.current().as_ref() == Some(&spec.version) => {
+                    return Err(ArtifactError::DigestUnknown {
+                        version: spec.version.clone(),
+                        wanted: spec.artifact_sha256.clone(),
+                    });
+                }
+                None => self.remove_release(&spec.version)?,
+            }
         }
         if !store.contains(&spec.artifact_sha256, spec.artifact_size) {
             return Err(ArtifactError::Missing {
@@ -133,7 +193,49 @@ impl Releases {
             version: spec.version.clone(),
             source,
         })?;
+        // After the rename into place: a crash in between leaves a release without a record,
+        // which the next install of that version unpacks anew (or refuses, when current).
+        let record = self.digest_record(&spec.version);
+        crate::state::write_atomic(&record, spec.artifact_sha256.as_str().as_bytes()).map_err(
+            |e| ArtifactError::Io {
+                op: "record the digest of",
+                path: record,
+                source: io::Error::other(e),
+            },
+        )?;
         Ok(dest)
+    }
+
+    /// Deletes one release directory (moved aside first, so a crash leaves a `.prune-` name
+    /// that start-up removes) and its digest record.
+    fn remove_release(&self, version: &semver::Version) -> Result<(), ArtifactError> {
+        let dir = self.dir_of(version);
+        let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
+            path: self.releases_dir(),
+        })?;
+        let doomed = self
+            .releases_dir()
+            .join(format!("{PRUNE_PREFIX}{version}-{suffix}"));
+        fs::rename(&dir, &doomed).map_err(|source| ArtifactError::Io {
+            op: "move aside for deletion",
+            path: dir.clone(),
+            source,
+        })?;
+        fs::remove_dir_all(&doomed).map_err(|source| ArtifactError::Io {
+            op: "delete",
+            path: doomed.clone(),
+            source,
+        })?;
+        let record = self.digest_record(version);
+        match fs::remove_file(&record) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ArtifactError::Io {
+                op: "delete",
+                path: record,
+                source,
+            }),
+        }
     }
 
     /// Creates the app and releases directories if needed, both 0755 (traversable by the
@@ -261,23 +363,7 @@ impl Releases {
             if protect.contains(&version) || current.as_ref() == Some(&version) {
                 continue;
             }
-            let dir = self.dir_of(&version);
-            let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
-                path: self.releases_dir(),
-            })?;
-            let doomed = self
-                .releases_dir()
-                .join(format!("{PRUNE_PREFIX}{version}-{suffix}"));
-            fs::rename(&dir, &doomed).map_err(|source| ArtifactError::Io {
-                op: "move aside for deletion",
-                path: dir.clone(),
-                source,
-            })?;
-            fs::remove_dir_all(&doomed).map_err(|source| ArtifactError::Io {
-                op: "delete",
-                path: doomed.clone(),
-                source,
-            })?;
+            self.remove_release(&version)?;
             removed.push(version);
             excess -= 1;
         }

@@ -976,3 +976,29 @@ fn one_certificate_cannot_hold_more_connections_than_its_limit() {
     )
     .unwrap();
 }
+
+/// Security review D7: a release directory is tied to its digest. Deploying a version already
+/// on disk with a different artifact is refused, naming both digests; what serves (and what
+/// the release directory holds) stays the artifact that was signed for that version first.
+#[test]
+fn d7_a_version_on_disk_is_never_served_from_another_artifact() {
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let first = make_artifact(&env, "1.0.0", "").unwrap();
+    crate::deploy(&ctl, &env, "1.0.0", &first, 1, "20s").assert_code(0);
+    let other = make_artifact(&env, "1.0.0", "normal").unwrap();
+    let out = crate::deploy(&ctl, &env, "1.0.0", &other, 1, "20s");
+    let text = out.all();
+    assert_ne!(out.code, 0, "{text}");
+    assert!(
+        text.contains("release 1.0.0 is already on disk, unpacked from artifact"),
+        "{text}"
+    );
+    assert!(text.contains("a version is one artifact"), "{text}");
+    assert!(
+        !env.releases_dir().join("1.0.0/sample-mode").exists(),
+        "the other artifact was unpacked over the signed one"
+    );
+    crate::assert_serves(&env, "1.0.0", 1);
+}
