@@ -26,8 +26,9 @@ const UNPACK_PREFIX: &str = ".unpack-";
 const PRUNE_PREFIX: &str = ".prune-";
 /// The name prefix of the temp link made while switching `current`.
 const CURRENT_TEMP_PREFIX: &str = "current.tmp-";
-/// `releases/.sha256-<version>`: the digest of the artifact a release was unpacked from.
-const DIGEST_PREFIX: &str = ".sha256-";
+/// `<app_dir>/release-digests/<version>`: the digest of the artifact a release was unpacked
+/// from (beside `releases/`, which holds nothing but releases).
+const DIGESTS: &str = "release-digests";
 
 /// The releases of one app, rooted at `<data_dir>/apps/<app>`.
 #[derive(Debug, Clone)]
@@ -101,10 +102,9 @@ impl Releases {
         Ok(versions)
     }
 
-    /// `releases/.sha256-<version>`.
+    /// `<app_dir>/release-digests/<version>`.
     fn digest_record(&self, version: &semver::Version) -> PathBuf {
-        self.releases_dir()
-            .join(format!("{DIGEST_PREFIX}{version}"))
+        self.app_dir.join(DIGESTS).join(version.to_string())
     }
 
     /// The digest of the artifact `version` was unpacked from, as recorded at unpack time;
@@ -196,6 +196,16 @@ impl Releases {
         // After the rename into place: a crash in between leaves a release without a record,
         // which the next install of that version unpacks anew (or refuses, when current).
         let record = self.digest_record(&spec.version);
+        let digests = self.app_dir.join(DIGESTS);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&digests)
+            .map_err(|source| ArtifactError::Io {
+                op: "create",
+                path: digests,
+                source,
+            })?;
         crate::state::write_atomic(&record, spec.artifact_sha256.as_str().as_bytes()).map_err(
             |e| ArtifactError::Io {
                 op: "record the digest of",

@@ -1150,7 +1150,7 @@ fn activate_switches_current_atomically_with_a_relative_link() {
     assert_eq!(fs::read(app_dir.join("current/VERSION")).unwrap(), b"1.1.0");
     assert_eq!(
         names(&app_dir),
-        ["current", "releases"],
+        ["current", "release-digests", "releases"],
         "no temp link left"
     );
 }
@@ -1244,7 +1244,13 @@ fn releases_remove_leftovers_removes_partial_unpacks_and_temp_links_only() {
     );
     assert_eq!(
         names(&app_dir),
-        [".unpack-elsewhere", "current", "releases", "state.json"]
+        [
+            ".unpack-elsewhere",
+            "current",
+            "release-digests",
+            "releases",
+            "state.json"
+        ]
     );
     assert_eq!(app.releases.current(), Some(v("1.1.0")));
     assert_eq!(fs::read(app_dir.join("current/VERSION")).unwrap(), b"1.1.0");
