@@ -233,7 +233,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!("  {app}");
                     }
                 }
-                if !unsafe_files.is_empty() || !unreachable.is_empty() {
+                // The TLS material as `run` loads it: a certificate that does not match its key
+                // fails here, not after the agent has started.
+                let tls = crate::server::tls::server_config(
+                    &cfg.tls.ca,
+                    &cfg.tls.cert,
+                    &cfg.tls.key,
+                    std::sync::Arc::new(crate::server::handshake::HandshakeRefusals::new()),
+                );
+                if let Err(e) = &tls {
+                    eprintln!("{}: {}", config.display(), reason(e));
+                }
+                if !unsafe_files.is_empty() || !unreachable.is_empty() || tls.is_err() {
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
                 println!(

@@ -24,6 +24,7 @@ use crate::audit::{AuditLog, AuditOptions, Entry};
 use crate::config::Config;
 use crate::error::reason;
 use crate::executor::Executor;
+use crate::server::handshake::HandshakeRefusals;
 use crate::server::throttle::{Budget, ClientThrottle};
 use crate::server::{AgentService, tls};
 use crate::shutdown::{GRACE, Shutdown};
@@ -114,12 +115,31 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             config.audit.signing_key.display()
         )))?,
     );
+    // Before anything is written: a TLS certificate that does not match its key, or a port
+    // in use, stops the agent with no audit entry and no front door started.
+    let refusals = Arc::new(HandshakeRefusals::new());
+    let tls_config = tls::server_config(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        Arc::clone(&refusals),
+    )
+    .map_err(start("load the TLS certificate and key"))?;
+    let controllers =
+        tls::ControllerIdentity::new(&config.tls.client_names, &config.tls.client_fingerprints)
+            .map_err(start("read the controllers' identities"))?;
     create_dir_mode(&config.data_dir, 0o711).map_err(start(format!(
         "create the data directory {}",
         config.data_dir.display()
     )))?;
     // Before anything else is written there: a second agent on this data dir stops here.
     let _lock = crate::lock::acquire(&config.data_dir).map_err(DaemonError::Locked)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(start(format!("listen on {}", config.listen)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(start("read the bound address"))?;
     for (sub, mode) in [("jobs", 0o700), ("run", 0o755), ("artifacts", 0o700)] {
         let dir = config.data_dir.join(sub);
         create_dir_mode(&dir, mode).map_err(start(format!("create {}", dir.display())))?;
@@ -192,17 +212,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     .await
     .map_err(start("start the executor"))?;
 
-    let tls_config = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
-        .map_err(start("load the TLS certificate and key"))?;
-    let controllers =
-        tls::ControllerIdentity::new(&config.tls.client_names, &config.tls.client_fingerprints)
-            .map_err(start("read the controllers' identities"))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(start(format!("listen on {}", config.listen)))?;
-    let bound = listener
-        .local_addr()
-        .map_err(start("read the bound address"))?;
     let throttle = Arc::new(ClientThrottle::new(Budget {
         burst: config.limits.client_rejections_burst,
         per_second: config.limits.client_rejections_per_second,
@@ -213,6 +222,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tls_config,
         controllers,
         Arc::clone(&throttle),
+        refusals,
         shutdown.token(),
     );
     let service = AgentService::new(

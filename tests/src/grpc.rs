@@ -126,3 +126,42 @@ pub fn upload_raw(
             .map(tonic::Response::into_inner))
     })
 }
+
+/// Asks the agent for its status over TLS with the client certificate `identity` (PEM
+/// certificate and key), or with none; returns whether the call was answered, and the error
+/// text otherwise (a refused handshake fails the connection or the first call).
+///
+/// # Errors
+///
+/// When the files cannot be read.
+pub fn status_as(
+    env: &TestEnv,
+    agent: &Agent,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<Result<(), String>> {
+    let read = |p: &Path| fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&env.pki.ca)?))
+        .domain_name(env.agent_id.clone());
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    let addr = agent.addr;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(async move {
+        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| e.to_string())?
+            .tls_config(tls)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(10));
+        let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
+        AgentClient::new(channel)
+            .status(gantry_proto::v1::StatusRequest::default())
+            .await
+            .map(drop)
+            .map_err(|s| format!("{s:?}"))
+    }))
+}

@@ -10,6 +10,7 @@
 //! * [`agent`]: [`Agent`], a running `gantry-agent run`.
 //! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
 //! * [`grpc`]: raw submissions the CLI would refuse to send.
+//! * [`certs`]: client certificates the handshake must refuse (other CA, expired, not yet valid).
 //! * [`artifact`]: release tarballs of the sample app, honest and hostile.
 //! * [`load`]: [`Load`], steady HTTP traffic through a front door, counting every failure.
 //! * [`nginx`]: a real nginx in front of an app, configured inside the test's directory.
@@ -28,6 +29,7 @@
 pub mod agent;
 pub mod artifact;
 pub mod bins;
+pub mod certs;
 pub mod controller;
 pub mod env;
 pub mod grpc;

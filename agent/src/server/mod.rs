@@ -8,6 +8,7 @@
 
 pub mod convert;
 pub mod flood;
+pub mod handshake;
 pub mod status;
 pub mod throttle;
 pub mod tls;

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use super::handshake::{self, CountingVerifier, HandshakeRefusals, Refusal};
 use super::throttle::{ClientThrottle, Gated};
 
 /// How long a client may take to finish the TLS handshake.
@@ -138,7 +139,12 @@ fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>
 /// # Errors
 ///
 /// [`TlsError`] naming the file that could not be loaded.
-pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    refusals: Arc<HandshakeRefusals>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for c in certs("CA certificate", ca)? {
@@ -147,6 +153,7 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Serve
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = Arc::new(CountingVerifier::new(verifier, refusals));
     let chain = certs("certificate chain", cert)?;
     let key_pem = read_pem("private key", key)?;
     let key_der =
@@ -170,6 +177,7 @@ pub fn incoming(
     config: rustls::ServerConfig,
     controllers: ControllerIdentity,
     throttle: Arc<ClientThrottle>,
+    refusals: Arc<HandshakeRefusals>,
     shutdown: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Gated<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(64);
@@ -195,27 +203,38 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let controllers = Arc::clone(&controllers);
             let throttle = Arc::clone(&throttle);
+            let refusals = Arc::clone(&refusals);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
-                        tracing::info!(%peer, "TLS handshake refused: {e}");
+                        match handshake::acceptor_refusal(&e) {
+                            Some(why) => refusals.record(why, Some(peer), None, &e),
+                            // The verifier counted and logged it, with the fingerprint.
+                            None => tracing::debug!(%peer, "TLS handshake refused: {e}"),
+                        }
                         return;
                     }
                     Err(_) => {
-                        tracing::info!(%peer, "TLS handshake timed out");
+                        refusals.record(
+                            Refusal::TimedOut,
+                            Some(peer),
+                            None,
+                            &format_args!("no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+                        );
                         return;
                     }
                 };
                 let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
                 let fp = leaf.map(|c| fingerprint(c.as_ref())).unwrap_or_default();
                 if !leaf.is_some_and(|c| controllers.admits(c)) {
-                    tracing::warn!(
-                        %peer,
-                        fingerprint = %fp,
-                        "client certificate chains to the CA but is not a configured controller; closing"
+                    refusals.record(
+                        Refusal::NotController,
+                        Some(peer),
+                        Some(&fp),
+                        &"the certificate chains to the CA but names no configured controller (tls.client_names, tls.client_fingerprints)",
                     );
                     return;
                 }

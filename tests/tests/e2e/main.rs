@@ -6,6 +6,7 @@
 //! * `admission`: every rejection, each with exit code 3, its cause and an audit entry.
 //! * `audit`: `gantry-agent audit verify` finds each kind of tampering and names the seq.
 //! * `faults`: kill -9 of the agent, hostile and mismatched artifacts.
+//! * `handshake`: client certificates the listener refuses before any RPC, each logged.
 //! * `attacks`: one test per attack on the trust model (replay, downgrade, witness, quorum …).
 //! * `security`: file permissions, a full audit disk, a deployed child's privileges.
 //! * `zero_downtime`: rolling, blue-green and canary under load through the front door and
@@ -22,6 +23,7 @@ mod audit;
 mod cli;
 mod deploy;
 mod faults;
+mod handshake;
 mod security;
 mod zero_downtime;
 

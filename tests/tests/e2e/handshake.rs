@@ -1,0 +1,117 @@
+//! Security review I1–I3 and C3: handshakes the real listener must refuse before any RPC,
+//! each one counted and logged by the agent with the certificate's fingerprint where the peer
+//! sent one. (A refused handshake comes from an unauthenticated peer, so it is a log line, not
+//! an audit entry: see docs/security.md.)
+
+use std::time::Duration;
+
+use gantry_tests::certs::{self, Validity};
+use gantry_tests::grpc::status_as;
+use gantry_tests::{Agent, TestEnv, audit_lines, wait_until};
+
+/// Waits until the agent's log has a refusal line with `reason` and, when given, `fingerprint`.
+#[track_caller]
+fn assert_logged(agent: &Agent, reason: &str, fingerprint: Option<&str>) {
+    let want = format!("TLS handshake refused ({reason})");
+    let found = wait_until(Duration::from_secs(10), &want, || {
+        agent.log_text().lines().any(|l| {
+            l.contains(&want) && fingerprint.is_none_or(|fp| l.contains(&format!("sha256 {fp}")))
+        })
+    });
+    assert!(
+        found.is_ok(),
+        "{want} ({fingerprint:?}) not logged:\n{}",
+        agent.log_tail()
+    );
+}
+
+#[test]
+fn i1_i3_c3_bad_client_certificates_are_refused_at_the_handshake_and_logged() {
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let before = audit_lines(&env).unwrap().len();
+
+    // The controller's own certificate works: the rig is sound.
+    let good = (
+        env.pki.controller_cert.as_path(),
+        env.pki.controller_key.as_path(),
+    );
+    status_as(&env, &agent, Some(good)).unwrap().unwrap();
+
+    // I1: no client certificate at all.
+    let refused = status_as(&env, &agent, None).unwrap();
+    assert!(refused.is_err(), "answered without a client certificate");
+    assert_logged(&agent, "no_client_certificate", None);
+
+    let cases = [
+        // I2: a certificate from a CA the agent does not trust.
+        (
+            "other-ca",
+            certs::from_other_ca(&env, "other-ca", "controller").unwrap(),
+            "unknown_issuer",
+        ),
+        // I3: expired, and not yet valid, from the agent's own CA.
+        (
+            "expired",
+            certs::from_test_ca(&env, "expired", "controller", Validity::EXPIRED).unwrap(),
+            "certificate_expired",
+        ),
+        (
+            "future",
+            certs::from_test_ca(&env, "future", "controller", Validity::FUTURE).unwrap(),
+            "certificate_not_yet_valid",
+        ),
+        // C3: valid and from the CA, but not a configured controller.
+        (
+            "stranger",
+            certs::from_test_ca(&env, "stranger", "stranger", Validity::CURRENT).unwrap(),
+            "not_a_controller",
+        ),
+    ];
+    for (what, (cert, key), reason) in &cases {
+        let refused = status_as(&env, &agent, Some((cert, key))).unwrap();
+        assert!(refused.is_err(), "{what}: answered");
+        let fp = certs::fingerprint(cert).unwrap();
+        assert_logged(&agent, reason, Some(&fp));
+    }
+
+    // Refused before any RPC: nothing reached admission or the audit log.
+    assert_eq!(audit_lines(&env).unwrap().len(), before);
+    // And the agent still serves its controller.
+    status_as(&env, &agent, Some(good)).unwrap().unwrap();
+}
+
+/// Issue: an agent certificate that does not match its key passed `check-config`, and `run`
+/// wrote audit entries and started the front door before failing. Both now stop at once,
+/// saying so, and nothing is written.
+#[test]
+fn a_certificate_that_does_not_match_its_key_stops_check_config_and_run_before_any_write() {
+    let env = TestEnv::with_options(gantry_tests::Options::front_door(1)).unwrap();
+    std::fs::copy(&env.pki.controller_key, &env.pki.agent_key).unwrap();
+    let config = env.config.to_string_lossy().into_owned();
+    let check = env
+        .agent_cmd(&["check-config", "--config", &config])
+        .unwrap();
+    check.assert_code(2);
+    assert!(
+        check.stderr.contains("invalid TLS configuration"),
+        "{}",
+        check.all()
+    );
+    let run = env.agent_cmd(&["run", "--config", &config]).unwrap();
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("cannot load the TLS certificate and key"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !env.data_dir.join("audit").exists(),
+        "an audit entry was written"
+    );
+    assert!(
+        !env.data_dir.join("apps/web/traffic").exists(),
+        "the front door was set up"
+    );
+}
