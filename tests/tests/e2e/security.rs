@@ -556,3 +556,69 @@ fn i7_j8_writable_or_linked_trust_anchors_are_refused_at_start() {
     fs::set_permissions(&keys_dir, fs::Permissions::from_mode(0o755)).unwrap();
     check().assert_code(0);
 }
+
+/// Security review G12: a deploy with `--secret-env`, succeeding and failing, leaves the value
+/// nowhere the agent writes or answers: audit files, `audit tail`, the agent's log, status,
+/// and the job's events.
+#[test]
+fn g12_a_secret_env_value_appears_nowhere_after_a_deploy_that_succeeds_or_fails() {
+    const SECRET: &str = "s3cr3t-VALUE-8d1f0c";
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    let v2 = make_artifact(&env, "1.1.0", "never-healthy").unwrap();
+    let secret = format!("DB_PASSWORD={SECRET}");
+    let mut seen = String::new();
+    for (version, artifact, code) in [("1.0.0", &v1, 0), ("1.1.0", &v2, 1)] {
+        let args = deploy_args(
+            &env.keys.deployer,
+            version,
+            artifact,
+            &[
+                "--health",
+                "http:/health",
+                "--health-interval",
+                "200ms",
+                "--health-deadline",
+                "3s",
+                "--secret-env",
+                &secret,
+            ],
+        );
+        let out = ctl.run(&strs(&args)).unwrap();
+        out.assert_code(code);
+        seen.push_str(&out.all());
+    }
+    // The instance did get it: the secret reached the process, just nothing else.
+    let pid = recorded_instance_pids(&env.data_dir)[0];
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&environ).contains(&secret),
+        "the instance did not get the secret"
+    );
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["audit", "tail", "-n", "200"],
+    ] {
+        let out = ctl.run(args).unwrap();
+        out.assert_code(0);
+        seen.push_str(&out.all());
+    }
+    let audit = env.data_dir.join("audit").to_string_lossy().into_owned();
+    seen.push_str(
+        &env.agent_cmd(&["audit", "tail", "--dir", &audit, "-n", "500", "--json"])
+            .unwrap()
+            .all(),
+    );
+    for file in gantry_tests::probe::audit_files(&env.data_dir.join("audit")).unwrap() {
+        seen.push_str(&fs::read_to_string(file).unwrap());
+    }
+    seen.push_str(&agent.log_text());
+    assert!(!seen.contains(SECRET), "the secret value leaked");
+    assert!(
+        seen.contains("hmac-sha256:"),
+        "the audit log names the secret key only by hash"
+    );
+}
