@@ -348,3 +348,91 @@ proptest! {
         prop_assert!(err.seq <= line_index as u64 + 1, "{}", err);
     }
 }
+
+/// The lines of one log file of `case`.
+fn file_lines(case: &str, name: &str) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(data_dir().join(case).join(name)).unwrap();
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Security review G4: an entry inserted into the log is caught, whether the inserter chains
+/// it to the entry before it (the next entry's seq no longer follows) or re-chains and
+/// renumbers everything after it (the next checkpoint's signature no longer verifies).
+#[test]
+fn g4_an_inserted_forged_entry_is_named() {
+    let good = log("audit-good");
+    let forged = |seq: usize, prev: &str| {
+        format!(
+            r#"{{"seq":{seq},"ts":"2026-01-01T00:00:00Z","prev":"{prev}","event":"job.accepted","job_id":"forged"}}"#
+        )
+        .into_bytes()
+    };
+    // Chained to entry 3, left in place before the real entry 4.
+    let mut inserted = good.clone();
+    inserted.insert(3, forged(4, &line_hash(&good[2])));
+    let err = verify_lines(&inserted, Some(&agent_key())).unwrap_err();
+    assert_eq!(
+        err,
+        ChainError {
+            seq: 5,
+            kind: ChainErrorKind::SeqOutOfOrder {
+                expected: 5,
+                found: 4
+            }
+        }
+    );
+    // Fully re-chained and renumbered after the insertion: the chain holds, the first
+    // checkpoint after it does not (it signed the old prev).
+    let mut rechained: Vec<Vec<u8>> = good[..3].to_vec();
+    rechained.push(forged(4, &line_hash(&good[2])));
+    for line in &good[3..] {
+        let mut v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let seq = rechained.len() as u64 + 1;
+        v["seq"] = seq.into();
+        v["prev"] = line_hash(rechained.last().unwrap()).into();
+        rechained.push(serde_json::to_vec(&v).unwrap());
+    }
+    let err = verify_lines(&rechained, Some(&agent_key())).unwrap_err();
+    let first_checkpoint_after = rechained
+        .iter()
+        .enumerate()
+        .skip(4)
+        .find(|(_, l)| String::from_utf8_lossy(l).contains(r#""event":"checkpoint""#))
+        .map(|(i, _)| i as u64 + 1)
+        .unwrap();
+    assert_eq!(err.seq, first_checkpoint_after, "{err}");
+}
+
+/// Security review G8: rotated files deleted or read out of order are caught at the seam.
+#[test]
+fn g8_a_deleted_or_reordered_rotated_file_is_named() {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir().join("audit-good"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 2, "the good log must be rotated: {names:?}");
+    let files: Vec<Vec<Vec<u8>>> = names.iter().map(|n| file_lines("audit-good", n)).collect();
+    // The first file deleted: the log starts past seq 1.
+    let without_first: Vec<Vec<u8>> = files[1..].concat();
+    let err = verify_lines(&without_first, Some(&agent_key())).unwrap_err();
+    assert_eq!(err.seq, 1, "{err}");
+    // A middle (or the second) file deleted: a gap at the seam.
+    let mut kept = files.clone();
+    kept.remove(1);
+    if kept.len() >= 2 {
+        let err = verify_lines(kept.concat(), Some(&agent_key())).unwrap_err();
+        let seam = files[0].len() as u64 + 1;
+        assert_eq!(err.seq, seam, "{err}");
+    }
+    // Two files swapped.
+    let mut swapped = files.clone();
+    swapped.swap(0, 1);
+    let err = verify_lines(swapped.concat(), Some(&agent_key())).unwrap_err();
+    assert_eq!(err.seq, 1, "{err}");
+}

@@ -151,3 +151,24 @@ fn protocol_doc_worked_example() {
         "57b0d254de2944e71ce0eab00be3c96539361337e692c624187e7c33e2944e76"
     );
 }
+
+/// Security review A12: a field appended to the signed bytes (here an unknown one, field 127)
+/// breaks the signature, although a protobuf decoder ignores it and re-encodes the original
+/// bytes: only a verifier over the exact bytes catches it.
+#[test]
+fn a12_an_unknown_field_appended_after_signing_is_refused() {
+    use prost::Message as _;
+    let job = read("job-vector/job.bin");
+    let sig = sig_hex("job-vector/sig.hex");
+    let mut appended = job.clone();
+    appended.extend_from_slice(&[0xf8, 0x07, 0x01]); // field 127, varint 1
+    let decoded = gantry_proto::v1::Job::decode(appended.as_slice()).unwrap();
+    assert_eq!(
+        decoded.encode_to_vec(),
+        job,
+        "a re-encoding verifier would see the signed bytes again"
+    );
+    let err = verify_job(&vector_key(), &appended, &sig).unwrap_err();
+    assert!(matches!(err, KeyError::BadSignature));
+    verify_job(&vector_key(), &job, &sig).unwrap();
+}
