@@ -165,3 +165,27 @@ pub fn status_as(
             .map_err(|s| format!("{s:?}"))
     }))
 }
+
+/// Asks the agent for its status with the controller's certificate and one extra request
+/// header `name: value`; the error text when the call fails.
+///
+/// # Errors
+///
+/// When the certificates cannot be read.
+pub fn status_with_header(
+    env: &TestEnv,
+    agent: &Agent,
+    name: &'static str,
+    value: &str,
+) -> anyhow::Result<Result<(), String>> {
+    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = value.parse()?;
+    with_client(env, agent, |mut client| async move {
+        let mut request = tonic::Request::new(gantry_proto::v1::StatusRequest::default());
+        request.metadata_mut().insert(name, value);
+        Ok(client
+            .status(request)
+            .await
+            .map(drop)
+            .map_err(|s| format!("{s:?}")))
+    })
+}

@@ -1002,3 +1002,56 @@ fn d7_a_version_on_disk_is_never_served_from_another_artifact() {
     );
     crate::assert_serves(&env, "1.0.0", 1);
 }
+
+/// Security review B12: a forged job cannot burn a job id. An attacker who learns the id of a
+/// job about to be sent (job ids are predictable) submits a forgery under that id first; it is
+/// refused before its bytes are decoded, so the id is not taken, and the real job with that id
+/// then runs.
+#[test]
+fn b12_a_forged_job_does_not_consume_the_real_jobs_id() {
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    let id = "release-2026-12-01-web";
+    let flags = [
+        "--job-id",
+        id,
+        "--health",
+        "http:/health",
+        "--",
+        "bin/gantry-sample-app",
+    ];
+    let forged = env.root.join("forged.job");
+    crate::create_job(&env, &forged, "1.0.0", &v1, &flags);
+    crate::sign_job_file(&env, &forged, &env.keys.attacker);
+    let artifact = v1.to_string_lossy().into_owned();
+    let out = ctl
+        .run(&[
+            "job",
+            "submit",
+            "--artifact",
+            &artifact,
+            &forged.to_string_lossy(),
+        ])
+        .unwrap();
+    crate::assert_exit_3_naming(&out, &["no signature is by a trusted key"]);
+
+    let real = env.root.join("real.job");
+    crate::create_job(&env, &real, "1.0.0", &v1, &flags);
+    crate::sign_job_file(&env, &real, &env.keys.deployer);
+    let out = ctl
+        .run(&[
+            "job",
+            "submit",
+            "--artifact",
+            &artifact,
+            &real.to_string_lossy(),
+        ])
+        .unwrap();
+    out.assert_code(0);
+    let accepted = audit_events(&env, "job.accepted").unwrap();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert_eq!(accepted[0]["job_id"], id);
+    crate::assert_serves(&env, "1.0.0", 1);
+}

@@ -115,3 +115,46 @@ fn a_certificate_that_does_not_match_its_key_stops_check_config_and_run_before_a
         "the front door was set up"
     );
 }
+
+/// Security review E3 (slowloris): a peer that opens a connection and never completes the
+/// handshake is cut off after the handshake timeout, and the refusal is logged.
+#[test]
+fn e3_a_connection_that_never_handshakes_is_closed_after_the_timeout() {
+    use std::io::Read;
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let mut idle = std::net::TcpStream::connect(agent.addr).unwrap();
+    // Longer than the agent's 10 s handshake timeout, so a read that ends is its doing.
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let ended = idle.read(&mut buf);
+    // End of stream (or a reset): the agent closed it. A timeout error would be our own.
+    let closed = match &ended {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(closed, "not closed by the agent: {ended:?}");
+    assert_logged(&agent, "handshake_timed_out", None);
+}
+
+/// Security review E4: a request whose header list is over the agent's 16 KiB limit is
+/// refused, and the agent goes on serving.
+#[test]
+fn e4_a_header_list_over_the_limit_is_refused() {
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let huge = "a".repeat(20 * 1024);
+    let refused = gantry_tests::grpc::status_with_header(&env, &agent, "x-filler", &huge).unwrap();
+    let Err(why) = refused else {
+        panic!("a 20 KiB header was accepted")
+    };
+    // The agent's HTTP/2 server answered 431 Request Header Fields Too Large.
+    assert!(why.contains("431"), "{why}");
+    gantry_tests::grpc::status_with_header(&env, &agent, "x-filler", "small")
+        .unwrap()
+        .unwrap();
+}
