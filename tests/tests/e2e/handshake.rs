@@ -158,3 +158,18 @@ fn e4_a_header_list_over_the_limit_is_refused() {
         .unwrap()
         .unwrap();
 }
+
+/// Security review E5: the agent accepts no compressed message (no decompression bomb can
+/// reach a decoder): a request that says it is gzip-compressed is refused as unsupported.
+#[test]
+fn e5_a_compressed_request_is_refused_as_unsupported() {
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let refused =
+        gantry_tests::grpc::status_with_header(&env, &agent, "grpc-encoding", "gzip").unwrap();
+    let Err(why) = refused else {
+        panic!("a gzip-encoded request was accepted")
+    };
+    assert!(why.contains("Unimplemented"), "{why}");
+    assert!(why.contains("gzip"), "{why}");
+}
