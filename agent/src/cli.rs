@@ -236,9 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // The TLS material as `run` loads it: a certificate that does not match its key
                 // fails here, not after the agent has started.
                 let tls = crate::server::tls::server_config(
-                    &cfg.tls.ca,
-                    &cfg.tls.cert,
-                    &cfg.tls.key,
+                    &crate::daemon::tls_material(&cfg),
                     std::sync::Arc::new(crate::server::handshake::HandshakeRefusals::new()),
                 );
                 if let Err(e) = &tls {

@@ -118,13 +118,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Before anything is written: a TLS certificate that does not match its key, or a port
     // in use, stops the agent with no audit entry and no front door started.
     let refusals = Arc::new(HandshakeRefusals::new());
-    let tls_config = tls::server_config(
-        &config.tls.ca,
-        &config.tls.cert,
-        &config.tls.key,
-        Arc::clone(&refusals),
-    )
-    .map_err(start("load the TLS certificate and key"))?;
+    let (tls_config, revocation) =
+        tls::server_config(&tls_material(&config), Arc::clone(&refusals))
+            .map_err(start("load the TLS certificate and key"))?;
     let controllers =
         tls::ControllerIdentity::new(&config.tls.client_names, &config.tls.client_fingerprints)
             .map_err(start("read the controllers' identities"))?;
@@ -278,6 +274,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let watchdog_stop = CancellationToken::new();
     let watchdog = crate::readiness::spawn_watchdog(watchdog_stop.clone());
 
+    let crl_watch = spawn_crl_reload(revocation, shutdown.token());
+
     let signal = signals.wait().await;
     tracing::info!("{signal}: shutting down; app instances keep running");
     crate::readiness::stopping(&format!(
@@ -317,10 +315,53 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::error!("cannot write the shutdown checkpoint: {}", reason(&e));
     }
     watchdog_stop.cancel();
+    if let Some(task) = crl_watch
+        && let Err(e) = task.await
+    {
+        tracing::warn!("the CRL reload task failed: {e}");
+    }
     if let Some(task) = watchdog
         && let Err(e) = task.await
     {
         tracing::warn!("the watchdog task failed: {e}");
     }
     server_result
+}
+
+/// The listener's TLS files as the config names them.
+pub fn tls_material(config: &Config) -> tls::TlsMaterial<'_> {
+    tls::TlsMaterial {
+        ca: &config.tls.ca,
+        cert: &config.tls.cert,
+        key: &config.tls.key,
+        crl: None,
+    }
+}
+
+/// Polls the CRL file and swaps in a changed one until `stop`; `None` without a CRL.
+fn spawn_crl_reload(
+    verifier: Arc<crate::server::revocation::RevocableVerifier>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let path = verifier.crl_path()?.to_owned();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::server::revocation::RELOAD_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match verifier.reload_if_changed() {
+                Ok(true) => tracing::info!(
+                    "reloaded the certificate revocation list {}",
+                    path.display()
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::error!(
+                    "cannot use the changed certificate revocation list (the previous one stays in force): {}",
+                    reason(&e)
+                ),
+            }
+        }
+    }))
 }

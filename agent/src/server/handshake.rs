@@ -39,6 +39,10 @@ pub enum Refusal {
     Expired,
     /// Its certificate is not valid yet.
     NotYetValid,
+    /// Its certificate is revoked by the CA's CRL.
+    Revoked,
+    /// The CA's CRL is past its `nextUpdate`: every certificate is refused until it is renewed.
+    StaleCrl,
     /// Its certificate is invalid otherwise (encoding, signature, extensions, usage).
     BadCertificate,
     /// Its certificate chains to the CA but names no configured controller.
@@ -51,11 +55,13 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order counts are kept.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::NoCertificate,
         Refusal::UnknownIssuer,
         Refusal::Expired,
         Refusal::NotYetValid,
+        Refusal::Revoked,
+        Refusal::StaleCrl,
         Refusal::BadCertificate,
         Refusal::NotController,
         Refusal::Protocol,
@@ -69,6 +75,8 @@ impl Refusal {
             Refusal::UnknownIssuer => "unknown_issuer",
             Refusal::Expired => "certificate_expired",
             Refusal::NotYetValid => "certificate_not_yet_valid",
+            Refusal::Revoked => "certificate_revoked",
+            Refusal::StaleCrl => "stale_crl",
             Refusal::BadCertificate => "bad_certificate",
             Refusal::NotController => "not_a_controller",
             Refusal::Protocol => "handshake_failed",
@@ -82,10 +90,12 @@ impl Refusal {
             Refusal::UnknownIssuer => 1,
             Refusal::Expired => 2,
             Refusal::NotYetValid => 3,
-            Refusal::BadCertificate => 4,
-            Refusal::NotController => 5,
-            Refusal::Protocol => 6,
-            Refusal::TimedOut => 7,
+            Refusal::Revoked => 4,
+            Refusal::StaleCrl => 5,
+            Refusal::BadCertificate => 6,
+            Refusal::NotController => 7,
+            Refusal::Protocol => 8,
+            Refusal::TimedOut => 9,
         }
     }
 
@@ -99,6 +109,9 @@ impl Refusal {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 Refusal::NotYetValid
             }
+            CertificateError::Revoked => Refusal::Revoked,
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => Refusal::StaleCrl,
             // rustls's enum is non-exhaustive: whatever it adds is a bad certificate too.
             _ => Refusal::BadCertificate,
         }
@@ -115,9 +128,9 @@ impl fmt::Display for Refusal {
 /// client verifier.
 #[derive(Debug, Default)]
 pub struct HandshakeRefusals {
-    counts: [AtomicU64; 8],
+    counts: [AtomicU64; 10],
     /// Per reason: when a line was last logged, and how many refusals were not logged since.
-    logged: Mutex<[(Option<Instant>, u64); 8]>,
+    logged: Mutex<[(Option<Instant>, u64); 10]>,
 }
 
 impl HandshakeRefusals {
@@ -270,10 +283,10 @@ mod tests {
     fn every_reason_has_its_own_slot_and_name() {
         let mut names: Vec<&str> = Refusal::ALL.iter().map(|r| r.as_str()).collect();
         let indexes: Vec<usize> = Refusal::ALL.iter().map(|r| r.index()).collect();
-        assert_eq!(indexes, (0..8).collect::<Vec<_>>());
+        assert_eq!(indexes, (0..10).collect::<Vec<_>>());
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 10);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod flood;
 pub mod handshake;
+pub mod revocation;
 pub mod status;
 pub mod throttle;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! when the config pins fingerprints, be one of them. There is no plaintext listener.
 //!
 //! The rustls `ServerConfig` is built by hand (not through tonic's `ServerTlsConfig`) so the
-//! handshake timeout, the pin check and a future CRL hook live in one place.
+//! handshake timeout, the pin check and the revocation check live in one place.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -14,7 +14,6 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -22,6 +21,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::{self, CountingVerifier, HandshakeRefusals, Refusal};
+use super::revocation::RevocableVerifier;
 use super::throttle::{ClientThrottle, Gated};
 
 /// How long a client may take to finish the TLS handshake.
@@ -134,26 +134,27 @@ fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>
 }
 
 /// Builds the rustls server config: ring provider, TLS 1.2/1.3, client certificates required
-/// and verified against `ca`, ALPN `h2`.
+/// and verified against the CA (and its CRL, reloadable through the returned verifier), ALPN
+/// `h2`.
 ///
 /// # Errors
 ///
 /// [`TlsError`] naming the file that could not be loaded.
 pub fn server_config(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
+    material: &TlsMaterial<'_>,
     refusals: Arc<HandshakeRefusals>,
-) -> Result<rustls::ServerConfig, TlsError> {
+) -> Result<(rustls::ServerConfig, Arc<RevocableVerifier>), TlsError> {
+    let TlsMaterial { ca, cert, key, crl } = *material;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for c in certs("CA certificate", ca)? {
         roots.add(c).map_err(|e| invalid("CA certificate", ca, e))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let verifier = Arc::new(CountingVerifier::new(verifier, refusals));
+    let revocable = Arc::new(RevocableVerifier::new(roots, provider.clone(), crl)?);
+    let verifier = Arc::new(CountingVerifier::new(
+        Arc::clone(&revocable) as Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        refusals,
+    ));
     let chain = certs("certificate chain", cert)?;
     let key_pem = read_pem("private key", key)?;
     let key_der =
@@ -165,7 +166,20 @@ pub fn server_config(
         .with_single_cert(chain, key_der)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok((config, revocable))
+}
+
+/// The files of the listener's TLS identity and trust.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsMaterial<'a> {
+    /// The CA client certificates must chain to.
+    pub ca: &'a Path,
+    /// The agent's certificate chain.
+    pub cert: &'a Path,
+    /// Its private key.
+    pub key: &'a Path,
+    /// The CA's revocation list, when revocation is checked.
+    pub crl: Option<&'a Path>,
 }
 
 /// Accepts TCP connections, completes TLS handshakes concurrently (each bounded by
