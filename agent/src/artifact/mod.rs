@@ -8,6 +8,7 @@
 //!   setuid bits, bounded entries and bytes; all or nothing.
 //! * [`releases`]: `<data_dir>/apps/<app>/releases/<version>/` and the `current` symlink.
 
+mod beneath;
 pub mod releases;
 pub mod store;
 pub mod unpack;

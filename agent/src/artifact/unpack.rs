@@ -38,6 +38,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
+use super::beneath::Beneath;
 use super::{hash_reader, random_suffix, sync_dir};
 use crate::job::Sha256Hex;
 
@@ -281,9 +282,11 @@ pub fn unpack_release(
         .map_err(io_err("create", &temp))?;
     let guard = RemoveOnDrop(Some(temp.clone()));
 
+    let beneath = Beneath::open(&temp).map_err(io_err("open", &temp))?;
     let mut unpacker = Unpacker {
         artifact,
         root: &temp,
+        beneath: &beneath,
         limits,
         seen: BTreeMap::new(),
         entries: 0,
@@ -392,7 +395,9 @@ impl<R: Read> Read for CappedReader<R> {
 
 struct Unpacker<'a> {
     artifact: &'a Path,
+    /// The temp directory's path, for messages only: every write goes through `beneath`.
     root: &'a Path,
+    beneath: &'a Beneath,
     limits: &'a UnpackLimits,
     seen: BTreeMap<PathBuf, Written>,
     entries: u64,
@@ -555,17 +560,20 @@ impl Unpacker<'_> {
         let full = self.root.join(&rel);
         match what {
             Kind::Dir => {
-                make_dir(&full)?;
+                self.beneath
+                    .make_dir(&rel)
+                    .map_err(io_err("create directory", &full))?;
                 self.seen.insert(rel, Written::Dir { explicit: true });
             }
             Kind::File => {
-                self.write_file(entry, &full, mode, shown)?;
+                self.write_file(entry, &rel, &full, mode, shown)?;
                 self.seen.insert(rel, Written::File);
             }
             Kind::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or(Cow::Borrowed(&[]));
                 check_symlink(&rel, &target, shown)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &full)
+                self.beneath
+                    .symlink(OsStr::from_bytes(&target), &rel)
                     .map_err(io_err("create symlink", &full))?;
                 self.seen.insert(rel, Written::Symlink);
             }
@@ -581,7 +589,8 @@ impl Unpacker<'_> {
                 }
                 // linkat(2) without AT_SYMLINK_FOLLOW; the target is a regular file this
                 // unpacker wrote, reached through directories it made.
-                fs::hard_link(self.root.join(&target_rel), &full)
+                self.beneath
+                    .hard_link(&target_rel, &rel)
                     .map_err(io_err("create hard link", &full))?;
                 self.seen.insert(rel, Written::File);
             }
@@ -614,7 +623,9 @@ impl Unpacker<'_> {
                     });
                 }
                 None => {
-                    make_dir(&self.root.join(&prefix))?;
+                    self.beneath
+                        .make_dir(&prefix)
+                        .map_err(io_err("create directory", &self.root.join(&prefix)))?;
                     self.seen
                         .insert(prefix.clone(), Written::Dir { explicit: false });
                 }
@@ -626,16 +637,14 @@ impl Unpacker<'_> {
     fn write_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
+        rel: &Path,
         full: &Path,
         mode: u32,
         shown: &str,
     ) -> Result<(), UnpackError> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(full)
+        let mut file = self
+            .beneath
+            .create_file(rel)
             .map_err(io_err("create", full))?;
         let expected = entry.size();
         let mut copied: u64 = 0;
@@ -672,18 +681,6 @@ impl Unpacker<'_> {
             .map_err(io_err("chmod", full))?;
         Ok(())
     }
-}
-
-/// mkdir (never through an existing name: mkdir(2) does not follow symlinks), then 0755
-/// regardless of the umask, through a no-follow descriptor.
-fn make_dir(full: &Path) -> Result<(), UnpackError> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(full)
-        .map_err(io_err("create directory", full))?;
-    open_dir(full)
-        .and_then(|d| d.set_permissions(Permissions::from_mode(0o755)))
-        .map_err(io_err("chmod", full))
 }
 
 /// The entry path as a relative path of named components (`.` dropped); empty for the root.
