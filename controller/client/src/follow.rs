@@ -124,21 +124,20 @@ async fn follow(
     observer: &mut impl FollowObserver,
 ) -> Result<Followed, FollowError> {
     let mut job_id = job_id.to_owned();
-    let mut last_seq = 0u64;
+    let mut progress = Progress::default();
     let mut accepted = submit.is_none();
-    let mut failures = 0u32;
     let mut last_error: Option<ClientError> = None;
     loop {
-        if failures > 0 {
-            if failures > REATTACH_ATTEMPTS {
+        if progress.failures > 0 {
+            if progress.exhausted() {
                 return Err(FollowError::Lost {
                     job_id: job_id.to_owned(),
-                    attempts: failures - 1,
+                    attempts: progress.failures - 1,
                     source: last_error,
                 });
             }
-            let delay = Duration::from_millis(250 * (1 << failures.min(5)));
-            observer.reattaching(&job_id, delay, failures);
+            let delay = progress.delay();
+            observer.reattaching(&job_id, delay, progress.failures);
             tokio::time::sleep(delay).await;
         }
         let (op, call) = match submit {
@@ -161,7 +160,7 @@ async fn follow(
             Err(status) => {
                 let e = agent.error(op, status);
                 if e.is_transport() {
-                    failures += 1;
+                    progress.failed();
                     last_error = Some(e);
                     continue;
                 }
@@ -171,11 +170,9 @@ async fn follow(
         loop {
             match stream.message().await {
                 Ok(Some(ev)) => {
-                    failures = 0;
-                    if ev.seq <= last_seq && last_seq > 0 {
+                    if progress.take(&ev) == Take::Seen {
                         continue;
                     }
-                    last_seq = ev.seq;
                     if !ev.job_id.is_empty() && ev.job_id != job_id {
                         job_id = ev.job_id.clone();
                     }
@@ -188,7 +185,7 @@ async fn follow(
                     }
                 }
                 Ok(None) => {
-                    failures += 1;
+                    progress.failed();
                     last_error = None;
                     break;
                 }
@@ -197,12 +194,58 @@ async fn follow(
                     if !e.is_transport() {
                         return Err(e.into());
                     }
-                    failures += 1;
+                    progress.failed();
                     last_error = Some(e);
                     break;
                 }
             }
         }
+    }
+}
+
+/// What to do with one event of a followed job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Show it: it is new, or it ends the job.
+    Show,
+    /// Skip it: shown before a re-attach.
+    Seen,
+}
+
+/// Where following a job stands: the last event shown, and the failures since it.
+///
+/// An agent restarted mid-job numbers the job's events afresh (its `finished` event may carry
+/// seq 1 after the controller saw 7), so a `finished` event always ends the follow whatever its
+/// seq; and only a new event counts as progress, so a stream that keeps dropping after
+/// replaying old events still reaches [`REATTACH_ATTEMPTS`].
+#[derive(Debug, Default)]
+struct Progress {
+    last_seq: u64,
+    /// Consecutive failures without a new event.
+    failures: u32,
+}
+
+impl Progress {
+    fn take(&mut self, ev: &JobEvent) -> Take {
+        let ends = matches!(ev.kind, Some(job_event::Kind::Finished(_)));
+        if !ends && self.last_seq > 0 && ev.seq <= self.last_seq {
+            return Take::Seen;
+        }
+        self.last_seq = self.last_seq.max(ev.seq);
+        self.failures = 0;
+        Take::Show
+    }
+
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    fn exhausted(&self) -> bool {
+        self.failures > REATTACH_ATTEMPTS
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_millis(250 * (1 << self.failures.min(5)))
     }
 }
 
@@ -221,5 +264,69 @@ fn finished(agent: &Agent, f: JobFinished) -> Followed {
         outcome: Outcome::try_from(f.outcome).unwrap_or(Outcome::Unspecified),
         finished: f,
         not_witnessed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_proto::v1::JobStep;
+
+    use super::*;
+
+    fn step(seq: u64) -> JobEvent {
+        JobEvent {
+            job_id: "j1".into(),
+            seq,
+            ts_ms: 0,
+            kind: Some(job_event::Kind::Step(JobStep::default())),
+        }
+    }
+
+    fn finished_event(seq: u64) -> JobEvent {
+        JobEvent {
+            job_id: "j1".into(),
+            seq,
+            ts_ms: 0,
+            kind: Some(job_event::Kind::Finished(JobFinished {
+                outcome: Outcome::Interrupted as i32,
+                ..JobFinished::default()
+            })),
+        }
+    }
+
+    /// Issue 10 item 4b: the agent restarted mid-job sends the job's one `finished` event as
+    /// seq 1; it ends the follow instead of being skipped as seen.
+    #[test]
+    fn a_finished_event_numbered_afresh_after_a_restart_ends_the_follow() {
+        let mut p = Progress::default();
+        for seq in 1..=7 {
+            assert_eq!(p.take(&step(seq)), Take::Show);
+        }
+        assert_eq!(p.take(&step(3)), Take::Seen);
+        assert_eq!(p.take(&finished_event(1)), Take::Show);
+    }
+
+    /// Issue 10 item 4b: replayed events are not progress, so a stream that replays them and
+    /// drops again still runs out of attempts.
+    #[test]
+    fn replayed_events_do_not_reset_the_retry_limit() {
+        let mut p = Progress::default();
+        for seq in 1..=4 {
+            p.take(&step(seq));
+        }
+        let mut rounds = 0;
+        while !p.exhausted() {
+            p.failed();
+            for seq in 1..=4 {
+                assert_eq!(p.take(&step(seq)), Take::Seen);
+            }
+            rounds += 1;
+            assert!(rounds <= REATTACH_ATTEMPTS + 1, "the retry limit never held");
+        }
+        assert_eq!(rounds, REATTACH_ATTEMPTS + 1);
+        // A new event is progress: the count starts again.
+        assert_eq!(p.take(&step(5)), Take::Show);
+        assert!(!p.exhausted());
+        assert_eq!(p.failures, 0);
     }
 }
