@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use gantry_client::follow::{FollowObserver, REATTACH_ATTEMPTS};
+use gantry_client::witness::WitnessAlarm;
 use gantry_proto::v1::{Action, JobEvent, JobFinished, JobStep, Outcome, Strategy, job_event};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -277,6 +278,28 @@ impl Events {
                 bar.println(text);
             }
         }
+    }
+
+    /// A witness alarm: the job's checkpoint does not extend the one this controller
+    /// witnessed. A JSON object on stdout with `--json` (so CI sees it), and the alarm on
+    /// stderr in every mode.
+    pub fn witness_alarm(&mut self, alarm: &WitnessAlarm) {
+        self.clear();
+        if self.mode == Mode::Json {
+            let obj = json!({
+                "type": "witness_alarm",
+                "error": alarm.to_string(),
+                "witnessed_seq": alarm.witnessed_seq(),
+                "exit_code": 1,
+            });
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{obj}");
+            let _ = out.flush();
+        }
+        eprintln!(
+            "WITNESS ALARM: {alarm}\n  the agent's audit log does not move forward from what this \
+             controller witnessed; the witnessed checkpoint is kept (check it: gantry audit verify)"
+        );
     }
 
     /// Clears any bar (before printing an error, say).

@@ -32,13 +32,27 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The address is not host:port.
-    #[error("invalid agent address {addr:?} (expected host:port)")]
+    #[error("invalid agent address {addr:?}: {reason} (expected host:port, e.g. 127.0.0.1:7443)")]
     BadAddress {
         /// The address given.
         addr: String,
-        /// The cause.
-        #[source]
-        source: tonic::transport::Error,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The client certificate and key cannot be used together (a key that is not the
+    /// certificate's, or a file that is not what it should be).
+    #[error(
+        "cannot use client certificate {} with key {}: {reason}",
+        cert.display(),
+        key.display()
+    )]
+    BadIdentity {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What TLS reported.
+        reason: String,
     },
     /// The TCP connection or TLS handshake failed.
     #[error("cannot reach agent at {addr} (agent id {agent_id})")]
@@ -52,15 +66,17 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// The connection broke during a call.
-    #[error("cannot reach agent at {addr}: {op} failed: {}", status.message())]
+    #[error("cannot reach agent at {addr}: {op} failed: {reason}")]
     Transport {
         /// The call.
         op: &'static str,
         /// The address.
         addr: String,
-        /// What tonic reported.
-        #[source]
-        status: tonic::Status,
+        /// The status code tonic reported.
+        code: tonic::Code,
+        /// What broke: the status message and its causes, as people read them (never the
+        /// status's `Debug` form).
+        reason: String,
     },
     /// The agent answered the call with an error.
     #[error("agent {agent_id} refused {op}: {message} ({code:?})")]
@@ -95,7 +111,9 @@ impl ClientError {
     /// Whose side the failure is on.
     pub fn fault(&self) -> Fault {
         match self {
-            ClientError::ReadPem { .. } | ClientError::BadAddress { .. } => Fault::Input,
+            ClientError::ReadPem { .. }
+            | ClientError::BadAddress { .. }
+            | ClientError::BadIdentity { .. } => Fault::Input,
             ClientError::Connect { .. } | ClientError::Transport { .. } => Fault::Connection,
             ClientError::Rejected { .. } => Fault::Refused,
             ClientError::AgentFailed { .. } => Fault::AgentFailed,
@@ -166,11 +184,17 @@ impl Agent {
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))
             .domain_name(settings.agent_id.clone());
+        check_address(&settings.addr)?;
         let endpoint = Endpoint::from_shared(format!("https://{}", settings.addr))
-            .and_then(|e| e.tls_config(tls))
-            .map_err(|source| ClientError::BadAddress {
+            .map_err(|e| ClientError::BadAddress {
                 addr: settings.addr.clone(),
-                source,
+                reason: causes(&e),
+            })?
+            .tls_config(tls)
+            .map_err(|e| ClientError::BadIdentity {
+                cert: settings.cert.clone(),
+                key: settings.cert_key.clone(),
+                reason: causes(&e),
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
@@ -197,6 +221,51 @@ impl Agent {
     }
 }
 
+/// Checks that `addr` is `host:port` with a port (`[v6]:port` for IPv6): without one the
+/// connection would go to port 443 and fail as "connection refused".
+///
+/// # Errors
+///
+/// [`ClientError::BadAddress`] saying what is missing.
+pub fn check_address(addr: &str) -> Result<(), ClientError> {
+    let bad = |reason: &str| ClientError::BadAddress {
+        addr: addr.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if addr.contains("://") {
+        return Err(bad("give host:port without a scheme"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad("an IPv6 address goes in brackets, [::1]:7443"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad(&format!("{port:?} is not a port (1-65535)"))),
+    }
+}
+
+/// The texts of `e` and its causes joined by `: `, each once (tonic's errors repeat their
+/// cause's text).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut texts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !texts.iter().any(|t| t.contains(&text)) {
+            texts.push(text);
+        }
+        source = cause.source();
+    }
+    texts.retain(|t| !t.is_empty());
+    texts.join(": ")
+}
+
 /// Whether a status came from a broken connection, from the agent refusing the call, or from
 /// the agent failing on its side.
 ///
@@ -214,7 +283,20 @@ pub fn classify(
     let transport = || ClientError::Transport {
         op,
         addr: addr.to_owned(),
-        status: status.clone(),
+        code: status.code(),
+        reason: match std::error::Error::source(&status) {
+            Some(cause) if status.message().is_empty() => causes(cause),
+            Some(cause) => {
+                let cause = causes(cause);
+                if status.message().contains(&cause) {
+                    status.message().to_owned()
+                } else {
+                    format!("{}: {cause}", status.message())
+                }
+            }
+            None if status.message().is_empty() => format!("{:?}", status.code()),
+            None => status.message().to_owned(),
+        },
     };
     if std::error::Error::source(&status).is_some() {
         return transport();
@@ -319,6 +401,53 @@ mod tests {
     #[test]
     fn unknown_is_a_failure_on_the_agents_side_not_a_refusal() {
         assert_agent_failed(tonic::Code::Unknown);
+    }
+
+    /// Issue 10 item 9: `GANTRY_AGENT=localhost` read "connection refused" (port 443).
+    #[test]
+    fn an_address_without_a_port_is_named_as_such() {
+        for (addr, says) in [
+            ("localhost", "no port"),
+            ("localhost:", "is not a port"),
+            ("localhost:http", "is not a port"),
+            ("::1:7443", "in brackets"),
+            ("https://h:1", "without a scheme"),
+            (":7443", "no host"),
+        ] {
+            let e = check_address(addr).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(says), "{addr}: {text}");
+            assert!(text.contains("expected host:port"), "{addr}: {text}");
+            assert_eq!(e.fault(), Fault::Input);
+        }
+        for ok in ["127.0.0.1:7443", "localhost:1", "[::1]:7443", "agent.example:443"] {
+            check_address(ok).unwrap();
+        }
+    }
+
+    /// Issue 10 item 9: a lost event stream printed tonic's `Debug` output.
+    #[test]
+    fn a_broken_stream_reads_as_its_cause_not_as_a_status_dump() {
+        let mut status = tonic::Status::unknown("error reading a body from connection");
+        status.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection reset by peer",
+        )));
+        let e = classify("Watch", "127.0.0.1:1", "a1", status);
+        assert_eq!(
+            e.to_string(),
+            "cannot reach agent at 127.0.0.1:1: Watch failed: error reading a body from \
+             connection: connection reset by peer"
+        );
+        let mut chain = Vec::new();
+        let mut cur: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(c) = cur {
+            chain.push(c.to_string());
+            cur = c.source();
+        }
+        for text in chain {
+            assert!(!text.contains("metadata"), "{text}");
+            assert!(!text.contains("MetadataMap"), "{text}");
+        }
     }
 
     #[test]

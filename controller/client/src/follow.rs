@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
-use gantry_proto::v1::{JobEvent, JobFinished, Outcome, SignedJob, WatchRequest, job_event};
+use gantry_proto::keys::{KeyError, PublicKey};
+use gantry_proto::v1::{
+    AuditTailRequest, Checkpoint, InfoRequest, JobEvent, JobFinished, Outcome, SignedJob,
+    WatchRequest, job_event,
+};
 
 use crate::clock;
 use crate::connect::{Agent, ClientError};
 use crate::fault::Fault;
-use crate::witness::{self, WitnessError};
+use crate::witness::{self, WitnessAlarm, WitnessError, Witnessed};
 
 /// How many times a dropped event stream is re-attached before giving up.
 pub const REATTACH_ATTEMPTS: u32 = 5;
@@ -67,8 +71,27 @@ pub struct Followed {
     pub outcome: Outcome,
     /// Its finished event.
     pub finished: JobFinished,
-    /// The checkpoint the result carried, when it could not be kept as witness.
-    pub not_witnessed: Option<NotWitnessed>,
+    /// What became of the checkpoint the result carried.
+    pub witness: WitnessOutcome,
+}
+
+/// What became of the checkpoint a job's result carried.
+#[derive(Debug)]
+pub enum WitnessOutcome {
+    /// The result carried none.
+    NoCheckpoint,
+    /// It verifies and extends the witnessed one (or is the first under this key): kept.
+    Kept {
+        /// Its seq.
+        seq: u64,
+        /// The seq witnessed before, if any.
+        previous: Option<u64>,
+    },
+    /// It could not be checked or stored: the job's result stands, the caller warns.
+    NotWitnessed(NotWitnessed),
+    /// It does not extend the witnessed checkpoint (or is not the agent's): the agent's log
+    /// cannot be trusted. The old witness is kept.
+    Alarm(WitnessAlarm),
 }
 
 /// A checkpoint that could not be kept as witness: the job's result stands, the caller warns.
@@ -77,7 +100,21 @@ pub struct NotWitnessed {
     /// The checkpoint's seq.
     pub seq: u64,
     /// Why it was not kept.
-    pub error: WitnessError,
+    pub error: NotWitnessedCause,
+}
+
+/// Why a checkpoint could not be checked or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum NotWitnessedCause {
+    /// The witness store could not be used.
+    #[error(transparent)]
+    Store(#[from] WitnessError),
+    /// The agent's key or its audit lines could not be fetched for the check.
+    #[error("cannot fetch what the witness check needs")]
+    Client(#[from] ClientError),
+    /// The agent reported a public key that does not parse.
+    #[error("the agent reported an invalid audit public key")]
+    AgentKey(#[source] KeyError),
 }
 
 /// Submits a signed job and follows it to its end.
@@ -181,7 +218,7 @@ async fn follow(
                     }
                     observer.event(&ev);
                     if let Some(job_event::Kind::Finished(f)) = ev.kind {
-                        return Ok(finished(agent, f));
+                        return Ok(finished(agent, f).await);
                     }
                 }
                 Ok(None) => {
@@ -250,21 +287,103 @@ impl Progress {
 }
 
 /// A finished event: witnesses its checkpoint.
-fn finished(agent: &Agent, f: JobFinished) -> Followed {
-    let not_witnessed = f.checkpoint.as_ref().and_then(|cp| {
-        let stored = match &agent.witness_dir {
-            Some(dir) => witness::record(dir, &agent.agent_id, cp.seq, &cp.line, clock::now_ms()),
-            None => Err(WitnessError::NoStateDir),
-        };
-        stored
-            .err()
-            .map(|error| NotWitnessed { seq: cp.seq, error })
-    });
+async fn finished(agent: &Agent, f: JobFinished) -> Followed {
+    let witness = match &f.checkpoint {
+        None => WitnessOutcome::NoCheckpoint,
+        Some(cp) => match witness_checkpoint(agent, cp).await {
+            Ok(Ok(previous)) => WitnessOutcome::Kept {
+                seq: cp.seq,
+                previous,
+            },
+            Ok(Err(alarm)) => WitnessOutcome::Alarm(alarm),
+            Err(error) => WitnessOutcome::NotWitnessed(NotWitnessed { seq: cp.seq, error }),
+        },
+    };
     Followed {
         outcome: Outcome::try_from(f.outcome).unwrap_or(Outcome::Unspecified),
         finished: f,
-        not_witnessed,
+        witness,
     }
+}
+
+/// The agent's audit-signing key, as it reports it.
+///
+/// # Errors
+///
+/// [`NotWitnessedCause`]: the call failed or the key does not parse.
+pub async fn agent_key(agent: &Agent) -> Result<PublicKey, NotWitnessedCause> {
+    let info = agent
+        .client
+        .clone()
+        .info(InfoRequest {})
+        .await
+        .map_err(|s| agent.error("Info", s))?
+        .into_inner();
+    PublicKey::from_spki_pem(&info.public_key_pem).map_err(NotWitnessedCause::AgentKey)
+}
+
+/// The agent's audit lines from `from_seq` to the end.
+async fn lines_from(agent: &Agent, from_seq: u64) -> Result<Vec<String>, ClientError> {
+    let mut stream = agent
+        .client
+        .clone()
+        .audit_tail(AuditTailRequest {
+            from_seq,
+            last: 0,
+            follow: false,
+        })
+        .await
+        .map_err(|s| agent.error("AuditTail", s))?
+        .into_inner();
+    let mut lines = Vec::new();
+    while let Some(l) = stream
+        .message()
+        .await
+        .map_err(|s| agent.error("AuditTail", s))?
+    {
+        lines.push(l.line);
+    }
+    Ok(lines)
+}
+
+/// Checks `cp` against the witness of this agent and its key and keeps it if it moves the
+/// witness forward: `Ok(Ok(previous seq))` when kept, `Ok(Err(alarm))` when it does not extend
+/// the witnessed chain (the old witness stays), `Err` when the check could not be made.
+async fn witness_checkpoint(
+    agent: &Agent,
+    cp: &Checkpoint,
+) -> Result<Result<Option<u64>, WitnessAlarm>, NotWitnessedCause> {
+    let dir = agent.witness_dir.as_deref().ok_or(WitnessError::NoStateDir)?;
+    let key = agent_key(agent).await?;
+    if let Err(alarm) = witness::check_checkpoint(cp.seq, &cp.line, &key) {
+        return Ok(Err(alarm));
+    }
+    let key_id = key.key_id();
+    let old = witness::load(dir, &agent.agent_id, &key_id)?;
+    if let Some(old) = &old {
+        if old.seq == cp.seq && old.line == cp.line {
+            return Ok(Ok(Some(old.seq)));
+        }
+        let lines = if cp.seq < old.seq {
+            Vec::new()
+        } else {
+            lines_from(agent, old.seq).await?
+        };
+        if let Err(alarm) = witness::check_extends(old, cp.seq, &cp.line, &lines, &key) {
+            return Ok(Err(alarm));
+        }
+    }
+    witness::store(
+        dir,
+        &Witnessed {
+            agent_id: agent.agent_id.clone(),
+            key_id: key_id.to_string(),
+            seq: cp.seq,
+            line: cp.line.clone(),
+            received_ms: clock::now_ms(),
+        },
+    )?;
+    Ok(Ok(old.map(|o| o.seq)))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tonic::Streaming;
 use crate::cli::{AuditTailArgs, AuditVerifyArgs};
 use crate::conn::{self, ConnError};
 use crate::exit::Exit;
+use crate::output::short;
 
 /// Why the audit log could not be fetched or checked (a log that fails the check is not an
 /// error: it is reported and ends with exit 1).
@@ -181,12 +182,13 @@ pub fn verdict(
     }
     match witnessed {
         Some(w) => {
+            let compared = format!("agent {}, key {}", w.agent_id, short(&w.key_id));
             if let Err(e) = audit_chain::check_witness(lines.iter().map(String::as_bytes), w.seq, &w.line) {
-                return Verdict::Failed(format!("audit log FAILED at seq {}: {} (witnessed checkpoint at seq {})", e.seq, e.kind, w.seq));
+                return Verdict::Failed(format!("audit log FAILED at seq {}: {} (witnessed checkpoint at seq {}; {compared})", e.seq, e.kind, w.seq));
             }
-            text.push_str(&format!("\nwitness: the log extends the checkpoint at seq {} this controller witnessed", w.seq));
+            text.push_str(&format!("\nwitness: the log extends the checkpoint at seq {} this controller witnessed ({compared})", w.seq));
         }
-        None => text.push_str("\nwitness: none kept for this agent yet (one is kept after each job this controller runs)"),
+        None => text.push_str(&format!("\nwitness: none kept for this agent under key {} yet (one is kept after each job this controller runs)", short(key.key_id().as_str()))),
     }
     Verdict::Ok(text)
 }
@@ -206,7 +208,6 @@ pub async fn verify(args: AuditVerifyArgs) -> Result<Exit, AuditError> {
         .witness_dir
         .as_deref()
         .ok_or(WitnessError::NoStateDir)?;
-    let witnessed = witness::load(state_dir, &settings.agent_id)?;
     let agent = Agent::connect(&settings).await?;
     let key = match key {
         Some(k) => k,
@@ -226,6 +227,21 @@ pub async fn verify(args: AuditVerifyArgs) -> Result<Exit, AuditError> {
             k
         }
     };
+    // Keyed by agent id and key: another agent of the same name (every quickstart agent is
+    // `quickstart-agent`) signs with another key, and its witness says nothing about this log.
+    let witnessed = witness::load(state_dir, &settings.agent_id, &key.key_id())?;
+    if witnessed.is_none() {
+        let others = witness::other_keys(state_dir, &settings.agent_id, &key.key_id())?;
+        if !others.is_empty() {
+            let others: Vec<&str> = others.iter().map(|k| short(k)).collect();
+            eprintln!(
+                "note: this controller witnessed agent {} under other keys ({}): another agent \
+                 with the same id, or this agent's key changed; not compared",
+                settings.agent_id,
+                others.join(", ")
+            );
+        }
+    }
     let lines = fetch_all(&agent).await?;
     match verdict(&lines, &key, witnessed.as_ref()) {
         Verdict::Ok(text) => {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use gantry_client::follow::{self, FollowError};
+use gantry_client::follow::{self, FollowError, WitnessOutcome};
 use gantry_client::upload::{self, Holding, UploadError, UploadProgress};
 use gantry_client::{Agent, ClientError};
 use gantry_proto::v1::Outcome;
@@ -138,7 +138,10 @@ pub async fn watch(agent: &Agent, job_id: &str, out: &mut Events) -> Result<Exit
     ended(followed, out)
 }
 
-/// The exit code of a followed job; warns when its checkpoint could not be witnessed.
+/// The exit code of a followed job; warns when its checkpoint could not be witnessed. A
+/// checkpoint that does not extend the witnessed one is a witness alarm: exit 1 whatever the
+/// job's outcome, since the agent's account of it cannot be trusted (the exit code `audit
+/// verify` gives a log that fails verification).
 fn ended(
     followed: Result<follow::Followed, FollowError>,
     out: &mut Events,
@@ -150,12 +153,17 @@ fn ended(
             return Err(e.into());
         }
     };
-    if let Some(nw) = &followed.not_witnessed {
-        eprintln!(
+    match &followed.witness {
+        WitnessOutcome::NoCheckpoint | WitnessOutcome::Kept { .. } => {}
+        WitnessOutcome::NotWitnessed(nw) => eprintln!(
             "warning: cannot keep the audit checkpoint (seq {}) as witness: {}",
             nw.seq,
             report::chain(&nw.error).join(": ")
-        );
+        ),
+        WitnessOutcome::Alarm(alarm) => {
+            out.witness_alarm(alarm);
+            return Ok(Exit::JobFailed);
+        }
     }
     Ok(outcome_exit(followed.outcome))
 }

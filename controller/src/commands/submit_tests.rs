@@ -46,6 +46,36 @@ struct Mock {
     reject: Option<Status>,
 }
 
+/// The mock agent's audit log: seven entries, the last a checkpoint signed by its key.
+struct MockLog {
+    key: keys::SigningKey,
+    lines: Vec<String>,
+}
+
+fn mock_log() -> &'static MockLog {
+    static LOG: std::sync::OnceLock<MockLog> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        use gantry_proto::audit_chain::{GENESIS_PREV, line_hash, sign_checkpoint};
+        let key = keys::SigningKey::generate().unwrap();
+        let mut prev = GENESIS_PREV.to_owned();
+        let mut lines = Vec::new();
+        for seq in 1..=7 {
+            let line = if seq == 7 {
+                format!(
+                    r#"{{"seq":7,"ts":"2025-01-01T00:00:00Z","prev":"{prev}","event":"checkpoint","key_id":"{}","sig":"{}"}}"#,
+                    key.key_id(),
+                    sign_checkpoint(&key, &prev)
+                )
+            } else {
+                format!(r#"{{"seq":{seq},"ts":"2025-01-01T00:00:00Z","prev":"{prev}","event":"job.step"}}"#)
+            };
+            prev = line_hash(line.as_bytes());
+            lines.push(line);
+        }
+        MockLog { key, lines }
+    })
+}
+
 fn ev(seq: u64, kind: job_event::Kind) -> JobEvent {
     JobEvent {
         job_id: "j".into(),
@@ -79,7 +109,7 @@ impl Mock {
                     reason: "done".into(),
                     checkpoint: Some(Checkpoint {
                         seq: 7,
-                        line: "{\"seq\":7}".into(),
+                        line: mock_log().lines[6].clone(),
                     }),
                 }),
             ),
@@ -165,13 +195,31 @@ impl AgentService for Mock {
 
     async fn audit_tail(
         &self,
-        _: Request<AuditTailRequest>,
+        req: Request<AuditTailRequest>,
     ) -> Result<Response<LineStream>, Status> {
-        Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))))
+        let from = usize::try_from(req.get_ref().from_seq.max(1) - 1).unwrap();
+        let lines: Vec<Result<AuditLine, Status>> = mock_log()
+            .lines
+            .iter()
+            .skip(from)
+            .map(|l| {
+                Ok(AuditLine {
+                    seq: 0,
+                    line: l.clone(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(lines))))
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<AgentInfo>, Status> {
-        Ok(Response::new(AgentInfo::default()))
+        let key = mock_log().key.public_key();
+        Ok(Response::new(AgentInfo {
+            agent_id: "agent-1".into(),
+            public_key_pem: key.to_spki_pem(),
+            key_id: key.key_id().to_string(),
+            ..AgentInfo::default()
+        }))
     }
 }
 
@@ -282,7 +330,11 @@ async fn deploy_uploads_in_chunks_follows_and_witnesses() {
         submit_and_follow(&agent, &file, &mut out).await.unwrap(),
         Exit::Success
     );
-    let w = witness::load(&f.dir.path().join("state"), "agent-1")
+    let w = witness::load(
+        &f.dir.path().join("state"),
+        "agent-1",
+        &mock_log().key.key_id(),
+    )
         .unwrap()
         .unwrap();
     assert_eq!(w.seq, 7);

@@ -233,12 +233,19 @@ fn submit_with(ctl: &Controller, artifact: &Path, job: &Path) -> Output {
 // ---------------------------------------------------------------------------------------------
 // The controller as witness.
 
+/// The file where the controller keeps the checkpoint of the agent of `env`, keyed by agent id
+/// and the agent's checkpoint key.
+fn witness_file(env: &TestEnv) -> PathBuf {
+    let key = gantry_proto::keys::PublicKey::read_pem_file(&env.keys.agent.public).unwrap();
+    env.state_dir
+        .join("witness")
+        .join(&env.agent_id)
+        .join(format!("{}.json", key.key_id()))
+}
+
 /// The seq of the checkpoint the controller keeps for the agent of `env`.
 fn witnessed_seq(env: &TestEnv) -> u64 {
-    let path = env
-        .state_dir
-        .join("witness")
-        .join(format!("{}.json", env.agent_id));
+    let path = witness_file(env);
     let text = fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("no witness file {}: {e}", path.display()));
     let w: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -381,6 +388,111 @@ fn witness_detects_a_cut_below_the_witnessed_checkpoint() {
     // The agent's own check passes: a cut at a line boundary leaves a valid chain.
     local_verify(&rig.env).assert_code(0);
     assert_witness_fails(&rig, seq);
+}
+
+/// Issue 16 G10: the log is rewritten (re-chained, its checkpoints dropped) and padded past
+/// the witnessed seq, then another job runs, so the agent signs a new checkpoint above the
+/// witnessed one on top of the forgery. The controller fetches the lines between the two,
+/// finds they do not start with what it witnessed, raises the alarm (exit 1, its message naming
+/// the witnessed seq) and keeps the old witness, so `audit verify` still fails.
+#[test]
+fn g10_a_rewrite_padded_past_the_witnessed_seq_then_another_job_is_caught() {
+    let (mut rig, seq) = witnessed_deploy();
+    let witness_before = fs::read_to_string(witness_file(&rig.env)).unwrap();
+    let (file, lines) = audit_file(&rig.env);
+    let mut forged: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.contains("\"event\":\"checkpoint\""))
+        .cloned()
+        .collect();
+    let filler = forged
+        .iter()
+        .find(|l| l.contains("\"event\":\"job.step\""))
+        .cloned()
+        .unwrap();
+    while forged.len() as u64 <= seq + 5 {
+        forged.push(filler.clone());
+    }
+    write_lines(&file, &rechain(&forged));
+    rig.start_again();
+    local_verify(&rig.env).assert_code(0);
+
+    let v2 = make_artifact(&rig.env, "1.1.0", "").unwrap();
+    let out = deploy(&rig.ctl, &rig.env, "1.1.0", &v2, 1, "20s");
+    assert_eq!(
+        out.code,
+        1,
+        "a checkpoint on top of a rewritten log was taken as witness\n{}",
+        out.all()
+    );
+    assert!(
+        mentions(&out.stderr, &["WITNESS ALARM"])
+            && mentions(&out.stderr, &["does not extend"])
+            && names_seq(&out.stderr, seq),
+        "the alarm does not say what it found:\n{}",
+        out.all()
+    );
+    let alarm = out
+        .json_lines()
+        .into_iter()
+        .find(|v| v["type"] == "witness_alarm")
+        .unwrap_or_else(|| panic!("no witness_alarm object on stdout:\n{}", out.all()));
+    assert_eq!(alarm["witnessed_seq"].as_u64(), Some(seq), "{alarm}");
+    assert_eq!(alarm["exit_code"].as_u64(), Some(1), "{alarm}");
+    assert_eq!(
+        fs::read_to_string(witness_file(&rig.env)).unwrap(),
+        witness_before,
+        "the old witness was not kept"
+    );
+    assert_witness_fails(&rig, seq);
+}
+
+/// Issue 10 item 8: two agents named alike (every quickstart agent) sign with different keys;
+/// the witness of one is not compared with the other's log, and `audit verify` says which
+/// witness it compared.
+#[test]
+fn a_witness_is_keyed_by_agent_id_and_key_so_a_namesake_is_no_tamper_alarm() {
+    let (first, _seq) = witnessed_deploy();
+    let second = Rig::new();
+    assert_eq!(first.env.agent_id, second.env.agent_id);
+    // The same controller: the second agent's controller state is the first one's.
+    let _ = fs::remove_dir_all(&second.env.state_dir);
+    copy_dir(&first.env.state_dir, &second.env.state_dir);
+    let out = second.ctl.run(&["audit", "verify"]).unwrap();
+    out.assert_code(0);
+    assert!(
+        mentions(&out.all(), &["none kept for this agent under key"])
+            && mentions(&out.all(), &["other keys"]),
+        "{}",
+        out.all()
+    );
+    deploy(&second.ctl, &second.env, "1.0.0", &second.artifact, 1, "20s").assert_code(0);
+    let out = second.ctl.run(&["audit", "verify"]).unwrap();
+    out.assert_code(0);
+    let key = gantry_proto::keys::PublicKey::read_pem_file(&second.env.keys.agent.public)
+        .unwrap()
+        .key_id();
+    assert!(
+        mentions(&out.stdout, &[&format!("agent {}", second.env.agent_id)])
+            && mentions(&out.stdout, &[&format!("key {}", &key.as_str()[..12])]),
+        "verify does not say which witness it compared:\n{}",
+        out.all()
+    );
+    // The first agent's witness is still its own.
+    assert!(witness_file(&first.env).exists());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            fs::copy(entry.path(), dest).unwrap();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

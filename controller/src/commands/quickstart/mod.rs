@@ -239,7 +239,7 @@ impl Ctx {
         }
         println!("\n== audit verify (against keys/agent.pub)");
         let lines = audit::fetch_all(&agent).await?;
-        let witnessed = gantry_client::witness::load(&self.dir.join("state"), AGENT_ID)
+        let witnessed = gantry_client::witness::load(&self.dir.join("state"), AGENT_ID, &self.agent_key.key_id())
             .ok()
             .flatten();
         match audit::verdict(&lines, &self.agent_key, witnessed.as_ref()) {
