@@ -19,6 +19,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command asked for `--json`: then an error, too, is one JSON object on
+    /// stdout (see [`crate::report::error_json`]).
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Job(JobCommand::Show(a)) => a.json,
+            Command::Job(JobCommand::Submit(a)) => a.json,
+            Command::Job(JobCommand::Watch(a)) => a.json,
+            Command::Job(JobCommand::Create(_) | JobCommand::Sign(_) | JobCommand::Approve(_)) => {
+                false
+            }
+            Command::Deploy(a) => a.json,
+            Command::Rollback(a) => a.action.json,
+            Command::Restart(a) | Command::Stop(a) | Command::Promote(a) | Command::Abort(a) => {
+                a.json
+            }
+            Command::Status(a) => a.json,
+            Command::History(a) => a.json,
+            Command::Audit(AuditCommand::Tail(a)) => a.json,
+            Command::Audit(AuditCommand::Verify(_))
+            | Command::Keygen(_)
+            | Command::DevPki(_)
+            | Command::Quickstart(_)
+            | Command::Completions(_)
+            | Command::Man(_) => false,
+        }
+    }
+}
+
 /// Every `gantry` command.
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per process
@@ -44,11 +73,51 @@ pub enum Command {
     Abort(ActionArgs),
     /// Show what runs where on an agent, and its recent jobs.
     Status(StatusArgs),
+    /// The releases an app was deployed and rolled back to, from the agent's audit log.
+    History(HistoryArgs),
     /// Read and verify an agent's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Start a local agent with fresh keys and certificates and deploy a sample app to it.
     Quickstart(QuickstartArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Write a man page for `gantry` and each of its subcommands into DIR (`gantry.1`,
+    /// `gantry-deploy.1`, ...), creating DIR when needed.
+    Man(ManArgs),
+}
+
+/// `gantry completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `gantry man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The directory to write the pages to (e.g. /usr/local/share/man/man1).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `gantry history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The app.
+    #[arg(long, value_name = "APP")]
+    pub app: String,
+    /// Every job of the app (restart, stop, promote, abort too), not only its releases.
+    #[arg(long)]
+    pub all: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `gantry keygen`.
@@ -315,9 +384,13 @@ pub struct JobSubmitArgs {
     /// The artifact to upload if the agent does not have it yet.
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
-    /// Print one JSON object per event on stdout.
+    /// Print one JSON object per event on stdout (and one for an error).
     #[arg(long)]
     pub json: bool,
+    /// Return once the agent has accepted the job; it goes on without this command (follow
+    /// it with `gantry job watch ID`).
+    #[arg(long)]
+    pub detach: bool,
     /// The signed job file.
     #[arg(value_name = "JOBFILE")]
     pub job: PathBuf,
@@ -329,7 +402,7 @@ pub struct JobWatchArgs {
     /// How to reach the agent.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// Print one JSON object per event on stdout.
+    /// Print one JSON object per event on stdout (and one for an error).
     #[arg(long)]
     pub json: bool,
     /// The job's id.
@@ -349,9 +422,13 @@ pub struct DeployArgs {
     /// The release artifact (.tar.gz).
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
-    /// Print one JSON object per event on stdout.
+    /// Print one JSON object per event on stdout (and one for an error).
     #[arg(long)]
     pub json: bool,
+    /// Return once the agent has accepted the job; it goes on without this command (follow
+    /// it with `gantry job watch ID`). Ctrl-C without it stops following, not the job.
+    #[arg(long)]
+    pub detach: bool,
     /// What the job asks for.
     #[command(flatten)]
     pub spec: JobSpecArgs,
@@ -386,7 +463,7 @@ pub struct ActionArgs {
     /// How long the signed job stays valid.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub valid_for: String,
-    /// Print one JSON object per event on stdout.
+    /// Print one JSON object per event on stdout (and one for an error).
     #[arg(long)]
     pub json: bool,
 }
@@ -400,9 +477,18 @@ pub struct StatusArgs {
     /// Only this app.
     #[arg(long, value_name = "APP")]
     pub app: Option<String>,
-    /// Print the agent's answer as one JSON object.
+    /// Print the agent's answer as one JSON object (with --watch, one per line per refresh).
     #[arg(long)]
     pub json: bool,
+    /// Keep showing the status, refreshed every --interval, until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// With --watch: time between refreshes.
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "watch")]
+    pub interval: String,
+    /// With --watch: stop after N refreshes.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u32>,
 }
 
 /// `gantry audit ...`.

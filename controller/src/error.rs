@@ -35,6 +35,9 @@ pub enum CliError {
     /// `quickstart`.
     #[error(transparent)]
     Quickstart(#[from] QuickstartError),
+    /// `man`.
+    #[error(transparent)]
+    Man(#[from] crate::commands::man::ManError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
@@ -44,7 +47,9 @@ impl CliError {
     /// The exit code for this error; every variant is mapped, with no catch-all.
     pub fn exit(&self) -> Exit {
         match self {
-            CliError::Key(_) | CliError::DevPki(_) | CliError::Runtime(_) => Exit::Usage,
+            CliError::Key(_) | CliError::DevPki(_) | CliError::Man(_) | CliError::Runtime(_) => {
+                Exit::Usage
+            }
             CliError::Job(e) => e.exit(),
             CliError::Submit(e) => e.exit(),
             CliError::Status(e) => e.exit(),

@@ -78,6 +78,17 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
             gantry_proto::v1::Action::Abort,
         )),
         Command::Status(a) => block_on(commands::status::run(a)),
+        Command::History(a) => block_on(commands::history::run(a)),
+        Command::Completions(a) => {
+            commands::man::completions(a.shell, &mut std::io::stdout().lock());
+            Ok(Exit::Success)
+        }
+        Command::Man(a) => commands::man::write_pages(&a.out)
+            .map(|()| {
+                println!("wrote the man pages to {}", a.out.display());
+                Exit::Success
+            })
+            .map_err(Into::into),
         Command::Audit(AuditCommand::Tail(a)) => block_on(commands::audit::tail(a)),
         Command::Audit(AuditCommand::Verify(a)) => block_on(commands::audit::verify(a)),
         Command::Quickstart(a) => commands::quickstart::run(&a).map_err(Into::into),

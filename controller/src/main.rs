@@ -20,11 +20,16 @@ fn main() -> ExitCode {
             };
         }
     };
+    let json = cli.json();
     match gantry_controller::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
+            let exit = e.exit();
+            if json {
+                println!("{}", report::error_json(&e, exit as u8));
+            }
             eprintln!("{}", report::error_block(&e));
-            e.exit().into()
+            exit.into()
         }
     }
 }

@@ -27,6 +27,20 @@ pub fn error_block(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The one JSON object `gantry --json` prints on stdout when it ends with an error, so that
+/// CI reads the error and the exit code from the same stream as the events:
+/// `{"type":"error","error":"…","causes":["…"],"exit_code":N}`.
+pub fn error_json(e: &(dyn std::error::Error + 'static), exit_code: u8) -> serde_json::Value {
+    let mut texts = chain(e).into_iter();
+    let error = texts.next().unwrap_or_default();
+    serde_json::json!({
+        "type": "error",
+        "error": error,
+        "causes": texts.collect::<Vec<_>>(),
+        "exit_code": exit_code,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +85,20 @@ mod tests {
             "error: cannot reach agent\n  caused by: transport error\n  caused by: reset"
         );
         assert_eq!(error_block(&layers(&["alone"])), "error: alone");
+    }
+
+    /// Issue 10 item 10: with `--json`, an error is one JSON object with the exit code.
+    #[test]
+    fn an_error_as_json_carries_message_causes_and_exit_code() {
+        let e = layers(&["agent a1 refused Submit: expired", "because"]);
+        assert_eq!(
+            error_json(&e, 3),
+            serde_json::json!({
+                "type": "error",
+                "error": "agent a1 refused Submit: expired",
+                "causes": ["because"],
+                "exit_code": 3,
+            })
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! * [`envelope`]: the DSSE pre-authentication encoding, signing and verifying a job's exact bytes.
 //! * [`keys`]: Ed25519 keys as PEM files (PKCS#8 private, SPKI public) and their key ids.
 //! * [`audit_chain`]: audit-line hashing, checkpoint signatures and chain verification.
+//! * [`audit_line`]: an audit entry as the one line both `audit tail` commands print.
 //!
 //! This crate has no runtime, no policy and no I/O beyond reading and writing key files.
 //!
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit_chain;
+pub mod audit_line;
 pub mod envelope;
 pub mod keys;
 

@@ -138,7 +138,57 @@ pub async fn submit_and_follow(
             job_id: job_id.to_owned(),
         });
     }
-    follow(agent, job_id, Some(signed), observer).await
+    match follow(agent, job_id, Some(signed), observer, Until::Finished).await? {
+        Ended::Finished(f) => Ok(f),
+        Ended::Accepted { .. } => unreachable_accepted(job_id),
+    }
+}
+
+/// Where a detached submit left the job.
+#[derive(Debug)]
+pub enum Detached {
+    /// The agent accepted it and runs it on its own.
+    Accepted {
+        /// The job's id (as the agent names it).
+        job_id: String,
+    },
+    /// It had already ended (the identical bytes were submitted before).
+    Finished(Followed),
+}
+
+/// Submits a signed job and returns once the agent has accepted it (or says it already
+/// ended); the job goes on without the caller.
+///
+/// # Errors
+///
+/// [`FollowError`], as [`submit_and_follow`].
+pub async fn submit_detached(
+    agent: &Agent,
+    signed: &SignedJob,
+    job_id: &str,
+    observer: &mut impl FollowObserver,
+) -> Result<Detached, FollowError> {
+    if signed.signatures.is_empty() {
+        return Err(FollowError::Unsigned {
+            job_id: job_id.to_owned(),
+        });
+    }
+    Ok(
+        match follow(agent, job_id, Some(signed), observer, Until::Accepted).await? {
+            Ended::Finished(f) => Detached::Finished(f),
+            Ended::Accepted { job_id } => Detached::Accepted { job_id },
+        },
+    )
+}
+
+/// `follow` with [`Until::Finished`] returns nothing else; kept out of the `match` arms as a
+/// typed error rather than a panic.
+fn unreachable_accepted<T>(job_id: &str) -> Result<T, FollowError> {
+    Err(FollowError::Lost {
+        job_id: job_id.to_owned(),
+        attempts: 0,
+        source: None,
+    })
 }
 
 /// Follows a job by id (`Watch`) to its end.
@@ -151,7 +201,25 @@ pub async fn watch(
     job_id: &str,
     observer: &mut impl FollowObserver,
 ) -> Result<Followed, FollowError> {
-    follow(agent, job_id, None, observer).await
+    match follow(agent, job_id, None, observer, Until::Finished).await? {
+        Ended::Finished(f) => Ok(f),
+        Ended::Accepted { .. } => unreachable_accepted(job_id),
+    }
+}
+
+/// How far to follow a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Until the agent accepted it.
+    Accepted,
+    /// To its end.
+    Finished,
+}
+
+/// Where following stopped.
+enum Ended {
+    Accepted { job_id: String },
+    Finished(Followed),
 }
 
 async fn follow(
@@ -159,7 +227,8 @@ async fn follow(
     job_id: &str,
     submit: Option<&SignedJob>,
     observer: &mut impl FollowObserver,
-) -> Result<Followed, FollowError> {
+    until: Until,
+) -> Result<Ended, FollowError> {
     let mut job_id = job_id.to_owned();
     let mut progress = Progress::default();
     let mut accepted = submit.is_none();
@@ -213,12 +282,14 @@ async fn follow(
                     if !ev.job_id.is_empty() && ev.job_id != job_id {
                         job_id = ev.job_id.clone();
                     }
-                    if matches!(ev.kind, Some(job_event::Kind::Accepted(_))) {
-                        accepted = true;
-                    }
+                    let is_accepted = matches!(ev.kind, Some(job_event::Kind::Accepted(_)));
+                    accepted |= is_accepted;
                     observer.event(&ev);
                     if let Some(job_event::Kind::Finished(f)) = ev.kind {
-                        return Ok(finished(agent, f).await);
+                        return Ok(Ended::Finished(finished(agent, f).await));
+                    }
+                    if is_accepted && until == Until::Accepted {
+                        return Ok(Ended::Accepted { job_id });
                     }
                 }
                 Ok(None) => {

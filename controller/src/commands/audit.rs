@@ -45,33 +45,10 @@ impl AuditError {
     }
 }
 
-/// One audit line for people: `ts #seq event key=value ...` (the line itself if not JSON).
+/// One audit line for people, as `gantry-agent audit tail` prints it:
+/// `ts  #seq  event  key=value ...` (see [`gantry_proto::audit_line::format_human`]).
 pub fn readable(line: &str) -> String {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
-        return line.to_owned();
-    };
-    let text = |k: &str| match map.get(k) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => "?".to_owned(),
-    };
-    let mut out = format!("{} #{} {}", text("ts"), text("seq"), text("event"));
-    for (k, v) in &map {
-        if matches!(k.as_str(), "ts" | "seq" | "event" | "prev") {
-            continue;
-        }
-        let value = match v {
-            serde_json::Value::String(s) if k == "sig" => format!("{}…", s.get(..16).unwrap_or(s)),
-            serde_json::Value::String(s)
-                if !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('"') =>
-            {
-                s.clone()
-            }
-            other => other.to_string(),
-        };
-        out.push_str(&format!(" {k}={value}"));
-    }
-    out
+    gantry_proto::audit_line::format_human(line)
 }
 
 /// `gantry audit tail`.

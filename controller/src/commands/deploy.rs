@@ -9,7 +9,7 @@ use gantry_proto::keys::SigningKey;
 use crate::cli::DeployArgs;
 use crate::commands::job::spec::{build_job, hash_file};
 use crate::commands::job::{JobError, JobFile};
-use crate::commands::submit::{SubmitError, ensure_artifact, submit_and_follow};
+use crate::commands::submit::{SubmitError, ensure_artifact, submit_and_follow, submit_detached};
 use crate::conn;
 use crate::exit::Exit;
 use crate::output::{Events, Mode};
@@ -66,5 +66,9 @@ pub async fn run(args: DeployArgs) -> Result<Exit, SubmitError> {
     ));
     let agent = Agent::connect(&settings).await?;
     ensure_artifact(&agent, &file, args.artifact.as_deref(), &out).await?;
-    submit_and_follow(&agent, &file, &mut out).await
+    if args.detach {
+        submit_detached(&agent, &file, &mut out).await
+    } else {
+        submit_and_follow(&agent, &file, &mut out).await
+    }
 }

@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod deploy;
 pub mod dev_pki;
+pub mod history;
 pub mod job;
 pub mod keygen;
+pub mod man;
 pub mod quickstart;
 pub mod rollback;
 pub mod status;

@@ -1,6 +1,7 @@
 //! `gantry status`: what runs where on an agent, and its recent jobs.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 
 use gantry_client::{Agent, ClientError};
 use gantry_proto::v1::{
@@ -24,6 +25,9 @@ pub enum StatusError {
     /// Talking to the agent failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A flag is wrong.
+    #[error(transparent)]
+    Flag(#[from] crate::flags::FlagError),
 }
 
 impl StatusError {
@@ -32,6 +36,7 @@ impl StatusError {
         match self {
             StatusError::Conn(e) => e.exit(),
             StatusError::Client(e) => e.fault().into(),
+            StatusError::Flag(_) => Exit::Usage,
         }
     }
 }
@@ -49,7 +54,7 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
                 "strategy": Strategy::try_from(a.strategy).map_or("unknown", strategy_name),
                 "active_job_id": a.active_job_id,
                 "active_slot": a.active_slot,
-                "rollout": a.rollout,
+                "rollout": live_rollout(a).unwrap_or_default(),
                 "listen": a.listen,
                 "releases_on_disk": a.releases_on_disk,
                 "instances": a.instances.iter().map(|i| json!({
@@ -88,14 +93,16 @@ fn or_dash(s: &str) -> &str {
 
 /// How a table column is aligned.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Align {
+pub(crate) enum Align {
+    /// Padded on the right.
     Left,
+    /// Padded on the left.
     Right,
 }
 
 /// A table indented by two spaces, each column as wide as its widest cell; the last column
 /// is not padded (so a long free-text last column does not push trailing spaces).
-fn table(out: &mut String, columns: &[(&str, Align)], rows: &[Vec<String>]) {
+pub(crate) fn table(out: &mut String, columns: &[(&str, Align)], rows: &[Vec<String>]) {
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
@@ -132,6 +139,19 @@ fn table(out: &mut String, columns: &[(&str, Align)], rows: &[Vec<String>]) {
         let cells: Vec<&str> = r.iter().map(String::as_str).collect();
         line(out, &cells);
     }
+}
+
+/// The agent's rollout text while a job runs. The agent keeps the last rollout's words after
+/// the job ends (a finished canary still read "canary 1.1.0: 50%" deploys later), so without
+/// an active job they are not shown.
+pub fn live_rollout(a: &AppStatus) -> Option<&str> {
+    (!a.rollout.is_empty() && !a.active_job_id.is_empty()).then_some(a.rollout.as_str())
+}
+
+/// Whether the app's backends can be serving: an instance runs, or a job is changing them. A
+/// stopped app's front door still reports its last route table.
+pub fn serves(a: &AppStatus) -> bool {
+    !a.active_job_id.is_empty() || a.instances.iter().any(|i| i.state != "stopped")
 }
 
 /// The rollout line: the agent's words, with the command to continue when it waits for one.
@@ -276,8 +296,8 @@ pub fn status_text(s: &StatusResponse) -> String {
         if !a.active_slot.is_empty() {
             let _ = writeln!(out, "  slot      {} (serving)", a.active_slot);
         }
-        if !a.rollout.is_empty() {
-            let _ = writeln!(out, "  rollout   {}", rollout_text(&a.name, &a.rollout));
+        if let Some(rollout) = live_rollout(a) {
+            let _ = writeln!(out, "  rollout   {}", rollout_text(&a.name, rollout));
         }
         if !a.listen.is_empty() {
             let _ = writeln!(out, "  listen    {} (front door)", a.listen);
@@ -297,8 +317,14 @@ pub fn status_text(s: &StatusResponse) -> String {
         } else {
             instances_table(&mut out, a);
         }
-        if !a.backends.is_empty() {
+        if !a.backends.is_empty() && serves(a) {
             backends_table(&mut out, a);
+        } else if !a.backends.is_empty() {
+            let _ = writeln!(
+                out,
+                "  backends  none serving (nothing runs; the route table still names {})",
+                a.backends.len()
+            );
         } else if !a.listen.is_empty() {
             let _ = writeln!(out, "  backends  none");
         }
@@ -370,14 +396,33 @@ pub async fn fetch(agent: &Agent, app: Option<&str>) -> Result<StatusResponse, C
 /// [`StatusError`].
 pub async fn run(args: StatusArgs) -> Result<Exit, StatusError> {
     let settings = conn::settings(&args.conn)?;
+    let interval = flags::duration("--interval", &args.interval)?;
     let agent = Agent::connect(&settings).await?;
-    let s = fetch(&agent, args.app.as_deref()).await?;
-    if args.json {
-        println!("{}", status_json(&s));
-    } else {
-        print!("{}", status_text(&s));
+    let tty = std::io::stdout().is_terminal();
+    let mut shown = 0u32;
+    loop {
+        let s = fetch(&agent, args.app.as_deref()).await?;
+        if args.json {
+            println!("{}", status_json(&s));
+        } else {
+            if args.watch && tty {
+                // Clear the screen and home the cursor, as watch(1) does.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", status_text(&s));
+        }
+        shown += 1;
+        if !args.watch || args.count.is_some_and(|n| shown >= n) {
+            return Ok(Exit::Success);
+        }
+        if !args.json && !tty {
+            println!("---");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Exit::Success),
+        }
     }
-    Ok(Exit::Success)
 }
 
 #[cfg(test)]

@@ -35,6 +35,17 @@ pub enum SubmitError {
     /// The job could not be submitted or followed to its end.
     #[error(transparent)]
     Follow(#[from] FollowError),
+    /// Ctrl-C while following: this command stops, the job does not.
+    #[error(
+        "interrupted: stopped following job {job_id}, but the job goes on on the agent; \
+         follow it with: gantry job watch {job_id} (abort a rollout: gantry abort --app {app})"
+    )]
+    Interrupted {
+        /// The job.
+        job_id: String,
+        /// Its app.
+        app: String,
+    },
 }
 
 impl SubmitError {
@@ -46,6 +57,8 @@ impl SubmitError {
             SubmitError::Job(e) => e.exit(),
             SubmitError::Upload(e) => e.fault().into(),
             SubmitError::Follow(e) => e.fault().into(),
+            // Not a result: the job's outcome is unknown here.
+            SubmitError::Interrupted { .. } => Exit::Usage,
         }
     }
 }
@@ -124,8 +137,48 @@ pub async fn submit_and_follow(
     file: &JobFile,
     out: &mut Events,
 ) -> Result<Exit, SubmitError> {
-    let followed = follow::submit_and_follow(agent, &file.signed, &file.job.job_id, out).await;
+    let followed = tokio::select! {
+        f = follow::submit_and_follow(agent, &file.signed, &file.job.job_id, out) => f,
+        _ = tokio::signal::ctrl_c() => return Err(interrupted(file, out)),
+    };
     ended(followed, out)
+}
+
+/// Ctrl-C while following `file`'s job.
+fn interrupted(file: &JobFile, out: &mut Events) -> SubmitError {
+    out.clear();
+    SubmitError::Interrupted {
+        job_id: file.job.job_id.clone(),
+        app: file.job.app.clone(),
+    }
+}
+
+/// Submits a signed job and returns once the agent has accepted it (`--detach`), saying how
+/// to follow it; exit 0, or the outcome's exit code if the job had already ended.
+///
+/// # Errors
+///
+/// [`SubmitError::Follow`], as [`submit_and_follow`].
+pub async fn submit_detached(
+    agent: &Agent,
+    file: &JobFile,
+    out: &mut Events,
+) -> Result<Exit, SubmitError> {
+    let detached = tokio::select! {
+        d = follow::submit_detached(agent, &file.signed, &file.job.job_id, out) => d,
+        _ = tokio::signal::ctrl_c() => return Err(interrupted(file, out)),
+    };
+    match detached {
+        Ok(follow::Detached::Accepted { job_id }) => {
+            out.clear();
+            out.note(&format!(
+                "detached: job {job_id} goes on on the agent; follow it with: gantry job watch {job_id}"
+            ));
+            Ok(Exit::Success)
+        }
+        Ok(follow::Detached::Finished(f)) => ended(Ok(f), out),
+        Err(e) => ended(Err(e), out),
+    }
 }
 
 /// Follows a job by id (`Watch`) to its end.
@@ -191,7 +244,11 @@ pub async fn run_submit(args: JobSubmitArgs) -> Result<Exit, SubmitError> {
     }
     let agent = Agent::connect(&settings).await?;
     ensure_artifact(&agent, &file, args.artifact.as_deref(), &out).await?;
-    submit_and_follow(&agent, &file, &mut out).await
+    if args.detach {
+        submit_detached(&agent, &file, &mut out).await
+    } else {
+        submit_and_follow(&agent, &file, &mut out).await
+    }
 }
 
 /// `gantry job watch`.
