@@ -206,3 +206,28 @@ fn share_is_the_weight_over_the_serving_backends() {
     let thirds = vec![b("a", 1, false), b("b", 2, false)];
     assert_eq!(share(&thirds[0], &thirds), "33.3%");
 }
+
+/// Issue 10 item 11: the agent keeps the last rollout's words after its job ended, and a
+/// stopped app's front door still reports its route table; neither is shown as live.
+#[test]
+fn a_finished_rollout_and_the_backends_of_a_stopped_app_are_not_shown_as_live() {
+    let mut s = answer();
+    let a = &mut s.apps[0];
+    a.active_job_id.clear();
+    for i in &mut a.instances {
+        i.state = "stopped".into();
+    }
+    let text = status_text(&s);
+    assert!(!text.contains("rollout"), "{text}");
+    assert!(!text.contains("canary 50%"), "{text}");
+    assert!(!text.contains("BACKEND"), "{text}");
+    assert!(
+        text.contains("backends  none serving (nothing runs; the route table still names 2)"),
+        "{text}"
+    );
+    assert_eq!(status_json(&s)["apps"][0]["rollout"], "");
+    // While a job runs, both are shown.
+    let text = status_text(&answer());
+    assert!(text.contains("rollout   canary 50%"), "{text}");
+    assert!(text.contains("BACKEND"), "{text}");
+}

@@ -2,6 +2,8 @@
 //! per test, deploying the real sample app. Run `cargo build --workspace --bins` first.
 //!
 //! * `cli`: quickstart and the agent's local commands.
+//! * `controller`: the `gantry` CLI's errors, `--json` errors, `--detach`, `history`,
+//!   `status --watch`, completions and man pages.
 //! * `deploy`: hot deploys, automatic rollback of broken releases, `gantry rollback`.
 //! * `admission`: every rejection, each with exit code 3, its cause and an audit entry.
 //! * `audit`: `gantry-agent audit verify` finds each kind of tampering and names the seq.
@@ -21,6 +23,7 @@ mod admission;
 mod attacks;
 mod audit;
 mod cli;
+mod controller;
 mod deploy;
 mod faults;
 mod handshake;
