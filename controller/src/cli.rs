@@ -484,7 +484,12 @@ pub struct StatusArgs {
     #[arg(short = 'w', long)]
     pub watch: bool,
     /// With --watch: time between refreshes.
-    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "watch")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2s",
+        requires = "watch"
+    )]
     pub interval: String,
     /// With --watch: stop after N refreshes.
     #[arg(long, value_name = "N", requires = "watch")]

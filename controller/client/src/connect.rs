@@ -420,7 +420,12 @@ mod tests {
             assert!(text.contains("expected host:port"), "{addr}: {text}");
             assert_eq!(e.fault(), Fault::Input);
         }
-        for ok in ["127.0.0.1:7443", "localhost:1", "[::1]:7443", "agent.example:443"] {
+        for ok in [
+            "127.0.0.1:7443",
+            "localhost:1",
+            "[::1]:7443",
+            "agent.example:443",
+        ] {
             check_address(ok).unwrap();
         }
     }

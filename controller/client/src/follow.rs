@@ -424,7 +424,10 @@ async fn witness_checkpoint(
     agent: &Agent,
     cp: &Checkpoint,
 ) -> Result<Result<Option<u64>, WitnessAlarm>, NotWitnessedCause> {
-    let dir = agent.witness_dir.as_deref().ok_or(WitnessError::NoStateDir)?;
+    let dir = agent
+        .witness_dir
+        .as_deref()
+        .ok_or(WitnessError::NoStateDir)?;
     let key = agent_key(agent).await?;
     if let Err(alarm) = witness::check_checkpoint(cp.seq, &cp.line, &key) {
         return Ok(Err(alarm));
@@ -511,7 +514,10 @@ mod tests {
                 assert_eq!(p.take(&step(seq)), Take::Seen);
             }
             rounds += 1;
-            assert!(rounds <= REATTACH_ATTEMPTS + 1, "the retry limit never held");
+            assert!(
+                rounds <= REATTACH_ATTEMPTS + 1,
+                "the retry limit never held"
+            );
         }
         assert_eq!(rounds, REATTACH_ATTEMPTS + 1);
         // A new event is progress: the count starts again.

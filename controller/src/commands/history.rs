@@ -100,7 +100,11 @@ pub fn entries(lines: &[String], app: &str, all: bool) -> Vec<Entry> {
 }
 
 /// The history as a readable table, then what runs now.
-pub fn history_text(app: &str, entries: &[Entry], now: Option<&gantry_proto::v1::AppStatus>) -> String {
+pub fn history_text(
+    app: &str,
+    entries: &[Entry],
+    now: Option<&gantry_proto::v1::AppStatus>,
+) -> String {
     let mut out = format!("history of {app} (from the agent's audit log)\n");
     if entries.is_empty() {
         out.push_str("  no releases in the audit log\n");
@@ -108,7 +112,13 @@ pub fn history_text(app: &str, entries: &[Entry], now: Option<&gantry_proto::v1:
         let rows: Vec<Vec<String>> = entries
             .iter()
             .map(|e| {
-                let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+                let dash = |s: &str| {
+                    if s.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                };
                 vec![
                     e.accepted_ts.clone(),
                     e.job_id.clone(),
@@ -135,7 +145,13 @@ pub fn history_text(app: &str, entries: &[Entry], now: Option<&gantry_proto::v1:
         );
     }
     if let Some(a) = now {
-        let or = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+        let or = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
         let _ = writeln!(out, "  current   {}", or(&a.version));
         let _ = writeln!(out, "  previous  {}", or(&a.previous_version));
         let _ = writeln!(out, "  on disk   {}", or(&a.releases_on_disk.join(", ")));
@@ -144,7 +160,11 @@ pub fn history_text(app: &str, entries: &[Entry], now: Option<&gantry_proto::v1:
 }
 
 /// The history as one JSON object.
-pub fn history_json(app: &str, entries: &[Entry], now: Option<&gantry_proto::v1::AppStatus>) -> Value {
+pub fn history_json(
+    app: &str,
+    entries: &[Entry],
+    now: Option<&gantry_proto::v1::AppStatus>,
+) -> Value {
     json!({
         "app": app,
         "current": now.map(|a| a.version.clone()),
@@ -199,20 +219,63 @@ mod tests {
     fn releases_are_accepted_jobs_joined_with_their_first_end() {
         let lines = vec![
             line(1, "agent.started", ""),
-            line(2, "job.accepted", r#","job_id":"j1","app":"web","action":"deploy","version":"1.0.0","strategy":"hot""#),
-            line(3, "job.succeeded", r#","job_id":"j1","app":"web","action":"deploy","reason":"""#),
-            line(4, "job.accepted", r#","job_id":"x","app":"api","action":"deploy","version":"9.0.0","strategy":"hot""#),
-            line(5, "job.accepted", r#","job_id":"j2","app":"web","action":"restart","version":null,"strategy":null"#),
-            line(6, "job.succeeded", r#","job_id":"j2","app":"web","action":"restart","reason":"""#),
-            line(7, "job.accepted", r#","job_id":"j3","app":"web","action":"deploy","version":"1.1.0","strategy":"canary""#),
-            line(8, "job.failed", r#","job_id":"j3","app":"web","action":"deploy","reason":"disk full""#),
-            line(9, "job.interrupted", r#","job_id":"j3","app":"web","action":"deploy","reason":"restart""#),
-            line(10, "job.accepted", r#","job_id":"j4","app":"web","action":"rollback","version":"1.0.0","strategy":null"#),
+            line(
+                2,
+                "job.accepted",
+                r#","job_id":"j1","app":"web","action":"deploy","version":"1.0.0","strategy":"hot""#,
+            ),
+            line(
+                3,
+                "job.succeeded",
+                r#","job_id":"j1","app":"web","action":"deploy","reason":"""#,
+            ),
+            line(
+                4,
+                "job.accepted",
+                r#","job_id":"x","app":"api","action":"deploy","version":"9.0.0","strategy":"hot""#,
+            ),
+            line(
+                5,
+                "job.accepted",
+                r#","job_id":"j2","app":"web","action":"restart","version":null,"strategy":null"#,
+            ),
+            line(
+                6,
+                "job.succeeded",
+                r#","job_id":"j2","app":"web","action":"restart","reason":"""#,
+            ),
+            line(
+                7,
+                "job.accepted",
+                r#","job_id":"j3","app":"web","action":"deploy","version":"1.1.0","strategy":"canary""#,
+            ),
+            line(
+                8,
+                "job.failed",
+                r#","job_id":"j3","app":"web","action":"deploy","reason":"disk full""#,
+            ),
+            line(
+                9,
+                "job.interrupted",
+                r#","job_id":"j3","app":"web","action":"deploy","reason":"restart""#,
+            ),
+            line(
+                10,
+                "job.accepted",
+                r#","job_id":"j4","app":"web","action":"rollback","version":"1.0.0","strategy":null"#,
+            ),
         ];
         let e = entries(&lines, "web", false);
         let got: Vec<(&str, &str, &str, &str)> = e
             .iter()
-            .map(|e| (e.job_id.as_str(), e.action.as_str(), e.version.as_str(), e.outcome.as_str()))
+            .map(|e| {
+                (
+                    e.job_id.as_str(),
+                    e.action.as_str(),
+                    e.version.as_str(),
+                    e.outcome.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -227,6 +290,9 @@ mod tests {
         let text = history_text("web", &e, None);
         assert!(text.contains("j3"), "{text}");
         assert!(text.contains("canary"), "{text}");
-        assert_eq!(history_json("web", &e, None)["history"][0]["version"], "1.0.0");
+        assert_eq!(
+            history_json("web", &e, None)["history"][0]["version"],
+            "1.0.0"
+        );
     }
 }

@@ -335,8 +335,8 @@ async fn deploy_uploads_in_chunks_follows_and_witnesses() {
         "agent-1",
         &mock_log().key.key_id(),
     )
-        .unwrap()
-        .unwrap();
+    .unwrap()
+    .unwrap();
     assert_eq!(w.seq, 7);
 }
 

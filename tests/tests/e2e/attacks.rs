@@ -466,7 +466,15 @@ fn a_witness_is_keyed_by_agent_id_and_key_so_a_namesake_is_no_tamper_alarm() {
         "{}",
         out.all()
     );
-    deploy(&second.ctl, &second.env, "1.0.0", &second.artifact, 1, "20s").assert_code(0);
+    deploy(
+        &second.ctl,
+        &second.env,
+        "1.0.0",
+        &second.artifact,
+        1,
+        "20s",
+    )
+    .assert_code(0);
     let out = second.ctl.run(&["audit", "verify"]).unwrap();
     out.assert_code(0);
     let key = gantry_proto::keys::PublicKey::read_pem_file(&second.env.keys.agent.public)

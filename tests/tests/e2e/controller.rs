@@ -38,7 +38,8 @@ fn connection_errors_name_the_real_problem() {
     let out = status_with(&env, "127.0.0.1:1", &other_key, &[]);
     out.assert_code(2);
     assert!(
-        mentions(&out.stderr, &["cannot use client certificate"]) && !out.stderr.contains("address"),
+        mentions(&out.stderr, &["cannot use client certificate"])
+            && !out.stderr.contains("address"),
         "{}",
         out.all()
     );
@@ -46,7 +47,8 @@ fn connection_errors_name_the_real_problem() {
     let out = status_with(&env, "localhost", &own_key, &[]);
     out.assert_code(2);
     assert!(
-        out.stderr.contains("invalid agent address \"localhost\": no port"),
+        out.stderr
+            .contains("invalid agent address \"localhost\": no port"),
         "{}",
         out.all()
     );
@@ -86,7 +88,9 @@ fn json_errors_are_one_object_with_the_exit_code() {
         .unwrap_or_else(|| panic!("no error object on stdout:\n{}", out.all()));
     assert_eq!(err["exit_code"], 3, "{err}");
     assert!(
-        err["error"].as_str().is_some_and(|e| e.contains("refused Submit")),
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused Submit")),
         "{err}"
     );
 }
@@ -107,7 +111,13 @@ fn detach_history_and_status_watch() {
         &env.keys.deployer,
         "1.1.0",
         &v2,
-        &["--health", "http:/health", "--health-interval", "200ms", "--detach"],
+        &[
+            "--health",
+            "http:/health",
+            "--health-interval",
+            "200ms",
+            "--detach",
+        ],
     );
     let out = ctl.run(&strs(&args)).unwrap();
     out.assert_code(0);
@@ -132,8 +142,16 @@ fn detach_history_and_status_watch() {
     let out = ctl.run(&["history", "--app", "web"]).unwrap();
     out.assert_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    let at = |v: &str| lines.iter().position(|l| l.contains(v) && l.contains("succeeded"));
-    assert!(at("1.0.0").is_some() && at("1.1.0") > at("1.0.0"), "{}", out.all());
+    let at = |v: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(v) && l.contains("succeeded"))
+    };
+    assert!(
+        at("1.0.0").is_some() && at("1.1.0") > at("1.0.0"),
+        "{}",
+        out.all()
+    );
     assert!(out.stdout.contains("current   1.1.0"), "{}", out.all());
     let out = ctl.run(&["history", "--app", "web", "--json"]).unwrap();
     out.assert_code(0);
@@ -141,7 +159,15 @@ fn detach_history_and_status_watch() {
     assert_eq!(h["history"].as_array().map(Vec::len), Some(2), "{h}");
 
     let out = ctl
-        .run(&["status", "--watch", "--interval", "100ms", "--count", "3", "--json"])
+        .run(&[
+            "status",
+            "--watch",
+            "--interval",
+            "100ms",
+            "--count",
+            "3",
+            "--json",
+        ])
         .unwrap();
     out.assert_code(0);
     assert_eq!(out.json_lines().len(), 3, "{}", out.all());
@@ -160,7 +186,12 @@ fn completions_and_man_pages() {
     env.gantry(&["man", "--out", &dir.to_string_lossy()])
         .unwrap()
         .assert_code(0);
-    for page in ["gantry.1", "gantry-deploy.1", "gantry-history.1", "gantry-audit-tail.1"] {
+    for page in [
+        "gantry.1",
+        "gantry-deploy.1",
+        "gantry-history.1",
+        "gantry-audit-tail.1",
+    ] {
         assert!(dir.join(page).exists(), "no {page}");
     }
 }

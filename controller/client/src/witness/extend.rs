@@ -23,7 +23,9 @@ pub enum WitnessAlarm {
         kind: ChainErrorKind,
     },
     /// Signed by another key than the one the agent reports.
-    #[error("the checkpoint at seq {seq} is signed by key {found}, not by the agent's key {expected}")]
+    #[error(
+        "the checkpoint at seq {seq} is signed by key {found}, not by the agent's key {expected}"
+    )]
     WrongKey {
         /// The checkpoint's seq.
         seq: u64,

@@ -45,7 +45,10 @@ fn from(lines: &[String], seq: u64) -> &[String] {
 #[test]
 fn the_store_keeps_one_witness_per_agent_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (k1, k2) = (SigningKey::generate().unwrap(), SigningKey::generate().unwrap());
+    let (k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
     let (l1, l2) = (log(&k1, 6, 3, "one"), log(&k2, 9, 3, "two"));
     assert_eq!(load(dir.path(), "a1", &k1.key_id()).unwrap(), None);
     store(dir.path(), &witnessed("a1", &k1, &l1, 6)).unwrap();
@@ -67,7 +70,10 @@ fn the_store_keeps_one_witness_per_agent_and_key() {
 #[test]
 fn a_file_of_an_earlier_version_counts_for_its_key_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (k1, k2) = (SigningKey::generate().unwrap(), SigningKey::generate().unwrap());
+    let (k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
     let l1 = log(&k1, 6, 3, "one");
     let mut old = witnessed("a1", &k1, &l1, 6);
     old.key_id = String::new();
@@ -92,7 +98,10 @@ fn refuses_path_like_agent_ids() {
 
 #[test]
 fn a_checkpoint_must_be_the_agents_and_verify() {
-    let (k1, k2) = (SigningKey::generate().unwrap(), SigningKey::generate().unwrap());
+    let (k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
     let l1 = log(&k1, 6, 3, "one");
     check_checkpoint(6, &l1[5], &k1.public_key()).unwrap();
     assert!(matches!(

@@ -239,9 +239,13 @@ impl Ctx {
         }
         println!("\n== audit verify (against keys/agent.pub)");
         let lines = audit::fetch_all(&agent).await?;
-        let witnessed = gantry_client::witness::load(&self.dir.join("state"), AGENT_ID, &self.agent_key.key_id())
-            .ok()
-            .flatten();
+        let witnessed = gantry_client::witness::load(
+            &self.dir.join("state"),
+            AGENT_ID,
+            &self.agent_key.key_id(),
+        )
+        .ok()
+        .flatten();
         match audit::verdict(&lines, &self.agent_key, witnessed.as_ref()) {
             Verdict::Ok(text) => {
                 println!("{text}");
