@@ -20,7 +20,8 @@
 //! * [`connect`]: the mTLS channel (the agent's certificate must name its id); gRPC statuses
 //!   to typed errors (refused vs. failed on the agent's side vs. a broken connection).
 //! * [`sign`]: add a key's signature to a signed job, once per key.
-//! * [`witness`]: the newest signed audit checkpoint seen from each agent, kept on disk.
+//! * [`witness`]: the newest signed audit checkpoint seen from each agent and key, kept on disk;
+//!   a new one replaces it only if it verifies and the lines between them chain.
 //! * [`clock`]: Unix time in seconds and milliseconds.
 //! * [`fault`]: whose side a failure is on.
 
