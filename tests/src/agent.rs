@@ -49,6 +49,32 @@ impl Agent {
     ///
     /// As [`Agent::start`].
     pub fn start_program(env: &TestEnv, program: &std::path::Path) -> anyhow::Result<Agent> {
+        Agent::start_as(env, program, &env.root, &env.config)
+    }
+
+    /// [`Agent::start`] the way the README's "deploy by hand" does it: from the directory
+    /// above the test's root, with `--config <root name>/agent.toml`, a relative path.
+    ///
+    /// # Errors
+    ///
+    /// As [`Agent::start`], and when the root has no parent.
+    pub fn start_with_relative_config(env: &TestEnv) -> anyhow::Result<Agent> {
+        let parent = env.root.parent().context("the test root has no parent")?;
+        let relative = env
+            .config
+            .strip_prefix(parent)
+            .context("the config is not under the root's parent")?;
+        Agent::start_as(env, &bins::path(bins::GANTRY_AGENT)?, parent, relative)
+    }
+
+    /// Starts `program run --config <config>` in `cwd` and waits until it has written its
+    /// address.
+    fn start_as(
+        env: &TestEnv,
+        program: &std::path::Path,
+        cwd: &std::path::Path,
+        config: &std::path::Path,
+    ) -> anyhow::Result<Agent> {
         let addr_file = env.data_dir.join("run").join("listen.addr");
         match fs::remove_file(&addr_file) {
             Ok(()) => {}
@@ -58,8 +84,9 @@ impl Agent {
         let log = env.root.join("agent.log");
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
         let mut cmd = env.command(program);
-        cmd.args(["run", "--config"])
-            .arg(&env.config)
+        cmd.current_dir(cwd)
+            .args(["run", "--config"])
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);

@@ -124,3 +124,28 @@ fn instances_keep_serving_while_the_agent_is_stopped() {
     assert_status_version(&ctl2, "1.0.0");
     assert!(banner(env.port(0)).is_some());
 }
+
+#[test]
+fn an_agent_started_with_a_relative_config_path_deploys_and_serves() {
+    // The README's "deploy by hand": `gantry-agent run --config try/agent.toml` from the
+    // directory above; every path in the config must still reach the same files.
+    let env = TestEnv::with_options(gantry_tests::Options::front_door(2)).unwrap();
+    let agent = Agent::start_with_relative_config(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    let out = deploy(&ctl, &env, "1.0.0", &v1, 2, "20s");
+    out.assert_code(0);
+    assert_serves(&env, "1.0.0", 2);
+    let front_door = env.listen.unwrap().port();
+    let mut last = None;
+    let served = gantry_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the front door serves 1.0.0",
+        || {
+            last = banner(front_door);
+            last.as_deref().is_some_and(|b| b.starts_with("web 1.0.0"))
+        },
+    );
+    assert!(served.is_ok(), "last answer: {last:?}\n{}", agent.log_tail());
+    assert_status_version(&ctl, "1.0.0");
+}

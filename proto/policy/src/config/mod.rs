@@ -33,7 +33,7 @@ pub use report::{render_policy, render_policy_at};
 /// The validated agent config.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file it was loaded from, as given.
+    /// The file it was loaded from, made absolute against the working directory at load.
     pub path: PathBuf,
     /// SHA-256 of the file's bytes (recorded in `agent.started`).
     pub digest: Sha256Hex,
@@ -53,8 +53,7 @@ pub struct Config {
     pub policy: Arc<Policy>,
 }
 
-/// Mutual TLS settings; paths are absolute or relative to the working directory (already
-/// resolved against the config file's directory).
+/// Mutual TLS settings; paths are absolute (resolved against the config file's directory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// CA that client certificates must chain to.
@@ -440,8 +439,9 @@ impl fmt::Display for ConfigErrors {
 impl Config {
     /// Reads, parses and validates the config file at `path`.
     ///
-    /// Relative paths in it resolve against the file's directory. Key files are read and
-    /// parsed; app users are looked up in the user database.
+    /// `path` is made absolute against the working directory first, and relative paths in the
+    /// file resolve against its directory, so every path in the result is absolute. Key files
+    /// are read and parsed; app users are looked up in the user database.
     ///
     /// # Errors
     ///

@@ -901,3 +901,26 @@ fn a_built_config_is_what_the_loader_reads() {
     );
     assert!(web.roles_for(Action::Stop).is_empty());
 }
+
+#[test]
+fn a_relative_config_path_gives_absolute_paths_throughout() {
+    // `gantry-agent run --config try/agent.toml`: an instance is spawned in its release
+    // directory, where a path relative to the agent's working directory no longer resolves.
+    let cwd = std::env::current_dir().unwrap();
+    let dir = tempfile::tempdir_in(&cwd).unwrap();
+    let fix = fixture();
+    for sub in ["pki", "keys"] {
+        fs::rename(fix.path().join(sub), dir.path().join(sub)).unwrap();
+    }
+    let text = EXAMPLE.replace("data_dir = \"/var/lib/gantry\"", "data_dir = \"data\"");
+    let path = write(dir.path(), &text);
+    let relative = path.strip_prefix(&cwd).unwrap();
+    assert!(relative.is_relative());
+    let cfg = load(relative, &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.path, path);
+    assert_eq!(cfg.data_dir, dir.path().join("data"));
+    for p in [&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key, &cfg.audit.signing_key] {
+        assert!(p.is_absolute(), "{}", p.display());
+    }
+    assert!(cfg.policy.keys.iter().all(|k| k.file.is_absolute()));
+}

@@ -96,6 +96,15 @@ pub(crate) fn load(path: &Path, host: &HostIdentity, mode: Mode) -> Result<Confi
         file: path.to_owned(),
         list: Vec::new(),
     };
+    // Made absolute once, here: every path derived from it (data_dir, keys, TLS files) is then
+    // absolute too, so a later chdir (an instance's spawn into its release) cannot shift them.
+    let path = &match std::path::absolute(path) {
+        Ok(abs) => abs,
+        Err(e) => {
+            p.add("(file)", format!("cannot make the path absolute: {e}"));
+            return Err(ConfigErrors(p.list));
+        }
+    };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
