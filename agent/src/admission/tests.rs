@@ -93,6 +93,7 @@ fn limits() -> Limits {
     Limits {
         max_job_bytes: 1024,
         max_artifact_bytes: 1 << 20,
+        max_unpacked_bytes: 8 << 20,
         max_validity: Duration::from_secs(3600),
         clock_skew: Duration::from_secs(30),
         releases_kept: 5,

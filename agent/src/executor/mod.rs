@@ -199,12 +199,7 @@ impl Executor {
             audit: self.inner.audit.clone(),
             store: Arc::clone(&self.inner.store),
             unpack_limits: UnpackLimits {
-                max_total_bytes: self
-                    .inner
-                    .config
-                    .limits
-                    .max_artifact_bytes
-                    .saturating_mul(8),
+                max_total_bytes: self.inner.config.limits.max_unpacked_bytes,
                 max_entries: 100_000,
             },
             releases_kept: self.inner.config.limits.releases_kept,

@@ -355,6 +355,37 @@ fn hostile_archives_are_refused_before_anything_is_unpacked() {
 }
 
 #[test]
+fn a_release_over_max_unpacked_bytes_is_refused_naming_the_limit() {
+    // The sample app's archive is a few MB and unpacks to more than 1 MiB.
+    let env = TestEnv::new().unwrap();
+    let mut raw = env.raw_config();
+    raw.limits.max_unpacked_bytes = 1 << 20;
+    env.write_raw_config(&raw).unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let artifact = make_artifact(&env, "1.0.0", "").unwrap();
+    let out = deploy(&ctl, &env, "1.0.0", &artifact, 1, "5s");
+    out.assert_code(1);
+    let finished = out.finished().unwrap();
+    assert_eq!(finished["outcome"], "failed", "{finished}");
+    let reason = finished["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("unpacks to more than 1048576 bytes"),
+        "the reason does not give the configured limit: {reason}"
+    );
+    assert_eq!(releases(&env), Vec::<String>::new(), "something was unpacked");
+    let policy = env
+        .agent_cmd(&["policy", "--config", &env.config.to_string_lossy()])
+        .unwrap();
+    policy.assert_code(0);
+    assert!(
+        policy.stdout.contains("max unpacked release size") && policy.stdout.contains("1048576"),
+        "{}",
+        policy.stdout
+    );
+}
+
+#[test]
 fn leftover_temp_files_from_a_crash_are_removed_at_start() {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 

@@ -92,6 +92,9 @@ pub struct Limits {
     pub max_job_bytes: usize,
     /// Largest artifact stored.
     pub max_artifact_bytes: u64,
+    /// Most bytes one release may unpack to (its regular files together); unpacking stops
+    /// with an error at this size, so a small archive cannot fill the disk.
+    pub max_unpacked_bytes: u64,
     /// Longest validity window a job may have (`expires_at - not_before`).
     pub max_validity: Duration,
     /// How far in the future `not_before` may be and still admit.

@@ -96,6 +96,8 @@ pub struct RawLimits {
     pub max_job_bytes: u64,
     /// Largest artifact accepted.
     pub max_artifact_bytes: u64,
+    /// Most bytes one release may unpack to (all its regular files together).
+    pub max_unpacked_bytes: u64,
     /// Longest validity window (`expires_at - not_before`), humantime.
     pub max_validity: String,
     /// Tolerated clock difference for `not_before`, humantime.
@@ -116,6 +118,7 @@ impl Default for RawLimits {
         Self {
             max_job_bytes: 64 * 1024,
             max_artifact_bytes: 512 * 1024 * 1024,
+            max_unpacked_bytes: 2 * 1024 * 1024 * 1024,
             max_validity: "1h".to_owned(),
             clock_skew: "30s".to_owned(),
             releases_kept: 5,

@@ -361,6 +361,10 @@ fn render_text(cfg: &Config, now: i64) -> String {
                 "max artifact size".into(),
                 format!("{} bytes", l.max_artifact_bytes),
             ],
+            vec![
+                "max unpacked release size".into(),
+                format!("{} bytes", l.max_unpacked_bytes),
+            ],
             vec!["max validity window".into(), dur(l.max_validity)],
             vec!["clock skew allowed".into(), dur(l.clock_skew)],
             vec!["releases kept".into(), l.releases_kept.to_string()],
@@ -465,6 +469,7 @@ fn render_json(cfg: &Config, now: i64) -> String {
         "limits": {
             "max_job_bytes": l.max_job_bytes,
             "max_artifact_bytes": l.max_artifact_bytes,
+            "max_unpacked_bytes": l.max_unpacked_bytes,
             "max_validity_ms": ms(l.max_validity),
             "clock_skew_ms": ms(l.clock_skew),
             "releases_kept": l.releases_kept,

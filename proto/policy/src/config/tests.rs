@@ -73,6 +73,12 @@ fn example_config_loads() {
     assert_eq!(cfg.limits.client_rejections_burst, 100);
     assert_eq!(cfg.limits.client_rejections_per_second, 10);
     assert_eq!(cfg.limits.client_connections, 64);
+    assert_eq!(cfg.limits.max_unpacked_bytes, 2 << 30);
+    assert_eq!(
+        cfg.limits.max_unpacked_bytes,
+        raw::RawLimits::default().max_unpacked_bytes,
+        "the example documents the default"
+    );
     assert_eq!(cfg.audit.checkpoint_interval, Duration::from_secs(60));
     assert_eq!(cfg.digest, Sha256Hex::of(EXAMPLE.as_bytes()));
     let names: Vec<&str> = cfg.policy.keys.iter().map(|k| k.name.as_str()).collect();

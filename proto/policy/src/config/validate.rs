@@ -264,6 +264,7 @@ fn validate(
 
     p.positive("limits.max_job_bytes", raw.limits.max_job_bytes);
     p.positive("limits.max_artifact_bytes", raw.limits.max_artifact_bytes);
+    p.positive("limits.max_unpacked_bytes", raw.limits.max_unpacked_bytes);
     p.positive("limits.releases_kept", raw.limits.releases_kept);
     p.positive(
         "limits.client_rejections_burst",
@@ -280,6 +281,7 @@ fn validate(
     let limits = Limits {
         max_job_bytes: usize::try_from(raw.limits.max_job_bytes).unwrap_or(usize::MAX),
         max_artifact_bytes: raw.limits.max_artifact_bytes,
+        max_unpacked_bytes: raw.limits.max_unpacked_bytes,
         max_validity: p.duration("limits.max_validity", &raw.limits.max_validity, false),
         clock_skew: p.duration("limits.clock_skew", &raw.limits.clock_skew, true),
         releases_kept: usize::try_from(raw.limits.releases_kept).unwrap_or(usize::MAX),
