@@ -9,12 +9,15 @@
 //! 2. signatures over the **raw** bytes, before decoding ([`policy::verify_signers`]);
 //! 3. protobuf decoding and field validation ([`decode`]);
 //! 4. `agent_id`, then the validity window ([`window`]);
-//! 5. the app is configured, the signers hold an allowed role, approvals reach the quorum;
-//! 6. action checks: deploys never downgrade, rollback targets exist, instance counts fit;
+//! 5. the app is configured, the signers hold an allowed role, approvals reach the quorum,
+//!    instance counts fit, the strategy has its router;
+//! 6. action checks: deploys never downgrade, rollback targets exist;
 //! 7. replay ([`replay`]): identical bytes of a known job are a duplicate, other bytes under a
 //!    known id are refused; then the app must not be busy; then the job id is recorded durably.
 //!
-//! Step 7 runs under one lock, so two connections submitting the same job at once cannot both
+//! Steps 1 to 5 are [`explain::assess`], the code `gantry job show --policy` runs too, so a
+//! job it calls admissible passes them here and one it calls missing something is refused
+//! for that. Step 7 runs under one lock, so two connections submitting the same job at once cannot both
 //! be admitted.
 //!
 //! The TLS client's identity is checked by the server (CA chain and fingerprint pin) before a
@@ -29,7 +32,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::{Limits, Policy};
-use crate::job::{Action, AppName, JobId, Sha256Hex, StrategyKind, VerifiedJob};
+use crate::job::{Action, AppName, JobId, Sha256Hex, VerifiedJob};
 
 // The pure checks live in gantry-policy, shared with the controller's `job show --policy`;
 // re-exported so that `admission::decode` and friends keep their paths.
@@ -160,48 +163,19 @@ impl Admission {
         apps: &dyn AppView,
         known: &mut Rejection,
     ) -> Result<Admitted, AdmissionError> {
-        let max = self.limits.max_job_bytes;
-        if job_bytes.len() > max {
-            return Err(AdmissionError::TooLarge {
-                size: job_bytes.len(),
-                max,
-            });
-        }
-        let verified = policy::verify_signers(&self.policy, job_bytes, sigs)?;
-        // One time for every key-validity decision of this job.
-        let (signers, not_valid) = policy::valid_at(&verified, now);
-        if signers.is_empty() {
-            return Err(policy::key_not_valid(&not_valid));
-        }
-
-        let wire = decode::decode_job(job_bytes)?;
-        known.job_id = Some(wire.job_id.clone());
-        known.app = Some(wire.app.clone());
-        let spec = decode::job_spec(&wire)?;
-
-        if spec.agent_id.is_empty() || spec.agent_id != self.agent_id {
-            return Err(AdmissionError::WrongAgent {
-                expected: self.agent_id.clone(),
-                found: spec.agent_id.clone(),
-            });
-        }
-        window::check_window(&spec, now, &self.limits)?;
-
-        let app =
-            self.policy
-                .apps
-                .get(&spec.app)
-                .ok_or_else(|| AdmissionError::AppNotConfigured {
-                    app: spec.app.to_string(),
-                })?;
-        policy::check_roles(app, spec.action, &signers).map_err(|e| {
-            // A key that does not count is the better explanation of a missing role or approval.
-            if not_valid.is_empty() {
-                e
-            } else {
-                policy::key_not_valid(&not_valid)
-            }
-        })?;
+        // The policy's checks, the very ones `gantry job show --policy` explains.
+        let assessment = explain::assess(
+            &self.policy,
+            &self.limits,
+            &self.agent_id,
+            job_bytes,
+            sigs,
+            now,
+            explain::Mode::FirstRefusal,
+        );
+        known.job_id = assessment.job_id;
+        known.app = assessment.app;
+        let explain::Passed { spec, signers, .. } = assessment.verdict?;
 
         match spec.action {
             Action::Deploy => {
@@ -226,21 +200,6 @@ impl Admission {
             }
             Action::Restart | Action::Stop | Action::Promote | Action::Abort => {}
         }
-        if let Some(release) = &spec.release
-            && release.instances > app.max_instances
-        {
-            return Err(AdmissionError::InvalidJob {
-                field: "release.instances".to_owned(),
-                problem: format!(
-                    "{} is more than app {}'s max_instances {}",
-                    release.instances, app.name, app.max_instances
-                ),
-            });
-        }
-        if let Some(release) = &spec.release {
-            check_strategy_fits(app, release)?;
-        }
-
         let mut store = self.store();
         if let Some(record) = store.get(spec.id.as_str()) {
             return if record.digest == *digest {
@@ -319,26 +278,6 @@ impl Admission {
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
     }
-}
-
-/// Rolling, blue-green and canary need a router. (Blue-green and canary also run a second
-/// slot beside the first: `instances <= max_instances`, checked for every deploy, and the
-/// config's rule that a routed app's port range holds `2 x max_instances` make both fit.)
-fn check_strategy_fits(
-    app: &crate::config::AppPolicy,
-    release: &crate::job::ReleaseSpec,
-) -> Result<(), AdmissionError> {
-    match release.strategy {
-        StrategyKind::Hot => return Ok(()),
-        StrategyKind::Rolling | StrategyKind::BlueGreen | StrategyKind::Canary => {}
-    }
-    if !app.router.is_some() {
-        return Err(AdmissionError::StrategyNeedsRouter {
-            app: app.name.to_string(),
-            strategy: release.strategy,
-        });
-    }
-    Ok(())
 }
 
 pub use crate::clock::unix_now;

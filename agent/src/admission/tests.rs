@@ -1287,4 +1287,5 @@ fn secret_env_names_are_decoded_and_must_be_env_keys() {
     );
 }
 
+mod explained;
 mod rollout;

@@ -852,6 +852,48 @@ fn approval_quorum() {
     assert_eq!(recorded_instance_pids(&rig.env.data_dir), pids);
 }
 
+#[test]
+fn job_show_policy_and_the_agent_agree_on_an_extra_unknown_approval() {
+    let rig = Rig::with_options(
+        Options {
+            approvals: 1,
+            ..Options::default()
+        },
+        |_| {},
+    );
+    let job = rig.create_signed("extra", &["--job-id", "extra-1"]);
+    rig.approve(&job, &rig.env.keys.approver);
+    // A key the config does not know adds its approval: the agent ignores it.
+    rig.approve(&job, &rig.env.keys.attacker);
+    let policy = rig.env.config.to_string_lossy().into_owned();
+    let show = rig
+        .env
+        .gantry(&["job", "show", "--policy", &policy, &job.to_string_lossy()])
+        .unwrap();
+    show.assert_code(0);
+    assert!(
+        show.stdout.contains("the agent's policy admits this job")
+            && !show.stdout.contains("MISSING")
+            && show.stdout.contains("ignored"),
+        "{}",
+        show.all()
+    );
+    rig.submit(&job).assert_code(0);
+    assert_eq!(rig.count("job.accepted", "extra-1"), 1);
+
+    // Without the approver the two agree again: refused, for the approval.
+    let alone = rig.create_signed("alone", &["--job-id", "alone-1"]);
+    rig.approve(&alone, &rig.env.keys.attacker);
+    let show = rig
+        .env
+        .gantry(&["job", "show", "--policy", &policy, &alone.to_string_lossy()])
+        .unwrap();
+    show.assert_code(3);
+    assert!(show.stdout.contains("MISSING  approvals"), "{}", show.all());
+    let out = rig.submit(&alone);
+    rig.assert_rejected(&out, "quorum_not_met", &["approval"]);
+}
+
 /// An agent that admits a second controller certificate, `stolen-controller`, with a small
 /// rejection budget (5 at once, 1 a second); a runtime and a client connected with that
 /// certificate.

@@ -146,6 +146,10 @@ fn an_agent_started_with_a_relative_config_path_deploys_and_serves() {
             last.as_deref().is_some_and(|b| b.starts_with("web 1.0.0"))
         },
     );
-    assert!(served.is_ok(), "last answer: {last:?}\n{}", agent.log_tail());
+    assert!(
+        served.is_ok(),
+        "last answer: {last:?}\n{}",
+        agent.log_tail()
+    );
     assert_status_version(&ctl, "1.0.0");
 }

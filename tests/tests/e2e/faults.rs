@@ -373,7 +373,11 @@ fn a_release_over_max_unpacked_bytes_is_refused_naming_the_limit() {
         reason.contains("unpacks to more than 1048576 bytes"),
         "the reason does not give the configured limit: {reason}"
     );
-    assert_eq!(releases(&env), Vec::<String>::new(), "something was unpacked");
+    assert_eq!(
+        releases(&env),
+        Vec::<String>::new(),
+        "something was unpacked"
+    );
     let policy = env
         .agent_cmd(&["policy", "--config", &env.config.to_string_lossy()])
         .unwrap();

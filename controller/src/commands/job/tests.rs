@@ -347,6 +347,8 @@ fn show_policy_says_what_is_met_and_what_is_missing() {
             ("app", true),
             ("role", true),
             ("approvals", false),
+            ("instances", true),
+            ("strategy", true),
         ]
     );
     let text = policy_text(&policy, &cfg, &reqs);

@@ -17,18 +17,41 @@ use crate::job::Action;
 /// Most signatures looked at in one job: each may cost one verification per trusted key.
 pub const MAX_SIGNATURES: usize = 32;
 
+/// The trusted keys that signed a job, and how many signatures did not count.
+#[derive(Debug, Clone)]
+pub struct Signers<'p> {
+    /// The distinct trusted keys with a valid signature, in policy order.
+    pub keys: Vec<&'p TrustedKey>,
+    /// Signatures by no trusted key, or that do not verify: ignored, they neither help nor
+    /// hurt a job that has enough valid ones.
+    pub ignored: usize,
+}
+
 /// Returns the distinct trusted keys with a valid signature over `job_bytes`, in policy order.
+///
+/// # Errors
+///
+/// As [`signers`].
+pub fn verify_signers<'p>(
+    policy: &'p Policy,
+    job_bytes: &[u8],
+    sigs: &[SignatureIn],
+) -> Result<Vec<&'p TrustedKey>, AdmissionError> {
+    signers(policy, job_bytes, sigs).map(|s| s.keys)
+}
+
+/// [`verify_signers`], also counting the signatures that do not count.
 ///
 /// # Errors
 ///
 /// [`AdmissionError::NoSignatures`], [`AdmissionError::TooManySignatures`]; when no
 /// signature verifies, [`AdmissionError::BadSignature`] if some hint named a trusted key,
 /// else [`AdmissionError::UnknownKey`] with the hints.
-pub fn verify_signers<'p>(
+pub fn signers<'p>(
     policy: &'p Policy,
     job_bytes: &[u8],
     sigs: &[SignatureIn],
-) -> Result<Vec<&'p TrustedKey>, AdmissionError> {
+) -> Result<Signers<'p>, AdmissionError> {
     if sigs.is_empty() {
         return Err(AdmissionError::NoSignatures);
     }
@@ -40,6 +63,7 @@ pub fn verify_signers<'p>(
     }
     let mut valid: BTreeSet<usize> = BTreeSet::new();
     let mut hinted_trusted: Option<String> = None;
+    let mut ignored = 0usize;
     for sig in sigs {
         let hinted = policy
             .keys
@@ -58,8 +82,11 @@ pub fn verify_signers<'p>(
             .enumerate()
             .filter(|(i, _)| Some(*i) != hinted)
             .find(|(_, k)| verify_job(&k.key, job_bytes, &sig.sig).is_ok());
-        if let Some((i, _)) = found {
-            valid.insert(i);
+        match found {
+            Some((i, _)) => {
+                valid.insert(i);
+            }
+            None => ignored += 1,
         }
     }
     if valid.is_empty() {
@@ -73,11 +100,12 @@ pub fn verify_signers<'p>(
     // Config refuses duplicate public keys; deduplicate anyway so a hand-built policy with one
     // key listed twice still counts it once.
     let mut seen = BTreeSet::new();
-    Ok(valid
+    let keys = valid
         .into_iter()
         .map(|i| &policy.keys[i])
         .filter(|k| seen.insert(*k.key.as_bytes()))
-        .collect())
+        .collect();
+    Ok(Signers { keys, ignored })
 }
 
 /// Splits verified signers into those whose key counts at `now` (not revoked, inside its

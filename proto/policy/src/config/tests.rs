@@ -925,7 +925,12 @@ fn a_relative_config_path_gives_absolute_paths_throughout() {
     let cfg = load(relative, &root()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.path, path);
     assert_eq!(cfg.data_dir, dir.path().join("data"));
-    for p in [&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key, &cfg.audit.signing_key] {
+    for p in [
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        &cfg.audit.signing_key,
+    ] {
         assert!(p.is_absolute(), "{}", p.display());
     }
     assert!(cfg.policy.keys.iter().all(|k| k.file.is_absolute()));
