@@ -103,8 +103,8 @@ impl AppView for NoApps {
     fn has_release(&self, _: &AppName, _: &semver::Version) -> bool {
         false
     }
-    fn is_busy(&self, _: &AppName) -> bool {
-        false
+    fn busy_with(&self, _: &AppName) -> Option<gantry_agent::job::JobId> {
+        None
     }
 }
 

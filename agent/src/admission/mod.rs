@@ -45,8 +45,8 @@ pub trait AppView: Send + Sync {
     fn current_version(&self, app: &AppName) -> Option<semver::Version>;
     /// Whether a release of this version is on disk (a rollback target).
     fn has_release(&self, app: &AppName, version: &semver::Version) -> bool;
-    /// Whether a job is running on the app.
-    fn is_busy(&self, app: &AppName) -> bool;
+    /// The job running on the app, if any.
+    fn busy_with(&self, app: &AppName) -> Option<JobId>;
 }
 
 /// A job that passed admission.
@@ -210,22 +210,22 @@ impl Admission {
                 })
             };
         }
-        let busy = apps.is_busy(&spec.app);
-        match spec.action {
+        match (spec.action, apps.busy_with(&spec.app)) {
             // Promote and abort act on the rollout in progress: they need one.
-            Action::Promote | Action::Abort if !busy => {
+            (Action::Promote | Action::Abort, None) => {
                 return Err(AdmissionError::NoRolloutInProgress {
                     app: spec.app.to_string(),
                     action: spec.action,
                 });
             }
-            Action::Promote | Action::Abort => {}
-            _ if busy => {
+            (Action::Promote | Action::Abort, Some(_)) => {}
+            (Action::Deploy | Action::Rollback | Action::Restart | Action::Stop, Some(holder)) => {
                 return Err(AdmissionError::AppBusy {
                     app: spec.app.to_string(),
+                    job_id: holder.to_string(),
                 });
             }
-            _ => {}
+            (Action::Deploy | Action::Rollback | Action::Restart | Action::Stop, None) => {}
         }
         store
             .insert(ReplayRecord {

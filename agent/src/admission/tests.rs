@@ -185,14 +185,14 @@ fn signed(bytes: &[u8], keys: &[&SigningKey]) -> Vec<SignatureIn> {
 struct Apps {
     current: Option<semver::Version>,
     on_disk: Vec<semver::Version>,
-    busy: bool,
+    busy: Option<JobId>,
 }
 
 impl Apps {
     /// An app with a job in progress.
     fn busy() -> Self {
         Self {
-            busy: true,
+            busy: Some(JobId::new("web-running-1").unwrap()),
             ..Self::default()
         }
     }
@@ -213,8 +213,8 @@ impl AppView for Apps {
     fn has_release(&self, _: &AppName, v: &semver::Version) -> bool {
         self.on_disk.contains(v)
     }
-    fn is_busy(&self, _: &AppName) -> bool {
-        self.busy
+    fn busy_with(&self, _: &AppName) -> Option<JobId> {
+        self.busy.clone()
     }
 }
 
@@ -951,9 +951,18 @@ fn busy_app() {
     let apps = Apps::busy();
     let e = fx.by_deployer_with(&bytes, &apps).unwrap_err().error;
     assert!(
-        matches!(&e, AdmissionError::AppBusy { app } if app == "web"),
+        matches!(&e, AdmissionError::AppBusy { app, job_id } if app == "web" && job_id == "web-running-1"),
         "{e:?}"
     );
+    // The refusal says which job holds the app and how to follow or end it.
+    let says = e.to_string();
+    for words in [
+        "job web-running-1",
+        "gantry job watch web-running-1",
+        "gantry abort --app web",
+    ] {
+        assert!(says.contains(words), "{says:?} does not say {words:?}");
+    }
     // Refused jobs are not recorded: the same job is admitted once the app is free.
     new_job(fx.by_deployer(&bytes));
 }

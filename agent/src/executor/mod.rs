@@ -365,8 +365,8 @@ impl AppView for Executor {
                 .is_on_disk(version)
     }
 
-    fn is_busy(&self, app: &AppName) -> bool {
-        lock(&self.inner.busy).contains_key(app)
+    fn busy_with(&self, app: &AppName) -> Option<JobId> {
+        lock(&self.inner.busy).get(app).cloned()
     }
 }
 

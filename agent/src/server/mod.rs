@@ -402,6 +402,11 @@ impl Agent for AgentService {
             let rejection = Rejection {
                 error: crate::admission::AdmissionError::AppBusy {
                     app: spec.app.to_string(),
+                    job_id: match &busy {
+                        crate::executor::ExecutorError::Busy { job, .. } => job.to_string(),
+                        // reserve() fails only when the app is held; name the error otherwise.
+                        crate::executor::ExecutorError::Prepare { .. } => why.clone(),
+                    },
                 },
                 job_id: Some(spec.id.to_string()),
                 app: Some(spec.app.to_string()),

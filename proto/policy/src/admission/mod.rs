@@ -181,10 +181,15 @@ pub enum AdmissionError {
         job_id: String,
     },
     /// Another job is running on the app.
-    #[error("app {app} is busy with another job")]
+    #[error(
+        "app {app} is busy with job {job_id}: follow it with `gantry job watch {job_id}`, or \
+         end a rollout with `gantry abort --app {app}`"
+    )]
     AppBusy {
         /// The app.
         app: String,
+        /// The job running on it.
+        job_id: String,
     },
     /// A rolling, blue-green or canary deploy to an app with no router: neither `listen`
     /// (the front door) nor `[apps.NAME.nginx]` is configured.
