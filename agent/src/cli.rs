@@ -36,7 +36,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "plain")]
         log_format: Format,
     },
-    /// Check a config and report every problem at once.
+    /// Check a config and report every problem at once (parse errors first: the other checks
+    /// run once the file parses).
     CheckConfig {
         /// The agent's TOML config.
         #[arg(long, value_name = "FILE")]

@@ -71,6 +71,31 @@ fn check_config_names_the_bad_entry() {
 }
 
 #[test]
+fn check_config_reports_every_parse_error_and_names_a_duplicate_key() {
+    let env = TestEnv::new().unwrap();
+    let good = std::fs::read_to_string(&env.config).unwrap();
+    // Three mistakes in the top-level table: a key given twice, a stray `=`, an unknown key.
+    let text = format!("listen = \"127.0.0.1:1\"\nsurplus = = 1\nlisen = 2\n{good}");
+    std::fs::write(&env.config, text).unwrap();
+    let config = env.config.to_string_lossy().into_owned();
+    let out = env
+        .agent_cmd(&["check-config", "--config", &config])
+        .unwrap();
+    out.assert_code(2);
+    let all = out.all();
+    assert!(all.contains("has 3 problems"), "{all}");
+    assert!(all.contains("line 2, column 11: extra `=`"), "{all}");
+    assert!(
+        all.contains("line 3, column 1: unknown field `lisen`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("duplicate key `listen`: it is set earlier in the same table"),
+        "{all}"
+    );
+}
+
+#[test]
 fn policy_lists_who_may_do_what() {
     let env = TestEnv::new().unwrap();
     let config = env.config.to_string_lossy().into_owned();

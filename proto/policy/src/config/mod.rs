@@ -9,6 +9,7 @@
 //! the entry (`apps.web.ports`, `keys[1].public_key`) and what is wrong, so an operator fixes a
 //! config in one pass. [`render_policy`] prints the effective permissions for a reviewer.
 
+mod parse;
 pub mod raw;
 mod report;
 mod validate;

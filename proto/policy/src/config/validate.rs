@@ -143,15 +143,12 @@ pub(crate) fn from_bytes_mode(
             return Err(ConfigErrors(p.list));
         }
     };
-    let raw: RawConfig = match toml::from_str(text) {
+    let raw: RawConfig = match super::parse::parse(text) {
         Ok(r) => r,
-        Err(e) => {
-            let at = e.span().map(|s| line_col(text, s.start));
-            let entry = match at {
-                Some((line, col)) => format!("line {line}, column {col}"),
-                None => "(syntax)".to_owned(),
-            };
-            p.add(entry, e.message().trim().to_owned());
+        Err(problems) => {
+            for problem in problems {
+                p.add(problem.entry, problem.message);
+            }
             return Err(ConfigErrors(p.list));
         }
     };
@@ -168,14 +165,6 @@ pub(crate) fn from_bytes_mode(
     } else {
         Err(ConfigErrors(p.list))
     }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 fn resolve(base: &Path, value: &str) -> PathBuf {
