@@ -97,7 +97,6 @@ async fn replace(
             if let Err(e) = app.persist() {
                 return Ended::failed(reason(&e));
             }
-            prune(app, ctx).await;
             return Ended::succeeded(format!(
                 "release {} is healthy on {} instance(s)",
                 release.version, release.instances
@@ -191,38 +190,6 @@ async fn restore(
 async fn stop_best_effort(app: &mut AppRuntime, ctx: &JobCtx) {
     if let Err(e) = stop_set(app, ctx).await {
         ctx.note("instances.stop_failed", reason(&e)).await;
-    }
-}
-
-/// Deletes releases beyond the configured count, never the current, previous or last
-/// known-good one.
-async fn prune(app: &mut AppRuntime, ctx: &JobCtx) {
-    let protect: Vec<_> = [
-        &app.state.current,
-        &app.state.previous,
-        &app.state.last_known_good,
-    ]
-    .into_iter()
-    .flatten()
-    .cloned()
-    .collect();
-    match app.releases.prune(ctx.releases_kept, &protect) {
-        Ok(removed) if removed.is_empty() => {}
-        Ok(removed) => {
-            for version in &removed {
-                app.state.releases.remove(&version.to_string());
-            }
-            let list: Vec<String> = removed.iter().map(ToString::to_string).collect();
-            ctx.note(
-                "releases.pruned",
-                format!("removed old releases {}", list.join(", ")),
-            )
-            .await;
-            if let Err(e) = app.persist() {
-                tracing::error!("cannot persist state after pruning: {}", reason(&e));
-            }
-        }
-        Err(e) => tracing::warn!("cannot prune old releases: {}", reason(&e)),
     }
 }
 

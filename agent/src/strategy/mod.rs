@@ -86,12 +86,20 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
     }
     match spec.action {
         Action::Deploy => match &spec.release {
-            Some(release) => match release.strategy {
-                StrategyKind::Hot => hot::deploy(app, ctx, release).await,
-                StrategyKind::Rolling => rolling::deploy(app, ctx, release).await,
-                StrategyKind::BlueGreen => blue_green::deploy(app, ctx, release).await,
-                StrategyKind::Canary => canary::deploy(app, ctx, release).await,
-            },
+            Some(release) => {
+                let ended = match release.strategy {
+                    StrategyKind::Hot => hot::deploy(app, ctx, release).await,
+                    StrategyKind::Rolling => rolling::deploy(app, ctx, release).await,
+                    StrategyKind::BlueGreen => blue_green::deploy(app, ctx, release).await,
+                    StrategyKind::Canary => canary::deploy(app, ctx, release).await,
+                };
+                // Each deploy may unpack one more release; keep releases_kept, whatever
+                // the strategy.
+                if ended.outcome == crate::progress::Outcome::Succeeded {
+                    steps::prune(app, ctx).await;
+                }
+                ended
+            }
             None => Ended::failed("a deploy job must carry a release".to_owned()),
         },
         // With a router, a rollback never leaves the app without a healthy backend.

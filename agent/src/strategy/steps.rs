@@ -353,6 +353,38 @@ pub async fn stop_all(app: &mut AppRuntime, ctx: &JobCtx) -> Result<(), Strategy
     Ok(())
 }
 
+/// Deletes releases beyond the configured count, never the current, previous or last
+/// known-good one. Every strategy's successful deploy ends with it.
+pub async fn prune(app: &mut AppRuntime, ctx: &JobCtx) {
+    let protect: Vec<_> = [
+        &app.state.current,
+        &app.state.previous,
+        &app.state.last_known_good,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    match app.releases.prune(ctx.releases_kept, &protect) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            for version in &removed {
+                app.state.releases.remove(&version.to_string());
+            }
+            let list: Vec<String> = removed.iter().map(ToString::to_string).collect();
+            ctx.note(
+                "releases.pruned",
+                format!("removed old releases {}", list.join(", ")),
+            )
+            .await;
+            if let Err(e) = app.persist() {
+                tracing::error!("cannot persist state after pruning: {}", reason(&e));
+            }
+        }
+        Err(e) => tracing::warn!("cannot prune old releases: {}", reason(&e)),
+    }
+}
+
 /// Runs a strategy's `forward` part within `deadline`: its value, or the failure text the
 /// strategy's way back starts from (the step's error chain, or the deadline of `limit`).
 ///

@@ -153,3 +153,52 @@ fn an_agent_started_with_a_relative_config_path_deploys_and_serves() {
     );
     assert_status_version(&ctl, "1.0.0");
 }
+
+#[test]
+fn every_strategy_prunes_releases_beyond_releases_kept() {
+    let env = TestEnv::with_options(gantry_tests::Options::front_door(1)).unwrap();
+    let mut raw = env.raw_config();
+    raw.limits.releases_kept = 2;
+    env.write_raw_config(&raw).unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let flags: [&[&str]; 4] = [
+        &["--strategy", "rolling", "--drain-timeout", "1s"],
+        &["--strategy", "blue-green", "--scale-down-delay", "1s"],
+        &[
+            "--strategy",
+            "canary",
+            "--step",
+            "100:0s",
+            "--analysis-interval",
+            "200ms",
+            "--drain-timeout",
+            "1s",
+        ],
+        &["--strategy", "rolling", "--drain-timeout", "1s"],
+    ];
+    for (i, strategy) in flags.into_iter().enumerate() {
+        let version = format!("1.0.{i}");
+        let artifact = make_artifact(&env, &version, "").unwrap();
+        let mut all: Vec<&str> = vec!["--instances", "1"];
+        all.extend(strategy);
+        all.extend([
+            "--health",
+            "http:/health",
+            "--health-interval",
+            "200ms",
+            "--health-deadline",
+            "20s",
+        ]);
+        let args = crate::deploy_args(&env.keys.deployer, &version, &artifact, &all);
+        let out = ctl.run(&crate::strs(&args)).unwrap();
+        out.assert_code(0);
+        let on_disk = crate::releases(&env);
+        assert!(
+            on_disk.len() <= 2,
+            "after {strategy:?} of {version}, releases_kept = 2 but on disk: {on_disk:?}"
+        );
+        assert!(on_disk.contains(&version), "{on_disk:?}");
+    }
+    assert_status_version(&ctl, "1.0.3");
+}
