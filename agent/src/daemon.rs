@@ -2,7 +2,8 @@
 //! drain that leaves every app instance running.
 //!
 //! Start-up: config → signing key → audit log (torn tail set aside) → `agent.started` →
-//! replay store → artifact store → executor (adopts instances, closes interrupted jobs) →
+//! replay store (records missing from it rebuilt from the log's `job.accepted` entries) →
+//! artifact store → executor (adopts instances, closes interrupted jobs) →
 //! listener → `<data_dir>/run/listen.addr` → `READY=1` to systemd (and watchdog pings when
 //! `WatchdogSec=` asks for them). Shutdown: `STOPPING=1` → stop accepting → let jobs finish
 //! within the grace period, else interrupt them → detach instances → `agent.stopped` → final
@@ -24,11 +25,23 @@ use crate::audit::{AuditLog, AuditOptions, Entry};
 use crate::config::Config;
 use crate::error::reason;
 use crate::executor::Executor;
+use crate::intake::Intake;
+use crate::ledger::Ledger;
 use crate::server::handshake::HandshakeRefusals;
 use crate::server::throttle::{Budget, ClientThrottle};
 use crate::server::{AgentService, tls};
 use crate::shutdown::{GRACE, Shutdown};
 use crate::state::create_dir_mode;
+
+/// The entry saying which accepted jobs the replay store lacked at start and got back from the
+/// audit log (the directory deleted or emptied).
+fn rebuilt_entry(ledger: &Ledger, restored: &[crate::job::JobId]) -> Entry {
+    let ids: Vec<String> = restored.iter().map(ToString::to_string).collect();
+    Entry::new("replay_store.rebuilt")
+        .with("dir", json!(ledger.dir().display().to_string()))
+        .with("restored", json!(ids.len()))
+        .with("job_ids", json!(ids))
+}
 
 /// HTTP/2 limits: enough for a controller, too little for a resource-exhaustion attempt.
 const MAX_CONCURRENT_STREAMS: u32 = 64;
@@ -174,15 +187,30 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .await
         .map_err(start("record agent.started in the audit log"))?;
 
-    let admission = Arc::new(
-        Admission::new(
-            Arc::clone(&config.policy),
-            config.limits.clone(),
-            config.agent_id.clone(),
-            &config.data_dir.join("jobs"),
-        )
-        .map_err(start("open the replay store"))?,
+    let ledger = Arc::new(
+        Ledger::open(&config.data_dir.join("jobs")).map_err(start("open the replay store"))?,
     );
+    // So that no accepted job is admitted twice when the store was deleted or emptied.
+    let restored = ledger
+        .rebuild_from_log(&audit_dir)
+        .map_err(start("rebuild the replay store from the audit log"))?;
+    if !restored.is_empty() {
+        tracing::warn!(
+            "the replay store {} lacked {} accepted job(s); rebuilt them from the audit log",
+            ledger.dir().display(),
+            restored.len()
+        );
+        audit
+            .append(rebuilt_entry(&ledger, &restored))
+            .await
+            .map_err(start("record replay_store.rebuilt in the audit log"))?;
+    }
+    let admission = Arc::new(Admission::over(
+        Arc::clone(&config.policy),
+        config.limits.clone(),
+        config.agent_id.clone(),
+        Arc::clone(&ledger),
+    ));
     let store = Arc::new(
         ArtifactStore::open(
             &config.data_dir.join("artifacts"),
@@ -200,7 +228,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let executor = Executor::start(
         Arc::clone(&config),
         audit.clone(),
-        Arc::clone(&admission),
+        Arc::clone(&ledger),
         Arc::clone(&store),
         shutdown.tracker().clone(),
         jobs_token.clone(),
@@ -226,11 +254,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::clone(&key),
         audit.clone(),
         audit_dir,
-        Arc::clone(&admission),
+        Intake::new(
+            admission,
+            audit.clone(),
+            executor.clone(),
+            Arc::new(secrets),
+        ),
         executor.clone(),
         Arc::clone(&store),
         config.limits.max_artifact_bytes,
-        Arc::new(secrets),
         throttle,
     );
     let decode_limit =

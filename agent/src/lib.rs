@@ -53,6 +53,8 @@ pub mod error;
 pub mod executor;
 pub mod fsguard;
 pub mod health;
+pub mod intake;
+pub mod ledger;
 pub mod lock;
 pub mod progress;
 pub mod reach;

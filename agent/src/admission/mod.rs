@@ -12,8 +12,9 @@
 //! 5. the app is configured, the signers hold an allowed role, approvals reach the quorum,
 //!    instance counts fit, the strategy has its router;
 //! 6. action checks: deploys never downgrade, rollback targets exist;
-//! 7. replay ([`replay`]): identical bytes of a known job are a duplicate, other bytes under a
-//!    known id are refused; then the app must not be busy; then the job id is recorded durably.
+//! 7. replay (the [`Ledger`]): identical bytes of a known job are a duplicate, other bytes
+//!    under a known id are refused; then the app must not be busy; then the job id is recorded
+//!    durably.
 //!
 //! Steps 1 to 5 are [`explain::assess`], the code `gantry job show --policy` runs too, so a
 //! job it calls admissible passes them here and one it calls missing something is refused
@@ -23,31 +24,21 @@
 //! The TLS client's identity is checked by the server (CA chain and fingerprint pin) before a
 //! job gets here; it grants nothing by itself and is only reported.
 
-pub mod replay;
-
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use crate::config::{Limits, Policy};
-use crate::job::{Action, AppName, JobId, Sha256Hex, VerifiedJob};
+use crate::job::{Action, Sha256Hex, VerifiedJob};
+use crate::ledger::{JobRecord, Ledger, LedgerError};
 
 // The pure checks live in gantry-policy, shared with the controller's `job show --policy`;
 // re-exported so that `admission::decode` and friends keep their paths.
 pub use gantry_policy::admission::{AdmissionError, SignatureIn, decode, explain, policy, window};
-pub use replay::{ReplayError, ReplayRecord};
-
-/// What admission needs to know about the apps' current state.
-pub trait AppView: Send + Sync {
-    /// The release currently active, if any.
-    fn current_version(&self, app: &AppName) -> Option<semver::Version>;
-    /// Whether a release of this version is on disk (a rollback target).
-    fn has_release(&self, app: &AppName, version: &semver::Version) -> bool;
-    /// The job running on the app, if any.
-    fn busy_with(&self, app: &AppName) -> Option<JobId>;
-}
+// Defined on the app floor, which the executor implements it from; named here for callers.
+pub use crate::app::AppView;
 
 /// A job that passed admission.
 // One value per submitted job: its size does not matter, and the variants are the interface.
@@ -57,7 +48,7 @@ pub enum Admitted {
     /// A new job, now recorded: run it.
     New(VerifiedJob),
     /// The identical bytes of a job admitted before: report or follow that job, run nothing.
-    Duplicate(ReplayRecord),
+    Duplicate(JobRecord),
 }
 
 /// A refused job, with whatever was known about it for the audit entry.
@@ -87,42 +78,44 @@ impl std::error::Error for Rejection {
     }
 }
 
-/// The admission pipeline over one policy and one replay store.
+/// The admission pipeline over one policy and one job ledger.
 #[derive(Debug)]
 pub struct Admission {
     policy: Arc<Policy>,
     limits: Limits,
     agent_id: String,
-    store: Mutex<replay::ReplayStore>,
+    ledger: Arc<Ledger>,
 }
 
 impl Admission {
-    /// Opens the replay store in `jobs_dir` (creating it) and loads every record.
+    /// Opens the ledger in `jobs_dir` (creating it), loads every record, and admits over it.
     ///
     /// # Errors
     ///
-    /// [`ReplayError`] when the directory cannot be created or read, or a record is corrupt.
+    /// [`LedgerError`] when the directory cannot be created or read, or a record is corrupt.
     pub fn new(
         policy: Arc<Policy>,
         limits: Limits,
         agent_id: String,
         jobs_dir: &Path,
-    ) -> Result<Self, ReplayError> {
-        let store = replay::ReplayStore::open(jobs_dir)?;
-        Ok(Self {
+    ) -> Result<Self, LedgerError> {
+        let ledger = Arc::new(Ledger::open(jobs_dir)?);
+        Ok(Self::over(policy, limits, agent_id, ledger))
+    }
+
+    /// Admits over a ledger opened by the caller (the daemon shares it with the executor).
+    pub fn over(
+        policy: Arc<Policy>,
+        limits: Limits,
+        agent_id: String,
+        ledger: Arc<Ledger>,
+    ) -> Self {
+        Self {
             policy,
             limits,
             agent_id,
-            store: Mutex::new(store),
-        })
-    }
-
-    fn store(&self) -> MutexGuard<'_, replay::ReplayStore> {
-        // The store's state is updated only after a successful write: a panic elsewhere while
-        // holding the lock leaves it consistent.
-        self.store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            ledger,
+        }
     }
 
     /// Runs the whole pipeline (see the module docs). `now_unix` is the agent's clock.
@@ -200,8 +193,8 @@ impl Admission {
             }
             Action::Restart | Action::Stop | Action::Promote | Action::Abort => {}
         }
-        let mut store = self.store();
-        if let Some(record) = store.get(spec.id.as_str()) {
+        let mut ledger = self.ledger.lock();
+        if let Some(record) = ledger.get(spec.id.as_str()) {
             return if record.digest == *digest {
                 Ok(Admitted::Duplicate(record.clone()))
             } else {
@@ -227,17 +220,15 @@ impl Admission {
             }
             (Action::Deploy | Action::Rollback | Action::Restart | Action::Stop, None) => {}
         }
-        store
-            .insert(ReplayRecord {
-                job_id: spec.id.clone(),
-                digest: digest.clone(),
-                app: spec.app.clone(),
-                accepted_at_ms: crate::clock::now_ms(),
-                outcome: None,
-                reason: String::new(),
-            })
+        ledger
+            .insert(Ledger::admitted(
+                spec.id.clone(),
+                digest.clone(),
+                spec.app.clone(),
+                crate::clock::now_ms(),
+            ))
             .map_err(|e| AdmissionError::Store(Box::new(e)))?;
-        drop(store);
+        drop(ledger);
 
         let mut signer_ids: Vec<_> = signers.iter().map(|k| k.key.key_id()).collect();
         signer_ids.sort();
@@ -248,30 +239,9 @@ impl Admission {
         }))
     }
 
-    /// Records how an admitted job ended: `"succeeded"`, `"failed"`, `"rolled_back"` or
-    /// `"interrupted"`.
-    ///
-    /// # Errors
-    ///
-    /// [`ReplayError::UnknownJob`], [`ReplayError::BadOutcome`] or a write failure.
-    pub fn record_outcome(
-        &self,
-        job_id: &JobId,
-        outcome: &str,
-        reason: &str,
-    ) -> Result<(), ReplayError> {
-        self.store().set_outcome(job_id, outcome, reason)
-    }
-
-    /// The record of a job admitted before, if any.
-    pub fn lookup(&self, job_id: &str) -> Option<ReplayRecord> {
-        self.store().get(job_id).cloned()
-    }
-
-    /// Admitted jobs without an outcome (running, or interrupted by an agent stop), oldest
-    /// first.
-    pub fn unfinished(&self) -> Vec<ReplayRecord> {
-        self.store().unfinished()
+    /// The ledger admission records admitted jobs in.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The policy admission enforces.

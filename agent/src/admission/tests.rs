@@ -14,7 +14,9 @@ use prost::Message;
 
 use super::*;
 use crate::config::{AppPolicy, Limits, Policy, RunAs, TrustedKey};
-use crate::job::{Probe, StrategyKind};
+use crate::job::{AppName, JobId, Probe, StrategyKind};
+use crate::ledger::{LedgerError, Standing};
+use crate::progress::Ended;
 
 const NOW: i64 = 1_800_000_000;
 const AGENT: &str = "agent-1";
@@ -110,7 +112,7 @@ struct Fx {
 }
 
 /// An admission over `policy`, with its replay store under `dir/jobs`.
-fn open(policy: Policy, dir: &std::path::Path) -> Result<Admission, ReplayError> {
+fn open(policy: Policy, dir: &std::path::Path) -> Result<Admission, LedgerError> {
     Admission::new(
         Arc::new(policy),
         limits(),
@@ -303,7 +305,7 @@ fn a_deployer_signed_job_is_admitted_with_its_decoded_spec() {
     );
     assert_eq!(r.health.deadline, Duration::from_secs(30));
     assert_eq!(r.progress_deadline, Duration::from_secs(600));
-    assert_eq!(fx.adm.unfinished().len(), 1);
+    assert_eq!(fx.adm.ledger().unfinished().len(), 1);
 }
 
 #[test]
@@ -617,7 +619,7 @@ fn replay_with_same_bytes_is_a_duplicate() {
         Ok(Admitted::Duplicate(rec)) => {
             assert_eq!(rec.job_id.as_str(), "j1");
             assert_eq!(rec.digest, Sha256Hex::of(&bytes));
-            assert_eq!(rec.outcome, None);
+            assert_eq!(rec.standing, Standing::Admitted);
         }
         other => panic!("{other:?}"),
     }
@@ -644,14 +646,17 @@ fn replay_after_restart() {
     let sigs = [sign(&fx.keys.deployer, &bytes)];
     new_job(fx.admit(&bytes, &sigs));
     fx.adm
-        .record_outcome(&JobId::new("j1").unwrap(), "succeeded", "healthy")
+        .ledger()
+        .finish(&JobId::new("j1").unwrap(), Ended::succeeded("healthy"))
         .unwrap();
 
     let restarted = open(policy(&fx.keys, 0), fx.dir.path()).unwrap();
     match restarted.admit(&bytes, &sigs, NOW, &Apps::default()) {
         Ok(Admitted::Duplicate(rec)) => {
-            assert_eq!(rec.outcome.as_deref(), Some("succeeded"));
-            assert_eq!(rec.reason, "healthy");
+            assert_eq!(
+                rec.standing,
+                Standing::Finished(Ended::succeeded("healthy"))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -968,61 +973,12 @@ fn busy_app() {
 }
 
 #[test]
-fn outcomes_are_recorded_and_unfinished_jobs_listed() {
-    let fx = fx();
-    for id in ["j1", "j2"] {
-        let bytes = job(id).encode_to_vec();
-        new_job(fx.by_deployer(&bytes));
-    }
-    let j1 = JobId::new("j1").unwrap();
-    fx.adm
-        .record_outcome(&j1, "rolled_back", "unhealthy")
-        .unwrap();
-    let left: Vec<String> = fx
-        .adm
-        .unfinished()
-        .iter()
-        .map(|r| r.job_id.to_string())
-        .collect();
-    assert_eq!(left, ["j2"]);
-    assert_eq!(
-        fx.adm.lookup("j1").unwrap().outcome.as_deref(),
-        Some("rolled_back")
-    );
-    assert!(fx.adm.lookup("nope").is_none());
-    let e = fx.adm.record_outcome(&j1, "exploded", "").unwrap_err();
-    assert!(matches!(e, ReplayError::BadOutcome { .. }), "{e:?}");
-    let e = fx
-        .adm
-        .record_outcome(&JobId::new("zz").unwrap(), "failed", "")
-        .unwrap_err();
-    assert!(matches!(e, ReplayError::UnknownJob { .. }), "{e:?}");
-}
-
-#[test]
-fn a_job_refused_after_admission_is_recorded_rejected_and_not_left_unfinished() {
-    // The server records a job refused because its app became busy as "rejected"; unrecorded,
-    // the next start would report it as interrupted.
-    let fx = fx();
-    let bytes = job("j1").encode_to_vec();
-    new_job(fx.by_deployer(&bytes));
-    let j1 = JobId::new("j1").unwrap();
-    fx.adm
-        .record_outcome(&j1, "rejected", "app web is busy with job j0")
-        .unwrap();
-    assert!(fx.adm.unfinished().is_empty());
-    let record = fx.adm.lookup("j1").unwrap();
-    assert_eq!(record.outcome.as_deref(), Some("rejected"));
-    assert_eq!(record.reason, "app web is busy with job j0");
-}
-
-#[test]
 fn a_corrupt_replay_record_stops_startup() {
     let fx = fx();
     let jobs = fx.dir.path().join("jobs");
     std::fs::write(jobs.join("j9.json"), b"{oops").unwrap();
     let e = open(policy(&fx.keys, 0), fx.dir.path()).unwrap_err();
-    assert!(matches!(e, ReplayError::Load { .. }), "{e:?}");
+    assert!(matches!(e, LedgerError::Load { .. }), "{e:?}");
     assert!(e.to_string().contains("j9.json"), "{e}");
 }
 
@@ -1097,8 +1053,11 @@ fn key_outside_its_validity_window() {
             fx.keys.deployer.key_id()
         )
     );
-    assert!(fx.adm.unfinished().is_empty(), "nothing was recorded");
-    assert_eq!(fx.adm.lookup("j1"), None);
+    assert!(
+        fx.adm.ledger().unfinished().is_empty(),
+        "nothing was recorded"
+    );
+    assert_eq!(fx.adm.ledger().get("j1"), None);
 
     // Not yet valid: not_before is inclusive.
     let fx = fx_key(0, "deployer", |k| k.not_before = Some(NOW + 1));
@@ -1120,7 +1079,7 @@ fn revoked_key() {
     });
     let e = fx.reject(&job("j1"));
     assert_key_not_valid(&e, "deployer", "revoked: laptop stolen 2026-03-01");
-    assert!(fx.adm.unfinished().is_empty());
+    assert!(fx.adm.ledger().unfinished().is_empty());
 
     let fx = fx_key(0, "deployer", |k| k.revoked = true);
     assert_key_not_valid(&fx.reject(&job("j1")), "deployer", "revoked");

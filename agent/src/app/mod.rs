@@ -1,5 +1,6 @@
 //! One app's runtime: its policy, directory, state file, releases, live instances and front
-//! door, and the facts status reads without the app's lock.
+//! door, and the facts status reads without the app's lock; [`AppView`], what admission
+//! asks about the apps (the executor answers it).
 //!
 //! * [`slots`]: which instances serve from which slot, and their ports.
 //! * [`front_door`]: the app's router and the front door process's own life cycle.
@@ -16,10 +17,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::artifact::Releases;
 use crate::config::AppPolicy;
-use crate::job::{Action, JobId};
+use crate::job::{Action, AppName, JobId};
 use crate::state::{AppState, StateError};
 use crate::supervisor::Instance;
 use crate::traffic::Router;
+
+/// What admission needs to know about the apps' current state. Defined here, below the
+/// executor that implements it and admission that asks it, so neither imports the other.
+pub trait AppView: Send + Sync {
+    /// The release currently active, if any.
+    fn current_version(&self, app: &AppName) -> Option<semver::Version>;
+    /// Whether a release of this version is on disk (a rollback target).
+    fn has_release(&self, app: &AppName, version: &semver::Version) -> bool;
+    /// The job running on the app, if any.
+    fn busy_with(&self, app: &AppName) -> Option<JobId>;
+}
 
 /// One app's runtime: its policy, directory, state file, releases and live instances.
 #[derive(Debug)]

@@ -56,7 +56,7 @@ use gantry_proto::keys::SigningKey;
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
-pub use reader::{format_human, read_lines, tail, verify_dir};
+pub use reader::{format_human, read_lines, scan, tail, verify_dir};
 
 /// How many lines a slow [`AuditLog::subscribe`] receiver may fall behind before it lags.
 const SUBSCRIBE_CAPACITY: usize = 1024;

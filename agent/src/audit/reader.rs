@@ -82,16 +82,35 @@ fn files_from(dir: &Path, from_seq: u64) -> Result<Vec<LogFile>, AuditError> {
 /// Listing or reading errors naming the path; [`AuditError::Corrupt`] for a line without a seq.
 pub fn read_lines(dir: &Path, from_seq: u64) -> Result<Vec<(u64, String)>, AuditError> {
     let mut out = Vec::new();
+    scan(dir, from_seq, |seq, line| {
+        out.push((seq, String::from_utf8_lossy(line).into_owned()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f(seq, line)` for every complete line with `seq >= from_seq`, across rotated files,
+/// one at a time (the log is never held in memory whole).
+///
+/// # Errors
+///
+/// Listing or reading errors naming the path; [`AuditError::Corrupt`] for a line without a
+/// seq; whatever `f` returns.
+pub fn scan(
+    dir: &Path,
+    from_seq: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
     for file in files_from(dir, from_seq)? {
         for_each_line(&file.path, |number, line| {
             let seq = seq_of(&file.path, number, line)?;
             if seq >= from_seq {
-                out.push((seq, String::from_utf8_lossy(line).into_owned()));
+                f(seq, line)?;
             }
             Ok(())
         })?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Verifies the whole log in `dir`: the hash chain from seq 1 across every file, each file's

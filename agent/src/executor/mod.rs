@@ -3,7 +3,8 @@
 //!
 //! The executor owns the apps' runtime state (`AppRuntime`: state file, releases, live
 //! instances). A job locks its app for its whole run; admission sees whether an app is busy
-//! through [`AppView`] without waiting for that lock.
+//! through [`AppView`] without waiting for that lock. How each job ended goes to the
+//! [`Ledger`].
 
 mod recovery;
 mod status;
@@ -22,14 +23,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::admission::{Admission, AppView};
-use crate::app::{AppRuntime, AppShared, Control};
+use crate::app::{AppRuntime, AppShared, AppView, Control};
 use crate::artifact::{ArtifactStore, Releases, UnpackLimits};
 use crate::audit::{AuditLog, Entry, HeldAppend};
 use crate::clock::{Clock, now_ms};
 use crate::config::Config;
 use crate::error::lock;
 use crate::job::{Action, AppName, JobId, StrategyKind, VerifiedJob};
+use crate::ledger::Ledger;
 use crate::progress::Ended;
 use crate::strategy::{self, JobCtx};
 use crate::supervisor::Backoff;
@@ -69,7 +70,7 @@ pub enum ExecutorError {
 struct Inner {
     config: Arc<Config>,
     audit: AuditLog,
-    admission: Arc<Admission>,
+    ledger: Arc<Ledger>,
     store: Arc<ArtifactStore>,
     apps: BTreeMap<AppName, Arc<tokio::sync::Mutex<AppRuntime>>>,
     controls: BTreeMap<AppName, mpsc::Sender<Control>>,
@@ -77,8 +78,7 @@ struct Inner {
     busy: Mutex<BTreeMap<AppName, JobId>>,
     current: Mutex<BTreeMap<AppName, Option<semver::Version>>>,
     jobs: Mutex<HashMap<JobId, Arc<JobHandle>>>,
-    /// Finished jobs still in `jobs`, oldest first; older ones are answered from the replay
-    /// store, so memory does not grow with every job the agent ever ran.
+    /// Finished jobs still in `jobs`, oldest first; older ones are answered from the ledger, so memory does not grow with every job the agent ever ran.
     finished: Mutex<VecDeque<JobId>>,
     recent: Mutex<VecDeque<JobSummary>>,
     tasks: TaskTracker,
@@ -293,11 +293,11 @@ impl Executor {
             }
             Err(e) => tracing::error!("cannot record the end of the job in the audit log: {e}"),
         }
-        if let Err(e) = self
-            .inner
-            .admission
-            .record_outcome(&spec.id, outcome.as_str(), &reason)
-        {
+        let ended = Ended {
+            outcome,
+            reason: reason.clone(),
+        };
+        if let Err(e) = self.inner.ledger.finish(&spec.id, ended) {
             tracing::error!("cannot record the outcome in the replay store: {e}");
         }
         let checkpoint = match self.inner.audit.checkpoint().await {

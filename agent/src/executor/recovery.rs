@@ -13,7 +13,6 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{Executor, ExecutorError, Inner, default_backoff};
-use crate::admission::Admission;
 use crate::app::{AppRuntime, AppShared, front_door, slots};
 use crate::artifact::{ArtifactStore, Releases};
 use crate::audit::{AuditLog, Entry};
@@ -21,6 +20,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::reason;
 use crate::job::{Action, AppName, JobId, VerifiedJob};
+use crate::ledger::Ledger;
 use crate::progress::{Ended, JobHandle, Outcome};
 use crate::state::{AppState, InstanceRecord};
 use crate::strategy::{self, steps};
@@ -37,7 +37,7 @@ impl Executor {
     pub async fn start(
         config: Arc<Config>,
         audit: AuditLog,
-        admission: Arc<Admission>,
+        ledger: Arc<Ledger>,
         store: Arc<ArtifactStore>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
@@ -92,7 +92,7 @@ impl Executor {
             controls.insert(name.clone(), control_tx);
             shared.insert(name.clone(), app_shared);
             if let Some(job) = runtime.state.active_job.take() {
-                interrupted(&audit, &admission, &job, name).await;
+                interrupted(&audit, &ledger, &job, name).await;
                 if runtime.router().is_some() {
                     to_converge.push(name.clone());
                 }
@@ -101,14 +101,14 @@ impl Executor {
             current.insert(name.clone(), runtime.state.current.clone());
             apps.insert(name.clone(), Arc::new(tokio::sync::Mutex::new(runtime)));
         }
-        for record in admission.unfinished() {
-            interrupted(&audit, &admission, &record.job_id, &record.app).await;
+        for record in ledger.unfinished() {
+            interrupted(&audit, &ledger, &record.job_id, &record.app).await;
         }
         let executor = Executor {
             inner: Arc::new(Inner {
                 config,
                 audit,
-                admission,
+                ledger,
                 store,
                 apps,
                 controls,
@@ -251,7 +251,7 @@ impl Executor {
     }
 }
 
-async fn interrupted(audit: &AuditLog, admission: &Admission, job: &JobId, app: &AppName) {
+async fn interrupted(audit: &AuditLog, ledger: &Ledger, job: &JobId, app: &AppName) {
     let reason = "the agent stopped while the job ran; instances were adopted as found";
     let entry = Entry::new("job.interrupted")
         .with("job_id", json!(job))
@@ -260,7 +260,7 @@ async fn interrupted(audit: &AuditLog, admission: &Admission, job: &JobId, app: 
     if let Err(e) = audit.append(entry).await {
         tracing::error!(%job, "cannot record the interrupted job: {e}");
     }
-    if let Err(e) = admission.record_outcome(job, Outcome::Interrupted.as_str(), reason) {
+    if let Err(e) = ledger.finish(job, Ended::interrupted(reason)) {
         tracing::error!(%job, "cannot record the interrupted job's outcome: {e}");
     }
 }

@@ -1,10 +1,12 @@
-//! The gRPC service `gantry.v1.Agent` over mutual TLS.
+//! The gRPC service `gantry.v1.Agent` over mutual TLS: the transport of the agent's use
+//! cases.
 //!
-//! A submitted job goes: admission (pure checks; the replay store records an admitted id) →
-//! `job.received` and `job.rejected` or `job.accepted` (durable) → executor. Nothing runs
-//! before its acceptance is on disk, and every rejection is recorded with the peer's
+//! A submitted job goes to the [`Intake`] (admission → reservation → `job.accepted` →
+//! executor); this module maps the request in (`SignatureIn`, the peer's certificate) and the
+//! answer out ([`convert`], [`status`]), and records every rejection with the peer's
 //! certificate fingerprint and the claimed key ids — one by one up to a rate, counted in a
-//! `job.rejected.summary` entry beyond it (see [`flood`]).
+//! `job.rejected.summary` entry beyond it (see [`flood`]) — charging it to the peer's
+//! certificate ([`throttle`]).
 
 pub mod convert;
 pub mod flood;
@@ -21,18 +23,20 @@ use std::sync::Arc;
 use gantry_proto::keys::SigningKey;
 use gantry_proto::v1::{self, agent_server::Agent};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission::{Admission, Admitted, Rejection, SignatureIn};
-use crate::artifact::{ArtifactError, ArtifactStore};
+use crate::admission::{Rejection, SignatureIn};
+use crate::artifact::ArtifactStore;
 use crate::audit::{AuditLog, Entry};
 use crate::clock::now_ms;
 use crate::error::reason;
-use crate::executor::{EventKind, Executor, JobHandle, Outcome, strategy_of};
+use crate::executor::{EventKind, Executor, JobHandle};
+use crate::intake::{Intake, IntakeError, Known, PeerIdentity, Submitted, received_entry};
 use crate::job::{AppName, Sha256Hex};
+use crate::progress::Ended;
 
 /// A server-streaming answer.
 pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -44,16 +48,12 @@ pub struct AgentService {
     key: Arc<SigningKey>,
     audit: AuditLog,
     audit_dir: PathBuf,
-    admission: Arc<Admission>,
+    intake: Intake,
     executor: Executor,
     store: Arc<ArtifactStore>,
     max_artifact_bytes: u64,
     rejections: Arc<flood::RejectionLimiter>,
-    secrets: Arc<crate::secrets::SecretsKey>,
     throttle: Arc<throttle::ClientThrottle>,
-    /// Bumped whenever an admitted job starts or ends before starting, for the watchers of a
-    /// job admitted a moment ago.
-    settled: Arc<watch::Sender<u64>>,
 }
 
 impl AgentService {
@@ -64,11 +64,10 @@ impl AgentService {
         key: Arc<SigningKey>,
         audit: AuditLog,
         audit_dir: PathBuf,
-        admission: Arc<Admission>,
+        intake: Intake,
         executor: Executor,
         store: Arc<ArtifactStore>,
         max_artifact_bytes: u64,
-        secrets: Arc<crate::secrets::SecretsKey>,
         throttle: Arc<throttle::ClientThrottle>,
     ) -> Self {
         Self {
@@ -76,13 +75,11 @@ impl AgentService {
             key,
             audit,
             audit_dir,
-            admission,
+            intake,
             executor,
             store,
             max_artifact_bytes,
-            secrets,
             throttle,
-            settled: Arc::new(watch::Sender::new(0)),
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
         }
     }
@@ -149,7 +146,7 @@ impl AgentService {
         };
         match recorded {
             Ok(_) => answer(status::rejection(&rejection.error)),
-            Err(e) => unavailable(&e),
+            Err(e) => status::audit(&e),
         }
     }
 
@@ -184,19 +181,14 @@ impl AgentService {
         Some(pause)
     }
 
-    fn finished_stream(
-        &self,
-        job_id: &str,
-        outcome: Outcome,
-        why: &str,
-    ) -> EventStream<v1::JobEvent> {
+    fn finished_stream(&self, job_id: &str, ended: Ended) -> EventStream<v1::JobEvent> {
         let event = v1::JobEvent {
             job_id: job_id.to_owned(),
             seq: 1,
             ts_ms: now_ms(),
             kind: Some(v1::job_event::Kind::Finished(v1::JobFinished {
-                outcome: convert::outcome(outcome).into(),
-                reason: why.to_owned(),
+                outcome: convert::outcome(ended.outcome).into(),
+                reason: ended.reason,
                 checkpoint: self
                     .audit
                     .latest_checkpoint()
@@ -209,76 +201,12 @@ impl AgentService {
 
     /// The stream for a job admitted earlier (idempotent resubmission, or watch).
     async fn known_job(&self, job_id: &str) -> Result<EventStream<v1::JobEvent>, Status> {
-        // A job admitted a moment ago by another connection may not be running yet: its
-        // submitter is between admission and start. Wait for it (or for its outcome).
-        let deadline = tokio::time::Instant::now() + KNOWN_JOB_WAIT;
-        // Subscribed before looking, so a start between the look and the wait is not missed.
-        let mut settled = self.settled.subscribe();
-        loop {
-            if let Some(handle) = self.executor.job(job_id) {
-                return Ok(follow_job(handle));
-            }
-            let record = self.admission.lookup(job_id).ok_or_else(|| {
-                Status::not_found(format!("no job {job_id:?} is known to this agent"))
-            })?;
-            match record.outcome.as_deref().map(|o| (o, Outcome::parse(o))) {
-                Some((_, Some(outcome))) => {
-                    return Ok(self.finished_stream(job_id, outcome, &record.reason));
-                }
-                Some((other, None)) => {
-                    return Err(Status::aborted(format!(
-                        "job {job_id} ended {other}: {}",
-                        record.reason
-                    )));
-                }
-                None => {
-                    if !matches!(
-                        tokio::time::timeout_at(deadline, settled.changed()).await,
-                        Ok(Ok(()))
-                    ) {
-                        return Err(Status::unavailable(format!(
-                            "job {job_id} was accepted but its outcome is not known yet"
-                        )));
-                    }
-                }
-            }
+        match self.intake.known(job_id).await {
+            Ok(Known::Running(handle)) => Ok(follow_job(handle)),
+            Ok(Known::Ended(ended)) => Ok(self.finished_stream(job_id, ended)),
+            Err(e) => Err(status::known(&e)),
         }
     }
-}
-
-/// How long a resubmission or watch waits for a job another connection just admitted.
-const KNOWN_JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn unavailable(e: &dyn std::error::Error) -> Status {
-    let text = reason(e);
-    if text.starts_with("audit log unavailable") {
-        Status::unavailable(text)
-    } else {
-        Status::unavailable(format!("audit log unavailable: {text}"))
-    }
-}
-
-/// Who sent a request at the TLS layer. Admission never sees it: authority comes only from
-/// the signatures; the peer is recorded in the audit entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// Lowercase hex SHA-256 of the client's leaf certificate (DER).
-    pub fingerprint: String,
-}
-
-/// The `job.received` entry of a job of `bytes` bytes, written with its verdict (admission
-/// runs first, so a flood of forged jobs can be counted instead).
-fn received_entry(digest: &str, bytes: usize, peer: &PeerIdentity, claimed: &[String]) -> Entry {
-    Entry::new("job.received")
-        .with("job_digest", json!(digest))
-        .with("bytes", json!(bytes))
-        .with("peer_fingerprint", json!(peer.fingerprint))
-        .with("claimed_key_ids", json!(claimed))
-}
-
-/// The key ids the signatures claim.
-fn claimed(sigs: &[SignatureIn]) -> Vec<String> {
-    sigs.iter().map(|s| s.key_id_hint.clone()).collect()
 }
 
 fn peer_of<T>(request: &Request<T>) -> PeerIdentity {
@@ -325,10 +253,6 @@ fn follow_job(handle: Arc<JobHandle>) -> EventStream<v1::JobEvent> {
     Box::pin(ReceiverStream::new(rx))
 }
 
-fn artifact_status(e: &ArtifactError) -> Status {
-    Status::invalid_argument(format!("artifact refused: {}", reason(e)))
-}
-
 #[tonic::async_trait]
 impl Agent for AgentService {
     type SubmitStream = EventStream<v1::JobEvent>;
@@ -341,7 +265,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::SubmitStream>, Status> {
         let peer = peer_of(&request);
         let signed = request.into_inner();
-        self.audit.health().map_err(|e| unavailable(&e))?;
+        self.audit.health().map_err(|e| status::audit(&e))?;
         let bytes = signed.job.len();
         let sigs: Vec<SignatureIn> = signed
             .signatures
@@ -353,14 +277,10 @@ impl Agent for AgentService {
             .collect();
         // Fair share per client certificate: a flood from one (stolen) certificate waits for
         // its own few permits and cannot starve the other controllers' jobs.
-        let permit = self.throttle.gate(&peer.fingerprint).admission().await;
-        let admitted =
-            self.admission
-                .admit(&signed.job, &sigs, crate::clock::unix_now(), &self.executor);
-        drop(permit);
-        let job = match admitted {
-            Err(rejection) => return Err(self.reject(bytes, &rejection, &peer).await),
-            Ok(Admitted::Duplicate(record)) => {
+        let slot = self.throttle.gate(&peer.fingerprint).admission().await;
+        match self.intake.submit(&signed.job, &sigs, &peer, slot).await {
+            Ok(Submitted::Started(handle)) => Ok(Response::new(follow_job(handle))),
+            Ok(Submitted::Duplicate(record)) => {
                 tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
                 // It starts nothing but cost a full signature check: a replayed valid job is
                 // charged like a rejection, or a captured job could be replayed at full speed.
@@ -373,101 +293,17 @@ impl Agent for AgentService {
                     self.audit
                         .append(again)
                         .await
-                        .map_err(|e| unavailable(&e))?;
+                        .map_err(|e| status::audit(&e))?;
                 }
-                return self
-                    .known_job(record.job_id.as_str())
+                self.known_job(record.job_id.as_str())
                     .await
-                    .map(Response::new);
+                    .map(Response::new)
             }
-            Ok(Admitted::New(job)) => job,
-        };
-        let spec = &job.spec;
-        // Promote and abort act on the rollout that holds the app; they never reserve it.
-        let control = matches!(
-            spec.action,
-            crate::job::Action::Promote | crate::job::Action::Abort
-        );
-        if let Err(busy) = (!control)
-            .then(|| self.executor.reserve(&spec.app, &spec.id))
-            .transpose()
-        {
-            let why = reason(&busy);
-            if let Err(e) = self.admission.record_outcome(&spec.id, "rejected", &why) {
-                // The job never ran; left without an outcome it would be reported interrupted
-                // at the next start.
-                tracing::error!(job_id = %spec.id, "cannot record the refusal: {}", reason(&e));
+            Err(IntakeError::Rejected(rejection) | IntakeError::Busy(rejection)) => {
+                Err(self.reject(bytes, &rejection, &peer).await)
             }
-            self.settled.send_modify(|n| *n += 1);
-            let rejection = Rejection {
-                error: crate::admission::AdmissionError::AppBusy {
-                    app: spec.app.to_string(),
-                    job_id: match &busy {
-                        crate::executor::ExecutorError::Busy { job, .. } => job.to_string(),
-                        // reserve() fails only when the app is held; name the error otherwise.
-                        crate::executor::ExecutorError::Prepare { .. } => why.clone(),
-                    },
-                },
-                job_id: Some(spec.id.to_string()),
-                app: Some(spec.app.to_string()),
-                claimed_key_ids: claimed(&sigs),
-                job_digest: job.digest.to_string(),
-            };
-            return Err(self.reject(bytes, &rejection, &peer).await);
+            Err(e) => Err(status::intake(&e)),
         }
-        let version = spec
-            .release
-            .as_ref()
-            .map(|r| r.version.to_string())
-            .or_else(|| spec.target_version.as_ref().map(ToString::to_string));
-        let accepted = Entry::new("job.accepted")
-            .with("job_id", json!(spec.id))
-            .with("job_digest", json!(job.digest))
-            .with(
-                "signer_key_ids",
-                json!(
-                    job.signers
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                ),
-            )
-            .with("app", json!(spec.app))
-            .with("action", json!(spec.action.as_str()))
-            .with("version", json!(version))
-            .with("strategy", json!(strategy_of(&job).map(|s| s.as_str())))
-            .with(
-                "env",
-                json!(
-                    spec.release
-                        .as_ref()
-                        .map(|r| crate::secrets::audit_env(r, self.secrets.as_bytes()))
-                ),
-            )
-            .with("peer_fingerprint", json!(peer.fingerprint));
-        let received = received_entry(job.digest.as_str(), bytes, &peer, &claimed(&sigs));
-        let recorded = match self.audit.append(received).await {
-            Ok(_) => self.audit.append(accepted).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = recorded {
-            if !control {
-                self.executor.release(&spec.app);
-            }
-            let status = unavailable(&e);
-            if let Err(e) = self
-                .admission
-                .record_outcome(&spec.id, "failed", status.message())
-            {
-                tracing::error!(job_id = %spec.id, "cannot record the failure: {}", reason(&e));
-            }
-            self.settled.send_modify(|n| *n += 1);
-            return Err(status);
-        }
-        tracing::info!(job_id = %spec.id, app = %spec.app, action = %spec.action, "job accepted");
-        let handle = self.executor.spawn(job);
-        self.settled.send_modify(|n| *n += 1);
-        Ok(Response::new(follow_job(handle)))
     }
 
     async fn watch(
@@ -506,19 +342,19 @@ impl Agent for AgentService {
                 already_present: true,
             }));
         }
-        self.audit.health().map_err(|e| unavailable(&e))?;
+        self.audit.health().map_err(|e| status::audit(&e))?;
         let mut upload = self
             .store
             .begin_upload(&digest, meta.size)
-            .map_err(|e| artifact_status(&e))?;
+            .map_err(|e| status::artifact(&e))?;
         let write = |upload: &mut crate::artifact::Upload, data: &[u8]| {
-            tokio::task::block_in_place(|| upload.write(data)).map_err(|e| artifact_status(&e))
+            tokio::task::block_in_place(|| upload.write(data)).map_err(|e| status::artifact(&e))
         };
         write(&mut upload, &first.data)?;
         while let Some(chunk) = chunks.message().await? {
             write(&mut upload, &chunk.data)?;
         }
-        tokio::task::block_in_place(|| upload.finish()).map_err(|e| artifact_status(&e))?;
+        tokio::task::block_in_place(|| upload.finish()).map_err(|e| status::artifact(&e))?;
         let entry = Entry::new("artifact.stored")
             .with("sha256", json!(digest))
             .with("size", json!(meta.size))
@@ -526,7 +362,7 @@ impl Agent for AgentService {
         self.audit
             .append(entry)
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| status::audit(&e))?;
         Ok(Response::new(v1::ArtifactReceipt {
             sha256: digest.to_string(),
             size: meta.size,

@@ -1,8 +1,14 @@
-//! Admission errors to gRPC status codes and audit reason codes, in one exhaustive match each.
+//! Errors to gRPC status codes and audit reason codes, in one exhaustive match each (no `_`
+//! arm, so a new variant must be placed): admission's, the intake's, a watch's, the audit
+//! log's and the artifact store's.
 
 use tonic::{Code, Status};
 
 use crate::admission::AdmissionError;
+use crate::artifact::ArtifactError;
+use crate::audit::AuditError;
+use crate::error::reason;
+use crate::intake::{IntakeError, KnownError};
 
 /// The gRPC code a rejection is answered with.
 pub fn code(e: &AdmissionError) -> Code {
@@ -65,8 +71,99 @@ pub fn reason_code(e: &AdmissionError) -> &'static str {
 
 /// The status a rejected job is answered with; the message names the cause.
 pub fn rejection(e: &AdmissionError) -> Status {
-    Status::new(
-        code(e),
-        format!("job rejected: {}", crate::error::reason(e)),
-    )
+    Status::new(code(e), format!("job rejected: {}", reason(e)))
 }
+
+/// The status a submission the intake did not start is answered with. A rejection is answered
+/// by [`rejection`] once the server has recorded it; the others are the agent failing on its
+/// side (`UNAVAILABLE`/`INTERNAL`, which `gantry` reports with exit 2).
+pub fn intake(e: &IntakeError) -> Status {
+    match e {
+        IntakeError::Rejected(r) | IntakeError::Busy(r) => rejection(&r.error),
+        IntakeError::Audit(e) => audit(e),
+        IntakeError::Deadline(_) => Status::unavailable(format!(
+            "audit log unavailable: {}; the job did not run",
+            reason(e)
+        )),
+        IntakeError::Cut(_) => Status::internal(format!("{}; the job did not run", reason(e))),
+    }
+}
+
+/// The short reason code a submission the intake did not start is logged with.
+pub fn intake_reason(e: &IntakeError) -> &'static str {
+    match e {
+        IntakeError::Rejected(r) | IntakeError::Busy(r) => reason_code(&r.error),
+        IntakeError::Audit(_) => "audit_unavailable",
+        IntakeError::Deadline(_) => "accept_deadline",
+        IntakeError::Cut(_) => "accept_cut",
+    }
+}
+
+/// The status of a `watch` (or resubmission) of a job that cannot be followed.
+pub fn known(e: &KnownError) -> Status {
+    let text = reason(e);
+    match e {
+        KnownError::NotFound { .. } => Status::not_found(text),
+        KnownError::Refused { .. } => Status::aborted(text),
+        KnownError::Pending { .. } => Status::unavailable(text),
+    }
+}
+
+/// The status of a request the audit log cannot record: `UNAVAILABLE` while the log is failed
+/// closed or its disk nearly full (it comes back on its own), `INTERNAL` for what should never
+/// happen on a running log. Each message says `audit log unavailable`.
+pub fn audit(e: &AuditError) -> Status {
+    match e {
+        // Their own message starts with "audit log unavailable".
+        AuditError::Unavailable { .. }
+        | AuditError::LowSpace { .. }
+        | AuditError::HeldFull { .. } => Status::unavailable(reason(e)),
+        AuditError::StatFs { .. } | AuditError::Closed => {
+            Status::unavailable(format!("audit log unavailable: {}", reason(e)))
+        }
+        AuditError::CreateDir { .. }
+        | AuditError::NoLog { .. }
+        | AuditError::ListDir { .. }
+        | AuditError::Open { .. }
+        | AuditError::Read { .. }
+        | AuditError::Recover { .. }
+        | AuditError::Corrupt { .. }
+        | AuditError::InvalidEntry { .. }
+        | AuditError::Spawn { .. }
+        | AuditError::Chain { .. }
+        | AuditError::TornTail { .. }
+        | AuditError::Misnamed { .. }
+        | AuditError::Output { .. } => {
+            Status::internal(format!("audit log unavailable: {}", reason(e)))
+        }
+    }
+}
+
+/// The status of an upload the artifact store refused: what the client sent is
+/// `INVALID_ARGUMENT` (or `RESOURCE_EXHAUSTED` for its size), the agent's own disk and random
+/// source are `UNAVAILABLE` and `INTERNAL` (the agent failed on its side).
+pub fn artifact(e: &ArtifactError) -> Status {
+    let refused = || format!("artifact refused: {}", reason(e));
+    match e {
+        ArtifactError::TooLarge { .. } => Status::resource_exhausted(refused()),
+        ArtifactError::Oversize { .. }
+        | ArtifactError::SizeMismatch { .. }
+        | ArtifactError::DigestMismatch { .. }
+        | ArtifactError::UploadFailed { .. }
+        | ArtifactError::Unpack { .. } => Status::invalid_argument(refused()),
+        ArtifactError::Missing { .. } | ArtifactError::NotOnDisk { .. } => {
+            Status::failed_precondition(refused())
+        }
+        ArtifactError::Io { .. } => Status::unavailable(format!(
+            "the agent cannot store the artifact: {}",
+            reason(e)
+        )),
+        ArtifactError::Random { .. } => Status::internal(format!(
+            "the agent cannot store the artifact: {}",
+            reason(e)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;
