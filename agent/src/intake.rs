@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::admission::{Admission, AdmissionError, Admitted, Rejection, SignatureIn};
 use crate::audit::{AuditError, AuditLog, Entry};
+use crate::clock::Clock;
 use crate::error::reason;
 use crate::executor::{Executor, JobHandle, strategy_of};
 use crate::job::{Action, VerifiedJob};
@@ -125,6 +126,8 @@ pub struct Intake {
     /// job admitted a moment ago.
     settled: Arc<watch::Sender<u64>>,
     deadline: Duration,
+    /// The time validity windows are checked against.
+    clock: Arc<dyn Clock>,
 }
 
 impl Intake {
@@ -142,7 +145,15 @@ impl Intake {
             secrets,
             settled: Arc::new(watch::Sender::new(0)),
             deadline: ACCEPT_DEADLINE,
+            clock: crate::clock::system(),
         }
+    }
+
+    /// The same, checking validity windows against `clock` (tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The same, with another acceptance deadline (tests).
@@ -172,7 +183,7 @@ impl Intake {
     ) -> Result<Submitted, IntakeError> {
         let admitted = self
             .admission
-            .admit(job, sigs, crate::clock::unix_now(), &self.executor);
+            .admit(job, sigs, self.clock.now_unix(), &self.executor);
         drop(slot);
         let verified = match admitted {
             Err(rejection) => return Err(IntakeError::Rejected(rejection)),
