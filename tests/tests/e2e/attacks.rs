@@ -528,6 +528,41 @@ fn replay_after_restart() {
     assert_serves(&rig.env, "1.0.0", 1);
 }
 
+/// B7: a deleted replay store is rebuilt at start from the audit log's `job.accepted`
+/// entries, so a captured job inside its window is not admitted (and run) twice.
+#[test]
+fn b7_deleted_replay_store_does_not_readmit_a_captured_job() {
+    let mut rig = Rig::new();
+    let job = rig.create_signed("captured", &["--job-id", "captured-1"]);
+    rig.submit(&job).assert_code(0);
+    assert_serves(&rig.env, "1.0.0", 1);
+    let pids = recorded_instance_pids(&rig.env.data_dir);
+    assert!(!pids.is_empty());
+
+    rig.agent.terminate().unwrap();
+    let jobs = rig.env.data_dir.join("jobs");
+    std::fs::remove_dir_all(&jobs).unwrap();
+    rig.start_again();
+    assert!(
+        jobs.join("captured-1.json").is_file(),
+        "the record was not rebuilt"
+    );
+    let rebuilt = audit_events(&rig.env, "replay_store.rebuilt").unwrap();
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_eq!(rebuilt[0]["job_ids"], serde_json::json!(["captured-1"]));
+
+    let again = rig.submit(&job);
+    again.assert_code(0);
+    assert_eq!(rig.count("job.accepted", "captured-1"), 1, "accepted twice");
+    assert_eq!(rig.count("job.succeeded", "captured-1"), 1, "ran twice");
+    assert_eq!(
+        recorded_instance_pids(&rig.env.data_dir),
+        pids,
+        "instances were replaced by the replay"
+    );
+    assert_serves(&rig.env, "1.0.0", 1);
+}
+
 #[test]
 fn same_job_id_with_other_bytes() {
     let rig = Rig::new();
