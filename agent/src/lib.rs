@@ -3,22 +3,24 @@
 //!
 //! # Layout
 //!
-//! A job flows top to bottom, and every import points down (checked with an import-graph
-//! script; the exceptions are listed at the end):
+//! A job flows top to bottom, and every import points down (checked with
+//! `scripts/import-graph.py`; the one exception is named at the end):
 //!
 //! * [`daemon`] assembles the rest for `gantry-agent run` ([`lock`]: one agent per data dir;
 //!   [`readiness`]: systemd notifications); [`cli`] holds the operator commands.
 //! * [`server`]: gRPC over mutual TLS, the per-certificate throttle and the rejection flood
 //!   summary; proto types stop at `server::convert`, errors become codes in `server::status`.
-//! * [`admission`]: signatures over the raw job bytes, policy roles, validity window and the
-//!   replay store; yields a [`job::VerifiedJob`].
+//! * [`intake`]: the submit use case (admit → reserve → `job.accepted` within a deadline →
+//!   spawn, `IntakeError`) and the look-up of a job admitted earlier for `watch`.
+//! * [`admission`]: signatures over the raw job bytes, policy roles, validity window, and the
+//!   replay check-and-insert on the [`ledger`]; yields a [`job::VerifiedJob`].
 //! * [`executor`]: one job at a time per app (`mod`), start-up adoption, recovery and standby
 //!   scale-down (`recovery`), what `status` shows (`status`).
 //! * [`strategy`]: dispatch and `StrategyError` (`mod`), the job's context (`ctx`), shared steps
 //!   and the `within` template (`steps`), traffic shifts (`shift`); hot, rolling, blue-green,
 //!   canary.
 //! * [`app`]: one app's runtime (state, releases, instances), its slots, its router and the
-//!   front door process's life cycle.
+//!   front door process's life cycle; `AppView`, what admission asks the executor.
 //! * [`health`]: http, tcp and exec probes, the wait until healthy, and `watch` for instances
 //!   that must stay healthy. [`traffic`]: route tables, the front door proxy, nginx.
 //!   [`artifact`]: the content-addressed store, safe unpacking, releases and `current`.
@@ -28,7 +30,8 @@
 //!   values for the audit log).
 //! * The ground floor, importing nothing above it: [`audit`] (the append-only, hash-chained,
 //!   group-committed log every floor writes to), [`state`] (write_atomic, what runs where),
-//!   [`progress`] (job outcomes, events and their feed), [`clock`], [`error`] (the error-chain
+//!   [`ledger`] (every admitted job id and where it stands, rebuilt from the audit log when
+//!   `jobs/` is lost), [`progress`] (job outcomes, events and their feed), [`clock`], [`error`] (the error-chain
 //!   formatter), [`job`] (domain types), [`telemetry`] and [`shutdown`].
 //!
 //! [`keys`](gantry_proto::keys) come from `gantry-proto`.
@@ -38,9 +41,8 @@
 //! TOML, validated, and the policy report), and the pure checks that [`admission`] runs
 //! (`admission::{decode, policy, window, explain}`, `AdmissionError`).
 //!
-//! Known exceptions, to be removed: `executor` implements `admission::AppView` and writes
-//! outcomes to admission's replay store (until the store becomes a ledger on the ground
-//! floor); inside `supervisor`, `monitor` and `stop` share the process type and call each other.
+//! Known exception, to be removed: inside `supervisor`, `monitor` and `stop` share the process
+//! type and call each other.
 
 pub mod admission;
 pub mod app;
