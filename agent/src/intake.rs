@@ -63,11 +63,11 @@ pub enum Submitted {
 pub enum IntakeError {
     /// Admission refused it; nothing about it was recorded yet.
     #[error(transparent)]
-    Rejected(Rejection),
+    Rejected(Box<Rejection>),
     /// Admitted, then refused because another job holds its app; recorded refused in the
     /// ledger.
     #[error(transparent)]
-    Busy(Rejection),
+    Busy(Box<Rejection>),
     /// Its acceptance could not be recorded in the audit log, so it did not run.
     #[error("cannot record the job's acceptance")]
     Audit(#[source] AuditError),
@@ -186,7 +186,7 @@ impl Intake {
             .admit(job, sigs, self.clock.now_unix(), &self.executor);
         drop(slot);
         let verified = match admitted {
-            Err(rejection) => return Err(IntakeError::Rejected(rejection)),
+            Err(rejection) => return Err(IntakeError::Rejected(Box::new(rejection))),
             Ok(Admitted::Duplicate(record)) => return Ok(Submitted::Duplicate(record)),
             Ok(Admitted::New(verified)) => verified,
         };
@@ -222,7 +222,7 @@ impl Intake {
                 }
                 Err(busy) => {
                     self.refused(&job, &reason(&busy));
-                    return Err(IntakeError::Busy(Rejection {
+                    return Err(IntakeError::Busy(Box::new(Rejection {
                         error: AdmissionError::AppBusy {
                             app: spec.app.to_string(),
                             job_id: match &busy {
@@ -236,7 +236,7 @@ impl Intake {
                         app: Some(spec.app.to_string()),
                         claimed_key_ids: accept.claimed,
                         job_digest: job.digest.to_string(),
-                    }));
+                    })));
                 }
             }
         }

@@ -151,9 +151,10 @@ pub fn artifact(e: &ArtifactError) -> Status {
         | ArtifactError::DigestMismatch { .. }
         | ArtifactError::UploadFailed { .. }
         | ArtifactError::Unpack { .. } => Status::invalid_argument(refused()),
-        ArtifactError::Missing { .. } | ArtifactError::NotOnDisk { .. } => {
-            Status::failed_precondition(refused())
-        }
+        ArtifactError::Missing { .. }
+        | ArtifactError::NotOnDisk { .. }
+        | ArtifactError::DigestConflict { .. }
+        | ArtifactError::DigestUnknown { .. } => Status::failed_precondition(refused()),
         ArtifactError::Io { .. } => Status::unavailable(format!(
             "the agent cannot store the artifact: {}",
             reason(e)

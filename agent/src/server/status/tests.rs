@@ -29,16 +29,16 @@ fn disk_full() -> AuditError {
 
 #[test]
 fn a_rejected_or_busy_job_is_answered_with_its_admission_code() {
-    let busy = IntakeError::Busy(rejection(AdmissionError::AppBusy {
+    let busy = IntakeError::Busy(Box::new(rejection(AdmissionError::AppBusy {
         app: "web".to_owned(),
-    }));
+    })));
     let s = intake(&busy);
     assert_eq!(s.code(), Code::Aborted);
     assert!(s.message().starts_with("job rejected: "), "{}", s.message());
     assert!(s.message().contains("web"), "{}", s.message());
     assert_eq!(intake_reason(&busy), "app_busy");
 
-    let forged = IntakeError::Rejected(rejection(AdmissionError::NoSignatures));
+    let forged = IntakeError::Rejected(Box::new(rejection(AdmissionError::NoSignatures)));
     assert_eq!(intake(&forged).code(), Code::Unauthenticated);
     assert_eq!(intake_reason(&forged), "no_signatures");
 }
@@ -178,6 +178,21 @@ fn an_artifact_the_client_got_wrong_is_refused_as_its_fault() {
             ArtifactError::Missing {
                 digest: digest(),
                 size: 5,
+            },
+            Code::FailedPrecondition,
+        ),
+        (
+            ArtifactError::DigestConflict {
+                version: semver::Version::new(1, 0, 0),
+                on_disk: digest(),
+                wanted: Sha256Hex::of(b"other"),
+            },
+            Code::FailedPrecondition,
+        ),
+        (
+            ArtifactError::DigestUnknown {
+                version: semver::Version::new(1, 0, 0),
+                wanted: digest(),
             },
             Code::FailedPrecondition,
         ),
