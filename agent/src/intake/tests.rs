@@ -89,6 +89,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         limits: Limits {
             max_job_bytes: 64 * 1024,
             max_artifact_bytes: 1 << 20,
+            max_unpacked_bytes: 8 << 20,
             max_validity: std::time::Duration::from_secs(3600),
             clock_skew: std::time::Duration::from_secs(30),
             releases_kept: 5,
@@ -251,12 +252,15 @@ async fn a_client_that_cancels_mid_acceptance_leaves_no_app_reserved() {
     );
     // The executor releases the app just after it records the end.
     for _ in 0..500 {
-        if !fx.executor.is_busy(&fx.web()) {
+        if fx.executor.busy_with(&fx.web()).is_none() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(!fx.executor.is_busy(&fx.web()), "web is still reserved");
+    assert!(
+        fx.executor.busy_with(&fx.web()).is_none(),
+        "web is still reserved"
+    );
     let log = lines(&fx.audit);
     assert!(
         log.iter().any(|l| l.contains("\"job.accepted\"")),
@@ -277,7 +281,10 @@ async fn an_acceptance_past_its_deadline_releases_the_app_and_runs_nothing() {
         Err(IntakeError::Deadline(d)) => assert_eq!(d, std::time::Duration::ZERO),
         other => panic!("{other:?}"),
     }
-    assert!(!fx.executor.is_busy(&fx.web()), "web is still reserved");
+    assert!(
+        fx.executor.busy_with(&fx.web()).is_none(),
+        "web is still reserved"
+    );
     assert!(fx.executor.job("j1").is_none(), "it started");
     match fx.ledger.get("j1").unwrap().standing {
         Standing::Refused { why } => assert!(why.contains("not durable"), "{why}"),
@@ -322,7 +329,7 @@ async fn a_busy_app_refuses_the_job_and_the_ledger_says_so() {
     match fx.accept_after_j0_took_web("j1").await {
         Err(IntakeError::Busy(r)) => {
             assert!(
-                matches!(&r.error, AdmissionError::AppBusy { app } if app == "web"),
+                matches!(&r.error, AdmissionError::AppBusy { app, .. } if app == "web"),
                 "{r:?}"
             );
             assert_eq!(r.job_id.as_deref(), Some("j1"));
@@ -334,7 +341,7 @@ async fn a_busy_app_refuses_the_job_and_the_ledger_says_so() {
         other => panic!("{other:?}"),
     }
     // The job holding the app keeps it.
-    assert!(fx.executor.is_busy(&fx.web()));
+    assert!(fx.executor.busy_with(&fx.web()).is_some());
 }
 
 /// Collects what the agent logs.

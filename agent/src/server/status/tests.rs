@@ -31,6 +31,7 @@ fn disk_full() -> AuditError {
 fn a_rejected_or_busy_job_is_answered_with_its_admission_code() {
     let busy = IntakeError::Busy(Box::new(rejection(AdmissionError::AppBusy {
         app: "web".to_owned(),
+        job_id: "deploy-1".to_owned(),
     })));
     let s = intake(&busy);
     assert_eq!(s.code(), Code::Aborted);
