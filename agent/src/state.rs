@@ -212,6 +212,10 @@ pub struct AppState {
     /// The previous release's slot, still running after a blue-green switch.
     #[serde(default)]
     pub standby: Option<Standby>,
+    /// A stop job stopped the app: a restarted agent brings back no instance and no front
+    /// door until a deploy, rollback or restart starts it again.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 impl AppState {

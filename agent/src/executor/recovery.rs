@@ -83,9 +83,11 @@ impl Executor {
             );
             adopt(&mut runtime, &audit, default_backoff()).await;
             // Not fatal: the other apps still start, and the first job for this one tries
-            // again and fails with this cause.
-            if let Err(e) =
-                front_door::ensure_front_door(&mut runtime, &audit, default_backoff()).await
+            // again and fails with this cause. A stopped app gets no front door until a job
+            // starts it again.
+            if !runtime.state.stopped
+                && let Err(e) =
+                    front_door::ensure_front_door(&mut runtime, &audit, default_backoff()).await
             {
                 tracing::error!(app = %name, "{}", reason(&e));
             }
@@ -290,6 +292,10 @@ async fn adopt(app: &mut AppRuntime, audit: &AuditLog, backoff: Backoff) {
                 record_entry(audit, "instance.lost", app, &record).await;
             }
         }
+    }
+    if app.state.stopped {
+        // Stopped by a job: nothing to bring back.
+        return;
     }
     let Some(current) = app.state.current.clone() else {
         return;

@@ -73,6 +73,13 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .is_none();
+    if matches!(
+        spec.action,
+        Action::Deploy | Action::Rollback | Action::Restart
+    ) {
+        // Starting instances again ends a stop, also for a restarted agent.
+        app.state.stopped = false;
+    }
     if spec.action != Action::Stop && stopped_front_door {
         // Started again after a stop job (or a failed start); a no-op without one. A front
         // door that cannot start fails the job at once, with the cause.

@@ -348,8 +348,10 @@ pub async fn stop_all(app: &mut AppRuntime, ctx: &JobCtx) -> Result<(), Strategy
             .await?;
         front_door.stop().await?;
         app.state.front_door = None;
-        app.persist()?;
     }
+    // Remembered across agent restarts: a stopped app stays stopped.
+    app.state.stopped = true;
+    app.persist()?;
     Ok(())
 }
 

@@ -477,3 +477,76 @@ fn a_second_agent_on_the_same_data_dir_exits_before_it_writes() {
     let ctl = Controller::new(&env, &first);
     ctl.run(&["status"]).unwrap().assert_code(0);
 }
+
+/// Issue: `gantry stop` did not survive an agent restart; the restarted agent brought the
+/// stopped instances and the front door back. A stopped app now stays stopped, across a
+/// SIGTERM restart and a kill -9, until a deploy starts it again.
+#[test]
+fn a_stopped_app_stays_stopped_across_agent_restarts_until_the_next_deploy() {
+    let env = TestEnv::with_options(gantry_tests::Options::front_door(2)).unwrap();
+    let mut agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    let rolling = [
+        "--strategy",
+        "rolling",
+        "--instances",
+        "2",
+        "--health",
+        "http:/health",
+        "--health-interval",
+        "200ms",
+    ];
+    ctl.run(&strs(&deploy_args(
+        &env.keys.deployer,
+        "1.0.0",
+        &v1,
+        &rolling,
+    )))
+    .unwrap()
+    .assert_code(0);
+    let listen = env.listen.unwrap();
+    gantry_tests::load::fetch_version(listen, Duration::from_secs(5)).unwrap();
+    let key = env.keys.deployer.key.to_string_lossy().into_owned();
+    ctl.run(&["stop", "--key", &key, "--app", "web"])
+        .unwrap()
+        .assert_code(0);
+    let nothing_serves = || {
+        gantry_tests::load::fetch_version(listen, Duration::from_millis(500)).is_err()
+            && (0..4).all(|i| banner(env.port(i)).is_none())
+    };
+    assert!(nothing_serves(), "the stop left something serving");
+
+    agent.terminate().unwrap();
+    let mut agent = Agent::start(&env).unwrap();
+    assert!(
+        nothing_serves(),
+        "a SIGTERM restart brought the stopped app back"
+    );
+    agent.kill_9().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    assert!(
+        nothing_serves(),
+        "a restart after kill -9 brought the stopped app back"
+    );
+    assert!(
+        audit_events(&env, "instance.restarted").unwrap().is_empty(),
+        "instances were restarted"
+    );
+
+    // The next deploy starts it again, front door included.
+    let ctl = Controller::new(&env, &agent);
+    let v2 = make_artifact(&env, "2.0.0", "").unwrap();
+    ctl.run(&strs(&deploy_args(
+        &env.keys.deployer,
+        "2.0.0",
+        &v2,
+        &rolling,
+    )))
+    .unwrap()
+    .assert_code(0);
+    assert_eq!(
+        gantry_tests::load::fetch_version(listen, Duration::from_secs(5)).unwrap(),
+        "2.0.0"
+    );
+}
