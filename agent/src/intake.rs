@@ -128,6 +128,10 @@ pub struct Intake {
     deadline: Duration,
     /// The time validity windows are checked against.
     clock: Arc<dyn Clock>,
+    /// Tests only: the acceptance waits here before it records anything, so a test decides
+    /// when it goes on (a cancelled call, a missed deadline) instead of racing the disk.
+    #[cfg(test)]
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Intake {
@@ -146,7 +150,18 @@ impl Intake {
             settled: Arc::new(watch::Sender::new(0)),
             deadline: ACCEPT_DEADLINE,
             clock: crate::clock::system(),
+            #[cfg(test)]
+            gate: None,
         }
+    }
+
+    /// The same, with every acceptance waiting for a permit of `gate` before it records
+    /// anything (tests).
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn with_gate(mut self, gate: Arc<tokio::sync::Semaphore>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The same, checking validity windows against `clock` (tests).
@@ -248,6 +263,11 @@ impl Intake {
         );
         let accepted = self.accepted_entry(&job, &accept.peer);
         let recorded = tokio::time::timeout(self.deadline, async {
+            #[cfg(test)]
+            if let Some(gate) = &self.gate {
+                // A closed gate is the end of the test: nothing is recorded then.
+                let _permit = gate.acquire().await;
+            }
             self.audit.append(received).await?;
             self.audit.append(accepted).await
         })

@@ -231,7 +231,10 @@ fn lines(audit: &AuditLog) -> Vec<String> {
 
 #[tokio::test]
 async fn a_client_that_cancels_mid_acceptance_leaves_no_app_reserved() {
-    let fx = fx().await;
+    let mut fx = fx().await;
+    // The acceptance waits at its gate until the call is gone.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    fx.intake = fx.intake.clone().with_gate(Arc::clone(&gate));
     let bytes = job("j1");
     let sigs = fx.sigs(&bytes);
     // Polled once: admission runs (the ledger now holds j1), then the call is dropped while
@@ -243,6 +246,7 @@ async fn a_client_that_cancels_mid_acceptance_leaves_no_app_reserved() {
     .await;
     assert!(cut.is_err(), "the call was not cut: {cut:?}");
     assert!(fx.ledger.get("j1").is_some(), "admission did not run");
+    gate.add_permits(1);
 
     // The acceptance ran to its end anyway: the job was accepted, ran, and ended.
     let standing = fx.ended("j1").await;
@@ -276,7 +280,13 @@ async fn a_client_that_cancels_mid_acceptance_leaves_no_app_reserved() {
 #[tokio::test]
 async fn an_acceptance_past_its_deadline_releases_the_app_and_runs_nothing() {
     let mut fx = fx().await;
-    fx.intake = fx.intake.clone().with_deadline(std::time::Duration::ZERO);
+    // The acceptance cannot record before its (zero) deadline: its gate has no permit.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    fx.intake = fx
+        .intake
+        .clone()
+        .with_deadline(std::time::Duration::ZERO)
+        .with_gate(Arc::clone(&gate));
     match fx.submit("j1").await {
         Err(IntakeError::Deadline(d)) => assert_eq!(d, std::time::Duration::ZERO),
         other => panic!("{other:?}"),
