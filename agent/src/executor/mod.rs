@@ -205,6 +205,7 @@ impl Executor {
             releases_kept: self.inner.config.limits.releases_kept,
             backoff: default_backoff(),
             clock: Arc::clone(&self.inner.clock),
+            drain_timeout: None,
         }
     }
 

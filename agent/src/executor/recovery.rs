@@ -177,7 +177,8 @@ impl Executor {
                 let ended = match this.inner.apps.get(&app) {
                     Some(runtime) => {
                         let mut runtime = runtime.lock().await;
-                        let ctx = this.job_ctx(&job, &handle);
+                        let mut ctx = this.job_ctx(&job, &handle);
+                        ctx.drain_timeout = interrupted_drain_timeout(&runtime);
                         let ended = strategy::converge(&mut runtime, &ctx).await;
                         if let Err(e) = runtime.persist() {
                             tracing::error!("cannot persist app state: {}", reason(&e));
@@ -265,6 +266,23 @@ async fn interrupted(audit: &AuditLog, ledger: &Ledger, job: &JobId, app: &AppNa
     if let Err(e) = ledger.finish(job, Ended::interrupted(reason)) {
         tracing::error!(%job, "cannot record the interrupted job's outcome: {e}");
     }
+}
+
+/// The drain timeout the convergence honours: the one of the newest release with instances
+/// running that is not `current` (the deploy that was interrupted), else `current`'s own.
+fn interrupted_drain_timeout(app: &AppRuntime) -> Option<std::time::Duration> {
+    let current = app.state.current.as_ref();
+    let interrupted = app
+        .instances
+        .iter()
+        .map(|i| i.record().version)
+        .filter(|v| Some(v) != current)
+        .max();
+    interrupted
+        .as_ref()
+        .or(current)
+        .and_then(|v| app.state.spec_of(v))
+        .map(|r| r.rollout.drain_timeout)
 }
 
 /// Adopts the instances a previous agent run left running; restarts those of the current

@@ -122,13 +122,16 @@ fn describe(table: &RouteTable) -> String {
     parts.join(", ")
 }
 
-/// The job's drain timeout (rollout parameter, or its default).
+/// How long draining connections get: the job's release's `drain_timeout` (rollout
+/// parameter), else the one the job was given for the release it drains (the convergence
+/// after a restart), else 30 s.
 pub fn drain_timeout(ctx: &JobCtx) -> Duration {
     ctx.job
         .spec
         .release
         .as_ref()
         .map(|r| r.rollout.drain_timeout)
+        .or(ctx.drain_timeout)
         .unwrap_or(Duration::from_secs(30))
 }
 

@@ -711,6 +711,12 @@ fn agent_killed_mid_rolling_deploy_loses_no_request_and_the_job_ends_interrupted
         version == "1.0.0" || version == "2.0.0",
         "status version {version}"
     );
+    // The convergence drained with the interrupted deploy's --drain-timeout 5s, not the 30 s
+    // default: its last route table says so.
+    let routes = rig.env.data_dir.join("apps/web/traffic/routes.json");
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&routes).unwrap()).unwrap();
+    assert_eq!(table["drain_timeout_ms"], 5000, "{table}");
     finish_load(&rig, load, done, NO_GRACE, &version);
     let interrupted = deploy.join().unwrap();
     assert_ne!(interrupted.code, 0, "{}", interrupted.all());
