@@ -176,12 +176,17 @@ impl Executor {
                     tracing::error!("cannot record the active job: {e}");
                 }
                 let ctx = self.job_ctx(&job, &handle);
-                let ended = tokio::select! {
-                    r = strategy::run(&mut app, &ctx) => r,
-                    () = self.inner.shutdown.cancelled() => Ended::interrupted(
-                        "the agent shut down while the job ran"),
+                let (ended, shut_down) = tokio::select! {
+                    r = strategy::run(&mut app, &ctx) => (r, false),
+                    () = self.inner.shutdown.cancelled() => (Ended::interrupted(
+                        "the agent shut down while the job ran"), true),
                 };
-                app.state.active_job = None;
+                // Cut off by a graceful stop, the app is left as a crash would leave it: the
+                // job stays active in its state, so the next start converges the app (its
+                // final entry is written now, and not again then).
+                if !shut_down {
+                    app.state.active_job = None;
+                }
                 if let Err(e) = app.persist() {
                     tracing::error!("cannot persist app state: {e}");
                 }

@@ -255,6 +255,13 @@ impl Executor {
 }
 
 async fn interrupted(audit: &AuditLog, ledger: &Ledger, job: &JobId, app: &AppName) {
+    if ledger
+        .get(job.as_str())
+        .is_some_and(|r| matches!(r.standing, crate::ledger::Standing::Finished(_)))
+    {
+        // A graceful stop ended it already (job.interrupted is in the log): one final entry.
+        return;
+    }
     let reason = "the agent stopped while the job ran; instances were adopted as found";
     let entry = Entry::new("job.interrupted")
         .with("job_id", json!(job))

@@ -881,3 +881,53 @@ fn nginx_rolling_deploy_loses_no_request() {
         NGINX_GRACE,
     );
 }
+
+/// Issue: SIGTERM during a rollout orphaned it: `systemctl stop` at a canary's 50% step
+/// recorded `job.interrupted`, and after the restart nothing converged; the canary kept half
+/// the traffic with no job. A graceful stop now leaves the same convergence as a crash, with
+/// one final entry for the job, and no request fails through it all.
+#[test]
+fn sigterm_at_a_canary_step_converges_after_the_restart_like_a_crash() {
+    let mut rig = Rig::front_door(2);
+    let load = rig.load();
+    let deploy = paused_canary(&rig, &load);
+    let job = audit_events(&rig.env, "job.accepted")
+        .unwrap()
+        .into_iter()
+        .find(|e| e["version"] == "2.0.0")
+        .map(|e| e["job_id"].clone())
+        .expect("the canary was accepted");
+    rig.agent.terminate().unwrap();
+    rig.restart_agent();
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted agent converged the app",
+        || audit_events(&rig.env, "recovery.succeeded").is_ok_and(|r| !r.is_empty()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.agent.log_tail()));
+    rig.wait_serving("1.0.0");
+    let finals: Vec<String> = [
+        "job.succeeded",
+        "job.failed",
+        "job.rolled_back",
+        "job.interrupted",
+    ]
+    .into_iter()
+    .flat_map(|event| {
+        audit_events(&rig.env, event)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e["job_id"] == job)
+            .map(move |_| event.to_owned())
+    })
+    .collect();
+    assert_eq!(
+        finals,
+        ["job.interrupted"],
+        "one final entry for the canary job"
+    );
+    let done = load.elapsed();
+    finish_load(&rig, load, done, NO_GRACE, "1.0.0");
+    let out = deploy.join().unwrap();
+    assert_ne!(out.code, 0, "{}", out.all());
+}
