@@ -189,3 +189,20 @@ pub fn status_with_header(
             .map_err(|s| format!("{s:?}")))
     })
 }
+
+/// The agent's own status answer (not the CLI's rendering of it).
+///
+/// # Errors
+///
+/// When no connection is made or the call fails.
+pub fn status_raw(
+    env: &TestEnv,
+    agent: &Agent,
+) -> anyhow::Result<gantry_proto::v1::StatusResponse> {
+    with_client(env, agent, |mut client| async move {
+        Ok(client
+            .status(gantry_proto::v1::StatusRequest::default())
+            .await?
+            .into_inner())
+    })
+}

@@ -108,6 +108,7 @@ impl Executor {
                 continue;
             };
             let active_job = lock(&self.inner.busy).get(name).cloned();
+            let running = active_job.is_some();
             // From the last persisted snapshot: a running job holds the app's lock.
             let (state, instances) = lock(&shared.snapshot).clone();
             let has_router = policy.router.is_some();
@@ -132,9 +133,19 @@ impl Executor {
                     .and_then(|v| state.spec_of(v))
                     .map(|r| r.strategy),
                 active_slot: has_router.then_some(state.active_slot),
-                rollout: lock(&shared.rollout).clone(),
+                // Only while a job runs: the text of a rollout that ended is history.
+                rollout: if running {
+                    lock(&shared.rollout).clone()
+                } else {
+                    String::new()
+                },
                 listen: policy.listen,
-                backends: backends(shared.router.as_deref()),
+                // A stopped app routes nothing, whatever its last table says.
+                backends: if state.stopped {
+                    Vec::new()
+                } else {
+                    backends(shared.router.as_deref())
+                },
             });
         }
         out

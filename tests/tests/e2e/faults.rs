@@ -516,6 +516,12 @@ fn a_stopped_app_stays_stopped_across_agent_restarts_until_the_next_deploy() {
             && (0..4).all(|i| banner(env.port(i)).is_none())
     };
     assert!(nothing_serves(), "the stop left something serving");
+    // The agent's own answer: no rollout text left from the finished deploy, and no
+    // backends for a front door that is stopped.
+    let status = gantry_tests::grpc::status_raw(&env, &agent).unwrap();
+    let web = status.apps.iter().find(|a| a.name == "web").unwrap();
+    assert_eq!(web.rollout, "", "{web:?}");
+    assert!(web.backends.is_empty(), "{web:?}");
 
     agent.terminate().unwrap();
     let mut agent = Agent::start(&env).unwrap();
