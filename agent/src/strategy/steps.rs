@@ -78,6 +78,7 @@ pub async fn install(
         tokio::task::spawn_blocking(move || releases.install(&store, &release_owned, &limits))
             .await
             .map_err(|e| StrategyError::Refused(format!("unpacking task failed: {e}")))??;
+    check_command(app, release, &dir)?;
     app.state
         .releases
         .insert(release.version.to_string(), release.clone());
@@ -87,6 +88,47 @@ pub async fn install(
         format!("release {} is in {}", release.version, dir.display()),
     )
     .await
+}
+
+/// Refuses a release whose command is not there to run, before anything that serves is
+/// touched (a hot deploy would otherwise stop the old instances first): argv\[0\] as the
+/// instances resolve it must be a file the app's user can execute.
+///
+/// # Errors
+///
+/// [`StrategyError::Refused`] naming the command and where it was looked for.
+fn check_command(
+    app: &AppRuntime,
+    release: &ReleaseSpec,
+    dir: &std::path::Path,
+) -> Result<(), StrategyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(argv0) = release.command.first() else {
+        return Err(StrategyError::Refused(format!(
+            "release {} has an empty command",
+            release.version
+        )));
+    };
+    let program = crate::supervisor::resolve_program(dir, argv0);
+    let refused = |why: String| {
+        StrategyError::Refused(format!(
+            "release {} cannot run its command {argv0:?}: {why}; nothing was changed",
+            release.version
+        ))
+    };
+    match std::fs::metadata(&program) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+        Ok(m) if m.is_file() => {
+            return Err(refused(format!("{} is not executable", program.display())));
+        }
+        Ok(_) => return Err(refused(format!("{} is not a file", program.display()))),
+        Err(e) => return Err(refused(format!("{}: {e}", program.display()))),
+    }
+    match crate::supervisor::access::Identity::of(&app.policy.run_as) {
+        Some(who) => crate::supervisor::access::check_executable(&who, &program)
+            .map_err(|e| refused(crate::error::reason(&e))),
+        None => Ok(()),
+    }
 }
 
 /// Starts every instance of a release in the active slot and records them.

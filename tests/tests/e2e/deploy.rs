@@ -202,3 +202,62 @@ fn every_strategy_prunes_releases_beyond_releases_kept() {
     }
     assert_status_version(&ctl, "1.0.3");
 }
+
+/// Issue: a hot deploy stopped the old instances before checking that the new command
+/// exists in the unpacked release, so a typo took the app down. The command is checked
+/// right after the unpack; nothing that serves is touched.
+#[test]
+fn a_hot_deploy_whose_command_is_missing_leaves_the_old_release_serving() {
+    let env = TestEnv::new().unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    deploy(&ctl, &env, "1.0.0", &v1, 2, "20s").assert_code(0);
+    assert_serves(&env, "1.0.0", 2);
+    let v2 = make_artifact(&env, "2.0.0", "").unwrap();
+    let key = env.keys.deployer.key.to_string_lossy().into_owned();
+    let artifact = v2.to_string_lossy().into_owned();
+    let out = ctl
+        .run(&[
+            "deploy",
+            "--key",
+            &key,
+            "--app",
+            "web",
+            "--version",
+            "2.0.0",
+            "--artifact",
+            &artifact,
+            "--instances",
+            "2",
+            "--health",
+            "http:/health",
+            "--",
+            "bin/gantry-sampel-app",
+        ])
+        .unwrap();
+    out.assert_code(1);
+    assert!(
+        out.all()
+            .contains("release 2.0.0 cannot run its command \"bin/gantry-sampel-app\""),
+        "{}",
+        out.all()
+    );
+    assert_serves(&env, "1.0.0", 2);
+    let v2_job = audit_events(&env, "job.accepted")
+        .unwrap()
+        .into_iter()
+        .find(|e| e["version"] == "2.0.0")
+        .map(|e| e["job_id"].clone())
+        .unwrap();
+    let v2_steps: Vec<String> = audit_events(&env, "job.step")
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["job_id"] == v2_job)
+        .filter_map(|e| e["step"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !v2_steps.iter().any(|s| s.starts_with("instances.stop")),
+        "old instances were stopped: {v2_steps:?}"
+    );
+}
