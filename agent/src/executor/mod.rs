@@ -175,7 +175,15 @@ impl Executor {
                 if let Err(e) = app.persist() {
                     tracing::error!("cannot record the active job: {e}");
                 }
-                let ctx = self.job_ctx(&job, &handle);
+                let mut ctx = self.job_ctx(&job, &handle);
+                // A job without a release (restart, rollback, stop) drains with the drain
+                // timeout the current release was deployed with.
+                ctx.drain_timeout = app
+                    .state
+                    .current
+                    .as_ref()
+                    .and_then(|v| app.state.spec_of(v))
+                    .map(|r| r.rollout.drain_timeout);
                 let (ended, shut_down) = tokio::select! {
                     r = strategy::run(&mut app, &ctx) => (r, false),
                     () = self.inner.shutdown.cancelled() => (Ended::interrupted(

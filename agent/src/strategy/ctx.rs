@@ -34,8 +34,8 @@ pub struct JobCtx {
     pub backoff: Backoff,
     /// The wall clock (standby deadlines).
     pub clock: Arc<dyn Clock>,
-    /// For a job without a release of its own (the convergence after an agent restart), the
-    /// drain timeout of the release whose instances it drains; see
+    /// For a job without a release of its own (restart, rollback, the convergence after an
+    /// agent restart), the drain timeout of the release whose instances it drains; see
     /// [`drain_timeout`](super::shift::drain_timeout).
     pub drain_timeout: Option<std::time::Duration>,
 }

@@ -112,6 +112,8 @@ pub async fn run(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
         // With a router, a rollback never leaves the app without a healthy backend.
         Action::Rollback if app.router().is_some() => blue_green::rollback(app, ctx).await,
         Action::Rollback => hot::rollback(app, ctx).await,
+        // Behind a router, one instance at a time out of rotation; else all at once.
+        Action::Restart if app.router().is_some() => rolling::restart(app, ctx).await,
         Action::Restart => hot::restart(app, ctx).await,
         Action::Stop => match steps::stop_all(app, ctx).await {
             Ok(()) => Ended::succeeded("all instances stopped".to_owned()),

@@ -225,6 +225,33 @@ async fn replace_batch(
     Ok(())
 }
 
+/// Restarts the current release of an app behind a router one instance at a time, each out
+/// of rotation, drained, restarted, healthy and back before the next, so the app keeps
+/// serving (with a single instance there is a moment with no backend).
+pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
+    let Some(current) = app.state.current.clone() else {
+        return Ended::failed(format!("app {} has no release to restart", app.policy.name));
+    };
+    let Some(release) = app.state.spec_of(&current).cloned() else {
+        return Ended::failed(format!("the spec of release {current} is missing"));
+    };
+    let slot = app.state.active_slot;
+    let run = async {
+        for index in 0..release.instances {
+            replace_batch(app, ctx, slot, index..index + 1, &release).await?;
+        }
+        Ok::<(), StrategyError>(())
+    };
+    let deadline = Instant::now() + release.progress_deadline;
+    match within(deadline, release.progress_deadline, run).await {
+        Ok(()) => Ended::succeeded(format!(
+            "release {current} restarted on {} instance(s), one at a time",
+            release.instances
+        )),
+        Err(failure) => Ended::failed(failure),
+    }
+}
+
 /// Brings an app whose job was interrupted (agent killed mid-rollout) back to one release:
 /// every instance of the active slot runs `current` (the last release that finished; a
 /// rolling deploy switches it only at the end), the other slot is emptied unless it is the

@@ -931,3 +931,35 @@ fn sigterm_at_a_canary_step_converges_after_the_restart_like_a_crash() {
     let out = deploy.join().unwrap();
     assert_ne!(out.code, 0, "{}", out.all());
 }
+
+/// Issue: `gantry restart` on an app behind its front door stopped every instance at once and
+/// dropped requests. It now restarts one instance at a time out of rotation, as rolling does:
+/// every instance is new and not one request fails.
+#[test]
+fn restart_behind_the_front_door_replaces_one_instance_at_a_time_without_losing_a_request() {
+    let rig = Rig::front_door(2);
+    // A release deployed with a short drain timeout, which the restart honours: the load's
+    // keep-alive connections hold each instance until then.
+    let v11 = make_artifact(&rig.env, "1.1.0", "").unwrap();
+    let rolling = ["--strategy", "rolling", "--drain-timeout", "1s"];
+    rig.deploy("1.1.0", &v11, 2, &rolling, "20s").assert_code(0);
+    rig.wait_serving("1.1.0");
+    let load = rig.load();
+    let before = instance_pids(&rig.app_status(), Some("1.1.0"));
+    assert_eq!(before.len(), 2, "{}", rig.app_status());
+    let out = rig.action("restart", &["--json"]);
+    out.assert_code(0);
+    let done = load.elapsed();
+    finish_load(&rig, load, done, NO_GRACE, "1.1.0");
+    let after = instance_pids(&rig.app_status(), Some("1.1.0"));
+    assert_eq!(after.len(), 2, "{}", rig.app_status());
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "not every instance was restarted: {before:?} -> {after:?}"
+    );
+    assert!(
+        steps(&out).iter().any(|s| s == "backend.draining"),
+        "restarted without taking instances out of rotation: {:?}",
+        steps(&out)
+    );
+}
