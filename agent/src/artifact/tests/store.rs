@@ -1,0 +1,169 @@
+//! The content-addressed store: uploads in chunks, refused uploads leave nothing, leftovers.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+fn store() -> (tempfile::TempDir, ArtifactStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ArtifactStore::open(&dir.path().join("artifacts"), 1000).unwrap();
+    (dir, store)
+}
+
+fn objects(dir: &tempfile::TempDir) -> Vec<String> {
+    names(&dir.path().join("artifacts/sha256"))
+}
+
+#[test]
+fn upload_in_chunks_is_stored_under_its_digest() {
+    let (dir, store) = store();
+    let data = b"release bytes".repeat(10);
+    let digest = Sha256Hex::of(&data);
+    assert!(!store.contains(&digest, data.len() as u64));
+    let mut up = store.begin_upload(&digest, data.len() as u64).unwrap();
+    for chunk in data.chunks(7) {
+        up.write(chunk).unwrap();
+    }
+    up.finish().unwrap();
+    assert!(store.contains(&digest, data.len() as u64));
+    assert!(
+        !store.contains(&digest, data.len() as u64 + 1),
+        "size is part of contains"
+    );
+    assert_eq!(fs::read(store.path_of(&digest)).unwrap(), data);
+    assert_eq!(mode_of(&store.path_of(&digest)), 0o600);
+    assert_eq!(objects(&dir), [digest.as_str()]);
+}
+
+#[test]
+fn oversize_upload_is_refused_and_leaves_nothing() {
+    let (dir, store) = store();
+    let digest = Sha256Hex::of(b"0123456789");
+    let mut up = store.begin_upload(&digest, 10).unwrap();
+    up.write(b"01234").unwrap();
+    let err = up.write(b"567890").unwrap_err();
+    assert!(
+        matches!(&err, ArtifactError::Oversize { declared: 10, .. }),
+        "{err:?}"
+    );
+    assert!(matches!(
+        up.write(b"x"),
+        Err(ArtifactError::UploadFailed { .. })
+    ));
+    assert!(matches!(
+        up.finish(),
+        Err(ArtifactError::UploadFailed { .. })
+    ));
+    assert_eq!(objects(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn declared_size_over_store_maximum_is_refused() {
+    let (dir, store) = store();
+    let err = store.begin_upload(&Sha256Hex::of(b"x"), 1001).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ArtifactError::TooLarge {
+                size: 1001,
+                max: 1000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(objects(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn upload_with_wrong_digest_is_refused_and_leaves_nothing() {
+    let (dir, store) = store();
+    let expected = Sha256Hex::of(b"good");
+    let mut up = store.begin_upload(&expected, 4).unwrap();
+    up.write(b"evil").unwrap();
+    let err = up.finish().unwrap_err();
+    match &err {
+        ArtifactError::DigestMismatch {
+            expected: e,
+            actual,
+        } => {
+            assert_eq!(e, &expected);
+            assert_eq!(actual, &Sha256Hex::of(b"evil"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(expected.as_str()) && msg.contains(Sha256Hex::of(b"evil").as_str()));
+    assert!(!store.contains(&expected, 4));
+    assert_eq!(objects(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn short_upload_is_refused() {
+    let (dir, store) = store();
+    let mut up = store.begin_upload(&Sha256Hex::of(b"abcd"), 4).unwrap();
+    up.write(b"abc").unwrap();
+    let err = up.finish().unwrap_err();
+    assert!(matches!(
+        &err,
+        ArtifactError::SizeMismatch {
+            expected: 4,
+            actual: 3,
+            ..
+        }
+    ));
+    assert_eq!(objects(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn dropped_upload_removes_its_temp_file() {
+    let (dir, store) = store();
+    let mut up = store.begin_upload(&Sha256Hex::of(b"abcd"), 4).unwrap();
+    up.write(b"ab").unwrap();
+    let temps = objects(&dir);
+    assert_eq!(temps.len(), 1);
+    assert!(temps[0].starts_with(".upload-"), "{temps:?}");
+    assert_eq!(
+        mode_of(&dir.path().join("artifacts/sha256").join(&temps[0])),
+        0o600
+    );
+    drop(up);
+    assert_eq!(objects(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn store_remove_leftovers_removes_only_upload_temps_and_never_follows_links() {
+    let (dir, store) = store();
+    let data = b"kept artifact".to_vec();
+    let digest = Sha256Hex::of(&data);
+    let mut up = store.begin_upload(&digest, data.len() as u64).unwrap();
+    up.write(&data).unwrap();
+    up.finish().unwrap();
+    let objects_dir = dir.path().join("artifacts/sha256");
+    // What a crash leaves: a partial upload; plus a link and a directory under that prefix.
+    fs::write(objects_dir.join(".upload-0123456789abcdef"), b"partial").unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("keep"), b"outside").unwrap();
+    std::os::unix::fs::symlink(&outside, objects_dir.join(".upload-link")).unwrap();
+    fs::create_dir(objects_dir.join(".upload-dir")).unwrap();
+    fs::write(objects_dir.join(".upload-dir/f"), b"x").unwrap();
+    fs::write(objects_dir.join("other"), b"not a temp").unwrap();
+
+    let mut removed = store.remove_leftovers().unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            objects_dir.join(".upload-0123456789abcdef"),
+            objects_dir.join(".upload-dir"),
+            objects_dir.join(".upload-link"),
+        ]
+    );
+    assert_eq!(objects(&dir), [digest.as_str(), "other"]);
+    assert!(store.contains(&digest, data.len() as u64));
+    assert_eq!(fs::read(outside.join("keep")).unwrap(), b"outside");
+    // Nothing left: a second call removes nothing.
+    assert_eq!(store.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
+}
