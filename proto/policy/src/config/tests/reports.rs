@@ -1,0 +1,98 @@
+//! The policy report: keys, rights, users, ports, listen and router.
+
+use super::*;
+
+#[test]
+fn policy_report_shows_keys_rights_users_and_ports() {
+    let dir = fixture();
+    let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    let text = render_policy(&cfg, false);
+    let ci = cfg.policy.keys[0].key_id.to_string();
+    assert!(
+        text.contains(&format!("ci               {ci}  deployer")),
+        "{text}"
+    );
+    assert!(
+        text.contains("runs as        user nobody (uid 65534, gid 65534"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ports          18000-18009 (10 port(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    release-manager  abort; approve\n"),
+        "{text}"
+    );
+    assert!(text.contains("    promote   deployer\n"), "{text}");
+    assert!(
+        text.contains("CA-signed client certificates named controller"),
+        "{text}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    assert_eq!(json["format"], "gantry.policy.v1");
+    assert_eq!(json["keys"][0]["key_id"], ci.as_str());
+    let web = &json["apps"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["run_as"]["uid"], 65534);
+    assert_eq!(web["ports"]["first"], 18000);
+    assert_eq!(web["approvals"], 1);
+    assert_eq!(web["allow"]["deploy"][0], "deployer");
+    assert_eq!(web["keys"][1]["actions"], serde_json::json!(["abort"]));
+    assert_eq!(web["keys"][1]["approves"], true);
+    assert_eq!(json["notes"].as_array().map(Vec::len), Some(0));
+    // Stable: rendering twice gives the same bytes.
+    assert_eq!(render_policy(&cfg, true), render_policy(&cfg, true));
+}
+
+#[test]
+fn policy_report_shows_listen_and_router() {
+    let dir = fixture();
+    let text = with_web("listen = \"127.0.0.1:8080\"");
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    let out = render_policy(&cfg, false);
+    assert!(out.contains("  listen         127.0.0.1:8080\n"), "{out}");
+    assert!(out.contains("  router         front door"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    assert_eq!(json["apps"][0]["listen"], "127.0.0.1:8080");
+    assert_eq!(json["apps"][0]["router"]["kind"], "front-door");
+
+    let text = format!(
+        "{text}\n[apps.web.nginx]\nupstream_file = \"/etc/nginx/gantry/web.conf\"\n\
+         reload_command = [\"nginx\", \"-s\", \"reload\"]\ncheck_command = [\"nginx\", \"-t\"]\n"
+    );
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    let out = render_policy(&cfg, false);
+    assert!(
+        out.contains(
+            "  router         nginx: upstream file /etc/nginx/gantry/web.conf, reload \
+             `nginx -s reload`, check `nginx -t`, no pid_file (a reload counts once its \
+             command returns)\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("127.0.0.1:8080 (nginx's address"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    let router = &json["apps"][0]["router"];
+    assert_eq!(router["kind"], "nginx");
+    assert_eq!(router["upstream_file"], "/etc/nginx/gantry/web.conf");
+    assert_eq!(
+        router["reload_command"],
+        serde_json::json!(["nginx", "-s", "reload"])
+    );
+    assert_eq!(router["check_command"], serde_json::json!(["nginx", "-t"]));
+    assert_eq!(router["pid_file"], serde_json::Value::Null);
+
+    // Without a router.
+    let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    let out = render_policy(&cfg, false);
+    assert!(out.contains("  listen         -\n"), "{out}");
+    assert!(
+        out.contains("  router         none (hot deploys only"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    assert_eq!(json["apps"][0]["listen"], serde_json::Value::Null);
+    assert_eq!(json["apps"][0]["router"]["kind"], "none");
+}
