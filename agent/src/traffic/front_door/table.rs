@@ -1,0 +1,197 @@
+//! The routing table in force: every backend's slot (weight, draining, counters, its cut
+//! token), the pick for a new connection, reloads, and the drain timers that cut a draining
+//! backend's connections.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::shared::Shared;
+use crate::error::reason;
+use crate::traffic::RouteTable;
+use crate::traffic::balance::Balancer;
+use crate::traffic::stats::Counters;
+
+/// The table in force and every backend's state; one lock, held only for short steps.
+#[derive(Debug)]
+pub(super) struct Routing {
+    pub(super) table: Arc<RouteTable>,
+    pub(super) balancer: Balancer,
+    pub(super) backends: BTreeMap<Arc<str>, Slot>,
+    pub(super) reloads: u64,
+    pub(super) last_reload_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) addr: SocketAddr,
+    pub(super) weight: u32,
+    /// Draining in the table, or removed from it.
+    pub(super) draining: bool,
+    pub(super) in_table: bool,
+    /// Bumped whenever draining starts, so a drain timer cuts only the drain it was set for.
+    pub(super) episode: u64,
+    pub(super) counters: Arc<Counters>,
+    /// Cancelled when the drain timeout cuts this backend's connections (then replaced).
+    pub(super) cut: CancellationToken,
+}
+
+/// A backend chosen for one connection.
+#[derive(Debug)]
+pub(super) struct Target {
+    pub(super) id: Arc<str>,
+    pub(super) addr: SocketAddr,
+    pub(super) counters: Arc<Counters>,
+    pub(super) cut: CancellationToken,
+}
+
+impl Routing {
+    pub(super) fn new(table: RouteTable) -> (Self, Vec<(Arc<str>, u64)>) {
+        let mut routing = Self {
+            table: Arc::new(RouteTable::new(table.generation, Vec::new())),
+            balancer: Balancer::default(),
+            backends: BTreeMap::new(),
+            reloads: 0,
+            last_reload_error: None,
+        };
+        let drains = routing.install(table);
+        (routing, drains)
+    }
+
+    /// Makes `table` the one in force. Returns the backends whose draining starts now, with
+    /// their drain episode, for the caller to arm drain timers.
+    pub(super) fn install(&mut self, table: RouteTable) -> Vec<(Arc<str>, u64)> {
+        let mut drains = Vec::new();
+        for slot in self.backends.values_mut() {
+            slot.in_table = false;
+        }
+        let mut ids = Vec::with_capacity(table.backends.len());
+        for b in &table.backends {
+            let id: Arc<str> = match self.backends.get_key_value(b.id.as_str()) {
+                Some((id, _)) => Arc::clone(id),
+                None => Arc::from(b.id.as_str()),
+            };
+            let slot = self
+                .backends
+                .entry(Arc::clone(&id))
+                .or_insert_with(|| Slot {
+                    addr: b.addr,
+                    weight: 0,
+                    draining: false,
+                    in_table: true,
+                    episode: 0,
+                    counters: Arc::default(),
+                    cut: CancellationToken::new(),
+                });
+            slot.addr = b.addr;
+            slot.weight = b.weight;
+            slot.in_table = true;
+            if b.draining && !slot.draining {
+                slot.episode += 1;
+                drains.push((Arc::clone(&id), slot.episode));
+            }
+            slot.draining = b.draining;
+            ids.push((id, if b.draining { 0 } else { b.weight }));
+        }
+        for (id, slot) in &mut self.backends {
+            if !slot.in_table {
+                slot.weight = 0;
+                if !slot.draining {
+                    slot.draining = true;
+                    slot.episode += 1;
+                    drains.push((Arc::clone(id), slot.episode));
+                }
+            }
+        }
+        self.prune();
+        self.balancer = Balancer::new(ids.iter().map(|(id, w)| (id, *w)));
+        self.table = Arc::new(table);
+        drains
+    }
+
+    /// Forgets backends that left the table and have no connection left.
+    pub(super) fn prune(&mut self) {
+        self.backends
+            .retain(|_, s| s.in_table || s.counters.active.load(Ordering::Relaxed) > 0);
+    }
+
+    pub(super) fn pick(&mut self, exclude: &[Arc<str>]) -> Option<Target> {
+        let id = self.balancer.pick(exclude)?;
+        let slot = self.backends.get(&id)?;
+        Some(Target {
+            addr: slot.addr,
+            counters: Arc::clone(&slot.counters),
+            cut: slot.cut.clone(),
+            id,
+        })
+    }
+}
+
+impl Shared {
+    /// Arms one timer per backend whose draining just started.
+    pub(super) fn arm_drain_timers(
+        self: &Arc<Self>,
+        drains: Vec<(Arc<str>, u64)>,
+        timeout: Duration,
+    ) {
+        for (id, episode) in drains {
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let mut routing = shared.lock();
+                if let Some(slot) = routing.backends.get_mut(&id)
+                    && slot.draining
+                    && slot.episode == episode
+                {
+                    let open = slot.counters.active.load(Ordering::Relaxed);
+                    if open > 0 {
+                        tracing::info!(
+                            backend = %id,
+                            open,
+                            "drain timeout ({}) reached: cutting open connections",
+                            humantime::format_duration(timeout)
+                        );
+                    }
+                    // Only connections to this backend hold the old token; a later return to
+                    // rotation starts with a fresh one.
+                    std::mem::replace(&mut slot.cut, CancellationToken::new()).cancel();
+                }
+            });
+        }
+    }
+
+    pub(super) async fn reload(self: &Arc<Self>) {
+        let path = self.routes_path.clone();
+        let addrs = self.backend_addrs.clone();
+        let listener = self.local_addr;
+        let loaded = tokio::task::spawn_blocking(move || {
+            RouteTable::load(&path, &addrs, Some(listener)).map_err(|e| reason(&e))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("route table reload task failed: {e}")));
+        let mut routing = self.lock();
+        routing.reloads += 1;
+        match loaded {
+            Ok(table) => {
+                let generation = table.generation;
+                let timeout = table.drain_timeout();
+                let drains = routing.install(table);
+                routing.last_reload_error = None;
+                drop(routing);
+                tracing::info!(generation, "route table applied");
+                self.arm_drain_timers(drains, timeout);
+            }
+            Err(why) => {
+                tracing::warn!(
+                    generation = routing.table.generation,
+                    "route table reload refused, keeping the current table: {why}"
+                );
+                routing.last_reload_error = Some(why);
+            }
+        }
+    }
+}
