@@ -14,6 +14,7 @@
 //!   (agent ids, controller names).
 //! * [`admission`]: the pure checks: signatures over the raw bytes, decoding, the validity
 //!   window, roles and quorum, and their one-at-a-time explanation.
+//! * [`error`]: [`Chain`](error::Chain), how an error and its causes are written.
 //! * [`config`]: the agent's TOML as written ([`config::raw`], also a typed builder) and
 //!   validated into [`config::Config`], with the policy report.
 //!
@@ -26,24 +27,15 @@
 pub mod admission;
 pub mod config;
 pub mod dns;
+pub mod error;
 pub mod job;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An error and its chain of causes on one line, `outer: cause: root cause`; a cause whose
-/// text the message already ends with is not repeated.
+/// text the message already ends with is not repeated ([`error::Chain`] as a `String`).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    error::Chain(e).to_string()
 }
 
 /// The system clock in Unix seconds (0 before the epoch).
