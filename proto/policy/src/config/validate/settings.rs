@@ -1,0 +1,112 @@
+//! The agent-wide tables: `listen`, `[tls]`, `[audit]` and `[limits]`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use gantry_proto::keys::SigningKey;
+
+use super::{Problems, existing_file, resolve};
+use crate::config::raw::RawConfig;
+use crate::config::{AuditSettings, Limits, TlsConfig};
+use crate::dns::DnsName;
+use crate::job::Sha256Hex;
+
+/// The agent's own address; a placeholder (and a problem) when it does not parse.
+pub(super) fn listen(p: &mut Problems, raw: &RawConfig) -> SocketAddr {
+    match raw.listen.trim().parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            p.add(
+                "listen",
+                format!("{:?} is not an IP:port address", raw.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+/// `[tls]`: the files (checked to exist when `full`) and the controllers that may connect.
+pub(super) fn tls(p: &mut Problems, raw: &RawConfig, base: &Path, full: bool) -> TlsConfig {
+    let tls = TlsConfig {
+        ca: existing_file(p, full, "tls.ca", base, &raw.tls.ca),
+        cert: existing_file(p, full, "tls.cert", base, &raw.tls.cert),
+        key: existing_file(p, full, "tls.key", base, &raw.tls.key),
+        client_names: raw.tls.client_names.clone(),
+        client_fingerprints: raw.tls.client_fingerprints.clone(),
+    };
+    if raw.tls.client_names.is_empty() && raw.tls.client_fingerprints.is_empty() {
+        p.add(
+            "tls",
+            "name the controllers that may connect: client_names (DNS names in their \
+             certificates) and/or client_fingerprints (SHA-256 of their certificates); a \
+             certificate that merely chains to the CA (another agent's, say) is not a controller",
+        );
+    }
+    for (i, name) in raw.tls.client_names.iter().enumerate() {
+        // The same rule as `gantry dev-pki`'s, so it never issues a name refused here.
+        if let Err(why) = DnsName::new(name) {
+            p.add(format!("tls.client_names[{i}]"), why.to_string());
+        }
+    }
+    for (i, fp) in raw.tls.client_fingerprints.iter().enumerate() {
+        if Sha256Hex::new(fp).is_err() {
+            p.add(
+                format!("tls.client_fingerprints[{i}]"),
+                format!("{fp:?} is not a SHA-256 fingerprint (64 lowercase hex characters)"),
+            );
+        }
+    }
+    tls
+}
+
+/// `[audit]`: the signing key (read when `full`), checkpoint cadence and file limits.
+pub(super) fn audit(p: &mut Problems, raw: &RawConfig, base: &Path, full: bool) -> AuditSettings {
+    let signing_key = resolve(base, &raw.audit.signing_key);
+    if full && let Err(e) = SigningKey::read_pem_file(&signing_key) {
+        p.add("audit.signing_key", crate::error_chain(&e));
+    }
+    p.positive("audit.checkpoint_every", raw.audit.checkpoint_every);
+    p.positive("audit.max_file_bytes", raw.audit.max_file_bytes);
+    AuditSettings {
+        signing_key,
+        checkpoint_every: raw.audit.checkpoint_every,
+        checkpoint_interval: p.duration(
+            "audit.checkpoint_interval",
+            &raw.audit.checkpoint_interval,
+            false,
+        ),
+        max_file_bytes: raw.audit.max_file_bytes,
+        min_free_bytes: raw.audit.min_free_bytes,
+    }
+}
+
+/// `[limits]`: sizes, validity and skew, retention and the per-client throttle.
+pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
+    p.positive("limits.max_job_bytes", raw.limits.max_job_bytes);
+    p.positive("limits.max_artifact_bytes", raw.limits.max_artifact_bytes);
+    p.positive("limits.max_unpacked_bytes", raw.limits.max_unpacked_bytes);
+    p.positive("limits.releases_kept", raw.limits.releases_kept);
+    p.positive(
+        "limits.client_rejections_burst",
+        raw.limits.client_rejections_burst.into(),
+    );
+    p.positive(
+        "limits.client_rejections_per_second",
+        raw.limits.client_rejections_per_second.into(),
+    );
+    p.positive(
+        "limits.client_connections",
+        raw.limits.client_connections.into(),
+    );
+    Limits {
+        max_job_bytes: usize::try_from(raw.limits.max_job_bytes).unwrap_or(usize::MAX),
+        max_artifact_bytes: raw.limits.max_artifact_bytes,
+        max_unpacked_bytes: raw.limits.max_unpacked_bytes,
+        max_validity: p.duration("limits.max_validity", &raw.limits.max_validity, false),
+        clock_skew: p.duration("limits.clock_skew", &raw.limits.clock_skew, true),
+        releases_kept: usize::try_from(raw.limits.releases_kept).unwrap_or(usize::MAX),
+        client_rejections_burst: raw.limits.client_rejections_burst,
+        client_rejections_per_second: raw.limits.client_rejections_per_second,
+        client_connections: usize::try_from(raw.limits.client_connections).unwrap_or(usize::MAX),
+    }
+}
