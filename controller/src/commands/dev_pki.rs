@@ -6,7 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use gantry_policy::dns::DnsName;
 use rcgen::{
@@ -159,9 +159,7 @@ fn key_pair(what: &'static str) -> Result<KeyPair, DevPkiError> {
 
 /// Valid from the start of last year for three years: no clock-edge surprises, bounded life.
 fn set_validity(params: &mut CertificateParams) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = gantry_client::clock::unix_secs(SystemTime::now()).max(0);
     // Close enough to the calendar year; the margin of a year absorbs the approximation.
     let year = 1970 + i32::try_from(secs / 31_556_952).unwrap_or(0);
     params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use gantry_client::sign::{self, SignError};
 use gantry_proto::envelope;
 use gantry_proto::keys::SigningKey;
 use gantry_proto::v1::{Job, SignedJob};
@@ -143,21 +144,12 @@ impl JobFile {
     ///
     /// [`JobError::AlreadySigned`] when `key` signed it already (by key id or by a verifying signature).
     pub fn sign(&mut self, path: &Path, key: &SigningKey) -> Result<(), JobError> {
-        let key_id = key.key_id();
-        let public = key.public_key();
-        let dup = self.signed.signatures.iter().any(|s| {
-            s.key_id == key_id.as_str()
-                || envelope::verify_job(&public, &self.signed.job, &s.sig).is_ok()
-        });
-        if dup {
-            return Err(JobError::AlreadySigned {
+        sign::add_signature(&mut self.signed, key).map_err(|e| match e {
+            SignError::AlreadySigned { key_id } => JobError::AlreadySigned {
                 path: path.to_owned(),
                 key_id: key_id.to_string(),
-            });
-        }
-        self.signed
-            .signatures
-            .push(envelope::sign_job(key, &self.signed.job));
+            },
+        })?;
         Ok(())
     }
 }

@@ -141,9 +141,7 @@ pub fn check_job_id(id: &str) -> Result<(), FlagError> {
 
 /// `<app>-<what>-<unix ms>-<8 random hex>`, with characters a job id may not hold replaced.
 pub fn default_job_id(app: &str, what: &str, now: SystemTime) -> String {
-    let ms = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let ms = gantry_client::clock::unix_ms(now);
     let mut rnd = [0u8; 4];
     // A failed random source only weakens uniqueness; the millisecond stamp still separates jobs.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd);
