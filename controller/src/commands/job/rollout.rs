@@ -459,3 +459,7 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
 #[cfg(test)]
 #[path = "rollout_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rollout_show_tests.rs"]
+mod show_tests;
