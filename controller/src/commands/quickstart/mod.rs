@@ -16,7 +16,9 @@ use gantry_proto::v1::Action;
 
 pub use self::agent_process::AgentProcessError;
 use self::agent_process::{http_get, locate, start_agent};
-pub use self::workspace::{AGENT_ID, APP, WorkspaceError, agent_config, package_sample};
+pub use self::workspace::{
+    AGENT_ID, APP, WorkspaceError, agent_config, agent_config_text, package_sample,
+};
 use self::workspace::{PORTS, free_front_door_port, free_port_range, instance_user, io, work_dir};
 use crate::cli::{ActionArgs, ConnArgs, JobSpecArgs, QuickstartArgs, RolloutArgs};
 use crate::commands::audit::{self, Verdict};
@@ -312,16 +314,13 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
     let front_door = SocketAddr::from(([127, 0, 0, 1], front_door_port));
     let user = instance_user();
     let config_path = dir.join("agent.toml");
-    fs::write(
-        &config_path,
-        agent_config(
-            first_port,
-            front_door_port,
-            &user,
-            &pki.controller_fingerprint,
-        ),
-    )
-    .map_err(io("write", &config_path))?;
+    let config = agent_config_text(&agent_config(
+        first_port,
+        front_door_port,
+        &user,
+        &pki.controller_fingerprint,
+    ))?;
+    fs::write(&config_path, config).map_err(io("write", &config_path))?;
     println!(
         "wrote {} (app {APP}: front door {front_door}, instances on ports {first_port}-{}, runs as {user})",
         config_path.display(),

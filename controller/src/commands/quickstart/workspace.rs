@@ -7,6 +7,9 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use gantry_policy::config::raw::{RawApp, RawConfig};
+use gantry_policy::job::Action;
+
 use crate::exit::Exit;
 
 /// The agent id quickstart's PKI names.
@@ -45,6 +48,9 @@ pub enum WorkspaceError {
     /// No free port for the front door was found.
     #[error("no free port on 127.0.0.1 for the sample app's front door")]
     NoFrontDoorPort(#[source] std::io::Error),
+    /// The agent's config could not be rendered as TOML.
+    #[error("cannot render the agent's config")]
+    RenderConfig(#[source] toml::ser::Error),
 }
 
 impl WorkspaceError {
@@ -54,7 +60,8 @@ impl WorkspaceError {
             WorkspaceError::Io { .. }
             | WorkspaceError::NotEmpty { .. }
             | WorkspaceError::NoFreePorts
-            | WorkspaceError::NoFrontDoorPort(_) => Exit::Usage,
+            | WorkspaceError::NoFrontDoorPort(_)
+            | WorkspaceError::RenderConfig(_) => Exit::Usage,
         }
     }
 }
@@ -137,64 +144,52 @@ pub fn instance_user() -> String {
     }
 }
 
-fn toml_str(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
-
-/// The agent config quickstart writes (INTERFACES format; paths relative to the config file).
+/// The agent config quickstart writes, built with the agent's own config types (paths relative
+/// to the config file): controllers pinned by fingerprint, one deployer key, and the sample app
+/// behind its front door with every action allowed to the deployer.
 pub fn agent_config(
     first_port: u16,
     front_door_port: u16,
     user: &str,
     controller_fingerprint: &str,
-) -> String {
-    format!(
-        r#"# Written by `gantry quickstart`. Paths are relative to this file.
-agent_id = "{AGENT_ID}"
-listen = "127.0.0.1:0"
-data_dir = "data"
+) -> RawConfig {
+    let last_port = first_port + PORTS - 1;
+    let mut app = RawApp::new(user, &format!("{first_port}-{last_port}"));
+    app.max_instances = u32::from(MAX_INSTANCES);
+    app.listen = Some(format!("127.0.0.1:{front_door_port}"));
+    let app = [
+        Action::Deploy,
+        Action::Rollback,
+        Action::Restart,
+        Action::Stop,
+        Action::Promote,
+        Action::Abort,
+    ]
+    .into_iter()
+    .fold(app, |app, action| app.allow(action, &["deployer"]));
+    let mut raw = RawConfig::new(AGENT_ID)
+        .client_fingerprint(controller_fingerprint)
+        .key("deployer", "keys/deployer.pub", &["deployer"])
+        .app(APP, app);
+    raw.limits.max_validity = "1h".to_owned();
+    raw.limits.releases_kept = 5;
+    raw
+}
 
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/agent.pem"
-key = "pki/agent.key"
-client_fingerprints = [{fp}]
-
-[audit]
-signing_key = "keys/agent.key"
-checkpoint_every = 64
-checkpoint_interval = "60s"
-
-[limits]
-max_validity = "1h"
-releases_kept = 5
-
-[[keys]]
-name = "deployer"
-public_key = "keys/deployer.pub"
-roles = ["deployer"]
-
-[apps.{APP}]
-user = {user}
-# The front door: the app's address for its users; it sends each connection to an instance.
-listen = "127.0.0.1:{front_door_port}"
-# Two ports per instance: blue-green starts the new set beside the old one.
-ports = "{first_port}-{last_port}"
-max_instances = {MAX_INSTANCES}
-stop_timeout = "10s"
-
-[apps.{APP}.allow]
-deploy = ["deployer"]
-rollback = ["deployer"]
-restart = ["deployer"]
-stop = ["deployer"]
-promote = ["deployer"]
-abort = ["deployer"]
-"#,
-        fp = toml_str(controller_fingerprint),
-        user = toml_str(user),
-        last_port = first_port + PORTS - 1,
-    )
+/// `raw` as the file quickstart writes: a comment saying where it came from, then the TOML.
+///
+/// # Errors
+///
+/// [`WorkspaceError::RenderConfig`] when the TOML serializer fails (not expected for the
+/// config types).
+pub fn agent_config_text(raw: &RawConfig) -> Result<String, WorkspaceError> {
+    let toml = raw.to_toml().map_err(WorkspaceError::RenderConfig)?;
+    Ok(format!(
+        "# Written by `gantry quickstart`. Paths are relative to this file.\n\
+         # apps.{APP}.listen is the front door: the app's address for its users; it sends each\n\
+         # connection to an instance. Two ports per instance: blue-green starts the new set\n\
+         # beside the old one.\n\n{toml}"
+    ))
 }
 
 /// Writes a release artifact: `bin/gantry-sample-app` (0755) and a README.
@@ -230,14 +225,24 @@ mod tests {
 
     #[test]
     fn config_names_the_app_ports_user_and_pin() {
-        let c = agent_config(18080, 40123, "nobody", "ab");
+        let c = agent_config_text(&agent_config(18080, 40123, "nobody", "ab")).unwrap();
         assert!(c.contains("ports = \"18080-18089\""));
         assert!(c.contains("\nlisten = \"127.0.0.1:40123\"\n"));
         assert!(c.contains("\nmax_instances = 2\n"));
-        assert!(c.contains("\npromote = [\"deployer\"]\nabort = [\"deployer\"]\n"));
+        // The allow table is written in key order; the two rights a front door adds are there.
+        assert!(c.contains("\n[apps.sample.allow]\nabort = [\"deployer\"]\n"));
+        assert!(c.contains("\npromote = [\"deployer\"]\n"));
         assert!(c.contains("user = \"nobody\""));
         assert!(c.contains("client_fingerprints = [\"ab\"]"));
         assert!(c.contains("listen = \"127.0.0.1:0\""));
+        assert!(c.starts_with("# Written by `gantry quickstart`."));
+        // What the agent reads back is what was built, every action allowed to the deployer.
+        let back: RawConfig = toml::from_str(&c).unwrap();
+        assert_eq!(back, agent_config(18080, 40123, "nobody", "ab"));
+        let allow = &back.apps[APP].allow;
+        for action in Action::ALL {
+            assert_eq!(allow[action.as_str()], ["deployer"], "{}", action.as_str());
+        }
     }
 
     #[test]
