@@ -254,40 +254,22 @@ const NOW: i64 = 1_800_000_060;
 /// An agent config with a deployer key `ci`, an approver `rm` and an approver `old` that
 /// expired at 2027-01-15T08:00:00Z; app `web` needs `approvals` approvals.
 fn policy_file(dir: &Path, approvals: u32) -> PathBuf {
-    let text = format!(
-        r#"
-agent_id = "agent-1"
-listen = "127.0.0.1:7443"
-data_dir = "data"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/agent.pem"
-key = "pki/agent.key"
-client_names = ["controller"]
-[[keys]]
-name = "ci"
-public_key = "ci.pub"
-roles = ["deployer"]
-[[keys]]
-name = "rm"
-public_key = "rm.pub"
-roles = ["approver"]
-[[keys]]
-name = "old"
-public_key = "old.pub"
-roles = ["approver"]
-not_after = "2027-01-15T08:00:00Z"
-[apps.web]
-user = "nobody"
-ports = "18000-18009"
-max_instances = 4
-approvals = {approvals}
-[apps.web.allow]
-deploy = ["deployer"]
-"#
-    );
+    use gantry_policy::config::raw::{RawApp, RawConfig};
+    use gantry_policy::job::Action;
+
+    let mut web = RawApp::new("nobody", "18000-18009").allow(Action::Deploy, &["deployer"]);
+    web.max_instances = 4;
+    web.approvals = approvals;
+    let mut raw = RawConfig::new("agent-1")
+        .client_name("controller")
+        .key("ci", "ci.pub", &["deployer"])
+        .key("rm", "rm.pub", &["approver"])
+        .key("old", "old.pub", &["approver"])
+        .app("web", web);
+    raw.listen = "127.0.0.1:7443".to_owned();
+    raw.key_mut("old").unwrap().not_after = Some("2027-01-15T08:00:00Z".to_owned());
     let path = dir.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, raw.to_toml().unwrap()).unwrap();
     path
 }
 
