@@ -9,25 +9,12 @@ use crate::job::{Action, StrategyKind};
 
 /// The proto enum of an action.
 pub fn action(a: Action) -> v1::Action {
-    match a {
-        Action::Deploy => v1::Action::Deploy,
-        Action::Rollback => v1::Action::Rollback,
-        Action::Restart => v1::Action::Restart,
-        Action::Stop => v1::Action::Stop,
-        Action::Promote => v1::Action::Promote,
-        Action::Abort => v1::Action::Abort,
-    }
+    a.to_wire()
 }
 
 /// The proto enum of a strategy.
 pub fn strategy(s: Option<StrategyKind>) -> v1::Strategy {
-    match s {
-        None => v1::Strategy::Unspecified,
-        Some(StrategyKind::Hot) => v1::Strategy::Hot,
-        Some(StrategyKind::Rolling) => v1::Strategy::Rolling,
-        Some(StrategyKind::BlueGreen) => v1::Strategy::BlueGreen,
-        Some(StrategyKind::Canary) => v1::Strategy::Canary,
-    }
+    s.map_or(v1::Strategy::Unspecified, StrategyKind::to_wire)
 }
 
 /// The proto enum of an outcome.
