@@ -64,7 +64,9 @@ if ! add_out=$("$GANTRY" dev-pki --out "$WORK/pki" --add-client stolen-controlle
     echo "$add_out" >&2
     exit 1
 fi
-sed -i '/^client_fingerprints = /a client_names = ["controller", "stolen-controller"]' "$WORK/agent.toml"
+# quickstart writes every [tls] and [limits] key (the typed config builder), so the values
+# below replace the written ones rather than adding a second key.
+sed -i 's/^client_names = \[\]$/client_names = ["controller", "stolen-controller"]/' "$WORK/agent.toml"
 grep -q '^client_names = \["controller", "stolen-controller"\]' "$WORK/agent.toml" || {
     echo "bench-flood.sh: could not add client_names to $WORK/agent.toml" >&2
     exit 1
@@ -76,15 +78,19 @@ grep -q '^client_names = \["controller", "stolen-controller"\]' "$WORK/agent.tom
 for setting in burst per_second; do
     var=CLIENT_REJECTIONS_${setting^^}
     if [[ -n ${!var:-} ]]; then
-        sed -i "/^\[limits\]/a client_rejections_$setting = ${!var}" "$WORK/agent.toml"
+        sed -i "s/^client_rejections_$setting = .*/client_rejections_$setting = ${!var}/" "$WORK/agent.toml"
     fi
 done
-grep '^client_rejections_' "$WORK/agent.toml" || echo "client rejection budget: the defaults"
+grep '^client_rejections_' "$WORK/agent.toml"
 # The per-certificate connection limit (limits.client_connections, default 64): raised to the
 # flood's connections plus the valid clients' unless CLIENT_CONNECTIONS is set, so that the
 # flood measures the budget, not the limit (CLIENT_CONNECTIONS=64 measures with the default).
 CLIENT_CONNECTIONS=${CLIENT_CONNECTIONS:-$((${GANTRY_FLOOD_CONNS:-64} + VALID_APPS))}
-sed -i "/^\[limits\]/a client_connections = $CLIENT_CONNECTIONS" "$WORK/agent.toml"
+sed -i "s/^client_connections = .*/client_connections = $CLIENT_CONNECTIONS/" "$WORK/agent.toml"
+grep -q "^client_connections = $CLIENT_CONNECTIONS\$" "$WORK/agent.toml" || {
+    echo "bench-flood.sh: could not set client_connections in $WORK/agent.toml" >&2
+    exit 1
+}
 echo "client connection limit: $CLIENT_CONNECTIONS"
 
 echo "== start the agent"

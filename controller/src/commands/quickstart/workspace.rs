@@ -157,16 +157,9 @@ pub fn agent_config(
     let mut app = RawApp::new(user, &format!("{first_port}-{last_port}"));
     app.max_instances = u32::from(MAX_INSTANCES);
     app.listen = Some(format!("127.0.0.1:{front_door_port}"));
-    let app = [
-        Action::Deploy,
-        Action::Rollback,
-        Action::Restart,
-        Action::Stop,
-        Action::Promote,
-        Action::Abort,
-    ]
-    .into_iter()
-    .fold(app, |app, action| app.allow(action, &["deployer"]));
+    let app = Action::ALL
+        .into_iter()
+        .fold(app, |app, action| app.allow(action, &["deployer"]));
     let mut raw = RawConfig::new(AGENT_ID)
         .client_fingerprint(controller_fingerprint)
         .key("deployer", "keys/deployer.pub", &["deployer"])
