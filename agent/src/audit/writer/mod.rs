@@ -10,11 +10,14 @@
 //! Held entries ([`Command::AppendHeld`]) that cannot be written wait in `held`; they are put at
 //! the front of every batch (after an `audit.resumed` entry) until one succeeds, and only then
 //! leave the queue. While failed, the thread also wakes every [`PROBE_EVERY`] to try on its own.
+//!
+//! Files: this one runs the thread and builds batches; `held` keeps what waits for the disk,
+//! `file` is the disk side (the [`LogFile`](file::LogFile) seam, commit, rotation).
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+mod file;
+mod held;
+
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
@@ -27,11 +30,15 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+#[cfg(test)]
+pub(crate) use self::file::Fault;
+use self::file::LogFile;
+use self::held::Held;
 use super::checkpoint::{self, Sealer};
-use super::recover::{self, Opened, Recovered};
+use super::recover::{Opened, Recovered};
 use super::{
-    Appended, AuditError, AuditOptions, CheckpointLine, Command, Entry, HeldAppend, MAX_HELD,
-    PROBE_EVERY, Shared, lock,
+    Appended, AuditError, AuditOptions, CheckpointLine, Command, Entry, HeldAppend, PROBE_EVERY,
+    Shared, lock,
 };
 
 /// After a failure, the writer touches the disk again at most this often; appends in between
@@ -40,20 +47,6 @@ const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// At most this many commands per batch, bounding the buffer.
 const MAX_BATCH: usize = 4096;
-
-/// An injected I/O failure (tests only): the errno to fail with, at the given step.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
-    /// The batch write fails before writing anything.
-    Write(i32),
-    /// The batch write writes half the batch, then fails.
-    ShortWrite(i32),
-    /// fdatasync fails.
-    Sync(i32),
-    /// Cutting the file back fails too.
-    Truncate(i32),
-}
 
 /// Starts the writer thread; returns once `audit.recovered` (if any) is durable.
 pub(crate) fn spawn(
@@ -137,17 +130,6 @@ impl Reply {
     }
 }
 
-/// Entries waiting for the log to be writable again.
-#[derive(Default)]
-struct Held {
-    /// Each entry with the time it was handed in, in order.
-    queue: VecDeque<(Entry, SystemTime)>,
-    /// Entries refused because the queue was full, since the last `audit.resumed`.
-    dropped: u64,
-    /// When the current failure began (for `audit.resumed`).
-    failed_since: Option<SystemTime>,
-}
-
 /// The chain as it stands (durable) or as a batch would leave it (working copy).
 #[derive(Clone)]
 struct Chain {
@@ -172,7 +154,7 @@ struct Writer {
     opts: AuditOptions,
     sealer: Sealer,
     shared: Arc<Shared>,
-    file: File,
+    file: LogFile,
     path: PathBuf,
     /// Durable length of `file`.
     len: u64,
@@ -182,8 +164,6 @@ struct Writer {
     replies: Vec<Reply>,
     failed: Option<Failure>,
     held: Held,
-    #[cfg(test)]
-    faults: std::collections::VecDeque<Fault>,
 }
 
 impl Writer {
@@ -193,7 +173,7 @@ impl Writer {
             opts,
             sealer: Sealer::new(key),
             shared,
-            file: opened.file,
+            file: LogFile::new(opened.file),
             path: opened.path,
             len: opened.len,
             chain: Chain {
@@ -207,8 +187,6 @@ impl Writer {
             replies: Vec::with_capacity(256),
             failed: None,
             held: Held::default(),
-            #[cfg(test)]
-            faults: std::collections::VecDeque::new(),
         }
     }
 
@@ -393,7 +371,7 @@ impl Writer {
                     self.replies.push(Reply::Close(tx));
                 }
                 #[cfg(test)]
-                Command::Inject(faults) => self.faults.extend(faults),
+                Command::Inject(faults) => self.file.inject(faults),
             }
         }
         if (closing || seal) && !fail_fast && work.since_checkpoint > 0 {
@@ -477,71 +455,6 @@ impl Writer {
         closing
     }
 
-    /// Queues `entry` until the log is writable, or refuses it when the queue is full.
-    fn hold(
-        &mut self,
-        entry: Entry,
-        at: SystemTime,
-        tx: oneshot::Sender<Result<HeldAppend, AuditError>>,
-        cause: &str,
-    ) {
-        let held = self.held.queue.len();
-        if held >= MAX_HELD {
-            self.held.dropped += 1;
-            tracing::error!(
-                event = entry.event(),
-                held,
-                "audit entry dropped: too many held"
-            );
-            let _ = tx.send(Err(AuditError::HeldFull {
-                cause: cause.to_owned(),
-                held,
-            }));
-            return;
-        }
-        self.held.queue.push_back((entry, at));
-        let queued = held + 1;
-        self.shared.held.store(queued, Ordering::Relaxed);
-        let _ = tx.send(Ok(HeldAppend::Held {
-            queued,
-            cause: cause.to_owned(),
-        }));
-    }
-
-    /// Starts a retry batch: `audit.resumed`, then every held entry (with `held_at`) in order.
-    fn push_resumed(&mut self, work: &mut Chain) {
-        let cause = self
-            .failed
-            .as_ref()
-            .map_or_else(String::new, |f| f.cause.clone());
-        let since = self.held.failed_since.unwrap_or_else(SystemTime::now);
-        let resumed = Entry::new("audit.resumed")
-            .with("cause", cause)
-            .with(
-                "failed_since",
-                humantime::format_rfc3339_millis(since).to_string(),
-            )
-            .with("held", self.held.queue.len())
-            .with("dropped", self.held.dropped);
-        self.push_line(work, &resumed);
-        let held: Vec<Entry> = self
-            .held
-            .queue
-            .iter()
-            .map(|(e, at)| {
-                e.clone()
-                    .with("held_at", humantime::format_rfc3339_millis(*at).to_string())
-            })
-            .collect();
-        let every = self.opts.checkpoint_every;
-        for entry in &held {
-            self.push_line(work, entry);
-            if every > 0 && work.since_checkpoint >= every {
-                self.push_checkpoint(work);
-            }
-        }
-    }
-
     /// Serialises one entry into the batch buffer and advances the working chain.
     fn push_line(&mut self, work: &mut Chain, entry: &Entry) -> String {
         let fields = entry.fields().iter().map(|(k, v)| (k.as_str(), v));
@@ -593,99 +506,6 @@ impl Writer {
         hash
     }
 
-    /// Writes the batch and syncs once. Err carries the cause and whether the failure is
-    /// permanent (the file could not be cut back).
-    fn commit(&mut self) -> Result<(), (String, bool)> {
-        if self.len > 0 && self.len >= self.opts.max_file_bytes {
-            self.rotate().map_err(|e| (e, false))?;
-        }
-        if let Err(e) = self.write_batch() {
-            return Err(self.cut_back(format!("cannot write {}: {e}", self.path.display())));
-        }
-        if let Err(e) = self.sync() {
-            return Err(self.cut_back(format!("cannot sync {}: {e}", self.path.display())));
-        }
-        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn write_batch(&mut self) -> io::Result<()> {
-        #[cfg(test)]
-        match self.faults.front().copied() {
-            Some(Fault::Write(errno)) => {
-                self.faults.pop_front();
-                return Err(io::Error::from_raw_os_error(errno));
-            }
-            Some(Fault::ShortWrite(errno)) => {
-                self.faults.pop_front();
-                self.file.write_all(&self.buf[..self.buf.len() / 2])?;
-                return Err(io::Error::from_raw_os_error(errno));
-            }
-            _ => {}
-        }
-        self.file.write_all(&self.buf)
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        #[cfg(test)]
-        if let Some(Fault::Sync(errno)) = self.faults.front().copied() {
-            self.faults.pop_front();
-            return Err(io::Error::from_raw_os_error(errno));
-        }
-        self.file.sync_data()
-    }
-
-    /// Cuts the file back to its durable length so no torn line stays.
-    fn cut_back(&mut self, cause: String) -> (String, bool) {
-        #[cfg(test)]
-        if let Some(Fault::Truncate(errno)) = self.faults.front().copied() {
-            self.faults.pop_front();
-            let e = io::Error::from_raw_os_error(errno);
-            return (
-                format!("{cause}; cannot cut it back to {} bytes: {e}", self.len),
-                true,
-            );
-        }
-        match self.file.set_len(self.len) {
-            Ok(()) => {
-                // Best effort: if this fails too, a torn tail is set aside at the next open.
-                let _ = self.file.sync_data();
-                (cause, false)
-            }
-            Err(e) => (
-                format!("{cause}; cannot cut it back to {} bytes: {e}", self.len),
-                true,
-            ),
-        }
-    }
-
-    /// Starts a new file named by the batch's first seq.
-    fn rotate(&mut self) -> Result<(), String> {
-        let dir = self.opts.dir.clone();
-        let path = dir.join(recover::file_name(self.chain.seq + 1));
-        let err = |e: io::Error| format!("cannot create {}: {e}", path.display());
-        let file = match recover::open_append(&path, true) {
-            Ok(f) => f,
-            // Left by an earlier attempt that failed after creating it.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let f = recover::open_append(&path, false).map_err(err)?;
-                if f.metadata().map_err(err)?.len() != 0 {
-                    return Err(format!(
-                        "cannot rotate to {}: it exists and is not empty",
-                        path.display()
-                    ));
-                }
-                f
-            }
-            Err(e) => return Err(err(e)),
-        };
-        sync_dir(&dir).map_err(err)?;
-        self.file = file;
-        self.path = path;
-        self.len = 0;
-        Ok(())
-    }
-
     /// Sends every line of the durable batch to subscribers.
     fn publish(&self) {
         if self.shared.lines.receiver_count() == 0 {
@@ -696,10 +516,6 @@ impl Writer {
             let _ = self.shared.lines.send(Arc::new((l.seq, line)));
         }
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    recover::sync_dir(dir)
 }
 
 /// Writes one line (without `\n`): the header fields first, then the entry's fields in order.
