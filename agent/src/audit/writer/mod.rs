@@ -12,10 +12,12 @@
 //! leave the queue. While failed, the thread also wakes every [`PROBE_EVERY`] to try on its own.
 //!
 //! Files: this one runs the thread and builds batches; `held` keeps what waits for the disk,
-//! `file` is the disk side (the [`LogFile`](file::LogFile) seam, commit, rotation).
+//! `lines` encodes entries into the batch, `file` is the disk side (the `LogFile` seam that
+//! holds the test faults, commit, rotation).
 
 mod file;
 mod held;
+mod lines;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -23,18 +25,15 @@ use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use gantry_proto::audit_chain::line_hash;
 use gantry_proto::keys::SigningKey;
-use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 #[cfg(test)]
 pub(crate) use self::file::Fault;
 use self::file::LogFile;
 use self::held::Held;
-use super::checkpoint::{self, Sealer};
+use self::lines::LineMeta;
+use super::checkpoint::Sealer;
 use super::recover::{Opened, Recovered};
 use super::{
     Appended, AuditError, AuditOptions, CheckpointLine, Command, Entry, HeldAppend, PROBE_EVERY,
@@ -81,14 +80,6 @@ pub(crate) fn spawn(
             Err(AuditError::Closed)
         }
     }
-}
-
-/// Where one line sits in the batch buffer.
-struct LineMeta {
-    seq: u64,
-    start: usize,
-    /// Exclusive, before the `\n`.
-    end: usize,
 }
 
 /// An answer held back until the batch is durable.
@@ -281,7 +272,6 @@ impl Writer {
         self.buf.clear();
         self.lines.clear();
         self.replies.clear();
-        let mut closing = false;
         let mut work = self.chain.clone();
         work.latest = None;
         let fail_fast = self
@@ -293,6 +283,42 @@ impl Writer {
         if recovering {
             self.push_resumed(&mut work);
         }
+        let closing = self.take(cmds, &mut work, fail_fast);
+        if (closing || seal) && !fail_fast && work.since_checkpoint > 0 {
+            self.push_checkpoint(&mut work);
+        }
+        if fail_fast {
+            let cause = self
+                .failed
+                .as_ref()
+                .map_or_else(String::new, |f| f.cause.clone());
+            for reply in self.replies.drain(..) {
+                reply.err(&cause);
+            }
+        } else {
+            let committed = if self.lines.is_empty() {
+                Ok(())
+            } else {
+                self.commit()
+            };
+            match committed {
+                Ok(()) => self.committed(work, recovering),
+                Err((cause, permanent)) => self.failed_closed(cause, permanent),
+            }
+        }
+        if closing && !self.held.queue.is_empty() {
+            tracing::error!(
+                held = self.held.queue.len(),
+                "the audit log closes while entries are held in memory: they are lost"
+            );
+        }
+        closing
+    }
+
+    /// Turns each command into lines of the batch and a reply to send once it is durable (or
+    /// at once, when failing fast); returns whether one was a close.
+    fn take(&mut self, cmds: &mut Vec<Command>, work: &mut Chain, fail_fast: bool) -> bool {
+        let mut closing = false;
         let cause_now = self
             .failed
             .as_ref()
@@ -308,7 +334,7 @@ impl Writer {
                     } else if fail_fast {
                         self.hold(entry, SystemTime::now(), tx, &cause_now);
                     } else {
-                        let hash = self.push_line(&mut work, &entry);
+                        let hash = self.push_line(work, &entry);
                         let appended = Appended {
                             seq: work.seq,
                             hash,
@@ -316,7 +342,7 @@ impl Writer {
                         self.replies.push(Reply::Held(tx, appended, entry));
                         let every = self.opts.checkpoint_every;
                         if every > 0 && work.since_checkpoint >= every {
-                            self.push_checkpoint(&mut work);
+                            self.push_checkpoint(work);
                         }
                     }
                 }
@@ -331,7 +357,7 @@ impl Writer {
                         ));
                         continue;
                     }
-                    let hash = self.push_line(&mut work, &entry);
+                    let hash = self.push_line(work, &entry);
                     self.replies.push(Reply::Append(
                         tx,
                         Appended {
@@ -341,7 +367,7 @@ impl Writer {
                     ));
                     let every = self.opts.checkpoint_every;
                     if every > 0 && work.since_checkpoint >= every {
-                        self.push_checkpoint(&mut work);
+                        self.push_checkpoint(work);
                     }
                 }
                 Command::Checkpoint(tx) => {
@@ -362,7 +388,7 @@ impl Writer {
                     };
                     let line = match existing {
                         Some(l) => l,
-                        None => self.push_checkpoint(&mut work),
+                        None => self.push_checkpoint(work),
                     };
                     self.replies.push(Reply::Checkpoint(tx, line));
                 }
@@ -374,136 +400,57 @@ impl Writer {
                 Command::Inject(faults) => self.file.inject(faults),
             }
         }
-        if (closing || seal) && !fail_fast && work.since_checkpoint > 0 {
-            self.push_checkpoint(&mut work);
-        }
-        if fail_fast {
-            let cause = self
-                .failed
-                .as_ref()
-                .map_or_else(String::new, |f| f.cause.clone());
-            for reply in self.replies.drain(..) {
-                reply.err(&cause);
-            }
-            if closing && !self.held.queue.is_empty() {
-                tracing::error!(
-                    held = self.held.queue.len(),
-                    "the audit log closes while entries are held in memory: they are lost"
-                );
-            }
-            return closing;
-        }
-        let committed = if self.lines.is_empty() {
-            Ok(())
-        } else {
-            self.commit()
-        };
-        match committed {
-            Ok(()) => {
-                if let Some(f) = self.failed.take() {
-                    tracing::warn!(
-                        cause = %f.cause,
-                        held = self.held.queue.len(),
-                        "audit log writable again; held entries written"
-                    );
-                    *lock(&self.shared.failed) = None;
-                }
-                if recovering {
-                    self.held = Held::default();
-                    self.shared.held.store(0, Ordering::Relaxed);
-                }
-                self.len += self.buf.len() as u64;
-                if let Some(latest) = work.latest.take() {
-                    *lock(&self.shared.latest) = Some(latest);
-                }
-                self.chain = work;
-                self.publish();
-                for reply in self.replies.drain(..) {
-                    reply.ok();
-                }
-            }
-            Err((cause, permanent)) => {
-                if self.failed.as_ref().is_some_and(|f| f.cause == cause) {
-                    tracing::debug!(%cause, "audit log still unavailable");
-                } else {
-                    tracing::error!(%cause, "audit log failed closed");
-                }
-                *lock(&self.shared.failed) = Some(cause.clone());
-                self.held.failed_since.get_or_insert_with(SystemTime::now);
-                let replies: Vec<Reply> = self.replies.drain(..).collect();
-                for reply in replies {
-                    match reply {
-                        Reply::Held(tx, _, entry) if !permanent => {
-                            self.hold(entry, SystemTime::now(), tx, &cause);
-                        }
-                        other => other.err(&cause),
-                    }
-                }
-                self.failed = Some(Failure {
-                    cause,
-                    at: Instant::now(),
-                    permanent,
-                });
-            }
-        }
-        if closing && !self.held.queue.is_empty() {
-            tracing::error!(
-                held = self.held.queue.len(),
-                "the audit log closes while entries are held in memory: they are lost"
-            );
-        }
         closing
     }
 
-    /// Serialises one entry into the batch buffer and advances the working chain.
-    fn push_line(&mut self, work: &mut Chain, entry: &Entry) -> String {
-        let fields = entry.fields().iter().map(|(k, v)| (k.as_str(), v));
-        let hash = self.push_raw(work, entry.event(), fields);
-        work.since_checkpoint += 1;
-        hash
-    }
-
-    /// Appends a signed checkpoint over the working chain.
-    fn push_checkpoint(&mut self, work: &mut Chain) -> CheckpointLine {
-        let sig = self.sealer.sign(&work.prev);
-        let key_id = Value::String(self.sealer.key_id().to_owned());
-        let sig = Value::String(sig);
-        let start = self.buf.len();
-        self.push_raw(
-            work,
-            checkpoint::EVENT,
-            [("key_id", &key_id), ("sig", &sig)].into_iter(),
-        );
-        let line = String::from_utf8_lossy(&self.buf[start..self.buf.len() - 1]).into_owned();
-        let cp = CheckpointLine {
-            seq: work.seq,
-            line,
-        };
-        work.since_checkpoint = 0;
-        work.latest = Some(cp.clone());
-        cp
-    }
-
-    fn push_raw<'a>(
-        &mut self,
-        work: &mut Chain,
-        event: &str,
-        fields: impl Iterator<Item = (&'a str, &'a Value)>,
-    ) -> String {
-        let start = self.buf.len();
-        let seq = work.seq + 1;
-        // Serialising JSON values into a Vec cannot fail: keys are strings, numbers finite.
-        if let Err(e) = write_line(&mut self.buf, seq, &work.prev, event, fields) {
-            tracing::error!(error = %e, event, "cannot serialise audit entry");
+    /// The batch is durable: clear a failure, advance the chain, publish, answer everyone.
+    fn committed(&mut self, mut work: Chain, recovering: bool) {
+        if let Some(f) = self.failed.take() {
+            tracing::warn!(
+                cause = %f.cause,
+                held = self.held.queue.len(),
+                "audit log writable again; held entries written"
+            );
+            *lock(&self.shared.failed) = None;
         }
-        let end = self.buf.len();
-        self.buf.push(b'\n');
-        let hash = line_hash(&self.buf[start..end]);
-        self.lines.push(LineMeta { seq, start, end });
-        work.seq = seq;
-        work.prev.clear();
-        work.prev.push_str(&hash);
-        hash
+        if recovering {
+            self.held = Held::default();
+            self.shared.held.store(0, Ordering::Relaxed);
+        }
+        self.len += self.buf.len() as u64;
+        if let Some(latest) = work.latest.take() {
+            *lock(&self.shared.latest) = Some(latest);
+        }
+        self.chain = work;
+        self.publish();
+        for reply in self.replies.drain(..) {
+            reply.ok();
+        }
+    }
+
+    /// The batch could not be made durable: fail closed, hold what may wait, refuse the rest.
+    fn failed_closed(&mut self, cause: String, permanent: bool) {
+        if self.failed.as_ref().is_some_and(|f| f.cause == cause) {
+            tracing::debug!(%cause, "audit log still unavailable");
+        } else {
+            tracing::error!(%cause, "audit log failed closed");
+        }
+        *lock(&self.shared.failed) = Some(cause.clone());
+        self.held.failed_since.get_or_insert_with(SystemTime::now);
+        let replies: Vec<Reply> = self.replies.drain(..).collect();
+        for reply in replies {
+            match reply {
+                Reply::Held(tx, _, entry) if !permanent => {
+                    self.hold(entry, SystemTime::now(), tx, &cause);
+                }
+                other => other.err(&cause),
+            }
+        }
+        self.failed = Some(Failure {
+            cause,
+            at: Instant::now(),
+            permanent,
+        });
     }
 
     /// Sends every line of the durable batch to subscribers.
@@ -515,34 +462,5 @@ impl Writer {
             let line = String::from_utf8_lossy(&self.buf[l.start..l.end]).into_owned();
             let _ = self.shared.lines.send(Arc::new((l.seq, line)));
         }
-    }
-}
-
-/// Writes one line (without `\n`): the header fields first, then the entry's fields in order.
-fn write_line<'v>(
-    buf: &mut Vec<u8>,
-    seq: u64,
-    prev: &str,
-    event: &str,
-    fields: impl Iterator<Item = (&'v str, &'v Value)>,
-) -> serde_json::Result<()> {
-    let mut ser = serde_json::Serializer::new(buf);
-    let mut map = ser.serialize_map(None)?;
-    map.serialize_entry("seq", &seq)?;
-    map.serialize_entry("ts", &Ts(SystemTime::now()))?;
-    map.serialize_entry("prev", prev)?;
-    map.serialize_entry("event", event)?;
-    for (k, v) in fields {
-        map.serialize_entry(k, v)?;
-    }
-    map.end()
-}
-
-/// RFC 3339 UTC with milliseconds, written without an intermediate String.
-struct Ts(SystemTime);
-
-impl Serialize for Ts {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(self.0))
     }
 }
