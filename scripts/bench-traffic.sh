@@ -139,10 +139,7 @@ grep -E '^(listen|ports|max_instances) ' "$WORK/agent.toml"
 
 echo "== start the agent"
 bench_start_agent agent-bench.log
-export GANTRY_AGENT GANTRY_AGENT_ID=quickstart-agent GANTRY_CA=$WORK/pki/ca.pem \
-    GANTRY_CERT=$WORK/pki/controller.pem GANTRY_CERT_KEY=$WORK/pki/controller.key \
-    GANTRY_STATE_DIR=$WORK/state
-GANTRY_AGENT=$AGENT_ADDR
+bench_controller_env
 echo "agent pid $AGENT_PID on $GANTRY_AGENT, front door $FRONT"
 
 VERSION_N=0

@@ -64,10 +64,7 @@ echo "$qs_out" >"$WORK/quickstart.log"
 
 echo "== start the agent"
 bench_start_agent agent-bench.log
-export GANTRY_AGENT GANTRY_AGENT_ID=quickstart-agent GANTRY_CA=$WORK/pki/ca.pem \
-    GANTRY_CERT=$WORK/pki/controller.pem GANTRY_CERT_KEY=$WORK/pki/controller.key \
-    GANTRY_STATE_DIR=$WORK/state
-GANTRY_AGENT=$AGENT_ADDR
+bench_controller_env
 echo "agent pid $AGENT_PID on $GANTRY_AGENT"
 sleep "$SETTLE_SECS"
 read -r RSS0 HWM0 <<<"$(rss "$AGENT_PID")"

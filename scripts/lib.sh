@@ -61,6 +61,14 @@ bench_start_agent() {
     AGENT_ADDR=$(cat "$WORK/data/run/listen.addr")
 }
 
+# Points the gantry CLI at the agent bench_start_agent started, with quickstart's agent id,
+# PKI and state dir in WORK.
+bench_controller_env() {
+    export GANTRY_AGENT=$AGENT_ADDR GANTRY_AGENT_ID=quickstart-agent GANTRY_CA=$WORK/pki/ca.pem \
+        GANTRY_CERT=$WORK/pki/controller.pem GANTRY_CERT_KEY=$WORK/pki/controller.key \
+        GANTRY_STATE_DIR=$WORK/state
+}
+
 # Stops the app `sample` (when the agent still has an address; at most 30 s, as the
 # controller certificate may be paused by a flood that used it), then the agent: SIGTERM,
 # up to 15 s, then SIGKILL.

@@ -72,28 +72,23 @@ impl Drop for TestBackend {
     }
 }
 
-async fn backend(name: &'static str) -> TestBackend {
+/// A backend on a free loopback port that counts its connections and hands each to `serve`.
+async fn spawn_backend<F, Fut>(serve: F) -> TestBackend
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind(lo(0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&accepted);
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if stream
-                    .write_all(format!("{name}\n").as_bytes())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     TestBackend {
@@ -101,6 +96,22 @@ async fn backend(name: &'static str) -> TestBackend {
         accepted,
         task,
     }
+}
+
+/// A TCP backend that greets each connection with its name, then echoes.
+async fn backend(name: &'static str) -> TestBackend {
+    spawn_backend(move |mut stream: TcpStream| async move {
+        if stream
+            .write_all(format!("{name}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let (mut r, mut w) = stream.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await
 }
 
 /// An address nothing listens on: connections are refused.

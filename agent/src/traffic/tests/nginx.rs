@@ -186,39 +186,23 @@ fn nginx_conf(dir: &Path, upstream_file: &Path, listen: u16) -> PathBuf {
 
 /// An HTTP backend that answers every request with its name.
 async fn http_backend(name: &'static str) -> TestBackend {
-    let listener = TcpListener::bind(lo(0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicU64::new(0));
-    let count = Arc::clone(&accepted);
-    let task = tokio::spawn(async move {
+    spawn_backend(move |stream: TcpStream| async move {
+        let mut stream = BufReader::new(stream);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                loop {
-                    let mut line = String::new();
-                    match stream.read_line(&mut line).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) if line == "\r\n" => break,
-                        Ok(_) => {}
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = stream.get_mut().write_all(reply.as_bytes()).await;
-            });
+            let mut line = String::new();
+            match stream.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
         }
-    });
-    TestBackend {
-        addr,
-        accepted,
-        task,
-    }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+            name.len()
+        );
+        let _ = stream.get_mut().write_all(reply.as_bytes()).await;
+    })
+    .await
 }
 
 /// GET / through `addr`; the body (the backend's name) when the status is 200.
