@@ -16,15 +16,16 @@ pub mod unpack;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::job::Sha256Hex;
 
 pub use releases::Releases;
 pub use store::{ArtifactStore, Upload};
 pub use unpack::{UnpackError, UnpackLimits, unpack_release};
+
+pub(crate) use crate::state::sync_dir;
 
 /// An artifact store or release operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,11 +149,6 @@ pub(crate) fn random_suffix() -> Option<String> {
     let mut bytes = [0u8; 8];
     ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
     Some(hex::encode(bytes))
-}
-
-/// fsyncs a directory so that renames and creations inside it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Hex SHA-256 of everything `reader` yields.

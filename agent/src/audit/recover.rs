@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use gantry_proto::audit_chain::{CHECKPOINT_EVENT, EntryHead, GENESIS_PREV, line_hash, parse_head};
 
 use super::{AuditError, CheckpointLine};
+use crate::state::sync_dir;
 
 /// One log file: `audit-<first seq, 20 digits>.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,11 +83,6 @@ pub(crate) fn open_read(path: &Path) -> Result<File, AuditError> {
             path: path.to_owned(),
             source,
         })
-}
-
-/// Makes directory entries (new files, renames) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Parses and checks a line's header: a JSON object with seq, ts, a 64-hex prev and event.

@@ -1,15 +1,15 @@
-//! The writer's side of the disk: the [`LogFile`] seam every write, sync and cut-back goes
+//! The writer's side of the disk: the [`OpenLog`] seam every write, sync and cut-back goes
 //! through (where tests inject failures), the batch commit and rotation.
 
 #[cfg(test)]
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::Writer;
 use crate::audit::recover;
+use crate::state::sync_dir;
 
 /// An injected I/O failure (tests only): the errno to fail with, at the given step.
 #[cfg(test)]
@@ -27,14 +27,14 @@ pub(crate) enum Fault {
 
 /// The open log file. Every step of the write path that can fail goes through it, so the test
 /// faults live here and nowhere in the writer's logic.
-pub(super) struct LogFile {
+pub(super) struct OpenLog {
     file: File,
     /// Failures to inject, in order; each step fails only when the next one is its own.
     #[cfg(test)]
     faults: VecDeque<Fault>,
 }
 
-impl LogFile {
+impl OpenLog {
     pub(super) fn new(file: File) -> Self {
         Self {
             file,
@@ -164,8 +164,4 @@ impl Writer {
         self.len = 0;
         Ok(())
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    recover::sync_dir(dir)
 }

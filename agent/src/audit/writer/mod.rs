@@ -12,7 +12,7 @@
 //! leave the queue. While failed, the thread also wakes every [`PROBE_EVERY`] to try on its own.
 //!
 //! Files: this one runs the thread and builds batches; `held` keeps what waits for the disk,
-//! `lines` encodes entries into the batch, `file` is the disk side (the `LogFile` seam that
+//! `lines` encodes entries into the batch, `file` is the disk side (the `OpenLog` seam that
 //! holds the test faults, commit, rotation).
 
 mod file;
@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 #[cfg(test)]
 pub(crate) use self::file::Fault;
-use self::file::LogFile;
+use self::file::OpenLog;
 use self::held::Held;
 use self::lines::LineMeta;
 use super::checkpoint::Sealer;
@@ -145,7 +145,7 @@ struct Writer {
     opts: AuditOptions,
     sealer: Sealer,
     shared: Arc<Shared>,
-    file: LogFile,
+    file: OpenLog,
     path: PathBuf,
     /// Durable length of `file`.
     len: u64,
@@ -164,7 +164,7 @@ impl Writer {
             opts,
             sealer: Sealer::new(key),
             shared,
-            file: LogFile::new(opened.file),
+            file: OpenLog::new(opened.file),
             path: opened.path,
             len: opened.len,
             chain: Chain {
