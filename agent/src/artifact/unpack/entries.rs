@@ -12,9 +12,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
-use super::error::io_err;
-use super::{UnpackError, UnpackLimits};
+use super::error::{UnpackError, io_err};
 use crate::artifact::beneath::Beneath;
+
+/// Bounds on what one release archive may unpack to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// The most bytes all regular files together may hold, counted as they are written.
+    pub max_total_bytes: u64,
+    /// The most entries the archive may have (every header the reader yields counts).
+    pub max_entries: u64,
+}
 
 /// What a normalised path inside the release is, as written by this unpacker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

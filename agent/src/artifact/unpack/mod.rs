@@ -38,21 +38,13 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+pub use self::entries::UnpackLimits;
 use self::entries::Unpacker;
 pub use self::error::UnpackError;
 use self::error::io_err;
 use crate::artifact::beneath::Beneath;
 use crate::artifact::{hash_reader, random_suffix, sync_dir};
 use crate::job::Sha256Hex;
-
-/// Bounds on what one release archive may unpack to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnpackLimits {
-    /// The most bytes all regular files together may hold, counted as they are written.
-    pub max_total_bytes: u64,
-    /// The most entries the archive may have (every header the reader yields counts).
-    pub max_entries: u64,
-}
 
 /// Unpacks the `.tar.gz` at `artifact` into the new directory `dest`.
 ///

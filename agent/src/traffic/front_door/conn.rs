@@ -10,8 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::shared::Shared;
-use super::should_warn;
+use super::shared::{Shared, should_warn};
 use crate::traffic::stats::Counters;
 
 impl Shared {

@@ -38,14 +38,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::shared::Shared;
+use self::shared::{Shared, should_warn};
 use self::table::Routing;
 use super::stats::{Counters, STATS_INTERVAL, Stats};
 use super::{BackendAddrs, RouteTable, TrafficError};
-
-/// At most one warning per this interval for each repeating cause (a dead backend, accept
-/// errors, stats write errors): they are triggered by input and must not flood the log.
-const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// What the front door needs to start.
 #[derive(Debug, Clone)]
@@ -290,15 +286,4 @@ impl FrontDoorHandle {
     pub fn stats(&self) -> Stats {
         self.shared.snapshot()
     }
-}
-
-/// True at most once per [`WARN_EVERY`] for the cause `last` tracks.
-fn should_warn(last: &AtomicU64) -> bool {
-    let now = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
-    let prev = last.load(Ordering::Relaxed);
-    let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
-    now.saturating_sub(prev) >= every
-        && last
-            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
 }

@@ -1,5 +1,6 @@
-//! The state one front door's tasks share: paths, flags, the routing table under its lock,
-//! and the stats file written from it.
+//! The state one front door's tasks share: paths, flags, the routing table under its lock;
+//! reloads and the drain timers they arm, the stats file written from it, and the rate limit
+//! on repeated warnings.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,11 +13,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::should_warn;
 use super::table::Routing;
 use crate::error::reason;
 use crate::traffic::stats::{BackendStats, Stats};
-use crate::traffic::{BackendAddrs, TrafficError};
+use crate::traffic::{BackendAddrs, RouteTable, TrafficError};
+
+/// At most one warning per this interval for each repeating cause (a dead backend, accept
+/// errors, stats write errors): they are triggered by input and must not flood the log.
+const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// What the listener, the connections, the reload and the stats tasks share.
 #[derive(Debug)]
@@ -123,4 +127,80 @@ impl Shared {
             self.write_stats.notify_one();
         }
     }
+}
+
+impl Shared {
+    /// Arms one timer per backend whose draining just started.
+    pub(super) fn arm_drain_timers(
+        self: &Arc<Self>,
+        drains: Vec<(Arc<str>, u64)>,
+        timeout: Duration,
+    ) {
+        for (id, episode) in drains {
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let mut routing = shared.lock();
+                if let Some(slot) = routing.backends.get_mut(&id)
+                    && slot.draining
+                    && slot.episode == episode
+                {
+                    let open = slot.counters.active.load(Ordering::Relaxed);
+                    if open > 0 {
+                        tracing::info!(
+                            backend = %id,
+                            open,
+                            "drain timeout ({}) reached: cutting open connections",
+                            humantime::format_duration(timeout)
+                        );
+                    }
+                    // Only connections to this backend hold the old token; a later return to
+                    // rotation starts with a fresh one.
+                    std::mem::replace(&mut slot.cut, CancellationToken::new()).cancel();
+                }
+            });
+        }
+    }
+
+    pub(super) async fn reload(self: &Arc<Self>) {
+        let path = self.routes_path.clone();
+        let addrs = self.backend_addrs.clone();
+        let listener = self.local_addr;
+        let loaded = tokio::task::spawn_blocking(move || {
+            RouteTable::load(&path, &addrs, Some(listener)).map_err(|e| reason(&e))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("route table reload task failed: {e}")));
+        let mut routing = self.lock();
+        routing.reloads += 1;
+        match loaded {
+            Ok(table) => {
+                let generation = table.generation;
+                let timeout = table.drain_timeout();
+                let drains = routing.install(table);
+                routing.last_reload_error = None;
+                drop(routing);
+                tracing::info!(generation, "route table applied");
+                self.arm_drain_timers(drains, timeout);
+            }
+            Err(why) => {
+                tracing::warn!(
+                    generation = routing.table.generation,
+                    "route table reload refused, keeping the current table: {why}"
+                );
+                routing.last_reload_error = Some(why);
+            }
+        }
+    }
+}
+
+/// True at most once per [`WARN_EVERY`] for the cause `last` tracks.
+pub(super) fn should_warn(last: &AtomicU64) -> bool {
+    let now = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
+    let prev = last.load(Ordering::Relaxed);
+    let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+    now.saturating_sub(prev) >= every
+        && last
+            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }

@@ -1,17 +1,14 @@
 //! The routing table in force: every backend's slot (weight, draining, counters, its cut
-//! token), the pick for a new connection, reloads, and the drain timers that cut a draining
-//! backend's connections.
+//! token), installing a new table (which says whose drain starts), and the pick for a new
+//! connection.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::shared::Shared;
-use crate::error::reason;
 use crate::traffic::RouteTable;
 use crate::traffic::balance::Balancer;
 use crate::traffic::stats::Counters;
@@ -128,70 +125,5 @@ impl Routing {
             cut: slot.cut.clone(),
             id,
         })
-    }
-}
-
-impl Shared {
-    /// Arms one timer per backend whose draining just started.
-    pub(super) fn arm_drain_timers(
-        self: &Arc<Self>,
-        drains: Vec<(Arc<str>, u64)>,
-        timeout: Duration,
-    ) {
-        for (id, episode) in drains {
-            let shared = Arc::clone(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                let mut routing = shared.lock();
-                if let Some(slot) = routing.backends.get_mut(&id)
-                    && slot.draining
-                    && slot.episode == episode
-                {
-                    let open = slot.counters.active.load(Ordering::Relaxed);
-                    if open > 0 {
-                        tracing::info!(
-                            backend = %id,
-                            open,
-                            "drain timeout ({}) reached: cutting open connections",
-                            humantime::format_duration(timeout)
-                        );
-                    }
-                    // Only connections to this backend hold the old token; a later return to
-                    // rotation starts with a fresh one.
-                    std::mem::replace(&mut slot.cut, CancellationToken::new()).cancel();
-                }
-            });
-        }
-    }
-
-    pub(super) async fn reload(self: &Arc<Self>) {
-        let path = self.routes_path.clone();
-        let addrs = self.backend_addrs.clone();
-        let listener = self.local_addr;
-        let loaded = tokio::task::spawn_blocking(move || {
-            RouteTable::load(&path, &addrs, Some(listener)).map_err(|e| reason(&e))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("route table reload task failed: {e}")));
-        let mut routing = self.lock();
-        routing.reloads += 1;
-        match loaded {
-            Ok(table) => {
-                let generation = table.generation;
-                let timeout = table.drain_timeout();
-                let drains = routing.install(table);
-                routing.last_reload_error = None;
-                drop(routing);
-                tracing::info!(generation, "route table applied");
-                self.arm_drain_timers(drains, timeout);
-            }
-            Err(why) => {
-                tracing::warn!(
-                    generation = routing.table.generation,
-                    "route table reload refused, keeping the current table: {why}"
-                );
-                routing.last_reload_error = Some(why);
-            }
-        }
     }
 }
