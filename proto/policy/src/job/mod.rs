@@ -1,0 +1,20 @@
+//! A job as the agent's modules see it: validated domain types, decoded once by admission.
+//!
+//! Proto types stop at the edge; everything past admission works with these.
+//!
+//! Files: `names` (app names, job ids, digests), `kinds` (actions and strategies), `spec` (the
+//! decoded job); everything is re-exported here.
+
+mod kinds;
+mod names;
+mod spec;
+
+pub use self::kinds::{Action, StrategyKind, action_name, strategy_name};
+pub use self::names::{AppName, DigestError, JobId, NameError, Sha256Hex};
+pub use self::spec::{
+    AnalysisSpec, BatchSize, CanaryStep, HealthSpec, JobSpec, Probe, ReleaseSpec, RolloutSpec,
+    VerifiedJob,
+};
+
+#[cfg(test)]
+mod tests;
