@@ -114,10 +114,19 @@ async fn backend(name: &'static str) -> TestBackend {
     .await
 }
 
-/// An address nothing listens on: connections are refused.
+/// A port free a moment ago (for a server the test starts itself); nothing holds it.
 async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind(lo(0)).await.unwrap();
     listener.local_addr().unwrap()
+}
+
+/// An address whose connections are refused for as long as the returned socket lives: bound
+/// (so no other test's listener can take the port) but not listening.
+fn refusing_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(lo(0)).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (addr, socket)
 }
 
 /// A client connection through the front door, knowing which backend it reached.

@@ -105,7 +105,7 @@ async fn the_drain_timeout_cuts_what_is_still_open() {
 #[tokio::test]
 async fn a_refusing_backend_is_counted_and_the_request_lands_elsewhere() {
     let live = backend("live").await;
-    let dead = dead_addr().await;
+    let (dead, _held) = refusing_addr();
     let door = Door::start(&table(
         1,
         &[("dead", dead, 1, false), ("live", live.addr, 1, false)],
