@@ -366,7 +366,7 @@ pub fn tls_material(config: &Config) -> tls::TlsMaterial<'_> {
         ca: &config.tls.ca,
         cert: &config.tls.cert,
         key: &config.tls.key,
-        crl: None,
+        crl: config.tls.crl.as_deref(),
     }
 }
 

@@ -90,19 +90,85 @@ pub fn from_test_ca(
     name: &str,
     validity: Validity,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
+    with_serial(env, file, name, validity, None)
+}
+
+/// [`from_test_ca`] with the certificate's serial number set (for a CRL to name).
+///
+/// # Errors
+///
+/// As [`from_test_ca`].
+pub fn with_serial(
+    env: &TestEnv,
+    file: &str,
+    name: &str,
+    validity: Validity,
+    serial: Option<u64>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ca_key = test_ca_key(env)?;
+    let issuer = Issuer::new(test_ca_params(), &ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = leaf_params(name, validity)?;
+    params.serial_number = serial.map(rcgen::SerialNumber::from);
+    let cert = params.signed_by(&key, &issuer)?;
+    write_pair(env, file, &cert, &key)
+}
+
+fn test_ca_key(env: &TestEnv) -> anyhow::Result<KeyPair> {
     let ca_key_pem = fs::read_to_string(&env.pki.ca_key)
         .with_context(|| format!("cannot read {}", env.pki.ca_key.display()))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    Ok(KeyPair::from_pem(&ca_key_pem)?)
+}
+
+fn test_ca_params() -> CertificateParams {
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = dn("Gantry dev PKI", "Gantry dev CA");
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let issuer = Issuer::new(ca_params, &ca_key);
-    let key = KeyPair::generate()?;
-    let cert = leaf_params(name, validity)?.signed_by(&key, &issuer)?;
-    write_pair(env, file, &cert, &key)
+    ca_params
+}
+
+/// Writes the test CA's revocation list to `path` (PEM): `revoked` serial numbers, valid
+/// until `next_update` (year, month, day).
+///
+/// # Errors
+///
+/// When the CA key cannot be read or the file written.
+pub fn write_crl(
+    env: &TestEnv,
+    path: &std::path::Path,
+    revoked: &[u64],
+    next_update: (i32, u8, u8),
+) -> anyhow::Result<()> {
+    let ca_key = test_ca_key(env)?;
+    let issuer = Issuer::new(test_ca_params(), &ca_key);
+    let (y, m, d) = next_update;
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(y, m, d),
+        crl_number: rcgen::SerialNumber::from(u64::try_from(revoked.len())? + 1),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*s),
+                revocation_time: rcgen::date_time_ymd(2020, 6, 1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer)?;
+    // Written beside and renamed over, as an operator's tooling would, so the agent never
+    // reads half a file.
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, crl.pem()?)?;
+    fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// A currently valid client certificate for `name` from a CA of its own, which the agent

@@ -78,6 +78,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
             key: data_dir.join("agent.key"),
             client_names: Vec::new(),
             client_fingerprints: Vec::new(),
+            crl: None,
         },
         audit: AuditSettings {
             signing_key: data_dir.join("audit.key"),

@@ -173,3 +173,49 @@ fn e5_a_compressed_request_is_refused_as_unsupported() {
     assert!(why.contains("Unimplemented"), "{why}");
     assert!(why.contains("gzip"), "{why}");
 }
+
+/// Security review I4: with `tls.crl`, a revoked controller certificate is refused at the
+/// handshake (`certificate_revoked`, with its fingerprint); a new CRL that no longer lists it
+/// takes effect without a restart; a CRL past its nextUpdate refuses every certificate
+/// (`stale_crl`) until a fresh one is installed.
+#[test]
+fn i4_a_revoked_certificate_is_refused_and_the_crl_reloads_when_it_changes() {
+    let env = TestEnv::new().unwrap();
+    let crl = env.pki.dir.join("ca.crl");
+    certs::write_crl(&env, &crl, &[4242], (2090, 1, 1)).unwrap();
+    let mut raw = env.raw_config();
+    raw.tls.crl = Some(crl.to_string_lossy().into_owned());
+    env.write_raw_config(&raw).unwrap();
+    let agent = Agent::start(&env).unwrap();
+    let (cert, key) =
+        certs::with_serial(&env, "revoked", "controller", Validity::CURRENT, Some(4242)).unwrap();
+    let fp = certs::fingerprint(&cert).unwrap();
+    let good = (
+        env.pki.controller_cert.as_path(),
+        env.pki.controller_key.as_path(),
+    );
+    status_as(&env, &agent, Some(good)).unwrap().unwrap();
+    assert!(
+        status_as(&env, &agent, Some((&cert, &key)))
+            .unwrap()
+            .is_err()
+    );
+    assert_logged(&agent, "certificate_revoked", Some(&fp));
+
+    // Un-revoked by a new CRL: admitted again once the agent has reloaded it.
+    certs::write_crl(&env, &crl, &[], (2090, 1, 1)).unwrap();
+    let admitted = wait_until(Duration::from_secs(15), "the new CRL is in force", || {
+        status_as(&env, &agent, Some((&cert, &key)))
+            .unwrap()
+            .is_ok()
+    });
+    assert!(admitted.is_ok(), "{}", agent.log_tail());
+
+    // A stale CRL: nobody gets in, not even the controller.
+    certs::write_crl(&env, &crl, &[], (2021, 1, 1)).unwrap();
+    let locked = wait_until(Duration::from_secs(15), "the stale CRL is in force", || {
+        status_as(&env, &agent, Some(good)).unwrap().is_err()
+    });
+    assert!(locked.is_ok(), "{}", agent.log_tail());
+    assert_logged(&agent, "stale_crl", None);
+}

@@ -69,6 +69,8 @@ pub struct TlsConfig {
     /// controllers. With `client_names`, the only way in: a certificate that merely chains to
     /// the CA (another agent's, say) is not a controller.
     pub client_fingerprints: Vec<String>,
+    /// The CA's revocation list (`tls.crl`), when revocation is checked.
+    pub crl: Option<PathBuf>,
 }
 
 /// Audit log settings.

@@ -58,6 +58,10 @@ pub struct RawTls {
     /// Controllers allowed to connect, by lowercase hex SHA-256 of their certificate (DER).
     #[serde(default)]
     pub client_fingerprints: Vec<String>,
+    /// The CA's certificate revocation list (PEM or DER), checked at every handshake and
+    /// reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<String>,
 }
 
 /// `[audit]`.
@@ -229,6 +233,7 @@ impl RawConfig {
                 key: "pki/agent.key".to_owned(),
                 client_names: Vec::new(),
                 client_fingerprints: Vec::new(),
+                crl: None,
             },
             audit: RawAudit::default(),
             limits: RawLimits::default(),

@@ -259,6 +259,13 @@ fn render_text(cfg: &Config, now: i64) -> String {
             vec!["listen".into(), cfg.listen.to_string()],
             vec!["client CA".into(), cfg.tls.ca.display().to_string()],
             vec!["clients".into(), pin],
+            vec![
+                "revocation".into(),
+                cfg.tls.crl.as_ref().map_or_else(
+                    || "none (no tls.crl)".to_owned(),
+                    |p| format!("CRL {}", p.display()),
+                ),
+            ],
         ],
     );
     out.push_str(
@@ -462,6 +469,7 @@ fn render_json(cfg: &Config, now: i64) -> String {
             "ca": cfg.tls.ca.display().to_string(),
             "client_names": cfg.tls.client_names,
             "client_fingerprints": cfg.tls.client_fingerprints,
+            "crl": cfg.tls.crl.as_ref().map(|p| p.display().to_string()),
         },
         "keys": keys,
         "apps": apps,

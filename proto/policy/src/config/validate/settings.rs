@@ -33,6 +33,11 @@ pub(super) fn tls(p: &mut Problems, raw: &RawConfig, base: &Path, full: bool) ->
         key: existing_file(p, full, "tls.key", base, &raw.tls.key),
         client_names: raw.tls.client_names.clone(),
         client_fingerprints: raw.tls.client_fingerprints.clone(),
+        crl: raw
+            .tls
+            .crl
+            .as_deref()
+            .map(|crl| existing_file(p, full, "tls.crl", base, crl)),
     };
     if raw.tls.client_names.is_empty() && raw.tls.client_fingerprints.is_empty() {
         p.add(
