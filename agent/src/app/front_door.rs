@@ -247,6 +247,7 @@ fn front_door_spec(
         run_as: app.policy.run_as.clone(),
         log_dir: app.dir.join("logs").join("front-door"),
         stop_timeout: FRONT_DOOR_STOP_TIMEOUT,
+        role: crate::supervisor::Role::FrontDoor,
     })
 }
 

@@ -304,6 +304,7 @@ async fn wait_healthy_fails_fast_when_the_instance_crashes() {
         run_as: agent_identity(),
         log_dir: dir.path().join("logs"),
         stop_timeout: Duration::from_secs(5),
+        role: crate::supervisor::Role::Instance,
     };
     let backoff = Backoff {
         initial: Duration::from_secs(60),

@@ -47,6 +47,7 @@ pub fn instance_spec(
         run_as: app.policy.run_as.clone(),
         log_dir: app.dir.join("logs"),
         stop_timeout: app.policy.stop_timeout,
+        role: crate::supervisor::Role::Instance,
     }
 }
 

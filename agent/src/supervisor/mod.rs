@@ -61,6 +61,19 @@ pub struct InstanceSpec {
     pub log_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL on stop.
     pub stop_timeout: Duration,
+    /// What the process is, for logs.
+    pub role: Role,
+}
+
+/// What a supervised process is: one of the app's instances, or its front door (which runs
+/// the agent's own binary, so its "version" is the agent's, not a release's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// An instance of a release.
+    #[default]
+    Instance,
+    /// The app's front door.
+    FrontDoor,
 }
 
 /// What an instance is doing, as published on its watch channel.
@@ -258,7 +271,14 @@ impl Instance {
     pub async fn spawn(spec: InstanceSpec, backoff: Backoff) -> Result<Instance, SupervisorError> {
         let spawned = spawn::spawn(&spec)?;
         let proc = Proc::child(spawned);
-        tracing::info!(app = %spec.app, index = spec.index, pid = proc.pid, version = %spec.version, "instance started");
+        match spec.role {
+            Role::Instance => {
+                tracing::info!(app = %spec.app, index = spec.index, pid = proc.pid, version = %spec.version, "instance started");
+            }
+            Role::FrontDoor => {
+                tracing::info!(app = %spec.app, pid = proc.pid, listen_port = spec.port, "front door started");
+            }
+        }
         let state = InstanceState::Running {
             pid: proc.pid,
             restarts: 0,
@@ -289,7 +309,14 @@ impl Instance {
             return Err(SupervisorError::NoRuntime { pid: record.pid });
         }
         let proc = Proc::adopted(record.pid, record.start_time, stat.pgrp);
-        tracing::info!(app = %spec.app, index = spec.index, pid = record.pid, "instance adopted");
+        match spec.role {
+            Role::Instance => {
+                tracing::info!(app = %spec.app, index = spec.index, pid = record.pid, "instance adopted");
+            }
+            Role::FrontDoor => {
+                tracing::info!(app = %spec.app, pid = record.pid, "front door adopted")
+            }
+        }
         let state = InstanceState::Running {
             pid: record.pid,
             restarts: 0,

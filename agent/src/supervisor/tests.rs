@@ -42,6 +42,7 @@ fn setup(command: &[&str]) -> (TempDir, InstanceSpec) {
         run_as: current_user(),
         log_dir: dir.path().join("logs"),
         stop_timeout: Duration::from_secs(10),
+        role: Role::Instance,
     };
     (dir, spec)
 }

@@ -428,6 +428,14 @@ fn front_door_starts_when_the_agent_binary_is_in_a_private_directory() {
     let meta = fs::metadata(&copy).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
     assert_eq!(fs::read(&copy).unwrap(), fs::read(&program).unwrap());
+    // Logged as what it is, not as an app instance with the agent's version.
+    let log = agent.log_text();
+    assert!(log.contains("front door started app=web"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("instance started") && l.contains("version=0.1.0")),
+        "{log}"
+    );
 
     // A front door that cannot start fails the next job at once with the cause, not with a
     // route-table timeout: stop it, close the app's directory to its user, deploy again.
