@@ -218,7 +218,7 @@ impl ClientCertVerifier for CountingVerifier {
                 rustls::Error::InvalidCertificate(c) => Refusal::of_certificate(c),
                 _ => Refusal::BadCertificate,
             };
-            let fingerprint = super::tls::fingerprint(end_entity.as_ref());
+            let fingerprint = fingerprint(end_entity.as_ref());
             self.refusals.record(why, None, Some(&fingerprint), e);
         }
         verified
@@ -245,6 +245,12 @@ impl ClientCertVerifier for CountingVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// Lowercase hex SHA-256 of a certificate's DER bytes, as logs show and
+/// `tls.client_fingerprints` pins it.
+pub fn fingerprint(cert: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert))
 }
 
 /// What the acceptor makes of a failed handshake: the reason to record, or `None` when the

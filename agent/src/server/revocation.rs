@@ -25,7 +25,23 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use super::tls::TlsError;
+/// The revocation list cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// The file cannot be read or holds no CRL.
+    #[error("cannot load the certificate revocation list {}", path.display())]
+    Load {
+        /// The CRL file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// rustls refused the CA and CRL (a CRL not signed by the CA, say).
+    #[error("invalid certificate revocation setup: {0}")]
+    Verifier(String),
+}
 
 /// How often the daemon looks for a changed CRL file.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -54,10 +70,11 @@ fn stamp_of(path: &Path) -> Stamp {
 ///
 /// # Errors
 ///
-/// [`TlsError::Load`] when the file cannot be read or holds no CRL.
-pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let load = |source| TlsError::Load {
-        what: "certificate revocation list",
+/// [`RevocationError::Load`] when the file cannot be read or holds no CRL.
+pub fn read_crls(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, RevocationError> {
+    let load = |source| RevocationError::Load {
         path: path.to_owned(),
         source,
     };
@@ -82,7 +99,7 @@ fn build(
     roots: &Arc<RootCertStore>,
     provider: &Arc<CryptoProvider>,
     crl: Option<&Path>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+) -> Result<Arc<dyn ClientCertVerifier>, RevocationError> {
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::clone(roots), Arc::clone(provider));
     if let Some(path) = crl {
@@ -91,7 +108,9 @@ fn build(
             .only_check_end_entity_revocation()
             .enforce_revocation_expiration();
     }
-    builder.build().map_err(|e| TlsError::Config(e.to_string()))
+    builder
+        .build()
+        .map_err(|e| RevocationError::Verifier(e.to_string()))
 }
 
 impl RevocableVerifier {
@@ -99,12 +118,13 @@ impl RevocableVerifier {
     ///
     /// # Errors
     ///
-    /// [`TlsError`] when the CRL cannot be read or parsed, or rustls refuses the verifier.
+    /// [`RevocationError`] when the CRL cannot be read or parsed, or rustls refuses the
+    /// verifier.
     pub fn new(
         roots: RootCertStore,
         provider: Arc<CryptoProvider>,
         crl: Option<&Path>,
-    ) -> Result<Self, TlsError> {
+    ) -> Result<Self, RevocationError> {
         let hints = roots.subjects();
         let roots = Arc::new(roots);
         let stamp = crl.and_then(stamp_of);
@@ -124,9 +144,9 @@ impl RevocableVerifier {
     ///
     /// # Errors
     ///
-    /// [`TlsError`] when the changed file cannot be used; the previous CRL stays in force, and
+    /// [`RevocationError`] when the changed file cannot be used; the previous CRL stays in force, and
     /// the same file is not retried until it changes again.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+    pub fn reload_if_changed(&self) -> Result<bool, RevocationError> {
         let Some(path) = &self.crl else {
             return Ok(false);
         };

@@ -21,7 +21,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::{self, CountingVerifier, HandshakeRefusals, Refusal};
-use super::revocation::RevocableVerifier;
+use super::revocation::{RevocableVerifier, RevocationError};
 use super::throttle::{ClientThrottle, Gated};
 
 /// How long a client may take to finish the TLS handshake.
@@ -50,6 +50,9 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("invalid TLS configuration: {0}")]
     Config(String),
+    /// The certificate revocation list cannot be used.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
 }
 
 /// Which client certificates count as controllers, beyond chaining to the CA: those valid
@@ -101,10 +104,7 @@ impl ControllerIdentity {
     }
 }
 
-/// Lowercase hex SHA-256 of a certificate's DER bytes.
-pub fn fingerprint(cert: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert))
-}
+pub use super::handshake::fingerprint;
 
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     fs::read(path).map_err(|source| TlsError::Load {
