@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
+pub mod analysis;
 pub mod watch;
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::time::Instant;
 
 use super::shift::{self, Weights, serve_only, share};
@@ -19,6 +18,7 @@ use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
 use crate::app::slots::ports_in;
 use crate::error::reason;
+use crate::health::analysis::Resources;
 use crate::job::{Action, AnalysisSpec, ReleaseSpec};
 use crate::progress::Ended;
 use crate::supervisor::InstanceState;
@@ -182,9 +182,7 @@ struct Analysis {
     ports: Vec<u16>,
     probe_failures: u32,
     errors_before: u64,
-    system: System,
-    cpu_max: f32,
-    memory_max: u64,
+    resources: Resources,
 }
 
 impl Analysis {
@@ -194,9 +192,7 @@ impl Analysis {
             ports: ports.to_vec(),
             probe_failures: 0,
             errors_before: shift::connect_errors(app, ports),
-            system: System::new(),
-            cpu_max: 0.0,
-            memory_max: 0,
+            resources: Resources::new(),
         }
     }
 
@@ -204,8 +200,8 @@ impl Analysis {
         format!(
             "{} probe failure(s), peak CPU {:.0}%, peak memory {} KiB",
             self.probe_failures,
-            self.cpu_max,
-            self.memory_max / 1024
+            self.resources.cpu_max,
+            self.resources.memory_max / 1024
         )
     }
 
@@ -248,7 +244,7 @@ impl Analysis {
             if probe.is_err() {
                 self.probe_failures += 1;
             }
-            pids.push(Pid::from_u32(record.pid));
+            pids.push(record.pid);
         }
         if self.probe_failures > self.spec.max_probe_failures {
             return fail(format!(
@@ -263,36 +259,9 @@ impl Analysis {
                 self.spec.max_conn_errors
             ));
         }
-        {
-            self.system.refresh_processes_specifics(
-                ProcessesToUpdate::Some(&pids),
-                true,
-                ProcessRefreshKind::nothing().with_cpu().with_memory(),
-            );
-            for pid in &pids {
-                let Some(process) = self.system.process(*pid) else {
-                    continue;
-                };
-                let cpu = process.cpu_usage();
-                let memory = process.memory();
-                self.cpu_max = self.cpu_max.max(cpu);
-                self.memory_max = self.memory_max.max(memory);
-                if let Some(limit) = self.spec.max_cpu_percent
-                    && f64::from(cpu) > limit
-                {
-                    return fail(format!(
-                        "canary process {pid} used {cpu:.0}% CPU (limit {limit:.0}%)"
-                    ));
-                }
-                if let Some(limit) = self.spec.max_memory_bytes
-                    && memory > limit
-                {
-                    return fail(format!(
-                        "canary process {pid} holds {memory} bytes of memory (limit {limit})"
-                    ));
-                }
-            }
-        }
+        self.resources
+            .check(&pids, self.spec.max_cpu_percent, self.spec.max_memory_bytes)
+            .map_err(|breach| StrategyError::Unhealthy(breach.to_string()))?;
         Ok(())
     }
 }
