@@ -308,3 +308,35 @@ fn the_agent_tells_systemd_when_it_is_ready_alive_and_stopping() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Issue (found as a new user): two quickstarts at once on one host collided on the sample
+/// app's instance ports. Each now claims its range for as long as it runs.
+#[test]
+fn two_quickstarts_at_once_use_different_ports_and_both_succeed() {
+    let env = TestEnv::new().unwrap();
+    let runs: Vec<_> = ["qs-a", "qs-b"]
+        .into_iter()
+        .map(|name| {
+            let dir = env.root.join(name);
+            let mut cmd = env.command(&bins::path(bins::GANTRY).unwrap());
+            cmd.arg("quickstart").arg("--dir").arg(&dir);
+            (
+                dir,
+                std::thread::spawn(move || process::run(cmd, Duration::from_secs(600))),
+            )
+        })
+        .collect();
+    let mut ranges = Vec::new();
+    for (dir, run) in runs {
+        let out = run.join().unwrap().unwrap();
+        out.assert_code(0);
+        let config = std::fs::read_to_string(dir.join("agent.toml")).unwrap();
+        let ports = config
+            .lines()
+            .find(|l| l.trim_start().starts_with("ports"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no ports in {config}"));
+        ranges.push(ports);
+    }
+    assert_ne!(ranges[0], ranges[1], "both quickstarts took the same ports");
+}

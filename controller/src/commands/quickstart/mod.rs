@@ -309,7 +309,9 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
     );
     println!("deployer key id {}", key.key_id());
 
-    let first_port = free_port_range()?;
+    // Held until quickstart ends, so a second quickstart on this host picks other ports.
+    let ports = free_port_range()?;
+    let first_port = ports.start;
     let front_door_port = free_front_door_port(first_port)?;
     let front_door = SocketAddr::from(([127, 0, 0, 1], front_door_port));
     let user = instance_user();
@@ -422,6 +424,12 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
         Ok::<(), QuickstartError>(())
     });
     if let Err(e) = result {
+        // No process left behind: the app's instances and front door outlive the agent, so
+        // they are stopped first, by a stop job while the agent answers, else by their pids.
+        let stopped = rt.block_on(ctx.stop_app());
+        if stopped.is_err() {
+            kill_recorded_processes(&dir.join("data").join("apps").join("sample"));
+        }
         if let Some(status) = agent.stop() {
             eprintln!(
                 "stopped the agent ({status}); its log: {}",
@@ -447,6 +455,32 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
         args.keep_running,
     );
     Ok(Exit::Success)
+}
+
+/// SIGTERM to the process group of every instance and front door the app's state file
+/// records (each is the leader of its own session and group). Best effort: quickstart is
+/// failing already, and an unreadable state file leaves nothing to find.
+fn kill_recorded_processes(app_dir: &Path) {
+    let Ok(text) = fs::read(app_dir.join("state.json")) else {
+        return;
+    };
+    let Ok(state) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return;
+    };
+    let pids = state["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&state["front_door"]))
+        .filter_map(|r| r["pid"].as_u64())
+        .filter_map(|p| i32::try_from(p).ok());
+    for pid in pids {
+        // ESRCH (gone already) is the expected failure.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
 fn print_next_steps(

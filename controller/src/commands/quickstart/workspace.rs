@@ -102,19 +102,45 @@ pub fn work_dir(dir: Option<&Path>) -> Result<PathBuf, WorkspaceError> {
     Ok(dir)
 }
 
-/// The first `PORTS` consecutive free ports on loopback from 18080 up.
-pub fn free_port_range() -> Result<u16, WorkspaceError> {
+/// A range of ports this quickstart holds: no other quickstart on the host takes it while
+/// the claim lives (an exclusive `flock` on a file in the temp directory), since probing
+/// alone leaves a window between the probe and the agent binding the ports.
+#[derive(Debug)]
+pub struct PortClaim {
+    /// The first port of the range.
+    pub start: u16,
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+/// The first `PORTS` consecutive free ports on loopback from 18080 up that no other
+/// quickstart has claimed.
+pub fn free_port_range() -> Result<PortClaim, WorkspaceError> {
     let mut start = 18080u16;
     while start < 19080 {
-        let held: Vec<TcpListener> = (start..start + PORTS)
-            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == usize::from(PORTS) {
-            return Ok(start);
+        if let Some(lock) = claim(start) {
+            let held: Vec<TcpListener> = (start..start + PORTS)
+                .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+                .collect();
+            if held.len() == usize::from(PORTS) {
+                return Ok(PortClaim { start, _lock: lock });
+            }
         }
         start += PORTS;
     }
     Err(WorkspaceError::NoFreePorts)
+}
+
+/// The lock of the range starting at `start`, or `None` when another quickstart holds it (or
+/// the lock file cannot be used, which only means this range is skipped).
+fn claim(start: u16) -> Option<nix::fcntl::Flock<fs::File>> {
+    let path = std::env::temp_dir().join(format!("gantry-quickstart-ports-{start}.lock"));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()
 }
 
 /// A free port on loopback for the front door (asked of the kernel by binding port 0),
