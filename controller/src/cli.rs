@@ -243,11 +243,11 @@ pub struct JobSpecArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct RolloutArgs {
     /// Rolling: instances replaced per batch, a count (2) or a percent of the instances (25%).
-    /// Default 1.
+    /// [default: 1]
     #[arg(long, value_name = "N|P%", help_heading = "Rolling")]
     pub batch: Option<String>,
     /// Rolling, blue-green, canary: a new instance must stay healthy this long after its
-    /// health check passes to count as healthy. Default 0.
+    /// health check passes to count as healthy. [default: 0]
     #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
     pub min_healthy_time: Option<String>,
     /// Rolling, blue-green, canary: a new instance not healthy (for --min-healthy-time) by
@@ -259,7 +259,7 @@ pub struct RolloutArgs {
     #[arg(long, help_heading = "Rolling")]
     pub no_auto_revert: bool,
     /// Rolling, blue-green, canary: how long a backend taken out of rotation keeps its open
-    /// connections. Default 30s.
+    /// connections. [default: 30s]
     #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
     pub drain_timeout: Option<String>,
     /// Blue-green: percent (0-100) of new connections sent to the new slot during --preview.
@@ -269,7 +269,7 @@ pub struct RolloutArgs {
     #[arg(long, value_name = "DURATION", help_heading = "Blue-green")]
     pub preview: Option<String>,
     /// Blue-green: how long the old slot keeps running after the switch, ready for an
-    /// instant switch back by `gantry rollback`. Default 10m.
+    /// instant switch back by `gantry rollback`. [default: 10m]
     #[arg(long, value_name = "DURATION", help_heading = "Blue-green")]
     pub scale_down_delay: Option<String>,
     /// Blue-green: once healthy, wait for `gantry promote` instead of switching.
@@ -284,17 +284,17 @@ pub struct RolloutArgs {
         help_heading = "Canary"
     )]
     pub steps: Vec<String>,
-    /// Canary: how many canary instances. Default 1.
+    /// Canary: how many canary instances. [default: 1]
     #[arg(long, value_name = "N", help_heading = "Canary")]
     pub canary_instances: Option<String>,
-    /// Canary analysis: failed health probes of canary instances that abort it. Default 3.
+    /// Canary analysis: failed health probes of canary instances that abort it. [default: 3]
     #[arg(long, value_name = "N", help_heading = "Canary")]
     pub max_probe_failures: Option<String>,
-    /// Canary analysis: canary instance restarts (crashes) tolerated. Default 0.
+    /// Canary analysis: canary instance restarts (crashes) tolerated. [default: 0]
     #[arg(long, value_name = "N", help_heading = "Canary")]
     pub max_restarts: Option<String>,
     /// Canary analysis: front-door connection errors to canary backends that abort it.
-    /// Default 5.
+    /// [default: 5]
     #[arg(long, value_name = "N", help_heading = "Canary")]
     pub max_conn_errors: Option<String>,
     /// Canary analysis: CPU of a canary process, percent of one core (150 = 1.5 cores).
@@ -305,7 +305,7 @@ pub struct RolloutArgs {
     /// Default: not checked.
     #[arg(long, value_name = "SIZE", help_heading = "Canary")]
     pub max_memory: Option<String>,
-    /// Canary analysis: how often it runs. Default 1s.
+    /// Canary analysis: how often it runs. [default: 1s]
     #[arg(long, value_name = "DURATION", help_heading = "Canary")]
     pub analysis_interval: Option<String>,
 }
