@@ -10,8 +10,9 @@
 //! acceptance could not be recorded), or finished with an [`Ended`].
 //!
 //! The file keeps the shape earlier agents wrote (`outcome` and `reason` strings), so their
-//! records load and an older agent still reads these (see [`record`]). A deleted or emptied
-//! store is rebuilt at start from the audit log's `job.accepted` entries ([`rebuild`]).
+//! records load and an older agent still reads these (see the `record` module). A deleted or
+//! emptied store is rebuilt at start from the audit log's `job.accepted` entries
+//! ([`rebuild`]).
 
 pub mod rebuild;
 mod record;
