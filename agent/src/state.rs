@@ -228,6 +228,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The drain timeout `version` was deployed with, if its spec is known.
+    pub fn drain_timeout_of(&self, version: &semver::Version) -> Option<std::time::Duration> {
+        self.spec_of(version).map(|r| r.rollout.drain_timeout)
+    }
+
     /// The state file's path in an app directory.
     pub fn path(app_dir: &Path) -> PathBuf {
         app_dir.join("state.json")

@@ -182,8 +182,7 @@ impl Executor {
                     .state
                     .current
                     .as_ref()
-                    .and_then(|v| app.state.spec_of(v))
-                    .map(|r| r.rollout.drain_timeout);
+                    .and_then(|v| app.state.drain_timeout_of(v));
                 let (ended, shut_down) = tokio::select! {
                     r = strategy::run(&mut app, &ctx) => (r, false),
                     () = self.inner.shutdown.cancelled() => (Ended::interrupted(

@@ -288,8 +288,7 @@ fn interrupted_drain_timeout(app: &AppRuntime) -> Option<std::time::Duration> {
     interrupted
         .as_ref()
         .or(current)
-        .and_then(|v| app.state.spec_of(v))
-        .map(|r| r.rollout.drain_timeout)
+        .and_then(|v| app.state.drain_timeout_of(v))
 }
 
 /// Adopts the instances a previous agent run left running; restarts those of the current

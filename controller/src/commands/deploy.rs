@@ -3,7 +3,6 @@
 use std::time::SystemTime;
 
 use gantry_client::Agent;
-use gantry_client::sign::{self, SignError};
 use gantry_proto::keys::SigningKey;
 
 use crate::cli::DeployArgs;
@@ -21,13 +20,7 @@ use crate::output::{Events, Mode};
 /// [`JobError`]: unreadable keys, the same key twice.
 pub fn sign_all(file: &mut JobFile, keys: &[std::path::PathBuf]) -> Result<(), JobError> {
     for path in keys {
-        let key = SigningKey::read_pem_file(path)?;
-        sign::add_signature(&mut file.signed, &key).map_err(|e| match e {
-            SignError::AlreadySigned { key_id } => JobError::AlreadySigned {
-                path: path.clone(),
-                key_id: key_id.to_string(),
-            },
-        })?;
+        file.sign(path, &SigningKey::read_pem_file(path)?)?;
     }
     Ok(())
 }
