@@ -258,6 +258,7 @@ impl Agent for AgentService {
     type SubmitStream = EventStream<v1::JobEvent>;
     type WatchStream = EventStream<v1::JobEvent>;
     type AuditTailStream = EventStream<v1::AuditLine>;
+    type DispatchStream = EventStream<v1::JobEvent>;
 
     async fn submit(
         &self,
@@ -487,6 +488,18 @@ impl Agent for AgentService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             public_key_pem: self.key.public_key().to_spki_pem(),
             key_id: self.key.key_id().to_string(),
+            environment: String::new(),
+            labels: Default::default(),
         }))
+    }
+
+    async fn dispatch(
+        &self,
+        _request: Request<v1::DispatchRequest>,
+    ) -> Result<Response<Self::DispatchStream>, Status> {
+        // Fleet plans are not admitted yet: refuse plainly rather than run anything.
+        Err(Status::unimplemented(
+            "this agent does not run fleet plans yet (DESIGN \"Fleet\")",
+        ))
     }
 }

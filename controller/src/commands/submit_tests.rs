@@ -122,6 +122,7 @@ impl AgentService for Mock {
     type SubmitStream = EventStream;
     type WatchStream = EventStream;
     type AuditTailStream = LineStream;
+    type DispatchStream = EventStream;
 
     async fn submit(&self, req: Request<SignedJob>) -> Result<Response<EventStream>, Status> {
         if let Some(s) = &self.reject {
@@ -220,6 +221,13 @@ impl AgentService for Mock {
             key_id: key.key_id().to_string(),
             ..AgentInfo::default()
         }))
+    }
+
+    async fn dispatch(
+        &self,
+        _: Request<gantry_proto::v1::DispatchRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        Err(Status::unimplemented("the client tests send no dispatches"))
     }
 }
 
