@@ -251,6 +251,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let service = AgentService::new(
         config.agent_id.clone(),
+        config.placement.clone(),
         Arc::clone(&key),
         audit.clone(),
         audit_dir,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gantry_proto::v1::agent_client::AgentClient;
-use gantry_proto::v1::{ArtifactChunk, ArtifactReceipt, ArtifactRef, JobEvent, SignedJob};
+use gantry_proto::v1::{
+    AgentInfo, ArtifactChunk, ArtifactReceipt, ArtifactRef, InfoRequest, JobEvent, SignedJob,
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::agent::Agent;
@@ -86,6 +88,17 @@ pub async fn connect_as(
         .await
         .with_context(|| format!("cannot connect to the agent at {}", agent.addr))?;
     Ok(AgentClient::new(channel))
+}
+
+/// The agent's `Info` answer, over mutual TLS with the controller's certificate.
+///
+/// # Errors
+///
+/// When no connection is made or the call fails.
+pub fn info(env: &TestEnv, agent: &Agent) -> anyhow::Result<AgentInfo> {
+    with_client(env, agent, |mut client| async move {
+        Ok(client.info(InfoRequest {}).await?.into_inner())
+    })
 }
 
 /// Streams `data` to the agent's artifact store claiming `sha256` and `size` in the first

@@ -72,6 +72,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         agent_id: AGENT.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.to_owned(),
+        placement: Default::default(),
         tls: TlsConfig {
             ca: data_dir.join("ca.pem"),
             cert: data_dir.join("agent.pem"),

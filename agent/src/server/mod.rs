@@ -32,6 +32,7 @@ use crate::admission::{Rejection, SignatureIn};
 use crate::artifact::ArtifactStore;
 use crate::audit::{AuditLog, Entry};
 use crate::clock::now_ms;
+use crate::config::Placement;
 use crate::error::reason;
 use crate::executor::{EventKind, Executor, JobHandle};
 use crate::intake::{Intake, IntakeError, Known, PeerIdentity, Submitted, received_entry};
@@ -45,6 +46,7 @@ pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Debug, Clone)]
 pub struct AgentService {
     agent_id: String,
+    placement: Placement,
     key: Arc<SigningKey>,
     audit: AuditLog,
     audit_dir: PathBuf,
@@ -61,6 +63,7 @@ impl AgentService {
     #[allow(clippy::too_many_arguments)] // one call site, in the daemon's start-up
     pub fn new(
         agent_id: String,
+        placement: Placement,
         key: Arc<SigningKey>,
         audit: AuditLog,
         audit_dir: PathBuf,
@@ -72,6 +75,7 @@ impl AgentService {
     ) -> Self {
         Self {
             agent_id,
+            placement,
             key,
             audit,
             audit_dir,
@@ -488,8 +492,8 @@ impl Agent for AgentService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             public_key_pem: self.key.public_key().to_spki_pem(),
             key_id: self.key.key_id().to_string(),
-            environment: String::new(),
-            labels: Default::default(),
+            environment: self.placement.environment.clone().unwrap_or_default(),
+            labels: self.placement.labels.clone().into_iter().collect(),
         }))
     }
 

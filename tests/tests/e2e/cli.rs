@@ -340,3 +340,23 @@ fn two_quickstarts_at_once_use_different_ports_and_both_succeed() {
     }
     assert_ne!(ranges[0], ranges[1], "both quickstarts took the same ports");
 }
+
+#[test]
+fn info_reports_the_environment_and_labels_of_the_agents_own_config() {
+    let env = TestEnv::new().unwrap();
+    let mut raw = env.raw_config();
+    raw.environment = Some("staging".to_owned());
+    raw.labels.insert("ring".to_owned(), "1".to_owned());
+    raw.labels.insert("region".to_owned(), "eu-west".to_owned());
+    env.write_raw_config(&raw).unwrap();
+    let agent = gantry_tests::Agent::start(&env).unwrap();
+    let info = gantry_tests::grpc::info(&env, &agent).unwrap();
+    assert_eq!(info.agent_id, env.agent_id);
+    assert_eq!(info.environment, "staging");
+    assert_eq!(info.labels.get("ring").map(String::as_str), Some("1"));
+    assert_eq!(
+        info.labels.get("region").map(String::as_str),
+        Some("eu-west")
+    );
+    assert_eq!(info.labels.len(), 2);
+}

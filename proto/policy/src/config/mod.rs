@@ -44,6 +44,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Root of everything the agent writes.
     pub data_dir: PathBuf,
+    /// Where this host sits in the fleet: its environment and labels.
+    pub placement: Placement,
     /// Mutual TLS files and pins.
     pub tls: TlsConfig,
     /// Audit log settings.
@@ -52,6 +54,16 @@ pub struct Config {
     pub limits: Limits,
     /// Who may do what.
     pub policy: Arc<Policy>,
+}
+
+/// Where a host sits in the fleet, from its own config: fleet plans and their ring selectors are
+/// matched against this, never against what a controller claims about the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `environment`: `production`, `staging`, `demo` or any label; `None` when not set.
+    pub environment: Option<String>,
+    /// `[labels]`: name to value, e.g. `ring = "0"`.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Mutual TLS settings; paths are absolute (resolved against the config file's directory).

@@ -26,6 +26,14 @@ pub struct RawConfig {
     pub listen: String,
     /// Where state, artifacts, releases, the audit log and the replay store live.
     pub data_dir: String,
+    /// The environment this host belongs to (`production`, `staging`, `demo` ...), reported in
+    /// `Info`; fleet plans name the environment they are for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Labels of this host (`ring = "0"`, `region = "eu-west"` ...), reported in `Info`;
+    /// fleet ring selectors match on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// Mutual TLS.
     pub tls: RawTls,
     /// The audit log.
@@ -227,6 +235,8 @@ impl RawConfig {
             agent_id: agent_id.to_owned(),
             listen: "127.0.0.1:0".to_owned(),
             data_dir: "data".to_owned(),
+            environment: None,
+            labels: BTreeMap::new(),
             tls: RawTls {
                 ca: "pki/ca.pem".to_owned(),
                 cert: "pki/agent.pem".to_owned(),

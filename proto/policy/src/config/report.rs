@@ -256,6 +256,26 @@ fn render_text(cfg: &Config, now: i64) -> String {
             vec!["config".into(), cfg.path.display().to_string()],
             vec!["digest".into(), format!("sha256:{}", cfg.digest)],
             vec!["agent id".into(), cfg.agent_id.clone()],
+            vec![
+                "environment".into(),
+                cfg.placement
+                    .environment
+                    .clone()
+                    .unwrap_or_else(|| "none (no environment)".to_owned()),
+            ],
+            vec![
+                "labels".into(),
+                if cfg.placement.labels.is_empty() {
+                    "none".to_owned()
+                } else {
+                    cfg.placement
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            ],
             vec!["listen".into(), cfg.listen.to_string()],
             vec!["client CA".into(), cfg.tls.ca.display().to_string()],
             vec!["clients".into(), pin],
@@ -464,6 +484,8 @@ fn render_json(cfg: &Config, now: i64) -> String {
         "format": "gantry.policy.v1",
         "config": { "path": cfg.path.display().to_string(), "digest": cfg.digest.as_str() },
         "agent_id": cfg.agent_id,
+        "environment": cfg.placement.environment,
+        "labels": cfg.placement.labels,
         "listen": cfg.listen.to_string(),
         "tls": {
             "ca": cfg.tls.ca.display().to_string(),

@@ -11,6 +11,14 @@ fn example_config_loads() {
     assert_eq!(cfg.listen.to_string(), "127.0.0.1:7443");
     assert_eq!(cfg.data_dir, Path::new("/var/lib/gantry"));
     assert_eq!(cfg.tls.ca, dir.path().join("pki/ca.pem"));
+    assert_eq!(cfg.placement.environment.as_deref(), Some("production"));
+    assert_eq!(
+        cfg.placement.labels,
+        BTreeMap::from([
+            ("region".to_owned(), "eu-west".to_owned()),
+            ("ring".to_owned(), "2".to_owned())
+        ])
+    );
     // A relative data_dir resolves against the config's directory, like every other path.
     let other = fixture();
     let relative = EXAMPLE.replace("data_dir = \"/var/lib/gantry\"", "data_dir = \"data\"");
@@ -412,4 +420,36 @@ fn a_relative_config_path_gives_absolute_paths_throughout() {
         assert!(p.is_absolute(), "{}", p.display());
     }
     assert!(cfg.policy.keys.iter().all(|k| k.file.is_absolute()));
+}
+
+#[test]
+fn environment_and_labels_outside_the_allowed_characters_are_refused_by_entry() {
+    let dir = fixture();
+    let text = EXAMPLE
+        .replace("environment = \"production\"", "environment = \"prod env\"")
+        .replace("ring = \"2\"", "ring = \"\"\n\"-bad\" = \"x\"");
+    let errors = load(&write(dir.path(), &text), &root()).expect_err("refused");
+    let text = errors.to_string();
+    assert!(
+        text.contains("environment: \"prod env\" may hold only ASCII letters"),
+        "{text}"
+    );
+    assert!(
+        text.contains("labels.ring: the value \"\" must be 1 to 63 characters long"),
+        "{text}"
+    );
+    assert!(
+        text.contains("labels.-bad: the name \"-bad\" must start with a letter or a digit"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_config_without_environment_or_labels_has_an_empty_placement() {
+    let dir = fixture();
+    let text = EXAMPLE
+        .replace("environment = \"production\"", "")
+        .replace("[labels]\nring = \"2\"\nregion = \"eu-west\"", "");
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.placement, Placement::default());
 }

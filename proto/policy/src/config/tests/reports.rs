@@ -25,6 +25,11 @@ fn policy_report_shows_keys_rights_users_and_ports() {
         "{text}"
     );
     assert!(text.contains("    promote   deployer\n"), "{text}");
+    assert!(text.contains("environment  production\n"), "{text}");
+    assert!(
+        text.contains("labels       region=eu-west, ring=2\n"),
+        "{text}"
+    );
     assert!(
         text.contains("CA-signed client certificates named controller"),
         "{text}"
@@ -32,6 +37,8 @@ fn policy_report_shows_keys_rights_users_and_ports() {
 
     let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
     assert_eq!(json["format"], "gantry.policy.v1");
+    assert_eq!(json["environment"], "production");
+    assert_eq!(json["labels"]["ring"], "2");
     assert_eq!(json["keys"][0]["key_id"], ci.as_str());
     let web = &json["apps"][0];
     assert_eq!(web["name"], "web");

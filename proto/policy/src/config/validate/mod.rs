@@ -208,6 +208,7 @@ fn validate(
         p.add("data_dir", "is empty");
     }
     let data_dir = resolve(base, &raw.data_dir);
+    let placement = settings::placement(p, &raw);
 
     let full = mode == Mode::Full;
     let tls = settings::tls(p, &raw, base, full);
@@ -226,6 +227,7 @@ fn validate(
         agent_id: raw.agent_id,
         listen,
         data_dir,
+        placement,
         tls,
         audit,
         limits,

@@ -1,4 +1,5 @@
-//! The agent-wide tables: `listen`, `[tls]`, `[audit]` and `[limits]`.
+//! The agent-wide tables: `listen`, `environment`, `[labels]`, `[tls]`, `[audit]` and
+//! `[limits]`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,7 +8,7 @@ use gantry_proto::keys::SigningKey;
 
 use super::{Problems, existing_file, resolve};
 use crate::config::raw::RawConfig;
-use crate::config::{AuditSettings, Limits, TlsConfig};
+use crate::config::{AuditSettings, Limits, Placement, TlsConfig};
 use crate::dns::DnsName;
 use crate::job::Sha256Hex;
 
@@ -22,6 +23,45 @@ pub(super) fn listen(p: &mut Problems, raw: &RawConfig) -> SocketAddr {
             );
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
+    }
+}
+
+/// `environment` and `[labels]`: short names a selector can match exactly.
+pub(super) fn placement(p: &mut Problems, raw: &RawConfig) -> Placement {
+    if let Some(env) = &raw.environment {
+        if let Err(why) = label_text(env) {
+            p.add("environment", format!("{env:?} {why}"));
+        }
+    }
+    for (name, value) in &raw.labels {
+        if let Err(why) = label_text(name) {
+            p.add(format!("labels.{name}"), format!("the name {name:?} {why}"));
+        }
+        if let Err(why) = label_text(value) {
+            p.add(
+                format!("labels.{name}"),
+                format!("the value {value:?} {why}"),
+            );
+        }
+    }
+    Placement {
+        environment: raw.environment.clone(),
+        labels: raw.labels.clone(),
+    }
+}
+
+/// What an environment name, label name or label value may be: 1 to 63 characters of ASCII
+/// letters, digits, `.`, `_`, `-` and `/`, starting with a letter or digit.
+fn label_text(s: &str) -> Result<(), &'static str> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+    if s.is_empty() || s.len() > 63 {
+        Err("must be 1 to 63 characters long")
+    } else if !s.chars().all(ok_char) {
+        Err("may hold only ASCII letters, digits, '.', '_', '-' and '/'")
+    } else if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Err("must start with a letter or a digit")
+    } else {
+        Ok(())
     }
 }
 
