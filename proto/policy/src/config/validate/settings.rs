@@ -28,10 +28,10 @@ pub(super) fn listen(p: &mut Problems, raw: &RawConfig) -> SocketAddr {
 
 /// `environment` and `[labels]`: short names a selector can match exactly.
 pub(super) fn placement(p: &mut Problems, raw: &RawConfig) -> Placement {
-    if let Some(env) = &raw.environment {
-        if let Err(why) = label_text(env) {
-            p.add("environment", format!("{env:?} {why}"));
-        }
+    if let Some(env) = &raw.environment
+        && let Err(why) = label_text(env)
+    {
+        p.add("environment", format!("{env:?} {why}"));
     }
     for (name, value) in &raw.labels {
         if let Err(why) = label_text(name) {
