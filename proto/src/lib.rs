@@ -7,6 +7,7 @@
 //! * [`keys`]: Ed25519 keys as PEM files (PKCS#8 private, SPKI public) and their key ids.
 //! * [`audit_chain`]: audit-line hashing, checkpoint signatures and chain verification.
 //! * [`audit_line`]: an audit entry as the one line both `audit tail` commands print.
+//! * [`fleet`]: the payload types of plans and dispatches, and the job id a dispatch carries.
 //!
 //! This crate has no runtime, no policy and no I/O beyond reading and writing key files.
 //!
@@ -19,6 +20,7 @@
 pub mod audit_chain;
 pub mod audit_line;
 pub mod envelope;
+pub mod fleet;
 pub mod keys;
 
 /// The generated code of `gantry.v1`.
