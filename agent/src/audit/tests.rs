@@ -936,3 +936,42 @@ async fn a_symlinked_audit_file_is_refused() {
 fn strategy_reason(e: &AuditError) -> String {
     crate::error::reason(e)
 }
+
+#[tokio::test]
+async fn h9_an_audit_file_removed_under_the_writer_fails_closed_for_good() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = open(opts(tmp.path()), &key());
+    log.append(entry(1)).await.unwrap();
+    let file = log_files(tmp.path()).remove(0);
+    fs::remove_file(&file).unwrap();
+    let err = log.append(entry(2)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, AuditError::Unavailable { .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("{} was removed", file.display())) && text.contains("restart"),
+        "{text}"
+    );
+    // Permanent: later appends fail at once with the same cause, and nothing reappears.
+    let again = log.append(entry(3)).await.unwrap_err();
+    assert_eq!(again.to_string(), text);
+    assert!(log.health().is_err());
+    assert!(!file.exists());
+}
+
+#[tokio::test]
+async fn h9_an_audit_file_replaced_under_the_writer_fails_closed_and_the_copy_is_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = open(opts(tmp.path()), &key());
+    log.append(entry(1)).await.unwrap();
+    let file = log_files(tmp.path()).remove(0);
+    let forged = tmp.path().join("forged");
+    fs::write(&forged, b"{\"forged\":true}\n").unwrap();
+    fs::rename(&forged, &file).unwrap();
+    let err = log.append(entry(2)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("{} was replaced by another file", file.display())),
+        "{err}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"{\"forged\":true}\n");
+}

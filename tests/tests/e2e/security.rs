@@ -199,6 +199,34 @@ fn audit_dir_on_a_full_tmpfs_refuses_jobs_then_recovers_when_space_returns() {
 }
 
 #[test]
+fn h9_an_audit_log_removed_under_the_running_agent_fails_closed_and_says_which_file() {
+    let env = TestEnv::new().unwrap();
+    let _agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &_agent);
+    let v1 = make_artifact(&env, "1.0.0", "").unwrap();
+    let log = fs::read_dir(env.data_dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("the agent has an audit log file");
+    fs::remove_file(&log).unwrap();
+
+    let out = deploy(&ctl, &env, "1.0.0", &v1, 1, "20s");
+    out.assert_code(2);
+    let removed = format!("{} was removed while the agent was running", log.display());
+    assert!(
+        out.stderr.contains("audit log unavailable") && out.stderr.contains(&removed),
+        "{}",
+        out.all()
+    );
+    assert!(releases(&env).is_empty(), "nothing may run unaudited");
+    // It stays so (no retry can make the lost lines reappear), and status says why.
+    let status = ctl.run(&["status", "--json"]).unwrap();
+    assert!(status.stdout.contains(&removed), "{}", status.all());
+    assert!(!log.exists(), "the agent does not quietly start a new file");
+}
+
+#[test]
 fn below_the_low_water_mark_jobs_are_refused_before_the_disk_is_full() {
     let env = TestEnv::new().unwrap();
     // More than any test machine has free.

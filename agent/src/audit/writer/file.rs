@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::Writer;
@@ -62,6 +64,26 @@ impl OpenLog {
         Some(errno)
     }
 
+    /// Why the open file is no longer the log at `path`, if it is not: removed (nothing is at
+    /// the path) or replaced (the path names another inode; an `mv` over it, or a delete and
+    /// re-create).
+    /// Writes to such a file would be durable on a file nobody will read, so the writer must
+    /// fail closed instead (case H9).
+    fn detached_from(&self, path: &Path) -> Option<String> {
+        let open = match self.file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Some(format!("cannot stat the open file: {e}")),
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(now) if now.dev() != open.dev() || now.ino() != open.ino() => {
+                Some("was replaced by another file".to_owned())
+            }
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some("was removed".to_owned()),
+            Err(e) => Some(format!("cannot be checked: {e}")),
+        }
+    }
+
     /// Writes the whole batch.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         #[cfg(test)]
@@ -116,6 +138,17 @@ impl Writer {
     pub(super) fn commit(&mut self) -> Result<(), (String, bool)> {
         if self.len > 0 && self.len >= self.opts.max_file_bytes {
             self.rotate().map_err(|e| (e, false))?;
+        }
+        // Permanent: lines written from here on would land in a file the log no longer has,
+        // and a chain that skips them would not verify. Only an operator can restore the file.
+        if let Some(why) = self.file.detached_from(&self.path) {
+            return Err((
+                format!(
+                    "the audit log file {} {why} while the agent was running; restore it (or move the log aside) and restart the agent",
+                    self.path.display()
+                ),
+                true,
+            ));
         }
         if let Err(e) = self.file.write_all(&self.buf) {
             return Err(self.cut_back(format!("cannot write {}: {e}", self.path.display())));
