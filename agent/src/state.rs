@@ -68,8 +68,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         ))
     })?;
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
+        "{}{}",
+        temp_prefix(&name.to_string_lossy()),
         std::process::id()
     ));
     let result = (|| {
@@ -80,15 +80,96 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)?;
+        #[cfg(test)]
+        crash::point(crash::Point::HalfWritten, || {
+            file.write_all(&bytes[..bytes.len() / 2])
+        });
         file.write_all(bytes)?;
+        #[cfg(test)]
+        crash::point(crash::Point::Written, || Ok(()));
         file.sync_all()?;
+        #[cfg(test)]
+        crash::point(crash::Point::Synced, || Ok(()));
         fs::rename(&tmp, path)?;
+        #[cfg(test)]
+        crash::point(crash::Point::Renamed, || Ok(()));
         sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+/// The name of [`write_atomic`]'s temp files for a file called `name`, before the writer's pid.
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Removes the temp files a crash inside [`write_atomic`] left beside `path` (the target itself
+/// is then still the old file or the new one, never a mix); returns what it removed. Only the
+/// agent holding the data dir's lock may call it: a live writer's temp file looks the same.
+///
+/// # Errors
+///
+/// The I/O error of listing the directory or removing a file.
+pub fn remove_temp_leftovers(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = temp_prefix(&name.to_string_lossy());
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// A simulated crash inside [`write_atomic`] (tests only): the writer "dies" at a chosen step,
+/// by a panic, so that none of its own clean-up runs, exactly as after a `kill -9`.
+#[cfg(test)]
+pub(crate) mod crash {
+    use std::cell::Cell;
+
+    /// Where the writer dies.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Point {
+        /// Half the bytes are in the temp file.
+        HalfWritten,
+        /// All bytes written, not yet synced.
+        Written,
+        /// Synced, not yet renamed.
+        Synced,
+        /// Renamed over the target, directory not yet synced.
+        Renamed,
+    }
+
+    thread_local! {
+        static AT: Cell<Option<Point>> = const { Cell::new(None) };
+    }
+
+    /// Makes the next [`super::write_atomic`] on this thread die at `at`.
+    pub(crate) fn arm(at: Point) {
+        AT.with(|c| c.set(Some(at)));
+    }
+
+    /// At step `here`: when armed for it, does `partial` (what the step got done) and dies.
+    pub(super) fn point(here: Point, partial: impl FnOnce() -> std::io::Result<()>) {
+        if AT.with(|c| c.get()) == Some(here) {
+            AT.with(|c| c.set(None));
+            partial().expect("the partial step of a simulated crash");
+            panic!("simulated crash at {here:?}");
+        }
+    }
 }
 
 /// fsyncs a directory so that creations, renames and removals inside it are durable.
@@ -300,6 +381,74 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec!["state.json"]);
+    }
+
+    /// Case D8: a crash at any step of a state write leaves the old file or the new one,
+    /// whole, and only a temp file that start-up removes. An in-place write (truncate, then
+    /// write) fails this at `HalfWritten`.
+    #[test]
+    fn d8_a_crash_at_any_step_of_a_state_write_leaves_the_old_or_the_new_file_whole() {
+        use crash::Point;
+        let old = br#"{"current":"1.0.0","note":"the old state, longer than the new"}"#;
+        let new = br#"{"current":"2.0.0"}"#;
+        for (at, expect_new) in [
+            (Point::HalfWritten, false),
+            (Point::Written, false),
+            (Point::Synced, false),
+            (Point::Renamed, true),
+        ] {
+            for had_old in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("state.json");
+                if had_old {
+                    write_atomic(&path, old).unwrap();
+                }
+                crash::arm(at);
+                let died = std::panic::catch_unwind(|| write_atomic(&path, new));
+                assert!(died.is_err(), "{at:?}: the writer was to die");
+                match (fs::read(&path), expect_new, had_old) {
+                    (Ok(b), true, _) => assert_eq!(b, new, "{at:?}"),
+                    (Ok(b), false, true) => assert_eq!(b, old, "{at:?}"),
+                    (Err(e), false, false) => {
+                        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{at:?}");
+                    }
+                    (got, _, _) => panic!("{at:?} (old file: {had_old}): {got:?}"),
+                }
+                // What the crash left beside it is removed at the next start, nothing else.
+                let removed = remove_temp_leftovers(&path).unwrap();
+                assert_eq!(
+                    removed.len(),
+                    usize::from(!expect_new),
+                    "{at:?}: {removed:?}"
+                );
+                let names: Vec<_> = fs::read_dir(dir.path())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                let expected: Vec<&str> = if expect_new || had_old {
+                    vec!["state.json"]
+                } else {
+                    vec![]
+                };
+                assert_eq!(names, expected, "{at:?}");
+                write_atomic(&path, new).unwrap();
+                assert_eq!(fs::read(&path).unwrap(), new);
+            }
+        }
+    }
+
+    #[test]
+    fn temp_leftovers_of_other_files_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(dir.path().join(".routes.json.tmp-12"), b"x").unwrap();
+        fs::write(dir.path().join("state.json.tmp-12"), b"x").unwrap();
+        assert!(remove_temp_leftovers(&path).unwrap().is_empty());
+        assert!(
+            remove_temp_leftovers(&dir.path().join("missing/state.json"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -337,7 +337,10 @@ fn remove_entry(path: &Path) -> Result<bool, ArtifactError> {
 ///
 /// An error is only logged, never returned: removing leftovers is hygiene (disk space), not
 /// safety, so it must not stop the agent from starting.
-pub(crate) fn log_leftover_removal(from: &str, result: Result<Vec<PathBuf>, ArtifactError>) {
+pub(crate) fn log_leftover_removal<E: std::error::Error + Send + Sync + 'static>(
+    from: &str,
+    result: Result<Vec<PathBuf>, E>,
+) {
     match result {
         Ok(removed) if removed.is_empty() => {}
         Ok(removed) => {

@@ -81,6 +81,10 @@ impl Executor {
                 &format!("an interrupted unpack, prune or release switch of app {name}"),
                 runtime.releases.remove_leftovers(),
             );
+            crate::artifact::store::log_leftover_removal(
+                &format!("an interrupted state write of app {name}"),
+                crate::state::remove_temp_leftovers(&AppState::path(&runtime.dir)),
+            );
             adopt(&mut runtime, &audit, default_backoff()).await;
             // Not fatal: the other apps still start, and the first job for this one tries
             // again and fails with this cause. A stopped app gets no front door until a job

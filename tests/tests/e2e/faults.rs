@@ -413,6 +413,9 @@ fn leftover_temp_files_from_a_crash_are_removed_at_start() {
     let upload = objects.join(".upload-leftover");
     fs::write(&upload, vec![7u8; 64 * 1024]).unwrap();
     fs::write(unpack.join("file"), b"half an unpacked release").unwrap();
+    // A state write that died before its rename (case D8).
+    let state_tmp = env.data_dir.join("apps/web/.state.json.tmp-4242");
+    fs::write(&state_tmp, b"{\"current\":").unwrap();
 
     let agent = Agent::start(&env).unwrap();
     assert!(
@@ -422,6 +425,10 @@ fn leftover_temp_files_from_a_crash_are_removed_at_start() {
     assert!(
         fs::symlink_metadata(&unpack).is_err(),
         "the partial unpack is still there"
+    );
+    assert!(
+        fs::symlink_metadata(&state_tmp).is_err(),
+        "the half-written state temp file is still there"
     );
     assert_eq!(releases(&env), Vec::<String>::new());
     assert!(objects.is_dir() && env.releases_dir().is_dir());
@@ -435,6 +442,9 @@ fn leftover_temp_files_from_a_crash_are_removed_at_start() {
             }) && log.lines().any(|l| {
                 l.contains("removed 1 leftover temporary file(s)")
                     && l.contains(".unpack-1.0.0-leftover")
+            }) && log.lines().any(|l| {
+                l.contains("interrupted state write of app web")
+                    && l.contains(".state.json.tmp-4242")
             })
         },
     )

@@ -569,6 +569,41 @@ fn canary_abort_returns_all_traffic_to_the_old_version() {
     );
 }
 
+/// Issue "Re-cut the agent core": a state file that cannot be written after a canary's
+/// rollback is said in the job's record (`state.persist_failed`, with the file and the cause),
+/// never dropped; service is restored all the same. A directory where the state write's temp
+/// file goes makes the write fail, for root too.
+#[test]
+fn a_state_write_that_fails_after_a_canary_abort_is_on_record_and_service_is_restored() {
+    let rig = Rig::front_door(2);
+    let load = rig.load();
+    let deploy = paused_canary(&rig, &load);
+    let pid = rig.agent.pid().expect("the agent runs");
+    let blocker = rig
+        .env
+        .data_dir
+        .join(format!("apps/web/.state.json.tmp-{pid}"));
+    std::fs::create_dir(&blocker).unwrap();
+    rig.action("abort", &["--json"]).assert_code(0);
+    let out = deploy.join().unwrap();
+    let done = load.elapsed();
+    assert_step(&steps(&out), "state.persist_failed");
+    assert!(
+        out.stdout.contains("state.json") && out.stdout.contains("Is a directory"),
+        "the step names the file and the cause: {}",
+        out.all()
+    );
+    assert_rolled_back_to_v1(&rig, &out, load, done);
+    let noted = audit_events(&rig.env, "job.step").unwrap();
+    assert!(
+        noted
+            .iter()
+            .any(|e| e["step"] == "state.persist_failed" && e["job_id"] == job_id(&out).as_str()),
+        "the failed state write is in the audit log: {noted:?}"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+}
+
 // ---- the agent killed ------------------------------------------------------------------
 
 fn front_door_pid(env: &TestEnv) -> Option<u64> {
