@@ -191,9 +191,18 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Ledger::open(&config.data_dir.join("jobs")).map_err(start("open the replay store"))?,
     );
     // So that no accepted job is admitted twice when the store was deleted or emptied.
-    let restored = ledger
+    let rebuilt = ledger
         .rebuild_from_log(&audit_dir)
         .map_err(start("rebuild the replay store from the audit log"))?;
+    if !rebuilt.ended.is_empty() {
+        let ids: Vec<String> = rebuilt.ended.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            "the replay store had not recorded how {} job(s) ended (a failed write); took their outcome from the audit log: {}",
+            ids.len(),
+            ids.join(", ")
+        );
+    }
+    let restored = rebuilt.restored;
     if !restored.is_empty() {
         tracing::warn!(
             "the replay store {} lacked {} accepted job(s); rebuilt them from the audit log",

@@ -31,6 +31,7 @@ pub mod artifact;
 pub mod bins;
 pub mod certs;
 pub mod controller;
+pub mod diskfull;
 pub mod env;
 pub mod grpc;
 pub mod load;

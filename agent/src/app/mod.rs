@@ -74,12 +74,47 @@ pub struct AppShared {
     pub router: Option<Arc<dyn Router>>,
     /// The app's state and instances as last persisted.
     pub snapshot: Mutex<(AppState, Vec<Instance>)>,
+    /// What on disk may not match what the agent last decided for the app.
+    pub stale: Mutex<Stale>,
+}
+
+/// Writes that failed and were not made good since: while either is set, the route table or
+/// the state file may say something else than the agent decided (a full disk mid-rollout),
+/// and the executor converges the app before its next job and in the background.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stale {
+    /// Why the last route-table change failed; `None` once one succeeded.
+    pub routes: Option<String>,
+    /// Why the last state write failed; `None` once one succeeded.
+    pub state: Option<String>,
+}
+
+impl Stale {
+    /// Why the app needs converging, when it does.
+    pub fn why(&self) -> Option<String> {
+        match (&self.routes, &self.state) {
+            (None, None) => None,
+            (Some(r), None) => Some(r.clone()),
+            (None, Some(s)) => Some(s.clone()),
+            (Some(r), Some(s)) => Some(format!("{r}; {s}")),
+        }
+    }
 }
 
 impl AppShared {
     /// Sets the rollout description status shows.
     pub fn set_rollout(&self, text: impl Into<String>) {
         *lock(&self.rollout) = text.into();
+    }
+
+    /// Records how the last route-table change went.
+    pub fn routes_written(&self, failure: Option<String>) {
+        lock(&self.stale).routes = failure;
+    }
+
+    /// Why the app needs converging, when a failed write was not made good.
+    pub fn stale(&self) -> Option<String> {
+        lock(&self.stale).why()
     }
 }
 
@@ -97,6 +132,13 @@ impl AppRuntime {
     pub fn persist(&mut self) -> Result<(), StateError> {
         self.state.instances = self.instances.iter().map(Instance::record).collect();
         *lock(&self.shared.snapshot) = (self.state.clone(), self.instances.clone());
-        self.state.save(&self.dir)
+        let saved = self.state.save(&self.dir);
+        lock(&self.shared.stale).state = saved.as_ref().err().map(|e| {
+            format!(
+                "the state file was not written: {}",
+                crate::error::reason(e)
+            )
+        });
+        saved
     }
 }

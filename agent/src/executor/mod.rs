@@ -28,7 +28,7 @@ use crate::artifact::{ArtifactStore, Releases, UnpackLimits};
 use crate::audit::{AuditLog, Entry, HeldAppend};
 use crate::clock::{Clock, now_ms};
 use crate::config::Config;
-use crate::error::lock;
+use crate::error::{lock, reason};
 use crate::job::{Action, AppName, JobId, StrategyKind, VerifiedJob};
 use crate::ledger::Ledger;
 use crate::progress::Ended;
@@ -164,6 +164,7 @@ impl Executor {
 
     async fn run(&self, job: Arc<VerifiedJob>, handle: Arc<JobHandle>) {
         let spec = &job.spec;
+        let mut stale = None;
         let (outcome, reason) = match self.inner.apps.get(&spec.app) {
             None => (
                 Outcome::Failed,
@@ -184,7 +185,7 @@ impl Executor {
                     .as_ref()
                     .and_then(|v| app.state.drain_timeout_of(v));
                 let (ended, shut_down) = tokio::select! {
-                    r = strategy::run(&mut app, &ctx) => (r, false),
+                    r = converge_then_run(&mut app, &ctx) => (r, false),
                     () = self.inner.shutdown.cancelled() => (Ended::interrupted(
                         "the agent shut down while the job ran"), true),
                 };
@@ -198,10 +199,24 @@ impl Executor {
                     tracing::error!("cannot persist app state: {e}");
                 }
                 lock(&self.inner.current).insert(spec.app.clone(), app.state.current.clone());
+                if !shut_down {
+                    stale = app.shared.stale();
+                }
                 (ended.outcome, ended.reason)
             }
         };
         self.finish(&job, &handle, outcome, reason).await;
+        // Once the job's reservation is released: the convergence takes the app itself.
+        if let Some(why) = stale {
+            tracing::warn!(
+                "app {} is left with a failed write ({why}); converging it in the background",
+                spec.app
+            );
+            self.converge(
+                spec.app.clone(),
+                format!("converge after a failed write: {why}"),
+            );
+        }
     }
 
     fn job_ctx(&self, job: &Arc<VerifiedJob>, handle: &Arc<JobHandle>) -> JobCtx {
@@ -386,4 +401,28 @@ impl AppView for Executor {
 /// The strategy a job runs, for the audit entry of its acceptance.
 pub fn strategy_of(job: &VerifiedJob) -> Option<StrategyKind> {
     job.spec.release.as_ref().map(|r| r.strategy)
+}
+
+/// Runs the job's strategy, first bringing the app back to its current release when an
+/// earlier job left a failed route-table or state write behind (its table may still send
+/// traffic to a failed canary, its state may name instances that are gone).
+async fn converge_then_run(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
+    if let Some(why) = app.shared.stale() {
+        ctx.note("app.converging", format!("first, converge the app: {why}"))
+            .await;
+        let converged = strategy::converge(app, ctx).await;
+        if converged.outcome != Outcome::Succeeded {
+            return Ended::failed(format!(
+                "the app could not be brought back to its current release first: {}",
+                converged.reason
+            ));
+        }
+        if let Err(e) = app.persist() {
+            return Ended::failed(format!(
+                "the app was converged but its state could not be written: {}",
+                reason(&e)
+            ));
+        }
+    }
+    strategy::run(app, ctx).await
 }

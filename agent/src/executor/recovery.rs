@@ -63,6 +63,7 @@ impl Executor {
                 rollout: Mutex::new(String::new()),
                 router,
                 snapshot: Mutex::new((AppState::default(), Vec::new())),
+                stale: Mutex::new(crate::app::Stale::default()),
             });
             let mut runtime = AppRuntime {
                 policy: policy.clone(),
@@ -135,20 +136,47 @@ impl Executor {
             }
         }
         for name in to_converge {
-            executor.converge(name);
+            executor.converge(name, "converge after an interrupted job".to_owned());
         }
         Ok(executor)
     }
 
-    /// After a job was interrupted on an app with a router, brings every instance back to the
-    /// app's current release in the background (the app is busy meanwhile). Recorded as
-    /// `recovery.started` and `recovery.succeeded` / `recovery.failed`, with its steps.
-    fn converge(&self, app: AppName) {
+    /// Brings every instance of `app` back to its current release in the background: after a
+    /// job was interrupted on an app with a router, or after a job left a failed route-table
+    /// or state write behind (a full disk). Recorded as `recovery.started` and
+    /// `recovery.succeeded` / `recovery.failed`, with its steps. While a failed write is not
+    /// made good it tries again, 1 s after the first failure and then at most every 10 s,
+    /// until the agent stops; an app busy with a job meanwhile is converged by that job.
+    pub(super) fn converge(&self, app: AppName, why: String) {
+        let this = self.clone();
+        let token = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                let attempt = this.converge_once(&app, &why).await;
+                let stale = this.inner.shared.get(&app).and_then(|s| s.stale());
+                if attempt == Attempt::Busy || stale.is_none() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = token.cancelled() => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+
+    /// One convergence, holding the app; [`Attempt::Busy`] when a job holds it.
+    async fn converge_once(&self, app: &AppName, why: &str) -> Attempt {
         let id = format!("recover-{app}-{}", now_ms());
-        let Ok(id) = JobId::new(&id) else { return };
-        if self.reserve(&app, &id).is_err() {
-            return;
+        let Ok(id) = JobId::new(&id) else {
+            return Attempt::Busy;
+        };
+        if self.reserve(app, &id).is_err() {
+            return Attempt::Busy;
         }
+        let app = app.clone();
         let job = Arc::new(VerifiedJob {
             spec: crate::job::JobSpec {
                 id: id.clone(),
@@ -160,7 +188,7 @@ impl Executor {
                 expires_at: 0,
                 release: None,
                 target_version: None,
-                reason: "converge after an interrupted job".to_owned(),
+                reason: why.to_owned(),
             },
             digest: crate::job::Sha256Hex::of(id.as_str().as_bytes()),
             signers: Vec::new(),
@@ -168,47 +196,45 @@ impl Executor {
         let handle = Arc::new(JobHandle::new(id));
         let this = self.clone();
         let span = tracing::info_span!("recovery", app = %app);
-        self.inner.tasks.spawn(
-            async move {
-                let audit = &this.inner.audit;
-                let started = Entry::new("recovery.started")
-                    .with("job_id", json!(job.spec.id))
-                    .with("app", json!(app))
-                    .with("reason", json!(job.spec.reason));
-                if let Err(e) = audit.append(started).await {
-                    tracing::error!("cannot record recovery.started: {}", reason(&e));
-                }
-                let ended = match this.inner.apps.get(&app) {
-                    Some(runtime) => {
-                        let mut runtime = runtime.lock().await;
-                        let mut ctx = this.job_ctx(&job, &handle);
-                        ctx.drain_timeout = interrupted_drain_timeout(&runtime);
-                        let ended = strategy::converge(&mut runtime, &ctx).await;
-                        if let Err(e) = runtime.persist() {
-                            tracing::error!("cannot persist app state: {}", reason(&e));
-                        }
-                        ended
-                    }
-                    None => Ended::failed("app is gone"),
-                };
-                let event = match ended.outcome {
-                    Outcome::Succeeded => "recovery.succeeded",
-                    Outcome::RolledBack | Outcome::Failed | Outcome::Interrupted => {
-                        "recovery.failed"
-                    }
-                };
-                let why = ended.reason;
-                let entry = Entry::new(event)
-                    .with("job_id", json!(job.spec.id))
-                    .with("app", json!(app))
-                    .with("reason", json!(why));
-                if let Err(e) = audit.append_held(entry).await {
-                    tracing::error!("cannot record {event}: {}", reason(&e));
-                }
-                this.release(&app);
+        async move {
+            let audit = &this.inner.audit;
+            let started = Entry::new("recovery.started")
+                .with("job_id", json!(job.spec.id))
+                .with("app", json!(app))
+                .with("reason", json!(job.spec.reason));
+            if let Err(e) = audit.append(started).await {
+                tracing::error!("cannot record recovery.started: {}", reason(&e));
             }
-            .instrument(span),
-        );
+            let ended = match this.inner.apps.get(&app) {
+                Some(runtime) => {
+                    let mut runtime = runtime.lock().await;
+                    let mut ctx = this.job_ctx(&job, &handle);
+                    ctx.drain_timeout = interrupted_drain_timeout(&runtime);
+                    let ended = strategy::converge(&mut runtime, &ctx).await;
+                    if let Err(e) = runtime.persist() {
+                        tracing::error!("cannot persist app state: {}", reason(&e));
+                    }
+                    ended
+                }
+                None => Ended::failed("app is gone"),
+            };
+            let event = match ended.outcome {
+                Outcome::Succeeded => "recovery.succeeded",
+                Outcome::RolledBack | Outcome::Failed | Outcome::Interrupted => "recovery.failed",
+            };
+            let why = ended.reason;
+            let entry = Entry::new(event)
+                .with("job_id", json!(job.spec.id))
+                .with("app", json!(app))
+                .with("reason", json!(why));
+            if let Err(e) = audit.append_held(entry).await {
+                tracing::error!("cannot record {event}: {}", reason(&e));
+            }
+            this.release(&app);
+            Attempt::Ran
+        }
+        .instrument(span)
+        .await
     }
 
     /// Stops the standby slot of a blue-green app once its scale-down delay has passed,
@@ -256,6 +282,15 @@ impl Executor {
             }
         });
     }
+}
+
+/// How one convergence attempt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// It ran (its outcome is in the audit log).
+    Ran,
+    /// A job holds the app; that job converges it first.
+    Busy,
 }
 
 async fn interrupted(audit: &AuditLog, ledger: &Ledger, job: &JobId, app: &AppName) {

@@ -7,6 +7,11 @@
 //! captured job inside its validity window is never admitted twice. A job accepted without an
 //! end entry comes back [`Standing::Admitted`] and is reported interrupted, like any job a
 //! stopped agent left.
+//!
+//! A record that is still [`Standing::Admitted`] although the log has the job's end entry (its
+//! outcome could not be written: a full disk at the job's end, the entry held and written
+//! later) is finished with that outcome, so the start-up does not end the job a second time
+//! as interrupted: every job has exactly one end entry.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,15 +55,27 @@ fn ms_of(ts: &str) -> i64 {
     humantime::parse_rfc3339(ts).map_or(0, crate::clock::system_ms)
 }
 
+/// What [`Ledger::rebuild_from_log`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Records written again (the log shows them accepted, the ledger lacked them), oldest
+    /// first.
+    pub restored: Vec<JobId>,
+    /// Records that said "admitted" while the log has the job's end: finished with the logged
+    /// outcome.
+    pub ended: Vec<JobId>,
+}
+
 impl Ledger {
     /// Writes a record again for every job the audit log in `audit_dir` shows accepted and the
-    /// ledger does not hold; returns the ids restored, oldest first.
+    /// ledger does not hold, and finishes every record the log shows ended; says which.
     ///
     /// # Errors
     ///
     /// [`LedgerError::Rebuild`] when the log cannot be read, or the write error of a record.
-    pub fn rebuild_from_log(&self, audit_dir: &Path) -> Result<Vec<JobId>, LedgerError> {
+    pub fn rebuild_from_log(&self, audit_dir: &Path) -> Result<Rebuilt, LedgerError> {
         let mut missing: HashMap<String, JobRecord> = HashMap::new();
+        let mut ends: Vec<(JobId, Ended)> = Vec::new();
         crate::audit::scan(audit_dir, 1, |_, line| {
             // Most lines are steps and checkpoints: skip them before parsing.
             if !contains(line, b"\"event\":\"job.") {
@@ -88,13 +105,18 @@ impl Ledger {
                         "a job.accepted entry without a readable digest or app; not restored"
                     );
                 }
-            } else if let Some(outcome) = ended_by(&entry.event)
-                && let Some(record) = missing.get_mut(id)
-            {
-                record.standing = Standing::Finished(Ended {
+            } else if let Some(outcome) = ended_by(&entry.event) {
+                let ended = Ended {
                     outcome,
                     reason: entry.reason.unwrap_or_default(),
-                });
+                };
+                if let Some(record) = missing.get_mut(id) {
+                    record.standing = Standing::Finished(ended);
+                } else if let Some(record) = self.get(id)
+                    && record.standing == Standing::Admitted
+                {
+                    ends.push((record.job_id, ended));
+                }
             }
             Ok(())
         })
@@ -104,12 +126,22 @@ impl Ledger {
             (a.accepted_at_ms, a.job_id.as_str()).cmp(&(b.accepted_at_ms, b.job_id.as_str()))
         });
         let mut ids = Vec::with_capacity(restored.len());
-        let mut ledger = self.lock();
-        for record in restored {
-            ids.push(record.job_id.clone());
-            ledger.insert(record)?;
+        {
+            let mut ledger = self.lock();
+            for record in restored {
+                ids.push(record.job_id.clone());
+                ledger.insert(record)?;
+            }
         }
-        Ok(ids)
+        let mut ended = Vec::with_capacity(ends.len());
+        for (job_id, outcome) in ends {
+            self.finish(&job_id, outcome)?;
+            ended.push(job_id);
+        }
+        Ok(Rebuilt {
+            restored: ids,
+            ended,
+        })
     }
 }
 

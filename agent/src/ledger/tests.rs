@@ -257,8 +257,9 @@ async fn a_deleted_store_is_rebuilt_from_the_audit_log() {
     std::fs::remove_file(jobs.join("done.json")).unwrap();
     admit(&ledger, "back", 1);
     let ledger = Ledger::open(&jobs).unwrap();
-    let restored = ledger.rebuild_from_log(&audit_dir).unwrap();
-    let mut restored: Vec<String> = restored.iter().map(ToString::to_string).collect();
+    let rebuilt = ledger.rebuild_from_log(&audit_dir).unwrap();
+    assert_eq!(rebuilt.ended, [id("back")]);
+    let mut restored: Vec<String> = rebuilt.restored.iter().map(ToString::to_string).collect();
     restored.sort();
     assert_eq!(restored, ["done", "running"]);
     assert_eq!(
@@ -268,12 +269,22 @@ async fn a_deleted_store_is_rebuilt_from_the_audit_log() {
     assert_eq!(ledger.get("done").unwrap().digest, digest("done"));
     // Accepted and never ended: reported interrupted at start, like any job a stop cut.
     assert_eq!(ledger.get("running").unwrap().standing, Standing::Admitted);
-    // The record on disk is kept as it is.
-    assert_eq!(ledger.get("back").unwrap().standing, Standing::Admitted);
+    // The record on disk said "admitted" but the log has its end (its outcome could not be
+    // written): finished as logged, so the start-up does not end it again as interrupted.
+    assert_eq!(
+        ledger.get("back").unwrap().standing,
+        Standing::Finished(Ended {
+            outcome: Outcome::RolledBack,
+            reason: "unhealthy".to_owned()
+        })
+    );
     assert!(ledger.get("forged").is_none());
 
     // Written durably, and nothing is left to restore.
     let reopened = Ledger::open(&jobs).unwrap();
     assert_eq!(reopened.len(), 3);
-    assert!(reopened.rebuild_from_log(&audit_dir).unwrap().is_empty());
+    assert_eq!(
+        reopened.rebuild_from_log(&audit_dir).unwrap(),
+        rebuild::Rebuilt::default()
+    );
 }

@@ -91,7 +91,19 @@ pub async fn apply(
     let described = describe(&table);
     ctx.step("traffic.applying", format!("{what}: {described}"))
         .await?;
-    let applied = router.apply(table).await?;
+    let applied = match router.apply(table).await {
+        Ok(applied) => {
+            app.shared.routes_written(None);
+            applied
+        }
+        Err(e) => {
+            app.shared.routes_written(Some(format!(
+                "the route table was not applied: {}",
+                crate::error::reason(&e)
+            )));
+            return Err(e.into());
+        }
+    };
     ctx.step(
         "traffic.switched",
         format!(

@@ -2,13 +2,12 @@
 //! and what a deployed child process holds (uid, gid, groups, capabilities, environment, fds).
 
 use std::collections::BTreeSet;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
+use gantry_tests::diskfull::{Tmpfs, fill};
 use gantry_tests::process::recorded_instance_pids;
 use gantry_tests::{Agent, Controller, TestEnv, audit_events, make_artifact, wait_until};
 
@@ -35,58 +34,6 @@ fn verify_audit(env: &TestEnv) -> gantry_tests::Output {
     let pubkey = env.keys.agent.public.to_string_lossy().into_owned();
     env.agent_cmd(&["audit", "verify", "--dir", &audit, "--pubkey", &pubkey])
         .unwrap()
-}
-
-/// A small tmpfs mounted at a path, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(at)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(Tmpfs(at.to_owned()))
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-/// Writes to `path` until the filesystem is full.
-fn fill(path: &Path) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let chunk = vec![b'x'; 4096];
-    loop {
-        if f.write_all(&chunk).is_err() {
-            break;
-        }
-    }
-    for _ in 0..4096 {
-        if f.write_all(b"x").is_err() {
-            break;
-        }
-    }
-    let _ = f.sync_all();
 }
 
 /// Submits a job signed by the attacker's key: rejected, and its `job.rejected` entry takes
@@ -121,7 +68,7 @@ fn audit_dir_on_a_full_tmpfs_refuses_jobs_then_recovers_when_space_returns() {
     fs::set_permissions(&env.data_dir, fs::Permissions::from_mode(0o711)).unwrap();
     let audit_dir = env.data_dir.join("audit");
     fs::create_dir(&audit_dir).unwrap();
-    let _mounted = match Tmpfs::mount(&audit_dir, "256k") {
+    let _mounted = match Tmpfs::mount(&audit_dir, "256k", 0o700) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("SKIPPED audit_dir_on_a_full_tmpfs: cannot mount a tmpfs: {e}");

@@ -50,7 +50,18 @@ impl Rig {
     /// An agent whose `web` has up to `max_instances` instances behind the router of `options`,
     /// with v1.0.0 deployed on `instances` instances (rolling; nothing ran before).
     fn with_v1(options: Options, instances: u32) -> Rig {
+        Rig::with_v1_on(options, instances, |_| ()).0
+    }
+
+    /// [`Rig::with_v1`], with `prepare` run on the environment before the agent starts (a
+    /// filesystem mounted at its data dir, say); returns what it returned.
+    fn with_v1_on<T>(
+        options: Options,
+        instances: u32,
+        prepare: impl FnOnce(&TestEnv) -> T,
+    ) -> (Rig, T) {
         let env = TestEnv::with_options(options).unwrap();
+        let prepared = prepare(&env);
         let nginx = env.nginx.as_ref().map(|_| Nginx::start(&env).unwrap());
         let agent = Agent::start(&env).unwrap();
         let ctl = Controller::new(&env, &agent);
@@ -65,7 +76,7 @@ impl Rig {
         let out = rig.deploy("1.0.0", &v1, instances, &["--strategy", "rolling"], "20s");
         out.assert_code(0);
         rig.wait_serving("1.0.0");
-        rig
+        (rig, prepared)
     }
 
     fn front_door(instances: u16) -> Rig {
@@ -602,6 +613,135 @@ fn a_state_write_that_fails_after_a_canary_abort_is_on_record_and_service_is_res
         "the failed state write is in the audit log: {noted:?}"
     );
     std::fs::remove_dir(&blocker).unwrap();
+}
+
+/// The ports the router sends new connections to (weight above 0), sorted.
+fn serving_ports(app: &serde_json::Value) -> Vec<u64> {
+    let mut ports: Vec<u64> = app["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["weight"].as_u64().is_some_and(|w| w > 0))
+        .filter_map(|b| b["addr"].as_str()?.rsplit(':').next()?.parse().ok())
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// The ports of `version`'s instances, sorted.
+fn instance_ports(app: &serde_json::Value, version: &str) -> Vec<u64> {
+    let mut ports: Vec<u64> = app["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["version"] == version)
+        .filter_map(|i| i["port"].as_u64())
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// Issue "Defects found by trying Gantry" (4): a full disk mid-rollout. The canary fails
+/// while no route table or state can be written ("restoring the stable backends failed");
+/// once space returns the agent converges the app by itself (v1 serves alone, the canary's
+/// instances stop), the job has exactly one end entry, and a restart adds no second one.
+#[test]
+fn a_canary_failing_on_a_full_disk_converges_once_space_returns_with_one_end_entry() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED a_canary_failing_on_a_full_disk: mounting a tmpfs needs root");
+        return;
+    }
+    let (mut rig, mounted) = Rig::with_v1_on(Options::front_door(4), 2, |env| {
+        std::fs::create_dir(&env.data_dir).unwrap();
+        gantry_tests::diskfull::Tmpfs::mount(&env.data_dir, "512m", 0o711)
+    });
+    let _mounted = match mounted {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED a_canary_failing_on_a_full_disk: cannot mount a tmpfs: {e}");
+            return;
+        }
+    };
+    let load = rig.load();
+    let deploy = paused_canary(&rig, &load);
+    let canary = instance_pids(&rig.app_status(), Some("2.0.0"));
+    assert_eq!(canary.len(), 1, "one canary instance");
+
+    let filler = rig.env.data_dir.join("filler");
+    gantry_tests::diskfull::fill(&filler);
+    // The canary crashes: its analysis (no restarts allowed) aborts it, and nothing can be
+    // written to bring the stable backends back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(canary[0]).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = deploy.join().unwrap();
+    out.assert_code(1);
+    let job = job_id(&out);
+    assert!(
+        out.all().contains("restoring the stable backends failed")
+            && out.all().contains("No space left on device"),
+        "the failure names the full disk: {}",
+        out.all()
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let mut app = serde_json::Value::Null;
+    wait_until(
+        Duration::from_secs(60),
+        "v1 serves alone once space returns",
+        || {
+            app = rig.app_status();
+            instance_pids(&app, Some("2.0.0")).is_empty()
+                && !serving_ports(&app).is_empty()
+                && serving_ports(&app) == instance_ports(&app, "1.0.0")
+                && app["rollout"].as_str().is_none_or(str::is_empty)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {app}\n{}", rig.diag()));
+    assert_eq!(app["version"], "1.0.0", "{app}");
+    assert_eq!(instance_pids(&app, Some("1.0.0")).len(), 2, "{app}");
+    let started = audit_events(&rig.env, "recovery.started").unwrap();
+    let started: Vec<&serde_json::Value> = started
+        .iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("failed write"))
+        })
+        .collect();
+    let succeeded = audit_events(&rig.env, "recovery.succeeded").unwrap();
+    assert!(
+        started
+            .iter()
+            .any(|s| succeeded.iter().any(|e| e["job_id"] == s["job_id"])),
+        "the convergence after the failed write is on record: {started:?} {succeeded:?}"
+    );
+    load.stop();
+
+    let ends = |env: &TestEnv| -> Vec<String> {
+        [
+            "job.succeeded",
+            "job.failed",
+            "job.rolled_back",
+            "job.interrupted",
+        ]
+        .into_iter()
+        .flat_map(|event| audit_events(env, event).unwrap())
+        .filter(|e| e["job_id"] == job.as_str())
+        .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
+        .collect()
+    };
+    assert_eq!(ends(&rig.env), ["job.failed"], "exactly one end entry");
+    rig.agent.kill_9().unwrap();
+    rig.restart_agent();
+    rig.wait_serving("1.0.0");
+    assert_eq!(
+        ends(&rig.env),
+        ["job.failed"],
+        "a restart does not end the job a second time"
+    );
 }
 
 // ---- the agent killed ------------------------------------------------------------------
