@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::admission::dispatch::FleetSeat;
 use crate::artifact::ArtifactStore;
 use crate::audit::{AuditLog, AuditOptions, Entry};
 use crate::config::Config;
@@ -27,6 +28,7 @@ use crate::error::reason;
 use crate::executor::Executor;
 use crate::intake::Intake;
 use crate::ledger::Ledger;
+use crate::ledger::plans::PlanLedger;
 use crate::server::handshake::HandshakeRefusals;
 use crate::server::throttle::{Budget, ClientThrottle};
 use crate::server::{AgentService, tls};
@@ -214,12 +216,22 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .await
             .map_err(start("record replay_store.rebuilt in the audit log"))?;
     }
-    let admission = Arc::new(Admission::over(
-        Arc::clone(&config.policy),
-        config.limits.clone(),
-        config.agent_id.clone(),
-        Arc::clone(&ledger),
-    ));
+    let plans = Arc::new(
+        PlanLedger::open(&config.data_dir.join("plans"))
+            .map_err(start("open the fleet plan records"))?,
+    );
+    let admission = Arc::new(
+        Admission::over(
+            Arc::clone(&config.policy),
+            config.limits.clone(),
+            config.agent_id.clone(),
+            Arc::clone(&ledger),
+        )
+        .with_fleet(FleetSeat {
+            placement: config.placement.clone(),
+            plans,
+        }),
+    );
     let store = Arc::new(
         ArtifactStore::open(
             &config.data_dir.join("artifacts"),

@@ -23,6 +23,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::admission::dispatch::{AdmittedDispatch, DispatchIn, Dispatched};
+use crate::admission::fleet::action_name;
 use crate::admission::{Admission, AdmissionError, Admitted, Rejection, SignatureIn};
 use crate::audit::{AuditError, AuditLog, Entry};
 use crate::clock::Clock;
@@ -205,12 +207,59 @@ impl Intake {
             Ok(Admitted::Duplicate(record)) => return Ok(Submitted::Duplicate(record)),
             Ok(Admitted::New(verified)) => verified,
         };
-        let job_id = verified.spec.id.clone();
         let accept = Acceptance {
             bytes: job.len(),
             claimed: claimed(sigs),
             peer: peer.clone(),
+            fleet: None,
         };
+        self.start(verified, accept).await
+    }
+
+    /// Admits a fleet dispatch (the signed plan and the signed dispatch), then goes on as
+    /// [`Intake::submit`] with the job the plan describes for this agent: the same
+    /// reservation, acceptance entries (with the plan's facts in `job.accepted`) and executor.
+    /// A dispatch of a job admitted before is a [`Submitted::Duplicate`], returned with the
+    /// plan's facts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Intake::submit`].
+    pub async fn dispatch<S>(
+        &self,
+        input: DispatchIn<'_>,
+        peer: &PeerIdentity,
+        slot: S,
+    ) -> Result<(Submitted, Dispatched), IntakeError> {
+        let admitted = self
+            .admission
+            .admit_dispatch(input, self.clock.now_unix(), &self.executor);
+        drop(slot);
+        let (verified, facts) = match admitted {
+            Err(rejection) => return Err(IntakeError::Rejected(Box::new(rejection))),
+            Ok(AdmittedDispatch::Duplicate(record, facts)) => {
+                return Ok((Submitted::Duplicate(record), facts));
+            }
+            Ok(AdmittedDispatch::New(verified, facts)) => (verified, facts),
+        };
+        let accept = Acceptance {
+            bytes: input.len(),
+            claimed: input.claimed(),
+            peer: peer.clone(),
+            fleet: Some(facts.clone()),
+        };
+        self.start(verified, accept)
+            .await
+            .map(|started| (started, facts))
+    }
+
+    /// The rest of a submission, from admission to start, in a task of its own.
+    async fn start(
+        &self,
+        verified: VerifiedJob,
+        accept: Acceptance,
+    ) -> Result<Submitted, IntakeError> {
+        let job_id = verified.spec.id.clone();
         let this = self.clone();
         // From here the job is in the ledger: the rest runs to its end even when the caller
         // goes away, so the app is never left reserved for nothing.
@@ -261,7 +310,10 @@ impl Intake {
             &accept.peer,
             &accept.claimed,
         );
-        let accepted = self.accepted_entry(&job, &accept.peer);
+        let mut accepted = self.accepted_entry(&job, &accept.peer);
+        if let Some(fleet) = &accept.fleet {
+            accepted = with_plan(accepted, fleet);
+        }
         let recorded = tokio::time::timeout(self.deadline, async {
             #[cfg(test)]
             if let Some(gate) = &self.gate {
@@ -377,6 +429,22 @@ struct Acceptance {
     bytes: usize,
     claimed: Vec<String>,
     peer: PeerIdentity,
+    /// For a dispatched job: the plan's facts.
+    fleet: Option<Dispatched>,
+}
+
+/// `job.accepted` of a dispatched job: the plan's id, digest, ring, epoch, dispatch action,
+/// and the plan's and the dispatch's signers (docs/audit-log.md).
+fn with_plan(entry: Entry, fleet: &Dispatched) -> Entry {
+    entry
+        .with("plan_id", json!(fleet.plan_id))
+        .with("plan_digest", json!(fleet.plan_digest))
+        .with("ring", json!(fleet.ring))
+        .with("ring_name", json!(fleet.ring_name))
+        .with("epoch", json!(fleet.epoch))
+        .with("dispatch_action", json!(action_name(fleet.action)))
+        .with("plan_signer_key_ids", json!(fleet.plan_signers))
+        .with("dispatch_signer_key_ids", json!(fleet.dispatch_signers))
 }
 
 /// An app reserved for a job that has not started: released when dropped, unless kept.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use gantry_proto::v1::agent_client::AgentClient;
 use gantry_proto::v1::{
-    AgentInfo, ArtifactChunk, ArtifactReceipt, ArtifactRef, InfoRequest, JobEvent, SignedJob,
+    AgentInfo, ArtifactChunk, ArtifactReceipt, ArtifactRef, DispatchRequest, InfoRequest, JobEvent,
+    SignedJob,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -28,6 +29,34 @@ pub fn submit_raw(
 ) -> anyhow::Result<Result<Vec<JobEvent>, tonic::Status>> {
     with_client(env, agent, |mut client| async move {
         let mut stream = match client.submit(job).await {
+            Ok(resp) => resp.into_inner(),
+            Err(status) => return Ok(Err(status)),
+        };
+        let mut events = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => return Ok(Ok(events)),
+                Err(status) => return Ok(Err(status)),
+            }
+        }
+    })
+}
+
+/// Sends a fleet dispatch as the controller service would (over mutual TLS with the
+/// controller's certificate); returns the events the agent streamed, or the status it refused
+/// the dispatch with.
+///
+/// # Errors
+///
+/// When the certificates cannot be read or no connection is made.
+pub fn dispatch_raw(
+    env: &TestEnv,
+    agent: &Agent,
+    request: DispatchRequest,
+) -> anyhow::Result<Result<Vec<JobEvent>, tonic::Status>> {
+    with_client(env, agent, |mut client| async move {
+        let mut stream = match client.dispatch(request).await {
             Ok(resp) => resp.into_inner(),
             Err(status) => return Ok(Err(status)),
         };

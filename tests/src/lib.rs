@@ -9,7 +9,8 @@
 //! * [`mod@env`]: [`TestEnv`], one temp dir with PKI, keys and an `agent.toml`.
 //! * [`agent`]: [`Agent`], a running `gantry-agent run`.
 //! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
-//! * [`grpc`]: raw submissions the CLI would refuse to send.
+//! * [`grpc`]: raw submissions the CLI would refuse to send, and fleet dispatches.
+//! * [`fleet`]: plans and dispatches built and signed as the controller service does.
 //! * [`certs`]: client certificates the handshake must refuse (other CA, expired, not yet valid).
 //! * [`artifact`]: release tarballs of the sample app, honest and hostile.
 //! * [`load`]: [`Load`], steady HTTP traffic through a front door, counting every failure.
@@ -33,6 +34,7 @@ pub mod certs;
 pub mod controller;
 pub mod diskfull;
 pub mod env;
+pub mod fleet;
 pub mod grpc;
 pub mod load;
 pub mod nginx;

@@ -24,6 +24,7 @@
 //! The TLS client's identity is checked by the server (CA chain and fingerprint pin) before a
 //! job gets here; it grants nothing by itself and is only reported.
 
+pub mod dispatch;
 #[cfg(test)]
 mod tests;
 
@@ -36,7 +37,9 @@ use crate::ledger::{JobRecord, Ledger, LedgerError};
 
 // The pure checks live in gantry-policy, shared with the controller's `job show --policy`;
 // re-exported so that `admission::decode` and friends keep their paths.
-pub use gantry_policy::admission::{AdmissionError, SignatureIn, decode, explain, policy, window};
+pub use gantry_policy::admission::{
+    AdmissionError, SignatureIn, WindowError, decode, explain, fleet, policy, window,
+};
 // Defined on the app floor, which the executor implements it from; named here for callers.
 pub use crate::app::AppView;
 
@@ -85,6 +88,8 @@ pub struct Admission {
     limits: Limits,
     agent_id: String,
     ledger: Arc<Ledger>,
+    /// Set by [`Admission::with_fleet`]; without it every dispatch is refused.
+    fleet: Option<dispatch::FleetSeat>,
 }
 
 impl Admission {
@@ -115,6 +120,7 @@ impl Admission {
             limits,
             agent_id,
             ledger,
+            fleet: None,
         }
     }
 

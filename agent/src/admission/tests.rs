@@ -88,6 +88,7 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
         stop_timeout: Duration::from_secs(10),
         approvals,
         deployer_may_approve: false,
+        dispatch: BTreeSet::new(),
         listen: None,
         router: crate::config::RouterConfig::None,
         allow,
@@ -110,6 +111,8 @@ fn limits() -> Limits {
         max_unpacked_bytes: 8 << 20,
         max_validity: Duration::from_secs(3600),
         clock_skew: Duration::from_secs(30),
+        max_plan_validity: Duration::from_secs(14 * 86_400),
+        max_dispatch_validity: Duration::from_secs(300),
         releases_kept: 5,
         client_rejections_burst: 100,
         client_rejections_per_second: 10,
@@ -295,6 +298,7 @@ fn web_mut(p: &mut Policy) -> &mut AppPolicy {
 
 mod apps;
 mod decoding;
+mod dispatches;
 mod explained;
 mod keys;
 mod replays;

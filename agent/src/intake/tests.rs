@@ -48,6 +48,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         stop_timeout: std::time::Duration::from_secs(10),
         approvals: 0,
         deployer_may_approve: false,
+        dispatch: BTreeSet::new(),
         listen: None,
         router: RouterConfig::None,
         allow: [(Action::Deploy, deployer)].into_iter().collect(),
@@ -94,6 +95,8 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
             max_unpacked_bytes: 8 << 20,
             max_validity: std::time::Duration::from_secs(3600),
             clock_skew: std::time::Duration::from_secs(30),
+            max_plan_validity: std::time::Duration::from_secs(14 * 86_400),
+            max_dispatch_validity: std::time::Duration::from_secs(300),
             releases_kept: 5,
             client_rejections_burst: 100,
             client_rejections_per_second: 10,
@@ -330,6 +333,7 @@ impl Fx {
             bytes: bytes.len(),
             claimed: claimed(&sigs),
             peer: peer(),
+            fleet: None,
         };
         self.intake.accept(verified, accept).await
     }
@@ -400,6 +404,7 @@ async fn a_refusal_the_ledger_cannot_write_is_logged_and_still_answered() {
         bytes: bytes.len(),
         claimed: claimed(&sigs),
         peer: peer(),
+        fleet: None,
     };
     match fx.intake.accept(verified, accept).await {
         Err(IntakeError::Busy(_)) => {}

@@ -14,6 +14,7 @@
 //! emptied store is rebuilt at start from the audit log's `job.accepted` entries
 //! ([`rebuild`]).
 
+pub mod plans;
 pub mod rebuild;
 mod record;
 

@@ -3,6 +3,7 @@
 
 use gantry_proto::v1;
 
+use crate::admission::SignatureIn;
 use crate::audit::CheckpointLine;
 use crate::executor::{AppStatus, EventKind, JobEvent, JobSummary, Outcome};
 use crate::job::{Action, StrategyKind};
@@ -157,4 +158,14 @@ pub fn job_summary(j: &JobSummary) -> v1::JobSummary {
         reason: j.reason.clone(),
         finished_ms: j.finished_ms,
     }
+}
+
+/// The signatures of an envelope as admission reads them (the key id a hint only).
+pub fn signatures(sigs: Vec<v1::Signature>) -> Vec<SignatureIn> {
+    sigs.into_iter()
+        .map(|s| SignatureIn {
+            key_id_hint: s.key_id,
+            sig: s.sig,
+        })
+        .collect()
 }

@@ -1,8 +1,8 @@
 //! The gRPC service `gantry.v1.Agent` over mutual TLS: the transport of the agent's use
 //! cases.
 //!
-//! A submitted job goes to the [`Intake`] (admission → reservation → `job.accepted` →
-//! executor); this module maps the request in (`SignatureIn`, the peer's certificate) and the
+//! A submitted job, or a fleet dispatch, goes to the [`Intake`] (admission → reservation →
+//! `job.accepted` → executor); this module maps the request in (`SignatureIn`, the peer's certificate) and the
 //! answer out ([`convert`], [`status`]), and records every rejection with the peer's
 //! certificate fingerprint and the claimed key ids — one by one up to a rate, counted in a
 //! `job.rejected.summary` entry beyond it (see [`flood`]) — charging it to the peer's
@@ -28,7 +28,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admission::{Rejection, SignatureIn};
+use crate::admission::Rejection;
+use crate::admission::dispatch::DispatchIn;
 use crate::artifact::ArtifactStore;
 use crate::audit::{AuditLog, Entry};
 use crate::clock::now_ms;
@@ -203,6 +204,47 @@ impl AgentService {
         Box::pin(tokio_stream::iter([Ok(event)]))
     }
 
+    /// The answer to a submission or a dispatch: the started job's events; for a job admitted
+    /// before, an attach to it (charged like a rejection, recorded as `job.resubmitted`, with
+    /// the dispatch's epoch for a dispatch); a recorded rejection.
+    async fn answer(
+        &self,
+        submitted: Result<Submitted, IntakeError>,
+        bytes: usize,
+        peer: &PeerIdentity,
+        epoch: Option<u64>,
+    ) -> Result<Response<EventStream<v1::JobEvent>>, Status> {
+        match submitted {
+            Ok(Submitted::Started(handle)) => Ok(Response::new(follow_job(handle))),
+            Ok(Submitted::Duplicate(record)) => {
+                tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
+                // It starts nothing but cost a full signature check: a replayed valid job is
+                // charged like a rejection, or a captured job could be replayed at full speed.
+                self.charge(peer).await;
+                if self.rejections.record("resubmitted") == flood::Recording::Full {
+                    let mut again = Entry::new("job.resubmitted")
+                        .with("job_id", json!(record.job_id))
+                        .with("job_digest", json!(record.digest))
+                        .with("peer_fingerprint", json!(peer.fingerprint));
+                    if let Some(epoch) = epoch {
+                        again = again.with("epoch", json!(epoch));
+                    }
+                    self.audit
+                        .append(again)
+                        .await
+                        .map_err(|e| status::audit(&e))?;
+                }
+                self.known_job(record.job_id.as_str())
+                    .await
+                    .map(Response::new)
+            }
+            Err(IntakeError::Rejected(rejection) | IntakeError::Busy(rejection)) => {
+                Err(self.reject(bytes, &rejection, peer).await)
+            }
+            Err(e) => Err(status::intake(&e)),
+        }
+    }
+
     /// The stream for a job admitted earlier (idempotent resubmission, or watch).
     async fn known_job(&self, job_id: &str) -> Result<EventStream<v1::JobEvent>, Status> {
         match self.intake.known(job_id).await {
@@ -272,43 +314,12 @@ impl Agent for AgentService {
         let signed = request.into_inner();
         self.audit.health().map_err(|e| status::audit(&e))?;
         let bytes = signed.job.len();
-        let sigs: Vec<SignatureIn> = signed
-            .signatures
-            .into_iter()
-            .map(|s| SignatureIn {
-                key_id_hint: s.key_id,
-                sig: s.sig,
-            })
-            .collect();
+        let sigs = convert::signatures(signed.signatures);
         // Fair share per client certificate: a flood from one (stolen) certificate waits for
         // its own few permits and cannot starve the other controllers' jobs.
         let slot = self.throttle.gate(&peer.fingerprint).admission().await;
-        match self.intake.submit(&signed.job, &sigs, &peer, slot).await {
-            Ok(Submitted::Started(handle)) => Ok(Response::new(follow_job(handle))),
-            Ok(Submitted::Duplicate(record)) => {
-                tracing::info!(job_id = %record.job_id, "identical resubmission; attaching to the job");
-                // It starts nothing but cost a full signature check: a replayed valid job is
-                // charged like a rejection, or a captured job could be replayed at full speed.
-                self.charge(&peer).await;
-                if self.rejections.record("resubmitted") == flood::Recording::Full {
-                    let again = Entry::new("job.resubmitted")
-                        .with("job_id", json!(record.job_id))
-                        .with("job_digest", json!(record.digest))
-                        .with("peer_fingerprint", json!(peer.fingerprint));
-                    self.audit
-                        .append(again)
-                        .await
-                        .map_err(|e| status::audit(&e))?;
-                }
-                self.known_job(record.job_id.as_str())
-                    .await
-                    .map(Response::new)
-            }
-            Err(IntakeError::Rejected(rejection) | IntakeError::Busy(rejection)) => {
-                Err(self.reject(bytes, &rejection, &peer).await)
-            }
-            Err(e) => Err(status::intake(&e)),
-        }
+        let submitted = self.intake.submit(&signed.job, &sigs, &peer, slot).await;
+        self.answer(submitted, bytes, &peer, None).await
     }
 
     async fn watch(
@@ -499,11 +510,26 @@ impl Agent for AgentService {
 
     async fn dispatch(
         &self,
-        _request: Request<v1::DispatchRequest>,
+        request: Request<v1::DispatchRequest>,
     ) -> Result<Response<Self::DispatchStream>, Status> {
-        // Fleet plans are not admitted yet: refuse plainly rather than run anything.
-        Err(Status::unimplemented(
-            "this agent does not run fleet plans yet (DESIGN \"Fleet\")",
-        ))
+        let peer = peer_of(&request);
+        let req = request.into_inner();
+        self.audit.health().map_err(|e| status::audit(&e))?;
+        let plan = req.plan.unwrap_or_default();
+        let dispatch = req.dispatch.unwrap_or_default();
+        let plan_sigs = convert::signatures(plan.signatures);
+        let dispatch_sigs = convert::signatures(dispatch.signatures);
+        let input = DispatchIn {
+            plan: &plan.plan,
+            plan_sigs: &plan_sigs,
+            dispatch: &dispatch.dispatch,
+            dispatch_sigs: &dispatch_sigs,
+        };
+        let slot = self.throttle.gate(&peer.fingerprint).admission().await;
+        let (submitted, epoch) = match self.intake.dispatch(input, &peer, slot).await {
+            Ok((submitted, facts)) => (Ok(submitted), Some(facts.epoch)),
+            Err(e) => (Err(e), None),
+        };
+        self.answer(submitted, input.len(), &peer, epoch).await
     }
 }

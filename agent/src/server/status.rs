@@ -4,7 +4,7 @@
 
 use tonic::{Code, Status};
 
-use crate::admission::AdmissionError;
+use crate::admission::{AdmissionError, WindowError};
 use crate::artifact::ArtifactError;
 use crate::audit::AuditError;
 use crate::error::reason;
@@ -13,26 +13,41 @@ use crate::intake::{IntakeError, KnownError};
 /// The gRPC code a rejection is answered with.
 pub fn code(e: &AdmissionError) -> Code {
     match e {
-        AdmissionError::TooLarge { .. } | AdmissionError::TooManySignatures { .. } => {
-            Code::ResourceExhausted
-        }
+        AdmissionError::TooLarge { .. }
+        | AdmissionError::TooManySignatures { .. }
+        | AdmissionError::DocumentTooLarge { .. } => Code::ResourceExhausted,
         AdmissionError::NoSignatures
         | AdmissionError::UnknownKey { .. }
-        | AdmissionError::BadSignature { .. } => Code::Unauthenticated,
+        | AdmissionError::BadSignature { .. }
+        | AdmissionError::PlanSignature(_)
+        | AdmissionError::DispatchSignature(_) => Code::Unauthenticated,
         AdmissionError::Malformed { .. }
         | AdmissionError::InvalidJob { .. }
-        | AdmissionError::InvalidVersion { .. } => Code::InvalidArgument,
+        | AdmissionError::InvalidVersion { .. }
+        | AdmissionError::InvalidPlan { .. }
+        | AdmissionError::InvalidDispatch { .. }
+        | AdmissionError::PlanDigestMismatch { .. }
+        | AdmissionError::WrongJobId { .. } => Code::InvalidArgument,
         AdmissionError::WrongAgent { .. }
         | AdmissionError::MissingRole { .. }
         | AdmissionError::QuorumNotMet { .. }
         | AdmissionError::KeyNotValid { .. }
-        | AdmissionError::Downgrade { .. } => Code::PermissionDenied,
+        | AdmissionError::Downgrade { .. }
+        | AdmissionError::PlanRole(_)
+        | AdmissionError::PlanQuorum { .. }
+        | AdmissionError::DispatchRole { .. }
+        | AdmissionError::WrongEnvironment { .. }
+        | AdmissionError::NotInRing { .. } => Code::PermissionDenied,
         AdmissionError::NotYetValid { .. }
         | AdmissionError::Expired { .. }
         | AdmissionError::WindowTooLong { .. }
         | AdmissionError::RollbackTargetMissing { .. }
         | AdmissionError::StrategyNeedsRouter { .. }
-        | AdmissionError::NoRolloutInProgress { .. } => Code::FailedPrecondition,
+        | AdmissionError::NoRolloutInProgress { .. }
+        | AdmissionError::PlanWindow(_)
+        | AdmissionError::DispatchWindow(_)
+        | AdmissionError::StaleEpoch { .. }
+        | AdmissionError::RollbackWithoutDeploy { .. } => Code::FailedPrecondition,
         AdmissionError::AppNotConfigured { .. } => Code::NotFound,
         AdmissionError::Replayed { .. } => Code::AlreadyExists,
         AdmissionError::AppBusy { .. } => Code::Aborted,
@@ -66,6 +81,30 @@ pub fn reason_code(e: &AdmissionError) -> &'static str {
         AdmissionError::StrategyNeedsRouter { .. } => "strategy_needs_router",
         AdmissionError::NoRolloutInProgress { .. } => "no_rollout_in_progress",
         AdmissionError::Store(_) => "replay_store_unavailable",
+        AdmissionError::DocumentTooLarge { .. } => "too_large",
+        AdmissionError::PlanSignature(_) => "plan_signature",
+        AdmissionError::PlanRole(_) => "plan_role",
+        AdmissionError::PlanQuorum { .. } => "plan_quorum",
+        AdmissionError::InvalidPlan { .. } => "invalid_plan",
+        AdmissionError::PlanWindow(w) => match w {
+            WindowError::NotYetValid { .. } => "plan_not_yet_valid",
+            WindowError::Expired { .. } => "plan_expired",
+            WindowError::TooLong { .. } => "plan_window_too_long",
+        },
+        AdmissionError::DispatchSignature(_) => "dispatch_signature",
+        AdmissionError::DispatchRole { .. } => "dispatch_role",
+        AdmissionError::InvalidDispatch { .. } => "invalid_dispatch",
+        AdmissionError::DispatchWindow(w) => match w {
+            WindowError::NotYetValid { .. } => "dispatch_not_yet_valid",
+            WindowError::Expired { .. } => "dispatch_expired",
+            WindowError::TooLong { .. } => "dispatch_window_too_long",
+        },
+        AdmissionError::PlanDigestMismatch { .. } => "plan_digest_mismatch",
+        AdmissionError::WrongEnvironment { .. } => "wrong_environment",
+        AdmissionError::NotInRing { .. } => "not_in_ring",
+        AdmissionError::WrongJobId { .. } => "wrong_job_id",
+        AdmissionError::StaleEpoch { .. } => "stale_epoch",
+        AdmissionError::RollbackWithoutDeploy { .. } => "rollback_without_deploy",
     }
 }
 

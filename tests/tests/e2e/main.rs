@@ -26,6 +26,7 @@ mod cli;
 mod controller;
 mod deploy;
 mod faults;
+mod fleet;
 mod handshake;
 mod security;
 mod zero_downtime;

@@ -329,6 +329,26 @@ fn judge_all<'p>(
     Ok(Some(Passed { spec, app, signers }))
 }
 
+/// Checks that `release` fits `app` as a job's release must: the instance count and the
+/// router its strategy needs. The same checks as [`assess`] makes, for a fleet plan's release.
+///
+/// # Errors
+///
+/// [`AdmissionError::InvalidJob`] for too many instances,
+/// [`AdmissionError::StrategyNeedsRouter`] for a strategy the app cannot route.
+pub fn check_release(app: &AppPolicy, release: &ReleaseSpec) -> Result<(), AdmissionError> {
+    let mut judge = Judge {
+        mode: Mode::FirstRefusal,
+        requirements: Vec::new(),
+        refusal: None,
+        job_id: None,
+        app: None,
+    };
+    // Stopping at the first refusal is the only way it returns early; the refusal says why.
+    let _stopped = judge_release(&mut judge, app, release);
+    judge.refusal.map_or(Ok(()), Err)
+}
+
 /// The instance count fits `max_instances`; rolling, blue-green and canary have a router.
 /// (Blue-green and canary also run a second slot beside the first: `instances <=
 /// max_instances` and the config's rule that a routed app's port range holds

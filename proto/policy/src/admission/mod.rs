@@ -11,10 +11,13 @@
 
 pub mod decode;
 pub mod explain;
+pub mod fleet;
 pub mod policy;
 pub mod window;
 
 use crate::job::{Action, StrategyKind};
+
+pub use window::WindowError;
 
 /// One signature as received: the claimed key id (a hint only) and the signature bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +213,129 @@ pub enum AdmissionError {
         app: String,
         /// The action (promote or abort).
         action: Action,
+    },
+    /// A fleet plan or dispatch is larger than admission reads.
+    #[error("{document} is {size} bytes, more than the limit of {max}")]
+    DocumentTooLarge {
+        /// `plan` or `dispatch`.
+        document: &'static str,
+        /// Size received.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The plan's signatures do not count: none verifies under a trusted key, or no key that
+    /// signed it is valid now (the cause says which).
+    #[error("the plan's signatures do not count")]
+    PlanSignature(#[source] Box<AdmissionError>),
+    /// No valid signer of the plan holds a role allowed to deploy its app.
+    #[error("the plan is not signed by a deployer")]
+    PlanRole(#[source] Box<AdmissionError>),
+    /// The plan has fewer approvals than a deploy of its app needs.
+    #[error("the plan needs {needed} approval(s) by distinct approver keys, has {got}")]
+    PlanQuorum {
+        /// Approvals required.
+        needed: u32,
+        /// Approvals present.
+        got: u32,
+    },
+    /// The plan bytes are not a valid `gantry.v1.Plan`.
+    #[error("invalid plan: {detail}")]
+    InvalidPlan {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The plan is outside its validity window, or its window is longer than
+    /// `limits.max_plan_validity`.
+    #[error("plan {0}")]
+    PlanWindow(WindowError),
+    /// The dispatch's signatures do not count: none verifies under a trusted key, or no key
+    /// that signed it is valid now.
+    #[error("the dispatch's signatures do not count")]
+    DispatchSignature(#[source] Box<AdmissionError>),
+    /// No valid signer of the dispatch holds a role that may dispatch plans of the app.
+    #[error(
+        "dispatches of app {app} need a signature by a key with role {} (signers hold: {})",
+        list_or(needed, "(no role: nobody may; see [apps.NAME.allow] dispatch)"),
+        list_or(signer_roles, "no roles")
+    )]
+    DispatchRole {
+        /// The plan's app.
+        app: String,
+        /// Roles that may sign dispatches of it.
+        needed: Vec<String>,
+        /// Roles the valid signers hold.
+        signer_roles: Vec<String>,
+    },
+    /// The dispatch bytes are not a valid `gantry.v1.Dispatch`.
+    #[error("invalid dispatch: {detail}")]
+    InvalidDispatch {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The dispatch is outside its validity window, or its window is longer than
+    /// `limits.max_dispatch_validity`.
+    #[error("dispatch {0}")]
+    DispatchWindow(WindowError),
+    /// The dispatch names another plan than the one sent with it.
+    #[error("the dispatch is for plan digest {named}, the plan sent has digest {actual}")]
+    PlanDigestMismatch {
+        /// `Dispatch.plan_sha256`.
+        named: String,
+        /// The digest of the plan bytes received.
+        actual: String,
+    },
+    /// The plan is for another environment than this agent's.
+    #[error(
+        "plan is for environment {plan:?}, this agent's is {}",
+        agent.as_deref().map_or_else(|| "not set".to_owned(), |e| format!("{e:?}"))
+    )]
+    WrongEnvironment {
+        /// The plan's environment.
+        plan: String,
+        /// This agent's `environment`, if set.
+        agent: Option<String>,
+    },
+    /// This agent is not in the ring the dispatch names (or the plan has no such ring).
+    #[error("agent {agent_id} is not in ring {ring} of plan {plan_id}: {why}")]
+    NotInRing {
+        /// This agent.
+        agent_id: String,
+        /// The ring index the dispatch names.
+        ring: u32,
+        /// The plan.
+        plan_id: String,
+        /// Why: the ring's selector, or that the plan has fewer rings.
+        why: String,
+    },
+    /// The dispatch carries another job id than the one derived from plan, agent and action.
+    #[error(
+        "the dispatch's job id {found:?} is not {expected:?}, the one of this plan, agent and action"
+    )]
+    WrongJobId {
+        /// `fleet::job_id(plan_id, agent_id, action)`.
+        expected: String,
+        /// The dispatch's.
+        found: String,
+    },
+    /// The dispatch's epoch is lower than one this agent has seen for the plan: it comes from
+    /// a controller that lost its lease.
+    #[error(
+        "dispatch epoch {epoch} of plan {plan_id} is below {highest}, the highest this agent has seen"
+    )]
+    StaleEpoch {
+        /// The plan.
+        plan_id: String,
+        /// The dispatch's epoch.
+        epoch: u64,
+        /// The highest seen.
+        highest: u64,
+    },
+    /// A rollback dispatch for a plan whose deploy never ran here.
+    #[error("rollback of plan {plan_id}: the plan's deploy never ran on this agent")]
+    RollbackWithoutDeploy {
+        /// The plan.
+        plan_id: String,
     },
     /// The agent's replay store could not record the job (the job is refused: fail closed).
     ///

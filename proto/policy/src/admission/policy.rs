@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use gantry_proto::envelope::verify_job;
+use gantry_proto::keys::{KeyError, PublicKey};
 
 use super::{AdmissionError, SignatureIn};
 use crate::config::{APPROVER_ROLE, AppPolicy, KeyInvalidity, Policy, TrustedKey};
@@ -52,6 +53,26 @@ pub fn signers<'p>(
     job_bytes: &[u8],
     sigs: &[SignatureIn],
 ) -> Result<Signers<'p>, AdmissionError> {
+    signers_of(policy, verify_job, job_bytes, sigs)
+}
+
+/// How one signature over a document's exact bytes is checked: the envelope's verify function
+/// for the document's payload type ([`verify_job`], `fleet::verify_plan`,
+/// `fleet::verify_dispatch`).
+pub type Verify = fn(&PublicKey, &[u8], &[u8]) -> Result<(), KeyError>;
+
+/// [`signers`] for any signed document: a job, a fleet plan or a dispatch, each verified under
+/// its own payload type by `verify`, so a signature over one never counts for another.
+///
+/// # Errors
+///
+/// As [`signers`].
+pub fn signers_of<'p>(
+    policy: &'p Policy,
+    verify: Verify,
+    job_bytes: &[u8],
+    sigs: &[SignatureIn],
+) -> Result<Signers<'p>, AdmissionError> {
     if sigs.is_empty() {
         return Err(AdmissionError::NoSignatures);
     }
@@ -71,7 +92,7 @@ pub fn signers<'p>(
             .position(|k| k.key_id.as_str() == sig.key_id_hint);
         if let Some(i) = hinted {
             hinted_trusted.get_or_insert_with(|| sig.key_id_hint.clone());
-            if verify_job(&policy.keys[i].key, job_bytes, &sig.sig).is_ok() {
+            if verify(&policy.keys[i].key, job_bytes, &sig.sig).is_ok() {
                 valid.insert(i);
                 continue;
             }
@@ -81,7 +102,7 @@ pub fn signers<'p>(
             .iter()
             .enumerate()
             .filter(|(i, _)| Some(*i) != hinted)
-            .find(|(_, k)| verify_job(&k.key, job_bytes, &sig.sig).is_ok());
+            .find(|(_, k)| verify(&k.key, job_bytes, &sig.sig).is_ok());
         match found {
             Some((i, _)) => {
                 valid.insert(i);

@@ -112,6 +112,12 @@ pub struct Limits {
     pub max_unpacked_bytes: u64,
     /// Longest validity window a job may have (`expires_at - not_before`).
     pub max_validity: Duration,
+    /// Longest validity window a fleet plan may have (`expires_at - not_before`): rings bake
+    /// for hours or days, so a plan outlives any job.
+    pub max_plan_validity: Duration,
+    /// Longest validity window a dispatch may have (`expires_at - issued_at`): a dispatch is
+    /// sent to be run now.
+    pub max_dispatch_validity: Duration,
     /// How far in the future `not_before` may be and still admit.
     pub clock_skew: Duration,
     /// Releases kept on disk per app.
@@ -264,6 +270,10 @@ pub struct AppPolicy {
     pub deployer_may_approve: bool,
     /// Action → roles, any of which may do it. An absent action is allowed to nobody.
     pub allow: BTreeMap<Action, BTreeSet<String>>,
+    /// Roles whose keys may sign dispatches of fleet plans for this app
+    /// (`[apps.NAME.allow] dispatch = ["orchestrator"]`); empty when nobody may. A dispatch
+    /// only runs a plan that deployers and approvers signed: this role cannot deploy by itself.
+    pub dispatch: BTreeSet<String>,
     /// The app's public address (`listen`): where the front door listens, or, with
     /// [`RouterConfig::Nginx`], nginx's address (informational). `None` when not configured.
     pub listen: Option<SocketAddr>,
@@ -350,6 +360,9 @@ impl RunAs {
 
 /// The role whose holders' signatures count as approvals.
 pub const APPROVER_ROLE: &str = "approver";
+
+/// The `[apps.NAME.allow]` entry naming the roles that may sign dispatches of fleet plans.
+pub const DISPATCH_ENTRY: &str = "dispatch";
 
 impl Policy {
     /// The trusted key with this id.

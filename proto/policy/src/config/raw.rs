@@ -114,6 +114,10 @@ pub struct RawLimits {
     pub max_validity: String,
     /// Tolerated clock difference for `not_before`, humantime.
     pub clock_skew: String,
+    /// Longest validity window of a fleet plan, humantime.
+    pub max_plan_validity: String,
+    /// Longest validity window of a dispatch, humantime.
+    pub max_dispatch_validity: String,
     /// Releases kept on disk per app.
     pub releases_kept: u64,
     /// Rejected submits (and identical resubmissions) one client certificate may have in a
@@ -133,6 +137,8 @@ impl Default for RawLimits {
             max_unpacked_bytes: 2 * 1024 * 1024 * 1024,
             max_validity: "1h".to_owned(),
             clock_skew: "30s".to_owned(),
+            max_plan_validity: "14d".to_owned(),
+            max_dispatch_validity: "5m".to_owned(),
             releases_kept: 5,
             client_rejections_burst: 100,
             client_rejections_per_second: 10,
@@ -329,6 +335,17 @@ impl RawApp {
     pub fn allow(mut self, action: Action, roles: &[&str]) -> Self {
         self.allow.insert(
             action.as_str().to_owned(),
+            roles.iter().map(|r| (*r).to_owned()).collect(),
+        );
+        self
+    }
+
+    /// Lets keys holding one of `roles` sign dispatches of fleet plans for this app
+    /// (`[apps.NAME.allow] dispatch = [...]`).
+    #[must_use]
+    pub fn allow_dispatch(mut self, roles: &[&str]) -> Self {
+        self.allow.insert(
+            crate::config::DISPATCH_ENTRY.to_owned(),
             roles.iter().map(|r| (*r).to_owned()).collect(),
         );
         self

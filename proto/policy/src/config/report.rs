@@ -354,6 +354,24 @@ fn render_text(cfg: &Config, now: i64) -> String {
             .map(|a| vec![a.to_string(), join_or(app.roles_for(*a), "(nobody)")])
             .collect();
         table(&mut out, "    ", &rows);
+        out.push_str("  fleet plans:\n");
+        table(
+            &mut out,
+            "    ",
+            &[
+                vec![
+                    "sign plans".into(),
+                    format!(
+                        "{} (as for a deploy, with the approvals above)",
+                        join_or(app.roles_for(Action::Deploy), "(nobody)")
+                    ),
+                ],
+                vec![
+                    "sign dispatches".into(),
+                    join_or(&app.dispatch, "(nobody: no plan can be dispatched here)"),
+                ],
+            ],
+        );
         out.push_str("  what each key may do:\n");
         let mut rows = Vec::new();
         for k in &policy.keys {
@@ -364,6 +382,12 @@ fn render_text(cfg: &Config, now: i64) -> String {
                     what.push_str("; ");
                 }
                 what.push_str("approve");
+            }
+            if !k.roles.is_disjoint(&app.dispatch) {
+                if !what.is_empty() {
+                    what.push_str("; ");
+                }
+                what.push_str("dispatch plans");
             }
             if what.is_empty() {
                 what = "nothing".into();
@@ -394,6 +418,8 @@ fn render_text(cfg: &Config, now: i64) -> String {
             ],
             vec!["max validity window".into(), dur(l.max_validity)],
             vec!["clock skew allowed".into(), dur(l.clock_skew)],
+            vec!["max plan validity".into(), dur(l.max_plan_validity)],
+            vec!["max dispatch validity".into(), dur(l.max_dispatch_validity)],
             vec!["releases kept".into(), l.releases_kept.to_string()],
             vec![
                 "audit min free space".into(),
@@ -461,6 +487,8 @@ fn render_json(cfg: &Config, now: i64) -> String {
                         "key_id": k.key_id.to_string(),
                         "actions": actions.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                         "approves": approves,
+                        "signs_plans": !k.roles.is_disjoint(&app.roles_for(Action::Deploy)),
+                        "dispatches": !k.roles.is_disjoint(&app.dispatch),
                     })
                 })
                 .collect();
@@ -475,6 +503,11 @@ fn render_json(cfg: &Config, now: i64) -> String {
                 "approvals": app.approvals,
                 "deployer_may_approve": app.deployer_may_approve,
                 "allow": allow,
+                "fleet": {
+                    "plan_signers": app.roles_for(Action::Deploy),
+                    "plan_approvals": app.approvals,
+                    "dispatch": app.dispatch,
+                },
                 "keys": key_rights,
             })
         })
@@ -502,6 +535,8 @@ fn render_json(cfg: &Config, now: i64) -> String {
             "max_unpacked_bytes": l.max_unpacked_bytes,
             "max_validity_ms": ms(l.max_validity),
             "clock_skew_ms": ms(l.clock_skew),
+            "max_plan_validity_ms": ms(l.max_plan_validity),
+            "max_dispatch_validity_ms": ms(l.max_dispatch_validity),
             "releases_kept": l.releases_kept,
             "audit_min_free_bytes": cfg.audit.min_free_bytes,
         },

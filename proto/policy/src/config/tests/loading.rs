@@ -453,3 +453,42 @@ fn a_config_without_environment_or_labels_has_an_empty_placement() {
     let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.placement, Placement::default());
 }
+
+#[test]
+fn dispatch_roles_and_fleet_validities_load_and_unknown_roles_are_refused() {
+    let dir = fixture();
+    let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(web_of(&cfg).dispatch.is_empty());
+    assert_eq!(
+        cfg.limits.max_plan_validity,
+        Duration::from_secs(14 * 86_400)
+    );
+    assert_eq!(cfg.limits.max_dispatch_validity, Duration::from_secs(300));
+
+    let text = EXAMPLE
+        .replace(
+            "# dispatch = [\"orchestrator\"]",
+            "dispatch = [\"approver\"]",
+        )
+        .replace(
+            "max_dispatch_validity = \"5m\"",
+            "max_dispatch_validity = \"90s\"",
+        );
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        web_of(&cfg).dispatch,
+        BTreeSet::from(["approver".to_owned()])
+    );
+    assert!(web_of(&cfg).roles_for(Action::Deploy).len() == 1);
+    assert_eq!(cfg.limits.max_dispatch_validity, Duration::from_secs(90));
+
+    let text = EXAMPLE.replace(
+        "# dispatch = [\"orchestrator\"]",
+        "dispatch = [\"orchestrator\"]",
+    );
+    let err = load(&write(dir.path(), &text), &root()).unwrap_err();
+    let problem = err
+        .for_entry("apps.web.allow.dispatch")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(problem.message.contains("held by no key"), "{problem}");
+}

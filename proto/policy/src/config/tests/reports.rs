@@ -103,3 +103,43 @@ fn policy_report_shows_listen_and_router() {
     assert_eq!(json["apps"][0]["listen"], serde_json::Value::Null);
     assert_eq!(json["apps"][0]["router"]["kind"], "none");
 }
+
+#[test]
+fn policy_report_shows_who_signs_plans_and_dispatches() {
+    let dir = fixture();
+    let text = EXAMPLE.replace(
+        "# dispatch = [\"orchestrator\"]",
+        "dispatch = [\"approver\"]",
+    );
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    let text = render_policy(&cfg, false);
+    assert!(
+        text.contains(
+            "    sign plans       deployer (as for a deploy, with the approvals above)\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("    sign dispatches  approver\n"), "{text}");
+    assert!(
+        text.contains("    release-manager  abort; approve; dispatch plans\n"),
+        "{text}"
+    );
+    assert!(text.contains("max plan validity"), "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    let web = &json["apps"][0];
+    assert_eq!(web["fleet"]["dispatch"], serde_json::json!(["approver"]));
+    assert_eq!(
+        web["fleet"]["plan_signers"],
+        serde_json::json!(["deployer"])
+    );
+    assert_eq!(json["limits"]["max_plan_validity_ms"], 14 * 86_400_000_u64);
+    let rm = web["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "release-manager")
+        .unwrap();
+    assert_eq!(rm["dispatches"], true);
+    assert_eq!(rm["signs_plans"], false);
+}

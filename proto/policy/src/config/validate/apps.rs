@@ -11,7 +11,7 @@ use super::router::{check_app_listens, validate_router};
 use super::users::{resolve_user, unresolved_user};
 use super::{HostIdentity, Mode, Problems};
 use crate::config::raw::{RawApp, RawConfig};
-use crate::config::{APPROVER_ROLE, AppPolicy, Policy, RunAs};
+use crate::config::{APPROVER_ROLE, AppPolicy, DISPATCH_ENTRY, Policy, RunAs};
 use crate::job::{Action, AppName};
 
 /// Every app of `raw`, checked against the roles `policy`'s keys hold and the agent's own
@@ -88,7 +88,7 @@ pub(super) fn validate_apps(
             approvers,
             ports.as_ref(),
         );
-        if let (Some(app_name), Some((run_as, allow, stop_timeout)), Some(ports)) =
+        if let (Some(app_name), Some((run_as, (allow, dispatch), stop_timeout)), Some(ports)) =
             (app_name, checked, ports)
         {
             apps.insert(
@@ -103,6 +103,7 @@ pub(super) fn validate_apps(
                     approvals: app.approvals,
                     deployer_may_approve: app.deployer_may_approve,
                     allow,
+                    dispatch,
                     listen: app_listen,
                     router,
                 },
@@ -140,6 +141,10 @@ fn parse_ports(p: &mut Problems, entry: &str, value: &str) -> Option<RangeInclus
     Some(a..=b)
 }
 
+/// What `[apps.NAME.allow]` grants: the roles per action, and the roles that may sign
+/// dispatches.
+type Rights = (BTreeMap<Action, BTreeSet<String>>, BTreeSet<String>);
+
 /// Checks one app; returns what it resolved when all of it is valid.
 #[allow(clippy::too_many_arguments)]
 fn validate_app(
@@ -152,7 +157,7 @@ fn validate_app(
     known_roles: &BTreeSet<String>,
     approvers: usize,
     ports: Option<&RangeInclusive<u16>>,
-) -> Option<(RunAs, BTreeMap<Action, BTreeSet<String>>, Duration)> {
+) -> Option<(RunAs, Rights, Duration)> {
     let before = p.list.len();
     let run_as = match mode {
         Mode::Full => resolve_user(p, at, name, app, host),
@@ -191,16 +196,21 @@ fn validate_app(
     }
 
     let mut allow = BTreeMap::new();
+    let mut dispatch = BTreeSet::new();
     for (action_name, roles) in &app.allow {
         let entry = format!("{at}.allow.{action_name}");
-        let Some(action) = Action::parse(action_name) else {
+        let action = Action::parse(action_name);
+        if action.is_none() && action_name != DISPATCH_ENTRY {
             let all: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
             p.add(
                 entry,
-                format!("unknown action (expected one of {})", all.join(", ")),
+                format!(
+                    "unknown action (expected one of {}, or {DISPATCH_ENTRY})",
+                    all.join(", ")
+                ),
             );
             continue;
-        };
+        }
         for role in roles {
             if !known_roles.contains(role) {
                 let known: Vec<&str> = known_roles.iter().map(String::as_str).collect();
@@ -213,11 +223,16 @@ fn validate_app(
                 );
             }
         }
-        allow.insert(action, roles.iter().cloned().collect());
+        match action {
+            Some(action) => {
+                allow.insert(action, roles.iter().cloned().collect());
+            }
+            None => dispatch.extend(roles.iter().cloned()),
+        }
     }
 
     match run_as {
-        Some(run_as) if p.list.len() == before => Some((run_as, allow, stop_timeout)),
+        Some(run_as) if p.list.len() == before => Some((run_as, (allow, dispatch), stop_timeout)),
         _ => None,
     }
 }

@@ -149,6 +149,16 @@ pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
         max_unpacked_bytes: raw.limits.max_unpacked_bytes,
         max_validity: p.duration("limits.max_validity", &raw.limits.max_validity, false),
         clock_skew: p.duration("limits.clock_skew", &raw.limits.clock_skew, true),
+        max_plan_validity: p.duration(
+            "limits.max_plan_validity",
+            &raw.limits.max_plan_validity,
+            false,
+        ),
+        max_dispatch_validity: p.duration(
+            "limits.max_dispatch_validity",
+            &raw.limits.max_dispatch_validity,
+            false,
+        ),
         releases_kept: usize::try_from(raw.limits.releases_kept).unwrap_or(usize::MAX),
         client_rejections_burst: raw.limits.client_rejections_burst,
         client_rejections_per_second: raw.limits.client_rejections_per_second,

@@ -1,0 +1,465 @@
+//! The pure dispatch checks, one refusal per test, on a hand-built policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use gantry_proto::fleet::{job_id, plan_digest, sign_dispatch, sign_plan};
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::{self, DispatchAction};
+use prost::Message;
+
+use super::*;
+use crate::admission::WindowError;
+use crate::config::{RouterConfig, RunAs};
+
+const NOW: i64 = 1_800_000_000;
+
+struct Fixture {
+    deployer: SigningKey,
+    approver: SigningKey,
+    orchestrator: SigningKey,
+    outsider: SigningKey,
+    policy: Policy,
+    limits: Limits,
+    placement: Placement,
+}
+
+fn trusted(name: &str, key: &SigningKey, roles: &[&str]) -> TrustedKey {
+    TrustedKey {
+        name: name.to_owned(),
+        file: format!("keys/{name}.pub").into(),
+        key: key.public_key(),
+        key_id: key.key_id(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        not_before: None,
+        not_after: None,
+        revoked: false,
+        revoked_reason: None,
+    }
+}
+
+fn fixture(approvals: u32) -> Fixture {
+    let deployer = SigningKey::generate().unwrap();
+    let approver = SigningKey::generate().unwrap();
+    let orchestrator = SigningKey::generate().unwrap();
+    let outsider = SigningKey::generate().unwrap();
+    let app = AppPolicy {
+        name: AppName::new("web").unwrap(),
+        user: "web".to_owned(),
+        run_as: RunAs::CurrentUser { uid: 1, gid: 1 },
+        ports: 18000..=18003,
+        max_instances: 2,
+        stop_timeout: Duration::from_secs(5),
+        approvals,
+        deployer_may_approve: false,
+        allow: BTreeMap::from([(Action::Deploy, BTreeSet::from(["deployer".to_owned()]))]),
+        dispatch: BTreeSet::from(["orchestrator".to_owned()]),
+        listen: None,
+        router: RouterConfig::None,
+    };
+    let policy = Policy {
+        keys: vec![
+            trusted("deployer", &deployer, &["deployer"]),
+            trusted("approver", &approver, &["approver"]),
+            trusted("orchestrator", &orchestrator, &["orchestrator"]),
+        ],
+        apps: BTreeMap::from([(app.name.clone(), app)]),
+    };
+    let limits = Limits {
+        max_job_bytes: 64 * 1024,
+        max_artifact_bytes: 1 << 20,
+        max_unpacked_bytes: 1 << 20,
+        max_validity: Duration::from_secs(3600),
+        clock_skew: Duration::from_secs(30),
+        releases_kept: 3,
+        client_rejections_burst: 10,
+        client_rejections_per_second: 1,
+        client_connections: 4,
+        max_plan_validity: Duration::from_secs(14 * 86_400),
+        max_dispatch_validity: Duration::from_secs(300),
+    };
+    let placement = Placement {
+        environment: Some("production".to_owned()),
+        labels: BTreeMap::from([("ring".to_owned(), "1".to_owned())]),
+    };
+    Fixture {
+        deployer,
+        approver,
+        orchestrator,
+        outsider,
+        policy,
+        limits,
+        placement,
+    }
+}
+
+fn plan() -> v1::Plan {
+    v1::Plan {
+        plan_id: "rel-2.0.0".to_owned(),
+        app: "web".to_owned(),
+        environment: "production".to_owned(),
+        release: Some(v1::Release {
+            version: "2.0.0".to_owned(),
+            artifact_sha256: "a".repeat(64),
+            artifact_size: 10,
+            strategy: v1::Strategy::Hot.into(),
+            instances: 1,
+            command: vec!["bin/app".to_owned()],
+            health: Some(v1::HealthCheck {
+                probe: Some(v1::health_check::Probe::Tcp(v1::TcpProbe {})),
+                ..v1::HealthCheck::default()
+            }),
+            ..v1::Release::default()
+        }),
+        rings: vec![
+            v1::Ring {
+                name: "canary".to_owned(),
+                selector: Some(v1::Selector {
+                    agent_ids: vec!["web-9".to_owned()],
+                    labels: std::collections::HashMap::new(),
+                }),
+                ..v1::Ring::default()
+            },
+            v1::Ring {
+                name: "everyone".to_owned(),
+                selector: Some(v1::Selector {
+                    agent_ids: vec![],
+                    labels: [("ring".to_owned(), "1".to_owned())].into(),
+                }),
+                ..v1::Ring::default()
+            },
+        ],
+        issued_at: NOW - 60,
+        not_before: NOW - 60,
+        expires_at: NOW + 86_400,
+        reason: "release 2.0.0".to_owned(),
+    }
+}
+
+fn dispatch(plan_bytes: &[u8], ring: u32, action: DispatchAction) -> v1::Dispatch {
+    v1::Dispatch {
+        plan_sha256: plan_digest(plan_bytes),
+        agent_id: "web-1".to_owned(),
+        ring,
+        epoch: 3,
+        job_id: job_id("rel-2.0.0", "web-1", action),
+        action: action.into(),
+        issued_at: NOW - 5,
+        expires_at: NOW + 60,
+    }
+}
+
+fn sig(s: v1::Signature) -> SignatureIn {
+    SignatureIn {
+        key_id_hint: s.key_id,
+        sig: s.sig,
+    }
+}
+
+/// Runs both assessments over `plan` signed by `plan_keys` and `d` signed by `dispatch_key`.
+fn judge(
+    f: &Fixture,
+    plan: &v1::Plan,
+    plan_keys: &[&SigningKey],
+    d: impl FnOnce(&[u8]) -> v1::Dispatch,
+    dispatch_key: &SigningKey,
+) -> Result<PassedDispatch, AdmissionError> {
+    let plan_bytes = plan.encode_to_vec();
+    let plan_sigs: Vec<SignatureIn> = plan_keys
+        .iter()
+        .map(|k| sig(sign_plan(k, &plan_bytes)))
+        .collect();
+    let passed = assess_plan(&f.policy, &f.limits, &plan_bytes, &plan_sigs, NOW)?;
+    let dispatch_bytes = d(&plan_bytes).encode_to_vec();
+    let dispatch_sigs = [sig(sign_dispatch(dispatch_key, &dispatch_bytes))];
+    let here = Here {
+        agent_id: "web-1",
+        placement: &f.placement,
+    };
+    assess_dispatch(
+        &f.policy,
+        &f.limits,
+        here,
+        &passed,
+        &dispatch_bytes,
+        &dispatch_sigs,
+        NOW,
+    )
+}
+
+fn deploy_ring_1(plan_bytes: &[u8]) -> v1::Dispatch {
+    dispatch(plan_bytes, 1, DispatchAction::Deploy)
+}
+
+#[test]
+fn a_plan_signed_as_a_deploy_and_a_dispatch_for_this_ring_pass() {
+    let f = fixture(1);
+    let passed = judge(
+        &f,
+        &plan(),
+        &[&f.deployer, &f.approver],
+        deploy_ring_1,
+        &f.orchestrator,
+    )
+    .unwrap();
+    assert_eq!(
+        passed.spec.id.as_str(),
+        job_id("rel-2.0.0", "web-1", DispatchAction::Deploy)
+    );
+    assert_eq!(passed.spec.action, Action::Deploy);
+    assert_eq!(passed.spec.agent_id, "web-1");
+    assert_eq!(
+        passed.spec.release.as_ref().unwrap().version.to_string(),
+        "2.0.0"
+    );
+    assert_eq!((passed.ring, passed.ring_name.as_str()), (1, "everyone"));
+    assert_eq!(passed.epoch, 3);
+    assert_eq!(passed.plan_signers.len(), 2);
+    assert_eq!(
+        passed.dispatch_signers,
+        vec![f.orchestrator.key_id().to_string()]
+    );
+
+    let back = judge(
+        &f,
+        &plan(),
+        &[&f.deployer, &f.approver],
+        |b| dispatch(b, 1, DispatchAction::Rollback),
+        &f.orchestrator,
+    )
+    .unwrap();
+    assert_eq!(back.spec.action, Action::Rollback);
+    assert!(back.spec.release.is_none() && back.spec.target_version.is_none());
+}
+
+#[test]
+fn a_plan_signed_by_an_unknown_key_is_refused_as_plan_signature() {
+    let f = fixture(0);
+    let err = judge(&f, &plan(), &[&f.outsider], deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(
+        matches!(&err, AdmissionError::PlanSignature(inner) if matches!(**inner, AdmissionError::UnknownKey { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_job_signature_does_not_count_on_a_plan() {
+    let f = fixture(0);
+    let plan_bytes = plan().encode_to_vec();
+    let as_job = gantry_proto::envelope::sign_job(&f.deployer, &plan_bytes);
+    let err = assess_plan(&f.policy, &f.limits, &plan_bytes, &[sig(as_job)], NOW).unwrap_err();
+    assert!(
+        matches!(&err, AdmissionError::PlanSignature(inner) if matches!(**inner, AdmissionError::BadSignature { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_plan_below_the_quorum_or_without_a_deployer_is_refused() {
+    let f = fixture(1);
+    let err = judge(&f, &plan(), &[&f.deployer], deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(
+        matches!(err, AdmissionError::PlanQuorum { needed: 1, got: 0 }),
+        "{err:?}"
+    );
+    let err = judge(&f, &plan(), &[&f.approver], deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(matches!(err, AdmissionError::PlanRole(_)), "{err:?}");
+}
+
+#[test]
+fn a_revoked_plan_signer_is_named_when_it_was_needed() {
+    let mut f = fixture(1);
+    f.policy.keys[1].revoked = true;
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer, &f.approver],
+        deploy_ring_1,
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, AdmissionError::PlanSignature(inner) if matches!(**inner, AdmissionError::KeyNotValid { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_dispatch_signed_without_the_dispatch_role_is_refused() {
+    let f = fixture(0);
+    let err = judge(&f, &plan(), &[&f.deployer], deploy_ring_1, &f.deployer).unwrap_err();
+    assert!(
+        matches!(&err, AdmissionError::DispatchRole { needed, .. } if needed == &["orchestrator".to_owned()]),
+        "{err:?}"
+    );
+    let err = judge(&f, &plan(), &[&f.deployer], deploy_ring_1, &f.outsider).unwrap_err();
+    assert!(
+        matches!(err, AdmissionError::DispatchSignature(_)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_dispatch_naming_another_plan_agent_or_job_id_is_refused() {
+    let f = fixture(0);
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer],
+        |b| v1::Dispatch {
+            plan_sha256: "0".repeat(64),
+            ..deploy_ring_1(b)
+        },
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, AdmissionError::PlanDigestMismatch { .. }),
+        "{err:?}"
+    );
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer],
+        |b| v1::Dispatch {
+            agent_id: "web-2".to_owned(),
+            ..deploy_ring_1(b)
+        },
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(matches!(err, AdmissionError::WrongAgent { .. }), "{err:?}");
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer],
+        |b| v1::Dispatch {
+            job_id: "plan-000000000000000000000000-deploy".to_owned(),
+            ..deploy_ring_1(b)
+        },
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(matches!(err, AdmissionError::WrongJobId { .. }), "{err:?}");
+}
+
+#[test]
+fn an_agent_outside_the_ring_or_the_environment_is_refused() {
+    let f = fixture(0);
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer],
+        |b| dispatch(b, 0, DispatchAction::Deploy),
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, AdmissionError::NotInRing { why, .. } if why.contains("agents web-9")),
+        "{err:?}"
+    );
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer],
+        |b| dispatch(b, 7, DispatchAction::Deploy),
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, AdmissionError::NotInRing { why, .. } if why.contains("2 ring(s)")),
+        "{err:?}"
+    );
+    let staging = v1::Plan {
+        environment: "staging".to_owned(),
+        ..plan()
+    };
+    let err = judge(&f, &staging, &[&f.deployer], deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(
+        matches!(&err, AdmissionError::WrongEnvironment { plan, agent } if plan == "staging" && agent.as_deref() == Some("production")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn expired_dispatches_and_overlong_plans_are_refused() {
+    let f = fixture(0);
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer],
+        |b| v1::Dispatch {
+            issued_at: NOW - 600,
+            expires_at: NOW - 1,
+            ..deploy_ring_1(b)
+        },
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AdmissionError::DispatchWindow(WindowError::Expired { .. })
+        ),
+        "{err:?}"
+    );
+    let err = judge(
+        &f,
+        &plan(),
+        &[&f.deployer],
+        |b| v1::Dispatch {
+            expires_at: NOW + 3600,
+            ..deploy_ring_1(b)
+        },
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AdmissionError::DispatchWindow(WindowError::TooLong { .. })
+        ),
+        "{err:?}"
+    );
+    let long = v1::Plan {
+        expires_at: NOW + 30 * 86_400,
+        ..plan()
+    };
+    let err = judge(&f, &long, &[&f.deployer], deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(
+        matches!(err, AdmissionError::PlanWindow(WindowError::TooLong { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn selectors_match_a_listed_id_or_every_label() {
+    let placement = Placement {
+        environment: None,
+        labels: BTreeMap::from([
+            ("ring".to_owned(), "1".to_owned()),
+            ("region".to_owned(), "eu".to_owned()),
+        ]),
+    };
+    let sel = |ids: &[&str], labels: &[(&str, &str)]| v1::Selector {
+        agent_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    assert!(selects(&sel(&["a"], &[]), "a", &placement));
+    assert!(!selects(&sel(&["b"], &[]), "a", &placement));
+    assert!(selects(&sel(&[], &[("ring", "1")]), "a", &placement));
+    assert!(selects(
+        &sel(&[], &[("ring", "1"), ("region", "eu")]),
+        "a",
+        &placement
+    ));
+    assert!(!selects(
+        &sel(&[], &[("ring", "1"), ("region", "us")]),
+        "a",
+        &placement
+    ));
+    assert!(!selects(&sel(&[], &[]), "a", &placement));
+}

@@ -1,0 +1,297 @@
+//! Fleet dispatches to a real agent, the test playing the controller service: it signs plans
+//! with the environment's human keys and dispatches with an orchestrator key it generates.
+//! A valid dispatch deploys once (resends attach, older epochs are refused, a rollback
+//! returns the release the plan replaced); every refusal has its gRPC code, a message naming
+//! the cause and a `job.rejected` entry with its reason, and runs nothing.
+
+use std::path::PathBuf;
+
+use gantry_proto::v1::{self, DispatchAction, SignedPlan, job_event};
+use gantry_tests::fleet::{
+    Orchestrator, dispatch, plan, release, request, ring_of_ids, ring_of_labels,
+    sign_dispatch_with, sign_plan, trust_orchestrator,
+};
+use gantry_tests::grpc::{dispatch_raw, upload_raw};
+use gantry_tests::{Agent, Controller, Options, TestEnv, audit_events, banner, make_artifact};
+use tonic::Code;
+
+use crate::{assert_serves, deploy, mentions};
+
+/// One agent in environment `production` with label `ring = "1"`, trusting an orchestrator.
+struct Fleet {
+    env: TestEnv,
+    agent: Agent,
+    orchestrator: Orchestrator,
+    artifact: PathBuf,
+}
+
+impl Fleet {
+    fn start(options: Options) -> Fleet {
+        let env = TestEnv::with_options(options).unwrap();
+        let orchestrator = Orchestrator::create(&env, "orchestrator").unwrap();
+        let mut raw = env.raw_config();
+        trust_orchestrator(
+            &mut raw,
+            &orchestrator.pair.public,
+            Some("production"),
+            &[("ring", "1")],
+        );
+        env.write_raw_config(&raw).unwrap();
+        let agent = Agent::start(&env).unwrap();
+        let artifact = make_artifact(&env, "2.0.0", "").unwrap();
+        let bytes = std::fs::read(&artifact).unwrap();
+        let digest = gantry_policy::job::Sha256Hex::of(&bytes).to_string();
+        upload_raw(
+            &env,
+            &agent,
+            &digest,
+            u64::try_from(bytes.len()).unwrap(),
+            &bytes,
+        )
+        .unwrap()
+        .unwrap();
+        Fleet {
+            env,
+            agent,
+            orchestrator,
+            artifact,
+        }
+    }
+
+    /// Plan `plan_id` of web 2.0.0 for `environment`: ring 0 `canary` (agent `web-9` only),
+    /// ring 1 `everyone` (label `ring = 1`), signed by `keys`.
+    fn plan(
+        &self,
+        plan_id: &str,
+        environment: &str,
+        keys: &[&gantry_tests::KeyPair],
+    ) -> SignedPlan {
+        let rel = release("2.0.0", &self.artifact, 1).unwrap();
+        let p = plan(
+            plan_id,
+            environment,
+            rel,
+            vec![
+                ring_of_ids("canary", &["web-9"]),
+                ring_of_labels("everyone", &[("ring", "1")]),
+            ],
+        );
+        sign_plan(&p, keys).unwrap()
+    }
+
+    fn signed_plan(&self, plan_id: &str) -> SignedPlan {
+        let keys = &self.env.keys;
+        self.plan(plan_id, "production", &[&keys.deployer, &keys.approver])
+    }
+
+    /// A valid dispatch of `action` to ring 1 at `epoch`.
+    fn dispatch(&self, plan: &SignedPlan, epoch: u64, action: DispatchAction) -> v1::Dispatch {
+        dispatch(plan, &self.env.agent_id, 1, epoch, action).unwrap()
+    }
+
+    fn send(
+        &self,
+        plan: &SignedPlan,
+        d: &v1::Dispatch,
+    ) -> Result<Vec<v1::JobEvent>, tonic::Status> {
+        dispatch_raw(
+            &self.env,
+            &self.agent,
+            request(plan, self.orchestrator.sign(d)),
+        )
+        .unwrap()
+    }
+
+    /// The dispatch was refused with `code`, a message naming one of `words`, and a
+    /// `job.rejected` entry with `reason`; nothing was accepted.
+    #[track_caller]
+    fn assert_refused(
+        &self,
+        answer: Result<Vec<v1::JobEvent>, tonic::Status>,
+        code: Code,
+        reason: &str,
+        words: &[&str],
+    ) {
+        let status = answer.expect_err("the dispatch was not refused");
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(
+            mentions(status.message(), words),
+            "the message names none of {words:?}: {}",
+            status.message()
+        );
+        let rejected = audit_events(&self.env, "job.rejected").unwrap();
+        assert!(
+            rejected.iter().any(|e| e["reason"] == reason
+                && mentions(e["detail"].as_str().unwrap_or_default(), words)),
+            "no job.rejected with reason {reason}: {rejected:#?}"
+        );
+        let accepted = audit_events(&self.env, "job.accepted").unwrap();
+        assert!(accepted.is_empty(), "a refused dispatch ran: {accepted:?}");
+        assert_eq!(banner(self.env.port(0)), None, "an instance answers");
+    }
+}
+
+fn outcome(events: &[v1::JobEvent]) -> Option<v1::Outcome> {
+    events.iter().find_map(|e| match &e.kind {
+        Some(job_event::Kind::Finished(f)) => v1::Outcome::try_from(f.outcome).ok(),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_dispatched_plan_deploys_once_refuses_older_epochs_and_rolls_back_to_what_it_replaced() {
+    let fleet = Fleet::start(Options::default());
+    let env = &fleet.env;
+    // What the plan replaces: 1.0.0, deployed directly.
+    let old = make_artifact(env, "1.0.0", "").unwrap();
+    let ctl = Controller::new(env, &fleet.agent);
+    deploy(&ctl, env, "1.0.0", &old, 1, "20s").assert_code(0);
+    assert_serves(env, "1.0.0", 1);
+
+    let plan = fleet.signed_plan("rel-2.0.0");
+    let first = fleet
+        .send(&plan, &fleet.dispatch(&plan, 3, DispatchAction::Deploy))
+        .unwrap();
+    assert_eq!(outcome(&first), Some(v1::Outcome::Succeeded), "{first:?}");
+    assert_serves(env, "2.0.0", 1);
+
+    // The service restarted (or another replica took over): the same job, a higher epoch.
+    let again = fleet
+        .send(&plan, &fleet.dispatch(&plan, 4, DispatchAction::Deploy))
+        .unwrap();
+    assert_eq!(outcome(&again), Some(v1::Outcome::Succeeded), "{again:?}");
+    let accepted = audit_events(env, "job.accepted").unwrap();
+    let of_plan: Vec<_> = accepted
+        .iter()
+        .filter(|e| e["plan_id"] == "rel-2.0.0")
+        .collect();
+    assert_eq!(of_plan.len(), 1, "{accepted:#?}");
+    let entry = of_plan[0];
+    assert_eq!(entry["ring"], 1);
+    assert_eq!(entry["ring_name"], "everyone");
+    assert_eq!(entry["epoch"], 3);
+    assert_eq!(entry["dispatch_action"], "deploy");
+    assert_eq!(
+        entry["plan_digest"],
+        gantry_proto::fleet::plan_digest(&plan.plan)
+    );
+    assert_eq!(entry["plan_signer_key_ids"].as_array().unwrap().len(), 2);
+    let resent = audit_events(env, "job.resubmitted").unwrap();
+    assert!(resent.iter().any(|e| e["epoch"] == 4), "{resent:#?}");
+
+    // A dispatch from the replica that lost its lease.
+    let stale = fleet.send(&plan, &fleet.dispatch(&plan, 3, DispatchAction::Deploy));
+    let status = stale.expect_err("an older epoch was admitted");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("epoch 3"), "{status:?}");
+    let rejected = audit_events(env, "job.rejected").unwrap();
+    assert!(
+        rejected.iter().any(|e| e["reason"] == "stale_epoch"),
+        "{rejected:#?}"
+    );
+
+    // The ring failed: the service rolls this host back to what the plan replaced.
+    let back = fleet
+        .send(&plan, &fleet.dispatch(&plan, 4, DispatchAction::Rollback))
+        .unwrap();
+    assert!(
+        matches!(
+            outcome(&back),
+            Some(v1::Outcome::Succeeded | v1::Outcome::RolledBack)
+        ),
+        "{back:?}"
+    );
+    assert_serves(env, "1.0.0", 1);
+    let accepted = audit_events(env, "job.accepted").unwrap();
+    assert!(
+        accepted
+            .iter()
+            .any(|e| e["dispatch_action"] == "rollback" && e["action"] == "rollback"),
+        "{accepted:#?}"
+    );
+}
+
+#[test]
+fn dispatch_refusals_are_specific_audited_and_run_nothing() {
+    let fleet = Fleet::start(Options {
+        approvals: 1,
+        ..Options::default()
+    });
+    let env = &fleet.env;
+    let keys = &env.keys;
+    let good = fleet.signed_plan("rel-2.0.0");
+
+    // A plan signed by a key the agent does not trust.
+    let forged = fleet.plan("forged", "production", &[&keys.attacker]);
+    fleet.assert_refused(
+        fleet.send(&forged, &fleet.dispatch(&forged, 1, DispatchAction::Deploy)),
+        Code::Unauthenticated,
+        "plan_signature",
+        &["plan's signatures", "trusted key"],
+    );
+    // A plan the deployer signed alone, where the policy wants one approval.
+    let alone = fleet.plan("alone", "production", &[&keys.deployer]);
+    fleet.assert_refused(
+        fleet.send(&alone, &fleet.dispatch(&alone, 1, DispatchAction::Deploy)),
+        Code::PermissionDenied,
+        "plan_quorum",
+        &["approval"],
+    );
+    // Ring 0 selects another agent by id.
+    fleet.assert_refused(
+        fleet.send(
+            &good,
+            &dispatch(&good, &env.agent_id, 0, 1, DispatchAction::Deploy).unwrap(),
+        ),
+        Code::PermissionDenied,
+        "not_in_ring",
+        &["not in ring 0", "web-9"],
+    );
+    // A staging plan on a production agent.
+    let staging = fleet.plan("staging", "staging", &[&keys.deployer, &keys.approver]);
+    fleet.assert_refused(
+        fleet.send(
+            &staging,
+            &fleet.dispatch(&staging, 1, DispatchAction::Deploy),
+        ),
+        Code::PermissionDenied,
+        "wrong_environment",
+        &["environment \"staging\""],
+    );
+    // A dispatch that expired a minute ago.
+    let mut expired = fleet.dispatch(&good, 1, DispatchAction::Deploy);
+    expired.issued_at -= 180;
+    expired.expires_at -= 120;
+    fleet.assert_refused(
+        fleet.send(&good, &expired),
+        Code::FailedPrecondition,
+        "dispatch_expired",
+        &["expired"],
+    );
+    // A dispatch signed by the deployer's key, which holds no orchestrator role.
+    let deployer = gantry_tests::fleet::read_key(&keys.deployer.key).unwrap();
+    let by_deployer =
+        sign_dispatch_with(&deployer, &fleet.dispatch(&good, 1, DispatchAction::Deploy));
+    fleet.assert_refused(
+        dispatch_raw(env, &fleet.agent, request(&good, by_deployer)).unwrap(),
+        Code::PermissionDenied,
+        "dispatch_role",
+        &["role orchestrator"],
+    );
+    // A job id of the service's own choosing.
+    let mut chosen = fleet.dispatch(&good, 1, DispatchAction::Deploy);
+    chosen.job_id = "my-own-job-id".to_owned();
+    fleet.assert_refused(
+        fleet.send(&good, &chosen),
+        Code::InvalidArgument,
+        "wrong_job_id",
+        &["job id \"my-own-job-id\""],
+    );
+    // A rollback of a plan that never deployed here.
+    fleet.assert_refused(
+        fleet.send(&good, &fleet.dispatch(&good, 1, DispatchAction::Rollback)),
+        Code::FailedPrecondition,
+        "rollback_without_deploy",
+        &["never ran"],
+    );
+}
