@@ -306,6 +306,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             service
         })
     };
+    let oversize = crate::server::oversize::OversizeLayer::new(service.clone(), decode_limit);
     let svc = AgentServer::new(service)
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(4 * 1024 * 1024);
@@ -315,6 +316,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
             .timeout(Duration::from_secs(3600))
+            .layer(oversize)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move { server_token.cancelled().await }),
     );

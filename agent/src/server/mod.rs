@@ -11,6 +11,7 @@
 pub mod convert;
 pub mod flood;
 pub mod handshake;
+pub mod oversize;
 pub mod revocation;
 pub mod status;
 pub mod throttle;
@@ -152,6 +153,34 @@ impl AgentService {
         match recorded {
             Ok(_) => answer(status::rejection(&rejection.error)),
             Err(e) => status::audit(&e),
+        }
+    }
+
+    /// Records a `Submit` or `Dispatch` the transport refused before any handler ran because
+    /// it was larger than the decode limit ([`oversize`]): a `job.rejected` entry with reason
+    /// `too_large`, charged to the certificate like any rejection. Nothing of the request was
+    /// read, so there is no digest, job id or claimed key.
+    pub async fn record_oversized(&self, rpc: &str, decode_limit: usize, fingerprint: String) {
+        let peer = PeerIdentity { fingerprint };
+        let _paused = self.charge(&peer).await;
+        let detail = format!(
+            "the {} request is larger than the agent's decode limit of {decode_limit} bytes; it was not read",
+            rpc.rsplit('/').next().unwrap_or(rpc)
+        );
+        match self.rejections.record("too_large") {
+            flood::Recording::Counted { .. } => {
+                tracing::debug!(reason = "too_large", "job rejected: {detail}");
+            }
+            flood::Recording::Full => {
+                tracing::info!(reason = "too_large", "job rejected: {detail}");
+                let entry = Entry::new("job.rejected")
+                    .with("reason", json!("too_large"))
+                    .with("detail", json!(detail))
+                    .with("peer_fingerprint", json!(peer.fingerprint));
+                if let Err(e) = self.audit.append(entry).await {
+                    tracing::error!("cannot record an oversized request: {}", reason(&e));
+                }
+            }
         }
     }
 

@@ -817,6 +817,34 @@ fn message_at_limit_minus_1_limit_and_limit_plus_1() {
         ],
     );
     assert_eq!(rig.count("job.accepted", "size-over"), 0);
+
+    // Above the transport's decode limit (one for every RPC: 1 MiB artifact chunks) the
+    // request never reaches admission; it is refused unread, and recorded all the same.
+    let huge = vec![0u8; 4 << 20];
+    let got = rig.submit_bytes(huge, &[&rig.env.keys.deployer]);
+    let status = got.expect_err("a 4 MiB submit is refused");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    let unread: Vec<serde_json::Value> = audit_events(&rig.env, "job.rejected")
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e["reason"] == "too_large"
+                && e["detail"].as_str().is_some_and(|d| {
+                    d.contains("Submit request is larger than the agent's decode limit of")
+                        && d.contains("it was not read")
+                })
+        })
+        .collect();
+    assert_eq!(
+        unread.len(),
+        1,
+        "the unread submit is audited once: {unread:?}"
+    );
+    assert_eq!(
+        unread[0]["peer_fingerprint"].as_str().map(str::len),
+        Some(64),
+        "with the peer's certificate: {unread:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
