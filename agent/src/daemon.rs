@@ -237,7 +237,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             &config.data_dir.join("artifacts"),
             config.limits.max_artifact_bytes,
         )
-        .map_err(start("open the artifact store"))?,
+        .map_err(start("open the artifact store"))?
+        .with_quota(config.limits.max_store_bytes, config.audit.min_free_bytes),
     );
     // Before the server accepts an upload: partial uploads a crash left are never resumed.
     // A failure is only logged (hygiene, not safety) and does not stop start-up.

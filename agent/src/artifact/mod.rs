@@ -141,6 +141,34 @@ pub enum ArtifactError {
         /// The directory the temp name was for.
         path: PathBuf,
     },
+    /// The upload would take the store past `limits.max_store_bytes`.
+    #[error(
+        "artifact {digest} ({size} bytes) would take the store past its quota: {used} of {quota} bytes are in use (limits.max_store_bytes); unused artifacts are collected after each successful job"
+    )]
+    StoreFull {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The declared size.
+        size: u64,
+        /// Bytes the store holds now, uploads in progress included.
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
+    /// The upload would leave less free space than the audit log needs.
+    #[error(
+        "artifact {digest} ({size} bytes) would leave {left} bytes free on the data filesystem, under the {min_free} bytes kept free for the audit log (audit.min_free_bytes)"
+    )]
+    DiskLow {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The declared size.
+        size: u64,
+        /// What would be left free.
+        left: u64,
+        /// The floor.
+        min_free: u64,
+    },
 }
 
 /// Sixteen random hex characters for temp names, from the system's CSPRNG.

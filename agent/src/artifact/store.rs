@@ -25,6 +25,10 @@ pub struct ArtifactStore {
     /// `<dir>/sha256`.
     objects: PathBuf,
     max_bytes: u64,
+    /// Most bytes the store may hold (`limits.max_store_bytes`).
+    quota: u64,
+    /// Free bytes an upload must leave on the filesystem (`audit.min_free_bytes`).
+    min_free: u64,
 }
 
 impl ArtifactStore {
@@ -45,7 +49,80 @@ impl ArtifactStore {
                 path: objects.clone(),
                 source,
             })?;
-        Ok(Self { objects, max_bytes })
+        Ok(Self {
+            objects,
+            max_bytes,
+            quota: u64::MAX,
+            min_free: 0,
+        })
+    }
+
+    /// Sets the store's quota (`limits.max_store_bytes`) and the free space an upload must
+    /// leave on the filesystem (`audit.min_free_bytes`), so that no client certificate alone
+    /// can fill the disk the audit log needs.
+    #[must_use]
+    pub fn with_quota(mut self, quota: u64, min_free: u64) -> Self {
+        self.quota = quota;
+        self.min_free = min_free;
+        self
+    }
+
+    /// Bytes in the objects directory: stored artifacts and uploads in progress.
+    fn used(&self) -> Result<u64, ArtifactError> {
+        let io = |source| ArtifactError::Io {
+            op: "list the artifact store",
+            path: self.objects.clone(),
+            source,
+        };
+        let mut used = 0u64;
+        for entry in fs::read_dir(&self.objects).map_err(io)? {
+            let meta = entry.map_err(io)?.metadata().map_err(io)?;
+            if meta.is_file() {
+                used = used.saturating_add(meta.len());
+            }
+        }
+        Ok(used)
+    }
+
+    /// Deletes stored artifacts that no digest in `keep` names and that were stored longer
+    /// than `ttl` before `now` (an upload waits that long for the job that deploys it).
+    /// Uploads in progress are never touched. Returns what it removed, with sizes.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Io`] naming the directory or the file; files removed before the
+    /// error stay removed.
+    pub fn collect(
+        &self,
+        keep: &std::collections::BTreeSet<Sha256Hex>,
+        ttl: std::time::Duration,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
+        let io = |op, path: &Path| {
+            let path = path.to_owned();
+            move |source| ArtifactError::Io { op, path, source }
+        };
+        let mut removed = Vec::new();
+        for entry in
+            fs::read_dir(&self.objects).map_err(io("list the artifact store", &self.objects))?
+        {
+            let entry = entry.map_err(io("list the artifact store", &self.objects))?;
+            let Ok(digest) = Sha256Hex::new(&entry.file_name().to_string_lossy()) else {
+                continue; // temp files and anything else that is not an artifact
+            };
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(io("stat artifact", &path))?;
+            let stored = meta.modified().map_err(io("stat artifact", &path))?;
+            let old = now.duration_since(stored).is_ok_and(|age| age > ttl);
+            if meta.is_file() && old && !keep.contains(&digest) {
+                fs::remove_file(&path).map_err(io("remove unused artifact", &path))?;
+                removed.push((digest, meta.len()));
+            }
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.objects).map_err(io("sync the artifact store", &self.objects))?;
+        }
+        Ok(removed)
     }
 
     /// Where the artifact with `digest` lives (whether or not it is there).
@@ -92,6 +169,33 @@ impl ArtifactStore {
                 size,
                 max: self.max_bytes,
             });
+        }
+        let used = self.used()?;
+        if used.saturating_add(size) > self.quota {
+            return Err(ArtifactError::StoreFull {
+                digest: expected.clone(),
+                size,
+                used,
+                quota: self.quota,
+            });
+        }
+        if self.min_free > 0 {
+            let st = nix::sys::statvfs::statvfs(&self.objects).map_err(|e| ArtifactError::Io {
+                op: "check free space for",
+                path: self.objects.clone(),
+                source: io::Error::from(e),
+            })?;
+            #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+            let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+            let left = free.saturating_sub(size);
+            if left < self.min_free {
+                return Err(ArtifactError::DiskLow {
+                    digest: expected.clone(),
+                    size,
+                    left,
+                    min_free: self.min_free,
+                });
+            }
         }
         let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
             path: self.objects.clone(),

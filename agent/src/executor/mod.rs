@@ -290,6 +290,59 @@ impl Executor {
         if standby && outcome == Outcome::Succeeded {
             self.schedule_scale_down(job.spec.app.clone());
         }
+        if outcome == Outcome::Succeeded && job.spec.action == Action::Deploy {
+            self.collect_artifacts().await;
+        }
+    }
+
+    /// Removes artifacts that no kept release of any app uses, once they are older than
+    /// `limits.unused_artifact_ttl`, and records what went (`artifacts.collected`). Run after
+    /// each successful deploy, when pruning may have freed some.
+    async fn collect_artifacts(&self) {
+        let keep: std::collections::BTreeSet<crate::job::Sha256Hex> = self
+            .inner
+            .shared
+            .values()
+            .flat_map(|shared| {
+                let (state, _) = lock(&shared.snapshot).clone();
+                state
+                    .releases
+                    .into_values()
+                    .map(|spec| spec.artifact_sha256)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let ttl = self.inner.config.limits.unused_artifact_ttl;
+        let store = Arc::clone(&self.inner.store);
+        let collected = tokio::task::spawn_blocking(move || {
+            store.collect(&keep, ttl, std::time::SystemTime::now())
+        })
+        .await;
+        let removed = match collected {
+            Ok(Ok(removed)) if removed.is_empty() => return,
+            Ok(Ok(removed)) => removed,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot collect unused artifacts: {}", reason(&e));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("the artifact collection did not finish: {e}");
+                return;
+            }
+        };
+        let bytes: u64 = removed.iter().map(|(_, size)| size).sum();
+        let digests: Vec<String> = removed.iter().map(|(d, _)| d.to_string()).collect();
+        tracing::info!(
+            "removed {} unused artifact(s), {bytes} bytes: {}",
+            digests.len(),
+            digests.join(", ")
+        );
+        let entry = Entry::new("artifacts.collected")
+            .with("sha256", json!(digests))
+            .with("bytes", json!(bytes));
+        if let Err(e) = self.inner.audit.append(entry).await {
+            tracing::error!("cannot record artifacts.collected: {}", reason(&e));
+        }
     }
 
     async fn finish_inner(

@@ -93,6 +93,8 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
             max_job_bytes: 64 * 1024,
             max_artifact_bytes: 1 << 20,
             max_unpacked_bytes: 8 << 20,
+            max_store_bytes: 8 << 30,
+            unused_artifact_ttl: std::time::Duration::from_secs(3600),
             max_validity: std::time::Duration::from_secs(3600),
             clock_skew: std::time::Duration::from_secs(30),
             max_plan_validity: std::time::Duration::from_secs(14 * 86_400),

@@ -184,7 +184,9 @@ pub fn audit(e: &AuditError) -> Status {
 pub fn artifact(e: &ArtifactError) -> Status {
     let refused = || format!("artifact refused: {}", reason(e));
     match e {
-        ArtifactError::TooLarge { .. } => Status::resource_exhausted(refused()),
+        ArtifactError::TooLarge { .. }
+        | ArtifactError::StoreFull { .. }
+        | ArtifactError::DiskLow { .. } => Status::resource_exhausted(refused()),
         ArtifactError::Oversize { .. }
         | ArtifactError::SizeMismatch { .. }
         | ArtifactError::DigestMismatch { .. }

@@ -566,3 +566,65 @@ fn a_stopped_app_stays_stopped_across_agent_restarts_until_the_next_deploy() {
         "2.0.0"
     );
 }
+
+/// Case J9: the artifact store has a quota and is collected. An upload past
+/// `limits.max_store_bytes` is refused naming use and quota, and leaves nothing; after a
+/// deploy, artifacts no kept release uses (older than `limits.unused_artifact_ttl`) are
+/// removed and recorded.
+#[test]
+fn j9_the_artifact_store_keeps_to_its_quota_and_drops_what_no_release_uses() {
+    let env = TestEnv::new().unwrap();
+    let configure = |quota: u64| {
+        let mut raw = env.raw_config();
+        raw.limits.releases_kept = 1;
+        raw.limits.unused_artifact_ttl = "0s".to_owned();
+        raw.limits.max_artifact_bytes = 6 << 20;
+        raw.limits.max_store_bytes = quota;
+        env.write_raw_config(&raw).unwrap();
+    };
+    configure(10 << 20);
+    let mut agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let store = env.data_dir.join("artifacts/sha256");
+    let stored = || fs::read_dir(&store).unwrap().count();
+    let artifacts: Vec<PathBuf> = ["1.0.0", "2.0.0", "3.0.0"]
+        .iter()
+        .map(|v| make_artifact(&env, v, "").unwrap())
+        .collect();
+    let digests: Vec<String> = artifacts.iter().map(|a| sha256_hex(a)).collect();
+    for (version, artifact) in ["1.0.0", "2.0.0"].iter().zip(&artifacts) {
+        deploy(&ctl, &env, version, artifact, 1, "20s").assert_code(0);
+    }
+    // Two artifacts of ~4 MB are stored, both in use (current and previous); a third would
+    // pass the 10 MiB quota.
+    let out = deploy(&ctl, &env, "3.0.0", &artifacts[2], 1, "20s");
+    out.assert_code(3);
+    assert!(
+        out.stderr.contains("would take the store past its quota")
+            && out.stderr.contains("limits.max_store_bytes")
+            && out.stderr.contains("of 10485760 bytes are in use"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(stored(), 2, "nothing is left of the refused upload");
+
+    agent.terminate().unwrap();
+    configure(20 << 20);
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    deploy(&ctl, &env, "3.0.0", &artifacts[2], 1, "20s").assert_code(0);
+    // v1 is neither current nor previous now: pruned, and its artifact collected.
+    assert!(
+        !store.join(&digests[0]).exists(),
+        "v1's artifact is still stored"
+    );
+    assert!(store.join(&digests[1]).exists() && store.join(&digests[2]).exists());
+    assert_eq!(stored(), 2);
+    let collected = audit_events(&env, "artifacts.collected").unwrap();
+    assert!(
+        collected.iter().any(|e| e["sha256"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d == digests[0].as_str()))),
+        "{collected:?}"
+    );
+}

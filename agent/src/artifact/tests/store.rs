@@ -167,3 +167,120 @@ fn store_remove_leftovers_removes_only_upload_temps_and_never_follows_links() {
     // Nothing left: a second call removes nothing.
     assert_eq!(store.remove_leftovers().unwrap(), Vec::<PathBuf>::new());
 }
+
+fn put(store: &ArtifactStore, data: &[u8]) -> Sha256Hex {
+    let digest = Sha256Hex::of(data);
+    let mut up = store.begin_upload(&digest, data.len() as u64).unwrap();
+    up.write(data).unwrap();
+    up.finish().unwrap();
+    digest
+}
+
+#[test]
+fn j9_an_upload_past_the_store_quota_is_refused_naming_use_and_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ArtifactStore::open(&dir.path().join("artifacts"), 1000)
+        .unwrap()
+        .with_quota(1500, 0);
+    put(&store, &[1u8; 800]);
+    // An upload in progress counts too: its bytes are on disk already.
+    let second = Sha256Hex::of(&[2u8; 600]);
+    let mut pending = store.begin_upload(&second, 600).unwrap();
+    pending.write(&[2u8; 100]).unwrap();
+    let third = Sha256Hex::of(&[3u8; 650]);
+    let err = store
+        .begin_upload(&third, 650)
+        .err()
+        .expect("over the quota");
+    assert!(
+        matches!(
+            err,
+            ArtifactError::StoreFull {
+                used: 900,
+                quota: 1500,
+                size: 650,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("900 of 1500 bytes are in use"),
+        "{err}"
+    );
+    // At the quota exactly is fine.
+    drop(pending);
+    let fits = Sha256Hex::of(&[4u8; 700]);
+    assert!(store.begin_upload(&fits, 700).is_ok());
+}
+
+#[test]
+fn j9_an_upload_that_would_leave_less_than_min_free_bytes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ArtifactStore::open(&dir.path().join("artifacts"), 1000)
+        .unwrap()
+        .with_quota(u64::MAX, u64::MAX / 2);
+    let digest = Sha256Hex::of(b"x");
+    let err = store
+        .begin_upload(&digest, 1)
+        .err()
+        .expect("the disk is never that free");
+    assert!(
+        matches!(err, ArtifactError::DiskLow { size: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("audit.min_free_bytes"), "{err}");
+    assert!(
+        objects(&dir).is_empty(),
+        "nothing is left of the refused upload"
+    );
+    // With no floor the same upload goes ahead.
+    let store = store.with_quota(u64::MAX, 0);
+    assert!(store.begin_upload(&digest, 1).is_ok());
+}
+
+#[test]
+fn j9_collect_removes_only_old_artifacts_no_release_uses() {
+    let (dir, store) = store();
+    let used = put(&store, b"a release in use");
+    let unused_old = put(&store, b"an old unused artifact");
+    let unused_new = put(&store, b"a fresh upload, not deployed yet");
+    let mut pending = store.begin_upload(&Sha256Hex::of(b"in flight"), 9).unwrap();
+    pending.write(b"in").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for d in [&used, &unused_old] {
+        fs::File::options()
+            .write(true)
+            .open(store.path_of(d))
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
+    let keep = std::collections::BTreeSet::from([used.clone()]);
+    let ttl = std::time::Duration::from_secs(600);
+    let removed = store
+        .collect(&keep, ttl, std::time::SystemTime::now())
+        .unwrap();
+    assert_eq!(removed, [(unused_old.clone(), 22)]);
+    let mut left = objects(&dir);
+    left.retain(|n| !n.starts_with(".upload-"));
+    let mut want = vec![used.to_string(), unused_new.to_string()];
+    want.sort();
+    left.sort();
+    assert_eq!(left, want);
+    assert_eq!(
+        names(&dir.path().join("artifacts/sha256"))
+            .iter()
+            .filter(|n| n.starts_with(".upload-"))
+            .count(),
+        1,
+        "the upload in flight is untouched"
+    );
+    // A second pass has nothing left to do.
+    assert!(
+        store
+            .collect(&keep, ttl, std::time::SystemTime::now())
+            .unwrap()
+            .is_empty()
+    );
+}

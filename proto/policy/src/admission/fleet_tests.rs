@@ -69,6 +69,8 @@ fn fixture(approvals: u32) -> Fixture {
         max_job_bytes: 64 * 1024,
         max_artifact_bytes: 1 << 20,
         max_unpacked_bytes: 1 << 20,
+        max_store_bytes: 8 << 30,
+        unused_artifact_ttl: std::time::Duration::from_secs(3600),
         max_validity: Duration::from_secs(3600),
         clock_skew: Duration::from_secs(30),
         releases_kept: 3,

@@ -110,6 +110,12 @@ pub struct Limits {
     /// Most bytes one release may unpack to (its regular files together); unpacking stops
     /// with an error at this size, so a small archive cannot fill the disk.
     pub max_unpacked_bytes: u64,
+    /// Most bytes the artifact store may hold, uploads in progress included; an upload that
+    /// would pass it is refused.
+    pub max_store_bytes: u64,
+    /// How long an artifact that no kept release of any app uses stays in the store before it
+    /// is collected.
+    pub unused_artifact_ttl: Duration,
     /// Longest validity window a job may have (`expires_at - not_before`).
     pub max_validity: Duration,
     /// Longest validity window a fleet plan may have (`expires_at - not_before`): rings bake

@@ -110,6 +110,11 @@ pub struct RawLimits {
     pub max_artifact_bytes: u64,
     /// Most bytes one release may unpack to (all its regular files together).
     pub max_unpacked_bytes: u64,
+    /// Most bytes the artifact store may hold, uploads in progress included.
+    pub max_store_bytes: u64,
+    /// How long an artifact no kept release uses stays in the store (humantime), so an
+    /// upload survives until the job that deploys it arrives.
+    pub unused_artifact_ttl: String,
     /// Longest validity window (`expires_at - not_before`), humantime.
     pub max_validity: String,
     /// Tolerated clock difference for `not_before`, humantime.
@@ -135,6 +140,8 @@ impl Default for RawLimits {
             max_job_bytes: 64 * 1024,
             max_artifact_bytes: 512 * 1024 * 1024,
             max_unpacked_bytes: 2 * 1024 * 1024 * 1024,
+            max_store_bytes: 8 * 1024 * 1024 * 1024,
+            unused_artifact_ttl: "1h".to_owned(),
             max_validity: "1h".to_owned(),
             clock_skew: "30s".to_owned(),
             max_plan_validity: "14d".to_owned(),

@@ -492,3 +492,20 @@ fn dispatch_roles_and_fleet_validities_load_and_unknown_roles_are_refused() {
         .unwrap_or_else(|| panic!("{err}"));
     assert!(problem.message.contains("held by no key"), "{problem}");
 }
+
+#[test]
+fn j9_a_store_quota_below_the_largest_artifact_is_refused_and_the_defaults_hold() {
+    let dir = fixture();
+    let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.limits.max_store_bytes, 8 << 30);
+    assert_eq!(cfg.limits.unused_artifact_ttl, Duration::from_secs(3600));
+    let text = EXAMPLE.replace("max_store_bytes = 8589934592", "max_store_bytes = 1000");
+    assert_ne!(text, EXAMPLE, "the example documents max_store_bytes");
+    let errors = load(&write(dir.path(), &text), &root()).expect_err("refused");
+    assert!(
+        errors.to_string().contains(
+            "limits.max_store_bytes: 1000 is less than limits.max_artifact_bytes (536870912)"
+        ),
+        "{errors}"
+    );
+}

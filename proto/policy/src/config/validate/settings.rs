@@ -131,6 +131,15 @@ pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
     p.positive("limits.max_artifact_bytes", raw.limits.max_artifact_bytes);
     p.positive("limits.max_unpacked_bytes", raw.limits.max_unpacked_bytes);
     p.positive("limits.releases_kept", raw.limits.releases_kept);
+    if raw.limits.max_store_bytes < raw.limits.max_artifact_bytes {
+        p.add(
+            "limits.max_store_bytes",
+            format!(
+                "{} is less than limits.max_artifact_bytes ({}): the largest artifact could never be stored",
+                raw.limits.max_store_bytes, raw.limits.max_artifact_bytes
+            ),
+        );
+    }
     p.positive(
         "limits.client_rejections_burst",
         raw.limits.client_rejections_burst.into(),
@@ -147,6 +156,12 @@ pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
         max_job_bytes: usize::try_from(raw.limits.max_job_bytes).unwrap_or(usize::MAX),
         max_artifact_bytes: raw.limits.max_artifact_bytes,
         max_unpacked_bytes: raw.limits.max_unpacked_bytes,
+        max_store_bytes: raw.limits.max_store_bytes,
+        unused_artifact_ttl: p.duration(
+            "limits.unused_artifact_ttl",
+            &raw.limits.unused_artifact_ttl,
+            true,
+        ),
         max_validity: p.duration("limits.max_validity", &raw.limits.max_validity, false),
         clock_skew: p.duration("limits.clock_skew", &raw.limits.clock_skew, true),
         max_plan_validity: p.duration(
