@@ -221,10 +221,9 @@ fn j9_an_upload_that_would_leave_less_than_min_free_bytes_is_refused() {
         .unwrap()
         .with_quota(u64::MAX, u64::MAX / 2);
     let digest = Sha256Hex::of(b"x");
-    let err = store
-        .begin_upload(&digest, 1)
-        .err()
-        .expect("the disk is never that free");
+    let Err(err) = store.begin_upload(&digest, 1) else {
+        panic!("the disk is never that free")
+    };
     assert!(
         matches!(err, ArtifactError::DiskLow { size: 1, .. }),
         "{err:?}"
