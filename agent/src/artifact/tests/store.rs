@@ -188,10 +188,9 @@ fn j9_an_upload_past_the_store_quota_is_refused_naming_use_and_quota() {
     let mut pending = store.begin_upload(&second, 600).unwrap();
     pending.write(&[2u8; 100]).unwrap();
     let third = Sha256Hex::of(&[3u8; 650]);
-    let err = store
-        .begin_upload(&third, 650)
-        .err()
-        .expect("over the quota");
+    let Err(err) = store.begin_upload(&third, 650) else {
+        panic!("over the quota")
+    };
     assert!(
         matches!(
             err,
