@@ -611,6 +611,80 @@ mod tests {
         assert_eq!(again.public_key(), key.public_key());
     }
 
+    /// A PEM public key file padded with newlines to exactly `len` bytes.
+    fn padded_public_key(dir: &Path, len: usize) -> PathBuf {
+        let mut text = PublicKey::from_bytes([7; 32]).to_spki_pem();
+        text.push_str(&"\n".repeat(len - text.len()));
+        let path = dir.join(format!("padded-{len}.pub"));
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn key_files_up_to_64_kib_are_read_and_one_byte_more_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = usize::try_from(MAX_KEY_FILE_BYTES).unwrap();
+        assert_eq!(limit, 65536);
+        let at = PublicKey::read_pem_file(&padded_public_key(dir.path(), limit)).unwrap();
+        assert_eq!(at, PublicKey::from_bytes([7; 32]));
+        let over = PublicKey::read_pem_file(&padded_public_key(dir.path(), limit + 1));
+        let err = over.unwrap_err();
+        assert!(
+            format!("{err:?}").contains("larger than 65536 bytes"),
+            "{err:?}"
+        );
+        let far = PublicKey::read_pem_file(&padded_public_key(dir.path(), limit * 2));
+        assert!(format!("{:?}", far.unwrap_err()).contains("larger than 65536 bytes"));
+    }
+
+    #[test]
+    fn write_new_refuses_an_existing_file_by_name_and_reports_other_failures_as_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exists.key");
+        fs::write(&path, b"keep me").unwrap();
+        let err = write_new(&path, 0o600, b"new").unwrap_err();
+        assert!(
+            matches!(&err, KeyError::Exists { path: p } if *p == path),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"keep me");
+        let missing = dir.path().join("no-such-dir").join("x.key");
+        let err = write_new(&missing, 0o600, b"new").unwrap_err();
+        assert!(matches!(err, KeyError::Write { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn only_a_whole_ring_v2_document_is_rewritten_as_v1() {
+        let key = SigningKey::generate().unwrap();
+        let v1 = pem::parse(key.to_pkcs8_pem()).unwrap().into_contents();
+        // Another v1 document, or a v2 prefix with the wrong length, is kept as it is.
+        assert_eq!(to_pkcs8_v1(&v1), v1);
+        let short = [&PKCS8_V2_RING_PREFIX[..], &[5u8; 10]].concat();
+        assert_eq!(to_pkcs8_v1(&short), short);
+        let long = [&PKCS8_V2_RING_PREFIX[..], &[5u8; 68]].concat();
+        assert_eq!(to_pkcs8_v1(&long), long);
+        let whole = [&PKCS8_V2_RING_PREFIX[..], &[5u8; 67]].concat();
+        assert_eq!(
+            to_pkcs8_v1(&whole),
+            [&PKCS8_V1_PREFIX[..], &[5u8; 32]].concat()
+        );
+    }
+
+    #[test]
+    fn debug_output_names_the_key_and_as_bytes_is_the_raw_key() {
+        let raw: [u8; 32] = std::array::from_fn(|i| u8::try_from(i).unwrap());
+        let pk = PublicKey::from_bytes(raw);
+        assert_eq!(pk.as_bytes(), &raw);
+        assert_eq!(pk.to_spki_der()[12..], raw);
+        assert_eq!(
+            format!("{pk:?}"),
+            format!("PublicKey({})", hex::encode(raw))
+        );
+        let id = pk.key_id();
+        assert_eq!(format!("{id:?}"), format!("KeyId({})", id.as_str()));
+        assert_eq!(id.as_str().len(), 64);
+    }
+
     #[test]
     fn key_id_rejects_what_is_not_lowercase_hex() {
         let id = PublicKey::from_bytes([0; 32]).key_id();
