@@ -163,3 +163,11 @@ fn too_many_signatures() {
         "{e:?}"
     );
 }
+
+#[test]
+fn exactly_max_signatures_are_looked_at() {
+    let fx = fx();
+    let bytes = job("j1").encode_to_vec();
+    let sigs = vec![sign(&fx.keys.deployer, &bytes); policy::MAX_SIGNATURES];
+    new_job(fx.admit(&bytes, &sigs));
+}

@@ -77,6 +77,9 @@ fn window_over_max() {
         ),
         "{e:?}"
     );
+    // Exactly the maximum is admitted: the limit is inclusive.
+    j.expires_at = NOW + 3590;
+    new_job(fx.by_deployer(&j.encode_to_vec()));
 }
 
 #[test]
