@@ -94,7 +94,14 @@ pub enum Command {
         /// A non-loopback address backends may use (repeatable).
         #[arg(long = "allow-backend", value_name = "IP")]
         allow_backend: Vec<std::net::IpAddr>,
+        /// `tcp` (connections) or `http` (also requests, status classes and latency).
+        #[arg(long, value_name = "MODE", default_value = "tcp", value_parser = parse_mode)]
+        mode: crate::config::FrontDoorMode,
     },
+}
+
+fn parse_mode(s: &str) -> Result<crate::config::FrontDoorMode, String> {
+    crate::config::FrontDoorMode::parse(s).ok_or_else(|| format!("{s:?} is not tcp or http"))
 }
 
 /// `gantry-agent audit ...`.
@@ -343,10 +350,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             stats,
             allow_backend,
+            mode,
         } => {
             let _guard = telemetry::init(None, LogFormat::Plain);
             let mut opts = crate::traffic::front_door::FrontDoorOptions::new(routes, listen, stats);
             opts.backend_addrs = crate::traffic::BackendAddrs::with_extra(allow_backend);
+            opts.mode = mode;
             crate::traffic::front_door::run_process(opts)?;
             Ok(ExitCode::SUCCESS)
         }

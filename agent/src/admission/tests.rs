@@ -91,6 +91,7 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
         dispatch: BTreeSet::new(),
         listen: None,
         router: crate::config::RouterConfig::None,
+        front_door_mode: crate::config::FrontDoorMode::Tcp,
         allow,
     };
     Policy {

@@ -242,6 +242,8 @@ fn front_door_spec(
             listen.to_string(),
             "--stats".to_owned(),
             stats.to_string_lossy().into_owned(),
+            "--mode".to_owned(),
+            app.policy.front_door_mode.as_str().to_owned(),
         ],
         env: BTreeMap::new(),
         run_as: app.policy.run_as.clone(),

@@ -51,6 +51,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         dispatch: BTreeSet::new(),
         listen: None,
         router: RouterConfig::None,
+        front_door_mode: crate::config::FrontDoorMode::Tcp,
         allow: [(Action::Deploy, deployer)].into_iter().collect(),
     };
     let policy = Policy {

@@ -20,6 +20,7 @@
 pub mod front_door;
 
 mod balance;
+pub mod http_stats;
 mod nginx;
 mod route_table;
 mod router;

@@ -31,6 +31,12 @@ pub const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Longest backend id.
 pub const MAX_ID_LEN: usize = 128;
+/// Longest cohort name.
+pub const MAX_COHORT_LEN: usize = 32;
+/// The cohort of a backend a table does not put in one.
+pub const DEFAULT_COHORT: &str = "stable";
+/// Longest latency edge a table may add to the front door's histograms (1 h).
+pub const MAX_LATENCY_EDGE_MS: u64 = 3_600_000;
 
 /// One backend: an instance the front door may send connections to.
 // No `deny_unknown_fields`: a front door started by an older agent must keep reading the
@@ -48,6 +54,10 @@ pub struct Backend {
     /// No new connections; open ones finish or are cut after the table's drain timeout.
     #[serde(default)]
     pub draining: bool,
+    /// Which group its HTTP counters are summed into (`stable`, `canary`, `preview`); absent:
+    /// [`DEFAULT_COHORT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<String>,
 }
 
 impl Backend {
@@ -58,7 +68,13 @@ impl Backend {
             addr,
             weight,
             draining: false,
+            cohort: None,
         }
+    }
+
+    /// Its cohort ([`DEFAULT_COHORT`] when the table names none).
+    pub fn cohort(&self) -> &str {
+        self.cohort.as_deref().unwrap_or(DEFAULT_COHORT)
     }
 
     /// Does it take new connections?
@@ -81,6 +97,10 @@ pub struct RouteTable {
     /// How long to wait for a backend to accept before trying another one.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Latency histogram edges (milliseconds) the front door adds to its defaults in HTTP
+    /// mode: the thresholds the running job checks, so that its verdicts are exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_edges_ms: Vec<u64>,
 }
 
 fn default_drain_timeout_ms() -> u64 {
@@ -195,6 +215,25 @@ pub enum RouteProblem {
         /// The maximum.
         max: u64,
     },
+    /// A cohort name is empty, too long or not lowercase letters, digits and '-'.
+    #[error(
+        "backend {id:?} cohort {cohort:?} is not valid: 1 to {MAX_COHORT_LEN} lowercase letters, digits and '-'"
+    )]
+    BadCohort {
+        /// The backend.
+        id: String,
+        /// The cohort.
+        cohort: String,
+    },
+    /// A latency edge is 0, too large, or there are too many.
+    #[error(
+        "latency_edges_ms {edges:?}: at most {max} edges, each between 1 and {MAX_LATENCY_EDGE_MS} ms",
+        max = crate::traffic::http_stats::MAX_LATENCY_EDGES
+    )]
+    BadLatencyEdges {
+        /// The edges.
+        edges: Vec<u64>,
+    },
 }
 
 impl RouteTable {
@@ -205,6 +244,7 @@ impl RouteTable {
             backends,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            latency_edges_ms: Vec::new(),
         }
     }
 
@@ -248,9 +288,27 @@ impl RouteTable {
             self.connect_timeout_ms,
             MAX_CONNECT_TIMEOUT_MS,
         )?;
+        if self.latency_edges_ms.len() > crate::traffic::http_stats::MAX_LATENCY_EDGES
+            || self
+                .latency_edges_ms
+                .iter()
+                .any(|e| !(1..=MAX_LATENCY_EDGE_MS).contains(e))
+        {
+            return Err(RouteProblem::BadLatencyEdges {
+                edges: self.latency_edges_ms.clone(),
+            });
+        }
         let mut ids = BTreeSet::new();
         let mut routed: u64 = 0;
         for b in &self.backends {
+            if let Some(c) = &b.cohort
+                && !valid_cohort(c)
+            {
+                return Err(RouteProblem::BadCohort {
+                    id: b.id.clone(),
+                    cohort: c.clone(),
+                });
+            }
             if !valid_id(&b.id) {
                 return Err(RouteProblem::BadId { id: b.id.clone() });
             }
@@ -374,6 +432,14 @@ pub(crate) fn valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+}
+
+/// A cohort name: it becomes a metric label, so a small, tame alphabet.
+fn valid_cohort(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= MAX_COHORT_LEN
+        && c.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Would connecting to `backend` reach the listener at `listener`? A wildcard listener

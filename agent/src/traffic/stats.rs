@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::TrafficError;
+use super::http_stats::HttpStats;
 
 /// How often the front door rewrites its stats file.
 pub const STATS_INTERVAL: Duration = Duration::from_millis(500);
@@ -44,6 +45,12 @@ pub struct BackendStats {
     pub bytes_in: u64,
     /// Bytes received from it (backend to client).
     pub bytes_out: u64,
+    /// Its cohort in the table that last listed it (`stable`, `canary`, `preview`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<String>,
+    /// HTTP mode: its requests, responses and latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpStats>,
 }
 
 /// The stats file.
@@ -75,6 +82,12 @@ pub struct Stats {
     pub unrouted: u64,
     /// Per backend id; backends removed from the table stay until their last connection ends.
     pub backends: BTreeMap<String, BackendStats>,
+    /// `tcp` or `http` (empty in files of front doors older than the mode).
+    pub mode: String,
+    /// HTTP mode: per cohort, the sum over every backend that was in it, counted from the
+    /// front door's start (a backend leaving does not lower them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohorts: BTreeMap<String, HttpStats>,
 }
 
 impl Stats {
@@ -132,6 +145,11 @@ impl Stats {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(err)
+    }
+
+    /// Whether these counters come from a front door in HTTP mode.
+    pub fn is_http(&self) -> bool {
+        self.mode == "http"
     }
 
     /// Sum of `connect_errors` over the backends whose id satisfies `pick` (e.g. a canary's).

@@ -44,6 +44,7 @@ fn table(generation: u64, backends: &[(&str, SocketAddr, u32, bool)]) -> RouteTa
                 addr,
                 weight,
                 draining,
+                cohort: None,
             })
             .collect(),
     )
@@ -194,12 +195,17 @@ struct Door {
 
 impl Door {
     async fn start(initial: &RouteTable) -> Door {
+        Door::start_in(initial, crate::config::FrontDoorMode::Tcp).await
+    }
+
+    async fn start_in(initial: &RouteTable, mode: crate::config::FrontDoorMode) -> Door {
         let dir = tempfile::tempdir().unwrap();
         let routes = dir.path().join("routes.json");
         let stats = dir.path().join("stats.json");
         write_atomic(&routes, &initial.to_bytes()).unwrap();
         let mut opts = FrontDoorOptions::new(routes.clone(), lo(0), stats.clone());
         opts.stats_interval = Duration::from_millis(50);
+        opts.mode = mode;
         let server = FrontDoorServer::bind(opts).await.unwrap();
         let handle = server.handle();
         let run = tokio::spawn(server.run());
@@ -241,6 +247,7 @@ async fn tally(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
 }
 
 mod front_door;
+mod http_mode;
 mod nginx;
 mod route_table;
 mod router;

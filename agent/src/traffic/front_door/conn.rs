@@ -10,7 +10,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::http::Observer;
 use super::shared::{Shared, should_warn};
+use crate::config::FrontDoorMode;
 use crate::traffic::stats::Counters;
 
 impl Shared {
@@ -54,9 +56,14 @@ impl Shared {
         Counters::bump(&counters.total);
         Counters::bump(&counters.active);
         let _active = Active(Arc::clone(&counters));
+        let http = (self.mode == FrontDoorMode::Http).then(|| {
+            let (backend, cohort) = &target.http;
+            Observer::new(Arc::clone(backend), Arc::clone(cohort))
+        });
         let mut upstream = Counted {
             inner: upstream,
             counters: Arc::clone(&counters),
+            http,
         };
         tokio::select! {
             result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
@@ -80,10 +87,12 @@ impl Drop for Active {
 }
 
 /// The backend side of a connection, counting bytes as they pass so that long-lived
-/// connections show up in the stats while they run.
+/// connections show up in the stats while they run, and in HTTP mode showing them to the
+/// connection's [`Observer`].
 struct Counted {
     inner: TcpStream,
     counters: Arc<Counters>,
+    http: Option<Observer>,
 }
 
 impl AsyncRead for Counted {
@@ -96,8 +105,13 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
-            let n = (buf.filled().len() - before) as u64;
-            this.counters.bytes_out.fetch_add(n, Ordering::Relaxed);
+            let read = &buf.filled()[before..];
+            this.counters
+                .bytes_out
+                .fetch_add(read.len() as u64, Ordering::Relaxed);
+            if let Some(http) = &mut this.http {
+                http.backend_bytes(read);
+            }
         }
         poll
     }
@@ -115,6 +129,9 @@ impl AsyncWrite for Counted {
             this.counters
                 .bytes_in
                 .fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(http) = &mut this.http {
+                http.client_bytes(&buf[..n]);
+            }
         }
         poll
     }

@@ -19,9 +19,14 @@
 //!
 //! Files: this one starts the process and holds its public face (options, server, handle);
 //! `shared` is the state the tasks share and the stats file, `table` the routing table, reloads
-//! and drain timers, `conn` one client connection.
+//! and drain timers, `conn` one client connection, `http` what HTTP mode reads of it.
+//!
+//! In HTTP mode (`--mode http`) the bytes are still copied as they are; the front door also
+//! follows the HTTP/1.1 messages on each connection and counts requests, responses by status
+//! class and latency per backend and per cohort (see [`crate::traffic::http_stats`]).
 
 mod conn;
+mod http;
 mod shared;
 mod table;
 
@@ -42,6 +47,7 @@ use self::shared::{Shared, should_warn};
 use self::table::Routing;
 use super::stats::{Counters, STATS_INTERVAL, Stats};
 use super::{BackendAddrs, RouteTable, TrafficError};
+use crate::config::FrontDoorMode;
 
 /// What the front door needs to start.
 #[derive(Debug, Clone)]
@@ -56,6 +62,8 @@ pub struct FrontDoorOptions {
     pub backend_addrs: BackendAddrs,
     /// How often the stats file is rewritten.
     pub stats_interval: Duration,
+    /// TCP (connections) or HTTP (requests, status classes, latency too).
+    pub mode: FrontDoorMode,
 }
 
 impl FrontDoorOptions {
@@ -67,6 +75,7 @@ impl FrontDoorOptions {
             stats,
             backend_addrs: BackendAddrs::LoopbackOnly,
             stats_interval: STATS_INTERVAL,
+            mode: FrontDoorMode::Tcp,
         }
     }
 }
@@ -174,6 +183,7 @@ impl FrontDoorServer {
             backend_addrs: opts.backend_addrs,
             local_addr,
             stats_interval: opts.stats_interval,
+            mode: opts.mode,
             pid: std::process::id(),
             started_at_ms: u64::try_from(crate::clock::now_ms()).unwrap_or(0),
             routing: Mutex::new(routing),

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::table::Routing;
+use crate::config::FrontDoorMode;
 use crate::error::reason;
 use crate::traffic::stats::{BackendStats, Stats};
 use crate::traffic::{BackendAddrs, RouteTable, TrafficError};
@@ -30,6 +31,7 @@ pub(super) struct Shared {
     pub(super) backend_addrs: BackendAddrs,
     pub(super) local_addr: SocketAddr,
     pub(super) stats_interval: Duration,
+    pub(super) mode: FrontDoorMode,
     pub(super) pid: u32,
     pub(super) started_at_ms: u64,
     pub(super) routing: Mutex<Routing>,
@@ -56,6 +58,7 @@ impl Shared {
     }
 
     pub(super) fn snapshot(&self) -> Stats {
+        let http = self.mode == FrontDoorMode::Http;
         let mut routing = self.lock();
         let backends = routing
             .backends
@@ -66,6 +69,8 @@ impl Shared {
                     weight: slot.weight,
                     draining: slot.draining,
                     in_table: slot.in_table,
+                    cohort: Some(slot.cohort.to_string()),
+                    http: http.then(|| slot.http.snapshot()),
                     ..BackendStats::default()
                 };
                 slot.counters.fill(&mut b);
@@ -84,6 +89,16 @@ impl Shared {
             connections: self.connections.load(Ordering::Relaxed),
             unrouted: self.unrouted.load(Ordering::Relaxed),
             backends,
+            mode: self.mode.as_str().to_owned(),
+            cohorts: if http {
+                routing
+                    .cohorts
+                    .iter()
+                    .map(|(name, c)| (name.to_string(), c.snapshot()))
+                    .collect()
+            } else {
+                std::collections::BTreeMap::new()
+            },
         };
         routing.prune();
         stats

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::traffic::RouteTable;
 use crate::traffic::balance::Balancer;
+use crate::traffic::http_stats::HttpCounters;
 use crate::traffic::stats::Counters;
 
 /// The table in force and every backend's state; one lock, held only for short steps.
@@ -21,6 +22,8 @@ pub(super) struct Routing {
     pub(super) backends: BTreeMap<Arc<str>, Slot>,
     pub(super) reloads: u64,
     pub(super) last_reload_error: Option<String>,
+    /// HTTP counters per cohort; a cohort, once seen, stays for the front door's life.
+    pub(super) cohorts: BTreeMap<Arc<str>, Arc<HttpCounters>>,
 }
 
 #[derive(Debug)]
@@ -35,6 +38,10 @@ pub(super) struct Slot {
     pub(super) counters: Arc<Counters>,
     /// Cancelled when the drain timeout cuts this backend's connections (then replaced).
     pub(super) cut: CancellationToken,
+    /// Its cohort in the table that last listed it.
+    pub(super) cohort: Arc<str>,
+    /// Its HTTP counters (HTTP mode).
+    pub(super) http: Arc<HttpCounters>,
 }
 
 /// A backend chosen for one connection.
@@ -44,6 +51,8 @@ pub(super) struct Target {
     pub(super) addr: SocketAddr,
     pub(super) counters: Arc<Counters>,
     pub(super) cut: CancellationToken,
+    /// The backend's and its cohort's HTTP counters.
+    pub(super) http: (Arc<HttpCounters>, Arc<HttpCounters>),
 }
 
 impl Routing {
@@ -54,6 +63,7 @@ impl Routing {
             backends: BTreeMap::new(),
             reloads: 0,
             last_reload_error: None,
+            cohorts: BTreeMap::new(),
         };
         let drains = routing.install(table);
         (routing, drains)
@@ -66,8 +76,18 @@ impl Routing {
         for slot in self.backends.values_mut() {
             slot.in_table = false;
         }
+        let edges = table.latency_edges_ms.clone();
         let mut ids = Vec::with_capacity(table.backends.len());
         for b in &table.backends {
+            let cohort: Arc<str> = match self.cohorts.get_key_value(b.cohort()) {
+                Some((name, _)) => Arc::clone(name),
+                None => {
+                    let name: Arc<str> = Arc::from(b.cohort());
+                    self.cohorts
+                        .insert(Arc::clone(&name), Arc::new(HttpCounters::new(&edges)));
+                    name
+                }
+            };
             let id: Arc<str> = match self.backends.get_key_value(b.id.as_str()) {
                 Some((id, _)) => Arc::clone(id),
                 None => Arc::from(b.id.as_str()),
@@ -83,8 +103,11 @@ impl Routing {
                     episode: 0,
                     counters: Arc::default(),
                     cut: CancellationToken::new(),
+                    cohort: Arc::clone(&cohort),
+                    http: Arc::new(HttpCounters::new(&edges)),
                 });
             slot.addr = b.addr;
+            slot.cohort = cohort;
             slot.weight = b.weight;
             slot.in_table = true;
             if b.draining && !slot.draining {
@@ -104,6 +127,15 @@ impl Routing {
                 }
             }
         }
+        if !edges.is_empty() {
+            for counters in self
+                .cohorts
+                .values()
+                .chain(self.backends.values().map(|s| &s.http))
+            {
+                counters.add_edges(&edges);
+            }
+        }
         self.prune();
         self.balancer = Balancer::new(ids.iter().map(|(id, w)| (id, *w)));
         self.table = Arc::new(table);
@@ -119,10 +151,12 @@ impl Routing {
     pub(super) fn pick(&mut self, exclude: &[Arc<str>]) -> Option<Target> {
         let id = self.balancer.pick(exclude)?;
         let slot = self.backends.get(&id)?;
+        let cohort = self.cohorts.get(&slot.cohort)?;
         Some(Target {
             addr: slot.addr,
             counters: Arc::clone(&slot.counters),
             cut: slot.cut.clone(),
+            http: (Arc::clone(&slot.http), Arc::clone(cohort)),
             id,
         })
     }

@@ -285,6 +285,37 @@ pub struct AppPolicy {
     pub listen: Option<SocketAddr>,
     /// What routes connections to the app's instances.
     pub router: RouterConfig,
+    /// What the built-in front door understands (`mode`); TCP for other routers.
+    pub front_door_mode: FrontDoorMode,
+}
+
+/// What the built-in front door understands of the bytes it passes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FrontDoorMode {
+    /// Connections only: counts connections and bytes.
+    #[default]
+    Tcp,
+    /// HTTP/1.1: also counts requests, responses by status class and their latency.
+    Http,
+}
+
+impl FrontDoorMode {
+    /// `tcp` or `http`, as in the config and on the front door's command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrontDoorMode::Tcp => "tcp",
+            FrontDoorMode::Http => "http",
+        }
+    }
+
+    /// Parses [`FrontDoorMode::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<FrontDoorMode> {
+        match s {
+            "tcp" => Some(FrontDoorMode::Tcp),
+            "http" => Some(FrontDoorMode::Http),
+            _ => None,
+        }
+    }
 }
 
 /// What routes an app's connections to its instances (rolling, blue-green and canary need one).

@@ -206,6 +206,10 @@ pub struct RawApp {
     // Before `allow`: a TOML table's plain values are written before its sub-tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// What the front door understands: `"tcp"` (the default: connections) or `"http"`
+    /// (HTTP/1.1 requests, counted by status and latency for analysis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// Action → roles that may do it.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,
@@ -332,6 +336,7 @@ impl RawApp {
             approvals: 0,
             deployer_may_approve: false,
             listen: None,
+            mode: None,
             allow: BTreeMap::new(),
             nginx: None,
         }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    APPROVER_ROLE, AppPolicy, Config, EXPIRY_WARNING, KeyInvalidity, RouterConfig, RunAs,
-    TrustedKey, format_time,
+    APPROVER_ROLE, AppPolicy, Config, EXPIRY_WARNING, FrontDoorMode, KeyInvalidity, RouterConfig,
+    RunAs, TrustedKey, format_time,
 };
 use crate::job::Action;
 
@@ -140,6 +140,11 @@ fn router_text(app: &AppPolicy) -> String {
             "none (hot deploys only; rolling, blue-green and canary need listen or nginx)"
                 .to_owned()
         }
+        RouterConfig::FrontDoor if app.front_door_mode == FrontDoorMode::Http => {
+            "front door in HTTP mode (the agent's proxy, started per app; counts requests, \
+             status classes and latency)"
+                .to_owned()
+        }
         RouterConfig::FrontDoor => "front door (the agent's TCP proxy, started per app)".to_owned(),
         RouterConfig::Nginx {
             upstream_file,
@@ -180,6 +185,9 @@ fn router_json(app: &AppPolicy) -> serde_json::Value {
             "check_command": check_command,
             "pid_file": pid_file.as_ref().map(|f| f.display().to_string()),
         }),
+        RouterConfig::FrontDoor if app.front_door_mode == FrontDoorMode::Http => {
+            json!({ "kind": app.router.kind(), "mode": app.front_door_mode.as_str() })
+        }
         RouterConfig::None | RouterConfig::FrontDoor => json!({ "kind": app.router.kind() }),
     }
 }

@@ -6,8 +6,8 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 
 use super::{Problems, resolve};
-use crate::config::RouterConfig;
 use crate::config::raw::{RawApp, RawNginx};
+use crate::config::{FrontDoorMode, RouterConfig};
 
 /// Parses an app's `listen` and `[nginx]` into its router; checks that the port range holds
 /// both slots when there is a router.
@@ -61,6 +61,27 @@ pub(super) fn validate_router(
         }
     }
     (listen, router)
+}
+
+/// The front door's `mode`: `tcp` (default) or `http`, only with the built-in front door.
+pub(super) fn validate_mode(p: &mut Problems, at: &str, app: &RawApp) -> FrontDoorMode {
+    let Some(value) = app.mode.as_deref() else {
+        return FrontDoorMode::Tcp;
+    };
+    let Some(mode) = FrontDoorMode::parse(value.trim()) else {
+        p.add(
+            format!("{at}.mode"),
+            format!("{value:?} is not a front door mode: \"tcp\" or \"http\""),
+        );
+        return FrontDoorMode::Tcp;
+    };
+    if app.nginx.is_some() || app.listen.is_none() {
+        p.add(
+            format!("{at}.mode"),
+            "applies to the built-in front door only: set listen, without [nginx]",
+        );
+    }
+    mode
 }
 
 fn validate_nginx(p: &mut Problems, at: &str, nginx: &RawNginx, base: &Path) -> RouterConfig {
