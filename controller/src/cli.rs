@@ -308,6 +308,24 @@ pub struct RolloutArgs {
     /// Canary analysis: how often it runs. [default: 1s]
     #[arg(long, value_name = "DURATION", help_heading = "Canary")]
     pub analysis_interval: Option<String>,
+    /// Canary analysis (front door in HTTP mode): the largest share of the canary's responses
+    /// that may be 5xx, 0 to 1 (0.001) or a percent (0.1%). [default: 0.001]
+    #[arg(long, value_name = "SHARE", help_heading = "Canary")]
+    pub max_error_rate: Option<String>,
+    /// Canary analysis (front door in HTTP mode): the largest 95th percentile latency of the
+    /// canary's responses. [default: 200ms]
+    #[arg(long, value_name = "DURATION", help_heading = "Canary")]
+    pub max_p95_latency: Option<String>,
+    /// Canary analysis: responses a metric needs before it may pass. Default: the rule of
+    /// three, 3 / the share of bad responses allowed (3000 for an error rate of 0.001, 60 for
+    /// the p95).
+    #[arg(long, value_name = "N", help_heading = "Canary")]
+    pub min_samples: Option<String>,
+    /// Canary analysis: what a step whose hold is over does while a metric has too few
+    /// samples: pause (wait, saying why, for more traffic or gantry promote/abort), fail (roll
+    /// back) or pass (go on without a verdict). [default: pause]
+    #[arg(long, value_name = "pause|fail|pass", help_heading = "Canary")]
+    pub no_data: Option<String>,
 }
 
 /// `gantry job ...`.

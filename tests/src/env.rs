@@ -85,6 +85,8 @@ pub struct Options {
     pub stop_timeout: String,
     /// Where `web`'s connections go: nowhere (hot deploys only), its own front door, or nginx.
     pub router: Router,
+    /// `apps.web.mode = "http"`: the front door counts HTTP requests (with [`Router::FrontDoor`]).
+    pub http: bool,
 }
 
 /// The traffic router of app `web`.
@@ -147,6 +149,7 @@ impl Default for Options {
             checkpoint_every: 64,
             stop_timeout: "5s".to_owned(),
             router: Router::None,
+            http: false,
         }
     }
 }
@@ -325,6 +328,9 @@ impl TestEnv {
         web.stop_timeout.clone_from(&o.stop_timeout);
         web.approvals = o.approvals;
         web.listen = self.listen.map(|a| a.to_string());
+        if o.http {
+            web.mode = Some("http".to_owned());
+        }
         web = [
             Action::Deploy,
             Action::Rollback,

@@ -87,6 +87,9 @@ pub struct LoadReport {
     pub ok: u64,
     /// Requests that failed.
     pub failed: u64,
+    /// Failed requests whose answer still carried a banner (an HTTP error status from a
+    /// running instance, e.g. a canary answering 500), per version in the banner.
+    pub failed_by_version: BTreeMap<String, u64>,
     /// The first few failures: when, which client, what happened.
     pub errors: Vec<String>,
     /// Answers per version.
@@ -121,10 +124,12 @@ impl LoadReport {
     /// One paragraph: counts, versions and the first errors.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "load: {} sent, {} ok, {} failed, {} retried, {} reconnects in {:.1?}{}; versions {:?}",
+            "load: {} sent, {} ok, {} failed ({:?} with a banner), {} retried, {} reconnects in \
+             {:.1?}{}; versions {:?}",
             self.sent,
             self.ok,
             self.failed,
+            self.failed_by_version,
             self.retried,
             self.reconnects,
             self.elapsed,
@@ -139,6 +144,12 @@ impl LoadReport {
             let _ = write!(s, "\n  {e}");
         }
         s
+    }
+
+    /// Failed requests not explained by an error status of `version` (those of every other
+    /// version, and every failure without an answer).
+    pub fn failed_except(&self, version: &str) -> u64 {
+        self.failed - self.failed_by_version.get(version).copied().unwrap_or(0)
     }
 
     /// Panics with the summary unless no request failed and some succeeded.
@@ -158,7 +169,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, sent_at: Duration, client: &str, result: Result<Outcome, String>) {
+    fn record(&mut self, sent_at: Duration, client: &str, result: Result<Outcome, Failure>) {
         self.report.sent += 1;
         match result {
             Ok(o) => {
@@ -172,14 +183,32 @@ impl Tally {
                     fresh: o.fresh,
                 });
             }
-            Err(e) => {
+            Err(Failure { message, version }) => {
                 self.report.failed += 1;
+                if let Some(v) = version {
+                    *self.report.failed_by_version.entry(v).or_insert(0) += 1;
+                }
                 if self.report.errors.len() < KEPT_ERRORS {
                     self.report
                         .errors
-                        .push(format!("at {sent_at:.3?}, {client}: {e}"));
+                        .push(format!("at {sent_at:.3?}, {client}: {message}"));
                 }
             }
+        }
+    }
+}
+
+/// A failed request, and the version whose banner its answer carried, if any.
+struct Failure {
+    message: String,
+    version: Option<String>,
+}
+
+impl Failure {
+    fn of(e: ReadError) -> Failure {
+        Failure {
+            message: e.message,
+            version: e.version,
         }
     }
 }
@@ -343,15 +372,28 @@ impl Drop for Load {
 ///
 /// As a failed request of the load.
 pub fn fetch_version(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
-    let mut stream = connect(addr, timeout)?;
+    fetch(addr, timeout).map_err(|e| anyhow::anyhow!("{}", e.message))
+}
+
+fn fetch(addr: SocketAddr, timeout: Duration) -> Result<String, ReadError> {
+    let fail = |message: String| ReadError {
+        message,
+        got_bytes: false,
+        version: None,
+    };
+    let mut stream = connect(addr, timeout).map_err(|e| fail(format!("{e:#}")))?;
     write!(
         stream,
         "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .context("cannot send the request")?;
+    .map_err(|e| fail(format!("cannot send the request: {e}")))?;
     let mut reader = BufReader::new(stream);
-    let (_, body) = read_response(&mut reader).map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    version_of(&body).map_err(anyhow::Error::msg)
+    let (_, body) = read_response(&mut reader)?;
+    version_of(&body).map_err(|m| ReadError {
+        message: m,
+        got_bytes: true,
+        version: None,
+    })
 }
 
 /// The versions answering `count` requests over new connections to `addr`.
@@ -377,28 +419,30 @@ fn connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-fn fresh_request(opts: &LoadOptions) -> Result<Outcome, String> {
-    fetch_version(opts.addr, opts.timeout)
+fn fresh_request(opts: &LoadOptions) -> Result<Outcome, Failure> {
+    fetch(opts.addr, opts.timeout)
         .map(|version| Outcome {
             version,
             fresh: true,
             retried: false,
             reconnected: false,
         })
-        .map_err(|e| format!("{e:#}"))
+        .map_err(Failure::of)
 }
 
 struct KeepAlive {
     reader: BufReader<TcpStream>,
 }
 
-/// Why a response could not be read, and whether any byte of it had arrived.
+/// Why a response could not be read, whether any byte of it had arrived, and the version in
+/// the banner of an answer with an error status.
 struct ReadError {
     message: String,
     got_bytes: bool,
+    version: Option<String>,
 }
 
-fn keepalive_request(conn: &mut Option<KeepAlive>, opts: &LoadOptions) -> Result<Outcome, String> {
+fn keepalive_request(conn: &mut Option<KeepAlive>, opts: &LoadOptions) -> Result<Outcome, Failure> {
     let mut reconnected = false;
     if let Some(c) = conn.as_ref()
         && closed_by_peer(c.reader.get_ref())
@@ -424,19 +468,23 @@ fn keepalive_request(conn: &mut Option<KeepAlive>, opts: &LoadOptions) -> Result
                     retried: true,
                     reconnected,
                 })
-                .map_err(|e2| {
-                    format!(
+                .map_err(|e2| Failure {
+                    message: format!(
                         "{} (and the retry on a new connection: {})",
                         e.message, e2.message
-                    )
+                    ),
+                    version: e2.version,
                 })
         }
         Err(e) => {
             *conn = None;
-            Err(if reused {
-                format!("on a reused connection: {}", e.message)
-            } else {
-                e.message
+            Err(Failure {
+                message: if reused {
+                    format!("on a reused connection: {}", e.message)
+                } else {
+                    e.message
+                },
+                version: e.version,
             })
         }
     }
@@ -446,6 +494,7 @@ fn keepalive_once(conn: &mut Option<KeepAlive>, opts: &LoadOptions) -> Result<St
     let fail = |message: String| ReadError {
         message,
         got_bytes: false,
+        version: None,
     };
     if conn.is_none() {
         let stream = connect(opts.addr, opts.timeout).map_err(|e| fail(format!("{e:#}")))?;
@@ -475,6 +524,7 @@ fn keepalive_once(conn: &mut Option<KeepAlive>, opts: &LoadOptions) -> Result<St
     version_of(&body).map_err(|m| ReadError {
         message: m,
         got_bytes: true,
+        version: None,
     })
 }
 
@@ -507,6 +557,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(bool, String), Re
                         "connection closed before any answer".to_owned()
                     },
                     got_bytes,
+                    version: None,
                 });
             }
             Ok(_) => got_bytes = true,
@@ -514,6 +565,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(bool, String), Re
                 return Err(ReadError {
                     message: format!("reading the answer: {e}"),
                     got_bytes: got_bytes || !line.is_empty(),
+                    version: None,
                 });
             }
         }
@@ -526,6 +578,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(bool, String), Re
     let err = |message: String| ReadError {
         message,
         got_bytes: true,
+        version: None,
     };
     let status = head
         .first()
@@ -559,11 +612,14 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(bool, String), Re
     }
     let body = String::from_utf8_lossy(&body).into_owned();
     if status != "200" {
-        return Err(err(format!(
-            "status {status:?}: {:?} {:?}",
-            head.first(),
-            body.trim()
-        )));
+        return Err(ReadError {
+            version: version_of(&body).ok(),
+            ..err(format!(
+                "status {status:?}: {:?} {:?}",
+                head.first(),
+                body.trim()
+            ))
+        });
     }
     Ok((close, body))
 }

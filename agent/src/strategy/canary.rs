@@ -1,15 +1,19 @@
 //! The canary strategy: start a few canary instances in the idle slot and move traffic to
 //! them in weighted steps, each held for its pause (or until a signed promote) while an
-//! analysis watches health probes, crashes, the front door's connection errors and the
-//! processes' CPU and memory. Any threshold crossed, or a signed abort, sets the canary's
-//! weight to 0, stops it, and ends the job rolled back with the measured reason. After the
-//! last step the new release is scaled to its full count and takes all traffic.
+//! analysis watches health probes, crashes, the front door's connection errors, the
+//! processes' CPU and memory and, with a front door in HTTP mode, the canary cohort's error
+//! rate and p95 latency ([`crate::health::signals`]). Any threshold crossed, or a signed
+//! abort, sets the canary's weight to 0, stops it, and ends the job rolled back with the
+//! measured reason (a breached signal's numbers go in an `analysis.failed` entry). A hold
+//! that ends before the signals have enough samples follows `no_data`: pause (the default:
+//! wait for data, or a promote or abort), fail, or pass. After the last step the new release
+//! is scaled to its full count and takes all traffic.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::shift::{self, Weights, serve_only, share};
+use super::shift::{self, CANARY, Weights, serve_only, share};
 use super::steps::{
     install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
     wait_healthy_ports, within,
@@ -19,9 +23,11 @@ use crate::app::AppRuntime;
 use crate::app::slots::ports_in;
 use crate::error::reason;
 use crate::health::analysis::Resources;
-use crate::job::{Action, AnalysisSpec, ReleaseSpec};
+use crate::health::signals::{self, Outcome, Verdict};
+use crate::job::{Action, AnalysisSpec, NoData, ReleaseSpec};
 use crate::progress::Ended;
 use crate::supervisor::InstanceState;
+use crate::traffic::http_stats::HttpStats;
 
 /// Deploys `release` as a canary, step by step.
 pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -> Ended {
@@ -66,7 +72,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
                 u32::try_from(steps).unwrap_or(u32::MAX),
             )
             .await?;
-            hold(app, ctx, release, &mut analysis, step.pause).await?;
+            hold(app, ctx, release, &mut analysis, step.pause, &label).await?;
             ctx.step(
                 "analysis.passed",
                 format!("{label}: {}", analysis.summary()),
@@ -135,6 +141,7 @@ async fn hold(
     release: &ReleaseSpec,
     analysis: &mut Analysis,
     pause: Option<Duration>,
+    label: &str,
 ) -> Result<(), StrategyError> {
     let end = pause.map(|p| Instant::now() + p);
     if end.is_none() {
@@ -146,14 +153,58 @@ async fn hold(
             .set_rollout(format!("canary {}: {message}", release.version));
         ctx.step("rollout.paused", message).await?;
     }
+    let mut waiting_for_data = false;
     loop {
-        analysis.check(app, release).await?;
+        analysis.check(app, ctx, release).await?;
         let now = Instant::now();
-        if end.is_some_and(|e| now >= e) {
-            return Ok(());
+        let over = end.is_some_and(|e| now >= e);
+        if over {
+            let missing = analysis.missing_data();
+            if missing.is_empty() {
+                if waiting_for_data {
+                    ctx.step(
+                        "analysis.resumed",
+                        format!("{label}: enough samples now, going on"),
+                    )
+                    .await?;
+                }
+                return Ok(());
+            }
+            let missing = missing.join("; ");
+            match analysis.spec.no_data {
+                NoData::Pass => {
+                    ctx.step(
+                        "analysis.no_data",
+                        format!("{label}: going on without a verdict (no_data = pass): {missing}"),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                NoData::Fail => {
+                    return Err(StrategyError::Unhealthy(format!(
+                        "not enough data to judge the canary (no_data = fail): {missing}"
+                    )));
+                }
+                NoData::Pause if !waiting_for_data => {
+                    waiting_for_data = true;
+                    let message = format!(
+                        "{label} paused: not enough data to judge the canary: {missing}. It goes \
+                         on by itself once there is enough; or run gantry promote --app {app_name} \
+                         (or gantry abort)",
+                        app_name = app.policy.name
+                    );
+                    app.shared
+                        .set_rollout(format!("canary {}: {message}", release.version));
+                    ctx.step("rollout.paused", message).await?;
+                }
+                NoData::Pause => {}
+            }
         }
         let tick = analysis.spec.interval;
-        let wake = end.map_or(now + tick, |e| e.min(now + tick));
+        let wake = match end {
+            Some(e) if !over => e.min(now + tick),
+            _ => now + tick,
+        };
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
             control = app.control.recv() => match control {
@@ -183,6 +234,18 @@ struct Analysis {
     probe_failures: u32,
     errors_before: u64,
     resources: Resources,
+    /// The canary cohort's HTTP counters (front door in HTTP mode only).
+    http: Option<HttpWindow>,
+}
+
+/// The window the HTTP signals are judged over: from the analysis's start (before the first
+/// step) to now, whole.
+struct HttpWindow {
+    /// The front door that counted `base`; another one counts from its own start.
+    pid: u32,
+    base: HttpStats,
+    since: Instant,
+    last: Option<[Verdict; 2]>,
 }
 
 impl Analysis {
@@ -193,22 +256,80 @@ impl Analysis {
             probe_failures: 0,
             errors_before: shift::connect_errors(app, ports),
             resources: Resources::new(),
+            http: shift::http_of(app, CANARY).map(|(pid, base)| HttpWindow {
+                pid,
+                base,
+                since: Instant::now(),
+                last: None,
+            }),
         }
     }
 
     fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "{} probe failure(s), peak CPU {:.0}%, peak memory {} KiB",
             self.probe_failures,
             self.resources.cpu_max,
             self.resources.memory_max / 1024
-        )
+        );
+        if let Some([errors, latency]) = self.http.as_ref().and_then(|w| w.last.as_ref()) {
+            s.push_str(&format!("; {errors}; {latency}"));
+        }
+        s
+    }
+
+    /// The HTTP signals that have too few samples for a verdict, said for people.
+    fn missing_data(&self) -> Vec<String> {
+        let Some(verdicts) = self.http.as_ref().and_then(|w| w.last.as_ref()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = verdicts
+            .iter()
+            .filter(|v| v.outcome == Outcome::NoData)
+            .map(|v| {
+                format!(
+                    "{} has {} of the {} responses it needs",
+                    v.metric.as_str().replace('_', " "),
+                    v.samples,
+                    v.min_samples
+                )
+            })
+            .collect();
+        if !out.is_empty() && verdicts.iter().all(|v| v.samples == 0) {
+            out.push("the canary received no requests through the front door".to_owned());
+        }
+        out
+    }
+
+    /// The canary cohort's error rate and p95 over the window; Err on a breach, recorded
+    /// with its numbers.
+    async fn check_http(&mut self, app: &AppRuntime, ctx: &JobCtx) -> Result<(), StrategyError> {
+        let Some(window) = &mut self.http else {
+            return Ok(());
+        };
+        let Some((pid, now)) = shift::http_of(app, CANARY) else {
+            return Ok(());
+        };
+        if pid != window.pid {
+            window.pid = pid;
+            window.base = HttpStats::default();
+        }
+        let verdicts = signals::judge(&now.minus(&window.base), &self.spec, window.since.elapsed());
+        if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+            let text = format!("canary {breach}");
+            ctx.note_with("analysis.failed", text.clone(), "verdict", breach.to_json())
+                .await;
+            return Err(StrategyError::Unhealthy(text));
+        }
+        window.last = Some(verdicts);
+        Ok(())
     }
 
     /// One round of analysis; Err names the threshold crossed and the measured value.
     async fn check(
         &mut self,
         app: &AppRuntime,
+        ctx: &JobCtx,
         release: &ReleaseSpec,
     ) -> Result<(), StrategyError> {
         let fail = |what: String| Err(StrategyError::Unhealthy(what));
@@ -262,6 +383,6 @@ impl Analysis {
         self.resources
             .check(&pids, self.spec.max_cpu_percent, self.spec.max_memory_bytes)
             .map_err(|breach| StrategyError::Unhealthy(breach.to_string()))?;
-        Ok(())
+        self.check_http(app, ctx).await
     }
 }

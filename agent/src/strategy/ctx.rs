@@ -87,8 +87,31 @@ impl JobCtx {
     /// While the audit log cannot be written the entry is held in memory and written, in order,
     /// once it can ([`AuditLog::append_held`]), so the record of a rollback is not lost.
     pub async fn note(&self, step: &str, message: impl Into<String>) {
-        let message = message.into();
-        let entry = self.entry(step, &message);
+        self.note_entry(step, message.into(), None).await;
+    }
+
+    /// [`JobCtx::note`] with one more field in the audit entry (an analysis verdict's numbers).
+    pub async fn note_with(
+        &self,
+        step: &str,
+        message: impl Into<String>,
+        field: &str,
+        value: serde_json::Value,
+    ) {
+        self.note_entry(step, message.into(), Some((field, value)))
+            .await;
+    }
+
+    async fn note_entry(
+        &self,
+        step: &str,
+        message: String,
+        extra: Option<(&str, serde_json::Value)>,
+    ) {
+        let mut entry = self.entry(step, &message);
+        if let Some((field, value)) = extra {
+            entry = entry.with(field, value);
+        }
         // Held, not refused, when the disk is full: see AuditLog::append_held.
         match self.audit.append_held(entry).await {
             Ok(HeldAppend::Written(_)) => tracing::info!(step, "{message}"),

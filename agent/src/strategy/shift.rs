@@ -9,7 +9,16 @@ use tokio::time::Instant;
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
 use crate::app::slots::backend_id;
+use crate::job::StrategyKind;
+use crate::traffic::http_stats::HttpStats;
 use crate::traffic::{Backend, RouteTable};
+
+/// The cohort of the app's current release.
+pub const STABLE: &str = "stable";
+/// The cohort of a canary's instances.
+pub const CANARY: &str = "canary";
+/// The cohort of a blue-green deploy's new slot before the switch.
+pub const PREVIEW: &str = "preview";
 
 /// How often draining backends are checked for open connections.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
@@ -80,6 +89,7 @@ pub async fn apply(
             let id = backend_id(app, *port)?;
             let mut b = Backend::new(id, ([127, 0, 0, 1], *port).into(), route.weight);
             b.draining = route.draining;
+            b.cohort = Some(cohort_of(app, ctx, *port).to_owned());
             Some(b)
         })
         .collect();
@@ -88,6 +98,13 @@ pub async fn apply(
         .as_millis()
         .try_into()
         .unwrap_or(u64::MAX);
+    // The job's p95 threshold as a histogram edge, so that its verdicts are exact.
+    if let Some(r) = &ctx.job.spec.release {
+        let ms = u64::try_from(r.rollout.analysis.max_p95_latency.as_millis()).unwrap_or(0);
+        if ms > 0 {
+            table.latency_edges_ms.push(ms);
+        }
+    }
     let described = describe(&table);
     ctx.step("traffic.applying", format!("{what}: {described}"))
         .await?;
@@ -114,6 +131,36 @@ pub async fn apply(
     )
     .await?;
     Ok(applied.took)
+}
+
+/// A backend's cohort: the active slot's instances are the stable release; the other slot's
+/// are the canary (canary deploys) or the preview (blue-green), else stable too.
+fn cohort_of(app: &AppRuntime, ctx: &JobCtx, port: u16) -> &'static str {
+    let in_active = app
+        .instances
+        .iter()
+        .find(|i| i.record().port == port)
+        .is_none_or(|i| i.record().slot == app.state.active_slot);
+    if in_active {
+        return STABLE;
+    }
+    match ctx.job.spec.release.as_ref().map(|r| r.strategy) {
+        Some(StrategyKind::Canary) => CANARY,
+        Some(StrategyKind::BlueGreen) => PREVIEW,
+        Some(StrategyKind::Hot | StrategyKind::Rolling) | None => STABLE,
+    }
+}
+
+/// A cohort's HTTP counters from the front door, with the pid of the front door that counted
+/// them; `None` without a router, when its stats cannot be read, or when it does not run in
+/// HTTP mode.
+pub fn http_of(app: &AppRuntime, cohort: &str) -> Option<(u32, HttpStats)> {
+    let stats = app.router()?.stats().ok()?;
+    if !stats.is_http() {
+        return None;
+    }
+    let counters = stats.cohorts.get(cohort).cloned().unwrap_or_default();
+    Some((stats.pid, counters))
 }
 
 fn describe(table: &RouteTable) -> String {

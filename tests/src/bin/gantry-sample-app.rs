@@ -9,7 +9,8 @@
 //! `SAMPLE_MODE` makes it misbehave on purpose, so that tests can watch the agent roll back:
 //! `crash-at-start` (exit 3 at once), `never-healthy` (`/health` answers 503),
 //! `unhealthy-after=SECS`, `slow-start=SECS` (binds only after SECS), `crash-under-load=N`
-//! (exit 4 after N requests). When `SAMPLE_MODE` is unset, a `sample-mode` file in the working
+//! (exit 4 after N requests), `errors=PCT` (`GET /` answers 500, with the banner, to PCT
+//! percent of requests, spread evenly), `latency=MS` (`GET /` answers after MS milliseconds). When `SAMPLE_MODE` is unset, a `sample-mode` file in the working
 //! directory (the release directory) is read instead, so a test can build a broken release.
 //! SIGTERM or SIGINT ends it gracefully with exit 0.
 
@@ -50,6 +51,8 @@ enum Mode {
     UnhealthyAfter(Duration),
     SlowStart(Duration),
     CrashUnderLoad(u64),
+    Errors(u64),
+    Latency(Duration),
 }
 
 impl Mode {
@@ -68,6 +71,14 @@ impl Mode {
             Some(("crash-under-load", v)) => v
                 .parse()
                 .map(Mode::CrashUnderLoad)
+                .map_err(|e| format!("SAMPLE_MODE {raw:?}: {e}")),
+            Some(("errors", v)) => match v.parse::<u64>() {
+                Ok(p) if p <= 100 => Ok(Mode::Errors(p)),
+                _ => Err(format!("SAMPLE_MODE {raw:?}: not a percent")),
+            },
+            Some(("latency", v)) => v
+                .parse()
+                .map(|ms| Mode::Latency(Duration::from_millis(ms)))
                 .map_err(|e| format!("SAMPLE_MODE {raw:?}: {e}")),
             _ => Err(format!("unknown SAMPLE_MODE {raw:?}")),
         }
@@ -102,6 +113,10 @@ impl App {
             self.crash.send_replace(Some(CRASH_UNDER_LOAD));
         }
         let (status, body) = match (req.method(), req.uri().path()) {
+            // Request n fails when n * pct / 100 reaches a new integer: pct in every 100.
+            (&Method::GET, "/") if matches!(self.mode, Mode::Errors(p) if n * p / 100 > (n - 1) * p / 100) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, self.banner.clone())
+            }
             (&Method::GET, "/") => (StatusCode::OK, self.banner.clone()),
             (&Method::GET, "/version") => (StatusCode::OK, format!("{}\n", self.version)),
             (&Method::GET, "/health") if self.healthy() => (StatusCode::OK, "ok\n".to_owned()),
@@ -208,7 +223,14 @@ async fn serve(
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {
                         let resp = app.handle(&req);
-                        async move { Ok::<_, Infallible>(resp) }
+                        let delay = match app.mode {
+                            Mode::Latency(d) if req.uri().path() == "/" => d,
+                            _ => Duration::ZERO,
+                        };
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
                     tokio::pin!(conn);
@@ -258,6 +280,12 @@ mod tests {
             Mode::parse("crash-under-load=5"),
             Ok(Mode::CrashUnderLoad(5))
         );
+        assert_eq!(Mode::parse("errors=2"), Ok(Mode::Errors(2)));
+        assert_eq!(
+            Mode::parse("latency=300"),
+            Ok(Mode::Latency(Duration::from_millis(300)))
+        );
+        assert!(Mode::parse("errors=101").is_err());
         assert!(Mode::parse("slow-start=x").is_err());
         assert!(Mode::parse("explode").is_err());
     }

@@ -11,6 +11,9 @@
 //! * `handshake`: client certificates the listener refuses before any RPC, each logged.
 //! * `attacks`: one test per attack on the trust model (replay, downgrade, witness, quorum …).
 //! * `security`: file permissions, a full audit disk, a deployed child's privileges.
+//! * `monitoring`: the front door in HTTP mode under load; canaries rolled back by error rate
+//!   and p95 latency with the verdict's numbers audited, promoted when healthy, paused without
+//!   traffic.
 //! * `zero_downtime`: rolling, blue-green and canary under load through the front door and
 //!   nginx; promote, abort, rollback; kill -9 of the agent; broken releases rolled back.
 
@@ -28,6 +31,7 @@ mod deploy;
 mod faults;
 mod fleet;
 mod handshake;
+mod monitoring;
 mod security;
 mod zero_downtime;
 

@@ -36,20 +36,20 @@ fn health(deadline: &str) -> Vec<String> {
 
 /// One test's world: the env, its agent and controller, and nginx when it is the router.
 /// Fields drop in order: the agent and nginx before the env, which kills the rest.
-struct Rig {
+pub(crate) struct Rig {
     nginx: Option<Nginx>,
-    agent: Agent,
+    pub(crate) agent: Agent,
     /// Agents killed and replaced: kept until the end, because dropping an [`Agent`] kills
     /// every process of the test (the new agent, the instances and the front door too).
     retired: Vec<Agent>,
-    ctl: Controller,
-    env: TestEnv,
+    pub(crate) ctl: Controller,
+    pub(crate) env: TestEnv,
 }
 
 impl Rig {
     /// An agent whose `web` has up to `max_instances` instances behind the router of `options`,
     /// with v1.0.0 deployed on `instances` instances (rolling; nothing ran before).
-    fn with_v1(options: Options, instances: u32) -> Rig {
+    pub(crate) fn with_v1(options: Options, instances: u32) -> Rig {
         Rig::with_v1_on(options, instances, |_| ()).0
     }
 
@@ -92,7 +92,7 @@ impl Rig {
     }
 
     /// The app's address (front door or nginx).
-    fn listen(&self) -> std::net::SocketAddr {
+    pub(crate) fn listen(&self) -> std::net::SocketAddr {
         self.env.listen.unwrap()
     }
 
@@ -100,7 +100,7 @@ impl Rig {
         self.env.keys.deployer.key.to_string_lossy().into_owned()
     }
 
-    fn deploy_args(
+    pub(crate) fn deploy_args(
         &self,
         version: &str,
         artifact: &Path,
@@ -119,7 +119,7 @@ impl Rig {
     }
 
     /// `gantry deploy` of `version` with the strategy flags `strategy`, waiting for the end.
-    fn deploy(
+    pub(crate) fn deploy(
         &self,
         version: &str,
         artifact: &Path,
@@ -133,7 +133,11 @@ impl Rig {
 
     /// [`Rig::deploy`] of a new v2.0.0 artifact on `instances` instances, health deadline 20s,
     /// in a thread.
-    fn deploy_v2_in_background(&self, instances: u32, strategy: &[&str]) -> JoinHandle<Output> {
+    pub(crate) fn deploy_v2_in_background(
+        &self,
+        instances: u32,
+        strategy: &[&str],
+    ) -> JoinHandle<Output> {
         let v2 = make_artifact(&self.env, "2.0.0", "").unwrap();
         let args = self.deploy_args("2.0.0", &v2, instances, strategy, "20s");
         let ctl = self.ctl.clone();
@@ -141,7 +145,7 @@ impl Rig {
     }
 
     /// `gantry promote|abort|rollback --app web`, plus `extra`.
-    fn action(&self, action: &str, extra: &[&str]) -> Output {
+    pub(crate) fn action(&self, action: &str, extra: &[&str]) -> Output {
         let key = self.key();
         let mut args = vec![action, "--key", &key, "--app", "web"];
         args.extend(extra);
@@ -150,7 +154,7 @@ impl Rig {
 
     /// Waits until 10 requests in a row over new connections are answered by `version`.
     #[track_caller]
-    fn wait_serving(&self, version: &str) {
+    pub(crate) fn wait_serving(&self, version: &str) {
         let mut last = None;
         let waited = wait_until(
             Duration::from_secs(20),
@@ -170,7 +174,7 @@ impl Rig {
     }
 
     /// `web` in `gantry status --json`.
-    fn app_status(&self) -> serde_json::Value {
+    pub(crate) fn app_status(&self) -> serde_json::Value {
         let out = self.ctl.run(&["status", "--json"]).unwrap();
         out.assert_code(0);
         let status: serde_json::Value = serde_json::from_str(out.stdout.trim())
@@ -182,7 +186,7 @@ impl Rig {
     }
 
     /// The agent's and nginx's log tails, for failure messages.
-    fn diag(&self) -> String {
+    pub(crate) fn diag(&self) -> String {
         format!(
             "{}\n{}",
             self.agent.log_tail(),
@@ -191,7 +195,7 @@ impl Rig {
     }
 
     /// Load through the app's address.
-    fn load(&self) -> Load {
+    pub(crate) fn load(&self) -> Load {
         let load = Load::start(LoadOptions::new(self.listen()));
         load.wait_for_more(30, Duration::from_secs(10)).unwrap();
         load
@@ -199,7 +203,7 @@ impl Rig {
 }
 
 /// The `step` names of a `--json` run's `{"type":"step"}` events.
-fn steps(out: &Output) -> Vec<String> {
+pub(crate) fn steps(out: &Output) -> Vec<String> {
     out.json_lines()
         .iter()
         .filter(|e| e["type"] == "step")
@@ -208,14 +212,14 @@ fn steps(out: &Output) -> Vec<String> {
 }
 
 /// The job id in a run's finished event.
-fn job_id(out: &Output) -> String {
+pub(crate) fn job_id(out: &Output) -> String {
     out.finished()
         .and_then(|f| f["job_id"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("no finished event with a job_id\n{}", out.all()))
 }
 
 #[track_caller]
-fn assert_outcome(rig: &Rig, out: &Output, code: i32, outcome: &str) {
+pub(crate) fn assert_outcome(rig: &Rig, out: &Output, code: i32, outcome: &str) {
     assert!(
         out.code == code && out.outcome().as_deref() == Some(outcome),
         "expected exit {code} and outcome {outcome}, got exit {} and {:?}\n--- stdout\n{}\n--- stderr\n{}\n{}",
@@ -337,7 +341,7 @@ fn assert_rolled_back_to_v1(
 
 /// `steps` has a `step` step.
 #[track_caller]
-fn assert_step(steps: &[String], step: &str) {
+pub(crate) fn assert_step(steps: &[String], step: &str) {
     assert!(steps.iter().any(|s| s == step), "no {step} step: {steps:?}");
 }
 

@@ -98,6 +98,10 @@ fn every_field_is_decoded() {
             max_cpu_percent: 150.5,
             max_memory_bytes: 256 << 20,
             interval_ms: 500,
+            max_error_rate: 0.01,
+            max_p95_latency_ms: 350,
+            min_samples: 400,
+            no_data: "fail".into(),
         }),
         canary_instances: 2,
     };
@@ -135,6 +139,10 @@ fn every_field_is_decoded() {
                 max_cpu_percent: Some(150.5),
                 max_memory_bytes: Some(256 << 20),
                 interval: Duration::from_millis(500),
+                max_error_rate: 0.01,
+                max_p95_latency: Duration::from_millis(350),
+                min_samples: Some(400),
+                no_data: crate::job::NoData::Fail,
             },
             canary_instances: 2,
         }

@@ -55,6 +55,10 @@ pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> 
     add(a.max_cpu.is_some(), "--max-cpu", CANARY);
     add(a.max_memory.is_some(), "--max-memory", CANARY);
     add(a.analysis_interval.is_some(), "--analysis-interval", CANARY);
+    add(a.max_error_rate.is_some(), "--max-error-rate", CANARY);
+    add(a.max_p95_latency.is_some(), "--max-p95-latency", CANARY);
+    add(a.min_samples.is_some(), "--min-samples", CANARY);
+    add(a.no_data.is_some(), "--no-data", CANARY);
     out
 }
 
@@ -236,7 +240,11 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
         || a.max_conn_errors.is_some()
         || a.max_cpu.is_some()
         || a.max_memory.is_some()
-        || a.analysis_interval.is_some();
+        || a.analysis_interval.is_some()
+        || a.max_error_rate.is_some()
+        || a.max_p95_latency.is_some()
+        || a.min_samples.is_some()
+        || a.no_data.is_some();
     if analysis_given {
         r.analysis = Some(Analysis {
             max_probe_failures: at_least_one(
@@ -264,9 +272,46 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
                 .transpose()?
                 .unwrap_or_default(),
             interval_ms: ms("--analysis-interval", &a.analysis_interval)?,
+            max_error_rate: a
+                .max_error_rate
+                .as_deref()
+                .map(|s| error_rate("--max-error-rate", s))
+                .transpose()?
+                .unwrap_or_default(),
+            max_p95_latency_ms: ms("--max-p95-latency", &a.max_p95_latency)?,
+            min_samples: match a.min_samples.as_deref() {
+                None => 0,
+                Some(n) => u64::from(flags::positive_u32("--min-samples", n)?),
+            },
+            no_data: match a.no_data.as_deref().map(str::trim) {
+                None => String::new(),
+                Some(v @ ("pause" | "fail" | "pass")) => v.to_owned(),
+                Some(v) => {
+                    return Err(FlagError::new(
+                        "--no-data",
+                        format!("expected pause, fail or pass, got {v:?}"),
+                    ));
+                }
+            },
         });
     }
     Ok(Some(r))
+}
+
+/// A share strictly between 0 and 1, as `0.001` or `0.1%`.
+fn error_rate(flag: &'static str, raw: &str) -> Result<f64, FlagError> {
+    let t = raw.trim();
+    let value = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => t.parse::<f64>(),
+    };
+    match value {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(FlagError::new(
+            flag,
+            format!("expected a share between 0 and 1 like 0.001 or 0.1%, got {raw:?}"),
+        )),
+    }
 }
 
 /// A threshold whose 0 on the wire means the agent's default, so 0 cannot be asked for.
@@ -399,6 +444,29 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
         );
         row("max conn errors", n(a.max_conn_errors, "5"));
         row(
+            "max error rate",
+            or_default(
+                a.max_error_rate,
+                a.max_error_rate > 0.0,
+                |r| r.to_string(),
+                "0.001",
+            ),
+        );
+        row("max p95 latency", ms_text(a.max_p95_latency_ms, "200ms"));
+        row(
+            "min samples",
+            or_default(
+                a.min_samples,
+                a.min_samples > 0,
+                |n| n.to_string(),
+                "3 / allowed share",
+            ),
+        );
+        row(
+            "no data",
+            or_default(a.no_data.clone(), !a.no_data.is_empty(), |s| s, "pause"),
+        );
+        row(
             "max cpu",
             or_default(
                 a.max_cpu_percent,
@@ -438,6 +506,10 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
             "max_cpu_percent": a.max_cpu_percent,
             "max_memory_bytes": a.max_memory_bytes,
             "interval_ms": a.interval_ms,
+            "max_error_rate": a.max_error_rate,
+            "max_p95_latency_ms": a.max_p95_latency_ms,
+            "min_samples": a.min_samples,
+            "no_data": a.no_data,
         })
     });
     json!({

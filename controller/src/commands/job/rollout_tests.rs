@@ -109,6 +109,10 @@ fn canary_flags_and_analysis() {
         max_cpu: Some("150%".into()),
         max_memory: Some("256MiB".into()),
         analysis_interval: Some("2s".into()),
+        max_error_rate: Some("2%".into()),
+        max_p95_latency: Some("300ms".into()),
+        min_samples: Some("500".into()),
+        no_data: Some("fail".into()),
         ..args()
     };
     let r = build_rollout(Strategy::Canary, &a).unwrap().unwrap();
@@ -142,6 +146,10 @@ fn canary_flags_and_analysis() {
             max_cpu_percent: 150.0,
             max_memory_bytes: 256 << 20,
             interval_ms: 2_000,
+            max_error_rate: 0.02,
+            max_p95_latency_ms: 300,
+            min_samples: 500,
+            no_data: "fail".into(),
         })
     );
     // One analysis flag alone: the rest stay at the agent's defaults (0).
@@ -359,6 +367,22 @@ fn every_flag_validates_and_names_itself() {
             },
             Strategy::Canary,
             "--max-conn-errors",
+        ),
+        (
+            RolloutArgs {
+                max_error_rate: Some("1.5".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--max-error-rate",
+        ),
+        (
+            RolloutArgs {
+                no_data: Some("maybe".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--no-data",
         ),
         (
             RolloutArgs {

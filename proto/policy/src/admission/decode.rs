@@ -13,8 +13,8 @@ use prost::Message;
 
 use super::AdmissionError;
 use crate::job::{
-    Action, AnalysisSpec, AppName, BatchSize, CanaryStep, HealthSpec, JobId, JobSpec, Probe,
-    ReleaseSpec, RolloutSpec, Sha256Hex, StrategyKind,
+    Action, AnalysisSpec, AppName, BatchSize, CanaryStep, HealthSpec, JobId, JobSpec, NoData,
+    Probe, ReleaseSpec, RolloutSpec, Sha256Hex, StrategyKind,
 };
 
 /// Probe interval when the job leaves it 0.
@@ -363,8 +363,38 @@ fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
             ),
         ));
     };
+    let max_error_rate = if a.max_error_rate == 0.0 {
+        d.max_error_rate
+    } else if a.max_error_rate.is_finite() && a.max_error_rate > 0.0 && a.max_error_rate < 1.0 {
+        a.max_error_rate
+    } else {
+        return Err(invalid(
+            "release.rollout.analysis.max_error_rate",
+            format!(
+                "{} is not a share between 0 and 1 (0: the default, {})",
+                a.max_error_rate, d.max_error_rate
+            ),
+        ));
+    };
+    let no_data = match a.no_data.as_str() {
+        "" => d.no_data,
+        s => NoData::parse(s).ok_or_else(|| {
+            invalid(
+                "release.rollout.analysis.no_data",
+                format!("{s:?} is not pause, fail or pass"),
+            )
+        })?,
+    };
     let pick = |v: u32, d: u32| if v == 0 { d } else { v };
     Ok(AnalysisSpec {
+        max_error_rate,
+        max_p95_latency: duration_or(
+            "release.rollout.analysis.max_p95_latency_ms",
+            a.max_p95_latency_ms,
+            d.max_p95_latency,
+        )?,
+        min_samples: (a.min_samples != 0).then_some(a.min_samples),
+        no_data,
         max_probe_failures: pick(a.max_probe_failures, d.max_probe_failures),
         max_restarts: pick(a.max_restarts, d.max_restarts),
         max_conn_errors: match a.max_conn_errors {

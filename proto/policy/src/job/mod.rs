@@ -12,8 +12,8 @@ mod spec;
 pub use self::kinds::{Action, StrategyKind, action_name, strategy_name};
 pub use self::names::{AppName, DigestError, JobId, NameError, Sha256Hex};
 pub use self::spec::{
-    AnalysisSpec, BatchSize, CanaryStep, HealthSpec, JobSpec, Probe, ReleaseSpec, RolloutSpec,
-    VerifiedJob,
+    AnalysisSpec, BatchSize, CanaryStep, HealthSpec, JobSpec, NoData, P95_SLOW_SHARE, Probe,
+    ReleaseSpec, RolloutSpec, VerifiedJob,
 };
 
 #[cfg(test)]

@@ -109,8 +109,44 @@ pub struct CanaryStep {
     pub pause: Option<Duration>,
 }
 
+/// What a step does when its hold is over and a metric still has too few samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoData {
+    /// Wait (saying why) until there are enough samples, or a promote or abort.
+    #[default]
+    Pause,
+    /// Roll back.
+    Fail,
+    /// Go on without the verdict (said in the job's record).
+    Pass,
+}
+
+impl NoData {
+    /// `pause`, `fail` or `pass`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoData::Pause => "pause",
+            NoData::Fail => "fail",
+            NoData::Pass => "pass",
+        }
+    }
+
+    /// Parses [`NoData::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<NoData> {
+        match s {
+            "pause" => Some(NoData::Pause),
+            "fail" => Some(NoData::Fail),
+            "pass" => Some(NoData::Pass),
+            _ => None,
+        }
+    }
+}
+
 /// What aborts a canary.
+// Fields added later take their defaults in records written before them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AnalysisSpec {
     /// Failed health probes of canary instances.
     pub max_probe_failures: u32,
@@ -124,6 +160,36 @@ pub struct AnalysisSpec {
     pub max_memory_bytes: Option<u64>,
     /// How often the analysis runs.
     pub interval: Duration,
+    /// HTTP mode: the largest share of 5xx responses (0 to 1).
+    pub max_error_rate: f64,
+    /// HTTP mode: the largest 95th percentile latency.
+    pub max_p95_latency: Duration,
+    /// Responses a metric needs before it may pass; `None`: the rule of three (see
+    /// [`AnalysisSpec::min_samples_for`]).
+    pub min_samples: Option<u64>,
+    /// What a finished hold does while a metric has too few samples.
+    pub no_data: NoData,
+}
+
+/// The share of responses a p95 check allows to be slower than its threshold.
+pub const P95_SLOW_SHARE: f64 = 0.05;
+
+impl AnalysisSpec {
+    /// Responses a metric that allows a share `allowed` of bad ones needs before it may pass:
+    /// [`AnalysisSpec::min_samples`] when set, else the rule of three, `ceil(3 / allowed)`
+    /// (0 bad ones in n responses bound the true share below 3/n with 95% confidence; so
+    /// 3000 for an error rate of 0.001, 60 for a p95).
+    pub fn min_samples_for(&self, allowed: f64) -> u64 {
+        if let Some(n) = self.min_samples {
+            return n;
+        }
+        if allowed <= 0.0 || !allowed.is_finite() {
+            return u64::MAX;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (3.0 / allowed).ceil() as u64;
+        n.max(1)
+    }
 }
 
 impl Default for AnalysisSpec {
@@ -135,6 +201,10 @@ impl Default for AnalysisSpec {
             max_cpu_percent: None,
             max_memory_bytes: None,
             interval: Duration::from_secs(1),
+            max_error_rate: 0.001,
+            max_p95_latency: Duration::from_millis(200),
+            min_samples: None,
+            no_data: NoData::Pause,
         }
     }
 }
