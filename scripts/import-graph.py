@@ -23,7 +23,7 @@ from collections import defaultdict
 
 # Top first. A module imports only its own floor or those below it.
 FLOORS = [
-    ["main", "cli", "daemon", "lock", "readiness"],
+    ["main", "cli", "daemon", "exporter", "lock", "readiness"],
     ["server"],
     ["intake"],
     ["admission"],
@@ -33,7 +33,7 @@ FLOORS = [
     ["health", "traffic", "artifact", "reach", "fsguard"],
     ["supervisor"],
     ["config", "secrets"],
-    ["audit", "state", "ledger", "progress", "clock", "error", "job", "telemetry", "shutdown"],
+    ["audit", "state", "ledger", "progress", "clock", "error", "job", "telemetry", "metrics", "shutdown"],
 ]
 
 

@@ -332,6 +332,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let watchdog = crate::readiness::spawn_watchdog(watchdog_stop.clone());
 
     let crl_watch = spawn_crl_reload(revocation, shutdown.token());
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = crate::exporter::bind(addr)
+                .await
+                .map_err(start(format!("listen for /metrics on {addr}")))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!("serving /metrics on http://{bound}/metrics");
+            Some(tokio::spawn(crate::exporter::serve(
+                listener,
+                executor.clone(),
+                shutdown.token(),
+            )))
+        }
+        None => None,
+    };
 
     let signal = signals.wait().await;
     tracing::info!("{signal}: shutting down; app instances keep running");
@@ -381,6 +396,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         && let Err(e) = task.await
     {
         tracing::warn!("the watchdog task failed: {e}");
+    }
+    if let Some(task) = metrics
+        && let Err(e) = task.await
+    {
+        tracing::warn!("the metrics listener failed: {e}");
     }
     server_result
 }

@@ -7,7 +7,8 @@
 //! `scripts/import-graph.py`; the one exception is named at the end):
 //!
 //! * [`daemon`] assembles the rest for `gantry-agent run` ([`lock`]: one agent per data dir;
-//!   [`readiness`]: systemd notifications); [`cli`] holds the operator commands.
+//!   [`readiness`]: systemd notifications; [`exporter`]: `/metrics`); [`cli`] holds the
+//!   operator commands.
 //! * [`server`]: gRPC over mutual TLS, the per-certificate throttle and the rejection flood
 //!   summary; proto types stop at `server::convert`, errors become codes in `server::status`.
 //! * [`intake`]: the submit use case (admit → reserve → `job.accepted` within a deadline →
@@ -32,7 +33,8 @@
 //!   group-committed log every floor writes to), [`state`] (write_atomic, what runs where),
 //!   [`ledger`] (every admitted job id and where it stands, rebuilt from the audit log when
 //!   `jobs/` is lost), [`progress`] (job outcomes, events and their feed), [`clock`], [`error`] (the error-chain
-//!   formatter), [`job`] (domain types), [`telemetry`] and [`shutdown`].
+//!   formatter), [`job`] (domain types), [`telemetry`], [`metrics`] (the Prometheus counters
+//!   every floor bumps) and [`shutdown`].
 //!
 //! [`keys`](gantry_proto::keys) come from `gantry-proto`.
 //!
@@ -53,11 +55,13 @@ pub mod clock;
 pub mod daemon;
 pub mod error;
 pub mod executor;
+pub mod exporter;
 pub mod fsguard;
 pub mod health;
 pub mod intake;
 pub mod ledger;
 pub mod lock;
+pub mod metrics;
 pub mod progress;
 pub mod reach;
 pub mod readiness;

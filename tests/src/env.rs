@@ -87,6 +87,8 @@ pub struct Options {
     pub router: Router,
     /// `apps.web.mode = "http"`: the front door counts HTTP requests (with [`Router::FrontDoor`]).
     pub http: bool,
+    /// `[metrics] listen` on a free loopback port ([`TestEnv::metrics`]).
+    pub metrics: bool,
 }
 
 /// The traffic router of app `web`.
@@ -150,6 +152,7 @@ impl Default for Options {
             stop_timeout: "5s".to_owned(),
             router: Router::None,
             http: false,
+            metrics: false,
         }
     }
 }
@@ -182,6 +185,8 @@ pub struct TestEnv {
     pub options: Options,
     /// `apps.web.listen`: the front door's (or nginx's) address, with a router.
     pub listen: Option<SocketAddr>,
+    /// `[metrics] listen`, when [`Options::metrics`].
+    pub metrics: Option<SocketAddr>,
     /// The nginx files, with [`Router::Nginx`].
     pub nginx: Option<NginxFiles>,
     _dir: tempfile::TempDir,
@@ -221,6 +226,14 @@ impl TestEnv {
                 *free_port_range(1)?.start(),
             ))),
         };
+        let metrics = if options.metrics {
+            Some(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                *free_port_range(1)?.start(),
+            )))
+        } else {
+            None
+        };
         let nginx = (options.router == Router::Nginx).then(|| {
             let dir = root.join("nginx");
             NginxFiles {
@@ -257,6 +270,7 @@ impl TestEnv {
             state_dir,
             options,
             listen,
+            metrics,
             nginx,
             root,
             _dir: dir,
@@ -345,6 +359,11 @@ impl TestEnv {
                 .allow(Action::Abort, &["deployer"]);
         }
         web.nginx = self.nginx.as_ref().map(nginx_section);
+        raw.metrics = self
+            .metrics
+            .map(|a| gantry_policy::config::raw::RawMetrics {
+                listen: a.to_string(),
+            });
         raw.app("web", web)
     }
 

@@ -407,6 +407,7 @@ impl Executor {
             recent.truncate(RECENT_JOBS);
         }
         tracing::info!(outcome = outcome.as_str(), %reason, "job finished");
+        crate::metrics::global().job_finished(outcome.as_str());
         if holds_app {
             lock(&self.inner.busy).remove(&spec.app);
         }

@@ -151,6 +151,19 @@ impl Executor {
         out
     }
 
+    /// Each app's front door counters (apps whose router keeps none, or whose stats cannot be
+    /// read now, are left out), for `/metrics`.
+    pub fn router_stats(&self) -> Vec<(AppName, crate::traffic::Stats)> {
+        self.inner
+            .shared
+            .iter()
+            .filter_map(|(name, shared)| {
+                let stats = shared.router.as_deref()?.stats().ok()?;
+                Some((name.clone(), stats))
+            })
+            .collect()
+    }
+
     /// Recently finished jobs, newest first.
     pub fn recent_jobs(&self) -> Vec<JobSummary> {
         lock(&self.inner.recent).iter().cloned().collect()

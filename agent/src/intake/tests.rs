@@ -106,6 +106,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
             client_connections: 64,
         },
         policy: Arc::new(policy),
+        metrics_listen: None,
     }
 }
 

@@ -107,6 +107,7 @@ impl AgentService {
     /// Records a rejection (in full, or only counted when over the rate) and builds its answer.
     async fn reject(&self, bytes: usize, rejection: &Rejection, peer: &PeerIdentity) -> Status {
         let code = status::reason_code(&rejection.error);
+        crate::metrics::global().job_rejected(code);
         let paused = self.charge(peer).await;
         let answer = |status: Status| match paused {
             Some(pause) => Status::new(

@@ -242,3 +242,129 @@ fn a_canary_without_traffic_pauses_with_a_clear_reason() {
     assert_step(&steps(&out), "rollout.paused");
     rig.wait_serving("1.0.0");
 }
+
+/// `GET /metrics` from `addr`: the status line's code, the content type and the body.
+fn scrape(addr: std::net::SocketAddr, accept: &str) -> (String, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (code, content_type, body.to_owned())
+}
+
+#[test]
+fn metrics_are_served_in_base_units_and_pass_promtool() {
+    let rig = Rig::with_v1(
+        Options {
+            http: true,
+            metrics: true,
+            ..Options::front_door(4)
+        },
+        2,
+    );
+    // A rejection, so that the rejection counter has a series.
+    let v1 = make_artifact(&rig.env, "1.0.1", "").unwrap();
+    let args = crate::deploy_args(&rig.env.keys.viewer, "1.0.1", &v1, &[]);
+    rig.ctl.run(&crate::strs(&args)).unwrap().assert_code(3);
+    let load = steady_load(&rig);
+    load.wait_for_more(100, Duration::from_secs(10)).unwrap();
+    stop_load(&rig, load, false);
+
+    let addr = rig.env.metrics.unwrap();
+    let mut text = String::new();
+    wait_until(
+        Duration::from_secs(10),
+        "the front door's stable cohort in /metrics",
+        || {
+            let (code, content_type, body) = scrape(addr, "*/*");
+            assert_eq!(code, "200", "{body}");
+            assert!(
+                content_type.starts_with("text/plain; version=0.0.4"),
+                "{content_type}"
+            );
+            text = body;
+            text.contains("gantry_frontdoor_requests_total{app=\"web\",cohort=\"stable\"}")
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for name in [
+        "gantry_build_info{version=",
+        "gantry_jobs_total{outcome=\"succeeded\"}",
+        "gantry_admission_rejections_total{reason=",
+        "gantry_audit_appends_total ",
+        "gantry_audit_fsync_duration_seconds_bucket{le=",
+        "gantry_frontdoor_responses_total{app=\"web\",cohort=\"stable\",class=\"2xx\"}",
+        "gantry_frontdoor_response_duration_seconds_bucket{le=\"0.2\",app=\"web\",cohort=\"stable\"}",
+        "gantry_frontdoor_connections_total{app=\"web\"}",
+        "gantry_instance_restarts_total{app=\"web\",instance=\"0\",version=\"1.0.0\"} 0",
+        "gantry_instance_resident_memory_bytes{app=\"web\",instance=\"0\",version=\"1.0.0\"}",
+        "gantry_instance_cpu_ratio{app=\"web\"",
+    ] {
+        assert!(text.contains(name), "no {name} in /metrics:\n{text}");
+    }
+    let (_, content_type, om) = scrape(addr, "application/openmetrics-text; version=1.0.0");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+
+    let Ok(promtool) = which("promtool") else {
+        eprintln!(
+            "SKIPPED the promtool check: promtool is not installed (Debian's prometheus package has it; CI installs it)"
+        );
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}\n{}{}\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The first `name` on `PATH`.
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

@@ -153,9 +153,11 @@ impl Writer {
         if let Err(e) = self.file.write_all(&self.buf) {
             return Err(self.cut_back(format!("cannot write {}: {e}", self.path.display())));
         }
+        let started = std::time::Instant::now();
         if let Err(e) = self.file.sync_data() {
             return Err(self.cut_back(format!("cannot sync {}: {e}", self.path.display())));
         }
+        crate::metrics::global().audit_committed(self.lines.len() as u64, started.elapsed());
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -54,6 +54,8 @@ pub struct Config {
     pub limits: Limits,
     /// Who may do what.
     pub policy: Arc<Policy>,
+    /// Where `/metrics` is served (`[metrics] listen`); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where a host sits in the fleet, from its own config: fleet plans and their ring selectors are

@@ -48,6 +48,25 @@ pub struct RawConfig {
     /// Apps this host may run, by name.
     #[serde(default)]
     pub apps: BTreeMap<String, RawApp>,
+    /// `[metrics]`: serve Prometheus metrics; absent: no metrics listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<RawMetrics>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `IP:port` of the plain-HTTP `/metrics` listener.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+/// Where `/metrics` listens when `[metrics]` names no address: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+fn default_metrics_listen() -> String {
+    DEFAULT_METRICS_LISTEN.to_owned()
 }
 
 /// `[tls]`.
@@ -266,6 +285,7 @@ impl RawConfig {
             limits: RawLimits::default(),
             keys: Vec::new(),
             apps: BTreeMap::new(),
+            metrics: None,
         }
     }
 

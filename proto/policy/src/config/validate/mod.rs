@@ -214,6 +214,7 @@ fn validate(
     let tls = settings::tls(p, &raw, base, full);
     let audit = settings::audit(p, &raw, base, full);
     let limits = settings::limits(p, &raw);
+    let metrics_listen = settings::metrics_listen(p, &raw);
 
     let mut policy = Policy {
         keys: keys::validate_keys(p, &raw, base),
@@ -232,5 +233,6 @@ fn validate(
         audit,
         limits,
         policy: Arc::new(policy),
+        metrics_listen,
     }
 }

@@ -26,6 +26,42 @@ pub(super) fn listen(p: &mut Problems, raw: &RawConfig) -> SocketAddr {
     }
 }
 
+/// `[metrics] listen`, when `[metrics]` is there.
+pub(super) fn metrics_listen(p: &mut Problems, raw: &RawConfig) -> Option<SocketAddr> {
+    let m = raw.metrics.as_ref()?;
+    match m.listen.trim().parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            p.add(
+                "metrics.listen",
+                "needs a fixed port, not 0 (scrapers must find it)",
+            );
+            None
+        }
+        Ok(a) if a == settings_listen(raw) => {
+            p.add("metrics.listen", "is the agent's own gRPC listen address");
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                "metrics.listen",
+                format!(
+                    "{:?} is not an IP:port address like \"127.0.0.1:9464\"",
+                    m.listen
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn settings_listen(raw: &RawConfig) -> SocketAddr {
+    raw.listen
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 /// `environment` and `[labels]`: short names a selector can match exactly.
 pub(super) fn placement(p: &mut Problems, raw: &RawConfig) -> Placement {
     if let Some(env) = &raw.environment
