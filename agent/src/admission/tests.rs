@@ -92,6 +92,7 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
         listen: None,
         router: crate::config::RouterConfig::None,
         front_door_mode: crate::config::FrontDoorMode::Tcp,
+        hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         allow,
     };
     Policy {

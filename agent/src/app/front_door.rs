@@ -163,6 +163,12 @@ pub async fn ensure_front_door(
     let routes = traffic_dir(&app.dir).join("routes.json");
     if !routes.exists() {
         let mut table = RouteTable::new(1, Vec::new());
+        table.hold_timeout_ms = app
+            .policy
+            .hold_timeout
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX);
         let active = app.state.active_slot;
         for port in ports_in(app, active) {
             if let Some(id) = backend_id(app, port) {

@@ -25,6 +25,8 @@ pub const MAX_BACKENDS: usize = 1024;
 pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Longest drain timeout a table may ask for.
 pub const MAX_DRAIN_TIMEOUT_MS: u64 = 3_600_000;
+/// Longest hold a table may ask for.
+pub const MAX_HOLD_TIMEOUT_MS: u64 = 60_000;
 /// Longest connect timeout a table may ask for.
 pub const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
 /// Largest route file the front door reads.
@@ -97,6 +99,11 @@ pub struct RouteTable {
     /// How long to wait for a backend to accept before trying another one.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// How long a new connection waits, retrying, when every backend in rotation refuses it
+    /// (between an old instance stopping and the new one listening) before it is closed.
+    /// 0 (the default): closed at once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hold_timeout_ms: u64,
     /// Latency histogram edges (milliseconds) the front door adds to its defaults in HTTP
     /// mode: the thresholds the running job checks, so that its verdicts are exact.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -105,6 +112,10 @@ pub struct RouteTable {
 
 fn default_drain_timeout_ms() -> u64 {
     DEFAULT_DRAIN_TIMEOUT_MS
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -208,7 +219,7 @@ pub enum RouteProblem {
     /// A timeout is 0 or above its maximum.
     #[error("{field} is {value} ms; it must be between 1 and {max} ms")]
     BadTimeout {
-        /// `drain_timeout_ms` or `connect_timeout_ms`.
+        /// `drain_timeout_ms`, `connect_timeout_ms` or `hold_timeout_ms`.
         field: &'static str,
         /// The value.
         value: u64,
@@ -244,6 +255,7 @@ impl RouteTable {
             backends,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            hold_timeout_ms: 0,
             latency_edges_ms: Vec::new(),
         }
     }
@@ -256,6 +268,11 @@ impl RouteTable {
     /// The connect timeout.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// How long a refused connection is held.
+    pub fn hold_timeout(&self) -> Duration {
+        Duration::from_millis(self.hold_timeout_ms)
     }
 
     /// The backend named `id`.
@@ -288,6 +305,13 @@ impl RouteTable {
             self.connect_timeout_ms,
             MAX_CONNECT_TIMEOUT_MS,
         )?;
+        if self.hold_timeout_ms > MAX_HOLD_TIMEOUT_MS {
+            return Err(RouteProblem::BadTimeout {
+                field: "hold_timeout_ms",
+                value: self.hold_timeout_ms,
+                max: MAX_HOLD_TIMEOUT_MS,
+            });
+        }
         if self.latency_edges_ms.len() > crate::traffic::http_stats::MAX_LATENCY_EDGES
             || self
                 .latency_edges_ms

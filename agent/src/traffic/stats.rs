@@ -80,6 +80,9 @@ pub struct Stats {
     /// Client connections closed at once because no backend was in rotation or every
     /// backend tried refused.
     pub unrouted: u64,
+    /// Client connections held because every backend in rotation refused them (see the
+    /// route table's `hold_timeout_ms`); those still refused at its end count in `unrouted`.
+    pub held: u64,
     /// Per backend id; backends removed from the table stay until their last connection ends.
     pub backends: BTreeMap<String, BackendStats>,
     /// `tcp` or `http` (empty in files of front doors older than the mode).

@@ -2,7 +2,9 @@
 //! a canary answering 2% HTTP 500 is rolled back by the error-rate check, one adding 300 ms
 //! by the p95 check, a healthy one is promoted; the stable release loses no request, and the
 //! verdict's numbers are in the audit entry and the job's result. A canary that gets no
-//! traffic pauses with a clear reason instead of passing or aborting.
+//! traffic pauses with a clear reason instead of passing or aborting. `/metrics` passes
+//! `promtool check metrics`; a hot deploy through the front door loses no request (it holds
+//! new connections while no instance listens).
 
 use std::time::Duration;
 
@@ -367,4 +369,27 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+#[test]
+fn a_hot_deploy_through_the_front_door_loses_no_request() {
+    let rig = Rig::with_v1(Options::front_door(4), 2);
+    let load = steady_load(&rig);
+    let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
+    let out = rig.deploy("2.0.0", &v2, 2, &["--strategy", "hot"], "20s");
+    assert_outcome(&rig, &out, 0, "succeeded");
+    load.wait_for_version("2.0.0", Duration::from_secs(10))
+        .unwrap();
+    let report = stop_load(&rig, load, false);
+    assert!(report.versions.contains_key("1.0.0") && report.versions.contains_key("2.0.0"));
+    let stats: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(rig.env.data_dir.join("apps/web/traffic/run/stats.json")).unwrap(),
+    )
+    .unwrap();
+    eprintln!(
+        "front door: {} connection(s) held while no instance listened, {} unrouted",
+        stats["held"], stats["unrouted"]
+    );
+    assert_eq!(stats["unrouted"], 0, "{stats}");
+    rig.wait_serving("2.0.0");
 }

@@ -1,11 +1,14 @@
-//! One client connection: pick a backend (trying the next on a refusal), then copy bytes
-//! both ways, counted, until either side closes or the connection is cut.
+//! One client connection: pick a backend (trying the next on a refusal; when all refuse,
+//! holding the client and trying again up to the table's hold timeout), then copy bytes both
+//! ways, counted, until either side closes or the connection is cut.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -15,10 +18,16 @@ use super::shared::{Shared, should_warn};
 use crate::config::FrontDoorMode;
 use crate::traffic::stats::Counters;
 
+/// How often a held connection tries the backends again.
+const HOLD_RETRY: Duration = Duration::from_millis(20);
+
 impl Shared {
     pub(super) async fn serve(self: Arc<Self>, mut client: TcpStream) {
         let _ = client.set_nodelay(true);
         let mut tried: Vec<Arc<str>> = Vec::new();
+        let arrived = Instant::now();
+        // While held, refusals are retried without counting each again.
+        let mut holding = false;
         let (upstream, target) = loop {
             let picked = {
                 let mut routing = self.lock();
@@ -26,6 +35,20 @@ impl Shared {
                 routing.pick(&tried).map(|t| (t, timeout))
             };
             let Some((target, timeout)) = picked else {
+                let hold = self.lock().table.hold_timeout();
+                // Every backend in rotation refused (an empty table routes nothing at once):
+                // hold the client and try them all again, up to the table's hold timeout.
+                if !tried.is_empty() && arrived.elapsed() < hold {
+                    if !holding {
+                        holding = true;
+                        Counters::bump(&self.held);
+                    }
+                    tried.clear();
+                    tokio::select! {
+                        () = tokio::time::sleep(HOLD_RETRY) => continue,
+                        () = self.cut_all.cancelled() => {}
+                    }
+                }
                 Counters::bump(&self.unrouted);
                 if !tried.is_empty() && should_warn(&self.last_accept_warn) {
                     tracing::warn!(
@@ -41,13 +64,15 @@ impl Shared {
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {}", humantime::format_duration(timeout)),
             };
-            Counters::bump(&target.counters.connect_errors);
-            if should_warn(&target.counters.last_warn_ms) {
-                tracing::warn!(
-                    backend = %target.id,
-                    addr = %target.addr,
-                    "cannot connect to backend, trying another: {failure}"
-                );
+            if !holding {
+                Counters::bump(&target.counters.connect_errors);
+                if should_warn(&target.counters.last_warn_ms) {
+                    tracing::warn!(
+                        backend = %target.id,
+                        addr = %target.addr,
+                        "cannot connect to backend, trying another: {failure}"
+                    );
+                }
             }
             tried.push(target.id);
         };

@@ -195,6 +195,7 @@ impl FrontDoorServer {
             accepting: AtomicBool::new(true),
             connections: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             last_accept_warn: AtomicU64::new(0),
             last_stats_warn: AtomicU64::new(0),
             conns: TaskTracker::new(),

@@ -45,6 +45,8 @@ pub(super) struct Shared {
     pub(super) accepting: AtomicBool,
     pub(super) connections: AtomicU64,
     pub(super) unrouted: AtomicU64,
+    /// Connections held because every backend refused them.
+    pub(super) held: AtomicU64,
     pub(super) last_accept_warn: AtomicU64,
     pub(super) last_stats_warn: AtomicU64,
     pub(super) conns: TaskTracker,
@@ -88,6 +90,7 @@ impl Shared {
             accepting: self.accepting.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
             unrouted: self.unrouted.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
             backends,
             mode: self.mode.as_str().to_owned(),
             cohorts: if http {

@@ -289,7 +289,15 @@ pub struct AppPolicy {
     pub router: RouterConfig,
     /// What the built-in front door understands (`mode`); TCP for other routers.
     pub front_door_mode: FrontDoorMode,
+    /// How long the front door holds a new connection no instance accepts
+    /// ([`DEFAULT_HOLD_TIMEOUT`] unless `hold_timeout` says otherwise; 0: not at all).
+    pub hold_timeout: Duration,
 }
+
+/// How long the front door holds a connection no instance accepts, by default.
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `hold_timeout` (the front door's limit).
+pub const MAX_HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the built-in front door understands of the bytes it passes on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -229,6 +229,10 @@ pub struct RawApp {
     /// (HTTP/1.1 requests, counted by status and latency for analysis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Front door: how long a new connection waits while no instance accepts (between the
+    /// old ones stopping and the new ones listening in a hot deploy), humantime; default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_timeout: Option<String>,
     /// Action → roles that may do it.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,
@@ -357,6 +361,7 @@ impl RawApp {
             deployer_may_approve: false,
             listen: None,
             mode: None,
+            hold_timeout: None,
             allow: BTreeMap::new(),
             nginx: None,
         }

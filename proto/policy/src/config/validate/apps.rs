@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
-use super::router::{check_app_listens, validate_mode, validate_router};
+use super::router::{check_app_listens, validate_hold, validate_mode, validate_router};
 use super::users::{resolve_user, unresolved_user};
 use super::{HostIdentity, Mode, Problems};
 use crate::config::raw::{RawApp, RawConfig};
@@ -75,6 +75,7 @@ pub(super) fn validate_apps(
         };
         let (app_listen, router) = validate_router(p, &at, app, base, ports.as_ref());
         let front_door_mode = validate_mode(p, &at, app);
+        let hold_timeout = validate_hold(p, &at, app);
         if let Some(l) = app_listen {
             listens.push((name.clone(), l));
         }
@@ -108,6 +109,7 @@ pub(super) fn validate_apps(
                     listen: app_listen,
                     router,
                     front_door_mode,
+                    hold_timeout,
                 },
             );
         }

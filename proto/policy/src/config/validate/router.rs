@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::{Problems, resolve};
 use crate::config::raw::{RawApp, RawNginx};
-use crate::config::{FrontDoorMode, RouterConfig};
+use crate::config::{DEFAULT_HOLD_TIMEOUT, FrontDoorMode, MAX_HOLD_TIMEOUT, RouterConfig};
 
 /// Parses an app's `listen` and `[nginx]` into its router; checks that the port range holds
 /// both slots when there is a router.
@@ -82,6 +82,30 @@ pub(super) fn validate_mode(p: &mut Problems, at: &str, app: &RawApp) -> FrontDo
         );
     }
     mode
+}
+
+/// The front door's `hold_timeout` (humantime, at most [`MAX_HOLD_TIMEOUT`]).
+pub(super) fn validate_hold(p: &mut Problems, at: &str, app: &RawApp) -> std::time::Duration {
+    let Some(value) = app.hold_timeout.as_deref() else {
+        return DEFAULT_HOLD_TIMEOUT;
+    };
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if d <= MAX_HOLD_TIMEOUT => d,
+        Ok(_) => {
+            p.add(
+                format!("{at}.hold_timeout"),
+                format!("{value:?} is longer than the maximum of 60s"),
+            );
+            DEFAULT_HOLD_TIMEOUT
+        }
+        Err(e) => {
+            p.add(
+                format!("{at}.hold_timeout"),
+                format!("{value:?} is not a duration like \"5s\": {e}"),
+            );
+            DEFAULT_HOLD_TIMEOUT
+        }
+    }
 }
 
 fn validate_nginx(p: &mut Problems, at: &str, nginx: &RawNginx, base: &Path) -> RouterConfig {
