@@ -250,6 +250,11 @@ pub struct RolloutArgs {
     /// health check passes to count as healthy. [default: 0]
     #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
     pub min_healthy_time: Option<String>,
+    /// Every strategy: once the deploy is done, keep watching the new release this long
+    /// (health probes, restarts and, with a front door in HTTP mode, error rate and p95
+    /// latency) and roll it back if it fails. [default: 0, not watched]
+    #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
+    pub watch: Option<String>,
     /// Rolling, blue-green, canary: a new instance not healthy (for --min-healthy-time) by
     /// then fails the deploy. Default: --health-deadline.
     #[arg(long, value_name = "DURATION", help_heading = "Rollout")]

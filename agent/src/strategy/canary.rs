@@ -86,6 +86,8 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         wait_healthy_ports(app, ctx, release, &rest).await?;
         let all = ports_in(app, canary_slot);
         serve_only(app, ctx, &all, "promote the canary").await?;
+        // The stable release still runs: a watch failure returns all traffic to it.
+        super::watch::watch(app, ctx, release, &all, CANARY).await?;
         Ok::<(), StrategyError>(())
     };
     let result = within(deadline, release.progress_deadline, forward).await;

@@ -1,5 +1,6 @@
 //! The hot strategy: stop the old instances, switch `current`, start the new ones, wait until
-//! they are healthy. Brief downtime by design. When the new release fails (unhealthy, crashing,
+//! they are healthy, then watch them for the rollout's `watch` period. Brief downtime by
+//! design (none behind the front door, which holds new connections meanwhile). When the new release fails (unhealthy, crashing,
 //! or past the progress deadline) the previous release is reactivated and verified healthy.
 //!
 //! Rollback and restart jobs reuse the same sequence with a release already on disk.
@@ -89,7 +90,9 @@ async fn replace(
         switch(app, ctx, &release.version).await?;
         start_set(app, ctx, release).await?;
         wait_set_healthy(app, ctx, release).await?;
-        refresh_routes(app, ctx).await
+        refresh_routes(app, ctx).await?;
+        let ports: Vec<u16> = app.instances.iter().map(|i| i.record().port).collect();
+        super::watch::watch(app, ctx, release, &ports, super::shift::STABLE).await
     };
     let failure = match within(deadline, release.progress_deadline, forward).await {
         Ok(()) => {

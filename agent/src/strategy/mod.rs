@@ -12,6 +12,7 @@ mod hot;
 mod rolling;
 pub mod shift;
 pub mod steps;
+mod watch;
 
 pub use ctx::JobCtx;
 pub use rolling::converge;

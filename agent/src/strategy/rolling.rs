@@ -1,7 +1,7 @@
 //! The rolling strategy: replace instances in batches, in place. For each batch: out of
 //! rotation, drain, stop, start the new release on the same ports, wait until healthy (and
-//! stays up for `min_healthy_time`), back in rotation. With two or more instances some are
-//! always serving. On failure, with `auto_revert` (the default), every updated instance is
+//! stays up for `min_healthy_time`), back in rotation; then the whole release is watched for
+//! the rollout's `watch` period. With two or more instances some are always serving. On failure, with `auto_revert` (the default), every updated instance is
 //! returned to the previous release the same way.
 
 use std::ops::Range;
@@ -86,6 +86,9 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             .await?;
             replace_batch(app, ctx, slot, release.instances..running, release).await?;
         }
+        // A watch failure reverts every instance, as a failed last batch would.
+        let all = ports_in(app, slot);
+        super::watch::watch(app, ctx, release, &all, shift::STABLE).await?;
         Ok::<(), StrategyError>(())
     };
     let failure = match within(deadline, release.progress_deadline, forward).await {

@@ -297,7 +297,8 @@ pub async fn watch_healthy(
 }
 
 /// The instances of `app` on `ports`, ready to be probed.
-fn probe_targets(app: &AppRuntime, ports: &[u16]) -> Vec<ProbeTarget> {
+/// What the health tasks need of the instances on `ports`.
+pub fn probe_targets(app: &AppRuntime, ports: &[u16]) -> Vec<ProbeTarget> {
     app.instances
         .iter()
         .filter(|i| ports.contains(&i.record().port))

@@ -393,3 +393,38 @@ fn a_hot_deploy_through_the_front_door_loses_no_request() {
     assert_eq!(stats["unrouted"], 0, "{stats}");
     rig.wait_serving("2.0.0");
 }
+
+#[test]
+fn a_hot_deploy_failing_3s_after_it_became_healthy_is_rolled_back_by_the_watch() {
+    let rig = Rig::with_v1(Options::front_door(4), 2);
+    let load = steady_load(&rig);
+    let v2 = make_artifact(&rig.env, "2.0.0", "unhealthy-after=3").unwrap();
+    let out = rig.deploy(
+        "2.0.0",
+        &v2,
+        2,
+        &["--strategy", "hot", "--watch", "8s"],
+        "20s",
+    );
+    assert_outcome(&rig, &out, 1, "rolled_back");
+    let steps = steps(&out);
+    assert_step(&steps, "health.passed");
+    assert_step(&steps, "watch.started");
+    assert_step(&steps, "watch.failed");
+    let job = job_id(&out);
+    let failed = audit_events(&rig.env, "job.step")
+        .unwrap()
+        .into_iter()
+        .find(|e| e["job_id"] == job.as_str() && e["step"] == "watch.failed")
+        .unwrap();
+    assert!(
+        mentions_all(
+            failed["detail"].as_str().unwrap(),
+            &["into the watch", "unhealthy"]
+        ),
+        "{failed}"
+    );
+    stop_load(&rig, load, false);
+    rig.wait_serving("1.0.0");
+    assert_eq!(rig.app_status()["version"], "1.0.0");
+}

@@ -67,6 +67,7 @@ fn every_field_is_decoded() {
     let r = v1::Rollout {
         batch: "25%".to_owned(),
         min_healthy_time_ms: 1500,
+        watch_ms: 4000,
         healthy_deadline_ms: 20_000,
         no_auto_revert: true,
         drain_timeout_ms: 5_000,
@@ -111,6 +112,7 @@ fn every_field_is_decoded() {
         RolloutSpec {
             batch: BatchSize::Percent(25),
             min_healthy_time: Duration::from_millis(1500),
+            watch: Duration::from_secs(4),
             healthy_deadline: Some(Duration::from_secs(20)),
             auto_revert: false,
             drain_timeout: Duration::from_secs(5),
@@ -189,6 +191,10 @@ fn durations_over_a_day_are_refused_naming_the_field() {
         (
             "release.rollout.min_healthy_time_ms",
             rollout(|r| r.min_healthy_time_ms = too_long),
+        ),
+        (
+            "release.rollout.watch_ms",
+            rollout(|r| r.watch_ms = too_long),
         ),
         (
             "release.rollout.healthy_deadline_ms",

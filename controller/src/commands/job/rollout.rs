@@ -10,6 +10,12 @@ use crate::cli::RolloutArgs;
 use crate::flags::{self, FlagError};
 
 const ZERO_DOWNTIME: &[Strategy] = &[Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary];
+const ALL: &[Strategy] = &[
+    Strategy::Hot,
+    Strategy::Rolling,
+    Strategy::BlueGreen,
+    Strategy::Canary,
+];
 const ROLLING: &[Strategy] = &[Strategy::Rolling];
 const BLUE_GREEN: &[Strategy] = &[Strategy::BlueGreen];
 const CANARY: &[Strategy] = &[Strategy::Canary];
@@ -23,6 +29,7 @@ pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> 
         }
     };
     add(a.batch.is_some(), "--batch", ROLLING);
+    add(a.watch.is_some(), "--watch", ALL);
     add(
         a.min_healthy_time.is_some(),
         "--min-healthy-time",
@@ -208,6 +215,12 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
             .transpose()?
             .unwrap_or_default(),
         healthy_deadline_ms: ms("--healthy-deadline", &a.healthy_deadline)?,
+        watch_ms: a
+            .watch
+            .as_deref()
+            .map(|raw| flags::millis_u32_or_zero("--watch", raw))
+            .transpose()?
+            .unwrap_or_default(),
         no_auto_revert: a.no_auto_revert,
         drain_timeout_ms: ms("--drain-timeout", &a.drain_timeout)?,
         preview_weight: a
@@ -382,6 +395,15 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
         );
     }
     row(
+        "watch",
+        or_default(
+            r.watch_ms,
+            r.watch_ms > 0,
+            flags::format_ms,
+            "0: not watched",
+        ),
+    );
+    row(
         "min healthy time",
         or_default(
             r.min_healthy_time_ms,
@@ -515,6 +537,7 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
     json!({
         "batch": r.batch,
         "min_healthy_time_ms": r.min_healthy_time_ms,
+        "watch_ms": r.watch_ms,
         "healthy_deadline_ms": r.healthy_deadline_ms,
         "no_auto_revert": r.no_auto_revert,
         "drain_timeout_ms": r.drain_timeout_ms,

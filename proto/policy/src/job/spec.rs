@@ -238,6 +238,9 @@ pub struct RolloutSpec {
     pub analysis: AnalysisSpec,
     /// Canary: how many canary instances.
     pub canary_instances: u32,
+    /// Every strategy: how long the new release is watched once the deploy is done.
+    #[serde(default)]
+    pub watch: Duration,
 }
 
 impl Default for RolloutSpec {
@@ -268,6 +271,7 @@ impl Default for RolloutSpec {
             ],
             analysis: AnalysisSpec::default(),
             canary_instances: 1,
+            watch: Duration::ZERO,
         }
     }
 }

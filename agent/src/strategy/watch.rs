@@ -1,0 +1,143 @@
+//! The post-deploy watch (`watch`, a rollout parameter of every strategy): once a deploy has
+//! done everything else, the new release is still watched for a while before the job calls it
+//! healthy. Its instances must keep running without a restart and keep passing their health
+//! probe (`unhealthy_threshold` failures in a row fail it), and with a front door in HTTP mode
+//! the new release's cohort's error rate and p95 latency must stay under the job's analysis limits
+//! (judged as canary analysis judges them; too few samples by the end is no failure here: the
+//! release already passed its deploy). A failure is returned for the strategy's way back.
+
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::shift;
+use super::steps::probe_targets;
+use super::{JobCtx, StrategyError};
+use crate::app::AppRuntime;
+use crate::error::reason;
+use crate::health::signals::{self, Outcome};
+use crate::health::watch::stays_healthy;
+use crate::job::ReleaseSpec;
+use crate::traffic::http_stats::HttpStats;
+
+/// Watches the instances on `ports` (the new release, whose backends are in `cohort`) for the
+/// job's `watch` period; no-op when it is zero.
+///
+/// # Errors
+///
+/// [`StrategyError::Unhealthy`] naming the instance or the signal that failed, and when.
+pub async fn watch(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    ports: &[u16],
+    cohort: &str,
+) -> Result<(), StrategyError> {
+    let period = release.rollout.watch;
+    if period.is_zero() {
+        return Ok(());
+    }
+    let http = shift::http_of(app, cohort);
+    ctx.step(
+        "watch.started",
+        format!(
+            "watching {} for {}: health probes and restarts{}",
+            release.version,
+            humantime::format_duration(period),
+            if http.is_some() {
+                ", error rate and p95 latency"
+            } else {
+                ""
+            }
+        ),
+    )
+    .await?;
+    let started = Instant::now();
+    let mut checks = JoinSet::new();
+    for target in probe_targets(app, ports) {
+        let health = release.health.clone();
+        checks.spawn(async move {
+            let mut state = target.state.clone();
+            let result = stays_healthy(&mut state, &health, &target, period).await;
+            (target.index, target.port, result)
+        });
+    }
+    let signals = watch_signals(app, ctx, release, period, cohort, http);
+    tokio::pin!(signals);
+    let mut signals_done = false;
+    loop {
+        tokio::select! {
+            joined = checks.join_next() => {
+                let Some(joined) = joined else { break };
+                let (index, port, result) = joined.map_err(|e| {
+                    StrategyError::Unhealthy(format!("watch task failed: {e}"))
+                })?;
+                if let Err(e) = result {
+                    let why = format!(
+                        "instance {index} (port {port}) failed {:.1} s into the watch: {}",
+                        started.elapsed().as_secs_f64(),
+                        reason(&e)
+                    );
+                    ctx.note("watch.failed", why.clone()).await;
+                    return Err(StrategyError::Unhealthy(why));
+                }
+            }
+            result = &mut signals, if !signals_done => {
+                result?;
+                signals_done = true;
+            }
+        }
+    }
+    if !signals_done {
+        signals.await?;
+    }
+    ctx.step(
+        "watch.passed",
+        format!(
+            "{} stayed healthy for {}",
+            release.version,
+            humantime::format_duration(period)
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The cohort's error rate and p95 at every analysis interval for `period`.
+async fn watch_signals(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    period: Duration,
+    cohort: &str,
+    base: Option<(u32, HttpStats)>,
+) -> Result<(), StrategyError> {
+    let Some((mut pid, mut base)) = base else {
+        return Ok(());
+    };
+    let spec = release.rollout.analysis;
+    let started = Instant::now();
+    let end = started + period;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        tokio::time::sleep_until(end.min(now + spec.interval)).await;
+        let Some((now_pid, counters)) = shift::http_of(app, cohort) else {
+            continue;
+        };
+        if now_pid != pid {
+            pid = now_pid;
+            base = HttpStats::default();
+        }
+        let verdicts = signals::judge(&counters.minus(&base), &spec, started.elapsed());
+        if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+            let text = format!("{} during the watch: {breach}", release.version);
+            ctx.note_with("watch.failed", text.clone(), "verdict", breach.to_json())
+                .await;
+            return Err(StrategyError::Unhealthy(text));
+        }
+    }
+}
