@@ -56,6 +56,8 @@ fn fixture(approvals: u32) -> Fixture {
         dispatch: BTreeSet::from(["orchestrator".to_owned()]),
         listen: None,
         router: RouterConfig::None,
+        front_door_mode: crate::config::FrontDoorMode::Tcp,
+        hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
     };
     let policy = Policy {
         keys: vec![
