@@ -232,11 +232,13 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn header<'h>(headers: &'h [httparse::Header<'_>], name: &str) -> impl Iterator<Item = &'h [u8]> {
-    let name = name.to_owned();
+fn header<'h>(
+    headers: &'h [httparse::Header<'_>],
+    name: &'static str,
+) -> impl Iterator<Item = &'h [u8]> {
     headers
         .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(&name))
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
         .map(|h| h.value)
 }
 
@@ -244,8 +246,7 @@ fn header<'h>(headers: &'h [httparse::Header<'_>], name: &str) -> impl Iterator<
 /// coding, else the content length; `None` when neither is there. A request with another
 /// transfer coding, or conflicting lengths, is not followed.
 fn framing(headers: &[httparse::Header<'_>], kind: Kind) -> Result<Option<Body>, NotHttp> {
-    let codings: Vec<&[u8]> = header(headers, "transfer-encoding").collect();
-    if let Some(last) = codings.last() {
+    if let Some(last) = header(headers, "transfer-encoding").last() {
         let last = last
             .rsplit(|b| *b == b',')
             .next()

@@ -366,8 +366,12 @@ pub fn step_text(s: &CanaryStep) -> String {
 /// The rollout parameters of a `strategy` deploy for people, as (label, value) rows; unset
 /// values show the agent's default. Empty for a hot deploy.
 pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, String)> {
+    // The watch fits every strategy; shown only when asked for.
+    let watch = r
+        .filter(|r| r.watch_ms > 0)
+        .map(|r| ("watch".to_owned(), flags::format_ms(r.watch_ms)));
     if !ZERO_DOWNTIME.contains(&strategy) {
-        return Vec::new();
+        return watch.into_iter().collect();
     }
     let d = Rollout::default();
     let r = r.unwrap_or(&d);
@@ -394,15 +398,6 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
             ),
         );
     }
-    row(
-        "watch",
-        or_default(
-            r.watch_ms,
-            r.watch_ms > 0,
-            flags::format_ms,
-            "0: not watched",
-        ),
-    );
     row(
         "min healthy time",
         or_default(
@@ -507,6 +502,7 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
             ),
         );
     }
+    rows.extend(watch);
     rows
 }
 

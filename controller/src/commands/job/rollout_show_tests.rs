@@ -29,6 +29,12 @@ fn rows_show_given_values_and_defaults() {
          auto-revert: off: updated instances stay on the new release on failure\n\
          drain timeout: default (30s)\n"
     );
+    let watched = Rollout {
+        watch_ms: 8_000,
+        ..Rollout::default()
+    };
+    assert_eq!(text(Strategy::Hot, Some(&watched)), "watch: 8s\n");
+    assert!(text(Strategy::Canary, Some(&watched)).ends_with("watch: 8s\n"));
     let t = text(Strategy::Rolling, None);
     assert!(t.starts_with("batch: default (1)\n"), "{t}");
     assert!(t.contains("auto-revert: on\n"), "{t}");
