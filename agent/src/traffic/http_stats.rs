@@ -1,7 +1,7 @@
 //! HTTP counters of a front door in HTTP mode: requests, responses by status class and a
 //! latency histogram, per backend and per cohort (stable, canary, preview).
 //!
-//! The live side ([`HttpCounters`]) is shared by the connections and the stats writer; the
+//! The live side (`HttpCounters`) is shared by the connections and the stats writer; the
 //! file side ([`HttpStats`]) is what the stats file holds and what the agent's analysis reads.
 //!
 //! Histogram edges can be added while the front door runs (a route table names the

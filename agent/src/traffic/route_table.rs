@@ -57,7 +57,7 @@ pub struct Backend {
     #[serde(default)]
     pub draining: bool,
     /// Which group its HTTP counters are summed into (`stable`, `canary`, `preview`); absent:
-    /// [`DEFAULT_COHORT`].
+    /// `stable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cohort: Option<String>,
 }
@@ -74,7 +74,7 @@ impl Backend {
         }
     }
 
-    /// Its cohort ([`DEFAULT_COHORT`] when the table names none).
+    /// Its cohort (`stable` when the table names none).
     pub fn cohort(&self) -> &str {
         self.cohort.as_deref().unwrap_or(DEFAULT_COHORT)
     }
