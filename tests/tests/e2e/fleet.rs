@@ -295,3 +295,101 @@ fn dispatch_refusals_are_specific_audited_and_run_nothing() {
         &["never ran"],
     );
 }
+
+#[test]
+fn a_plan_made_signed_and_approved_with_the_cli_is_explained_and_admitted_by_a_real_agent() {
+    let fleet = Fleet::start(Options {
+        approvals: 1,
+        ..Options::default()
+    });
+    let env = &fleet.env;
+    let plan_path = env.root.join("web.plan");
+    let plan_s = plan_path.to_string_lossy().into_owned();
+    let artifact = fleet.artifact.to_string_lossy().into_owned();
+    env.gantry(&[
+        "rollout",
+        "plan",
+        "--out",
+        &plan_s,
+        "--plan-id",
+        "cli-2.0.0",
+        "--environment",
+        "production",
+        "--app",
+        "web",
+        "--version",
+        "2.0.0",
+        "--artifact",
+        &artifact,
+        "--health",
+        "http:/health",
+        "--health-interval",
+        "200ms",
+        "--health-deadline",
+        "20s",
+        "--ring",
+        "name=canary,ids=web-9",
+        "--ring",
+        "name=everyone,labels=ring:1,bake=10m,on_failure=rollback_ring",
+        "--",
+        "bin/gantry-sample-app",
+    ])
+    .unwrap()
+    .assert_code(0);
+    let sign = |verb: &str, key: &gantry_tests::KeyPair| {
+        env.gantry(&[
+            "rollout",
+            verb,
+            "--key",
+            &key.key.to_string_lossy(),
+            &plan_s,
+        ])
+        .unwrap()
+        .assert_code(0);
+    };
+    sign("sign", &env.keys.deployer);
+    let config = env.config.to_string_lossy().into_owned();
+    let show = env
+        .gantry(&["rollout", "show", "--policy", &config, &plan_s])
+        .unwrap();
+    show.assert_code(3);
+    assert!(
+        show.stdout.contains("MISSING") && show.stdout.contains("approval"),
+        "{}",
+        show.all()
+    );
+
+    sign("approve", &env.keys.approver);
+    let show = env
+        .gantry(&["rollout", "show", "--policy", &config, &plan_s])
+        .unwrap();
+    show.assert_code(0);
+    for want in [
+        "plan        cli-2.0.0",
+        "1 everyone: every agent labelled ring=1",
+        "bake 10m, on failure rollback_ring",
+        "this agent is in ring 1 (everyone)",
+        "signed by a key with role orchestrator",
+        "the agent's policy admits dispatches of this plan",
+    ] {
+        assert!(
+            show.stdout.contains(want),
+            "{want:?} not in:\n{}",
+            show.all()
+        );
+    }
+
+    let bytes = std::fs::read(&plan_path).unwrap();
+    let signed = <SignedPlan as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let events = fleet
+        .send(&signed, &fleet.dispatch(&signed, 1, DispatchAction::Deploy))
+        .unwrap();
+    assert_eq!(outcome(&events), Some(v1::Outcome::Succeeded), "{events:?}");
+    assert_serves(env, "2.0.0", 1);
+    let accepted = audit_events(env, "job.accepted").unwrap();
+    assert!(
+        accepted.iter().any(|e| e["plan_id"] == "cli-2.0.0"
+            && e["plan_signer_key_ids"].as_array().map(Vec::len) == Some(2)),
+        "{accepted:#?}"
+    );
+}
