@@ -140,7 +140,7 @@ fn outcome(events: &[v1::JobEvent]) -> Option<v1::Outcome> {
 
 #[test]
 fn a_dispatched_plan_deploys_once_refuses_older_epochs_and_rolls_back_to_what_it_replaced() {
-    let fleet = Fleet::start(Options::default());
+    let mut fleet = Fleet::start(Options::default());
     let env = &fleet.env;
     // What the plan replaces: 1.0.0, deployed directly.
     let old = make_artifact(env, "1.0.0", "").unwrap();
@@ -179,14 +179,32 @@ fn a_dispatched_plan_deploys_once_refuses_older_epochs_and_rolls_back_to_what_it
     let resent = audit_events(env, "job.resubmitted").unwrap();
     assert!(resent.iter().any(|e| e["epoch"] == 4), "{resent:#?}");
 
-    // A dispatch from the replica that lost its lease.
-    let stale = fleet.send(&plan, &fleet.dispatch(&plan, 3, DispatchAction::Deploy));
-    let status = stale.expect_err("an older epoch was admitted");
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("epoch 3"), "{status:?}");
+    // A dispatch from the replica that lost its lease, before and after the agent restarts:
+    // the highest epoch is on disk.
+    // A dropped Agent kills every process under the test's root: the stopped one is kept.
+    let mut stopped = Vec::new();
+    for restart in [false, true] {
+        if restart {
+            fleet.agent.terminate().unwrap();
+            let again = Agent::start(&fleet.env).unwrap();
+            stopped.push(std::mem::replace(&mut fleet.agent, again));
+        }
+        let stale = fleet.send(&plan, &fleet.dispatch(&plan, 3, DispatchAction::Deploy));
+        let status = stale.expect_err("an older epoch was admitted");
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().contains("epoch 3") && status.message().contains("below 4"),
+            "{status:?}"
+        );
+    }
+    let env = &fleet.env;
     let rejected = audit_events(env, "job.rejected").unwrap();
-    assert!(
-        rejected.iter().any(|e| e["reason"] == "stale_epoch"),
+    assert_eq!(
+        rejected
+            .iter()
+            .filter(|e| e["reason"] == "stale_epoch")
+            .count(),
+        2,
         "{rejected:#?}"
     );
 
