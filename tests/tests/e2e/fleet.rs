@@ -179,13 +179,15 @@ fn a_dispatched_plan_deploys_once_refuses_older_epochs_and_rolls_back_to_what_it
     let resent = audit_events(env, "job.resubmitted").unwrap();
     assert!(resent.iter().any(|e| e["epoch"] == 4), "{resent:#?}");
 
-    // A dispatch from the replica that lost its lease, before and after the agent restarts:
-    // the highest epoch is on disk.
+    // A dispatch from the replica that lost its lease, before and after the agent restarts
+    // with its plan records deleted: the highest epoch is on disk, and rebuilt from the audit
+    // log when they are lost.
     // A dropped Agent kills every process under the test's root: the stopped one is kept.
     let mut stopped = Vec::new();
     for restart in [false, true] {
         if restart {
             fleet.agent.terminate().unwrap();
+            std::fs::remove_dir_all(fleet.env.data_dir.join("plans")).unwrap();
             let again = Agent::start(&fleet.env).unwrap();
             stopped.push(std::mem::replace(&mut fleet.agent, again));
         }
@@ -206,6 +208,11 @@ fn a_dispatched_plan_deploys_once_refuses_older_epochs_and_rolls_back_to_what_it
             .count(),
         2,
         "{rejected:#?}"
+    );
+    let rebuilt = audit_events(env, "plan_store.rebuilt").unwrap();
+    assert!(
+        rebuilt.len() == 1 && rebuilt[0]["plan_ids"] == serde_json::json!(["rel-2.0.0"]),
+        "{rebuilt:#?}"
     );
 
     // The ring failed: the service rolls this host back to what the plan replaced.
