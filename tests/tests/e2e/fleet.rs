@@ -393,7 +393,7 @@ fn a_plan_made_signed_and_approved_with_the_cli_is_explained_and_admitted_by_a_r
         "plan        cli-2.0.0",
         "1 everyone: every agent labelled ring=1",
         "bake 10m, on failure rollback_ring",
-        "this agent is in ring 1 (everyone)",
+        "this agent is in ring 1 (everyone); its job ids: plan-",
         "signed by a key with role orchestrator",
         "the agent's policy admits dispatches of this plan",
     ] {

@@ -457,7 +457,12 @@ pub fn explain_plan(
         req(
             "ring",
             true,
-            format!("this agent is in ring {}", rings.join(", ")),
+            format!(
+                "this agent is in ring {}; its job ids: {} and {}",
+                rings.join(", "),
+                fleet::job_id(&p.plan_id, &cfg.agent_id, DispatchAction::Deploy),
+                fleet::job_id(&p.plan_id, &cfg.agent_id, DispatchAction::Rollback)
+            ),
         )
     });
     out.push(if passed.app.dispatch.is_empty() {
