@@ -34,16 +34,23 @@ pub struct RolloutPlanArgs {
     /// Plan file to write.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// The plan's id; job ids on each host derive from it. Default `<app>-<version>-<unix ms>`.
+    /// The plan's id; job ids on each host derive from it. Default
+    /// `<app>-<version>-<unix ms>-<random hex>`.
     #[arg(long, value_name = "ID")]
     pub plan_id: Option<String>,
     /// The environment of the agents the plan is for (an agent whose config names another
-    /// refuses it).
-    #[arg(long = "environment", value_name = "ENV", default_value = "")]
+    /// refuses it). Default: none, for agents whose config names none.
+    #[arg(
+        long = "environment",
+        value_name = "ENV",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub environment: String,
-    /// A ring, in order (repeatable): `name=NAME,ids=A;B,labels=K:V;K:V,max_parallel=N|P%,
-    /// min_healthy=N|P%,bake=DURATION,on_failure=halt|rollback_ring|rollback_all,
-    /// max_restarts=N,max_conn_errors=N,max_unhealthy_hosts=N,host_deadline=DURATION`.
+    /// A ring, in order (repeatable): comma-separated KEY=VALUE of name=NAME, ids=A;B,
+    /// labels=K:V;K:V, max_parallel=N|P%, min_healthy=N|P%, bake=DURATION,
+    /// on_failure=halt|rollback_ring|rollback_all, max_restarts=N, max_conn_errors=N,
+    /// max_unhealthy_hosts=N, host_deadline=DURATION (name and ids or labels required).
     #[arg(long = "ring", value_name = "SPEC")]
     pub rings: Vec<String>,
     /// Rings from a TOML file (`[[ring]]` tables with the same keys); before any --ring.
