@@ -220,6 +220,28 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         PlanLedger::open(&config.data_dir.join("plans"))
             .map_err(start("open the fleet plan records"))?,
     );
+    // So that a deleted plans/ directory does not lower any plan's epoch fence.
+    let restored_plans = plans
+        .rebuild_from_log(&audit_dir)
+        .map_err(start("rebuild the fleet plan records from the audit log"))?;
+    if !restored_plans.is_empty() {
+        tracing::warn!(
+            "the fleet plan records lacked {} plan(s) the audit log shows dispatched; rebuilt them",
+            restored_plans.len()
+        );
+        audit
+            .append(
+                Entry::new("plan_store.rebuilt")
+                    .with(
+                        "dir",
+                        json!(config.data_dir.join("plans").display().to_string()),
+                    )
+                    .with("restored", json!(restored_plans.len()))
+                    .with("plan_ids", json!(restored_plans)),
+            )
+            .await
+            .map_err(start("record plan_store.rebuilt in the audit log"))?;
+    }
     let admission = Arc::new(
         Admission::over(
             Arc::clone(&config.policy),

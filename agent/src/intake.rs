@@ -434,7 +434,8 @@ struct Acceptance {
 }
 
 /// `job.accepted` of a dispatched job: the plan's id, digest, ring, epoch, dispatch action,
-/// and the plan's and the dispatch's signers (docs/audit-log.md).
+/// the plan's and the dispatch's signers, and for a deploy the version it replaces
+/// (docs/audit-log.md; the plan records are rebuilt from these).
 fn with_plan(entry: Entry, fleet: &Dispatched) -> Entry {
     entry
         .with("plan_id", json!(fleet.plan_id))
@@ -445,6 +446,7 @@ fn with_plan(entry: Entry, fleet: &Dispatched) -> Entry {
         .with("dispatch_action", json!(action_name(fleet.action)))
         .with("plan_signer_key_ids", json!(fleet.plan_signers))
         .with("dispatch_signer_key_ids", json!(fleet.dispatch_signers))
+        .with("replaced_version", json!(fleet.replaced))
 }
 
 /// An app reserved for a job that has not started: released when dropped, unless kept.

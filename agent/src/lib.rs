@@ -12,9 +12,12 @@
 //! * [`server`]: gRPC over mutual TLS, the per-certificate throttle and the rejection flood
 //!   summary; proto types stop at `server::convert`, errors become codes in `server::status`.
 //! * [`intake`]: the submit use case (admit → reserve → `job.accepted` within a deadline →
-//!   spawn, `IntakeError`) and the look-up of a job admitted earlier for `watch`.
+//!   spawn, `IntakeError`), the same for a fleet dispatch, and the look-up of a job admitted
+//!   earlier for `watch`.
 //! * [`admission`]: signatures over the raw job bytes, policy roles, validity window, and the
-//!   replay check-and-insert on the [`ledger`]; yields a [`job::VerifiedJob`].
+//!   replay check-and-insert on the [`ledger`]; yields a [`job::VerifiedJob`]. Its `dispatch`
+//!   module admits a signed fleet plan plus a signed dispatch as the job the plan describes
+//!   (epochs and plan runs in `ledger::plans`).
 //! * [`executor`]: one job at a time per app (`mod`), start-up adoption, recovery and standby
 //!   scale-down (`recovery`), what `status` shows (`status`).
 //! * [`strategy`]: dispatch and `StrategyError` (`mod`), the job's context (`ctx`), shared steps

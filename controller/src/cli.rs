@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod rollout;
+
+pub use rollout::{RolloutCommand, RolloutPlanArgs, RolloutShowArgs, RolloutSignArgs};
+
 /// The exit-code paragraph of `gantry --help` (the contract: see [`crate::exit::Exit`]).
 pub const EXIT_CODES: &str = "Exit codes: 0 success; 1 the job failed or was rolled back; 2 usage or \
 input error, or the agent could not be reached or failed on its side (its audit log is full, \
@@ -30,6 +34,10 @@ impl Cli {
             Command::Job(JobCommand::Create(_) | JobCommand::Sign(_) | JobCommand::Approve(_)) => {
                 false
             }
+            Command::Rollout(RolloutCommand::Show(a)) => a.json,
+            Command::Rollout(
+                RolloutCommand::Plan(_) | RolloutCommand::Sign(_) | RolloutCommand::Approve(_),
+            ) => false,
             Command::Deploy(a) => a.json,
             Command::Rollback(a) => a.action.json,
             Command::Restart(a) | Command::Stop(a) | Command::Promote(a) | Command::Abort(a) => {
@@ -59,6 +67,9 @@ pub enum Command {
     /// Create, sign, inspect, submit and watch job files.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Fleet plans: create, sign, approve and inspect plan files.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Create, sign, upload, submit and watch a deploy in one step.
     Deploy(DeployArgs),
     /// Return an app to its previous release (or a named one still on the agent).

@@ -7,6 +7,7 @@ use crate::commands::audit::AuditError;
 use crate::commands::dev_pki::DevPkiError;
 use crate::commands::job::JobError;
 use crate::commands::quickstart::QuickstartError;
+use crate::commands::rollout::RolloutError;
 use crate::commands::status::StatusError;
 use crate::commands::submit::SubmitError;
 use crate::exit::Exit;
@@ -23,6 +24,9 @@ pub enum CliError {
     /// Job files and flags.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Fleet plan files (`rollout plan|show|sign|approve`).
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
     /// Uploading, submitting and following jobs (`job submit|watch`, `deploy`, `rollback` …).
     #[error(transparent)]
     Submit(#[from] SubmitError),
@@ -51,6 +55,7 @@ impl CliError {
                 Exit::Usage
             }
             CliError::Job(e) => e.exit(),
+            CliError::Rollout(e) => e.exit(),
             CliError::Submit(e) => e.exit(),
             CliError::Status(e) => e.exit(),
             CliError::Audit(e) => e.exit(),

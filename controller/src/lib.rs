@@ -28,7 +28,7 @@ pub mod flags;
 pub mod output;
 pub mod report;
 
-use cli::{AuditCommand, Cli, Command, JobCommand};
+use cli::{AuditCommand, Cli, Command, JobCommand, RolloutCommand};
 use error::CliError;
 use exit::Exit;
 
@@ -55,6 +55,18 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
             .map(|()| Exit::Success)
             .map_err(Into::into),
         Command::Job(JobCommand::Show(a)) => commands::job::show(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
+        Command::Rollout(RolloutCommand::Plan(a)) => commands::rollout::plan(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
+        Command::Rollout(RolloutCommand::Show(a)) => commands::rollout::show(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
+        Command::Rollout(RolloutCommand::Sign(a)) => commands::rollout::sign(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
+        Command::Rollout(RolloutCommand::Approve(a)) => commands::rollout::approve(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),
         Command::Job(JobCommand::Submit(a)) => block_on(commands::submit::run_submit(a)),

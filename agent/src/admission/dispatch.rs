@@ -87,6 +87,9 @@ pub struct Dispatched {
     pub plan_signers: Vec<String>,
     /// Key ids of the dispatch's valid signers, sorted.
     pub dispatch_signers: Vec<String>,
+    /// For a deploy: the version active when it was admitted, which a rollback of the plan
+    /// returns to (`None`: nothing was, or this is not a new deploy).
+    pub replaced: Option<String>,
 }
 
 /// A dispatch that passed admission.
@@ -165,7 +168,7 @@ impl Admission {
         known.job_id = Some(passed.spec.id.to_string());
         let mut signers: Vec<_> = plan.signers.iter().map(|k| k.key.key_id()).collect();
         signers.sort();
-        let facts = facts(&passed, digest);
+        let mut facts = facts(&passed, digest);
         let PassedDispatch { mut spec, .. } = passed;
 
         let mut plans = seat.plans.lock();
@@ -251,6 +254,7 @@ impl Admission {
                 }
                 record.deploy_job_id = Some(spec.id.to_string());
                 record.replaced = current.map(|v| v.to_string());
+                facts.replaced.clone_from(&record.replaced);
             }
         }
         if let Some(holder) = apps.busy_with(&spec.app) {
@@ -291,5 +295,6 @@ fn facts(passed: &PassedDispatch, digest: &Sha256Hex) -> Dispatched {
         action: passed.action,
         plan_signers: passed.plan_signers.clone(),
         dispatch_signers: passed.dispatch_signers.clone(),
+        replaced: None,
     }
 }

@@ -9,5 +9,6 @@ pub mod keygen;
 pub mod man;
 pub mod quickstart;
 pub mod rollback;
+pub mod rollout;
 pub mod status;
 pub mod submit;

@@ -140,7 +140,7 @@ fn outcome(events: &[v1::JobEvent]) -> Option<v1::Outcome> {
 
 #[test]
 fn a_dispatched_plan_deploys_once_refuses_older_epochs_and_rolls_back_to_what_it_replaced() {
-    let fleet = Fleet::start(Options::default());
+    let mut fleet = Fleet::start(Options::default());
     let env = &fleet.env;
     // What the plan replaces: 1.0.0, deployed directly.
     let old = make_artifact(env, "1.0.0", "").unwrap();
@@ -179,15 +179,40 @@ fn a_dispatched_plan_deploys_once_refuses_older_epochs_and_rolls_back_to_what_it
     let resent = audit_events(env, "job.resubmitted").unwrap();
     assert!(resent.iter().any(|e| e["epoch"] == 4), "{resent:#?}");
 
-    // A dispatch from the replica that lost its lease.
-    let stale = fleet.send(&plan, &fleet.dispatch(&plan, 3, DispatchAction::Deploy));
-    let status = stale.expect_err("an older epoch was admitted");
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("epoch 3"), "{status:?}");
+    // A dispatch from the replica that lost its lease, before and after the agent restarts
+    // with its plan records deleted: the highest epoch is on disk, and rebuilt from the audit
+    // log when they are lost.
+    // A dropped Agent kills every process under the test's root: the stopped one is kept.
+    let mut stopped = Vec::new();
+    for restart in [false, true] {
+        if restart {
+            fleet.agent.terminate().unwrap();
+            std::fs::remove_dir_all(fleet.env.data_dir.join("plans")).unwrap();
+            let again = Agent::start(&fleet.env).unwrap();
+            stopped.push(std::mem::replace(&mut fleet.agent, again));
+        }
+        let stale = fleet.send(&plan, &fleet.dispatch(&plan, 3, DispatchAction::Deploy));
+        let status = stale.expect_err("an older epoch was admitted");
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().contains("epoch 3") && status.message().contains("below 4"),
+            "{status:?}"
+        );
+    }
+    let env = &fleet.env;
     let rejected = audit_events(env, "job.rejected").unwrap();
-    assert!(
-        rejected.iter().any(|e| e["reason"] == "stale_epoch"),
+    assert_eq!(
+        rejected
+            .iter()
+            .filter(|e| e["reason"] == "stale_epoch")
+            .count(),
+        2,
         "{rejected:#?}"
+    );
+    let rebuilt = audit_events(env, "plan_store.rebuilt").unwrap();
+    assert!(
+        rebuilt.len() == 1 && rebuilt[0]["plan_ids"] == serde_json::json!(["rel-2.0.0"]),
+        "{rebuilt:#?}"
     );
 
     // The ring failed: the service rolls this host back to what the plan replaced.
@@ -293,5 +318,103 @@ fn dispatch_refusals_are_specific_audited_and_run_nothing() {
         Code::FailedPrecondition,
         "rollback_without_deploy",
         &["never ran"],
+    );
+}
+
+#[test]
+fn a_plan_made_signed_and_approved_with_the_cli_is_explained_and_admitted_by_a_real_agent() {
+    let fleet = Fleet::start(Options {
+        approvals: 1,
+        ..Options::default()
+    });
+    let env = &fleet.env;
+    let plan_path = env.root.join("web.plan");
+    let plan_s = plan_path.to_string_lossy().into_owned();
+    let artifact = fleet.artifact.to_string_lossy().into_owned();
+    env.gantry(&[
+        "rollout",
+        "plan",
+        "--out",
+        &plan_s,
+        "--plan-id",
+        "cli-2.0.0",
+        "--environment",
+        "production",
+        "--app",
+        "web",
+        "--version",
+        "2.0.0",
+        "--artifact",
+        &artifact,
+        "--health",
+        "http:/health",
+        "--health-interval",
+        "200ms",
+        "--health-deadline",
+        "20s",
+        "--ring",
+        "name=canary,ids=web-9",
+        "--ring",
+        "name=everyone,labels=ring:1,bake=10m,on_failure=rollback_ring",
+        "--",
+        "bin/gantry-sample-app",
+    ])
+    .unwrap()
+    .assert_code(0);
+    let sign = |verb: &str, key: &gantry_tests::KeyPair| {
+        env.gantry(&[
+            "rollout",
+            verb,
+            "--key",
+            &key.key.to_string_lossy(),
+            &plan_s,
+        ])
+        .unwrap()
+        .assert_code(0);
+    };
+    sign("sign", &env.keys.deployer);
+    let config = env.config.to_string_lossy().into_owned();
+    let show = env
+        .gantry(&["rollout", "show", "--policy", &config, &plan_s])
+        .unwrap();
+    show.assert_code(3);
+    assert!(
+        show.stdout.contains("MISSING") && show.stdout.contains("approval"),
+        "{}",
+        show.all()
+    );
+
+    sign("approve", &env.keys.approver);
+    let show = env
+        .gantry(&["rollout", "show", "--policy", &config, &plan_s])
+        .unwrap();
+    show.assert_code(0);
+    for want in [
+        "plan        cli-2.0.0",
+        "1 everyone: every agent labelled ring=1",
+        "bake 10m, on failure rollback_ring",
+        "this agent is in ring 1 (everyone); its job ids: plan-",
+        "signed by a key with role orchestrator",
+        "the agent's policy admits dispatches of this plan",
+    ] {
+        assert!(
+            show.stdout.contains(want),
+            "{want:?} not in:\n{}",
+            show.all()
+        );
+    }
+
+    let bytes = std::fs::read(&plan_path).unwrap();
+    let signed = <SignedPlan as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let events = fleet
+        .send(&signed, &fleet.dispatch(&signed, 1, DispatchAction::Deploy))
+        .unwrap();
+    assert_eq!(outcome(&events), Some(v1::Outcome::Succeeded), "{events:?}");
+    assert_serves(env, "2.0.0", 1);
+    let accepted = audit_events(env, "job.accepted").unwrap();
+    assert!(
+        accepted.iter().any(|e| e["plan_id"] == "cli-2.0.0"
+            && e["plan_signer_key_ids"].as_array().map(Vec::len) == Some(2)),
+        "{accepted:#?}"
     );
 }

@@ -238,3 +238,140 @@ fn an_artifact_the_agent_cannot_store_is_the_agent_failing_on_its_side() {
     assert_eq!(s.code(), Code::Internal);
     assert!(s.message().contains("random temp name"), "{}", s.message());
 }
+
+#[test]
+fn every_dispatch_refusal_has_its_own_documented_reason_and_a_refusal_code() {
+    let doc = include_str!("../../../../docs/audit-log.md");
+    let window = || WindowError::Expired {
+        expires_at: 1,
+        now: 2,
+    };
+    let cases = [
+        (
+            AdmissionError::PlanSignature(Box::new(AdmissionError::NoSignatures)),
+            "plan_signature",
+            Code::Unauthenticated,
+        ),
+        (
+            AdmissionError::PlanRole(Box::new(AdmissionError::NoSignatures)),
+            "plan_role",
+            Code::PermissionDenied,
+        ),
+        (
+            AdmissionError::PlanQuorum { needed: 2, got: 1 },
+            "plan_quorum",
+            Code::PermissionDenied,
+        ),
+        (
+            AdmissionError::InvalidPlan {
+                detail: "x".to_owned(),
+            },
+            "invalid_plan",
+            Code::InvalidArgument,
+        ),
+        (
+            AdmissionError::PlanWindow(window()),
+            "plan_expired",
+            Code::FailedPrecondition,
+        ),
+        (
+            AdmissionError::DispatchSignature(Box::new(AdmissionError::NoSignatures)),
+            "dispatch_signature",
+            Code::Unauthenticated,
+        ),
+        (
+            AdmissionError::DispatchRole {
+                app: "web".to_owned(),
+                needed: vec!["orchestrator".to_owned()],
+                signer_roles: Vec::new(),
+            },
+            "dispatch_role",
+            Code::PermissionDenied,
+        ),
+        (
+            AdmissionError::InvalidDispatch {
+                detail: "x".to_owned(),
+            },
+            "invalid_dispatch",
+            Code::InvalidArgument,
+        ),
+        (
+            AdmissionError::DispatchWindow(window()),
+            "dispatch_expired",
+            Code::FailedPrecondition,
+        ),
+        (
+            AdmissionError::PlanDigestMismatch {
+                named: "a".to_owned(),
+                actual: "b".to_owned(),
+            },
+            "plan_digest_mismatch",
+            Code::InvalidArgument,
+        ),
+        (
+            AdmissionError::WrongEnvironment {
+                plan: "production".to_owned(),
+                agent: None,
+            },
+            "wrong_environment",
+            Code::PermissionDenied,
+        ),
+        (
+            AdmissionError::NotInRing {
+                agent_id: "a".to_owned(),
+                ring: 0,
+                plan_id: "p".to_owned(),
+                why: "w".to_owned(),
+            },
+            "not_in_ring",
+            Code::PermissionDenied,
+        ),
+        (
+            AdmissionError::WrongJobId {
+                expected: "e".to_owned(),
+                found: "f".to_owned(),
+            },
+            "wrong_job_id",
+            Code::InvalidArgument,
+        ),
+        (
+            AdmissionError::StaleEpoch {
+                plan_id: "p".to_owned(),
+                epoch: 1,
+                highest: 2,
+            },
+            "stale_epoch",
+            Code::FailedPrecondition,
+        ),
+        (
+            AdmissionError::RollbackWithoutDeploy {
+                plan_id: "p".to_owned(),
+            },
+            "rollback_without_deploy",
+            Code::FailedPrecondition,
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (error, reason, grpc) in cases {
+        assert_eq!(reason_code(&error), reason, "{error:?}");
+        assert!(seen.insert(reason), "{reason} twice");
+        assert!(
+            doc.contains(&format!("`{reason}`")),
+            "{reason} is not in docs/audit-log.md"
+        );
+        let s = rejection_status(&error);
+        assert_eq!(s.code(), grpc, "{reason}: {s:?}");
+    }
+    assert!(
+        AdmissionError::WrongEnvironment {
+            plan: "production".to_owned(),
+            agent: None,
+        }
+        .to_string()
+        .contains("this agent's is not set")
+    );
+}
+
+fn rejection_status(e: &AdmissionError) -> tonic::Status {
+    super::rejection(e)
+}

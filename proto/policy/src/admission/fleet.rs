@@ -383,6 +383,119 @@ pub fn selector_text(s: &v1::Selector) -> String {
     }
 }
 
+/// What an agent with `cfg`'s policy would say of a signed plan, requirement by requirement,
+/// for `gantry rollout show --policy`: the plan as its own admission judges it
+/// ([`assess_plan`], so explained is enforced), then the agent-side conditions every dispatch
+/// of it must meet here: the environment, a ring whose selector names this agent, and a key
+/// that may sign its dispatches.
+pub fn explain_plan(
+    cfg: &crate::config::Config,
+    plan_bytes: &[u8],
+    sigs: &[SignatureIn],
+    now: i64,
+) -> Vec<super::explain::Requirement> {
+    use super::explain::Requirement;
+    let req = |name, met, detail: String| Requirement { name, met, detail };
+    let mut out = Vec::new();
+    let passed = match assess_plan(&cfg.policy, &cfg.limits, plan_bytes, sigs, now) {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(req("plan", false, crate::error_chain(&e)));
+            return out;
+        }
+    };
+    let names: Vec<&str> = passed.signers.iter().map(|k| k.name.as_str()).collect();
+    out.push(req(
+        "plan",
+        true,
+        format!(
+            "signed as a deploy of {} needs (by {}; {} approval(s) required)",
+            passed.app.name,
+            names.join(", "),
+            passed.app.approvals
+        ),
+    ));
+    let env = cfg.placement.environment.as_deref().unwrap_or_default();
+    let p = &passed.plan;
+    out.push(if p.environment == env {
+        req(
+            "environment",
+            true,
+            format!("{:?}, this agent's", p.environment),
+        )
+    } else {
+        let e = AdmissionError::WrongEnvironment {
+            plan: p.environment.clone(),
+            agent: cfg.placement.environment.clone(),
+        };
+        req("environment", false, crate::error_chain(&e))
+    });
+    let rings: Vec<String> = p
+        .rings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            selects(
+                &r.selector.clone().unwrap_or_default(),
+                &cfg.agent_id,
+                &cfg.placement,
+            )
+        })
+        .map(|(i, r)| format!("{i} ({})", r.name))
+        .collect();
+    out.push(if rings.is_empty() {
+        req(
+            "ring",
+            false,
+            format!(
+                "no ring selects agent {} (labels: {})",
+                cfg.agent_id,
+                labels_text(&cfg.placement)
+            ),
+        )
+    } else {
+        req(
+            "ring",
+            true,
+            format!(
+                "this agent is in ring {}; its job ids: {} and {}",
+                rings.join(", "),
+                fleet::job_id(&p.plan_id, &cfg.agent_id, DispatchAction::Deploy),
+                fleet::job_id(&p.plan_id, &cfg.agent_id, DispatchAction::Rollback)
+            ),
+        )
+    });
+    out.push(if passed.app.dispatch.is_empty() {
+        req(
+            "dispatch",
+            false,
+            format!(
+                "no role may sign dispatches of app {} ([apps.{}.allow] dispatch)",
+                passed.app.name, passed.app.name
+            ),
+        )
+    } else {
+        let roles: Vec<&str> = passed.app.dispatch.iter().map(String::as_str).collect();
+        req(
+            "dispatch",
+            true,
+            format!("signed by a key with role {}", roles.join(" or ")),
+        )
+    });
+    out
+}
+
+fn labels_text(p: &Placement) -> String {
+    if p.labels.is_empty() {
+        return "none".to_owned();
+    }
+    p.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 #[path = "fleet_tests.rs"]
 mod tests;

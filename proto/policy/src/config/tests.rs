@@ -70,6 +70,7 @@ fn web_of(cfg: &Config) -> &AppPolicy {
     &cfg.policy.apps[&AppName::new("web").unwrap()]
 }
 
+mod fleet;
 mod keys;
 mod loading;
 mod reports;

@@ -1,0 +1,126 @@
+//! The plan file: the protobuf encoding of `gantry.v1.SignedPlan`, read, written atomically
+//! and signed.
+
+use std::io::Write;
+use std::path::Path;
+
+use gantry_proto::fleet;
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::{Plan, SignedPlan};
+use prost::Message;
+
+use super::{MAX_PLAN_FILE, RolloutError};
+
+/// A plan file in memory: the envelope and the decoded plan.
+#[derive(Debug, Clone)]
+pub struct PlanFile {
+    /// The envelope, as read.
+    pub signed: SignedPlan,
+    /// `signed.plan` decoded (for display; signatures cover the bytes).
+    pub plan: Plan,
+}
+
+impl PlanFile {
+    /// Wraps a new plan with no signatures.
+    pub fn new(plan: Plan) -> Self {
+        Self {
+            signed: SignedPlan {
+                plan: plan.encode_to_vec(),
+                signatures: Vec::new(),
+            },
+            plan,
+        }
+    }
+
+    /// Decodes an envelope.
+    ///
+    /// # Errors
+    ///
+    /// [`RolloutError::Decode`] naming `path`.
+    pub fn decode(path: &Path, bytes: &[u8]) -> Result<Self, RolloutError> {
+        let signed = SignedPlan::decode(bytes).map_err(|source| RolloutError::Decode {
+            path: path.to_owned(),
+            what: "envelope",
+            source,
+        })?;
+        let plan = Plan::decode(signed.plan.as_slice()).map_err(|source| RolloutError::Decode {
+            path: path.to_owned(),
+            what: "plan bytes",
+            source,
+        })?;
+        Ok(Self { signed, plan })
+    }
+
+    /// Reads and decodes a plan file.
+    ///
+    /// # Errors
+    ///
+    /// [`RolloutError`] when it cannot be read or decoded.
+    pub fn read(path: &Path) -> Result<Self, RolloutError> {
+        let read_err = |source| RolloutError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_PLAN_FILE {
+            return Err(RolloutError::TooLarge {
+                path: path.to_owned(),
+                size,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        Self::decode(path, &bytes)
+    }
+
+    /// Writes the envelope atomically (temp file in the same directory, fsync, rename).
+    ///
+    /// # Errors
+    ///
+    /// [`RolloutError::Write`].
+    pub fn write(&self, path: &Path) -> Result<(), RolloutError> {
+        let write_err = |source| RolloutError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
+        tmp.write_all(&self.signed.encode_to_vec())
+            .map_err(write_err)?;
+        tmp.as_file().sync_all().map_err(write_err)?;
+        tmp.persist(path).map_err(|e| write_err(e.error))?;
+        Ok(())
+    }
+
+    /// The plan digest (SHA-256 of the exact plan bytes): what dispatches name.
+    pub fn digest(&self) -> String {
+        fleet::plan_digest(&self.signed.plan)
+    }
+
+    /// Adds `key`'s signature.
+    ///
+    /// # Errors
+    ///
+    /// [`RolloutError::AlreadySigned`] when `key` signed it already (by key id or by a
+    /// verifying signature).
+    pub fn sign(&mut self, path: &Path, key: &SigningKey) -> Result<(), RolloutError> {
+        let key_id = key.key_id();
+        let public = key.public_key();
+        let dup = self.signed.signatures.iter().any(|s| {
+            s.key_id == key_id.as_str()
+                || fleet::verify_plan(&public, &self.signed.plan, &s.sig).is_ok()
+        });
+        if dup {
+            return Err(RolloutError::AlreadySigned {
+                path: path.to_owned(),
+                key_id: key_id.to_string(),
+            });
+        }
+        self.signed
+            .signatures
+            .push(fleet::sign_plan(key, &self.signed.plan));
+        Ok(())
+    }
+}

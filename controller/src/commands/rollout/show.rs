@@ -1,0 +1,327 @@
+//! `gantry rollout show`: the decoded plan, its digest, rings and signatures, as text or JSON,
+//! and with `--policy` what an agent with that config would say of dispatches of it (the
+//! agent's own checks, `gantry_policy::admission::fleet::explain_plan`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+use gantry_policy::admission::SignatureIn;
+use gantry_policy::admission::explain::Requirement;
+use gantry_policy::admission::fleet::{explain_plan, selector_text};
+use gantry_policy::config::Config;
+use gantry_policy::job::strategy_name;
+use gantry_proto::fleet;
+use gantry_proto::keys::PublicKey;
+use gantry_proto::v1::{Ring, SignedPlan, Strategy};
+use serde_json::json;
+
+use super::rings::on_failure_name;
+use super::{PlanFile, RolloutError};
+use crate::cli::RolloutShowArgs;
+use crate::commands::job::{SigCheck, probe_text, shown_env};
+use crate::flags;
+
+/// Checks each plan signature against the given public keys.
+pub fn check_signatures(signed: &SignedPlan, keys: &[PublicKey]) -> Vec<SigCheck> {
+    signed
+        .signatures
+        .iter()
+        .map(|s| {
+            if keys
+                .iter()
+                .any(|k| fleet::verify_plan(k, &signed.plan, &s.sig).is_ok())
+            {
+                SigCheck::Valid
+            } else if keys.iter().any(|k| k.key_id().as_str() == s.key_id) {
+                SigCheck::Invalid
+            } else {
+                SigCheck::NotChecked
+            }
+        })
+        .collect()
+}
+
+fn check_name(c: &SigCheck) -> &'static str {
+    match c {
+        SigCheck::Valid => "valid",
+        SigCheck::Invalid => "invalid",
+        SigCheck::NotChecked => "not_checked",
+    }
+}
+
+fn ms_text(ms: u64) -> String {
+    if ms == 0 {
+        return "0".to_owned();
+    }
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+}
+
+/// One ring for people: `0 canary: agents web-1, max 1 at once, 100% healthy, bake 1h, ...`.
+pub fn ring_text(i: usize, r: &Ring) -> String {
+    let gates = r.gates.unwrap_or_default();
+    let deadline = if r.host_deadline_ms == 0 {
+        "default".to_owned()
+    } else {
+        ms_text(r.host_deadline_ms)
+    };
+    format!(
+        "{i} {}: {}; max {} at once, {} healthy, bake {}, on failure {}, gates: restarts <= {}, \
+         conn errors <= {}, unhealthy hosts <= {}; host deadline {deadline}",
+        r.name,
+        selector_text(&r.selector.clone().unwrap_or_default()),
+        r.max_parallel,
+        r.min_healthy,
+        ms_text(r.bake_ms),
+        on_failure_name(r.on_failure),
+        gates.max_restarts,
+        gates.max_conn_errors,
+        gates.max_unhealthy_hosts,
+    )
+}
+
+/// The decoded plan for people.
+pub fn show_text(file: &PlanFile, checks: &[SigCheck], now: i64) -> String {
+    let p = &file.plan;
+    let mut out = String::new();
+    let _ = writeln!(out, "plan        {}", p.plan_id);
+    let _ = writeln!(out, "app         {}", p.app);
+    let env = if p.environment.is_empty() {
+        "(none: only agents with no environment)"
+    } else {
+        p.environment.as_str()
+    };
+    let _ = writeln!(out, "environment {env}");
+    let _ = writeln!(
+        out,
+        "not before  {} ({})",
+        flags::format_unix(p.not_before),
+        flags::relative(p.not_before, now)
+    );
+    let expiry = if p.expires_at > now {
+        "expires"
+    } else {
+        "EXPIRED"
+    };
+    let _ = writeln!(
+        out,
+        "expires     {} ({expiry} {})",
+        flags::format_unix(p.expires_at),
+        flags::relative(p.expires_at, now)
+    );
+    if !p.reason.is_empty() {
+        let _ = writeln!(out, "reason      {}", p.reason);
+    }
+    if let Some(r) = &p.release {
+        let strategy = Strategy::try_from(r.strategy).map_or("unknown", strategy_name);
+        let _ = writeln!(out, "version     {}", r.version);
+        let _ = writeln!(
+            out,
+            "artifact    sha256:{} ({} bytes)",
+            r.artifact_sha256, r.artifact_size
+        );
+        let _ = writeln!(out, "strategy    {strategy}");
+        let _ = writeln!(out, "instances   {}", r.instances);
+        let _ = writeln!(out, "command     {}", r.command.join(" "));
+        if let Some(h) = &r.health {
+            let _ = writeln!(
+                out,
+                "health      {} every {}ms, deadline {}ms",
+                h.probe
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), probe_text),
+                h.interval_ms,
+                h.deadline_ms
+            );
+        }
+        for (k, v) in shown_env(r) {
+            let _ = writeln!(out, "env         {k}={v}");
+        }
+    }
+    let _ = writeln!(out, "rings       {}", p.rings.len());
+    for (i, r) in p.rings.iter().enumerate() {
+        let _ = writeln!(out, "  {}", ring_text(i, r));
+    }
+    let _ = writeln!(out, "digest      {}", file.digest());
+    if file.signed.signatures.is_empty() {
+        let _ = writeln!(
+            out,
+            "signatures  none (sign with: gantry rollout sign --key KEY FILE)"
+        );
+    } else {
+        let _ = writeln!(out, "signatures  {}", file.signed.signatures.len());
+        for (s, c) in file.signed.signatures.iter().zip(checks) {
+            let verdict = match c {
+                SigCheck::Valid => "valid",
+                SigCheck::Invalid => "INVALID",
+                SigCheck::NotChecked => "not checked (no matching --pubkey)",
+            };
+            let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
+        }
+    }
+    out
+}
+
+/// The decoded plan as JSON (times RFC 3339), plus digest, rings and signatures.
+pub fn show_json(file: &PlanFile, checks: &[SigCheck]) -> serde_json::Value {
+    let p = &file.plan;
+    let rings: Vec<_> = p
+        .rings
+        .iter()
+        .map(|r| {
+            let sel = r.selector.clone().unwrap_or_default();
+            let gates = r.gates.unwrap_or_default();
+            let labels: std::collections::BTreeMap<_, _> = sel.labels.iter().collect();
+            json!({
+                "name": r.name,
+                "agent_ids": sel.agent_ids,
+                "labels": labels,
+                "max_parallel": r.max_parallel,
+                "min_healthy": r.min_healthy,
+                "bake_ms": r.bake_ms,
+                "on_failure": on_failure_name(r.on_failure),
+                "gates": {
+                    "max_restarts": gates.max_restarts,
+                    "max_conn_errors": gates.max_conn_errors,
+                    "max_unhealthy_hosts": gates.max_unhealthy_hosts,
+                },
+                "host_deadline_ms": r.host_deadline_ms,
+            })
+        })
+        .collect();
+    let sigs: Vec<_> = file
+        .signed
+        .signatures
+        .iter()
+        .zip(checks)
+        .map(|(s, c)| json!({"key_id": s.key_id, "check": check_name(c)}))
+        .collect();
+    let release = p.release.as_ref().map(|r| {
+        json!({
+            "version": r.version,
+            "artifact_sha256": r.artifact_sha256,
+            "artifact_size": r.artifact_size,
+            "strategy": Strategy::try_from(r.strategy).map_or("unknown", strategy_name),
+            "instances": r.instances,
+            "command": r.command,
+            "env": shown_env(r),
+        })
+    });
+    json!({
+        "plan_id": p.plan_id,
+        "app": p.app,
+        "environment": p.environment,
+        "issued_at": flags::format_unix(p.issued_at),
+        "not_before": flags::format_unix(p.not_before),
+        "expires_at": flags::format_unix(p.expires_at),
+        "reason": p.reason,
+        "release": release,
+        "rings": rings,
+        "digest": file.digest(),
+        "signatures": sigs,
+    })
+}
+
+/// Evaluates the plan file against an agent's config at `now`, with the agent's own checks.
+pub fn evaluate(file: &PlanFile, cfg: &Config, now: i64) -> Vec<Requirement> {
+    let sigs: Vec<SignatureIn> = file
+        .signed
+        .signatures
+        .iter()
+        .map(|s| SignatureIn {
+            key_id_hint: s.key_id.clone(),
+            sig: s.sig.clone(),
+        })
+        .collect();
+    explain_plan(cfg, &file.signed.plan, &sigs, now)
+}
+
+/// The `--policy` section of `rollout show`: each requirement, met or missing, then a verdict.
+pub fn policy_text(path: &Path, cfg: &Config, reqs: &[Requirement]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "policy      {} (agent {})",
+        path.display(),
+        cfg.agent_id
+    );
+    let width = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    for r in reqs {
+        let mark = if r.met { "met    " } else { "MISSING" };
+        let _ = writeln!(out, "  {mark}  {:<width$}  {}", r.name, r.detail);
+    }
+    let missing = reqs.iter().filter(|r| !r.met).count();
+    if missing == 0 {
+        out.push_str(
+            "verdict     the agent's policy admits dispatches of this plan (each dispatch is \
+             still checked: its signer, window, ring, job id and epoch)\n",
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "verdict     {missing} requirement(s) missing: the agent would refuse dispatches of this plan"
+        );
+    }
+    out
+}
+
+/// `gantry rollout show`.
+///
+/// # Errors
+///
+/// [`RolloutError`]: unreadable plan or public key files; [`RolloutError::PolicyNotMet`]
+/// (exit 3) when `--policy` finds a requirement missing.
+pub fn show(args: &RolloutShowArgs) -> Result<(), RolloutError> {
+    let file = PlanFile::read(&args.plan)?;
+    let mut keys = args
+        .pubkeys
+        .iter()
+        .map(|p| PublicKey::read_pem_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = flags::unix_secs(SystemTime::now());
+    let policy = args
+        .policy
+        .as_deref()
+        .map(|p| {
+            Config::load_policy_only(p)
+                .map(|cfg| (p.to_owned(), cfg))
+                .map_err(RolloutError::Policy)
+        })
+        .transpose()?;
+    if let Some((_, cfg)) = &policy {
+        keys.extend(cfg.policy.keys.iter().map(|k| k.key));
+    }
+    let checks = check_signatures(&file.signed, &keys);
+    let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
+    if args.json {
+        let mut doc = show_json(&file, &checks);
+        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
+            let items: Vec<_> = reqs
+                .iter()
+                .map(|r| json!({"name": r.name, "met": r.met, "detail": r.detail}))
+                .collect();
+            doc["policy"] = json!({
+                "config": path.display().to_string(),
+                "agent_id": cfg.agent_id,
+                "admissible": reqs.iter().all(|r| r.met),
+                "requirements": items,
+            });
+        }
+        println!("{doc}");
+    } else {
+        print!("{}", show_text(&file, &checks, now));
+        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
+            print!("{}", policy_text(path, cfg, reqs));
+        }
+    }
+    match (&policy, &reqs) {
+        (Some((path, _)), Some(reqs)) if reqs.iter().any(|r| !r.met) => {
+            Err(RolloutError::PolicyNotMet {
+                plan: args.plan.clone(),
+                policy: path.clone(),
+                missing: reqs.iter().filter(|r| !r.met).count(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
