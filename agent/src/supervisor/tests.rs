@@ -512,6 +512,7 @@ async fn runs_as_the_app_user_with_exactly_its_groups() {
         uid: 65534,
         gid: 65534,
         groups: vec![65534, 4242],
+        by: crate::config::SwitchedBy::Root,
     };
     let inst = Instance::spawn(spec, slow_backoff()).await.unwrap();
     let pid = inst.record().pid;
@@ -532,6 +533,7 @@ async fn a_failed_identity_switch_is_a_spawn_error() {
             uid: 65534,
             gid: 65534,
             groups: vec![1; 70_000],
+            by: crate::config::SwitchedBy::Root,
         }
     } else {
         // Not root: setgroups fails with EPERM.
@@ -540,6 +542,7 @@ async fn a_failed_identity_switch_is_a_spawn_error() {
             uid: 0,
             gid: 0,
             groups: vec![0],
+            by: crate::config::SwitchedBy::Root,
         }
     };
     let err = Instance::spawn(spec, slow_backoff()).await.unwrap_err();
@@ -561,6 +564,7 @@ fn nobody() -> RunAs {
         uid: 65534,
         gid: 65534,
         groups: vec![65534],
+        by: crate::config::SwitchedBy::Root,
     }
 }
 
@@ -598,6 +602,7 @@ fn access_follows_owner_then_group_then_other_bits() {
         uid: me,
         gid: 4242,
         groups: vec![4242],
+        by: crate::config::SwitchedBy::Root,
     });
     if let Some(owner) = owner {
         fs::set_permissions(&inner, fs::Permissions::from_mode(0o077)).unwrap();
