@@ -207,6 +207,32 @@ fn j5_under_a_non_root_agent_with_the_units_capabilities_a_child_runs_as_nobody_
         out.all()
     );
 
+    // The same user without the capabilities may run apps only as itself, and is told why.
+    let mut check = env.command(Path::new("setpriv"));
+    check
+        .args([
+            "--reuid",
+            AGENT_USER,
+            "--regid",
+            AGENT_USER,
+            "--init-groups",
+        ])
+        .arg(&program)
+        .args(["check-config", "--config"])
+        .arg(&env.config);
+    let out = gantry_tests::process::run(check, Duration::from_secs(20)).unwrap();
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all().contains(&format!(
+            "apps.web.user: app web: user nobody needs the agent to run as root or to hold \
+             CAP_SETUID CAP_SETGID CAP_KILL (the agent runs as {AGENT_USER}, uid {}, without \
+             CAP_SETUID, CAP_SETGID, CAP_KILL)",
+            gantry.uid
+        )),
+        "{}",
+        out.all()
+    );
+
     let mut agent = Agent::start_wrapped(&env, &as_agent_user(), &program).unwrap();
     let status = fs::read_to_string(format!("/proc/{}/status", agent.pid().unwrap())).unwrap();
     let uid = gantry.uid.as_raw();
