@@ -158,6 +158,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ("run", 0o755),
         ("artifacts", 0o700),
         ("apps", 0o711),
+        ("plans", 0o700),
     ] {
         let dir = config.data_dir.join(sub);
         create_dir_mode(&dir, mode).map_err(start(format!("create {}", dir.display())))?;

@@ -268,7 +268,7 @@ fn j5_under_a_non_root_agent_with_the_units_capabilities_a_child_runs_as_nobody_
         files
             .iter()
             .filter(|f| {
-                ["audit", "jobs", "artifacts"]
+                ["audit", "jobs", "artifacts", "plans"]
                     .iter()
                     .any(|d| f.starts_with(env.data_dir.join(d)))
             })
@@ -278,7 +278,7 @@ fn j5_under_a_non_root_agent_with_the_units_capabilities_a_child_runs_as_nobody_
     for f in &secret_files {
         assert!(f.is_file(), "{} is not there to probe", f.display());
     }
-    let closed_dirs: Vec<PathBuf> = ["", "audit", "jobs", "artifacts"]
+    let closed_dirs: Vec<PathBuf> = ["", "audit", "jobs", "artifacts", "plans"]
         .iter()
         .map(|d| env.data_dir.join(d))
         .collect();
