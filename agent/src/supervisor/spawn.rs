@@ -185,7 +185,6 @@ struct CapHeader {
 
 /// `struct __user_cap_data_struct`: one 32-bit word of each set.
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct CapData {
     effective: u32,
     permitted: u32,
@@ -198,18 +197,26 @@ const CAP_VERSION_3: u32 = 0x2008_0522;
 /// Empties the effective, permitted and inheritable sets. After the uid switch the agent's
 /// CAP_SETUID and friends are no longer needed, and exec alone would keep the inheritable set
 /// (the unit's `AmbientCapabilities=` puts them there), which a program with file capabilities
-/// could pick up. Runs in the forked child; capset(2) is a plain system call on stack memory.
-#[allow(unsafe_code)]
+/// could pick up. Runs in the forked child.
 fn drop_all_capabilities() -> io::Result<()> {
+    set_capabilities(0, 0, 0)
+}
+
+/// Sets this thread's capability sets, a bit per capability; capset(2) is a plain system call
+/// on stack memory, async-signal-safe.
+#[allow(unsafe_code)]
+pub(super) fn set_capabilities(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
     let mut header = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
     };
-    let data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    // Version 3 splits each 64-bit set into a low and a high 32-bit word.
+    let word = |set: u64, high: bool| (if high { set >> 32 } else { set }) as u32;
+    let data = [false, true].map(|high| CapData {
+        effective: word(effective, high),
+        permitted: word(permitted, high),
+        inheritable: word(inheritable, high),
+    });
     // SAFETY: capset reads one header and two data words, both live on this stack frame for
     // the whole call; pid 0 means this thread. It allocates nothing and takes no locks.
     let rc = unsafe { nix::libc::syscall(nix::libc::SYS_capset, &raw mut header, data.as_ptr()) };

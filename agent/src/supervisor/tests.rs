@@ -523,6 +523,41 @@ async fn runs_as_the_app_user_with_exactly_its_groups() {
     inst.stop().await.unwrap();
 }
 
+/// This thread's capability set `name` (`CapPrm`, ...) as a bit set.
+fn own_caps(name: &str) -> u64 {
+    let status = fs::read_to_string("/proc/thread-self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap();
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// J5: an agent holding capabilities in its inheritable set (the unit's ambient ones are there
+/// too) hands none of them to an instance.
+#[tokio::test(flavor = "current_thread")]
+async fn j5_an_instance_starts_with_every_capability_set_empty() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to put CAP_KILL in the inheritable set)");
+        return;
+    }
+    let (prm, eff) = (own_caps("CapPrm"), own_caps("CapEff"));
+    // CAP_KILL, CAP_SETGID, CAP_SETUID; capabilities are per thread, and this test's runtime
+    // (and so the fork) is on this thread alone.
+    spawn::set_capabilities(eff, prm, 0xe0).unwrap();
+    let (_dir, mut spec) = setup(&["sleep", "300"]);
+    spec.run_as = nobody();
+    let started = Instance::spawn(spec, slow_backoff()).await;
+    spawn::set_capabilities(eff, prm, 0).unwrap();
+    let inst = started.unwrap();
+    let pid = inst.record().pid;
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(status_field(pid, set), "0000000000000000", "{set}");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    inst.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_failed_identity_switch_is_a_spawn_error() {
     let (_dir, mut spec) = setup(&["sleep", "300"]);
