@@ -151,7 +151,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let bound = listener
         .local_addr()
         .map_err(start("read the bound address"))?;
-    for (sub, mode) in [("jobs", 0o700), ("run", 0o755), ("artifacts", 0o700)] {
+    // Explicit modes, whatever the umask (the unit's is 0077): app users traverse `apps/` to
+    // their own `apps/<app>` (0755) but cannot list it; the rest is the agent's alone.
+    for (sub, mode) in [
+        ("jobs", 0o700),
+        ("run", 0o755),
+        ("artifacts", 0o700),
+        ("apps", 0o711),
+        ("plans", 0o700),
+    ] {
         let dir = config.data_dir.join(sub);
         create_dir_mode(&dir, mode).map_err(start(format!("create {}", dir.display())))?;
     }

@@ -49,7 +49,21 @@ impl Agent {
     ///
     /// As [`Agent::start`].
     pub fn start_program(env: &TestEnv, program: &std::path::Path) -> anyhow::Result<Agent> {
-        Agent::start_as(env, program, &env.root, &env.config)
+        Agent::start_as(env, &[], program, &env.root, &env.config)
+    }
+
+    /// [`Agent::start_program`] run through `wrapper` (a program and its arguments, then the
+    /// agent's command line): `setpriv` to start it as another user with capabilities.
+    ///
+    /// # Errors
+    ///
+    /// As [`Agent::start`].
+    pub fn start_wrapped(
+        env: &TestEnv,
+        wrapper: &[&str],
+        program: &std::path::Path,
+    ) -> anyhow::Result<Agent> {
+        Agent::start_as(env, wrapper, program, &env.root, &env.config)
     }
 
     /// [`Agent::start`] the way the README's "deploy by hand" does it: from the directory
@@ -64,13 +78,14 @@ impl Agent {
             .config
             .strip_prefix(parent)
             .context("the config is not under the root's parent")?;
-        Agent::start_as(env, &bins::path(bins::GANTRY_AGENT)?, parent, relative)
+        Agent::start_as(env, &[], &bins::path(bins::GANTRY_AGENT)?, parent, relative)
     }
 
-    /// Starts `program run --config <config>` in `cwd` and waits until it has written its
-    /// address.
+    /// Starts `[wrapper...] program run --config <config>` in `cwd` and waits until it has
+    /// written its address.
     fn start_as(
         env: &TestEnv,
+        wrapper: &[&str],
         program: &std::path::Path,
         cwd: &std::path::Path,
         config: &std::path::Path,
@@ -83,7 +98,14 @@ impl Agent {
         }
         let log = env.root.join("agent.log");
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
-        let mut cmd = env.command(program);
+        let mut cmd = match wrapper.split_first() {
+            Some((head, rest)) => {
+                let mut cmd = env.command(std::path::Path::new(head));
+                cmd.args(rest).arg(program);
+                cmd
+            }
+            None => env.command(program),
+        };
         cmd.current_dir(cwd)
             .args(["run", "--config"])
             .arg(config)

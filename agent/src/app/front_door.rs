@@ -11,7 +11,7 @@ use serde_json::json;
 use super::AppRuntime;
 use super::slots::{backend_id, ports_in};
 use crate::audit::{AuditLog, Entry};
-use crate::config::{AppPolicy, RouterConfig, RunAs};
+use crate::config::{AppPolicy, RouterConfig, RunAs, SwitchedBy};
 use crate::error::reason;
 use crate::supervisor::{Backoff, Instance, InstanceSpec};
 use crate::traffic::{Backend, FrontDoor, Nginx, ProcessId, ReloadVia, RouteTable, Router};
@@ -319,19 +319,30 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// `traffic/` root-owned 0755 (the route table is the agent's word); `traffic/run/` owned by
-/// the app's user, where the front door writes its counters.
+/// `traffic/` the agent's, 0755 (the route table is the agent's word); `traffic/run/`, where
+/// the front door writes its counters, writable by the app's user: owned by it when the agent
+/// is root, else the agent's with an ACL entry for it (a non-root agent has no CAP_CHOWN).
 fn prepare_dirs(app_dir: &Path, run_as: &RunAs) -> std::io::Result<()> {
     crate::state::create_dir_mode(&traffic_dir(app_dir), 0o755)?;
     let run = run_dir(app_dir);
     crate::state::create_dir_mode(&run, 0o755)?;
-    if let RunAs::User { uid, gid, .. } = run_as {
-        nix::unistd::chown(
+    match run_as {
+        RunAs::User {
+            uid,
+            gid,
+            by: SwitchedBy::Root,
+            ..
+        } => nix::unistd::chown(
             &run,
             Some(nix::unistd::Uid::from_raw(*uid)),
             Some(nix::unistd::Gid::from_raw(*gid)),
         )
-        .map_err(std::io::Error::from)?;
+        .map_err(std::io::Error::from),
+        RunAs::User {
+            uid,
+            by: SwitchedBy::Capabilities,
+            ..
+        } => super::grant::grant_write(&run, *uid),
+        RunAs::CurrentUser { .. } => Ok(()),
     }
-    Ok(())
 }

@@ -4,8 +4,10 @@
 //!
 //! * [`slots`]: which instances serve from which slot, and their ports.
 //! * [`front_door`]: the app's router and the front door process's own life cycle.
+//! * `grant`: write access for the app's user to a directory the agent keeps (an ACL).
 
 pub mod front_door;
+mod grant;
 pub mod slots;
 
 use std::path::PathBuf;

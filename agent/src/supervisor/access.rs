@@ -101,6 +101,7 @@ impl Identity {
                 uid,
                 gid,
                 groups,
+                by: _,
             } if *uid != 0 => Some(Identity {
                 user: UserName {
                     name: Some(name.clone()),

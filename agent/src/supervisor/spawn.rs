@@ -114,7 +114,7 @@ impl Identity {
     }
 
     /// Runs in the forked child: own session, then groups, gid, uid (in that order, every
-    /// failure fatal), then no new privileges, then inherited descriptors close-on-exec. Only
+    /// failure fatal), then no capabilities in any set, then no new privileges, then inherited descriptors close-on-exec. Only
     /// async-signal-safe system calls, no allocation.
     fn apply(&self) -> io::Result<()> {
         nix::unistd::setsid()?;
@@ -124,6 +124,7 @@ impl Identity {
             nix::unistd::setuid(*uid)?;
         }
         clear_ambient_capabilities()?;
+        drop_all_capabilities()?;
         nix::sys::prctl::set_no_new_privs()?;
         mark_inherited_fds_cloexec();
         reset_signals();
@@ -169,6 +170,57 @@ fn clear_ambient_capabilities() -> io::Result<()> {
     };
     // EINVAL: a kernel without ambient capabilities (before 4.3) has none to clear.
     if rc == 0 || io::Error::last_os_error().raw_os_error() == Some(nix::libc::EINVAL) {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `struct __user_cap_header_struct` of `<linux/capability.h>`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: nix::libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`: one 32-bit word of each set.
+#[repr(C)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets, as two [`CapData`] words.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties the effective, permitted and inheritable sets. After the uid switch the agent's
+/// CAP_SETUID and friends are no longer needed, and exec alone would keep the inheritable set
+/// (the unit's `AmbientCapabilities=` puts them there), which a program with file capabilities
+/// could pick up. Runs in the forked child.
+fn drop_all_capabilities() -> io::Result<()> {
+    set_capabilities(0, 0, 0)
+}
+
+/// Sets this thread's capability sets, a bit per capability; capset(2) is a plain system call
+/// on stack memory, async-signal-safe.
+#[allow(unsafe_code)]
+pub(super) fn set_capabilities(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    // Version 3 splits each 64-bit set into a low and a high 32-bit word.
+    let word = |set: u64, high: bool| (if high { set >> 32 } else { set }) as u32;
+    let data = [false, true].map(|high| CapData {
+        effective: word(effective, high),
+        permitted: word(permitted, high),
+        inheritable: word(inheritable, high),
+    });
+    // SAFETY: capset reads one header and two data words, both live on this stack frame for
+    // the whole call; pid 0 means this thread. It allocates nothing and takes no locks.
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_capset, &raw mut header, data.as_ptr()) };
+    if rc == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -225,7 +277,7 @@ pub(crate) fn command(
 fn set_identity(cmd: &mut Command, run_as: &RunAs) {
     let identity = Identity::of(run_as);
     // SAFETY: the closure runs in the child between fork and exec. It only makes the
-    // async-signal-safe system calls setsid, setgroups, setgid, setuid, prctl, close_range
+    // async-signal-safe system calls setsid, setgroups, setgid, setuid, prctl, capset, close_range
     // (or fcntl), sigaction and sigprocmask through wrappers that do not allocate (the group list was allocated before
     // the fork), and it touches no locks or shared state of the parent.
     unsafe {

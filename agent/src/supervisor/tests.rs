@@ -512,12 +512,48 @@ async fn runs_as_the_app_user_with_exactly_its_groups() {
         uid: 65534,
         gid: 65534,
         groups: vec![65534, 4242],
+        by: crate::config::SwitchedBy::Root,
     };
     let inst = Instance::spawn(spec, slow_backoff()).await.unwrap();
     let pid = inst.record().pid;
     assert_eq!(status_field(pid, "Uid"), "65534 65534 65534 65534");
     assert_eq!(status_field(pid, "Gid"), "65534 65534 65534 65534");
     assert_eq!(status_field(pid, "Groups"), "4242 65534");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    inst.stop().await.unwrap();
+}
+
+/// This thread's capability set `name` (`CapPrm`, ...) as a bit set.
+fn own_caps(name: &str) -> u64 {
+    let status = fs::read_to_string("/proc/thread-self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap();
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// J5: an agent holding capabilities in its inheritable set (the unit's ambient ones are there
+/// too) hands none of them to an instance.
+#[tokio::test(flavor = "current_thread")]
+async fn j5_an_instance_starts_with_every_capability_set_empty() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to put CAP_KILL in the inheritable set)");
+        return;
+    }
+    let (prm, eff) = (own_caps("CapPrm"), own_caps("CapEff"));
+    // CAP_KILL, CAP_SETGID, CAP_SETUID; capabilities are per thread, and this test's runtime
+    // (and so the fork) is on this thread alone.
+    spawn::set_capabilities(eff, prm, 0xe0).unwrap();
+    let (_dir, mut spec) = setup(&["sleep", "300"]);
+    spec.run_as = nobody();
+    let started = Instance::spawn(spec, slow_backoff()).await;
+    spawn::set_capabilities(eff, prm, 0).unwrap();
+    let inst = started.unwrap();
+    let pid = inst.record().pid;
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(status_field(pid, set), "0000000000000000", "{set}");
+    }
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     inst.stop().await.unwrap();
 }
@@ -532,6 +568,7 @@ async fn a_failed_identity_switch_is_a_spawn_error() {
             uid: 65534,
             gid: 65534,
             groups: vec![1; 70_000],
+            by: crate::config::SwitchedBy::Root,
         }
     } else {
         // Not root: setgroups fails with EPERM.
@@ -540,6 +577,7 @@ async fn a_failed_identity_switch_is_a_spawn_error() {
             uid: 0,
             gid: 0,
             groups: vec![0],
+            by: crate::config::SwitchedBy::Root,
         }
     };
     let err = Instance::spawn(spec, slow_backoff()).await.unwrap_err();
@@ -561,6 +599,7 @@ fn nobody() -> RunAs {
         uid: 65534,
         gid: 65534,
         groups: vec![65534],
+        by: crate::config::SwitchedBy::Root,
     }
 }
 
@@ -598,6 +637,7 @@ fn access_follows_owner_then_group_then_other_bits() {
         uid: me,
         gid: 4242,
         groups: vec![4242],
+        by: crate::config::SwitchedBy::Root,
     });
     if let Some(owner) = owner {
         fs::set_permissions(&inner, fs::Permissions::from_mode(0o077)).unwrap();

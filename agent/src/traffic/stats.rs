@@ -141,8 +141,13 @@ impl Stats {
         ));
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| err(io::Error::other(e)))?;
         bytes.push(b'\n');
+        // 0644 whatever the umask (the unit's is 0077): the front door runs as the app's user,
+        // and an agent that is not root must still read what it writes.
         let result = fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(&bytes))
+            .and_then(|mut f| {
+                f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                f.write_all(&bytes)
+            })
             .and_then(|()| fs::rename(&tmp, path));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);

@@ -13,6 +13,12 @@
 //! percent of requests, spread evenly), `latency=MS` (`GET /` answers after MS milliseconds). When `SAMPLE_MODE` is unset, a `sample-mode` file in the working
 //! directory (the release directory) is read instead, so a test can build a broken release.
 //! SIGTERM or SIGINT ends it gracefully with exit 0.
+//!
+//! `SAMPLE_PROBE` lists accesses to try at start, comma-separated, each `read=PATH` (open
+//! read-only and read a byte), `append=PATH` (open an existing file for appending, write
+//! nothing), `create=DIR` (create and remove a file in DIR) or `list=DIR`; `GET /probe` answers
+//! one line per probe, `<op> <path> <result>`, the result `ok` or the errno name (`EACCES`).
+//! The security tests use it to show what an app can reach of the agent's files.
 
 #![forbid(unsafe_code)]
 
@@ -85,8 +91,59 @@ impl Mode {
     }
 }
 
+/// One access tried at start, and what the kernel said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Probe {
+    op: String,
+    path: String,
+    result: String,
+}
+
+/// Parses `SAMPLE_PROBE` (see the module docs).
+fn parse_probes(raw: &str) -> Result<Vec<(String, String)>, String> {
+    raw.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((op @ ("read" | "append" | "create" | "list"), path)) if !path.is_empty() => {
+                Ok((op.to_owned(), path.to_owned()))
+            }
+            _ => Err(format!("SAMPLE_PROBE entry {p:?} is not OP=PATH")),
+        })
+        .collect()
+}
+
+/// Tries one access; `ok` or the errno's name.
+fn probe(op: &str, path: &str) -> String {
+    use std::io::{Read, Write as _};
+    let outcome = match op {
+        "read" => std::fs::File::open(path).and_then(|mut f| f.read(&mut [0u8; 1]).map(drop)),
+        "append" => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(b"")),
+        "create" => {
+            let file = std::path::Path::new(path).join(format!(".probe-{}", std::process::id()));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+                .and_then(|_| std::fs::remove_file(&file))
+        }
+        _ => std::fs::read_dir(path).map(drop),
+    };
+    match outcome {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => match e.raw_os_error() {
+            Some(n) => format!("{:?}", nix::errno::Errno::from_raw(n)),
+            None => e.to_string(),
+        },
+    }
+}
+
 /// What every request handler shares.
 struct App {
+    /// The answer of `GET /probe`.
+    probes: String,
     banner: String,
     version: String,
     mode: Mode,
@@ -119,6 +176,7 @@ impl App {
             }
             (&Method::GET, "/") => (StatusCode::OK, self.banner.clone()),
             (&Method::GET, "/version") => (StatusCode::OK, format!("{}\n", self.version)),
+            (&Method::GET, "/probe") => (StatusCode::OK, self.probes.clone()),
             (&Method::GET, "/health") if self.healthy() => (StatusCode::OK, "ok\n".to_owned()),
             (&Method::GET, "/health") => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".to_owned())
@@ -161,9 +219,25 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
+    let probes = match parse_probes(&env("SAMPLE_PROBE")) {
+        Ok(list) => list
+            .iter()
+            .map(|(op, path)| Probe {
+                result: probe(op, path),
+                op: op.clone(),
+                path: path.clone(),
+            })
+            .map(|p| format!("{} {} {}\n", p.op, p.path, p.result))
+            .collect::<String>(),
+        Err(e) => {
+            eprintln!("gantry-sample-app: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
     let (app_name, version) = (env("GANTRY_APP"), env("GANTRY_VERSION"));
     let (crash, crashed) = watch::channel(None);
     let app = Arc::new(App {
+        probes,
         banner: format!("{app_name} {version} instance {}\n", env("GANTRY_INSTANCE")),
         version,
         mode,
@@ -292,5 +366,24 @@ mod tests {
         assert!(Mode::parse("errors=101").is_err());
         assert!(Mode::parse("slow-start=x").is_err());
         assert!(Mode::parse("explode").is_err());
+    }
+
+    #[test]
+    fn probes_parse_and_report_the_errno() {
+        assert_eq!(
+            parse_probes("read=/a,append=/b"),
+            Ok(vec![
+                ("read".to_owned(), "/a".to_owned()),
+                ("append".to_owned(), "/b".to_owned())
+            ])
+        );
+        assert!(parse_probes("write=/a").is_err());
+        assert!(parse_probes("read=").is_err());
+        assert_eq!(probe("read", "/nonexistent/x"), "ENOENT");
+        let dir = tempfile::tempdir().unwrap();
+        let dir_s = dir.path().to_str().unwrap();
+        assert_eq!(probe("create", dir_s), "ok");
+        assert_eq!(probe("list", dir_s), "ok");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -1,5 +1,6 @@
 //! Security faults: unsafe key files, the audit dir on a full filesystem and the low-water mark,
-//! and what a deployed child process holds (uid, gid, groups, capabilities, environment, fds).
+//! and what a deployed child process holds (uid, gid, groups, capabilities, environment, fds);
+//! `privsep`: the same under a non-root agent with capabilities, and the agent's files.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -12,6 +13,8 @@ use gantry_tests::process::recorded_instance_pids;
 use gantry_tests::{Agent, Controller, TestEnv, audit_events, make_artifact, wait_until};
 
 use crate::{deploy, deploy_args, releases, strs};
+
+mod privsep;
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -369,7 +369,7 @@ impl RouterConfig {
 /// The identity an app's instances run as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RunAs {
-    /// Switch to this user (the agent runs as root): `setgroups(groups)`, `setgid`, `setuid`.
+    /// Switch to this user in the child before exec: `setgroups(groups)`, `setgid`, `setuid`.
     User {
         /// User name.
         name: String,
@@ -379,14 +379,37 @@ pub enum RunAs {
         gid: u32,
         /// Its supplementary groups (including the primary one).
         groups: Vec<u32>,
+        /// What lets the agent make the switch.
+        by: SwitchedBy,
     },
-    /// Keep the agent's own identity (the agent is not root and the app names its user).
+    /// Keep the agent's own identity (the agent is not root and the app names its user). Such
+    /// instances can read the agent's keys and write its data dir: see docs/security.md.
     CurrentUser {
         /// The agent's effective uid.
         uid: u32,
         /// The agent's effective gid.
         gid: u32,
     },
+}
+
+/// What lets the agent start an app's instances as another user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SwitchedBy {
+    /// The agent runs as root.
+    Root,
+    /// The agent is not root but holds CAP_SETUID, CAP_SETGID and CAP_KILL (the systemd
+    /// unit's `AmbientCapabilities=`); its instances end with no capabilities at all.
+    Capabilities,
+}
+
+impl SwitchedBy {
+    /// How reports name it: `root` or `capabilities`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchedBy::Root => "root",
+            SwitchedBy::Capabilities => "capabilities",
+        }
+    }
 }
 
 impl RunAs {
@@ -538,7 +561,7 @@ impl Config {
     ///
     /// TLS files and the audit signing key are not read, and app users are not looked up:
     /// every app's [`AppPolicy::run_as`] is then a placeholder `RunAs::User` with uid and gid
-    /// `u32::MAX` and no groups. `user = "root"` without `allow_root` is still refused.
+    /// `u32::MAX`, no groups and [`SwitchedBy::Root`]. `user = "root"` without `allow_root` is still refused.
     ///
     /// # Errors
     ///

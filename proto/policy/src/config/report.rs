@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     APPROVER_ROLE, AppPolicy, Config, EXPIRY_WARNING, FrontDoorMode, KeyInvalidity, RouterConfig,
-    RunAs, TrustedKey, format_time,
+    RunAs, SwitchedBy, TrustedKey, format_time,
 };
 use crate::job::Action;
 
@@ -104,6 +104,7 @@ fn table(out: &mut String, indent: &str, rows: &[Vec<String>]) {
     }
 }
 
+/// The user an app runs as and how the agent gets there.
 fn run_as_text(app: &AppPolicy) -> String {
     match &app.run_as {
         RunAs::User {
@@ -111,9 +112,14 @@ fn run_as_text(app: &AppPolicy) -> String {
             uid,
             gid,
             groups,
+            by,
         } => format!(
-            "user {name} (uid {uid}, gid {gid}, groups {})",
-            join_or(groups.iter().map(u32::to_string), "none")
+            "user {name} (uid {uid}, gid {gid}, groups {}), switched to by {}",
+            join_or(groups.iter().map(u32::to_string), "none"),
+            match by {
+                SwitchedBy::Root => "the agent running as root",
+                SwitchedBy::Capabilities => "the agent's CAP_SETUID and CAP_SETGID",
+            }
         ),
         RunAs::CurrentUser { uid, gid } => {
             format!(
@@ -206,6 +212,14 @@ fn notes(cfg: &Config, now: i64) -> Vec<String> {
     for app in cfg.policy.apps.values() {
         if app.run_as.uid() == 0 {
             notes.push(format!("app {} runs as root (allow_root = true)", app.name));
+        }
+        if matches!(app.run_as, RunAs::CurrentUser { .. }) {
+            notes.push(format!(
+                "app {} runs as the agent's own user: its instances can read the agent's keys \
+                 and write its data dir (give it a user of its own; a non-root agent then needs \
+                 CAP_SETUID, CAP_SETGID and CAP_KILL)",
+                app.name
+            ));
         }
     }
     for k in &cfg.policy.keys {
@@ -474,11 +488,14 @@ fn render_json(cfg: &Config, now: i64) -> String {
                     uid,
                     gid,
                     groups,
+                    by,
                 } => json!({
                     "kind": "user", "user": name, "uid": uid, "gid": gid, "groups": groups,
+                    "via": by.as_str(),
                 }),
                 RunAs::CurrentUser { uid, gid } => json!({
                     "kind": "current_user", "user": app.user, "uid": uid, "gid": gid,
+                    "via": "agent_user",
                 }),
             };
             let allow: serde_json::Map<String, serde_json::Value> = Action::ALL

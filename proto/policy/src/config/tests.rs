@@ -24,6 +24,7 @@ fn root() -> HostIdentity {
         euid: 0,
         egid: 0,
         user: Some("root".to_owned()),
+        cap_eff: 0x1ff_ffff_ffff,
     }
 }
 
@@ -32,6 +33,17 @@ fn nobody() -> HostIdentity {
         euid: 65534,
         egid: 65534,
         user: Some("nobody".to_owned()),
+        cap_eff: 0,
+    }
+}
+
+/// A non-root agent with the systemd unit's capabilities: CAP_KILL, CAP_SETGID, CAP_SETUID.
+fn unit_agent() -> HostIdentity {
+    HostIdentity {
+        euid: 4242,
+        egid: 4242,
+        user: Some("gantry".to_owned()),
+        cap_eff: 0xe0,
     }
 }
 

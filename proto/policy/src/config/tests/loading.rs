@@ -202,6 +202,64 @@ fn a_non_root_agent_runs_apps_only_as_itself() {
 }
 
 #[test]
+fn j5_a_non_root_agent_with_the_units_capabilities_runs_apps_as_their_own_users() {
+    let dir = fixture();
+    let path = write(dir.path(), EXAMPLE);
+    let cfg = load(&path, &unit_agent()).unwrap_or_else(|e| panic!("{e}"));
+    let web = &cfg.policy.apps[&AppName::new("web").unwrap()];
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert!(
+        matches!(
+            &web.run_as,
+            RunAs::User { name, uid, gid, groups, by: SwitchedBy::Capabilities }
+                if name == "nobody"
+                    && *uid == nobody.uid.as_raw()
+                    && *gid == nobody.gid.as_raw()
+                    && groups.contains(gid)
+        ),
+        "{:?}",
+        web.run_as
+    );
+    let text = render_policy(&cfg, false);
+    assert!(
+        text.contains("switched to by the agent's CAP_SETUID and CAP_SETGID"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    assert_eq!(json["apps"][0]["run_as"]["via"], "capabilities");
+
+    // Even with the capabilities, uid 0 needs a root agent: a non-root one switching to root
+    // would hand its bounding set to the app.
+    let text = EXAMPLE
+        .replace("user = \"nobody\"", "user = \"root\"")
+        .replace("allow_root = false", "allow_root = true");
+    let errs = load(&write(dir.path(), &text), &unit_agent()).unwrap_err();
+    let p = errs.for_entry("apps.web.user").unwrap();
+    assert_eq!(
+        p.message,
+        "app web: user root needs the agent to run as root (the agent runs as gantry, uid 4242)"
+    );
+}
+
+#[test]
+fn j5_without_the_capabilities_the_refusal_names_the_missing_ones_and_the_unit_lines() {
+    let dir = fixture();
+    let path = write(dir.path(), EXAMPLE);
+    let mut host = unit_agent();
+    host.cap_eff = 0x60; // CAP_KILL and CAP_SETGID only
+    let errs = load(&path, &host).unwrap_err();
+    let p = errs.for_entry("apps.web.user").unwrap();
+    assert_eq!(
+        p.message,
+        "app web: user nobody needs the agent to run as root or to hold CAP_SETUID CAP_SETGID \
+         CAP_KILL (the agent runs as gantry, uid 4242, without CAP_SETUID); the systemd unit \
+         grants them with CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL and \
+         AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL, or set user = \"gantry\" to run \
+         the app as the agent itself"
+    );
+}
+
+#[test]
 fn root_is_allowed_only_with_allow_root() {
     let dir = fixture();
     let text = EXAMPLE.replace("user = \"nobody\"", "user = \"root\"");

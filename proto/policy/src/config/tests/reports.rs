@@ -143,3 +143,43 @@ fn policy_report_shows_who_signs_plans_and_dispatches() {
     assert_eq!(rm["dispatches"], true);
     assert_eq!(rm["signs_plans"], false);
 }
+
+#[test]
+fn j5_policy_says_how_each_apps_user_is_reached_and_flags_the_agents_own() {
+    let dir = fixture();
+    let path = write(dir.path(), EXAMPLE);
+    let cfg = load(&path, &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        render_policy(&cfg, false).contains("), switched to by the agent running as root\n"),
+        "{}",
+        render_policy(&cfg, false)
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    assert_eq!(json["apps"][0]["run_as"]["via"], "root");
+
+    // An agent without the capabilities, running its app as itself: said, and flagged.
+    let own = EXAMPLE.replace("approvals = 1", "approvals = 0");
+    let cfg = load(&write(dir.path(), &own), &nobody()).unwrap_or_else(|e| panic!("{e}"));
+    let text = render_policy(&cfg, false);
+    assert!(
+        text.contains("runs as        user nobody = the agent's own user (uid 65534, gid 65534)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "app web runs as the agent's own user: its instances can read the agent's keys and \
+             write its data dir"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_policy(&cfg, true)).unwrap();
+    assert_eq!(json["apps"][0]["run_as"]["via"], "agent_user");
+    assert!(
+        json["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("app web runs as the agent's own user")),
+        "{}",
+        json["notes"]
+    );
+}

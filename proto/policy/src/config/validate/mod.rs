@@ -1,9 +1,11 @@
 //! From [`RawConfig`] to [`Config`]: every check, every problem collected.
 //!
 //! `mod` reads and parses the file and walks it in file order; each table has its file:
-//! `settings` (listen, tls, audit, limits), `keys`, `apps` (with `users` and `router`).
+//! `settings` (listen, tls, audit, limits), `keys`, `apps` (with `users` and `router`); `host` is
+//! who the agent runs as.
 
 mod apps;
+mod host;
 mod keys;
 mod router;
 mod settings;
@@ -19,29 +21,7 @@ use super::{Config, ConfigErrors, ConfigProblem, Policy};
 use crate::dns::DnsName;
 use crate::job::Sha256Hex;
 
-/// Who the agent runs as; decides [`RunAs`]. Injected so tests can play a non-root agent.
-#[derive(Debug, Clone)]
-pub(crate) struct HostIdentity {
-    pub(crate) euid: u32,
-    pub(crate) egid: u32,
-    /// The user name of `euid`, when the user database has one.
-    pub(crate) user: Option<String>,
-}
-
-impl HostIdentity {
-    pub(crate) fn current() -> Self {
-        let euid = nix::unistd::geteuid();
-        let user = nix::unistd::User::from_uid(euid)
-            .ok()
-            .flatten()
-            .map(|u| u.name);
-        Self {
-            euid: euid.as_raw(),
-            egid: nix::unistd::getegid().as_raw(),
-            user,
-        }
-    }
-}
+pub(crate) use host::HostIdentity;
 
 /// How much of the config to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 use std::ffi::CString;
 
 use super::{HostIdentity, Problems};
-use crate::config::RunAs;
 use crate::config::raw::RawApp;
+use crate::config::{RunAs, SwitchedBy};
 
 /// The placeholder identity of a policy-only load; still refuses root without `allow_root`.
 pub(super) fn unresolved_user(
@@ -25,11 +25,13 @@ pub(super) fn unresolved_user(
         uid: u32::MAX,
         gid: u32::MAX,
         groups: Vec::new(),
+        by: SwitchedBy::Root,
     })
 }
 
-/// The app's user from the user database: uid, gid and groups, or the agent's own identity
-/// when the agent is not root and the app runs as the agent's user.
+/// The app's user from the user database: uid, gid and groups when the agent can switch to
+/// it (as root, or holding CAP_SETUID, CAP_SETGID and CAP_KILL), or the agent's own identity
+/// when the app runs as the agent's user.
 pub(super) fn resolve_user(
     p: &mut Problems,
     at: &str,
@@ -59,24 +61,23 @@ pub(super) fn resolve_user(
         );
         return None;
     }
-    if host.euid != 0 {
-        if host.user.as_deref() == Some(app.user.as_str()) {
+    let by = if host.euid == 0 {
+        SwitchedBy::Root
+    } else {
+        if user.uid.as_raw() == host.euid {
             return Some(RunAs::CurrentUser {
                 uid: host.euid,
                 gid: host.egid,
             });
         }
-        p.add(
-            entry,
-            format!(
-                "app {name}: user {} needs the agent to run as root (the agent runs as {}, uid {})",
-                app.user,
-                host.user.as_deref().unwrap_or("?"),
-                host.euid
-            ),
-        );
-        return None;
-    }
+        let missing = host.missing_switch_caps();
+        // A non-root agent switching to uid 0 would hand its bounding set to the app at exec.
+        if user.uid.is_root() || !missing.is_empty() {
+            p.add(entry, needs_root_message(name, &app.user, host, &missing));
+            return None;
+        }
+        SwitchedBy::Capabilities
+    };
     let groups = match CString::new(app.user.as_str())
         .ok()
         .map(|c| nix::unistd::getgrouplist(&c, user.gid))
@@ -96,5 +97,26 @@ pub(super) fn resolve_user(
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
         groups,
+        by,
     })
+}
+
+/// Why a non-root agent cannot run `user`'s instances, and the unit lines that would let it.
+fn needs_root_message(app: &str, user: &str, host: &HostIdentity, missing: &[&str]) -> String {
+    let agent = format!(
+        "the agent runs as {}, uid {}",
+        host.user.as_deref().unwrap_or("?"),
+        host.euid
+    );
+    if missing.is_empty() {
+        return format!("app {app}: user {user} needs the agent to run as root ({agent})");
+    }
+    let all = super::host::SWITCH_CAPS.map(|(n, _)| n).join(" ");
+    format!(
+        "app {app}: user {user} needs the agent to run as root or to hold {all} ({agent}, \
+         without {}); the systemd unit grants them with CapabilityBoundingSet={all} and \
+         AmbientCapabilities={all}, or set user = {:?} to run the app as the agent itself",
+        missing.join(", "),
+        host.user.as_deref().unwrap_or("?"),
+    )
 }
