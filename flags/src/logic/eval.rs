@@ -2,6 +2,7 @@
 //! semantics (see the `js` module for the value rules).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use serde_json::Value;
 
@@ -27,9 +28,38 @@ type Res<'a> = Result<Cow<'a, Value>, EvalError>;
 
 /// What a rule sees: the current data (the context, or an element inside `some`/`map`…) and,
 /// at the top level, flagd's properties.
+///
+/// `prev` mirrors a quirk of the reference's compiled form, which the answers depend on: its
+/// generated code keeps one `prev` variable that every `var`, `and`/`or` operand and
+/// comparison assigns, and a comparison checks its right operand against whatever `prev`
+/// holds once that operand is evaluated. With a `var` on the right, that is the operand
+/// itself, not the left side (`{"<": [18, {"var": "age"}]}` with `age: "old"` is `false`,
+/// while `{"<": [{"var": "age"}, 18]}` fails the evaluation).
 pub(crate) struct Env<'a> {
     pub(crate) data: &'a Value,
     pub(crate) flagd: Option<&'a FlagdProps>,
+    pub(crate) prev: RefCell<Option<Cow<'a, Value>>>,
+}
+
+impl<'a> Env<'a> {
+    pub(crate) fn new(data: &'a Value, flagd: Option<&'a FlagdProps>) -> Self {
+        Env {
+            data,
+            flagd,
+            prev: RefCell::new(None),
+        }
+    }
+
+    fn set_prev(&self, v: &Cow<'a, Value>) {
+        *self.prev.borrow_mut() = Some(v.clone());
+    }
+
+    fn prev(&self) -> Cow<'a, Value> {
+        self.prev
+            .borrow()
+            .clone()
+            .unwrap_or(Cow::Owned(Value::Null))
+    }
 }
 
 pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a>) -> Res<'a> {
@@ -41,10 +71,16 @@ pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a>) -> Res<'a> {
                 .map(|n| eval(n, env).map(Cow::into_owned))
                 .collect::<Result<_, _>>()?,
         ))),
-        Node::Var { path, default } => match lookup(path_keys(path), env) {
-            Some(v) if !v.is_null() => Ok(v),
-            _ => or_default(default.as_deref(), env),
-        },
+        Node::Var { path, default } => {
+            let v = match lookup(path_keys(path), env) {
+                Some(v) if !v.is_null() => v,
+                _ => or_default(default.as_deref(), env)?,
+            };
+            if matches!(path, Path::Keys(_)) {
+                env.set_prev(&v);
+            }
+            Ok(v)
+        }
         Node::VarDyn { key, default } => {
             let key = eval(key, env)?;
             let path = match key.as_ref() {
@@ -171,6 +207,7 @@ fn lazy<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Res<'a> {
             let mut last = None;
             for a in args {
                 let v = eval(a, env)?;
+                env.set_prev(&v);
                 if js::truthy(&v) == want {
                     return Ok(v);
                 }
@@ -178,43 +215,45 @@ fn lazy<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Res<'a> {
             }
             Ok(last.unwrap_or(Cow::Owned(Value::Null)))
         }
-        Op::Cmp(cmp) => comparison(cmp, args, env),
-        Op::StrictEq | Op::StrictNe => {
-            let want = op == Op::StrictEq;
-            if args.len() < 2 {
-                return Err(EvalError::InvalidArguments("==="));
-            }
-            let mut prev = eval(&args[0], env)?;
-            for a in &args[1..] {
-                let cur = eval(a, env)?;
-                if js::strict_eq(&prev, &cur) != want {
-                    return boolean(false);
-                }
-                prev = cur;
-            }
-            boolean(true)
-        }
+        Op::Cmp(cmp) => comparison(Some(cmp), args, env),
+        Op::StrictEq => comparison(None, args, env),
+        Op::StrictNe => Ok(Cow::Owned(Value::Bool(!js::truthy(
+            comparison(None, args, env)?.as_ref(),
+        )))),
         Op::Some | Op::All | Op::None | Op::Map | Op::Filter => iterate(op, args, env),
         _ => Err(EvalError::InvalidArguments("an eager operator")),
     }
 }
 
-/// `==`, `<`, … in the compiled form of the reference: two strings (or nulls) compare as
-/// strings; otherwise both must be numbers or coercible to one, `null` next to a falsy
-/// value counts as equal to it. With three or more arguments the comparison chains
-/// (`{"<": [1, x, 10]}`), stopping at the first false.
-fn comparison<'a>(cmp: Cmp, args: &'a [Node], env: &Env<'a>) -> Res<'a> {
+/// `==`, `<`, … (`cmp`) or `===` (`None`) in the compiled form of the reference: two
+/// strings (or nulls) compare as strings; otherwise both must be numbers or coercible to one,
+/// `null` next to a falsy value counts as equal to it. With three or more arguments the
+/// comparison chains (`{"<": [1, x, 10]}`), stopping at the first false. See [`Env`] for
+/// which value the right operand is checked against.
+fn comparison<'a>(cmp: Option<Cmp>, args: &'a [Node], env: &Env<'a>) -> Res<'a> {
     if args.len() < 2 {
         return Err(EvalError::InvalidArguments("a comparison"));
     }
-    let mut prev = eval(&args[0], env)?;
+    let chained = args.len() > 2;
+    let mut left = eval(&args[0], env)?;
+    env.set_prev(&left);
     for a in &args[1..] {
         let item = eval(a, env)?;
-        let checked = compare_check(&item, &prev)?;
-        if !js::compare(cmp, &prev, &checked) {
+        let checked = match cmp {
+            Some(_) => Cow::Owned(compare_check(&item, &env.prev())?),
+            None => item,
+        };
+        let holds = match cmp {
+            Some(c) => js::compare(c, &left, &checked),
+            None => js::strict_eq(&left, &checked),
+        };
+        if chained {
+            env.set_prev(&checked);
+        }
+        if !holds {
             return boolean(false);
         }
-        prev = Cow::Owned(checked);
+        left = checked;
     }
     boolean(true)
 }
@@ -258,23 +297,21 @@ fn iterate<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Res<'a> {
         return Err(EvalError::InvalidArguments("an iterator"));
     };
     let selected = eval(selector, env)?;
+    if op == Op::All {
+        env.set_prev(&selected);
+    }
     let items: Vec<Value> = match selected.as_ref() {
         Value::Array(a) => a.clone(),
-        Value::String(s) if !s.is_empty() => {
-            s.chars().map(|c| Value::String(c.to_string())).collect()
+        v if is_js_falsy(v) => Vec::new(),
+        _ => {
+            return Err(EvalError::TypeError(
+                "iterating over a value that is not an array",
+            ));
         }
-        _ => Vec::new(),
     };
     let run = |item: &Value| -> Result<Value, EvalError> {
         match mapper {
-            Some(m) => eval(
-                m,
-                &Env {
-                    data: item,
-                    flagd: None,
-                },
-            )
-            .map(Cow::into_owned),
+            Some(m) => eval(m, &Env::new(item, None)).map(Cow::into_owned),
             None => Ok(Value::Null),
         }
     };
@@ -351,11 +388,10 @@ fn eager<'a>(op: Op, args: Vec<Cow<'a, Value>>, env: &Env<'a>) -> Res<'a> {
             }
         }
         Op::Cat => {
+            // The compiled form joins with JavaScript's `+`: a null argument is "null".
             let mut out = String::new();
             for a in &args {
-                if !a.is_null() {
-                    js::push_js_string(&mut out, a);
-                }
+                js::push_js_string(&mut out, a);
             }
             Ok(Cow::Owned(Value::String(out)))
         }
@@ -453,6 +489,7 @@ fn eager<'a>(op: Op, args: Vec<Cow<'a, Value>>, env: &Env<'a>) -> Res<'a> {
             };
             let options: Vec<Cow<'_, Value>> = options.iter().map(Cow::Borrowed).collect();
             let absent = missing(&options, env);
+            env.set_prev(&Cow::Owned(Value::Array(absent.clone())));
             if (options.len() - absent.len()) as f64 >= need {
                 Ok(Cow::Owned(Value::Array(Vec::new())))
             } else {

@@ -171,8 +171,8 @@ pub enum Cmp {
     Ge,
 }
 
-/// `a OP b` with JavaScript's abstract equality and relational comparison, for primitives.
-/// Arrays and objects never reach here (the caller refuses them first).
+/// `a OP b` with JavaScript's abstract equality and relational comparison (arrays and
+/// objects compare as their strings).
 pub fn compare(op: Cmp, a: &Value, b: &Value) -> bool {
     match op {
         Cmp::Eq => loose_eq(a, b),
@@ -184,7 +184,30 @@ pub fn compare(op: Cmp, a: &Value, b: &Value) -> bool {
     }
 }
 
+/// JavaScript's `ToPrimitive` for JSON: an array or object becomes its string.
+fn to_primitive(v: &Value) -> std::borrow::Cow<'_, Value> {
+    match v {
+        Value::Array(_) | Value::Object(_) => {
+            std::borrow::Cow::Owned(Value::String(to_js_string(v)))
+        }
+        _ => std::borrow::Cow::Borrowed(v),
+    }
+}
+
+fn is_reference(v: &Value) -> bool {
+    matches!(v, Value::Array(_) | Value::Object(_))
+}
+
 fn loose_eq(a: &Value, b: &Value) -> bool {
+    // Two arrays or objects are equal only as the same reference, which JSON values never are.
+    if is_reference(a) && is_reference(b) {
+        return false;
+    }
+    if (a.is_null() && is_reference(b)) || (b.is_null() && is_reference(a)) {
+        return false;
+    }
+    let (a, b) = (to_primitive(a), to_primitive(b));
+    let (a, b) = (a.as_ref(), b.as_ref());
     match (a, b) {
         (Value::Null, Value::Null) => true,
         (Value::Null, _) | (_, Value::Null) => false,
@@ -197,6 +220,8 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 }
 
 fn relational(a: &Value, b: &Value) -> Option<Ordering> {
+    let (a, b) = (to_primitive(a), to_primitive(b));
+    let (a, b) = (a.as_ref(), b.as_ref());
     if let (Value::String(x), Value::String(y)) = (a, b) {
         return Some(utf16_cmp(x, y));
     }

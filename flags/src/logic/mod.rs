@@ -59,13 +59,7 @@ impl Rule {
         context: &'a Value,
         flagd: &'a FlagdProps,
     ) -> Result<Cow<'a, Value>, EvalError> {
-        eval::eval(
-            &self.0,
-            &eval::Env {
-                data: context,
-                flagd: Some(flagd),
-            },
-        )
+        eval::eval(&self.0, &eval::Env::new(context, Some(flagd)))
     }
 }
 

@@ -77,7 +77,7 @@ fn logic_and_strings() {
     assert_eq!(ok(json!({"in": ["ell", "hello"]}), json!({})), json!(true));
     assert_eq!(
         ok(json!({"cat": ["a", 1, null, 2.5]}), json!({})),
-        json!("a12.5")
+        json!("a1null2.5")
     );
     assert_eq!(
         ok(json!({"substr": ["jsonlogic", -5]}), json!({})),
