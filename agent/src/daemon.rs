@@ -276,6 +276,19 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let secrets = crate::secrets::SecretsKey::load_or_create(&config.data_dir).map_err(start(
         "load the key that hashes secret values for the audit log",
     ))?;
+    // Flags are served before instances are started or adopted: an app may read them at start.
+    let flags = crate::flags::Flags::open(Arc::clone(&config), audit.clone())
+        .map_err(start("load the flag sets in force"))?;
+    for (app, policy, feed) in flags.endpoints() {
+        let ofrep = TcpListener::bind(policy.listen)
+            .await
+            .map_err(start(format!(
+                "listen on {} for the flags of app {app} (OFREP)",
+                policy.listen
+            )))?;
+        tracing::info!(%app, "serving flags over OFREP on http://{}", policy.listen);
+        tokio::spawn(crate::flags::ofrep::serve(ofrep, feed, shutdown.token()));
+    }
     let jobs_token = CancellationToken::new();
     let executor = Executor::start(
         Arc::clone(&config),
@@ -317,7 +330,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::clone(&store),
         config.limits.max_artifact_bytes,
         throttle,
-    );
+    )
+    .with_flags(flags);
     let decode_limit =
         (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);
     let flusher = {

@@ -29,6 +29,8 @@
 //!   that must stay healthy. [`traffic`]: route tables, the front door proxy, nginx.
 //!   [`artifact`]: the content-addressed store, safe unpacking, releases and `current`.
 //!   [`reach`] and [`fsguard`]: start-up checks of paths and modes.
+//! * [`flags`]: signed feature-flag sets per app: admission (`admit`), the store of the set
+//!   in force (`store`), and the OFREP endpoint that serves it to the app (`ofrep`).
 //! * [`supervisor`]: instance processes: spawn as the app's user, stop, restart, adopt.
 //! * [`config`] (the agent's TOML, validated) and [`secrets`] (keyed hashes of secret env
 //!   values for the audit log).
@@ -59,6 +61,7 @@ pub mod daemon;
 pub mod error;
 pub mod executor;
 pub mod exporter;
+pub mod flags;
 pub mod fsguard;
 pub mod health;
 pub mod intake;

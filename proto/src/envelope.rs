@@ -17,6 +17,9 @@ use crate::keys::{KeyError, PublicKey, SigningKey, sha256_hex};
 /// The DSSE payload type of a job.
 pub const JOB_PAYLOAD_TYPE: &str = "application/vnd.gantry.job.v1+protobuf";
 
+/// The DSSE payload type of a flag set (`SignedFlags.flags`, DESIGN "Feature flags").
+pub const FLAGS_PAYLOAD_TYPE: &str = "application/vnd.gantry.flags.v1+protobuf";
+
 /// DSSE v1 pre-authentication encoding:
 /// `"DSSEv1" SP len(type) SP type SP len(payload) SP payload`, lengths in ASCII decimal bytes.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -64,6 +67,22 @@ pub fn sign_job(key: &SigningKey, job_bytes: &[u8]) -> crate::v1::Signature {
 /// [`KeyError::BadSignature`] when it does not verify under `key`.
 pub fn verify_job(key: &PublicKey, job_bytes: &[u8], sig: &[u8]) -> Result<(), KeyError> {
     verify_payload(key, JOB_PAYLOAD_TYPE, job_bytes, sig)
+}
+
+/// Signs a flag set's exact protobuf bytes (`SignedFlags.flags`).
+pub fn sign_flags(key: &SigningKey, flags_bytes: &[u8]) -> crate::v1::Signature {
+    crate::v1::Signature {
+        key_id: key.key_id().to_string(),
+        sig: sign_payload(key, FLAGS_PAYLOAD_TYPE, flags_bytes).to_vec(),
+    }
+}
+
+/// Verifies one signature over a flag set's exact protobuf bytes.
+///
+/// # Errors
+/// [`KeyError::BadSignature`] when it does not verify under `key`.
+pub fn verify_flags(key: &PublicKey, flags_bytes: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+    verify_payload(key, FLAGS_PAYLOAD_TYPE, flags_bytes, sig)
 }
 
 /// Lowercase hex SHA-256 of the exact job bytes.

@@ -94,6 +94,7 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
         front_door_mode: crate::config::FrontDoorMode::Tcp,
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         allow,
+        flags: None,
     };
     Policy {
         keys: vec![

@@ -53,6 +53,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         router: RouterConfig::None,
         front_door_mode: crate::config::FrontDoorMode::Tcp,
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
+        flags: None,
         allow: [(Action::Deploy, deployer)].into_iter().collect(),
     };
     let policy = Policy {

@@ -58,6 +58,7 @@ pub struct AgentService {
     max_artifact_bytes: u64,
     rejections: Arc<flood::RejectionLimiter>,
     throttle: Arc<throttle::ClientThrottle>,
+    flags: Option<crate::flags::Flags>,
 }
 
 impl AgentService {
@@ -87,7 +88,15 @@ impl AgentService {
             max_artifact_bytes,
             throttle,
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
+            flags: None,
         }
+    }
+
+    /// Serves `PushFlags` and `GetFlags` from `flags` (without it they are unimplemented).
+    #[must_use]
+    pub fn with_flags(mut self, flags: crate::flags::Flags) -> Self {
+        self.flags = Some(flags);
+        self
     }
 
     /// Writes the count of rejections that were over the full-recording rate, if any. The
@@ -562,4 +571,84 @@ impl Agent for AgentService {
         };
         self.answer(submitted, input.len(), &peer, epoch).await
     }
+
+    async fn push_flags(
+        &self,
+        request: Request<v1::SignedFlags>,
+    ) -> Result<Response<v1::FlagsReceipt>, Status> {
+        let peer = peer_of(&request);
+        let signed = request.into_inner();
+        self.audit.health().map_err(|e| status::audit(&e))?;
+        let flags = self.flags.as_ref().ok_or_else(no_flags)?;
+        let sigs = convert::signatures(signed.signatures);
+        let _slot = self.throttle.gate(&peer.fingerprint).admission().await;
+        let now = crate::clock::unix_now();
+        match flags
+            .push(&signed.flags, &sigs, now, &peer.fingerprint)
+            .await
+        {
+            Ok(pushed) => {
+                let r = &pushed.receipt;
+                tracing::info!(app = %r.app, version = r.version, unchanged = r.unchanged, "flag set in force");
+                Ok(Response::new(pushed.receipt))
+            }
+            Err(e) => {
+                tracing::info!(
+                    reason = crate::flags::reason_code(&e),
+                    "flag set rejected: {}",
+                    reason(&e)
+                );
+                self.charge(&peer).await;
+                if !matches!(e, crate::flags::FlagsError::Audit(_)) {
+                    let entry =
+                        crate::flags::rejected_entry(&e, &signed.flags, &sigs, &peer.fingerprint);
+                    self.audit
+                        .append(entry)
+                        .await
+                        .map_err(|a| status::audit(&a))?;
+                }
+                Err(status::flags(&e))
+            }
+        }
+    }
+
+    async fn get_flags(
+        &self,
+        request: Request<v1::FlagsRequest>,
+    ) -> Result<Response<v1::FlagsInForce>, Status> {
+        let flags = self.flags.as_ref().ok_or_else(no_flags)?;
+        let name = request.into_inner().app;
+        let app = AppName::new(&name).map_err(|e| Status::invalid_argument(reason(&e)))?;
+        let (policy, in_force) = flags.in_force(&app).ok_or_else(|| {
+            Status::not_found(format!(
+                "app {name} serves no flags on this agent (no [apps.{name}.flags] in its config)"
+            ))
+        })?;
+        let mut answer = v1::FlagsInForce {
+            app: name,
+            ofrep_url: format!("http://{}", policy.listen),
+            remove_after_secs: policy.remove_after.as_secs(),
+            ..Default::default()
+        };
+        if let Some(f) = in_force {
+            answer.version = f.version;
+            answer.signers = f.signers;
+            answer.admitted_at = f.admitted_at;
+            answer.ages = f
+                .ages
+                .into_iter()
+                .map(|(key, a)| v1::FlagAge {
+                    key,
+                    created_at: a.created_at,
+                    created_version: a.created_version,
+                })
+                .collect();
+            answer.signed = Some(f.signed);
+        }
+        Ok(Response::new(answer))
+    }
+}
+
+fn no_flags() -> Status {
+    Status::unimplemented("this agent serves no feature flags")
 }

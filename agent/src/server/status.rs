@@ -209,3 +209,28 @@ pub fn artifact(e: &ArtifactError) -> Status {
 
 #[cfg(test)]
 mod tests;
+
+/// The status a refused or failed flag push is answered with; the message names the cause.
+pub fn flags(e: &crate::flags::FlagsError) -> Status {
+    use crate::flags::FlagsError as F;
+    let text = format!("flag set rejected: {}", reason(e));
+    let code = match e {
+        F::Signature(inner) => code(inner),
+        F::TooLarge { .. } => Code::ResourceExhausted,
+        F::Malformed { .. } | F::InvalidField { .. } | F::Definition(_) | F::Targeting { .. } => {
+            Code::InvalidArgument
+        }
+        F::WrongAgent { .. }
+        | F::KillSwitchOnly { .. }
+        | F::MissingRole { .. }
+        | F::OlderVersion { .. } => Code::PermissionDenied,
+        F::NotYetValid { .. } | F::Expired { .. } | F::WindowTooLong { .. } => {
+            Code::FailedPrecondition
+        }
+        F::AppNotConfigured { .. } | F::FlagsNotEnabled { .. } => Code::NotFound,
+        F::Replayed { .. } => Code::AlreadyExists,
+        F::Store(_) => Code::Unavailable,
+        F::Audit(a) => return audit(a),
+    };
+    Status::new(code, text)
+}

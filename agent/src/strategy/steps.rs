@@ -43,12 +43,27 @@ pub fn instance_spec(
         slot,
         release_dir: app.releases.dir_of(&release.version),
         command: release.command.clone(),
-        env: release.env.clone(),
+        env: with_flags_url(release.env.clone(), app),
         run_as: app.policy.run_as.clone(),
         log_dir: app.dir.join("logs"),
         stop_timeout: app.policy.stop_timeout,
         role: crate::supervisor::Role::Instance,
     }
+}
+
+/// The job's environment plus `GANTRY_OFREP_URL`, where the app evaluates its feature flags,
+/// when it has `[apps.NAME.flags]`.
+fn with_flags_url(
+    mut env: std::collections::BTreeMap<String, String>,
+    app: &AppRuntime,
+) -> std::collections::BTreeMap<String, String> {
+    if let Some(flags) = &app.policy.flags {
+        env.insert(
+            "GANTRY_OFREP_URL".to_owned(),
+            format!("http://{}", flags.listen),
+        );
+    }
+    env
 }
 
 /// Unpacks the release (unless it is on disk already) and remembers its spec.

@@ -292,6 +292,8 @@ pub struct AppPolicy {
     /// How long the front door holds a new connection no instance accepts
     /// ([`DEFAULT_HOLD_TIMEOUT`] unless `hold_timeout` says otherwise; 0: not at all).
     pub hold_timeout: Duration,
+    /// Feature flags served to the app (`[apps.NAME.flags]`); `None`: the app has none.
+    pub flags: Option<FlagsPolicy>,
 }
 
 /// How long the front door holds a connection no instance accepts, by default.
@@ -326,6 +328,26 @@ impl FrontDoorMode {
             _ => None,
         }
     }
+}
+
+/// The role that may change anything in an app's flag set, unless `[apps.NAME.flags] allow`
+/// names others.
+pub const FLAGS_ROLE: &str = "flags";
+/// The role that may only switch an app's flags off, unless `[apps.NAME.flags] kill_switch`
+/// names others.
+pub const KILL_SWITCH_ROLE: &str = "kill-switch";
+
+/// An app's feature flags: where they are served and who may change them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagsPolicy {
+    /// The loopback address of the app's OFREP endpoint.
+    pub listen: SocketAddr,
+    /// Roles that may make any change.
+    pub allow: BTreeSet<String>,
+    /// Roles that may only set flags to `DISABLED` or drop their targeting (no quorum).
+    pub kill_switch: BTreeSet<String>,
+    /// A flag older than this is listed as due for removal.
+    pub remove_after: Duration,
 }
 
 /// What routes an app's connections to its instances (rolling, blue-green and canary need one).

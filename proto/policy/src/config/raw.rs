@@ -239,6 +239,39 @@ pub struct RawApp {
     /// Use an existing nginx instead of the built-in front door.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx: Option<RawNginx>,
+    /// Serve the app signed feature flags over OFREP (`[apps.NAME.flags]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<RawFlags>,
+}
+
+/// `[apps.NAME.flags]`: where the app's instances evaluate flags, and who may change them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlags {
+    /// Loopback `IP:port` of the app's OFREP endpoint.
+    pub listen: String,
+    /// Roles that may make any change to the app's flag set (default `["flags"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Roles that may only switch flags off (default `["kill-switch"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_switch: Option<Vec<String>>,
+    /// Age after which `gantry flags show` lists a flag as due for removal, humantime
+    /// (default `90d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_after: Option<String>,
+}
+
+impl RawFlags {
+    /// OFREP on `listen`, the default roles and lifecycle.
+    pub fn new(listen: &str) -> Self {
+        Self {
+            listen: listen.to_owned(),
+            allow: None,
+            kill_switch: None,
+            remove_after: None,
+        }
+    }
 }
 
 /// `[apps.NAME.nginx]`.
@@ -364,6 +397,7 @@ impl RawApp {
             hold_timeout: None,
             allow: BTreeMap::new(),
             nginx: None,
+            flags: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod apps;
 mod host;
+mod flags;
 mod keys;
 mod router;
 mod settings;

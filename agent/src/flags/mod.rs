@@ -1,0 +1,492 @@
+//! Feature flags: signed flag sets admitted per app ([`admit`]), persisted ([`store`]) and
+//! served to the app's instances over OFREP ([`ofrep`]).
+//!
+//! [`Flags`] is the use case the gRPC service calls: [`Flags::push`] runs admission under the
+//! app's lock, records `flags.changed` in the audit log, writes the set durably and only then
+//! puts it in force for the OFREP endpoint (a `watch` channel per app, so every open
+//! connection sees the new set at its next request). A refusal is recorded by the caller as
+//! `flags.rejected` with [`reason_code`].
+
+pub mod admit;
+pub mod ofrep;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use gantry_flags::{DefinitionError, FlagSet};
+use gantry_policy::admission::{AdmissionError, SignatureIn};
+use gantry_policy::config::{Config, FlagsPolicy};
+use gantry_policy::job::AppName;
+use gantry_proto::v1;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::audit::{AuditError, AuditLog, Entry};
+use store::{Age, InForce, Seen, StoreError};
+
+/// Why a flag set was refused. Each variant is one rule; [`reason_code`] and the gRPC
+/// mapping in `server::status` match them exhaustively.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagsError {
+    /// The signed bytes exceed the limit.
+    #[error("flag set is {size} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// Size received.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The signatures do not count (the job rules: unknown, bad, invalid keys).
+    #[error(transparent)]
+    Signature(AdmissionError),
+    /// The signed bytes are not a `gantry.v1.FlagSet`.
+    #[error("flag set is not a valid gantry.v1.FlagSet: {detail}")]
+    Malformed {
+        /// prost's description.
+        detail: String,
+    },
+    /// A field is invalid.
+    #[error("invalid flag set: {field} {problem}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The app is not configured here.
+    #[error("app {app:?} is not configured on this agent")]
+    AppNotConfigured {
+        /// The app.
+        app: String,
+    },
+    /// The app has no `[apps.NAME.flags]`.
+    #[error("app {app} serves no flags on this agent (no [apps.{app}.flags] in its config)")]
+    FlagsNotEnabled {
+        /// The app.
+        app: String,
+    },
+    /// The set names other agents.
+    #[error("flag set is for {}, not for agent {agent_id:?}", list(targets))]
+    WrongAgent {
+        /// This agent.
+        agent_id: String,
+        /// The agent ids and labels the set names.
+        targets: Vec<String>,
+    },
+    /// `issued_at` is in the future.
+    #[error("flag set is not valid before {issued_at} (now {now})")]
+    NotYetValid {
+        /// The set's `issued_at`.
+        issued_at: i64,
+        /// The agent's time.
+        now: i64,
+    },
+    /// `expires_at` has passed.
+    #[error("flag set expired at {expires_at} (now {now})")]
+    Expired {
+        /// The set's `expires_at`.
+        expires_at: i64,
+        /// The agent's time.
+        now: i64,
+    },
+    /// The window is longer than `limits.max_validity`.
+    #[error("flag set is valid for {window_secs}s, more than the maximum of {max_secs}s")]
+    WindowTooLong {
+        /// `expires_at - issued_at`.
+        window_secs: i64,
+        /// The limit.
+        max_secs: u64,
+    },
+    /// These exact bytes were admitted before and replaced since.
+    #[error(
+        "flag set version {version} was admitted before and replaced (version {current} is in force)"
+    )]
+    Replayed {
+        /// The replayed version.
+        version: u64,
+        /// The version in force.
+        current: u64,
+    },
+    /// The version is not above the one in force.
+    #[error("flag set version {version} is not above version {current}, which is in force")]
+    OlderVersion {
+        /// The version received.
+        version: u64,
+        /// The version in force.
+        current: u64,
+    },
+    /// The JSON is not a flag definition flagd would load.
+    #[error("invalid flag definition: {0}")]
+    Definition(DefinitionError),
+    /// A targeting rule does not compile.
+    #[error("invalid flag definition: targeting of flag {flag:?}: {problem}")]
+    Targeting {
+        /// The flag.
+        flag: String,
+        /// Why.
+        problem: String,
+    },
+    /// Only a kill-switch role signed, and the change does more than switch flags off.
+    #[error("a kill-switch key may only switch flags of {app} off, but this set {why}")]
+    KillSwitchOnly {
+        /// The app.
+        app: String,
+        /// What the change does beyond that.
+        why: String,
+    },
+    /// No signer holds a flags role of the app.
+    #[error(
+        "changing the flags of {app} needs a signature by a key with role {} (signers hold: {})",
+        list(needed),
+        list(signer_roles)
+    )]
+    MissingRole {
+        /// The app.
+        app: String,
+        /// Roles that may change (or switch off) its flags.
+        needed: Vec<String>,
+        /// Roles the valid signers hold.
+        signer_roles: Vec<String>,
+    },
+    /// The set could not be stored (it is not in force).
+    #[error("cannot store the flag set")]
+    Store(#[source] StoreError),
+    /// The audit log refused the `flags.changed` entry (the set is not in force).
+    #[error("cannot record the flag change")]
+    Audit(#[source] AuditError),
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The short, stable reason code of `flags.rejected` entries.
+pub fn reason_code(e: &FlagsError) -> &'static str {
+    match e {
+        FlagsError::TooLarge { .. } => "too_large",
+        FlagsError::Signature(inner) => crate::server::status::reason_code(inner),
+        FlagsError::Malformed { .. } => "malformed",
+        FlagsError::InvalidField { .. } => "invalid_flags",
+        FlagsError::AppNotConfigured { .. } => "app_not_configured",
+        FlagsError::FlagsNotEnabled { .. } => "flags_not_enabled",
+        FlagsError::WrongAgent { .. } => "wrong_agent",
+        FlagsError::NotYetValid { .. } => "not_yet_valid",
+        FlagsError::Expired { .. } => "expired",
+        FlagsError::WindowTooLong { .. } => "window_too_long",
+        FlagsError::Replayed { .. } => "replayed",
+        FlagsError::OlderVersion { .. } => "older_version",
+        FlagsError::Definition(_) | FlagsError::Targeting { .. } => "invalid_definition",
+        FlagsError::KillSwitchOnly { .. } => "kill_switch_exceeded",
+        FlagsError::MissingRole { .. } => "missing_role",
+        FlagsError::Store(_) => "store_unavailable",
+        FlagsError::Audit(_) => "audit_unavailable",
+    }
+}
+
+/// The set an app's OFREP endpoint serves.
+#[derive(Debug)]
+pub struct Served {
+    /// Its version.
+    pub version: u64,
+    /// The flags.
+    pub set: FlagSet,
+}
+
+/// One app's flags.
+#[derive(Debug)]
+struct AppFlags {
+    policy: FlagsPolicy,
+    in_force: Option<InForce>,
+    tx: watch::Sender<Option<Arc<Served>>>,
+}
+
+/// What [`Flags::push`] did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The receipt for the caller.
+    pub receipt: v1::FlagsReceipt,
+}
+
+/// The agent's flag sets, one per app with `[apps.NAME.flags]`.
+#[derive(Debug, Clone)]
+pub struct Flags {
+    config: Arc<Config>,
+    labels: Arc<BTreeMap<String, String>>,
+    audit: AuditLog,
+    apps: Arc<Mutex<BTreeMap<AppName, AppFlags>>>,
+}
+
+impl Flags {
+    /// Loads the set in force of every app with flags from `<data_dir>/flags/`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when a stored set cannot be read.
+    pub fn open(config: Arc<Config>, audit: AuditLog) -> Result<Flags, StoreError> {
+        let mut apps = BTreeMap::new();
+        for (name, app) in &config.policy.apps {
+            let Some(policy) = &app.flags else { continue };
+            let in_force = store::load(&config.data_dir, name)?;
+            let served = in_force.as_ref().map(|f| {
+                Arc::new(Served {
+                    version: f.version,
+                    set: f.set.clone(),
+                })
+            });
+            let (tx, _) = watch::channel(served);
+            apps.insert(
+                name.clone(),
+                AppFlags {
+                    policy: policy.clone(),
+                    in_force,
+                    tx,
+                },
+            );
+        }
+        Ok(Flags {
+            config: Arc::clone(&config),
+            labels: Arc::new(config.placement.labels.clone()),
+            audit,
+            apps: Arc::new(Mutex::new(apps)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<AppName, AppFlags>> {
+        // A panic while holding the lock leaves plain data behind: keep serving it.
+        self.apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The apps with flags, their OFREP address and the channel their endpoint serves from.
+    pub fn endpoints(&self) -> Vec<(AppName, FlagsPolicy, watch::Receiver<Option<Arc<Served>>>)> {
+        self.lock()
+            .iter()
+            .map(|(n, a)| (n.clone(), a.policy.clone(), a.tx.subscribe()))
+            .collect()
+    }
+
+    /// The set in force for `app` with the app's flags policy; `None` when the app has no
+    /// flags section.
+    pub fn in_force(&self, app: &AppName) -> Option<(FlagsPolicy, Option<InForce>)> {
+        self.lock()
+            .get(app)
+            .map(|a| (a.policy.clone(), a.in_force.clone()))
+    }
+
+    /// Admits a signed flag set and puts it in force (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`FlagsError`] for a refusal, or when the change cannot be recorded or stored (then
+    /// the set in force is unchanged).
+    pub async fn push(
+        &self,
+        bytes: &[u8],
+        sigs: &[SignatureIn],
+        now: i64,
+        peer_fingerprint: &str,
+    ) -> Result<Pushed, FlagsError> {
+        let host = admit::Host {
+            policy: &self.config.policy,
+            limits: &self.config.limits,
+            agent_id: &self.config.agent_id,
+            labels: &self.labels,
+        };
+        let snapshot = |app: &AppName| self.lock().get(app).and_then(|a| a.in_force.clone());
+        let verdict = admit::admit(host, bytes, sigs, now, snapshot)?;
+        let admitted = match verdict {
+            admit::Verdict::Unchanged => {
+                let (app, version) = admit::claimed_app(bytes).unwrap_or_default();
+                let signers = AppName::new(&app)
+                    .ok()
+                    .and_then(|a| self.lock().get(&a).and_then(|f| f.in_force.clone()))
+                    .map(|f| f.signers)
+                    .unwrap_or_default();
+                return Ok(Pushed {
+                    receipt: v1::FlagsReceipt {
+                        app,
+                        version,
+                        signers,
+                        unchanged: true,
+                        ..Default::default()
+                    },
+                });
+            }
+            admit::Verdict::New(a) => a,
+        };
+        let previous = snapshot(&admitted.app);
+        // Recorded before it takes effect: a change the log cannot hold does not happen.
+        self.audit
+            .append(changed_entry(
+                &admitted,
+                previous.as_ref(),
+                peer_fingerprint,
+            ))
+            .await
+            .map_err(FlagsError::Audit)?;
+        let ages = ages_of(&admitted, previous.as_ref(), now);
+        let mut history = previous
+            .as_ref()
+            .map(|p| p.history.clone())
+            .unwrap_or_default();
+        if let Some(p) = &previous {
+            history.push(Seen {
+                version: p.version,
+                digest: p.digest.clone(),
+            });
+        }
+        let in_force = InForce {
+            version: admitted.doc.version,
+            digest: admitted.digest.to_string(),
+            signed: v1::SignedFlags {
+                flags: bytes.to_vec(),
+                signatures: sigs
+                    .iter()
+                    .map(|s| v1::Signature {
+                        key_id: s.key_id_hint.clone(),
+                        sig: s.sig.clone(),
+                    })
+                    .collect(),
+            },
+            set: admitted.set.clone(),
+            signers: admitted.signer_names.clone(),
+            admitted_at: now,
+            ages,
+            history,
+        };
+        let mut apps = self.lock();
+        let Some(entry) = apps.get_mut(&admitted.app) else {
+            return Err(FlagsError::FlagsNotEnabled {
+                app: admitted.app.to_string(),
+            });
+        };
+        // Another push may have won the race since the snapshot: check again under the lock.
+        if let Some(cur) = &entry.in_force
+            && cur.version >= in_force.version
+        {
+            return Err(FlagsError::OlderVersion {
+                version: in_force.version,
+                current: cur.version,
+            });
+        }
+        store::save(&self.config.data_dir, &admitted.app, &in_force).map_err(FlagsError::Store)?;
+        entry.tx.send_replace(Some(Arc::new(Served {
+            version: in_force.version,
+            set: in_force.set.clone(),
+        })));
+        entry.in_force = Some(in_force);
+        drop(apps);
+        let c = &admitted.changes;
+        Ok(Pushed {
+            receipt: v1::FlagsReceipt {
+                app: admitted.app.to_string(),
+                version: admitted.doc.version,
+                added: c.added.clone(),
+                changed: c.changed.clone(),
+                removed: c.removed.clone(),
+                signers: admitted.signer_names.clone(),
+                unchanged: false,
+            },
+        })
+    }
+
+    /// Where the data of the flag store lives (for status and docs).
+    pub fn dir(&self) -> PathBuf {
+        store::dir(&self.config.data_dir)
+    }
+}
+
+fn ages_of(a: &admit::Admitted, previous: Option<&InForce>, now: i64) -> BTreeMap<String, Age> {
+    a.set
+        .flags
+        .keys()
+        .map(|k| {
+            let age = previous
+                .and_then(|p| p.ages.get(k).cloned())
+                .unwrap_or(Age {
+                    created_at: now,
+                    created_version: a.doc.version,
+                });
+            (k.clone(), age)
+        })
+        .collect()
+}
+
+/// `flags.changed`: who signed, the versions, and the flags added, changed and removed;
+/// for those not marked secret also their state and default variant, never a variant's value.
+fn changed_entry(a: &admit::Admitted, previous: Option<&InForce>, peer: &str) -> Entry {
+    let summary: serde_json::Map<String, Value> = a
+        .changes
+        .added
+        .iter()
+        .chain(&a.changes.changed)
+        .filter_map(|k| a.set.flags.get(k).map(|f| (k, f)))
+        .map(|(k, f)| {
+            let v = if f.is_secret() {
+                json!({"secret": true})
+            } else {
+                json!({
+                    "state": match f.state {
+                        gantry_flags::State::Enabled => "ENABLED",
+                        gantry_flags::State::Disabled => "DISABLED",
+                    },
+                    "default_variant": f.default_variant,
+                    "targeted": !matches!(f.targeting, gantry_flags::Targeting::None),
+                })
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    Entry::new("flags.changed")
+        .with("app", json!(a.app.to_string()))
+        .with("version", json!(a.doc.version))
+        .with("previous_version", json!(previous.map(|p| p.version)))
+        .with("digest", json!(a.digest.to_string()))
+        .with("signers", json!(a.signer_names))
+        .with("signer_key_ids", json!(a.signer_ids))
+        .with("kill_switch", json!(a.kill_switch))
+        .with("added", json!(a.changes.added))
+        .with("changed", json!(a.changes.changed))
+        .with("removed", json!(a.changes.removed))
+        .with("flags", Value::Object(summary))
+        .with("reason", json!(a.doc.reason))
+        .with("peer_fingerprint", json!(peer))
+}
+
+/// `flags.rejected`: the reason code, its explanation, and what was known of the set.
+pub fn rejected_entry(
+    e: &FlagsError,
+    bytes: &[u8],
+    sigs: &[SignatureIn],
+    peer_fingerprint: &str,
+) -> Entry {
+    let (app, version) = match admit::claimed_app(bytes) {
+        Some((a, v)) => (Some(a), Some(v)),
+        None => (None, None),
+    };
+    Entry::new("flags.rejected")
+        .with("reason", json!(reason_code(e)))
+        .with("detail", json!(crate::error::reason(e)))
+        .with("app", json!(app))
+        .with("version", json!(version))
+        .with(
+            "digest",
+            json!(gantry_policy::job::Sha256Hex::of(bytes).to_string()),
+        )
+        .with(
+            "claimed_key_ids",
+            json!(
+                sigs.iter()
+                    .map(|s| s.key_id_hint.clone())
+                    .collect::<Vec<_>>()
+            ),
+        )
+        .with("peer_fingerprint", json!(peer_fingerprint))
+}
