@@ -46,6 +46,10 @@ impl Cli {
             Command::Status(a) => a.json,
             Command::History(a) => a.json,
             Command::Audit(AuditCommand::Tail(a)) => a.json,
+            Command::Flags(FlagsCommand::Show(a)) => a.json,
+            Command::Flags(
+                FlagsCommand::Sign(_) | FlagsCommand::Push(_) | FlagsCommand::Kill(_),
+            ) => false,
             Command::Audit(AuditCommand::Verify(_))
             | Command::Keygen(_)
             | Command::DevPki(_)
@@ -89,6 +93,9 @@ pub enum Command {
     /// Read and verify an agent's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Sign, push and show an app's feature flags; switch flags off with a kill-switch key.
+    #[command(subcommand)]
+    Flags(FlagsCommand),
     /// Start a local agent with fresh keys and certificates and deploy a sample app to it.
     Quickstart(QuickstartArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -582,6 +589,117 @@ pub struct QuickstartArgs {
     /// Leave the agent running at the end.
     #[arg(long)]
     pub keep_running: bool,
+}
+
+/// `gantry flags ...`: an app's flag set (flagd flag-definition JSON) as a signed document.
+#[derive(Debug, Subcommand)]
+pub enum FlagsCommand {
+    /// Sign a flag definition for an app into a signed flag-set file (or add a signature to one).
+    Sign(FlagsSignArgs),
+    /// Push a signed flag-set file, or sign a flag definition and push it, to an agent.
+    Push(FlagsPushArgs),
+    /// Show the flag set in force for an app: version, signers, flags and their ages.
+    Show(FlagsShowArgs),
+    /// Switch flags off (state DISABLED, or --to-default) and push that, signed by a
+    /// kill-switch key.
+    Kill(FlagsKillArgs),
+}
+
+/// What a flag set is for (`flags sign` and `flags push`).
+#[derive(Debug, Clone, Args)]
+pub struct FlagsDocArgs {
+    /// The app whose instances are served the flags.
+    #[arg(long, value_name = "APP")]
+    pub app: Option<String>,
+    /// The set's version; it must be above the one in force. Default for `push`: one above it.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+    /// An agent the set is for (repeat for several). Default for `push`: the agent pushed to.
+    #[arg(long = "for-agent", value_name = "ID")]
+    pub for_agents: Vec<String>,
+    /// A label every agent the set is for has, `key=value` (repeat for several).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// How long the signed document may be pushed (the set in force stays in force).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub valid_for: String,
+    /// Why, for the audit log.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+}
+
+/// `gantry flags sign`.
+#[derive(Debug, Args)]
+pub struct FlagsSignArgs {
+    /// flagd flag-definition JSON, or with --add a signed flag-set file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Signing key (PKCS#8 PEM); repeat for several signatures.
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Add the keys' signatures to the signed flag-set FILE instead of signing a definition.
+    #[arg(long)]
+    pub add: bool,
+    /// The signed flag-set file to write (default: FILE with the extension .flags).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// What the set is for.
+    #[command(flatten)]
+    pub doc: FlagsDocArgs,
+}
+
+/// `gantry flags push`.
+#[derive(Debug, Args)]
+pub struct FlagsPushArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// A signed flag-set file (from `flags sign`), or flagd JSON to sign with --key first.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Sign FILE (flagd JSON) with this key before pushing; repeat for several.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// What the set is for, when signing here.
+    #[command(flatten)]
+    pub doc: FlagsDocArgs,
+}
+
+/// `gantry flags show`.
+#[derive(Debug, Args)]
+pub struct FlagsShowArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The app.
+    #[arg(long, value_name = "APP")]
+    pub app: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry flags kill`.
+#[derive(Debug, Args)]
+pub struct FlagsKillArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The app.
+    #[arg(long, value_name = "APP")]
+    pub app: String,
+    /// The flags to switch off.
+    #[arg(value_name = "FLAG", required = true)]
+    pub flags: Vec<String>,
+    /// A key with the app's kill-switch (or flags) role.
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Serve each flag's default variant (drop its targeting) instead of disabling it.
+    #[arg(long)]
+    pub to_default: bool,
+    /// Why, for the audit log.
+    #[arg(long, value_name = "TEXT", default_value = "kill switch")]
+    pub reason: String,
 }
 
 #[cfg(test)]

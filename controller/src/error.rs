@@ -5,6 +5,7 @@ use gantry_proto::keys::KeyError;
 
 use crate::commands::audit::AuditError;
 use crate::commands::dev_pki::DevPkiError;
+use crate::commands::flagset::FlagsCmdError;
 use crate::commands::job::JobError;
 use crate::commands::quickstart::QuickstartError;
 use crate::commands::rollout::RolloutError;
@@ -39,6 +40,9 @@ pub enum CliError {
     /// `quickstart`.
     #[error(transparent)]
     Quickstart(#[from] QuickstartError),
+    /// `flags`.
+    #[error(transparent)]
+    Flags(#[from] FlagsCmdError),
     /// `man`.
     #[error(transparent)]
     Man(#[from] crate::commands::man::ManError),
@@ -60,6 +64,7 @@ impl CliError {
             CliError::Status(e) => e.exit(),
             CliError::Audit(e) => e.exit(),
             CliError::Quickstart(e) => e.exit(),
+            CliError::Flags(e) => e.exit(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod flags;
 pub mod output;
 pub mod report;
 
-use cli::{AuditCommand, Cli, Command, JobCommand, RolloutCommand};
+use cli::{AuditCommand, Cli, Command, FlagsCommand, JobCommand, RolloutCommand};
 use error::CliError;
 use exit::Exit;
 
@@ -104,6 +104,12 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Audit(AuditCommand::Tail(a)) => block_on(commands::audit::tail(a)),
         Command::Audit(AuditCommand::Verify(a)) => block_on(commands::audit::verify(a)),
         Command::Quickstart(a) => commands::quickstart::run(&a).map_err(Into::into),
+        Command::Flags(FlagsCommand::Sign(a)) => commands::flagset::sign(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
+        Command::Flags(FlagsCommand::Push(a)) => block_on(commands::flagset::push(a)),
+        Command::Flags(FlagsCommand::Show(a)) => block_on(commands::flagset::show(a)),
+        Command::Flags(FlagsCommand::Kill(a)) => block_on(commands::flagset::kill(a)),
     }
 }
 

@@ -19,6 +19,7 @@
 //! * [`upload`]: make sure the agent holds a job's artifact; the file's digest; chunked upload.
 //! * [`connect`]: the mTLS channel (the agent's certificate must name its id); gRPC statuses
 //!   to typed errors (refused vs. failed on the agent's side vs. a broken connection).
+//! * [`flags`]: sign a feature-flag set, push it, read the set in force.
 //! * [`sign`]: add a key's signature to a signed job, once per key.
 //! * [`witness`]: the newest signed audit checkpoint seen from each agent and key, kept on disk;
 //!   a new one replaces it only if it verifies and the lines between them chain.
@@ -30,6 +31,7 @@
 pub mod clock;
 pub mod connect;
 pub mod fault;
+pub mod flags;
 pub mod follow;
 pub mod sign;
 pub mod upload;

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod deploy;
 pub mod dev_pki;
+pub mod flagset;
 pub mod history;
 pub mod job;
 pub mod keygen;

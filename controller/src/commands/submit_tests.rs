@@ -229,6 +229,20 @@ impl AgentService for Mock {
     ) -> Result<Response<EventStream>, Status> {
         Err(Status::unimplemented("the client tests send no dispatches"))
     }
+
+    async fn push_flags(
+        &self,
+        _: Request<gantry_proto::v1::SignedFlags>,
+    ) -> Result<Response<gantry_proto::v1::FlagsReceipt>, Status> {
+        Err(Status::unimplemented("the client tests push no flags"))
+    }
+
+    async fn get_flags(
+        &self,
+        _: Request<gantry_proto::v1::FlagsRequest>,
+    ) -> Result<Response<gantry_proto::v1::FlagsInForce>, Status> {
+        Err(Status::unimplemented("the client tests read no flags"))
+    }
 }
 
 struct Fixture {
