@@ -38,6 +38,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod load;
 pub mod nginx;
+pub mod ofrep;
 pub mod probe;
 pub mod process;
 pub mod tamper;

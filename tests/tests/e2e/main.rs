@@ -8,6 +8,7 @@
 //! * `admission`: every rejection, each with exit code 3, its cause and an audit entry.
 //! * `audit`: `gantry-agent audit verify` finds each kind of tampering and names the seq.
 //! * `faults`: kill -9 of the agent, hostile and mismatched artifacts.
+//! * `flags`: feature flags pushed, killed, refused and served over OFREP.
 //! * `handshake`: client certificates the listener refuses before any RPC, each logged.
 //! * `attacks`: one test per attack on the trust model (replay, downgrade, witness, quorum …).
 //! * `security`: file permissions, a full audit disk, a deployed child's privileges.
@@ -29,6 +30,7 @@ mod cli;
 mod controller;
 mod deploy;
 mod faults;
+mod flags;
 mod fleet;
 mod handshake;
 mod monitoring;

@@ -1,0 +1,388 @@
+//! Feature flags end to end: `gantry flags push|kill|show` against a real agent, the app's
+//! OFREP endpoint answering, every refusal audited with the served set unchanged, and the set
+//! in force served again after a kill -9 of the agent.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gantry_tests::ofrep::{self, FlagKeys};
+use gantry_tests::{Agent, Controller, TestEnv, audit_events, audit_lines, wait_until};
+use serde_json::{Value, json};
+
+/// One agent with `[apps.web.flags]`, the flag keys, and a controller.
+struct Flags {
+    env: TestEnv,
+    agent: Agent,
+    ctl: Controller,
+    keys: FlagKeys,
+    ofrep: SocketAddr,
+}
+
+impl Flags {
+    fn new() -> Flags {
+        let env = TestEnv::new().unwrap();
+        let (keys, ofrep) = ofrep::enable_flags(&env).unwrap();
+        let agent = Agent::start(&env).unwrap();
+        let ctl = Controller::new(&env, &agent);
+        Flags {
+            env,
+            agent,
+            ctl,
+            keys,
+            ofrep,
+        }
+    }
+
+    fn write(&self, name: &str, doc: &Value) -> PathBuf {
+        let path = self.env.root.join(name);
+        fs::write(&path, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+        path
+    }
+
+    fn key(k: &gantry_tests::KeyPair) -> String {
+        k.key.to_string_lossy().into_owned()
+    }
+
+    /// `gantry flags push --key KEY --app web FILE EXTRA...`.
+    fn push(
+        &self,
+        key: &gantry_tests::KeyPair,
+        file: &PathBuf,
+        extra: &[&str],
+    ) -> gantry_tests::Output {
+        let key = Self::key(key);
+        let file = file.to_string_lossy().into_owned();
+        let mut args = vec!["flags", "push", "--key", &key, "--app", "web"];
+        args.extend_from_slice(extra);
+        args.push(&file);
+        self.ctl.run(&args).unwrap()
+    }
+
+    fn bulk(&self) -> Value {
+        ofrep::bulk(
+            self.ofrep,
+            json!({"targetingKey": "u-1", "email": "a@corp.example"}),
+            None,
+        )
+        .unwrap()
+        .body
+    }
+}
+
+/// The CD model's patterns in one set: a boolean, a percentage, users and groups, a number and
+/// an object; `legacy` is off.
+fn flag_set(checkout_on: u32) -> Value {
+    json!({
+        "$evaluators": {"staff": {"ends_with": [{"var": "email"}, "@corp.example"]}},
+        "flags": {
+            "new-checkout": {"state": "ENABLED", "defaultVariant": "off",
+                "variants": {"on": true, "off": false},
+                "targeting": {"fractional": [["on", checkout_on], ["off", 100 - checkout_on]]}},
+            "banner": {"state": "ENABLED", "defaultVariant": "public",
+                "variants": {"public": "Welcome", "staff": "Hello, colleague"},
+                "targeting": {"if": [{"$ref": "staff"}, "staff", null]}},
+            "page-size": {"state": "ENABLED", "defaultVariant": "ten", "variants": {"ten": 10, "fifty": 50}},
+            "theme": {"state": "ENABLED", "defaultVariant": "light",
+                "variants": {"light": {"bg": "white"}, "dark": {"bg": "black"}}},
+            "legacy": {"state": "DISABLED", "defaultVariant": "off", "variants": {"on": true, "off": false}},
+            "api-token": {"state": "ENABLED", "defaultVariant": "t", "variants": {"t": "s3cr3t-value"},
+                "metadata": {"secret": true}}
+        }
+    })
+}
+
+#[test]
+fn pushed_flags_are_served_over_ofrep_and_a_kill_switch_turns_one_off() {
+    let f = Flags::new();
+    let file = f.write("flags.json", &flag_set(100));
+    let out = f.push(&f.keys.flagger, &file, &[]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("version 1 in force"), "{}", out.all());
+
+    let staff = json!({"targetingKey": "u-1", "email": "a@corp.example"});
+    let a = ofrep::evaluate(f.ofrep, "banner", staff.clone()).unwrap();
+    assert_eq!(
+        (a.status, &a.body["value"], &a.body["reason"]),
+        (200, &json!("Hello, colleague"), &json!("TARGETING_MATCH"))
+    );
+    let a = ofrep::evaluate(f.ofrep, "banner", json!({"email": "x@else.example"})).unwrap();
+    assert_eq!(
+        (&a.body["value"], &a.body["reason"]),
+        (&json!("Welcome"), &json!("DEFAULT"))
+    );
+    let a = ofrep::evaluate(f.ofrep, "page-size", json!({})).unwrap();
+    assert_eq!(
+        (&a.body["value"], &a.body["reason"]),
+        (&json!(10), &json!("STATIC"))
+    );
+    let a = ofrep::evaluate(f.ofrep, "theme", json!({})).unwrap();
+    assert_eq!(a.body["value"], json!({"bg": "white"}));
+    let a = ofrep::evaluate(f.ofrep, "new-checkout", staff.clone()).unwrap();
+    assert_eq!(
+        (&a.body["value"], &a.body["variant"]),
+        (&json!(true), &json!("on"))
+    );
+    let a = ofrep::evaluate(f.ofrep, "nope", json!({})).unwrap();
+    assert_eq!(
+        (a.status, &a.body["errorCode"]),
+        (404, &json!("FLAG_NOT_FOUND"))
+    );
+
+    // Bulk evaluation with an ETag; the same answer again is 304.
+    let first = ofrep::bulk(f.ofrep, staff.clone(), None).unwrap();
+    assert_eq!(first.status, 200);
+    let etag = first.etag.clone().unwrap();
+    assert_eq!(first.body["flags"].as_array().unwrap().len(), 6);
+    let again = ofrep::bulk(f.ofrep, staff.clone(), Some(&etag)).unwrap();
+    assert_eq!(again.status, 304);
+    let conf = ofrep::request(
+        f.ofrep,
+        "GET",
+        "/ofrep/v1/configuration",
+        &Value::Null,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        conf.body["capabilities"]["cacheInvalidation"]["polling"]["enabled"],
+        json!(true)
+    );
+
+    // The kill switch: a key that may only switch flags off.
+    let killer = Flags::key(&f.keys.killer);
+    let out = f
+        .ctl
+        .run(&[
+            "flags",
+            "kill",
+            "--key",
+            &killer,
+            "--app",
+            "web",
+            "new-checkout",
+        ])
+        .unwrap();
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains("version 2 in force (changed new-checkout)"),
+        "{}",
+        out.all()
+    );
+    let a = ofrep::evaluate(f.ofrep, "new-checkout", staff.clone()).unwrap();
+    assert_eq!(
+        (&a.body["value"], &a.body["reason"]),
+        (&json!(false), &json!("DISABLED"))
+    );
+    let after = ofrep::bulk(f.ofrep, staff, Some(&etag)).unwrap();
+    assert_eq!(
+        after.status, 200,
+        "the bulk answer changed, so its ETag did"
+    );
+
+    let changed = audit_events(&f.env, "flags.changed").unwrap();
+    assert_eq!(changed.len(), 2);
+    assert_eq!(changed[0]["signers"], json!(["flagger"]));
+    assert_eq!(changed[0]["kill_switch"], json!(false));
+    assert_eq!(changed[1]["signers"], json!(["killer"]));
+    assert_eq!(changed[1]["kill_switch"], json!(true));
+    assert_eq!(changed[1]["changed"], json!(["new-checkout"]));
+    assert_eq!(changed[0]["flags"]["api-token"], json!({"secret": true}));
+    let log: Vec<String> = audit_lines(&f.env)
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert!(
+        !log.concat().contains("s3cr3t-value"),
+        "a secret flag's value is in the audit log"
+    );
+
+    let out = f
+        .ctl
+        .run(&["flags", "show", "--app", "web", "--json"])
+        .unwrap();
+    out.assert_code(0);
+    let shown: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(shown["version"], json!(2));
+    assert_eq!(shown["signers"], json!(["killer"]));
+    let secret = shown["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == "api-token")
+        .unwrap();
+    assert_eq!(secret["variants"], Value::Null);
+    let out = f.ctl.run(&["flags", "show", "--app", "web"]).unwrap();
+    assert!(
+        out.stdout.contains("new-checkout") && out.stdout.contains("DISABLED"),
+        "{}",
+        out.all()
+    );
+}
+
+/// Asserts a refusal: exit 3, `reason` in a new `flags.rejected` entry, the served set as before.
+fn assert_refused(f: &Flags, out: &gantry_tests::Output, reason: &str, before: &Value) {
+    assert_eq!(out.code, 3, "expected a refusal ({reason}):\n{}", out.all());
+    let rejected = audit_events(&f.env, "flags.rejected").unwrap();
+    let last = rejected.last().expect("a flags.rejected entry");
+    assert_eq!(last["reason"], json!(reason), "{last}");
+    assert_eq!(
+        &f.bulk(),
+        before,
+        "the served set changed after a refused push ({reason})"
+    );
+}
+
+#[test]
+fn forged_replayed_older_wrong_role_and_expired_flag_sets_are_refused_and_audited() {
+    let f = Flags::new();
+    let v1 = f.write("v1.json", &flag_set(10));
+    // Sign v1 into a file first, so that it can be replayed later.
+    let flagger = Flags::key(&f.keys.flagger);
+    let v1_signed = f.env.root.join("v1.flags");
+    let out = f
+        .env
+        .gantry(&[
+            "flags",
+            "sign",
+            "--key",
+            &flagger,
+            "--app",
+            "web",
+            "--version",
+            "1",
+            "--for-agent",
+            &f.env.agent_id,
+            "--out",
+            &v1_signed.to_string_lossy(),
+            &v1.to_string_lossy(),
+        ])
+        .unwrap();
+    out.assert_code(0);
+    let push_file = |file: &PathBuf| {
+        f.ctl
+            .run(&["flags", "push", &file.to_string_lossy()])
+            .unwrap()
+    };
+    push_file(&v1_signed).assert_code(0);
+    let v2 = f.write("v2.json", &flag_set(20));
+    f.push(&f.keys.flagger, &v2, &[]).assert_code(0);
+    let before = f.bulk();
+
+    // Forged: a key the agent does not trust.
+    let v3 = f.write("v3.json", &flag_set(30));
+    let out = f.push(&f.env.keys.attacker, &v3, &[]);
+    assert_refused(&f, &out, "unknown_key", &before);
+
+    // Forged: the signed bytes altered after signing.
+    let mut bytes = fs::read(&v1_signed).unwrap();
+    let at = bytes.windows(2).position(|w| w == b"10").unwrap();
+    bytes[at] = b'9';
+    let tampered = f.env.root.join("tampered.flags");
+    fs::write(&tampered, &bytes).unwrap();
+    let out = push_file(&tampered);
+    assert_refused(&f, &out, "bad_signature", &before);
+
+    // Replayed: version 1, admitted before and replaced since.
+    let out = push_file(&v1_signed);
+    assert_refused(&f, &out, "replayed", &before);
+
+    // Older version: new bytes, but not above version 2.
+    let out = f.push(&f.keys.flagger, &v3, &["--version", "2"]);
+    assert_refused(&f, &out, "older_version", &before);
+
+    // Wrong role: the kill-switch key turning a disabled flag on.
+    let mut on = flag_set(20);
+    on["flags"]["legacy"]["state"] = json!("ENABLED");
+    let on = f.write("on.json", &on);
+    let out = f.push(&f.keys.killer, &on, &[]);
+    assert_refused(&f, &out, "kill_switch_exceeded", &before);
+    // ... or ramping a percentage up.
+    let out = f.push(&f.keys.killer, &v3, &[]);
+    assert_refused(&f, &out, "kill_switch_exceeded", &before);
+
+    // Expired: valid for one second, pushed later.
+    let late = f.env.root.join("late.flags");
+    f.env
+        .gantry(&[
+            "flags",
+            "sign",
+            "--key",
+            &flagger,
+            "--app",
+            "web",
+            "--version",
+            "9",
+            "--for-agent",
+            &f.env.agent_id,
+            "--valid-for",
+            "1s",
+            "--out",
+            &late.to_string_lossy(),
+            &v3.to_string_lossy(),
+        ])
+        .unwrap()
+        .assert_code(0);
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = push_file(&late);
+    assert_refused(&f, &out, "expired", &before);
+
+    // For another agent.
+    let out = f.push(&f.keys.flagger, &v3, &["--for-agent", "agent-2"]);
+    assert_refused(&f, &out, "wrong_agent", &before);
+
+    // An invalid definition.
+    let bad = f.write(
+        "bad.json",
+        &json!({"flags": {"x": {"state": "ON", "variants": {}}}}),
+    );
+    let out = f.push(&f.keys.flagger, &bad, &[]);
+    assert_eq!(
+        out.code,
+        2,
+        "the CLI refuses to sign an invalid definition:\n{}",
+        out.all()
+    );
+
+    assert_eq!(audit_events(&f.env, "flags.changed").unwrap().len(), 2);
+}
+
+#[test]
+fn the_set_in_force_is_served_again_after_a_kill_9_without_any_push() {
+    let mut f = Flags::new();
+    let file = f.write("flags.json", &flag_set(50));
+    f.push(&f.keys.flagger, &file, &[]).assert_code(0);
+    let before = f.bulk();
+    f.agent.kill_9().unwrap();
+    // While the agent is down nothing listens: a provider gets a connection error and
+    // returns the code default with an error (the documented window).
+    assert!(ofrep::evaluate(f.ofrep, "banner", json!({})).is_err());
+    // A second handle: dropping the first would stop everything under the test directory.
+    let restarted = Agent::start(&f.env).unwrap();
+    wait_until(Duration::from_secs(10), "OFREP answers again", || {
+        ofrep::bulk(f.ofrep, json!({}), None).is_ok()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", restarted.log_tail()));
+    assert_eq!(f.bulk(), before);
+    // Versions survive the restart: version 1 again is refused.
+    let ctl = Controller::new(&f.env, &restarted);
+    let key = Flags::key(&f.keys.flagger);
+    let out = ctl
+        .run(&[
+            "flags",
+            "push",
+            "--key",
+            &key,
+            "--app",
+            "web",
+            "--version",
+            "1",
+            &file.to_string_lossy(),
+        ])
+        .unwrap();
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("not above version 1"), "{}", out.all());
+}
