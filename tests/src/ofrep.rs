@@ -146,3 +146,116 @@ pub fn enable_flags(env: &TestEnv) -> anyhow::Result<(FlagKeys, SocketAddr)> {
     };
     Ok((FlagKeys { flagger, killer }, addr))
 }
+
+/// The npm packages the SDK test runs, pinned.
+pub const NPM_PACKAGES: &[&str] = &[
+    "@openfeature/server-sdk@1.23.0",
+    "@openfeature/ofrep-provider@0.1.3",
+    "@openfeature/flagd-core@4.0.1",
+    "@openfeature/core@1.9.1",
+];
+/// The PyPI packages the SDK test runs, pinned.
+pub const PIP_PACKAGES: &[&str] = &[
+    "openfeature-sdk==0.10.0",
+    "openfeature-provider-ofrep==0.3.0",
+];
+
+fn have(cmd: &str) -> bool {
+    std::process::Command::new(cmd)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn cache_root() -> std::path::PathBuf {
+    std::env::var_os("GANTRY_SDK_CACHE").map_or_else(
+        || std::env::temp_dir().join("gantry-sdk-cache"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// Says why a tool is missing: an error under CI (`CI` set), a skip message otherwise.
+///
+/// # Errors
+///
+/// Under CI, naming the tool.
+fn missing(tool: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if std::env::var_os("CI").is_some() {
+        bail!("{tool} is needed for the OpenFeature SDK tests under CI");
+    }
+    eprintln!("SKIPPED: {tool} is not installed, so the stock OpenFeature SDK test does not run");
+    Ok(None)
+}
+
+/// `node_modules` with [`NPM_PACKAGES`] (from `GANTRY_NODE_CACHE`, else installed into a cache);
+/// `None` without npm outside CI.
+///
+/// # Errors
+///
+/// When npm fails, or under CI when it is missing.
+pub fn node_modules() -> anyhow::Result<Option<std::path::PathBuf>> {
+    if !have("npm") || !have("node") {
+        return missing("npm");
+    }
+    let dir = std::env::var_os("GANTRY_NODE_CACHE")
+        .map_or_else(|| cache_root().join("node"), std::path::PathBuf::from);
+    let modules = dir.join("node_modules");
+    if !modules
+        .join("@openfeature/ofrep-provider/package.json")
+        .exists()
+    {
+        std::fs::create_dir_all(&dir)?;
+        let status = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--prefix",
+            ])
+            .arg(&dir)
+            .args(NPM_PACKAGES)
+            .status()?;
+        if !status.success() {
+            bail!("npm install {NPM_PACKAGES:?} failed");
+        }
+    }
+    Ok(Some(modules))
+}
+
+/// A `PYTHONPATH` directory with [`PIP_PACKAGES`] (from `GANTRY_PY_CACHE`, else installed
+/// with `pip install --target` into a cache); `None` without pip outside CI.
+///
+/// # Errors
+///
+/// When pip fails, or under CI when python3 or pip is missing.
+pub fn python_path() -> anyhow::Result<Option<std::path::PathBuf>> {
+    let pip_works = std::process::Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !pip_works {
+        return missing("python3 -m pip");
+    }
+    let dir = std::env::var_os("GANTRY_PY_CACHE")
+        .map_or_else(|| cache_root().join("python"), std::path::PathBuf::from);
+    if !dir.join("openfeature").join("contrib").exists() {
+        std::fs::create_dir_all(&dir)?;
+        let status = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .args(PIP_PACKAGES)
+            .status()?;
+        if !status.success() {
+            bail!("pip install {PIP_PACKAGES:?} failed");
+        }
+    }
+    Ok(Some(dir))
+}

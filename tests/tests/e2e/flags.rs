@@ -386,3 +386,136 @@ fn the_set_in_force_is_served_again_after_a_kill_9_without_any_push() {
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(out.stderr.contains("not above version 1"), "{}", out.all());
 }
+
+/// Runs the stock SDK script `script` (tests/sdk/) with `program`, `path_var` pointing at the
+/// installed packages, against the OFREP endpoint; returns its JSON.
+fn sdk(
+    program: &str,
+    script: &str,
+    path_var: &str,
+    packages: &std::path::Path,
+    ofrep: SocketAddr,
+) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sdk")
+        .join(script);
+    let out = std::process::Command::new(program)
+        .arg(&script)
+        .arg(format!("http://{ofrep}"))
+        .env(path_var, packages)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {} failed:\n{}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What both SDKs must report before and after the kill switch.
+fn assert_sdk_sees(answers: &Value, killed: bool, which: &str) {
+    let got = |label: &str, field: &str| answers[label][field].clone();
+    if killed {
+        assert_eq!(
+            got("boolean new-checkout", "value"),
+            json!(false),
+            "{which}: {answers}"
+        );
+        assert_eq!(
+            got("boolean new-checkout", "reason"),
+            json!("DISABLED"),
+            "{which}: {answers}"
+        );
+    } else {
+        assert_eq!(
+            got("boolean new-checkout", "value"),
+            json!(true),
+            "{which}: {answers}"
+        );
+        assert_eq!(
+            got("boolean new-checkout", "reason"),
+            json!("TARGETING_MATCH"),
+            "{which}: {answers}"
+        );
+    }
+    assert_eq!(
+        got("string banner staff", "value"),
+        json!("Hello, colleague"),
+        "{which}: {answers}"
+    );
+    assert_eq!(
+        got("string banner staff", "reason"),
+        json!("TARGETING_MATCH"),
+        "{which}: {answers}"
+    );
+    assert_eq!(
+        got("string banner other", "value"),
+        json!("Welcome"),
+        "{which}: {answers}"
+    );
+    assert_eq!(
+        got("number page-size", "value"),
+        json!(10),
+        "{which}: {answers}"
+    );
+    assert_eq!(
+        got("number page-size", "reason"),
+        json!("STATIC"),
+        "{which}: {answers}"
+    );
+    assert_eq!(
+        got("object theme", "value"),
+        json!({"bg": "white"}),
+        "{which}: {answers}"
+    );
+    assert_eq!(
+        got("missing flag", "value"),
+        json!(true),
+        "{which}: {answers}"
+    );
+    assert_eq!(
+        got("missing flag", "errorCode"),
+        json!("FLAG_NOT_FOUND"),
+        "{which}: {answers}"
+    );
+}
+
+#[test]
+fn the_stock_openfeature_sdks_evaluate_the_flags_and_see_the_kill_switch() {
+    let node = ofrep::node_modules().unwrap();
+    let python = ofrep::python_path().unwrap();
+    if node.is_none() && python.is_none() {
+        return;
+    }
+    let f = Flags::new();
+    let file = f.write("flags.json", &flag_set(100));
+    f.push(&f.keys.flagger, &file, &[]).assert_code(0);
+    let run = |killed: bool| {
+        if let Some(n) = &node {
+            let answers = sdk("node", "ofrep-sdk.js", "NODE_PATH", n, f.ofrep);
+            assert_sdk_sees(&answers, killed, "JS SDK");
+        }
+        if let Some(p) = &python {
+            let answers = sdk("python3", "ofrep_sdk.py", "PYTHONPATH", p, f.ofrep);
+            assert_sdk_sees(&answers, killed, "Python SDK");
+        }
+    };
+    run(false);
+    let killer = Flags::key(&f.keys.killer);
+    f.ctl
+        .run(&[
+            "flags",
+            "kill",
+            "--key",
+            &killer,
+            "--app",
+            "web",
+            "new-checkout",
+        ])
+        .unwrap()
+        .assert_code(0);
+    run(true);
+}
