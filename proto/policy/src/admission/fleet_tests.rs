@@ -58,6 +58,7 @@ fn fixture(approvals: u32) -> Fixture {
         router: RouterConfig::None,
         front_door_mode: crate::config::FrontDoorMode::Tcp,
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
+        flags: None,
     };
     let policy = Policy {
         keys: vec![

@@ -83,6 +83,7 @@ fn web_of(cfg: &Config) -> &AppPolicy {
 }
 
 mod fleet;
+mod flags;
 mod keys;
 mod loading;
 mod reports;
