@@ -11,6 +11,11 @@
 //! not UTF-8 bytes as flagd's Go evaluator and Gantry do, so for non-ASCII keys the
 //! JavaScript evaluator disagrees with flagd itself (see docs/flags.md).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: an unwrap that fails is a failed test, and its message says why"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,5 +1,10 @@
 //! Resolution reasons and error codes for the flag shapes flagd defines.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: an unwrap that fails is a failed test, and its message says why"
+)]
+
 use gantry_flags::{ErrorCode, FlagSet, Reason, ValueType, changes, check_kill_switch};
 use serde_json::json;
 

@@ -198,6 +198,9 @@ pub struct Served {
     pub set: FlagSet,
 }
 
+/// Where an app's OFREP endpoint reads the set in force (`None` until the app has one).
+pub type Feed = watch::Receiver<Option<Arc<Served>>>;
+
 /// One app's flags.
 #[derive(Debug)]
 struct AppFlags {
@@ -265,7 +268,7 @@ impl Flags {
     }
 
     /// The apps with flags, their OFREP address and the channel their endpoint serves from.
-    pub fn endpoints(&self) -> Vec<(AppName, FlagsPolicy, watch::Receiver<Option<Arc<Served>>>)> {
+    pub fn endpoints(&self) -> Vec<(AppName, FlagsPolicy, Feed)> {
         self.lock()
             .iter()
             .map(|(n, a)| (n.clone(), a.policy.clone(), a.tx.subscribe()))

@@ -14,7 +14,6 @@
 //! reaches the next request on every connection.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use gantry_flags::{ErrorCode, FlagSet, Reason, Resolution};
 use http_body_util::{BodyExt, Full, Limited};
@@ -26,10 +25,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Served;
+use super::{Feed, Served};
 
 /// The largest request body read (flagd's default).
 const MAX_BODY: usize = 1024 * 1024;
@@ -38,8 +36,6 @@ const MAX_BODY: usize = 1024 * 1024;
 pub const MIN_POLLING_INTERVAL_MS: u64 = 500;
 /// The path prefix of single evaluations.
 const SINGLE: &str = "/ofrep/v1/evaluate/flags/";
-
-type Feed = watch::Receiver<Option<Arc<Served>>>;
 
 /// Serves OFREP on `listener` from `served` until `token` is cancelled.
 pub async fn serve(listener: TcpListener, served: Feed, token: CancellationToken) {

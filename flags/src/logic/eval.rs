@@ -50,8 +50,9 @@ impl<'a> Env<'a> {
         }
     }
 
-    fn set_prev(&self, v: &Cow<'a, Value>) {
-        *self.prev.borrow_mut() = Some(v.clone());
+    /// Records what the reference's `prev` would hold; a borrowed value costs a pointer copy.
+    fn set_prev(&self, v: Cow<'a, Value>) {
+        *self.prev.borrow_mut() = Some(v);
     }
 
     fn prev(&self) -> Cow<'a, Value> {
@@ -77,7 +78,7 @@ pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a>) -> Res<'a> {
                 _ => or_default(default.as_deref(), env)?,
             };
             if matches!(path, Path::Keys(_)) {
-                env.set_prev(&v);
+                env.set_prev(v.clone());
             }
             Ok(v)
         }
@@ -207,7 +208,7 @@ fn lazy<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Res<'a> {
             let mut last = None;
             for a in args {
                 let v = eval(a, env)?;
-                env.set_prev(&v);
+                env.set_prev(v.clone());
                 if js::truthy(&v) == want {
                     return Ok(v);
                 }
@@ -236,7 +237,7 @@ fn comparison<'a>(cmp: Option<Cmp>, args: &'a [Node], env: &Env<'a>) -> Res<'a> 
     }
     let chained = args.len() > 2;
     let mut left = eval(&args[0], env)?;
-    env.set_prev(&left);
+    env.set_prev(left.clone());
     for a in &args[1..] {
         let item = eval(a, env)?;
         let checked = match cmp {
@@ -248,7 +249,7 @@ fn comparison<'a>(cmp: Option<Cmp>, args: &'a [Node], env: &Env<'a>) -> Res<'a> 
             None => js::strict_eq(&left, &checked),
         };
         if chained {
-            env.set_prev(&checked);
+            env.set_prev(checked.clone());
         }
         if !holds {
             return boolean(false);
@@ -298,7 +299,7 @@ fn iterate<'a>(op: Op, args: &'a [Node], env: &Env<'a>) -> Res<'a> {
     };
     let selected = eval(selector, env)?;
     if op == Op::All {
-        env.set_prev(&selected);
+        env.set_prev(selected.clone());
     }
     let items: Vec<Value> = match selected.as_ref() {
         Value::Array(a) => a.clone(),
@@ -489,7 +490,7 @@ fn eager<'a>(op: Op, args: Vec<Cow<'a, Value>>, env: &Env<'a>) -> Res<'a> {
             };
             let options: Vec<Cow<'_, Value>> = options.iter().map(Cow::Borrowed).collect();
             let absent = missing(&options, env);
-            env.set_prev(&Cow::Owned(Value::Array(absent.clone())));
+            env.set_prev(Cow::Owned(Value::Array(absent.clone())));
             if (options.len() - absent.len()) as f64 >= need {
                 Ok(Cow::Owned(Value::Array(Vec::new())))
             } else {

@@ -49,7 +49,7 @@ impl Flags {
     fn push(
         &self,
         key: &gantry_tests::KeyPair,
-        file: &PathBuf,
+        file: &std::path::Path,
         extra: &[&str],
     ) -> gantry_tests::Output {
         let key = Self::key(key);
@@ -262,7 +262,7 @@ fn forged_replayed_older_wrong_role_and_expired_flag_sets_are_refused_and_audite
         ])
         .unwrap();
     out.assert_code(0);
-    let push_file = |file: &PathBuf| {
+    let push_file = |file: &std::path::Path| {
         f.ctl
             .run(&["flags", "push", &file.to_string_lossy()])
             .unwrap()
