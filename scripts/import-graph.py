@@ -25,7 +25,7 @@ from collections import defaultdict
 FLOORS = [
     ["main", "cli", "daemon", "exporter", "lock", "readiness"],
     ["server"],
-    ["intake"],
+    ["intake", "flags"],
     ["admission"],
     ["executor"],
     ["strategy"],

@@ -5,7 +5,7 @@
 //! app's lock, records `flags.changed` in the audit log, writes the set durably and only then
 //! puts it in force for the OFREP endpoint (a `watch` channel per app, so every open
 //! connection sees the new set at its next request). A refusal is recorded by the caller as
-//! `flags.rejected` with [`reason_code`].
+//! `flags.rejected` with its reason code (`server::status::flags_reason`).
 
 pub mod admit;
 pub mod ofrep;
@@ -26,8 +26,8 @@ use tokio::sync::watch;
 use crate::audit::{AuditError, AuditLog, Entry};
 use store::{Age, InForce, Seen, StoreError};
 
-/// Why a flag set was refused. Each variant is one rule; [`reason_code`] and the gRPC
-/// mapping in `server::status` match them exhaustively.
+/// Why a flag set was refused. Each variant is one rule; the reason codes and gRPC codes in
+/// `server::status` match them exhaustively.
 #[derive(Debug, thiserror::Error)]
 pub enum FlagsError {
     /// The signed bytes exceed the limit.
@@ -163,29 +163,6 @@ fn list(v: &[String]) -> String {
         "none".to_owned()
     } else {
         v.join(", ")
-    }
-}
-
-/// The short, stable reason code of `flags.rejected` entries.
-pub fn reason_code(e: &FlagsError) -> &'static str {
-    match e {
-        FlagsError::TooLarge { .. } => "too_large",
-        FlagsError::Signature(inner) => crate::server::status::reason_code(inner),
-        FlagsError::Malformed { .. } => "malformed",
-        FlagsError::InvalidField { .. } => "invalid_flags",
-        FlagsError::AppNotConfigured { .. } => "app_not_configured",
-        FlagsError::FlagsNotEnabled { .. } => "flags_not_enabled",
-        FlagsError::WrongAgent { .. } => "wrong_agent",
-        FlagsError::NotYetValid { .. } => "not_yet_valid",
-        FlagsError::Expired { .. } => "expired",
-        FlagsError::WindowTooLong { .. } => "window_too_long",
-        FlagsError::Replayed { .. } => "replayed",
-        FlagsError::OlderVersion { .. } => "older_version",
-        FlagsError::Definition(_) | FlagsError::Targeting { .. } => "invalid_definition",
-        FlagsError::KillSwitchOnly { .. } => "kill_switch_exceeded",
-        FlagsError::MissingRole { .. } => "missing_role",
-        FlagsError::Store(_) => "store_unavailable",
-        FlagsError::Audit(_) => "audit_unavailable",
     }
 }
 
@@ -465,6 +442,7 @@ fn changed_entry(a: &admit::Admitted, previous: Option<&InForce>, peer: &str) ->
 
 /// `flags.rejected`: the reason code, its explanation, and what was known of the set.
 pub fn rejected_entry(
+    reason_code: &str,
     e: &FlagsError,
     bytes: &[u8],
     sigs: &[SignatureIn],
@@ -475,7 +453,7 @@ pub fn rejected_entry(
         None => (None, None),
     };
     Entry::new("flags.rejected")
-        .with("reason", json!(reason_code(e)))
+        .with("reason", json!(reason_code))
         .with("detail", json!(crate::error::reason(e)))
         .with("app", json!(app))
         .with("version", json!(version))

@@ -593,15 +593,17 @@ impl Agent for AgentService {
                 Ok(Response::new(pushed.receipt))
             }
             Err(e) => {
-                tracing::info!(
-                    reason = crate::flags::reason_code(&e),
-                    "flag set rejected: {}",
-                    reason(&e)
-                );
+                let code = status::flags_reason(&e);
+                tracing::info!(reason = code, "flag set rejected: {}", reason(&e));
                 self.charge(&peer).await;
                 if !matches!(e, crate::flags::FlagsError::Audit(_)) {
-                    let entry =
-                        crate::flags::rejected_entry(&e, &signed.flags, &sigs, &peer.fingerprint);
+                    let entry = crate::flags::rejected_entry(
+                        code,
+                        &e,
+                        &signed.flags,
+                        &sigs,
+                        &peer.fingerprint,
+                    );
                     self.audit
                         .append(entry)
                         .await

@@ -234,3 +234,27 @@ pub fn flags(e: &crate::flags::FlagsError) -> Status {
     };
     Status::new(code, text)
 }
+
+/// The short, stable reason code of `flags.rejected` entries.
+pub fn flags_reason(e: &crate::flags::FlagsError) -> &'static str {
+    use crate::flags::FlagsError as F;
+    match e {
+        F::TooLarge { .. } => "too_large",
+        F::Signature(inner) => reason_code(inner),
+        F::Malformed { .. } => "malformed",
+        F::InvalidField { .. } => "invalid_flags",
+        F::AppNotConfigured { .. } => "app_not_configured",
+        F::FlagsNotEnabled { .. } => "flags_not_enabled",
+        F::WrongAgent { .. } => "wrong_agent",
+        F::NotYetValid { .. } => "not_yet_valid",
+        F::Expired { .. } => "expired",
+        F::WindowTooLong { .. } => "window_too_long",
+        F::Replayed { .. } => "replayed",
+        F::OlderVersion { .. } => "older_version",
+        F::Definition(_) | F::Targeting { .. } => "invalid_definition",
+        F::KillSwitchOnly { .. } => "kill_switch_exceeded",
+        F::MissingRole { .. } => "missing_role",
+        F::Store(_) => "store_unavailable",
+        F::Audit(_) => "audit_unavailable",
+    }
+}
