@@ -23,7 +23,7 @@ use gantry_flags::{FlagSet, ValueType};
 use serde_json::{Value, json};
 
 const FLAGD_CORE: &str = "@openfeature/flagd-core@4.0.1";
-const OPENFEATURE_CORE: &str = "@openfeature/core@1.9.1";
+const OPENFEATURE_CORE: &str = "@openfeature/core@1.12.0";
 const CONTEXTS: usize = 100_000;
 const NOW: i64 = 1_750_000_000;
 

@@ -152,7 +152,7 @@ pub const NPM_PACKAGES: &[&str] = &[
     "@openfeature/server-sdk@1.23.0",
     "@openfeature/ofrep-provider@0.1.3",
     "@openfeature/flagd-core@4.0.1",
-    "@openfeature/core@1.9.1",
+    "@openfeature/core@1.12.0",
 ];
 /// The PyPI packages the SDK test runs, pinned.
 pub const PIP_PACKAGES: &[&str] = &[

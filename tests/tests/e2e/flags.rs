@@ -367,9 +367,10 @@ fn the_set_in_force_is_served_again_after_a_kill_9_without_any_push() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", restarted.log_tail()));
     assert_eq!(f.bulk(), before);
-    // Versions survive the restart: version 1 again is refused.
+    // Versions survive the restart: another set under version 1 is refused.
     let ctl = Controller::new(&f.env, &restarted);
     let key = Flags::key(&f.keys.flagger);
+    let file = f.write("other.json", &flag_set(60));
     let out = ctl
         .run(&[
             "flags",
