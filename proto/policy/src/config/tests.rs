@@ -82,8 +82,8 @@ fn web_of(cfg: &Config) -> &AppPolicy {
     &cfg.policy.apps[&AppName::new("web").unwrap()]
 }
 
-mod fleet;
 mod flags;
+mod fleet;
 mod keys;
 mod loading;
 mod reports;

@@ -5,8 +5,8 @@
 //! who the agent runs as.
 
 mod apps;
-mod host;
 mod flags;
+mod host;
 mod keys;
 mod router;
 mod settings;
