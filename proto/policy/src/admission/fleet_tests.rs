@@ -468,3 +468,55 @@ fn selectors_match_a_listed_id_or_every_label() {
     ));
     assert!(!selects(&sel(&[], &[]), "a", &placement));
 }
+
+/// The signature count limit, on the job path and the plan path alike: exactly
+/// `MAX_SIGNATURES` are looked at, one more is refused before any is verified.
+#[test]
+fn exactly_max_signatures_are_looked_at_and_one_more_is_refused() {
+    use crate::admission::policy::{MAX_SIGNATURES, signers_of};
+    let fx = fixture(0);
+    let bytes = b"a plan's bytes";
+    let one = sig(sign_plan(&fx.deployer, bytes));
+    let at = vec![one.clone(); MAX_SIGNATURES];
+    let signers = signers_of(&fx.policy, gantry_proto::fleet::verify_plan, bytes, &at);
+    assert!(signers.is_ok(), "{:?}", signers.err());
+    let over = vec![one; MAX_SIGNATURES + 1];
+    let Err(err) = signers_of(&fx.policy, gantry_proto::fleet::verify_plan, bytes, &over) else {
+        panic!("one too many signatures was admitted")
+    };
+    assert!(
+        matches!(
+            err,
+            AdmissionError::TooManySignatures { count: 33, max: 32 }
+        ),
+        "{err:?}"
+    );
+}
+
+/// The window limits are inclusive: a window exactly `max` long is admitted, one second more
+/// is not; `not_before` exactly `skew` ahead is admitted, one second more is not; a window that
+/// expires exactly now is expired.
+#[test]
+fn window_boundaries_are_exact() {
+    use crate::admission::window::check_times;
+    let hour = Duration::from_secs(3600);
+    let skew = Duration::from_secs(30);
+    assert!(check_times(NOW - 10, NOW - 10 + 3600, NOW, skew, hour).is_ok());
+    assert!(matches!(
+        check_times(NOW - 10, NOW - 10 + 3601, NOW, skew, hour),
+        Err(WindowError::TooLong {
+            window_secs: 3601,
+            max_secs: 3600
+        })
+    ));
+    assert!(check_times(NOW + 30, NOW + 60, NOW, skew, hour).is_ok());
+    assert!(matches!(
+        check_times(NOW + 31, NOW + 60, NOW, skew, hour),
+        Err(WindowError::NotYetValid { .. })
+    ));
+    assert!(matches!(
+        check_times(NOW - 10, NOW, NOW, skew, hour),
+        Err(WindowError::Expired { .. })
+    ));
+    assert!(check_times(NOW - 10, NOW + 1, NOW, skew, hour).is_ok());
+}
