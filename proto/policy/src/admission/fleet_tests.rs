@@ -520,3 +520,113 @@ fn window_boundaries_are_exact() {
     ));
     assert!(check_times(NOW - 10, NOW + 1, NOW, skew, hour).is_ok());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The job-path checks a plan shares (signers, approvals, roles, window), tested here in the
+// crate that holds them, so that mutation testing of gantry-policy alone catches each.
+
+fn job_sig(key: &SigningKey, bytes: &[u8], hint: &SigningKey) -> SignatureIn {
+    SignatureIn {
+        key_id_hint: hint.key_id().to_string(),
+        sig: gantry_proto::envelope::sign_job(key, bytes).sig,
+    }
+}
+
+#[test]
+fn signers_are_the_verified_keys_found_also_past_a_wrong_hint_and_junk_is_counted() {
+    use crate::admission::policy::{signers, verify_signers};
+    let fx = fixture(0);
+    let bytes = b"job bytes";
+    let keys = verify_signers(
+        &fx.policy,
+        bytes,
+        &[job_sig(&fx.deployer, bytes, &fx.deployer)],
+    )
+    .unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        ["deployer"]
+    );
+    // The hint names another trusted key: the signature is still found under its own key.
+    let mislabelled = job_sig(&fx.deployer, bytes, &fx.approver);
+    let keys = verify_signers(&fx.policy, bytes, std::slice::from_ref(&mislabelled)).unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].name, "deployer");
+    // A signature by no trusted key neither helps nor hurts, and is counted.
+    let junk = job_sig(&fx.outsider, bytes, &fx.outsider);
+    let s = signers(&fx.policy, bytes, &[junk.clone(), mislabelled, junk]).unwrap();
+    assert_eq!(s.keys.len(), 1);
+    assert_eq!(s.ignored, 2);
+}
+
+#[test]
+fn approvals_count_distinct_approvers_less_a_deployer_that_is_one() {
+    use crate::admission::policy::approvals;
+    let mut fx = fixture(1);
+    let both = trusted("both", &fx.outsider, &["deployer", "approver"]);
+    let approver = trusted("approver", &fx.approver, &["approver"]);
+    let deployer = trusted("deployer", &fx.deployer, &["deployer"]);
+    let web = AppName::new("web").unwrap();
+    let app = fx.policy.apps[&web].clone();
+    // The deployer is also an approver: it cannot count for itself.
+    assert_eq!(approvals(&app, Action::Deploy, &[&both, &approver]), 1);
+    // A deployer-only key signed: every approver counts.
+    assert_eq!(approvals(&app, Action::Deploy, &[&deployer, &approver]), 1);
+    assert_eq!(
+        approvals(&app, Action::Deploy, &[&deployer, &both, &approver]),
+        2
+    );
+    // No deployer signed at all: every approver counts.
+    assert_eq!(approvals(&app, Action::Deploy, &[&approver]), 1);
+    // deployer_may_approve lets the deployer's own approval count.
+    let web_policy = fx.policy.apps.get_mut(&web).unwrap();
+    web_policy.deployer_may_approve = true;
+    let app = web_policy.clone();
+    assert_eq!(approvals(&app, Action::Deploy, &[&both, &approver]), 2);
+}
+
+#[test]
+fn check_roles_refuses_a_signer_without_the_role_and_below_quorum() {
+    use crate::admission::policy::check_roles;
+    let fx = fixture(1);
+    let app = &fx.policy.apps[&AppName::new("web").unwrap()];
+    let deployer = trusted("deployer", &fx.deployer, &["deployer"]);
+    let approver = trusted("approver", &fx.approver, &["approver"]);
+    assert!(matches!(
+        check_roles(app, Action::Deploy, &[&approver]),
+        Err(AdmissionError::MissingRole { .. })
+    ));
+    assert!(matches!(
+        check_roles(app, Action::Deploy, &[&deployer]),
+        Err(AdmissionError::QuorumNotMet { .. })
+    ));
+    assert!(check_roles(app, Action::Deploy, &[&deployer, &approver]).is_ok());
+}
+
+#[test]
+fn check_window_applies_the_limits_to_a_jobs_times() {
+    use crate::admission::window::check_window;
+    use crate::job::{JobId, JobSpec};
+    let fx = fixture(0);
+    let spec = |not_before: i64, expires_at: i64| JobSpec {
+        id: JobId::new("j1").unwrap(),
+        agent_id: "agent-1".to_owned(),
+        app: AppName::new("web").unwrap(),
+        action: Action::Restart,
+        issued_at: not_before,
+        not_before,
+        expires_at,
+        release: None,
+        target_version: None,
+        reason: String::new(),
+    };
+    assert!(check_window(&spec(NOW - 10, NOW + 60), NOW, &fx.limits).is_ok());
+    assert!(matches!(
+        check_window(&spec(NOW - 100, NOW - 1), NOW, &fx.limits),
+        Err(AdmissionError::Expired { .. })
+    ));
+    assert!(matches!(
+        check_window(&spec(NOW - 10, NOW + 3600), NOW, &fx.limits),
+        Err(AdmissionError::WindowTooLong { .. })
+    ));
+}
