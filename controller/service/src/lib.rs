@@ -1,0 +1,14 @@
+//! The Gantry controller service (`gantry server`): it keeps the fleet inventory and every
+//! rollout in a durable store, holds one lease per rollout (an epoch that only grows, the fence
+//! the agents check), and drives plans ring by ring (DESIGN "Fleet", docs/fleet.md).
+//!
+//! # Layout
+//!
+//! Data flows down the list; each module imports only those below it.
+//!
+//! * [`store`]: the durable store behind one trait: an embedded file ([`store::embedded`]) or
+//!   PostgreSQL ([`store::postgres`]); records, fenced writes, the lease compare-and-set.
+
+#![forbid(unsafe_code)]
+
+pub mod store;

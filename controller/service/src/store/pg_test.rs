@@ -1,0 +1,141 @@
+//! A throw-away PostgreSQL server for tests: `initdb` into the test's temp dir, listening on a
+//! free loopback port, stopped (immediately) when dropped. As root, the server runs as the
+//! unprivileged `postgres` user through `runuser`, since PostgreSQL refuses to run as root.
+
+#![cfg(test)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running test server.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+/// The newest `/usr/lib/postgresql/<major>/bin` holding `initdb`.
+fn bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let major: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn run(bin: &Path, tool: &str, args: &[&str], cwd: &Path) {
+    let exe = bin.join(tool);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let out = cmd.args(args).current_dir(cwd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgServer {
+    /// Starts one, or returns `None` (saying so loudly) when no PostgreSQL is installed.
+    pub fn start() -> Option<Self> {
+        let Some(bin) = bin_dir() else {
+            eprintln!(
+                "\n*** SKIPPED: no PostgreSQL binaries under /usr/lib/postgresql/*/bin; the \
+                 PostgreSQL store conformance tests did not run (apt-get install -y postgresql) ***\n"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+            nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = dir.path().join("data");
+        let data_s = data.to_str().unwrap();
+        run(
+            &bin,
+            "initdb",
+            &[
+                "-D",
+                data_s,
+                "-U",
+                "gantry",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            dir.path(),
+        );
+        let opts = format!(
+            "-p {port} -h 127.0.0.1 -k {} -F -c fsync=off",
+            dir.path().display()
+        );
+        let log = dir.path().join("server.log");
+        run(
+            &bin,
+            "pg_ctl",
+            &[
+                "-D",
+                data_s,
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+            dir.path(),
+        );
+        Some(Self { dir, bin, port })
+    }
+
+    /// The connection URL.
+    pub fn url(&self) -> String {
+        format!("postgres://gantry@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let exe = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        // A server left running would outlive the test; nothing more to do if this fails.
+        let _ = cmd
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .current_dir(self.dir.path())
+            .output();
+    }
+}

@@ -1,0 +1,417 @@
+//! The PostgreSQL store, for several `gantry server` replicas sharing one database.
+//!
+//! Migrations live in `controller/service/migrations/postgres/NNNN_*.sql`, compiled in, and
+//! are applied in order at connect under an advisory lock, so replicas starting together
+//! apply each exactly once. Lease takes and fenced writes serialise per rollout on a
+//! transaction-scoped advisory lock keyed by the rollout id, and read the lease inside that
+//! transaction: two replicas can never both believe they hold the same epoch.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Transaction};
+
+use super::{
+    AgentRecord, CheckpointRecord, HostRecord, Lease, RolloutRecord, Store, StoreError,
+    extend_lease, take_lease,
+};
+
+/// The schema migrations, in order: (version, SQL).
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// Advisory lock key taken while migrating ("gantry" in ASCII).
+const MIGRATE_LOCK: i64 = 0x67_61_6e_74_72_79;
+
+/// The newest schema version this build knows.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The PostgreSQL store. One connection, re-opened when it drops.
+pub struct PostgresStore {
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+fn pg(e: &tokio_postgres::Error) -> StoreError {
+    // The Display of a database error is only "db error"; its source says what.
+    let text = match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
+    StoreError::Postgres(text)
+}
+
+async fn connect(url: &str) -> Result<Client, StoreError> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| pg(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and brings the schema up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Postgres`] when it cannot connect or a migration fails;
+    /// [`StoreError::SchemaTooNew`] when a newer build migrated the database.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut client = connect(url).await?;
+        migrate(&mut client).await?;
+        Ok(Self {
+            url: url.to_owned(),
+            client: Mutex::new(Some(client)),
+        })
+    }
+
+    /// Runs `f` with a live connection, reconnecting first if the last one closed.
+    async fn with<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.client.lock().await;
+        let live = match guard.take() {
+            Some(c) if !c.is_closed() => c,
+            Some(_) | None => connect(&self.url).await?,
+        };
+        let client = guard.insert(live);
+        f(client).await
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(|e| pg(&e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+        .await
+        .map_err(|e| pg(&e))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS gantry_schema (version bigint PRIMARY KEY, applied_ms bigint NOT NULL)",
+    )
+    .await
+    .map_err(|e| pg(&e))?;
+    let row = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM gantry_schema", &[])
+        .await
+        .map_err(|e| pg(&e))?;
+    let found: i64 = row.get(0);
+    if found > schema_version() {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            known: schema_version(),
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        tx.batch_execute(sql).await.map_err(|e| pg(&e))?;
+        tx.execute(
+            "INSERT INTO gantry_schema (version, applied_ms) VALUES ($1, $2)",
+            &[version, &gantry_client::clock::now_ms()],
+        )
+        .await
+        .map_err(|e| pg(&e))?;
+    }
+    tx.commit().await.map_err(|e| pg(&e))
+}
+
+fn encode<T: Serialize>(what: &'static str, key: &str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt {
+        what,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, key: &str, doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt {
+        what,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn epoch_i64(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
+}
+
+/// Serialises this transaction with every other one on the same rollout's lease, then
+/// returns that lease.
+async fn lock_lease(tx: &Transaction<'_>, rollout_id: &str) -> Result<Option<Lease>, StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&rollout_id],
+    )
+    .await
+    .map_err(|e| pg(&e))?;
+    let row = tx
+        .query_opt(
+            "SELECT holder, epoch, expires_ms FROM leases WHERE rollout_id = $1",
+            &[&rollout_id],
+        )
+        .await
+        .map_err(|e| pg(&e))?;
+    Ok(row.map(|r| Lease {
+        rollout_id: rollout_id.to_owned(),
+        holder: r.get(0),
+        epoch: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+        expires_ms: r.get(2),
+    }))
+}
+
+async fn check_epoch(tx: &Transaction<'_>, rollout_id: &str, epoch: u64) -> Result<(), StoreError> {
+    let current = lock_lease(tx, rollout_id).await?.map_or(0, |l| l.epoch);
+    if current == epoch {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            rollout_id: rollout_id.to_owned(),
+            epoch,
+            current,
+        })
+    }
+}
+
+async fn write_lease(tx: &Transaction<'_>, l: &Lease) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO leases (rollout_id, holder, epoch, expires_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (rollout_id) DO UPDATE SET holder = $2, epoch = $3, expires_ms = $4",
+        &[&l.rollout_id, &l.holder, &epoch_i64(l.epoch), &l.expires_ms],
+    )
+    .await
+    .map_err(|e| pg(&e))?;
+    Ok(())
+}
+
+impl Store for PostgresStore {
+    async fn put_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
+        let doc = encode("agent", &agent.id, &agent)?;
+        self.with(async |c| {
+            c.execute(
+                "INSERT INTO agents (id, doc) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET doc = $2",
+                &[&agent.id, &doc],
+            )
+            .await
+            .map_err(|e| pg(&e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.with(async |c| {
+            let rows = c
+                .query("SELECT id, doc FROM agents ORDER BY id", &[])
+                .await
+                .map_err(|e| pg(&e))?;
+            rows.iter()
+                .map(|r| decode("agent", r.get(0), r.get(1)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {
+        let doc = encode("rollout", &rollout.id, &rollout)?;
+        self.with(async |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO rollouts (id, created_ms, doc) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&rollout.id, &rollout.created_ms, &doc],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            if n == 0 {
+                return Err(StoreError::Exists(rollout.id.clone()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        self.with(async |c| {
+            let row = c
+                .query_opt("SELECT doc FROM rollouts WHERE id = $1", &[&id])
+                .await
+                .map_err(|e| pg(&e))?;
+            row.map(|r| decode("rollout", id, r.get(0))).transpose()
+        })
+        .await
+    }
+
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        self.with(async |c| {
+            let rows = c
+                .query("SELECT id, doc FROM rollouts ORDER BY created_ms, id", &[])
+                .await
+                .map_err(|e| pg(&e))?;
+            rows.iter()
+                .map(|r| decode("rollout", r.get(0), r.get(1)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_rollout(&self, rollout: RolloutRecord, epoch: u64) -> Result<(), StoreError> {
+        let doc = encode("rollout", &rollout.id, &rollout)?;
+        self.with(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg(&e))?;
+            check_epoch(&tx, &rollout.id, epoch).await?;
+            let n = tx
+                .execute(
+                    "UPDATE rollouts SET doc = $2 WHERE id = $1",
+                    &[&rollout.id, &doc],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            if n == 0 {
+                return Err(StoreError::NotFound(rollout.id.clone()));
+            }
+            tx.commit().await.map_err(|e| pg(&e))
+        })
+        .await
+    }
+
+    async fn put_host(&self, host: HostRecord, epoch: u64) -> Result<(), StoreError> {
+        let key = format!("{}/{}", host.rollout_id, host.agent_id);
+        let doc = encode("host", &key, &host)?;
+        let ring = i32::try_from(host.ring).unwrap_or(i32::MAX);
+        self.with(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg(&e))?;
+            check_epoch(&tx, &host.rollout_id, epoch).await?;
+            tx.execute(
+                "INSERT INTO hosts (rollout_id, agent_id, ring, doc) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (rollout_id, agent_id) DO UPDATE SET ring = $3, doc = $4",
+                &[&host.rollout_id, &host.agent_id, &ring, &doc],
+            )
+            .await
+            .map_err(|e| pg(&e))?;
+            tx.commit().await.map_err(|e| pg(&e))
+        })
+        .await
+    }
+
+    async fn hosts(&self, rollout_id: &str) -> Result<Vec<HostRecord>, StoreError> {
+        self.with(async |c| {
+            let rows = c
+                .query(
+                    "SELECT agent_id, doc FROM hosts WHERE rollout_id = $1 ORDER BY ring, agent_id",
+                    &[&rollout_id],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            rows.iter()
+                .map(|r| decode("host", r.get(0), r.get(1)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        rollout_id: &str,
+        holder: &str,
+        now_ms: i64,
+        period_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.with(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg(&e))?;
+            let current = lock_lease(&tx, rollout_id).await?;
+            let taken = take_lease(current.as_ref(), rollout_id, holder, now_ms, period_ms);
+            if let Some(l) = &taken {
+                write_lease(&tx, l).await?;
+            }
+            tx.commit().await.map_err(|e| pg(&e))?;
+            Ok(taken)
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        rollout_id: &str,
+        holder: &str,
+        epoch: u64,
+        now_ms: i64,
+        period_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.with(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg(&e))?;
+            let current = lock_lease(&tx, rollout_id).await?;
+            let renewed = extend_lease(current.as_ref(), holder, epoch, now_ms, period_ms);
+            if let Some(l) = &renewed {
+                write_lease(&tx, l).await?;
+            }
+            tx.commit().await.map_err(|e| pg(&e))?;
+            Ok(renewed)
+        })
+        .await
+    }
+
+    async fn lease(&self, rollout_id: &str) -> Result<Option<Lease>, StoreError> {
+        self.with(async |c| {
+            let row = c
+                .query_opt(
+                    "SELECT holder, epoch, expires_ms FROM leases WHERE rollout_id = $1",
+                    &[&rollout_id],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            Ok(row.map(|r| Lease {
+                rollout_id: rollout_id.to_owned(),
+                holder: r.get(0),
+                epoch: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                expires_ms: r.get(2),
+            }))
+        })
+        .await
+    }
+
+    async fn witness_checkpoint(&self, cp: CheckpointRecord) -> Result<bool, StoreError> {
+        let seq = i64::try_from(cp.seq).unwrap_or(i64::MAX);
+        self.with(async |c| {
+            // Forward only: the update applies when the new seq is higher.
+            let n = c
+                .execute(
+                    "INSERT INTO checkpoints (agent_id, key_id, seq, line) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (agent_id) DO UPDATE SET key_id = $2, seq = $3, line = $4 \
+                     WHERE checkpoints.seq < $3",
+                    &[&cp.agent_id, &cp.key_id, &seq, &cp.line],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, agent_id: &str) -> Result<Option<CheckpointRecord>, StoreError> {
+        self.with(async |c| {
+            let row = c
+                .query_opt(
+                    "SELECT key_id, seq, line FROM checkpoints WHERE agent_id = $1",
+                    &[&agent_id],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            Ok(row.map(|r| CheckpointRecord {
+                agent_id: agent_id.to_owned(),
+                key_id: r.get(0),
+                seq: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                line: r.get(2),
+            }))
+        })
+        .await
+    }
+}
