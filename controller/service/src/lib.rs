@@ -11,4 +11,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agents;
+pub mod audit;
+pub mod dispatch;
+pub mod lease;
+pub mod plan;
 pub mod store;
