@@ -14,6 +14,7 @@
 pub mod agents;
 pub mod audit;
 pub mod dispatch;
+pub mod engine;
 pub mod lease;
 pub mod plan;
 pub mod store;

@@ -37,3 +37,10 @@ CREATE TABLE checkpoints (
     seq       bigint NOT NULL,
     line      text NOT NULL
 );
+
+-- An operator's pending pause, resume or abort; written by any replica, applied and cleared by
+-- the lease holder.
+CREATE TABLE controls (
+    rollout_id  text PRIMARY KEY,
+    doc         text NOT NULL
+);

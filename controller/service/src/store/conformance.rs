@@ -19,6 +19,7 @@ fn rollout(id: &str, created_ms: i64) -> RolloutRecord {
         state: RolloutState::Pending,
         ring: 0,
         bake_until_ms: 0,
+        rollback_to: 0,
         reason: String::new(),
         started_by: "operator-1".to_owned(),
         created_ms,
@@ -277,6 +278,24 @@ pub async fn checkpoints_move_forward_only(s: &impl Store) {
     assert_eq!(s.checkpoint("web-1").await.unwrap(), Some(cp(9)));
 }
 
+/// Operator requests: the newest one stands, and clearing an older one leaves it.
+pub async fn controls_keep_the_newest_request(s: &impl Store) {
+    use super::{Control, ControlRequest};
+    let req = |control, at_ms| ControlRequest {
+        rollout_id: "r".into(),
+        control,
+        by: "ops-1".into(),
+        at_ms,
+    };
+    assert_eq!(s.control("r").await.unwrap(), None);
+    s.set_control(req(Control::Pause, 1)).await.unwrap();
+    s.set_control(req(Control::Abort, 2)).await.unwrap();
+    s.clear_control(&req(Control::Pause, 1)).await.unwrap();
+    assert_eq!(s.control("r").await.unwrap(), Some(req(Control::Abort, 2)));
+    s.clear_control(&req(Control::Abort, 2)).await.unwrap();
+    assert_eq!(s.control("r").await.unwrap(), None);
+}
+
 /// Runs every check against fresh stores made by `fresh`.
 macro_rules! conformance_tests {
     ($fresh:expr) => {
@@ -304,6 +323,11 @@ macro_rules! conformance_tests {
         async fn hosts_are_listed_by_ring() {
             let Some(s) = $fresh.await else { return };
             super::hosts_are_listed_by_ring(&s.store).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn controls_keep_the_newest_request() {
+            let Some(s) = $fresh.await else { return };
+            super::controls_keep_the_newest_request(&s.store).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn checkpoints_move_forward_only() {

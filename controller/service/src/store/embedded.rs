@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AgentRecord, CheckpointRecord, HostRecord, Lease, RolloutRecord, Store, StoreError,
-    extend_lease, take_lease,
+    AgentRecord, CheckpointRecord, ControlRequest, HostRecord, Lease, RolloutRecord, Store,
+    StoreError, extend_lease, take_lease,
 };
 
 /// The database file's name in the data dir.
@@ -34,6 +34,7 @@ const ROLLOUTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rollout
 const HOSTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("hosts");
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
 const CHECKPOINTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("checkpoints");
+const CONTROLS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("controls");
 
 const SCHEMA_KEY: &str = "schema_version";
 
@@ -42,13 +43,14 @@ type Migration = fn(&WriteTransaction) -> Result<(), MigrateError>;
 /// Schema upgrades in order: entry *n* takes the database from version *n* to *n + 1*.
 const MIGRATIONS: &[Migration] = &[v1_tables];
 
-/// Version 1: the six tables.
+/// Version 1: the seven tables.
 fn v1_tables(tx: &WriteTransaction) -> Result<(), MigrateError> {
     tx.open_table(AGENTS)?;
     tx.open_table(ROLLOUTS)?;
     tx.open_table(HOSTS)?;
     tx.open_table(LEASES)?;
     tx.open_table(CHECKPOINTS)?;
+    tx.open_table(CONTROLS)?;
     Ok(())
 }
 
@@ -454,5 +456,42 @@ impl Store for EmbeddedStore {
         let id = agent_id.to_owned();
         self.run(move |db| get(db, CHECKPOINTS, "checkpoint", &id))
             .await
+    }
+
+    async fn set_control(&self, request: ControlRequest) -> Result<(), StoreError> {
+        self.run(move |db| {
+            let bytes = encode("control", &request.rollout_id, &request)?;
+            let tx = db.begin_write()?;
+            tx.open_table(CONTROLS)?
+                .insert(request.rollout_id.as_str(), bytes.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn control(&self, rollout_id: &str) -> Result<Option<ControlRequest>, StoreError> {
+        let id = rollout_id.to_owned();
+        self.run(move |db| get(db, CONTROLS, "control", &id)).await
+    }
+
+    async fn clear_control(&self, request: &ControlRequest) -> Result<(), StoreError> {
+        let request = request.clone();
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(CONTROLS)?;
+                let current: Option<ControlRequest> = match t.get(request.rollout_id.as_str())? {
+                    Some(v) => Some(decode("control", &request.rollout_id, v.value())?),
+                    None => None,
+                };
+                if current.as_ref() == Some(&request) {
+                    t.remove(request.rollout_id.as_str())?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -18,8 +18,8 @@ pub mod postgres;
 
 pub use error::StoreError;
 pub use model::{
-    AgentRecord, CheckpointRecord, HostAction, HostRecord, HostStep, Lease, RolloutRecord,
-    RolloutState,
+    AgentRecord, CheckpointRecord, Control, ControlRequest, HostAction, HostRecord, HostStep,
+    Lease, RolloutRecord, RolloutState,
 };
 
 /// What the service keeps, wherever it keeps it.
@@ -109,6 +109,25 @@ pub trait Store: Send + Sync + 'static {
         &self,
         checkpoint: CheckpointRecord,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records an operator's request for a rollout's driver, replacing any pending one (not
+    /// fenced: any replica may take it; the lease holder applies and clears it).
+    fn set_control(
+        &self,
+        request: ControlRequest,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The pending request of a rollout, if any.
+    fn control(
+        &self,
+        rollout_id: &str,
+    ) -> impl Future<Output = Result<Option<ControlRequest>, StoreError>> + Send;
+
+    /// Clears a pending request if it is still `request` (a newer one stays).
+    fn clear_control(
+        &self,
+        request: &ControlRequest,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The newest checkpoint witnessed from an agent.
     fn checkpoint(

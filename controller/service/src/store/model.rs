@@ -94,6 +94,9 @@ pub struct RolloutRecord {
     pub ring: u32,
     /// Unix ms when the current ring's bake ends; 0 when not baking.
     pub bake_until_ms: i64,
+    /// While rolling back: the lowest ring to roll back (rings `ring` down to this one).
+    #[serde(default)]
+    pub rollback_to: u32,
     /// Why it is where it is (the failing host and its reason, who paused it ...).
     pub reason: String,
     /// The operator (client certificate name) who started it.
@@ -188,4 +191,41 @@ pub struct CheckpointRecord {
     pub seq: u64,
     /// Its exact line.
     pub line: String,
+}
+
+/// What an operator asked of a rollout, waiting for its driver to act on it. Written by any
+/// replica (not fenced: the one holding the lease applies it and clears it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Control {
+    /// Stop dispatching after the steps in flight.
+    Pause,
+    /// Go on after a pause.
+    Resume,
+    /// Stop dispatching and roll back per the current ring's `on_failure`.
+    Abort,
+}
+
+impl Control {
+    /// The name the CLI and the audit log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+            Control::Abort => "abort",
+        }
+    }
+}
+
+/// A pending operator request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlRequest {
+    /// The rollout.
+    pub rollout_id: String,
+    /// What was asked.
+    pub control: Control,
+    /// Who asked (client certificate name).
+    pub by: String,
+    /// Unix ms when.
+    pub at_ms: i64,
 }

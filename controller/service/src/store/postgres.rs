@@ -12,8 +12,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::{
-    AgentRecord, CheckpointRecord, HostRecord, Lease, RolloutRecord, Store, StoreError,
-    extend_lease, take_lease,
+    AgentRecord, CheckpointRecord, ControlRequest, HostRecord, Lease, RolloutRecord, Store,
+    StoreError, extend_lease, take_lease,
 };
 
 /// The schema migrations, in order: (version, SQL).
@@ -411,6 +411,50 @@ impl Store for PostgresStore {
                 seq: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
                 line: r.get(2),
             }))
+        })
+        .await
+    }
+
+    async fn set_control(&self, request: ControlRequest) -> Result<(), StoreError> {
+        let doc = encode("control", &request.rollout_id, &request)?;
+        self.with(async |c| {
+            c.execute(
+                "INSERT INTO controls (rollout_id, doc) VALUES ($1, $2) \
+                 ON CONFLICT (rollout_id) DO UPDATE SET doc = $2",
+                &[&request.rollout_id, &doc],
+            )
+            .await
+            .map_err(|e| pg(&e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn control(&self, rollout_id: &str) -> Result<Option<ControlRequest>, StoreError> {
+        self.with(async |c| {
+            let row = c
+                .query_opt(
+                    "SELECT doc FROM controls WHERE rollout_id = $1",
+                    &[&rollout_id],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            row.map(|r| decode("control", rollout_id, r.get(0)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn clear_control(&self, request: &ControlRequest) -> Result<(), StoreError> {
+        let doc = encode("control", &request.rollout_id, request)?;
+        self.with(async |c| {
+            c.execute(
+                "DELETE FROM controls WHERE rollout_id = $1 AND doc = $2",
+                &[&request.rollout_id, &doc],
+            )
+            .await
+            .map_err(|e| pg(&e))?;
+            Ok(())
         })
         .await
     }
