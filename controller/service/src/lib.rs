@@ -12,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod artifacts;
 pub mod audit;
+pub mod dial;
 pub mod dispatch;
 pub mod engine;
 pub mod lease;
