@@ -3,7 +3,6 @@
 //! per agent, and drops it when a call breaks so the next one reconnects.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use gantry_client::connect::{Agent, ClientError, ConnSettings};
 use gantry_client::upload::ensure_artifact;
@@ -14,32 +13,22 @@ use tokio::sync::Mutex;
 
 use crate::agents::{AgentFacts, Agents, HostHealth, RunObserver, RunOutcome, RunResult};
 use crate::artifacts::ArtifactStore;
+use crate::config::AgentTls;
 use crate::store::AgentRecord;
-
-/// The service's client identity, and where the agents' artifacts come from.
-#[derive(Debug, Clone)]
-pub struct DialSettings {
-    /// The CA the agents' certificates chain to.
-    pub ca: PathBuf,
-    /// The service's client certificate.
-    pub cert: PathBuf,
-    /// Its key.
-    pub key: PathBuf,
-}
 
 /// The agents, dialled over mTLS.
 #[derive(Debug)]
 pub struct Dialer {
-    settings: DialSettings,
+    tls: HashMap<String, AgentTls>,
     artifacts: ArtifactStore,
     conns: Mutex<HashMap<String, Agent>>,
 }
 
 impl Dialer {
-    /// A dialer with no connection yet.
-    pub fn new(settings: DialSettings, artifacts: ArtifactStore) -> Self {
+    /// A dialer with no connection yet; `tls` says how to reach each configured agent.
+    pub fn new(tls: HashMap<String, AgentTls>, artifacts: ArtifactStore) -> Self {
         Self {
-            settings,
+            tls,
             artifacts,
             conns: Mutex::new(HashMap::new()),
         }
@@ -51,12 +40,18 @@ impl Dialer {
         {
             return Ok(c.clone());
         }
+        let Some(tls) = self.tls.get(&a.id) else {
+            return Err(ClientError::BadAddress {
+                addr: a.addr.clone(),
+                reason: format!("agent {} is not in the service's config", a.id),
+            });
+        };
         let conn = Agent::connect(&ConnSettings {
             addr: a.addr.clone(),
             agent_id: a.id.clone(),
-            ca: self.settings.ca.clone(),
-            cert: self.settings.cert.clone(),
-            cert_key: self.settings.key.clone(),
+            ca: tls.ca.clone(),
+            cert: tls.cert.clone(),
+            cert_key: tls.key.clone(),
             witness_dir: None,
         })
         .await?;
@@ -66,6 +61,60 @@ impl Dialer {
 
     async fn forget(&self, id: &str) {
         self.conns.lock().await.remove(id);
+    }
+
+    /// Reads an agent's whole audit log and checks it: the chain, its checkpoints under the
+    /// key the agent reports, and that it still holds `witnessed` exactly.
+    ///
+    /// # Errors
+    /// What is wrong, or why it could not be checked.
+    pub async fn verify_audit(
+        &self,
+        a: &AgentRecord,
+        witnessed: Option<&crate::store::CheckpointRecord>,
+    ) -> Result<u64, String> {
+        use gantry_proto::audit_chain::{check_witness, verify_lines};
+        use gantry_proto::keys::PublicKey;
+        use gantry_proto::v1::AuditTailRequest;
+        let conn = match self.agent(a).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.broken(&a.id, &e).await),
+        };
+        let info = conn
+            .client
+            .clone()
+            .info(InfoRequest {})
+            .await
+            .map_err(|s| conn.error("Info", s).to_string())?
+            .into_inner();
+        let key = PublicKey::from_spki_pem(&info.public_key_pem)
+            .map_err(|e| format!("the agent's audit key does not parse: {e}"))?;
+        let mut stream = conn
+            .client
+            .clone()
+            .audit_tail(AuditTailRequest {
+                from_seq: 1,
+                last: 0,
+                follow: false,
+            })
+            .await
+            .map_err(|s| conn.error("AuditTail", s).to_string())?
+            .into_inner();
+        let mut lines: Vec<String> = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(l)) => lines.push(l.line),
+                Ok(None) => break,
+                Err(s) => return Err(conn.error("AuditTail", s).to_string()),
+            }
+        }
+        let summary = verify_lines(lines.iter().map(String::as_bytes), Some(&key))
+            .map_err(|e| format!("the chain does not verify: {e}"))?;
+        if let Some(w) = witnessed {
+            check_witness(lines.iter().map(String::as_bytes), w.seq, &w.line)
+                .map_err(|e| format!("witnessed checkpoint seq {}: {e}", w.seq))?;
+        }
+        Ok(summary.entries)
     }
 
     async fn broken(&self, id: &str, e: &ClientError) -> String {

@@ -14,9 +14,11 @@
 pub mod agents;
 pub mod artifacts;
 pub mod audit;
+pub mod config;
 pub mod dial;
 pub mod dispatch;
 pub mod engine;
 pub mod lease;
 pub mod plan;
+pub mod server;
 pub mod store;

@@ -1,0 +1,400 @@
+//! `controller.toml`: the service's configuration, read in two stages (raw serde with unknown
+//! fields refused, then validated values with paths resolved against the file's directory).
+//!
+//! ```toml
+//! listen = "127.0.0.1:7600"
+//! data_dir = "/var/lib/gantry-server"
+//! replica_id = "ctl-1"                  # default: "<hostname>:<listen>"
+//! orchestrator_key = "orchestrator.key" # signs dispatches; the agents give it the orchestrator role
+//! # store = "postgres://gantry@db.internal/gantry"   # default: the embedded file in data_dir
+//!
+//! [tls]
+//! ca = "ca.pem"                # operators' client certificates chain to it
+//! cert = "server.pem"          # the service's certificate
+//! key = "server.key"
+//! client_names = ["ops"]       # operator certificates valid for one of these names
+//! agent_ca = "agents-ca.pem"   # default: ca; what the agents' certificates chain to
+//! client_cert = "client.pem"   # default: cert; presented to the agents
+//! client_key = "client.key"
+//!
+//! [lease]
+//! period = "10s"
+//!
+//! [engine]
+//! poll = "1s"
+//! retry = "1s"
+//! dispatch_validity = "60s"
+//! refresh = "10s"              # how often each agent's Info is read again
+//!
+//! [[agents]]
+//! id = "web-1"
+//! addr = "10.0.0.11:7443"
+//! # ca, client_cert, client_key: per-agent overrides of the [tls] ones
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the config cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown fields.
+    #[error("{}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A value cannot be used.
+    #[error("{}: {field}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: String,
+    data_dir: PathBuf,
+    replica_id: Option<String>,
+    orchestrator_key: PathBuf,
+    store: Option<String>,
+    tls: RawTls,
+    #[serde(default)]
+    lease: RawLease,
+    #[serde(default)]
+    engine: RawEngine,
+    #[serde(default)]
+    agents: Vec<RawAgent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client_names: Vec<String>,
+    agent_ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLease {
+    period: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    poll: Option<String>,
+    retry: Option<String>,
+    dispatch_validity: Option<String>,
+    refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    addr: String,
+    ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
+/// Where the durable state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The embedded file in the data dir.
+    Embedded,
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
+
+/// The mTLS material toward one agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTls {
+    /// The CA its certificate chains to.
+    pub ca: PathBuf,
+    /// The certificate the service presents.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+/// One configured agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEntry {
+    /// Its id (its certificate's name).
+    pub id: String,
+    /// host:port.
+    pub addr: String,
+    /// How to reach it.
+    pub tls: AgentTls,
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the gRPC listener binds.
+    pub listen: SocketAddr,
+    /// The data dir (embedded store, audit log, artifacts).
+    pub data_dir: PathBuf,
+    /// This replica's name in leases and audit entries.
+    pub replica_id: String,
+    /// The orchestrator key file.
+    pub orchestrator_key: PathBuf,
+    /// The store.
+    pub store: StoreChoice,
+    /// The CA operators' certificates chain to.
+    pub ca: PathBuf,
+    /// The service's certificate and key.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Names an operator certificate must be valid for (one of them).
+    pub client_names: Vec<String>,
+    /// The lease period.
+    pub lease_period: Duration,
+    /// Gate and request polling.
+    pub poll: Duration,
+    /// Retry delay toward an unreachable agent.
+    pub retry: Duration,
+    /// How long a dispatch is valid.
+    pub dispatch_validity: Duration,
+    /// How often agents' `Info` is refreshed.
+    pub refresh: Duration,
+    /// The agents.
+    pub agents: Vec<AgentEntry>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (relative paths resolve against its directory).
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        let listen: SocketAddr = raw.listen.parse().map_err(|e| {
+            invalid(
+                "listen",
+                format!("{:?}: {e} (expected ip:port)", raw.listen),
+            )
+        })?;
+        let duration = |field: &str, v: &Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(invalid(field, "must be more than 0".into())),
+                Err(e) => Err(invalid(field, format!("{s:?}: {e}"))),
+            },
+        };
+        let store = match raw.store.as_deref() {
+            None | Some("" | "embedded") => StoreChoice::Embedded,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                StoreChoice::Postgres(url.to_owned())
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "store",
+                    format!("{other:?}: expected \"embedded\" or a postgres:// URL"),
+                ));
+            }
+        };
+        if raw.tls.client_names.is_empty() {
+            return Err(invalid(
+                "tls.client_names",
+                "name at least one operator certificate name".into(),
+            ));
+        }
+        let default_tls = AgentTls {
+            ca: abs(raw.tls.agent_ca.as_deref().unwrap_or(&raw.tls.ca)),
+            cert: abs(raw.tls.client_cert.as_deref().unwrap_or(&raw.tls.cert)),
+            key: abs(raw.tls.client_key.as_deref().unwrap_or(&raw.tls.key)),
+        };
+        let mut agents: Vec<AgentEntry> = Vec::new();
+        for (i, a) in raw.agents.iter().enumerate() {
+            if a.id.is_empty() {
+                return Err(invalid(&format!("agents[{i}].id"), "is empty".into()));
+            }
+            if agents.iter().any(|b| b.id == a.id) {
+                return Err(invalid(
+                    &format!("agents[{i}].id"),
+                    format!("{:?} is listed twice", a.id),
+                ));
+            }
+            gantry_client::connect::check_address(&a.addr)
+                .map_err(|e| invalid(&format!("agents[{i}].addr"), e.to_string()))?;
+            agents.push(AgentEntry {
+                id: a.id.clone(),
+                addr: a.addr.clone(),
+                tls: AgentTls {
+                    ca: a.ca.as_deref().map_or_else(|| default_tls.ca.clone(), abs),
+                    cert: a
+                        .client_cert
+                        .as_deref()
+                        .map_or_else(|| default_tls.cert.clone(), abs),
+                    key: a
+                        .client_key
+                        .as_deref()
+                        .map_or_else(|| default_tls.key.clone(), abs),
+                },
+            });
+        }
+        let replica_id = match raw.replica_id {
+            Some(id) if !id.is_empty() => id,
+            Some(_) => return Err(invalid("replica_id", "is empty".into())),
+            None => format!(
+                "{}:{}",
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "localhost".into()),
+                listen
+            ),
+        };
+        Ok(Self {
+            listen,
+            data_dir: abs(&raw.data_dir),
+            replica_id,
+            orchestrator_key: abs(&raw.orchestrator_key),
+            store,
+            ca: abs(&raw.tls.ca),
+            cert: abs(&raw.tls.cert),
+            key: abs(&raw.tls.key),
+            client_names: raw.tls.client_names,
+            lease_period: duration("lease.period", &raw.lease.period, Duration::from_secs(10))?,
+            poll: duration("engine.poll", &raw.engine.poll, Duration::from_secs(1))?,
+            retry: duration("engine.retry", &raw.engine.retry, Duration::from_secs(1))?,
+            dispatch_validity: duration(
+                "engine.dispatch_validity",
+                &raw.engine.dispatch_validity,
+                Duration::from_secs(60),
+            )?,
+            refresh: duration(
+                "engine.refresh",
+                &raw.engine.refresh,
+                Duration::from_secs(10),
+            )?,
+            agents,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:7600"
+data_dir = "data"
+orchestrator_key = "/keys/orch.key"
+[tls]
+ca = "ca.pem"
+cert = "server.pem"
+key = "server.key"
+client_names = ["ops"]
+[lease]
+period = "3s"
+[[agents]]
+id = "web-1"
+addr = "127.0.0.1:7001"
+[[agents]]
+id = "web-2"
+addr = "127.0.0.1:7002"
+ca = "/other/ca.pem"
+"#;
+
+    #[test]
+    fn a_config_resolves_paths_and_defaults() {
+        let c = Config::parse(Path::new("/etc/gantry/controller.toml"), GOOD).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/gantry/data"));
+        assert_eq!(c.orchestrator_key, Path::new("/keys/orch.key"));
+        assert_eq!(c.store, StoreChoice::Embedded);
+        assert_eq!(c.lease_period, Duration::from_secs(3));
+        assert_eq!(c.poll, Duration::from_secs(1));
+        assert_eq!(c.agents[0].tls.ca, Path::new("/etc/gantry/ca.pem"));
+        assert_eq!(c.agents[0].tls.cert, Path::new("/etc/gantry/server.pem"));
+        assert_eq!(c.agents[1].tls.ca, Path::new("/other/ca.pem"));
+        assert!(
+            c.replica_id.ends_with(":127.0.0.1:7600"),
+            "{}",
+            c.replica_id
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named_by_field() {
+        let p = Path::new("/c.toml");
+        for (edit, says) in [
+            (GOOD.replace("\"3s\"", "\"soon\""), "lease.period"),
+            (
+                GOOD.replace("127.0.0.1:7002", "localhost"),
+                "agents[1].addr",
+            ),
+            (GOOD.replace("web-2", "web-1"), "listed twice"),
+            (GOOD.replace("[\"ops\"]", "[]"), "tls.client_names"),
+            (
+                GOOD.replace("listen = \"127.0.0.1:7600\"", "listen = \"x\""),
+                "listen",
+            ),
+            (format!("store = \"mysql://x\"\n{GOOD}"), "store"),
+            (format!("colour = 1\n{GOOD}"), "unknown field"),
+        ] {
+            let e = Config::parse(p, &edit).unwrap_err().to_string();
+            assert!(e.contains(says), "{says}: {e}");
+        }
+        let pg = Config::parse(p, &format!("store = \"postgres://u@h/db\"\n{GOOD}")).unwrap();
+        assert_eq!(pg.store, StoreChoice::Postgres("postgres://u@h/db".into()));
+    }
+}

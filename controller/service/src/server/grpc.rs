@@ -1,0 +1,342 @@
+//! The `Controller` gRPC service: operators start, watch and steer rollouts, read the
+//! inventory, verify the fleet's audit logs, and tail the service's own log.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_client::clock::now_ms;
+use gantry_proto::v1::controller_server::Controller;
+use gantry_proto::v1::{
+    AgentAuditVerdict, ArtifactChunk, ArtifactReceipt, AuditLine, AuditTailRequest,
+    ControlRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse,
+    ListRolloutsRequest, ListRolloutsResponse, RolloutControl, RolloutStatus, StartRolloutRequest,
+    VerifyFleetAuditRequest, VerifyFleetAuditResponse,
+};
+use tokio::sync::Notify;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::operator::Operators;
+use super::status::{fleet_agent, plan_status, rollout_status, store_status};
+use crate::artifacts::ArtifactStore;
+use crate::audit::AuditLog;
+use crate::dial::Dialer;
+use crate::plan::LoadedPlan;
+use crate::store::{Control, ControlRequest, RolloutRecord, RolloutState, Store};
+
+/// The service's handlers.
+pub struct ControllerService<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) audit_dir: std::path::PathBuf,
+    pub(crate) artifacts: ArtifactStore,
+    pub(crate) dialer: Arc<Dialer>,
+    pub(crate) operators: Operators,
+    /// Wakes the scheduler when a rollout is started or steered.
+    pub(crate) wake: Arc<Notify>,
+}
+
+fn audit_status(e: &crate::audit::AuditError) -> Status {
+    Status::unavailable(format!("refused: the service cannot record it: {e}"))
+}
+
+impl<S: Store> ControllerService<S> {
+    async fn status_of(&self, id: &str) -> Result<RolloutStatus, Status> {
+        let r = self
+            .store
+            .rollout(id)
+            .await
+            .map_err(|e| store_status(&e))?
+            .ok_or_else(|| Status::not_found(format!("no rollout {id}")))?;
+        self.status_for(&r).await
+    }
+
+    async fn status_for(&self, r: &RolloutRecord) -> Result<RolloutStatus, Status> {
+        let hosts = self
+            .store
+            .hosts(&r.id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        let lease = self
+            .store
+            .lease(&r.id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        let control = self
+            .store
+            .control(&r.id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(rollout_status(r, &hosts, lease.as_ref(), control.as_ref()))
+    }
+}
+
+type Lines = Pin<Box<dyn Stream<Item = Result<AuditLine, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> Controller for ControllerService<S> {
+    async fn start_rollout(
+        &self,
+        req: Request<StartRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        let by = self.operators.of(&req)?;
+        let signed = req
+            .into_inner()
+            .plan
+            .ok_or_else(|| Status::invalid_argument("no plan"))?;
+        let plan = LoadedPlan::from_signed(signed).map_err(|e| plan_status(&e))?;
+        let release = plan.plan.release.clone().unwrap_or_default();
+        let now = now_ms();
+        let record = RolloutRecord {
+            id: plan.plan.plan_id.clone(),
+            signed_plan: prost::Message::encode_to_vec(&plan.signed),
+            plan_sha256: plan.sha256.clone(),
+            state: RolloutState::Pending,
+            ring: 0,
+            bake_until_ms: 0,
+            rollback_to: 0,
+            reason: format!("started by {by}"),
+            started_by: by.clone(),
+            created_ms: now,
+            updated_ms: now,
+        };
+        // Recorded before it exists anywhere: a start the log cannot hold is refused.
+        self.audit
+            .append(
+                "rollout.started",
+                &[
+                    ("rollout", record.id.clone().into()),
+                    ("plan_sha256", plan.sha256.clone().into()),
+                    ("app", plan.plan.app.clone().into()),
+                    ("version", release.version.clone().into()),
+                    ("rings", plan.ring_count().into()),
+                    ("by", by.into()),
+                ],
+            )
+            .map_err(|e| audit_status(&e))?;
+        self.store
+            .create_rollout(record.clone())
+            .await
+            .map_err(|e| store_status(&e))?;
+        self.wake.notify_one();
+        Ok(Response::new(self.status_for(&record).await?))
+    }
+
+    async fn upload_artifact(
+        &self,
+        req: Request<Streaming<ArtifactChunk>>,
+    ) -> Result<Response<ArtifactReceipt>, Status> {
+        self.operators.of(&req)?;
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty upload"))?;
+        let meta = first.meta.ok_or_else(|| {
+            Status::invalid_argument("the first chunk carries no digest and size")
+        })?;
+        if self.artifacts.path_of(&meta.sha256).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not a SHA-256 (64 lowercase hex digits)",
+                meta.sha256
+            )));
+        }
+        if self.artifacts.has(&meta.sha256) {
+            return Ok(Response::new(ArtifactReceipt {
+                sha256: meta.sha256,
+                size: meta.size,
+                already_present: true,
+            }));
+        }
+        let mut incoming = self
+            .artifacts
+            .incoming()
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut write = |data: &[u8]| -> Result<(), Status> {
+            incoming
+                .write(data)
+                .map_err(|e| Status::unavailable(e.to_string()))
+        };
+        write(&first.data)?;
+        while let Some(chunk) = stream.message().await? {
+            write(&chunk.data)?;
+        }
+        incoming
+            .finish(&meta.sha256, meta.size)
+            .map_err(|e| match e {
+                crate::artifacts::ArtifactError::Mismatch { .. }
+                | crate::artifacts::ArtifactError::BadDigest(_) => {
+                    Status::invalid_argument(e.to_string())
+                }
+                crate::artifacts::ArtifactError::Io { .. } => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(ArtifactReceipt {
+            sha256: meta.sha256,
+            size: meta.size,
+            already_present: false,
+        }))
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<GetRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        self.operators.of(&req)?;
+        Ok(Response::new(
+            self.status_of(&req.into_inner().rollout_id).await?,
+        ))
+    }
+
+    async fn list_rollouts(
+        &self,
+        req: Request<ListRolloutsRequest>,
+    ) -> Result<Response<ListRolloutsResponse>, Status> {
+        self.operators.of(&req)?;
+        let mut rollouts = Vec::new();
+        for r in self.store.rollouts().await.map_err(|e| store_status(&e))? {
+            rollouts.push(self.status_for(&r).await?);
+        }
+        Ok(Response::new(ListRolloutsResponse { rollouts }))
+    }
+
+    async fn control_rollout(
+        &self,
+        req: Request<ControlRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        let by = self.operators.of(&req)?;
+        let req = req.into_inner();
+        let control = match RolloutControl::try_from(req.control) {
+            Ok(RolloutControl::Pause) => Control::Pause,
+            Ok(RolloutControl::Resume) => Control::Resume,
+            Ok(RolloutControl::Abort) => Control::Abort,
+            Ok(RolloutControl::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(
+                    "control must be pause, resume or abort",
+                ));
+            }
+        };
+        let r = self
+            .store
+            .rollout(&req.rollout_id)
+            .await
+            .map_err(|e| store_status(&e))?
+            .ok_or_else(|| Status::not_found(format!("no rollout {}", req.rollout_id)))?;
+        if r.state.is_final() {
+            return Err(Status::failed_precondition(format!(
+                "rollout {} has ended ({})",
+                r.id,
+                r.state.as_str()
+            )));
+        }
+        self.audit
+            .append(
+                &format!("rollout.{}_requested", control.as_str()),
+                &[("rollout", r.id.clone().into()), ("by", by.clone().into())],
+            )
+            .map_err(|e| audit_status(&e))?;
+        self.store
+            .set_control(ControlRequest {
+                rollout_id: r.id.clone(),
+                control,
+                by,
+                at_ms: now_ms(),
+            })
+            .await
+            .map_err(|e| store_status(&e))?;
+        self.wake.notify_one();
+        Ok(Response::new(self.status_for(&r).await?))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        self.operators.of(&req)?;
+        let mut agents = Vec::new();
+        for a in self.store.agents().await.map_err(|e| store_status(&e))? {
+            let cp = self
+                .store
+                .checkpoint(&a.id)
+                .await
+                .map_err(|e| store_status(&e))?;
+            agents.push(fleet_agent(&a, cp.as_ref()));
+        }
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    async fn verify_fleet_audit(
+        &self,
+        req: Request<VerifyFleetAuditRequest>,
+    ) -> Result<Response<VerifyFleetAuditResponse>, Status> {
+        self.operators.of(&req)?;
+        let mut agents = Vec::new();
+        for a in self.store.agents().await.map_err(|e| store_status(&e))? {
+            let cp = self
+                .store
+                .checkpoint(&a.id)
+                .await
+                .map_err(|e| store_status(&e))?;
+            let verdict = self.dialer.verify_audit(&a, cp.as_ref()).await;
+            agents.push(AgentAuditVerdict {
+                agent_id: a.id.clone(),
+                ok: verdict.is_ok(),
+                entries: verdict.as_ref().map_or(0, |n| *n),
+                witnessed_seq: cp.map_or(0, |c| c.seq),
+                error: verdict.err().unwrap_or_default(),
+            });
+        }
+        Ok(Response::new(VerifyFleetAuditResponse { agents }))
+    }
+
+    type ServiceAuditTailStream = Lines;
+
+    async fn service_audit_tail(
+        &self,
+        req: Request<AuditTailRequest>,
+    ) -> Result<Response<Self::ServiceAuditTailStream>, Status> {
+        self.operators.of(&req)?;
+        let req = req.into_inner();
+        let dir = self.audit_dir.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut next = req.from_seq;
+            loop {
+                let lines = match crate::audit::read_lines(&dir) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if next == 0 {
+                    let last =
+                        usize::try_from(if req.last == 0 { 20 } else { req.last }).unwrap_or(20);
+                    next = u64::try_from(lines.len().saturating_sub(last)).unwrap_or(0) + 1;
+                }
+                let from = usize::try_from(next.saturating_sub(1)).unwrap_or(usize::MAX);
+                for (i, line) in lines.iter().enumerate().skip(from) {
+                    let seq = u64::try_from(i).unwrap_or(0) + 1;
+                    if tx
+                        .send(Ok(AuditLine {
+                            seq,
+                            line: line.clone(),
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    next = seq + 1;
+                }
+                if !req.follow {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

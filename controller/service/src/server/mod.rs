@@ -1,0 +1,204 @@
+//! `gantry server`: opens the store, the audit log and the artifact store, keeps the
+//! inventory fresh from each agent's `Info`, drives every unfinished rollout whose lease it can
+//! take, and serves the `Controller` gRPC API with mutual TLS until `shutdown` resolves.
+//!
+//! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
+//!   `operator.rs`: the operator's name from their client certificate;
+//!   `inventory.rs`: the `Info` refresher; `scheduler.rs`: one driver per unfinished rollout.
+
+mod grpc;
+mod inventory;
+mod operator;
+mod scheduler;
+mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use gantry_proto::keys::SigningKey;
+use gantry_proto::v1::controller_server::ControllerServer;
+use tokio::sync::Notify;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::audit::{AuditError, AuditLog};
+use crate::config::{Config, StoreChoice};
+use crate::dial::Dialer;
+use crate::engine::{Engine, EngineSettings};
+use crate::lease::LeaseSettings;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::postgres::PostgresStore;
+use crate::store::{Store, StoreError};
+
+pub use grpc::ControllerService;
+
+/// Largest message the service accepts (plans are small; artifacts come in chunks).
+const MAX_DECODE: usize = 4 * 1024 * 1024;
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The artifact store could not be opened.
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+    /// The orchestrator key could not be read.
+    #[error("cannot read orchestrator key {}: {reason}", path.display())]
+    Key {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS files or names cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The listener failed.
+    #[error("cannot serve on {addr}: {reason}")]
+    Serve {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Runs the service until `shutdown` resolves.
+///
+/// # Errors
+/// [`ServerError`].
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    match &config.store {
+        StoreChoice::Embedded => {
+            let store = EmbeddedStore::open(&config.data_dir)?;
+            tracing::info!(path = %store.path().display(), "embedded store open");
+            serve(config, Arc::new(store), shutdown).await
+        }
+        StoreChoice::Postgres(url) => {
+            let store = PostgresStore::connect(url).await?;
+            tracing::info!("postgres store connected");
+            serve(config, Arc::new(store), shutdown).await
+        }
+    }
+}
+
+async fn serve<S: Store>(
+    config: Config,
+    store: Arc<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let read_key = || {
+        SigningKey::read_pem_file(&config.orchestrator_key).map_err(|e| ServerError::Key {
+            path: config.orchestrator_key.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let key = read_key()?;
+    let audit_dir = config.data_dir.join("audit");
+    // The audit log seals its checkpoints with the same key (read twice: keys are not Clone).
+    let audit = Arc::new(AuditLog::open(&audit_dir, read_key()?)?);
+    let artifacts = ArtifactStore::open(&config.data_dir.join("artifacts"))?;
+    let tls_map: HashMap<_, _> = config
+        .agents
+        .iter()
+        .map(|a| (a.id.clone(), a.tls.clone()))
+        .collect();
+    let dialer = Arc::new(Dialer::new(tls_map, artifacts.clone()));
+    let operators = operator::Operators::new(&config.client_names).map_err(ServerError::Tls)?;
+
+    audit.append(
+        "service.started",
+        &[
+            ("replica", config.replica_id.clone().into()),
+            ("version", env!("CARGO_PKG_VERSION").into()),
+            ("listen", config.listen.to_string().into()),
+        ],
+    )?;
+    inventory::seed(store.as_ref(), &config.agents).await?;
+    inventory::refresh_once(store.as_ref(), dialer.as_ref(), &config.agents).await;
+    tokio::spawn(inventory::refresh(
+        store.clone(),
+        dialer.clone(),
+        config.agents.clone(),
+        config.refresh,
+    ));
+
+    let engine = Engine::new(
+        store.clone(),
+        dialer.clone(),
+        audit.clone(),
+        key,
+        EngineSettings {
+            lease: LeaseSettings {
+                holder: config.replica_id.clone(),
+                period: config.lease_period,
+            },
+            dispatch_validity: config.dispatch_validity,
+            poll: config.poll,
+            retry: config.retry,
+        },
+    );
+    let wake = Arc::new(Notify::new());
+    tokio::spawn(scheduler::run(
+        engine,
+        store.clone(),
+        wake.clone(),
+        config.poll,
+    ));
+
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| ServerError::Tls(format!("cannot read {what} {}: {e}", p.display())))
+    };
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read("certificate", &config.cert)?,
+            read("key", &config.key)?,
+        ))
+        .client_ca_root(Certificate::from_pem(read("CA certificate", &config.ca)?));
+    let service = ControllerService {
+        store,
+        audit,
+        audit_dir,
+        artifacts,
+        dialer,
+        operators,
+        wake,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Serve {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?;
+    let bound = listener.local_addr().map_err(|e| ServerError::Serve {
+        addr: config.listen,
+        reason: e.to_string(),
+    })?;
+    // Tests and scripts wait for this line.
+    tracing::info!(addr = %bound, replica = %config.replica_id, "gantry server ready");
+    println!("gantry server ready on {bound}");
+    Server::builder()
+        .tls_config(tls)
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .add_service(ControllerServer::new(service).max_decoding_message_size(MAX_DECODE))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| ServerError::Serve {
+            addr: bound,
+            reason: e.to_string(),
+        })
+}
