@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod rollout;
 
+pub use crate::fleet_cli::{FleetAuditCommand, FleetCommand, ServerArgs};
 pub use rollout::{RolloutCommand, RolloutPlanArgs, RolloutShowArgs, RolloutSignArgs};
 
 /// The exit-code paragraph of `gantry --help` (the contract: see [`crate::exit::Exit`]).
@@ -45,6 +46,15 @@ impl Cli {
             }
             Command::Status(a) => a.json,
             Command::History(a) => a.json,
+            Command::Rollout(RolloutCommand::Start(a)) => a.json,
+            Command::Rollout(RolloutCommand::Status(a)) => a.json,
+            Command::Rollout(
+                RolloutCommand::Pause(a) | RolloutCommand::Resume(a) | RolloutCommand::Abort(a),
+            ) => a.json,
+            Command::Fleet(
+                FleetCommand::Ls(a) | FleetCommand::Audit(FleetAuditCommand::Verify(a)),
+            ) => a.json,
+            Command::Fleet(FleetCommand::Audit(FleetAuditCommand::Tail(a))) => a.json,
             Command::Audit(AuditCommand::Tail(a)) => a.json,
             Command::Flags(FlagsCommand::Show(a)) => a.json,
             Command::Flags(
@@ -53,6 +63,7 @@ impl Cli {
             Command::Audit(AuditCommand::Verify(_))
             | Command::Keygen(_)
             | Command::DevPki(_)
+            | Command::Server(_)
             | Command::Quickstart(_)
             | Command::Completions(_)
             | Command::Man(_) => false,
@@ -96,6 +107,11 @@ pub enum Command {
     /// Sign, push and show an app's feature flags; switch flags off with a kill-switch key.
     #[command(subcommand)]
     Flags(FlagsCommand),
+    /// Run the controller service: inventory, durable store, ring-by-ring rollouts.
+    Server(ServerArgs),
+    /// The fleet as the controller service sees it.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Start a local agent with fresh keys and certificates and deploy a sample app to it.
     Quickstart(QuickstartArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.

@@ -43,6 +43,9 @@ pub enum CliError {
     /// `flags`.
     #[error(transparent)]
     Flags(#[from] FlagsCmdError),
+    /// The controller service's commands.
+    #[error(transparent)]
+    Fleet(#[from] crate::commands::fleet::FleetError),
     /// `man`.
     #[error(transparent)]
     Man(#[from] crate::commands::man::ManError),
@@ -65,6 +68,7 @@ impl CliError {
             CliError::Audit(e) => e.exit(),
             CliError::Quickstart(e) => e.exit(),
             CliError::Flags(e) => e.exit(),
+            CliError::Fleet(e) => e.exit(),
         }
     }
 }

@@ -25,12 +25,15 @@ pub mod conn;
 pub mod error;
 pub mod exit;
 pub mod flags;
+pub mod fleet_cli;
 pub mod output;
 pub mod report;
 
 use cli::{AuditCommand, Cli, Command, FlagsCommand, JobCommand, RolloutCommand};
 use error::CliError;
 use exit::Exit;
+use fleet_cli::{FleetAuditCommand, FleetCommand};
+use gantry_proto::v1::RolloutControl;
 
 /// Runs one parsed command line.
 ///
@@ -103,6 +106,27 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
             .map_err(Into::into),
         Command::Audit(AuditCommand::Tail(a)) => block_on(commands::audit::tail(a)),
         Command::Audit(AuditCommand::Verify(a)) => block_on(commands::audit::verify(a)),
+        Command::Server(a) => block_on(commands::fleet::server::run(a)),
+        Command::Rollout(RolloutCommand::Start(a)) => block_on(commands::fleet::rollout::start(a)),
+        Command::Rollout(RolloutCommand::Status(a)) => {
+            block_on(commands::fleet::rollout::status(a))
+        }
+        Command::Rollout(RolloutCommand::Pause(a)) => {
+            block_on(commands::fleet::rollout::control(a, RolloutControl::Pause))
+        }
+        Command::Rollout(RolloutCommand::Resume(a)) => {
+            block_on(commands::fleet::rollout::control(a, RolloutControl::Resume))
+        }
+        Command::Rollout(RolloutCommand::Abort(a)) => {
+            block_on(commands::fleet::rollout::control(a, RolloutControl::Abort))
+        }
+        Command::Fleet(FleetCommand::Ls(a)) => block_on(commands::fleet::inventory::ls(a)),
+        Command::Fleet(FleetCommand::Audit(FleetAuditCommand::Verify(a))) => {
+            block_on(commands::fleet::inventory::verify(a))
+        }
+        Command::Fleet(FleetCommand::Audit(FleetAuditCommand::Tail(a))) => {
+            block_on(commands::fleet::inventory::tail(a))
+        }
         Command::Quickstart(a) => commands::quickstart::run(&a).map_err(Into::into),
         Command::Flags(FlagsCommand::Sign(a)) => commands::flagset::sign(&a)
             .map(|()| Exit::Success)

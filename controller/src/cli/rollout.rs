@@ -19,6 +19,16 @@ pub enum RolloutCommand {
     Sign(RolloutSignArgs),
     /// Add an approval: a signature by an approver's key, in place.
     Approve(RolloutSignArgs),
+    /// Hand a signed plan to the controller service, which runs it ring by ring.
+    Start(crate::fleet_cli::RolloutStartArgs),
+    /// Show a rollout on the controller service: rings, hosts, per-host step, bake time left.
+    Status(crate::fleet_cli::RolloutStatusArgs),
+    /// Stop dispatching after the steps in flight (audited with your certificate's name).
+    Pause(crate::fleet_cli::RolloutIdArgs),
+    /// Go on after a pause.
+    Resume(crate::fleet_cli::RolloutIdArgs),
+    /// Stop dispatching and roll back per the current ring's on_failure.
+    Abort(crate::fleet_cli::RolloutIdArgs),
 }
 
 /// `gantry rollout plan`: the release flags are those of `job create`.

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod deploy;
 pub mod dev_pki;
 pub mod flagset;
+pub mod fleet;
 pub mod history;
 pub mod job;
 pub mod keygen;

@@ -1,0 +1,294 @@
+//! `rollout start|status|pause|resume|abort` against the controller service.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use gantry_proto::v1::{
+    ArtifactChunk, ArtifactRef, ControlRolloutRequest, GetRolloutRequest, Plan, RolloutControl,
+    RolloutStatus, SignedPlan, StartRolloutRequest,
+};
+use prost::Message;
+use serde_json::{Value, json};
+
+use super::FleetError;
+use super::connect::{Service, connect, status_error};
+use crate::exit::Exit;
+use crate::fleet_cli::{RolloutIdArgs, RolloutStartArgs, RolloutStatusArgs};
+
+/// Largest plan file read.
+const MAX_PLAN_FILE: u64 = 1024 * 1024;
+/// Artifact upload chunk size.
+const CHUNK: usize = 256 * 1024;
+
+/// Final states that are not success.
+fn ended_badly(state: &str) -> bool {
+    matches!(state, "halted" | "rolled_back" | "aborted")
+}
+
+fn is_final(state: &str) -> bool {
+    state == "succeeded" || ended_badly(state)
+}
+
+/// A rollout as JSON.
+pub fn status_json(s: &RolloutStatus) -> Value {
+    json!({
+        "rollout": s.rollout_id,
+        "app": s.app,
+        "version": s.version,
+        "state": s.state,
+        "ring": s.ring,
+        "reason": s.reason,
+        "bake_left_ms": s.bake_left_ms,
+        "started_by": s.started_by,
+        "leader": s.leader,
+        "epoch": s.epoch,
+        "plan_sha256": s.plan_sha256,
+        "pending_control": s.pending_control,
+        "rings": s.rings.iter().map(|r| json!({
+            "index": r.index,
+            "name": r.name,
+            "hosts": r.hosts.iter().map(|h| json!({
+                "agent_id": h.agent_id,
+                "action": h.action,
+                "step": h.step,
+                "job_id": h.job_id,
+                "reason": h.reason,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A rollout as people read it.
+pub fn status_text(s: &RolloutStatus) -> String {
+    let mut out = format!(
+        "rollout {}: {} {} — {} (ring {} of {})\n",
+        s.rollout_id,
+        s.app,
+        s.version,
+        s.state,
+        s.ring,
+        s.rings.len()
+    );
+    if !s.reason.is_empty() {
+        out.push_str(&format!("  {}\n", s.reason));
+    }
+    if !s.leader.is_empty() {
+        out.push_str(&format!("  driven by {} (epoch {})\n", s.leader, s.epoch));
+    }
+    if s.bake_left_ms > 0 {
+        out.push_str(&format!(
+            "  baking: {}s left\n",
+            (s.bake_left_ms + 999) / 1000
+        ));
+    }
+    if !s.pending_control.is_empty() {
+        out.push_str(&format!("  {} requested\n", s.pending_control));
+    }
+    for r in &s.rings {
+        out.push_str(&format!("  ring {} {}:", r.index, r.name));
+        if r.hosts.is_empty() {
+            out.push_str(" not started\n");
+            continue;
+        }
+        out.push('\n');
+        for h in &r.hosts {
+            out.push_str(&format!(
+                "    {:<16} {:<8} {}",
+                h.agent_id, h.action, h.step
+            ));
+            if !h.reason.is_empty() {
+                out.push_str(&format!(" — {}", h.reason));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn read_plan(path: &Path) -> Result<SignedPlan, FleetError> {
+    let read = |source| FleetError::Read {
+        what: "plan file",
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read)?;
+    if meta.len() > MAX_PLAN_FILE {
+        return Err(FleetError::BadPlan {
+            path: path.to_owned(),
+            reason: format!("{} bytes, more than a plan file can be", meta.len()),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read)?;
+    let bad = |reason: String| FleetError::BadPlan {
+        path: path.to_owned(),
+        reason,
+    };
+    let signed = SignedPlan::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
+    Plan::decode(signed.plan.as_slice()).map_err(|e| bad(e.to_string()))?;
+    Ok(signed)
+}
+
+async fn upload(svc: &mut Service, path: &Path, plan: &Plan) -> Result<(), FleetError> {
+    let read = |source| FleetError::Read {
+        what: "artifact",
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(read)?;
+    let release = plan.release.clone().unwrap_or_default();
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+    if sha != release.artifact_sha256 || bytes.len() as u64 != release.artifact_size {
+        return Err(FleetError::BadPlan {
+            path: path.to_owned(),
+            reason: format!(
+                "the artifact is sha256:{sha} ({} bytes) but the plan names sha256:{} ({} bytes)",
+                bytes.len(),
+                release.artifact_sha256,
+                release.artifact_size
+            ),
+        });
+    }
+    let mut chunks = Vec::new();
+    let mut meta = Some(ArtifactRef {
+        sha256: sha,
+        size: bytes.len() as u64,
+    });
+    for part in bytes.chunks(CHUNK) {
+        chunks.push(ArtifactChunk {
+            meta: meta.take(),
+            data: part.to_vec(),
+        });
+    }
+    if let Some(m) = meta {
+        chunks.push(ArtifactChunk {
+            meta: Some(m),
+            data: Vec::new(),
+        });
+    }
+    svc.upload_artifact(tokio_stream::iter(chunks))
+        .await
+        .map_err(|s| status_error("UploadArtifact", &s))?;
+    Ok(())
+}
+
+/// `rollout start PLAN [--artifact FILE]`.
+///
+/// # Errors
+/// [`FleetError`].
+pub async fn start(args: RolloutStartArgs) -> Result<Exit, FleetError> {
+    let signed = read_plan(&args.plan)?;
+    let plan = Plan::decode(signed.plan.as_slice()).map_err(|e| FleetError::BadPlan {
+        path: args.plan.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut svc = connect(&args.conn).await?;
+    if let Some(artifact) = &args.artifact {
+        upload(&mut svc, artifact, &plan).await?;
+    }
+    let status = svc
+        .start_rollout(StartRolloutRequest { plan: Some(signed) })
+        .await
+        .map_err(|s| status_error("StartRollout", &s))?
+        .into_inner();
+    if args.json {
+        println!("{}", status_json(&status));
+    } else {
+        println!(
+            "rollout {} started ({} rings); follow it: gantry rollout status {} --watch",
+            status.rollout_id,
+            status.rings.len(),
+            status.rollout_id
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// `rollout status ID [--watch] [--json]`.
+///
+/// # Errors
+/// [`FleetError`].
+pub async fn status(args: RolloutStatusArgs) -> Result<Exit, FleetError> {
+    let mut svc = connect(&args.conn).await?;
+    let get = |svc: &mut Service| {
+        let mut svc = svc.clone();
+        let id = args.id.clone();
+        async move {
+            svc.get_rollout(GetRolloutRequest { rollout_id: id })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| status_error("GetRollout", &s))
+        }
+    };
+    let exit_for = |s: &RolloutStatus| {
+        if ended_badly(&s.state) {
+            Exit::JobFailed
+        } else {
+            Exit::Success
+        }
+    };
+    if !args.watch {
+        let s = get(&mut svc).await?;
+        if args.json {
+            println!("{}", status_json(&s));
+        } else {
+            print!("{}", status_text(&s));
+        }
+        return Ok(exit_for(&s));
+    }
+    let live = !args.json && std::io::stdout().is_terminal();
+    let mut last: Option<Value> = None;
+    loop {
+        let s = get(&mut svc).await?;
+        let mut j = status_json(&s);
+        // The bake countdown changes every poll; only a live view shows it each time.
+        if let Some(o) = j.as_object_mut() {
+            o.remove("bake_left_ms");
+        }
+        if live {
+            print!("\x1b[2J\x1b[H{}", status_text(&s));
+        } else if last.as_ref() != Some(&j) {
+            if args.json {
+                println!("{}", status_json(&s));
+            } else {
+                print!("{}", status_text(&s));
+            }
+        }
+        last = Some(j);
+        if is_final(&s.state) {
+            return Ok(exit_for(&s));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `rollout pause|resume|abort ID`.
+///
+/// # Errors
+/// [`FleetError`].
+pub async fn control(args: RolloutIdArgs, control: RolloutControl) -> Result<Exit, FleetError> {
+    let mut svc = connect(&args.conn).await?;
+    let s = svc
+        .control_rollout(ControlRolloutRequest {
+            rollout_id: args.id.clone(),
+            control: control.into(),
+        })
+        .await
+        .map_err(|s| status_error("ControlRollout", &s))?
+        .into_inner();
+    if args.json {
+        println!("{}", status_json(&s));
+    } else {
+        let what = match control {
+            RolloutControl::Pause => "pause",
+            RolloutControl::Resume => "resume",
+            RolloutControl::Abort => "abort",
+            RolloutControl::Unspecified => "control",
+        };
+        println!(
+            "{what} of rollout {} requested; the service applies it at the next step (gantry rollout status {})",
+            s.rollout_id, s.rollout_id
+        );
+    }
+    Ok(Exit::Success)
+}

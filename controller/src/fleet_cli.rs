@@ -1,0 +1,138 @@
+//! The command line of the controller service's commands (`server`, `rollout
+//! start|status|pause|resume|abort` (their variants are in `cli::rollout`), `fleet ls|audit`), as
+//! clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+/// How to reach the controller service over mutual TLS.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerConnArgs {
+    /// The service's address, host:port.
+    #[arg(long = "server", value_name = "ADDR", env = "GANTRY_SERVER")]
+    pub server: Option<String>,
+    /// The name the service's certificate must carry.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "GANTRY_SERVER_NAME",
+        default_value = "gantry-server"
+    )]
+    pub server_name: String,
+    /// CA certificate (PEM) the service's certificate must chain to.
+    #[arg(long, value_name = "FILE", env = "GANTRY_CA")]
+    pub ca: Option<PathBuf>,
+    /// The operator's client certificate (PEM); its name is who the service's audit log says
+    /// acted.
+    #[arg(long, value_name = "FILE", env = "GANTRY_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", env = "GANTRY_CERT_KEY")]
+    pub cert_key: Option<PathBuf>,
+}
+
+/// `gantry server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The service's config (controller.toml; see docs/fleet.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `gantry rollout start`.
+#[derive(Debug, Args)]
+pub struct RolloutStartArgs {
+    /// How to reach the service.
+    #[command(flatten)]
+    pub conn: ServerConnArgs,
+    /// The signed plan file (the protobuf encoding of gantry.v1.SignedPlan).
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// The release's artifact: streamed to the service (checked against the plan's digest),
+    /// which uploads it to each agent that lacks it.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry rollout status`.
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// How to reach the service.
+    #[command(flatten)]
+    pub conn: ServerConnArgs,
+    /// The rollout (its plan id).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Follow it until it ends (a live view on a terminal, one JSON object per change
+    /// otherwise); exits 0 when it succeeded, 1 when it ended otherwise.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry rollout pause|resume|abort`.
+#[derive(Debug, Args)]
+pub struct RolloutIdArgs {
+    /// How to reach the service.
+    #[command(flatten)]
+    pub conn: ServerConnArgs,
+    /// The rollout (its plan id).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry fleet ls|audit`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// The inventory: agents, labels, versions, reachability, last witnessed checkpoint.
+    Ls(FleetLsArgs),
+    /// Check or read audit logs across the fleet.
+    #[command(subcommand)]
+    Audit(FleetAuditCommand),
+}
+
+/// `gantry fleet ls`.
+#[derive(Debug, Args)]
+pub struct FleetLsArgs {
+    /// How to reach the service.
+    #[command(flatten)]
+    pub conn: ServerConnArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry fleet audit verify|tail`.
+#[derive(Debug, Subcommand)]
+pub enum FleetAuditCommand {
+    /// Verify every agent's audit log against the checkpoint the service witnessed from it.
+    Verify(FleetLsArgs),
+    /// The service's own audit log (control actions), optionally following it.
+    Tail(FleetTailArgs),
+}
+
+/// `gantry fleet audit tail`.
+#[derive(Debug, Args)]
+pub struct FleetTailArgs {
+    /// How to reach the service.
+    #[command(flatten)]
+    pub conn: ServerConnArgs,
+    /// Keep printing new entries.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// How many of the last entries to start with.
+    #[arg(long, value_name = "N", default_value = "20")]
+    pub last: u32,
+    /// Print the raw lines (JSON).
+    #[arg(long)]
+    pub json: bool,
+}
