@@ -11,6 +11,7 @@
 //! * [`controller`]: [`Controller`], the `gantry` CLI with the connection flags set.
 //! * [`grpc`]: raw submissions the CLI would refuse to send, and fleet dispatches.
 //! * [`fleet`]: plans and dispatches built and signed as the controller service does.
+//! * [`service`]: a fleet of agents in rings and `gantry server` processes over them.
 //! * [`certs`]: client certificates the handshake must refuse (other CA, expired, not yet valid).
 //! * [`artifact`]: release tarballs of the sample app, honest and hostile.
 //! * [`load`]: [`Load`], steady HTTP traffic through a front door, counting every failure.
@@ -41,6 +42,7 @@ pub mod nginx;
 pub mod ofrep;
 pub mod probe;
 pub mod process;
+pub mod service;
 pub mod tamper;
 
 pub use agent::Agent;

@@ -9,6 +9,8 @@
 //! * `audit`: `gantry-agent audit verify` finds each kind of tampering and names the seq.
 //! * `faults`: kill -9 of the agent, hostile and mismatched artifacts.
 //! * `flags`: feature flags pushed, killed, refused and served over OFREP.
+//! * `fleet_service`: the controller service over six agents in rings: order and bakes from
+//!   the agents' logs, a failing ring rolled back, kill -9 of the service resumed, replicas.
 //! * `handshake`: client certificates the listener refuses before any RPC, each logged.
 //! * `attacks`: one test per attack on the trust model (replay, downgrade, witness, quorum …).
 //! * `security`: file permissions, a full audit disk, a deployed child's privileges.
@@ -32,6 +34,7 @@ mod deploy;
 mod faults;
 mod flags;
 mod fleet;
+mod fleet_service;
 mod handshake;
 mod monitoring;
 mod security;
