@@ -258,17 +258,26 @@ fn a_release_failing_health_in_ring_1_rolls_that_ring_back_and_never_reaches_rin
     svc.gantry(&["rollout", "status", "rel-2.1.0"])
         .unwrap()
         .assert_code(1);
-    // web-2 passed and was rolled back by the plan; ring 2 never received the plan; ring 0
-    // keeps it (rollback_ring).
-    assert_eq!(
-        plan_entries(&fleet, "web-2", "job.accepted", "rel-2.1.0").len(),
-        2
-    );
-    let web2: Vec<_> = plan_entries(&fleet, "web-2", "job.accepted", "rel-2.1.0")
+    // web-2 passed and was rolled back by the plan (its rollback job; with no release before
+    // the plan's, the agent stops the app); ring 2 never received the plan; ring 0 keeps it
+    // (rollback_ring).
+    let web2: Vec<(String, String)> = plan_entries(&fleet, "web-2", "job.accepted", "rel-2.1.0")
         .into_iter()
-        .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+        .map(|e| {
+            (
+                e["job_id"].as_str().unwrap_or_default().to_owned(),
+                e["action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
-    assert_eq!(web2, ["deploy", "rollback"]);
+    let job = |a| gantry_proto::fleet::job_id("rel-2.1.0", "web-2", a);
+    assert_eq!(
+        web2,
+        [
+            (job(v1::DispatchAction::Deploy), "deploy".to_owned()),
+            (job(v1::DispatchAction::Rollback), "stop".to_owned())
+        ]
+    );
     assert!(plan_entries(&fleet, "web-4", "job.accepted", "rel-2.1.0").is_empty());
     assert!(
         audit_lines(&fleet.member("web-4").env)
@@ -283,17 +292,35 @@ fn a_release_failing_health_in_ring_1_rolls_that_ring_back_and_never_reaches_rin
     assert_each_deployed_at_most_once(&fleet, "rel-2.1.0");
 }
 
-/// Kills the service at the `n`-th job event it logged, restarts it, and waits for the end.
-fn kill_at(fleet: &Fleet, svc: &mut Service, n: usize) {
+fn is_final(s: &serde_json::Value) -> bool {
+    matches!(
+        s["state"].as_str(),
+        Some("succeeded" | "rolled_back" | "halted" | "aborted")
+    )
+}
+
+/// Kills the service once it has logged `n` job events (counted over its whole log, across
+/// restarts) and starts it again; false when the rollout ended first.
+fn kill_at(svc: &mut Service, id: &str, n: usize) -> bool {
+    let mut ended = false;
     wait_until(
         Duration::from_secs(90),
         "the service to reach the kill point",
-        || svc.job_events() >= n || !svc.running(),
+        || {
+            if svc.job_events() >= n {
+                return true;
+            }
+            ended = is_final(&status(svc, id));
+            ended
+        },
     )
     .unwrap();
+    if ended {
+        return false;
+    }
     svc.kill_9().unwrap();
     svc.restart().unwrap();
-    let _ = fleet;
+    true
 }
 
 #[test]
@@ -320,14 +347,17 @@ fn kill_9_of_the_service_at_many_points_resumes_and_never_deploys_twice() {
     .unwrap()
     .assert_code(0);
     // Kill points by the count of job events the service has logged (cumulative across its
-    // restarts, in its one log): accepted, steps, finished of each host in turn.
-    for n in [1, 3, 6, 9, 12] {
-        kill_at(&fleet, &mut svc, n);
-        let s = status(&svc, "rel-3.0.0");
-        if matches!(s["state"].as_str(), Some("succeeded" | "rolled_back")) {
+    // restarts, in its one log): each host's accepted, steps and finished in turn; an attach
+    // after a restart replays a job's events, so later points land on later steps.
+    let mut kills = 0;
+    for n in (1..=40).step_by(2) {
+        if !kill_at(&mut svc, "rel-3.0.0", n) {
             break;
         }
+        kills += 1;
     }
+    eprintln!("kill -9 points reached: {kills}");
+    assert!(kills >= 5, "only {kills} kill points were reached");
     let end = wait_final(&svc, "rel-3.0.0", Duration::from_secs(120));
     assert_eq!(end["state"], "succeeded", "{end:#}");
     assert_each_deployed_at_most_once(&fleet, "rel-3.0.0");
@@ -352,4 +382,156 @@ fn kill_9_of_the_service_at_many_points_resumes_and_never_deploys_twice() {
         tail.all()
     );
     assert!(!tail.stdout.contains("cancel"), "{}", tail.all());
+}
+
+/// Two replicas on one PostgreSQL (the test's own server): the one driving the rollout is
+/// killed; the other takes the lease over and finishes it, each host deploying once.
+#[test]
+fn two_replicas_on_postgres_the_survivor_finishes_a_rollout_whose_leader_was_killed() {
+    let Some(pg) = gantry_service::store::pg_test::PgServer::start() else {
+        return;
+    };
+    let fleet = Fleet::start(&[
+        ("web-1", &[("ring", "0")]),
+        ("web-2", &[("ring", "1")]),
+        ("web-3", &[("ring", "1")]),
+    ])
+    .unwrap();
+    let url = pg.url();
+    let mut a = start_service(&fleet, "ctl-a", Some(&url), "2s");
+    let mut b = start_service(&fleet, "ctl-b", Some(&url), "2s");
+    let rings = vec![
+        ring("canary", "0", 500, OnFailure::RollbackAll, "1"),
+        ring("rest", "1", 0, OnFailure::RollbackAll, "1"),
+    ];
+    let (plan, artifact) = plan_file(&fleet, "rel-4.0.0", "4.0.0", rings);
+    // Each replica keeps artifacts in its own data dir: both get it. The second start is
+    // refused (the plan runs once), after its artifact was taken.
+    let start = |svc: &Service| {
+        svc.gantry(&[
+            "rollout",
+            "start",
+            &plan.to_string_lossy(),
+            "--artifact",
+            &artifact.to_string_lossy(),
+        ])
+        .unwrap()
+    };
+    start(&a).assert_code(0);
+    let again = start(&b);
+    again.assert_code(2);
+    assert!(again.all().contains("exists already"), "{}", again.all());
+    let mut leader = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        "a replica to take the lease and dispatch",
+        || {
+            let s = status(&b, "rel-4.0.0");
+            leader = s["leader"].as_str().unwrap_or_default().to_owned();
+            !leader.is_empty() && (a.job_events() + b.job_events()) >= 1
+        },
+    )
+    .unwrap();
+    let (dead, survivor) = if leader == "ctl-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    dead.kill_9().unwrap();
+    let end = wait_final(survivor, "rel-4.0.0", Duration::from_secs(120));
+    assert_eq!(
+        end["state"],
+        "succeeded",
+        "{end:#}\n{}",
+        survivor.log_tail()
+    );
+    assert_ne!(end["leader"], leader, "{end:#}");
+    assert!(end["epoch"].as_u64().unwrap() >= 2, "{end:#}");
+    assert_each_deployed_at_most_once(&fleet, "rel-4.0.0");
+}
+
+/// The old leader frozen past its lease (SIGSTOP) while the other replica takes over; woken
+/// (SIGCONT), nothing it sends is admitted by any agent: every deploy the agents accepted
+/// after the takeover carries the new epoch.
+#[test]
+fn a_leader_frozen_past_its_lease_sends_nothing_the_agents_admit_after_it_wakes() {
+    let Some(pg) = gantry_service::store::pg_test::PgServer::start() else {
+        return;
+    };
+    let fleet = Fleet::start(&[
+        ("web-1", &[("ring", "0")]),
+        ("web-2", &[("ring", "1")]),
+        ("web-3", &[("ring", "1")]),
+    ])
+    .unwrap();
+    let url = pg.url();
+    let mut a = start_service(&fleet, "ctl-a", Some(&url), "2s");
+    let mut b = start_service(&fleet, "ctl-b", Some(&url), "2s");
+    let rings = vec![
+        ring("canary", "0", 500, OnFailure::RollbackAll, "1"),
+        ring("rest", "1", 0, OnFailure::RollbackAll, "1"),
+    ];
+    let (plan, artifact) = plan_file(&fleet, "rel-5.0.0", "5.0.0", rings);
+    // Both replicas hold the artifact, so whichever drives can upload it.
+    for svc in [&a, &b] {
+        svc.gantry(&[
+            "rollout",
+            "start",
+            &plan.to_string_lossy(),
+            "--artifact",
+            &artifact.to_string_lossy(),
+        ])
+        .unwrap();
+    }
+    let mut leader = String::new();
+    wait_until(Duration::from_secs(60), "a replica to dispatch", || {
+        let s = status(&b, "rel-5.0.0");
+        leader = s["leader"].as_str().unwrap_or_default().to_owned();
+        !leader.is_empty() && (a.job_events() + b.job_events()) >= 1
+    })
+    .unwrap();
+    let (old, new) = if leader == "ctl-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    old.signal(nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped_at = SystemTime::now();
+    let mut epoch = 0;
+    wait_until(
+        Duration::from_secs(30),
+        "the other replica to take over",
+        || {
+            let s = status(new, "rel-5.0.0");
+            epoch = s["epoch"].as_u64().unwrap_or(0);
+            s["leader"] != leader.as_str() && epoch >= 2
+        },
+    )
+    .unwrap();
+    let end = wait_final(new, "rel-5.0.0", Duration::from_secs(120));
+    assert_eq!(end["state"], "succeeded", "{end:#}");
+    old.signal(nix::sys::signal::Signal::SIGCONT).unwrap();
+    // Give the woken replica time to act on whatever it had in flight: it must find its
+    // lease gone (logged) before it sends anything.
+    wait_until(
+        Duration::from_secs(30),
+        "the woken replica to notice its lease is gone",
+        || old.log_text().contains("lease"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let old_epoch = epoch - 1;
+    for m in &fleet.members {
+        for e in plan_entries(&fleet, &m.env.agent_id, "job.accepted", "rel-5.0.0") {
+            if e["epoch"].as_u64().unwrap_or(0) <= old_epoch {
+                assert!(
+                    ts(&e) < stopped_at,
+                    "{} admitted epoch {} after the old leader was frozen: {e:#}",
+                    m.env.agent_id,
+                    e["epoch"]
+                );
+            }
+        }
+    }
+    assert_each_deployed_at_most_once(&fleet, "rel-5.0.0");
 }

@@ -12,8 +12,8 @@ pub mod conformance;
 pub mod embedded;
 mod error;
 pub mod model;
-#[cfg(test)]
-mod pg_test;
+#[cfg(any(test, feature = "test-util"))]
+pub mod pg_test;
 pub mod postgres;
 
 pub use error::StoreError;

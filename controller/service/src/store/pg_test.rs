@@ -1,8 +1,12 @@
 //! A throw-away PostgreSQL server for tests: `initdb` into the test's temp dir, listening on a
 //! free loopback port, stopped (immediately) when dropped. As root, the server runs as the
 //! unprivileged `postgres` user through `runuser`, since PostgreSQL refuses to run as root.
+//! Built for this crate's tests and, with the `test-util` feature, for the e2e harness.
 
-#![cfg(test)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: a failure to start the test server is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
