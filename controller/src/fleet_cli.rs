@@ -116,7 +116,8 @@ pub struct FleetLsArgs {
 pub enum FleetAuditCommand {
     /// Verify every agent's audit log against the checkpoint the service witnessed from it.
     Verify(FleetLsArgs),
-    /// The service's own audit log (control actions), optionally following it.
+    /// Every agent's audit entries interleaved by time, each line naming its agent and checked
+    /// against its chain as it comes (exit 1 if any is not); `--service` for the service's own.
     Tail(FleetTailArgs),
 }
 
@@ -129,9 +130,12 @@ pub struct FleetTailArgs {
     /// Keep printing new entries.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// How many of the last entries to start with.
+    /// How many of the last entries (of each agent) to start with.
     #[arg(long, value_name = "N", default_value = "20")]
     pub last: u32,
+    /// The service's own audit log (its control actions) instead of the agents'.
+    #[arg(long)]
+    pub service: bool,
     /// Print the raw lines (JSON).
     #[arg(long)]
     pub json: bool,

@@ -117,6 +117,51 @@ impl Dialer {
         Ok(summary.entries)
     }
 
+    /// The agent's audit lines as `AuditTail` streams them.
+    ///
+    /// # Errors
+    /// Why the agent could not be asked.
+    pub async fn audit_tail(
+        &self,
+        a: &AgentRecord,
+        request: gantry_proto::v1::AuditTailRequest,
+    ) -> Result<tonic::Streaming<gantry_proto::v1::AuditLine>, String> {
+        let conn = match self.agent(a).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.broken(&a.id, &e).await),
+        };
+        match conn.client.clone().audit_tail(request).await {
+            Ok(s) => Ok(s.into_inner()),
+            Err(s) => {
+                let e = conn.error("AuditTail", s);
+                Err(self.broken(&a.id, &e).await)
+            }
+        }
+    }
+
+    /// The agent's audit-signing key, from its `Info`.
+    ///
+    /// # Errors
+    /// Why it could not be read.
+    pub async fn audit_key(
+        &self,
+        a: &AgentRecord,
+    ) -> Result<gantry_proto::keys::PublicKey, String> {
+        let conn = match self.agent(a).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.broken(&a.id, &e).await),
+        };
+        let info = match conn.client.clone().info(InfoRequest {}).await {
+            Ok(i) => i.into_inner(),
+            Err(s) => {
+                let e = conn.error("Info", s);
+                return Err(self.broken(&a.id, &e).await);
+            }
+        };
+        gantry_proto::keys::PublicKey::from_spki_pem(&info.public_key_pem)
+            .map_err(|e| format!("the agent's audit key does not parse: {e}"))
+    }
+
     async fn broken(&self, id: &str, e: &ClientError) -> String {
         if e.is_transport() {
             self.forget(id).await;

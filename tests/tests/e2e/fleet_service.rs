@@ -205,8 +205,47 @@ fn a_plan_runs_ring_by_ring_over_six_agents_with_bakes_respected() {
         "{}",
         verify.all()
     );
+    // The agents' entries interleaved by time, each naming its agent, each chain checked.
+    let agents_tail = svc
+        .gantry(&["fleet", "audit", "tail", "--json", "--last", "30"])
+        .unwrap();
+    agents_tail.assert_code(0);
+    let entries = agents_tail.json_lines();
+    for m in &fleet.members {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["agent_id"] == m.env.agent_id.as_str()
+                    && e["entry"]["event"] == "job.accepted"
+                    && e["entry"]["plan_id"] == "rel-2.0.0"),
+            "{}: {}",
+            m.env.agent_id,
+            agents_tail.all()
+        );
+    }
+    assert!(
+        entries.iter().all(|e| e["error"] == ""),
+        "{}",
+        agents_tail.all()
+    );
+    let stamps: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["entry"]["ts"].as_str())
+        .collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] <= w[1]),
+        "not in time order: {stamps:?}"
+    );
     let tail = svc
-        .gantry(&["fleet", "audit", "tail", "--json", "--last", "100"])
+        .gantry(&[
+            "fleet",
+            "audit",
+            "tail",
+            "--service",
+            "--json",
+            "--last",
+            "100",
+        ])
         .unwrap();
     tail.assert_code(0);
     for event in ["rollout.started", "ring.passed", "rollout.succeeded"] {
@@ -374,7 +413,15 @@ fn kill_9_of_the_service_at_many_points_resumes_and_never_deploys_twice() {
     // The service recorded its restarts as takeovers and its cut-off steps as interrupted,
     // never as cancelled.
     let tail = svc
-        .gantry(&["fleet", "audit", "tail", "--json", "--last", "500"])
+        .gantry(&[
+            "fleet",
+            "audit",
+            "tail",
+            "--service",
+            "--json",
+            "--last",
+            "500",
+        ])
         .unwrap();
     assert!(
         tail.stdout.contains("\"event\":\"rollout.takeover\""),

@@ -289,6 +289,30 @@ impl<S: Store> Controller for ControllerService<S> {
         Ok(Response::new(VerifyFleetAuditResponse { agents }))
     }
 
+    type FleetAuditTailStream =
+        Pin<Box<dyn Stream<Item = Result<gantry_proto::v1::FleetAuditLine, Status>> + Send>>;
+
+    async fn fleet_audit_tail(
+        &self,
+        req: Request<gantry_proto::v1::FleetAuditTailRequest>,
+    ) -> Result<Response<Self::FleetAuditTailStream>, Status> {
+        self.operators.of(&req)?;
+        let req = req.into_inner();
+        let agents = self.store.agents().await.map_err(|e| store_status(&e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let last = if req.last == 0 { 20 } else { req.last };
+        tokio::spawn(super::fleet_tail::run(
+            self.dialer.clone(),
+            agents,
+            last,
+            req.follow,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     type ServiceAuditTailStream = Lines;
 
     async fn service_audit_tail(

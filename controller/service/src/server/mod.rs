@@ -4,8 +4,9 @@
 //!
 //! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
 //!   `operator.rs`: the operator's name from their client certificate;
-//!   `inventory.rs`: the `Info` refresher; `scheduler.rs`: one driver per unfinished rollout.
+//!   `inventory.rs`: the `Info` refresher; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
 
+mod fleet_tail;
 mod grpc;
 mod inventory;
 mod operator;

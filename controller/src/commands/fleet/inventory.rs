@@ -1,6 +1,8 @@
 //! `fleet ls` and `fleet audit verify|tail`.
 
-use gantry_proto::v1::{AuditTailRequest, ListAgentsRequest, VerifyFleetAuditRequest};
+use gantry_proto::v1::{
+    AuditTailRequest, FleetAuditTailRequest, ListAgentsRequest, VerifyFleetAuditRequest,
+};
 use serde_json::json;
 
 use super::FleetError;
@@ -110,11 +112,14 @@ pub async fn verify(args: FleetLsArgs) -> Result<Exit, FleetError> {
     })
 }
 
-/// `fleet audit tail [-f]`: the service's own log.
+/// `fleet audit tail [-f]`: the agents' logs interleaved (or the service's own).
 ///
 /// # Errors
 /// [`FleetError`].
 pub async fn tail(args: FleetTailArgs) -> Result<Exit, FleetError> {
+    if !args.service {
+        return tail_agents(args).await;
+    }
     let mut svc = connect(&args.conn).await?;
     let mut stream = svc
         .service_audit_tail(AuditTailRequest {
@@ -137,4 +142,48 @@ pub async fn tail(args: FleetTailArgs) -> Result<Exit, FleetError> {
         }
     }
     Ok(Exit::Success)
+}
+
+async fn tail_agents(args: FleetTailArgs) -> Result<Exit, FleetError> {
+    let mut svc = connect(&args.conn).await?;
+    let mut stream = svc
+        .fleet_audit_tail(FleetAuditTailRequest {
+            last: args.last,
+            follow: args.follow,
+        })
+        .await
+        .map_err(|s| status_error("FleetAuditTail", &s))?
+        .into_inner();
+    let mut bad = false;
+    while let Some(l) = stream
+        .message()
+        .await
+        .map_err(|s| status_error("FleetAuditTail", &s))?
+    {
+        bad |= !l.error.is_empty();
+        if args.json {
+            let entry: serde_json::Value =
+                serde_json::from_str(&l.line).unwrap_or(serde_json::Value::Null);
+            println!(
+                "{}",
+                json!({"agent_id": l.agent_id, "seq": l.seq, "entry": entry, "error": l.error})
+            );
+        } else if l.line.is_empty() {
+            println!("{:<16} !! {}", l.agent_id, l.error);
+        } else if l.error.is_empty() {
+            println!(
+                "{:<16} {}",
+                l.agent_id,
+                gantry_proto::audit_line::format_human(&l.line)
+            );
+        } else {
+            println!(
+                "{:<16} {}  !! {}",
+                l.agent_id,
+                gantry_proto::audit_line::format_human(&l.line),
+                l.error
+            );
+        }
+    }
+    Ok(if bad { Exit::JobFailed } else { Exit::Success })
 }
