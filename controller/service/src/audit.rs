@@ -98,6 +98,7 @@ impl AuditLog {
         file.read_to_end(&mut bytes).map_err(io)?;
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         let torn = bytes.len() > complete;
+        let mut moved_to = None;
         if torn {
             let aside = dir.join(format!("torn-{}.partial", gantry_client::clock::now_ms()));
             std::fs::write(&aside, &bytes[complete..]).map_err(io)?;
@@ -105,6 +106,7 @@ impl AuditLog {
                 .map_err(io)?;
             file.sync_all().map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
+            moved_to = Some(aside);
         }
         let mut verifier = ChainVerifier::new(Some(key.public_key()));
         let mut prev = GENESIS_PREV.to_owned();
@@ -145,10 +147,16 @@ impl AuditLog {
             }),
             path: path.clone(),
         };
-        if torn {
+        if let Some(aside) = moved_to {
+            // The same fields as the agent's entry (docs/audit-log.md).
+            let after_seq = log.chain.lock().map_or(0, |c| c.seq);
             log.append(
                 "audit.recovered",
-                &[("torn_bytes", Value::from(bytes.len() - complete))],
+                &[
+                    ("moved_to", Value::from(aside.display().to_string())),
+                    ("bytes", Value::from(bytes.len() - complete)),
+                    ("after_seq", Value::from(after_seq)),
+                ],
             )?;
         }
         Ok(log)
@@ -298,11 +306,11 @@ mod tests {
         let log = AuditLog::open(dir.path(), key).unwrap();
         assert_eq!(log.append("ring.passed", &[("ring", 0.into())]).unwrap(), 4);
         let lines = read_lines(dir.path()).unwrap();
-        assert!(
-            lines[2].contains("\"event\":\"audit.recovered\""),
-            "{}",
-            lines[2]
-        );
+        let recovered: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        assert_eq!(recovered["event"], "audit.recovered", "{}", lines[2]);
+        assert_eq!(recovered["bytes"], 19);
+        assert_eq!(recovered["after_seq"], 2);
+        assert!(recovered["moved_to"].as_str().unwrap().contains("torn-"));
         assert!(lines[0].starts_with(r#"{"seq":1,"ts":""#), "{}", lines[0]);
         let summary = verify_lines(lines.iter().map(String::as_bytes), Some(&public)).unwrap();
         assert_eq!(summary.entries, 4);

@@ -292,3 +292,79 @@ pub async fn control(args: RolloutIdArgs, control: RolloutControl) -> Result<Exi
     }
     Ok(Exit::Success)
 }
+
+#[cfg(test)]
+mod tests {
+    use gantry_proto::v1::{HostStatus, RingStatus};
+
+    use super::*;
+    use crate::commands::fleet::FleetError;
+
+    fn sample() -> RolloutStatus {
+        RolloutStatus {
+            rollout_id: "rel-2".into(),
+            app: "web".into(),
+            version: "2.0.0".into(),
+            state: "rolled_back".into(),
+            ring: 1,
+            reason: "ring 1 (early) failed: host web-3: health check failed".into(),
+            leader: "ctl-1".into(),
+            epoch: 3,
+            rings: vec![
+                RingStatus {
+                    index: 0,
+                    name: "canary".into(),
+                    hosts: vec![HostStatus {
+                        agent_id: "web-1".into(),
+                        action: "deploy".into(),
+                        step: "succeeded".into(),
+                        ..HostStatus::default()
+                    }],
+                },
+                RingStatus {
+                    index: 1,
+                    name: "early".into(),
+                    hosts: vec![],
+                },
+            ],
+            ..RolloutStatus::default()
+        }
+    }
+
+    #[test]
+    fn status_names_the_state_the_failing_host_and_each_ring() {
+        let text = status_text(&sample());
+        assert!(
+            text.starts_with("rollout rel-2: web 2.0.0 — rolled_back (ring 1 of 2)\n"),
+            "{text}"
+        );
+        assert!(text.contains("host web-3: health check failed"), "{text}");
+        assert!(text.contains("driven by ctl-1 (epoch 3)"), "{text}");
+        assert!(text.contains("ring 0 canary:\n    web-1"), "{text}");
+        assert!(text.contains("ring 1 early: not started"), "{text}");
+        let j = status_json(&sample());
+        assert_eq!(j["state"], "rolled_back");
+        assert_eq!(j["rings"][0]["hosts"][0]["agent_id"], "web-1");
+        assert!(ended_badly("rolled_back") && ended_badly("halted") && ended_badly("aborted"));
+        assert!(!ended_badly("succeeded") && is_final("succeeded") && !is_final("paused"));
+    }
+
+    #[test]
+    fn refusals_of_who_you_are_exit_3_and_input_errors_exit_2() {
+        let status = |code| {
+            crate::commands::fleet::connect::status_error("X", &tonic::Status::new(code, "no"))
+        };
+        assert_eq!(status(tonic::Code::PermissionDenied).exit(), Exit::Rejected);
+        assert_eq!(status(tonic::Code::AlreadyExists).exit(), Exit::Usage);
+        assert_eq!(status(tonic::Code::Unavailable).exit(), Exit::Usage);
+        let missing = FleetError::MissingFlag {
+            flag: "server",
+            env: "GANTRY_SERVER",
+        };
+        assert_eq!(missing.exit(), Exit::Usage);
+        assert_eq!(
+            missing.to_string(),
+            "missing --server (or $GANTRY_SERVER): needed to reach the controller service"
+        );
+    }
+}
