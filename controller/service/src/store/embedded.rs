@@ -4,7 +4,7 @@
 //! `flock` on `store.lock` for as long as it is open (the kernel drops it when the process
 //! dies, even by `kill -9`, so a restart never finds a stale lock).
 //!
-//! Records are JSON values in key/value tables. The schema is versioned in [`MIGRATIONS`]:
+//! Records are JSON values in key/value tables. The schema is versioned in `MIGRATIONS`:
 //! each entry upgrades the database by one version, inside the write transaction that records
 //! the new version in the `meta` table.
 

@@ -1,6 +1,6 @@
 //! The durable store behind one trait: an embedded database file in the data dir by default
 //! ([`embedded`]), PostgreSQL for several replicas ([`postgres`]). Both run the same
-//! conformance suite ([`conformance`]).
+//! conformance suite (`conformance.rs`, run by the tests).
 //!
 //! Every write that a rollout's driver makes is *fenced*: it names the lease epoch it holds,
 //! and the store refuses it ([`StoreError::Fenced`]) when the lease has moved on, so a replica
