@@ -6,8 +6,10 @@ use gantry_proto::keys::KeyError;
 use crate::commands::audit::AuditError;
 use crate::commands::dev_pki::DevPkiError;
 use crate::commands::flagset::FlagsCmdError;
+use crate::commands::gate::GateError;
 use crate::commands::job::JobError;
 use crate::commands::quickstart::QuickstartError;
+use crate::commands::release::ReleaseError;
 use crate::commands::rollout::RolloutError;
 use crate::commands::status::StatusError;
 use crate::commands::submit::SubmitError;
@@ -43,6 +45,12 @@ pub enum CliError {
     /// `flags`.
     #[error(transparent)]
     Flags(#[from] FlagsCmdError),
+    /// `gate evaluate`.
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    /// `release notes`.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     /// `man`.
     #[error(transparent)]
     Man(#[from] crate::commands::man::ManError),
@@ -65,6 +73,8 @@ impl CliError {
             CliError::Audit(e) => e.exit(),
             CliError::Quickstart(e) => e.exit(),
             CliError::Flags(e) => e.exit(),
+            CliError::Gate(e) => e.exit(),
+            CliError::Release(e) => e.exit(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! * [`error`]: [`CliError`], every command's error, and its exit code (above the commands).
 //! * [`commands`]: one module per command; `run` dispatches to them. `submit` holds the steps
 //!   the job commands share: the client's upload and follow, shown through `output`.
+//! * [`evidence`]: CI reports (JUnit, LCOV, Cobertura, SARIF, benchmarks) measured against
+//!   thresholds, for `gate evaluate`.
 //! * [`conn`]: the connection flags to `gantry_client::ConnSettings`.
 //! * [`output`]: progress bars on a terminal, JSON lines with `--json`, plain lines otherwise.
 //! * [`flags`]: raw flag strings to typed values, errors naming the flag (stage two).
@@ -23,12 +25,16 @@ pub mod cli;
 pub mod commands;
 pub mod conn;
 pub mod error;
+pub mod evidence;
 pub mod exit;
 pub mod flags;
 pub mod output;
 pub mod report;
 
-use cli::{AuditCommand, Cli, Command, FlagsCommand, JobCommand, RolloutCommand};
+use cli::{
+    AuditCommand, Cli, Command, FlagsCommand, GateCommand, JobCommand, ReleaseCommand,
+    RolloutCommand,
+};
 use error::CliError;
 use exit::Exit;
 
@@ -110,6 +116,10 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Flags(FlagsCommand::Push(a)) => block_on(commands::flagset::push(a)),
         Command::Flags(FlagsCommand::Show(a)) => block_on(commands::flagset::show(a)),
         Command::Flags(FlagsCommand::Kill(a)) => block_on(commands::flagset::kill(a)),
+        Command::Gate(GateCommand::Evaluate(a)) => commands::gate::evaluate(&a).map_err(Into::into),
+        Command::Release(ReleaseCommand::Notes(a)) => commands::release::notes(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
     }
 }
 

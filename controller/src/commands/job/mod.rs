@@ -14,6 +14,7 @@
 pub mod action;
 pub mod create;
 pub mod explain;
+pub mod extras;
 pub mod file;
 pub mod rollout;
 pub mod show;

@@ -26,6 +26,8 @@ fn spec() -> JobSpecArgs {
         not_before: None,
         env: vec!["MODE=prod".into()],
         secret_env: Vec::new(),
+        notes: None,
+        evidence: Vec::new(),
         job_id: None,
         reason: "test".into(),
         rollout: Default::default(),

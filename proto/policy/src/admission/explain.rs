@@ -416,6 +416,8 @@ fn judge_environment(
     let envs = &policy.environments;
     let rules = envs.in_force();
     match gates::check_prerelease(envs, &rules, &release.version) {
+        // Nothing to say about a release in an agent with no environment.
+        Ok(()) if release.version.pre.is_empty() && envs.current.is_none() => {}
         Ok(()) if release.version.pre.is_empty() => j.met(
             "environment",
             format!("{} in {}", release.version, envs.current_name()),
