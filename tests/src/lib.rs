@@ -16,6 +16,8 @@
 //! * [`load`]: [`Load`], steady HTTP traffic through a front door, counting every failure.
 //! * [`nginx`]: a real nginx in front of an app, configured inside the test's directory.
 //! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
+//! * [`reports`]: real JUnit, LCOV, Cobertura and SARIF reports from pytest, coverage.py and
+//!   bandit, for the gate tests.
 //! * [`tamper`]: damaged copies of an audit log.
 //!
 //! # Design
@@ -41,6 +43,7 @@ pub mod nginx;
 pub mod ofrep;
 pub mod probe;
 pub mod process;
+pub mod reports;
 pub mod tamper;
 
 pub use agent::Agent;

@@ -16,6 +16,7 @@ pub mod create;
 pub mod explain;
 pub mod extras;
 pub mod file;
+pub mod release_extras_view;
 pub mod rollout;
 pub mod show;
 pub mod spec;
