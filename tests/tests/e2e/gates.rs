@@ -447,6 +447,15 @@ fn a_production_agent_refuses_what_its_environment_forbids_and_admits_passed_evi
         ]
     );
 
+    // `status` shows the notes of the release that runs.
+    let status = p.ctl.run(&["status"]).unwrap();
+    status.assert_code(0);
+    assert!(
+        status.stdout.contains("  notes\n    | # Release v1.0.0\n"),
+        "{}",
+        status.all()
+    );
+
     // `job show` prints the notes and each gate with its values.
     let show = p
         .env
