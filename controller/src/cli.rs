@@ -375,7 +375,7 @@ pub enum JobCommand {
     /// Add a signature to a job file, in place.
     Sign(JobSignArgs),
     /// Add an approval: a signature by an approver's key, in place.
-    Approve(JobSignArgs),
+    Approve(JobApproveArgs),
     /// Print a job file: every field, its digest and signatures.
     Show(JobShowArgs),
     /// Upload the artifact if needed, submit the job and follow it to the end.
@@ -410,6 +410,18 @@ pub struct JobSignArgs {
     /// The job file, rewritten with the new signature.
     #[arg(value_name = "JOBFILE")]
     pub job: PathBuf,
+}
+
+/// `gantry job approve`.
+#[derive(Debug, Args)]
+pub struct JobApproveArgs {
+    /// The approver's key and the job file.
+    #[command(flatten)]
+    pub sign: JobSignArgs,
+    /// What the approver says with the approval (e.g. "explored the demo; ok to ship"),
+    /// signed by the same key and bound to this job; `job show` and `release show` print it.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
 }
 
 /// `gantry job show`.
@@ -784,6 +796,32 @@ pub enum ReleaseCommand {
     /// Draft release notes from the Conventional Commits in a git range, in the sections
     /// features, enhancements, fixes, breaking changes, security, deprecations, known issues.
     Notes(ReleaseNotesArgs),
+    /// One release from signed data only: its jobs' signers, approvals with their comments,
+    /// notes and gates, and (with --agent) where it was deployed, from the agent's audit log.
+    Show(ReleaseShowArgs),
+}
+
+/// `gantry release show`.
+#[derive(Debug, Args)]
+pub struct ReleaseShowArgs {
+    /// The artifact's SHA-256 (lowercase hex).
+    #[arg(value_name = "DIGEST")]
+    pub digest: String,
+    /// Signed job files (repeatable); those that deploy DIGEST are shown.
+    #[arg(long = "job", value_name = "FILE", required = true)]
+    pub jobs: Vec<PathBuf>,
+    /// The agent's config: the names and roles of the keys that signed.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// More public keys to check signatures against (repeatable).
+    #[arg(long = "pubkey", value_name = "FILE")]
+    pub pubkeys: Vec<PathBuf>,
+    /// The agent's audit-checkpoint public key: the log is verified with it before it is read.
+    #[arg(long, value_name = "FILE")]
+    pub agent_pubkey: Option<PathBuf>,
+    /// How to reach the agent (optional: without it, where it was deployed is not shown).
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// `gantry release notes`.

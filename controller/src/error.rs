@@ -51,6 +51,9 @@ pub enum CliError {
     /// `release notes`.
     #[error(transparent)]
     Release(#[from] ReleaseError),
+    /// `release show`.
+    #[error(transparent)]
+    ReleaseShow(#[from] crate::commands::release::show::ShowError),
     /// `man`.
     #[error(transparent)]
     Man(#[from] crate::commands::man::ManError),
@@ -75,6 +78,7 @@ impl CliError {
             CliError::Flags(e) => e.exit(),
             CliError::Gate(e) => e.exit(),
             CliError::Release(e) => e.exit(),
+            CliError::ReleaseShow(e) => e.exit(),
         }
     }
 }

@@ -57,9 +57,11 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Job(JobCommand::Sign(a)) => commands::job::sign(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),
-        Command::Job(JobCommand::Approve(a)) => commands::job::approve(&a)
-            .map(|()| Exit::Success)
-            .map_err(Into::into),
+        Command::Job(JobCommand::Approve(a)) => {
+            commands::job::approve_commented(&a.sign, a.comment.as_deref())
+                .map(|()| Exit::Success)
+                .map_err(Into::into)
+        }
         Command::Job(JobCommand::Show(a)) => commands::job::show(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),
@@ -117,6 +119,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Flags(FlagsCommand::Show(a)) => block_on(commands::flagset::show(a)),
         Command::Flags(FlagsCommand::Kill(a)) => block_on(commands::flagset::kill(a)),
         Command::Gate(GateCommand::Evaluate(a)) => commands::gate::evaluate(&a).map_err(Into::into),
+        Command::Release(ReleaseCommand::Show(a)) => block_on(commands::release::show::show(a)),
         Command::Release(ReleaseCommand::Notes(a)) => commands::release::notes(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),

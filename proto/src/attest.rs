@@ -9,7 +9,10 @@
 //!
 //! The predicate is shaped after SLSA's verification summary (`verifier.id`, `timeVerified`,
 //! `policy.digest`, `verificationResult`), with the per-gate values the summary has no room
-//! for and an expiry, so that a host can refuse stale evidence.
+//! for, and an expiry, so that a host can refuse stale evidence.
+//!
+//! Also here: approval comments ([`sign_comment`]), what an approver wrote, bound to one job
+//! and one key.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -26,6 +29,34 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 
 /// `predicateType` of Gantry's quality-gate results.
 pub const GATE_PREDICATE_TYPE: &str = "https://gantry.example.invalid/gate-results/v1";
+
+/// DSSE payload type of an approval comment ([`sign_comment`]).
+pub const COMMENT_PAYLOAD_TYPE: &str = "application/vnd.gantry.approval-comment.v1";
+
+/// Signs `comment` on the job whose bytes hash to `job_sha256` (lowercase hex).
+pub fn sign_comment(
+    key: &SigningKey,
+    job_sha256: &str,
+    comment: &str,
+) -> crate::v1::ApprovalComment {
+    let body = format!("{job_sha256}\n{comment}");
+    crate::v1::ApprovalComment {
+        key_id: key.key_id().to_string(),
+        comment: comment.to_owned(),
+        sig: sign_payload(key, COMMENT_PAYLOAD_TYPE, body.as_bytes()).to_vec(),
+    }
+}
+
+/// Whether `c` is signed by `key` for the job whose bytes hash to `job_sha256`.
+pub fn comment_signed_by(
+    c: &crate::v1::ApprovalComment,
+    job_sha256: &str,
+    key: &PublicKey,
+) -> bool {
+    let body = format!("{job_sha256}\n{}", c.comment);
+    key.verify(&pae(COMMENT_PAYLOAD_TYPE, body.as_bytes()), &c.sig)
+        .is_ok()
+}
 
 /// Largest envelope a host parses (bytes of JSON).
 pub const MAX_ENVELOPE_BYTES: usize = 16 * 1024;
@@ -318,6 +349,20 @@ mod tests {
             .insert("sha256".to_owned(), "cd".repeat(32));
         env.payload = B64.encode(serde_json::to_vec(&st).unwrap());
         assert!(!env.signed_by(&key.public_key()));
+    }
+
+    #[test]
+    fn a_comment_is_bound_to_its_job_and_key() {
+        let key = SigningKey::generate().unwrap();
+        let job = "ab".repeat(32);
+        let c = sign_comment(&key, &job, "explored the demo: ok");
+        assert!(comment_signed_by(&c, &job, &key.public_key()));
+        assert!(!comment_signed_by(&c, &"cd".repeat(32), &key.public_key()));
+        let mut edited = c.clone();
+        edited.comment = "explored the demo: fine".to_owned();
+        assert!(!comment_signed_by(&edited, &job, &key.public_key()));
+        let other = SigningKey::generate().unwrap();
+        assert!(!comment_signed_by(&c, &job, &other.public_key()));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! scope `security`, or a `Security:` footer → Security; `deprecate` or a `Deprecated:` footer
 //! → Deprecations; a `Known-Issue:` footer → Known Issues. Other types (`docs`, `chore`,
 //! `test`, `ci`, `refactor`, ...) are not user-facing and are left out.
+//!
+//! [`show`] is `gantry release show`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -285,6 +287,8 @@ pub fn notes(args: &ReleaseNotesArgs) -> Result<(), ReleaseError> {
     }
     Ok(())
 }
+
+pub mod show;
 
 #[cfg(test)]
 mod tests;

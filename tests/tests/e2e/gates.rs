@@ -420,6 +420,20 @@ fn a_production_agent_refuses_what_its_environment_forbids_and_admits_passed_evi
             &notes.to_string_lossy(),
         ],
     );
+    // A stakeholder's sign-off after exploring the demo: an approval with a comment.
+    let approve = p
+        .env
+        .gantry(&[
+            "job",
+            "approve",
+            "--key",
+            &p.env.keys.approver.key.to_string_lossy(),
+            "--comment",
+            "explored the demo; ok to ship",
+            &job.to_string_lossy(),
+        ])
+        .unwrap();
+    approve.assert_code(0);
     p.submit(&job, &p.artifact).assert_code(0);
     assert_serves(&p.env, "1.0.0", 1);
     let accepted = audit_events(&p.env, "job.accepted").unwrap();
@@ -473,6 +487,41 @@ fn a_production_agent_refuses_what_its_environment_forbids_and_admits_passed_evi
         "  | - greets you",
         "(valid)",
         "tests        passed  pass_rate_percent 100 (needs >= 100)",
+    ] {
+        assert!(
+            show.stdout.contains(line),
+            "no {line:?} in:\n{}",
+            show.all()
+        );
+    }
+
+    // The release from signed data only: signers, the approval and its comment, notes, gates,
+    // and where it ran, from the agent's verified audit log.
+    let digest = Sha256Hex::of(&fs::read(&p.artifact).unwrap()).to_string();
+    let show = p
+        .ctl
+        .run(&[
+            "release",
+            "show",
+            &digest,
+            "--job",
+            &job.to_string_lossy(),
+            "--policy",
+            &p.env.config.to_string_lossy(),
+            "--agent-pubkey",
+            &p.env.keys.agent.public.to_string_lossy(),
+        ])
+        .unwrap();
+    show.assert_code(0);
+    for line in [
+        &format!("release sha256:{digest}\n"),
+        "  signed by  deployer (deployer); approver (approver)\n",
+        "  approval   approver (approver): \"explored the demo; ok to ship\"\n",
+        "  | - greets you\n",
+        "  coverage     passed  line_percent 100 (needs >= 80)",
+        "signed by key ",
+        "chain and checkpoints verified with the agent's key)\n",
+        " deploy 1.0.0  succeeded at ",
     ] {
         assert!(
             show.stdout.contains(line),

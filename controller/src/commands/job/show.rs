@@ -243,6 +243,19 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], keys: &[PublicKey], now: i
             let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
         }
     }
+    let digest = file.digest();
+    for c in &file.signed.comments {
+        let verdict = match keys.iter().find(|k| k.key_id().as_str() == c.key_id) {
+            Some(k) if gantry_proto::attest::comment_signed_by(c, &digest, k) => "valid",
+            Some(_) => "INVALID",
+            None => "not checked (no matching --pubkey)",
+        };
+        let _ = writeln!(
+            out,
+            "comment    by key {} ({verdict}): {}",
+            c.key_id, c.comment
+        );
+    }
     out
 }
 
