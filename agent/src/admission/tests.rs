@@ -307,6 +307,7 @@ fn web_mut(p: &mut Policy) -> &mut AppPolicy {
 mod apps;
 mod decoding;
 mod dispatches;
+mod environments;
 mod explained;
 mod keys;
 mod replays;
