@@ -10,7 +10,7 @@
 //! * [`junit`]: JUnit XML (`<testsuites>`/`<testsuite>`/`<testcase>`) to test counts.
 //! * [`coverage`]: LCOV and Cobertura XML to covered and total lines.
 //! * [`sarif`]: SARIF 2.1.0 to findings by severity.
-//! * [`bench`]: a benchmark comparison (JSON, baseline against current) to the worst regression.
+//! * [`mod@bench`]: a benchmark comparison (JSON, baseline against current) to the worst regression.
 //! * [`thresholds`]: the thresholds file, with the CD model's table as its defaults.
 //! * [`measure`]: numbers against thresholds: one [`GateResult`](gantry_proto::attest::GateResult) per gate.
 
