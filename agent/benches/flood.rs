@@ -175,6 +175,7 @@ async fn valid_loop(
         let signed = v1::SignedJob {
             signatures: vec![sign_job(key, &bytes)],
             job: bytes,
+            comments: Vec::new(),
         };
         let start = Instant::now();
         let one = async {
@@ -232,6 +233,7 @@ async fn start_flood(env: &Env, deployer_id: &str) -> Result<Flood, BoxError> {
     let forged = v1::SignedJob {
         job: bytes,
         signatures: vec![sig],
+        comments: Vec::new(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let rejected = Arc::new(AtomicU64::new(0));

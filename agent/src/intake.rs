@@ -30,7 +30,7 @@ use crate::audit::{AuditError, AuditLog, Entry};
 use crate::clock::Clock;
 use crate::error::reason;
 use crate::executor::{Executor, JobHandle, strategy_of};
-use crate::job::{Action, VerifiedJob};
+use crate::job::{Action, ReleaseSpec, Sha256Hex, VerifiedJob};
 use crate::ledger::{JobRecord, Ledger, Standing};
 use crate::progress::Ended;
 use crate::secrets::SecretsKey;
@@ -361,7 +361,7 @@ impl Intake {
             .map(|r| r.version.to_string())
             .or_else(|| spec.target_version.as_ref().map(ToString::to_string));
         let signers: Vec<String> = job.signers.iter().map(ToString::to_string).collect();
-        Entry::new("job.accepted")
+        let entry = Entry::new("job.accepted")
             .with("job_id", json!(spec.id))
             .with("job_digest", json!(job.digest))
             .with("signer_key_ids", json!(signers))
@@ -377,7 +377,8 @@ impl Intake {
                         .map(|r| crate::secrets::audit_env(r, self.secrets.as_bytes()))
                 ),
             )
-            .with("peer_fingerprint", json!(peer.fingerprint))
+            .with("peer_fingerprint", json!(peer.fingerprint));
+        release_evidence(entry, spec.release.as_ref())
     }
 
     /// A job admitted earlier: its handle while this run knows it, else how it ended. A job
@@ -488,6 +489,21 @@ pub fn received_entry(
 /// The key ids the signatures claim.
 pub fn claimed(sigs: &[SignatureIn]) -> Vec<String> {
     sigs.iter().map(|s| s.key_id_hint.clone()).collect()
+}
+
+/// Adds what a release carries besides its artifact to its `job.accepted` entry: the SHA-256
+/// of its notes and of each evidence envelope, so the log names exactly what was approved.
+fn release_evidence(entry: Entry, release: Option<&ReleaseSpec>) -> Entry {
+    let Some(r) = release else { return entry };
+    let mut entry = entry;
+    if !r.notes.is_empty() {
+        entry = entry.with("notes_sha256", json!(Sha256Hex::of(r.notes.as_bytes())));
+    }
+    if !r.evidence.is_empty() {
+        let digests: Vec<Sha256Hex> = r.evidence.iter().map(|e| Sha256Hex::of(e)).collect();
+        entry = entry.with("evidence_sha256", json!(digests));
+    }
+    entry
 }
 
 #[cfg(test)]

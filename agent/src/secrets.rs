@@ -191,6 +191,8 @@ mod tests {
             secret_env: BTreeSet::from(["DB_PASSWORD".to_owned()]),
             progress_deadline: Duration::from_secs(60),
             rollout: Default::default(),
+            evidence: Vec::new(),
+            notes: String::new(),
         }
     }
 

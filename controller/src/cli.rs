@@ -61,6 +61,8 @@ impl Cli {
                 FlagsCommand::Sign(_) | FlagsCommand::Push(_) | FlagsCommand::Kill(_),
             ) => false,
             Command::Audit(AuditCommand::Verify(_))
+            | Command::Gate(_)
+            | Command::Release(_)
             | Command::Keygen(_)
             | Command::DevPki(_)
             | Command::Server(_)
@@ -112,6 +114,12 @@ pub enum Command {
     /// The fleet as the controller service sees it.
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Quality gates: measure CI reports against thresholds and sign the evidence.
+    #[command(subcommand)]
+    Gate(GateCommand),
+    /// Releases: draft release notes from Conventional Commits.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Start a local agent with fresh keys and certificates and deploy a sample app to it.
     Quickstart(QuickstartArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -258,6 +266,13 @@ pub struct JobSpecArgs {
     /// file itself holds the value: keep it private.
     #[arg(long = "secret-env", value_name = "K=V")]
     pub secret_env: Vec<String>,
+    /// Release notes (Markdown) carried in the signed job; their SHA-256 is in the agent's
+    /// `job.accepted` audit entry, and `job show` and `status` print them.
+    #[arg(long, value_name = "FILE")]
+    pub notes: Option<PathBuf>,
+    /// Signed gate evidence (`gantry gate evaluate --out FILE`) carried in the job (repeatable).
+    #[arg(long = "evidence", value_name = "FILE")]
+    pub evidence: Vec<PathBuf>,
     /// Job id; default `<app>-<version>-<unix ms>-<random hex>`.
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
@@ -376,7 +391,7 @@ pub enum JobCommand {
     /// Add a signature to a job file, in place.
     Sign(JobSignArgs),
     /// Add an approval: a signature by an approver's key, in place.
-    Approve(JobSignArgs),
+    Approve(JobApproveArgs),
     /// Print a job file: every field, its digest and signatures.
     Show(JobShowArgs),
     /// Upload the artifact if needed, submit the job and follow it to the end.
@@ -411,6 +426,18 @@ pub struct JobSignArgs {
     /// The job file, rewritten with the new signature.
     #[arg(value_name = "JOBFILE")]
     pub job: PathBuf,
+}
+
+/// `gantry job approve`.
+#[derive(Debug, Args)]
+pub struct JobApproveArgs {
+    /// The approver's key and the job file.
+    #[command(flatten)]
+    pub sign: JobSignArgs,
+    /// What the approver says with the approval (e.g. "explored the demo; ok to ship"),
+    /// signed by the same key and bound to this job; `job show` and `release show` print it.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
 }
 
 /// `gantry job show`.
@@ -726,4 +753,109 @@ mod tests {
     fn clap_definition_is_consistent() {
         <Cli as clap::CommandFactory>::command().debug_assert();
     }
+}
+
+/// `gantry gate ...`.
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Measure test, coverage, security and benchmark reports against thresholds; when every
+    /// gate passes, sign an in-toto statement of the values over the artifact's digest.
+    Evaluate(GateEvaluateArgs),
+}
+
+/// `gantry gate evaluate`.
+#[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("subject").required(true).args(["artifact", "digest"])
+))]
+pub struct GateEvaluateArgs {
+    /// The release artifact (.tar.gz) the evidence is about.
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+    /// Or its lowercase hex SHA-256.
+    #[arg(long, value_name = "SHA256")]
+    pub digest: Option<String>,
+    /// JUnit XML test results (repeatable: the cases are added up). Gate `tests`.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Vec<PathBuf>,
+    /// LCOV tracefile. Gate `coverage`.
+    #[arg(long, value_name = "FILE", conflicts_with = "cobertura")]
+    pub lcov: Option<PathBuf>,
+    /// Cobertura XML coverage. Gate `coverage`.
+    #[arg(long, value_name = "FILE")]
+    pub cobertura: Option<PathBuf>,
+    /// SARIF 2.1.0 from a security scanner (repeatable: findings are added up). Gate
+    /// `security`.
+    #[arg(long, value_name = "FILE")]
+    pub sarif: Vec<PathBuf>,
+    /// Benchmark comparison JSON (docs/releases.md). Gate `performance`.
+    #[arg(long, value_name = "FILE")]
+    pub bench: Option<PathBuf>,
+    /// Thresholds (TOML); default the CD model's: tests 100% passing, line coverage >= 80%,
+    /// no critical or high findings, a regression under 5%.
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
+    /// The CI's signing key (its public key needs role `ci` in the agents' policy).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Where to write the signed evidence (a DSSE envelope, JSON).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// How long agents accept the evidence.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub valid_for: String,
+}
+
+/// `gantry release ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Draft release notes from the Conventional Commits in a git range, in the sections
+    /// features, enhancements, fixes, breaking changes, security, deprecations, known issues.
+    Notes(ReleaseNotesArgs),
+    /// One release from signed data only: its jobs' signers, approvals with their comments,
+    /// notes and gates, and (with --agent) where it was deployed, from the agent's audit log.
+    Show(ReleaseShowArgs),
+}
+
+/// `gantry release show`.
+#[derive(Debug, Args)]
+pub struct ReleaseShowArgs {
+    /// The artifact's SHA-256 (lowercase hex).
+    #[arg(value_name = "DIGEST")]
+    pub digest: String,
+    /// Signed job files (repeatable); those that deploy DIGEST are shown.
+    #[arg(long = "job", value_name = "FILE", required = true)]
+    pub jobs: Vec<PathBuf>,
+    /// The agent's config: the names and roles of the keys that signed.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// More public keys to check signatures against (repeatable).
+    #[arg(long = "pubkey", value_name = "FILE")]
+    pub pubkeys: Vec<PathBuf>,
+    /// The agent's audit-checkpoint public key: the log is verified with it before it is read.
+    #[arg(long, value_name = "FILE")]
+    pub agent_pubkey: Option<PathBuf>,
+    /// How to reach the agent (optional: without it, where it was deployed is not shown).
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `gantry release notes`.
+#[derive(Debug, Args)]
+pub struct ReleaseNotesArgs {
+    /// The range's start (exclusive): a tag, branch or commit.
+    #[arg(long, value_name = "REF")]
+    pub from: String,
+    /// The range's end (inclusive).
+    #[arg(long, value_name = "REF", default_value = "HEAD")]
+    pub to: String,
+    /// The repository.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// The heading's version, e.g. 1.2.0 (`# Release v1.2.0`); default the --to ref.
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// Write the notes here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }

@@ -6,8 +6,10 @@ use gantry_proto::keys::KeyError;
 use crate::commands::audit::AuditError;
 use crate::commands::dev_pki::DevPkiError;
 use crate::commands::flagset::FlagsCmdError;
+use crate::commands::gate::GateError;
 use crate::commands::job::JobError;
 use crate::commands::quickstart::QuickstartError;
+use crate::commands::release::ReleaseError;
 use crate::commands::rollout::RolloutError;
 use crate::commands::status::StatusError;
 use crate::commands::submit::SubmitError;
@@ -46,6 +48,15 @@ pub enum CliError {
     /// The controller service's commands.
     #[error(transparent)]
     Fleet(#[from] crate::commands::fleet::FleetError),
+    /// `gate evaluate`.
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    /// `release notes`.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// `release show`.
+    #[error(transparent)]
+    ReleaseShow(#[from] crate::commands::release::show::ShowError),
     /// `man`.
     #[error(transparent)]
     Man(#[from] crate::commands::man::ManError),
@@ -69,6 +80,9 @@ impl CliError {
             CliError::Quickstart(e) => e.exit(),
             CliError::Flags(e) => e.exit(),
             CliError::Fleet(e) => e.exit(),
+            CliError::Gate(e) => e.exit(),
+            CliError::Release(e) => e.exit(),
+            CliError::ReleaseShow(e) => e.exit(),
         }
     }
 }

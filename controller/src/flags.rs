@@ -256,6 +256,17 @@ pub fn semver(flag: &'static str, raw: &str) -> Result<semver::Version, FlagErro
     })
 }
 
+/// A lowercase hex SHA-256 digest (64 characters).
+///
+/// # Errors
+///
+/// [`FlagError`] naming `flag`.
+pub fn sha256(flag: &'static str, raw: &str) -> Result<String, FlagError> {
+    gantry_policy::job::Sha256Hex::new(raw.trim())
+        .map(|d| d.to_string())
+        .map_err(|e| FlagError::new(flag, format!("{raw:?}: {e}")))
+}
+
 /// An RFC 3339 UTC time (`2026-01-02T03:04:05Z`) as Unix seconds.
 ///
 /// # Errors

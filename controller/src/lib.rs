@@ -10,6 +10,8 @@
 //! * [`error`]: [`CliError`], every command's error, and its exit code (above the commands).
 //! * [`commands`]: one module per command; `run` dispatches to them. `submit` holds the steps
 //!   the job commands share: the client's upload and follow, shown through `output`.
+//! * [`evidence`]: CI reports (JUnit, LCOV, Cobertura, SARIF, benchmarks) measured against
+//!   thresholds, for `gate evaluate`.
 //! * [`conn`]: the connection flags to `gantry_client::ConnSettings`.
 //! * [`output`]: progress bars on a terminal, JSON lines with `--json`, plain lines otherwise.
 //! * [`flags`]: raw flag strings to typed values, errors naming the flag (stage two).
@@ -23,13 +25,17 @@ pub mod cli;
 pub mod commands;
 pub mod conn;
 pub mod error;
+pub mod evidence;
 pub mod exit;
 pub mod flags;
 pub mod fleet_cli;
 pub mod output;
 pub mod report;
 
-use cli::{AuditCommand, Cli, Command, FlagsCommand, JobCommand, RolloutCommand};
+use cli::{
+    AuditCommand, Cli, Command, FlagsCommand, GateCommand, JobCommand, ReleaseCommand,
+    RolloutCommand,
+};
 use error::CliError;
 use exit::Exit;
 use fleet_cli::{FleetAuditCommand, FleetCommand};
@@ -54,9 +60,11 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Job(JobCommand::Sign(a)) => commands::job::sign(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),
-        Command::Job(JobCommand::Approve(a)) => commands::job::approve(&a)
-            .map(|()| Exit::Success)
-            .map_err(Into::into),
+        Command::Job(JobCommand::Approve(a)) => {
+            commands::job::approve_commented(&a.sign, a.comment.as_deref())
+                .map(|()| Exit::Success)
+                .map_err(Into::into)
+        }
         Command::Job(JobCommand::Show(a)) => commands::job::show(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),
@@ -134,6 +142,11 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Flags(FlagsCommand::Push(a)) => block_on(commands::flagset::push(a)),
         Command::Flags(FlagsCommand::Show(a)) => block_on(commands::flagset::show(a)),
         Command::Flags(FlagsCommand::Kill(a)) => block_on(commands::flagset::kill(a)),
+        Command::Gate(GateCommand::Evaluate(a)) => commands::gate::evaluate(&a).map_err(Into::into),
+        Command::Release(ReleaseCommand::Show(a)) => block_on(commands::release::show::show(a)),
+        Command::Release(ReleaseCommand::Notes(a)) => commands::release::notes(&a)
+            .map(|()| Exit::Success)
+            .map_err(Into::into),
     }
 }
 

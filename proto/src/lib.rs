@@ -7,6 +7,7 @@
 //! * [`keys`]: Ed25519 keys as PEM files (PKCS#8 private, SPKI public) and their key ids.
 //! * [`audit_chain`]: audit-line hashing, checkpoint signatures and chain verification.
 //! * [`audit_line`]: an audit entry as the one line both `audit tail` commands print.
+//! * [`attest`]: release evidence, in-toto statements of quality gates in DSSE envelopes.
 //! * [`fleet`]: the payload types of plans and dispatches, and the job id a dispatch carries.
 //!
 //! This crate has no runtime, no policy and no I/O beyond reading and writing key files.
@@ -17,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod audit_chain;
 pub mod audit_line;
 pub mod envelope;

@@ -17,6 +17,8 @@
 //! * [`load`]: [`Load`], steady HTTP traffic through a front door, counting every failure.
 //! * [`nginx`]: a real nginx in front of an app, configured inside the test's directory.
 //! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
+//! * [`reports`]: real JUnit, LCOV, Cobertura and SARIF reports from pytest, coverage.py and
+//!   bandit, for the gate tests.
 //! * [`tamper`]: damaged copies of an audit log.
 //!
 //! # Design
@@ -42,6 +44,7 @@ pub mod nginx;
 pub mod ofrep;
 pub mod probe;
 pub mod process;
+pub mod reports;
 pub mod service;
 pub mod tamper;
 

@@ -104,6 +104,7 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
             trusted("both", &k.both, &["deployer", "approver"]),
         ],
         apps: BTreeMap::from([(web, app)]),
+        environments: Default::default(),
     }
 }
 
@@ -185,6 +186,8 @@ fn job(id: &str) -> v1::Job {
             progress_deadline_secs: 0,
             secret_env: Vec::new(),
             rollout: None,
+            evidence: Vec::new(),
+            notes: String::new(),
         }),
         reason: "test".to_owned(),
     }
@@ -304,6 +307,7 @@ fn web_mut(p: &mut Policy) -> &mut AppPolicy {
 mod apps;
 mod decoding;
 mod dispatches;
+mod environments;
 mod explained;
 mod keys;
 mod replays;

@@ -52,6 +52,8 @@ pub struct AppStatus {
     pub listen: Option<std::net::SocketAddr>,
     /// The router's backends with their weights and counters.
     pub backends: Vec<BackendStatus>,
+    /// The release notes of the current release, as its signed job carried them.
+    pub notes: String,
 }
 
 /// One backend of the app's router, for status.
@@ -132,6 +134,12 @@ impl Executor {
                     .as_ref()
                     .and_then(|v| state.spec_of(v))
                     .map(|r| r.strategy),
+                notes: state
+                    .current
+                    .as_ref()
+                    .and_then(|v| state.spec_of(v))
+                    .map(|r| r.notes.clone())
+                    .unwrap_or_default(),
                 active_slot: has_router.then_some(state.active_slot),
                 // Only while a job runs: the text of a rollout that ended is history.
                 rollout: if running {

@@ -69,6 +69,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
             revoked_reason: None,
         }],
         apps: BTreeMap::from([(web, app)]),
+        environments: Default::default(),
     };
     Config {
         path: data_dir.join("agent.toml"),

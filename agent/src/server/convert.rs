@@ -124,6 +124,7 @@ pub fn app_status(a: &AppStatus) -> v1::AppStatus {
             .map(|s| s.as_str().to_owned())
             .unwrap_or_default(),
         rollout: a.rollout.clone(),
+        notes: a.notes.clone(),
         listen: a.listen.map(|l| l.to_string()).unwrap_or_default(),
         backends: a
             .backends

@@ -27,7 +27,8 @@ pub fn code(e: &AdmissionError) -> Code {
         | AdmissionError::InvalidPlan { .. }
         | AdmissionError::InvalidDispatch { .. }
         | AdmissionError::PlanDigestMismatch { .. }
-        | AdmissionError::WrongJobId { .. } => Code::InvalidArgument,
+        | AdmissionError::WrongJobId { .. }
+        | AdmissionError::GateInvalid { .. } => Code::InvalidArgument,
         AdmissionError::WrongAgent { .. }
         | AdmissionError::MissingRole { .. }
         | AdmissionError::QuorumNotMet { .. }
@@ -37,7 +38,8 @@ pub fn code(e: &AdmissionError) -> Code {
         | AdmissionError::PlanQuorum { .. }
         | AdmissionError::DispatchRole { .. }
         | AdmissionError::WrongEnvironment { .. }
-        | AdmissionError::NotInRing { .. } => Code::PermissionDenied,
+        | AdmissionError::NotInRing { .. }
+        | AdmissionError::GateSignerRole { .. } => Code::PermissionDenied,
         AdmissionError::NotYetValid { .. }
         | AdmissionError::Expired { .. }
         | AdmissionError::WindowTooLong { .. }
@@ -47,7 +49,12 @@ pub fn code(e: &AdmissionError) -> Code {
         | AdmissionError::PlanWindow(_)
         | AdmissionError::DispatchWindow(_)
         | AdmissionError::StaleEpoch { .. }
-        | AdmissionError::RollbackWithoutDeploy { .. } => Code::FailedPrecondition,
+        | AdmissionError::RollbackWithoutDeploy { .. }
+        | AdmissionError::PrereleaseRefused { .. }
+        | AdmissionError::GateMissing { .. }
+        | AdmissionError::GateFailed { .. }
+        | AdmissionError::GateDigestMismatch { .. }
+        | AdmissionError::GateExpired { .. } => Code::FailedPrecondition,
         AdmissionError::AppNotConfigured { .. } => Code::NotFound,
         AdmissionError::Replayed { .. } => Code::AlreadyExists,
         AdmissionError::AppBusy { .. } => Code::Aborted,
@@ -80,6 +87,13 @@ pub fn reason_code(e: &AdmissionError) -> &'static str {
         AdmissionError::AppBusy { .. } => "app_busy",
         AdmissionError::StrategyNeedsRouter { .. } => "strategy_needs_router",
         AdmissionError::NoRolloutInProgress { .. } => "no_rollout_in_progress",
+        AdmissionError::PrereleaseRefused { .. } => "prerelease_refused",
+        AdmissionError::GateMissing { .. } => "gate_missing",
+        AdmissionError::GateFailed { .. } => "gate_failed",
+        AdmissionError::GateDigestMismatch { .. } => "gate_digest_mismatch",
+        AdmissionError::GateSignerRole { .. } => "gate_signer_role",
+        AdmissionError::GateExpired { .. } => "gate_expired",
+        AdmissionError::GateInvalid { .. } => "gate_invalid",
         AdmissionError::Store(_) => "replay_store_unavailable",
         AdmissionError::DocumentTooLarge { .. } => "too_large",
         AdmissionError::PlanSignature(_) => "plan_signature",

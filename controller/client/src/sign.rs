@@ -60,6 +60,7 @@ mod tests {
         let mut signed = SignedJob {
             job: b"job bytes".to_vec(),
             signatures: Vec::new(),
+            comments: Vec::new(),
         };
         assert_eq!(add_signature(&mut signed, &alice).unwrap(), alice.key_id());
         assert_eq!(add_signature(&mut signed, &bob).unwrap(), bob.key_id());
@@ -84,6 +85,7 @@ mod tests {
         let mut signed = SignedJob {
             job: b"job bytes".to_vec(),
             signatures: Vec::new(),
+            comments: Vec::new(),
         };
         add_signature(&mut signed, &alice).unwrap();
         signed.signatures[0].key_id = "someone-else".into();

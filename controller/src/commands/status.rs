@@ -57,6 +57,7 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
                 "rollout": live_rollout(a).unwrap_or_default(),
                 "listen": a.listen,
                 "releases_on_disk": a.releases_on_disk,
+                "notes": a.notes,
                 "instances": a.instances.iter().map(|i| json!({
                     "index": i.index, "slot": i.slot, "pid": i.pid, "port": i.port,
                     "version": i.version, "state": i.state, "restarts": i.restarts,
@@ -312,6 +313,12 @@ pub fn status_text(s: &StatusResponse) -> String {
             }
         );
         let _ = writeln!(out, "  active    {}", or_dash(&a.active_job_id));
+        if !a.notes.is_empty() {
+            let _ = writeln!(out, "  notes");
+            for line in a.notes.lines() {
+                let _ = writeln!(out, "    | {line}");
+            }
+        }
         if a.instances.is_empty() {
             let _ = writeln!(out, "  instances none");
         } else {

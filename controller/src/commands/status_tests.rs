@@ -37,6 +37,7 @@ fn answer() -> StatusResponse {
             active_slot: "blue".into(),
             rollout: "canary 50% (step 2/3), waiting for promote".into(),
             listen: "127.0.0.1:18100".into(),
+            notes: String::new(),
             backends: vec![
                 Backend {
                     id: "blue-0".into(),
@@ -230,4 +231,19 @@ fn a_finished_rollout_and_the_backends_of_a_stopped_app_are_not_shown_as_live() 
     let text = status_text(&answer());
     assert!(text.contains("rollout   canary 50%"), "{text}");
     assert!(text.contains("BACKEND"), "{text}");
+}
+
+#[test]
+fn the_current_releases_notes_are_shown_under_the_app() {
+    let mut s = answer();
+    s.apps[0].notes = "# Release v1.3.0\n\n## Bug Fixes\n- no more crash\n".into();
+    let text = status_text(&s);
+    assert!(
+        text.contains(
+            "  notes\n    | # Release v1.3.0\n    | \n    | ## Bug Fixes\n    | - no more crash\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(status_json(&s)["apps"][0]["notes"], s.apps[0].notes);
+    assert!(!status_text(&answer()).contains("  notes"));
 }

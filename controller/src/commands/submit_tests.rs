@@ -312,6 +312,8 @@ fn signed_deploy(dir: &Path, artifact: &Path) -> JobFile {
         not_before: None,
         env: Vec::new(),
         secret_env: Vec::new(),
+        notes: None,
+        evidence: Vec::new(),
         job_id: None,
         reason: String::new(),
         rollout: Default::default(),

@@ -14,6 +14,7 @@
 //!   (agent ids, controller names).
 //! * [`admission`]: the pure checks: signatures over the raw bytes, decoding, the validity
 //!   window, roles and quorum, and their one-at-a-time explanation.
+//! * [`environment`]: the rules per environment (pre-releases, required gates, approvals).
 //! * [`error`]: [`Chain`](error::Chain), how an error and its causes are written.
 //! * [`config`]: the agent's TOML as written ([`config::raw`], also a typed builder) and
 //!   validated into [`config::Config`], with the policy report.
@@ -27,6 +28,7 @@
 pub mod admission;
 pub mod config;
 pub mod dns;
+pub mod environment;
 pub mod error;
 pub mod job;
 

@@ -61,6 +61,9 @@ pub fn vector_job() -> v1::Job {
             progress_deadline_secs: 600,
             secret_env: Vec::new(),
             rollout: None,
+            // Empty, so the vector's bytes are those of a job from before they existed.
+            evidence: Vec::new(),
+            notes: String::new(),
         }),
         reason: "test vector".into(),
     }

@@ -256,6 +256,7 @@ fn malformed_job_is_rejected_even_when_signed() {
     let signed = SignedJob {
         signatures: vec![sign_job(&key, &garbage)],
         job: garbage,
+        comments: Vec::new(),
     };
     let job = case.env.root.join("garbage.job");
     fs::write(&job, signed.encode_to_vec()).unwrap();

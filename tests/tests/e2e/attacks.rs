@@ -153,6 +153,7 @@ impl Rig {
         let signed = SignedJob {
             job: bytes,
             signatures,
+            comments: Vec::new(),
         };
         submit_raw(&self.env, &self.agent, signed).unwrap()
     }
@@ -1028,6 +1029,7 @@ fn forged_signature_flood_pauses_only_its_certificate() {
     let forged = SignedJob {
         job: bytes,
         signatures: vec![sig],
+        comments: Vec::new(),
     };
 
     let mut flood = submit_at_once(&rt, &stolen, &forged, FLOOD);

@@ -7,6 +7,8 @@
 //! * `deploy`: hot deploys, automatic rollback of broken releases, `gantry rollback`.
 //! * `admission`: every rejection, each with exit code 3, its cause and an audit entry.
 //! * `audit`: `gantry-agent audit verify` finds each kind of tampering and names the seq.
+//! * `gates`: `gate evaluate` on real reports; environments refusing pre-releases and jobs
+//!   without passed, ci-signed evidence.
 //! * `faults`: kill -9 of the agent, hostile and mismatched artifacts.
 //! * `flags`: feature flags pushed, killed, refused and served over OFREP.
 //! * `fleet_service`: the controller service over six agents in rings: order and bakes from
@@ -35,6 +37,7 @@ mod faults;
 mod flags;
 mod fleet;
 mod fleet_service;
+mod gates;
 mod handshake;
 mod monitoring;
 mod security;

@@ -25,6 +25,8 @@ fn spec(version: &str, tgz: &[u8]) -> ReleaseSpec {
         secret_env: Default::default(),
         rollout: Default::default(),
         progress_deadline: Duration::from_secs(60),
+        evidence: Vec::new(),
+        notes: String::new(),
     }
 }
 

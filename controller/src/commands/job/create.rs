@@ -68,11 +68,34 @@ pub fn sign(args: &JobSignArgs) -> Result<(), JobError> {
 ///
 /// [`JobError`]: unreadable job or key, the key signed already, unwritable file.
 pub fn approve(args: &JobSignArgs) -> Result<(), JobError> {
+    approve_commented(args, None)
+}
+
+/// `gantry job approve [--comment TEXT]`: [`approve`], and with a comment, the comment signed
+/// by the same key over this job's digest (`gantry_proto::attest::sign_comment`), so it
+/// cannot be moved to another job or claimed by another approver.
+///
+/// # Errors
+///
+/// As [`approve`].
+pub fn approve_commented(args: &JobSignArgs, comment: Option<&str>) -> Result<(), JobError> {
     let mut file = JobFile::read(&args.job)?;
     let key = SigningKey::read_pem_file(&args.key)?;
     file.sign(&args.job, &key)?;
+    if let Some(text) = comment {
+        file.signed
+            .comments
+            .push(gantry_proto::attest::sign_comment(
+                &key,
+                &file.digest(),
+                text,
+            ));
+    }
     file.write(&args.job)?;
     print!("{}", approve_text(&file, &key.key_id().to_string()));
+    if let Some(text) = comment {
+        println!("with the comment, signed by the same key: {text:?}");
+    }
     Ok(())
 }
 

@@ -28,6 +28,7 @@ impl JobFile {
             signed: SignedJob {
                 job: job.encode_to_vec(),
                 signatures: Vec::new(),
+                comments: Vec::new(),
             },
             job,
         }

@@ -14,7 +14,9 @@
 pub mod action;
 pub mod create;
 pub mod explain;
+pub mod extras;
 pub mod file;
+pub mod release_extras_view;
 pub mod rollout;
 pub mod show;
 pub mod spec;
@@ -27,7 +29,7 @@ use crate::exit::Exit;
 use crate::flags::FlagError;
 
 pub use action::action_job;
-pub use create::{approve, approve_text, create, sign};
+pub use create::{approve, approve_commented, approve_text, create, sign};
 pub use explain::{evaluate, policy_json, policy_text};
 pub use file::JobFile;
 pub use show::{SigCheck, check_signatures, probe_text, show, show_json, show_text, shown_env};

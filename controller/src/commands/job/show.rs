@@ -10,7 +10,7 @@ use gantry_proto::v1::{SignedJob, health_check};
 use serde_json::json;
 
 use super::explain::{evaluate, policy_json, policy_text};
-use super::{JobError, JobFile, rollout};
+use super::{JobError, JobFile, release_extras_view, rollout};
 use crate::cli::JobShowArgs;
 use crate::flags;
 
@@ -61,7 +61,7 @@ pub fn check_signatures(signed: &SignedJob, keys: &[PublicKey]) -> Vec<SigCheck>
 }
 
 /// The decoded job as JSON (times RFC 3339), plus digest and signatures.
-pub fn show_json(file: &JobFile, checks: &[SigCheck]) -> serde_json::Value {
+pub fn show_json(file: &JobFile, checks: &[SigCheck], keys: &[PublicKey]) -> serde_json::Value {
     let j = &file.job;
     let action = gantry_proto::v1::Action::try_from(j.action).map_or("unknown", action_name);
     let release = j.release.as_ref().map(|r| {
@@ -78,6 +78,10 @@ pub fn show_json(file: &JobFile, checks: &[SigCheck]) -> serde_json::Value {
             })
         });
         let env = shown_env(r);
+        let (notes, evidence) = release_extras_view::json(
+            &r.notes,
+            &release_extras_view::evidence_views(&r.evidence, keys),
+        );
         json!({
             "version": r.version,
             "artifact_sha256": r.artifact_sha256,
@@ -90,6 +94,8 @@ pub fn show_json(file: &JobFile, checks: &[SigCheck]) -> serde_json::Value {
             "secret_env": r.secret_env,
             "progress_deadline_secs": r.progress_deadline_secs,
             "rollout": rollout::rollout_json(r.rollout.as_ref()),
+            "notes": notes,
+            "evidence": evidence,
         })
     });
     let sigs: Vec<_> = file
@@ -135,7 +141,7 @@ pub fn probe_text(p: &health_check::Probe) -> String {
 }
 
 /// The decoded job for people.
-pub fn show_text(file: &JobFile, checks: &[SigCheck], now: i64) -> String {
+pub fn show_text(file: &JobFile, checks: &[SigCheck], keys: &[PublicKey], now: i64) -> String {
     use std::fmt::Write as _;
     let j = &file.job;
     let mut out = String::new();
@@ -214,6 +220,10 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], now: i64) -> String {
                 "deadline   {}s for the whole job",
                 r.progress_deadline_secs
             );
+            out.push_str(&release_extras_view::text(
+                &r.notes,
+                &release_extras_view::evidence_views(&r.evidence, keys),
+            ));
         }
     }
     let _ = writeln!(out, "digest     {}", file.digest());
@@ -232,6 +242,19 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], now: i64) -> String {
             };
             let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
         }
+    }
+    let digest = file.digest();
+    for c in &file.signed.comments {
+        let verdict = match keys.iter().find(|k| k.key_id().as_str() == c.key_id) {
+            Some(k) if gantry_proto::attest::comment_signed_by(c, &digest, k) => "valid",
+            Some(_) => "INVALID",
+            None => "not checked (no matching --pubkey)",
+        };
+        let _ = writeln!(
+            out,
+            "comment    by key {} ({verdict}): {}",
+            c.key_id, c.comment
+        );
     }
     out
 }
@@ -267,13 +290,13 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
     let checks = check_signatures(&file.signed, &keys);
     let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
     if args.json {
-        let mut doc = show_json(&file, &checks);
+        let mut doc = show_json(&file, &checks, &keys);
         if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
             doc["policy"] = policy_json(path, cfg, reqs);
         }
         println!("{doc}");
     } else {
-        print!("{}", show_text(&file, &checks, now));
+        print!("{}", show_text(&file, &checks, &keys, now));
         if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
             print!("{}", policy_text(path, cfg, reqs));
         }

@@ -224,6 +224,16 @@ pub fn build_job(
     };
     if action != Action::Deploy {
         super::rollout::refuse_for_action(&spec.rollout, &spec.action)?;
+        if spec.notes.is_some() || !spec.evidence.is_empty() {
+            return Err(FlagError::new(
+                if spec.notes.is_some() {
+                    "--notes"
+                } else {
+                    "--evidence"
+                },
+                format!("is only for deploy, not {}", spec.action),
+            ));
+        }
         if artifact.is_some() {
             return Err(FlagError::new(
                 "--artifact",
@@ -331,6 +341,7 @@ fn build_release(
     secret_env.sort();
     let strategy = parse_strategy(&spec.strategy)?;
     let rollout = super::rollout::build_rollout(strategy, &spec.rollout)?;
+    let (notes, evidence) = super::extras::read(spec, &artifact.sha256)?;
     Ok(Release {
         version: version.to_string(),
         artifact_sha256: artifact.sha256.clone(),
@@ -353,5 +364,7 @@ fn build_release(
         progress_deadline_secs: flags::secs_u32("--progress-deadline", &spec.progress_deadline)?,
         secret_env,
         rollout,
+        evidence,
+        notes,
     })
 }

@@ -26,6 +26,8 @@ fn spec() -> JobSpecArgs {
         not_before: None,
         env: vec!["MODE=prod".into()],
         secret_env: Vec::new(),
+        notes: None,
+        evidence: Vec::new(),
         job_id: None,
         reason: "test".into(),
         rollout: Default::default(),
@@ -129,7 +131,7 @@ fn show_prints_digest_key_ids_and_verdicts() {
     f.signed.signatures[1].sig = other.sign(b"something else").to_vec();
     let checks = check_signatures(&f.signed, &[k1.public_key(), k2.public_key()]);
     assert_eq!(checks, vec![SigCheck::Valid, SigCheck::Invalid]);
-    let text = show_text(&f, &checks, 1_800_000_000);
+    let text = show_text(&f, &checks, &[], 1_800_000_000);
     assert!(text.contains(&f.digest()), "{text}");
     assert!(
         text.contains(&format!("key {}  valid", k1.key_id())),
@@ -141,7 +143,7 @@ fn show_prints_digest_key_ids_and_verdicts() {
     );
     assert!(text.contains("expires in 15m"), "{text}");
     assert!(text.contains("2027-01-15T08:00:00Z"), "{text}");
-    let json = show_json(&f, &checks);
+    let json = show_json(&f, &checks, &[]);
     assert_eq!(json["digest"], f.digest());
     assert_eq!(json["signatures"][0]["key_id"], k1.key_id().as_str());
     assert_eq!(json["signatures"][1]["verified"], false);
@@ -420,11 +422,11 @@ fn secret_env_values_are_shown_as_secret() {
     );
     assert_eq!(r.secret_env, ["DB_PASSWORD"]);
     let f = JobFile::new(job);
-    let text = show_text(&f, &[], 1_800_000_000);
+    let text = show_text(&f, &[], &[], 1_800_000_000);
     assert!(text.contains("env        DB_PASSWORD=<secret>\n"), "{text}");
     assert!(text.contains("env        MODE=prod\n"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
-    let json = show_json(&f, &[]);
+    let json = show_json(&f, &[], &[]);
     assert_eq!(json["release"]["env"]["DB_PASSWORD"], "<secret>");
     assert_eq!(json["release"]["secret_env"][0], "DB_PASSWORD");
     assert!(!json.to_string().contains("hunter2"));
@@ -452,7 +454,7 @@ fn rollout_flags_reach_the_release_and_job_show() {
     assert_eq!(r.canary_instances, 0, "not given: the agent's default");
 
     let f = JobFile::new(job);
-    let text = show_text(&f, &[], 1_800_000_000);
+    let text = show_text(&f, &[], &[], 1_800_000_000);
     assert!(
         text.contains(
             "strategy   canary\n\
@@ -468,7 +470,7 @@ fn rollout_flags_reach_the_release_and_job_show() {
         text.contains("\n           max memory          256 MiB (268435456 bytes)\n"),
         "{text}"
     );
-    let json = show_json(&f, &[]);
+    let json = show_json(&f, &[], &[]);
     assert_eq!(
         json["release"]["rollout"]["steps"][1]["until_promote"],
         true
@@ -483,18 +485,18 @@ fn rollout_flags_reach_the_release_and_job_show() {
     s.strategy = "rolling".into();
     let f = JobFile::new(build_job("agent-1", &s, Some(&artifact()), now()).unwrap());
     assert_eq!(f.job.release.as_ref().unwrap().rollout, None);
-    let text = show_text(&f, &[], 1_800_000_000);
+    let text = show_text(&f, &[], &[], 1_800_000_000);
     assert!(
         text.contains("rollout    batch             default (1)\n"),
         "{text}"
     );
     assert_eq!(
-        show_json(&f, &[])["release"]["rollout"],
+        show_json(&f, &[], &[])["release"]["rollout"],
         serde_json::Value::Null
     );
     // A hot deploy shows no rollout.
     let f = JobFile::new(build_job("agent-1", &spec(), Some(&artifact()), now()).unwrap());
-    assert!(!show_text(&f, &[], 1_800_000_000).contains("rollout"));
+    assert!(!show_text(&f, &[], &[], 1_800_000_000).contains("rollout"));
 }
 
 #[test]

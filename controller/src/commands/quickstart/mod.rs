@@ -146,6 +146,8 @@ impl Ctx {
             not_before: None,
             env: Vec::new(),
             secret_env: Vec::new(),
+            notes: None,
+            evidence: Vec::new(),
             job_id: None,
             reason: format!("quickstart: deploy {version}"),
             rollout: RolloutArgs::default(),

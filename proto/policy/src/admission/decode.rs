@@ -188,6 +188,8 @@ fn release(r: &v1::Release) -> Result<ReleaseSpec, AdmissionError> {
             s => Duration::from_secs(u64::from(s)),
         },
         rollout: rollout(r.rollout.as_ref(), r.instances)?,
+        evidence: r.evidence.clone(),
+        notes: r.notes.clone(),
     })
 }
 

@@ -2,7 +2,8 @@
 //! `gantry job show --policy` both run [`assess`], so what is explained is what is enforced.
 //!
 //! [`assess`] makes every check that needs only the policy (size, signatures, key validity,
-//! decoding, target, window, app, role, quorum, instance count, router), in admission order.
+//! decoding, target, window, app, role, quorum, instance count, router, and for a deploy the
+//! environment's pre-release rule and required gates), in admission order.
 //! The agent stops at the first refusal ([`Mode::FirstRefusal`]: a forged job costs no more
 //! than its signature check); [`explain`] goes on ([`Mode::Every`]) and lists each requirement
 //! as met or missing. Either way the refusal is the first missing requirement's error, so
@@ -11,15 +12,15 @@
 
 use std::collections::BTreeSet;
 
-use super::{AdmissionError, SignatureIn, decode, policy, window};
+use super::{AdmissionError, SignatureIn, decode, gates, policy, window};
 use crate::config::{AppPolicy, Limits, Policy, TrustedKey};
-use crate::job::{JobSpec, ReleaseSpec, StrategyKind};
+use crate::job::{Action, JobSpec, ReleaseSpec, StrategyKind};
 
 /// One requirement of the policy and whether the job meets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
     /// Short name: `size`, `signatures`, `other signatures`, `key validity`, `job`, `target`,
-    /// `window`, `app`, `role`, `approvals`, `instances`, `strategy`.
+    /// `window`, `app`, `role`, `approvals`, `instances`, `strategy`, `environment`, `gates`.
     pub name: &'static str,
     /// Whether it is met. Every missing requirement makes the agent refuse the job.
     pub met: bool,
@@ -325,6 +326,9 @@ fn judge_all<'p>(
 
     if let Some(release) = &spec.release {
         judge_release(j, app, release)?;
+        if spec.action == Action::Deploy {
+            judge_environment(j, policy, release, now)?;
+        }
     }
     Ok(Some(Passed { spec, app, signers }))
 }
@@ -397,6 +401,49 @@ fn judge_release(j: &mut Judge, app: &AppPolicy, release: &ReleaseSpec) -> Resul
                 },
             )?;
         }
+    }
+    Ok(())
+}
+
+/// A deploy's version against the environment's pre-release rule, and its evidence against
+/// the gates the environment requires.
+fn judge_environment(
+    j: &mut Judge,
+    policy: &Policy,
+    release: &ReleaseSpec,
+    now: i64,
+) -> Result<(), Stop> {
+    let envs = &policy.environments;
+    let rules = envs.in_force();
+    match gates::check_prerelease(envs, &rules, &release.version) {
+        // Nothing to say about a release in an agent with no environment.
+        Ok(()) if release.version.pre.is_empty() && envs.current.is_none() => {}
+        Ok(()) if release.version.pre.is_empty() => j.met(
+            "environment",
+            format!("{} in {}", release.version, envs.current_name()),
+        ),
+        Ok(()) => j.met(
+            "environment",
+            format!(
+                "pre-release {} allowed in {}",
+                release.version,
+                envs.current_name()
+            ),
+        ),
+        Err(e) => j.refuse("environment", e)?,
+    }
+    if rules.require_gates.is_empty() {
+        return Ok(());
+    }
+    match gates::check_gates(envs, &rules, &policy.keys, release, now) {
+        Ok(met) => j.met(
+            "gates",
+            met.iter()
+                .map(|g| format!("{} passed (signed by {})", g.gate, g.signer))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Err(e) => j.refuse("gates", e)?,
     }
     Ok(())
 }

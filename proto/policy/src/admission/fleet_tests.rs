@@ -67,6 +67,7 @@ fn fixture(approvals: u32) -> Fixture {
             trusted("orchestrator", &orchestrator, &["orchestrator"]),
         ],
         apps: BTreeMap::from([(app.name.clone(), app)]),
+        environments: Default::default(),
     };
     let limits = Limits {
         max_job_bytes: 64 * 1024,

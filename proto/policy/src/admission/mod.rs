@@ -3,7 +3,8 @@
 //!
 //! In admission order: signatures over the **raw** bytes, before decoding ([`policy`]),
 //! protobuf decoding and field validation ([`decode`]), the validity window ([`window`]),
-//! then roles and quorum ([`policy`]). [`explain`] runs the same checks one at a time for
+//! then roles and quorum ([`policy`]), then the environment's rules for a release
+//! ([`gates`]: pre-releases and required gates). [`explain`] runs the same checks one at a time for
 //! `gantry job show --policy`, so explanation and admission are one code path.
 //!
 //! The agent's `admission` module runs them in its pipeline, with the replay store and the
@@ -12,9 +13,11 @@
 pub mod decode;
 pub mod explain;
 pub mod fleet;
+pub mod gates;
 pub mod policy;
 pub mod window;
 
+use crate::environment::GateKind;
 use crate::job::{Action, StrategyKind};
 
 pub use window::WindowError;
@@ -336,6 +339,72 @@ pub enum AdmissionError {
     RollbackWithoutDeploy {
         /// The plan.
         plan_id: String,
+    },
+    /// A version with a pre-release label, in an environment that refuses them.
+    #[error(
+        "version {version} is a pre-release, refused in environment {environment} (set \
+         allow_prerelease = true in [environments.{environment}] to allow it)"
+    )]
+    PrereleaseRefused {
+        /// The version.
+        version: semver::Version,
+        /// The agent's environment.
+        environment: String,
+    },
+    /// A gate the environment requires has no evidence in the job.
+    #[error(
+        "environment {environment} requires gate {gate}: the job carries no evidence of it \
+         (gantry gate evaluate, then --evidence)"
+    )]
+    GateMissing {
+        /// The gate.
+        gate: GateKind,
+        /// The agent's environment.
+        environment: String,
+    },
+    /// Signed evidence shows a required gate failed.
+    #[error("gate {gate} failed: {detail}")]
+    GateFailed {
+        /// The gate.
+        gate: GateKind,
+        /// The measured values against their thresholds.
+        detail: String,
+    },
+    /// Evidence is about another artifact than the job's.
+    #[error("evidence {index} is for artifact {found}, the job deploys {expected}")]
+    GateDigestMismatch {
+        /// Index into `release.evidence`.
+        index: usize,
+        /// The job's artifact digest.
+        expected: String,
+        /// The statement's subject digests.
+        found: String,
+    },
+    /// Evidence not signed by a valid key with role `ci`.
+    #[error("evidence {index} is not signed by a valid key with role ci: {detail}")]
+    GateSignerRole {
+        /// Index into `release.evidence`.
+        index: usize,
+        /// Who signed it, or that nobody trusted did.
+        detail: String,
+    },
+    /// Evidence past its expiry.
+    #[error("evidence {index} expired at {expires_at} (now {now})")]
+    GateExpired {
+        /// Index into `release.evidence`.
+        index: usize,
+        /// The statement's `expiresAt`.
+        expires_at: i64,
+        /// The agent's time.
+        now: i64,
+    },
+    /// Evidence that is not a DSSE envelope of a gate statement.
+    #[error("evidence {index} is not usable: {detail}")]
+    GateInvalid {
+        /// Index into `release.evidence`.
+        index: usize,
+        /// What is wrong.
+        detail: String,
     },
     /// The agent's replay store could not record the job (the job is refused: fail closed).
     ///

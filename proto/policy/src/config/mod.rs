@@ -12,6 +12,7 @@
 mod parse;
 pub mod raw;
 mod report;
+mod report_environments;
 mod validate;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use gantry_proto::keys::{KeyId, PublicKey};
 
+use crate::environment::Environments;
 use crate::job::{Action, AppName, Sha256Hex};
 
 pub use report::{render_policy, render_policy_at};
@@ -147,6 +149,8 @@ pub struct Policy {
     pub keys: Vec<TrustedKey>,
     /// Apps this host may run.
     pub apps: BTreeMap<AppName, AppPolicy>,
+    /// The rules per environment, and which one is this agent's.
+    pub environments: Environments,
 }
 
 /// A trusted signing key.

@@ -51,6 +51,9 @@ pub struct RawConfig {
     /// `[metrics]`: serve Prometheus metrics; absent: no metrics listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<RawMetrics>,
+    /// Rules per environment (`[environments.production]`); the agent's own is in force.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, RawEnvironment>,
 }
 
 /// `[metrics]`.
@@ -67,6 +70,23 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 fn default_metrics_listen() -> String {
     DEFAULT_METRICS_LISTEN.to_owned()
+}
+
+/// One `[environments.NAME]` table. Left out, a setting keeps the environment's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    /// Whether versions with a pre-release label (`1.2.3-rc.1`) may be deployed; default
+    /// false in `production`, true elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_prerelease: Option<bool>,
+    /// Gates (`tests`, `coverage`, `security`, `performance`) a deploy must carry passed
+    /// evidence of, signed by a key with role `ci`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require_gates: Vec<String>,
+    /// Approvals every app needs here at least, whatever its own `approvals` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_approvals: Option<u32>,
 }
 
 /// `[tls]`.
@@ -323,6 +343,7 @@ impl RawConfig {
             keys: Vec::new(),
             apps: BTreeMap::new(),
             metrics: None,
+            environments: BTreeMap::new(),
         }
     }
 

@@ -313,6 +313,7 @@ fn render_text(cfg: &Config, now: i64) -> String {
     out.push_str(
         "\n  Authority comes from job signatures by the keys below, never from the TLS client.\n",
     );
+    out.push_str(&super::report_environments::text(&policy.environments));
 
     let _ = writeln!(out, "\nTrusted keys ({})", policy.keys.len());
     if policy.keys.is_empty() {
@@ -544,6 +545,7 @@ fn render_json(cfg: &Config, now: i64) -> String {
         "agent_id": cfg.agent_id,
         "environment": cfg.placement.environment,
         "labels": cfg.placement.labels,
+        "environment_rules": super::report_environments::json(&cfg.policy.environments),
         "listen": cfg.listen.to_string(),
         "tls": {
             "ca": cfg.tls.ca.display().to_string(),

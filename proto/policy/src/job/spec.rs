@@ -77,6 +77,12 @@ pub struct ReleaseSpec {
     /// Parameters of rolling, blue-green and canary deploys (defaults for hot).
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// Release evidence as signed: DSSE envelopes (JSON) of gate statements.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Vec<u8>>,
+    /// The release notes (Markdown); empty when the job carries none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub notes: String,
 }
 
 /// How many instances a rolling batch replaces.
@@ -292,6 +298,8 @@ impl fmt::Debug for ReleaseSpec {
             .field("secret_env", &self.secret_env)
             .field("progress_deadline", &self.progress_deadline)
             .field("rollout", &self.rollout)
+            .field("evidence", &self.evidence.len())
+            .field("notes", &self.notes.len())
             .finish()
     }
 }

@@ -5,6 +5,7 @@
 //! who the agent runs as.
 
 mod apps;
+mod environments;
 mod flags;
 mod host;
 mod keys;
@@ -200,8 +201,10 @@ fn validate(
     let mut policy = Policy {
         keys: keys::validate_keys(p, &raw, base),
         apps: BTreeMap::new(),
+        environments: environments::validate(p, &raw),
     };
     policy.apps = apps::validate_apps(p, &raw, base, host, mode, listen, &policy);
+    environments::apply_approval_floor(&mut policy);
 
     Config {
         path: PathBuf::new(),

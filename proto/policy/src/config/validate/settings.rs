@@ -88,7 +88,7 @@ pub(super) fn placement(p: &mut Problems, raw: &RawConfig) -> Placement {
 
 /// What an environment name, label name or label value may be: 1 to 63 characters of ASCII
 /// letters, digits, `.`, `_`, `-` and `/`, starting with a letter or digit.
-fn label_text(s: &str) -> Result<(), &'static str> {
+pub(super) fn label_text(s: &str) -> Result<(), &'static str> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
     if s.is_empty() || s.len() > 63 {
         Err("must be 1 to 63 characters long")

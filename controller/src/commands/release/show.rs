@@ -1,0 +1,291 @@
+//! `gantry release show DIGEST --job FILE...`: one release from signed data only. From each
+//! signed job of the artifact: who signed it (names and roles from the agent's policy),
+//! approvals with the comments their keys signed, the notes, and each gate of the evidence
+//! with its values, signer and time. From the agent's audit log (hash-chained, and verified
+//! with the agent's key when `--agent-pubkey` is given): where and when those jobs ran and how
+//! they ended.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use gantry_client::Agent;
+use gantry_policy::config::{APPROVER_ROLE, Config, ConfigErrors};
+use gantry_proto::attest::comment_signed_by;
+use gantry_proto::audit_chain::verify_lines;
+use gantry_proto::envelope::verify_job;
+use gantry_proto::keys::{KeyError, PublicKey};
+
+use crate::cli::ReleaseShowArgs;
+use crate::commands::audit::fetch_all;
+use crate::commands::history;
+use crate::commands::job::release_extras_view::{self, EvidenceView};
+use crate::commands::job::{JobError, JobFile};
+use crate::conn::{self, ConnError};
+use crate::exit::Exit;
+use crate::flags::{self, FlagError};
+
+/// Why a release could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    /// A flag is wrong.
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    /// A job file.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The policy file.
+    #[error("cannot read the policy")]
+    Policy(#[source] ConfigErrors),
+    /// A public key file.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// No job file is about the artifact.
+    #[error("none of the job files deploys artifact {digest}")]
+    NotFound {
+        /// The digest asked for.
+        digest: String,
+    },
+    /// The connection flags.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// Talking to the agent.
+    #[error(transparent)]
+    Client(#[from] gantry_client::ClientError),
+    /// The agent's audit log does not verify under its key.
+    #[error("the agent's audit log does not verify: {detail}")]
+    Chain {
+        /// The first bad seq and why.
+        detail: String,
+    },
+}
+
+impl ShowError {
+    /// The exit code.
+    pub fn exit(&self) -> Exit {
+        match self {
+            ShowError::Flag(_)
+            | ShowError::Job(_)
+            | ShowError::Policy(_)
+            | ShowError::Key(_)
+            | ShowError::NotFound { .. } => Exit::Usage,
+            ShowError::Conn(e) => e.exit(),
+            ShowError::Client(e) => e.fault().into(),
+            // As `audit verify`: a log that fails verification is exit 1.
+            ShowError::Chain { .. } => Exit::JobFailed,
+        }
+    }
+}
+
+/// A key the shower knows: from the policy (name, roles) or a `--pubkey` (its id only).
+struct Known {
+    key: PublicKey,
+    label: String,
+    approver: bool,
+}
+
+fn known_keys(args: &ReleaseShowArgs) -> Result<Vec<Known>, ShowError> {
+    let mut keys = Vec::new();
+    if let Some(p) = &args.policy {
+        let cfg = Config::load_policy_only(p).map_err(ShowError::Policy)?;
+        for k in &cfg.policy.keys {
+            let roles: Vec<&str> = k.roles.iter().map(String::as_str).collect();
+            keys.push(Known {
+                key: k.key,
+                label: format!("{} ({})", k.name, roles.join(", ")),
+                approver: k.roles.contains(APPROVER_ROLE),
+            });
+        }
+    }
+    for p in &args.pubkeys {
+        let key = PublicKey::read_pem_file(p)?;
+        keys.push(Known {
+            label: format!("key {}", key.key_id()),
+            key,
+            approver: false,
+        });
+    }
+    Ok(keys)
+}
+
+/// The text for one job of the release.
+fn job_text(path: &std::path::Path, file: &JobFile, keys: &[Known]) -> String {
+    let mut out = String::new();
+    let digest = file.digest();
+    let j = &file.job;
+    let version = j.release.as_ref().map_or("", |r| r.version.as_str());
+    let _ = writeln!(
+        out,
+        "\njob {} ({}): {} {version} of {} for agent {}",
+        j.job_id,
+        path.display(),
+        gantry_proto::v1::Action::try_from(j.action)
+            .map_or("unknown", gantry_policy::job::action_name),
+        j.app,
+        j.agent_id
+    );
+    let _ = writeln!(out, "  digest     {digest}");
+    let signers: Vec<&Known> = keys
+        .iter()
+        .filter(|k| {
+            file.signed
+                .signatures
+                .iter()
+                .any(|s| verify_job(&k.key, &file.signed.job, &s.sig).is_ok())
+        })
+        .collect();
+    let unknown = file.signed.signatures.len().saturating_sub(signers.len());
+    let _ = writeln!(
+        out,
+        "  signed by  {}{}",
+        if signers.is_empty() {
+            "no key given (pass --policy or --pubkey)".to_owned()
+        } else {
+            signers
+                .iter()
+                .map(|k| k.label.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+        if unknown > 0 {
+            format!("; {unknown} signature(s) by keys not given")
+        } else {
+            String::new()
+        }
+    );
+    for k in signers.iter().filter(|k| k.approver) {
+        let comments: Vec<&str> = file
+            .signed
+            .comments
+            .iter()
+            .filter(|c| comment_signed_by(c, &digest, &k.key))
+            .map(|c| c.comment.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  approval   {}{}",
+            k.label,
+            if comments.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    comments
+                        .iter()
+                        .map(|c| format!("{c:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+    }
+    if let Some(r) = &j.release {
+        let pubkeys: Vec<PublicKey> = keys.iter().map(|k| k.key).collect();
+        let views: Vec<EvidenceView> = release_extras_view::evidence_views(&r.evidence, &pubkeys);
+        out.push_str(&release_extras_view::text(&r.notes, &views));
+    }
+    out
+}
+
+/// `gantry release show`.
+///
+/// # Errors
+///
+/// [`ShowError`].
+pub async fn show(args: ReleaseShowArgs) -> Result<Exit, ShowError> {
+    let digest = flags::sha256("DIGEST", &args.digest)?;
+    let keys = known_keys(&args)?;
+    let mut jobs = Vec::new();
+    for p in &args.jobs {
+        let f = JobFile::read(p)?;
+        if f.job
+            .release
+            .as_ref()
+            .is_some_and(|r| r.artifact_sha256 == digest)
+        {
+            jobs.push((p.clone(), f));
+        }
+    }
+    if jobs.is_empty() {
+        return Err(ShowError::NotFound { digest });
+    }
+    let mut out = format!("release sha256:{digest}\n");
+    for (p, f) in &jobs {
+        out.push_str(&job_text(p, f, &keys));
+    }
+    if args.conn.agent.is_some() {
+        out.push_str(&deployments(&args, &jobs).await?);
+    } else {
+        out.push_str("\nwhere deployed: not asked (give --agent and the connection flags)\n");
+    }
+    print!("{out}");
+    Ok(Exit::Success)
+}
+
+async fn deployments(
+    args: &ReleaseShowArgs,
+    jobs: &[(PathBuf, JobFile)],
+) -> Result<String, ShowError> {
+    let settings = conn::settings(&args.conn)?;
+    let agent = Agent::connect(&settings).await?;
+    let lines = fetch_all(&agent).await?;
+    let verified = match &args.agent_pubkey {
+        Some(p) => {
+            let key = PublicKey::read_pem_file(p)?;
+            verify_lines(&lines, Some(&key)).map_err(|e| ShowError::Chain {
+                detail: e.to_string(),
+            })?;
+            "chain and checkpoints verified with the agent's key"
+        }
+        None => "not verified: give --agent-pubkey",
+    };
+    let digests: Vec<String> = jobs.iter().map(|(_, f)| f.digest()).collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for line in &lines {
+        if let Ok(head) = gantry_proto::audit_chain::parse_head(line.as_bytes())
+            && head.event == "job.accepted"
+            && head
+                .fields
+                .get("job_digest")
+                .and_then(|v| v.as_str())
+                .is_some_and(|d| digests.iter().any(|x| x == d))
+            && let Some(id) = head.fields.get("job_id").and_then(|v| v.as_str())
+        {
+            ids.insert(id.to_owned());
+        }
+    }
+    let mut out = format!(
+        "\nwhere deployed (agent {}'s audit log, {verified})\n",
+        settings.agent_id
+    );
+    let mut any = false;
+    for app in jobs
+        .iter()
+        .map(|(_, f)| f.job.app.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        for e in history::entries(&lines, app, true)
+            .iter()
+            .filter(|e| ids.contains(&e.job_id))
+        {
+            any = true;
+            let _ = writeln!(
+                out,
+                "  {}  job {}  {} {}  {}{}",
+                e.accepted_ts,
+                e.job_id,
+                e.action,
+                e.version,
+                e.outcome,
+                if e.ended_ts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", e.ended_ts)
+                }
+            );
+        }
+    }
+    if !any {
+        out.push_str("  not deployed there\n");
+    }
+    Ok(out)
+}
