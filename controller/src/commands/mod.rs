@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod deploy;
 pub mod dev_pki;
+pub mod envelope_file;
 pub mod flagset;
 pub mod fleet;
 pub mod gate;

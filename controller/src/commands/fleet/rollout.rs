@@ -6,18 +6,16 @@ use std::time::Duration;
 
 use gantry_proto::v1::{
     ArtifactChunk, ArtifactRef, ControlRolloutRequest, GetRolloutRequest, Plan, RolloutControl,
-    RolloutStatus, SignedPlan, StartRolloutRequest,
+    RolloutStatus, StartRolloutRequest,
 };
-use prost::Message;
 use serde_json::{Value, json};
 
 use super::FleetError;
 use super::connect::{Service, connect, status_error};
+use crate::commands::rollout::{PlanFile, RolloutError};
 use crate::exit::Exit;
 use crate::fleet_cli::{RolloutIdArgs, RolloutStartArgs, RolloutStatusArgs};
 
-/// Largest plan file read.
-const MAX_PLAN_FILE: u64 = 1024 * 1024;
 /// Artifact upload chunk size.
 const CHUNK: usize = 256 * 1024;
 
@@ -106,27 +104,19 @@ pub fn status_text(s: &RolloutStatus) -> String {
     out
 }
 
-fn read_plan(path: &Path) -> Result<SignedPlan, FleetError> {
-    let read = |source| FleetError::Read {
-        what: "plan file",
-        path: path.to_owned(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read)?;
-    if meta.len() > MAX_PLAN_FILE {
-        return Err(FleetError::BadPlan {
+/// The plan file, read as `rollout show` reads it ([`PlanFile::read`]).
+fn read_plan(path: &Path) -> Result<PlanFile, FleetError> {
+    PlanFile::read(path).map_err(|e| match e {
+        RolloutError::Read { source, .. } => FleetError::Read {
+            what: "plan file",
             path: path.to_owned(),
-            reason: format!("{} bytes, more than a plan file can be", meta.len()),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(read)?;
-    let bad = |reason: String| FleetError::BadPlan {
-        path: path.to_owned(),
-        reason,
-    };
-    let signed = SignedPlan::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
-    Plan::decode(signed.plan.as_slice()).map_err(|e| bad(e.to_string()))?;
-    Ok(signed)
+            source,
+        },
+        other => FleetError::BadPlan {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    })
 }
 
 async fn upload(svc: &mut Service, path: &Path, plan: &Plan) -> Result<(), FleetError> {
@@ -177,11 +167,7 @@ async fn upload(svc: &mut Service, path: &Path, plan: &Plan) -> Result<(), Fleet
 /// # Errors
 /// [`FleetError`].
 pub async fn start(args: RolloutStartArgs) -> Result<Exit, FleetError> {
-    let signed = read_plan(&args.plan)?;
-    let plan = Plan::decode(signed.plan.as_slice()).map_err(|e| FleetError::BadPlan {
-        path: args.plan.clone(),
-        reason: e.to_string(),
-    })?;
+    let PlanFile { signed, plan } = read_plan(&args.plan)?;
     let mut svc = connect(&args.conn).await?;
     if let Some(artifact) = &args.artifact {
         upload(&mut svc, artifact, &plan).await?;

@@ -1,7 +1,6 @@
 //! The job file: the protobuf encoding of `gantry.v1.SignedJob`, read, written atomically and
 //! signed.
 
-use std::io::Write;
 use std::path::Path;
 
 use gantry_client::sign::{self, SignError};
@@ -9,6 +8,8 @@ use gantry_proto::envelope;
 use gantry_proto::keys::SigningKey;
 use gantry_proto::v1::{Job, SignedJob};
 use prost::Message;
+
+use crate::commands::envelope_file::{BoundedRead, read_bounded, write_atomic};
 
 use super::{JobError, MAX_JOB_FILE};
 
@@ -59,19 +60,7 @@ impl JobFile {
     ///
     /// [`JobError`] when it cannot be read or decoded.
     pub fn read(path: &Path) -> Result<Self, JobError> {
-        let read_err = |source| JobError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(read_err)?.len();
-        if size > MAX_JOB_FILE {
-            return Err(JobError::TooLarge {
-                path: path.to_owned(),
-                size,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(read_err)?;
-        Self::decode(path, &bytes)
+        Self::decode(path, &read_file(path)?)
     }
 
     /// Reads a job file to hand to an agent: the envelope must decode, the job bytes need not,
@@ -83,33 +72,22 @@ impl JobFile {
     ///
     /// [`JobError`] when the file cannot be read or is not an envelope.
     pub fn read_for_submit(path: &Path) -> Result<(Self, Option<prost::DecodeError>), JobError> {
-        match Self::read(path) {
-            Ok(f) => Ok((f, None)),
-            Err(JobError::Decode {
-                what: "job bytes",
-                source,
-                ..
-            }) => {
-                let bytes = std::fs::read(path).map_err(|source| JobError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                let signed =
-                    SignedJob::decode(bytes.as_slice()).map_err(|source| JobError::Decode {
-                        path: path.to_owned(),
-                        what: "envelope",
-                        source,
-                    })?;
-                Ok((
-                    Self {
-                        signed,
-                        job: Job::default(),
-                    },
-                    Some(source),
-                ))
-            }
-            Err(e) => Err(e),
-        }
+        let bytes = read_file(path)?;
+        let signed = SignedJob::decode(bytes.as_slice()).map_err(|source| JobError::Decode {
+            path: path.to_owned(),
+            what: "envelope",
+            source,
+        })?;
+        Ok(match Job::decode(signed.job.as_slice()) {
+            Ok(job) => (Self { signed, job }, None),
+            Err(source) => (
+                Self {
+                    signed,
+                    job: Job::default(),
+                },
+                Some(source),
+            ),
+        })
     }
 
     /// Writes the envelope atomically (temp file in the same directory, fsync, rename).
@@ -118,20 +96,10 @@ impl JobFile {
     ///
     /// [`JobError::Write`].
     pub fn write(&self, path: &Path) -> Result<(), JobError> {
-        let write_err = |source| JobError::Write {
+        write_atomic(path, &self.signed.encode_to_vec()).map_err(|source| JobError::Write {
             path: path.to_owned(),
             source,
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-        tmp.write_all(&self.signed.encode_to_vec())
-            .map_err(write_err)?;
-        tmp.as_file().sync_all().map_err(write_err)?;
-        tmp.persist(path).map_err(|e| write_err(e.error))?;
-        Ok(())
+        })
     }
 
     /// The job digest (SHA-256 of the exact job bytes).
@@ -153,4 +121,18 @@ impl JobFile {
         })?;
         Ok(())
     }
+}
+
+/// A job file's bytes, at most [`MAX_JOB_FILE`].
+fn read_file(path: &Path) -> Result<Vec<u8>, JobError> {
+    read_bounded(path, MAX_JOB_FILE).map_err(|e| match e {
+        BoundedRead::Io(source) => JobError::Read {
+            path: path.to_owned(),
+            source,
+        },
+        BoundedRead::TooLarge(size) => JobError::TooLarge {
+            path: path.to_owned(),
+            size,
+        },
+    })
 }

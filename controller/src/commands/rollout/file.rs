@@ -1,13 +1,14 @@
 //! The plan file: the protobuf encoding of `gantry.v1.SignedPlan`, read, written atomically
 //! and signed.
 
-use std::io::Write;
 use std::path::Path;
 
 use gantry_proto::fleet;
 use gantry_proto::keys::SigningKey;
 use gantry_proto::v1::{Plan, SignedPlan};
 use prost::Message;
+
+use crate::commands::envelope_file::{BoundedRead, read_bounded, write_atomic};
 
 use super::{MAX_PLAN_FILE, RolloutError};
 
@@ -57,18 +58,16 @@ impl PlanFile {
     ///
     /// [`RolloutError`] when it cannot be read or decoded.
     pub fn read(path: &Path) -> Result<Self, RolloutError> {
-        let read_err = |source| RolloutError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(read_err)?.len();
-        if size > MAX_PLAN_FILE {
-            return Err(RolloutError::TooLarge {
+        let bytes = read_bounded(path, MAX_PLAN_FILE).map_err(|e| match e {
+            BoundedRead::Io(source) => RolloutError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            BoundedRead::TooLarge(size) => RolloutError::TooLarge {
                 path: path.to_owned(),
                 size,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(read_err)?;
+            },
+        })?;
         Self::decode(path, &bytes)
     }
 
@@ -78,20 +77,10 @@ impl PlanFile {
     ///
     /// [`RolloutError::Write`].
     pub fn write(&self, path: &Path) -> Result<(), RolloutError> {
-        let write_err = |source| RolloutError::Write {
+        write_atomic(path, &self.signed.encode_to_vec()).map_err(|source| RolloutError::Write {
             path: path.to_owned(),
             source,
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-        tmp.write_all(&self.signed.encode_to_vec())
-            .map_err(write_err)?;
-        tmp.as_file().sync_all().map_err(write_err)?;
-        tmp.persist(path).map_err(|e| write_err(e.error))?;
-        Ok(())
+        })
     }
 
     /// The plan digest (SHA-256 of the exact plan bytes): what dispatches name.
