@@ -304,11 +304,12 @@ impl Executor {
             .shared
             .values()
             .flat_map(|shared| {
-                let (state, _) = lock(&shared.snapshot).clone();
-                state
+                let snapshot = lock(&shared.snapshot);
+                snapshot
+                    .0
                     .releases
-                    .into_values()
-                    .map(|spec| spec.artifact_sha256)
+                    .values()
+                    .map(|spec| spec.artifact_sha256.clone())
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -75,16 +75,19 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let rpc = WATCHED.into_iter().find(|p| *p == req.uri().path());
-        let fingerprint = req
-            .extensions()
-            .get::<ClientCertificate>()
-            .map(|c| c.fingerprint.to_string())
-            .unwrap_or_default();
+        // Only the watched RPCs pay for the certificate's fingerprint and the layer's clone.
+        let watched = rpc.map(|rpc| {
+            let fingerprint = req
+                .extensions()
+                .get::<ClientCertificate>()
+                .map(|c| c.fingerprint.to_string())
+                .unwrap_or_default();
+            (rpc, fingerprint, self.layer.clone())
+        });
         let answer = self.inner.call(req);
-        let layer = self.layer.clone();
         Box::pin(async move {
             let response = answer.await?;
-            if let Some(rpc) = rpc
+            if let Some((rpc, fingerprint, layer)) = watched
                 && refused_as_too_large(response.headers())
             {
                 layer

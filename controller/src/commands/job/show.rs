@@ -42,14 +42,21 @@ pub enum SigCheck {
 
 /// Checks each signature against the given public keys (by key id hint, then by trying all).
 pub fn check_signatures(signed: &SignedJob, keys: &[PublicKey]) -> Vec<SigCheck> {
-    signed
-        .signatures
+    check_each(&signed.job, &signed.signatures, keys, envelope::verify_job)
+}
+
+/// [`check_signatures`] for any signed document: `verify` checks one signature over `bytes`
+/// under the document's own payload type (a job's, a plan's).
+pub fn check_each(
+    bytes: &[u8],
+    signatures: &[gantry_proto::v1::Signature],
+    keys: &[PublicKey],
+    verify: gantry_policy::admission::policy::Verify,
+) -> Vec<SigCheck> {
+    signatures
         .iter()
         .map(|s| {
-            if keys
-                .iter()
-                .any(|k| envelope::verify_job(k, &signed.job, &s.sig).is_ok())
-            {
+            if keys.iter().any(|k| verify(k, bytes, &s.sig).is_ok()) {
                 SigCheck::Valid
             } else if keys.iter().any(|k| k.key_id().as_str() == s.key_id) {
                 SigCheck::Invalid

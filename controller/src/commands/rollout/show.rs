@@ -19,27 +19,12 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
-use crate::commands::job::{SigCheck, probe_text, shown_env};
+use crate::commands::job::{SigCheck, check_each, probe_text, shown_env};
 use crate::flags;
 
 /// Checks each plan signature against the given public keys.
 pub fn check_signatures(signed: &SignedPlan, keys: &[PublicKey]) -> Vec<SigCheck> {
-    signed
-        .signatures
-        .iter()
-        .map(|s| {
-            if keys
-                .iter()
-                .any(|k| fleet::verify_plan(k, &signed.plan, &s.sig).is_ok())
-            {
-                SigCheck::Valid
-            } else if keys.iter().any(|k| k.key_id().as_str() == s.key_id) {
-                SigCheck::Invalid
-            } else {
-                SigCheck::NotChecked
-            }
-        })
-        .collect()
+    check_each(&signed.plan, &signed.signatures, keys, fleet::verify_plan)
 }
 
 fn check_name(c: &SigCheck) -> &'static str {
