@@ -74,7 +74,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let rpc = WATCHED.into_iter().find(|p| *p == req.uri().path());
+        let rpc = watched_rpc(req.uri().path());
         // Only the watched RPCs pay for the certificate's fingerprint and the layer's clone.
         let watched = rpc.map(|rpc| {
             let fingerprint = req
@@ -100,6 +100,11 @@ where
     }
 }
 
+/// The watched RPC a request path names, if any.
+fn watched_rpc(path: &str) -> Option<&'static str> {
+    WATCHED.into_iter().find(|p| *p == path)
+}
+
 /// Whether a response is the codec's trailers-only `OUT_OF_RANGE`.
 fn refused_as_too_large(headers: &http::HeaderMap) -> bool {
     headers
@@ -110,6 +115,20 @@ fn refused_as_too_large(headers: &http::HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_submit_and_dispatch_are_watched() {
+        assert_eq!(
+            watched_rpc("/gantry.v1.Agent/Submit"),
+            Some("/gantry.v1.Agent/Submit")
+        );
+        assert_eq!(
+            watched_rpc("/gantry.v1.Agent/Dispatch"),
+            Some("/gantry.v1.Agent/Dispatch")
+        );
+        assert_eq!(watched_rpc("/gantry.v1.Agent/UploadArtifact"), None);
+        assert_eq!(watched_rpc("/gantry.v1.Agent/Status"), None);
+    }
 
     #[test]
     fn only_out_of_range_in_the_headers_counts() {
