@@ -331,7 +331,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.limits.max_artifact_bytes,
         throttle,
     )
-    .with_flags(flags);
+    .with_flags(flags)
+    .with_policy(Arc::clone(&config));
     let decode_limit =
         (config.limits.max_job_bytes * 2 + 64 * 1024).max(MAX_CHUNK_BYTES + 64 * 1024);
     let flusher = {

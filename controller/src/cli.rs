@@ -55,6 +55,7 @@ impl Cli {
                 FleetCommand::Ls(a) | FleetCommand::Audit(FleetAuditCommand::Verify(a)),
             ) => a.json,
             Command::Fleet(FleetCommand::Audit(FleetAuditCommand::Tail(a))) => a.json,
+            Command::Fleet(FleetCommand::Policy(a)) => a.json,
             Command::Audit(AuditCommand::Tail(a)) => a.json,
             Command::Flags(FlagsCommand::Show(a)) => a.json,
             Command::Flags(

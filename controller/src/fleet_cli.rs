@@ -1,5 +1,5 @@
 //! The command line of the controller service's commands (`server`, `rollout
-//! start|status|pause|resume|abort` (their variants are in `cli::rollout`), `fleet ls|audit`), as
+//! start|status|pause|resume|abort` (their variants are in `cli::rollout`), `fleet ls|audit|policy`), as
 //! clap sees it.
 
 use std::path::PathBuf;
@@ -98,6 +98,24 @@ pub enum FleetCommand {
     /// Check or read audit logs across the fleet.
     #[command(subcommand)]
     Audit(FleetAuditCommand),
+    /// Per agent, which keys may do what (its effective policy, checked against the config
+    /// digest its own audit log records at start) and which plans it accepted. Exit 1 when an
+    /// agent's policy cannot be vouched for.
+    Policy(FleetPolicyArgs),
+}
+
+/// `gantry fleet policy`.
+#[derive(Debug, Args)]
+pub struct FleetPolicyArgs {
+    /// How to reach the service.
+    #[command(flatten)]
+    pub conn: ServerConnArgs,
+    /// Only this agent (repeatable); default every agent in the inventory.
+    #[arg(long = "agent", value_name = "ID")]
+    pub agents: Vec<String>,
+    /// Print JSON, one object per agent with its whole policy document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `gantry fleet ls`.

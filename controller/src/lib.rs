@@ -135,6 +135,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Fleet(FleetCommand::Audit(FleetAuditCommand::Tail(a))) => {
             block_on(commands::fleet::inventory::tail(a))
         }
+        Command::Fleet(FleetCommand::Policy(a)) => block_on(commands::fleet::policy::show(a)),
         Command::Quickstart(a) => commands::quickstart::run(&a).map_err(Into::into),
         Command::Flags(FlagsCommand::Sign(a)) => commands::flagset::sign(&a)
             .map(|()| Exit::Success)

@@ -59,6 +59,7 @@ pub struct AgentService {
     rejections: Arc<flood::RejectionLimiter>,
     throttle: Arc<throttle::ClientThrottle>,
     flags: Option<crate::flags::Flags>,
+    config: Option<Arc<crate::config::Config>>,
 }
 
 impl AgentService {
@@ -89,6 +90,7 @@ impl AgentService {
             throttle,
             rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
             flags: None,
+            config: None,
         }
     }
 
@@ -96,6 +98,14 @@ impl AgentService {
     #[must_use]
     pub fn with_flags(mut self, flags: crate::flags::Flags) -> Self {
         self.flags = Some(flags);
+        self
+    }
+
+    /// Answers `Policy` with this config's effective policy (what `gantry-agent policy --json`
+    /// prints); without it, `Policy` is UNIMPLEMENTED.
+    #[must_use]
+    pub fn with_policy(mut self, config: Arc<crate::config::Config>) -> Self {
+        self.config = Some(config);
         self
     }
 
@@ -612,6 +622,20 @@ impl Agent for AgentService {
                 Err(status::flags(&e))
             }
         }
+    }
+
+    async fn policy(
+        &self,
+        _request: Request<v1::PolicyRequest>,
+    ) -> Result<Response<v1::PolicyDocument>, Status> {
+        let config = self
+            .config
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this agent does not report its policy"))?;
+        Ok(Response::new(v1::PolicyDocument {
+            json: crate::config::render_policy(config, true),
+            config_digest: config.digest.to_string(),
+        }))
     }
 
     async fn get_flags(

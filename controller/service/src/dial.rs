@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use gantry_client::connect::{Agent, ClientError, ConnSettings};
 use gantry_client::upload::ensure_artifact;
 use gantry_proto::v1::{
-    ArtifactRef, DispatchRequest, InfoRequest, Outcome, StatusRequest, job_event,
+    ArtifactRef, DispatchRequest, InfoRequest, Outcome, PolicyDocument, PolicyRequest,
+    StatusRequest, job_event,
 };
 use tokio::sync::Mutex;
 
@@ -73,6 +74,19 @@ impl Dialer {
         a: &AgentRecord,
         witnessed: Option<&crate::store::CheckpointRecord>,
     ) -> Result<u64, String> {
+        Ok(self.verified_audit(a, witnessed).await?.1)
+    }
+
+    /// An agent's whole audit log, once [`Self::verify_audit`]'s checks passed: every line, in
+    /// order, and the count of entries verified.
+    ///
+    /// # Errors
+    /// What is wrong, or why it could not be checked.
+    pub async fn verified_audit(
+        &self,
+        a: &AgentRecord,
+        witnessed: Option<&crate::store::CheckpointRecord>,
+    ) -> Result<(Vec<String>, u64), String> {
         use gantry_proto::audit_chain::{check_witness, verify_lines};
         use gantry_proto::keys::PublicKey;
         use gantry_proto::v1::AuditTailRequest;
@@ -114,7 +128,24 @@ impl Dialer {
             check_witness(lines.iter().map(String::as_bytes), w.seq, &w.line)
                 .map_err(|e| format!("witnessed checkpoint seq {}: {e}", w.seq))?;
         }
-        Ok(summary.entries)
+        Ok((lines, summary.entries))
+    }
+
+    /// The agent's effective policy, as its `Policy` RPC reports it.
+    ///
+    /// # Errors
+    /// Why the agent could not be asked.
+    pub async fn policy(&self, a: &AgentRecord) -> Result<PolicyDocument, String> {
+        let conn = match self.agent(a).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.broken(&a.id, &e).await),
+        };
+        conn.client
+            .clone()
+            .policy(PolicyRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| conn.error("Policy", s).to_string())
     }
 
     /// The agent's audit lines as `AuditTail` streams them.

@@ -20,5 +20,6 @@ pub mod dispatch;
 pub mod engine;
 pub mod lease;
 pub mod plan;
+pub mod policy;
 pub mod server;
 pub mod store;

@@ -243,6 +243,13 @@ impl AgentService for Mock {
     ) -> Result<Response<gantry_proto::v1::FlagsInForce>, Status> {
         Err(Status::unimplemented("the client tests read no flags"))
     }
+
+    async fn policy(
+        &self,
+        _: Request<gantry_proto::v1::PolicyRequest>,
+    ) -> Result<Response<gantry_proto::v1::PolicyDocument>, Status> {
+        Err(Status::unimplemented("the client tests read no policy"))
+    }
 }
 
 struct Fixture {

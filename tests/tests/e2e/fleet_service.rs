@@ -256,6 +256,78 @@ fn a_plan_runs_ring_by_ring_over_six_agents_with_bakes_respected() {
         );
     }
     assert!(tail.stdout.contains("\"by\":\"ops-1\""), "{}", tail.all());
+
+    // The security reviewer's view: each agent's keys and what they may do, vouched for by
+    // the config digest in its own verified audit log, and the plan it accepted.
+    let review = svc.gantry(&["fleet", "policy"]).unwrap();
+    review.assert_code(0);
+    for m in &fleet.members {
+        let started = audit_lines(&m.env)
+            .unwrap()
+            .into_iter()
+            .rfind(|e| e["event"] == "agent.started")
+            .unwrap();
+        assert!(
+            review.stdout.contains(&format!(
+                "{}: config sha256:{}: vouched for by its audit log",
+                m.env.agent_id,
+                started["config_digest"].as_str().unwrap()
+            )),
+            "{}",
+            review.all()
+        );
+    }
+    assert!(
+        review.stdout.contains("signs deploy")
+            && review.stdout.contains("signs plans")
+            && review.stdout.contains("dispatches"),
+        "{}",
+        review.all()
+    );
+    assert!(
+        review
+            .stdout
+            .contains("rel-2.0.0 web ring 2 (everyone) epoch"),
+        "{}",
+        review.all()
+    );
+    let one = svc
+        .gantry(&["fleet", "policy", "--agent", "web-4", "--json"])
+        .unwrap();
+    one.assert_code(0);
+    let lines: Vec<&str> = one.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", one.all());
+    let doc: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(doc["agent_id"], "web-4");
+    assert_eq!(doc["digest_ok"], true, "{doc:#}");
+    assert_eq!(doc["policy"]["agent_id"], "web-4", "{doc:#}");
+    assert_eq!(doc["plans"][0]["plan_id"], "rel-2.0.0", "{doc:#}");
+    assert_eq!(doc["plans"][0]["ring"], 2, "{doc:#}");
+    assert_eq!(doc["plans"][0]["dispatch_action"], "deploy", "{doc:#}");
+    let unknown = svc
+        .gantry(&["fleet", "policy", "--agent", "web-9"])
+        .unwrap();
+    unknown.assert_code(2);
+    assert!(
+        unknown
+            .stderr
+            .contains("no agent web-9 in the service's inventory"),
+        "{}",
+        unknown.all()
+    );
+    // An agent that cannot answer is not vouched for: exit 1, and why.
+    let mut fleet = fleet;
+    fleet.members[5].agent.kill_9().unwrap();
+    let down = svc
+        .gantry(&["fleet", "policy", "--agent", "web-6"])
+        .unwrap();
+    down.assert_code(1);
+    assert!(
+        down.stdout
+            .starts_with("web-6: config -: NOT VOUCHED FOR: cannot read its policy: "),
+        "{}",
+        down.all()
+    );
 }
 
 #[test]

@@ -9,9 +9,10 @@ use gantry_client::clock::now_ms;
 use gantry_proto::v1::controller_server::Controller;
 use gantry_proto::v1::{
     AgentAuditVerdict, ArtifactChunk, ArtifactReceipt, AuditLine, AuditTailRequest,
-    ControlRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse,
-    ListRolloutsRequest, ListRolloutsResponse, RolloutControl, RolloutStatus, StartRolloutRequest,
-    VerifyFleetAuditRequest, VerifyFleetAuditResponse,
+    ControlRolloutRequest, FleetPolicyRequest, FleetPolicyResponse, GetRolloutRequest,
+    ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse,
+    RolloutControl, RolloutStatus, StartRolloutRequest, VerifyFleetAuditRequest,
+    VerifyFleetAuditResponse,
 };
 use tokio::sync::Notify;
 use tokio_stream::Stream;
@@ -287,6 +288,35 @@ impl<S: Store> Controller for ControllerService<S> {
             });
         }
         Ok(Response::new(VerifyFleetAuditResponse { agents }))
+    }
+
+    async fn fleet_policy(
+        &self,
+        req: Request<FleetPolicyRequest>,
+    ) -> Result<Response<FleetPolicyResponse>, Status> {
+        self.operators.of(&req)?;
+        let wanted = req.into_inner().agent_ids;
+        let known = self.store.agents().await.map_err(|e| store_status(&e))?;
+        if let Some(unknown) = wanted.iter().find(|id| !known.iter().any(|a| &a.id == *id)) {
+            return Err(Status::not_found(format!(
+                "no agent {unknown} in the service's inventory"
+            )));
+        }
+        let mut agents = Vec::new();
+        for a in known
+            .iter()
+            .filter(|a| wanted.is_empty() || wanted.contains(&a.id))
+        {
+            let cp = self
+                .store
+                .checkpoint(&a.id)
+                .await
+                .map_err(|e| store_status(&e))?;
+            let doc = self.dialer.policy(a).await;
+            let audit = self.dialer.verified_audit(a, cp.as_ref()).await;
+            agents.push(crate::policy::review(&a.id, doc, audit));
+        }
+        Ok(Response::new(FleetPolicyResponse { agents }))
     }
 
     type FleetAuditTailStream =

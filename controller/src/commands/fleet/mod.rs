@@ -1,13 +1,15 @@
 //! The controller service's commands: `server` runs it; `rollout start|status|pause|resume|
-//! abort` and `fleet ls|audit` talk to it over mutual TLS.
+//! abort` and `fleet ls|audit|policy` talk to it over mutual TLS.
 //!
 //! * [`connect`]: the mTLS channel to the service and its statuses as typed errors.
 //! * [`rollout`]: handing in a plan (and its artifact), status, pause/resume/abort.
 //! * [`inventory`]: `fleet ls`, `fleet audit verify|tail`.
+//! * [`policy`]: `fleet policy`, for security reviewers.
 //! * [`server`]: `gantry server`.
 
 pub mod connect;
 pub mod inventory;
+pub mod policy;
 pub mod rollout;
 pub mod server;
 
