@@ -633,6 +633,11 @@ pub struct QuickstartArgs {
     /// Leave the agent running at the end.
     #[arg(long)]
     pub keep_running: bool,
+    /// The fleet tour instead: four agents in three rings and a local controller service
+    /// (`gantry server`), one signed plan run ring by ring with bakes, then `fleet ls`,
+    /// `fleet policy` and `fleet audit verify`.
+    #[arg(long)]
+    pub fleet: bool,
 }
 
 /// `gantry flags ...`: an app's flag set (flagd flag-definition JSON) as a signed document.

@@ -38,6 +38,86 @@ fn quickstart_sets_up_a_local_agent_with_a_verifiable_audit_log() {
 }
 
 #[test]
+fn quickstart_fleet_runs_a_plan_ring_by_ring_and_leaves_nothing_running() {
+    let env = TestEnv::new().unwrap();
+    let dir = env.root.join("qs-fleet");
+    let mut cmd = env.command(&bins::path(bins::GANTRY).unwrap());
+    cmd.arg("quickstart").arg("--fleet").arg("--dir").arg(&dir);
+    let out = process::run(cmd, Duration::from_secs(600)).unwrap();
+    out.assert_code(0);
+    let text = out.stdout.as_str();
+    // Ring by ring: each ring's hosts succeed before the next ring's first host runs.
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{}", out.all()))
+    };
+    assert!(at("ring 0 canary: web-1 deploy succeeded") < at("ring 0 baking"));
+    assert!(at("ring 0 baking") < at("ring 1 early: web-2 deploy running"));
+    assert!(
+        at("ring 1 early: web-2 deploy succeeded") < at("ring 2 everyone: web-3 deploy running")
+    );
+    assert!(
+        text.contains("rollout quickstart-fleet-1.0.0: sample 1.0.0 — succeeded"),
+        "{}",
+        out.all()
+    );
+    for id in ["web-1", "web-2", "web-3", "web-4"] {
+        assert!(
+            text.contains(&format!("{id}: GET http://127.0.0.1:")),
+            "{}",
+            out.all()
+        );
+        assert!(
+            text.contains(&format!("{id}: ok, ")),
+            "fleet audit verify did not pass {id}:\n{}",
+            out.all()
+        );
+        assert!(
+            text.contains(&format!("{id}: config sha256:")),
+            "{}",
+            out.all()
+        );
+    }
+    assert!(
+        text.contains("fleet audit: 4 of 4 agents verify"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        text.matches("vouched for by its audit log").count(),
+        4,
+        "{}",
+        out.all()
+    );
+    assert!(
+        text.contains("-> 200 sample 1.0.0"),
+        "the app did not answer 1.0.0:\n{}",
+        out.all()
+    );
+    // Every agent's own log shows the plan's deploy and the clean-up stop, and verifies.
+    for id in ["web-1", "web-2", "web-3", "web-4"] {
+        let agent = dir.join("agents").join(id);
+        let audit = agent.join("data/audit").to_string_lossy().into_owned();
+        let pubkey = agent.join("keys/agent.pub").to_string_lossy().into_owned();
+        env.agent_cmd(&["audit", "verify", "--dir", &audit, "--pubkey", &pubkey])
+            .unwrap()
+            .assert_code(0);
+        let state = std::fs::read_to_string(agent.join("data/apps/sample/state.json")).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert_eq!(
+            state["instances"].as_array().map(Vec::len),
+            Some(0),
+            "{id} still runs instances after quickstart: {state:#}"
+        );
+    }
+    assert!(
+        text.contains("stopped the controller service"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
 fn check_config_accepts_the_generated_config() {
     let env = TestEnv::new().unwrap();
     let config = env.config.to_string_lossy().into_owned();

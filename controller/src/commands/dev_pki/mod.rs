@@ -234,20 +234,7 @@ pub fn generate_pki(
         .map_err(generate("CA certificate"))?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
-    let agent_key = key_pair("agent key")?;
-    let mut agent_params =
-        CertificateParams::new(vec![agent_id.to_owned()]).map_err(|e| DevPkiError::BadAgentId {
-            id: agent_id.to_owned(),
-            reason: e.to_string(),
-        })?;
-    agent_params.distinguished_name = dn(agent_id);
-    agent_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    agent_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    agent_params.use_authority_key_identifier_extension = true;
-    set_validity(&mut agent_params);
-    let agent_cert = agent_params
-        .signed_by(&agent_key, &issuer)
-        .map_err(generate("agent certificate"))?;
+    let (agent_cert, agent_key) = agent_cert(agent_id, &issuer)?;
 
     let (client_cert, client_key) = client_cert(client_name, &issuer)?;
 
@@ -282,6 +269,28 @@ fn ca_params() -> CertificateParams {
     params
 }
 
+/// An agent's server certificate (DNS SAN and CN `agent_id`, serverAuth) and its new key.
+fn agent_cert(
+    agent_id: &str,
+    issuer: &Issuer<'_, &KeyPair>,
+) -> Result<(rcgen::Certificate, KeyPair), DevPkiError> {
+    let agent_key = key_pair("agent key")?;
+    let mut agent_params =
+        CertificateParams::new(vec![agent_id.to_owned()]).map_err(|e| DevPkiError::BadAgentId {
+            id: agent_id.to_owned(),
+            reason: e.to_string(),
+        })?;
+    agent_params.distinguished_name = dn(agent_id);
+    agent_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    agent_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    agent_params.use_authority_key_identifier_extension = true;
+    set_validity(&mut agent_params);
+    let cert = agent_params
+        .signed_by(&agent_key, issuer)
+        .map_err(generate("agent certificate"))?;
+    Ok((cert, agent_key))
+}
+
 /// A controller's client certificate (DNS SAN and CN `name`, clientAuth only) and its new key.
 fn client_cert(
     name: &str,
@@ -306,7 +315,7 @@ fn fingerprint(cert: &rcgen::Certificate) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.der()))
 }
 
-/// What [`add_client`] made.
+/// What [`add_client`] or [`add_agent`] made.
 #[derive(Debug, Clone)]
 pub struct AddedClient {
     /// `DIR/NAME.pem`, the client certificate (0644).
@@ -342,17 +351,11 @@ pub fn add_client(dir: &Path, name: &str) -> Result<AddedClient, DevPkiError> {
             "{name}.pem and {name}.key are the {owner}'s files"
         )));
     }
-    let paths = PkiPaths::in_dir(dir);
-    let added = AddedClient {
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}.key")),
-        fingerprint: String::new(),
-    };
-    for p in [&added.cert, &added.key] {
-        if fs::symlink_metadata(p).is_ok() {
-            return Err(DevPkiError::Exists { path: p.clone() });
-        }
-    }
+    issue_pair(dir, name, client_cert)
+}
+
+/// The CA key [`generate_pki`] wrote to `paths`, checked to be the key of `ca.pem`.
+fn load_ca_key(paths: &PkiPaths) -> Result<KeyPair, DevPkiError> {
     let read = |path: &Path| {
         fs::read(path).map_err(|source| DevPkiError::ReadCa {
             path: path.to_owned(),
@@ -375,12 +378,53 @@ pub fn add_client(dir: &Path, name: &str) -> Result<AddedClient, DevPkiError> {
     // certificates nothing trusting ca.pem accepts.
     if !contains(&ca_der, ca_key.public_key_raw()) {
         return Err(DevPkiError::CaMismatch {
-            ca: paths.ca,
-            key: paths.ca_key,
+            ca: paths.ca.clone(),
+            key: paths.ca_key.clone(),
         });
     }
+    Ok(ca_key)
+}
+
+/// Issues another agent certificate (DNS SAN and CN `agent_id`, serverAuth) from the CA that
+/// [`generate_pki`] wrote to `dir`: writes `dir/ID.pem` and `dir/ID.key`, never overwriting.
+/// `gantry quickstart --fleet` gives each of its agents one.
+///
+/// # Errors
+///
+/// [`DevPkiError`]: a bad id, a missing, unreadable or mismatched `ca.pem` / `ca.key`, an
+/// existing file, or a write failure.
+pub fn add_agent(dir: &Path, agent_id: &str) -> Result<AddedClient, DevPkiError> {
+    let bad = |reason: String| DevPkiError::BadAgentId {
+        id: agent_id.to_owned(),
+        reason,
+    };
+    check_dns_name(agent_id).map_err(bad)?;
+    if matches!(agent_id, "ca" | "agent" | "controller") {
+        return Err(bad(format!("{agent_id}.pem and {agent_id}.key are taken")));
+    }
+    issue_pair(dir, agent_id, agent_cert)
+}
+
+/// Makes a leaf certificate and its key for a name, signed by the issuer.
+type MakeLeaf =
+    fn(&str, &Issuer<'_, &KeyPair>) -> Result<(rcgen::Certificate, KeyPair), DevPkiError>;
+
+/// Makes `dir/NAME.pem` and `dir/NAME.key` with `make`, signed by the CA in `dir`; never
+/// overwrites.
+fn issue_pair(dir: &Path, name: &str, make: MakeLeaf) -> Result<AddedClient, DevPkiError> {
+    let added = AddedClient {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+        fingerprint: String::new(),
+    };
+    for p in [&added.cert, &added.key] {
+        if fs::symlink_metadata(p).is_ok() {
+            return Err(DevPkiError::Exists { path: p.clone() });
+        }
+    }
+    let ca_key = load_ca_key(&PkiPaths::in_dir(dir))?;
     let issuer = Issuer::new(ca_params(), &ca_key);
-    let (cert, key) = client_cert(name, &issuer)?;
+    let (cert, key) = make(name, &issuer)?;
     write_new(&added.cert, 0o644, &cert.pem())?;
     write_new(&added.key, 0o600, &key.serialize_pem())?;
     Ok(AddedClient {

@@ -94,8 +94,8 @@ fn as_text(r: &AgentPolicyReview) -> String {
     out.push_str(&format!("{}: config {digest}: {verdict}\n", r.agent_id));
     if let Ok(policy) = serde_json::from_str::<Value>(&r.policy_json) {
         out.push_str(&format!(
-            "  {:<16} {:<20} {:<28} STATUS\n",
-            "KEY", "KEY ID", "ROLES"
+            "  {:<16} {:<24} {:<14} KEY ID\n",
+            "KEY", "ROLES", "STATUS"
         ));
         for k in policy
             .get("keys")
@@ -104,11 +104,11 @@ fn as_text(r: &AgentPolicyReview) -> String {
             .flatten()
         {
             out.push_str(&format!(
-                "  {:<16} {:<20} {:<28} {}\n",
+                "  {:<16} {:<24} {:<14} {}\n",
                 text(k, "name"),
-                text(k, "key_id"),
                 list(k, "roles"),
-                text(k, "status")
+                text(k, "status"),
+                text(k, "key_id")
             ));
         }
         for app in policy
@@ -221,10 +221,13 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("alice            ed25519:aa           deployer"),
+            t.contains("\n  alice            deployer                 valid          ed25519:aa\n"),
             "{t}"
         );
-        assert!(t.contains("orchestrator                 expired"), "{t}");
+        assert!(
+            t.contains("\n  svc              orchestrator             expired        ed25519:bb\n"),
+            "{t}"
+        );
         assert!(t.contains("  app web (approvals required: 1):\n"), "{t}");
         assert!(
             t.contains("    alice            signs deploy,rollback; signs plans\n"),

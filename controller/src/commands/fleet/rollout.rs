@@ -24,7 +24,8 @@ fn ended_badly(state: &str) -> bool {
     matches!(state, "halted" | "rolled_back" | "aborted")
 }
 
-fn is_final(state: &str) -> bool {
+/// Whether a rollout in `state` has ended, well or not.
+pub fn is_final(state: &str) -> bool {
     state == "succeeded" || ended_badly(state)
 }
 

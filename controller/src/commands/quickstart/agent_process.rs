@@ -1,5 +1,6 @@
-//! The local agent quickstart runs: finding the binaries, starting `gantry-agent run` and
-//! waiting for its address, stopping it; and a minimal HTTP GET for the deployed app.
+//! The local daemons quickstart runs: finding the binaries, starting `gantry-agent run` (and,
+//! for `--fleet`, `gantry server`) and waiting for its address, stopping it; and a minimal
+//! HTTP GET for the deployed app.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::exit::Exit;
 
-/// How long the agent gets to bind its port.
+/// How long a daemon gets to bind its port.
 const AGENT_START_DEADLINE: Duration = Duration::from_secs(20);
 /// How long the agent gets to stop after SIGTERM.
 const AGENT_STOP_DEADLINE: Duration = Duration::from_secs(15);
@@ -39,9 +40,11 @@ pub enum AgentProcessError {
         /// The flag that names it.
         flag: &'static str,
     },
-    /// The agent exited while starting.
-    #[error("the agent exited while starting ({status}); the end of {}:\n{tail}", log.display())]
+    /// The agent (or the service) exited while starting.
+    #[error("the {what} exited while starting ({status}); the end of {}:\n{tail}", log.display())]
     AgentExited {
+        /// Which daemon: "agent web-1", "controller service".
+        what: String,
         /// Its exit status.
         status: String,
         /// Its log.
@@ -49,11 +52,13 @@ pub enum AgentProcessError {
         /// The end of the log.
         tail: String,
     },
-    /// The agent did not bind its port in time.
-    #[error("the agent did not write {} within {}s; the end of {}:\n{tail}", addr_file.display(), AGENT_START_DEADLINE.as_secs(), log.display())]
+    /// The agent (or the service) did not say where it listens in time.
+    #[error("the {what} did not {awaited} within {}s; the end of {}:\n{tail}", AGENT_START_DEADLINE.as_secs(), log.display())]
     AgentTimeout {
-        /// The file awaited.
-        addr_file: PathBuf,
+        /// Which daemon.
+        what: String,
+        /// What was awaited ("write data/run/listen.addr").
+        awaited: String,
         /// Its log.
         log: PathBuf,
         /// The end of the log.
@@ -96,13 +101,14 @@ fn tail_of(path: &Path, lines: usize) -> String {
     }
 }
 
-/// The agent process; stopped (SIGTERM, wait) on drop unless kept.
-pub struct AgentProcess {
+/// A daemon quickstart started (an agent, or the controller service); stopped (SIGTERM, wait)
+/// on drop unless kept.
+pub struct Daemon {
     child: Option<Child>,
 }
 
-impl AgentProcess {
-    /// Stops the agent (SIGTERM, then SIGKILL after the deadline); its exit status.
+impl Daemon {
+    /// Stops the daemon (SIGTERM, then SIGKILL after the deadline); its exit status.
     pub fn stop(&mut self) -> Option<String> {
         let mut child = self.child.take()?;
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).ok()?);
@@ -122,13 +128,13 @@ impl AgentProcess {
             .map(|s| format!("{s} (killed after {}s)", AGENT_STOP_DEADLINE.as_secs()))
     }
 
-    /// Leaves the agent running; its pid.
+    /// Leaves the daemon running; its pid.
     pub fn keep(&mut self) -> Option<u32> {
         self.child.take().map(|c| c.id())
     }
 }
 
-impl Drop for AgentProcess {
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.stop();
     }
@@ -140,50 +146,93 @@ impl Drop for AgentProcess {
 /// # Errors
 ///
 /// [`AgentProcessError`]: it cannot be started, exits, or does not bind in time.
-pub fn start_agent(
-    bin: &Path,
-    dir: &Path,
-) -> Result<(AgentProcess, SocketAddr), AgentProcessError> {
-    let log_path = dir.join("agent.log");
-    let log = fs::File::create(&log_path).map_err(io("create", &log_path))?;
-    let log2 = log.try_clone().map_err(io("open", &log_path))?;
-    let config = dir.join("agent.toml");
-    let child = Command::new(bin)
-        .arg("run")
+pub fn start_agent(bin: &Path, dir: &Path) -> Result<(Daemon, SocketAddr), AgentProcessError> {
+    let addr_file = dir.join("data/run/listen.addr");
+    let what = format!("agent in {}", dir.display());
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg("--config").arg(dir.join("agent.toml"));
+    spawn(
+        cmd,
+        bin,
+        &dir.join("agent.log"),
+        &what,
+        &format!("write {}", addr_file.display()),
+        |_| {
+            fs::read_to_string(&addr_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+        },
+    )
+}
+
+/// Starts `gantry server --config DIR/controller.toml` (`gantry` is `bin`), logging to
+/// DIR/server.log, and waits for its "gantry server ready on ADDR" line.
+///
+/// # Errors
+///
+/// [`AgentProcessError`]: it cannot be started, exits, or does not listen in time.
+pub fn start_service(bin: &Path, dir: &Path) -> Result<(Daemon, SocketAddr), AgentProcessError> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("server")
         .arg("--config")
-        .arg(&config)
+        .arg(dir.join("controller.toml"));
+    spawn(
+        cmd,
+        bin,
+        &dir.join("server.log"),
+        "controller service",
+        "say \"gantry server ready on ADDR\"",
+        |log| {
+            log.lines()
+                .find_map(|l| l.strip_prefix("gantry server ready on "))
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        },
+    )
+}
+
+/// Spawns `cmd` with stdout and stderr to `log_path` and polls `ready` (given the log's text)
+/// until it yields the daemon's address, the daemon exits, or the deadline passes.
+fn spawn(
+    mut cmd: Command,
+    bin: &Path,
+    log_path: &Path,
+    what: &str,
+    awaited: &str,
+    ready: impl Fn(&str) -> Option<SocketAddr>,
+) -> Result<(Daemon, SocketAddr), AgentProcessError> {
+    let log = fs::File::create(log_path).map_err(io("create", log_path))?;
+    let log2 = log.try_clone().map_err(io("open", log_path))?;
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
         .spawn()
         .map_err(io("start", bin))?;
-    let mut agent = AgentProcess { child: Some(child) };
-    let addr_file = dir.join("data/run/listen.addr");
+    let mut daemon = Daemon { child: Some(child) };
     let deadline = Instant::now() + AGENT_START_DEADLINE;
     loop {
-        if let Some(addr) = fs::read_to_string(&addr_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<SocketAddr>().ok())
-        {
-            return Ok((agent, addr));
+        if let Some(addr) = ready(&fs::read_to_string(log_path).unwrap_or_default()) {
+            return Ok((daemon, addr));
         }
-        let exited = agent
+        let exited = daemon
             .child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten());
         if let Some(status) = exited {
-            agent.child = None;
+            daemon.child = None;
             return Err(AgentProcessError::AgentExited {
+                what: what.to_owned(),
                 status: status.to_string(),
-                tail: tail_of(&log_path, 20),
-                log: log_path,
+                tail: tail_of(log_path, 20),
+                log: log_path.to_owned(),
             });
         }
         if Instant::now() > deadline {
             return Err(AgentProcessError::AgentTimeout {
-                addr_file,
-                tail: tail_of(&log_path, 20),
-                log: log_path,
+                what: what.to_owned(),
+                awaited: awaited.to_owned(),
+                tail: tail_of(log_path, 20),
+                log: log_path.to_owned(),
             });
         }
         std::thread::sleep(Duration::from_millis(50));

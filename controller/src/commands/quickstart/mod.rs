@@ -1,8 +1,10 @@
 //! `gantry quickstart`: a local agent with fresh PKI and keys; deploys of the sample app with
 //! each strategy (hot twice, then rolling, blue-green and canary through the app's front
 //! door); the audit log and its verification; then clean-up and the commands to do it by hand.
+//! With `--fleet` ([`fleet`]): several agents in rings and a controller service running a plan.
 
 mod agent_process;
+mod fleet;
 mod workspace;
 
 use std::fs;
@@ -93,6 +95,28 @@ pub enum QuickstartError {
     /// The audit log did not verify.
     #[error("the audit log did not verify: {0}")]
     AuditFailed(String),
+    /// Talking to the controller service failed (`--fleet`).
+    #[error(transparent)]
+    Fleet(#[from] crate::commands::fleet::FleetError),
+    /// The plan could not be made (`--fleet`).
+    #[error(transparent)]
+    Plan(#[from] crate::commands::rollout::RolloutError),
+    /// A fleet command did not succeed (`--fleet`).
+    #[error("{what} exited {exit} (see above)")]
+    FleetStep {
+        /// Which command.
+        what: String,
+        /// Its exit code.
+        exit: u8,
+    },
+    /// The rollout did not succeed (`--fleet`).
+    #[error("the rollout ended {state}: {reason}")]
+    RolloutEnded {
+        /// Its final state.
+        state: String,
+        /// Why, as the service says.
+        reason: String,
+    },
 }
 
 impl QuickstartError {
@@ -110,7 +134,11 @@ impl QuickstartError {
             QuickstartError::JobFailed { .. }
             | QuickstartError::Http { .. }
             | QuickstartError::NoInstance
-            | QuickstartError::AuditFailed(_) => Exit::JobFailed,
+            | QuickstartError::AuditFailed(_)
+            | QuickstartError::FleetStep { .. }
+            | QuickstartError::RolloutEnded { .. } => Exit::JobFailed,
+            QuickstartError::Fleet(e) => e.exit(),
+            QuickstartError::Plan(e) => e.exit(),
         }
     }
 }
@@ -129,30 +157,7 @@ impl Ctx {
     }
 
     fn spec(&self, version: &str) -> JobSpecArgs {
-        JobSpecArgs {
-            app: APP.to_owned(),
-            action: "deploy".to_owned(),
-            version: Some(version.to_owned()),
-            strategy: "hot".to_owned(),
-            instances: "1".to_owned(),
-            health: "http:/health".to_owned(),
-            health_interval: "200ms".to_owned(),
-            health_timeout: "2s".to_owned(),
-            healthy_threshold: "1".to_owned(),
-            unhealthy_threshold: "3".to_owned(),
-            health_deadline: "20s".to_owned(),
-            progress_deadline: "2m".to_owned(),
-            valid_for: "15m".to_owned(),
-            not_before: None,
-            env: Vec::new(),
-            secret_env: Vec::new(),
-            notes: None,
-            evidence: Vec::new(),
-            job_id: None,
-            reason: format!("quickstart: deploy {version}"),
-            rollout: RolloutArgs::default(),
-            command: vec!["bin/gantry-sample-app".to_owned()],
-        }
+        sample_spec(version)
     }
 
     /// Deploys `spec`'s release from `artifact`; `how` describes it in the heading.
@@ -284,12 +289,43 @@ impl Ctx {
     }
 }
 
+/// The sample app's deploy of `version`: hot, one instance, healthy on `GET /health`.
+fn sample_spec(version: &str) -> JobSpecArgs {
+    JobSpecArgs {
+        app: APP.to_owned(),
+        action: "deploy".to_owned(),
+        version: Some(version.to_owned()),
+        strategy: "hot".to_owned(),
+        instances: "1".to_owned(),
+        health: "http:/health".to_owned(),
+        health_interval: "200ms".to_owned(),
+        health_timeout: "2s".to_owned(),
+        healthy_threshold: "1".to_owned(),
+        unhealthy_threshold: "3".to_owned(),
+        health_deadline: "20s".to_owned(),
+        progress_deadline: "2m".to_owned(),
+        valid_for: "15m".to_owned(),
+        not_before: None,
+        env: Vec::new(),
+        secret_env: Vec::new(),
+        notes: None,
+        evidence: Vec::new(),
+        job_id: None,
+        reason: format!("quickstart: deploy {version}"),
+        rollout: RolloutArgs::default(),
+        command: vec!["bin/gantry-sample-app".to_owned()],
+    }
+}
+
 /// `gantry quickstart`.
 ///
 /// # Errors
 ///
 /// [`QuickstartError`] naming the step that failed.
 pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
+    if args.fleet {
+        return fleet::run(args);
+    }
     let agent_bin = locate(args.agent_bin.as_deref(), "gantry-agent", "--agent-bin")?;
     let sample_bin = locate(
         args.sample_app.as_deref(),
