@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use gantry_proto::v1::{self, OnFailure};
-use gantry_tests::fleet::{plan, release, ring_of_labels, sign_plan};
+use gantry_tests::agent::Agent;
+use gantry_tests::fleet::{plan, release, ring_of_labels, sign_plan, trust_orchestrator};
 use gantry_tests::service::{Fleet, Service};
 use gantry_tests::{audit_lines, make_artifact, wait_until};
 use prost::Message;
@@ -653,4 +654,93 @@ fn a_leader_frozen_past_its_lease_sends_nothing_the_agents_admit_after_it_wakes(
         }
     }
     assert_each_deployed_at_most_once(&fleet, "rel-5.0.0");
+}
+
+#[test]
+fn a_host_labelled_into_a_ring_after_the_rollout_succeeded_gets_the_release_once() {
+    let mut fleet =
+        Fleet::start(&[("web-1", &[("ring", "0")]), ("web-2", &[("ring", "9")])]).unwrap();
+    let svc = start_service(&fleet, "ctl-1", None, "10s");
+    let (plan, artifact) = plan_file(
+        &fleet,
+        "rel-late",
+        "2.0.0",
+        vec![ring("everyone", "0", 0, OnFailure::Halt, "1")],
+    );
+    svc.gantry(&[
+        "rollout",
+        "start",
+        &plan.to_string_lossy(),
+        "--artifact",
+        &artifact.to_string_lossy(),
+    ])
+    .unwrap()
+    .assert_code(0);
+    let s = wait_final(&svc, "rel-late", Duration::from_secs(120));
+    assert_eq!(s["state"], "succeeded", "{s:#}");
+    assert!(plan_entries(&fleet, "web-2", "job.accepted", "rel-late").is_empty());
+
+    // web-2 is relabelled into the ring (same address), after the rollout has ended.
+    let addr = fleet.members[1].agent.addr;
+    let gantry_tests::service::Member { env, mut agent } = fleet.members.remove(1);
+    agent.terminate().unwrap();
+    // Dropped before the new one starts: dropping a handle reaps what runs under its data dir.
+    drop(agent);
+    let mut raw = env.raw_config();
+    trust_orchestrator(
+        &mut raw,
+        &fleet.orchestrator.pair.public,
+        Some("production"),
+        &[("ring", "0")],
+    );
+    raw.listen = addr.to_string();
+    env.write_raw_config(&raw).unwrap();
+    let agent = Agent::start(&env).unwrap();
+    fleet
+        .members
+        .push(gantry_tests::service::Member { env, agent });
+
+    wait_until(
+        Duration::from_secs(60),
+        "web-2 to be brought up to date",
+        || {
+            job_end(
+                &fleet,
+                "web-2",
+                &gantry_proto::fleet::job_id("rel-late", "web-2", v1::DispatchAction::Deploy),
+            )
+            .is_some_and(|e| e["event"] == "job.succeeded")
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", svc.log_tail()));
+    let status = status(&svc, "rel-late");
+    assert_eq!(status["state"], "succeeded", "{status:#}");
+    let hosts: Vec<&str> = status["rings"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["web-1", "web-2"], "{status:#}");
+    let tail = svc
+        .gantry(&[
+            "fleet",
+            "audit",
+            "tail",
+            "--service",
+            "--json",
+            "--last",
+            "50",
+        ])
+        .unwrap();
+    assert!(
+        tail.stdout.contains("\"event\":\"rollout.catching_up\"") && tail.stdout.contains("web-2"),
+        "{}",
+        tail.all()
+    );
+    assert_eq!(
+        plan_entries(&fleet, "web-2", "job.accepted", "rel-late").len(),
+        1
+    );
+    assert_each_deployed_at_most_once(&fleet, "rel-late");
 }

@@ -9,8 +9,10 @@
 //! * `host.rs`: one host's step (artifact, dispatch, follow, deadline).
 //! * `ring.rs`: one ring: hosts `max_parallel` at a time, `min_healthy`, the bake and its gates.
 //! * `rollback.rs`: what `on_failure` and abort roll back.
+//! * `late.rs`: hosts that join a ring's selector after the rollout succeeded.
 
 mod host;
+mod late;
 mod ring;
 mod rollback;
 #[cfg(test)]

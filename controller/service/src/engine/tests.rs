@@ -206,8 +206,25 @@ async fn world(fake: Fake, hosts_per_ring: &[usize]) -> World {
 }
 
 async fn start(w: &World, rings: Vec<Ring>) -> String {
+    start_plan(w, "rel-1.1.0", 1, in_an_hour(), rings).await
+}
+
+fn in_an_hour() -> i64 {
+    gantry_client::clock::unix_secs(std::time::SystemTime::now()) + 3600
+}
+
+/// Hands in plan `plan_id` (web 1.1.0 for `prod`), created at `created_ms`, valid until
+/// `expires_at` (Unix seconds).
+async fn start_plan(
+    w: &World,
+    plan_id: &str,
+    created_ms: i64,
+    expires_at: i64,
+    rings: Vec<Ring>,
+) -> String {
     let plan = Plan {
-        plan_id: "rel-1.1.0".into(),
+        plan_id: plan_id.into(),
+        expires_at,
         app: "web".into(),
         environment: "prod".into(),
         release: Some(Release {
@@ -235,8 +252,8 @@ async fn start(w: &World, rings: Vec<Ring>) -> String {
             rollback_to: 0,
             reason: String::new(),
             started_by: "ops-1".into(),
-            created_ms: 1,
-            updated_ms: 1,
+            created_ms,
+            updated_ms: created_ms,
         })
         .await
         .unwrap();
@@ -639,4 +656,127 @@ async fn a_driver_whose_lease_was_taken_stops_without_sending_more() {
         1,
         "nothing sent after the lease was lost"
     );
+}
+
+async fn add_agent(w: &World, id: &str, ring: u32) {
+    w.store
+        .put_agent(AgentRecord {
+            id: id.into(),
+            addr: "127.0.0.1:7999".into(),
+            version: "0.1.0".into(),
+            environment: "prod".into(),
+            labels: [("ring".to_string(), ring.to_string())].into(),
+            reachable: true,
+            last_seen_ms: 1,
+            error: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_joining_a_ring_after_the_rollout_succeeded_is_brought_up_to_date_once() {
+    let w = world(Fake::default(), &[1, 1]).await;
+    let id = start(
+        &w,
+        vec![ring(0, 0, OnFailure::Halt), ring(1, 0, OnFailure::Halt)],
+    )
+    .await;
+    assert_eq!(
+        w.engine.drive(&id).await.unwrap(),
+        Driven::Finished(RolloutState::Succeeded)
+    );
+    assert_eq!(
+        w.engine.catch_up_finished(&id).await.unwrap(),
+        0,
+        "nobody is late"
+    );
+    // Two new machines: one labelled for ring 0, one for ring 1.
+    add_agent(&w, "web-9", 1).await;
+    add_agent(&w, "web-8", 0).await;
+    assert_eq!(w.engine.catch_up_finished(&id).await.unwrap(), 2);
+    let late: Vec<(String, u32)> = w
+        .fake
+        .sent()
+        .into_iter()
+        .skip(2)
+        .map(|s| (s.agent, s.ring))
+        .collect();
+    assert_eq!(late, [("web-8".to_owned(), 0), ("web-9".to_owned(), 1)]);
+    let hosts = w.store.hosts(&id).await.unwrap();
+    assert_eq!(hosts.len(), 4);
+    assert!(
+        hosts.iter().all(|h| h.step == HostStep::Succeeded),
+        "{hosts:?}"
+    );
+    let r = w.store.rollout(&id).await.unwrap().unwrap();
+    assert_eq!(
+        r.state,
+        RolloutState::Succeeded,
+        "the rollout stays as it was"
+    );
+    assert!(events(&w).contains(&"rollout.catching_up".to_owned()));
+    // Once: the next pass finds nobody late.
+    assert_eq!(w.engine.catch_up_finished(&id).await.unwrap(), 0);
+    assert_eq!(w.fake.sent().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_host_gets_only_the_newest_release_and_never_an_expired_plan() {
+    let w = world(Fake::default(), &[1]).await;
+    let old = start_plan(
+        &w,
+        "rel-1",
+        1,
+        in_an_hour(),
+        vec![ring(0, 0, OnFailure::Halt)],
+    )
+    .await;
+    assert_eq!(
+        w.engine.drive(&old).await.unwrap(),
+        Driven::Finished(RolloutState::Succeeded)
+    );
+    let new = start_plan(
+        &w,
+        "rel-2",
+        2,
+        in_an_hour(),
+        vec![ring(0, 0, OnFailure::Halt)],
+    )
+    .await;
+    assert_eq!(
+        w.engine.drive(&new).await.unwrap(),
+        Driven::Finished(RolloutState::Succeeded)
+    );
+    add_agent(&w, "web-7", 0).await;
+    assert_eq!(
+        w.engine.catch_up_finished(&old).await.unwrap(),
+        0,
+        "a newer rollout of web in prod succeeded since"
+    );
+    assert_eq!(w.engine.catch_up_finished(&new).await.unwrap(), 1);
+    let expired = start_plan(
+        &w,
+        "rel-3",
+        3,
+        in_an_hour() - 7200,
+        vec![ring(0, 0, OnFailure::Halt)],
+    )
+    .await;
+    // Mark it succeeded as a driver would have (its plan expired since).
+    let mut r = w.store.rollout(&expired).await.unwrap().unwrap();
+    r.state = RolloutState::Succeeded;
+    let lease = w
+        .store
+        .acquire_lease(&expired, "replica-a", 1, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    w.store.update_rollout(r, lease.epoch).await.unwrap();
+    add_agent(&w, "web-6", 0).await;
+    assert_eq!(w.engine.catch_up_finished(&expired).await.unwrap(), 0);
+    // rel-3 is the newest success: rel-2 no longer hands its older release to anyone.
+    assert_eq!(w.engine.catch_up_finished(&new).await.unwrap(), 0);
+    let to: Vec<String> = w.fake.deploys();
+    assert_eq!(to, ["web-1", "web-1", "web-7"], "{to:?}");
 }
