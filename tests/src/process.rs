@@ -157,13 +157,23 @@ pub fn kill_processes_under(root: &Path, data_dir: Option<&Path>) {
             kill_group(pid);
         }
     }
+    for pid in processes_under(root) {
+        kill_group(pid);
+    }
+}
+
+/// The pids of the processes that belong to a test directory, as [`kill_processes_under`]
+/// finds them: executable or working directory under `root`, or `root` named on the command
+/// line. This process is never among them.
+pub fn processes_under(root: &Path) -> Vec<u32> {
     let Ok(procs) = fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
     let me = std::process::id();
     let exact = root.as_os_str().as_encoded_bytes();
     let mut inside = exact.to_vec();
     inside.push(b'/');
+    let mut found = Vec::new();
     for entry in procs.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -182,9 +192,10 @@ pub fn kill_processes_under(root: &Path, data_dir: Option<&Path>) {
                 .any(|arg| arg == exact || contains(arg, &inside))
         });
         if under("exe") || under("cwd") || named {
-            kill_group(pid);
+            found.push(pid);
         }
     }
+    found
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

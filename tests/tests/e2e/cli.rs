@@ -38,6 +38,43 @@ fn quickstart_sets_up_a_local_agent_with_a_verifiable_audit_log() {
 }
 
 #[test]
+fn a_quickstart_whose_first_deploy_fails_says_why_and_leaves_no_process_behind() {
+    let env = TestEnv::new().unwrap();
+    let dir = env.root.join("qs-broken");
+    // A release that runs but never answers its health check.
+    let app = env.root.join("never-healthy");
+    std::fs::write(&app, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = env.command(&bins::path(bins::GANTRY).unwrap());
+    cmd.arg("quickstart")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--sample-app")
+        .arg(&app);
+    let out = process::run(cmd, Duration::from_secs(600)).unwrap();
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("deploy 1.0.0 (hot) did not succeed"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("agent.log"), "{}", out.all());
+    // The agent, the app's instances and its front door are all gone.
+    let left = process::processes_under(&dir);
+    assert!(
+        left.is_empty(),
+        "processes left behind: {left:?}\n{}",
+        out.all()
+    );
+    for pid in process::recorded_instance_pids(&dir.join("data")) {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "recorded pid {pid} still runs"
+        );
+    }
+}
+
+#[test]
 fn quickstart_fleet_runs_a_plan_ring_by_ring_and_leaves_nothing_running() {
     let env = TestEnv::new().unwrap();
     let dir = env.root.join("qs-fleet");
