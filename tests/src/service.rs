@@ -264,6 +264,11 @@ impl Service {
         Ok(())
     }
 
+    /// Its pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether it still runs.
     pub fn running(&mut self) -> bool {
         self.child
