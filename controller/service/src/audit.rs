@@ -4,10 +4,12 @@
 //! line before, checkpoints signed with the service's orchestrator key. So `gantry-agent audit
 //! verify`, `docs/verify-audit.py` and [`gantry_proto::audit_chain`] check it unchanged.
 //!
-//! One file, `<data_dir>/audit/audit-00000000000000000001.jsonl`; every entry is written and
-//! `fdatasync`ed before the action it records goes on. At open the chain is verified and
-//! resumed; a torn last line (a crash mid-write) is set aside in `torn-<unix ms>.partial` and
-//! recorded as `audit.recovered`, as the agent does.
+//! Files `<data_dir>/audit/audit-<first seq, 20 digits>.jsonl`, a new one started between
+//! entries once the current one would pass [`AuditLog::rotate_at`]'s size (default
+//! [`DEFAULT_MAX_FILE_BYTES`]), the chain continuing across them as the agent's does; every
+//! entry is written and `fdatasync`ed before the action it records goes on. At open the chain
+//! is verified across every file and resumed; a torn last line (a crash mid-write) is set aside
+//! in `torn-<unix ms>.partial` and recorded as `audit.recovered`, as the agent does.
 //!
 //! Each replica keeps its own log in its own data dir (replicas on one PostgreSQL do not share
 //! a file).
@@ -26,8 +28,34 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-/// The log file's name in `<data_dir>/audit/`.
+/// The first log file's name in `<data_dir>/audit/`.
 pub const FILE_NAME: &str = "audit-00000000000000000001.jsonl";
+
+/// The size past which a new file is started, unless configured: 64 MiB, as the agent's.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The name of the file whose first entry is `seq`.
+fn file_name(seq: u64) -> String {
+    format!("audit-{seq:020}.jsonl")
+}
+
+/// The log's files in `dir`, in seq order (their names' order).
+fn log_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.len() == FILE_NAME.len()
+                    && n.starts_with("audit-")
+                    && n.ends_with(".jsonl")
+                    && n[6..26].bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
 
 /// Why the audit log cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +82,8 @@ pub enum AuditError {
 
 struct Chain {
     file: File,
+    /// The file appended to.
+    path: PathBuf,
     seq: u64,
     prev: String,
     /// The newest checkpoint line written, with its seq.
@@ -62,15 +92,16 @@ struct Chain {
 
 /// The open log.
 pub struct AuditLog {
-    path: PathBuf,
+    dir: PathBuf,
     key: SigningKey,
+    max_file_bytes: u64,
     chain: Mutex<Chain>,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("path", &self.path)
+            .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
 }
@@ -81,71 +112,95 @@ impl AuditLog {
     /// # Errors
     /// [`AuditError`].
     pub fn open(dir: &Path, key: SigningKey) -> Result<Self, AuditError> {
-        let path = dir.join(FILE_NAME);
-        let io = |source| AuditError::Io {
-            path: path.clone(),
+        let dir_io = |source| AuditError::Io {
+            path: dir.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let torn = bytes.len() > complete;
-        let mut moved_to = None;
-        if torn {
-            let aside = dir.join(format!("torn-{}.partial", gantry_client::clock::now_ms()));
-            std::fs::write(&aside, &bytes[complete..]).map_err(io)?;
-            file.set_len(u64::try_from(complete).unwrap_or(0))
-                .map_err(io)?;
-            file.sync_all().map_err(io)?;
-            file.seek(SeekFrom::End(0)).map_err(io)?;
-            moved_to = Some(aside);
+        std::fs::create_dir_all(dir).map_err(dir_io)?;
+        let mut files = log_files(dir).map_err(dir_io)?;
+        if files.is_empty() {
+            files.push(dir.join(FILE_NAME));
         }
         let mut verifier = ChainVerifier::new(Some(key.public_key()));
         let mut prev = GENESIS_PREV.to_owned();
         let mut latest_checkpoint = None;
-        for line in bytes[..complete]
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-        {
-            verifier
-                .push_line(line)
-                .map_err(|source| AuditError::Broken {
-                    path: path.clone(),
-                    source,
-                })?;
-            prev = line_hash(line);
-            if serde_json::from_slice::<Map<String, Value>>(line)
-                .ok()
-                .and_then(|m| {
-                    m.get("event")
-                        .and_then(Value::as_str)
-                        .map(|e| e == CHECKPOINT_EVENT)
-                })
-                .unwrap_or(false)
+        let last = files.len() - 1;
+        let mut file = None;
+        let mut moved_to = None;
+        let mut torn_bytes = 0;
+        for (n, path) in files.iter().enumerate() {
+            let io = |source| AuditError::Io {
+                path: path.clone(),
+                source,
+            };
+            let mut f = OpenOptions::new()
+                .create(n == last)
+                .truncate(false)
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(io)?;
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).map_err(io)?;
+            let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if bytes.len() > complete {
+                if n != last {
+                    return Err(AuditError::Broken {
+                        path: path.clone(),
+                        // Only the file being appended to can end in a torn line.
+                        source: ChainError {
+                            seq: verifier.next_seq(),
+                            kind: gantry_proto::audit_chain::ChainErrorKind::NotJson,
+                        },
+                    });
+                }
+                let aside = dir.join(format!("torn-{}.partial", gantry_client::clock::now_ms()));
+                std::fs::write(&aside, &bytes[complete..]).map_err(io)?;
+                f.set_len(u64::try_from(complete).unwrap_or(0))
+                    .map_err(io)?;
+                f.sync_all().map_err(io)?;
+                f.seek(SeekFrom::End(0)).map_err(io)?;
+                torn_bytes = bytes.len() - complete;
+                moved_to = Some(aside);
+            }
+            for line in bytes[..complete]
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
             {
-                latest_checkpoint = Some((
-                    verifier.next_seq() - 1,
-                    String::from_utf8_lossy(line).into_owned(),
-                ));
+                verifier
+                    .push_line(line)
+                    .map_err(|source| AuditError::Broken {
+                        path: path.clone(),
+                        source,
+                    })?;
+                prev = line_hash(line);
+                if is_checkpoint(line) {
+                    latest_checkpoint = Some((
+                        verifier.next_seq() - 1,
+                        String::from_utf8_lossy(line).into_owned(),
+                    ));
+                }
+            }
+            if n == last {
+                file = Some(f);
             }
         }
+        let path = files[last].clone();
+        let file = file.ok_or_else(|| AuditError::Io {
+            path: path.clone(),
+            source: std::io::Error::other("the last log file was not opened"),
+        })?;
         let log = Self {
+            dir: dir.to_owned(),
             key,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             chain: Mutex::new(Chain {
                 file,
+                path,
                 seq: verifier.next_seq() - 1,
                 prev,
                 latest_checkpoint,
             }),
-            path: path.clone(),
         };
         if let Some(aside) = moved_to {
             // The same fields as the agent's entry (docs/audit-log.md).
@@ -154,7 +209,7 @@ impl AuditLog {
                 "audit.recovered",
                 &[
                     ("moved_to", Value::from(aside.display().to_string())),
-                    ("bytes", Value::from(bytes.len() - complete)),
+                    ("bytes", Value::from(torn_bytes)),
                     ("after_seq", Value::from(after_seq)),
                 ],
             )?;
@@ -162,9 +217,17 @@ impl AuditLog {
         Ok(log)
     }
 
-    /// The log file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Starts a new file once the current one would pass `bytes` (at least one entry per
+    /// file).
+    #[must_use]
+    pub fn rotate_at(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
+        self
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Appends one entry and makes it durable before returning its seq.
@@ -224,18 +287,29 @@ impl AuditLog {
                 map.end()
             })();
             map.map_err(|e| AuditError::Io {
-                path: self.path.clone(),
+                path: chain.path.clone(),
                 source: std::io::Error::other(e),
             })?;
         }
         let hash = line_hash(&line);
         let text = String::from_utf8_lossy(&line).into_owned();
         line.push(b'\n');
-        let io = |source| AuditError::Io {
-            path: self.path.clone(),
-            source,
+        let len = chain
+            .file
+            .metadata()
+            .map_err(|source| AuditError::Io {
+                path: chain.path.clone(),
+                source,
+            })?
+            .len();
+        let len = if len > 0 && len + line.len() as u64 > self.max_file_bytes {
+            self.start_file(chain, seq)?;
+            0
+        } else {
+            len
         };
-        let len = chain.file.metadata().map_err(io)?.len();
+        let path = chain.path.clone();
+        let io = |source| AuditError::Io { path, source };
         if let Err(e) = chain
             .file
             .write_all(&line)
@@ -257,6 +331,44 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// Starts the file whose first entry is `seq`, and makes its name durable.
+    fn start_file(&self, chain: &mut Chain, seq: u64) -> Result<(), AuditError> {
+        let path = self.dir.join(file_name(seq));
+        let io = |source| AuditError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| AuditError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+        chain.file = file;
+        chain.path = path;
+        Ok(())
+    }
+}
+
+/// Whether `line` is a checkpoint entry.
+fn is_checkpoint(line: &[u8]) -> bool {
+    serde_json::from_slice::<Map<String, Value>>(line)
+        .ok()
+        .and_then(|m| {
+            m.get("event")
+                .and_then(Value::as_str)
+                .map(|e| e == CHECKPOINT_EVENT)
+        })
+        .unwrap_or(false)
+}
+
 /// RFC 3339 UTC with milliseconds, as the agent writes it.
 struct Ts(SystemTime);
 
@@ -271,8 +383,12 @@ impl Serialize for Ts {
 /// # Errors
 /// The read error.
 pub fn read_lines(dir: &Path) -> std::io::Result<Vec<String>> {
-    let text = std::fs::read_to_string(dir.join(FILE_NAME))?;
-    Ok(text.lines().map(str::to_owned).collect())
+    let mut lines = Vec::new();
+    for path in log_files(dir)? {
+        let text = std::fs::read_to_string(path)?;
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -320,6 +436,77 @@ mod tests {
                 .to_string_lossy()
                 .starts_with("torn-")
         }));
+    }
+
+    #[test]
+    fn files_rotate_between_entries_named_by_first_seq_and_the_chain_continues_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let pem = key.to_pkcs8_pem();
+        let public = key.public_key();
+        let log = AuditLog::open(dir.path(), key).unwrap().rotate_at(300);
+        for i in 0..6 {
+            log.append(
+                "host.dispatched",
+                &[("agent_id", format!("web-{i}").into())],
+            )
+            .unwrap();
+        }
+        drop(log);
+        let names: Vec<String> = log_files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.len() >= 3, "{names:?}");
+        assert_eq!(names[0], FILE_NAME);
+        for name in &names {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            let first: serde_json::Value =
+                serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            assert_eq!(*name, file_name(first["seq"].as_u64().unwrap()));
+            assert!(
+                text.len() <= 300 || text.lines().count() == 1,
+                "{name}: {text}"
+            );
+            assert!(text.ends_with('\n'));
+        }
+        // Reopened: the chain goes on in the last file, and verifies across all of them.
+        let key = SigningKey::from_pkcs8_pem(&pem).unwrap();
+        let log = AuditLog::open(dir.path(), key).unwrap().rotate_at(300);
+        assert_eq!(log.append("ring.passed", &[]).unwrap(), 7);
+        let lines = read_lines(dir.path()).unwrap();
+        assert_eq!(lines.len(), 7);
+        let summary = verify_lines(lines.iter().map(String::as_bytes), Some(&public)).unwrap();
+        assert_eq!(summary.entries, 7);
+        for (i, l) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["seq"], i + 1);
+        }
+    }
+
+    #[test]
+    fn a_torn_line_in_a_file_other_than_the_last_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let pem = key.to_pkcs8_pem();
+        let log = AuditLog::open(dir.path(), key).unwrap().rotate_at(200);
+        for _ in 0..4 {
+            log.append("host.dispatched", &[]).unwrap();
+        }
+        drop(log);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE_NAME))
+            .unwrap();
+        f.write_all(br#"{"seq":9"#).unwrap();
+        let err = AuditLog::open(dir.path(), SigningKey::from_pkcs8_pem(&pem).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(FILE_NAME) && err.contains("does not verify"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@
 //! dispatch_validity = "60s"
 //! refresh = "10s"              # how often each agent's Info is read again
 //!
+//! [audit]
+//! max_file_bytes = 67108864    # a new audit file past this size (default 64 MiB)
+//!
 //! [[agents]]
 //! id = "web-1"
 //! addr = "10.0.0.11:7443"
@@ -85,7 +88,15 @@ struct Raw {
     #[serde(default)]
     engine: RawEngine,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
     agents: Vec<RawAgent>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +198,8 @@ pub struct Config {
     pub dispatch_validity: Duration,
     /// How often agents' `Info` is refreshed.
     pub refresh: Duration,
+    /// The service's audit log starts a new file past this size.
+    pub audit_max_file_bytes: u64,
     /// The agents.
     pub agents: Vec<AgentEntry>,
 }
@@ -326,6 +339,13 @@ impl Config {
                 &raw.engine.refresh,
                 Duration::from_secs(10),
             )?,
+            audit_max_file_bytes: match raw.audit.max_file_bytes {
+                Some(0) => {
+                    return Err(invalid("audit.max_file_bytes", "must be at least 1".into()));
+                }
+                Some(n) => n,
+                None => crate::audit::DEFAULT_MAX_FILE_BYTES,
+            },
             agents,
         })
     }
@@ -363,6 +383,10 @@ ca = "/other/ca.pem"
         assert_eq!(c.store, StoreChoice::Embedded);
         assert_eq!(c.lease_period, Duration::from_secs(3));
         assert_eq!(c.poll, Duration::from_secs(1));
+        assert_eq!(c.audit_max_file_bytes, 64 * 1024 * 1024);
+        let small = GOOD.replace("[lease]", "[audit]\nmax_file_bytes = 4096\n[lease]");
+        let small = Config::parse(Path::new("/c.toml"), &small).unwrap();
+        assert_eq!(small.audit_max_file_bytes, 4096);
         assert_eq!(c.agents[0].tls.ca, Path::new("/etc/gantry/ca.pem"));
         assert_eq!(c.agents[0].tls.cert, Path::new("/etc/gantry/server.pem"));
         assert_eq!(c.agents[1].tls.ca, Path::new("/other/ca.pem"));
@@ -390,6 +414,10 @@ ca = "/other/ca.pem"
             ),
             (format!("store = \"mysql://x\"\n{GOOD}"), "store"),
             (format!("colour = 1\n{GOOD}"), "unknown field"),
+            (
+                GOOD.replace("[lease]", "[audit]\nmax_file_bytes = 0\n[lease]"),
+                "audit.max_file_bytes: must be at least 1",
+            ),
         ] {
             let e = Config::parse(p, &edit).unwrap_err().to_string();
             assert!(e.contains(says), "{says}: {e}");

@@ -107,7 +107,8 @@ async fn serve<S: Store>(
     let key = read_key()?;
     let audit_dir = config.data_dir.join("audit");
     // The audit log seals its checkpoints with the same key (read twice: keys are not Clone).
-    let audit = Arc::new(AuditLog::open(&audit_dir, read_key()?)?);
+    let audit =
+        Arc::new(AuditLog::open(&audit_dir, read_key()?)?.rotate_at(config.audit_max_file_bytes));
     let artifacts = ArtifactStore::open(&config.data_dir.join("artifacts"))?;
     let tls_map: HashMap<_, _> = config
         .agents
