@@ -319,6 +319,24 @@ fn dispatch_refusals_are_specific_audited_and_run_nothing() {
         "rollback_without_deploy",
         &["never ran"],
     );
+    // A release candidate in production, whose environment refuses pre-releases: a plan
+    // obeys the environment's rules as a job does.
+    let rc = plan(
+        "rel-2.0.0-rc.1",
+        "production",
+        release("2.0.0-rc.1", &fleet.artifact, 1).unwrap(),
+        vec![
+            ring_of_ids("canary", &["web-9"]),
+            ring_of_labels("everyone", &[("ring", "1")]),
+        ],
+    );
+    let rc = sign_plan(&rc, &[&keys.deployer, &keys.approver]).unwrap();
+    fleet.assert_refused(
+        fleet.send(&rc, &fleet.dispatch(&rc, 1, DispatchAction::Deploy)),
+        Code::FailedPrecondition,
+        "prerelease_refused",
+        &["2.0.0-rc.1 is a pre-release", "production"],
+    );
 }
 
 #[test]

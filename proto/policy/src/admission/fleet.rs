@@ -16,7 +16,7 @@ use prost::Message;
 
 use super::explain::check_release;
 use super::window::check_times;
-use super::{AdmissionError, SignatureIn, decode, policy};
+use super::{AdmissionError, SignatureIn, decode, gates, policy};
 use crate::config::{AppPolicy, Limits, Placement, Policy, TrustedKey};
 use crate::job::{Action, AppName, JobSpec, ReleaseSpec, Sha256Hex};
 
@@ -39,6 +39,8 @@ pub struct PassedPlan<'p> {
     pub release: ReleaseSpec,
     /// The trusted keys whose signatures on the plan count now.
     pub signers: Vec<&'p TrustedKey>,
+    /// The gates this agent's environment requires, each met by the release's evidence.
+    pub gates: Vec<gates::GateEvidence>,
 }
 
 /// A dispatch that passed every pure check, with the job it runs.
@@ -120,7 +122,8 @@ fn plan_job(plan: &v1::Plan, job_id: &str, agent_id: &str, window: (i64, i64)) -
 /// [`AdmissionError::PlanSignature`], [`AdmissionError::InvalidPlan`],
 /// [`AdmissionError::PlanWindow`] (`limits.max_plan_validity`),
 /// [`AdmissionError::AppNotConfigured`], [`AdmissionError::PlanRole`],
-/// [`AdmissionError::PlanQuorum`], or the release's own refusal (instances, router).
+/// [`AdmissionError::PlanQuorum`], the release's own refusal (instances, router), or the
+/// environment's ([`AdmissionError::PrereleaseRefused`], a gate's refusal).
 pub fn assess_plan<'p>(
     policy: &'p Policy,
     limits: &Limits,
@@ -200,7 +203,14 @@ pub fn assess_plan<'p>(
         .release
         .ok_or_else(|| invalid_plan("release: a plan needs one"))?;
     check_release(app, &release)?;
+    // The environment's rules bind a plan as they bind a job: no pre-release where they are
+    // refused, and every required gate met by signed evidence in the plan's release.
+    let envs = &policy.environments;
+    let rules = envs.in_force();
+    gates::check_prerelease(envs, &rules, &release.version)?;
+    let gates = gates::check_gates(envs, &rules, &policy.keys, &release, now)?;
     Ok(PassedPlan {
+        gates,
         // The same digest as gantry_proto::fleet::plan_digest: lowercase hex SHA-256.
         digest: Sha256Hex::of(plan_bytes),
         plan,
@@ -415,6 +425,18 @@ pub fn explain_plan(
             passed.app.approvals
         ),
     ));
+    if !passed.gates.is_empty() {
+        out.push(req(
+            "gates",
+            true,
+            passed
+                .gates
+                .iter()
+                .map(|g| format!("{} passed (signed by {})", g.gate, g.signer))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
+    }
     let env = cfg.placement.environment.as_deref().unwrap_or_default();
     let p = &passed.plan;
     out.push(if p.environment == env {

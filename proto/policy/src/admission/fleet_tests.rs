@@ -631,3 +631,121 @@ fn check_window_applies_the_limits_to_a_jobs_times() {
         Err(AdmissionError::WindowTooLong { .. })
     ));
 }
+
+#[test]
+fn a_plan_obeys_the_environments_prerelease_rule_like_a_job() {
+    let mut f = fixture(1);
+    f.policy.environments.current = Some("production".to_owned());
+    let mut rc = plan();
+    if let Some(r) = rc.release.as_mut() {
+        r.version = "2.1.0-rc.1".to_owned();
+    }
+    let e = judge(
+        &f,
+        &rc,
+        &[&f.deployer, &f.approver],
+        deploy_ring_1,
+        &f.orchestrator,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, AdmissionError::PrereleaseRefused { version, environment }
+            if version.to_string() == "2.1.0-rc.1" && environment == "production"),
+        "{e:?}"
+    );
+    // A release without a pre-release label passes there; staging allows the candidate.
+    judge(
+        &f,
+        &plan(),
+        &[&f.deployer, &f.approver],
+        deploy_ring_1,
+        &f.orchestrator,
+    )
+    .unwrap();
+    f.policy.environments.current = Some("staging".to_owned());
+    f.placement.environment = Some("staging".to_owned());
+    rc.environment = "staging".to_owned();
+    judge(
+        &f,
+        &rc,
+        &[&f.deployer, &f.approver],
+        deploy_ring_1,
+        &f.orchestrator,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_plan_needs_the_gates_its_environment_requires_signed_for_its_artifact() {
+    use crate::admission::gates::tests::{evidence, gate};
+    use crate::environment::{EnvironmentRules, GateKind};
+    use gantry_proto::attest::Verdict;
+    let mut f = fixture(1);
+    let ci = SigningKey::generate().unwrap();
+    f.policy.keys.push(trusted("ci", &ci, &["ci"]));
+    f.policy.environments.current = Some("production".to_owned());
+    let mut rules = EnvironmentRules::defaults_for(Some("production"));
+    rules.require_gates = BTreeSet::from([GateKind::Tests]);
+    rules.configured = true;
+    f.policy
+        .environments
+        .tables
+        .insert("production".to_owned(), rules);
+    let keys = [&f.deployer, &f.approver];
+    let e = judge(&f, &plan(), &keys, deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(
+        matches!(&e, AdmissionError::GateMissing { gate: GateKind::Tests, environment }
+            if environment == "production"),
+        "{e:?}"
+    );
+    let with = |ev: Vec<u8>| {
+        let mut p = plan();
+        if let Some(r) = p.release.as_mut() {
+            r.evidence = vec![ev];
+        }
+        p
+    };
+    let failed = with(evidence(
+        &ci,
+        &"a".repeat(64),
+        NOW + 3600,
+        vec![gate("tests", Verdict::Failed)],
+    ));
+    let e = judge(&f, &failed, &keys, deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AdmissionError::GateFailed {
+                gate: GateKind::Tests,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let other = with(evidence(
+        &ci,
+        &"b".repeat(64),
+        NOW + 3600,
+        vec![gate("tests", Verdict::Passed)],
+    ));
+    let e = judge(&f, &other, &keys, deploy_ring_1, &f.orchestrator).unwrap_err();
+    assert!(
+        matches!(e, AdmissionError::GateDigestMismatch { .. }),
+        "{e:?}"
+    );
+    let passed = with(evidence(
+        &ci,
+        &"a".repeat(64),
+        NOW + 3600,
+        vec![gate("tests", Verdict::Passed)],
+    ));
+    let bytes = passed.encode_to_vec();
+    let sigs: Vec<SignatureIn> = keys.iter().map(|k| sig(sign_plan(k, &bytes))).collect();
+    let ok = assess_plan(&f.policy, &f.limits, &bytes, &sigs, NOW).unwrap();
+    assert_eq!(ok.gates.len(), 1);
+    assert_eq!(
+        (ok.gates[0].gate, ok.gates[0].signer.as_str()),
+        (GateKind::Tests, "ci")
+    );
+    judge(&f, &passed, &keys, deploy_ring_1, &f.orchestrator).unwrap();
+}

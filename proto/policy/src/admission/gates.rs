@@ -193,4 +193,4 @@ fn usable_evidence<'p>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -53,7 +53,8 @@ fn release(version: &str, evidence: Vec<Vec<u8>>) -> ReleaseSpec {
     }
 }
 
-fn gate(name: &str, result: Verdict) -> GateResult {
+/// A gate's result as `gantry gate evaluate` signs it (shared with the plan tests).
+pub(crate) fn gate(name: &str, result: Verdict) -> GateResult {
     GateResult {
         name: name.to_owned(),
         result,
@@ -63,7 +64,14 @@ fn gate(name: &str, result: Verdict) -> GateResult {
     }
 }
 
-fn evidence(key: &SigningKey, digest: &str, expires_at: i64, gates: Vec<GateResult>) -> Vec<u8> {
+/// A DSSE envelope of a gate statement for `digest`, signed by `key` (shared with the plan
+/// tests).
+pub(crate) fn evidence(
+    key: &SigningKey,
+    digest: &str,
+    expires_at: i64,
+    gates: Vec<GateResult>,
+) -> Vec<u8> {
     let st = Statement {
         type_: STATEMENT_TYPE.to_owned(),
         subject: vec![Subject {
