@@ -7,6 +7,7 @@
 //! replica_id = "ctl-1"                  # default: "<hostname>:<listen>"
 //! orchestrator_key = "orchestrator.key" # signs dispatches; the agents give it the orchestrator role
 //! # store = "postgres://gantry@db.internal/gantry"   # default: the embedded file in data_dir
+//! # store_ca = "db-ca.pem"     # with it, the store connection is TLS verified against this CA
 //!
 //! [tls]
 //! ca = "ca.pem"                # operators' client certificates chain to it
@@ -82,6 +83,7 @@ struct Raw {
     replica_id: Option<String>,
     orchestrator_key: PathBuf,
     store: Option<String>,
+    store_ca: Option<PathBuf>,
     tls: RawTls,
     #[serde(default)]
     lease: RawLease,
@@ -180,6 +182,9 @@ pub struct Config {
     pub orchestrator_key: PathBuf,
     /// The store.
     pub store: StoreChoice,
+    /// The CA PostgreSQL's certificate must chain to; with it the store connection is verified
+    /// TLS.
+    pub store_ca: Option<PathBuf>,
     /// The CA operators' certificates chain to.
     pub ca: PathBuf,
     /// The service's certificate and key.
@@ -265,6 +270,12 @@ impl Config {
                 ));
             }
         };
+        if raw.store_ca.is_some() && store == StoreChoice::Embedded {
+            return Err(invalid(
+                "store_ca",
+                "only a postgres:// store is reached over TLS".into(),
+            ));
+        }
         if raw.tls.client_names.is_empty() {
             return Err(invalid(
                 "tls.client_names",
@@ -322,6 +333,7 @@ impl Config {
             replica_id,
             orchestrator_key: abs(&raw.orchestrator_key),
             store,
+            store_ca: raw.store_ca.as_deref().map(abs),
             ca: abs(&raw.tls.ca),
             cert: abs(&raw.tls.cert),
             key: abs(&raw.tls.key),
@@ -424,5 +436,16 @@ ca = "/other/ca.pem"
         }
         let pg = Config::parse(p, &format!("store = \"postgres://u@h/db\"\n{GOOD}")).unwrap();
         assert_eq!(pg.store, StoreChoice::Postgres("postgres://u@h/db".into()));
+        assert_eq!(pg.store_ca, None);
+        let tls = format!("store = \"postgres://u@h/db\"\nstore_ca = \"db-ca.pem\"\n{GOOD}");
+        let tls = Config::parse(Path::new("/etc/gantry/c.toml"), &tls).unwrap();
+        assert_eq!(
+            tls.store_ca.as_deref(),
+            Some(Path::new("/etc/gantry/db-ca.pem"))
+        );
+        let e = Config::parse(p, &format!("store_ca = \"db-ca.pem\"\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store_ca: only a postgres:// store"), "{e}");
     }
 }

@@ -86,8 +86,8 @@ pub async fn run(
             serve(config, Arc::new(store), shutdown).await
         }
         StoreChoice::Postgres(url) => {
-            let store = PostgresStore::connect(url).await?;
-            tracing::info!("postgres store connected");
+            let store = PostgresStore::connect_with_ca(url, config.store_ca.as_deref()).await?;
+            tracing::info!(tls = config.store_ca.is_some(), "postgres store connected");
             serve(config, Arc::new(store), shutdown).await
         }
     }

@@ -58,6 +58,18 @@ fn run(bin: &Path, tool: &str, args: &[&str], cwd: &Path) {
 impl PgServer {
     /// Starts one, or returns `None` (saying so loudly) when no PostgreSQL is installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts one that also takes TLS connections (`ssl = on`), with a certificate for
+    /// `127.0.0.1` and `localhost` from a CA made here; returns it and that CA's PEM file.
+    pub fn start_tls() -> Option<(Self, PathBuf)> {
+        let server = Self::start_with(true)?;
+        let ca = server.dir.path().join("ca.pem");
+        Some((server, ca))
+    }
+
+    fn start_with(tls: bool) -> Option<Self> {
         let Some(bin) = bin_dir() else {
             eprintln!(
                 "\n*** SKIPPED: no PostgreSQL binaries under /usr/lib/postgresql/*/bin; the \
@@ -94,10 +106,14 @@ impl PgServer {
             ],
             dir.path(),
         );
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -h 127.0.0.1 -k {} -F -c fsync=off",
             dir.path().display()
         );
+        if tls {
+            write_server_cert(dir.path(), &data);
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = dir.path().join("server.log");
         run(
             &bin,
@@ -120,6 +136,38 @@ impl PgServer {
     /// The connection URL.
     pub fn url(&self) -> String {
         format!("postgres://gantry@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+/// A CA (`dir/ca.pem`) and a server certificate for `127.0.0.1` and `localhost` signed by it,
+/// written where the server reads them (`data/server.crt`, `data/server.key`, the key 0600 and
+/// owned by the server's user).
+fn write_server_cert(dir: &Path, data: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    use std::os::unix::fs::PermissionsExt;
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "gantry test PostgreSQL CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let crt = data.join("server.crt");
+    let k = data.join("server.key");
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if is_root() {
+        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        for f in [&crt, &k] {
+            nix::unistd::chown(f, Some(user.uid), Some(user.gid)).unwrap();
+        }
     }
 }
 

@@ -5,11 +5,21 @@
 //! apply each exactly once. Lease takes and fenced writes serialise per rollout on a
 //! transaction-scoped advisory lock keyed by the rollout id, and read the lease inside that
 //! transaction: two replicas can never both believe they hold the same epoch.
+//!
+//! With a CA (`store_ca` in controller.toml) the connection is TLS (rustls, ring), the server's
+//! certificate verified against that CA and the URL's host, and never falls back to plain
+//! text; without one, a URL asking for `sslmode=require` is refused rather than left
+//! unverified.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     AgentRecord, CheckpointRecord, ControlRequest, HostRecord, Lease, RolloutRecord, Store,
@@ -30,6 +40,7 @@ pub fn schema_version() -> i64 {
 /// The PostgreSQL store. One connection, re-opened when it drops.
 pub struct PostgresStore {
     url: String,
+    tls: Option<MakeRustlsConnect>,
     client: Mutex<Option<Client>>,
 }
 
@@ -49,15 +60,62 @@ fn pg(e: &tokio_postgres::Error) -> StoreError {
     StoreError::Postgres(text)
 }
 
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| pg(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "postgres connection closed");
+/// The rustls client config that trusts only `ca` (PEM, one or more certificates).
+fn tls_config(ca: &Path) -> Result<MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |reason: String| StoreError::Postgres(format!("store_ca {}: {reason}", ca.display()));
+    let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no CERTIFICATE block".to_owned()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+async fn connect(url: &str, tls: Option<&MakeRustlsConnect>) -> Result<Client, StoreError> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e: tokio_postgres::Error| pg(&e))?;
+    let client = match tls {
+        Some(tls) => {
+            // Verified TLS or nothing: no plain-text fallback once a CA is configured.
+            config.ssl_mode(SslMode::Require);
+            let (client, conn) = config.connect(tls.clone()).await.map_err(|e| pg(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "postgres connection closed");
+                }
+            });
+            client
         }
-    });
+        None if config.get_ssl_mode() == SslMode::Require => {
+            return Err(StoreError::Postgres(
+                "the store URL asks for sslmode=require: set store_ca to the CA that signed the \
+                 server's certificate (the connection is then verified TLS)"
+                    .to_owned(),
+            ));
+        }
+        None => {
+            let (client, conn) = config.connect(NoTls).await.map_err(|e| pg(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "postgres connection closed");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -68,10 +126,21 @@ impl PostgresStore {
     /// [`StoreError::Postgres`] when it cannot connect or a migration fails;
     /// [`StoreError::SchemaTooNew`] when a newer build migrated the database.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut client = connect(url).await?;
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// [`Self::connect`], over TLS verified against `ca` when it is given.
+    ///
+    /// # Errors
+    /// As [`Self::connect`]; also an unreadable `ca`, a certificate it does not vouch for, or
+    /// `sslmode=require` without a `ca`.
+    pub async fn connect_with_ca(url: &str, ca: Option<&Path>) -> Result<Self, StoreError> {
+        let tls = ca.map(tls_config).transpose()?;
+        let mut client = connect(url, tls.as_ref()).await?;
         migrate(&mut client).await?;
         Ok(Self {
             url: url.to_owned(),
+            tls,
             client: Mutex::new(Some(client)),
         })
     }
@@ -84,7 +153,7 @@ impl PostgresStore {
         let mut guard = self.client.lock().await;
         let live = match guard.take() {
             Some(c) if !c.is_closed() => c,
-            Some(_) | None => connect(&self.url).await?,
+            Some(_) | None => connect(&self.url, self.tls.as_ref()).await?,
         };
         let client = guard.insert(live);
         f(client).await
@@ -457,5 +526,66 @@ impl Store for PostgresStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use crate::store::pg_test::PgServer;
+
+    async fn encrypted(store: &PostgresStore) -> bool {
+        store
+            .with(async |c| {
+                let row = c
+                    .query_one(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| pg(&e))?;
+                Ok(row.get::<_, bool>(0))
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_a_ca_the_store_is_reached_over_verified_tls_and_never_in_plain_text() {
+        let Some((server, ca)) = PgServer::start_tls() else {
+            return;
+        };
+        let store = PostgresStore::connect_with_ca(&server.url(), Some(&ca))
+            .await
+            .unwrap();
+        assert!(encrypted(&store).await, "the session is not encrypted");
+        // Without a CA the same server is reached as before (plain text, no verification).
+        let plain = PostgresStore::connect(&server.url()).await.unwrap();
+        assert!(!encrypted(&plain).await);
+
+        // A CA that did not sign the server's certificate: refused, saying why.
+        let (_other, other_ca) = PgServer::start_tls().unwrap();
+        let e = PostgresStore::connect_with_ca(&server.url(), Some(&other_ca))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("certificate"), "{e}");
+        // sslmode=require without a CA is not left unverified.
+        let e = PostgresStore::connect(&format!("{}?sslmode=require", server.url()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set store_ca"), "{e}");
+        // An unreadable or empty CA file names itself.
+        let empty = ca.with_file_name("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = PostgresStore::connect_with_ca(&server.url(), Some(&empty))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("empty.pem") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
     }
 }
