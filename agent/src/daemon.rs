@@ -383,12 +383,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 .await
                 .map_err(start(format!("listen for /metrics on {addr}")))?;
             let bound = listener.local_addr().unwrap_or(addr);
-            tracing::info!("serving /metrics on http://{bound}/metrics");
-            Some(tokio::spawn(crate::exporter::serve(
+            tracing::info!(
+                "serving /metrics on http://{bound}/metrics and the dashboard on http://{bound}/dashboard"
+            );
+            let (dashboard, sampling) =
+                crate::dashboard::Dashboard::start(executor.clone(), &audit, shutdown.token());
+            let exporter = crate::exporter::serve(
                 listener,
                 executor.clone(),
+                Some(dashboard),
                 shutdown.token(),
-            )))
+            );
+            Some(tokio::spawn(async move {
+                exporter.await;
+                if let Err(e) = sampling.await {
+                    tracing::warn!("the dashboard's sampler failed: {e}");
+                }
+            }))
         }
         None => None,
     };

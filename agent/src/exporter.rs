@@ -4,8 +4,8 @@
 //! its restarts, CPU and resident memory.
 //!
 //! Read-only and without secrets: labels are app names, cohorts, status classes, instance
-//! indexes and versions. Anything but `GET /metrics` is answered 404 (405 for another method
-//! on it).
+//! indexes and versions. Paths under `/dashboard` go to the [`crate::dashboard`] when it runs;
+//! anything else but `GET /metrics` is answered 404 (405 for another method on it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +25,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::dashboard::Dashboard;
 use crate::executor::Executor;
 use crate::metrics::{OPENMETRICS, TEXT_FORMAT};
 use crate::traffic::http_stats::HttpStats;
@@ -54,8 +55,13 @@ struct InstanceScrape {
 #[derive(Debug)]
 struct Scrape(Vec<AppScrape>);
 
-/// Serves `/metrics` on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, executor: Executor, stop: CancellationToken) {
+/// Serves `/metrics`, and `/dashboard` when `dashboard` is given, on `listener` until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    executor: Executor,
+    dashboard: Option<Dashboard>,
+    stop: CancellationToken,
+) {
     let system = Arc::new(Mutex::new(System::new()));
     loop {
         let accepted = tokio::select! {
@@ -70,11 +76,22 @@ pub async fn serve(listener: TcpListener, executor: Executor, stop: Cancellation
                 continue;
             }
         };
-        let (executor, system) = (executor.clone(), Arc::clone(&system));
+        let (executor, system, dashboard) =
+            (executor.clone(), Arc::clone(&system), dashboard.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let (executor, system) = (executor.clone(), Arc::clone(&system));
-                async move { Ok::<_, Infallible>(answer(&req, &executor, &system).await) }
+                let dashboard = dashboard.clone();
+                async move {
+                    let path = req.uri().path();
+                    let resp = match &dashboard {
+                        Some(d) if crate::dashboard::http::is_dashboard_path(path) => {
+                            crate::dashboard::http::answer(d, req.method(), path, req.uri().query())
+                        }
+                        _ => answer(&req, &executor, &system).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc);

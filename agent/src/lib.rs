@@ -7,7 +7,8 @@
 //! `scripts/import-graph.py`; the one exception is named at the end):
 //!
 //! * [`daemon`] assembles the rest for `gantry-agent run` ([`lock`]: one agent per data dir;
-//!   [`readiness`]: systemd notifications; [`exporter`]: `/metrics`); [`cli`] holds the
+//!   [`readiness`]: systemd notifications; [`exporter`]: `/metrics`; [`dashboard`]: the
+//!   read-only deploy dashboard on the same listener); [`cli`] holds the
 //!   operator commands.
 //! * [`server`]: gRPC over mutual TLS, the per-certificate throttle and the rejection flood
 //!   summary; proto types stop at `server::convert`, errors become codes in `server::status`.
@@ -58,6 +59,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
+pub mod dashboard;
 pub mod error;
 pub mod executor;
 pub mod exporter;

@@ -77,6 +77,8 @@ pub struct BackendStatus {
     pub bytes_in: u64,
     /// Bytes backend → client.
     pub bytes_out: u64,
+    /// The cohort its HTTP counters are summed into (`stable`, `canary`, `preview`).
+    pub cohort: String,
 }
 
 /// One instance in a status answer.
@@ -206,6 +208,7 @@ fn backends(router: Option<&dyn Router>) -> Vec<BackendStatus> {
                 connect_errors: counters.connect_errors,
                 bytes_in: counters.bytes_in,
                 bytes_out: counters.bytes_out,
+                cohort: b.cohort().to_owned(),
             }
         })
         .collect()

@@ -142,14 +142,26 @@ fn outcome(bad: u64, samples: u64, min: u64, allowed: f64) -> Outcome {
     }
 }
 
+/// The share of `window`'s final responses that were 5xx; `None` without responses.
+pub fn error_rate(window: &HttpStats) -> Option<f64> {
+    let samples = window.responses.finals();
+    #[allow(clippy::cast_precision_loss)]
+    (samples > 0).then(|| window.responses.server_error as f64 / samples as f64)
+}
+
+/// An upper bound of `window`'s p95 latency in milliseconds: the edge of the histogram bucket
+/// holding it; `None` without responses or above the last edge.
+pub fn p95_bound_ms(window: &HttpStats) -> Option<u64> {
+    window.latency.quantile_bound_ms(0.95)
+}
+
 /// The error-rate and p95 verdicts of `window` (a cohort's counters over `elapsed`).
 pub fn judge(window: &HttpStats, spec: &AnalysisSpec, elapsed: Duration) -> [Verdict; 2] {
     let samples = window.responses.finals();
     let bad = window.responses.server_error;
     let allowed = spec.max_error_rate;
     let min = spec.min_samples_for(allowed);
-    #[allow(clippy::cast_precision_loss)]
-    let rate = (samples > 0).then(|| bad as f64 / samples as f64);
+    let rate = error_rate(window);
     let errors = Verdict {
         metric: Metric::ErrorRate,
         outcome: outcome(bad, samples, min, allowed),
@@ -169,7 +181,7 @@ pub fn judge(window: &HttpStats, spec: &AnalysisSpec, elapsed: Duration) -> [Ver
     let slow = h.count.saturating_sub(h.at_most(limit_ms));
     let min = spec.min_samples_for(P95_SLOW_SHARE);
     #[allow(clippy::cast_precision_loss)]
-    let p95 = h.quantile_bound_ms(0.95).map(|ms| ms as f64);
+    let p95 = p95_bound_ms(window).map(|ms| ms as f64);
     #[allow(clippy::cast_precision_loss)]
     let latency = Verdict {
         metric: Metric::P95Latency,
