@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! * [`bins`]: finds the built binaries beside the test executable.
+//! * [`browser`]: headless Chromium for the dashboard tests (the DOM after scripts, screenshots).
 //! * [`process`]: runs a command with a deadline and captures its [`Output`]; cleans up every
 //!   process a test left behind.
 //! * [`mod@env`]: [`TestEnv`], one temp dir with PKI, keys and an `agent.toml`.
@@ -33,6 +34,7 @@
 pub mod agent;
 pub mod artifact;
 pub mod bins;
+pub mod browser;
 pub mod certs;
 pub mod controller;
 pub mod diskfull;

@@ -32,6 +32,7 @@ mod attacks;
 mod audit;
 mod cli;
 mod controller;
+mod dashboard;
 mod deploy;
 mod faults;
 mod flags;

@@ -97,13 +97,16 @@ function chart(metric, cohorts, events, t0, t1) {
     }
     flush();
   }
+  let shown = 0;
   for (const e of events) {
     const t = Date.parse(e.ts);
     if (!(t >= t0 && t <= t1)) continue;
+    // Labels of events close together are staggered over four rows.
+    const row = shown++ % 4;
     const g = svgEl("g", { class: "marker", "data-kind": e.kind, "data-job": e.job_id });
     g.appendChild(svgEl("title", {}, clock(t) + " " + e.label));
     g.appendChild(svgEl("line", { class: "event event-" + e.kind, x1: x(t), y1: PAD_T, x2: x(t), y2: H - PAD_B }));
-    g.appendChild(svgEl("text", { class: "event-label", x: x(t) + 2, y: PAD_T + 8 }, e.kind));
+    g.appendChild(svgEl("text", { class: "event-label", x: x(t) + 2, y: PAD_T + 8 + row * 10 }, e.kind));
     svg.appendChild(g);
   }
   box.appendChild(svg);
@@ -169,7 +172,7 @@ async function renderApp(app) {
     const t = Date.parse(e.ts);
     if (t < t0 && t >= t1 - WINDOW_MS) t0 = t;
   }
-  if (t1 - t0 < 60000) t0 = t1 - 60000;
+  if (t1 - t0 < 20000) t0 = t1 - 20000;
   section.appendChild(latestTable(cohorts));
   const charts = el("div", { class: "charts" });
   for (const m of METRICS) charts.appendChild(chart(m, cohorts, events.events, t0, t1));
