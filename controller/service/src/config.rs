@@ -30,6 +30,9 @@
 //! [audit]
 //! max_file_bytes = 67108864    # a new audit file past this size (default 64 MiB)
 //!
+//! [dashboard]                  # optional: the read-only web dashboard
+//! listen = "127.0.0.1:7680"    # the default when the section is there; keep it on loopback
+//!
 //! [[agents]]
 //! id = "web-1"
 //! addr = "10.0.0.11:7443"
@@ -89,6 +92,7 @@ struct Raw {
     lease: RawLease,
     #[serde(default)]
     engine: RawEngine,
+    dashboard: Option<RawDashboard>,
     #[serde(default)]
     audit: RawAudit,
     #[serde(default)]
@@ -100,6 +104,15 @@ struct Raw {
 struct RawAudit {
     max_file_bytes: Option<u64>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    listen: Option<String>,
+}
+
+/// Where the dashboard listens when `[dashboard]` names no address.
+pub const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:7680";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +218,8 @@ pub struct Config {
     pub refresh: Duration,
     /// The service's audit log starts a new file past this size.
     pub audit_max_file_bytes: u64,
+    /// Where the read-only dashboard listens (`[dashboard] listen`); `None`: no dashboard.
+    pub dashboard: Option<SocketAddr>,
     /// The agents.
     pub agents: Vec<AgentEntry>,
 }
@@ -250,6 +265,18 @@ impl Config {
                 format!("{:?}: {e} (expected ip:port)", raw.listen),
             )
         })?;
+        let dashboard = match &raw.dashboard {
+            None => None,
+            Some(d) => {
+                let text = d.listen.as_deref().unwrap_or(DEFAULT_DASHBOARD_LISTEN);
+                Some(text.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        "dashboard.listen",
+                        format!("{text:?}: {e} (expected ip:port)"),
+                    )
+                })?)
+            }
+        };
         let duration = |field: &str, v: &Option<String>, default: Duration| match v {
             None => Ok(default),
             Some(s) => match humantime::parse_duration(s) {
@@ -358,6 +385,7 @@ impl Config {
                 Some(n) => n,
                 None => crate::audit::DEFAULT_MAX_FILE_BYTES,
             },
+            dashboard,
             agents,
         })
     }
@@ -447,5 +475,26 @@ ca = "/other/ca.pem"
             .unwrap_err()
             .to_string();
         assert!(e.contains("store_ca: only a postgres:// store"), "{e}");
+    }
+
+    #[test]
+    fn the_dashboard_is_off_unless_configured_and_defaults_to_loopback() {
+        let p = Path::new("/c.toml");
+        assert_eq!(Config::parse(p, GOOD).unwrap().dashboard, None);
+        // Tables after [[agents]] would belong to it: [dashboard] goes before.
+        let with = |section: &str| GOOD.replace("[lease]", &format!("{section}\n[lease]"));
+        let on = Config::parse(p, &with("[dashboard]")).unwrap();
+        assert_eq!(on.dashboard, Some(DEFAULT_DASHBOARD_LISTEN.parse().unwrap()));
+        assert!(on.dashboard.unwrap().ip().is_loopback());
+        let at = Config::parse(p, &with("[dashboard]\nlisten = \"127.0.0.1:0\"")).unwrap();
+        assert_eq!(at.dashboard, Some("127.0.0.1:0".parse().unwrap()));
+        let e = Config::parse(p, &with("[dashboard]\nlisten = \"nowhere\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dashboard.listen"), "{e}");
+        let e = Config::parse(p, &with("[dashboard]\nport = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field"), "{e}");
     }
 }

@@ -5,7 +5,9 @@
 //! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
 //!   `operator.rs`: the operator's name from their client certificate;
 //!   `inventory.rs`: the `Info` refresher; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
+//! * `dashboard/`: the read-only web dashboard on `[dashboard] listen`, when configured.
 
+mod dashboard;
 mod fleet_tail;
 mod grpc;
 mod inventory;
@@ -168,6 +170,10 @@ async fn serve<S: Store>(
             read("key", &config.key)?,
         ))
         .client_ca_root(Certificate::from_pem(read("CA certificate", &config.ca)?));
+    let dashboard = match config.dashboard {
+        Some(addr) => Some(start_dashboard(addr, store.clone(), audit_dir.clone()).await?),
+        None => None,
+    };
     let service = ControllerService {
         store,
         audit,
@@ -190,7 +196,7 @@ async fn serve<S: Store>(
     // Tests and scripts wait for this line.
     tracing::info!(addr = %bound, replica = %config.replica_id, "gantry server ready");
     println!("gantry server ready on {bound}");
-    Server::builder()
+    let served = Server::builder()
         .tls_config(tls)
         .map_err(|e| ServerError::Tls(e.to_string()))?
         .add_service(ControllerServer::new(service).max_decoding_message_size(MAX_DECODE))
@@ -202,5 +208,37 @@ async fn serve<S: Store>(
         .map_err(|e| ServerError::Serve {
             addr: bound,
             reason: e.to_string(),
-        })
+        });
+    if let Some(task) = dashboard {
+        task.abort();
+    }
+    served
+}
+
+/// Binds the dashboard's listener and serves it in a task.
+async fn start_dashboard<S: Store>(
+    addr: std::net::SocketAddr,
+    store: Arc<S>,
+    audit_dir: std::path::PathBuf,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let serve_error = |e: std::io::Error| ServerError::Serve {
+        addr,
+        reason: format!("dashboard: {e}"),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(serve_error)?;
+    let bound = listener.local_addr().map_err(serve_error)?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            "the dashboard listens on {bound}, beyond loopback: it is read-only and unauthenticated"
+        );
+    }
+    tracing::info!(addr = %bound, "dashboard ready");
+    // Tests and scripts read the bound address (port 0 in tests) from this line.
+    println!("gantry server dashboard on http://{bound}/dashboard");
+    Ok(tokio::spawn(dashboard::serve(
+        listener,
+        dashboard::Dashboard { store, audit_dir },
+    )))
 }

@@ -1,0 +1,217 @@
+//! The service dashboard's HTTP answers. Read-only: anything but `GET` is 405, any other path
+//! 404. Every answer carries `Cache-Control: no-store`, `Content-Security-Policy: default-src
+//! 'self'` and `X-Content-Type-Options: nosniff`.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/dashboard` | the page |
+//! | `/dashboard/app.js`, `/dashboard/app.css` | its script and style |
+//! | `/dashboard/api/rollouts` | the newest rollouts with rings, hosts and bake time left |
+//! | `/dashboard/api/agents` | the inventory |
+//! | `/dashboard/api/audit[?after=SEQ][&limit=N]` | the service audit tail's public fields |
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Response, StatusCode};
+
+use super::{Dashboard, view};
+use crate::store::Store;
+
+const PAGE: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/app.css");
+
+/// Most audit entries one answer carries.
+const MAX_AUDIT_LIMIT: u64 = 500;
+/// Audit entries an answer carries when the request does not say.
+const DEFAULT_AUDIT_LIMIT: u64 = 100;
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'"),
+    );
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", Bytes::from(body))
+}
+
+fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    respond(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(value.to_string()),
+    )
+}
+
+fn number(query: Option<&str>, key: &str, default: u64) -> Result<u64, ()> {
+    let found = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find_map(|(k, v)| (k == key).then_some(v));
+    match found {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ()),
+    }
+}
+
+/// The answer to `method path?query`.
+pub async fn answer<S: Store>(
+    dashboard: &Dashboard<S>,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let known = matches!(
+        path,
+        "/dashboard"
+            | "/dashboard/"
+            | "/dashboard/app.js"
+            | "/dashboard/app.css"
+            | "/dashboard/api/rollouts"
+            | "/dashboard/api/agents"
+            | "/dashboard/api/audit"
+    );
+    if !known {
+        return text(StatusCode::NOT_FOUND, "not found: try /dashboard\n".into());
+    }
+    if method != Method::GET {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the dashboard is read-only: GET\n".into(),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return resp;
+    }
+    let unavailable = |e: &dyn std::fmt::Display| {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the service's state: {e}\n"),
+        )
+    };
+    match path {
+        "/dashboard" | "/dashboard/" => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from_static(PAGE.as_bytes()),
+        ),
+        "/dashboard/app.js" => respond(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            Bytes::from_static(SCRIPT.as_bytes()),
+        ),
+        "/dashboard/app.css" => respond(
+            StatusCode::OK,
+            "text/css; charset=utf-8",
+            Bytes::from_static(STYLE.as_bytes()),
+        ),
+        "/dashboard/api/rollouts" => match view::rollouts(dashboard.store.as_ref()).await {
+            Ok(v) => json(&v),
+            Err(e) => unavailable(&e),
+        },
+        "/dashboard/api/agents" => match view::agents(dashboard.store.as_ref()).await {
+            Ok(v) => json(&v),
+            Err(e) => unavailable(&e),
+        },
+        _ => {
+            let (Ok(after), Ok(limit)) = (
+                number(query, "after", 0),
+                number(query, "limit", DEFAULT_AUDIT_LIMIT),
+            ) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "after and limit are numbers\n".into(),
+                );
+            };
+            let limit = usize::try_from(limit.min(MAX_AUDIT_LIMIT)).unwrap_or(0);
+            let dir = dashboard.audit_dir.clone();
+            match tokio::task::spawn_blocking(move || crate::audit::read_lines(&dir)).await {
+                Ok(Ok(lines)) => json(&view::audit(&lines, after, limit)),
+                Ok(Err(e)) => unavailable(&e),
+                Err(e) => unavailable(&e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    async fn body(resp: Response<Full<Bytes>>) -> String {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[track_caller]
+    fn assert_headers(resp: &Response<Full<Bytes>>) {
+        let h = resp.headers();
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["content-security-policy"], "default-src 'self'");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+
+    #[tokio::test]
+    async fn pages_json_404_and_405_all_carry_the_security_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let audit_dir = dir.path().join("audit");
+        std::fs::create_dir_all(&audit_dir).unwrap();
+        std::fs::write(
+            audit_dir.join(crate::audit::FILE_NAME),
+            "{\"seq\":1,\"ts\":\"t\",\"prev\":\"0\",\"event\":\"service.started\",\"replica\":\"ctl-1\"}\n",
+        )
+        .unwrap();
+        let d = Dashboard {
+            store: Arc::new(store),
+            audit_dir,
+        };
+        for (path, ty, needle) in [
+            ("/dashboard", "text/html", "app.js"),
+            ("/dashboard/app.js", "text/javascript", "/dashboard/api/rollouts"),
+            ("/dashboard/app.css", "text/css", "font"),
+            ("/dashboard/api/rollouts", "application/json", "\"rollouts\":[]"),
+            ("/dashboard/api/agents", "application/json", "\"agents\":[]"),
+            ("/dashboard/api/audit", "application/json", "service.started"),
+        ] {
+            let resp = answer(&d, &Method::GET, path, None).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            assert_headers(&resp);
+            assert!(
+                resp.headers()["content-type"].to_str().unwrap().starts_with(ty),
+                "{path}"
+            );
+            let text = body(resp).await;
+            assert!(text.contains(needle), "{path}: {text}");
+        }
+        for path in ["/", "/dashboard/api", "/dashboard/x.js", "/metrics"] {
+            let resp = answer(&d, &Method::GET, path, None).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_headers(&resp);
+        }
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::HEAD] {
+            let resp = answer(&d, &method, "/dashboard/api/rollouts", None).await;
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(resp.headers()["allow"], "GET");
+            assert_headers(&resp);
+        }
+        let bad = answer(&d, &Method::GET, "/dashboard/api/audit", Some("after=x")).await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let later = answer(&d, &Method::GET, "/dashboard/api/audit", Some("after=1")).await;
+        assert_eq!(body(later).await, r#"{"entries":[]}"#);
+    }
+}
