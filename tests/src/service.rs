@@ -296,6 +296,17 @@ impl Service {
         process::run(cmd, Duration::from_secs(120))
     }
 
+    /// Where its dashboard listens (`[dashboard]` in its config), from the line it printed at
+    /// its last start.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.log_text()
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("gantry server dashboard on http://"))
+            .and_then(|rest| rest.trim().strip_suffix("/dashboard"))
+            .and_then(|a| a.parse().ok())
+    }
+
     /// The whole log.
     pub fn log_text(&self) -> String {
         fs::read(&self.log)

@@ -2,16 +2,22 @@
 //! `web` behind the front door in HTTP mode, under steady load, runs a canary; while it runs,
 //! Chromium loads `/dashboard` and the DOM its scripts built shows the app, the canary cohort,
 //! the job's events on the time axis, numeric error rates and p95s, and the audit tail with
-//! the job, and holds none of the job's environment values. The screenshot is kept under
+//! the job, and holds none of the job's environment values. The service's dashboard, during a
+//! fleet rollout over three agents, shows the rollout ring by ring with the hosts' steps, the
+//! bake time left, the inventory and the service's audit tail. Screenshots are kept under
 //! `$GANTRY_CI_ARTIFACTS`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use gantry_proto::v1::{self, OnFailure};
 use gantry_tests::browser::{Browser, artifacts_dir};
+use gantry_tests::fleet::{plan, release, ring_of_labels, sign_plan};
 use gantry_tests::load::LoadOptions;
+use gantry_tests::service::{Fleet, Service};
 use gantry_tests::{Load, Options, make_artifact, wait_until};
+use prost::Message;
 
 use crate::zero_downtime::{Rig, assert_outcome};
 
@@ -236,4 +242,133 @@ fn the_agent_dashboard_in_a_headless_browser_shows_a_running_canary() {
             .any(|e| e["job_id"] == job.as_str() && e["kind"] == "end")
     })
     .unwrap();
+}
+
+/// Three agents: ring 0 `web-1`, ring 1 `web-2` and `web-3`.
+fn three() -> Fleet {
+    Fleet::start(&[
+        ("web-1", &[("ring", "0")]),
+        ("web-2", &[("ring", "1")]),
+        ("web-3", &[("ring", "1")]),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn the_service_dashboard_shows_a_fleet_rollout_ring_by_ring() {
+    let fleet = three();
+    let dir = fleet.env().root.join("ctl-1");
+    let config = fleet.write_config(&dir, "ctl-1", None, "10s").unwrap();
+    // [dashboard] before [tls]: a table after [[agents]] would be read as part of the last agent.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("[tls]", "[dashboard]\nlisten = \"127.0.0.1:0\"\n\n[tls]", 1),
+    )
+    .unwrap();
+    let svc = Service::start(&fleet, &config).unwrap();
+    let addr = svc
+        .dashboard_addr()
+        .unwrap_or_else(|| panic!("no dashboard line\n{}", svc.log_tail()));
+    assert!(addr.ip().is_loopback());
+    let Some(browser) = Browser::find_or_skip("the service dashboard test", &fleet.env().root)
+    else {
+        return;
+    };
+
+    let (code, head, _) = exchange(addr, "GET", "/dashboard");
+    assert_eq!(code, 200);
+    for header in [
+        "cache-control: no-store",
+        "content-security-policy: default-src 'self'",
+        "x-content-type-options: nosniff",
+    ] {
+        assert!(head.contains(header), "no {header:?} in\n{head}");
+    }
+    assert_eq!(exchange(addr, "POST", "/dashboard/api/rollouts").0, 405);
+    assert_eq!(exchange(addr, "GET", "/dashboard/api/plans").0, 404);
+
+    let ring = |name: &str, n: &str, bake_ms: u64| v1::Ring {
+        bake_ms,
+        on_failure: OnFailure::Halt.into(),
+        max_parallel: "2".into(),
+        host_deadline_ms: 60_000,
+        ..ring_of_labels(name, &[("ring", n)])
+    };
+    let env = fleet.env();
+    let artifact = make_artifact(env, "2.0.0", "").unwrap();
+    let p = plan(
+        "dash-2.0.0",
+        "production",
+        release("2.0.0", &artifact, 1).unwrap(),
+        vec![ring("first", "0", 20_000), ring("rest", "1", 0)],
+    );
+    let signed = sign_plan(&p, &[&env.keys.deployer]).unwrap();
+    let plan_path = env.root.join("dash.plan");
+    std::fs::write(&plan_path, signed.encode_to_vec()).unwrap();
+    svc.gantry(&[
+        "rollout",
+        "start",
+        &plan_path.to_string_lossy(),
+        "--artifact",
+        &artifact.to_string_lossy(),
+    ])
+    .unwrap()
+    .assert_code(0);
+
+    // Ring 0 done and baking: the page shows the bake time left and the hosts' steps.
+    let mut last = serde_json::Value::Null;
+    wait_until(Duration::from_secs(60), "ring 0 baking", || {
+        last = get_json(addr, "/dashboard/api/rollouts");
+        let r = &last["rollouts"][0];
+        r["rollout_id"] == "dash-2.0.0"
+            && r["bake_left_ms"].as_i64().is_some_and(|b| b > 5_000)
+            && r["rings"][0]["hosts"][0]["step"] == "succeeded"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{last:#}\n{}", svc.log_tail()));
+    let r = &last["rollouts"][0];
+    assert_eq!(r["app"], "web");
+    assert_eq!(r["version"], "2.0.0");
+    assert_eq!(r["state"], "running");
+    assert_eq!(r["rings"][0]["hosts"][0]["agent_id"], "web-1");
+    assert_eq!(r["rings"][0]["hosts"][0]["reachable"], true);
+
+    let url = format!("http://{addr}/dashboard");
+    let dom = browser
+        .dump_dom(&url, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(dom.contains("data-ready=\"true\""), "the page rendered:\n{dom}");
+    assert!(dom.contains("<h2>dash-2.0.0</h2>"), "{dom}");
+    assert!(dom.contains("data-state=\"running\""), "{dom}");
+    assert!(dom.contains("ring 1: first") && dom.contains("ring 2: rest"), "{dom}");
+    assert!(dom.contains("data-host=\"web-1\""), "{dom}");
+    assert!(dom.contains("bake time left: "), "{dom}");
+    for agent in ["web-1", "web-2", "web-3"] {
+        assert!(dom.contains(&format!("data-agent=\"{agent}\"")), "{agent} in the inventory:\n{dom}");
+    }
+    let audit = dom
+        .split("id=\"audit-rows\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no audit tail:\n{dom}"));
+    for event in ["rollout.started", "host.dispatched", "ring.baking"] {
+        assert!(audit.contains(event), "{event} in the audit tail:\n{audit}");
+    }
+    let shot = artifacts_dir(&fleet.env().root)
+        .unwrap()
+        .join("dashboard-service-rollout.png");
+    browser
+        .screenshot(&url, Duration::from_secs(5), &shot)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("service dashboard screenshot: {}", shot.display());
+
+    // The rollout goes on to the end, and the dashboard follows.
+    wait_until(Duration::from_secs(90), "the rollout to succeed", || {
+        last = get_json(addr, "/dashboard/api/rollouts");
+        last["rollouts"][0]["state"] == "succeeded"
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{last:#}\n{}", svc.log_tail()));
+    let hosts = last["rollouts"][0]["rings"][1]["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{last:#}");
+    assert!(hosts.iter().all(|h| h["step"] == "succeeded"), "{last:#}");
+    assert_eq!(last["rollouts"][0]["bake_left_ms"], 0);
 }
