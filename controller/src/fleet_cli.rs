@@ -35,7 +35,9 @@ pub struct ServerConnArgs {
 /// `gantry server`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// The service's config (controller.toml; see docs/fleet.md).
+    /// The service's config (controller.toml; see docs/fleet.md). With `[dashboard]` in it, a
+    /// read-only web dashboard of the rollouts listens on `dashboard.listen` (loopback:
+    /// 127.0.0.1:7680 by default).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
 }

@@ -60,7 +60,8 @@ pub struct RawConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
-    /// `IP:port` of the plain-HTTP `/metrics` listener.
+    /// `IP:port` of the plain-HTTP `/metrics` listener (which also serves the read-only
+    /// `/dashboard`).
     #[serde(default = "default_metrics_listen")]
     pub listen: String,
 }

@@ -38,7 +38,6 @@ function rolloutSection(r) {
   const p = el("p", { class: "summary" });
   p.appendChild(el("span", { class: "state state-" + r.state, "data-field": "state" }, r.state));
   let text = " " + r.app + " " + r.version + ", ring " + (r.ring + 1) + " of " + r.rings.length;
-  if (r.bake_left_ms > 0) text += ", bake " + secs(r.bake_left_ms) + " left";
   if (r.pending_control) text += ", " + r.pending_control + " requested";
   text += "; started by " + r.started_by + "; driven by " + (r.leader || "nobody") + " (epoch " + r.epoch + ")";
   p.appendChild(document.createTextNode(text));
