@@ -109,7 +109,11 @@ impl AuditTail {
 
     /// `app`'s deploy events, oldest first.
     pub fn events_of(&self, app: &str) -> Vec<Event> {
-        self.events.iter().filter(|e| e.app == app).cloned().collect()
+        self.events
+            .iter()
+            .filter(|e| e.app == app)
+            .cloned()
+            .collect()
     }
 }
 
@@ -167,7 +171,8 @@ mod tests {
     use serde_json::json;
 
     fn line(seq: u64, event: &str, extra: Value) -> String {
-        let mut v = json!({"seq": seq, "ts": "2026-12-02T01:00:00.000Z", "prev": "00", "event": event});
+        let mut v =
+            json!({"seq": seq, "ts": "2026-12-02T01:00:00.000Z", "prev": "00", "event": event});
         if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
             m.extend(x);
         }
@@ -223,7 +228,10 @@ mod tests {
                 json!({"job_id": "j1", "app": "web", "reason": "canary error rate 2.00%"}),
             ),
         );
-        t.record(6, &line(6, "checkpoint", json!({"key_id": "k", "sig": "s"})));
+        t.record(
+            6,
+            &line(6, "checkpoint", json!({"key_id": "k", "sig": "s"})),
+        );
         let kinds: Vec<_> = t.events_of("web").iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["traffic", "weight", "breach", "end"]);
         assert_eq!(t.events_of("web")[0].label, "traffic.switched: d2");
@@ -242,13 +250,23 @@ mod tests {
         for seq in 1..=(TAIL_LEN as u64 + 20) {
             t.record(seq, &line(seq, "agent.started", json!({})));
         }
-        t.record(3, &line(3, "job.accepted", json!({"job_id": "old", "app": "web"})));
+        t.record(
+            3,
+            &line(3, "job.accepted", json!({"job_id": "old", "app": "web"})),
+        );
         t.record(9999, "not json");
         assert_eq!(t.after(0, usize::MAX).len(), TAIL_LEN);
         assert!(t.events_of("web").is_empty());
         let last = t.after(TAIL_LEN as u64 + 17, 10);
         let seqs: Vec<_> = last.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-        assert_eq!(seqs, [TAIL_LEN as u64 + 18, TAIL_LEN as u64 + 19, TAIL_LEN as u64 + 20]);
+        assert_eq!(
+            seqs,
+            [
+                TAIL_LEN as u64 + 18,
+                TAIL_LEN as u64 + 19,
+                TAIL_LEN as u64 + 20
+            ]
+        );
         let newest = t.after(0, 2);
         assert_eq!(newest[1]["seq"], TAIL_LEN as u64 + 20);
         assert_eq!(newest.len(), 2);

@@ -242,7 +242,11 @@ mod tests {
         assert_eq!(c.t_ms, COARSE_EVERY as u64 * 1000);
         assert_eq!(c.span_ms, COARSE_EVERY as u64 * 1000);
         assert_eq!((c.responses, c.errors), (3000, 1));
-        assert_eq!(c.p95_ms, Some(500), "the largest bound stays an upper bound");
+        assert_eq!(
+            c.p95_ms,
+            Some(500),
+            "the largest bound stays an upper bound"
+        );
         assert_eq!(c.memory, Some(COARSE_EVERY as u64), "the peak");
         assert!((c.cpu.unwrap() - 0.5).abs() < 1e-9, "{c:?}");
         assert!((c.error_rate().unwrap() - 1.0 / 3000.0).abs() < 1e-12);
@@ -269,7 +273,11 @@ mod tests {
         let first_fine = (n - FINE_LEN as u64 + 1) * 1000;
         let coarse: Vec<_> = all.iter().filter(|x| x.t_ms < first_fine).collect();
         assert_eq!(coarse.len(), 4);
-        assert!(coarse.iter().all(|x| x.span_ms == COARSE_EVERY as u64 * 1000));
+        assert!(
+            coarse
+                .iter()
+                .all(|x| x.span_ms == COARSE_EVERY as u64 * 1000)
+        );
         assert_eq!(all.len(), 4 + FINE_LEN);
         let recent = s.since((n - 3) * 1000);
         assert_eq!(recent.len(), 3);

@@ -48,7 +48,10 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
         "content-security-policy",
         HeaderValue::from_static("default-src 'self'"),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -99,7 +102,10 @@ pub fn answer(
         return text(StatusCode::NOT_FOUND, "not found: try /dashboard\n");
     }
     if method != Method::GET {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "the dashboard is read-only: GET\n");
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the dashboard is read-only: GET\n",
+        );
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET"));
         return resp;
@@ -225,14 +231,21 @@ mod tests {
         for (path, ty, needle) in [
             ("/dashboard", "text/html", "app.js"),
             ("/dashboard/", "text/html", "app.css"),
-            ("/dashboard/app.js", "text/javascript", "/dashboard/api/apps"),
+            (
+                "/dashboard/app.js",
+                "text/javascript",
+                "/dashboard/api/apps",
+            ),
             ("/dashboard/app.css", "text/css", "font"),
         ] {
             let resp = get(&d, path, None);
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
             assert_headers(&resp);
             assert!(
-                resp.headers()["content-type"].to_str().unwrap().starts_with(ty),
+                resp.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with(ty),
                 "{path}"
             );
             assert!(body(resp).await.contains(needle), "{path}");
@@ -242,7 +255,12 @@ mod tests {
     #[tokio::test]
     async fn unknown_paths_are_404_and_other_methods_405() {
         let d = dashboard();
-        for path in ["/dashboard/x", "/dashboard/api", "/dashboard/api/apps/web", "/dashboardx"] {
+        for path in [
+            "/dashboard/x",
+            "/dashboard/api",
+            "/dashboard/api/apps/web",
+            "/dashboardx",
+        ] {
             let resp = get(&d, path, None);
             assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
             assert_headers(&resp);
@@ -279,10 +297,9 @@ mod tests {
         .unwrap();
         assert_eq!(recent["cohorts"]["canary"].as_array().unwrap().len(), 1);
 
-        let events: serde_json::Value = serde_json::from_str(
-            &body(get(&d, "/dashboard/api/events", Some("app=web"))).await,
-        )
-        .unwrap();
+        let events: serde_json::Value =
+            serde_json::from_str(&body(get(&d, "/dashboard/api/events", Some("app=web"))).await)
+                .unwrap();
         assert_eq!(events["events"][0]["kind"], "accepted");
         assert_eq!(events["events"][0]["job_id"], "j1");
 
@@ -293,11 +310,27 @@ mod tests {
         assert_eq!(later, r#"{"entries":[]}"#);
 
         for (path, query, code) in [
-            ("/dashboard/api/series", Some("app=api"), StatusCode::NOT_FOUND),
+            (
+                "/dashboard/api/series",
+                Some("app=api"),
+                StatusCode::NOT_FOUND,
+            ),
             ("/dashboard/api/events", None, StatusCode::BAD_REQUEST),
-            ("/dashboard/api/series", Some("app=web&since=x"), StatusCode::BAD_REQUEST),
-            ("/dashboard/api/audit", Some("after=-1"), StatusCode::BAD_REQUEST),
-            ("/dashboard/api/audit", Some("limit=ten"), StatusCode::BAD_REQUEST),
+            (
+                "/dashboard/api/series",
+                Some("app=web&since=x"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/dashboard/api/audit",
+                Some("after=-1"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/dashboard/api/audit",
+                Some("limit=ten"),
+                StatusCode::BAD_REQUEST,
+            ),
         ] {
             let resp = get(&d, path, query);
             assert_eq!(resp.status(), code, "{path}?{query:?}");

@@ -484,7 +484,10 @@ ca = "/other/ca.pem"
         // Tables after [[agents]] would belong to it: [dashboard] goes before.
         let with = |section: &str| GOOD.replace("[lease]", &format!("{section}\n[lease]"));
         let on = Config::parse(p, &with("[dashboard]")).unwrap();
-        assert_eq!(on.dashboard, Some(DEFAULT_DASHBOARD_LISTEN.parse().unwrap()));
+        assert_eq!(
+            on.dashboard,
+            Some(DEFAULT_DASHBOARD_LISTEN.parse().unwrap())
+        );
         assert!(on.dashboard.unwrap().ip().is_loopback());
         let at = Config::parse(p, &with("[dashboard]\nlisten = \"127.0.0.1:0\"")).unwrap();
         assert_eq!(at.dashboard, Some("127.0.0.1:0".parse().unwrap()));

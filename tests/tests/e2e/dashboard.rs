@@ -100,7 +100,11 @@ fn the_agent_dashboard_in_a_headless_browser_shows_a_running_canary() {
     assert_eq!(exchange(addr, "POST", "/dashboard/api/apps").0, 405);
     assert_eq!(exchange(addr, "DELETE", "/dashboard").0, 405);
     assert_eq!(exchange(addr, "GET", "/dashboard/nothing-here").0, 404);
-    assert_eq!(exchange(addr, "GET", "/metrics").0, 200, "/metrics still answers");
+    assert_eq!(
+        exchange(addr, "GET", "/metrics").0,
+        200,
+        "/metrics still answers"
+    );
 
     let load = Load::start(LoadOptions {
         rate: 150,
@@ -148,9 +152,12 @@ fn the_agent_dashboard_in_a_headless_browser_shows_a_running_canary() {
                 .to_owned();
             last = get_json(addr, "/dashboard/api/series?app=web");
             let answered = |cohort: &str| {
-                last["cohorts"][cohort]
-                    .as_array()
-                    .is_some_and(|s| s.iter().filter(|x| x["responses"].as_u64() > Some(0)).count() >= 3)
+                last["cohorts"][cohort].as_array().is_some_and(|s| {
+                    s.iter()
+                        .filter(|x| x["responses"].as_u64() > Some(0))
+                        .count()
+                        >= 3
+                })
             };
             !job.is_empty() && answered("canary") && answered("stable")
         },
@@ -171,7 +178,10 @@ fn the_agent_dashboard_in_a_headless_browser_shows_a_running_canary() {
     let dom = browser
         .dump_dom(&url, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(dom.contains("data-ready=\"true\""), "the page rendered:\n{dom}");
+    assert!(
+        dom.contains("data-ready=\"true\""),
+        "the page rendered:\n{dom}"
+    );
     assert!(dom.contains("<h2>web</h2>"), "the app's name:\n{dom}");
     assert!(
         dom.contains("data-cohort=\"canary\"") && dom.contains("data-cohort=\"stable\""),
@@ -196,7 +206,10 @@ fn the_agent_dashboard_in_a_headless_browser_shows_a_running_canary() {
         .split("id=\"audit-rows\"")
         .nth(1)
         .unwrap_or_else(|| panic!("no audit tail:\n{dom}"));
-    assert!(audit.contains(&job), "the audit tail holds the job:\n{audit}");
+    assert!(
+        audit.contains(&job),
+        "the audit tail holds the job:\n{audit}"
+    );
     assert!(audit.contains("job.accepted"), "{audit}");
     for value in [SECRET, PLAIN] {
         assert!(!dom.contains(value), "{value} in the page:\n{dom}");
@@ -234,13 +247,17 @@ fn the_agent_dashboard_in_a_headless_browser_shows_a_running_canary() {
     );
     rig.wait_serving("1.0.0");
     // The job's end is an event too, once the dashboard has read it.
-    wait_until(Duration::from_secs(10), "the job's end among the events", || {
-        get_json(addr, "/dashboard/api/events?app=web")["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["job_id"] == job.as_str() && e["kind"] == "end")
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the job's end among the events",
+        || {
+            get_json(addr, "/dashboard/api/events?app=web")["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["job_id"] == job.as_str() && e["kind"] == "end")
+        },
+    )
     .unwrap();
 }
 
@@ -337,14 +354,23 @@ fn the_service_dashboard_shows_a_fleet_rollout_ring_by_ring() {
     let dom = browser
         .dump_dom(&url, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(dom.contains("data-ready=\"true\""), "the page rendered:\n{dom}");
+    assert!(
+        dom.contains("data-ready=\"true\""),
+        "the page rendered:\n{dom}"
+    );
     assert!(dom.contains("<h2>dash-2.0.0</h2>"), "{dom}");
     assert!(dom.contains("data-state=\"running\""), "{dom}");
-    assert!(dom.contains("ring 1: first") && dom.contains("ring 2: rest"), "{dom}");
+    assert!(
+        dom.contains("ring 1: first") && dom.contains("ring 2: rest"),
+        "{dom}"
+    );
     assert!(dom.contains("data-host=\"web-1\""), "{dom}");
     assert!(dom.contains("bake time left: "), "{dom}");
     for agent in ["web-1", "web-2", "web-3"] {
-        assert!(dom.contains(&format!("data-agent=\"{agent}\"")), "{agent} in the inventory:\n{dom}");
+        assert!(
+            dom.contains(&format!("data-agent=\"{agent}\"")),
+            "{agent} in the inventory:\n{dom}"
+        );
     }
     let audit = dom
         .split("id=\"audit-rows\"")

@@ -37,7 +37,10 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
         "content-security-policy",
         HeaderValue::from_static("default-src 'self'"),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -182,17 +185,32 @@ mod tests {
         };
         for (path, ty, needle) in [
             ("/dashboard", "text/html", "app.js"),
-            ("/dashboard/app.js", "text/javascript", "/dashboard/api/rollouts"),
+            (
+                "/dashboard/app.js",
+                "text/javascript",
+                "/dashboard/api/rollouts",
+            ),
             ("/dashboard/app.css", "text/css", "font"),
-            ("/dashboard/api/rollouts", "application/json", "\"rollouts\":[]"),
+            (
+                "/dashboard/api/rollouts",
+                "application/json",
+                "\"rollouts\":[]",
+            ),
             ("/dashboard/api/agents", "application/json", "\"agents\":[]"),
-            ("/dashboard/api/audit", "application/json", "service.started"),
+            (
+                "/dashboard/api/audit",
+                "application/json",
+                "service.started",
+            ),
         ] {
             let resp = answer(&d, &Method::GET, path, None).await;
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
             assert_headers(&resp);
             assert!(
-                resp.headers()["content-type"].to_str().unwrap().starts_with(ty),
+                resp.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with(ty),
                 "{path}"
             );
             let text = body(resp).await;

@@ -44,19 +44,20 @@ pub async fn serve<S: Store>(listener: TcpListener, dashboard: Dashboard<S>) {
         };
         let dashboard = Arc::clone(&dashboard);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let dashboard = Arc::clone(&dashboard);
-                async move {
-                    let resp = http::answer(
-                        &dashboard,
-                        req.method(),
-                        req.uri().path(),
-                        req.uri().query(),
-                    )
-                    .await;
-                    Ok::<_, Infallible>(resp)
-                }
-            });
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let dashboard = Arc::clone(&dashboard);
+                    async move {
+                        let resp = http::answer(
+                            &dashboard,
+                            req.method(),
+                            req.uri().path(),
+                            req.uri().query(),
+                        )
+                        .await;
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(MAX_REQUEST_HEAD)
                 .serve_connection(TokioIo::new(stream), svc);

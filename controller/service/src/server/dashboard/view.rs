@@ -17,8 +17,22 @@ pub const MAX_ROLLOUTS: usize = 20;
 /// is an id, a name, a number or a reason; a field added later stays off the page until it is
 /// listed here).
 pub const SHOWN_FIELDS: &[&str] = &[
-    "seq", "ts", "event", "rollout", "ring", "name", "agent_id", "action", "job", "epoch",
-    "reason", "by", "bake_ms", "on_failure", "replica", "version",
+    "seq",
+    "ts",
+    "event",
+    "rollout",
+    "ring",
+    "name",
+    "agent_id",
+    "action",
+    "job",
+    "epoch",
+    "reason",
+    "by",
+    "bake_ms",
+    "on_failure",
+    "replica",
+    "version",
 ];
 
 fn agent_json(a: &AgentRecord) -> Value {
@@ -116,7 +130,11 @@ pub fn audit(lines: &[String], after: u64, limit: usize) -> Value {
             Ok(Value::Object(m)) => Some(m),
             _ => None,
         })
-        .filter(|m| m.get("seq").and_then(Value::as_u64).is_some_and(|s| s > after))
+        .filter(|m| {
+            m.get("seq")
+                .and_then(Value::as_u64)
+                .is_some_and(|s| s > after)
+        })
         .map(|m| {
             let shown: Map<String, Value> = SHOWN_FIELDS
                 .iter()
