@@ -23,7 +23,7 @@ from collections import defaultdict
 
 # Top first. A module imports only its own floor or those below it.
 FLOORS = [
-    ["main", "cli", "daemon", "exporter", "lock", "readiness"],
+    ["main", "cli", "daemon", "exporter", "dashboard", "lock", "readiness"],
     ["server"],
     ["intake", "flags"],
     ["admission"],
