@@ -76,9 +76,13 @@ impl Sampler {
     ) {
         let span = self.last_ms.map_or(1000, |last| now.saturating_sub(last));
         self.last_ms = Some(now);
+        // Each pid once: with sysinfo 0.37 a pid listed twice is not found after the refresh.
         let pids: Vec<Pid> = status
             .iter()
-            .flat_map(|a| a.instances.iter().map(|i| Pid::from_u32(i.pid)))
+            .flat_map(|a| a.instances.iter().map(|i| i.pid))
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .map(Pid::from_u32)
             .collect();
         let system = self.system.get_or_insert_with(System::new);
         system.refresh_processes_specifics(
@@ -162,5 +166,146 @@ fn window(
     match base.insert(key, (pid, now.clone())) {
         Some((p, earlier)) if p == pid => Some(now.minus(&earlier)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::lock;
+    use crate::executor::{BackendStatus, InstanceStatus};
+    use crate::job::AppName;
+    use crate::traffic::http_stats::{Histogram, StatusClasses};
+
+    fn counters(ok: u64, errors: u64, slow: u64) -> HttpStats {
+        let n = ok + errors;
+        HttpStats {
+            requests: n,
+            responses: StatusClasses {
+                success: ok,
+                server_error: errors,
+                ..StatusClasses::default()
+            },
+            latency: Histogram {
+                le_ms: vec![25, 200, 500],
+                counts: vec![n - slow, n - slow, n, n],
+                sum_us: 0,
+                count: n,
+            },
+            ..HttpStats::default()
+        }
+    }
+
+    fn app(canary_pid: u32) -> AppStatus {
+        let instance = |index, pid, port, version: &str| InstanceStatus {
+            index,
+            pid,
+            port,
+            version: version.parse().unwrap(),
+            state: "running".to_owned(),
+            restarts: 0,
+            slot: None,
+        };
+        let backend = |port, cohort: &str| BackendStatus {
+            id: format!("b{port}"),
+            addr: format!("127.0.0.1:{port}"),
+            weight: 1,
+            draining: false,
+            active: 0,
+            total: 0,
+            connect_errors: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            cohort: cohort.to_owned(),
+        };
+        AppStatus {
+            name: AppName::new("web").unwrap(),
+            current: Some("1.0.0".parse().unwrap()),
+            previous: None,
+            active_job: Some(crate::job::JobId::new("j1").unwrap()),
+            instances: vec![
+                instance(0, std::process::id(), 9001, "1.0.0"),
+                instance(1, canary_pid, 9002, "2.0.0"),
+            ],
+            releases_on_disk: Vec::new(),
+            strategy: None,
+            active_slot: None,
+            rollout: "canary 50%".to_owned(),
+            listen: None,
+            backends: vec![backend(9001, "stable"), backend(9002, "canary")],
+            notes: String::new(),
+        }
+    }
+
+    fn router(pid: u32, stable: HttpStats, canary: HttpStats) -> BTreeMap<String, Stats> {
+        let stats = Stats {
+            pid,
+            cohorts: [("stable".to_owned(), stable), ("canary".to_owned(), canary)]
+                .into_iter()
+                .collect(),
+            ..Stats::default()
+        };
+        [("web".to_owned(), stats)].into_iter().collect()
+    }
+
+    #[test]
+    fn samples_are_the_differences_of_the_front_doors_counters_per_cohort() {
+        let d = Dashboard::default();
+        let mut s = Sampler::default();
+        let me = std::process::id();
+        s.sample(
+            &d,
+            &[app(me)],
+            &router(7, counters(100, 0, 0), counters(10, 0, 0)),
+            1_000,
+        );
+        s.sample(
+            &d,
+            &[app(me)],
+            &router(7, counters(190, 10, 10), counters(60, 0, 0)),
+            2_000,
+        );
+        let series = lock(&d.inner.history).of_app("web", 0);
+        let stable = &series["stable"];
+        // The first sample only sets the base: nothing is counted from before the agent looked.
+        assert_eq!(
+            (stable[0].responses, stable[0].errors, stable[0].p95_ms),
+            (0, 0, None)
+        );
+        let second = stable[1];
+        assert_eq!((second.responses, second.errors), (100, 10));
+        assert_eq!(second.span_ms, 1_000);
+        // 10 of 100 slower than 200 ms: the p95 is in the 500 ms bucket, as the analysis says.
+        let window = counters(190, 10, 10).minus(&counters(100, 0, 0));
+        assert_eq!(second.p95_ms, signals::p95_bound_ms(&window));
+        assert_eq!(second.p95_ms, Some(500));
+        assert!(
+            (second.error_rate().unwrap() - signals::error_rate(&window).unwrap()).abs() < 1e-12
+        );
+        assert_eq!(series["canary"][1].responses, 50);
+        // This process stands in for both instances: its memory is measured in each cohort.
+        assert!(second.memory.is_some_and(|m| m > 0), "{second:?}");
+        assert!(series["canary"][1].memory.is_some_and(|m| m > 0));
+        let apps = lock(&d.inner.apps).clone();
+        assert_eq!(apps[0].cohorts, ["canary", "stable"]);
+        assert_eq!(apps[0].instances[1].cohort, "canary");
+        assert_eq!(apps[0].active_job.as_deref(), Some("j1"));
+
+        // A restarted front door (new pid) counts from zero: that sample sets a new base.
+        s.sample(
+            &d,
+            &[app(me)],
+            &router(8, counters(5, 0, 0), counters(5, 0, 0)),
+            3_000,
+        );
+        s.sample(
+            &d,
+            &[app(me)],
+            &router(8, counters(25, 0, 0), counters(5, 0, 0)),
+            4_000,
+        );
+        let stable = &lock(&d.inner.history).of_app("web", 2_000)["stable"];
+        assert_eq!(stable[0].responses, 0);
+        assert_eq!(stable[1].responses, 20);
     }
 }
