@@ -5,7 +5,9 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const WINDOW_MS = 15 * 60 * 1000;
+// The longest range the page offers (the agent keeps 15 minutes of 1 s samples and 4 hours
+// of 30 s ones).
+const MAX_RANGE_MS = 4 * 60 * 60 * 1000;
 const RECENT = 10; // samples summed for the table's latest values
 const REFRESH_MS = 2000;
 const W = 600, H = 150, PAD_L = 48, PAD_R = 8, PAD_T = 8, PAD_B = 18;
@@ -148,11 +150,40 @@ function eventList(events) {
   return ul;
 }
 
+// Per app, the samples read so far: each refresh asks only for those after the newest one.
+const cache = {};
+
+async function seriesOf(name) {
+  const c = cache[name] || (cache[name] = { cohorts: {}, last: 0 });
+  const got = await getJson("/dashboard/api/series?app=" + encodeURIComponent(name) + "&since=" + c.last);
+  let newest = c.last;
+  for (const [cohort, samples] of Object.entries(got.cohorts || {})) {
+    const list = c.cohorts[cohort] || (c.cohorts[cohort] = []);
+    for (const s of samples) {
+      if (list.length === 0 || s.t_ms > list[list.length - 1].t_ms) list.push(s);
+      newest = Math.max(newest, s.t_ms);
+    }
+  }
+  c.last = newest;
+  for (const list of Object.values(c.cohorts)) {
+    let drop = 0;
+    while (drop < list.length && list[drop].t_ms < newest - MAX_RANGE_MS) drop++;
+    if (drop > 0) list.splice(0, drop);
+  }
+  return c.cohorts;
+}
+
+function rangeMs() {
+  const v = Number(document.getElementById("range").value);
+  return v > 0 ? v : 15 * 60 * 1000;
+}
+
 async function renderApp(app) {
-  const [series, events] = await Promise.all([
-    getJson("/dashboard/api/series?app=" + encodeURIComponent(app.name)),
+  const [cohorts, events] = await Promise.all([
+    seriesOf(app.name),
     getJson("/dashboard/api/events?app=" + encodeURIComponent(app.name)),
   ]);
+  const range = rangeMs();
   const section = el("section", { class: "app", id: "app-" + app.name, "data-app": app.name });
   section.appendChild(el("h2", {}, app.name));
   let status = "release " + (app.current || "none");
@@ -161,16 +192,15 @@ async function renderApp(app) {
   if (app.active_job) status += "; job " + app.active_job + " running";
   if (app.rollout) status += ": " + app.rollout;
   section.appendChild(el("p", { class: "status" }, status));
-  const cohorts = series.cohorts || {};
   let t1 = 0;
   for (const samples of Object.values(cohorts)) for (const s of samples) t1 = Math.max(t1, s.t_ms);
   if (t1 === 0) t1 = Date.now();
   let t0 = t1;
   for (const samples of Object.values(cohorts)) if (samples.length) t0 = Math.min(t0, samples[0].t_ms);
-  t0 = Math.max(t0, t1 - WINDOW_MS);
+  t0 = Math.max(t0, t1 - range);
   for (const e of events.events) {
     const t = Date.parse(e.ts);
-    if (t < t0 && t >= t1 - WINDOW_MS) t0 = t;
+    if (t < t0 && t >= t1 - range) t0 = t;
   }
   if (t1 - t0 < 20000) t0 = t1 - 20000;
   section.appendChild(latestTable(cohorts));
@@ -211,5 +241,6 @@ async function refresh() {
   }
 }
 
+document.getElementById("range").addEventListener("change", refresh);
 refresh();
 setInterval(refresh, REFRESH_MS);
