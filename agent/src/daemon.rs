@@ -270,9 +270,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .map_err(start("open the artifact store"))?
         .with_quota(config.limits.max_store_bytes, config.audit.min_free_bytes),
     );
-    // Before the server accepts an upload: partial uploads a crash left are never resumed.
+    // Before the server accepts an upload: temp files of the older naming go; partial uploads
+    // named by their digest stay for a resume unless nobody resumed them within the TTL.
     // A failure is only logged (hygiene, not safety) and does not stop start-up.
     crate::artifact::store::log_leftover_removal("an interrupted upload", store.remove_leftovers());
+    crate::artifact::store::log_partial_collection(store.collect_partials(
+        config.limits.unused_artifact_ttl,
+        std::time::SystemTime::now(),
+    ));
     let secrets = crate::secrets::SecretsKey::load_or_create(&config.data_dir).map_err(start(
         "load the key that hashes secret values for the audit log",
     ))?;

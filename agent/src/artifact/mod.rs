@@ -3,6 +3,8 @@
 //!
 //! * [`store`]: `<data_dir>/artifacts/sha256/<hex>`; uploads are hashed as they stream in and
 //!   only a complete file with the declared size and digest is renamed into place.
+//! * [`upload`]: one upload in progress, in `<data_dir>/artifacts/partial/<hex>`, kept when it
+//!   breaks off so that the next upload of that digest resumes where it stopped.
 //! * [`unpack`]: `.tar.gz` → directory, validating every entry itself (never `tar`'s own
 //!   `unpack`): no absolute paths, no `..`, no links out of the release, no devices, no
 //!   setuid bits, bounded entries and bytes; all or nothing.
@@ -12,6 +14,7 @@ mod beneath;
 pub mod releases;
 pub mod store;
 pub mod unpack;
+pub mod upload;
 
 #[cfg(test)]
 mod tests;
@@ -22,7 +25,8 @@ use std::path::PathBuf;
 use crate::job::Sha256Hex;
 
 pub use releases::Releases;
-pub use store::{ArtifactStore, Upload};
+pub use store::ArtifactStore;
+pub use upload::Upload;
 pub use unpack::{UnpackError, UnpackLimits, unpack_release};
 
 pub(crate) use crate::state::sync_dir;
@@ -154,6 +158,37 @@ pub enum ArtifactError {
         used: u64,
         /// The quota.
         quota: u64,
+    },
+    /// An upload asks to resume past the end it declares.
+    #[error(
+        "upload of sha256:{digest} resumes at byte {offset}, past its declared size of {size} bytes"
+    )]
+    ResumePastEnd {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The byte the stream starts at.
+        offset: u64,
+        /// The declared size.
+        size: u64,
+    },
+    /// An upload asks to resume at another byte than the agent holds.
+    #[error(
+        "upload of sha256:{digest} resumes at byte {offset} but the agent holds {held}; resume at \
+         byte {held} or start again at byte 0"
+    )]
+    ResumeMismatch {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The byte the stream starts at.
+        offset: u64,
+        /// The bytes of it the agent holds.
+        held: u64,
+    },
+    /// Another upload of the same digest is in progress.
+    #[error("an upload of sha256:{digest} is already in progress")]
+    UploadBusy {
+        /// The artifact's digest.
+        digest: Sha256Hex,
     },
     /// The upload would leave less free space than the audit log needs.
     #[error(

@@ -1,22 +1,29 @@
-//! The content-addressed artifact store: `<dir>/sha256/<hex>`.
+//! The content-addressed artifact store: `<dir>/sha256/<hex>`, and the partial files of
+//! interrupted uploads, `<dir>/partial/<hex>`.
 //!
-//! An upload streams into `<dir>/sha256/.upload-<random>` (mode 0600), hashed as it goes. Bytes
-//! beyond the declared size or the store's maximum are refused at once. Only [`Upload::finish`]
-//! with the right size and digest fsyncs the file, renames it to its digest and fsyncs the
-//! directory; an upload dropped before that removes its temp file. A crash (kill -9, power
-//! loss) can still leave a temp file behind; [`ArtifactStore::remove_leftovers`] removes those
-//! at start-up.
+//! An upload streams into its digest's partial file (mode 0600, see [`super::upload`]),
+//! hashed as it goes. Bytes beyond the declared size or the store's maximum are refused at
+//! once. Only a complete upload with the right size and digest is renamed to its digest. An
+//! upload that breaks off keeps its partial file, and a later upload of the same digest
+//! resumes at the byte the agent holds ([`ArtifactStore::held`]) after re-hashing what is
+//! there; a partial nobody resumes is collected after `limits.unused_artifact_ttl`. Temp files
+//! of the older naming (`.upload-<random>`) are removed at start-up
+//! ([`ArtifactStore::remove_leftovers`]).
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use super::{ArtifactError, digest_hex, random_suffix, sync_dir};
+use super::upload::{Active, Claim, Parts};
+use super::{ArtifactError, Upload, sync_dir};
 use crate::job::Sha256Hex;
 
-/// The name prefix of an upload's temp file in the objects directory.
+/// The name prefix of an upload's temp file in the objects directory (the naming before
+/// partial files were kept for a resume).
 const UPLOAD_PREFIX: &str = ".upload-";
 
 /// The agent's artifact store, rooted at `<data_dir>/artifacts`.
@@ -24,36 +31,46 @@ const UPLOAD_PREFIX: &str = ".upload-";
 pub struct ArtifactStore {
     /// `<dir>/sha256`.
     objects: PathBuf,
+    /// `<dir>/partial`: one file per digest whose upload broke off.
+    partials: PathBuf,
     max_bytes: u64,
     /// Most bytes the store may hold (`limits.max_store_bytes`).
     quota: u64,
     /// Free bytes an upload must leave on the filesystem (`audit.min_free_bytes`).
     min_free: u64,
+    /// Digests being uploaded now.
+    active: Active,
 }
 
 impl ArtifactStore {
-    /// Opens the store at `dir` (normally `<data_dir>/artifacts`), creating `dir/sha256`
-    /// (mode 0700) if needed. Artifacts larger than `max_bytes` are refused.
+    /// Opens the store at `dir` (normally `<data_dir>/artifacts`), creating `dir/sha256` and
+    /// `dir/partial` (mode 0700) if needed. Artifacts larger than `max_bytes` are refused.
+    /// Partial files already there are kept: they are what a resume continues.
     ///
     /// # Errors
     ///
     /// [`ArtifactError::Io`] naming the directory when it cannot be created.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, ArtifactError> {
         let objects = dir.join("sha256");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&objects)
-            .map_err(|source| ArtifactError::Io {
-                op: "create artifact directory",
-                path: objects.clone(),
-                source,
-            })?;
+        let partials = dir.join("partial");
+        for path in [&objects, &partials] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|source| ArtifactError::Io {
+                    op: "create artifact directory",
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         Ok(Self {
             objects,
+            partials,
             max_bytes,
             quota: u64::MAX,
             min_free: 0,
+            active: Active::default(),
         })
     }
 
@@ -67,18 +84,21 @@ impl ArtifactStore {
         self
     }
 
-    /// Bytes in the objects directory: stored artifacts and uploads in progress.
+    /// Bytes in the objects and partial directories: stored artifacts, uploads in progress
+    /// and partial uploads waiting for a resume.
     fn used(&self) -> Result<u64, ArtifactError> {
-        let io = |source| ArtifactError::Io {
-            op: "list the artifact store",
-            path: self.objects.clone(),
-            source,
-        };
         let mut used = 0u64;
-        for entry in fs::read_dir(&self.objects).map_err(io)? {
-            let meta = entry.map_err(io)?.metadata().map_err(io)?;
-            if meta.is_file() {
-                used = used.saturating_add(meta.len());
+        for dir in [&self.objects, &self.partials] {
+            let io = |source| ArtifactError::Io {
+                op: "list the artifact store",
+                path: dir.clone(),
+                source,
+            };
+            for entry in fs::read_dir(dir).map_err(io)? {
+                let meta = entry.map_err(io)?.metadata().map_err(io)?;
+                if meta.is_file() {
+                    used = used.saturating_add(meta.len());
+                }
             }
         }
         Ok(used)
@@ -94,33 +114,61 @@ impl ArtifactStore {
     /// error stay removed.
     pub fn collect(
         &self,
-        keep: &std::collections::BTreeSet<Sha256Hex>,
-        ttl: std::time::Duration,
-        now: std::time::SystemTime,
+        keep: &BTreeSet<Sha256Hex>,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
+        self.collect_in(&self.objects, ttl, now, |digest| !keep.contains(digest))
+    }
+
+    /// Deletes partial uploads last written longer than `ttl` before `now` and not being
+    /// resumed now. Returns the digests removed, with the bytes each held.
+    ///
+    /// # Errors
+    ///
+    /// [`ArtifactError::Io`] naming the directory or the file; files removed before the
+    /// error stay removed.
+    pub fn collect_partials(
+        &self,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
+        self.collect_in(&self.partials, ttl, now, |digest| {
+            // The claim is taken and dropped at once: an upload that starts meanwhile waits
+            // for nothing, and one in progress keeps its file.
+            Claim::take(&self.active, digest).is_some()
+        })
+    }
+
+    /// Removes the regular files of `dir` named by a digest, older than `ttl` and `removable`.
+    fn collect_in(
+        &self,
+        dir: &Path,
+        ttl: Duration,
+        now: SystemTime,
+        removable: impl Fn(&Sha256Hex) -> bool,
     ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
         let io = |op, path: &Path| {
             let path = path.to_owned();
             move |source| ArtifactError::Io { op, path, source }
         };
         let mut removed = Vec::new();
-        for entry in
-            fs::read_dir(&self.objects).map_err(io("list the artifact store", &self.objects))?
-        {
-            let entry = entry.map_err(io("list the artifact store", &self.objects))?;
+        for entry in fs::read_dir(dir).map_err(io("list the artifact store", dir))? {
+            let entry = entry.map_err(io("list the artifact store", dir))?;
             let Ok(digest) = Sha256Hex::new(&entry.file_name().to_string_lossy()) else {
-                continue; // temp files and anything else that is not an artifact
+                continue; // temp files and anything else that is not named by a digest
             };
             let path = entry.path();
             let meta = fs::symlink_metadata(&path).map_err(io("stat artifact", &path))?;
             let stored = meta.modified().map_err(io("stat artifact", &path))?;
             let old = now.duration_since(stored).is_ok_and(|age| age > ttl);
-            if meta.is_file() && old && !keep.contains(&digest) {
+            if meta.is_file() && old && removable(&digest) {
                 fs::remove_file(&path).map_err(io("remove unused artifact", &path))?;
                 removed.push((digest, meta.len()));
             }
         }
         if !removed.is_empty() {
-            sync_dir(&self.objects).map_err(io("sync the artifact store", &self.objects))?;
+            sync_dir(dir).map_err(io("sync the artifact store", dir))?;
         }
         Ok(removed)
     }
@@ -130,6 +178,11 @@ impl ArtifactStore {
         self.objects.join(digest.as_str())
     }
 
+    /// Where the partial upload of `digest` lives (whether or not it is there).
+    pub fn partial_of(&self, digest: &Sha256Hex) -> PathBuf {
+        self.partials.join(digest.as_str())
+    }
+
     /// Whether the store holds the artifact: a regular file (not a symlink) of exactly `size`
     /// bytes at its digest's path. Its content was verified when it was stored and is verified
     /// again before every unpack.
@@ -137,32 +190,63 @@ impl ArtifactStore {
         fs::symlink_metadata(self.path_of(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
+    /// The bytes of an interrupted upload of `digest` the store holds, which an upload with
+    /// that offset resumes from: the length of its partial file (a regular file, never a
+    /// link), 0 when there is none.
+    pub fn held(&self, digest: &Sha256Hex) -> u64 {
+        fs::symlink_metadata(self.partial_of(digest))
+            .map_or(0, |m| if m.is_file() { m.len() } else { 0 })
+    }
+
     /// The largest artifact this store accepts, in bytes.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
 
-    /// Removes every temp file an interrupted upload left in the objects directory (names
-    /// starting with `.upload-`): a file or symlink is removed itself (a link is never
-    /// followed), a directory of that name with everything in it. Returns the paths removed.
-    ///
-    /// Only for start-up: an upload in progress has such a temp file too.
+    /// Removes every temp file of the older upload naming (`.upload-` in the objects or
+    /// partial directory): a file or symlink is removed itself (a link is never followed), a
+    /// directory of that name with everything in it. Partial files named by a digest are
+    /// kept for a resume. Returns the paths removed.
     ///
     /// # Errors
     ///
     /// [`ArtifactError::Io`] naming the directory that cannot be listed or the entry that
     /// cannot be removed; entries removed before the error stay removed.
     pub fn remove_leftovers(&self) -> Result<Vec<PathBuf>, ArtifactError> {
-        remove_prefixed(&self.objects, UPLOAD_PREFIX)
+        let mut removed = remove_prefixed(&self.objects, UPLOAD_PREFIX)?;
+        removed.extend(remove_prefixed(&self.partials, UPLOAD_PREFIX)?);
+        Ok(removed)
     }
 
-    /// Starts an upload of `size` bytes that must hash to `expected`.
+    /// Starts a fresh upload of `size` bytes that must hash to `expected` (any partial of it
+    /// is discarded).
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::begin_upload_at`].
+    pub fn begin_upload(&self, expected: &Sha256Hex, size: u64) -> Result<Upload, ArtifactError> {
+        self.begin_upload_at(expected, size, 0)
+    }
+
+    /// Starts an upload of `size` bytes that must hash to `expected`, whose stream begins at
+    /// byte `offset`: 0 starts afresh (discarding any partial), anything else must be exactly
+    /// what [`ArtifactStore::held`] says, and the held bytes are read back and hashed before
+    /// the upload continues (no hash state is trusted across a break).
     ///
     /// # Errors
     ///
     /// [`ArtifactError::TooLarge`] when `size` is over the store's maximum;
-    /// [`ArtifactError::Io`] when the temp file cannot be created.
-    pub fn begin_upload(&self, expected: &Sha256Hex, size: u64) -> Result<Upload, ArtifactError> {
+    /// [`ArtifactError::ResumePastEnd`] when `offset` is past `size`;
+    /// [`ArtifactError::UploadBusy`] when an upload of `expected` is in progress;
+    /// [`ArtifactError::ResumeMismatch`] when `offset` is not the held byte count;
+    /// [`ArtifactError::StoreFull`] / [`ArtifactError::DiskLow`] when the rest would not fit;
+    /// [`ArtifactError::Io`] when the partial file cannot be opened or read.
+    pub fn begin_upload_at(
+        &self,
+        expected: &Sha256Hex,
+        size: u64,
+        offset: u64,
+    ) -> Result<Upload, ArtifactError> {
         if size > self.max_bytes {
             return Err(ArtifactError::TooLarge {
                 digest: expected.clone(),
@@ -170,8 +254,85 @@ impl ArtifactStore {
                 max: self.max_bytes,
             });
         }
+        if offset > size {
+            return Err(ArtifactError::ResumePastEnd {
+                digest: expected.clone(),
+                offset,
+                size,
+            });
+        }
+        let claim = Claim::take(&self.active, expected).ok_or_else(|| {
+            ArtifactError::UploadBusy {
+                digest: expected.clone(),
+            }
+        })?;
+        // The claim keeps every other upload of this digest away from the partial file from
+        // here on, so what `held` says now is what is opened below.
+        let held = self.held(expected);
+        if offset != 0 && offset != held {
+            return Err(ArtifactError::ResumeMismatch {
+                digest: expected.clone(),
+                offset,
+                held,
+            });
+        }
+        self.check_room(expected, size, held, offset)?;
+        let partial = self.partial_of(expected);
+        let io = |op| {
+            let path = partial.clone();
+            move |source| ArtifactError::Io { op, path, source }
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&partial)
+            .map_err(io("open upload file"))?;
+        let meta = file.metadata().map_err(io("inspect upload file"))?;
+        if offset != 0 && meta.len() != offset {
+            return Err(ArtifactError::ResumeMismatch {
+                digest: expected.clone(),
+                offset,
+                held: meta.len(),
+            });
+        }
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        if offset == 0 {
+            file.set_len(0).map_err(io("truncate upload file"))?;
+        } else {
+            hash_prefix(&mut file, offset, &mut hasher).map_err(io("re-hash upload file"))?;
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io("seek upload file"))?;
+        Ok(Upload::new(Parts {
+            file,
+            partial,
+            dest: self.path_of(expected),
+            objects: self.objects.clone(),
+            expected: expected.clone(),
+            size,
+            held: offset,
+            hasher,
+            claim,
+        }))
+    }
+
+    /// Refuses an upload whose remaining bytes would take the store past its quota or the
+    /// filesystem under its free-space floor. `held` bytes of it are on disk already (counted
+    /// in the store's use); `offset` of them are kept.
+    fn check_room(
+        &self,
+        expected: &Sha256Hex,
+        size: u64,
+        held: u64,
+        offset: u64,
+    ) -> Result<(), ArtifactError> {
         let used = self.used()?;
-        if used.saturating_add(size) > self.quota {
+        let others = used.saturating_sub(held);
+        if others.saturating_add(size) > self.quota {
             return Err(ArtifactError::StoreFull {
                 digest: expected.clone(),
                 size,
@@ -187,7 +348,7 @@ impl ArtifactStore {
             })?;
             #[allow(clippy::unnecessary_cast)] // the field types differ between targets
             let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
-            let left = free.saturating_sub(size);
+            let left = free.saturating_sub(size.saturating_sub(offset));
             if left < self.min_free {
                 return Err(ArtifactError::DiskLow {
                     digest: expected.clone(),
@@ -197,178 +358,34 @@ impl ArtifactStore {
                 });
             }
         }
-        let suffix = random_suffix().ok_or_else(|| ArtifactError::Random {
-            path: self.objects.clone(),
-        })?;
-        let temp = self.objects.join(format!("{UPLOAD_PREFIX}{suffix}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&temp)
-            .map_err(|source| ArtifactError::Io {
-                op: "create upload file",
-                path: temp.clone(),
-                source,
-            })?;
-        Ok(Upload {
-            file: Some(file),
-            temp,
-            dest: self.path_of(expected),
-            dir: self.objects.clone(),
-            expected: expected.clone(),
-            size,
-            written: 0,
-            hasher: ring::digest::Context::new(&ring::digest::SHA256),
-            failed: false,
-        })
-    }
-}
-
-/// An artifact upload in progress. Dropping it before [`Upload::finish`] succeeds removes the
-/// temp file.
-pub struct Upload {
-    /// `None` once finished (or being finished).
-    file: Option<File>,
-    temp: PathBuf,
-    dest: PathBuf,
-    dir: PathBuf,
-    expected: Sha256Hex,
-    size: u64,
-    written: u64,
-    hasher: ring::digest::Context,
-    failed: bool,
-}
-
-impl Upload {
-    /// The bytes received so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Appends `chunk`, hashing it.
-    ///
-    /// # Errors
-    ///
-    /// [`ArtifactError::Oversize`] as soon as the total would exceed the declared size (which
-    /// the store already bounded by its maximum); nothing of that chunk is written and the
-    /// upload is dead ([`ArtifactError::UploadFailed`] afterwards). [`ArtifactError::Io`] when
-    /// writing fails.
-    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ArtifactError> {
-        if self.failed {
-            return Err(ArtifactError::UploadFailed {
-                digest: self.expected.clone(),
-            });
-        }
-        let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-        let total = self.written.saturating_add(len);
-        if total > self.size {
-            self.failed = true;
-            return Err(ArtifactError::Oversize {
-                digest: self.expected.clone(),
-                declared: self.size,
-            });
-        }
-        let Some(file) = self.file.as_mut() else {
-            return Err(ArtifactError::UploadFailed {
-                digest: self.expected.clone(),
-            });
-        };
-        if let Err(source) = file.write_all(chunk) {
-            self.failed = true;
-            return Err(ArtifactError::Io {
-                op: "write upload",
-                path: self.temp.clone(),
-                source,
-            });
-        }
-        self.hasher.update(chunk);
-        self.written = total;
         Ok(())
     }
-
-    /// Checks the size and digest, fsyncs the file, renames it to its digest's path and fsyncs
-    /// the directory. On any error the temp file is removed.
-    ///
-    /// # Errors
-    ///
-    /// [`ArtifactError::SizeMismatch`], [`ArtifactError::DigestMismatch`] (naming expected
-    /// and actual digests), [`ArtifactError::UploadFailed`] after a refused write, or
-    /// [`ArtifactError::Io`].
-    pub fn finish(mut self) -> Result<(), ArtifactError> {
-        if self.failed {
-            return Err(ArtifactError::UploadFailed {
-                digest: self.expected.clone(),
-            });
-        }
-        if self.written != self.size {
-            return Err(ArtifactError::SizeMismatch {
-                digest: self.expected.clone(),
-                expected: self.size,
-                actual: self.written,
-            });
-        }
-        let hasher = std::mem::replace(
-            &mut self.hasher,
-            ring::digest::Context::new(&ring::digest::SHA256),
-        );
-        let actual = digest_hex(hasher.finish()).map_err(|source| ArtifactError::Io {
-            op: "hash upload",
-            path: self.temp.clone(),
-            source,
-        })?;
-        if actual != self.expected {
-            return Err(ArtifactError::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
-            });
-        }
-        let Some(file) = self.file.take() else {
-            return Err(ArtifactError::UploadFailed {
-                digest: self.expected.clone(),
-            });
-        };
-        file.sync_all().map_err(|source| ArtifactError::Io {
-            op: "fsync upload",
-            path: self.temp.clone(),
-            source,
-        })?;
-        drop(file);
-        fs::rename(&self.temp, &self.dest).map_err(|source| ArtifactError::Io {
-            op: "rename upload into place at",
-            path: self.dest.clone(),
-            source,
-        })?;
-        // The temp name is gone: Drop must not remove anything now.
-        self.failed = true;
-        self.temp = PathBuf::new();
-        sync_dir(&self.dir).map_err(|source| ArtifactError::Io {
-            op: "fsync",
-            path: self.dir.clone(),
-            source,
-        })
-    }
 }
 
-impl std::fmt::Debug for Upload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upload")
-            .field("temp", &self.temp)
-            .field("dest", &self.dest)
-            .field("expected", &self.expected)
-            .field("size", &self.size)
-            .field("written", &self.written)
-            .field("failed", &self.failed)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.temp.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.temp);
+/// Feeds the first `len` bytes of `file` to `hasher`; fails if the file is shorter.
+fn hash_prefix(file: &mut File, len: u64, hasher: &mut ring::digest::Context) -> io::Result<()> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = Read::by_ref(file).take(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                read = read.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
+    }
+    if read == len {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the partial file ended after {read} of {len} held bytes"),
+        ))
     }
 }
 
@@ -457,6 +474,28 @@ pub(crate) fn log_leftover_removal<E: std::error::Error + Send + Sync + 'static>
         }
         Err(e) => tracing::warn!(
             "cannot remove leftover temporary files from {from} (start-up continues): {}",
+            crate::error::reason(&e)
+        ),
+    }
+}
+
+/// Logs the outcome of a `collect_partials` call: one `info` line naming the partial uploads
+/// removed (nothing when none was), or a `warn` line on an error (hygiene, never fatal).
+pub(crate) fn log_partial_collection(result: Result<Vec<(Sha256Hex, u64)>, ArtifactError>) {
+    match result {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            let bytes: u64 = removed.iter().map(|(_, size)| size).sum();
+            let digests: Vec<String> = removed.iter().map(|(d, _)| d.to_string()).collect();
+            tracing::info!(
+                "removed {} partial upload(s) nobody resumed within limits.unused_artifact_ttl, \
+                 {bytes} bytes: {}",
+                digests.len(),
+                digests.join(", ")
+            );
+        }
+        Err(e) => tracing::warn!(
+            "cannot collect partial uploads: {}",
             crate::error::reason(&e)
         ),
     }

@@ -205,6 +205,7 @@ fn gz(data: &[u8]) -> Vec<u8> {
 }
 
 mod releases;
+mod resume;
 mod store;
 mod unpack;
 mod unpack_props;

@@ -316,7 +316,9 @@ impl Executor {
         let ttl = self.inner.config.limits.unused_artifact_ttl;
         let store = Arc::clone(&self.inner.store);
         let collected = tokio::task::spawn_blocking(move || {
-            store.collect(&keep, ttl, std::time::SystemTime::now())
+            let now = std::time::SystemTime::now();
+            crate::artifact::store::log_partial_collection(store.collect_partials(ttl, now));
+            store.collect(&keep, ttl, now)
         })
         .await;
         let removed = match collected {

@@ -408,10 +408,11 @@ impl Agent for AgentService {
             }));
         }
         self.audit.health().map_err(|e| status::audit(&e))?;
-        let mut upload = self
-            .store
-            .begin_upload(&digest, meta.size)
-            .map_err(|e| status::artifact(&e))?;
+        let store = Arc::clone(&self.store);
+        let mut upload = tokio::task::block_in_place(|| {
+            store.begin_upload_at(&digest, meta.size, first.offset)
+        })
+        .map_err(|e| status::artifact(&e))?;
         let write = |upload: &mut crate::artifact::Upload, data: &[u8]| {
             tokio::task::block_in_place(|| upload.write(data)).map_err(|e| status::artifact(&e))
         };
@@ -419,10 +420,12 @@ impl Agent for AgentService {
         while let Some(chunk) = chunks.message().await? {
             write(&mut upload, &chunk.data)?;
         }
+        let resumed_from = upload.resumed_from();
         tokio::task::block_in_place(|| upload.finish()).map_err(|e| status::artifact(&e))?;
         let entry = Entry::new("artifact.stored")
             .with("sha256", json!(digest))
             .with("size", json!(meta.size))
+            .with("resumed_from", json!(resumed_from))
             .with("peer_fingerprint", json!(peer.fingerprint));
         self.audit
             .append(entry)
@@ -440,8 +443,16 @@ impl Agent for AgentService {
         request: Request<v1::ArtifactRef>,
     ) -> Result<Response<v1::ArtifactPresence>, Status> {
         let r = request.into_inner();
-        let present = Sha256Hex::new(&r.sha256).is_ok_and(|d| self.store.contains(&d, r.size));
-        Ok(Response::new(v1::ArtifactPresence { present }))
+        let Ok(digest) = Sha256Hex::new(&r.sha256) else {
+            return Ok(Response::new(v1::ArtifactPresence::default()));
+        };
+        let present = self.store.contains(&digest, r.size);
+        // A partial longer than the size asked about cannot be that artifact's prefix.
+        let held = match self.store.held(&digest) {
+            held if present || held > r.size => 0,
+            held => held,
+        };
+        Ok(Response::new(v1::ArtifactPresence { present, held }))
     }
 
     async fn status(

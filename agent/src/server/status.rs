@@ -205,7 +205,11 @@ pub fn artifact(e: &ArtifactError) -> Status {
         | ArtifactError::SizeMismatch { .. }
         | ArtifactError::DigestMismatch { .. }
         | ArtifactError::UploadFailed { .. }
+        | ArtifactError::ResumePastEnd { .. }
         | ArtifactError::Unpack { .. } => Status::invalid_argument(refused()),
+        ArtifactError::ResumeMismatch { .. } => Status::failed_precondition(refused()),
+        // Not the client's fault: the other upload ends and the agent accepts a resume then.
+        ArtifactError::UploadBusy { .. } => Status::aborted(refused()),
         ArtifactError::Missing { .. }
         | ArtifactError::NotOnDisk { .. }
         | ArtifactError::DigestConflict { .. }

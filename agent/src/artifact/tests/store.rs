@@ -117,19 +117,18 @@ fn short_upload_is_refused() {
 }
 
 #[test]
-fn dropped_upload_removes_its_temp_file() {
+fn a_dropped_upload_keeps_its_partial_for_a_resume() {
     let (dir, store) = store();
-    let mut up = store.begin_upload(&Sha256Hex::of(b"abcd"), 4).unwrap();
+    let digest = Sha256Hex::of(b"abcd");
+    let mut up = store.begin_upload(&digest, 4).unwrap();
     up.write(b"ab").unwrap();
-    let temps = objects(&dir);
-    assert_eq!(temps.len(), 1);
-    assert!(temps[0].starts_with(".upload-"), "{temps:?}");
-    assert_eq!(
-        mode_of(&dir.path().join("artifacts/sha256").join(&temps[0])),
-        0o600
-    );
+    let partial = dir.path().join("artifacts/partial").join(digest.as_str());
+    assert_eq!(store.partial_of(&digest), partial);
+    assert_eq!(mode_of(&partial), 0o600);
     drop(up);
-    assert_eq!(objects(&dir), Vec::<String>::new());
+    assert_eq!(objects(&dir), Vec::<String>::new(), "nothing is stored");
+    assert_eq!(fs::read(&partial).unwrap(), b"ab");
+    assert_eq!(store.held(&digest), 2);
 }
 
 #[test]
@@ -207,8 +206,19 @@ fn j9_an_upload_past_the_store_quota_is_refused_naming_use_and_quota() {
         err.to_string().contains("900 of 1500 bytes are in use"),
         "{err}"
     );
-    // At the quota exactly is fine.
+    // A partial that waits for a resume still counts.
     drop(pending);
+    let Err(err) = store.begin_upload(&third, 650) else {
+        panic!("over the quota")
+    };
+    assert!(
+        matches!(err, ArtifactError::StoreFull { used: 900, .. }),
+        "{err:?}"
+    );
+    // Starting that upload afresh discards its partial.
+    drop(store.begin_upload(&second, 600).unwrap());
+    assert_eq!(store.held(&second), 0);
+    // At the quota exactly is fine.
     let fits = Sha256Hex::of(&[4u8; 700]);
     assert!(store.begin_upload(&fits, 700).is_ok());
 }
@@ -232,6 +242,10 @@ fn j9_an_upload_that_would_leave_less_than_min_free_bytes_is_refused() {
         objects(&dir).is_empty(),
         "nothing is left of the refused upload"
     );
+    assert!(
+        names(&dir.path().join("artifacts/partial")).is_empty(),
+        "no partial is left of the refused upload"
+    );
     // With no floor the same upload goes ahead.
     let store = store.with_quota(u64::MAX, 0);
     assert!(store.begin_upload(&digest, 1).is_ok());
@@ -243,7 +257,8 @@ fn j9_collect_removes_only_old_artifacts_no_release_uses() {
     let used = put(&store, b"a release in use");
     let unused_old = put(&store, b"an old unused artifact");
     let unused_new = put(&store, b"a fresh upload, not deployed yet");
-    let mut pending = store.begin_upload(&Sha256Hex::of(b"in flight"), 9).unwrap();
+    let in_flight = Sha256Hex::of(b"in flight");
+    let mut pending = store.begin_upload(&in_flight, 9).unwrap();
     pending.write(b"in").unwrap();
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for d in [&used, &unused_old] {
@@ -267,13 +282,11 @@ fn j9_collect_removes_only_old_artifacts_no_release_uses() {
     left.sort();
     assert_eq!(left, want);
     assert_eq!(
-        names(&dir.path().join("artifacts/sha256"))
-            .iter()
-            .filter(|n| n.starts_with(".upload-"))
-            .count(),
-        1,
+        names(&dir.path().join("artifacts/partial")),
+        [in_flight.as_str()],
         "the upload in flight is untouched"
     );
+    assert_eq!(store.held(&in_flight), 2);
     // A second pass has nothing left to do.
     assert!(
         store
