@@ -57,6 +57,48 @@ pub fn make_artifact(env: &TestEnv, version: &str, mode: &str) -> anyhow::Result
     })
 }
 
+/// Writes `<root>/artifacts/web-<version>-large.tar.gz`: the release of [`make_artifact`] plus
+/// `padding.bin`, `padding` bytes that do not compress (so the archive is at least that big),
+/// for tests of large and interrupted uploads.
+///
+/// # Errors
+///
+/// When the sample app is not built or the file cannot be written.
+pub fn make_large_artifact(
+    env: &TestEnv,
+    version: &str,
+    padding: usize,
+) -> anyhow::Result<PathBuf> {
+    let app = fs::read(bins::path(bins::SAMPLE_APP)?)?;
+    // xorshift64: cheap bytes gzip cannot shrink.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut noise = Vec::with_capacity(padding + 8);
+    while noise.len() < padding {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    noise.truncate(padding);
+    let files = [
+        ("bin/gantry-sample-app", app, 0o755),
+        ("VERSION", format!("{version}\n").into_bytes(), 0o644),
+        ("padding.bin", noise, 0o644),
+    ];
+    let name = format!("web-{version}-large.tar.gz");
+    write_tar_gz(&artifacts_dir(env)?.join(name), |b| {
+        for (path, data, mode) in &files {
+            let mut h = Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(u64::try_from(data.len())?);
+            h.set_mode(*mode);
+            h.set_mtime(0);
+            b.append_data(&mut h, path, data.as_slice())?;
+        }
+        Ok(())
+    })
+}
+
 /// A hostile archive: otherwise a working release, plus one entry that must be refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hostile {

@@ -44,8 +44,17 @@ impl Controller {
     ///
     /// When it cannot be started or does not finish in time.
     pub fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        process::run(self.command(args)?, DEADLINE)
+    }
+
+    /// The `gantry ARGS` command [`Controller::run`] runs, to spawn and signal it.
+    ///
+    /// # Errors
+    ///
+    /// When the `gantry` binary is not built.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<std::process::Command> {
         let mut cmd = process::hermetic(&bins::path(bins::GANTRY)?, &self.home, self.envs.clone());
         cmd.current_dir(&self.root).args(args);
-        process::run(cmd, DEADLINE)
+        Ok(cmd)
     }
 }

@@ -148,6 +148,7 @@ pub fn upload_raw(
         .map(|c| ArtifactChunk {
             meta: None,
             data: c.to_vec(),
+            offset: 0,
         })
         .collect();
     let meta = ArtifactRef {
@@ -159,6 +160,7 @@ pub fn upload_raw(
         None => chunks.push(ArtifactChunk {
             meta: Some(meta),
             data: Vec::new(),
+            offset: 0,
         }),
     }
     with_client(env, agent, |mut client| async move {

@@ -51,7 +51,7 @@ pub mod service;
 pub mod tamper;
 
 pub use agent::Agent;
-pub use artifact::{Hostile, make_artifact, make_hostile_artifact};
+pub use artifact::{Hostile, make_artifact, make_hostile_artifact, make_large_artifact};
 pub use controller::Controller;
 pub use env::SHORT;
 pub use env::{KeyPair, Keys, NginxFiles, Options, Pki, Router, TestEnv};

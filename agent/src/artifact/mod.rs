@@ -26,8 +26,8 @@ use crate::job::Sha256Hex;
 
 pub use releases::Releases;
 pub use store::ArtifactStore;
-pub use upload::Upload;
 pub use unpack::{UnpackError, UnpackLimits, unpack_release};
+pub use upload::Upload;
 
 pub(crate) use crate::state::sync_dir;
 

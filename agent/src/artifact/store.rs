@@ -261,11 +261,10 @@ impl ArtifactStore {
                 size,
             });
         }
-        let claim = Claim::take(&self.active, expected).ok_or_else(|| {
-            ArtifactError::UploadBusy {
+        let claim =
+            Claim::take(&self.active, expected).ok_or_else(|| ArtifactError::UploadBusy {
                 digest: expected.clone(),
-            }
-        })?;
+            })?;
         // The claim keeps every other upload of this digest away from the partial file from
         // here on, so what `held` says now is what is opened below.
         let held = self.held(expected);

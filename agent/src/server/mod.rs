@@ -409,10 +409,9 @@ impl Agent for AgentService {
         }
         self.audit.health().map_err(|e| status::audit(&e))?;
         let store = Arc::clone(&self.store);
-        let mut upload = tokio::task::block_in_place(|| {
-            store.begin_upload_at(&digest, meta.size, first.offset)
-        })
-        .map_err(|e| status::artifact(&e))?;
+        let mut upload =
+            tokio::task::block_in_place(|| store.begin_upload_at(&digest, meta.size, first.offset))
+                .map_err(|e| status::artifact(&e))?;
         let write = |upload: &mut crate::artifact::Upload, data: &[u8]| {
             tokio::task::block_in_place(|| upload.write(data)).map_err(|e| status::artifact(&e))
         };

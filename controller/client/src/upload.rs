@@ -1,11 +1,17 @@
 //! Making sure the agent holds the artifact a deploy names: asks first, and only when it lacks
 //! it checks the local file against the job's digest and size and streams it in chunks.
+//!
+//! An upload resumes: when the agent holds part of the artifact from an interrupted upload
+//! (`ArtifactPresence.held`), the file is sent from that byte (`ArtifactChunk.offset`), and a
+//! connection that breaks mid-upload is retried [`UPLOAD_ATTEMPTS`] times in all, with
+//! backoff, each time from what the agent then holds.
 
-use std::io::Read;
+use std::io::{Read, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use gantry_proto::v1::{Action, ArtifactChunk, ArtifactRef, Job};
-use tokio::io::AsyncReadExt;
+use gantry_proto::v1::{Action, ArtifactChunk, ArtifactPresence, ArtifactRef, Job};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::connect::{Agent, ClientError};
@@ -13,6 +19,13 @@ use crate::fault::Fault;
 
 /// Artifact upload chunk size.
 pub const CHUNK: usize = 256 * 1024;
+
+/// Attempts at one upload, the first included, when the connection breaks mid-upload (or the
+/// agent is still finishing an earlier upload of the same artifact).
+pub const UPLOAD_ATTEMPTS: u32 = 4;
+
+/// The wait before the second attempt; it doubles for each one after.
+const RETRY_BASE: Duration = Duration::from_millis(500);
 
 /// Why the agent does not hold the artifact it needs.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +142,11 @@ pub fn artifact_of(job: &Job) -> Option<ArtifactRef> {
 pub trait UploadProgress {
     /// An upload of `total` bytes begins.
     fn started(&mut self, _total: u64) {}
+    /// The agent holds the first `held` bytes of `total` from an interrupted upload; this
+    /// attempt sends from there.
+    fn resumed(&mut self, _held: u64, _total: u64) {}
+    /// An attempt broke off (`reason`); attempt `next` of `of` starts after `delay`.
+    fn retrying(&mut self, _next: u32, _of: u32, _reason: &str, _delay: Duration) {}
     /// `bytes` more were handed to the connection.
     fn sent(&mut self, _bytes: u64) {}
     /// Every byte was sent and the call has ended (its result is checked after this).
@@ -159,15 +177,8 @@ pub async fn ensure_artifact(
     file: Option<&Path>,
     progress: &mut impl UploadProgress,
 ) -> Result<Holding, UploadError> {
-    let present = agent
-        .client
-        .clone()
-        .has_artifact(want.clone())
-        .await
-        .map_err(|s| agent.error("HasArtifact", s))?
-        .into_inner()
-        .present;
-    if present {
+    let presence = presence(agent, want).await?;
+    if presence.present {
         return Ok(Holding::AlreadyPresent(want.clone()));
     }
     let path = file.ok_or_else(|| UploadError::ArtifactNeeded {
@@ -187,11 +198,24 @@ pub async fn ensure_artifact(
             expected_size: want.size,
         });
     }
-    upload(agent, path, want.clone(), progress).await?;
+    upload_from(agent, path, want.clone(), Some(presence.held), progress).await?;
     Ok(Holding::Uploaded(want.clone()))
 }
 
-/// Streams `path` as `want` in [`CHUNK`]-sized chunks (the first carries the metadata).
+/// What the agent holds of `want`: all of it, or the bytes of an interrupted upload.
+async fn presence(agent: &Agent, want: &ArtifactRef) -> Result<ArtifactPresence, UploadError> {
+    Ok(agent
+        .client
+        .clone()
+        .has_artifact(want.clone())
+        .await
+        .map_err(|s| agent.error("HasArtifact", s))?
+        .into_inner())
+}
+
+/// Streams `path` as `want` in [`CHUNK`]-sized chunks (the first carries the metadata and the
+/// offset), from the byte the agent holds of an interrupted upload, retrying a broken
+/// connection (see [`UPLOAD_ATTEMPTS`]).
 ///
 /// # Errors
 ///
@@ -202,19 +226,113 @@ pub async fn upload(
     want: ArtifactRef,
     progress: &mut impl UploadProgress,
 ) -> Result<(), UploadError> {
-    let read_err = |source| UploadError::ReadArtifact {
-        path: path.to_owned(),
-        source,
+    upload_from(agent, path, want, None, progress).await
+}
+
+/// [`upload`], starting at `held` when the caller has just asked the agent.
+async fn upload_from(
+    agent: &Agent,
+    path: &Path,
+    want: ArtifactRef,
+    mut held: Option<u64>,
+    progress: &mut impl UploadProgress,
+) -> Result<(), UploadError> {
+    progress.started(want.size);
+    let mut attempt = 1;
+    loop {
+        let from = match held.take() {
+            Some(from) => from,
+            None => {
+                let presence = presence(agent, &want).await?;
+                if presence.present {
+                    // An earlier attempt completed though its answer was lost.
+                    progress.finished();
+                    return Ok(());
+                }
+                presence.held
+            }
+        };
+        // A held count past the end cannot be this file's prefix: start again.
+        let from = if from > want.size { 0 } else { from };
+        if from > 0 {
+            progress.resumed(from, want.size);
+        }
+        match send(agent, path, &want, from, progress).await {
+            Ok(()) => return Ok(()),
+            Err(Sent::Broken(status)) if attempt < UPLOAD_ATTEMPTS && retryable(&status, from) => {
+                let delay = RETRY_BASE.saturating_mul(1 << (attempt - 1));
+                attempt += 1;
+                progress.retrying(attempt, UPLOAD_ATTEMPTS, status.message(), delay);
+                tokio::time::sleep(delay).await;
+            }
+            Err(Sent::Broken(status)) => {
+                progress.finished();
+                return Err(agent.error("UploadArtifact", status).into());
+            }
+            Err(Sent::Failed(e)) => {
+                progress.finished();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Whether an attempt that ended with `status` may be tried again: the connection broke or
+/// the agent is busy with an earlier upload of the artifact, or a resume from `from` raced
+/// with what the agent holds (it is asked again). A refusal of the artifact itself is final.
+fn retryable(status: &tonic::Status, from: u64) -> bool {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::Aborted
+        | Code::DeadlineExceeded
+        | Code::Internal => true,
+        Code::FailedPrecondition => from > 0,
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::ResourceExhausted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::DataLoss
+        | Code::Unauthenticated => false,
+    }
+}
+
+/// How one attempt ended, if not with the agent's receipt.
+enum Sent {
+    /// The call failed; maybe worth another attempt.
+    Broken(tonic::Status),
+    /// Not worth another attempt.
+    Failed(UploadError),
+}
+
+/// One attempt: the file from byte `from` to its end, in one `UploadArtifact` call.
+async fn send(
+    agent: &Agent,
+    path: &Path,
+    want: &ArtifactRef,
+    from: u64,
+    progress: &mut impl UploadProgress,
+) -> Result<(), Sent> {
+    let read_err = |source| {
+        Sent::Failed(UploadError::ReadArtifact {
+            path: path.to_owned(),
+            source,
+        })
     };
     let mut f = tokio::fs::File::open(path).await.map_err(read_err)?;
-    progress.started(want.size);
+    f.seek(SeekFrom::Start(from)).await.map_err(read_err)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<ArtifactChunk>(4);
-    let sent = want.sha256.clone();
     let call = {
         let mut client = agent.client.clone();
         tokio::spawn(async move { client.upload_artifact(ReceiverStream::new(rx)).await })
     };
-    let mut meta = Some(want);
+    let mut meta = Some(want.clone());
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = read_full(&mut f, &mut buf).await.map_err(read_err)?;
@@ -222,6 +340,7 @@ pub async fn upload(
             break;
         }
         let chunk = ArtifactChunk {
+            offset: if meta.is_some() { from } else { 0 },
             meta: meta.take(),
             data: buf[..n].to_vec(),
         };
@@ -234,19 +353,14 @@ pub async fn upload(
         }
     }
     drop(tx);
-    let result = call.await.map_err(|e| UploadError::ReadArtifact {
-        path: path.to_owned(),
-        source: std::io::Error::other(e),
-    })?;
+    let result = call.await.map_err(|e| read_err(std::io::Error::other(e)))?;
+    let receipt = result.map_err(Sent::Broken)?.into_inner();
     progress.finished();
-    let receipt = result
-        .map_err(|s| agent.error("UploadArtifact", s))?
-        .into_inner();
-    if receipt.sha256 != sent {
-        return Err(UploadError::ReceiptMismatch {
-            sent,
+    if receipt.sha256 != want.sha256 {
+        return Err(Sent::Failed(UploadError::ReceiptMismatch {
+            sent: want.sha256.clone(),
             got: receipt.sha256,
-        });
+        }));
     }
     Ok(())
 }
@@ -304,6 +418,34 @@ mod tests {
         let want = ring::digest::digest(&ring::digest::SHA256, &vec![1u8; CHUNK + 5]);
         assert_eq!(info.sha256, hex::encode(want));
         assert_eq!(info.path, path);
+    }
+
+    #[test]
+    fn a_broken_connection_is_retried_and_a_refusal_is_not() {
+        use tonic::{Code, Status};
+        for code in [
+            Code::Unavailable,
+            Code::Unknown,
+            Code::Cancelled,
+            Code::Aborted,
+        ] {
+            assert!(retryable(&Status::new(code, "x"), 0), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::ResourceExhausted,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+        ] {
+            assert!(!retryable(&Status::new(code, "x"), 5), "{code:?}");
+        }
+        // A resume that raced with the agent's held bytes asks again; a fresh upload the
+        // agent refuses as a precondition does not.
+        assert!(retryable(
+            &Status::failed_precondition("resumes at byte"),
+            5
+        ));
+        assert!(!retryable(&Status::failed_precondition("x"), 0));
     }
 
     #[test]

@@ -84,6 +84,24 @@ impl UploadProgress for UploadBar<'_> {
         self.bar = Some(self.out.upload_bar(total));
     }
 
+    fn resumed(&mut self, held: u64, total: u64) {
+        self.out
+            .note(&format!("resuming the upload at {held} of {total} bytes"));
+        if let Some(bar) = &self.bar {
+            bar.set_position(held);
+        }
+    }
+
+    fn retrying(&mut self, next: u32, of: u32, reason: &str, delay: std::time::Duration) {
+        self.out.note(&format!(
+            "the upload broke off ({reason}); trying again in {} ms (attempt {next} of {of})",
+            delay.as_millis()
+        ));
+        if let Some(bar) = &self.bar {
+            bar.set_position(0);
+        }
+    }
+
     fn sent(&mut self, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(bytes);

@@ -187,7 +187,7 @@ impl AgentService for Mock {
     ) -> Result<Response<ArtifactPresence>, Status> {
         let present =
             self.seen.lock().unwrap().stored.as_deref() == Some(req.get_ref().sha256.as_str());
-        Ok(Response::new(ArtifactPresence { present }))
+        Ok(Response::new(ArtifactPresence { present, held: 0 }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

@@ -10,6 +10,8 @@
 //! * `gates`: `gate evaluate` on real reports; environments refusing pre-releases and jobs
 //!   without passed, ci-signed evidence.
 //! * `faults`: kill -9 of the agent, hostile and mismatched artifacts.
+//! * `artifact_resume`: an upload cut by kill -9 of the agent or of `gantry` resumes at the
+//!   byte the agent holds.
 //! * `flags`: feature flags pushed, killed, refused and served over OFREP.
 //! * `fleet_service`: the controller service over six agents in rings: order and bakes from
 //!   the agents' logs, a failing ring rolled back, kill -9 of the service resumed, replicas.
@@ -28,6 +30,7 @@
 )]
 
 mod admission;
+mod artifact_resume;
 mod attacks;
 mod audit;
 mod cli;

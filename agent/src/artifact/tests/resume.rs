@@ -79,7 +79,11 @@ fn a_resume_at_another_offset_is_refused_naming_both_and_keeps_the_partial() {
         "{err:?}"
     );
     assert!(err.to_string().contains("past its declared size"), "{err}");
-    assert_eq!(store.held(&digest), 400, "a refused resume keeps the partial");
+    assert_eq!(
+        store.held(&digest),
+        400,
+        "a refused resume keeps the partial"
+    );
     // Nothing held: any offset but 0 is refused.
     let other = Sha256Hex::of(b"other");
     let err = store.begin_upload_at(&other, 5, 2).unwrap_err();
@@ -174,7 +178,11 @@ fn a_second_upload_of_the_same_digest_is_refused_while_the_first_runs() {
     ));
     first.write(&data[100..200]).unwrap();
     drop(first);
-    assert_eq!(store.held(&digest), 200, "the refused uploads wrote nothing");
+    assert_eq!(
+        store.held(&digest),
+        200,
+        "the refused uploads wrote nothing"
+    );
     let mut second = store.begin_upload_at(&digest, 900, 200).unwrap();
     second.write(&data[200..]).unwrap();
     second.finish().unwrap();
@@ -209,7 +217,9 @@ fn the_quota_counts_partials_and_a_resume_needs_room_only_for_the_rest() {
 }
 
 fn put_bytes(store: &ArtifactStore, data: &[u8]) {
-    let mut up = store.begin_upload(&Sha256Hex::of(data), data.len() as u64).unwrap();
+    let mut up = store
+        .begin_upload(&Sha256Hex::of(data), data.len() as u64)
+        .unwrap();
     up.write(data).unwrap();
     up.finish().unwrap();
 }
@@ -248,7 +258,11 @@ fn partials_nobody_resumes_within_the_ttl_are_collected() {
     assert_eq!(removed, [(stale.clone(), 5)]);
     assert_eq!(store.held(&stale), 0);
     assert_eq!(store.held(&fresh), 7);
-    assert_eq!(store.held(&busy), 3, "the upload in progress keeps its partial");
+    assert_eq!(
+        store.held(&busy),
+        3,
+        "the upload in progress keeps its partial"
+    );
     assert!(stray.exists());
     drop(resuming);
     // The collection let go of the digests it looked at: the busy one can be resumed again.

@@ -176,6 +176,26 @@ fn an_artifact_the_client_got_wrong_is_refused_as_its_fault() {
             Code::InvalidArgument,
         ),
         (
+            ArtifactError::ResumePastEnd {
+                digest: digest(),
+                offset: 6,
+                size: 5,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            ArtifactError::ResumeMismatch {
+                digest: digest(),
+                offset: 3,
+                held: 2,
+            },
+            Code::FailedPrecondition,
+        ),
+        (
+            ArtifactError::UploadBusy { digest: digest() },
+            Code::Aborted,
+        ),
+        (
             ArtifactError::Missing {
                 digest: digest(),
                 size: 5,

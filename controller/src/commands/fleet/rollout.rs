@@ -149,12 +149,14 @@ async fn upload(svc: &mut Service, path: &Path, plan: &Plan) -> Result<(), Fleet
         chunks.push(ArtifactChunk {
             meta: meta.take(),
             data: part.to_vec(),
+            offset: 0,
         });
     }
     if let Some(m) = meta {
         chunks.push(ArtifactChunk {
             meta: Some(m),
             data: Vec::new(),
+            offset: 0,
         });
     }
     svc.upload_artifact(tokio_stream::iter(chunks))
