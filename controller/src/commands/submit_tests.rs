@@ -31,6 +31,12 @@ type LineStream = Pin<Box<dyn Stream<Item = Result<AuditLine, Status>> + Send>>;
 struct Seen {
     chunks: Vec<usize>,
     stored: Option<String>,
+    /// What the mock holds of an interrupted upload (`ArtifactPresence.held` is its length).
+    partial: Vec<u8>,
+    /// The offset of every upload call.
+    offsets: Vec<u64>,
+    /// The next upload breaks off (UNAVAILABLE) after this many chunks.
+    break_after: Option<usize>,
     submits: u32,
     watches: u32,
     /// The job bytes of every submit.
@@ -158,22 +164,36 @@ impl AgentService for Mock {
     ) -> Result<Response<ArtifactReceipt>, Status> {
         let mut stream = req.into_inner();
         let mut meta = None;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut size = 0u64;
+        let mut count = 0;
         while let Some(chunk) = stream.message().await? {
+            let mut seen = self.seen.lock().unwrap();
             if meta.is_none() {
                 meta = chunk.meta.clone();
+                let held = seen.partial.len() as u64;
+                seen.offsets.push(chunk.offset);
+                if chunk.offset == 0 {
+                    seen.partial.clear();
+                } else if chunk.offset != held {
+                    return Err(Status::failed_precondition("offset is not what is held"));
+                }
             }
-            ctx.update(&chunk.data);
-            size += chunk.data.len() as u64;
-            self.seen.lock().unwrap().chunks.push(chunk.data.len());
+            if seen.break_after == Some(count) {
+                seen.break_after = None;
+                return Err(Status::unavailable("connection reset"));
+            }
+            count += 1;
+            seen.partial.extend_from_slice(&chunk.data);
+            seen.chunks.push(chunk.data.len());
         }
         let meta = meta.ok_or_else(|| Status::invalid_argument("no meta"))?;
-        let digest = hex::encode(ctx.finish());
+        let mut seen = self.seen.lock().unwrap();
+        let bytes = std::mem::take(&mut seen.partial);
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        let size = bytes.len() as u64;
         if digest != meta.sha256 || size != meta.size {
             return Err(Status::invalid_argument("digest mismatch"));
         }
-        self.seen.lock().unwrap().stored = Some(digest.clone());
+        seen.stored = Some(digest.clone());
         Ok(Response::new(ArtifactReceipt {
             sha256: digest,
             size,
@@ -185,9 +205,10 @@ impl AgentService for Mock {
         &self,
         req: Request<ArtifactRef>,
     ) -> Result<Response<ArtifactPresence>, Status> {
-        let present =
-            self.seen.lock().unwrap().stored.as_deref() == Some(req.get_ref().sha256.as_str());
-        Ok(Response::new(ArtifactPresence { present, held: 0 }))
+        let seen = self.seen.lock().unwrap();
+        let present = seen.stored.as_deref() == Some(req.get_ref().sha256.as_str());
+        let held = seen.partial.len() as u64;
+        Ok(Response::new(ArtifactPresence { present, held }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -369,6 +390,46 @@ async fn deploy_uploads_in_chunks_follows_and_witnesses() {
     .unwrap()
     .unwrap();
     assert_eq!(w.seq, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_resumes_at_the_byte_the_agent_holds() {
+    let f = start(mock(Outcome::Succeeded)).await;
+    let artifact = f.dir.path().join("a.tgz");
+    let data: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&artifact, &data).unwrap();
+    let file = signed_deploy(f.dir.path(), &artifact);
+    // An earlier upload broke off after 300 KiB.
+    f.seen.lock().unwrap().partial = data[..300 * 1024].to_vec();
+    let agent = connect(&f).await;
+    ensure_artifact(&agent, &file, Some(&artifact), &Events::new(Mode::Json))
+        .await
+        .unwrap();
+    let seen = f.seen.lock().unwrap();
+    assert_eq!(seen.offsets, [300 * 1024]);
+    assert_eq!(
+        seen.chunks,
+        [CHUNK, 300 * 1024 - CHUNK],
+        "only the rest is sent"
+    );
+    assert!(seen.stored.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_breaks_off_is_tried_again_from_what_the_agent_then_holds() {
+    let f = start(mock(Outcome::Succeeded)).await;
+    let artifact = f.dir.path().join("a.tgz");
+    std::fs::write(&artifact, vec![3u8; 600 * 1024]).unwrap();
+    let file = signed_deploy(f.dir.path(), &artifact);
+    f.seen.lock().unwrap().break_after = Some(2);
+    let agent = connect(&f).await;
+    ensure_artifact(&agent, &file, Some(&artifact), &Events::new(Mode::Json))
+        .await
+        .unwrap();
+    let seen = f.seen.lock().unwrap();
+    assert_eq!(seen.offsets, [0, 2 * CHUNK as u64]);
+    assert_eq!(seen.chunks, [CHUNK, CHUNK, 600 * 1024 - 2 * CHUNK]);
+    assert!(seen.stored.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
