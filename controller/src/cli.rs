@@ -467,6 +467,9 @@ pub struct JobSubmitArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
     /// The artifact to upload if the agent does not have it yet.
+    ///
+    /// An upload that broke off earlier (a lost connection, an agent restart) resumes at the
+    /// byte the agent holds; one that breaks off now is tried again (4 attempts in all).
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
     /// Print one JSON object per event on stdout (and one for an error).
@@ -505,6 +508,10 @@ pub struct DeployArgs {
     #[arg(long = "key", value_name = "FILE", required = true)]
     pub keys: Vec<PathBuf>,
     /// The release artifact (.tar.gz).
+    ///
+    /// Uploaded only if the agent does not have it; an upload that broke off earlier (a lost
+    /// connection, an agent restart) resumes at the byte the agent holds, and one that breaks
+    /// off now is tried again (4 attempts in all).
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
     /// Print one JSON object per event on stdout (and one for an error).
