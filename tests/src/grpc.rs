@@ -130,6 +130,27 @@ pub fn info(env: &TestEnv, agent: &Agent) -> anyhow::Result<AgentInfo> {
     })
 }
 
+/// The agent's `HasArtifact` answer for `sha256` and `size`: whether it holds the artifact,
+/// and how many bytes of an interrupted upload of it.
+///
+/// # Errors
+///
+/// When no connection is made or the call fails.
+pub fn has_artifact(
+    env: &TestEnv,
+    agent: &Agent,
+    sha256: &str,
+    size: u64,
+) -> anyhow::Result<gantry_proto::v1::ArtifactPresence> {
+    let want = ArtifactRef {
+        sha256: sha256.to_owned(),
+        size,
+    };
+    with_client(env, agent, |mut client| async move {
+        Ok(client.has_artifact(want).await?.into_inner())
+    })
+}
+
 /// Streams `data` to the agent's artifact store claiming `sha256` and `size` in the first
 /// chunk (64 KiB chunks); returns the receipt or the status the upload was refused with.
 ///

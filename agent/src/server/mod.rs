@@ -304,6 +304,22 @@ impl AgentService {
     }
 }
 
+/// Writes the first chunk's data and every further chunk into `upload`, until the stream ends.
+async fn receive(
+    upload: &mut crate::artifact::Upload,
+    first: &[u8],
+    chunks: &mut Streaming<v1::ArtifactChunk>,
+) -> Result<(), Status> {
+    let mut write = |data: &[u8]| {
+        tokio::task::block_in_place(|| upload.write(data)).map_err(|e| status::artifact(&e))
+    };
+    write(first)?;
+    while let Some(chunk) = chunks.message().await? {
+        write(&chunk.data)?;
+    }
+    Ok(())
+}
+
 fn peer_of<T>(request: &Request<T>) -> PeerIdentity {
     let fingerprint = request
         .extensions()
@@ -412,12 +428,11 @@ impl Agent for AgentService {
         let mut upload =
             tokio::task::block_in_place(|| store.begin_upload_at(&digest, meta.size, first.offset))
                 .map_err(|e| status::artifact(&e))?;
-        let write = |upload: &mut crate::artifact::Upload, data: &[u8]| {
-            tokio::task::block_in_place(|| upload.write(data)).map_err(|e| status::artifact(&e))
-        };
-        write(&mut upload, &first.data)?;
-        while let Some(chunk) = chunks.message().await? {
-            write(&mut upload, &chunk.data)?;
+        let received = receive(&mut upload, &first.data, &mut chunks).await;
+        if let Err(status) = received {
+            // Dropping an upload that broke off fsyncs its partial file: not on this thread.
+            tokio::task::block_in_place(|| drop(upload));
+            return Err(status);
         }
         let resumed_from = upload.resumed_from();
         tokio::task::block_in_place(|| upload.finish()).map_err(|e| status::artifact(&e))?;

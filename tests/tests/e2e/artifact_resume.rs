@@ -181,6 +181,14 @@ fn an_upload_cut_by_a_sigkill_of_the_agent_resumes_after_its_restart() {
     assert!(fs::metadata(partial_path(&env, &digest)).unwrap().len() >= held);
 
     let agent = Agent::start(&env).unwrap();
+    // The restarted agent offers to resume where its partial file ends; a size smaller than
+    // what it holds cannot be that artifact, so it offers nothing for that.
+    let on_disk = fs::metadata(partial_path(&env, &digest)).unwrap().len();
+    let presence = gantry_tests::grpc::has_artifact(&env, &agent, &digest, size).unwrap();
+    assert!(!presence.present);
+    assert_eq!(presence.held, on_disk);
+    let smaller = gantry_tests::grpc::has_artifact(&env, &agent, &digest, on_disk - 1).unwrap();
+    assert_eq!((smaller.present, smaller.held), (false, 0));
     let ctl = Controller::new(&env, &agent);
     rerun_resumes(&env, &ctl, &args, &digest, size, held);
 }
