@@ -118,7 +118,9 @@ impl ArtifactStore {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
-        self.collect_in(&self.objects, ttl, now, |digest| !keep.contains(digest))
+        self.collect_in(&self.objects, ttl, now, |digest| {
+            (!keep.contains(digest)).then_some(())
+        })
     }
 
     /// Deletes partial uploads last written longer than `ttl` before `now` and not being
@@ -133,20 +135,21 @@ impl ArtifactStore {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
+        // An upload in progress keeps its file; the claim held while a partial is removed
+        // keeps an upload from opening it meanwhile (it is refused as busy, and retried).
         self.collect_in(&self.partials, ttl, now, |digest| {
-            // The claim is taken and dropped at once: an upload that starts meanwhile waits
-            // for nothing, and one in progress keeps its file.
-            Claim::take(&self.active, digest).is_some()
+            Claim::take(&self.active, digest)
         })
     }
 
-    /// Removes the regular files of `dir` named by a digest, older than `ttl` and `removable`.
-    fn collect_in(
+    /// Removes the regular files of `dir` named by a digest and older than `ttl`, for which
+    /// `removable` gives a guard (held while the file is removed).
+    fn collect_in<G>(
         &self,
         dir: &Path,
         ttl: Duration,
         now: SystemTime,
-        removable: impl Fn(&Sha256Hex) -> bool,
+        removable: impl Fn(&Sha256Hex) -> Option<G>,
     ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
         let io = |op, path: &Path| {
             let path = path.to_owned();
@@ -158,11 +161,20 @@ impl ArtifactStore {
             let Ok(digest) = Sha256Hex::new(&entry.file_name().to_string_lossy()) else {
                 continue; // temp files and anything else that is not named by a digest
             };
+            // Under the guard, so what is looked at is what is removed.
+            let Some(_guard) = removable(&digest) else {
+                continue;
+            };
             let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(io("stat artifact", &path))?;
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                // An upload of it completed since the listing (its partial was renamed).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(io("stat artifact", &path)(source)),
+            };
             let stored = meta.modified().map_err(io("stat artifact", &path))?;
             let old = now.duration_since(stored).is_ok_and(|age| age > ttl);
-            if meta.is_file() && old && removable(&digest) {
+            if meta.is_file() && old {
                 fs::remove_file(&path).map_err(io("remove unused artifact", &path))?;
                 removed.push((digest, meta.len()));
             }
