@@ -340,7 +340,7 @@ fn service_config(dir: &Path, keys: &Path, pki: &PkiPaths, members: &[Member]) -
 }
 
 /// The plan: the sample app 1.0.0, hot, one instance per host; ring 0 (web-1) bakes 2 s, ring
-/// 1 (web-2) 1 s, ring 2 (web-3, web-4) both at once.
+/// 1 (web-2) 2 s, ring 2 (web-3, web-4) both at once.
 fn write_plan(
     path: &Path,
     artifact: &Path,
@@ -355,7 +355,7 @@ fn write_plan(
         environment: ENVIRONMENT.to_owned(),
         rings: vec![
             "name=canary,labels=ring:0,bake=2s,on_failure=rollback_ring".to_owned(),
-            "name=early,labels=ring:1,bake=1s,on_failure=rollback_all".to_owned(),
+            "name=early,labels=ring:1,bake=2s,on_failure=rollback_all".to_owned(),
             "name=everyone,labels=ring:2,max_parallel=2,on_failure=rollback_all".to_owned(),
         ],
         rings_file: None,
@@ -366,7 +366,7 @@ fn write_plan(
     file.sign(&keys.join("deployer.key"), deployer)?;
     file.write(path)?;
     println!(
-        "wrote {} (3 rings: canary web-1 bake 2s, early web-2 bake 1s, everyone web-3 and web-4)",
+        "wrote {} (3 rings: canary web-1 bake 2s, early web-2 bake 2s, everyone web-3 and web-4)",
         path.display()
     );
     Ok(())
