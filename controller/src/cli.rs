@@ -381,6 +381,22 @@ pub struct RolloutArgs {
     /// back) or pass (go on without a verdict). [default: pause]
     #[arg(long, value_name = "pause|fail|pass", help_heading = "Canary")]
     pub no_data: Option<String>,
+    /// Canary steps and the watch: a Prometheus server (http://HOST:PORT[/PREFIX]) whose
+    /// --prom-check queries must meet their conditions at every analysis interval.
+    #[arg(long, value_name = "URL", help_heading = "Canary")]
+    pub prometheus: Option<String>,
+    /// With --prometheus, repeatable: NAME:QUERY:CONDITION, e.g.
+    /// 'errors:sum(rate(http_5xx{app="{{app}}"}[{{window}}])):< 0.01'. The query is PromQL
+    /// with {{app}}, {{cohort}} (canary, stable, preview) and {{window}} (the time analysed so
+    /// far, like 30s) filled in; the condition (<, <=, >, >= a number) applies to its scalar or
+    /// single-series result. No result, NaN, several series or an unreachable server count as
+    /// no data (--no-data applies), never as a pass.
+    #[arg(
+        long = "prom-check",
+        value_name = "NAME:QUERY:CONDITION",
+        help_heading = "Canary"
+    )]
+    pub prom_checks: Vec<String>,
 }
 
 /// `gantry job ...`.

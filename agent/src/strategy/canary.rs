@@ -50,7 +50,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             .set_rollout(format!("canary {}: starting", release.version));
         let canary = start_instances(app, ctx, release, canary_slot, 0..canaries).await?;
         wait_healthy_ports(app, ctx, release, &canary).await?;
-        let mut analysis = Analysis::new(app, &canary, rollout.analysis);
+        let mut analysis = Analysis::new(app, &canary, rollout.analysis.clone());
         let steps = rollout.steps.len();
         for (n, step) in rollout.steps.iter().enumerate() {
             let weight = if stable.is_empty() {

@@ -116,7 +116,7 @@ async fn watch_signals(
     let Some((mut pid, mut base)) = base else {
         return Ok(());
     };
-    let spec = release.rollout.analysis;
+    let spec = &release.rollout.analysis;
     let started = Instant::now();
     let end = started + period;
     loop {

@@ -3,7 +3,8 @@
 //! A job file is exactly the protobuf encoding of `gantry.v1.SignedJob`: the job's bytes, which
 //! never change once created, and the signatures over them.
 //!
-//! * [`spec`]: flags to a `gantry.v1.Job` (stage two of parsing); [`rollout`]: its rollout part.
+//! * [`spec`]: flags to a `gantry.v1.Job` (stage two of parsing); [`rollout`]: its rollout part
+//!   ([`prom_flags`]: its Prometheus gate).
 //! * [`action`]: the action jobs (rollback, restart, stop, promote, abort).
 //! * [`file`](mod@file): the job file format ([`JobFile`]): read, write, sign.
 //! * [`create`](mod@create): `job create`, `job sign`, `job approve`.
@@ -16,6 +17,7 @@ pub mod create;
 pub mod explain;
 pub mod extras;
 pub mod file;
+pub mod prom_flags;
 pub mod release_extras_view;
 pub mod rollout;
 pub mod show;

@@ -66,6 +66,8 @@ pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> 
     add(a.max_p95_latency.is_some(), "--max-p95-latency", CANARY);
     add(a.min_samples.is_some(), "--min-samples", CANARY);
     add(a.no_data.is_some(), "--no-data", CANARY);
+    add(a.prometheus.is_some(), "--prometheus", ALL);
+    add(!a.prom_checks.is_empty(), "--prom-check", ALL);
     out
 }
 
@@ -258,7 +260,8 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
         || a.max_p95_latency.is_some()
         || a.min_samples.is_some()
         || a.no_data.is_some();
-    if analysis_given {
+    let prometheus = super::prom_flags::gate(a)?;
+    if analysis_given || prometheus.is_some() {
         r.analysis = Some(Analysis {
             max_probe_failures: at_least_one(
                 "--max-probe-failures",
@@ -306,6 +309,7 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
                     ));
                 }
             },
+            prometheus,
         });
     }
     Ok(Some(r))
@@ -370,8 +374,13 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
     let watch = r
         .filter(|r| r.watch_ms > 0)
         .map(|r| ("watch".to_owned(), flags::format_ms(r.watch_ms)));
+    let prometheus = r
+        .and_then(|r| r.analysis.as_ref())
+        .and_then(|a| a.prometheus.as_ref())
+        .map(super::prom_flags::rows)
+        .unwrap_or_default();
     if !ZERO_DOWNTIME.contains(&strategy) {
-        return watch.into_iter().collect();
+        return watch.into_iter().chain(prometheus).collect();
     }
     let d = Rollout::default();
     let r = r.unwrap_or(&d);
@@ -502,6 +511,7 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
             ),
         );
     }
+    rows.extend(prometheus);
     rows.extend(watch);
     rows
 }
@@ -528,6 +538,7 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
             "max_p95_latency_ms": a.max_p95_latency_ms,
             "min_samples": a.min_samples,
             "no_data": a.no_data,
+            "prometheus": a.prometheus.as_ref().map(super::prom_flags::json),
         })
     });
     json!({

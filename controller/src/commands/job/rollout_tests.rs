@@ -150,6 +150,7 @@ fn canary_flags_and_analysis() {
             max_p95_latency_ms: 300,
             min_samples: 500,
             no_data: "fail".into(),
+            prometheus: None,
         })
     );
     // One analysis flag alone: the rest stay at the agent's defaults (0).
@@ -166,6 +167,17 @@ fn canary_flags_and_analysis() {
         })
     );
     assert!(r.steps.is_empty());
+    // The Prometheus flags alone give an analysis with the gate and the defaults.
+    let a = RolloutArgs {
+        prometheus: Some("http://127.0.0.1:9090".into()),
+        prom_checks: vec!["up:up{job=\"gantry\"}:>= 1".into()],
+        ..args()
+    };
+    let r = build_rollout(Strategy::Hot, &a).unwrap().unwrap();
+    let g = r.analysis.unwrap().prometheus.unwrap();
+    assert_eq!(g.url, "http://127.0.0.1:9090");
+    assert_eq!(g.checks[0].query, "up{job=\"gantry\"}");
+    assert_eq!(g.checks[0].condition, ">= 1");
 }
 
 #[test]

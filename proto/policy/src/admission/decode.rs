@@ -406,6 +406,11 @@ fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
         },
         max_cpu_percent,
         max_memory_bytes: (a.max_memory_bytes != 0).then_some(a.max_memory_bytes),
+        prometheus: a
+            .prometheus
+            .as_ref()
+            .map(super::prom_gate::decode)
+            .transpose()?,
         interval: duration_or(
             "release.rollout.analysis.interval_ms",
             a.interval_ms,

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod fleet;
 pub mod gates;
 pub mod policy;
+pub mod prom_gate;
 pub mod window;
 
 use crate::environment::GateKind;

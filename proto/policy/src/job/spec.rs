@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kinds::{Action, StrategyKind};
 use super::names::{AppName, JobId, Sha256Hex};
+use super::prom_gate::PromGate;
 
 /// What a health probe checks on one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +152,7 @@ impl NoData {
 
 /// What aborts a canary.
 // Fields added later take their defaults in records written before them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AnalysisSpec {
     /// Failed health probes of canary instances.
@@ -175,6 +176,8 @@ pub struct AnalysisSpec {
     pub min_samples: Option<u64>,
     /// What a finished hold does while a metric has too few samples.
     pub no_data: NoData,
+    /// Queries to a Prometheus server that must meet their conditions; `None`: none.
+    pub prometheus: Option<PromGate>,
 }
 
 /// The share of responses a p95 check allows to be slower than its threshold.
@@ -211,6 +214,7 @@ impl Default for AnalysisSpec {
             max_p95_latency: Duration::from_millis(200),
             min_samples: None,
             no_data: NoData::Pause,
+            prometheus: None,
         }
     }
 }
