@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 pub mod analysis;
+pub mod prometheus;
 pub mod signals;
 pub mod watch;
 

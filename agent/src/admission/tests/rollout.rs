@@ -103,6 +103,14 @@ fn every_field_is_decoded() {
             max_p95_latency_ms: 350,
             min_samples: 400,
             no_data: "fail".into(),
+            prometheus: Some(v1::PrometheusGate {
+                url: "http://127.0.0.1:9090".into(),
+                checks: vec![v1::PrometheusCheck {
+                    name: "errors".into(),
+                    query: "sum(x{app=\"{{app}}\"})".into(),
+                    condition: "<= 0.5".into(),
+                }],
+            }),
         }),
         canary_instances: 2,
     };
@@ -145,6 +153,21 @@ fn every_field_is_decoded() {
                 max_p95_latency: Duration::from_millis(350),
                 min_samples: Some(400),
                 no_data: crate::job::NoData::Fail,
+                prometheus: Some(crate::job::PromGate {
+                    url: crate::job::PromUrl {
+                        host: "127.0.0.1".into(),
+                        port: 9090,
+                        prefix: String::new(),
+                    },
+                    checks: vec![crate::job::PromCheck {
+                        name: "errors".into(),
+                        query: "sum(x{app=\"{{app}}\"})".into(),
+                        condition: crate::job::Condition {
+                            cmp: crate::job::Cmp::Le,
+                            value: 0.5,
+                        },
+                    }],
+                }),
             },
             canary_instances: 2,
         }
