@@ -1,8 +1,9 @@
 //! The canary strategy: start a few canary instances in the idle slot and move traffic to
 //! them in weighted steps, each held for its pause (or until a signed promote) while an
 //! analysis watches health probes, crashes, the front door's connection errors, the
-//! processes' CPU and memory and, with a front door in HTTP mode, the canary cohort's error
-//! rate and p95 latency ([`crate::health::signals`]). Any threshold crossed, or a signed
+//! processes' CPU and memory, with a front door in HTTP mode the canary cohort's error
+//! rate and p95 latency ([`crate::health::signals`]), and the job's Prometheus checks
+//! ([`crate::health::prometheus`]). Any threshold crossed, or a signed
 //! abort, sets the canary's weight to 0, stops it, and ends the job rolled back with the
 //! measured reason (a breached signal's numbers go in an `analysis.failed` entry). A hold
 //! that ends before the signals have enough samples follows `no_data`: pause (the default:
@@ -23,6 +24,7 @@ use crate::app::AppRuntime;
 use crate::app::slots::ports_in;
 use crate::error::reason;
 use crate::health::analysis::Resources;
+use crate::health::prometheus::{self, PromVerdict};
 use crate::health::signals::{self, Outcome, Verdict};
 use crate::job::{Action, AnalysisSpec, NoData, ReleaseSpec};
 use crate::progress::Ended;
@@ -73,11 +75,14 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             )
             .await?;
             hold(app, ctx, release, &mut analysis, step.pause, &label).await?;
-            ctx.step(
-                "analysis.passed",
-                format!("{label}: {}", analysis.summary()),
-            )
-            .await?;
+            let passed = format!("{label}: {}", analysis.summary());
+            match analysis.prom_json() {
+                Some(verdicts) => {
+                    ctx.step_with("analysis.passed", passed, "prometheus", verdicts)
+                        .await?;
+                }
+                None => ctx.step("analysis.passed", passed).await?,
+            }
         }
         app.shared
             .set_rollout(format!("canary {}: promoting", release.version));
@@ -238,6 +243,10 @@ struct Analysis {
     resources: Resources,
     /// The canary cohort's HTTP counters (front door in HTTP mode only).
     http: Option<HttpWindow>,
+    /// When the analysis started: the Prometheus checks' `{{window}}`.
+    since: Instant,
+    /// The Prometheus checks' last verdicts.
+    prom: Vec<PromVerdict>,
 }
 
 /// The window the HTTP signals are judged over: from the analysis's start (before the first
@@ -264,7 +273,15 @@ impl Analysis {
                 since: Instant::now(),
                 last: None,
             }),
+            since: Instant::now(),
+            prom: Vec::new(),
         }
+    }
+
+    /// The Prometheus checks' last verdicts for the audit entry; `None` without a gate.
+    fn prom_json(&self) -> Option<serde_json::Value> {
+        self.spec.prometheus.as_ref()?;
+        Some(self.prom.iter().map(PromVerdict::to_json).collect())
     }
 
     fn summary(&self) -> String {
@@ -277,11 +294,26 @@ impl Analysis {
         if let Some([errors, latency]) = self.http.as_ref().and_then(|w| w.last.as_ref()) {
             s.push_str(&format!("; {errors}; {latency}"));
         }
+        for v in &self.prom {
+            s.push_str(&format!("; {v}"));
+        }
         s
     }
 
     /// The HTTP signals that have too few samples for a verdict, said for people.
     fn missing_data(&self) -> Vec<String> {
+        let mut out = self.missing_http();
+        out.extend(
+            self.prom
+                .iter()
+                .filter(|v| v.outcome == Outcome::NoData)
+                .map(ToString::to_string),
+        );
+        out
+    }
+
+    /// [`Analysis::missing_data`] of the front door's signals.
+    fn missing_http(&self) -> Vec<String> {
         let Some(verdicts) = self.http.as_ref().and_then(|w| w.last.as_ref()) else {
             return Vec::new();
         };
@@ -324,6 +356,24 @@ impl Analysis {
             return Err(StrategyError::Unhealthy(text));
         }
         window.last = Some(verdicts);
+        Ok(())
+    }
+
+    /// The job's Prometheus checks on the canary cohort over the analysis so far; Err on the
+    /// first that fails, recorded with the query as sent and its value.
+    async fn check_prom(&mut self, app: &AppRuntime, ctx: &JobCtx) -> Result<(), StrategyError> {
+        let Some(gate) = &self.spec.prometheus else {
+            return Ok(());
+        };
+        let verdicts =
+            prometheus::judge(gate, app.policy.name.as_str(), CANARY, self.since.elapsed()).await;
+        if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+            let text = format!("canary {breach}");
+            ctx.note_with("analysis.failed", text.clone(), "verdict", breach.to_json())
+                .await;
+            return Err(StrategyError::Unhealthy(text));
+        }
+        self.prom = verdicts;
         Ok(())
     }
 
@@ -385,6 +435,7 @@ impl Analysis {
         self.resources
             .check(&pids, self.spec.max_cpu_percent, self.spec.max_memory_bytes)
             .map_err(|breach| StrategyError::Unhealthy(breach.to_string()))?;
-        self.check_http(app, ctx).await
+        self.check_http(app, ctx).await?;
+        self.check_prom(app, ctx).await
     }
 }

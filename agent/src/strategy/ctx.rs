@@ -60,6 +60,31 @@ impl JobCtx {
         self.step_of(step, message.into(), 0, 0).await
     }
 
+    /// [`JobCtx::step`] with one more field in the audit entry (the verdicts of a passed
+    /// analysis).
+    ///
+    /// # Errors
+    ///
+    /// [`StrategyError::Audit`] when the audit log cannot record it.
+    pub async fn step_with(
+        &self,
+        step: &str,
+        message: String,
+        field: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StrategyError> {
+        let entry = self.entry(step, &message).with(field, value);
+        self.audit.append(entry).await?;
+        tracing::info!(step, "{message}");
+        self.handle.publish(EventKind::Step {
+            step: step.to_owned(),
+            message,
+            done: 0,
+            total: 0,
+        });
+        Ok(())
+    }
+
     /// [`JobCtx::step`] with progress units.
     ///
     /// # Errors

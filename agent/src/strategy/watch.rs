@@ -4,7 +4,10 @@
 //! probe (`unhealthy_threshold` failures in a row fail it), and with a front door in HTTP mode
 //! the new release's cohort's error rate and p95 latency must stay under the job's analysis limits
 //! (judged as canary analysis judges them; too few samples by the end is no failure here: the
-//! release already passed its deploy). A failure is returned for the strategy's way back.
+//! release already passed its deploy). The job's Prometheus checks run at every analysis
+//! interval too: a value that fails its condition fails the watch; a check still without a
+//! value at the end is said in `watch.passed`, or fails the watch with `no_data = fail`. A
+//! failure is returned for the strategy's way back.
 
 use std::time::Duration;
 
@@ -16,9 +19,10 @@ use super::steps::probe_targets;
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
 use crate::error::reason;
+use crate::health::prometheus::{self, PromVerdict};
 use crate::health::signals::{self, Outcome};
 use crate::health::watch::stays_healthy;
-use crate::job::ReleaseSpec;
+use crate::job::{NoData, ReleaseSpec};
 use crate::traffic::http_stats::HttpStats;
 
 /// Watches the instances on `ports` (the new release, whose backends are in `cohort`) for the
@@ -45,10 +49,14 @@ pub async fn watch(
             "watching {} for {}: health probes and restarts{}",
             release.version,
             humantime::format_duration(period),
-            if http.is_some() {
-                ", error rate and p95 latency"
-            } else {
-                ""
+            match (
+                http.is_some(),
+                release.rollout.analysis.prometheus.is_some()
+            ) {
+                (true, true) => ", error rate, p95 latency and the Prometheus checks",
+                (true, false) => ", error rate and p95 latency",
+                (false, true) => ", the Prometheus checks",
+                (false, false) => "",
             }
         ),
     )
@@ -65,7 +73,7 @@ pub async fn watch(
     }
     let signals = watch_signals(app, ctx, release, period, cohort, http);
     tokio::pin!(signals);
-    let mut signals_done = false;
+    let mut signals_done = None;
     loop {
         tokio::select! {
             joined = checks.join_next() => {
@@ -83,61 +91,91 @@ pub async fn watch(
                     return Err(StrategyError::Unhealthy(why));
                 }
             }
-            result = &mut signals, if !signals_done => {
-                result?;
-                signals_done = true;
+            result = &mut signals, if signals_done.is_none() => {
+                signals_done = Some(result?);
             }
         }
     }
-    if !signals_done {
-        signals.await?;
+    let unanswered = match signals_done {
+        Some(unanswered) => unanswered,
+        None => signals.await?,
+    };
+    let mut passed = format!(
+        "{} stayed healthy for {}",
+        release.version,
+        humantime::format_duration(period)
+    );
+    for v in &unanswered {
+        passed.push_str(&format!("; no verdict: {v}"));
     }
-    ctx.step(
-        "watch.passed",
-        format!(
-            "{} stayed healthy for {}",
-            release.version,
-            humantime::format_duration(period)
-        ),
-    )
-    .await?;
+    ctx.step("watch.passed", passed).await?;
     Ok(())
 }
 
-/// The cohort's error rate and p95 at every analysis interval for `period`.
+/// The cohort's error rate and p95, and the Prometheus checks, at every analysis interval
+/// for `period`. Ok with the Prometheus checks that had no value at the end.
 async fn watch_signals(
     app: &AppRuntime,
     ctx: &JobCtx,
     release: &ReleaseSpec,
     period: Duration,
     cohort: &str,
-    base: Option<(u32, HttpStats)>,
-) -> Result<(), StrategyError> {
-    let Some((mut pid, mut base)) = base else {
-        return Ok(());
-    };
+    mut base: Option<(u32, HttpStats)>,
+) -> Result<Vec<PromVerdict>, StrategyError> {
     let spec = &release.rollout.analysis;
+    if base.is_none() && spec.prometheus.is_none() {
+        return Ok(Vec::new());
+    }
     let started = Instant::now();
     let end = started + period;
+    let mut last: Vec<PromVerdict> = Vec::new();
     loop {
         let now = Instant::now();
         if now >= end {
-            return Ok(());
+            break;
         }
         tokio::time::sleep_until(end.min(now + spec.interval)).await;
-        let Some((now_pid, counters)) = shift::http_of(app, cohort) else {
-            continue;
-        };
-        if now_pid != pid {
-            pid = now_pid;
-            base = HttpStats::default();
+        if let Some((pid, base)) = &mut base
+            && let Some((now_pid, counters)) = shift::http_of(app, cohort)
+        {
+            if now_pid != *pid {
+                *pid = now_pid;
+                *base = HttpStats::default();
+            }
+            let verdicts = signals::judge(&counters.minus(base), spec, started.elapsed());
+            if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+                let text = format!("{} during the watch: {breach}", release.version);
+                ctx.note_with("watch.failed", text.clone(), "verdict", breach.to_json())
+                    .await;
+                return Err(StrategyError::Unhealthy(text));
+            }
         }
-        let verdicts = signals::judge(&counters.minus(&base), &spec, started.elapsed());
-        if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-            let text = format!("{} during the watch: {breach}", release.version);
-            ctx.note_with("watch.failed", text.clone(), "verdict", breach.to_json())
-                .await;
-            return Err(StrategyError::Unhealthy(text));
+        if let Some(gate) = &spec.prometheus {
+            let verdicts =
+                prometheus::judge(gate, app.policy.name.as_str(), cohort, started.elapsed()).await;
+            if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+                let text = format!("{} during the watch: {breach}", release.version);
+                ctx.note_with("watch.failed", text.clone(), "verdict", breach.to_json())
+                    .await;
+                return Err(StrategyError::Unhealthy(text));
+            }
+            last = verdicts;
         }
     }
+    let unanswered: Vec<PromVerdict> = last
+        .into_iter()
+        .filter(|v| v.outcome == Outcome::NoData)
+        .collect();
+    if spec.no_data == NoData::Fail
+        && let Some(first) = unanswered.first()
+    {
+        let text = format!(
+            "{} at the end of the watch (no_data = fail): {first}",
+            release.version
+        );
+        ctx.note_with("watch.failed", text.clone(), "verdict", first.to_json())
+            .await;
+        return Err(StrategyError::Unhealthy(text));
+    }
+    Ok(unanswered)
 }
