@@ -17,6 +17,7 @@
 //! * [`artifact`]: release tarballs of the sample app, honest and hostile.
 //! * [`load`]: [`Load`], steady HTTP traffic through a front door, counting every failure.
 //! * [`nginx`]: a real nginx in front of an app, configured inside the test's directory.
+//! * [`prometheus`]: a real Prometheus scraping an agent, configured inside the test's directory.
 //! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
 //! * [`reports`]: real JUnit, LCOV, Cobertura and SARIF reports from pytest, coverage.py and
 //!   bandit, for the gate tests.
@@ -46,6 +47,7 @@ pub mod nginx;
 pub mod ofrep;
 pub mod probe;
 pub mod process;
+pub mod prometheus;
 pub mod reports;
 pub mod service;
 pub mod tamper;
