@@ -360,18 +360,19 @@ pub struct RolloutArgs {
     /// Default: not checked.
     #[arg(long, value_name = "SIZE", help_heading = "Canary")]
     pub max_memory: Option<String>,
-    /// Canary analysis: how often it runs. [default: 1s]
+    /// Analysis (canary steps, the blue-green preview, the watch): how often it runs.
+    /// [default: 1s]
     #[arg(long, value_name = "DURATION", help_heading = "Canary")]
     pub analysis_interval: Option<String>,
-    /// Canary analysis (front door in HTTP mode): the largest share of the canary's responses
-    /// that may be 5xx, 0 to 1 (0.001) or a percent (0.1%). [default: 0.001]
+    /// Analysis (front door in HTTP mode; canary steps, the blue-green preview, the watch): the
+    /// largest share of the new release's responses that may be 5xx, 0 to 1 (0.001) or a percent (0.1%). [default: 0.001]
     #[arg(long, value_name = "SHARE", help_heading = "Canary")]
     pub max_error_rate: Option<String>,
-    /// Canary analysis (front door in HTTP mode): the largest 95th percentile latency of the
-    /// canary's responses. [default: 200ms]
+    /// Analysis (front door in HTTP mode; canary steps, the blue-green preview, the watch): the
+    /// largest 95th percentile latency of the new release's responses. [default: 200ms]
     #[arg(long, value_name = "DURATION", help_heading = "Canary")]
     pub max_p95_latency: Option<String>,
-    /// Canary analysis: responses a metric needs before it may pass. Default: the rule of
+    /// Analysis: responses a metric needs before it may pass. Default: the rule of
     /// three, 3 / the share of bad responses allowed (3000 for an error rate of 0.001, 60 for
     /// the p95).
     #[arg(long, value_name = "N", help_heading = "Canary")]
@@ -381,7 +382,7 @@ pub struct RolloutArgs {
     /// back) or pass (go on without a verdict). [default: pause]
     #[arg(long, value_name = "pause|fail|pass", help_heading = "Canary")]
     pub no_data: Option<String>,
-    /// Canary steps and the watch: a Prometheus server (http://HOST:PORT[/PREFIX]) whose
+    /// Canary steps, the blue-green preview and the watch: a Prometheus server (http://HOST:PORT[/PREFIX]) whose
     /// --prom-check queries must meet their conditions at every analysis interval.
     #[arg(long, value_name = "URL", help_heading = "Canary")]
     pub prometheus: Option<String>,

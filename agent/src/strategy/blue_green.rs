@@ -1,5 +1,7 @@
 //! The blue-green strategy: start the full new set in the idle slot, wait until healthy,
-//! optionally send it a preview share of new connections while it is watched, then switch
+//! optionally send it a preview share of new connections while it is watched (probes,
+//! restarts, connection errors and, with a front door in HTTP mode, the preview cohort's
+//! error rate and p95 latency, plus the job's Prometheus checks), then switch
 //! all new connections at once. The old slot keeps running for `scale_down_delay`, so a
 //! rollback in that window is a switch back; there is never a moment with no healthy backend.
 //!
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::shift::{self, Weights, serve_only, share};
+use super::shift::{self, PREVIEW, Weights, serve_only, share};
 use super::steps::{
     install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
     wait_healthy_ports, within,
@@ -73,8 +75,10 @@ async fn switch_to(
                 release.version,
                 humantime::format_duration(rollout.preview)
             ));
+            // Counted from before the preview gets traffic: an earlier deploy's preview counts.
+            let base = shift::http_of(app, PREVIEW);
             shift::apply(app, ctx, &weights, "preview").await?;
-            watch(app, ctx, release, &new_ports, rollout.preview).await?;
+            watch(app, ctx, release, &new_ports, rollout.preview, base).await?;
         }
         if !rollout.auto_promote {
             wait_for_promote(app, ctx, release).await?;
@@ -162,27 +166,58 @@ async fn switch_to(
 }
 
 /// Watches the new instances for `time`: any exit, restart, run of failed health probes, or
-/// front-door connection error to them fails the preview.
+/// front-door connection error to them fails the preview, and so does a breach of the
+/// preview cohort's HTTP signals (counted from `base`) or of a Prometheus check, judged as
+/// the post-deploy watch judges them.
 async fn watch(
     app: &AppRuntime,
     ctx: &JobCtx,
     release: &ReleaseSpec,
     ports: &[u16],
     time: Duration,
+    base: Option<(u32, crate::traffic::http_stats::HttpStats)>,
 ) -> Result<(), StrategyError> {
     let errors_before = shift::connect_errors(app, ports);
-    super::steps::watch_healthy(app, release, ports, time).await?;
+    let signals = super::watch::signals_text(base.is_some(), release);
+    ctx.step(
+        "preview.started",
+        format!(
+            "watching the preview of {} for {}: health probes, restarts, connection errors{signals}",
+            release.version,
+            humantime::format_duration(time)
+        ),
+    )
+    .await?;
+    let (_, unanswered) = tokio::try_join!(
+        super::steps::watch_healthy(app, release, ports, time),
+        super::watch::judge_signals(
+            app,
+            ctx,
+            release,
+            time,
+            PREVIEW,
+            base,
+            &super::watch::PREVIEW
+        ),
+    )?;
     let errors = shift::connect_errors(app, ports).saturating_sub(errors_before);
     if errors > 0 {
         return Err(StrategyError::Unhealthy(format!(
             "{errors} connection error(s) to the new slot during the preview"
         )));
     }
-    ctx.step(
-        "preview.passed",
-        "healthy, no crash and no connection error during the preview",
-    )
-    .await
+    let mut passed = format!(
+        "healthy, no crash and no connection error during the preview{}",
+        if signals.is_empty() {
+            ""
+        } else {
+            "; its signals stayed within the limits"
+        }
+    );
+    for v in &unanswered {
+        passed.push_str(&format!("; no verdict: {v}"));
+    }
+    ctx.step("preview.passed", passed).await
 }
 
 /// Pauses the rollout until a signed promote (go on) or abort (fail) job arrives.

@@ -49,15 +49,7 @@ pub async fn watch(
             "watching {} for {}: health probes and restarts{}",
             release.version,
             humantime::format_duration(period),
-            match (
-                http.is_some(),
-                release.rollout.analysis.prometheus.is_some()
-            ) {
-                (true, true) => ", error rate, p95 latency and the Prometheus checks",
-                (true, false) => ", error rate and p95 latency",
-                (false, true) => ", the Prometheus checks",
-                (false, false) => "",
-            }
+            signals_text(http.is_some(), release)
         ),
     )
     .await?;
@@ -71,7 +63,7 @@ pub async fn watch(
             (target.index, target.port, result)
         });
     }
-    let signals = watch_signals(app, ctx, release, period, cohort, http);
+    let signals = judge_signals(app, ctx, release, period, cohort, http, &WATCH);
     tokio::pin!(signals);
     let mut signals_done = None;
     loop {
@@ -112,15 +104,57 @@ pub async fn watch(
     Ok(())
 }
 
-/// The cohort's error rate and p95, and the Prometheus checks, at every analysis interval
-/// for `period`. Ok with the Prometheus checks that had no value at the end.
-async fn watch_signals(
+/// Where [`judge_signals`] runs: the step a failure records and how its text says when.
+#[derive(Debug)]
+pub(super) struct Phase {
+    /// The `job.step` of a failure.
+    pub failed: &'static str,
+    /// "during the watch".
+    pub during: &'static str,
+    /// "at the end of the watch".
+    pub end: &'static str,
+}
+
+/// The post-deploy watch.
+pub(super) const WATCH: Phase = Phase {
+    failed: "watch.failed",
+    during: "during the watch",
+    end: "at the end of the watch",
+};
+
+/// A blue-green preview.
+pub(super) const PREVIEW: Phase = Phase {
+    failed: "preview.failed",
+    during: "during the preview",
+    end: "at the end of the preview",
+};
+
+/// What the signals check besides probes, for a `*.started` step: "" or ", error rate and
+/// p95 latency" and so on.
+pub(super) fn signals_text(http: bool, release: &ReleaseSpec) -> &'static str {
+    match (http, release.rollout.analysis.prometheus.is_some()) {
+        (true, true) => ", error rate, p95 latency and the Prometheus checks",
+        (true, false) => ", error rate and p95 latency",
+        (false, true) => ", the Prometheus checks",
+        (false, false) => "",
+    }
+}
+
+/// The cohort's error rate and p95 (counted from `base`, taken before it got traffic), and
+/// the Prometheus checks, at every analysis interval for `period`; a breach is recorded as
+/// `phase.failed`. Ok with the Prometheus checks that had no value at the end.
+///
+/// # Errors
+///
+/// [`StrategyError::Unhealthy`] with the breached signal's verdict.
+pub(super) async fn judge_signals(
     app: &AppRuntime,
     ctx: &JobCtx,
     release: &ReleaseSpec,
     period: Duration,
     cohort: &str,
     mut base: Option<(u32, HttpStats)>,
+    phase: &Phase,
 ) -> Result<Vec<PromVerdict>, StrategyError> {
     let spec = &release.rollout.analysis;
     if base.is_none() && spec.prometheus.is_none() {
@@ -144,8 +178,8 @@ async fn watch_signals(
             }
             let verdicts = signals::judge(&counters.minus(base), spec, started.elapsed());
             if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-                let text = format!("{} during the watch: {breach}", release.version);
-                ctx.note_with("watch.failed", text.clone(), "verdict", breach.to_json())
+                let text = format!("{} {}: {breach}", release.version, phase.during);
+                ctx.note_with(phase.failed, text.clone(), "verdict", breach.to_json())
                     .await;
                 return Err(StrategyError::Unhealthy(text));
             }
@@ -154,8 +188,8 @@ async fn watch_signals(
             let verdicts =
                 prometheus::judge(gate, app.policy.name.as_str(), cohort, started.elapsed()).await;
             if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-                let text = format!("{} during the watch: {breach}", release.version);
-                ctx.note_with("watch.failed", text.clone(), "verdict", breach.to_json())
+                let text = format!("{} {}: {breach}", release.version, phase.during);
+                ctx.note_with(phase.failed, text.clone(), "verdict", breach.to_json())
                     .await;
                 return Err(StrategyError::Unhealthy(text));
             }
@@ -170,10 +204,10 @@ async fn watch_signals(
         && let Some(first) = unanswered.first()
     {
         let text = format!(
-            "{} at the end of the watch (no_data = fail): {first}",
-            release.version
+            "{} {} (no_data = fail): {first}",
+            release.version, phase.end
         );
-        ctx.note_with("watch.failed", text.clone(), "verdict", first.to_json())
+        ctx.note_with(phase.failed, text.clone(), "verdict", first.to_json())
             .await;
         return Err(StrategyError::Unhealthy(text));
     }

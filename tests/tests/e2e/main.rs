@@ -44,6 +44,7 @@ mod fleet_service;
 mod gates;
 mod handshake;
 mod monitoring;
+mod preview_analysis;
 mod prometheus_gate;
 mod security;
 mod zero_downtime;

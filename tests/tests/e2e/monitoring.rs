@@ -20,7 +20,7 @@ fn mentions_all(text: &str, words: &[&str]) -> bool {
 }
 
 /// v1.0.0 on 2 instances behind the front door in HTTP mode.
-fn http_rig() -> Rig {
+pub(crate) fn http_rig() -> Rig {
     Rig::with_v1(
         Options {
             http: true,
@@ -50,7 +50,7 @@ fn canary(weight: &str, hold: &str) -> Vec<String> {
 }
 
 /// 150 requests a second, most over new connections, for up to a minute.
-fn steady_load(rig: &Rig) -> Load {
+pub(crate) fn steady_load(rig: &Rig) -> Load {
     let load = Load::start(LoadOptions {
         rate: 150,
         max_duration: Duration::from_secs(60),
@@ -64,7 +64,7 @@ fn steady_load(rig: &Rig) -> Load {
 /// Stops the load after some more answers and checks that no request failed except the
 /// canary's own error answers (`canary_errors_allowed`).
 #[track_caller]
-fn stop_load(rig: &Rig, load: Load, canary_errors_allowed: bool) -> LoadReport {
+pub(crate) fn stop_load(rig: &Rig, load: Load, canary_errors_allowed: bool) -> LoadReport {
     load.wait_for_more(50, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", rig.diag()));
     let report = load.stop();

@@ -61,11 +61,13 @@ pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> 
     add(a.max_conn_errors.is_some(), "--max-conn-errors", CANARY);
     add(a.max_cpu.is_some(), "--max-cpu", CANARY);
     add(a.max_memory.is_some(), "--max-memory", CANARY);
-    add(a.analysis_interval.is_some(), "--analysis-interval", CANARY);
-    add(a.max_error_rate.is_some(), "--max-error-rate", CANARY);
-    add(a.max_p95_latency.is_some(), "--max-p95-latency", CANARY);
-    add(a.min_samples.is_some(), "--min-samples", CANARY);
-    add(a.no_data.is_some(), "--no-data", CANARY);
+    // The HTTP signals and their sample rule are judged by the watch (every strategy) and the
+    // blue-green preview too, not only by canary steps.
+    add(a.analysis_interval.is_some(), "--analysis-interval", ALL);
+    add(a.max_error_rate.is_some(), "--max-error-rate", ALL);
+    add(a.max_p95_latency.is_some(), "--max-p95-latency", ALL);
+    add(a.min_samples.is_some(), "--min-samples", ALL);
+    add(a.no_data.is_some(), "--no-data", ALL);
     add(a.prometheus.is_some(), "--prometheus", ALL);
     add(!a.prom_checks.is_empty(), "--prom-check", ALL);
     out
