@@ -296,6 +296,12 @@ pub struct RolloutArgs {
     /// [default: 1]
     #[arg(long, value_name = "N|P%", help_heading = "Rolling")]
     pub batch: Option<String>,
+    /// Rolling: once a batch is back in rotation, analyse its new instances this long before
+    /// the next batch (health probes, restarts and, with a front door in HTTP mode, each new
+    /// backend's error rate and p95 latency, plus the --prom-check queries); a breach reverts
+    /// the deploy. [default: 0, not analysed]
+    #[arg(long, value_name = "DURATION", help_heading = "Rolling")]
+    pub batch_analysis: Option<String>,
     /// Rolling, blue-green, canary: a new instance must stay healthy this long after its
     /// health check passes to count as healthy. [default: 0]
     #[arg(long, value_name = "DURATION", help_heading = "Rollout")]

@@ -76,7 +76,7 @@ async fn switch_to(
                 humantime::format_duration(rollout.preview)
             ));
             // Counted from before the preview gets traffic: an earlier deploy's preview counts.
-            let base = shift::http_of(app, PREVIEW);
+            let base = super::judge::Window::cohort(app, PREVIEW);
             shift::apply(app, ctx, &weights, "preview").await?;
             watch(app, ctx, release, &new_ports, rollout.preview, base).await?;
         }
@@ -175,10 +175,10 @@ async fn watch(
     release: &ReleaseSpec,
     ports: &[u16],
     time: Duration,
-    base: Option<(u32, crate::traffic::http_stats::HttpStats)>,
+    base: Option<super::judge::Window>,
 ) -> Result<(), StrategyError> {
     let errors_before = shift::connect_errors(app, ports);
-    let signals = super::watch::signals_text(base.is_some(), release);
+    let signals = super::judge::signals_text(base.is_some(), release);
     ctx.step(
         "preview.started",
         format!(
@@ -190,14 +190,14 @@ async fn watch(
     .await?;
     let (_, unanswered) = tokio::try_join!(
         super::steps::watch_healthy(app, release, ports, time),
-        super::watch::judge_signals(
+        super::judge::judge_signals(
             app,
             ctx,
             release,
             time,
             PREVIEW,
-            base,
-            &super::watch::PREVIEW
+            base.into_iter().collect(),
+            &super::judge::PREVIEW
         ),
     )?;
     let errors = shift::connect_errors(app, ports).saturating_sub(errors_before);

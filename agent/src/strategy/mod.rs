@@ -9,6 +9,7 @@ mod blue_green;
 mod canary;
 pub mod ctx;
 mod hot;
+mod judge;
 mod rolling;
 pub mod shift;
 pub mod steps;

@@ -1,20 +1,24 @@
 //! The rolling strategy: replace instances in batches, in place. For each batch: out of
 //! rotation, drain, stop, start the new release on the same ports, wait until healthy (and
-//! stays up for `min_healthy_time`), back in rotation; then the whole release is watched for
-//! the rollout's `watch` period. With two or more instances some are always serving. On failure, with `auto_revert` (the default), every updated instance is
+//! stays up for `min_healthy_time`), back in rotation, and with `batch_analysis` its new
+//! instances analysed that long (probes, restarts, each new backend's HTTP signals and the
+//! Prometheus checks, see [`super::judge`]); then the whole release is watched for the
+//! rollout's `watch` period. With two or more instances some are always serving. On failure, with `auto_revert` (the default), every updated instance is
 //! returned to the previous release the same way.
 
 use std::ops::Range;
 
 use tokio::time::{Instant, timeout_at};
 
+use super::judge::{BATCH, Window, judge_signals, signals_text};
 use super::shift::{self, serve_only};
 use super::steps::{
-    install_within, record_release, start_instances, stop_ports, wait_healthy_ports, within,
+    install_within, record_release, start_instances, stop_ports, wait_healthy_ports, watch_healthy,
+    within,
 };
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
-use crate::app::slots::ports_in;
+use crate::app::slots::{backend_id, ports_in};
 use crate::error::reason;
 use crate::job::ReleaseSpec;
 use crate::progress::Ended;
@@ -68,7 +72,15 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
                 batches,
             )
             .await?;
-            replace_batch(app, ctx, slot, indexes.clone(), release).await?;
+            let new = replace_batch(app, ctx, slot, indexes.clone(), release).await?;
+            analyse_batch(
+                app,
+                ctx,
+                release,
+                &new,
+                &format!("batch {}/{batches}", n + 1),
+            )
+            .await?;
             ctx.step_of(
                 "batch.done",
                 format!("batch {}/{batches} runs {}", n + 1, release.version),
@@ -193,15 +205,65 @@ fn describe_versions(app: &AppRuntime, slot: Slot) -> String {
         .join(", ")
 }
 
+/// Watches a batch's new instances on `ports` for the rollout's `batch_analysis` (no-op when
+/// zero): their probes and restarts, each one's HTTP signals as a backend of the front door,
+/// and the Prometheus checks (on the `stable` cohort, which the batch has joined).
+///
+/// # Errors
+///
+/// [`StrategyError::Unhealthy`] naming what failed; the caller reverts.
+async fn analyse_batch(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    release: &ReleaseSpec,
+    ports: &[u16],
+    label: &str,
+) -> Result<(), StrategyError> {
+    let period = release.rollout.batch_analysis;
+    if period.is_zero() || ports.is_empty() {
+        return Ok(());
+    }
+    let windows: Vec<Window> = ports
+        .iter()
+        .filter_map(|p| backend_id(app, *p))
+        .filter_map(|id| Window::backend(app, id))
+        .collect();
+    let signals = signals_text(!windows.is_empty(), release);
+    ctx.step(
+        "batch.analysis",
+        format!(
+            "{label}: analysing ports {ports:?} for {}: health probes, restarts{signals}",
+            humantime::format_duration(period)
+        ),
+    )
+    .await?;
+    let (_, unanswered) = tokio::try_join!(
+        watch_healthy(app, release, ports, period),
+        judge_signals(app, ctx, release, period, shift::STABLE, windows, &BATCH),
+    )?;
+    let mut passed = format!(
+        "{label}: stayed healthy{}",
+        if signals.is_empty() {
+            ""
+        } else {
+            " within the limits"
+        }
+    );
+    for v in &unanswered {
+        passed.push_str(&format!("; no verdict: {v}"));
+    }
+    ctx.step("batch.analysis_passed", passed).await
+}
+
 /// Replaces the instances `indexes` of `slot` with `target`: out of rotation, drained,
-/// stopped, started anew, healthy, back in rotation.
+/// stopped, started anew, healthy, back in rotation. Returns the new instances' ports.
 async fn replace_batch(
     app: &mut AppRuntime,
     ctx: &JobCtx,
     slot: Slot,
     indexes: Range<u32>,
     target: &ReleaseSpec,
-) -> Result<(), StrategyError> {
+) -> Result<Vec<u16>, StrategyError> {
     let in_batch = |app: &AppRuntime, port: u16| {
         app.instances
             .iter()
@@ -225,7 +287,7 @@ async fn replace_batch(
     wait_healthy_ports(app, ctx, target, &new).await?;
     let serving = ports_in(app, slot);
     serve_only(app, ctx, &serving, "batch back in rotation").await?;
-    Ok(())
+    Ok(new)
 }
 
 /// Restarts the current release of an app behind a router one instance at a time, each out

@@ -169,6 +169,21 @@ pub fn http_of(app: &AppRuntime, cohort: &str) -> Option<(u32, HttpStats)> {
     Some((stats.pid, counters))
 }
 
+/// One backend's HTTP counters from the front door (zero before it counted any), with the
+/// front door's pid; `None` as for [`http_of`].
+pub fn http_of_backend(app: &AppRuntime, id: &str) -> Option<(u32, HttpStats)> {
+    let stats = app.router()?.stats().ok()?;
+    if !stats.is_http() {
+        return None;
+    }
+    let counters = stats
+        .backends
+        .get(id)
+        .and_then(|b| b.http.clone())
+        .unwrap_or_default();
+    Some((stats.pid, counters))
+}
+
 fn describe(table: &RouteTable) -> String {
     if table.backends.is_empty() {
         return "no backends".to_owned();

@@ -9,21 +9,16 @@
 //! value at the end is said in `watch.passed`, or fails the watch with `no_data = fail`. A
 //! failure is returned for the strategy's way back.
 
-use std::time::Duration;
-
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::shift;
+use super::judge::{WATCH, Window, judge_signals, signals_text};
 use super::steps::probe_targets;
 use super::{JobCtx, StrategyError};
 use crate::app::AppRuntime;
 use crate::error::reason;
-use crate::health::prometheus::{self, PromVerdict};
-use crate::health::signals::{self, Outcome};
 use crate::health::watch::stays_healthy;
-use crate::job::{NoData, ReleaseSpec};
-use crate::traffic::http_stats::HttpStats;
+use crate::job::ReleaseSpec;
 
 /// Watches the instances on `ports` (the new release, whose backends are in `cohort`) for the
 /// job's `watch` period; no-op when it is zero.
@@ -42,7 +37,7 @@ pub async fn watch(
     if period.is_zero() {
         return Ok(());
     }
-    let http = shift::http_of(app, cohort);
+    let http = Window::cohort(app, cohort);
     ctx.step(
         "watch.started",
         format!(
@@ -63,7 +58,15 @@ pub async fn watch(
             (target.index, target.port, result)
         });
     }
-    let signals = judge_signals(app, ctx, release, period, cohort, http, &WATCH);
+    let signals = judge_signals(
+        app,
+        ctx,
+        release,
+        period,
+        cohort,
+        http.into_iter().collect(),
+        &WATCH,
+    );
     tokio::pin!(signals);
     let mut signals_done = None;
     loop {
@@ -102,114 +105,4 @@ pub async fn watch(
     }
     ctx.step("watch.passed", passed).await?;
     Ok(())
-}
-
-/// Where [`judge_signals`] runs: the step a failure records and how its text says when.
-#[derive(Debug)]
-pub(super) struct Phase {
-    /// The `job.step` of a failure.
-    pub failed: &'static str,
-    /// "during the watch".
-    pub during: &'static str,
-    /// "at the end of the watch".
-    pub end: &'static str,
-}
-
-/// The post-deploy watch.
-pub(super) const WATCH: Phase = Phase {
-    failed: "watch.failed",
-    during: "during the watch",
-    end: "at the end of the watch",
-};
-
-/// A blue-green preview.
-pub(super) const PREVIEW: Phase = Phase {
-    failed: "preview.failed",
-    during: "during the preview",
-    end: "at the end of the preview",
-};
-
-/// What the signals check besides probes, for a `*.started` step: "" or ", error rate and
-/// p95 latency" and so on.
-pub(super) fn signals_text(http: bool, release: &ReleaseSpec) -> &'static str {
-    match (http, release.rollout.analysis.prometheus.is_some()) {
-        (true, true) => ", error rate, p95 latency and the Prometheus checks",
-        (true, false) => ", error rate and p95 latency",
-        (false, true) => ", the Prometheus checks",
-        (false, false) => "",
-    }
-}
-
-/// The cohort's error rate and p95 (counted from `base`, taken before it got traffic), and
-/// the Prometheus checks, at every analysis interval for `period`; a breach is recorded as
-/// `phase.failed`. Ok with the Prometheus checks that had no value at the end.
-///
-/// # Errors
-///
-/// [`StrategyError::Unhealthy`] with the breached signal's verdict.
-pub(super) async fn judge_signals(
-    app: &AppRuntime,
-    ctx: &JobCtx,
-    release: &ReleaseSpec,
-    period: Duration,
-    cohort: &str,
-    mut base: Option<(u32, HttpStats)>,
-    phase: &Phase,
-) -> Result<Vec<PromVerdict>, StrategyError> {
-    let spec = &release.rollout.analysis;
-    if base.is_none() && spec.prometheus.is_none() {
-        return Ok(Vec::new());
-    }
-    let started = Instant::now();
-    let end = started + period;
-    let mut last: Vec<PromVerdict> = Vec::new();
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        tokio::time::sleep_until(end.min(now + spec.interval)).await;
-        if let Some((pid, base)) = &mut base
-            && let Some((now_pid, counters)) = shift::http_of(app, cohort)
-        {
-            if now_pid != *pid {
-                *pid = now_pid;
-                *base = HttpStats::default();
-            }
-            let verdicts = signals::judge(&counters.minus(base), spec, started.elapsed());
-            if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-                let text = format!("{} {}: {breach}", release.version, phase.during);
-                ctx.note_with(phase.failed, text.clone(), "verdict", breach.to_json())
-                    .await;
-                return Err(StrategyError::Unhealthy(text));
-            }
-        }
-        if let Some(gate) = &spec.prometheus {
-            let verdicts =
-                prometheus::judge(gate, app.policy.name.as_str(), cohort, started.elapsed()).await;
-            if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-                let text = format!("{} {}: {breach}", release.version, phase.during);
-                ctx.note_with(phase.failed, text.clone(), "verdict", breach.to_json())
-                    .await;
-                return Err(StrategyError::Unhealthy(text));
-            }
-            last = verdicts;
-        }
-    }
-    let unanswered: Vec<PromVerdict> = last
-        .into_iter()
-        .filter(|v| v.outcome == Outcome::NoData)
-        .collect();
-    if spec.no_data == NoData::Fail
-        && let Some(first) = unanswered.first()
-    {
-        let text = format!(
-            "{} {} (no_data = fail): {first}",
-            release.version, phase.end
-        );
-        ctx.note_with(phase.failed, text.clone(), "verdict", first.to_json())
-            .await;
-        return Err(StrategyError::Unhealthy(text));
-    }
-    Ok(unanswered)
 }

@@ -44,9 +44,9 @@ mod fleet_service;
 mod gates;
 mod handshake;
 mod monitoring;
-mod preview_analysis;
 mod prometheus_gate;
 mod security;
+mod strategy_analysis;
 mod zero_downtime;
 
 use std::fs;

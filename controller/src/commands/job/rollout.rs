@@ -29,6 +29,7 @@ pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> 
         }
     };
     add(a.batch.is_some(), "--batch", ROLLING);
+    add(a.batch_analysis.is_some(), "--batch-analysis", ROLLING);
     add(a.watch.is_some(), "--watch", ALL);
     add(
         a.min_healthy_time.is_some(),
@@ -225,6 +226,12 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
             .map(|raw| flags::millis_u32_or_zero("--watch", raw))
             .transpose()?
             .unwrap_or_default(),
+        batch_analysis_ms: a
+            .batch_analysis
+            .as_deref()
+            .map(|raw| flags::millis_u32_or_zero("--batch-analysis", raw))
+            .transpose()?
+            .unwrap_or_default(),
         no_auto_revert: a.no_auto_revert,
         drain_timeout_ms: ms("--drain-timeout", &a.drain_timeout)?,
         preview_weight: a
@@ -397,6 +404,9 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
                 r.batch.clone()
             },
         );
+        if r.batch_analysis_ms > 0 {
+            row("batch analysis", flags::format_ms(r.batch_analysis_ms));
+        }
     }
     if strategy == Strategy::Canary {
         row(
@@ -547,6 +557,7 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
         "batch": r.batch,
         "min_healthy_time_ms": r.min_healthy_time_ms,
         "watch_ms": r.watch_ms,
+        "batch_analysis_ms": r.batch_analysis_ms,
         "healthy_deadline_ms": r.healthy_deadline_ms,
         "no_auto_revert": r.no_auto_revert,
         "drain_timeout_ms": r.drain_timeout_ms,

@@ -221,6 +221,7 @@ pub fn rollout(r: Option<&v1::Rollout>, instances: u32) -> Result<RolloutSpec, A
         batch: batch(&r.batch)?,
         min_healthy_time: duration("release.rollout.min_healthy_time_ms", r.min_healthy_time_ms)?,
         watch: duration("release.rollout.watch_ms", r.watch_ms)?,
+        batch_analysis: duration("release.rollout.batch_analysis_ms", r.batch_analysis_ms)?,
         healthy_deadline,
         auto_revert: !r.no_auto_revert,
         drain_timeout: duration_or(

@@ -279,3 +279,28 @@ fn the_rollout_decoder_carries_the_gate_and_its_refusals() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_batch_analysis_is_a_bounded_duration() {
+    use std::time::Duration;
+
+    use crate::admission::decode::rollout;
+    let with = |ms| v1::Rollout {
+        batch_analysis_ms: ms,
+        ..v1::Rollout::default()
+    };
+    assert_eq!(
+        rollout(Some(&with(0)), 2).unwrap().batch_analysis,
+        Duration::ZERO
+    );
+    assert_eq!(
+        rollout(Some(&with(2500)), 2).unwrap().batch_analysis,
+        Duration::from_millis(2500)
+    );
+    match rollout(Some(&with(u32::MAX)), 2) {
+        Err(AdmissionError::InvalidJob { field, .. }) => {
+            assert_eq!(field, "release.rollout.batch_analysis_ms");
+        }
+        other => panic!("{other:?}"),
+    }
+}

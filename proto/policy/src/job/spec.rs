@@ -251,6 +251,9 @@ pub struct RolloutSpec {
     /// Every strategy: how long the new release is watched once the deploy is done.
     #[serde(default)]
     pub watch: Duration,
+    /// Rolling: how long each batch's new instances are analysed once back in rotation.
+    #[serde(default)]
+    pub batch_analysis: Duration,
 }
 
 impl Default for RolloutSpec {
@@ -282,6 +285,7 @@ impl Default for RolloutSpec {
             analysis: AnalysisSpec::default(),
             canary_instances: 1,
             watch: Duration::ZERO,
+            batch_analysis: Duration::ZERO,
         }
     }
 }
