@@ -7,6 +7,7 @@
 //! [`Ledger`].
 
 mod recovery;
+pub mod signals;
 mod status;
 
 pub use status::{AppStatus, BackendStatus, InstanceStatus, JobSummary};
@@ -84,6 +85,8 @@ struct Inner {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
+    /// What `status` shows of the golden signals ([`signals`]).
+    signals: Mutex<signals::Sampler>,
 }
 
 /// Runs jobs. Cheap to clone.

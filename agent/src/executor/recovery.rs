@@ -128,8 +128,13 @@ impl Executor {
                 tasks,
                 shutdown,
                 clock: crate::clock::system(),
+                signals: Mutex::new(super::signals::Sampler::default()),
             }),
         };
+        executor
+            .inner
+            .tasks
+            .spawn(super::signals::run(Arc::downgrade(&executor.inner)));
         for (name, app) in &executor.inner.apps {
             if app.lock().await.state.standby.is_some() {
                 executor.schedule_scale_down(name.clone());

@@ -54,6 +54,8 @@ pub struct AppStatus {
     pub backends: Vec<BackendStatus>,
     /// The release notes of the current release, as its signed job carried them.
     pub notes: String,
+    /// The golden signals per cohort.
+    pub signals: Vec<super::signals::CohortSignals>,
 }
 
 /// One backend of the app's router, for status.
@@ -116,10 +118,11 @@ impl Executor {
             // From the last persisted snapshot: a running job holds the app's lock.
             let (state, instances) = lock(&shared.snapshot).clone();
             let has_router = policy.router.is_some();
-            let instances = instances
+            let instances: Vec<InstanceStatus> = instances
                 .iter()
                 .map(|i| instance_status(i, has_router))
                 .collect();
+            let members = members(shared.router.as_deref(), &instances);
             let releases_on_disk =
                 Releases::new(&self.inner.config.data_dir.join("apps").join(name.as_str()))
                     .on_disk()
@@ -150,6 +153,18 @@ impl Executor {
                     String::new()
                 },
                 listen: policy.listen,
+                signals: super::signals::signals_of(
+                    &self.inner.signals,
+                    name,
+                    shared
+                        .router
+                        .as_deref()
+                        .and_then(|r| r.stats().ok())
+                        .as_ref(),
+                    &members,
+                    // The front door stamps its start with the wall clock.
+                    u64::try_from(crate::clock::now_ms()).unwrap_or(0),
+                ),
                 // A stopped app routes nothing, whatever its last table says.
                 backends: if state.stopped {
                     Vec::new()
@@ -178,6 +193,27 @@ impl Executor {
     pub fn recent_jobs(&self) -> Vec<JobSummary> {
         lock(&self.inner.recent).iter().cloned().collect()
     }
+}
+
+/// The running instances with their cohort in the router's current table (`stable` when it
+/// names none, or without a router).
+fn members(
+    router: Option<&dyn Router>,
+    instances: &[InstanceStatus],
+) -> Vec<super::signals::Member> {
+    let table = router.and_then(|r| r.current().ok().flatten());
+    instances
+        .iter()
+        .filter(|i| i.pid != 0 && i.state != "stopped")
+        .map(|i| super::signals::Member {
+            pid: i.pid,
+            cohort: table
+                .as_ref()
+                .and_then(|t| t.backends.iter().find(|b| b.addr.port() == i.port))
+                .and_then(|b| b.cohort.clone())
+                .unwrap_or_else(|| crate::strategy::shift::STABLE.to_owned()),
+        })
+        .collect()
 }
 
 /// The router's current table joined with its counters.

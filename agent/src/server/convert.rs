@@ -85,6 +85,24 @@ pub fn event(e: &JobEvent) -> v1::JobEvent {
     }
 }
 
+/// One cohort's signals for the wire.
+fn cohort_signals(c: &crate::executor::signals::CohortSignals) -> v1::CohortSignals {
+    let p95 = c.http.latency.quantile_bound_ms(0.95);
+    v1::CohortSignals {
+        cohort: c.cohort.clone(),
+        window_ms: u64::try_from(c.window.as_millis()).unwrap_or(u64::MAX),
+        requests: c.http.requests,
+        responses: c.http.responses.finals(),
+        errors: c.http.responses.server_error,
+        error_rate: c.error_rate().unwrap_or(0.0),
+        p95_latency_ms: p95.unwrap_or(0),
+        p95_above_last_edge: p95.is_none() && c.http.latency.count > 0,
+        instances: c.instances,
+        cpu_percent: c.cpu_percent,
+        memory_bytes: c.memory_bytes,
+    }
+}
+
 /// An app's status for the wire.
 pub fn app_status(a: &AppStatus) -> v1::AppStatus {
     v1::AppStatus {
@@ -125,6 +143,7 @@ pub fn app_status(a: &AppStatus) -> v1::AppStatus {
             .unwrap_or_default(),
         rollout: a.rollout.clone(),
         notes: a.notes.clone(),
+        signals: a.signals.iter().map(cohort_signals).collect(),
         listen: a.listen.map(|l| l.to_string()).unwrap_or_default(),
         backends: a
             .backends
