@@ -16,4 +16,5 @@ pub mod release;
 pub mod rollback;
 pub mod rollout;
 pub mod status;
+pub mod status_signals;
 pub mod submit;

@@ -69,6 +69,7 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
                     "connect_errors": b.connect_errors,
                     "bytes_in": b.bytes_in, "bytes_out": b.bytes_out,
                 })).collect::<Vec<_>>(),
+                "signals": super::status_signals::signals_json(&a.signals),
             })
         })
         .collect();
@@ -324,6 +325,7 @@ pub fn status_text(s: &StatusResponse) -> String {
         } else {
             instances_table(&mut out, a);
         }
+        super::status_signals::signals_table(&mut out, &a.signals);
         if !a.backends.is_empty() && serves(a) {
             backends_table(&mut out, a);
         } else if !a.backends.is_empty() {

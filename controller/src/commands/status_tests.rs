@@ -38,6 +38,7 @@ fn answer() -> StatusResponse {
             rollout: "canary 50% (step 2/3), waiting for promote".into(),
             listen: "127.0.0.1:18100".into(),
             notes: String::new(),
+            signals: Vec::new(),
             backends: vec![
                 Backend {
                     id: "blue-0".into(),

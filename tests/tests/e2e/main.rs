@@ -46,6 +46,7 @@ mod handshake;
 mod monitoring;
 mod prometheus_gate;
 mod security;
+mod status_signals;
 mod strategy_analysis;
 mod zero_downtime;
 
