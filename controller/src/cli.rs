@@ -362,9 +362,9 @@ pub struct RolloutArgs {
     /// Default: not checked.
     #[arg(long, value_name = "PCT", help_heading = "Canary")]
     pub max_cpu: Option<String>,
-    /// Canary analysis: resident memory of a canary process, e.g. 256MiB or 1GB.
-    /// Default: not checked.
-    #[arg(long, value_name = "SIZE", help_heading = "Canary")]
+    /// Canary analysis: resident memory of a canary process, a size (256MiB, 1GB) or a share of
+    /// the host's memory (80%, the recommended limit). Default: not checked.
+    #[arg(long, value_name = "SIZE|PCT%", help_heading = "Canary")]
     pub max_memory: Option<String>,
     /// Analysis (canary steps, the blue-green preview, the watch): how often it runs.
     /// [default: 1s]

@@ -245,6 +245,9 @@ struct Analysis {
     http: Option<HttpWindow>,
     /// When the analysis started: the Prometheus checks' `{{window}}`.
     since: Instant,
+    /// The memory limit in bytes (the smaller of `max_memory_bytes` and `max_memory_share`
+    /// of the host's memory), with how a share was worked out, for the breach's text.
+    memory_limit: Option<(u64, String)>,
     /// The Prometheus checks' last verdicts.
     prom: Vec<PromVerdict>,
 }
@@ -262,7 +265,6 @@ struct HttpWindow {
 impl Analysis {
     fn new(app: &AppRuntime, ports: &[u16], spec: AnalysisSpec) -> Self {
         Self {
-            spec,
             ports: ports.to_vec(),
             probe_failures: 0,
             errors_before: shift::connect_errors(app, ports),
@@ -275,6 +277,8 @@ impl Analysis {
             }),
             since: Instant::now(),
             prom: Vec::new(),
+            memory_limit: memory_limit(&spec),
+            spec,
         }
     }
 
@@ -432,10 +436,73 @@ impl Analysis {
                 self.spec.max_conn_errors
             ));
         }
+        let (memory, how) = match &self.memory_limit {
+            Some((bytes, how)) => (Some(*bytes), how.as_str()),
+            None => (None, ""),
+        };
         self.resources
-            .check(&pids, self.spec.max_cpu_percent, self.spec.max_memory_bytes)
-            .map_err(|breach| StrategyError::Unhealthy(breach.to_string()))?;
+            .check(&pids, self.spec.max_cpu_percent, memory)
+            .map_err(|breach| StrategyError::Unhealthy(format!("{breach}{how}")))?;
         self.check_http(app, ctx).await?;
         self.check_prom(app, ctx).await
+    }
+}
+
+/// The memory limit of `spec` in bytes: the smaller of `max_memory_bytes` and
+/// `max_memory_share` of the host's total memory, with the share's arithmetic for the
+/// breach's text ("" for a size).
+fn memory_limit(spec: &AnalysisSpec) -> Option<(u64, String)> {
+    let share = spec.max_memory_share.map(|share| {
+        let mut system = sysinfo::System::new();
+        system.refresh_memory();
+        let host = system.total_memory();
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let bytes = (host as f64 * share) as u64;
+        (
+            bytes,
+            format!(
+                " = {}% of the host's {} bytes of memory",
+                share * 100.0,
+                host
+            ),
+        )
+    });
+    match (spec.max_memory_bytes, share) {
+        (Some(bytes), Some(s)) if bytes <= s.0 => Some((bytes, String::new())),
+        (_, Some(s)) => Some(s),
+        (Some(bytes), None) => Some((bytes, String::new())),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_share_is_of_the_host_and_the_smaller_limit_wins() {
+        let mut spec = AnalysisSpec::default();
+        assert_eq!(memory_limit(&spec), None);
+        spec.max_memory_bytes = Some(1 << 20);
+        assert_eq!(memory_limit(&spec), Some((1 << 20, String::new())));
+        spec.max_memory_share = Some(1.0);
+        assert_eq!(
+            memory_limit(&spec).unwrap().0,
+            1 << 20,
+            "1 MiB is less than the host"
+        );
+        spec.max_memory_bytes = None;
+        spec.max_memory_share = Some(0.5);
+        let (bytes, how) = memory_limit(&spec).unwrap();
+        let mut system = sysinfo::System::new();
+        system.refresh_memory();
+        assert_eq!(bytes, system.total_memory() / 2);
+        assert!(how.starts_with(" = 50% of the host's "), "{how}");
+        spec.max_memory_bytes = Some(u64::MAX);
+        assert_eq!(memory_limit(&spec).unwrap().0, bytes);
     }
 }

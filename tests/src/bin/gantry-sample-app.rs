@@ -10,7 +10,8 @@
 //! `crash-at-start` (exit 3 at once), `never-healthy` (`/health` answers 503),
 //! `unhealthy-after=SECS`, `slow-start=SECS` (binds only after SECS), `crash-under-load=N`
 //! (exit 4 after N requests), `errors=PCT` (`GET /` answers 500, with the banner, to PCT
-//! percent of requests, spread evenly), `latency=MS` (`GET /` answers after MS milliseconds). When `SAMPLE_MODE` is unset, a `sample-mode` file in the working
+//! percent of requests, spread evenly), `latency=MS` (`GET /` answers after MS milliseconds), `memory=MIB` (holds MIB mebibytes
+//! resident, allocated and written at start). When `SAMPLE_MODE` is unset, a `sample-mode` file in the working
 //! directory (the release directory) is read instead, so a test can build a broken release.
 //! SIGTERM or SIGINT ends it gracefully with exit 0.
 //!
@@ -59,6 +60,7 @@ enum Mode {
     CrashUnderLoad(u64),
     Errors(u64),
     Latency(Duration),
+    Memory(usize),
 }
 
 impl Mode {
@@ -85,6 +87,10 @@ impl Mode {
             Some(("latency", v)) => v
                 .parse()
                 .map(|ms| Mode::Latency(Duration::from_millis(ms)))
+                .map_err(|e| format!("SAMPLE_MODE {raw:?}: {e}")),
+            Some(("memory", v)) => v
+                .parse()
+                .map(Mode::Memory)
                 .map_err(|e| format!("SAMPLE_MODE {raw:?}: {e}")),
             _ => Err(format!("unknown SAMPLE_MODE {raw:?}")),
         }
@@ -205,6 +211,12 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
+    // Written, so that every page is resident; held until the process ends.
+    let ballast = match mode {
+        Mode::Memory(mib) => vec![1u8; mib << 20],
+        _ => Vec::new(),
+    };
+    std::hint::black_box(&ballast);
     if mode == Mode::CrashAtStart {
         eprintln!("gantry-sample-app: crashing at start (SAMPLE_MODE=crash-at-start)");
         return ExitCode::from(CRASH_AT_START);
@@ -363,6 +375,7 @@ mod tests {
             Mode::parse("latency=300"),
             Ok(Mode::Latency(Duration::from_millis(300)))
         );
+        assert_eq!(Mode::parse("memory=96"), Ok(Mode::Memory(96)));
         assert!(Mode::parse("errors=101").is_err());
         assert!(Mode::parse("slow-start=x").is_err());
         assert!(Mode::parse("explode").is_err());

@@ -104,6 +104,7 @@ fn every_field_is_decoded() {
             max_p95_latency_ms: 350,
             min_samples: 400,
             no_data: "fail".into(),
+            max_memory_share: 0.5,
             prometheus: Some(v1::PrometheusGate {
                 url: "http://127.0.0.1:9090".into(),
                 checks: vec![v1::PrometheusCheck {
@@ -155,6 +156,7 @@ fn every_field_is_decoded() {
                 max_p95_latency: Duration::from_millis(350),
                 min_samples: Some(400),
                 no_data: crate::job::NoData::Fail,
+                max_memory_share: Some(0.5),
                 prometheus: Some(crate::job::PromGate {
                     url: crate::job::PromUrl {
                         host: "127.0.0.1".into(),

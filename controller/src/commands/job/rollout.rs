@@ -290,12 +290,14 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
                 .map(|p| flags::cpu_percent("--max-cpu", p))
                 .transpose()?
                 .unwrap_or_default(),
-            max_memory_bytes: a
-                .max_memory
-                .as_deref()
-                .map(|s| flags::byte_size("--max-memory", s))
-                .transpose()?
-                .unwrap_or_default(),
+            max_memory_bytes: match a.max_memory.as_deref().map(str::trim) {
+                Some(s) if !s.ends_with('%') => flags::byte_size("--max-memory", s)?,
+                _ => 0,
+            },
+            max_memory_share: match a.max_memory.as_deref().map(str::trim) {
+                Some(s) if s.ends_with('%') => memory_share("--max-memory", s)?,
+                _ => 0.0,
+            },
             interval_ms: ms("--analysis-interval", &a.analysis_interval)?,
             max_error_rate: a
                 .max_error_rate
@@ -336,6 +338,23 @@ fn error_rate(flag: &'static str, raw: &str) -> Result<f64, FlagError> {
         _ => Err(FlagError::new(
             flag,
             format!("expected a share between 0 and 1 like 0.001 or 0.1%, got {raw:?}"),
+        )),
+    }
+}
+
+/// `PCT%` of the host's memory as a share: above 0, at most 100%.
+fn memory_share(flag: &'static str, raw: &str) -> Result<f64, FlagError> {
+    let value = raw
+        .strip_suffix('%')
+        .and_then(|p| p.trim().parse::<f64>().ok())
+        .map(|p| p / 100.0);
+    match value {
+        Some(v) if v.is_finite() && v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(FlagError::new(
+            flag,
+            format!(
+                "expected a size like 256MiB or a share of the host's memory like 80%, got {raw:?}"
+            ),
         )),
     }
 }
@@ -515,12 +534,16 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
         );
         row(
             "max memory",
-            or_default(
-                a.max_memory_bytes,
-                a.max_memory_bytes > 0,
-                |b| format!("{} ({b} bytes)", flags::format_bytes(b)),
-                "not checked",
-            ),
+            if a.max_memory_share > 0.0 {
+                format!("{}% of the host's memory", a.max_memory_share * 100.0)
+            } else {
+                or_default(
+                    a.max_memory_bytes,
+                    a.max_memory_bytes > 0,
+                    |b| format!("{} ({b} bytes)", flags::format_bytes(b)),
+                    "not checked",
+                )
+            },
         );
     }
     rows.extend(prometheus);
@@ -545,6 +568,7 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
             "max_conn_errors": a.max_conn_errors,
             "max_cpu_percent": a.max_cpu_percent,
             "max_memory_bytes": a.max_memory_bytes,
+            "max_memory_share": a.max_memory_share,
             "interval_ms": a.interval_ms,
             "max_error_rate": a.max_error_rate,
             "max_p95_latency_ms": a.max_p95_latency_ms,

@@ -151,6 +151,7 @@ fn canary_flags_and_analysis() {
             min_samples: 500,
             no_data: "fail".into(),
             prometheus: None,
+            max_memory_share: 0.0,
         })
     );
     // One analysis flag alone: the rest stay at the agent's defaults (0).
@@ -167,6 +168,28 @@ fn canary_flags_and_analysis() {
         })
     );
     assert!(r.steps.is_empty());
+    // A share of the host's memory instead of a size.
+    let a = RolloutArgs {
+        max_memory: Some("80%".into()),
+        ..args()
+    };
+    let r = build_rollout(Strategy::Canary, &a).unwrap().unwrap();
+    let analysis = r.analysis.unwrap();
+    assert_eq!(
+        (analysis.max_memory_share, analysis.max_memory_bytes),
+        (0.8, 0)
+    );
+    for bad in ["0%", "101%", "x%", "-5%"] {
+        let a = RolloutArgs {
+            max_memory: Some(bad.into()),
+            ..args()
+        };
+        let e = build_rollout(Strategy::Canary, &a).unwrap_err().to_string();
+        assert!(
+            e.contains("--max-memory") && e.contains("80%"),
+            "{bad}: {e}"
+        );
+    }
     // The Prometheus flags alone give an analysis with the gate and the defaults.
     let a = RolloutArgs {
         prometheus: Some("http://127.0.0.1:9090".into()),

@@ -407,6 +407,7 @@ fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
         },
         max_cpu_percent,
         max_memory_bytes: (a.max_memory_bytes != 0).then_some(a.max_memory_bytes),
+        max_memory_share: memory_share(a.max_memory_share)?,
         prometheus: a
             .prometheus
             .as_ref()
@@ -418,6 +419,20 @@ fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
             d.interval,
         )?,
     })
+}
+
+/// 0: not checked; else a share above 0 and at most 1.
+fn memory_share(share: f64) -> Result<Option<f64>, AdmissionError> {
+    if share == 0.0 {
+        Ok(None)
+    } else if share.is_finite() && share > 0.0 && share <= 1.0 {
+        Ok(Some(share))
+    } else {
+        Err(invalid(
+            "release.rollout.analysis.max_memory_share",
+            format!("{share} is not a share above 0 and at most 1 (0: not checked)"),
+        ))
+    }
 }
 
 fn check_env_name(k: &str) -> Result<(), AdmissionError> {

@@ -304,3 +304,32 @@ fn the_batch_analysis_is_a_bounded_duration() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_memory_share_is_above_0_and_at_most_1() {
+    use crate::admission::decode::rollout;
+    let with = |share: f64| v1::Rollout {
+        analysis: Some(v1::Analysis {
+            max_memory_share: share,
+            ..v1::Analysis::default()
+        }),
+        ..v1::Rollout::default()
+    };
+    let share = |s: f64| rollout(Some(&with(s)), 2).map(|r| r.analysis.max_memory_share);
+    assert_eq!(share(0.0).unwrap(), None);
+    assert_eq!(share(1.0).unwrap(), Some(1.0));
+    assert_eq!(share(0.8).unwrap(), Some(0.8));
+    assert_eq!(share(f64::MIN_POSITIVE).unwrap(), Some(f64::MIN_POSITIVE));
+    for bad in [-0.1, 1.000_001, f64::NAN, f64::INFINITY, -f64::MIN_POSITIVE] {
+        match share(bad) {
+            Err(AdmissionError::InvalidJob { field, problem }) => {
+                assert_eq!(field, "release.rollout.analysis.max_memory_share");
+                assert!(
+                    problem.contains("not a share above 0 and at most 1"),
+                    "{problem}"
+                );
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}

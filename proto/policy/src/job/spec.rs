@@ -178,6 +178,9 @@ pub struct AnalysisSpec {
     pub no_data: NoData,
     /// Queries to a Prometheus server that must meet their conditions; `None`: none.
     pub prometheus: Option<PromGate>,
+    /// Resident memory of a canary process as a share (0, 1] of the host's memory; `None`:
+    /// not checked.
+    pub max_memory_share: Option<f64>,
 }
 
 /// The share of responses a p95 check allows to be slower than its threshold.
@@ -215,6 +218,7 @@ impl Default for AnalysisSpec {
             min_samples: None,
             no_data: NoData::Pause,
             prometheus: None,
+            max_memory_share: None,
         }
     }
 }
