@@ -425,7 +425,8 @@ fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
 fn memory_share(share: f64) -> Result<Option<f64>, AdmissionError> {
     if share == 0.0 {
         Ok(None)
-    } else if share.is_finite() && share > 0.0 && share <= 1.0 {
+    } else if (0.0..=1.0).contains(&share) {
+        // 0 (either sign) took the branch above; NaN is in no range.
         Ok(Some(share))
     } else {
         Err(invalid(
