@@ -149,7 +149,7 @@ fn a_canary_whose_5xx_share_in_prometheus_fails_its_check_is_rolled_back() {
     assert_eq!(verdict["condition"], "< 0.05", "{entry}");
     let value = verdict["value"].as_f64().unwrap();
     assert!(
-        value >= 0.05 && value < 0.6,
+        (0.05..0.6).contains(&value),
         "the canary's 5xx share: {entry}"
     );
     let query = verdict["query"].as_str().unwrap();
