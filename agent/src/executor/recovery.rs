@@ -131,10 +131,9 @@ impl Executor {
                 signals: Mutex::new(super::signals::Sampler::default()),
             }),
         };
-        executor
-            .inner
-            .tasks
-            .spawn(super::signals::run(Arc::downgrade(&executor.inner)));
+        // Not on the task tracker: it persists nothing, and shutdown's drain must not wait
+        // for it. It ends with the executor (it holds only a weak reference) or the runtime.
+        tokio::spawn(super::signals::run(Arc::downgrade(&executor.inner)));
         for (name, app) in &executor.inner.apps {
             if app.lock().await.state.standby.is_some() {
                 executor.schedule_scale_down(name.clone());

@@ -182,7 +182,8 @@ pub fn signals_of(
         .collect()
 }
 
-/// Samples every app every [`SAMPLE_EVERY`] until the executor shuts down or is dropped.
+/// Samples every app every [`SAMPLE_EVERY`] until the executor's jobs are interrupted or it
+/// is dropped.
 pub(super) async fn run(inner: Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else {
