@@ -234,6 +234,7 @@ mod tests {
             listen: None,
             backends: vec![backend(9001, "stable"), backend(9002, "canary")],
             notes: String::new(),
+            signals: Vec::new(),
         }
     }
 
