@@ -42,8 +42,10 @@ pub struct Config {
     pub digest: Sha256Hex,
     /// This agent's id: a DNS name, a SAN of its certificate; jobs must name it.
     pub agent_id: String,
-    /// Address to listen on (port 0 picks one).
-    pub listen: SocketAddr,
+    /// Address to listen on (port 0 picks one); `None` when the agent dials out.
+    pub listen: Option<SocketAddr>,
+    /// `[controller]`: where the agent dials out to; `None` when it listens.
+    pub controller: Option<DialOut>,
     /// Root of everything the agent writes.
     pub data_dir: PathBuf,
     /// Where this host sits in the fleet: its environment and labels.
@@ -58,6 +60,19 @@ pub struct Config {
     pub policy: Arc<Policy>,
     /// Where `/metrics` is served (`[metrics] listen`); `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `[controller]`: the one outbound mutual-TLS connection of an agent that listens on nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialOut {
+    /// `host:port` of the controller service's dial-in listener.
+    pub dial: String,
+    /// The DNS name the service's certificate must carry.
+    pub server_name: String,
+    /// The CA the service's certificate must chain to (default `tls.ca`).
+    pub ca: PathBuf,
+    /// Once the link has been down this long the agent exits non-zero; `None`: never.
+    pub exit_on_disconnect_after: Option<std::time::Duration>,
 }
 
 /// Where a host sits in the fleet, from its own config: fleet plans and their ring selectors are

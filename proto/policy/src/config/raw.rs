@@ -22,8 +22,9 @@ use crate::job::Action;
 pub struct RawConfig {
     /// This agent's name; must be a DNS name (it is a SAN of the agent's certificate).
     pub agent_id: String,
-    /// `host:port` to listen on.
-    pub listen: String,
+    /// `host:port` to listen on; absent when the agent dials out (`[controller] dial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
     /// Where state, artifacts, releases, the audit log and the replay store live.
     pub data_dir: String,
     /// The environment this host belongs to (`production`, `staging`, `demo` ...), reported in
@@ -54,6 +55,27 @@ pub struct RawConfig {
     /// Rules per environment (`[environments.production]`); the agent's own is in force.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<String, RawEnvironment>,
+    /// `[controller]`: dial out to the controller service instead of listening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<RawController>,
+}
+
+/// `[controller]`: the agent keeps one outbound mutual-TLS connection to the controller
+/// service and serves its gRPC API over it; it listens on nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawController {
+    /// `host:port` of the service's dial-in listener.
+    pub dial: String,
+    /// The DNS name the service's certificate must carry.
+    pub server_name: String,
+    /// The CA the service's certificate chains to; default `tls.ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Exit (non-zero, apps left running) once the link has been down this long (humantime);
+    /// absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_on_disconnect_after: Option<String>,
 }
 
 /// `[metrics]`.
@@ -327,7 +349,7 @@ impl RawConfig {
     pub fn new(agent_id: &str) -> Self {
         Self {
             agent_id: agent_id.to_owned(),
-            listen: "127.0.0.1:0".to_owned(),
+            listen: Some("127.0.0.1:0".to_owned()),
             data_dir: "data".to_owned(),
             environment: None,
             labels: BTreeMap::new(),
@@ -345,7 +367,22 @@ impl RawConfig {
             apps: BTreeMap::new(),
             metrics: None,
             environments: BTreeMap::new(),
+            controller: None,
         }
+    }
+
+    /// Dials out to the controller service at `addr`, whose certificate must name
+    /// `server_name`, instead of listening (`listen` is removed).
+    #[must_use]
+    pub fn dial(mut self, addr: &str, server_name: &str) -> Self {
+        self.listen = None;
+        self.controller = Some(RawController {
+            dial: addr.to_owned(),
+            server_name: server_name.to_owned(),
+            ca: None,
+            exit_on_disconnect_after: None,
+        });
+        self
     }
 
     /// Admits controllers whose certificate names `name` (`tls.client_names`).

@@ -298,7 +298,7 @@ fn render_text(cfg: &Config, now: i64) -> String {
                         .join(", ")
                 },
             ],
-            vec!["listen".into(), cfg.listen.to_string()],
+            vec!["listen".into(), agent_listen_text(cfg)],
             vec!["client CA".into(), cfg.tls.ca.display().to_string()],
             vec!["clients".into(), pin],
             vec![
@@ -546,7 +546,13 @@ fn render_json(cfg: &Config, now: i64) -> String {
         "environment": cfg.placement.environment,
         "labels": cfg.placement.labels,
         "environment_rules": super::report_environments::json(&cfg.policy.environments),
-        "listen": cfg.listen.to_string(),
+        "listen": cfg.listen.map(|l| l.to_string()),
+        "controller": cfg.controller.as_ref().map(|c| json!({
+            "dial": c.dial,
+            "server_name": c.server_name,
+            "ca": c.ca.display().to_string(),
+            "exit_on_disconnect_after_secs": c.exit_on_disconnect_after.map(|d| d.as_secs()),
+        })),
         "tls": {
             "ca": cfg.tls.ca.display().to_string(),
             "client_names": cfg.tls.client_names,
@@ -572,4 +578,16 @@ fn render_json(cfg: &Config, now: i64) -> String {
         serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
     s
+}
+
+/// `listen` as the report shows it: the address, or where the agent dials out to.
+fn agent_listen_text(cfg: &Config) -> String {
+    match (&cfg.listen, &cfg.controller) {
+        (Some(l), _) => l.to_string(),
+        (None, Some(c)) => format!(
+            "nothing (dials out to {} as {}, [controller])",
+            c.dial, c.server_name
+        ),
+        (None, None) => "nothing".to_owned(),
+    }
 }

@@ -82,6 +82,7 @@ fn web_of(cfg: &Config) -> &AppPolicy {
     &cfg.policy.apps[&AppName::new("web").unwrap()]
 }
 
+mod dialout;
 mod environments;
 mod flags;
 mod fleet;

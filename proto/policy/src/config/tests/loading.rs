@@ -8,7 +8,7 @@ fn example_config_loads() {
     let path = write(dir.path(), EXAMPLE);
     let cfg = load(&path, &root()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.agent_id, "agent-1");
-    assert_eq!(cfg.listen.to_string(), "127.0.0.1:7443");
+    assert_eq!(cfg.listen.unwrap().to_string(), "127.0.0.1:7443");
     assert_eq!(cfg.data_dir, Path::new("/var/lib/gantry"));
     assert_eq!(cfg.tls.ca, dir.path().join("pki/ca.pem"));
     assert_eq!(cfg.placement.environment.as_deref(), Some("production"));

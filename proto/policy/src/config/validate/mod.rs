@@ -5,6 +5,7 @@
 //! who the agent runs as.
 
 mod apps;
+mod controller;
 mod environments;
 mod flags;
 mod host;
@@ -185,14 +186,14 @@ fn validate(
     if let Err(why) = DnsName::new(&raw.agent_id) {
         p.add("agent_id", why.to_string());
     }
-    let listen = settings::listen(p, &raw);
+    let full = mode == Mode::Full;
+    let (listen, controller) = controller::transport(p, &raw, base, full);
     if raw.data_dir.trim().is_empty() {
         p.add("data_dir", "is empty");
     }
     let data_dir = resolve(base, &raw.data_dir);
     let placement = settings::placement(p, &raw);
 
-    let full = mode == Mode::Full;
     let tls = settings::tls(p, &raw, base, full);
     let audit = settings::audit(p, &raw, base, full);
     let limits = settings::limits(p, &raw);
@@ -203,7 +204,9 @@ fn validate(
         apps: BTreeMap::new(),
         environments: environments::validate(p, &raw),
     };
-    policy.apps = apps::validate_apps(p, &raw, base, host, mode, listen, &policy);
+    // A dial-out agent binds no port an app range could clash with (port 0 is never checked).
+    let own_port = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    policy.apps = apps::validate_apps(p, &raw, base, host, mode, own_port, &policy);
     environments::apply_approval_floor(&mut policy);
 
     Config {
@@ -211,6 +214,7 @@ fn validate(
         digest,
         agent_id: raw.agent_id,
         listen,
+        controller,
         data_dir,
         placement,
         tls,

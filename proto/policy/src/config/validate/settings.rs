@@ -12,20 +12,6 @@ use crate::config::{AuditSettings, Limits, Placement, TlsConfig};
 use crate::dns::DnsName;
 use crate::job::Sha256Hex;
 
-/// The agent's own address; a placeholder (and a problem) when it does not parse.
-pub(super) fn listen(p: &mut Problems, raw: &RawConfig) -> SocketAddr {
-    match raw.listen.trim().parse::<SocketAddr>() {
-        Ok(a) => a,
-        Err(_) => {
-            p.add(
-                "listen",
-                format!("{:?} is not an IP:port address", raw.listen),
-            );
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        }
-    }
-}
-
 /// `[metrics] listen`, when `[metrics]` is there.
 pub(super) fn metrics_listen(p: &mut Problems, raw: &RawConfig) -> Option<SocketAddr> {
     let m = raw.metrics.as_ref()?;
@@ -37,7 +23,7 @@ pub(super) fn metrics_listen(p: &mut Problems, raw: &RawConfig) -> Option<Socket
             );
             None
         }
-        Ok(a) if a == settings_listen(raw) => {
+        Ok(a) if Some(a) == settings_listen(raw) => {
             p.add("metrics.listen", "is the agent's own gRPC listen address");
             None
         }
@@ -55,11 +41,8 @@ pub(super) fn metrics_listen(p: &mut Problems, raw: &RawConfig) -> Option<Socket
     }
 }
 
-fn settings_listen(raw: &RawConfig) -> SocketAddr {
-    raw.listen
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+fn settings_listen(raw: &RawConfig) -> Option<SocketAddr> {
+    raw.listen.as_deref().and_then(|l| l.trim().parse().ok())
 }
 
 /// `environment` and `[labels]`: short names a selector can match exactly.
@@ -115,7 +98,11 @@ pub(super) fn tls(p: &mut Problems, raw: &RawConfig, base: &Path, full: bool) ->
             .as_deref()
             .map(|crl| existing_file(p, full, "tls.crl", base, crl)),
     };
-    if raw.tls.client_names.is_empty() && raw.tls.client_fingerprints.is_empty() {
+    // A dial-out agent's one peer is the service it dials, named by `[controller] server_name`.
+    if raw.controller.is_none()
+        && raw.tls.client_names.is_empty()
+        && raw.tls.client_fingerprints.is_empty()
+    {
         p.add(
             "tls",
             "name the controllers that may connect: client_names (DNS names in their \
