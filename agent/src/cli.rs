@@ -24,7 +24,9 @@ pub struct Cli {
 /// The agent's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent (mutual-TLS gRPC) until SIGTERM or SIGINT; app instances keep running.
+    /// Run the agent (mutual-TLS gRPC: listening on `listen`, or over the one connection it
+    /// dials to the controller service with `[controller] dial`) until SIGTERM or SIGINT; app
+    /// instances keep running.
     Run {
         /// The agent's TOML config.
         #[arg(long, value_name = "FILE")]
@@ -35,6 +37,12 @@ pub enum Command {
         /// Operational log format (the audit log is always JSON Lines).
         #[arg(long, value_enum, default_value = "plain")]
         log_format: Format,
+        /// Dial-out mode (`[controller] dial`) only: once the link to the controller service
+        /// has been down this long (e.g. `90s`, `5m`), stop and exit non-zero so the service
+        /// manager sees it; app instances keep running. Overrides
+        /// `[controller] exit_on_disconnect_after`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        exit_on_disconnect_after: Option<std::time::Duration>,
     },
     /// Check a config and report every problem at once (parse errors first: the other checks
     /// run once the file parses).
@@ -98,6 +106,16 @@ pub enum Command {
         #[arg(long, value_name = "MODE", default_value = "tcp", value_parser = parse_mode)]
         mode: crate::config::FrontDoorMode,
     },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration like \"30s\" or \"5m\": {e}"
+        )),
+    }
 }
 
 fn parse_mode(s: &str) -> Result<crate::config::FrontDoorMode, String> {
@@ -210,13 +228,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             log_dir,
             log_format,
+            exit_on_disconnect_after,
         } => {
             let format = match log_format {
                 Format::Plain => LogFormat::Plain,
                 Format::Json => LogFormat::Json,
             };
             let _guard = telemetry::init(log_dir.as_deref(), format);
-            let config = crate::daemon::load_config(&config)?;
+            let mut config = crate::daemon::load_config(&config)?;
+            if let Some(after) = exit_on_disconnect_after {
+                let Some(dial) = config.controller.as_mut() else {
+                    anyhow::bail!(
+                        "--exit-on-disconnect-after needs dial-out mode: {} has `listen`, not `[controller] dial`",
+                        config.path.display()
+                    );
+                };
+                dial.exit_on_disconnect_after = Some(after);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

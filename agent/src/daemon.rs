@@ -4,13 +4,14 @@
 //! Start-up: config → signing key → audit log (torn tail set aside) → `agent.started` →
 //! replay store (records missing from it rebuilt from the log's `job.accepted` entries) →
 //! artifact store → executor (adopts instances, closes interrupted jobs) →
-//! listener → `<data_dir>/run/listen.addr` → `READY=1` to systemd (and watchdog pings when
+//! listener → `<data_dir>/run/listen.addr` (in dial-out mode: no listener, the dial loop
+//! and `run/dial.state`) → `READY=1` to systemd (and watchdog pings when
 //! `WatchdogSec=` asks for them). Shutdown: `STOPPING=1` → stop accepting → let jobs finish
 //! within the grace period, else interrupt them → detach instances → `agent.stopped` → final
 //! checkpoint.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use gantry_proto::keys::SigningKey;
@@ -31,7 +32,7 @@ use crate::ledger::Ledger;
 use crate::ledger::plans::PlanLedger;
 use crate::server::handshake::HandshakeRefusals;
 use crate::server::throttle::{Budget, ClientThrottle};
-use crate::server::{AgentService, tls};
+use crate::server::{AgentService, dialout, tls};
 use crate::shutdown::{GRACE, Shutdown};
 use crate::state::create_dir_mode;
 
@@ -78,6 +79,10 @@ pub enum DaemonError {
     /// Some apps' users cannot reach their directories under the data dir.
     #[error("refusing to start:{}", .0.iter().map(|u| format!("\n  {u}")).collect::<String>())]
     Unreachable(Vec<crate::reach::Unreachable>),
+    /// In dial-out mode, the link to the service was down longer than
+    /// `exit_on_disconnect_after`; the agent stopped as on SIGTERM (apps keep running).
+    #[error("{0}")]
+    LinkLost(crate::server::dialout::LinkLost),
     /// The server failed while running.
     #[error("the gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -136,21 +141,47 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (tls_config, revocation) =
         tls::server_config(&tls_material(&config), Arc::clone(&refusals))
             .map_err(start("load the TLS certificate and key"))?;
-    let controllers =
-        tls::ControllerIdentity::new(&config.tls.client_names, &config.tls.client_fingerprints)
-            .map_err(start("read the controllers' identities"))?;
+    // Listening mode checks who connects; dial-out mode checks whom it dials instead.
+    let transport = match (&config.listen, &config.controller) {
+        (_, Some(dial)) => Transport::Dial(
+            crate::server::dialout::client_config(&dial.ca, &config.tls.cert, &config.tls.key)
+                .map_err(start(
+                    "load the TLS material for dialling the controller service",
+                ))?,
+        ),
+        (Some(addr), None) => Transport::Listen(*addr),
+        (None, None) => {
+            return Err(DaemonError::Config {
+                path: config.path.clone(),
+                problems: "set `listen` or `[controller] dial`".to_owned(),
+            });
+        }
+    };
+    let controllers = match transport {
+        Transport::Listen(_) => Some(
+            tls::ControllerIdentity::new(&config.tls.client_names, &config.tls.client_fingerprints)
+                .map_err(start("read the controllers' identities"))?,
+        ),
+        Transport::Dial(_) => None,
+    };
     create_dir_mode(&config.data_dir, 0o711).map_err(start(format!(
         "create the data directory {}",
         config.data_dir.display()
     )))?;
     // Before anything else is written there: a second agent on this data dir stops here.
     let _lock = crate::lock::acquire(&config.data_dir).map_err(DaemonError::Locked)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(start(format!("listen on {}", config.listen)))?;
-    let bound = listener
-        .local_addr()
-        .map_err(start("read the bound address"))?;
+    let listener = match transport {
+        Transport::Listen(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(start(format!("listen on {addr}")))?;
+            let bound = listener
+                .local_addr()
+                .map_err(start("read the bound address"))?;
+            Some((listener, bound))
+        }
+        Transport::Dial(_) => None,
+    };
     // Explicit modes, whatever the umask (the unit's is 0077): app users traverse `apps/` to
     // their own `apps/<app>` (0755) but cannot list it; the rest is the agent's alone.
     for (sub, mode) in [
@@ -311,14 +342,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         per_second: config.limits.client_rejections_per_second,
         connections: config.limits.client_connections,
     }));
-    let incoming = tls::incoming(
-        listener,
-        tls_config,
-        controllers,
-        Arc::clone(&throttle),
-        refusals,
-        shutdown.token(),
-    );
     let service = AgentService::new(
         config.agent_id.clone(),
         config.placement.clone(),
@@ -334,7 +357,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         executor.clone(),
         Arc::clone(&store),
         config.limits.max_artifact_bytes,
-        throttle,
+        Arc::clone(&throttle),
     )
     .with_flags(flags)
     .with_policy(Arc::clone(&config));
@@ -362,21 +385,67 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(4 * 1024 * 1024);
     let server_token = shutdown.token();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
-            .timeout(Duration::from_secs(3600))
-            .layer(oversize)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async move { server_token.cancelled().await }),
-    );
-
-    let addr_file = config.data_dir.join("run").join("listen.addr");
-    crate::state::write_atomic(&addr_file, bound.to_string().as_bytes())
-        .map_err(start(format!("write {}", addr_file.display())))?;
-    tracing::info!(agent_id = %config.agent_id, "listening on {bound} (mutual TLS)");
-    crate::readiness::ready(&format!("listening on {bound} (mutual TLS)"));
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .timeout(Duration::from_secs(3600));
+    if config.controller.is_some() {
+        // The one dialled link: notice a dead one within 15 s and dial again.
+        builder = builder
+            .http2_keepalive_interval(Some(dialout::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(dialout::KEEPALIVE_TIMEOUT));
+    }
+    let router = builder.layer(oversize).add_service(svc);
+    let stopped = async move { server_token.cancelled().await };
+    let lost: dialout::LostSlot = Arc::default();
+    let (server, addr_file, dial_task) =
+        match (listener, controllers, transport, &config.controller) {
+            (Some((listener, bound)), Some(controllers), _, _) => {
+                let incoming = tls::incoming(
+                    listener,
+                    tls_config,
+                    controllers,
+                    Arc::clone(&throttle),
+                    refusals,
+                    shutdown.token(),
+                );
+                let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+                let addr_file = config.data_dir.join("run").join("listen.addr");
+                crate::state::write_atomic(&addr_file, bound.to_string().as_bytes())
+                    .map_err(start(format!("write {}", addr_file.display())))?;
+                tracing::info!(agent_id = %config.agent_id, "listening on {bound} (mutual TLS)");
+                crate::readiness::ready(&format!("listening on {bound} (mutual TLS)"));
+                (server, addr_file, None)
+            }
+            (_, _, Transport::Dial(client_tls), Some(dial)) => {
+                let state_file = config.data_dir.join("run").join("dial.state");
+                let (incoming, task) = dialout::DialLoop {
+                    settings: dial.clone(),
+                    tls: client_tls,
+                    throttle: Arc::clone(&throttle),
+                    audit: audit.clone(),
+                    state_file: state_file.clone(),
+                    shutdown: shutdown.token(),
+                    lost: Arc::clone(&lost),
+                }
+                .spawn()
+                .map_err(start("start dialling the controller service"))?;
+                let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+                let doing = format!(
+                    "dialling {} ({}); listening on nothing (mutual TLS)",
+                    dial.dial, dial.server_name
+                );
+                tracing::info!(agent_id = %config.agent_id, "{doing}");
+                crate::readiness::ready(&doing);
+                (server, state_file, Some(task))
+            }
+            _ => {
+                return Err(DaemonError::Config {
+                    path: config.path.clone(),
+                    problems: "set `listen` or `[controller] dial`".to_owned(),
+                });
+            }
+        };
     // Its own token: pings go on through the drain (a drain is progress, not a hang).
     let watchdog_stop = CancellationToken::new();
     let watchdog = crate::readiness::spawn_watchdog(watchdog_stop.clone());
@@ -463,7 +532,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     {
         tracing::warn!("the metrics listener failed: {e}");
     }
+    if let Some(task) = dial_task
+        && let Err(e) = task.await
+    {
+        tracing::warn!("the dial loop failed: {e}");
+    }
+    if let Some(lost) = lost.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        return Err(DaemonError::LinkLost(lost));
+    }
     server_result
+}
+
+/// How the agent meets its controllers.
+enum Transport {
+    /// It listens here.
+    Listen(std::net::SocketAddr),
+    /// It dials the service with this TLS client config.
+    Dial(rustls::ClientConfig),
 }
 
 /// The listener's TLS files as the config names them.

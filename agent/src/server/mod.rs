@@ -9,6 +9,7 @@
 //! certificate ([`throttle`]).
 
 pub mod convert;
+pub mod dialout;
 pub mod flood;
 pub mod handshake;
 pub mod oversize;

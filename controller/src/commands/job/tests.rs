@@ -268,7 +268,7 @@ fn policy_file(dir: &Path, approvals: u32) -> PathBuf {
         .key("rm", "rm.pub", &["approver"])
         .key("old", "old.pub", &["approver"])
         .app("web", web);
-    raw.listen = "127.0.0.1:7443".to_owned();
+    raw.listen = Some("127.0.0.1:7443".to_owned());
     raw.key_mut("old").unwrap().not_after = Some("2027-01-15T08:00:00Z".to_owned());
     let path = dir.join("agent.toml");
     std::fs::write(&path, raw.to_toml().unwrap()).unwrap();
