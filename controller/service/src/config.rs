@@ -33,10 +33,16 @@
 //! [dashboard]                  # optional: the read-only web dashboard
 //! listen = "127.0.0.1:7680"    # the default when the section is there; keep it on loopback
 //!
+//! [dial]                       # agents in dial-out mode connect here
+//! listen = "0.0.0.0:7443"      # the service's cert/key; agents' certificates verified against agent_ca
+//!
 //! [[agents]]
 //! id = "web-1"
 //! addr = "10.0.0.11:7443"
 //! # ca, client_cert, client_key: per-agent overrides of the [tls] ones
+//!
+//! [[agents]]
+//! id = "web-7"                 # no addr: it dials in (needs [dial])
 //! ```
 
 use std::net::SocketAddr;
@@ -97,6 +103,13 @@ struct Raw {
     audit: RawAudit,
     #[serde(default)]
     agents: Vec<RawAgent>,
+    dial: Option<RawDial>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDial {
+    listen: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,7 +158,7 @@ struct RawEngine {
 #[serde(deny_unknown_fields)]
 struct RawAgent {
     id: String,
-    addr: String,
+    addr: Option<String>,
     ca: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
@@ -171,13 +184,34 @@ pub struct AgentTls {
     pub key: PathBuf,
 }
 
+/// How the service and an agent meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMode {
+    /// The agent listens; the service dials its `addr`.
+    Listen,
+    /// The agent dials in to the service's `[dial] listen` (its `addr` is empty).
+    Dial,
+}
+
+impl AgentMode {
+    /// `listen` or `dial`, as `fleet ls` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentMode::Listen => "listen",
+            AgentMode::Dial => "dial",
+        }
+    }
+}
+
 /// One configured agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentEntry {
     /// Its id (its certificate's name).
     pub id: String,
-    /// host:port.
+    /// host:port; empty for an agent that dials in.
     pub addr: String,
+    /// Whether it listens or dials in.
+    pub mode: AgentMode,
     /// How to reach it.
     pub tls: AgentTls,
 }
@@ -222,6 +256,10 @@ pub struct Config {
     pub dashboard: Option<SocketAddr>,
     /// The agents.
     pub agents: Vec<AgentEntry>,
+    /// Where agents in dial-out mode connect (`[dial] listen`); `None`: none can.
+    pub dial_listen: Option<SocketAddr>,
+    /// The CA the dialling agents' certificates must chain to (`tls.agent_ca`, default `ca`).
+    pub agent_ca: PathBuf,
 }
 
 impl Config {
@@ -325,11 +363,27 @@ impl Config {
                     format!("{:?} is listed twice", a.id),
                 ));
             }
-            gantry_client::connect::check_address(&a.addr)
-                .map_err(|e| invalid(&format!("agents[{i}].addr"), e.to_string()))?;
+            let mode = match &a.addr {
+                Some(addr) => {
+                    gantry_client::connect::check_address(addr)
+                        .map_err(|e| invalid(&format!("agents[{i}].addr"), e.to_string()))?;
+                    AgentMode::Listen
+                }
+                None if raw.dial.is_none() => {
+                    return Err(invalid(
+                        &format!("agents[{i}].addr"),
+                        format!(
+                            "agent {:?} has no addr, so it must dial in, but there is no [dial] listen for it to reach",
+                            a.id
+                        ),
+                    ));
+                }
+                None => AgentMode::Dial,
+            };
             agents.push(AgentEntry {
                 id: a.id.clone(),
-                addr: a.addr.clone(),
+                addr: a.addr.clone().unwrap_or_default(),
+                mode,
                 tls: AgentTls {
                     ca: a.ca.as_deref().map_or_else(|| default_tls.ca.clone(), abs),
                     cert: a
@@ -343,6 +397,15 @@ impl Config {
                 },
             });
         }
+        let dial_listen = match &raw.dial {
+            None => None,
+            Some(d) => Some(d.listen.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "dial.listen",
+                    format!("{:?}: {e} (expected ip:port)", d.listen),
+                )
+            })?),
+        };
         let replica_id = match raw.replica_id {
             Some(id) if !id.is_empty() => id,
             Some(_) => return Err(invalid("replica_id", "is empty".into())),
@@ -387,6 +450,8 @@ impl Config {
             },
             dashboard,
             agents,
+            dial_listen,
+            agent_ca: default_tls.ca.clone(),
         })
     }
 }
@@ -458,10 +523,28 @@ ca = "/other/ca.pem"
                 GOOD.replace("[lease]", "[audit]\nmax_file_bytes = 0\n[lease]"),
                 "audit.max_file_bytes: must be at least 1",
             ),
+            (
+                GOOD.replace("addr = \"127.0.0.1:7002\"\n", ""),
+                "no [dial] listen",
+            ),
+            (
+                format!("{GOOD}[dial]\nlisten = \"nowhere\"\n"),
+                "dial.listen",
+            ),
         ] {
             let e = Config::parse(p, &edit).unwrap_err().to_string();
             assert!(e.contains(says), "{says}: {e}");
         }
+        let dialled = GOOD.replace("addr = \"127.0.0.1:7002\"\n", "");
+        let d = Config::parse(
+            p,
+            &format!("{dialled}[dial]\nlisten = \"127.0.0.1:7443\"\n"),
+        )
+        .unwrap();
+        assert_eq!(d.dial_listen, Some("127.0.0.1:7443".parse().unwrap()));
+        assert_eq!(d.agents[0].mode, AgentMode::Listen);
+        assert_eq!(d.agents[1].mode, AgentMode::Dial);
+        assert_eq!(d.agents[1].addr, "");
         let pg = Config::parse(p, &format!("store = \"postgres://u@h/db\"\n{GOOD}")).unwrap();
         assert_eq!(pg.store, StoreChoice::Postgres("postgres://u@h/db".into()));
         assert_eq!(pg.store_ca, None);

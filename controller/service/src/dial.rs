@@ -3,6 +3,7 @@
 //! per agent, and drops it when a call breaks so the next one reconnects.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use gantry_client::connect::{Agent, ClientError, ConnSettings};
 use gantry_client::upload::ensure_artifact;
@@ -15,27 +16,52 @@ use tokio::sync::Mutex;
 use crate::agents::{AgentFacts, Agents, HostHealth, RunObserver, RunOutcome, RunResult};
 use crate::artifacts::ArtifactStore;
 use crate::config::AgentTls;
+use crate::sessions::Sessions;
 use crate::store::AgentRecord;
 
-/// The agents, dialled over mTLS.
+/// The agents, dialled over mTLS, or over the connection they dialled in on.
 #[derive(Debug)]
 pub struct Dialer {
     tls: HashMap<String, AgentTls>,
     artifacts: ArtifactStore,
     conns: Mutex<HashMap<String, Agent>>,
+    sessions: Arc<Sessions>,
 }
 
 impl Dialer {
-    /// A dialer with no connection yet; `tls` says how to reach each configured agent.
-    pub fn new(tls: HashMap<String, AgentTls>, artifacts: ArtifactStore) -> Self {
+    /// A dialer with no connection yet; `tls` says how to reach each configured agent that
+    /// listens, `sessions` holds those that dial in.
+    pub fn new(
+        tls: HashMap<String, AgentTls>,
+        artifacts: ArtifactStore,
+        sessions: Arc<Sessions>,
+    ) -> Self {
         Self {
             tls,
             artifacts,
             conns: Mutex::new(HashMap::new()),
+            sessions,
         }
     }
 
+    /// The dial-in sessions.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
     async fn agent(&self, a: &AgentRecord) -> Result<Agent, ClientError> {
+        // A dial-in agent not connected now is unreachable, like a listening one that is down.
+        if self.sessions.expects(&a.id) {
+            return self
+                .sessions
+                .get(&a.id)
+                .map_err(|e| ClientError::Transport {
+                    op: "connect",
+                    addr: "(dials in)".to_owned(),
+                    code: tonic::Code::Unavailable,
+                    reason: e.to_string(),
+                });
+        }
         if let Some(c) = self.conns.lock().await.get(&a.id)
             && c.addr == a.addr
         {

@@ -261,7 +261,9 @@ impl<S: Store> Controller for ControllerService<S> {
                 .checkpoint(&a.id)
                 .await
                 .map_err(|e| store_status(&e))?;
-            agents.push(fleet_agent(&a, cp.as_ref()));
+            let sessions = self.dialer.sessions();
+            let link = sessions.expects(&a.id).then(|| sessions.link(&a.id));
+            agents.push(fleet_agent(&a, cp.as_ref(), link.as_ref()));
         }
         Ok(Response::new(ListAgentsResponse { agents }))
     }

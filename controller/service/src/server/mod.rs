@@ -26,10 +26,11 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::artifacts::{ArtifactError, ArtifactStore};
 use crate::audit::{AuditError, AuditLog};
-use crate::config::{Config, StoreChoice};
+use crate::config::{AgentMode, Config, StoreChoice};
 use crate::dial::Dialer;
 use crate::engine::{Engine, EngineSettings};
 use crate::lease::LeaseSettings;
+use crate::sessions::Sessions;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::{Store, StoreError};
@@ -117,7 +118,18 @@ async fn serve<S: Store>(
         .iter()
         .map(|a| (a.id.clone(), a.tls.clone()))
         .collect();
-    let dialer = Arc::new(Dialer::new(tls_map, artifacts.clone()));
+    let sessions = Arc::new(Sessions::new(
+        config
+            .agents
+            .iter()
+            .filter(|a| a.mode == AgentMode::Dial)
+            .map(|a| a.id.clone()),
+    ));
+    let dialer = Arc::new(Dialer::new(
+        tls_map,
+        artifacts.clone(),
+        Arc::clone(&sessions),
+    ));
     let operators = operator::Operators::new(&config.client_names).map_err(ServerError::Tls)?;
 
     audit.append(
@@ -193,6 +205,29 @@ async fn serve<S: Store>(
         addr: config.listen,
         reason: e.to_string(),
     })?;
+    if let Some(addr) = config.dial_listen {
+        let tls = crate::dial_in::server_config(&config.cert, &config.key, &config.agent_ca)
+            .map_err(ServerError::Tls)?;
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServerError::Serve {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+        let bound = listener.local_addr().map_err(|e| ServerError::Serve {
+            addr,
+            reason: e.to_string(),
+        })?;
+        tracing::info!(addr = %bound, "dial-in listener ready (agents in dial-out mode)");
+        println!("gantry server dial-in on {bound}");
+        tokio::spawn(crate::dial_in::serve(
+            listener,
+            tls,
+            Arc::clone(&sessions),
+            Arc::clone(&service.audit),
+        ));
+    }
     // Tests and scripts wait for this line.
     tracing::info!(addr = %bound, replica = %config.replica_id, "gantry server ready");
     println!("gantry server ready on {bound}");

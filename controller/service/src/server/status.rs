@@ -5,6 +5,7 @@ use gantry_client::clock::now_ms;
 use gantry_proto::v1::{FleetAgent, HostStatus, RingStatus, RolloutStatus};
 
 use crate::plan::{LoadedPlan, PlanError};
+use crate::sessions::LinkState;
 use crate::store::{
     AgentRecord, CheckpointRecord, ControlRequest, HostAction, HostRecord, Lease, RolloutRecord,
     StoreError,
@@ -82,9 +83,13 @@ pub fn rollout_status(
     }
 }
 
-/// An agent as `fleet ls` shows it.
-pub fn fleet_agent(a: &AgentRecord, cp: Option<&CheckpointRecord>) -> FleetAgent {
-    FleetAgent {
+/// An agent as `fleet ls` shows it; `link` is its dial-in session's state when it dials in.
+pub fn fleet_agent(
+    a: &AgentRecord,
+    cp: Option<&CheckpointRecord>,
+    link: Option<&LinkState>,
+) -> FleetAgent {
+    let mut out = FleetAgent {
         agent_id: a.id.clone(),
         addr: a.addr.clone(),
         version: a.version.clone(),
@@ -94,7 +99,29 @@ pub fn fleet_agent(a: &AgentRecord, cp: Option<&CheckpointRecord>) -> FleetAgent
         last_seen_ms: a.last_seen_ms,
         error: a.error.clone(),
         checkpoint_seq: cp.map_or(0, |c| c.seq),
+        mode: "listen".to_owned(),
+        connected: a.reachable,
+        connected_since_ms: 0,
+        rtt_us: 0,
+    };
+    if let Some(l) = link {
+        out.mode = "dial".to_owned();
+        out.connected = l.connected;
+        out.reachable = l.connected;
+        out.connected_since_ms = l.connected_since_ms;
+        out.rtt_us = l.rtt_us;
+        out.last_seen_ms = out.last_seen_ms.max(l.last_seen_ms);
+        if l.connected {
+            out.addr = format!("{} (dialled in)", l.peer);
+            out.error.clear();
+        } else {
+            out.addr = "(dials in)".to_owned();
+            if out.error.is_empty() || a.reachable {
+                out.error = "not connected".to_owned();
+            }
+        }
     }
+    out
 }
 
 /// A store failure as a gRPC status.

@@ -32,12 +32,14 @@ pub async fn ls(args: FleetLsArgs) -> Result<Exit, FleetError> {
                     "agent_id": a.agent_id, "addr": a.addr, "version": a.version,
                     "environment": a.environment, "labels": a.labels, "reachable": a.reachable,
                     "last_seen_ms": a.last_seen_ms, "error": a.error,
-                    "checkpoint_seq": a.checkpoint_seq,
+                    "checkpoint_seq": a.checkpoint_seq, "mode": a.mode,
+                    "connected": a.connected, "connected_since_ms": a.connected_since_ms,
+                    "rtt_us": a.rtt_us,
                 })
             );
         } else {
             println!(
-                "{:<16} {:<21} {:<8} {:<12} {:<24} {} checkpoint {}{}",
+                "{:<16} {:<21} {:<8} {:<12} {:<24} {} checkpoint {} {}{}",
                 a.agent_id,
                 a.addr,
                 if a.version.is_empty() {
@@ -57,6 +59,7 @@ pub async fn ls(args: FleetLsArgs) -> Result<Exit, FleetError> {
                     "UNREACHABLE"
                 },
                 a.checkpoint_seq,
+                link_text(a, gantry_client::clock::now_ms()),
                 if a.error.is_empty() {
                     String::new()
                 } else {
@@ -66,6 +69,28 @@ pub async fn ls(args: FleetLsArgs) -> Result<Exit, FleetError> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// The connection columns: mode, state, last seen and round-trip time.
+fn link_text(a: &gantry_proto::v1::FleetAgent, now_ms: i64) -> String {
+    let seen = if a.last_seen_ms > 0 {
+        let ago = now_ms.saturating_sub(a.last_seen_ms).max(0);
+        format!("{:.1}s ago", ago as f64 / 1000.0)
+    } else {
+        "never".to_owned()
+    };
+    let rtt = if a.rtt_us > 0 {
+        format!("{:.2}ms", a.rtt_us as f64 / 1000.0)
+    } else {
+        "-".to_owned()
+    };
+    let mode = if a.mode.is_empty() { "listen" } else { &a.mode };
+    let state = if a.connected {
+        "connected"
+    } else {
+        "DISCONNECTED"
+    };
+    format!("mode {mode} {state} seen {seen} rtt {rtt}")
 }
 
 /// `fleet audit verify`: 0 when every agent's log verifies, 1 otherwise.
