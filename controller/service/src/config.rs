@@ -34,7 +34,7 @@
 //! listen = "127.0.0.1:7680"    # the default when the section is there; keep it on loopback
 //!
 //! [dial]                       # agents in dial-out mode connect here
-//! listen = "0.0.0.0:7443"      # the service's cert/key; agents' certificates verified against agent_ca
+//! listen = "0.0.0.0:7443"      # the service's cert/key; each agent's certificate must chain to its ca
 //!
 //! [[agents]]
 //! id = "web-1"
@@ -258,8 +258,6 @@ pub struct Config {
     pub agents: Vec<AgentEntry>,
     /// Where agents in dial-out mode connect (`[dial] listen`); `None`: none can.
     pub dial_listen: Option<SocketAddr>,
-    /// The CA the dialling agents' certificates must chain to (`tls.agent_ca`, default `ca`).
-    pub agent_ca: PathBuf,
 }
 
 impl Config {
@@ -451,7 +449,6 @@ impl Config {
             dashboard,
             agents,
             dial_listen,
-            agent_ca: default_tls.ca.clone(),
         })
     }
 }

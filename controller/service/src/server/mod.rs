@@ -206,7 +206,18 @@ async fn serve<S: Store>(
         reason: e.to_string(),
     })?;
     if let Some(addr) = config.dial_listen {
-        let tls = crate::dial_in::server_config(&config.cert, &config.key, &config.agent_ca)
+        let trust = Arc::new(
+            crate::dial_in::DialInTrust::new(
+                &config
+                    .agents
+                    .iter()
+                    .filter(|a| a.mode == AgentMode::Dial)
+                    .map(|a| (a.id.clone(), a.tls.ca.clone()))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(ServerError::Tls)?,
+        );
+        let tls = crate::dial_in::server_config(&config.cert, &config.key, &trust)
             .map_err(ServerError::Tls)?;
         let listener =
             tokio::net::TcpListener::bind(addr)
@@ -224,6 +235,7 @@ async fn serve<S: Store>(
         tokio::spawn(crate::dial_in::serve(
             listener,
             tls,
+            trust,
             Arc::clone(&sessions),
             Arc::clone(&service.audit),
         ));

@@ -282,7 +282,11 @@ fn agent_cert(
         })?;
     agent_params.distinguished_name = dn(agent_id);
     agent_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    agent_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // ServerAuth for the listening agent, ClientAuth for one that dials out (`[controller] dial`).
+    agent_params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     agent_params.use_authority_key_identifier_extension = true;
     set_validity(&mut agent_params);
     let cert = agent_params
