@@ -24,8 +24,11 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Agent {
     child: Option<Child>,
-    /// Where the agent listens (from `<data_dir>/run/listen.addr`).
+    /// Where the agent listens (from `<data_dir>/run/listen.addr`); `127.0.0.1:0` for an
+    /// agent in dial-out mode, which listens on nothing.
     pub addr: SocketAddr,
+    /// In dial-out mode: it wrote `run/dial.state` instead of `run/listen.addr`.
+    pub dials_out: bool,
     /// Its stdout and stderr (appended across restarts).
     pub log: PathBuf,
     root: PathBuf,
@@ -43,13 +46,23 @@ impl Agent {
         Agent::start_program(env, &bins::path(bins::GANTRY_AGENT)?)
     }
 
+    /// [`Agent::start`] with more `run` flags (`--exit-on-disconnect-after 3s`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Agent::start`].
+    pub fn start_with_flags(env: &TestEnv, flags: &[&str]) -> anyhow::Result<Agent> {
+        let program = bins::path(bins::GANTRY_AGENT)?;
+        Agent::start_as(env, &[], &program, &env.root, &env.config, flags)
+    }
+
     /// [`Agent::start`] with another agent binary (an older release, a stand-in).
     ///
     /// # Errors
     ///
     /// As [`Agent::start`].
     pub fn start_program(env: &TestEnv, program: &std::path::Path) -> anyhow::Result<Agent> {
-        Agent::start_as(env, &[], program, &env.root, &env.config)
+        Agent::start_as(env, &[], program, &env.root, &env.config, &[])
     }
 
     /// [`Agent::start_program`] run through `wrapper` (a program and its arguments, then the
@@ -63,7 +76,7 @@ impl Agent {
         wrapper: &[&str],
         program: &std::path::Path,
     ) -> anyhow::Result<Agent> {
-        Agent::start_as(env, wrapper, program, &env.root, &env.config)
+        Agent::start_as(env, wrapper, program, &env.root, &env.config, &[])
     }
 
     /// [`Agent::start`] the way the README's "deploy by hand" does it: from the directory
@@ -78,7 +91,14 @@ impl Agent {
             .config
             .strip_prefix(parent)
             .context("the config is not under the root's parent")?;
-        Agent::start_as(env, &[], &bins::path(bins::GANTRY_AGENT)?, parent, relative)
+        Agent::start_as(
+            env,
+            &[],
+            &bins::path(bins::GANTRY_AGENT)?,
+            parent,
+            relative,
+            &[],
+        )
     }
 
     /// Starts `[wrapper...] program run --config <config>` in `cwd` and waits until it has
@@ -89,12 +109,16 @@ impl Agent {
         program: &std::path::Path,
         cwd: &std::path::Path,
         config: &std::path::Path,
+        flags: &[&str],
     ) -> anyhow::Result<Agent> {
         let addr_file = env.data_dir.join("run").join("listen.addr");
-        match fs::remove_file(&addr_file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(format!("cannot remove {}", addr_file.display())),
+        let dial_file = env.data_dir.join("run").join("dial.state");
+        for file in [&addr_file, &dial_file] {
+            match fs::remove_file(file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).context(format!("cannot remove {}", file.display())),
+            }
         }
         let log = env.root.join("agent.log");
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
@@ -109,6 +133,7 @@ impl Agent {
         cmd.current_dir(cwd)
             .args(["run", "--config"])
             .arg(config)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -116,6 +141,7 @@ impl Agent {
         let mut agent = Agent {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dials_out: false,
             log,
             root: env.root.clone(),
             data_dir: env.data_dir.clone(),
@@ -127,6 +153,10 @@ impl Agent {
                 .and_then(|s| s.trim().parse::<SocketAddr>().ok())
             {
                 agent.addr = addr;
+                return Ok(agent);
+            }
+            if dial_file.exists() {
+                agent.dials_out = true;
                 return Ok(agent);
             }
             if let Some(child) = agent.child.as_mut()
@@ -146,6 +176,25 @@ impl Agent {
                 );
             }
             std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until the agent exits by itself (`--exit-on-disconnect-after`), within `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// When it is not running or still runs at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("agent is not running")?;
+        match wait_deadline(&mut child, deadline)? {
+            Some(status) => Ok(status),
+            None => {
+                self.child = Some(child);
+                bail!(
+                    "gantry-agent still runs after {deadline:?}\n{}",
+                    self.log_tail()
+                )
+            }
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Fleet {
     /// `gantry dev-pki` for the service: `ca.pem`, `agent.pem` (the service's certificate,
     /// named `gantry-server`), `controller.pem` (the operator's).
     pub pki: PathBuf,
+    /// The port of the service's dial-in listener, when some agents dial out.
+    pub dial_port: Option<u16>,
 }
 
 impl Fleet {
@@ -47,6 +49,24 @@ impl Fleet {
     /// # Errors
     /// When an environment or agent cannot be made or started.
     pub fn start(agents: &[(&str, &[(&str, &str)])]) -> anyhow::Result<Fleet> {
+        Fleet::start_dialling(agents, &[])
+    }
+
+    /// [`Fleet::start`], the agents named in `dialling` in dial-out mode: no `listen`,
+    /// `[controller] dial` to the service's dial-in port (picked free now) and its name
+    /// `gantry-server`, trusting the service's CA.
+    ///
+    /// # Errors
+    /// As [`Fleet::start`].
+    pub fn start_dialling(
+        agents: &[(&str, &[(&str, &str)])],
+        dialling: &[&str],
+    ) -> anyhow::Result<Fleet> {
+        let dial_port = if dialling.is_empty() {
+            None
+        } else {
+            Some(free_port()?)
+        };
         let mut envs = Vec::new();
         for (id, _) in agents {
             envs.push(TestEnv::with_options(Options {
@@ -90,6 +110,14 @@ impl Fleet {
                 Some("production"),
                 agents[i].1,
             );
+            if let Some(port) = dial_port
+                && dialling.contains(&env.agent_id.as_str())
+            {
+                raw = raw.dial(&format!("127.0.0.1:{port}"), "gantry-server");
+                if let Some(c) = raw.controller.as_mut() {
+                    c.ca = Some(pki.join("ca.pem").to_string_lossy().into_owned());
+                }
+            }
             env.write_raw_config(&raw)?;
             let agent = Agent::start(&env)?;
             members.push(Member { env, agent });
@@ -98,6 +126,7 @@ impl Fleet {
             members,
             orchestrator,
             pki,
+            dial_port,
         })
     }
 
@@ -141,11 +170,18 @@ impl Fleet {
             s(&self.pki.join("agent.pem")),
             s(&self.pki.join("agent.key")),
         ));
+        if let Some(port) = self.dial_port {
+            text.push_str(&format!("\n[dial]\nlisten = \"127.0.0.1:{port}\"\n"));
+        }
         for m in &self.members {
+            let addr = if m.agent.dials_out {
+                String::new()
+            } else {
+                format!("addr = \"{}\"\n", m.agent.addr)
+            };
             text.push_str(&format!(
-                "\n[[agents]]\nid = \"{}\"\naddr = \"{}\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+                "\n[[agents]]\nid = \"{}\"\n{addr}ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
                 m.env.agent_id,
-                m.agent.addr,
                 s(&m.env.pki.ca),
                 s(&m.env.pki.controller_cert),
                 s(&m.env.pki.controller_key),
@@ -155,6 +191,12 @@ impl Fleet {
         fs::write(&path, text)?;
         Ok(path)
     }
+}
+
+/// A loopback port free now (bound and released): the service binds it a moment later.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
 }
 
 fn members_root(members: &[Member], i: usize) -> PathBuf {

@@ -26,7 +26,13 @@ fn six() -> Fleet {
     .unwrap()
 }
 
-fn ring(name: &str, n: &str, bake_ms: u64, on_failure: OnFailure, parallel: &str) -> v1::Ring {
+pub(crate) fn ring(
+    name: &str,
+    n: &str,
+    bake_ms: u64,
+    on_failure: OnFailure,
+    parallel: &str,
+) -> v1::Ring {
     v1::Ring {
         bake_ms,
         on_failure: on_failure.into(),
@@ -38,7 +44,7 @@ fn ring(name: &str, n: &str, bake_ms: u64, on_failure: OnFailure, parallel: &str
 
 /// Writes plan `plan_id` of web `version` (signed by the deployer) and returns the plan file
 /// and its artifact.
-fn plan_file(
+pub(crate) fn plan_file(
     fleet: &Fleet,
     plan_id: &str,
     version: &str,
@@ -58,19 +64,24 @@ fn plan_file(
     (path, artifact)
 }
 
-fn start_service(fleet: &Fleet, name: &str, store: Option<&str>, lease: &str) -> Service {
+pub(crate) fn start_service(
+    fleet: &Fleet,
+    name: &str,
+    store: Option<&str>,
+    lease: &str,
+) -> Service {
     let dir = fleet.env().root.join(name);
     let config = fleet.write_config(&dir, name, store, lease).unwrap();
     Service::start(fleet, &config).unwrap()
 }
 
 /// `rollout status ID --json`, parsed.
-fn status(svc: &Service, id: &str) -> serde_json::Value {
+pub(crate) fn status(svc: &Service, id: &str) -> serde_json::Value {
     let out = svc.gantry(&["rollout", "status", id, "--json"]).unwrap();
     serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.all()))
 }
 
-fn wait_final(svc: &Service, id: &str, within: Duration) -> serde_json::Value {
+pub(crate) fn wait_final(svc: &Service, id: &str, within: Duration) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     wait_until(within, "the rollout to end", || {
         last = status(svc, id);
@@ -84,7 +95,12 @@ fn wait_final(svc: &Service, id: &str, within: Duration) -> serde_json::Value {
 }
 
 /// The agent's audit entries `event` for plan `plan_id`.
-fn plan_entries(fleet: &Fleet, agent: &str, event: &str, plan_id: &str) -> Vec<serde_json::Value> {
+pub(crate) fn plan_entries(
+    fleet: &Fleet,
+    agent: &str,
+    event: &str,
+    plan_id: &str,
+) -> Vec<serde_json::Value> {
     audit_lines(&fleet.member(agent).env)
         .unwrap()
         .into_iter()
@@ -97,7 +113,7 @@ fn ts(e: &serde_json::Value) -> SystemTime {
 }
 
 /// The end (`job.succeeded`, `job.failed`, `job.rolled_back`) of `job` on `agent`.
-fn job_end(fleet: &Fleet, agent: &str, job: &str) -> Option<serde_json::Value> {
+pub(crate) fn job_end(fleet: &Fleet, agent: &str, job: &str) -> Option<serde_json::Value> {
     audit_lines(&fleet.member(agent).env)
         .unwrap()
         .into_iter()

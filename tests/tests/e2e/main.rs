@@ -37,6 +37,7 @@ mod cli;
 mod controller;
 mod dashboard;
 mod deploy;
+mod dialout;
 mod faults;
 mod flags;
 mod fleet;
