@@ -46,14 +46,23 @@ impl Agent {
         Agent::start_program(env, &bins::path(bins::GANTRY_AGENT)?)
     }
 
-    /// [`Agent::start`] with more `run` flags (`--exit-on-disconnect-after 3s`).
+    /// Starts the agent again on `env` (with more `run` flags) after [`Agent::kill_9`] or
+    /// [`Agent::terminate`], in place: dropping the old value would kill the app instances and
+    /// every process under the test root (the service too).
     ///
     /// # Errors
     ///
-    /// As [`Agent::start`].
-    pub fn start_with_flags(env: &TestEnv, flags: &[&str]) -> anyhow::Result<Agent> {
+    /// When it still runs, or as [`Agent::start`].
+    pub fn restart(&mut self, env: &TestEnv, flags: &[&str]) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("the agent still runs; kill or terminate it first");
+        }
         let program = bins::path(bins::GANTRY_AGENT)?;
-        Agent::start_as(env, &[], &program, &env.root, &env.config, flags)
+        let new = Agent::start_as(env, &[], &program, &env.root, &env.config, flags)?;
+        let old = std::mem::replace(self, new);
+        // Not dropped: it has no process left, and its Drop would kill everything under root.
+        std::mem::forget(old);
+        Ok(())
     }
 
     /// [`Agent::start`] with another agent binary (an older release, a stand-in).

@@ -72,6 +72,7 @@ struct Session {
 pub struct Sessions {
     expected: BTreeSet<String>,
     inner: Mutex<(u64, HashMap<String, Session>)>,
+    connected: tokio::sync::Notify,
 }
 
 impl Sessions {
@@ -80,7 +81,14 @@ impl Sessions {
         Self {
             expected: expected.into_iter().collect(),
             inner: Mutex::new((0, HashMap::new())),
+            connected: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Resolves when an agent has dialled in since the last call (the inventory reads its
+    /// `Info` then, not at its next period).
+    pub async fn dialled_in(&self) {
+        self.connected.notified().await;
     }
 
     /// Whether `id` is a dial-in agent.
@@ -191,6 +199,7 @@ impl Sessions {
             }
             generation
         };
+        self.connected.notify_one();
         let this = Arc::clone(self);
         let id = id.to_owned();
         tokio::spawn(async move { this.watch(id, generation, agent, dropped_rx).await });

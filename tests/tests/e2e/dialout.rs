@@ -49,18 +49,26 @@ fn listening_sockets(pid: u32) -> Vec<String> {
     listening
 }
 
-/// The agent's entry in `fleet ls --json`.
-fn ls_entry(svc: &Service, id: &str) -> Option<serde_json::Value> {
-    let out = svc.gantry(&["fleet", "ls", "--json"]).ok()?;
-    out.json_lines().into_iter().find(|a| a["agent_id"] == id)
+/// The agent's entry in `fleet ls --json` (or what the command said).
+fn ls_entry(svc: &Service, id: &str) -> Result<serde_json::Value, String> {
+    let out = svc
+        .gantry(&["fleet", "ls", "--json"])
+        .map_err(|e| e.to_string())?;
+    out.json_lines()
+        .into_iter()
+        .find(|a| a["agent_id"] == id)
+        .ok_or_else(|| out.all())
 }
 
-/// Waits until `fleet ls` shows `id` connected; returns its entry.
+/// Waits until `fleet ls` shows `id` connected, with the labels its `Info` reports; returns
+/// its entry.
 fn wait_connected(svc: &Service, agent: &Agent, id: &str, within: Duration) -> serde_json::Value {
-    let mut last = None;
+    let mut last = Err(String::new());
     wait_until(within, &format!("{id} to be shown connected"), || {
         last = ls_entry(svc, id);
-        last.as_ref().is_some_and(|a| a["connected"] == true)
+        last.as_ref().is_ok_and(|a| {
+            a["connected"] == true && a["labels"].as_object().is_some_and(|l| !l.is_empty())
+        })
     })
     .unwrap_or_else(|e| panic!("{e}: {last:#?}\n{}\n{}", svc.log_tail(), agent.log_tail()));
     last.unwrap()
@@ -142,11 +150,10 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
     let stored = audit_events(&fleet.member("web-2").env, "artifact.stored").unwrap();
     assert_eq!(stored.len(), 1, "{stored:#?}");
     // The service measured the link's round-trip time by now (an Info every 5 s).
-    let mut last = None;
+    let mut last = Err(String::new());
     wait_until(Duration::from_secs(15), "an RTT in fleet ls", || {
         last = ls_entry(&svc, "web-2");
-        last.as_ref()
-            .is_some_and(|a| a["rtt_us"].as_u64() > Some(0))
+        last.as_ref().is_ok_and(|a| a["rtt_us"].as_u64() > Some(0))
     })
     .unwrap_or_else(|e| panic!("{e}: {last:#?}"));
     let text = svc.gantry(&["fleet", "ls"]).unwrap();
@@ -167,7 +174,9 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
         .find(|m| m.env.agent_id == "web-2")
         .unwrap();
     m.agent.terminate().unwrap();
-    m.agent = Agent::start_with_flags(&m.env, &["--exit-on-disconnect-after", "3s"]).unwrap();
+    m.agent
+        .restart(&m.env, &["--exit-on-disconnect-after", "3s"])
+        .unwrap();
     wait_connected(&svc, &m.agent, "web-2", Duration::from_secs(30));
     let mut svc = svc;
     svc.kill_9().unwrap();
@@ -204,7 +213,7 @@ fn the_link_comes_back_after_kill_9_of_either_side_and_a_stopped_service_is_noti
     // (never refused as a duplicate).
     fleet.members[0].agent.kill_9().unwrap();
     let m = &mut fleet.members[0];
-    m.agent = Agent::start(&m.env).unwrap();
+    m.agent.restart(&m.env, &[]).unwrap();
     let again = Instant::now();
     let second = wait_connected(&svc, &m.agent, "web-1", Duration::from_secs(10));
     assert!(

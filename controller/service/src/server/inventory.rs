@@ -73,7 +73,7 @@ pub async fn refresh_once<S: Store>(store: &S, dialer: &Dialer, agents: &[AgentE
     }
 }
 
-/// Refreshes forever, every `every`.
+/// Refreshes forever, every `every` and whenever an agent dials in.
 pub async fn refresh<S: Store>(
     store: Arc<S>,
     dialer: Arc<Dialer>,
@@ -81,7 +81,10 @@ pub async fn refresh<S: Store>(
     every: Duration,
 ) {
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = dialer.sessions().dialled_in() => {}
+        }
         refresh_once(store.as_ref(), dialer.as_ref(), &agents).await;
     }
 }
