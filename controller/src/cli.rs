@@ -194,16 +194,34 @@ pub struct DevPkiArgs {
     pub add_client: Option<String>,
 }
 
-/// How to reach one agent over mutual TLS (the default: no flag given).
+/// How to reach one agent over mutual TLS (the default: no flag given): directly at its
+/// address, or, with `--server`, through the controller service it dials in to.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnArgs {
-    /// The agent's address, host:port.
-    #[arg(long = "agent", value_name = "ADDR", env = "GANTRY_AGENT")]
+    /// The agent's address, host:port; with --server, the agent's id instead (an agent in
+    /// dial-out mode listens on nothing and is reached through the service).
+    #[arg(long = "agent", value_name = "ADDR|ID", env = "GANTRY_AGENT")]
     pub agent: Option<String>,
-    /// The agent's id: the agent's certificate must name it.
+    /// The agent's id: the agent's certificate must name it (with --server it defaults to
+    /// --agent).
     #[arg(long, value_name = "ID", env = "GANTRY_AGENT_ID")]
     pub agent_id: Option<String>,
-    /// CA certificate (PEM) the agent's certificate must chain to.
+    /// Reach the agent through the controller service at host:port (the agent dials in to it):
+    /// --agent names the agent, --ca is the service's CA and --cert the operator's
+    /// certificate. The service forwards the calls unchanged; the agent checks signatures.
+    /// Only this flag turns it on ($GANTRY_SERVER alone does not).
+    #[arg(long = "server", value_name = "ADDR")]
+    pub server: Option<String>,
+    /// With --server: the name the service's certificate must carry.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "GANTRY_SERVER_NAME",
+        default_value = "gantry-server"
+    )]
+    pub server_name: String,
+    /// CA certificate (PEM) the agent's certificate (with --server, the service's) must chain
+    /// to.
     #[arg(long, value_name = "FILE", env = "GANTRY_CA")]
     pub ca: Option<PathBuf>,
     /// The controller's client certificate (PEM).

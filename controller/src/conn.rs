@@ -1,6 +1,7 @@
 //! The connection flags (`--agent`, `--agent-id`, `--ca`, `--cert`, `--cert-key`, or their
 //! environment variables) to the client library's typed settings.
 
+use gantry_client::connect::Via;
 use gantry_client::{ConnSettings, witness};
 
 use crate::cli::ConnArgs;
@@ -17,13 +18,23 @@ pub enum ConnError {
         /// The environment variable that can stand in for it.
         env: &'static str,
     },
+    /// With `--server`, `--agent` is the agent's id, and `--agent-id` names another.
+    #[error(
+        "with --server, --agent names the agent ({agent}); --agent-id says {agent_id}: give one id"
+    )]
+    Disagree {
+        /// `--agent`.
+        agent: String,
+        /// `--agent-id`.
+        agent_id: String,
+    },
 }
 
 impl ConnError {
     /// The exit code.
     pub fn exit(&self) -> Exit {
         match self {
-            ConnError::MissingFlag { .. } => Exit::Usage,
+            ConnError::MissingFlag { .. } | ConnError::Disagree { .. } => Exit::Usage,
         }
     }
 }
@@ -42,13 +53,33 @@ pub fn settings(args: &ConnArgs) -> Result<ConnSettings, ConnError> {
     ) -> Result<T, ConnError> {
         v.clone().ok_or(ConnError::MissingFlag { flag, env })
     }
+    let agent = need(&args.agent, "agent", "GANTRY_AGENT")?;
+    let (agent_id, via) = match &args.server {
+        // Through the service: --agent is the agent's id (and --agent-id, if given, agrees).
+        Some(server) => {
+            let id = args.agent_id.clone().unwrap_or_else(|| agent.clone());
+            if id != agent {
+                return Err(ConnError::Disagree {
+                    agent,
+                    agent_id: id,
+                });
+            }
+            let via = Via {
+                server: server.clone(),
+                server_name: args.server_name.clone(),
+            };
+            (id, Some(via))
+        }
+        None => (need(&args.agent_id, "agent-id", "GANTRY_AGENT_ID")?, None),
+    };
     Ok(ConnSettings {
-        addr: need(&args.agent, "agent", "GANTRY_AGENT")?,
-        agent_id: need(&args.agent_id, "agent-id", "GANTRY_AGENT_ID")?,
+        addr: agent,
+        agent_id,
         ca: need(&args.ca, "ca", "GANTRY_CA")?,
         cert: need(&args.cert, "cert", "GANTRY_CERT")?,
         cert_key: need(&args.cert_key, "cert-key", "GANTRY_CERT_KEY")?,
         witness_dir: witness::state_dir().ok(),
+        via,
     })
 }
 
@@ -67,6 +98,35 @@ mod tests {
             e.to_string(),
             "missing --agent-id (or $GANTRY_AGENT_ID): needed to reach the agent"
         );
+        assert_eq!(e.exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn with_server_the_agent_flag_is_the_agent_id() {
+        let args = ConnArgs {
+            agent: Some("web-7".into()),
+            server: Some("127.0.0.1:7600".into()),
+            server_name: "gantry-server".into(),
+            ca: Some("ca.pem".into()),
+            cert: Some("ops.pem".into()),
+            cert_key: Some("ops.key".into()),
+            ..ConnArgs::default()
+        };
+        let s = settings(&args).unwrap();
+        assert_eq!(s.agent_id, "web-7");
+        assert_eq!(
+            s.via,
+            Some(Via {
+                server: "127.0.0.1:7600".into(),
+                server_name: "gantry-server".into()
+            })
+        );
+        let other = ConnArgs {
+            agent_id: Some("web-8".into()),
+            ..args
+        };
+        let e = settings(&other).unwrap_err();
+        assert!(e.to_string().contains("give one id"), "{e}");
         assert_eq!(e.exit(), Exit::Usage);
     }
 }

@@ -49,18 +49,24 @@ impl Fleet {
     /// # Errors
     /// When an environment or agent cannot be made or started.
     pub fn start(agents: &[(&str, &[(&str, &str)])]) -> anyhow::Result<Fleet> {
-        Fleet::start_dialling(agents, &[])
+        let one_port = Options {
+            ports: 1,
+            ..Options::default()
+        };
+        Fleet::start_dialling(agents, &[], &one_port)
     }
 
     /// [`Fleet::start`], the agents named in `dialling` in dial-out mode: no `listen`,
     /// `[controller] dial` to the service's dial-in port (picked free now) and its name
-    /// `gantry-server`, trusting the service's CA.
+    /// `gantry-server`, trusting the service's CA; each agent's environment made from
+    /// `options` (its id replaced).
     ///
     /// # Errors
     /// As [`Fleet::start`].
     pub fn start_dialling(
         agents: &[(&str, &[(&str, &str)])],
         dialling: &[&str],
+        options: &Options,
     ) -> anyhow::Result<Fleet> {
         let dial_port = if dialling.is_empty() {
             None
@@ -71,8 +77,7 @@ impl Fleet {
         for (id, _) in agents {
             envs.push(TestEnv::with_options(Options {
                 agent_id: (*id).to_owned(),
-                ports: 1,
-                ..Options::default()
+                ..options.clone()
             })?);
         }
         let first = &envs[0];

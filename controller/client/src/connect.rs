@@ -146,7 +146,30 @@ pub struct ConnSettings {
     /// The state directory where checkpoints from this agent are witnessed (see
     /// [`crate::witness`]); `None` when there is none, and then a job's checkpoint is not kept.
     pub witness_dir: Option<PathBuf>,
+    /// Reach the agent through the controller service instead of at `addr` (an agent in
+    /// dial-out mode listens on nothing); `None`: connect to `addr` directly.
+    pub via: Option<Via>,
 }
+
+/// The controller service that forwards Agent RPCs to an agent dialled in to it: the CLI
+/// connects to the service with the operator's certificate, the service's certificate must
+/// name `server_name`, and each call's path names the agent (`/agents/<id>/gantry.v1.Agent/...`).
+/// The bytes pass through unchanged: the agent checks the signatures as ever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// The service's address, host:port.
+    pub server: String,
+    /// The name the service's certificate must carry.
+    pub server_name: String,
+}
+
+/// The path prefix under which the service forwards Agent RPCs to agent `id`.
+pub fn proxy_prefix(id: &str) -> String {
+    format!("/{PROXY_SERVICE}/{id}")
+}
+
+/// The first path segment of proxied Agent RPCs on the service.
+pub const PROXY_SERVICE: &str = "agents";
 
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
     std::fs::read(path).map_err(|source| ClientError::ReadPem {
@@ -180,14 +203,19 @@ impl Agent {
         let ca = read_pem("CA certificate", &settings.ca)?;
         let cert = read_pem("client certificate", &settings.cert)?;
         let key = read_pem("client key", &settings.cert_key)?;
+        // Through the service: its address and name, and the agent's id in each call's path.
+        let (addr, name) = match &settings.via {
+            Some(via) => (via.server.clone(), via.server_name.clone()),
+            None => (settings.addr.clone(), settings.agent_id.clone()),
+        };
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))
-            .domain_name(settings.agent_id.clone());
-        check_address(&settings.addr)?;
-        let endpoint = Endpoint::from_shared(format!("https://{}", settings.addr))
+            .domain_name(name);
+        check_address(&addr)?;
+        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|e| ClientError::BadAddress {
-                addr: settings.addr.clone(),
+                addr: addr.clone(),
                 reason: causes(&e),
             })?
             .tls_config(tls)
@@ -202,14 +230,32 @@ impl Agent {
             .connect()
             .await
             .map_err(|source| ClientError::Connect {
-                addr: settings.addr.clone(),
+                addr: addr.clone(),
                 agent_id: settings.agent_id.clone(),
                 source,
             })?;
-        let client = AgentClient::new(channel).max_decoding_message_size(MAX_DECODE);
+        let (client, shown) = match &settings.via {
+            Some(via) => {
+                let origin = format!("https://{}{}", via.server, proxy_prefix(&settings.agent_id))
+                    .parse::<tonic::transport::Uri>()
+                    .map_err(|e| ClientError::BadAddress {
+                        addr: settings.agent_id.clone(),
+                        reason: format!("not usable as an agent id in a path: {e}"),
+                    })?;
+                (
+                    AgentClient::with_origin(channel, origin),
+                    format!(
+                        "{} via the controller service {}",
+                        settings.agent_id, via.server
+                    ),
+                )
+            }
+            None => (AgentClient::new(channel), settings.addr.clone()),
+        };
+        let client = client.max_decoding_message_size(MAX_DECODE);
         Ok(Self {
             client,
-            addr: settings.addr.clone(),
+            addr: shown,
             agent_id: settings.agent_id.clone(),
             witness_dir: settings.witness_dir.clone(),
         })

@@ -80,6 +80,7 @@ impl Dialer {
             cert: tls.cert.clone(),
             cert_key: tls.key.clone(),
             witness_dir: None,
+            via: None,
         })
         .await?;
         self.conns.lock().await.insert(a.id.clone(), conn.clone());

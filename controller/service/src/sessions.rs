@@ -64,6 +64,7 @@ pub struct LinkState {
 struct Session {
     generation: u64,
     agent: Option<Agent>,
+    channel: Option<tonic::transport::Channel>,
     link: LinkState,
 }
 
@@ -117,6 +118,22 @@ impl Sessions {
             .ok_or_else(|| SessionError::NotConnected(id.to_owned()))
     }
 
+    /// The HTTP/2 channel over `id`'s live connection, for forwarding calls unchanged.
+    ///
+    /// # Errors
+    /// [`SessionError`]: not a dial-in agent, or not connected.
+    pub fn channel(&self, id: &str) -> Result<tonic::transport::Channel, SessionError> {
+        if !self.expects(id) {
+            return Err(SessionError::Unknown(id.to_owned()));
+        }
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .1
+            .get(id)
+            .and_then(|s| s.channel.clone())
+            .ok_or_else(|| SessionError::NotConnected(id.to_owned()))
+    }
+
     /// The link state of `id` (the default, never connected, when it has had no session).
     pub fn link(&self, id: &str) -> LinkState {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -131,6 +148,7 @@ impl Sessions {
             && s.agent.is_some()
         {
             s.agent = None;
+            s.channel = None;
             s.link.connected = false;
             tracing::warn!(agent = %id, "agent {id} disconnected: {why}");
         }
@@ -168,7 +186,7 @@ impl Sessions {
         })
         .await?;
         let agent = Agent {
-            client: AgentClient::new(channel).max_decoding_message_size(MAX_DECODE),
+            client: AgentClient::new(channel.clone()).max_decoding_message_size(MAX_DECODE),
             addr: format!("{peer} (dialled in)"),
             agent_id: id.to_owned(),
             witness_dir: None,
@@ -183,6 +201,7 @@ impl Sessions {
                 Session {
                     generation,
                     agent: Some(agent.clone()),
+                    channel: Some(channel),
                     link: LinkState {
                         connected: true,
                         connected_since_ms: now,

@@ -304,6 +304,7 @@ async fn start(mock: impl FnOnce(Arc<Mutex<Seen>>) -> Mock) -> Fixture {
         cert: pki.controller,
         cert_key: pki.controller_key,
         witness_dir: Some(dir.path().join("state")),
+        via: None,
     };
     Fixture {
         dir,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gantry_proto::v1::OnFailure;
 use gantry_tests::agent::Agent;
 use gantry_tests::service::{Fleet, Service};
-use gantry_tests::{audit_events, banner, wait_until};
+use gantry_tests::{Options, audit_events, banner, make_artifact, wait_until};
 use nix::sys::signal::Signal;
 
 use super::fleet_service::{plan_entries, plan_file, ring, start_service, wait_final};
@@ -84,6 +84,7 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
     let mut fleet = Fleet::start_dialling(
         &[("web-1", &[("ring", "0")]), ("web-2", &[("ring", "1")])],
         &["web-2"],
+        &Options::front_door(1),
     )
     .unwrap();
     let dialler = &fleet.member("web-2").agent;
@@ -166,6 +167,8 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
     assert!(line.contains("mode dial connected seen"), "{}", text.all());
     assert!(line.contains("(dialled in)"), "{}", text.all());
 
+    proxied_operations(&fleet, &svc);
+
     // --exit-on-disconnect-after: the agent stops once the link is down that long; the app
     // it runs keeps answering.
     let m = fleet
@@ -194,13 +197,22 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
         "{}",
         m.agent.log_tail()
     );
-    let body = banner(m.env.port(0)).unwrap_or_default();
-    assert!(body.contains("2.0.0"), "the app still answers: {body:?}");
+    // The last release (the blue-green deploy through the proxy) answers at the front door.
+    let body = banner(m.env.listen.unwrap().port()).unwrap_or_default();
+    assert!(body.contains("3.0.2"), "the app still answers: {body:?}");
 }
 
 #[test]
 fn the_link_comes_back_after_kill_9_of_either_side_and_a_stopped_service_is_noticed_within_15_s() {
-    let mut fleet = Fleet::start_dialling(&[("web-1", &[("ring", "0")])], &["web-1"]).unwrap();
+    let mut fleet = Fleet::start_dialling(
+        &[("web-1", &[("ring", "0")])],
+        &["web-1"],
+        &Options {
+            ports: 1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let mut svc = start_service(&fleet, "ctl-1", None, "10s");
     let first = wait_connected(
         &svc,
@@ -275,5 +287,106 @@ fn the_link_comes_back_after_kill_9_of_either_side_and_a_stopped_service_is_noti
         &fleet.members[0].agent,
         "web-1",
         Duration::from_secs(45),
+    );
+}
+
+/// `gantry ARGS --agent web-2 --server <service>`: the operator's commands reach the
+/// dialled-in agent through the service.
+fn via(svc: &Service, args: &[&str]) -> gantry_tests::Output {
+    let server = svc.addr.to_string();
+    // Before a `--` (the instance command follows it), or at the end.
+    let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let mut all: Vec<&str> = args[..at].to_vec();
+    all.extend(["--agent", "web-2", "--server", &server]);
+    all.extend(&args[at..]);
+    svc.gantry(&all).unwrap()
+}
+
+/// Hot, rolling and blue-green deploys, status and audit tail through the service proxy, and
+/// a job signed by an untrusted key refused by the agent with exit 3 and on its record.
+fn proxied_operations(fleet: &Fleet, svc: &Service) {
+    let env = &fleet.member("web-2").env;
+    let front = env.listen.expect("web-2 has a front door").port();
+    let strategies: [&[&str]; 3] = [
+        &["--strategy", "hot"],
+        &["--strategy", "rolling", "--drain-timeout", "1s"],
+        &["--strategy", "blue-green", "--scale-down-delay", "1s"],
+    ];
+    for (i, strategy) in strategies.into_iter().enumerate() {
+        let version = format!("3.0.{i}");
+        let artifact = make_artifact(fleet.env(), &version, "").unwrap();
+        let mut flags: Vec<&str> = vec!["--instances", "1"];
+        flags.extend(strategy);
+        flags.extend([
+            "--health",
+            "http:/health",
+            "--health-interval",
+            "200ms",
+            "--health-deadline",
+            "20s",
+        ]);
+        let args = crate::deploy_args(&fleet.env().keys.deployer, &version, &artifact, &flags);
+        let out = via(svc, &crate::strs(&args));
+        out.assert_code(0);
+        let mut body = None;
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{version} answers"),
+            || {
+                body = banner(front);
+                body.as_deref().is_some_and(|b| b.contains(&version))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {body:?}\n{}", out.all()));
+    }
+    let status = via(svc, &["status", "--json"]);
+    status.assert_code(0);
+    assert!(status.stdout.contains("3.0.2"), "{}", status.all());
+    let tail = via(svc, &["audit", "tail", "--lines", "50"]);
+    tail.assert_code(0);
+    assert!(tail.stdout.contains("job.succeeded"), "{}", tail.all());
+
+    // A job signed by a key the agent does not trust: the agent refuses it (exit 3) and
+    // records it, as over a direct connection.
+    let rejected_before = audit_events(env, "job.rejected").unwrap().len();
+    let artifact = make_artifact(fleet.env(), "6.6.6", "").unwrap();
+    let args = crate::deploy_args(
+        &fleet.env().keys.attacker,
+        "6.6.6",
+        &artifact,
+        &["--strategy", "hot", "--instances", "1"],
+    );
+    let forged = via(svc, &crate::strs(&args));
+    forged.assert_code(3);
+    let rejected = audit_events(env, "job.rejected").unwrap();
+    assert_eq!(rejected.len(), rejected_before + 1, "{rejected:#?}");
+    assert!(banner(front).unwrap_or_default().contains("3.0.2"));
+    // The service recorded who sent what through it.
+    let forwarded = svc.gantry(&[
+        "fleet",
+        "audit",
+        "tail",
+        "--service",
+        "--json",
+        "--last",
+        "200",
+    ]);
+    let forwarded = forwarded.unwrap();
+    assert!(
+        forwarded.stdout.contains("agent.call_forwarded") && forwarded.stdout.contains("ops-1"),
+        "{}",
+        forwarded.all()
+    );
+
+    // An agent the service does not know, and one not connected, are named as such.
+    let server = svc.addr.to_string();
+    let unknown = svc
+        .gantry(&["status", "--agent", "db-1", "--server", &server])
+        .unwrap();
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.all().contains("no agent db-1 dials in"),
+        "{}",
+        unknown.all()
     );
 }

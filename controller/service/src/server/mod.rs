@@ -4,7 +4,7 @@
 //!
 //! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
 //!   `operator.rs`: the operator's name from their client certificate;
-//!   `inventory.rs`: the `Info` refresher; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
+//!   `inventory.rs`: the `Info` refresher; `proxy.rs`: Agent RPCs forwarded to dialled-in agents; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
 //! * `dashboard/`: the read-only web dashboard on `[dashboard] listen`, when configured.
 
 mod dashboard;
@@ -12,6 +12,7 @@ mod fleet_tail;
 mod grpc;
 mod inventory;
 mod operator;
+mod proxy;
 mod scheduler;
 mod status;
 
@@ -131,6 +132,8 @@ async fn serve<S: Store>(
         Arc::clone(&sessions),
     ));
     let operators = operator::Operators::new(&config.client_names).map_err(ServerError::Tls)?;
+    let proxy_operators =
+        Arc::new(operator::Operators::new(&config.client_names).map_err(ServerError::Tls)?);
 
     audit.append(
         "service.started",
@@ -185,6 +188,11 @@ async fn serve<S: Store>(
     let dashboard = match config.dashboard {
         Some(addr) => Some(start_dashboard(addr, store.clone(), audit_dir.clone()).await?),
         None => None,
+    };
+    let proxy = proxy::AgentProxy {
+        sessions: Arc::clone(&sessions),
+        operators: proxy_operators,
+        audit: Arc::clone(&audit),
     };
     let service = ControllerService {
         store,
@@ -247,6 +255,7 @@ async fn serve<S: Store>(
         .tls_config(tls)
         .map_err(|e| ServerError::Tls(e.to_string()))?
         .add_service(ControllerServer::new(service).max_decoding_message_size(MAX_DECODE))
+        .add_service(proxy)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

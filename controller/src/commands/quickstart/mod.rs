@@ -407,6 +407,7 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
             cert_key: pki.paths.controller_key.clone(),
             // The witness lives with this throw-away agent, not in the user's state directory.
             witness_dir: Some(dir.join("state")),
+            via: None,
         },
         dir: dir.clone(),
         key,
