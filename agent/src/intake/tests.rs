@@ -75,7 +75,8 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         path: data_dir.join("agent.toml"),
         digest: Sha256Hex::of(b"config"),
         agent_id: AGENT.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        controller: None,
         data_dir: data_dir.to_owned(),
         placement: Default::default(),
         tls: TlsConfig {

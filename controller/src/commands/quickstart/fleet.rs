@@ -469,6 +469,7 @@ async fn stop_apps(
             cert_key: pki.controller_key.clone(),
             // The witness lives with these throw-away agents, not in the user's state dir.
             witness_dir: Some(dir.join("state")),
+            via: None,
         })
         .await?;
         let mut out = Events::new(Mode::detect(false));
