@@ -143,12 +143,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .map_err(start("load the TLS certificate and key"))?;
     // Listening mode checks who connects; dial-out mode checks whom it dials instead.
     let transport = match (&config.listen, &config.controller) {
-        (_, Some(dial)) => Transport::Dial(
+        (_, Some(dial)) => Transport::Dial(Box::new(
             crate::server::dialout::client_config(&dial.ca, &config.tls.cert, &config.tls.key)
                 .map_err(start(
                     "load the TLS material for dialling the controller service",
                 ))?,
-        ),
+        )),
         (Some(addr), None) => Transport::Listen(*addr),
         (None, None) => {
             return Err(DaemonError::Config {
@@ -421,7 +421,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 let state_file = config.data_dir.join("run").join("dial.state");
                 let (incoming, task) = dialout::DialLoop {
                     settings: dial.clone(),
-                    tls: client_tls,
+                    tls: *client_tls,
                     throttle: Arc::clone(&throttle),
                     audit: audit.clone(),
                     state_file: state_file.clone(),
@@ -548,7 +548,7 @@ enum Transport {
     /// It listens here.
     Listen(std::net::SocketAddr),
     /// It dials the service with this TLS client config.
-    Dial(rustls::ClientConfig),
+    Dial(Box<rustls::ClientConfig>),
 }
 
 /// The listener's TLS files as the config names them.

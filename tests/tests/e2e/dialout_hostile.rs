@@ -44,6 +44,7 @@ fn signed(job: &Job, keys: &[&SigningKey]) -> SignedJob {
 }
 
 #[test]
+#[allow(clippy::needless_update)] // the artifact chunks: see there
 fn a_hostile_service_gets_every_bad_job_refused_and_audited_and_a_valid_job_still_runs() {
     let env = TestEnv::new().unwrap();
     let svc_pki = env.root.join("hostile-pki");
@@ -99,6 +100,8 @@ fn a_hostile_service_gets_every_bad_job_refused_and_audited_and_a_valid_job_stil
     let chunks: Vec<ArtifactChunk> = data
         .chunks(64 << 10)
         .enumerate()
+        // `..Default::default()` so fields added to the chunk later (resumable uploads) keep
+        // their defaults.
         .map(|(i, c)| ArtifactChunk {
             meta: (i == 0).then(|| ArtifactRef {
                 sha256: sha.clone(),
