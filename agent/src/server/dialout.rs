@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handshake::fingerprint;
 use super::throttle::{ClientThrottle, Gated};
-use super::tls::{HANDSHAKE_TIMEOUT, TlsError, certs, invalid, read_pem};
+use super::tls::{HANDSHAKE_TIMEOUT, TlsError};
 use crate::audit::{AuditLog, Entry};
 use crate::config::DialOut;
 use crate::error::reason;
@@ -88,6 +88,36 @@ pub fn client_config(
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Load {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn invalid(what: &'static str, path: &std::path::Path, detail: impl ToString) -> TlsError {
+    TlsError::Load {
+        what,
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, detail.to_string()),
+    }
+}
+
+fn certs(
+    what: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
+    let pem = read_pem(what, path)?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(what, path, e))?;
+    if certs.is_empty() {
+        return Err(invalid(what, path, "no CERTIFICATE block"));
+    }
+    Ok(certs)
 }
 
 /// An IO that tells whoever holds the other end of its channel when it is dropped: hyper

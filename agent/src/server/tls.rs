@@ -106,7 +106,7 @@ impl ControllerIdentity {
 
 pub use super::handshake::fingerprint;
 
-pub(super) fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     fs::read(path).map_err(|source| TlsError::Load {
         what,
         path: path.to_owned(),
@@ -114,7 +114,7 @@ pub(super) fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsEr
     })
 }
 
-pub(super) fn invalid(what: &'static str, path: &Path, detail: impl ToString) -> TlsError {
+fn invalid(what: &'static str, path: &Path, detail: impl ToString) -> TlsError {
     TlsError::Load {
         what,
         path: path.to_owned(),
@@ -122,10 +122,7 @@ pub(super) fn invalid(what: &'static str, path: &Path, detail: impl ToString) ->
     }
 }
 
-pub(super) fn certs(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_pem(what, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

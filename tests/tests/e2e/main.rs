@@ -38,6 +38,7 @@ mod controller;
 mod dashboard;
 mod deploy;
 mod dialout;
+mod dialout_bench;
 mod dialout_hostile;
 mod faults;
 mod flags;
