@@ -6,7 +6,9 @@
 //! answer out ([`convert`], [`status`]), and records every rejection with the peer's
 //! certificate fingerprint and the claimed key ids — one by one up to a rate, counted in a
 //! `job.rejected.summary` entry beyond it (see [`flood`]) — charging it to the peer's
-//! certificate ([`throttle`]).
+//! certificate ([`throttle`]). The connections come from the listener ([`tls::incoming`]) or,
+//! in dial-out mode, from the one link the agent dials to the controller service
+//! ([`dialout`]).
 
 pub mod convert;
 pub mod dialout;

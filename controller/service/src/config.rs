@@ -395,6 +395,12 @@ impl Config {
                 },
             });
         }
+        if raw.dial.is_some() && !agents.iter().any(|a| a.mode == AgentMode::Dial) {
+            return Err(invalid(
+                "dial.listen",
+                "no [[agents]] entry dials in (an agent that dials in has no addr)".into(),
+            ));
+        }
         let dial_listen = match &raw.dial {
             None => None,
             Some(d) => Some(d.listen.parse::<SocketAddr>().map_err(|e| {
@@ -525,8 +531,15 @@ ca = "/other/ca.pem"
                 "no [dial] listen",
             ),
             (
-                format!("{GOOD}[dial]\nlisten = \"nowhere\"\n"),
-                "dial.listen",
+                format!("{GOOD}[dial]\nlisten = \"127.0.0.1:7443\"\n"),
+                "dial.listen: no [[agents]] entry dials in",
+            ),
+            (
+                format!(
+                    "{}[dial]\nlisten = \"nowhere\"\n",
+                    GOOD.replace("addr = \"127.0.0.1:7002\"\n", "")
+                ),
+                "dial.listen: \"nowhere\"",
             ),
         ] {
             let e = Config::parse(p, &edit).unwrap_err().to_string();

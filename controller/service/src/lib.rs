@@ -6,6 +6,9 @@
 //!
 //! Data flows down the list; each module imports only those below it.
 //!
+//! * [`dial_in`] and [`sessions`]: agents in dial-out mode connect to the service's `[dial]
+//!   listen`; each connection becomes that agent's session (an HTTP/2 client over it), which
+//!   [`dial`] uses like a dialled connection and the server's proxy forwards operators' calls to.
 //! * [`store`]: the durable store behind one trait: an embedded file ([`store::embedded`]) or
 //!   PostgreSQL ([`store::postgres`]); records, fenced writes, the lease compare-and-set.
 
