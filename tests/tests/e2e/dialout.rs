@@ -182,8 +182,9 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
         .unwrap();
     wait_connected(&svc, &m.agent, "web-2", Duration::from_secs(30));
     let mut svc = svc;
-    svc.kill_9().unwrap();
+    // Taken before the kill: the agent's down time starts when it sees the link go, not earlier.
     let cut = Instant::now();
+    svc.kill_9().unwrap();
     let status = m.agent.wait_exit(Duration::from_secs(30)).unwrap();
     assert!(!status.success(), "{status}");
     assert!(
