@@ -1,4 +1,4 @@
-//! Benchmark (ignored by default; BENCHMARKS.md section 11): job pickup latency, dial-out vs
+//! Benchmark (ignored by default; BENCHMARKS.md section 12): job pickup latency, dial-out vs
 //! listening, in the same run. One listening agent (`web-1`, reached directly) and one dial-out
 //! agent (`web-2`, reached through `gantry server`'s proxy); the same signed `restart` job
 //! shape, alternating between the two; the time from sending `Submit` to receiving the
