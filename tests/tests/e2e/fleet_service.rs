@@ -709,7 +709,7 @@ fn a_host_labelled_into_a_ring_after_the_rollout_succeeded_gets_the_release_once
         Some("production"),
         &[("ring", "0")],
     );
-    raw.listen = addr.to_string();
+    raw.listen = Some(addr.to_string());
     env.write_raw_config(&raw).unwrap();
     let agent = Agent::start(&env).unwrap();
     fleet
