@@ -132,6 +132,7 @@ async fn main() -> Result<()> {
         cert: var("GANTRY_CERT")?.into(),
         cert_key: var("GANTRY_CERT_KEY")?.into(),
         witness_dir: None,
+        via: None,
     };
     let dir = PathBuf::from(var("GANTRY_BENCH_DIR")?);
     let mb: usize = std::env::var("GANTRY_BENCH_MB").map_or(Ok(256), |v| v.parse())?;
