@@ -328,6 +328,14 @@ impl Service {
     /// # Errors
     /// When it cannot run or does not finish within a minute.
     pub fn gantry(&self, args: &[&str]) -> anyhow::Result<Output> {
+        process::run(self.command(args)?, Duration::from_secs(120))
+    }
+
+    /// The `Command` of [`Self::gantry`], to start in the background.
+    ///
+    /// # Errors
+    /// When the `gantry` binary is missing.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<std::process::Command> {
         let s = |p: PathBuf| p.to_string_lossy().into_owned();
         let envs = [
             ("GANTRY_SERVER".to_owned(), self.addr.to_string()),
@@ -340,7 +348,7 @@ impl Service {
         ];
         let mut cmd = process::hermetic(&bins::path(bins::GANTRY)?, &self.home, envs);
         cmd.args(args);
-        process::run(cmd, Duration::from_secs(120))
+        Ok(cmd)
     }
 
     /// Where its dashboard listens (`[dashboard]` in its config), from the line it printed at

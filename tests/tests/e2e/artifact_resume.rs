@@ -52,7 +52,10 @@ fn deploy_command(env: &TestEnv, version: &str, artifact: &Path) -> Vec<String> 
 
 /// Starts `gantry ARGS` in the background, its output thrown away (it is killed).
 fn spawn(ctl: &Controller, args: &[String]) -> Child {
-    let mut cmd = ctl.command(&strs(args)).unwrap();
+    background(ctl.command(&strs(args)).unwrap())
+}
+
+fn background(mut cmd: std::process::Command) -> Child {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -208,4 +211,74 @@ fn an_upload_cut_by_a_sigkill_of_gantry_resumes_when_it_runs_again() {
     kill_9(child);
     rerun_resumes(&env, &ctl, &args, &digest, size, held);
     drop(agent);
+}
+
+#[test]
+fn an_upload_through_the_service_to_a_dial_out_agent_resumes_after_the_agent_is_killed() {
+    use gantry_tests::service::Fleet;
+    let mut fleet = Fleet::start_dialling(
+        &[("web-1", &[("ring", "0")])],
+        &["web-1"],
+        &Options {
+            max_artifact_bytes: 128 << 20,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let svc = crate::fleet_service::start_service(&fleet, "ctl-1", None, "10s");
+    crate::dialout::wait_connected(
+        &svc,
+        &fleet.members[0].agent,
+        "web-1",
+        Duration::from_secs(45),
+    );
+    let env = &fleet.members[0].env;
+    let artifact = make_large_artifact(env, "1.0.0", PADDING).unwrap();
+    let digest = sha256_hex(&artifact);
+    let size = fs::metadata(&artifact).unwrap().len();
+    // The deploy goes to the agent through the service, on the agent's one outbound link.
+    let mut args = deploy_command(env, "1.0.0", &artifact);
+    let server = svc.addr.to_string();
+    let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    for (i, a) in ["--agent", "web-1", "--server", &server].iter().enumerate() {
+        args.insert(at + i, (*a).to_owned());
+    }
+
+    let mut child = background(svc.command(&strs(&args)).unwrap());
+    let held = stop_mid_upload(env, &mut child, &digest, size);
+    fleet.members[0].agent.kill_9().unwrap();
+    kill_9(child);
+    let m = &mut fleet.members[0];
+    m.agent.restart(&m.env, &[]).unwrap();
+    crate::dialout::wait_connected(&svc, &m.agent, "web-1", Duration::from_secs(45));
+
+    let out = svc.gantry(&strs(&args)).unwrap();
+    out.assert_code(0);
+    let at = out
+        .all()
+        .lines()
+        .find_map(|l| {
+            l.split("resuming the upload at ")
+                .nth(1)?
+                .split_once(" of ")?
+                .0
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("gantry did not say it resumes:\n{}", out.all()));
+    assert!(
+        at >= held && at < size,
+        "resumed at {at}, held {held} of {size}"
+    );
+    let stored = audit_events(&m.env, "artifact.stored").unwrap();
+    let entry = stored
+        .iter()
+        .find(|e| e["sha256"] == digest)
+        .unwrap_or_else(|| panic!("no artifact.stored for {digest}: {stored:?}"));
+    assert_eq!(entry["resumed_from"], at, "{entry}");
+    assert_eq!(
+        sha256_hex(&m.env.data_dir.join("artifacts/sha256").join(&digest)),
+        digest
+    );
+    assert_serves(&m.env, "1.0.0", 1);
 }

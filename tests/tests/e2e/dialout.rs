@@ -62,7 +62,12 @@ fn ls_entry(svc: &Service, id: &str) -> Result<serde_json::Value, String> {
 
 /// Waits until `fleet ls` shows `id` connected, with the labels its `Info` reports; returns
 /// its entry.
-fn wait_connected(svc: &Service, agent: &Agent, id: &str, within: Duration) -> serde_json::Value {
+pub(crate) fn wait_connected(
+    svc: &Service,
+    agent: &Agent,
+    id: &str,
+    within: Duration,
+) -> serde_json::Value {
     let mut last = Err(String::new());
     wait_until(within, &format!("{id} to be shown connected"), || {
         last = ls_entry(svc, id);
@@ -204,7 +209,7 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
 }
 
 #[test]
-fn the_link_comes_back_after_kill_9_of_either_side_and_a_stopped_service_is_noticed_within_15_s() {
+fn the_link_comes_back_after_kill_9_of_either_side_and_a_stopped_side_is_noticed_within_15_s() {
     let mut fleet = Fleet::start_dialling(
         &[("web-1", &[("ring", "0")])],
         &["web-1"],
@@ -283,6 +288,32 @@ fn the_link_comes_back_after_kill_9_of_either_side_and_a_stopped_service_is_noti
         fleet.members[0].agent.log_tail()
     );
     // Woken, the service gets the agent back.
+    wait_connected(
+        &svc,
+        &fleet.members[0].agent,
+        "web-1",
+        Duration::from_secs(45),
+    );
+
+    // The other side: the agent stops answering (SIGSTOP) with its TCP connection still up,
+    // and the service shows it disconnected within 15 s.
+    let pid =
+        nix::unistd::Pid::from_raw(i32::try_from(fleet.members[0].agent.pid().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    let mut last = Err(String::new());
+    let noticed = wait_until(
+        Duration::from_secs(15),
+        "the service to notice a stopped agent",
+        || {
+            last = ls_entry(&svc, "web-1");
+            last.as_ref().is_ok_and(|a| a["connected"] == false)
+        },
+    );
+    let took = stopped.elapsed();
+    nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
+    noticed.unwrap_or_else(|e| panic!("{e}: {last:#?}\n{}", svc.log_tail()));
+    assert!(took <= Duration::from_secs(15), "{took:?}");
     wait_connected(
         &svc,
         &fleet.members[0].agent,

@@ -1,7 +1,7 @@
 //! `gantry quickstart`: a local agent with fresh PKI and keys; deploys of the sample app with
 //! each strategy (hot twice, then rolling, blue-green and canary through the app's front
 //! door); the audit log and its verification; then clean-up and the commands to do it by hand.
-//! With `--fleet` ([`fleet`]): several agents in rings and a controller service running a plan.
+//! With `--fleet` (`fleet.rs`): several agents in rings and a controller service running a plan.
 
 mod agent_process;
 mod fleet;
