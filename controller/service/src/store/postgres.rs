@@ -87,36 +87,32 @@ fn tls_config(ca: &Path) -> Result<MakeRustlsConnect, StoreError> {
 async fn connect(url: &str, tls: Option<&MakeRustlsConnect>) -> Result<Client, StoreError> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e: tokio_postgres::Error| pg(&e))?;
-    let client = match tls {
+    match tls {
         Some(tls) => {
             // Verified TLS or nothing: no plain-text fallback once a CA is configured.
             config.ssl_mode(SslMode::Require);
             let (client, conn) = config.connect(tls.clone()).await.map_err(|e| pg(&e))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::warn!(error = %e, "postgres connection closed");
-                }
-            });
-            client
+            tokio::spawn(drive(conn));
+            Ok(client)
         }
-        None if config.get_ssl_mode() == SslMode::Require => {
-            return Err(StoreError::Postgres(
-                "the store URL asks for sslmode=require: set store_ca to the CA that signed the \
-                 server's certificate (the connection is then verified TLS)"
-                    .to_owned(),
-            ));
-        }
+        None if config.get_ssl_mode() == SslMode::Require => Err(StoreError::Postgres(
+            "the store URL asks for sslmode=require: set store_ca to the CA that signed the \
+             server's certificate (the connection is then verified TLS)"
+                .to_owned(),
+        )),
         None => {
             let (client, conn) = config.connect(NoTls).await.map_err(|e| pg(&e))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::warn!(error = %e, "postgres connection closed");
-                }
-            });
-            client
+            tokio::spawn(drive(conn));
+            Ok(client)
         }
-    };
-    Ok(client)
+    }
+}
+
+/// Runs a connection's I/O until it closes, and says so.
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(conn: F) {
+    if let Err(e) = conn.await {
+        tracing::warn!(error = %e, "postgres connection closed");
+    }
 }
 
 impl PostgresStore {
