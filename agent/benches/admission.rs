@@ -100,6 +100,9 @@ impl AppView for NoApps {
     fn current_version(&self, _: &AppName) -> Option<semver::Version> {
         None
     }
+    fn previous_version(&self, _: &AppName) -> Option<semver::Version> {
+        None
+    }
     fn has_release(&self, _: &AppName, _: &semver::Version) -> bool {
         false
     }

@@ -234,6 +234,7 @@ impl Admission {
                         if !apps.has_release(&spec.app, &target) {
                             return Err(AdmissionError::RollbackTargetMissing { version: target });
                         }
+                        self.check_rollback_target(&target)?;
                         spec.target_version = Some(target);
                     }
                     // The plan's deploy was the app's first release here: before it, nothing

@@ -196,6 +196,13 @@ impl Admission {
                         version: target.clone(),
                     });
                 }
+                let target = spec
+                    .target_version
+                    .clone()
+                    .or_else(|| apps.previous_version(&spec.app));
+                if let Some(target) = target {
+                    self.check_rollback_target(&target)?;
+                }
             }
             Action::Restart | Action::Stop | Action::Promote | Action::Abort => {}
         }
@@ -248,6 +255,13 @@ impl Admission {
     /// The ledger admission records admitted jobs in.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
+    }
+
+    /// A rollback returns to a release deployed earlier, perhaps while the environment allowed
+    /// pre-releases: the environment's rule in force now applies to it as to a deploy.
+    fn check_rollback_target(&self, target: &semver::Version) -> Result<(), AdmissionError> {
+        let envs = &self.policy.environments;
+        gantry_policy::admission::gates::check_prerelease(envs, &envs.in_force(), target)
     }
 
     /// The policy admission enforces.

@@ -209,6 +209,7 @@ fn signed(bytes: &[u8], keys: &[&SigningKey]) -> Vec<SignatureIn> {
 #[derive(Default)]
 struct Apps {
     current: Option<semver::Version>,
+    previous: Option<semver::Version>,
     on_disk: Vec<semver::Version>,
     busy: Option<JobId>,
 }
@@ -234,6 +235,9 @@ impl Apps {
 impl AppView for Apps {
     fn current_version(&self, _: &AppName) -> Option<semver::Version> {
         self.current.clone()
+    }
+    fn previous_version(&self, _: &AppName) -> Option<semver::Version> {
+        self.previous.clone()
     }
     fn has_release(&self, _: &AppName, v: &semver::Version) -> bool {
         self.on_disk.contains(v)

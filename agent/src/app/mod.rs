@@ -29,6 +29,8 @@ use crate::traffic::Router;
 pub trait AppView: Send + Sync {
     /// The release currently active, if any.
     fn current_version(&self, app: &AppName) -> Option<semver::Version>;
+    /// The release before the current one, if any: where a rollback without a target goes.
+    fn previous_version(&self, app: &AppName) -> Option<semver::Version>;
     /// Whether a release of this version is on disk (a rollback target).
     fn has_release(&self, app: &AppName, version: &semver::Version) -> bool;
     /// The job running on the app, if any.

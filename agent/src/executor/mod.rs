@@ -33,6 +33,7 @@ use crate::error::{lock, reason};
 use crate::job::{Action, AppName, JobId, StrategyKind, VerifiedJob};
 use crate::ledger::Ledger;
 use crate::progress::Ended;
+use crate::state::AppState;
 use crate::strategy::{self, JobCtx};
 use crate::supervisor::Backoff;
 
@@ -68,6 +69,22 @@ pub enum ExecutorError {
     },
 }
 
+/// An app's current and previous release, kept for admission to read without the app's lock.
+#[derive(Debug, Clone, Default)]
+struct Versions {
+    current: Option<semver::Version>,
+    previous: Option<semver::Version>,
+}
+
+impl Versions {
+    fn of(state: &AppState) -> Self {
+        Self {
+            current: state.current.clone(),
+            previous: state.previous.clone(),
+        }
+    }
+}
+
 struct Inner {
     config: Arc<Config>,
     audit: AuditLog,
@@ -77,7 +94,8 @@ struct Inner {
     controls: BTreeMap<AppName, mpsc::Sender<Control>>,
     shared: BTreeMap<AppName, Arc<AppShared>>,
     busy: Mutex<BTreeMap<AppName, JobId>>,
-    current: Mutex<BTreeMap<AppName, Option<semver::Version>>>,
+    /// Each app's current and previous release, as its state last recorded them.
+    current: Mutex<BTreeMap<AppName, Versions>>,
     jobs: Mutex<HashMap<JobId, Arc<JobHandle>>>,
     /// Finished jobs still in `jobs`, oldest first; older ones are answered from the ledger, so memory does not grow with every job the agent ever ran.
     finished: Mutex<VecDeque<JobId>>,
@@ -201,7 +219,7 @@ impl Executor {
                 if let Err(e) = app.persist() {
                     tracing::error!("cannot persist app state: {e}");
                 }
-                lock(&self.inner.current).insert(spec.app.clone(), app.state.current.clone());
+                lock(&self.inner.current).insert(spec.app.clone(), Versions::of(&app.state));
                 if !shut_down {
                     stale = app.shared.stale();
                 }
@@ -444,7 +462,15 @@ impl Executor {
 
 impl AppView for Executor {
     fn current_version(&self, app: &AppName) -> Option<semver::Version> {
-        lock(&self.inner.current).get(app).cloned().flatten()
+        lock(&self.inner.current)
+            .get(app)
+            .and_then(|v| v.current.clone())
+    }
+
+    fn previous_version(&self, app: &AppName) -> Option<semver::Version> {
+        lock(&self.inner.current)
+            .get(app)
+            .and_then(|v| v.previous.clone())
     }
 
     fn has_release(&self, app: &AppName, version: &semver::Version) -> bool {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{Executor, ExecutorError, Inner, default_backoff};
+use super::{Executor, ExecutorError, Inner, Versions, default_backoff};
 use crate::app::{AppRuntime, AppShared, front_door, slots};
 use crate::artifact::{ArtifactStore, Releases};
 use crate::audit::{AuditLog, Entry};
@@ -105,7 +105,7 @@ impl Executor {
                 }
             }
             runtime.persist().map_err(|e| prepare(Box::new(e)))?;
-            current.insert(name.clone(), runtime.state.current.clone());
+            current.insert(name.clone(), Versions::of(&runtime.state));
             apps.insert(name.clone(), Arc::new(tokio::sync::Mutex::new(runtime)));
         }
         for record in ledger.unfinished() {

@@ -201,3 +201,34 @@ fn rolling_back_a_first_install_stops_the_app() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_production_rollback_dispatch_to_a_prerelease_it_replaced_is_refused() {
+    let mut f = fleet();
+    let mut policy = (**f.fx.adm.policy()).clone();
+    policy.environments = gantry_policy::environment::Environments {
+        current: Some("production".to_owned()),
+        tables: BTreeMap::new(),
+    };
+    f.fx.adm = open(policy, f.fx.dir.path())
+        .unwrap()
+        .with_fleet(seat(f.fx.dir.path()));
+    let before = semver::Version::parse("1.0.0-rc.1").unwrap();
+    f.dispatch(
+        &f.fx.adm,
+        DispatchAction::Deploy,
+        1,
+        &Apps::at(before.clone()),
+    )
+    .unwrap();
+    let mut apps = Apps::at(semver::Version::new(1, 2, 0));
+    apps.on_disk.push(before.clone());
+    let err = f
+        .dispatch(&f.fx.adm, DispatchAction::Rollback, 1, &apps)
+        .unwrap_err()
+        .error;
+    assert!(
+        matches!(&err, AdmissionError::PrereleaseRefused { version, .. } if *version == before),
+        "{err:?}"
+    );
+}

@@ -78,3 +78,64 @@ fn staging_admits_a_prerelease() {
     let bytes = deploy("1.3.0-rc.1");
     new_job(fx.admit(&bytes, &signed(&bytes, &[&fx.keys.deployer])));
 }
+
+fn rollback(id: &str, to: Option<&str>) -> Vec<u8> {
+    let mut j = job(id);
+    j.action = v1::Action::Rollback as i32;
+    j.release = to.map(|version| v1::Release {
+        version: version.to_owned(),
+        ..v1::Release::default()
+    });
+    j.encode_to_vec()
+}
+
+fn version(v: &str) -> semver::Version {
+    semver::Version::parse(v).unwrap()
+}
+
+#[test]
+fn production_refuses_a_rollback_to_a_prerelease_named_or_previous() {
+    let fx = in_environment("production", &[]);
+    let rc = version("1.2.0-rc.1");
+    let apps = Apps {
+        current: Some(version("1.3.0")),
+        previous: Some(rc.clone()),
+        on_disk: vec![rc.clone(), version("1.1.0")],
+        ..Apps::default()
+    };
+    // Named: on disk, but a pre-release.
+    let bytes = rollback("back-1", Some("1.2.0-rc.1"));
+    let e = fx
+        .admit_with(&bytes, &signed(&bytes, &[&fx.keys.deployer]), &apps)
+        .unwrap_err()
+        .error;
+    assert!(
+        matches!(&e, AdmissionError::PrereleaseRefused { version, environment }
+            if *version == rc && environment == "production"),
+        "{e}"
+    );
+    // Unnamed: the previous release is that pre-release.
+    let bytes = rollback("back-2", None);
+    let e = fx
+        .admit_with(&bytes, &signed(&bytes, &[&fx.keys.deployer]), &apps)
+        .unwrap_err()
+        .error;
+    assert!(
+        matches!(&e, AdmissionError::PrereleaseRefused { version, .. } if *version == rc),
+        "{e}"
+    );
+    // A release without a label is a target there.
+    let bytes = rollback("back-3", Some("1.1.0"));
+    new_job(fx.admit_with(&bytes, &signed(&bytes, &[&fx.keys.deployer]), &apps));
+}
+
+#[test]
+fn staging_admits_a_rollback_to_a_prerelease() {
+    let fx = in_environment("staging", &[]);
+    let apps = Apps {
+        previous: Some(version("1.2.0-rc.1")),
+        ..Apps::default()
+    };
+    let bytes = rollback("back-1", None);
+    new_job(fx.admit_with(&bytes, &signed(&bytes, &[&fx.keys.deployer]), &apps));
+}
