@@ -22,6 +22,9 @@ use crate::process::{self, Output};
 /// How long the service gets to open its store and listen.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
+/// An agent to start: its id, its environment and its labels.
+pub type Placed<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// One agent of the fleet.
 pub struct Member {
     /// Its environment (its own PKI, data dir and ports).
@@ -68,13 +71,37 @@ impl Fleet {
         dialling: &[&str],
         options: &Options,
     ) -> anyhow::Result<Fleet> {
+        let placed: Vec<_> = agents
+            .iter()
+            .map(|(id, labels)| (*id, "production", *labels))
+            .collect();
+        Fleet::start_placed(&placed, dialling, options)
+    }
+
+    /// [`Fleet::start`], each agent `(id, environment, labels)` in its own environment.
+    ///
+    /// # Errors
+    /// As [`Fleet::start`].
+    pub fn start_in_environments(agents: &[Placed<'_>]) -> anyhow::Result<Fleet> {
+        let one_port = Options {
+            ports: 1,
+            ..Options::default()
+        };
+        Fleet::start_placed(agents, &[], &one_port)
+    }
+
+    fn start_placed(
+        agents: &[Placed<'_>],
+        dialling: &[&str],
+        options: &Options,
+    ) -> anyhow::Result<Fleet> {
         let dial_port = if dialling.is_empty() {
             None
         } else {
             Some(free_port()?)
         };
         let mut envs = Vec::new();
-        for (id, _) in agents {
+        for (id, _, _) in agents {
             envs.push(TestEnv::with_options(Options {
                 agent_id: (*id).to_owned(),
                 ..options.clone()
@@ -112,8 +139,8 @@ impl Fleet {
             trust_orchestrator(
                 &mut raw,
                 &orchestrator.pair.public,
-                Some("production"),
-                agents[i].1,
+                Some(agents[i].1),
+                agents[i].2,
             );
             if let Some(port) = dial_port
                 && dialling.contains(&env.agent_id.as_str())

@@ -33,6 +33,10 @@
 //! [dashboard]                  # optional: the read-only web dashboard
 //! listen = "127.0.0.1:7680"    # the default when the section is there; keep it on loopback
 //!
+//! [promotion]                  # a plan for an environment waits for the same artifact to
+//! production = ["staging"]     # have succeeded in these first (docs/fleet.md, "Promotion")
+//! staging = ["demo"]
+//!
 //! [dial]                       # agents in dial-out mode connect here
 //! listen = "0.0.0.0:7443"      # the service's cert/key; each agent's certificate must chain to its ca
 //!
@@ -104,6 +108,8 @@ struct Raw {
     #[serde(default)]
     agents: Vec<RawAgent>,
     dial: Option<RawDial>,
+    #[serde(default)]
+    promotion: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +264,9 @@ pub struct Config {
     pub agents: Vec<AgentEntry>,
     /// Where agents in dial-out mode connect (`[dial] listen`); `None`: none can.
     pub dial_listen: Option<SocketAddr>,
+    /// Which environments an artifact must have succeeded in before a plan for another
+    /// (`[promotion]`).
+    pub promotion: crate::promotion::Rules,
 }
 
 impl Config {
@@ -410,6 +419,8 @@ impl Config {
                 )
             })?),
         };
+        let promotion = crate::promotion::Rules::new(raw.promotion)
+            .map_err(|(env, reason)| invalid(&format!("promotion.{env}"), reason))?;
         let replica_id = match raw.replica_id {
             Some(id) if !id.is_empty() => id,
             Some(_) => return Err(invalid("replica_id", "is empty".into())),
@@ -455,6 +466,7 @@ impl Config {
             dashboard,
             agents,
             dial_listen,
+            promotion,
         })
     }
 }
@@ -568,6 +580,27 @@ ca = "/other/ca.pem"
             .unwrap_err()
             .to_string();
         assert!(e.contains("store_ca: only a postgres:// store"), "{e}");
+    }
+
+    #[test]
+    fn promotion_rules_are_read_and_a_loop_is_refused_by_its_entry() {
+        let p = Path::new("/c.toml");
+        assert!(Config::parse(p, GOOD).unwrap().promotion.is_empty());
+        let with = |table: &str| GOOD.replace("[lease]", &format!("[promotion]\n{table}\n[lease]"));
+        let c =
+            Config::parse(p, &with("production = [\"staging\"]\nstaging = [\"demo\"]")).unwrap();
+        assert_eq!(c.promotion.before("production"), ["staging".to_owned()]);
+        assert_eq!(c.promotion.before("staging"), ["demo".to_owned()]);
+        let e = Config::parse(
+            p,
+            &with("production = [\"staging\"]\nstaging = [\"production\"]"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "/c.toml: promotion.production: the environments loop: production → staging → production"
+        );
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! * [`dial_in`] and [`sessions`]: agents in dial-out mode connect to the service's `[dial]
 //!   listen`; each connection becomes that agent's session (an HTTP/2 client over it), which
 //!   [`dial`] uses like a dialled connection and the server's proxy forwards operators' calls to.
+//! * [`promotion`]: `[promotion]`'s rules, checked when a plan is handed in: the environments
+//!   before the plan's must have run its artifact, as their agents' verified audit logs show
+//!   (it reads [`store`] and the agents' logs through [`dial`]).
 //! * [`store`]: the durable store behind one trait: an embedded file ([`store::embedded`]) or
 //!   PostgreSQL ([`store::postgres`]); records, fenced writes, the lease compare-and-set.
 
@@ -25,6 +28,7 @@ pub mod engine;
 pub mod lease;
 pub mod plan;
 pub mod policy;
+pub mod promotion;
 pub mod server;
 pub mod sessions;
 pub mod store;

@@ -48,6 +48,7 @@ mod gates;
 mod handshake;
 mod monitoring;
 mod prometheus_gate;
+mod promotion;
 mod security;
 mod status_signals;
 mod strategy_analysis;

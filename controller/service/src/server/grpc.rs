@@ -24,6 +24,7 @@ use crate::artifacts::ArtifactStore;
 use crate::audit::AuditLog;
 use crate::dial::Dialer;
 use crate::plan::LoadedPlan;
+use crate::promotion::{self, PromotionError, Rules};
 use crate::store::{Control, ControlRequest, RolloutRecord, RolloutState, Store};
 
 /// The service's handlers.
@@ -36,6 +37,8 @@ pub struct ControllerService<S> {
     pub(crate) operators: Operators,
     /// Wakes the scheduler when a rollout is started or steered.
     pub(crate) wake: Arc<Notify>,
+    /// `[promotion]`: the environments a plan's artifact must have succeeded in first.
+    pub(crate) promotion: Rules,
 }
 
 fn audit_status(e: &crate::audit::AuditError) -> Status {
@@ -73,6 +76,55 @@ impl<S: Store> ControllerService<S> {
     }
 }
 
+impl<S: Store> ControllerService<S> {
+    /// Holds `plan` to `[promotion]`: the evidence that let it through, as the
+    /// `promoted_from` of its `rollout.started` entry (`null` when its environment waits for
+    /// none); a plan held back is recorded as `rollout.refused` and answered
+    /// `FAILED_PRECONDITION`.
+    async fn check_promotion(
+        &self,
+        plan: &LoadedPlan,
+        by: &str,
+    ) -> Result<serde_json::Value, Status> {
+        if self.promotion.before(&plan.plan.environment).is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        match promotion::check(&self.promotion, &*self.store, &*self.dialer, plan).await {
+            Ok(evidence) => Ok(evidence
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "environment": e.environment,
+                        "rollout": e.rollout_id,
+                        "hosts": e.hosts.iter().map(|h| serde_json::json!({
+                            "agent_id": h.agent_id,
+                            "job_id": h.job_id,
+                            "succeeded_seq": h.succeeded_seq,
+                            "checkpoint_seq": h.checkpoint_seq,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect()),
+            Err(PromotionError::Store(e)) => Err(store_status(&e)),
+            Err(e) => {
+                self.audit
+                    .append(
+                        "rollout.refused",
+                        &[
+                            ("rollout", plan.plan.plan_id.clone().into()),
+                            ("plan_sha256", plan.sha256.clone().into()),
+                            ("environment", plan.plan.environment.clone().into()),
+                            ("reason", e.to_string().into()),
+                            ("by", by.into()),
+                        ],
+                    )
+                    .map_err(|e| audit_status(&e))?;
+                Err(Status::failed_precondition(e.to_string()))
+            }
+        }
+    }
+}
+
 type Lines = Pin<Box<dyn Stream<Item = Result<AuditLine, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -88,6 +140,7 @@ impl<S: Store> Controller for ControllerService<S> {
             .ok_or_else(|| Status::invalid_argument("no plan"))?;
         let plan = LoadedPlan::from_signed(signed).map_err(|e| plan_status(&e))?;
         let release = plan.plan.release.clone().unwrap_or_default();
+        let promoted_from = self.check_promotion(&plan, &by).await?;
         let now = now_ms();
         let record = RolloutRecord {
             id: plan.plan.plan_id.clone(),
@@ -113,6 +166,7 @@ impl<S: Store> Controller for ControllerService<S> {
                     ("version", release.version.clone().into()),
                     ("rings", plan.ring_count().into()),
                     ("by", by.into()),
+                    ("promoted_from", promoted_from),
                 ],
             )
             .map_err(|e| audit_status(&e))?;

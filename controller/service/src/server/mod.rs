@@ -202,6 +202,7 @@ async fn serve<S: Store>(
         dialer,
         operators,
         wake,
+        promotion: config.promotion.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

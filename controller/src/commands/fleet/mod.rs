@@ -84,7 +84,9 @@ pub enum FleetError {
 }
 
 impl FleetError {
-    /// The exit code: input errors and unreachable services 2, refusals of who you are 3.
+    /// The exit code: input errors and unreachable services 2; refusals of who you are, and of
+    /// what the service's rules do not allow now (`FAILED_PRECONDITION`: a plan `[promotion]`
+    /// holds back, an unsigned plan, a control of an ended rollout), 3.
     pub fn exit(&self) -> Exit {
         match self {
             FleetError::MissingFlag { .. }
@@ -95,7 +97,9 @@ impl FleetError {
             | FleetError::Server(_)
             | FleetError::Config(_) => Exit::Usage,
             FleetError::Refused { code, .. } => match code {
-                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Exit::Rejected,
+                tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::FailedPrecondition => Exit::Rejected,
                 _ => Exit::Usage,
             },
         }
