@@ -77,9 +77,11 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Rollout(RolloutCommand::Sign(a)) => commands::rollout::sign(&a)
             .map(|()| Exit::Success)
             .map_err(Into::into),
-        Command::Rollout(RolloutCommand::Approve(a)) => commands::rollout::approve(&a)
-            .map(|()| Exit::Success)
-            .map_err(Into::into),
+        Command::Rollout(RolloutCommand::Approve(a)) => {
+            commands::rollout::approve(&a.sign, a.comment.as_deref())
+                .map(|()| Exit::Success)
+                .map_err(Into::into)
+        }
         Command::Job(JobCommand::Submit(a)) => block_on(commands::submit::run_submit(a)),
         Command::Job(JobCommand::Watch(a)) => block_on(commands::submit::run_watch(a)),
         Command::Deploy(a) => block_on(commands::deploy::run(a)),

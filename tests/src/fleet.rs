@@ -187,6 +187,7 @@ pub fn sign_plan(plan: &v1::Plan, keys: &[&KeyPair]) -> anyhow::Result<SignedPla
     Ok(SignedPlan {
         plan: bytes,
         signatures,
+        comments: Vec::new(),
     })
 }
 

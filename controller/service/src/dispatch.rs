@@ -89,6 +89,7 @@ mod tests {
                 key_id: "k".into(),
                 sig: vec![1],
             }],
+            comments: Vec::new(),
         };
         let loaded = LoadedPlan::from_signed(signed.clone()).unwrap();
         let key = SigningKey::generate().unwrap();

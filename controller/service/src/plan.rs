@@ -338,6 +338,7 @@ mod tests {
                 };
                 sigs
             ],
+            comments: Vec::new(),
         };
         let good = plan(vec![ring(Selector {
             agent_ids: vec!["a".into()],

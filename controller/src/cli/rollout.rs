@@ -18,7 +18,7 @@ pub enum RolloutCommand {
     /// Add a signature to a plan file, in place.
     Sign(RolloutSignArgs),
     /// Add an approval: a signature by an approver's key, in place.
-    Approve(RolloutSignArgs),
+    Approve(RolloutApproveArgs),
     /// Hand a signed plan to the controller service, which runs it ring by ring.
     Start(crate::fleet_cli::RolloutStartArgs),
     /// Show a rollout on the controller service: rings, hosts, per-host step, bake time left.
@@ -83,6 +83,18 @@ pub struct RolloutSignArgs {
     /// The plan file, rewritten with the new signature.
     #[arg(value_name = "PLANFILE")]
     pub plan: PathBuf,
+}
+
+/// `gantry rollout approve`.
+#[derive(Debug, Args)]
+pub struct RolloutApproveArgs {
+    /// The approver's key and the plan file.
+    #[command(flatten)]
+    pub sign: RolloutSignArgs,
+    /// What the approver says with the approval (e.g. "explored the demo; ok to ship"),
+    /// signed by the same key over the plan's digest; `rollout show` prints it.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
 }
 
 /// `gantry rollout show`.

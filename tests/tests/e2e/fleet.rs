@@ -402,12 +402,38 @@ fn a_plan_made_signed_and_approved_with_the_cli_is_explained_and_admitted_by_a_r
         show.all()
     );
 
-    sign("approve", &env.keys.approver);
+    // The stakeholder's sign-off, with what they say, signed by the same key.
+    let approved = env
+        .gantry(&[
+            "rollout",
+            "approve",
+            "--key",
+            &env.keys.approver.key.to_string_lossy(),
+            "--comment",
+            "explored the demo; ok to ship",
+            &plan_s,
+        ])
+        .unwrap();
+    approved.assert_code(0);
+    assert!(
+        approved.stdout.contains(
+            "with the comment, signed by the same key: \"explored the demo; ok to ship\""
+        ),
+        "{}",
+        approved.all()
+    );
     let show = env
         .gantry(&["rollout", "show", "--policy", &config, &plan_s])
         .unwrap();
     show.assert_code(0);
+    let approver_id = gantry_proto::keys::SigningKey::read_pem_file(&env.keys.approver.key)
+        .unwrap()
+        .key_id()
+        .to_string();
+    let comment_line =
+        format!("comment     by key {approver_id} (valid): explored the demo; ok to ship");
     for want in [
+        comment_line.as_str(),
         "plan        cli-2.0.0",
         "1 everyone: every agent labelled ring=1",
         "bake 10m, on failure rollback_ring",

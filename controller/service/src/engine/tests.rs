@@ -240,6 +240,7 @@ async fn start_plan(
             key_id: "k".into(),
             sig: vec![1],
         }],
+        comments: Vec::new(),
     };
     w.store
         .create_rollout(RolloutRecord {

@@ -159,6 +159,7 @@ fn plan(id: &str, environment: &str, digest: &str) -> LoadedPlan {
             key_id: "k".into(),
             sig: vec![1],
         }],
+        comments: Vec::new(),
     })
     .unwrap()
 }

@@ -252,18 +252,29 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], keys: &[PublicKey], now: i
     }
     let digest = file.digest();
     for c in &file.signed.comments {
-        let verdict = match keys.iter().find(|k| k.key_id().as_str() == c.key_id) {
-            Some(k) if gantry_proto::attest::comment_signed_by(c, &digest, k) => "valid",
-            Some(_) => "INVALID",
-            None => "not checked (no matching --pubkey)",
-        };
         let _ = writeln!(
             out,
-            "comment    by key {} ({verdict}): {}",
-            c.key_id, c.comment
+            "comment    by key {} ({}): {}",
+            c.key_id,
+            comment_verdict(c, &digest, keys),
+            c.comment
         );
     }
     out
+}
+
+/// Whether an approval comment is signed, over the document's `digest`, by the key it names
+/// among `keys`: `valid`, `INVALID`, or not checked.
+pub fn comment_verdict(
+    c: &gantry_proto::v1::ApprovalComment,
+    digest: &str,
+    keys: &[PublicKey],
+) -> &'static str {
+    match keys.iter().find(|k| k.key_id().as_str() == c.key_id) {
+        Some(k) if gantry_proto::attest::comment_signed_by(c, digest, k) => "valid",
+        Some(_) => "INVALID",
+        None => "not checked (no matching --pubkey)",
+    }
 }
 
 /// `gantry job show`.

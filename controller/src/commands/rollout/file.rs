@@ -28,6 +28,7 @@ impl PlanFile {
             signed: SignedPlan {
                 plan: plan.encode_to_vec(),
                 signatures: Vec::new(),
+                comments: Vec::new(),
             },
             plan,
         }

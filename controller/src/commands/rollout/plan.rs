@@ -102,10 +102,24 @@ pub fn plan(args: &RolloutPlanArgs) -> Result<(), RolloutError> {
     Ok(())
 }
 
-fn add(args: &RolloutSignArgs) -> Result<(PlanFile, SigningKey), RolloutError> {
+/// Adds `args.key`'s signature to the plan file, with `comment` signed by the same key, and
+/// rewrites the file.
+fn add(
+    args: &RolloutSignArgs,
+    comment: Option<&str>,
+) -> Result<(PlanFile, SigningKey), RolloutError> {
     let mut file = PlanFile::read(&args.plan)?;
     let key = SigningKey::read_pem_file(&args.key)?;
     file.sign(&args.plan, &key)?;
+    if let Some(text) = comment {
+        file.signed
+            .comments
+            .push(gantry_proto::attest::sign_comment(
+                &key,
+                &file.digest(),
+                text,
+            ));
+    }
     file.write(&args.plan)?;
     Ok((file, key))
 }
@@ -116,7 +130,7 @@ fn add(args: &RolloutSignArgs) -> Result<(PlanFile, SigningKey), RolloutError> {
 ///
 /// [`RolloutError`]: unreadable plan or key, the key signed already, unwritable file.
 pub fn sign(args: &RolloutSignArgs) -> Result<(), RolloutError> {
-    let (file, key) = add(args)?;
+    let (file, key) = add(args, None)?;
     let n = file.signed.signatures.len();
     println!(
         "signed plan {} with key {} ({n} signature{})",
@@ -133,8 +147,8 @@ pub fn sign(args: &RolloutSignArgs) -> Result<(), RolloutError> {
 /// # Errors
 ///
 /// As [`sign`].
-pub fn approve(args: &RolloutSignArgs) -> Result<(), RolloutError> {
-    let (file, key) = add(args)?;
+pub fn approve(args: &RolloutSignArgs, comment: Option<&str>) -> Result<(), RolloutError> {
+    let (file, key) = add(args, comment)?;
     let n = file.signed.signatures.len();
     println!(
         "approved plan {} with key {}\n\
@@ -145,5 +159,8 @@ pub fn approve(args: &RolloutSignArgs) -> Result<(), RolloutError> {
         key.key_id(),
         if n == 1 { "" } else { "s" }
     );
+    if let Some(text) = comment {
+        println!("with the comment, signed by the same key: {text:?}");
+    }
     Ok(())
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
-use crate::commands::job::{SigCheck, check_each, probe_text, shown_env};
+use crate::commands::job::{SigCheck, check_each, comment_verdict, probe_text, shown_env};
 use crate::flags;
 
 /// Checks each plan signature against the given public keys.
@@ -66,7 +66,7 @@ pub fn ring_text(i: usize, r: &Ring) -> String {
 }
 
 /// The decoded plan for people.
-pub fn show_text(file: &PlanFile, checks: &[SigCheck], now: i64) -> String {
+pub fn show_text(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey], now: i64) -> String {
     let p = &file.plan;
     let mut out = String::new();
     let _ = writeln!(out, "plan        {}", p.plan_id);
@@ -144,11 +144,21 @@ pub fn show_text(file: &PlanFile, checks: &[SigCheck], now: i64) -> String {
             let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
         }
     }
+    let digest = file.digest();
+    for c in &file.signed.comments {
+        let _ = writeln!(
+            out,
+            "comment     by key {} ({}): {}",
+            c.key_id,
+            comment_verdict(c, &digest, keys),
+            c.comment
+        );
+    }
     out
 }
 
 /// The decoded plan as JSON (times RFC 3339), plus digest, rings and signatures.
-pub fn show_json(file: &PlanFile, checks: &[SigCheck]) -> serde_json::Value {
+pub fn show_json(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey]) -> serde_json::Value {
     let p = &file.plan;
     let rings: Vec<_> = p
         .rings
@@ -181,6 +191,19 @@ pub fn show_json(file: &PlanFile, checks: &[SigCheck]) -> serde_json::Value {
         .zip(checks)
         .map(|(s, c)| json!({"key_id": s.key_id, "check": check_name(c)}))
         .collect();
+    let digest = file.digest();
+    let comments: Vec<_> = file
+        .signed
+        .comments
+        .iter()
+        .map(|c| {
+            json!({
+                "key_id": c.key_id,
+                "comment": c.comment,
+                "check": comment_verdict(c, &digest, keys),
+            })
+        })
+        .collect();
     let release = p.release.as_ref().map(|r| {
         json!({
             "version": r.version,
@@ -204,6 +227,7 @@ pub fn show_json(file: &PlanFile, checks: &[SigCheck]) -> serde_json::Value {
         "rings": rings,
         "digest": file.digest(),
         "signatures": sigs,
+        "comments": comments,
     })
 }
 
@@ -279,7 +303,7 @@ pub fn show(args: &RolloutShowArgs) -> Result<(), RolloutError> {
     let checks = check_signatures(&file.signed, &keys);
     let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
     if args.json {
-        let mut doc = show_json(&file, &checks);
+        let mut doc = show_json(&file, &checks, &keys);
         if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
             let items: Vec<_> = reqs
                 .iter()
@@ -294,7 +318,7 @@ pub fn show(args: &RolloutShowArgs) -> Result<(), RolloutError> {
         }
         println!("{doc}");
     } else {
-        print!("{}", show_text(&file, &checks, now));
+        print!("{}", show_text(&file, &checks, &keys, now));
         if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
             print!("{}", policy_text(path, cfg, reqs));
         }

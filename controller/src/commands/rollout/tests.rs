@@ -156,16 +156,19 @@ fn signing_adds_one_plan_signature_per_key() {
     let path = written_plan(dir.path());
     let before = PlanFile::read(&path).unwrap();
     let (alice, alice_key, _) = write_keypair(&dir.path().join("alice")).unwrap();
-    let (_, bob_key, _) = write_keypair(&dir.path().join("bob")).unwrap();
+    let (bob, bob_key, _) = write_keypair(&dir.path().join("bob")).unwrap();
     sign(&RolloutSignArgs {
         key: alice_key.clone(),
         plan: path.clone(),
     })
     .unwrap();
-    approve(&RolloutSignArgs {
-        key: bob_key,
-        plan: path.clone(),
-    })
+    approve(
+        &RolloutSignArgs {
+            key: bob_key,
+            plan: path.clone(),
+        },
+        Some("explored the demo"),
+    )
     .unwrap();
     let err = sign(&RolloutSignArgs {
         key: alice_key,
@@ -186,6 +189,34 @@ fn signing_adds_one_plan_signature_per_key() {
     );
     let checks = show::check_signatures(&after.signed, &[alice.public_key()]);
     assert_eq!(checks, vec![SigCheck::Valid, SigCheck::NotChecked]);
+    // Bob's comment is bound to this plan's digest by his key, and to nothing else.
+    let [c] = after.signed.comments.as_slice() else {
+        panic!("{:?}", after.signed.comments)
+    };
+    assert_eq!(c.comment, "explored the demo");
+    let digest = after.digest();
+    assert_eq!(
+        crate::commands::job::comment_verdict(c, &digest, &[bob.public_key()]),
+        "valid"
+    );
+    assert_eq!(
+        crate::commands::job::comment_verdict(c, &digest, &[alice.public_key()]),
+        "not checked (no matching --pubkey)"
+    );
+    assert_eq!(
+        crate::commands::job::comment_verdict(c, &"0".repeat(64), &[bob.public_key()]),
+        "INVALID"
+    );
+    let text = show::show_text(&after, &checks, &[bob.public_key()], 1_800_000_000);
+    assert!(
+        text.contains(&format!(
+            "comment     by key {} (valid): explored the demo",
+            bob.key_id()
+        )),
+        "{text}"
+    );
+    let json = show::show_json(&after, &checks, &[bob.public_key()]);
+    assert_eq!(json["comments"][0]["check"], "valid", "{json}");
 }
 
 #[test]
@@ -193,7 +224,7 @@ fn show_prints_the_plan_its_rings_digest_and_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let path = written_plan(dir.path());
     let file = PlanFile::read(&path).unwrap();
-    let text = show::show_text(&file, &[], 1_800_000_000);
+    let text = show::show_text(&file, &[], &[], 1_800_000_000);
     for want in [
         "plan        rel-2\n",
         "app         web\n",
@@ -205,7 +236,7 @@ fn show_prints_the_plan_its_rings_digest_and_signatures() {
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
-    let json = show::show_json(&file, &[]);
+    let json = show::show_json(&file, &[], &[]);
     assert_eq!(json["plan_id"], "rel-2");
     assert_eq!(json["rings"][0]["labels"]["ring"], "1");
     assert_eq!(json["rings"][0]["on_failure"], "halt");
