@@ -878,8 +878,12 @@ pub struct ReleaseShowArgs {
     #[arg(value_name = "DIGEST")]
     pub digest: String,
     /// Signed job files (repeatable); those that deploy DIGEST are shown.
-    #[arg(long = "job", value_name = "FILE", required = true)]
+    #[arg(long = "job", value_name = "FILE", required_unless_present = "plans")]
     pub jobs: Vec<PathBuf>,
+    /// Signed fleet plan files (repeatable); those that release DIGEST are shown, and their
+    /// dispatches found in the agent's log.
+    #[arg(long = "plan", value_name = "FILE")]
+    pub plans: Vec<PathBuf>,
     /// The agent's config: the names and roles of the keys that signed.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,

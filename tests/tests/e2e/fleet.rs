@@ -461,4 +461,39 @@ fn a_plan_made_signed_and_approved_with_the_cli_is_explained_and_admitted_by_a_r
             && e["plan_signer_key_ids"].as_array().map(Vec::len) == Some(2)),
         "{accepted:#?}"
     );
+
+    // The release from the plan file: its signers by name, the approval with its comment, and
+    // where the plan's dispatch ran, from the agent's verified log.
+    let digest =
+        gantry_policy::job::Sha256Hex::of(&std::fs::read(&fleet.artifact).unwrap()).to_string();
+    let show = gantry_tests::controller::Controller::new(env, &fleet.agent)
+        .run(&[
+            "release",
+            "show",
+            &digest,
+            "--plan",
+            &plan_s,
+            "--policy",
+            &config,
+            "--agent-pubkey",
+            &env.keys.agent.public.to_string_lossy(),
+        ])
+        .unwrap();
+    show.assert_code(0);
+    for want in [
+        format!("release sha256:{digest}\n"),
+        format!(
+            "plan cli-2.0.0 ({plan_s}): deploy 2.0.0 of web in environment production, 2 ring(s)\n"
+        ),
+        "  signed by  deployer (deployer); approver (approver)\n".to_owned(),
+        "  approval   approver (approver): \"explored the demo; ok to ship\"\n".to_owned(),
+        "chain and checkpoints verified with the agent's key)\n".to_owned(),
+        " deploy 2.0.0  succeeded at ".to_owned(),
+    ] {
+        assert!(
+            show.stdout.contains(&want),
+            "no {want:?} in:\n{}",
+            show.all()
+        );
+    }
 }

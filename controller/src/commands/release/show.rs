@@ -1,12 +1,11 @@
-//! `gantry release show DIGEST --job FILE...`: one release from signed data only. From each
-//! signed job of the artifact: who signed it (names and roles from the agent's policy),
+//! `gantry release show DIGEST --job FILE... --plan FILE...`: one release from signed data
+//! only. From each signed job or fleet plan of the artifact: who signed it (names and roles from the agent's policy),
 //! approvals with the comments their keys signed, the notes, and each gate of the evidence
 //! with its values, signer and time. From the agent's audit log (hash-chained, and verified
 //! with the agent's key when `--agent-pubkey` is given): where and when those jobs ran and how
 //! they ended.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use gantry_client::Agent;
 use gantry_policy::config::{APPROVER_ROLE, Config, ConfigErrors};
@@ -20,6 +19,7 @@ use crate::commands::audit::fetch_all;
 use crate::commands::history;
 use crate::commands::job::release_extras_view::{self, EvidenceView};
 use crate::commands::job::{JobError, JobFile};
+use crate::commands::rollout::{PlanFile, RolloutError};
 use crate::conn::{self, ConnError};
 use crate::exit::Exit;
 use crate::flags::{self, FlagError};
@@ -33,14 +33,17 @@ pub enum ShowError {
     /// A job file.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// A plan file.
+    #[error(transparent)]
+    Plan(#[from] RolloutError),
     /// The policy file.
     #[error("cannot read the policy")]
     Policy(#[source] ConfigErrors),
     /// A public key file.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// No job file is about the artifact.
-    #[error("none of the job files deploys artifact {digest}")]
+    /// No job or plan file is about the artifact.
+    #[error("none of the job or plan files deploys artifact {digest}")]
     NotFound {
         /// The digest asked for.
         digest: String,
@@ -65,6 +68,7 @@ impl ShowError {
         match self {
             ShowError::Flag(_)
             | ShowError::Job(_)
+            | ShowError::Plan(_)
             | ShowError::Policy(_)
             | ShowError::Key(_)
             | ShowError::NotFound { .. } => Exit::Usage,
@@ -107,33 +111,88 @@ fn known_keys(args: &ReleaseShowArgs) -> Result<Vec<Known>, ShowError> {
     Ok(keys)
 }
 
-/// The text for one job of the release.
-fn job_text(path: &std::path::Path, file: &JobFile, keys: &[Known]) -> String {
+/// One signed document of the release, job or plan, as `release show` prints it.
+struct Signed<'a> {
+    /// Its first line, without the leading newline.
+    title: String,
+    /// Its digest (of the job or plan bytes).
+    digest: String,
+    /// The signed bytes.
+    payload: &'a [u8],
+    signatures: &'a [gantry_proto::v1::Signature],
+    comments: &'a [gantry_proto::v1::ApprovalComment],
+    release: Option<&'a gantry_proto::v1::Release>,
+    /// Checks one signature over `payload` under its own payload type.
+    verify: Verify,
+}
+
+/// A signature check: key, signed bytes, signature.
+type Verify = fn(&PublicKey, &[u8], &[u8]) -> Result<(), KeyError>;
+
+impl<'a> Signed<'a> {
+    fn job(path: &std::path::Path, file: &'a JobFile) -> Self {
+        let j = &file.job;
+        let version = j.release.as_ref().map_or("", |r| r.version.as_str());
+        Self {
+            title: format!(
+                "job {} ({}): {} {version} of {} for agent {}",
+                j.job_id,
+                path.display(),
+                gantry_proto::v1::Action::try_from(j.action)
+                    .map_or("unknown", gantry_policy::job::action_name),
+                j.app,
+                j.agent_id
+            ),
+            digest: file.digest(),
+            payload: &file.signed.job,
+            signatures: &file.signed.signatures,
+            comments: &file.signed.comments,
+            release: j.release.as_ref(),
+            verify: verify_job,
+        }
+    }
+
+    fn plan(path: &std::path::Path, file: &'a PlanFile) -> Self {
+        let p = &file.plan;
+        let version = p.release.as_ref().map_or("", |r| r.version.as_str());
+        Self {
+            title: format!(
+                "plan {} ({}): deploy {version} of {} in environment {}, {} ring(s)",
+                p.plan_id,
+                path.display(),
+                p.app,
+                if p.environment.is_empty() {
+                    "(none)"
+                } else {
+                    p.environment.as_str()
+                },
+                p.rings.len()
+            ),
+            digest: file.digest(),
+            payload: &file.signed.plan,
+            signatures: &file.signed.signatures,
+            comments: &file.signed.comments,
+            release: p.release.as_ref(),
+            verify: gantry_proto::fleet::verify_plan,
+        }
+    }
+}
+
+/// The text for one signed document of the release.
+fn signed_text(doc: &Signed<'_>, keys: &[Known]) -> String {
     let mut out = String::new();
-    let digest = file.digest();
-    let j = &file.job;
-    let version = j.release.as_ref().map_or("", |r| r.version.as_str());
-    let _ = writeln!(
-        out,
-        "\njob {} ({}): {} {version} of {} for agent {}",
-        j.job_id,
-        path.display(),
-        gantry_proto::v1::Action::try_from(j.action)
-            .map_or("unknown", gantry_policy::job::action_name),
-        j.app,
-        j.agent_id
-    );
+    let digest = &doc.digest;
+    let _ = writeln!(out, "\n{}", doc.title);
     let _ = writeln!(out, "  digest     {digest}");
     let signers: Vec<&Known> = keys
         .iter()
         .filter(|k| {
-            file.signed
-                .signatures
+            doc.signatures
                 .iter()
-                .any(|s| verify_job(&k.key, &file.signed.job, &s.sig).is_ok())
+                .any(|s| (doc.verify)(&k.key, doc.payload, &s.sig).is_ok())
         })
         .collect();
-    let unknown = file.signed.signatures.len().saturating_sub(signers.len());
+    let unknown = doc.signatures.len().saturating_sub(signers.len());
     let _ = writeln!(
         out,
         "  signed by  {}{}",
@@ -153,11 +212,10 @@ fn job_text(path: &std::path::Path, file: &JobFile, keys: &[Known]) -> String {
         }
     );
     for k in signers.iter().filter(|k| k.approver) {
-        let comments: Vec<&str> = file
-            .signed
+        let comments: Vec<&str> = doc
             .comments
             .iter()
-            .filter(|c| comment_signed_by(c, &digest, &k.key))
+            .filter(|c| comment_signed_by(c, digest, &k.key))
             .map(|c| c.comment.as_str())
             .collect();
         let _ = writeln!(
@@ -178,7 +236,7 @@ fn job_text(path: &std::path::Path, file: &JobFile, keys: &[Known]) -> String {
             }
         );
     }
-    if let Some(r) = &j.release {
+    if let Some(r) = doc.release {
         let pubkeys: Vec<PublicKey> = keys.iter().map(|k| k.key).collect();
         let views: Vec<EvidenceView> = release_extras_view::evidence_views(&r.evidence, &pubkeys);
         out.push_str(&release_extras_view::text(&r.notes, &views));
@@ -205,15 +263,36 @@ pub async fn show(args: ReleaseShowArgs) -> Result<Exit, ShowError> {
             jobs.push((p.clone(), f));
         }
     }
-    if jobs.is_empty() {
+    let mut plans = Vec::new();
+    for p in &args.plans {
+        let f = PlanFile::read(p)?;
+        if f.plan
+            .release
+            .as_ref()
+            .is_some_and(|r| r.artifact_sha256 == digest)
+        {
+            plans.push((p.clone(), f));
+        }
+    }
+    let docs: Vec<Signed<'_>> = jobs
+        .iter()
+        .map(|(p, f)| Signed::job(p, f))
+        .chain(plans.iter().map(|(p, f)| Signed::plan(p, f)))
+        .collect();
+    if docs.is_empty() {
         return Err(ShowError::NotFound { digest });
     }
     let mut out = format!("release sha256:{digest}\n");
-    for (p, f) in &jobs {
-        out.push_str(&job_text(p, f, &keys));
+    for doc in &docs {
+        out.push_str(&signed_text(doc, &keys));
     }
     if args.conn.agent.is_some() {
-        out.push_str(&deployments(&args, &jobs).await?);
+        let apps: std::collections::BTreeSet<&str> = jobs
+            .iter()
+            .map(|(_, f)| f.job.app.as_str())
+            .chain(plans.iter().map(|(_, f)| f.plan.app.as_str()))
+            .collect();
+        out.push_str(&deployments(&args, &docs, &apps).await?);
     } else {
         out.push_str("\nwhere deployed: not asked (give --agent and the connection flags)\n");
     }
@@ -221,9 +300,12 @@ pub async fn show(args: ReleaseShowArgs) -> Result<Exit, ShowError> {
     Ok(Exit::Success)
 }
 
+/// Where the documents ran, from the agent's audit log: the jobs it accepted whose
+/// `job_digest` is one of theirs (a fleet dispatch's is its plan's digest).
 async fn deployments(
     args: &ReleaseShowArgs,
-    jobs: &[(PathBuf, JobFile)],
+    docs: &[Signed<'_>],
+    apps: &std::collections::BTreeSet<&str>,
 ) -> Result<String, ShowError> {
     let settings = conn::settings(&args.conn)?;
     let agent = Agent::connect(&settings).await?;
@@ -238,7 +320,7 @@ async fn deployments(
         }
         None => "not verified: give --agent-pubkey",
     };
-    let digests: Vec<String> = jobs.iter().map(|(_, f)| f.digest()).collect();
+    let digests: Vec<&str> = docs.iter().map(|d| d.digest.as_str()).collect();
     let mut ids = std::collections::BTreeSet::new();
     for line in &lines {
         if let Ok(head) = gantry_proto::audit_chain::parse_head(line.as_bytes())
@@ -247,7 +329,7 @@ async fn deployments(
                 .fields
                 .get("job_digest")
                 .and_then(|v| v.as_str())
-                .is_some_and(|d| digests.iter().any(|x| x == d))
+                .is_some_and(|d| digests.contains(&d))
             && let Some(id) = head.fields.get("job_id").and_then(|v| v.as_str())
         {
             ids.insert(id.to_owned());
@@ -258,11 +340,7 @@ async fn deployments(
         settings.agent_id
     );
     let mut any = false;
-    for app in jobs
-        .iter()
-        .map(|(_, f)| f.job.app.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
+    for app in apps {
         for e in history::entries(&lines, app, true)
             .iter()
             .filter(|e| ids.contains(&e.job_id))
