@@ -21,6 +21,8 @@
 //! * `monitoring`: the front door in HTTP mode under load; canaries rolled back by error rate
 //!   and p95 latency with the verdict's numbers audited, promoted when healthy, paused without
 //!   traffic.
+//! * `compare_stable`: `--compare stable`, the canary judged against the stable cohort: an
+//!   error-prone canary rolled back, one as slow as stable promoted.
 //! * `zero_downtime`: rolling, blue-green and canary under load through the front door and
 //!   nginx; promote, abort, rollback; kill -9 of the agent; broken releases rolled back.
 
@@ -34,6 +36,7 @@ mod artifact_resume;
 mod attacks;
 mod audit;
 mod cli;
+mod compare_stable;
 mod controller;
 mod dashboard;
 mod deploy;
