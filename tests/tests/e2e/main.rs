@@ -15,6 +15,8 @@
 //! * `flags`: feature flags pushed, killed, refused and served over OFREP.
 //! * `fleet_service`: the controller service over six agents in rings: order and bakes from
 //!   the agents' logs, a failing ring rolled back, kill -9 of the service resumed, replicas.
+//! * `fleet_signals`: `rollout status` shows each host's golden signals, read live from its
+//!   agent, and why a host has none when its agent is gone.
 //! * `handshake`: client certificates the listener refuses before any RPC, each logged.
 //! * `attacks`: one test per attack on the trust model (replay, downgrade, witness, quorum …).
 //! * `security`: file permissions, a full audit disk, a deployed child's privileges.
@@ -47,6 +49,7 @@ mod faults;
 mod flags;
 mod fleet;
 mod fleet_service;
+mod fleet_signals;
 mod gates;
 mod handshake;
 mod monitoring;

@@ -4,13 +4,15 @@
 //!
 //! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
 //!   `operator.rs`: the operator's name from their client certificate;
-//!   `inventory.rs`: the `Info` refresher; `proxy.rs`: Agent RPCs forwarded to dialled-in agents; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
+//!   `inventory.rs`: the `Info` refresher; `live_signals.rs`: the hosts' golden signals
+//!   `GetRollout` asks their agents for; `proxy.rs`: Agent RPCs forwarded to dialled-in agents; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
 //! * `dashboard/`: the read-only web dashboard on `[dashboard] listen`, when configured.
 
 mod dashboard;
 mod fleet_tail;
 mod grpc;
 mod inventory;
+mod live_signals;
 mod operator;
 mod proxy;
 mod scheduler;
