@@ -28,19 +28,17 @@ pub async fn fill(dialer: &Arc<Dialer>, agents: Vec<AgentRecord>, status: &mut R
             };
             let (dialer, app) = (Arc::clone(dialer), status.app.clone());
             asks.spawn(async move {
-                let got = match tokio::time::timeout(
-                    SIGNALS_TIMEOUT,
-                    dialer.app_status(&agent, &app),
-                )
-                .await
-                {
-                    Ok(Ok(a)) => Ok(a.signals),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(format!(
-                        "no answer within {}",
-                        humantime::format_duration(SIGNALS_TIMEOUT)
-                    )),
-                };
+                let got =
+                    match tokio::time::timeout(SIGNALS_TIMEOUT, dialer.app_status(&agent, &app))
+                        .await
+                    {
+                        Ok(Ok(a)) => Ok(a.signals),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(format!(
+                            "no answer within {}",
+                            humantime::format_duration(SIGNALS_TIMEOUT)
+                        )),
+                    };
                 (r, h, got)
             });
         }
