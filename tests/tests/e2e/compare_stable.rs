@@ -8,19 +8,11 @@
 use std::time::Duration;
 
 use gantry_tests::load::LoadOptions;
-use gantry_tests::{Load, audit_events, make_artifact};
+use gantry_tests::{Load, make_artifact};
 
 use crate::monitoring::{canary, http_rig, steady_load, stop_load};
+use crate::prometheus_gate::entries;
 use crate::zero_downtime::{Rig, assert_outcome, job_id};
-
-/// The `job.step` entries `step` of `job`.
-fn entries(rig: &Rig, job: &str, step: &str) -> Vec<serde_json::Value> {
-    audit_events(&rig.env, "job.step")
-        .unwrap()
-        .into_iter()
-        .filter(|e| e["job_id"] == job && e["step"] == step)
-        .collect()
-}
 
 /// `canary(weight, hold)` with `--compare stable --min-samples min`.
 fn versus_stable(weight: &str, hold: &str, min: &str) -> Vec<String> {
