@@ -44,7 +44,8 @@ fn a_canary_with_2_percent_500s_beside_a_clean_stable_is_rolled_back_by_the_comp
     assert!(v["z"].as_f64().unwrap() > 1.64, "{entry}");
     assert!(v["canary"]["samples"].as_u64().unwrap() >= 300, "{entry}");
     assert!(v["stable"]["samples"].as_u64().unwrap() >= 300, "{entry}");
-    assert!(v["canary"]["bad"].as_u64().unwrap() >= 6, "{entry}");
+    // How many 5xx it takes depends on both sample counts (3 of 300 against 0 of 300 do).
+    assert!(v["canary"]["bad"].as_u64().unwrap() > 0, "{entry}");
     assert_eq!(v["stable"]["bad"], 0, "{entry}");
     let detail = entry["detail"].as_str().unwrap();
     assert!(
