@@ -188,7 +188,9 @@ async fn serve<S: Store>(
         ))
         .client_ca_root(Certificate::from_pem(read("CA certificate", &config.ca)?));
     let dashboard = match config.dashboard {
-        Some(addr) => Some(start_dashboard(addr, store.clone(), audit_dir.clone()).await?),
+        Some(addr) => {
+            Some(start_dashboard(addr, store.clone(), audit_dir.clone(), dialer.clone()).await?)
+        }
         None => None,
     };
     let proxy = proxy::AgentProxy {
@@ -278,6 +280,7 @@ async fn start_dashboard<S: Store>(
     addr: std::net::SocketAddr,
     store: Arc<S>,
     audit_dir: std::path::PathBuf,
+    dialer: Arc<Dialer>,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let serve_error = |e: std::io::Error| ServerError::Serve {
         addr,
@@ -297,6 +300,10 @@ async fn start_dashboard<S: Store>(
     println!("gantry server dashboard on http://{bound}/dashboard");
     Ok(tokio::spawn(dashboard::serve(
         listener,
-        dashboard::Dashboard { store, audit_dir },
+        dashboard::Dashboard {
+            store,
+            audit_dir,
+            dialer: Some(dialer),
+        },
     )))
 }
