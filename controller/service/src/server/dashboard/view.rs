@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gantry_proto::v1::{CohortSignals, RolloutStatus};
+use gantry_client::signals::signals_json;
+use gantry_proto::v1::RolloutStatus;
 use serde_json::{Map, Value, json};
 
 use super::super::live_signals;
@@ -49,27 +50,6 @@ fn agent_json(a: &AgentRecord) -> Value {
         "last_seen_ms": a.last_seen_ms,
         "error": a.error,
     })
-}
-
-/// A host's signals per cohort, as `rollout status --json` has them (`error_rate` and
-/// `p95_latency_ms` `null` without responses).
-fn signals_json(signals: &[CohortSignals]) -> Value {
-    signals
-        .iter()
-        .map(|c| {
-            json!({
-                "cohort": c.cohort,
-                "window_ms": c.window_ms,
-                "instances": c.instances,
-                "requests": c.requests,
-                "errors": c.errors,
-                "error_rate": (c.responses > 0).then_some(c.error_rate),
-                "p95_latency_ms": (c.p95_latency_ms > 0).then_some(c.p95_latency_ms),
-                "cpu_percent": c.cpu_percent,
-                "memory_bytes": c.memory_bytes,
-            })
-        })
-        .collect()
 }
 
 fn status_json(r: &RolloutStatus, agents: &HashMap<&str, &AgentRecord>) -> Value {
