@@ -11,7 +11,7 @@ use gantry_proto::v1::OnFailure;
 use gantry_tests::service::Fleet;
 use gantry_tests::{Options, wait_until};
 
-use crate::fleet_service::{plan_file, ring, start_service, status, wait_final};
+use crate::fleet_service::{plan_file, ring, start_rollout, start_service, status, wait_final};
 
 /// `GET /` on a new connection; the status code.
 fn get(addr: SocketAddr) -> String {
@@ -59,15 +59,7 @@ fn rollout_status_shows_each_hosts_signals_from_its_agent() {
         ring("everyone", "1", 0, OnFailure::Halt, "1"),
     ];
     let (plan, artifact) = plan_file(&fleet, "rel-3.0.0", "3.0.0", rings);
-    svc.gantry(&[
-        "rollout",
-        "start",
-        &plan.to_string_lossy(),
-        "--artifact",
-        &artifact.to_string_lossy(),
-    ])
-    .unwrap()
-    .assert_code(0);
+    start_rollout(&svc, &plan, &artifact);
     let end = wait_final(&svc, "rel-3.0.0", Duration::from_secs(120));
     assert_eq!(end["state"], "succeeded", "{end:#}");
 
