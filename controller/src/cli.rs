@@ -406,6 +406,18 @@ pub struct RolloutArgs {
     /// back) or pass (go on without a verdict). [default: pause]
     #[arg(long, value_name = "pause|fail|pass", help_heading = "Canary")]
     pub no_data: Option<String>,
+    /// Canary analysis (front door in HTTP mode): judge the canary's error rate and latency
+    /// against the fixed limits (threshold: --max-error-rate, --max-p95-latency) or against
+    /// the stable cohort in the same window (stable: a one-sided two-proportion z-test on the
+    /// 5xx shares and a Mann-Whitney U test on the latency histograms, failing at a p-value
+    /// under --compare-alpha; each needs --min-samples responses on both sides first).
+    /// [default: threshold]
+    #[arg(long, value_name = "threshold|stable", help_heading = "Canary")]
+    pub compare: Option<String>,
+    /// With --compare stable: the significance, above 0 and at most 0.5. A lower value
+    /// fails fewer good canaries and catches fewer bad ones. [default: 0.05]
+    #[arg(long, value_name = "ALPHA", help_heading = "Canary")]
+    pub compare_alpha: Option<String>,
     /// Canary steps, the blue-green preview and the watch: a Prometheus server (http://HOST:PORT[/PREFIX]) whose
     /// --prom-check queries must meet their conditions at every analysis interval.
     #[arg(long, value_name = "URL", help_heading = "Canary")]

@@ -60,7 +60,8 @@ pub struct RolloutStartArgs {
     pub json: bool,
 }
 
-/// `gantry rollout status`.
+/// `gantry rollout status`: the rings and hosts, and under each host the app's golden signals
+/// per cohort as its agent reports them now (asked by the service at each call, 2 s per agent).
 #[derive(Debug, Args)]
 pub struct RolloutStatusArgs {
     /// How to reach the service.
@@ -70,7 +71,8 @@ pub struct RolloutStatusArgs {
     #[arg(value_name = "ID")]
     pub id: String,
     /// Follow it until it ends (a live view on a terminal, one JSON object per change
-    /// otherwise); exits 0 when it succeeded, 1 when it ended otherwise.
+    /// otherwise, the signals not counting as a change); exits 0 when it succeeded, 1 when it
+    /// ended otherwise.
     #[arg(long)]
     pub watch: bool,
     /// Print JSON.

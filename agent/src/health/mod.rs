@@ -22,8 +22,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 pub mod analysis;
+pub mod compare;
 pub mod prometheus;
 pub mod signals;
+pub mod versus;
 pub mod watch;
 
 #[cfg(test)]

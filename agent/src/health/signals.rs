@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::versus::Against;
 use crate::job::{AnalysisSpec, P95_SLOW_SHARE};
 use crate::traffic::http_stats::HttpStats;
 
@@ -31,6 +32,8 @@ pub enum Metric {
     ErrorRate,
     /// Share of responses slower than the p95 threshold.
     P95Latency,
+    /// The latency distribution against the stable cohort's ([`super::versus`]).
+    Latency,
 }
 
 impl Metric {
@@ -39,6 +42,7 @@ impl Metric {
         match self {
             Metric::ErrorRate => "error_rate",
             Metric::P95Latency => "p95_latency",
+            Metric::Latency => "latency",
         }
     }
 }
@@ -77,19 +81,27 @@ pub struct Verdict {
     /// milliseconds (the edge of the histogram bucket holding it; `None` above the last edge
     /// or without samples).
     pub value: Option<f64>,
+    /// With `compare = "stable"`: the test against the stable cohort, which decides the
+    /// outcome (`threshold` and `allowed` are then its significance).
+    pub against: Option<Against>,
 }
 
 impl Verdict {
     /// The audit entry's `verdict` object.
     pub fn to_json(&self) -> serde_json::Value {
+        if let Some(against) = &self.against {
+            let mut out = serde_json::Map::new();
+            out.insert("metric".into(), self.metric.as_str().into());
+            out.insert("outcome".into(), self.outcome_str().into());
+            out.insert("window_ms".into(), self.window_ms().into());
+            out.insert("min_samples".into(), self.min_samples.into());
+            against.json_into(&mut out);
+            return serde_json::Value::Object(out);
+        }
         json!({
             "metric": self.metric.as_str(),
-            "outcome": match self.outcome {
-                Outcome::Pass => "pass",
-                Outcome::Fail => "fail",
-                Outcome::NoData => "no_data",
-            },
-            "window_ms": u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX),
+            "outcome": self.outcome_str(),
+            "window_ms": self.window_ms(),
             "samples": self.samples,
             "bad": self.bad,
             "min_samples": self.min_samples,
@@ -97,10 +109,42 @@ impl Verdict {
             "value": self.value,
         })
     }
+
+    fn outcome_str(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::NoData => "no_data",
+        }
+    }
+
+    fn window_ms(&self) -> u64 {
+        u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// What a verdict without enough samples still needs, for people ("error rate has 10 of
+    /// the 3000 responses it needs").
+    pub fn shortfall(&self) -> String {
+        let name = self.metric.as_str().replace('_', " ");
+        match &self.against {
+            Some(a) => format!(
+                "{name} against the stable cohort has {} canary and {} stable responses of \
+                 the {} it needs on each side",
+                a.canary.samples, a.stable.samples, self.min_samples
+            ),
+            None => format!(
+                "{name} has {} of the {} responses it needs",
+                self.samples, self.min_samples
+            ),
+        }
+    }
 }
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(against) = &self.against {
+            return against.fmt_verdict(self, f);
+        }
         let window = format!("{:.1} s", self.window.as_secs_f64());
         match self.metric {
             Metric::ErrorRate => write!(
@@ -112,7 +156,7 @@ impl fmt::Display for Verdict {
                 self.threshold * 100.0,
                 self.min_samples
             ),
-            Metric::P95Latency => {
+            Metric::P95Latency | Metric::Latency => {
                 let p95 = match self.value {
                     Some(ms) => format!("p95 latency at most {ms:.0} ms"),
                     None if self.samples == 0 => "p95 latency unknown".to_owned(),
@@ -172,6 +216,7 @@ pub fn judge(window: &HttpStats, spec: &AnalysisSpec, elapsed: Duration) -> [Ver
         allowed,
         threshold: allowed,
         value: rate,
+        against: None,
     };
 
     let limit_ms = u64::try_from(spec.max_p95_latency.as_millis()).unwrap_or(u64::MAX);
@@ -193,6 +238,7 @@ pub fn judge(window: &HttpStats, spec: &AnalysisSpec, elapsed: Duration) -> [Ver
         allowed: P95_SLOW_SHARE,
         threshold: limit_ms as f64,
         value: p95,
+        against: None,
     };
     [errors, latency]
 }

@@ -2,9 +2,10 @@
 //! them in weighted steps, each held for its pause (or until a signed promote) while an
 //! analysis watches health probes, crashes, the front door's connection errors, the
 //! processes' CPU and memory, with a front door in HTTP mode the canary cohort's error
-//! rate and p95 latency ([`crate::health::signals`]), and the job's Prometheus checks
-//! ([`crate::health::prometheus`]). Any threshold crossed, or a signed
-//! abort, sets the canary's weight to 0, stops it, and ends the job rolled back with the
+//! rate and p95 latency ([`crate::health::signals`]; with `compare = "stable"` its error rate
+//! and latency against the stable cohort's in the same window, [`crate::health::versus`]),
+//! and the job's Prometheus checks ([`crate::health::prometheus`]). Any threshold crossed, or
+//! a signed abort, sets the canary's weight to 0, stops it, and ends the job rolled back with the
 //! measured reason (a breached signal's numbers go in an `analysis.failed` entry). A hold
 //! that ends before the signals have enough samples follows `no_data`: pause (the default:
 //! wait for data, or a promote or abort), fail, or pass. After the last step the new release
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::shift::{self, CANARY, Weights, serve_only, share};
+use super::shift::{self, CANARY, STABLE, Weights, serve_only, share};
 use super::steps::{
     install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
     wait_healthy_ports, within,
@@ -26,7 +27,8 @@ use crate::error::reason;
 use crate::health::analysis::Resources;
 use crate::health::prometheus::{self, PromVerdict};
 use crate::health::signals::{self, Outcome, Verdict};
-use crate::job::{Action, AnalysisSpec, NoData, ReleaseSpec};
+use crate::health::versus;
+use crate::job::{Action, AnalysisSpec, Compare, NoData, ReleaseSpec};
 use crate::progress::Ended;
 use crate::supervisor::InstanceState;
 use crate::traffic::http_stats::HttpStats;
@@ -52,7 +54,21 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             .set_rollout(format!("canary {}: starting", release.version));
         let canary = start_instances(app, ctx, release, canary_slot, 0..canaries).await?;
         wait_healthy_ports(app, ctx, release, &canary).await?;
-        let mut analysis = Analysis::new(app, &canary, rollout.analysis.clone());
+        let versus_stable = rollout.analysis.compare == Compare::Stable;
+        if versus_stable && stable.is_empty() {
+            ctx.note(
+                "analysis.thresholds",
+                "compare = stable, but no stable release runs: the canary's error rate and \
+                 latency are judged against max_error_rate and max_p95_latency",
+            )
+            .await;
+        }
+        let mut analysis = Analysis::new(
+            app,
+            &canary,
+            rollout.analysis.clone(),
+            versus_stable && !stable.is_empty(),
+        );
         let steps = rollout.steps.len();
         for (n, step) in rollout.steps.iter().enumerate() {
             let weight = if stable.is_empty() {
@@ -258,12 +274,15 @@ struct HttpWindow {
     /// The front door that counted `base`; another one counts from its own start.
     pid: u32,
     base: HttpStats,
+    /// With `compare = "stable"`: the stable cohort's counters at the start.
+    stable_base: Option<HttpStats>,
     since: Instant,
     last: Option<[Verdict; 2]>,
 }
 
 impl Analysis {
-    fn new(app: &AppRuntime, ports: &[u16], spec: AnalysisSpec) -> Self {
+    /// With `versus_stable` the HTTP signals are judged against the stable cohort's.
+    fn new(app: &AppRuntime, ports: &[u16], spec: AnalysisSpec, versus_stable: bool) -> Self {
         Self {
             ports: ports.to_vec(),
             probe_failures: 0,
@@ -272,6 +291,11 @@ impl Analysis {
             http: shift::http_of(app, CANARY).map(|(pid, base)| HttpWindow {
                 pid,
                 base,
+                stable_base: versus_stable.then(|| {
+                    shift::http_of(app, STABLE)
+                        .map(|(_, s)| s)
+                        .unwrap_or_default()
+                }),
                 since: Instant::now(),
                 last: None,
             }),
@@ -324,14 +348,7 @@ impl Analysis {
         let mut out: Vec<String> = verdicts
             .iter()
             .filter(|v| v.outcome == Outcome::NoData)
-            .map(|v| {
-                format!(
-                    "{} has {} of the {} responses it needs",
-                    v.metric.as_str().replace('_', " "),
-                    v.samples,
-                    v.min_samples
-                )
-            })
+            .map(Verdict::shortfall)
             .collect();
         if !out.is_empty() && verdicts.iter().all(|v| v.samples == 0) {
             out.push("the canary received no requests through the front door".to_owned());
@@ -339,7 +356,8 @@ impl Analysis {
         out
     }
 
-    /// The canary cohort's error rate and p95 over the window; Err on a breach, recorded
+    /// The canary cohort's error rate and p95 over the window, or with `compare = "stable"`
+    /// its error rate and latency against the stable cohort's; Err on a breach, recorded
     /// with its numbers.
     async fn check_http(&mut self, app: &AppRuntime, ctx: &JobCtx) -> Result<(), StrategyError> {
         let Some(window) = &mut self.http else {
@@ -348,11 +366,28 @@ impl Analysis {
         let Some((pid, now)) = shift::http_of(app, CANARY) else {
             return Ok(());
         };
+        let stable_now = match window.stable_base {
+            Some(_) => match shift::http_of(app, STABLE) {
+                Some((_, s)) => Some(s),
+                None => return Ok(()),
+            },
+            None => None,
+        };
         if pid != window.pid {
             window.pid = pid;
             window.base = HttpStats::default();
+            if let Some(base) = &mut window.stable_base {
+                *base = HttpStats::default();
+            }
         }
-        let verdicts = signals::judge(&now.minus(&window.base), &self.spec, window.since.elapsed());
+        let canary = now.minus(&window.base);
+        let elapsed = window.since.elapsed();
+        let verdicts = match (&window.stable_base, stable_now) {
+            (Some(base), Some(stable)) => {
+                versus::judge(&canary, &stable.minus(base), &self.spec, elapsed)
+            }
+            _ => signals::judge(&canary, &self.spec, elapsed),
+        };
         if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
             let text = format!("canary {breach}");
             ctx.note_with("analysis.failed", text.clone(), "verdict", breach.to_json())

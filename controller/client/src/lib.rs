@@ -23,6 +23,7 @@
 //! * [`sign`]: add a key's signature to a signed job, once per key.
 //! * [`witness`]: the newest signed audit checkpoint seen from each agent and key, kept on disk;
 //!   a new one replaces it only if it verifies and the lines between them chain.
+//! * [`signals`]: an agent's golden signals as JSON.
 //! * [`clock`]: Unix time in seconds and milliseconds.
 //! * [`fault`]: whose side a failure is on.
 
@@ -34,6 +35,7 @@ pub mod fault;
 pub mod flags;
 pub mod follow;
 pub mod sign;
+pub mod signals;
 pub mod upload;
 pub mod witness;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use gantry_client::connect::{Agent, ClientError, ConnSettings};
 use gantry_client::upload::ensure_artifact;
 use gantry_proto::v1::{
-    ArtifactRef, DispatchRequest, InfoRequest, Outcome, PolicyDocument, PolicyRequest,
+    AppStatus, ArtifactRef, DispatchRequest, InfoRequest, Outcome, PolicyDocument, PolicyRequest,
     StatusRequest, job_event,
 };
 use tokio::sync::Mutex;
@@ -89,6 +89,36 @@ impl Dialer {
 
     async fn forget(&self, id: &str) {
         self.conns.lock().await.remove(id);
+    }
+
+    /// `app`'s status on the agent (its `Status` RPC).
+    ///
+    /// # Errors
+    /// Why it could not be read, or that the agent has no such app.
+    pub async fn app_status(&self, agent: &AgentRecord, app: &str) -> Result<AppStatus, String> {
+        let conn = match self.agent(agent).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.broken(&agent.id, &e).await),
+        };
+        let status = match conn
+            .client
+            .clone()
+            .status(StatusRequest {
+                app: app.to_owned(),
+            })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(s) => {
+                let e = conn.error("Status", s);
+                return Err(self.broken(&agent.id, &e).await);
+            }
+        };
+        status
+            .apps
+            .into_iter()
+            .find(|a| a.name == app)
+            .ok_or_else(|| format!("the agent has no app {app:?}"))
     }
 
     /// Reads an agent's whole audit log and checks it: the chain, its checkpoints under the
@@ -299,27 +329,7 @@ impl Agents for Dialer {
     }
 
     async fn health(&self, agent: &AgentRecord, app: &str) -> Result<HostHealth, String> {
-        let conn = match self.agent(agent).await {
-            Ok(c) => c,
-            Err(e) => return Err(self.broken(&agent.id, &e).await),
-        };
-        let status = match conn
-            .client
-            .clone()
-            .status(StatusRequest {
-                app: app.to_owned(),
-            })
-            .await
-        {
-            Ok(s) => s.into_inner(),
-            Err(s) => {
-                let e = conn.error("Status", s);
-                return Err(self.broken(&agent.id, &e).await);
-            }
-        };
-        let Some(a) = status.apps.iter().find(|a| a.name == app) else {
-            return Err(format!("the agent has no app {app:?}"));
-        };
+        let a = self.app_status(agent, app).await?;
         Ok(HostHealth {
             version: a.version.clone(),
             running: !a.instances.is_empty() && a.instances.iter().all(|i| i.state == "running"),

@@ -4,7 +4,8 @@
 //! the job's events on the time axis, numeric error rates and p95s, and the audit tail with
 //! the job, and holds none of the job's environment values. The service's dashboard, during a
 //! fleet rollout over three agents, shows the rollout ring by ring with the hosts' steps, the
-//! bake time left, the inventory and the service's audit tail. Screenshots are kept under
+//! bake time left, each host's live signals from its agent, the inventory and the service's
+//! audit tail. Screenshots are kept under
 //! `$GANTRY_CI_ARTIFACTS`.
 
 use std::io::{Read, Write};
@@ -341,6 +342,7 @@ fn the_service_dashboard_shows_a_fleet_rollout_ring_by_ring() {
         r["rollout_id"] == "dash-2.0.0"
             && r["bake_left_ms"].as_i64().is_some_and(|b| b > 5_000)
             && r["rings"][0]["hosts"][0]["step"] == "succeeded"
+            && r["rings"][0]["hosts"][0]["signals"][0]["instances"] == 1
     })
     .unwrap_or_else(|e| panic!("{e}\n{last:#}\n{}", svc.log_tail()));
     let r = &last["rollouts"][0];
@@ -349,6 +351,15 @@ fn the_service_dashboard_shows_a_fleet_rollout_ring_by_ring() {
     assert_eq!(r["state"], "running");
     assert_eq!(r["rings"][0]["hosts"][0]["agent_id"], "web-1");
     assert_eq!(r["rings"][0]["hosts"][0]["reachable"], true);
+    // The host's live signals, from its agent: the release's one instance, in `stable`.
+    assert_eq!(
+        r["rings"][0]["hosts"][0]["signals"][0]["cohort"], "stable",
+        "{r:#}"
+    );
+    assert_eq!(
+        r["rings"][0]["hosts"][0]["signals_error"],
+        serde_json::Value::Null
+    );
 
     let url = format!("http://{addr}/dashboard");
     let dom = browser
@@ -365,6 +376,11 @@ fn the_service_dashboard_shows_a_fleet_rollout_ring_by_ring() {
         "{dom}"
     );
     assert!(dom.contains("data-host=\"web-1\""), "{dom}");
+    let signals = text_after(&dom, "data-field=\"signals\">");
+    assert!(
+        signals.iter().any(|t| t.starts_with("stable: 1 inst, ")),
+        "web-1's signals on the page: {signals:?}\n{dom}"
+    );
     assert!(dom.contains("bake time left: "), "{dom}");
     for agent in ["web-1", "web-2", "web-3"] {
         assert!(

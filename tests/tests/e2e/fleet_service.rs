@@ -75,6 +75,19 @@ pub(crate) fn start_service(
     Service::start(fleet, &config).unwrap()
 }
 
+/// `rollout start PLAN --artifact ARTIFACT`, which must exit 0.
+pub(crate) fn start_rollout(svc: &Service, plan: &std::path::Path, artifact: &std::path::Path) {
+    svc.gantry(&[
+        "rollout",
+        "start",
+        &plan.to_string_lossy(),
+        "--artifact",
+        &artifact.to_string_lossy(),
+    ])
+    .unwrap()
+    .assert_code(0);
+}
+
 /// `rollout status ID --json`, parsed.
 pub(crate) fn status(svc: &Service, id: &str) -> serde_json::Value {
     let out = svc.gantry(&["rollout", "status", id, "--json"]).unwrap();
@@ -164,15 +177,7 @@ fn a_plan_runs_ring_by_ring_over_six_agents_with_bakes_respected() {
         ls.all()
     );
 
-    svc.gantry(&[
-        "rollout",
-        "start",
-        &plan.to_string_lossy(),
-        "--artifact",
-        &artifact.to_string_lossy(),
-    ])
-    .unwrap()
-    .assert_code(0);
+    start_rollout(&svc, &plan, &artifact);
     let watched = svc
         .gantry(&["rollout", "status", "rel-2.0.0", "--watch", "--json"])
         .unwrap();
@@ -366,15 +371,7 @@ fn a_release_failing_health_in_ring_1_rolls_that_ring_back_and_never_reaches_rin
         ring("everyone", "2", 0, OnFailure::Halt, "1"),
     ];
     let (plan, artifact) = plan_file(&fleet, "rel-2.1.0", "2.1.0", rings);
-    svc.gantry(&[
-        "rollout",
-        "start",
-        &plan.to_string_lossy(),
-        "--artifact",
-        &artifact.to_string_lossy(),
-    ])
-    .unwrap()
-    .assert_code(0);
+    start_rollout(&svc, &plan, &artifact);
     let end = wait_final(&svc, "rel-2.1.0", Duration::from_secs(120));
     assert_eq!(end["state"], "rolled_back", "{end:#}");
     let reason = end["reason"].as_str().unwrap();
@@ -465,15 +462,7 @@ fn kill_9_of_the_service_at_many_points_resumes_and_never_deploys_twice() {
         ring("rest", "1", 0, OnFailure::RollbackAll, "1"),
     ];
     let (plan, artifact) = plan_file(&fleet, "rel-3.0.0", "3.0.0", rings);
-    svc.gantry(&[
-        "rollout",
-        "start",
-        &plan.to_string_lossy(),
-        "--artifact",
-        &artifact.to_string_lossy(),
-    ])
-    .unwrap()
-    .assert_code(0);
+    start_rollout(&svc, &plan, &artifact);
     // Kill points by the count of job events the service has logged (cumulative across its
     // restarts, in its one log): each host's accepted, steps and finished in turn; an attach
     // after a restart replays a job's events, so later points land on later steps.
@@ -683,15 +672,7 @@ fn a_host_labelled_into_a_ring_after_the_rollout_succeeded_gets_the_release_once
         "2.0.0",
         vec![ring("everyone", "0", 0, OnFailure::Halt, "1")],
     );
-    svc.gantry(&[
-        "rollout",
-        "start",
-        &plan.to_string_lossy(),
-        "--artifact",
-        &artifact.to_string_lossy(),
-    ])
-    .unwrap()
-    .assert_code(0);
+    start_rollout(&svc, &plan, &artifact);
     let s = wait_final(&svc, "rel-late", Duration::from_secs(120));
     assert_eq!(s["state"], "succeeded", "{s:#}");
     assert!(plan_entries(&fleet, "web-2", "job.accepted", "rel-late").is_empty());

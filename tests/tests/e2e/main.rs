@@ -15,12 +15,16 @@
 //! * `flags`: feature flags pushed, killed, refused and served over OFREP.
 //! * `fleet_service`: the controller service over six agents in rings: order and bakes from
 //!   the agents' logs, a failing ring rolled back, kill -9 of the service resumed, replicas.
+//! * `fleet_signals`: `rollout status` shows each host's golden signals, read live from its
+//!   agent, and why a host has none when its agent is gone.
 //! * `handshake`: client certificates the listener refuses before any RPC, each logged.
 //! * `attacks`: one test per attack on the trust model (replay, downgrade, witness, quorum …).
 //! * `security`: file permissions, a full audit disk, a deployed child's privileges.
 //! * `monitoring`: the front door in HTTP mode under load; canaries rolled back by error rate
 //!   and p95 latency with the verdict's numbers audited, promoted when healthy, paused without
 //!   traffic.
+//! * `compare_stable`: `--compare stable`, the canary judged against the stable cohort: an
+//!   error-prone canary rolled back, one as slow as stable promoted.
 //! * `zero_downtime`: rolling, blue-green and canary under load through the front door and
 //!   nginx; promote, abort, rollback; kill -9 of the agent; broken releases rolled back.
 
@@ -34,6 +38,7 @@ mod artifact_resume;
 mod attacks;
 mod audit;
 mod cli;
+mod compare_stable;
 mod controller;
 mod dashboard;
 mod deploy;
@@ -44,6 +49,7 @@ mod faults;
 mod flags;
 mod fleet;
 mod fleet_service;
+mod fleet_signals;
 mod gates;
 mod handshake;
 mod monitoring;

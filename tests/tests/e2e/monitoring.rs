@@ -31,7 +31,7 @@ pub(crate) fn http_rig() -> Rig {
 }
 
 /// Canary flags: one step at `weight` for `hold`, then 100%; analysis every 500 ms.
-fn canary(weight: &str, hold: &str) -> Vec<String> {
+pub(crate) fn canary(weight: &str, hold: &str) -> Vec<String> {
     [
         "--strategy",
         "canary",

@@ -60,7 +60,7 @@ fn canary(prom: &Prometheus, hold: &str, check: &str, extra: &[&str]) -> Vec<Str
 }
 
 /// The `job.step` entries of `job` named `step`.
-fn entries(rig: &Rig, job: &str, step: &str) -> Vec<serde_json::Value> {
+pub(crate) fn entries(rig: &Rig, job: &str, step: &str) -> Vec<serde_json::Value> {
     audit_events(&rig.env, "job.step")
         .unwrap()
         .into_iter()

@@ -105,6 +105,8 @@ fn every_field_is_decoded() {
             min_samples: 400,
             no_data: "fail".into(),
             max_memory_share: 0.5,
+            compare: "stable".into(),
+            compare_alpha: 0.01,
             prometheus: Some(v1::PrometheusGate {
                 url: "http://127.0.0.1:9090".into(),
                 checks: vec![v1::PrometheusCheck {
@@ -157,6 +159,8 @@ fn every_field_is_decoded() {
                 min_samples: Some(400),
                 no_data: crate::job::NoData::Fail,
                 max_memory_share: Some(0.5),
+                compare: crate::job::Compare::Stable,
+                compare_alpha: 0.01,
                 prometheus: Some(crate::job::PromGate {
                     url: crate::job::PromUrl {
                         host: "127.0.0.1".into(),
@@ -360,6 +364,41 @@ fn cpu_threshold_must_be_a_positive_finite_percent() {
             }),
             "release.rollout.analysis.max_cpu_percent",
             "not a positive number",
+        );
+    }
+}
+
+#[test]
+fn compare_is_threshold_or_stable_at_a_significance_up_to_half() {
+    let with = |compare: &str, alpha: f64| {
+        rollout(|r| {
+            r.analysis = Some(v1::Analysis {
+                compare: compare.into(),
+                compare_alpha: alpha,
+                ..v1::Analysis::default()
+            })
+        })
+    };
+    let s = decode(with("", 0.0), 4).unwrap();
+    assert_eq!(
+        (s.analysis.compare, s.analysis.compare_alpha),
+        (crate::job::Compare::Threshold, 0.05)
+    );
+    let s = decode(with("threshold", 0.5), 4).unwrap();
+    assert_eq!(
+        (s.analysis.compare, s.analysis.compare_alpha),
+        (crate::job::Compare::Threshold, 0.5)
+    );
+    assert_invalid(
+        with("baseline", 0.0),
+        "release.rollout.analysis.compare",
+        "\"baseline\" is not threshold or stable",
+    );
+    for bad in [-0.01, 0.51, 1.0, f64::NAN, f64::INFINITY] {
+        assert_invalid(
+            with("stable", bad),
+            "release.rollout.analysis.compare_alpha",
+            "not a significance above 0 and at most 0.5",
         );
     }
 }

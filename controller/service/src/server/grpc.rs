@@ -238,9 +238,10 @@ impl<S: Store> Controller for ControllerService<S> {
         req: Request<GetRolloutRequest>,
     ) -> Result<Response<RolloutStatus>, Status> {
         self.operators.of(&req)?;
-        Ok(Response::new(
-            self.status_of(&req.into_inner().rollout_id).await?,
-        ))
+        let mut status = self.status_of(&req.into_inner().rollout_id).await?;
+        let agents = self.store.agents().await.map_err(|e| store_status(&e))?;
+        super::live_signals::fill(&self.dialer, agents, &mut status).await;
+        Ok(Response::new(status))
     }
 
     async fn list_rollouts(

@@ -4,13 +4,15 @@
 //!
 //! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
 //!   `operator.rs`: the operator's name from their client certificate;
-//!   `inventory.rs`: the `Info` refresher; `proxy.rs`: Agent RPCs forwarded to dialled-in agents; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
+//!   `inventory.rs`: the `Info` refresher; `live_signals.rs`: the hosts' golden signals
+//!   `GetRollout` asks their agents for; `proxy.rs`: Agent RPCs forwarded to dialled-in agents; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
 //! * `dashboard/`: the read-only web dashboard on `[dashboard] listen`, when configured.
 
 mod dashboard;
 mod fleet_tail;
 mod grpc;
 mod inventory;
+mod live_signals;
 mod operator;
 mod proxy;
 mod scheduler;
@@ -186,7 +188,9 @@ async fn serve<S: Store>(
         ))
         .client_ca_root(Certificate::from_pem(read("CA certificate", &config.ca)?));
     let dashboard = match config.dashboard {
-        Some(addr) => Some(start_dashboard(addr, store.clone(), audit_dir.clone()).await?),
+        Some(addr) => {
+            Some(start_dashboard(addr, store.clone(), audit_dir.clone(), dialer.clone()).await?)
+        }
         None => None,
     };
     let proxy = proxy::AgentProxy {
@@ -277,6 +281,7 @@ async fn start_dashboard<S: Store>(
     addr: std::net::SocketAddr,
     store: Arc<S>,
     audit_dir: std::path::PathBuf,
+    dialer: Arc<Dialer>,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let serve_error = |e: std::io::Error| ServerError::Serve {
         addr,
@@ -296,6 +301,10 @@ async fn start_dashboard<S: Store>(
     println!("gantry server dashboard on http://{bound}/dashboard");
     Ok(tokio::spawn(dashboard::serve(
         listener,
-        dashboard::Dashboard { store, audit_dir },
+        dashboard::Dashboard {
+            store,
+            audit_dir,
+            dialer: Some(dialer),
+        },
     )))
 }

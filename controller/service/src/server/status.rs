@@ -44,6 +44,9 @@ pub fn rollout_status(
                                 job_id: h.job_id.clone(),
                                 reason: h.reason.clone(),
                                 updated_ms: h.updated_ms,
+                                // Live data, filled in by GetRollout alone.
+                                signals: Vec::new(),
+                                signals_error: String::new(),
                             })
                             .collect(),
                     }

@@ -5,14 +5,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use gantry_proto::v1::{
-    ArtifactChunk, ArtifactRef, ControlRolloutRequest, GetRolloutRequest, Plan, RolloutControl,
-    RolloutStatus, StartRolloutRequest,
+    ArtifactChunk, ArtifactRef, ControlRolloutRequest, GetRolloutRequest, HostStatus, Plan,
+    RolloutControl, RolloutStatus, StartRolloutRequest,
 };
 use serde_json::{Value, json};
 
 use super::FleetError;
 use super::connect::{Service, connect, status_error};
 use crate::commands::rollout::{PlanFile, RolloutError};
+use crate::commands::status_signals::{signals_json, signals_table};
 use crate::exit::Exit;
 use crate::fleet_cli::{RolloutIdArgs, RolloutStartArgs, RolloutStatusArgs};
 
@@ -53,6 +54,8 @@ pub fn status_json(s: &RolloutStatus) -> Value {
                 "step": h.step,
                 "job_id": h.job_id,
                 "reason": h.reason,
+                "signals": signals_json(&h.signals),
+                "signals_error": (!h.signals_error.is_empty()).then_some(&h.signals_error),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
@@ -100,9 +103,44 @@ pub fn status_text(s: &RolloutStatus) -> String {
                 out.push_str(&format!(" — {}", h.reason));
             }
             out.push('\n');
+            host_signals(&mut out, h);
         }
     }
     out
+}
+
+/// The host's golden signals as its agent reported them for this call, indented under the
+/// host's line; or why they could not be read.
+fn host_signals(out: &mut String, h: &HostStatus) {
+    if !h.signals_error.is_empty() {
+        out.push_str(&format!("      signals unavailable: {}\n", h.signals_error));
+        return;
+    }
+    let mut table = String::new();
+    signals_table(&mut table, &h.signals);
+    for line in table.lines() {
+        out.push_str(&format!("    {line}\n"));
+    }
+}
+
+/// `j` ([`status_json`]) without what changes at every poll (the bake countdown, the live
+/// signals), for `--watch` to print a status only when it changed.
+fn without_live(mut j: Value) -> Value {
+    if let Some(o) = j.as_object_mut() {
+        o.remove("bake_left_ms");
+    }
+    if let Some(rings) = j["rings"].as_array_mut() {
+        for host in rings
+            .iter_mut()
+            .filter_map(|r| r["hosts"].as_array_mut())
+            .flatten()
+            .filter_map(Value::as_object_mut)
+        {
+            host.remove("signals");
+            host.remove("signals_error");
+        }
+    }
+    j
 }
 
 /// The plan file, read as `rollout show` reads it ([`PlanFile::read`]).
@@ -229,11 +267,9 @@ pub async fn status(args: RolloutStatusArgs) -> Result<Exit, FleetError> {
     let mut last: Option<Value> = None;
     loop {
         let s = get(&mut svc).await?;
-        let mut j = status_json(&s);
-        // The bake countdown changes every poll; only a live view shows it each time.
-        if let Some(o) = j.as_object_mut() {
-            o.remove("bake_left_ms");
-        }
+        // The bake countdown and the signals change every poll; only a live view shows them
+        // each time.
+        let j = without_live(status_json(&s));
         if live {
             print!("\x1b[2J\x1b[H{}", status_text(&s));
         } else if last.as_ref() != Some(&j) {
@@ -284,7 +320,7 @@ pub async fn control(args: RolloutIdArgs, control: RolloutControl) -> Result<Exi
 
 #[cfg(test)]
 mod tests {
-    use gantry_proto::v1::{HostStatus, RingStatus};
+    use gantry_proto::v1::{CohortSignals, RingStatus};
 
     use super::*;
     use crate::commands::fleet::FleetError;
@@ -303,12 +339,34 @@ mod tests {
                 RingStatus {
                     index: 0,
                     name: "canary".into(),
-                    hosts: vec![HostStatus {
-                        agent_id: "web-1".into(),
-                        action: "deploy".into(),
-                        step: "succeeded".into(),
-                        ..HostStatus::default()
-                    }],
+                    hosts: vec![
+                        HostStatus {
+                            agent_id: "web-1".into(),
+                            action: "deploy".into(),
+                            step: "succeeded".into(),
+                            signals: vec![CohortSignals {
+                                cohort: "stable".into(),
+                                window_ms: 60_000,
+                                requests: 400,
+                                responses: 400,
+                                errors: 2,
+                                error_rate: 0.005,
+                                p95_latency_ms: 50,
+                                instances: 2,
+                                cpu_percent: 12.0,
+                                memory_bytes: 8 << 20,
+                                ..CohortSignals::default()
+                            }],
+                            ..HostStatus::default()
+                        },
+                        HostStatus {
+                            agent_id: "web-2".into(),
+                            action: "deploy".into(),
+                            step: "succeeded".into(),
+                            signals_error: "no answer within 2s".into(),
+                            ..HostStatus::default()
+                        },
+                    ],
                 },
                 RingStatus {
                     index: 1,
@@ -331,9 +389,27 @@ mod tests {
         assert!(text.contains("driven by ctl-1 (epoch 3)"), "{text}");
         assert!(text.contains("ring 0 canary:\n    web-1"), "{text}");
         assert!(text.contains("ring 1 early: not started"), "{text}");
+        assert!(text.contains("      signals\n"), "{text}");
+        assert!(
+            text.contains("0.50%") && text.contains("<= 50 ms") && text.contains("stable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    web-2            deploy   succeeded\n      signals unavailable: no answer within 2s\n"),
+            "{text}"
+        );
         let j = status_json(&sample());
         assert_eq!(j["state"], "rolled_back");
         assert_eq!(j["rings"][0]["hosts"][0]["agent_id"], "web-1");
+        assert_eq!(j["rings"][0]["hosts"][0]["signals"][0]["errors"], 2);
+        assert_eq!(j["rings"][0]["hosts"][0]["signals_error"], Value::Null);
+        assert_eq!(
+            j["rings"][0]["hosts"][1]["signals_error"],
+            "no answer within 2s"
+        );
+        let quiet = without_live(j);
+        assert_eq!(quiet["rings"][0]["hosts"][0].get("signals"), None);
+        assert_eq!(quiet.get("bake_left_ms"), None);
         assert!(ended_badly("rolled_back") && ended_badly("halted") && ended_badly("aborted"));
         assert!(!ended_badly("succeeded") && is_final("succeeded") && !is_final("paused"));
     }

@@ -69,6 +69,8 @@ pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> 
     add(a.max_p95_latency.is_some(), "--max-p95-latency", ALL);
     add(a.min_samples.is_some(), "--min-samples", ALL);
     add(a.no_data.is_some(), "--no-data", ALL);
+    add(a.compare.is_some(), "--compare", CANARY);
+    add(a.compare_alpha.is_some(), "--compare-alpha", CANARY);
     add(a.prometheus.is_some(), "--prometheus", ALL);
     add(!a.prom_checks.is_empty(), "--prom-check", ALL);
     out
@@ -268,7 +270,9 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
         || a.max_error_rate.is_some()
         || a.max_p95_latency.is_some()
         || a.min_samples.is_some()
-        || a.no_data.is_some();
+        || a.no_data.is_some()
+        || a.compare.is_some()
+        || a.compare_alpha.is_some();
     let prometheus = super::prom_flags::gate(a)?;
     if analysis_given || prometheus.is_some() {
         r.analysis = Some(Analysis {
@@ -321,9 +325,42 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
                 }
             },
             prometheus,
+            compare: match a.compare.as_deref().map(str::trim) {
+                None => String::new(),
+                Some(v @ ("threshold" | "stable")) => v.to_owned(),
+                Some(v) => {
+                    return Err(FlagError::new(
+                        "--compare",
+                        format!("expected threshold or stable, got {v:?}"),
+                    ));
+                }
+            },
+            compare_alpha: a
+                .compare_alpha
+                .as_deref()
+                .map(|s| compare_alpha("--compare-alpha", s))
+                .transpose()?
+                .unwrap_or_default(),
         });
     }
+    if r.analysis.as_ref().is_some_and(|an| an.compare != "stable") && a.compare_alpha.is_some() {
+        return Err(FlagError::new(
+            "--compare-alpha",
+            "applies only with --compare stable",
+        ));
+    }
     Ok(Some(r))
+}
+
+/// A significance above 0 and at most 0.5, as `0.05`.
+fn compare_alpha(flag: &'static str, raw: &str) -> Result<f64, FlagError> {
+    match raw.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 0.5 => Ok(v),
+        _ => Err(FlagError::new(
+            flag,
+            format!("expected a significance above 0 and at most 0.5 (0.05), got {raw:?}"),
+        )),
+    }
 }
 
 /// A share strictly between 0 and 1, as `0.001` or `0.1%`.
@@ -523,6 +560,24 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
             "no data",
             or_default(a.no_data.clone(), !a.no_data.is_empty(), |s| s, "pause"),
         );
+        if a.compare == "stable" {
+            let alpha = or_default(
+                a.compare_alpha,
+                a.compare_alpha > 0.0,
+                |v| v.to_string(),
+                "0.05",
+            );
+            row(
+                "compare",
+                format!(
+                    "against the stable cohort (two-proportion z-test on errors, Mann-Whitney U \
+                     on latency; alpha {alpha}); the max error rate and p95 above apply to the \
+                     watch only"
+                ),
+            );
+        } else {
+            row("compare", "against the thresholds".to_owned());
+        }
         row(
             "max cpu",
             or_default(
@@ -574,6 +629,8 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
             "max_p95_latency_ms": a.max_p95_latency_ms,
             "min_samples": a.min_samples,
             "no_data": a.no_data,
+            "compare": a.compare,
+            "compare_alpha": a.compare_alpha,
             "prometheus": a.prometheus.as_ref().map(super::prom_flags::json),
         })
     });

@@ -113,6 +113,8 @@ fn canary_flags_and_analysis() {
         max_p95_latency: Some("300ms".into()),
         min_samples: Some("500".into()),
         no_data: Some("fail".into()),
+        compare: Some("stable".into()),
+        compare_alpha: Some("0.01".into()),
         ..args()
     };
     let r = build_rollout(Strategy::Canary, &a).unwrap().unwrap();
@@ -152,6 +154,8 @@ fn canary_flags_and_analysis() {
             no_data: "fail".into(),
             prometheus: None,
             max_memory_share: 0.0,
+            compare: "stable".into(),
+            compare_alpha: 0.01,
         })
     );
     // One analysis flag alone: the rest stay at the agent's defaults (0).
@@ -418,6 +422,39 @@ fn every_flag_validates_and_names_itself() {
             },
             Strategy::Canary,
             "--no-data",
+        ),
+        (
+            RolloutArgs {
+                compare: Some("baseline".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--compare",
+        ),
+        (
+            RolloutArgs {
+                compare: Some("stable".into()),
+                compare_alpha: Some("0.6".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--compare-alpha",
+        ),
+        (
+            RolloutArgs {
+                compare_alpha: Some("0.01".into()),
+                ..args()
+            },
+            Strategy::Canary,
+            "--compare-alpha",
+        ),
+        (
+            RolloutArgs {
+                compare: Some("stable".into()),
+                ..args()
+            },
+            Strategy::Rolling,
+            "--compare",
         ),
         (
             RolloutArgs {

@@ -13,8 +13,8 @@ use prost::Message;
 
 use super::AdmissionError;
 use crate::job::{
-    Action, AnalysisSpec, AppName, BatchSize, CanaryStep, HealthSpec, JobId, JobSpec, NoData,
-    Probe, ReleaseSpec, RolloutSpec, Sha256Hex, StrategyKind,
+    Action, AnalysisSpec, AppName, BatchSize, CanaryStep, Compare, HealthSpec, JobId, JobSpec,
+    NoData, Probe, ReleaseSpec, RolloutSpec, Sha256Hex, StrategyKind,
 };
 
 /// Probe interval when the job leaves it 0.
@@ -389,8 +389,32 @@ fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
             )
         })?,
     };
+    let compare = match a.compare.as_str() {
+        "" => d.compare,
+        s => Compare::parse(s).ok_or_else(|| {
+            invalid(
+                "release.rollout.analysis.compare",
+                format!("{s:?} is not threshold or stable"),
+            )
+        })?,
+    };
+    let compare_alpha = if a.compare_alpha == 0.0 {
+        d.compare_alpha
+    } else if a.compare_alpha > 0.0 && a.compare_alpha <= 0.5 {
+        a.compare_alpha
+    } else {
+        return Err(invalid(
+            "release.rollout.analysis.compare_alpha",
+            format!(
+                "{} is not a significance above 0 and at most 0.5 (0: the default, {})",
+                a.compare_alpha, d.compare_alpha
+            ),
+        ));
+    };
     let pick = |v: u32, d: u32| if v == 0 { d } else { v };
     Ok(AnalysisSpec {
+        compare,
+        compare_alpha,
         max_error_rate,
         max_p95_latency: duration_or(
             "release.rollout.analysis.max_p95_latency_ms",

@@ -14,8 +14,8 @@ pub use self::kinds::{Action, StrategyKind, action_name, strategy_name};
 pub use self::names::{AppName, DigestError, JobId, NameError, Sha256Hex};
 pub use self::prom_gate::{Cmp, Condition, PLACEHOLDERS, PromCheck, PromGate, PromUrl};
 pub use self::spec::{
-    AnalysisSpec, BatchSize, CanaryStep, HealthSpec, JobSpec, NoData, P95_SLOW_SHARE, Probe,
-    ReleaseSpec, RolloutSpec, VerifiedJob,
+    AnalysisSpec, BatchSize, CanaryStep, Compare, DEFAULT_COMPARE_ALPHA, HealthSpec, JobSpec,
+    NoData, P95_SLOW_SHARE, Probe, ReleaseSpec, RolloutSpec, VerifiedJob,
 };
 
 #[cfg(test)]

@@ -150,6 +150,40 @@ impl NoData {
     }
 }
 
+/// What a canary's error rate and latency are judged against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compare {
+    /// The fixed limits `max_error_rate` and `max_p95_latency`.
+    #[default]
+    Threshold,
+    /// The stable cohort in the same window: one-sided tests of "canary worse" at
+    /// `compare_alpha`.
+    Stable,
+}
+
+impl Compare {
+    /// `threshold` or `stable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compare::Threshold => "threshold",
+            Compare::Stable => "stable",
+        }
+    }
+
+    /// Parses [`Compare::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Compare> {
+        match s {
+            "threshold" => Some(Compare::Threshold),
+            "stable" => Some(Compare::Stable),
+            _ => None,
+        }
+    }
+}
+
+/// The default significance of `compare = "stable"`'s tests.
+pub const DEFAULT_COMPARE_ALPHA: f64 = 0.05;
+
 /// What aborts a canary.
 // Fields added later take their defaults in records written before them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +215,11 @@ pub struct AnalysisSpec {
     /// Resident memory of a canary process as a share (0, 1] of the host's memory; `None`:
     /// not checked.
     pub max_memory_share: Option<f64>,
+    /// Canary steps: what the canary's error rate and latency are judged against.
+    pub compare: Compare,
+    /// With [`Compare::Stable`]: the significance (0, 0.5] below which a test's p-value fails
+    /// the canary.
+    pub compare_alpha: f64,
 }
 
 /// The share of responses a p95 check allows to be slower than its threshold.
@@ -219,6 +258,8 @@ impl Default for AnalysisSpec {
             no_data: NoData::Pause,
             prometheus: None,
             max_memory_share: None,
+            compare: Compare::Threshold,
+            compare_alpha: DEFAULT_COMPARE_ALPHA,
         }
     }
 }

@@ -119,10 +119,12 @@ pub async fn answer<S: Store>(
             "text/css; charset=utf-8",
             Bytes::from_static(STYLE.as_bytes()),
         ),
-        "/dashboard/api/rollouts" => match view::rollouts(dashboard.store.as_ref()).await {
-            Ok(v) => json(&v),
-            Err(e) => unavailable(&e),
-        },
+        "/dashboard/api/rollouts" => {
+            match view::rollouts(dashboard.store.as_ref(), dashboard.dialer.as_ref()).await {
+                Ok(v) => json(&v),
+                Err(e) => unavailable(&e),
+            }
+        }
         "/dashboard/api/agents" => match view::agents(dashboard.store.as_ref()).await {
             Ok(v) => json(&v),
             Err(e) => unavailable(&e),
@@ -182,6 +184,7 @@ mod tests {
         let d = Dashboard {
             store: Arc::new(store),
             audit_dir,
+            dialer: None,
         };
         for (path, ty, needle) in [
             ("/dashboard", "text/html", "app.js"),

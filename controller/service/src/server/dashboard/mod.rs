@@ -1,8 +1,9 @@
 //! The service's read-only dashboard (`[dashboard] listen`, loopback by default): one page,
 //! its script and style built into the binary, showing the rollouts with their rings and hosts
 //! (each host's step, job and last reported step, its agent's reachability), the bake time
-//! left, the inventory and the service's audit tail. It reads the store and the audit log and
-//! changes nothing.
+//! left, the inventory and the service's audit tail, and each host's golden signals as its agent
+//! reports them now (for unfinished rollouts and the newest one). It reads the store, the audit
+//! log and the agents' status, and changes nothing.
 //!
 //! `http.rs` answers the requests; `view.rs` turns records into the page's JSON.
 
@@ -24,6 +25,9 @@ pub struct Dashboard<S> {
     pub store: Arc<S>,
     /// The service's audit log directory.
     pub audit_dir: PathBuf,
+    /// The agents, asked for the live golden signals of the hosts of unfinished rollouts and
+    /// of the newest one; `None`: no signals.
+    pub dialer: Option<Arc<crate::dial::Dialer>>,
 }
 
 /// Largest request head the dashboard reads (hyper's smallest buffer): a browser's GET fits.

@@ -3,11 +3,15 @@
 //! and the public fields of the service's audit entries.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use gantry_client::signals::signals_json;
 use gantry_proto::v1::RolloutStatus;
 use serde_json::{Map, Value, json};
 
+use super::super::live_signals;
 use super::super::status::rollout_status;
+use crate::dial::Dialer;
 use crate::store::{AgentRecord, Store, StoreError};
 
 /// Rollouts an answer carries, newest first.
@@ -67,6 +71,8 @@ fn status_json(r: &RolloutStatus, agents: &HashMap<&str, &AgentRecord>) -> Value
                         "updated_ms": h.updated_ms,
                         "reachable": agent.map(|a| a.reachable),
                         "agent_version": agent.map(|a| a.version.clone()),
+                        "signals": signals_json(&h.signals),
+                        "signals_error": (!h.signals_error.is_empty()).then_some(&h.signals_error),
                     })
                 })
                 .collect();
@@ -91,11 +97,15 @@ fn status_json(r: &RolloutStatus, agents: &HashMap<&str, &AgentRecord>) -> Value
     })
 }
 
-/// The newest [`MAX_ROLLOUTS`] rollouts with their rings and hosts.
+/// The newest [`MAX_ROLLOUTS`] rollouts with their rings and hosts; with `dialer`, the hosts
+/// of the unfinished ones and of the newest carry their agents' live signals.
 ///
 /// # Errors
 /// The store's.
-pub async fn rollouts<S: Store>(store: &S) -> Result<Value, StoreError> {
+pub async fn rollouts<S: Store>(
+    store: &S,
+    dialer: Option<&Arc<Dialer>>,
+) -> Result<Value, StoreError> {
     let mut records = store.rollouts().await?;
     records.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
     records.truncate(MAX_ROLLOUTS);
@@ -103,11 +113,16 @@ pub async fn rollouts<S: Store>(store: &S) -> Result<Value, StoreError> {
     let agents: HashMap<&str, &AgentRecord> =
         inventory.iter().map(|a| (a.id.as_str(), a)).collect();
     let mut out = Vec::with_capacity(records.len());
-    for r in &records {
+    for (i, r) in records.iter().enumerate() {
         let hosts = store.hosts(&r.id).await?;
         let lease = store.lease(&r.id).await?;
         let control = store.control(&r.id).await?;
-        let status = rollout_status(r, &hosts, lease.as_ref(), control.as_ref());
+        let mut status = rollout_status(r, &hosts, lease.as_ref(), control.as_ref());
+        if let Some(dialer) = dialer
+            && (i == 0 || !r.state.is_final())
+        {
+            live_signals::fill(dialer, inventory.clone(), &mut status).await;
+        }
         out.push(status_json(&status, &agents));
     }
     Ok(json!({ "rollouts": out }))

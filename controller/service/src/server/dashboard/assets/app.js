@@ -32,6 +32,23 @@ function row(cells, attrs) {
   return tr;
 }
 
+// One line per cohort: "stable: 1 inst, 30 req, 0.00% 5xx, p95 <= 5 ms, CPU 1%, 3.3 MiB".
+function signalsText(h) {
+  if (h.signals_error) return "unavailable: " + h.signals_error;
+  if (!h.signals || h.signals.length === 0) return "";
+  return h.signals.map((c) => {
+    const parts = [c.instances + " inst"];
+    if (c.window_ms > 0) {
+      parts.push(c.requests + " req");
+      parts.push(c.error_rate == null ? "no responses" : (c.error_rate * 100).toFixed(2) + "% 5xx");
+      if (c.p95_latency_ms != null) parts.push("p95 <= " + c.p95_latency_ms + " ms");
+    }
+    parts.push("CPU " + c.cpu_percent.toFixed(0) + "%");
+    parts.push((c.memory_bytes / 1048576).toFixed(1) + " MiB");
+    return c.cohort + ": " + parts.join(", ");
+  }).join("; ");
+}
+
 function rolloutSection(r) {
   const s = el("section", { class: "rollout", "data-rollout": r.rollout_id, "data-state": r.state });
   s.appendChild(el("h2", {}, r.rollout_id));
@@ -51,11 +68,11 @@ function rolloutSection(r) {
       box.appendChild(el("p", { class: "note" }, "no host dispatched yet"));
     } else {
       const table = el("table");
-      table.appendChild(el("thead")).appendChild(row(["host", "action", "step", "job", "last reported", "updated", "agent"].map((h) => el("th", {}, h))));
+      table.appendChild(el("thead")).appendChild(row(["host", "action", "step", "job", "last reported", "updated", "agent", "signals"].map((h) => el("th", {}, h))));
       const body = table.appendChild(el("tbody"));
       for (const h of ring.hosts) {
         const agent = h.reachable == null ? "not in the inventory" : (h.reachable ? "reachable" : "UNREACHABLE") + (h.agent_version ? ", " + h.agent_version : "");
-        body.appendChild(row([h.agent_id, h.action, el("td", { class: "step-" + h.step, "data-field": "step" }, h.step), h.job_id, h.reason, clock(h.updated_ms), agent], { "data-host": h.agent_id }));
+        body.appendChild(row([h.agent_id, h.action, el("td", { class: "step-" + h.step, "data-field": "step" }, h.step), h.job_id, h.reason, clock(h.updated_ms), agent, el("td", { "data-field": "signals" }, signalsText(h))], { "data-host": h.agent_id }));
       }
       box.appendChild(table);
     }
