@@ -35,29 +35,50 @@ pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
 
 /// The `--policy` section of `job show`: each requirement, met or missing, then a verdict.
 pub fn policy_text(path: &Path, cfg: &Config, reqs: &[Requirement]) -> String {
+    requirements_text(
+        11,
+        path,
+        cfg,
+        reqs,
+        "the agent's policy admits this job (the agent still checks replay, downgrade and a \
+         busy app)",
+        "reject this job",
+    )
+}
+
+/// The `--policy` section of `job show` and `rollout show`, labels padded to `width` columns:
+/// the config, each requirement met or missing, then the verdict: `admits` when all are met,
+/// else how many are missing and that the agent would `refuse`.
+pub fn requirements_text(
+    width: usize,
+    path: &Path,
+    cfg: &Config,
+    reqs: &[Requirement],
+    admits: &str,
+    refuse: &str,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "policy     {} (agent {})",
+        "{:<width$}{} (agent {})",
+        "policy",
         path.display(),
         cfg.agent_id
     );
-    let width = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let names = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in reqs {
         let mark = if r.met { "met    " } else { "MISSING" };
-        let _ = writeln!(out, "  {mark}  {:<width$}  {}", r.name, r.detail);
+        let _ = writeln!(out, "  {mark}  {:<names$}  {}", r.name, r.detail);
     }
     let missing = reqs.iter().filter(|r| !r.met).count();
     if missing == 0 {
-        out.push_str(
-            "verdict    the agent's policy admits this job (the agent still checks replay, \
-             downgrade and a busy app)\n",
-        );
+        let _ = writeln!(out, "{:<width$}{admits}", "verdict");
     } else {
         let _ = writeln!(
             out,
-            "verdict    {missing} requirement(s) missing: the agent would reject this job"
+            "{:<width$}{missing} requirement(s) missing: the agent would {refuse}",
+            "verdict"
         );
     }
     out

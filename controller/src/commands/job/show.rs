@@ -29,6 +29,37 @@ pub fn shown_env(r: &gantry_proto::v1::Release) -> std::collections::BTreeMap<&s
         .collect()
 }
 
+/// The digest and signature lines of `job show` and `rollout show`, labels padded to `width`
+/// columns; `sign` is the command that signs such a file.
+pub fn signatures_text(
+    out: &mut String,
+    width: usize,
+    sign: &str,
+    digest: &str,
+    signatures: &[gantry_proto::v1::Signature],
+    checks: &[SigCheck],
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "{:<width$}{digest}", "digest");
+    if signatures.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<width$}none (sign with: {sign} --key KEY FILE)",
+            "signatures"
+        );
+        return;
+    }
+    let _ = writeln!(out, "{:<width$}{}", "signatures", signatures.len());
+    for (s, c) in signatures.iter().zip(checks) {
+        let verdict = match c {
+            SigCheck::Valid => "valid",
+            SigCheck::Invalid => "INVALID",
+            SigCheck::NotChecked => "not checked (no matching --pubkey)",
+        };
+        let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
+    }
+}
+
 /// What `job show` says about one signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SigCheck {
@@ -233,24 +264,15 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], keys: &[PublicKey], now: i
             ));
         }
     }
-    let _ = writeln!(out, "digest     {}", file.digest());
-    if file.signed.signatures.is_empty() {
-        let _ = writeln!(
-            out,
-            "signatures none (sign with: gantry job sign --key KEY FILE)"
-        );
-    } else {
-        let _ = writeln!(out, "signatures {}", file.signed.signatures.len());
-        for (s, c) in file.signed.signatures.iter().zip(checks) {
-            let verdict = match c {
-                SigCheck::Valid => "valid",
-                SigCheck::Invalid => "INVALID",
-                SigCheck::NotChecked => "not checked (no matching --pubkey)",
-            };
-            let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
-        }
-    }
     let digest = file.digest();
+    signatures_text(
+        &mut out,
+        11,
+        "gantry job sign",
+        &digest,
+        &file.signed.signatures,
+        checks,
+    );
     for c in &file.signed.comments {
         let _ = writeln!(
             out,

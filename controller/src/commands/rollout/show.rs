@@ -19,7 +19,10 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
-use crate::commands::job::{SigCheck, check_each, comment_verdict, probe_text, shown_env};
+use crate::commands::job::{
+    SigCheck, check_each, comment_verdict, probe_text, requirements_text, shown_env,
+    signatures_text,
+};
 use crate::flags;
 
 /// Checks each plan signature against the given public keys.
@@ -127,24 +130,15 @@ pub fn show_text(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey], now: 
     for (i, r) in p.rings.iter().enumerate() {
         let _ = writeln!(out, "  {}", ring_text(i, r));
     }
-    let _ = writeln!(out, "digest      {}", file.digest());
-    if file.signed.signatures.is_empty() {
-        let _ = writeln!(
-            out,
-            "signatures  none (sign with: gantry rollout sign --key KEY FILE)"
-        );
-    } else {
-        let _ = writeln!(out, "signatures  {}", file.signed.signatures.len());
-        for (s, c) in file.signed.signatures.iter().zip(checks) {
-            let verdict = match c {
-                SigCheck::Valid => "valid",
-                SigCheck::Invalid => "INVALID",
-                SigCheck::NotChecked => "not checked (no matching --pubkey)",
-            };
-            let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
-        }
-    }
     let digest = file.digest();
+    signatures_text(
+        &mut out,
+        12,
+        "gantry rollout sign",
+        &digest,
+        &file.signed.signatures,
+        checks,
+    );
     for c in &file.signed.comments {
         let _ = writeln!(
             out,
@@ -247,31 +241,15 @@ pub fn evaluate(file: &PlanFile, cfg: &Config, now: i64) -> Vec<Requirement> {
 
 /// The `--policy` section of `rollout show`: each requirement, met or missing, then a verdict.
 pub fn policy_text(path: &Path, cfg: &Config, reqs: &[Requirement]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "policy      {} (agent {})",
-        path.display(),
-        cfg.agent_id
-    );
-    let width = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
-    for r in reqs {
-        let mark = if r.met { "met    " } else { "MISSING" };
-        let _ = writeln!(out, "  {mark}  {:<width$}  {}", r.name, r.detail);
-    }
-    let missing = reqs.iter().filter(|r| !r.met).count();
-    if missing == 0 {
-        out.push_str(
-            "verdict     the agent's policy admits dispatches of this plan (each dispatch is \
-             still checked: its signer, window, ring, job id and epoch)\n",
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "verdict     {missing} requirement(s) missing: the agent would refuse dispatches of this plan"
-        );
-    }
-    out
+    requirements_text(
+        12,
+        path,
+        cfg,
+        reqs,
+        "the agent's policy admits dispatches of this plan (each dispatch is still checked: \
+         its signer, window, ring, job id and epoch)",
+        "refuse dispatches of this plan",
+    )
 }
 
 /// `gantry rollout show`.
