@@ -108,21 +108,7 @@ pub async fn fetch_all(agent: &Agent) -> Result<Vec<String>, ClientError> {
 ///
 /// [`ClientError`].
 pub async fn fetch(agent: &Agent, from_seq: u64, last: u32) -> Result<Vec<String>, ClientError> {
-    let req = AuditTailRequest {
-        from_seq,
-        last,
-        follow: false,
-    };
-    let mut stream = open_tail(agent, req).await?;
-    let mut lines = Vec::new();
-    while let Some(l) = stream
-        .message()
-        .await
-        .map_err(|s| agent.error("AuditTail", s))?
-    {
-        lines.push(l.line);
-    }
-    Ok(lines)
+    gantry_client::follow::audit_lines(agent, from_seq, last).await
 }
 
 /// The result of verifying a log, for printing.
