@@ -12,17 +12,20 @@ use serde_json::json;
 
 use super::JobFile;
 
-/// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
-pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
-    let sigs: Vec<SignatureIn> = file
-        .signed
-        .signatures
+/// A file's signatures as admission takes them.
+pub fn signatures_in(signatures: &[gantry_proto::v1::Signature]) -> Vec<SignatureIn> {
+    signatures
         .iter()
         .map(|s| SignatureIn {
             key_id_hint: s.key_id.clone(),
             sig: s.sig.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
+pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
+    let sigs = signatures_in(&file.signed.signatures);
     explain(
         &cfg.policy,
         &cfg.limits,

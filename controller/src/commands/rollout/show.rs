@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::SystemTime;
 
-use gantry_policy::admission::SignatureIn;
 use gantry_policy::admission::explain::Requirement;
 use gantry_policy::admission::fleet::{explain_plan, selector_text};
 use gantry_policy::config::Config;
@@ -19,8 +18,9 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
+use crate::commands::job::explain::signatures_in;
 use crate::commands::job::{
-    SigCheck, check_each, comment_verdict, probe_text, requirements_text, shown_env,
+    SigCheck, check_each, comment_verdict, policy_json, probe_text, requirements_text, shown_env,
     signatures_text,
 };
 use crate::flags;
@@ -227,15 +227,7 @@ pub fn show_json(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey]) -> se
 
 /// Evaluates the plan file against an agent's config at `now`, with the agent's own checks.
 pub fn evaluate(file: &PlanFile, cfg: &Config, now: i64) -> Vec<Requirement> {
-    let sigs: Vec<SignatureIn> = file
-        .signed
-        .signatures
-        .iter()
-        .map(|s| SignatureIn {
-            key_id_hint: s.key_id.clone(),
-            sig: s.sig.clone(),
-        })
-        .collect();
+    let sigs = signatures_in(&file.signed.signatures);
     explain_plan(cfg, &file.signed.plan, &sigs, now)
 }
 
@@ -283,16 +275,7 @@ pub fn show(args: &RolloutShowArgs) -> Result<(), RolloutError> {
     if args.json {
         let mut doc = show_json(&file, &checks, &keys);
         if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            let items: Vec<_> = reqs
-                .iter()
-                .map(|r| json!({"name": r.name, "met": r.met, "detail": r.detail}))
-                .collect();
-            doc["policy"] = json!({
-                "config": path.display().to_string(),
-                "agent_id": cfg.agent_id,
-                "admissible": reqs.iter().all(|r| r.met),
-                "requirements": items,
-            });
+            doc["policy"] = policy_json(path, cfg, reqs);
         }
         println!("{doc}");
     } else {
