@@ -321,6 +321,35 @@ fn check_epoch(tx: &WriteTransaction, rollout_id: &str, epoch: u64) -> Result<()
     }
 }
 
+/// Writes a rollout in one transaction: without `epoch` a new one ([`StoreError::Exists`] when
+/// it is there already); with it, fenced by that epoch, over the one there
+/// ([`StoreError::NotFound`] when there is none).
+fn write_rollout(
+    db: &Database,
+    rollout: &RolloutRecord,
+    epoch: Option<u64>,
+) -> Result<(), Failure> {
+    let bytes = encode("rollout", &rollout.id, rollout)?;
+    let tx = db.begin_write()?;
+    if let Some(epoch) = epoch {
+        check_epoch(&tx, &rollout.id, epoch)?;
+    }
+    {
+        let mut t = tx.open_table(ROLLOUTS)?;
+        let there = t.get(rollout.id.as_str())?.is_some();
+        match (epoch, there) {
+            (None, true) => return Err(Failure::Store(StoreError::Exists(rollout.id.clone()))),
+            (Some(_), false) => {
+                return Err(Failure::Store(StoreError::NotFound(rollout.id.clone())));
+            }
+            (None, false) | (Some(_), true) => {}
+        }
+        t.insert(rollout.id.as_str(), bytes.as_slice())?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 impl Store for EmbeddedStore {
     async fn put_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
         self.run(move |db| put(db, AGENTS, "agent", &agent.id, &agent))
@@ -332,20 +361,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn create_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {
-        self.run(move |db| {
-            let bytes = encode("rollout", &rollout.id, &rollout)?;
-            let tx = db.begin_write()?;
-            {
-                let mut t = tx.open_table(ROLLOUTS)?;
-                if t.get(rollout.id.as_str())?.is_some() {
-                    return Err(Failure::Store(StoreError::Exists(rollout.id.clone())));
-                }
-                t.insert(rollout.id.as_str(), bytes.as_slice())?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.run(move |db| write_rollout(db, &rollout, None)).await
     }
 
     async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
@@ -360,21 +376,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn update_rollout(&self, rollout: RolloutRecord, epoch: u64) -> Result<(), StoreError> {
-        self.run(move |db| {
-            let bytes = encode("rollout", &rollout.id, &rollout)?;
-            let tx = db.begin_write()?;
-            check_epoch(&tx, &rollout.id, epoch)?;
-            {
-                let mut t = tx.open_table(ROLLOUTS)?;
-                if t.get(rollout.id.as_str())?.is_none() {
-                    return Err(Failure::Store(StoreError::NotFound(rollout.id.clone())));
-                }
-                t.insert(rollout.id.as_str(), bytes.as_slice())?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.run(move |db| write_rollout(db, &rollout, Some(epoch)))
+            .await
     }
 
     async fn put_host(&self, host: HostRecord, epoch: u64) -> Result<(), StoreError> {
