@@ -3,7 +3,7 @@
 //! The checks are the agent's own ([`gantry_policy::admission::explain`]), so what is
 //! explained here is what the agent enforces.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gantry_policy::admission::SignatureIn;
 use gantry_policy::admission::explain::{Requirement, explain};
@@ -85,6 +85,43 @@ pub fn requirements_text(
         );
     }
     out
+}
+
+/// A `show` command's `--policy`: the agent config given, and what it makes of the file.
+#[derive(Debug)]
+pub struct PolicyCheck {
+    /// The config file.
+    pub path: PathBuf,
+    /// Its policy.
+    pub cfg: Config,
+    /// Each requirement, met or missing.
+    pub reqs: Vec<Requirement>,
+}
+
+/// Prints a `show` command's answer: `doc` as JSON (with the `--policy` section under
+/// `"policy"`), or `text` followed by that section as `policy_text` writes it. Returns how
+/// many requirements are missing, when `--policy` was given and any is.
+pub fn print_shown(
+    json: bool,
+    doc: impl FnOnce() -> serde_json::Value,
+    text: impl FnOnce() -> String,
+    policy: Option<&PolicyCheck>,
+    policy_text: fn(&Path, &Config, &[Requirement]) -> String,
+) -> Option<usize> {
+    if json {
+        let mut doc = doc();
+        if let Some(p) = policy {
+            doc["policy"] = policy_json(&p.path, &p.cfg, &p.reqs);
+        }
+        println!("{doc}");
+    } else {
+        print!("{}", text());
+        if let Some(p) = policy {
+            print!("{}", policy_text(&p.path, &p.cfg, &p.reqs));
+        }
+    }
+    let missing = policy?.reqs.iter().filter(|r| !r.met).count();
+    (missing > 0).then_some(missing)
 }
 
 /// The `--policy` section as JSON.

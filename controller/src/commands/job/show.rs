@@ -9,7 +9,7 @@ use gantry_proto::keys::PublicKey;
 use gantry_proto::v1::{SignedJob, health_check};
 use serde_json::json;
 
-use super::explain::{evaluate, policy_json, policy_text};
+use super::explain::{PolicyCheck, evaluate, policy_text, print_shown};
 use super::{JobError, JobFile, release_extras_view, rollout};
 use crate::cli::JobShowArgs;
 use crate::flags;
@@ -328,27 +328,23 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
         keys.extend(cfg.policy.keys.iter().map(|k| k.key));
     }
     let checks = check_signatures(&file.signed, &keys);
-    let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
-    if args.json {
-        let mut doc = show_json(&file, &checks, &keys);
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            doc["policy"] = policy_json(path, cfg, reqs);
-        }
-        println!("{doc}");
-    } else {
-        print!("{}", show_text(&file, &checks, &keys, now));
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            print!("{}", policy_text(path, cfg, reqs));
-        }
-    }
-    match (&policy, &reqs) {
-        (Some((path, _)), Some(reqs)) if reqs.iter().any(|r| !r.met) => {
-            Err(JobError::PolicyNotMet {
-                job: args.job.clone(),
-                policy: path.clone(),
-                missing: reqs.iter().filter(|r| !r.met).count(),
-            })
-        }
+    let policy = policy.map(|(path, cfg)| {
+        let reqs = evaluate(&file, &cfg, now);
+        PolicyCheck { path, cfg, reqs }
+    });
+    let missing = print_shown(
+        args.json,
+        || show_json(&file, &checks, &keys),
+        || show_text(&file, &checks, &keys, now),
+        policy.as_ref(),
+        policy_text,
+    );
+    match (policy, missing) {
+        (Some(p), Some(missing)) => Err(JobError::PolicyNotMet {
+            job: args.job.clone(),
+            policy: p.path,
+            missing,
+        }),
         _ => Ok(()),
     }
 }

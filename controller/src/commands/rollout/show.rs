@@ -18,9 +18,9 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
-use crate::commands::job::explain::signatures_in;
+use crate::commands::job::explain::{PolicyCheck, print_shown, signatures_in};
 use crate::commands::job::{
-    SigCheck, check_each, comment_verdict, policy_json, probe_text, requirements_text, shown_env,
+    SigCheck, check_each, comment_verdict, probe_text, requirements_text, shown_env,
     signatures_text,
 };
 use crate::flags;
@@ -271,27 +271,23 @@ pub fn show(args: &RolloutShowArgs) -> Result<(), RolloutError> {
         keys.extend(cfg.policy.keys.iter().map(|k| k.key));
     }
     let checks = check_signatures(&file.signed, &keys);
-    let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
-    if args.json {
-        let mut doc = show_json(&file, &checks, &keys);
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            doc["policy"] = policy_json(path, cfg, reqs);
-        }
-        println!("{doc}");
-    } else {
-        print!("{}", show_text(&file, &checks, &keys, now));
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            print!("{}", policy_text(path, cfg, reqs));
-        }
-    }
-    match (&policy, &reqs) {
-        (Some((path, _)), Some(reqs)) if reqs.iter().any(|r| !r.met) => {
-            Err(RolloutError::PolicyNotMet {
-                plan: args.plan.clone(),
-                policy: path.clone(),
-                missing: reqs.iter().filter(|r| !r.met).count(),
-            })
-        }
+    let policy = policy.map(|(path, cfg)| {
+        let reqs = evaluate(&file, &cfg, now);
+        PolicyCheck { path, cfg, reqs }
+    });
+    let missing = print_shown(
+        args.json,
+        || show_json(&file, &checks, &keys),
+        || show_text(&file, &checks, &keys, now),
+        policy.as_ref(),
+        policy_text,
+    );
+    match (policy, missing) {
+        (Some(p), Some(missing)) => Err(RolloutError::PolicyNotMet {
+            plan: args.plan.clone(),
+            policy: p.path,
+            missing,
+        }),
         _ => Ok(()),
     }
 }
