@@ -87,41 +87,37 @@ pub fn requirements_text(
     out
 }
 
-/// A `show` command's `--policy`: the agent config given, and what it makes of the file.
-#[derive(Debug)]
-pub struct PolicyCheck {
-    /// The config file.
-    pub path: PathBuf,
-    /// Its policy.
-    pub cfg: Config,
-    /// Each requirement, met or missing.
-    pub reqs: Vec<Requirement>,
-}
-
 /// Prints a `show` command's answer: `doc` as JSON (with the `--policy` section under
-/// `"policy"`), or `text` followed by that section as `policy_text` writes it. Returns how
-/// many requirements are missing, when `--policy` was given and any is.
+/// `"policy"`), or `text` followed by that section as `policy_text` writes it; `evaluate`
+/// judges the file by the `--policy` config. Returns that config's path and how many
+/// requirements are missing, when any is.
 pub fn print_shown(
     json: bool,
     doc: impl FnOnce() -> serde_json::Value,
     text: impl FnOnce() -> String,
-    policy: Option<&PolicyCheck>,
+    policy: Option<(PathBuf, Config)>,
+    evaluate: impl FnOnce(&Config) -> Vec<Requirement>,
     policy_text: fn(&Path, &Config, &[Requirement]) -> String,
-) -> Option<usize> {
+) -> Option<(PathBuf, usize)> {
+    let policy = policy.map(|(path, cfg)| {
+        let reqs = evaluate(&cfg);
+        (path, cfg, reqs)
+    });
     if json {
         let mut doc = doc();
-        if let Some(p) = policy {
-            doc["policy"] = policy_json(&p.path, &p.cfg, &p.reqs);
+        if let Some((path, cfg, reqs)) = &policy {
+            doc["policy"] = policy_json(path, cfg, reqs);
         }
         println!("{doc}");
     } else {
         print!("{}", text());
-        if let Some(p) = policy {
-            print!("{}", policy_text(&p.path, &p.cfg, &p.reqs));
+        if let Some((path, cfg, reqs)) = &policy {
+            print!("{}", policy_text(path, cfg, reqs));
         }
     }
-    let missing = policy?.reqs.iter().filter(|r| !r.met).count();
-    (missing > 0).then_some(missing)
+    let (path, _, reqs) = policy?;
+    let missing = reqs.iter().filter(|r| !r.met).count();
+    (missing > 0).then_some((path, missing))
 }
 
 /// The `--policy` section as JSON.

@@ -9,7 +9,7 @@ use gantry_proto::keys::PublicKey;
 use gantry_proto::v1::{SignedJob, health_check};
 use serde_json::json;
 
-use super::explain::{PolicyCheck, evaluate, policy_text, print_shown};
+use super::explain::{evaluate, policy_text, print_shown};
 use super::{JobError, JobFile, release_extras_view, rollout};
 use crate::cli::JobShowArgs;
 use crate::flags;
@@ -328,23 +328,20 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
         keys.extend(cfg.policy.keys.iter().map(|k| k.key));
     }
     let checks = check_signatures(&file.signed, &keys);
-    let policy = policy.map(|(path, cfg)| {
-        let reqs = evaluate(&file, &cfg, now);
-        PolicyCheck { path, cfg, reqs }
-    });
-    let missing = print_shown(
+    let not_met = print_shown(
         args.json,
         || show_json(&file, &checks, &keys),
         || show_text(&file, &checks, &keys, now),
-        policy.as_ref(),
+        policy,
+        |cfg| evaluate(&file, cfg, now),
         policy_text,
     );
-    match (policy, missing) {
-        (Some(p), Some(missing)) => Err(JobError::PolicyNotMet {
+    match not_met {
+        Some((policy, missing)) => Err(JobError::PolicyNotMet {
             job: args.job.clone(),
-            policy: p.path,
+            policy,
             missing,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
-use crate::commands::job::explain::{PolicyCheck, print_shown, signatures_in};
+use crate::commands::job::explain::{print_shown, signatures_in};
 use crate::commands::job::{
     SigCheck, check_each, comment_verdict, probe_text, requirements_text, shown_env,
     signatures_text,
@@ -271,23 +271,20 @@ pub fn show(args: &RolloutShowArgs) -> Result<(), RolloutError> {
         keys.extend(cfg.policy.keys.iter().map(|k| k.key));
     }
     let checks = check_signatures(&file.signed, &keys);
-    let policy = policy.map(|(path, cfg)| {
-        let reqs = evaluate(&file, &cfg, now);
-        PolicyCheck { path, cfg, reqs }
-    });
-    let missing = print_shown(
+    let not_met = print_shown(
         args.json,
         || show_json(&file, &checks, &keys),
         || show_text(&file, &checks, &keys, now),
-        policy.as_ref(),
+        policy,
+        |cfg| evaluate(&file, cfg, now),
         policy_text,
     );
-    match (policy, missing) {
-        (Some(p), Some(missing)) => Err(RolloutError::PolicyNotMet {
+    match not_met {
+        Some((policy, missing)) => Err(RolloutError::PolicyNotMet {
             plan: args.plan.clone(),
-            policy: p.path,
+            policy,
             missing,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
