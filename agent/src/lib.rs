@@ -12,6 +12,9 @@
 //!   operator commands.
 //! * [`server`]: gRPC over mutual TLS, the per-certificate throttle and the rejection flood
 //!   summary; proto types stop at `server::convert`, errors become codes in `server::status`.
+//!   The service is `server::service` (each RPC maps in and delegates), with its job streams
+//!   (`answer`), recorded refusals (`rejections`), `upload` and `audit_tail`; transport set-up
+//!   is `tls` (listening) or `dialout`, the connection wrapper `gantry_proto::conn`.
 //! * [`intake`]: the submit use case (admit → reserve → `job.accepted` within a deadline →
 //!   spawn, `IntakeError`), the same for a fleet dispatch, and the look-up of a job admitted
 //!   earlier for `watch`.

@@ -9,8 +9,11 @@
 //! * [`audit_line`]: an audit entry as the one line both `audit tail` commands print.
 //! * [`attest`]: release evidence, in-toto statements of quality gates in DSSE envelopes.
 //! * [`fleet`]: the payload types of plans and dispatches, and the job id a dispatch carries.
+//! * [`conn`]: the connection wrapper both ends of a dial-out link hand to tonic.
+//! * [`dashboard_http`]: what the agent's and the service's read-only dashboards answer alike.
 //!
-//! This crate has no runtime, no policy and no I/O beyond reading and writing key files.
+//! This crate has no runtime, no policy and no I/O beyond reading and writing key files (and
+//! passing a connection's bytes through [`conn`], building HTTP answers in [`dashboard_http`]).
 //!
 //! The formats are written down for other implementations in `docs/protocol.md` (service,
 //! envelope, keys) and `docs/audit-log.md` (audit lines, checkpoints, witness);
@@ -21,6 +24,8 @@
 pub mod attest;
 pub mod audit_chain;
 pub mod audit_line;
+pub mod conn;
+pub mod dashboard_http;
 pub mod envelope;
 pub mod fleet;
 pub mod keys;

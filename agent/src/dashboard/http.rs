@@ -1,8 +1,7 @@
 //! The dashboard's HTTP answers: the page, its script and style (built into the binary), and
-//! its JSON. Read-only: anything but `GET` is 405, any other path 404. Every answer carries
-//! `Cache-Control: no-store`, `Content-Security-Policy: default-src 'self'` (the page runs no
-//! inline script or style and loads nothing from elsewhere) and `X-Content-Type-Options:
-//! nosniff`.
+//! its JSON. Read-only: anything but `GET` is 405, any other path 404, and every answer
+//! carries the security headers of [`gantry_proto::dashboard_http`], which makes those
+//! answers for both dashboards.
 //!
 //! | path | answer |
 //! |---|---|
@@ -13,123 +12,49 @@
 //! | `/dashboard/api/events?app=A` | `A`'s deploy events |
 //! | `/dashboard/api/audit[?after=SEQ][&limit=N]` | the audit tail's public fields |
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Response, StatusCode};
+use gantry_proto::dashboard_http::{
+    self as page, Answer, Assets, Route, json, number, param, text,
+};
+use hyper::{Method, StatusCode};
 use serde_json::json;
 
 use super::{Dashboard, lock};
 
-const PAGE: &str = include_str!("assets/index.html");
-const SCRIPT: &str = include_str!("assets/app.js");
-const STYLE: &str = include_str!("assets/app.css");
+const ASSETS: Assets = Assets {
+    page: include_str!("assets/index.html"),
+    script: include_str!("assets/app.js"),
+    style: include_str!("assets/app.css"),
+};
+
+/// The data paths (the assets are [`page::route`]'s).
+const DATA: [&str; 4] = [
+    "/dashboard/api/apps",
+    "/dashboard/api/series",
+    "/dashboard/api/events",
+    "/dashboard/api/audit",
+];
 
 /// Most audit entries one answer carries.
 const MAX_AUDIT_LIMIT: usize = 500;
 /// Audit entries an answer carries when the request does not say.
 const DEFAULT_AUDIT_LIMIT: usize = 100;
 
-const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
-
 /// Whether `path` is the dashboard's (the metrics listener hands those here).
 pub fn is_dashboard_path(path: &str) -> bool {
     path == "/dashboard" || path.starts_with("/dashboard/")
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'self'"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    respond(status, TEXT, Bytes::from_static(body.as_bytes()))
-}
-
-fn json_ok(value: &serde_json::Value) -> Response<Full<Bytes>> {
-    respond(StatusCode::OK, JSON, Bytes::from(value.to_string()))
-}
-
-/// `key`'s value in a query string (`a=1&b=2`); values are taken as they are (app names and
-/// numbers need no decoding).
-fn param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find_map(|(k, v)| (k == key).then_some(v))
-}
-
-/// A numeric parameter: its default when absent, `Err` when not a number.
-fn number(query: Option<&str>, key: &str, default: u64) -> Result<u64, ()> {
-    match param(query, key) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ()),
-    }
-}
-
 /// The answer to `method path?query`.
-pub fn answer(
-    dashboard: &Dashboard,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-) -> Response<Full<Bytes>> {
-    let known = matches!(
-        path,
-        "/dashboard"
-            | "/dashboard/"
-            | "/dashboard/app.js"
-            | "/dashboard/app.css"
-            | "/dashboard/api/apps"
-            | "/dashboard/api/series"
-            | "/dashboard/api/events"
-            | "/dashboard/api/audit"
-    );
-    if !known {
-        return text(StatusCode::NOT_FOUND, "not found: try /dashboard\n");
-    }
-    if method != Method::GET {
-        let mut resp = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "the dashboard is read-only: GET\n",
-        );
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
-        return resp;
-    }
+pub fn answer(dashboard: &Dashboard, method: &Method, path: &str, query: Option<&str>) -> Answer {
+    let path = match page::route(&ASSETS, &DATA, method, path) {
+        Route::Done(answer) => return answer,
+        Route::Data(path) => path,
+    };
     let inner = &dashboard.inner;
     match path {
-        "/dashboard" | "/dashboard/" => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            Bytes::from_static(PAGE.as_bytes()),
-        ),
-        "/dashboard/app.js" => respond(
-            StatusCode::OK,
-            "text/javascript; charset=utf-8",
-            Bytes::from_static(SCRIPT.as_bytes()),
-        ),
-        "/dashboard/app.css" => respond(
-            StatusCode::OK,
-            "text/css; charset=utf-8",
-            Bytes::from_static(STYLE.as_bytes()),
-        ),
         "/dashboard/api/apps" => {
             let apps = lock(&inner.apps).clone();
-            json_ok(&json!({ "apps": apps }))
+            json(&json!({ "apps": apps }))
         }
         "/dashboard/api/series" | "/dashboard/api/events" => {
             let Some(app) = param(query, "app") else {
@@ -140,16 +65,16 @@ pub fn answer(
             }
             if path == "/dashboard/api/events" {
                 let events = lock(&inner.audit).events_of(app);
-                return json_ok(&json!({ "app": app, "events": events }));
+                return json(&json!({ "app": app, "events": events }));
             }
-            let Ok(since) = number(query, "since", 0) else {
+            let Some(since) = number(query, "since", 0) else {
                 return text(StatusCode::BAD_REQUEST, "since is Unix milliseconds\n");
             };
             let cohorts = lock(&inner.history).of_app(app, since);
-            json_ok(&json!({ "app": app, "cohorts": cohorts }))
+            json(&json!({ "app": app, "cohorts": cohorts }))
         }
         _ => {
-            let (Ok(after), Ok(limit)) = (
+            let (Some(after), Some(limit)) = (
                 number(query, "after", 0),
                 number(query, "limit", DEFAULT_AUDIT_LIMIT as u64),
             ) else {
@@ -159,7 +84,7 @@ pub fn answer(
                 .unwrap_or(MAX_AUDIT_LIMIT)
                 .min(MAX_AUDIT_LIMIT);
             let entries = lock(&inner.audit).after(after, limit);
-            json_ok(&json!({ "entries": entries }))
+            json(&json!({ "entries": entries }))
         }
     }
 }
@@ -169,7 +94,9 @@ mod tests {
     use super::*;
     use crate::dashboard::AppSummary;
     use crate::dashboard::history::Sample;
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
+    use hyper::Response;
+    use hyper::body::Bytes;
 
     fn dashboard() -> Dashboard {
         let d = Dashboard::default();

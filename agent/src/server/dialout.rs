@@ -12,16 +12,14 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use gantry_proto::conn::{Guarded, Linked};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
@@ -118,54 +116,6 @@ fn certs(
         return Err(invalid(what, path, "no CERTIFICATE block"));
     }
     Ok(certs)
-}
-
-/// An IO that tells whoever holds the other end of its channel when it is dropped: hyper
-/// drops the connection when the peer closes it or a keep-alive ping goes unanswered.
-#[derive(Debug)]
-pub struct Linked<S> {
-    inner: S,
-    _dropped: oneshot::Sender<()>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Linked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Linked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
 }
 
 /// Why the dial loop stopped the agent: the link was down longer than
@@ -268,10 +218,7 @@ impl DialLoop {
                         }
                     };
                     let (dropped_tx, dropped_rx) = oneshot::channel();
-                    let conn = slot.gate(Linked {
-                        inner: tls,
-                        _dropped: dropped_tx,
-                    });
+                    let conn = slot.gate(Guarded::new(tls, dropped_tx));
                     if tx.send(Ok(conn)).await.is_err() {
                         break; // the server has stopped
                     }

@@ -22,14 +22,13 @@
 //! connection over the limit is the listener's business: see `tls::incoming`.)
 
 use std::collections::HashMap;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use gantry_proto::conn::{Guarded, ReadGuard};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
@@ -245,11 +244,13 @@ impl Slot {
     /// `inner`, the connection this slot counts, read only while its certificate is not
     /// paused.
     pub fn gate<S>(self, inner: S) -> Gated<S> {
-        Gated {
+        Guarded::new(
             inner,
-            slot: self,
-            sleep: None,
-        }
+            Pause {
+                slot: self,
+                sleep: None,
+            },
+        )
     }
 }
 
@@ -262,30 +263,20 @@ impl Drop for Slot {
 /// A connection that is not read from while its certificate is paused. Writes go on, so
 /// answers to requests already read still leave. It counts towards its certificate's open
 /// connections until dropped.
+pub type Gated<S> = Guarded<S, Pause>;
+
+/// The guard of a [`Gated`] connection: its [`Slot`], and the timer of the pause it waits out.
 #[derive(Debug)]
-pub struct Gated<S> {
-    inner: S,
+pub struct Pause {
     slot: Slot,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> Gated<S> {
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
+impl ReadGuard for Pause {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // The pause may grow while we wait (requests read earlier are still being rejected).
-        while let Some(until) = this.slot.gate.paused_until() {
-            let sleep = this
+        while let Some(until) = self.slot.gate.paused_until() {
+            let sleep = self
                 .sleep
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
             if sleep.deadline() != until {
@@ -295,37 +286,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
                 return Poll::Pending;
             }
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Gated<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        Poll::Ready(())
     }
 }
 
@@ -337,7 +298,7 @@ pub struct ClientCertificate {
     pub fingerprint: Arc<str>,
 }
 
-impl<S> tonic::transport::server::Connected for Gated<S> {
+impl tonic::transport::server::Connected for Pause {
     type ConnectInfo = ClientCertificate;
 
     fn connect_info(&self) -> Self::ConnectInfo {

@@ -393,14 +393,23 @@ pub async fn agent_key(agent: &Agent) -> Result<PublicKey, NotWitnessedCause> {
     PublicKey::from_spki_pem(&info.public_key_pem).map_err(NotWitnessedCause::AgentKey)
 }
 
-/// The agent's audit lines from `from_seq` to the end.
-async fn lines_from(agent: &Agent, from_seq: u64) -> Result<Vec<String>, ClientError> {
+/// The agent's raw audit lines from `from_seq` to the end, or (with `from_seq` 0) its last
+/// `last` lines.
+///
+/// # Errors
+///
+/// [`ClientError`] when the agent cannot be reached or refuses the tail.
+pub async fn audit_lines(
+    agent: &Agent,
+    from_seq: u64,
+    last: u32,
+) -> Result<Vec<String>, ClientError> {
     let mut stream = agent
         .client
         .clone()
         .audit_tail(AuditTailRequest {
             from_seq,
-            last: 0,
+            last,
             follow: false,
         })
         .await
@@ -441,7 +450,7 @@ async fn witness_checkpoint(
         let lines = if cp.seq < old.seq {
             Vec::new()
         } else {
-            lines_from(agent, old.seq).await?
+            audit_lines(agent, old.seq, 0).await?
         };
         if let Err(alarm) = witness::check_extends(old, cp.seq, &cp.line, &lines, &key) {
             return Ok(Err(alarm));

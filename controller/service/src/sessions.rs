@@ -10,16 +10,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use gantry_client::clock::now_ms;
 use gantry_client::connect::Agent;
+use gantry_proto::conn::Guarded;
 use gantry_proto::v1::InfoRequest;
 use gantry_proto::v1::agent_client::AgentClient;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tonic::transport::{Endpoint, Uri};
 
@@ -180,11 +179,7 @@ impl Sessions {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (dropped_tx, dropped_rx) = oneshot::channel();
-        let channel = over_one_connection(Linked {
-            inner: io,
-            _dropped: dropped_tx,
-        })
-        .await?;
+        let channel = over_one_connection(Guarded::new(io, dropped_tx)).await?;
         let agent = Agent {
             client: AgentClient::new(channel.clone()).max_decoding_message_size(MAX_DECODE),
             addr: format!("{peer} (dialled in)"),
@@ -296,53 +291,6 @@ where
         .keep_alive_while_idle(true)
         .connect_with_connector(connector)
         .await
-}
-
-/// An IO that tells the session's watcher when hyper drops it.
-#[derive(Debug)]
-struct Linked<S> {
-    inner: S,
-    _dropped: oneshot::Sender<()>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Linked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Linked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
 }
 
 #[cfg(test)]

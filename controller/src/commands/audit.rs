@@ -1,10 +1,11 @@
 //! `gantry audit tail` and `gantry audit verify`: the agent's audit log, checked on this side.
 
+use gantry_client::follow::{self, NotWitnessedCause};
 use gantry_client::witness::{self, WitnessError};
 use gantry_client::{Agent, ClientError};
 use gantry_proto::audit_chain;
 use gantry_proto::keys::{KeyError, PublicKey};
-use gantry_proto::v1::{AuditLine, AuditTailRequest, InfoRequest};
+use gantry_proto::v1::{AuditLine, AuditTailRequest};
 use tonic::Streaming;
 
 use crate::cli::{AuditTailArgs, AuditVerifyArgs};
@@ -108,21 +109,7 @@ pub async fn fetch_all(agent: &Agent) -> Result<Vec<String>, ClientError> {
 ///
 /// [`ClientError`].
 pub async fn fetch(agent: &Agent, from_seq: u64, last: u32) -> Result<Vec<String>, ClientError> {
-    let req = AuditTailRequest {
-        from_seq,
-        last,
-        follow: false,
-    };
-    let mut stream = open_tail(agent, req).await?;
-    let mut lines = Vec::new();
-    while let Some(l) = stream
-        .message()
-        .await
-        .map_err(|s| agent.error("AuditTail", s))?
-    {
-        lines.push(l.line);
-    }
-    Ok(lines)
+    gantry_client::follow::audit_lines(agent, from_seq, last).await
 }
 
 /// The result of verifying a log, for printing.
@@ -189,14 +176,11 @@ pub async fn verify(args: AuditVerifyArgs) -> Result<Exit, AuditError> {
     let key = match key {
         Some(k) => k,
         None => {
-            let info = agent
-                .client
-                .clone()
-                .info(InfoRequest {})
-                .await
-                .map_err(|s| agent.error("Info", s))?
-                .into_inner();
-            let k = PublicKey::from_spki_pem(&info.public_key_pem).map_err(AuditError::AgentKey)?;
+            let k = follow::agent_key(&agent).await.map_err(|e| match e {
+                NotWitnessedCause::Store(e) => AuditError::Witness(e),
+                NotWitnessedCause::Client(e) => AuditError::Client(e),
+                NotWitnessedCause::AgentKey(e) => AuditError::AgentKey(e),
+            })?;
             eprintln!(
                 "checking checkpoints against the key the agent reports (key id {}); pass --pubkey FILE to use a key you trust",
                 k.key_id()

@@ -25,7 +25,9 @@ use crate::audit::AuditLog;
 use crate::dial::Dialer;
 use crate::plan::LoadedPlan;
 use crate::promotion::{self, PromotionError, Rules};
-use crate::store::{Control, ControlRequest, RolloutRecord, RolloutState, Store};
+use crate::store::{
+    AgentRecord, CheckpointRecord, Control, ControlRequest, RolloutRecord, RolloutState, Store,
+};
 
 /// The service's handlers.
 pub struct ControllerService<S> {
@@ -46,6 +48,19 @@ fn audit_status(e: &crate::audit::AuditError) -> Status {
 }
 
 impl<S: Store> ControllerService<S> {
+    /// The inventory.
+    async fn agents(&self) -> Result<Vec<AgentRecord>, Status> {
+        self.store.agents().await.map_err(|e| store_status(&e))
+    }
+
+    /// The checkpoint last witnessed from an agent, if any.
+    async fn witnessed(&self, agent_id: &str) -> Result<Option<CheckpointRecord>, Status> {
+        self.store
+            .checkpoint(agent_id)
+            .await
+            .map_err(|e| store_status(&e))
+    }
+
     async fn status_of(&self, id: &str) -> Result<RolloutStatus, Status> {
         let r = self
             .store
@@ -310,12 +325,8 @@ impl<S: Store> Controller for ControllerService<S> {
     ) -> Result<Response<ListAgentsResponse>, Status> {
         self.operators.of(&req)?;
         let mut agents = Vec::new();
-        for a in self.store.agents().await.map_err(|e| store_status(&e))? {
-            let cp = self
-                .store
-                .checkpoint(&a.id)
-                .await
-                .map_err(|e| store_status(&e))?;
+        for a in self.agents().await? {
+            let cp = self.witnessed(&a.id).await?;
             let sessions = self.dialer.sessions();
             let link = sessions.expects(&a.id).then(|| sessions.link(&a.id));
             agents.push(fleet_agent(&a, cp.as_ref(), link.as_ref()));
@@ -329,12 +340,8 @@ impl<S: Store> Controller for ControllerService<S> {
     ) -> Result<Response<VerifyFleetAuditResponse>, Status> {
         self.operators.of(&req)?;
         let mut agents = Vec::new();
-        for a in self.store.agents().await.map_err(|e| store_status(&e))? {
-            let cp = self
-                .store
-                .checkpoint(&a.id)
-                .await
-                .map_err(|e| store_status(&e))?;
+        for a in self.agents().await? {
+            let cp = self.witnessed(&a.id).await?;
             let verdict = self.dialer.verify_audit(&a, cp.as_ref()).await;
             agents.push(AgentAuditVerdict {
                 agent_id: a.id.clone(),
@@ -353,7 +360,7 @@ impl<S: Store> Controller for ControllerService<S> {
     ) -> Result<Response<FleetPolicyResponse>, Status> {
         self.operators.of(&req)?;
         let wanted = req.into_inner().agent_ids;
-        let known = self.store.agents().await.map_err(|e| store_status(&e))?;
+        let known = self.agents().await?;
         if let Some(unknown) = wanted.iter().find(|id| !known.iter().any(|a| &a.id == *id)) {
             return Err(Status::not_found(format!(
                 "no agent {unknown} in the service's inventory"
@@ -364,11 +371,7 @@ impl<S: Store> Controller for ControllerService<S> {
             .iter()
             .filter(|a| wanted.is_empty() || wanted.contains(&a.id))
         {
-            let cp = self
-                .store
-                .checkpoint(&a.id)
-                .await
-                .map_err(|e| store_status(&e))?;
+            let cp = self.witnessed(&a.id).await?;
             let doc = self.dialer.policy(a).await;
             let audit = self.dialer.verified_audit(a, cp.as_ref()).await;
             agents.push(crate::policy::review(&a.id, doc, audit));
@@ -385,7 +388,7 @@ impl<S: Store> Controller for ControllerService<S> {
     ) -> Result<Response<Self::FleetAuditTailStream>, Status> {
         self.operators.of(&req)?;
         let req = req.into_inner();
-        let agents = self.store.agents().await.map_err(|e| store_status(&e))?;
+        let agents = self.agents().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let last = if req.last == 0 { 20 } else { req.last };
         tokio::spawn(super::fleet_tail::run(

@@ -253,22 +253,62 @@ fn get<T: DeserializeOwned>(
     key: &str,
 ) -> Result<Option<T>, Failure> {
     let tx = db.begin_read()?;
-    let t = tx.open_table(table)?;
-    let found = t.get(key)?;
-    match found {
+    read(&tx.open_table(table)?, what, key)
+}
+
+/// The record at `key` of an open table, decoded.
+fn read<T: DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    what: &'static str,
+    key: &str,
+) -> Result<Option<T>, Failure> {
+    match t.get(key)? {
         Some(v) => Ok(Some(decode(what, key, v.value())?)),
         None => Ok(None),
     }
 }
 
+/// Writes `value` at `key` of `table` in a transaction of its own.
+fn put<T: Serialize>(
+    db: &Database,
+    table: TableDefinition<'_, &str, &[u8]>,
+    what: &'static str,
+    key: &str,
+    value: &T,
+) -> Result<(), Failure> {
+    let bytes = encode(what, key, value)?;
+    let tx = db.begin_write()?;
+    tx.open_table(table)?.insert(key, bytes.as_slice())?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Reads the lease of `rollout_id`, writes what `change` makes of it (when it makes one) and
+/// returns that, in one write transaction.
+fn change_lease(
+    db: &Database,
+    rollout_id: &str,
+    change: impl FnOnce(Option<&Lease>) -> Option<Lease>,
+) -> Result<Option<Lease>, Failure> {
+    let tx = db.begin_write()?;
+    let changed = {
+        let mut t = tx.open_table(LEASES)?;
+        let current: Option<Lease> = read(&t, "lease", rollout_id)?;
+        let changed = change(current.as_ref());
+        if let Some(l) = &changed {
+            let bytes = encode("lease", rollout_id, l)?;
+            t.insert(rollout_id, bytes.as_slice())?;
+        }
+        changed
+    };
+    tx.commit()?;
+    Ok(changed)
+}
+
 /// Inside a write transaction: fails with [`StoreError::Fenced`] unless `epoch` is the
 /// rollout's current lease epoch.
 fn check_epoch(tx: &WriteTransaction, rollout_id: &str, epoch: u64) -> Result<(), Failure> {
-    let leases = tx.open_table(LEASES)?;
-    let current: Option<Lease> = match leases.get(rollout_id)? {
-        Some(v) => Some(decode("lease", rollout_id, v.value())?),
-        None => None,
-    };
+    let current: Option<Lease> = read(&tx.open_table(LEASES)?, "lease", rollout_id)?;
     let current = current.map_or(0, |l| l.epoch);
     if current == epoch {
         Ok(())
@@ -281,17 +321,39 @@ fn check_epoch(tx: &WriteTransaction, rollout_id: &str, epoch: u64) -> Result<()
     }
 }
 
+/// Writes a rollout in one transaction: without `epoch` a new one ([`StoreError::Exists`] when
+/// it is there already); with it, fenced by that epoch, over the one there
+/// ([`StoreError::NotFound`] when there is none).
+fn write_rollout(
+    db: &Database,
+    rollout: &RolloutRecord,
+    epoch: Option<u64>,
+) -> Result<(), Failure> {
+    let bytes = encode("rollout", &rollout.id, rollout)?;
+    let tx = db.begin_write()?;
+    if let Some(epoch) = epoch {
+        check_epoch(&tx, &rollout.id, epoch)?;
+    }
+    {
+        let mut t = tx.open_table(ROLLOUTS)?;
+        let there = t.get(rollout.id.as_str())?.is_some();
+        match (epoch, there) {
+            (None, true) => return Err(Failure::Store(StoreError::Exists(rollout.id.clone()))),
+            (Some(_), false) => {
+                return Err(Failure::Store(StoreError::NotFound(rollout.id.clone())));
+            }
+            (None, false) | (Some(_), true) => {}
+        }
+        t.insert(rollout.id.as_str(), bytes.as_slice())?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 impl Store for EmbeddedStore {
     async fn put_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
-        self.run(move |db| {
-            let bytes = encode("agent", &agent.id, &agent)?;
-            let tx = db.begin_write()?;
-            tx.open_table(AGENTS)?
-                .insert(agent.id.as_str(), bytes.as_slice())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.run(move |db| put(db, AGENTS, "agent", &agent.id, &agent))
+            .await
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
@@ -299,20 +361,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn create_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {
-        self.run(move |db| {
-            let bytes = encode("rollout", &rollout.id, &rollout)?;
-            let tx = db.begin_write()?;
-            {
-                let mut t = tx.open_table(ROLLOUTS)?;
-                if t.get(rollout.id.as_str())?.is_some() {
-                    return Err(Failure::Store(StoreError::Exists(rollout.id.clone())));
-                }
-                t.insert(rollout.id.as_str(), bytes.as_slice())?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.run(move |db| write_rollout(db, &rollout, None)).await
     }
 
     async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
@@ -327,21 +376,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn update_rollout(&self, rollout: RolloutRecord, epoch: u64) -> Result<(), StoreError> {
-        self.run(move |db| {
-            let bytes = encode("rollout", &rollout.id, &rollout)?;
-            let tx = db.begin_write()?;
-            check_epoch(&tx, &rollout.id, epoch)?;
-            {
-                let mut t = tx.open_table(ROLLOUTS)?;
-                if t.get(rollout.id.as_str())?.is_none() {
-                    return Err(Failure::Store(StoreError::NotFound(rollout.id.clone())));
-                }
-                t.insert(rollout.id.as_str(), bytes.as_slice())?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.run(move |db| write_rollout(db, &rollout, Some(epoch)))
+            .await
     }
 
     async fn put_host(&self, host: HostRecord, epoch: u64) -> Result<(), StoreError> {
@@ -374,22 +410,9 @@ impl Store for EmbeddedStore {
     ) -> Result<Option<Lease>, StoreError> {
         let (rollout_id, holder) = (rollout_id.to_owned(), holder.to_owned());
         self.run(move |db| {
-            let tx = db.begin_write()?;
-            let taken = {
-                let mut t = tx.open_table(LEASES)?;
-                let current: Option<Lease> = match t.get(rollout_id.as_str())? {
-                    Some(v) => Some(decode("lease", &rollout_id, v.value())?),
-                    None => None,
-                };
-                let taken = take_lease(current.as_ref(), &rollout_id, &holder, now_ms, period_ms);
-                if let Some(l) = &taken {
-                    let bytes = encode("lease", &rollout_id, l)?;
-                    t.insert(rollout_id.as_str(), bytes.as_slice())?;
-                }
-                taken
-            };
-            tx.commit()?;
-            Ok(taken)
+            change_lease(db, &rollout_id, |current| {
+                take_lease(current, &rollout_id, &holder, now_ms, period_ms)
+            })
         })
         .await
     }
@@ -404,22 +427,9 @@ impl Store for EmbeddedStore {
     ) -> Result<Option<Lease>, StoreError> {
         let (rollout_id, holder) = (rollout_id.to_owned(), holder.to_owned());
         self.run(move |db| {
-            let tx = db.begin_write()?;
-            let renewed = {
-                let mut t = tx.open_table(LEASES)?;
-                let current: Option<Lease> = match t.get(rollout_id.as_str())? {
-                    Some(v) => Some(decode("lease", &rollout_id, v.value())?),
-                    None => None,
-                };
-                let renewed = extend_lease(current.as_ref(), &holder, epoch, now_ms, period_ms);
-                if let Some(l) = &renewed {
-                    let bytes = encode("lease", &rollout_id, l)?;
-                    t.insert(rollout_id.as_str(), bytes.as_slice())?;
-                }
-                renewed
-            };
-            tx.commit()?;
-            Ok(renewed)
+            change_lease(db, &rollout_id, |current| {
+                extend_lease(current, &holder, epoch, now_ms, period_ms)
+            })
         })
         .await
     }
@@ -435,10 +445,7 @@ impl Store for EmbeddedStore {
             let tx = db.begin_write()?;
             let kept = {
                 let mut t = tx.open_table(CHECKPOINTS)?;
-                let current: Option<CheckpointRecord> = match t.get(key.as_str())? {
-                    Some(v) => Some(decode("checkpoint", &key, v.value())?),
-                    None => None,
-                };
+                let current: Option<CheckpointRecord> = read(&t, "checkpoint", &key)?;
                 let newer = current.is_none_or(|c| checkpoint.seq > c.seq);
                 if newer {
                     let bytes = encode("checkpoint", &key, &checkpoint)?;
@@ -459,15 +466,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn set_control(&self, request: ControlRequest) -> Result<(), StoreError> {
-        self.run(move |db| {
-            let bytes = encode("control", &request.rollout_id, &request)?;
-            let tx = db.begin_write()?;
-            tx.open_table(CONTROLS)?
-                .insert(request.rollout_id.as_str(), bytes.as_slice())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.run(move |db| put(db, CONTROLS, "control", &request.rollout_id, &request))
+            .await
     }
 
     async fn control(&self, rollout_id: &str) -> Result<Option<ControlRequest>, StoreError> {
@@ -481,10 +481,7 @@ impl Store for EmbeddedStore {
             let tx = db.begin_write()?;
             {
                 let mut t = tx.open_table(CONTROLS)?;
-                let current: Option<ControlRequest> = match t.get(request.rollout_id.as_str())? {
-                    Some(v) => Some(decode("control", &request.rollout_id, v.value())?),
-                    None => None,
-                };
+                let current: Option<ControlRequest> = read(&t, "control", &request.rollout_id)?;
                 if current.as_ref() == Some(&request) {
                     t.remove(request.rollout_id.as_str())?;
                 }

@@ -18,7 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
@@ -154,7 +155,83 @@ impl PostgresStore {
         let client = guard.insert(live);
         f(client).await
     }
+
+    /// Runs one statement: the number of rows it changed.
+    async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+        self.with(async |c| c.execute(sql, params).await.map_err(|e| pg(&e)))
+            .await
+    }
+
+    /// Runs one statement in a transaction fenced by `epoch` (see [`check_epoch`]): the
+    /// number of rows it changed.
+    async fn execute_fenced(
+        &self,
+        rollout_id: &str,
+        epoch: u64,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<u64, StoreError> {
+        self.with(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg(&e))?;
+            check_epoch(&tx, rollout_id, epoch).await?;
+            let n = tx.execute(sql, params).await.map_err(|e| pg(&e))?;
+            tx.commit().await.map_err(|e| pg(&e))?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// The rows of a query, each made into a `T` by `row`.
+    async fn rows<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        row: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.with(async |c| {
+            let rows = c.query(sql, params).await.map_err(|e| pg(&e))?;
+            rows.iter().map(row).collect()
+        })
+        .await
+    }
+
+    /// The one row of a query, if there is one, made into a `T` by `row`.
+    async fn row<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        row: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.with(async |c| {
+            let found = c.query_opt(sql, params).await.map_err(|e| pg(&e))?;
+            found.as_ref().map(row).transpose()
+        })
+        .await
+    }
+
+    /// Reads the lease of `rollout_id` under its lock, writes what `change` makes of it (when
+    /// it makes one) and returns that, in one transaction.
+    async fn change_lease(
+        &self,
+        rollout_id: &str,
+        change: impl FnOnce(Option<&Lease>) -> Option<Lease>,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.with(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg(&e))?;
+            let current = lock_lease(&tx, rollout_id).await?;
+            let changed = change(current.as_ref());
+            if let Some(l) = &changed {
+                write_lease(&tx, l).await?;
+            }
+            tx.commit().await.map_err(|e| pg(&e))?;
+            Ok(changed)
+        })
+        .await
+    }
 }
+
+/// A statement's parameters.
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(|e| pg(&e))?;
@@ -219,18 +296,22 @@ async fn lock_lease(tx: &Transaction<'_>, rollout_id: &str) -> Result<Option<Lea
     .await
     .map_err(|e| pg(&e))?;
     let row = tx
-        .query_opt(
-            "SELECT holder, epoch, expires_ms FROM leases WHERE rollout_id = $1",
-            &[&rollout_id],
-        )
+        .query_opt(LEASE, &[&rollout_id])
         .await
         .map_err(|e| pg(&e))?;
-    Ok(row.map(|r| Lease {
+    Ok(row.map(|r| lease_of(rollout_id, &r)))
+}
+
+/// The lease of a rollout, as [`lease_of`] reads it.
+const LEASE: &str = "SELECT holder, epoch, expires_ms FROM leases WHERE rollout_id = $1";
+
+fn lease_of(rollout_id: &str, r: &Row) -> Lease {
+    Lease {
         rollout_id: rollout_id.to_owned(),
         holder: r.get(0),
         epoch: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
         expires_ms: r.get(2),
-    }))
+    }
 }
 
 async fn check_epoch(tx: &Transaction<'_>, rollout_id: &str, epoch: u64) -> Result<(), StoreError> {
@@ -260,126 +341,89 @@ async fn write_lease(tx: &Transaction<'_>, l: &Lease) -> Result<(), StoreError> 
 impl Store for PostgresStore {
     async fn put_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
         let doc = encode("agent", &agent.id, &agent)?;
-        self.with(async |c| {
-            c.execute(
-                "INSERT INTO agents (id, doc) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET doc = $2",
-                &[&agent.id, &doc],
-            )
-            .await
-            .map_err(|e| pg(&e))?;
-            Ok(())
-        })
-        .await
+        self.execute(
+            "INSERT INTO agents (id, doc) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET doc = $2",
+            &[&agent.id, &doc],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.with(async |c| {
-            let rows = c
-                .query("SELECT id, doc FROM agents ORDER BY id", &[])
-                .await
-                .map_err(|e| pg(&e))?;
-            rows.iter()
-                .map(|r| decode("agent", r.get(0), r.get(1)))
-                .collect()
+        self.rows("SELECT id, doc FROM agents ORDER BY id", &[], |r| {
+            decode("agent", r.get(0), r.get(1))
         })
         .await
     }
 
     async fn create_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {
         let doc = encode("rollout", &rollout.id, &rollout)?;
-        self.with(async |c| {
-            let n = c
-                .execute(
-                    "INSERT INTO rollouts (id, created_ms, doc) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO NOTHING",
-                    &[&rollout.id, &rollout.created_ms, &doc],
-                )
-                .await
-                .map_err(|e| pg(&e))?;
-            if n == 0 {
-                return Err(StoreError::Exists(rollout.id.clone()));
-            }
-            Ok(())
-        })
-        .await
+        let n = self
+            .execute(
+                "INSERT INTO rollouts (id, created_ms, doc) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[&rollout.id, &rollout.created_ms, &doc],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Exists(rollout.id));
+        }
+        Ok(())
     }
 
     async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
-        self.with(async |c| {
-            let row = c
-                .query_opt("SELECT doc FROM rollouts WHERE id = $1", &[&id])
-                .await
-                .map_err(|e| pg(&e))?;
-            row.map(|r| decode("rollout", id, r.get(0))).transpose()
+        self.row("SELECT doc FROM rollouts WHERE id = $1", &[&id], |r| {
+            decode("rollout", id, r.get(0))
         })
         .await
     }
 
     async fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        self.with(async |c| {
-            let rows = c
-                .query("SELECT id, doc FROM rollouts ORDER BY created_ms, id", &[])
-                .await
-                .map_err(|e| pg(&e))?;
-            rows.iter()
-                .map(|r| decode("rollout", r.get(0), r.get(1)))
-                .collect()
-        })
+        self.rows(
+            "SELECT id, doc FROM rollouts ORDER BY created_ms, id",
+            &[],
+            |r| decode("rollout", r.get(0), r.get(1)),
+        )
         .await
     }
 
     async fn update_rollout(&self, rollout: RolloutRecord, epoch: u64) -> Result<(), StoreError> {
         let doc = encode("rollout", &rollout.id, &rollout)?;
-        self.with(async |c| {
-            let tx = c.transaction().await.map_err(|e| pg(&e))?;
-            check_epoch(&tx, &rollout.id, epoch).await?;
-            let n = tx
-                .execute(
-                    "UPDATE rollouts SET doc = $2 WHERE id = $1",
-                    &[&rollout.id, &doc],
-                )
-                .await
-                .map_err(|e| pg(&e))?;
-            if n == 0 {
-                return Err(StoreError::NotFound(rollout.id.clone()));
-            }
-            tx.commit().await.map_err(|e| pg(&e))
-        })
-        .await
+        let n = self
+            .execute_fenced(
+                &rollout.id,
+                epoch,
+                "UPDATE rollouts SET doc = $2 WHERE id = $1",
+                &[&rollout.id, &doc],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(rollout.id));
+        }
+        Ok(())
     }
 
     async fn put_host(&self, host: HostRecord, epoch: u64) -> Result<(), StoreError> {
         let key = format!("{}/{}", host.rollout_id, host.agent_id);
         let doc = encode("host", &key, &host)?;
         let ring = i32::try_from(host.ring).unwrap_or(i32::MAX);
-        self.with(async |c| {
-            let tx = c.transaction().await.map_err(|e| pg(&e))?;
-            check_epoch(&tx, &host.rollout_id, epoch).await?;
-            tx.execute(
-                "INSERT INTO hosts (rollout_id, agent_id, ring, doc) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (rollout_id, agent_id) DO UPDATE SET ring = $3, doc = $4",
-                &[&host.rollout_id, &host.agent_id, &ring, &doc],
-            )
-            .await
-            .map_err(|e| pg(&e))?;
-            tx.commit().await.map_err(|e| pg(&e))
-        })
-        .await
+        self.execute_fenced(
+            &host.rollout_id,
+            epoch,
+            "INSERT INTO hosts (rollout_id, agent_id, ring, doc) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (rollout_id, agent_id) DO UPDATE SET ring = $3, doc = $4",
+            &[&host.rollout_id, &host.agent_id, &ring, &doc],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn hosts(&self, rollout_id: &str) -> Result<Vec<HostRecord>, StoreError> {
-        self.with(async |c| {
-            let rows = c
-                .query(
-                    "SELECT agent_id, doc FROM hosts WHERE rollout_id = $1 ORDER BY ring, agent_id",
-                    &[&rollout_id],
-                )
-                .await
-                .map_err(|e| pg(&e))?;
-            rows.iter()
-                .map(|r| decode("host", r.get(0), r.get(1)))
-                .collect()
-        })
+        self.rows(
+            "SELECT agent_id, doc FROM hosts WHERE rollout_id = $1 ORDER BY ring, agent_id",
+            &[&rollout_id],
+            |r| decode("host", r.get(0), r.get(1)),
+        )
         .await
     }
 
@@ -390,15 +434,8 @@ impl Store for PostgresStore {
         now_ms: i64,
         period_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        self.with(async |c| {
-            let tx = c.transaction().await.map_err(|e| pg(&e))?;
-            let current = lock_lease(&tx, rollout_id).await?;
-            let taken = take_lease(current.as_ref(), rollout_id, holder, now_ms, period_ms);
-            if let Some(l) = &taken {
-                write_lease(&tx, l).await?;
-            }
-            tx.commit().await.map_err(|e| pg(&e))?;
-            Ok(taken)
+        self.change_lease(rollout_id, |current| {
+            take_lease(current, rollout_id, holder, now_ms, period_ms)
         })
         .await
     }
@@ -411,117 +448,75 @@ impl Store for PostgresStore {
         now_ms: i64,
         period_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        self.with(async |c| {
-            let tx = c.transaction().await.map_err(|e| pg(&e))?;
-            let current = lock_lease(&tx, rollout_id).await?;
-            let renewed = extend_lease(current.as_ref(), holder, epoch, now_ms, period_ms);
-            if let Some(l) = &renewed {
-                write_lease(&tx, l).await?;
-            }
-            tx.commit().await.map_err(|e| pg(&e))?;
-            Ok(renewed)
+        self.change_lease(rollout_id, |current| {
+            extend_lease(current, holder, epoch, now_ms, period_ms)
         })
         .await
     }
 
     async fn lease(&self, rollout_id: &str) -> Result<Option<Lease>, StoreError> {
-        self.with(async |c| {
-            let row = c
-                .query_opt(
-                    "SELECT holder, epoch, expires_ms FROM leases WHERE rollout_id = $1",
-                    &[&rollout_id],
-                )
-                .await
-                .map_err(|e| pg(&e))?;
-            Ok(row.map(|r| Lease {
-                rollout_id: rollout_id.to_owned(),
-                holder: r.get(0),
-                epoch: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
-                expires_ms: r.get(2),
-            }))
-        })
-        .await
+        self.row(LEASE, &[&rollout_id], |r| Ok(lease_of(rollout_id, r)))
+            .await
     }
 
     async fn witness_checkpoint(&self, cp: CheckpointRecord) -> Result<bool, StoreError> {
         let seq = i64::try_from(cp.seq).unwrap_or(i64::MAX);
-        self.with(async |c| {
-            // Forward only: the update applies when the new seq is higher.
-            let n = c
-                .execute(
-                    "INSERT INTO checkpoints (agent_id, key_id, seq, line) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (agent_id) DO UPDATE SET key_id = $2, seq = $3, line = $4 \
-                     WHERE checkpoints.seq < $3",
-                    &[&cp.agent_id, &cp.key_id, &seq, &cp.line],
-                )
-                .await
-                .map_err(|e| pg(&e))?;
-            Ok(n == 1)
-        })
-        .await
+        // Forward only: the update applies when the new seq is higher.
+        let n = self
+            .execute(
+                "INSERT INTO checkpoints (agent_id, key_id, seq, line) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (agent_id) DO UPDATE SET key_id = $2, seq = $3, line = $4 \
+                 WHERE checkpoints.seq < $3",
+                &[&cp.agent_id, &cp.key_id, &seq, &cp.line],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn checkpoint(&self, agent_id: &str) -> Result<Option<CheckpointRecord>, StoreError> {
-        self.with(async |c| {
-            let row = c
-                .query_opt(
-                    "SELECT key_id, seq, line FROM checkpoints WHERE agent_id = $1",
-                    &[&agent_id],
-                )
-                .await
-                .map_err(|e| pg(&e))?;
-            Ok(row.map(|r| CheckpointRecord {
-                agent_id: agent_id.to_owned(),
-                key_id: r.get(0),
-                seq: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
-                line: r.get(2),
-            }))
-        })
+        self.row(
+            "SELECT key_id, seq, line FROM checkpoints WHERE agent_id = $1",
+            &[&agent_id],
+            |r| {
+                Ok(CheckpointRecord {
+                    agent_id: agent_id.to_owned(),
+                    key_id: r.get(0),
+                    seq: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                    line: r.get(2),
+                })
+            },
+        )
         .await
     }
 
     async fn set_control(&self, request: ControlRequest) -> Result<(), StoreError> {
         let doc = encode("control", &request.rollout_id, &request)?;
-        self.with(async |c| {
-            c.execute(
-                "INSERT INTO controls (rollout_id, doc) VALUES ($1, $2) \
-                 ON CONFLICT (rollout_id) DO UPDATE SET doc = $2",
-                &[&request.rollout_id, &doc],
-            )
-            .await
-            .map_err(|e| pg(&e))?;
-            Ok(())
-        })
-        .await
+        self.execute(
+            "INSERT INTO controls (rollout_id, doc) VALUES ($1, $2) \
+             ON CONFLICT (rollout_id) DO UPDATE SET doc = $2",
+            &[&request.rollout_id, &doc],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn control(&self, rollout_id: &str) -> Result<Option<ControlRequest>, StoreError> {
-        self.with(async |c| {
-            let row = c
-                .query_opt(
-                    "SELECT doc FROM controls WHERE rollout_id = $1",
-                    &[&rollout_id],
-                )
-                .await
-                .map_err(|e| pg(&e))?;
-            row.map(|r| decode("control", rollout_id, r.get(0)))
-                .transpose()
-        })
+        self.row(
+            "SELECT doc FROM controls WHERE rollout_id = $1",
+            &[&rollout_id],
+            |r| decode("control", rollout_id, r.get(0)),
+        )
         .await
     }
 
     async fn clear_control(&self, request: &ControlRequest) -> Result<(), StoreError> {
         let doc = encode("control", &request.rollout_id, request)?;
-        self.with(async |c| {
-            c.execute(
-                "DELETE FROM controls WHERE rollout_id = $1 AND doc = $2",
-                &[&request.rollout_id, &doc],
-            )
-            .await
-            .map_err(|e| pg(&e))?;
-            Ok(())
-        })
-        .await
+        self.execute(
+            "DELETE FROM controls WHERE rollout_id = $1 AND doc = $2",
+            &[&request.rollout_id, &doc],
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! `gantry job create`, `job sign` and `job approve`: make a job file, add signatures.
 
+use std::path::Path;
 use std::time::SystemTime;
 
 use gantry_proto::keys::SigningKey;
@@ -7,22 +8,28 @@ use gantry_proto::keys::SigningKey;
 use super::{JobError, JobFile, spec};
 use crate::cli::{JobCreateArgs, JobSignArgs};
 
+/// The digest and size of `--artifact`, when given (a deploy's and a plan's release alike).
+///
+/// # Errors
+///
+/// [`JobError::ReadArtifact`] when the file cannot be read.
+pub fn hash_artifact(path: Option<&Path>) -> Result<Option<spec::ArtifactInfo>, JobError> {
+    path.map(|p| {
+        spec::hash_file(p).map_err(|source| JobError::ReadArtifact {
+            path: p.to_owned(),
+            source,
+        })
+    })
+    .transpose()
+}
+
 /// `gantry job create`.
 ///
 /// # Errors
 ///
 /// [`JobError`]: a bad flag, an unreadable artifact, an unwritable file.
 pub fn create(args: &JobCreateArgs) -> Result<(), JobError> {
-    let artifact = args
-        .artifact
-        .as_deref()
-        .map(|p| {
-            spec::hash_file(p).map_err(|source| JobError::ReadArtifact {
-                path: p.to_owned(),
-                source,
-            })
-        })
-        .transpose()?;
+    let artifact = hash_artifact(args.artifact.as_deref())?;
     let job = spec::build_job(
         &args.agent_id,
         &args.spec,

@@ -3,7 +3,7 @@
 //! The checks are the agent's own ([`gantry_policy::admission::explain`]), so what is
 //! explained here is what the agent enforces.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gantry_policy::admission::SignatureIn;
 use gantry_policy::admission::explain::{Requirement, explain};
@@ -12,17 +12,20 @@ use serde_json::json;
 
 use super::JobFile;
 
-/// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
-pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
-    let sigs: Vec<SignatureIn> = file
-        .signed
-        .signatures
+/// A file's signatures as admission takes them.
+pub fn signatures_in(signatures: &[gantry_proto::v1::Signature]) -> Vec<SignatureIn> {
+    signatures
         .iter()
         .map(|s| SignatureIn {
             key_id_hint: s.key_id.clone(),
             sig: s.sig.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
+pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
+    let sigs = signatures_in(&file.signed.signatures);
     explain(
         &cfg.policy,
         &cfg.limits,
@@ -35,32 +38,86 @@ pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
 
 /// The `--policy` section of `job show`: each requirement, met or missing, then a verdict.
 pub fn policy_text(path: &Path, cfg: &Config, reqs: &[Requirement]) -> String {
+    requirements_text(
+        11,
+        path,
+        cfg,
+        reqs,
+        "the agent's policy admits this job (the agent still checks replay, downgrade and a \
+         busy app)",
+        "reject this job",
+    )
+}
+
+/// The `--policy` section of `job show` and `rollout show`, labels padded to `width` columns:
+/// the config, each requirement met or missing, then the verdict: `admits` when all are met,
+/// else how many are missing and that the agent would `refuse`.
+pub fn requirements_text(
+    width: usize,
+    path: &Path,
+    cfg: &Config,
+    reqs: &[Requirement],
+    admits: &str,
+    refuse: &str,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "policy     {} (agent {})",
+        "{:<width$}{} (agent {})",
+        "policy",
         path.display(),
         cfg.agent_id
     );
-    let width = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let names = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in reqs {
         let mark = if r.met { "met    " } else { "MISSING" };
-        let _ = writeln!(out, "  {mark}  {:<width$}  {}", r.name, r.detail);
+        let _ = writeln!(out, "  {mark}  {:<names$}  {}", r.name, r.detail);
     }
     let missing = reqs.iter().filter(|r| !r.met).count();
     if missing == 0 {
-        out.push_str(
-            "verdict    the agent's policy admits this job (the agent still checks replay, \
-             downgrade and a busy app)\n",
-        );
+        let _ = writeln!(out, "{:<width$}{admits}", "verdict");
     } else {
         let _ = writeln!(
             out,
-            "verdict    {missing} requirement(s) missing: the agent would reject this job"
+            "{:<width$}{missing} requirement(s) missing: the agent would {refuse}",
+            "verdict"
         );
     }
     out
+}
+
+/// Prints a `show` command's answer: `doc` as JSON (with the `--policy` section under
+/// `"policy"`), or `text` followed by that section as `policy_text` writes it; `evaluate`
+/// judges the file by the `--policy` config. Returns that config's path and how many
+/// requirements are missing, when any is.
+pub fn print_shown(
+    json: bool,
+    doc: impl FnOnce() -> serde_json::Value,
+    text: impl FnOnce() -> String,
+    policy: Option<(PathBuf, Config)>,
+    evaluate: impl FnOnce(&Config) -> Vec<Requirement>,
+    policy_text: fn(&Path, &Config, &[Requirement]) -> String,
+) -> Option<(PathBuf, usize)> {
+    let policy = policy.map(|(path, cfg)| {
+        let reqs = evaluate(&cfg);
+        (path, cfg, reqs)
+    });
+    if json {
+        let mut doc = doc();
+        if let Some((path, cfg, reqs)) = &policy {
+            doc["policy"] = policy_json(path, cfg, reqs);
+        }
+        println!("{doc}");
+    } else {
+        print!("{}", text());
+        if let Some((path, cfg, reqs)) = &policy {
+            print!("{}", policy_text(path, cfg, reqs));
+        }
+    }
+    let (path, _, reqs) = policy?;
+    let missing = reqs.iter().filter(|r| !r.met).count();
+    (missing > 0).then_some((path, missing))
 }
 
 /// The `--policy` section as JSON.

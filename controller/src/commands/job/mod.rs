@@ -32,11 +32,11 @@ use crate::flags::FlagError;
 
 pub use action::action_job;
 pub use create::{approve, approve_commented, approve_text, create, sign};
-pub use explain::{evaluate, policy_json, policy_text};
+pub use explain::{evaluate, policy_json, policy_text, requirements_text};
 pub use file::JobFile;
 pub use show::{
     SigCheck, check_each, check_signatures, comment_verdict, probe_text, show, show_json,
-    show_text, shown_env,
+    show_text, shown_env, signatures_text,
 };
 
 /// Largest job file read (the agent's default limit is far below this).

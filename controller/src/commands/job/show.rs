@@ -9,7 +9,7 @@ use gantry_proto::keys::PublicKey;
 use gantry_proto::v1::{SignedJob, health_check};
 use serde_json::json;
 
-use super::explain::{evaluate, policy_json, policy_text};
+use super::explain::{evaluate, policy_text, print_shown};
 use super::{JobError, JobFile, release_extras_view, rollout};
 use crate::cli::JobShowArgs;
 use crate::flags;
@@ -27,6 +27,37 @@ pub fn shown_env(r: &gantry_proto::v1::Release) -> std::collections::BTreeMap<&s
             (k.as_str(), shown)
         })
         .collect()
+}
+
+/// The digest and signature lines of `job show` and `rollout show`, labels padded to `width`
+/// columns; `sign` is the command that signs such a file.
+pub fn signatures_text(
+    out: &mut String,
+    width: usize,
+    sign: &str,
+    digest: &str,
+    signatures: &[gantry_proto::v1::Signature],
+    checks: &[SigCheck],
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "{:<width$}{digest}", "digest");
+    if signatures.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<width$}none (sign with: {sign} --key KEY FILE)",
+            "signatures"
+        );
+        return;
+    }
+    let _ = writeln!(out, "{:<width$}{}", "signatures", signatures.len());
+    for (s, c) in signatures.iter().zip(checks) {
+        let verdict = match c {
+            SigCheck::Valid => "valid",
+            SigCheck::Invalid => "INVALID",
+            SigCheck::NotChecked => "not checked (no matching --pubkey)",
+        };
+        let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
+    }
 }
 
 /// What `job show` says about one signature.
@@ -233,24 +264,15 @@ pub fn show_text(file: &JobFile, checks: &[SigCheck], keys: &[PublicKey], now: i
             ));
         }
     }
-    let _ = writeln!(out, "digest     {}", file.digest());
-    if file.signed.signatures.is_empty() {
-        let _ = writeln!(
-            out,
-            "signatures none (sign with: gantry job sign --key KEY FILE)"
-        );
-    } else {
-        let _ = writeln!(out, "signatures {}", file.signed.signatures.len());
-        for (s, c) in file.signed.signatures.iter().zip(checks) {
-            let verdict = match c {
-                SigCheck::Valid => "valid",
-                SigCheck::Invalid => "INVALID",
-                SigCheck::NotChecked => "not checked (no matching --pubkey)",
-            };
-            let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
-        }
-    }
     let digest = file.digest();
+    signatures_text(
+        &mut out,
+        11,
+        "gantry job sign",
+        &digest,
+        &file.signed.signatures,
+        checks,
+    );
     for c in &file.signed.comments {
         let _ = writeln!(
             out,
@@ -306,27 +328,20 @@ pub fn show(args: &JobShowArgs) -> Result<(), JobError> {
         keys.extend(cfg.policy.keys.iter().map(|k| k.key));
     }
     let checks = check_signatures(&file.signed, &keys);
-    let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
-    if args.json {
-        let mut doc = show_json(&file, &checks, &keys);
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            doc["policy"] = policy_json(path, cfg, reqs);
-        }
-        println!("{doc}");
-    } else {
-        print!("{}", show_text(&file, &checks, &keys, now));
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            print!("{}", policy_text(path, cfg, reqs));
-        }
-    }
-    match (&policy, &reqs) {
-        (Some((path, _)), Some(reqs)) if reqs.iter().any(|r| !r.met) => {
-            Err(JobError::PolicyNotMet {
-                job: args.job.clone(),
-                policy: path.clone(),
-                missing: reqs.iter().filter(|r| !r.met).count(),
-            })
-        }
-        _ => Ok(()),
+    let not_met = print_shown(
+        args.json,
+        || show_json(&file, &checks, &keys),
+        || show_text(&file, &checks, &keys, now),
+        policy,
+        |cfg| evaluate(&file, cfg, now),
+        policy_text,
+    );
+    match not_met {
+        Some((policy, missing)) => Err(JobError::PolicyNotMet {
+            job: args.job.clone(),
+            policy,
+            missing,
+        }),
+        None => Ok(()),
     }
 }

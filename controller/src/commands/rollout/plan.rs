@@ -8,7 +8,8 @@ use gantry_proto::v1::Plan;
 
 use super::{PlanFile, RolloutError, rings};
 use crate::cli::{RolloutPlanArgs, RolloutSignArgs};
-use crate::commands::job::{JobError, spec};
+use crate::commands::job::create::hash_artifact;
+use crate::commands::job::spec;
 use crate::flags::FlagError;
 
 /// Builds the plan the flags describe: the release exactly as `job create` builds a deploy's,
@@ -28,16 +29,7 @@ pub fn build_plan(args: &RolloutPlanArgs, now: SystemTime) -> Result<Plan, Rollo
         )
         .into());
     }
-    let artifact = args
-        .artifact
-        .as_deref()
-        .map(|p| {
-            spec::hash_file(p).map_err(|source| JobError::ReadArtifact {
-                path: p.to_owned(),
-                source,
-            })
-        })
-        .transpose()?;
+    let artifact = hash_artifact(args.artifact.as_deref())?;
     // The agent id is the job's, not the plan's: any valid one lets the release be built.
     let job = spec::build_job("plan", &args.spec, artifact.as_ref(), now)?;
     let mut raw = match &args.rings_file {

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::SystemTime;
 
-use gantry_policy::admission::SignatureIn;
 use gantry_policy::admission::explain::Requirement;
 use gantry_policy::admission::fleet::{explain_plan, selector_text};
 use gantry_policy::config::Config;
@@ -19,7 +18,11 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
-use crate::commands::job::{SigCheck, check_each, comment_verdict, probe_text, shown_env};
+use crate::commands::job::explain::{print_shown, signatures_in};
+use crate::commands::job::{
+    SigCheck, check_each, comment_verdict, probe_text, requirements_text, shown_env,
+    signatures_text,
+};
 use crate::flags;
 
 /// Checks each plan signature against the given public keys.
@@ -127,24 +130,15 @@ pub fn show_text(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey], now: 
     for (i, r) in p.rings.iter().enumerate() {
         let _ = writeln!(out, "  {}", ring_text(i, r));
     }
-    let _ = writeln!(out, "digest      {}", file.digest());
-    if file.signed.signatures.is_empty() {
-        let _ = writeln!(
-            out,
-            "signatures  none (sign with: gantry rollout sign --key KEY FILE)"
-        );
-    } else {
-        let _ = writeln!(out, "signatures  {}", file.signed.signatures.len());
-        for (s, c) in file.signed.signatures.iter().zip(checks) {
-            let verdict = match c {
-                SigCheck::Valid => "valid",
-                SigCheck::Invalid => "INVALID",
-                SigCheck::NotChecked => "not checked (no matching --pubkey)",
-            };
-            let _ = writeln!(out, "  key {}  {verdict}", s.key_id);
-        }
-    }
     let digest = file.digest();
+    signatures_text(
+        &mut out,
+        12,
+        "gantry rollout sign",
+        &digest,
+        &file.signed.signatures,
+        checks,
+    );
     for c in &file.signed.comments {
         let _ = writeln!(
             out,
@@ -233,45 +227,21 @@ pub fn show_json(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey]) -> se
 
 /// Evaluates the plan file against an agent's config at `now`, with the agent's own checks.
 pub fn evaluate(file: &PlanFile, cfg: &Config, now: i64) -> Vec<Requirement> {
-    let sigs: Vec<SignatureIn> = file
-        .signed
-        .signatures
-        .iter()
-        .map(|s| SignatureIn {
-            key_id_hint: s.key_id.clone(),
-            sig: s.sig.clone(),
-        })
-        .collect();
+    let sigs = signatures_in(&file.signed.signatures);
     explain_plan(cfg, &file.signed.plan, &sigs, now)
 }
 
 /// The `--policy` section of `rollout show`: each requirement, met or missing, then a verdict.
 pub fn policy_text(path: &Path, cfg: &Config, reqs: &[Requirement]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "policy      {} (agent {})",
-        path.display(),
-        cfg.agent_id
-    );
-    let width = reqs.iter().map(|r| r.name.len()).max().unwrap_or(0);
-    for r in reqs {
-        let mark = if r.met { "met    " } else { "MISSING" };
-        let _ = writeln!(out, "  {mark}  {:<width$}  {}", r.name, r.detail);
-    }
-    let missing = reqs.iter().filter(|r| !r.met).count();
-    if missing == 0 {
-        out.push_str(
-            "verdict     the agent's policy admits dispatches of this plan (each dispatch is \
-             still checked: its signer, window, ring, job id and epoch)\n",
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "verdict     {missing} requirement(s) missing: the agent would refuse dispatches of this plan"
-        );
-    }
-    out
+    requirements_text(
+        12,
+        path,
+        cfg,
+        reqs,
+        "the agent's policy admits dispatches of this plan (each dispatch is still checked: \
+         its signer, window, ring, job id and epoch)",
+        "refuse dispatches of this plan",
+    )
 }
 
 /// `gantry rollout show`.
@@ -301,36 +271,20 @@ pub fn show(args: &RolloutShowArgs) -> Result<(), RolloutError> {
         keys.extend(cfg.policy.keys.iter().map(|k| k.key));
     }
     let checks = check_signatures(&file.signed, &keys);
-    let reqs = policy.as_ref().map(|(_, cfg)| evaluate(&file, cfg, now));
-    if args.json {
-        let mut doc = show_json(&file, &checks, &keys);
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            let items: Vec<_> = reqs
-                .iter()
-                .map(|r| json!({"name": r.name, "met": r.met, "detail": r.detail}))
-                .collect();
-            doc["policy"] = json!({
-                "config": path.display().to_string(),
-                "agent_id": cfg.agent_id,
-                "admissible": reqs.iter().all(|r| r.met),
-                "requirements": items,
-            });
-        }
-        println!("{doc}");
-    } else {
-        print!("{}", show_text(&file, &checks, &keys, now));
-        if let (Some((path, cfg)), Some(reqs)) = (&policy, &reqs) {
-            print!("{}", policy_text(path, cfg, reqs));
-        }
-    }
-    match (&policy, &reqs) {
-        (Some((path, _)), Some(reqs)) if reqs.iter().any(|r| !r.met) => {
-            Err(RolloutError::PolicyNotMet {
-                plan: args.plan.clone(),
-                policy: path.clone(),
-                missing: reqs.iter().filter(|r| !r.met).count(),
-            })
-        }
-        _ => Ok(()),
+    let not_met = print_shown(
+        args.json,
+        || show_json(&file, &checks, &keys),
+        || show_text(&file, &checks, &keys, now),
+        policy,
+        |cfg| evaluate(&file, cfg, now),
+        policy_text,
+    );
+    match not_met {
+        Some((policy, missing)) => Err(RolloutError::PolicyNotMet {
+            plan: args.plan.clone(),
+            policy,
+            missing,
+        }),
+        None => Ok(()),
     }
 }

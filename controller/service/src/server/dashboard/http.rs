@@ -1,6 +1,6 @@
 //! The service dashboard's HTTP answers. Read-only: anything but `GET` is 405, any other path
-//! 404. Every answer carries `Cache-Control: no-store`, `Content-Security-Policy: default-src
-//! 'self'` and `X-Content-Type-Options: nosniff`.
+//! 404, and every answer carries the security headers of [`gantry_proto::dashboard_http`],
+//! which makes those answers for both dashboards.
 //!
 //! | path | answer |
 //! |---|---|
@@ -10,63 +10,29 @@
 //! | `/dashboard/api/agents` | the inventory |
 //! | `/dashboard/api/audit[?after=SEQ][&limit=N]` | the service audit tail's public fields |
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Response, StatusCode};
+use gantry_proto::dashboard_http::{self as page, Answer, Assets, Route, json, number, text};
+use hyper::{Method, StatusCode};
 
 use super::{Dashboard, view};
 use crate::store::Store;
 
-const PAGE: &str = include_str!("assets/index.html");
-const SCRIPT: &str = include_str!("assets/app.js");
-const STYLE: &str = include_str!("assets/app.css");
+const ASSETS: Assets = Assets {
+    page: include_str!("assets/index.html"),
+    script: include_str!("assets/app.js"),
+    style: include_str!("assets/app.css"),
+};
+
+/// The data paths (the assets are [`page::route`]'s).
+const DATA: [&str; 3] = [
+    "/dashboard/api/rollouts",
+    "/dashboard/api/agents",
+    "/dashboard/api/audit",
+];
 
 /// Most audit entries one answer carries.
 const MAX_AUDIT_LIMIT: u64 = 500;
 /// Audit entries an answer carries when the request does not say.
 const DEFAULT_AUDIT_LIMIT: u64 = 100;
-
-fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'self'"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    respond(status, "text/plain; charset=utf-8", Bytes::from(body))
-}
-
-fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
-    respond(
-        StatusCode::OK,
-        "application/json",
-        Bytes::from(value.to_string()),
-    )
-}
-
-fn number(query: Option<&str>, key: &str, default: u64) -> Result<u64, ()> {
-    let found = query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find_map(|(k, v)| (k == key).then_some(v));
-    match found {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ()),
-    }
-}
 
 /// The answer to `method path?query`.
 pub async fn answer<S: Store>(
@@ -74,29 +40,11 @@ pub async fn answer<S: Store>(
     method: &Method,
     path: &str,
     query: Option<&str>,
-) -> Response<Full<Bytes>> {
-    let known = matches!(
-        path,
-        "/dashboard"
-            | "/dashboard/"
-            | "/dashboard/app.js"
-            | "/dashboard/app.css"
-            | "/dashboard/api/rollouts"
-            | "/dashboard/api/agents"
-            | "/dashboard/api/audit"
-    );
-    if !known {
-        return text(StatusCode::NOT_FOUND, "not found: try /dashboard\n".into());
-    }
-    if method != Method::GET {
-        let mut resp = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "the dashboard is read-only: GET\n".into(),
-        );
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
-        return resp;
-    }
+) -> Answer {
+    let path = match page::route(&ASSETS, &DATA, method, path) {
+        Route::Done(answer) => return answer,
+        Route::Data(path) => path,
+    };
     let unavailable = |e: &dyn std::fmt::Display| {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -104,21 +52,6 @@ pub async fn answer<S: Store>(
         )
     };
     match path {
-        "/dashboard" | "/dashboard/" => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            Bytes::from_static(PAGE.as_bytes()),
-        ),
-        "/dashboard/app.js" => respond(
-            StatusCode::OK,
-            "text/javascript; charset=utf-8",
-            Bytes::from_static(SCRIPT.as_bytes()),
-        ),
-        "/dashboard/app.css" => respond(
-            StatusCode::OK,
-            "text/css; charset=utf-8",
-            Bytes::from_static(STYLE.as_bytes()),
-        ),
         "/dashboard/api/rollouts" => {
             match view::rollouts(dashboard.store.as_ref(), dashboard.dialer.as_ref()).await {
                 Ok(v) => json(&v),
@@ -130,14 +63,11 @@ pub async fn answer<S: Store>(
             Err(e) => unavailable(&e),
         },
         _ => {
-            let (Ok(after), Ok(limit)) = (
+            let (Some(after), Some(limit)) = (
                 number(query, "after", 0),
                 number(query, "limit", DEFAULT_AUDIT_LIMIT),
             ) else {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "after and limit are numbers\n".into(),
-                );
+                return text(StatusCode::BAD_REQUEST, "after and limit are numbers\n");
             };
             let limit = usize::try_from(limit.min(MAX_AUDIT_LIMIT)).unwrap_or(0);
             let dir = dashboard.audit_dir.clone();
@@ -154,7 +84,9 @@ pub async fn answer<S: Store>(
 mod tests {
     use super::*;
     use crate::store::embedded::EmbeddedStore;
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
+    use hyper::Response;
+    use hyper::body::Bytes;
     use std::sync::Arc;
 
     async fn body(resp: Response<Full<Bytes>>) -> String {
