@@ -307,7 +307,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             config.limits.max_artifact_bytes,
         )
         .map_err(start("open the artifact store"))?
-        .with_quota(config.limits.max_store_bytes, config.audit.min_free_bytes),
+        .with_quota(config.limits.max_store_bytes, config.audit.min_free_bytes)
+        .with_client_budget(config.limits.max_unused_bytes_per_client),
     );
     // Before the server accepts an upload: temp files of the older naming go; partial uploads
     // named by their digest stay for a resume unless nobody resumed them within the TTL.

@@ -114,6 +114,7 @@ fn limits() -> Limits {
         max_artifact_bytes: 1 << 20,
         max_unpacked_bytes: 8 << 20,
         max_store_bytes: 8 << 30,
+        max_unused_bytes_per_client: 2 << 30,
         unused_artifact_ttl: std::time::Duration::from_secs(3600),
         max_validity: Duration::from_secs(3600),
         clock_skew: Duration::from_secs(30),

@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::Rejection;
 use crate::admission::dispatch::DispatchIn;
-use crate::artifact::ArtifactStore;
+use crate::artifact::{ArtifactError, ArtifactStore};
 use crate::audit::{AuditLog, Entry};
 use crate::clock::now_ms;
 use crate::config::Placement;
@@ -176,6 +176,42 @@ impl AgentService {
         match recorded {
             Ok(_) => answer(status::rejection(&rejection.error)),
             Err(e) => status::audit(&e),
+        }
+    }
+
+    /// The answer to an upload refused before a byte was written. A refusal for room (the
+    /// store's quota, the disk's floor, the certificate's budget) is charged to the certificate
+    /// like a rejected submit and recorded as `artifact.refused` with its fingerprint, so a
+    /// certificate filling the store is on record and cannot loop at full speed (case J9).
+    async fn refuse_upload(&self, e: &ArtifactError, peer: &PeerIdentity) -> Status {
+        let (code, digest, size) = match e {
+            ArtifactError::ClientBudget { digest, size, .. } => ("client_budget", digest, size),
+            ArtifactError::StoreFull { digest, size, .. } => ("store_full", digest, size),
+            ArtifactError::DiskLow { digest, size, .. } => ("disk_low", digest, size),
+            _ => return status::artifact(e),
+        };
+        let paused = self.charge(peer).await;
+        tracing::info!(reason = code, "upload refused: {}", reason(e));
+        let entry = Entry::new("artifact.refused")
+            .with("reason", json!(code))
+            .with("detail", json!(reason(e)))
+            .with("sha256", json!(digest))
+            .with("size", json!(size))
+            .with("peer_fingerprint", json!(peer.fingerprint));
+        if let Err(e) = self.audit.append(entry).await {
+            return status::audit(&e);
+        }
+        let refused = status::artifact(e);
+        match paused {
+            Some(pause) => Status::new(
+                refused.code(),
+                format!(
+                    "{}; this client certificate is over its rejection budget: the agent does not read its requests for the next {:.1} s",
+                    refused.message(),
+                    pause.as_secs_f64()
+                ),
+            ),
+            None => refused,
         }
     }
 
@@ -428,9 +464,18 @@ impl Agent for AgentService {
         }
         self.audit.health().map_err(|e| status::audit(&e))?;
         let store = Arc::clone(&self.store);
-        let mut upload =
-            tokio::task::block_in_place(|| store.begin_upload_at(&digest, meta.size, first.offset))
-                .map_err(|e| status::artifact(&e))?;
+        let kept = self.executor.kept_artifacts();
+        let by = crate::artifact::Uploader {
+            fingerprint: &peer.fingerprint,
+            kept: &kept,
+        };
+        let begun = tokio::task::block_in_place(|| {
+            store.begin_upload_by(&digest, meta.size, first.offset, &by)
+        });
+        let mut upload = match begun {
+            Ok(upload) => upload,
+            Err(e) => return Err(self.refuse_upload(&e, &peer).await),
+        };
         let received = receive(&mut upload, &first.data, &mut chunks).await;
         if let Err(status) = received {
             // Dropping an upload that broke off fsyncs its partial file: not on this thread.

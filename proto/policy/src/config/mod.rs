@@ -132,6 +132,10 @@ pub struct Limits {
     /// Most bytes the artifact store may hold, uploads in progress included; an upload that
     /// would pass it is refused.
     pub max_store_bytes: u64,
+    /// Most bytes the uploads of one client certificate may hold in the store while no kept
+    /// release of any app uses them, partial uploads included; an upload that would pass it
+    /// is refused, so a certificate alone cannot take the whole store (case J9).
+    pub max_unused_bytes_per_client: u64,
     /// How long an artifact that no kept release of any app uses stays in the store before it
     /// is collected.
     pub unused_artifact_ttl: Duration,

@@ -174,6 +174,9 @@ pub struct RawLimits {
     pub max_unpacked_bytes: u64,
     /// Most bytes the artifact store may hold, uploads in progress included.
     pub max_store_bytes: u64,
+    /// Most bytes the uploads of one client certificate may hold in the store while no kept
+    /// release uses them (partial uploads included).
+    pub max_unused_bytes_per_client: u64,
     /// How long an artifact no kept release uses stays in the store (humantime), so an
     /// upload survives until the job that deploys it arrives.
     pub unused_artifact_ttl: String,
@@ -203,6 +206,7 @@ impl Default for RawLimits {
             max_artifact_bytes: 512 * 1024 * 1024,
             max_unpacked_bytes: 2 * 1024 * 1024 * 1024,
             max_store_bytes: 8 * 1024 * 1024 * 1024,
+            max_unused_bytes_per_client: 2 * 1024 * 1024 * 1024,
             unused_artifact_ttl: "1h".to_owned(),
             max_validity: "1h".to_owned(),
             clock_skew: "30s".to_owned(),

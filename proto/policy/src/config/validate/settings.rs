@@ -163,6 +163,15 @@ pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
             ),
         );
     }
+    if raw.limits.max_unused_bytes_per_client < raw.limits.max_artifact_bytes {
+        p.add(
+            "limits.max_unused_bytes_per_client",
+            format!(
+                "{} is less than limits.max_artifact_bytes ({}): the largest artifact could never be uploaded",
+                raw.limits.max_unused_bytes_per_client, raw.limits.max_artifact_bytes
+            ),
+        );
+    }
     p.positive(
         "limits.client_rejections_burst",
         raw.limits.client_rejections_burst.into(),
@@ -180,6 +189,7 @@ pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
         max_artifact_bytes: raw.limits.max_artifact_bytes,
         max_unpacked_bytes: raw.limits.max_unpacked_bytes,
         max_store_bytes: raw.limits.max_store_bytes,
+        max_unused_bytes_per_client: raw.limits.max_unused_bytes_per_client,
         unused_artifact_ttl: p.duration(
             "limits.unused_artifact_ttl",
             &raw.limits.unused_artifact_ttl,
