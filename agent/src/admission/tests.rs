@@ -95,6 +95,7 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         allow,
         flags: None,
+        limits: Default::default(),
     };
     Policy {
         keys: vec![

@@ -54,6 +54,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         front_door_mode: crate::config::FrontDoorMode::Tcp,
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         flags: None,
+        limits: Default::default(),
         allow: [(Action::Deploy, deployer)].into_iter().collect(),
     };
     let policy = Policy {

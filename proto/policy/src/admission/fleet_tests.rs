@@ -59,6 +59,7 @@ fn fixture(approvals: u32) -> Fixture {
         front_door_mode: crate::config::FrontDoorMode::Tcp,
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         flags: None,
+        limits: Default::default(),
     };
     let policy = Policy {
         keys: vec![

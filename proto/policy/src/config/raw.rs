@@ -289,6 +289,27 @@ pub struct RawApp {
     /// Serve the app signed feature flags over OFREP (`[apps.NAME.flags]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<RawFlags>,
+    /// The resource limits every instance starts with (`[apps.NAME.limits]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawAppLimits>,
+}
+
+/// `[apps.NAME.limits]`: what each instance may use, set as its hard and soft rlimits before
+/// exec; a limit left out takes its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppLimits {
+    /// Open file descriptors per process (`RLIMIT_NOFILE`), default 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_files: Option<u64>,
+    /// Processes and threads of the app's user, all its processes together (`RLIMIT_NPROC`),
+    /// default 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_processes: Option<u64>,
+    /// Bytes of virtual address space per process (`RLIMIT_AS`), default none (the unit's
+    /// `MemoryMax=` bounds the agent and every app together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
 }
 
 /// `[apps.NAME.flags]`: where the app's instances evaluate flags, and who may change them.
@@ -461,6 +482,7 @@ impl RawApp {
             allow: BTreeMap::new(),
             nginx: None,
             flags: None,
+            limits: None,
         }
     }
 
