@@ -1,4 +1,5 @@
-//! `gantry-agent run`: start-up in dependency order, serve until SIGTERM/SIGINT, then a bounded
+//! `gantry-agent run`: start-up in dependency order, serve until SIGTERM/SIGINT (or until an
+//! fdatasync of the audit log fails: then the same drain and exit 2), then a bounded
 //! drain that leaves every app instance running.
 //!
 //! Start-up: config → signing key → audit log (torn tail set aside) → `agent.started` →
@@ -83,6 +84,13 @@ pub enum DaemonError {
     /// `exit_on_disconnect_after`; the agent stopped as on SIGTERM (apps keep running).
     #[error("{0}")]
     LinkLost(crate::server::dialout::LinkLost),
+    /// An fdatasync of the audit log failed: the agent stopped as on SIGTERM (apps keep
+    /// running) rather than retry it (case H4).
+    #[error("stopped: the audit log failed for good: {cause}")]
+    AuditFailed {
+        /// What failed, naming the file and the errno.
+        cause: String,
+    },
     /// The server failed while running.
     #[error("the gRPC server failed")]
     Serve(#[source] tonic::transport::Error),
@@ -299,7 +307,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             config.limits.max_artifact_bytes,
         )
         .map_err(start("open the artifact store"))?
-        .with_quota(config.limits.max_store_bytes, config.audit.min_free_bytes),
+        .with_quota(config.limits.max_store_bytes, config.audit.min_free_bytes)
+        .with_client_budget(config.limits.max_unused_bytes_per_client),
     );
     // Before the server accepts an upload: temp files of the older naming go; partial uploads
     // named by their digest stay for a resume unless nobody resumed them within the TTL.
@@ -478,6 +487,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         None => None,
     };
 
+    // A failed fdatasync of the audit log stops the agent through this same path (case H4).
+    let audit_watch = {
+        let audit = audit.clone();
+        let token = shutdown.token();
+        tokio::spawn(async move {
+            tokio::select! {
+                cause = audit.failed_for_good() => {
+                    tracing::error!("the audit log failed for good; stopping: {cause}");
+                    token.cancel();
+                }
+                () = token.cancelled() => {}
+            }
+        })
+    };
     let signal = signals.wait().await;
     tracing::info!("{signal}: shutting down; app instances keep running");
     crate::readiness::stopping(&format!(
@@ -513,8 +536,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     if let Err(e) = audit.append(stopped).await {
         tracing::error!("cannot record agent.stopped: {}", reason(&e));
     }
+    let closed = audit.clone();
     if let Err(e) = audit.close().await {
         tracing::error!("cannot write the shutdown checkpoint: {}", reason(&e));
+    }
+    // Also when the final checkpoint's sync was the one that failed.
+    let fatal = closed.fatal();
+    if let Err(e) = audit_watch.await {
+        tracing::warn!("the audit watch task failed: {e}");
     }
     watchdog_stop.cancel();
     if let Some(task) = crl_watch
@@ -536,6 +565,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         && let Err(e) = task.await
     {
         tracing::warn!("the dial loop failed: {e}");
+    }
+    if let Some(cause) = fatal {
+        return Err(DaemonError::AuditFailed { cause });
     }
     if let Some(lost) = lost.lock().unwrap_or_else(PoisonError::into_inner).take() {
         return Err(DaemonError::LinkLost(lost));

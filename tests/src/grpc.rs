@@ -78,17 +78,29 @@ where
     F: FnOnce(AgentClient<Channel>) -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
+    let identity = (
+        env.pki.controller_cert.as_path(),
+        env.pki.controller_key.as_path(),
+    );
+    with_client_as(env, agent, identity, call)
+}
+
+/// As [`with_client`], with the client certificate `identity` (certificate, key).
+fn with_client_as<T, F, Fut>(
+    env: &TestEnv,
+    agent: &Agent,
+    identity: (&Path, &Path),
+    call: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(AgentClient<Channel>) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = connect_as(
-            env,
-            agent,
-            &env.pki.controller_cert,
-            &env.pki.controller_key,
-        )
-        .await?;
+        let client = connect_as(env, agent, identity.0, identity.1).await?;
         call(client).await
     })
 }
@@ -164,6 +176,27 @@ pub fn upload_raw(
     size: u64,
     data: &[u8],
 ) -> anyhow::Result<Result<ArtifactReceipt, tonic::Status>> {
+    let identity = (
+        env.pki.controller_cert.as_path(),
+        env.pki.controller_key.as_path(),
+    );
+    upload_raw_as(env, agent, identity, sha256, size, data)
+}
+
+/// As [`upload_raw`], over TLS with the client certificate `identity` (PEM certificate and
+/// key) instead of the controller's.
+///
+/// # Errors
+///
+/// When the certificates cannot be read or no connection is made.
+pub fn upload_raw_as(
+    env: &TestEnv,
+    agent: &Agent,
+    identity: (&Path, &Path),
+    sha256: &str,
+    size: u64,
+    data: &[u8],
+) -> anyhow::Result<Result<ArtifactReceipt, tonic::Status>> {
     let mut chunks: Vec<ArtifactChunk> = data
         .chunks(64 << 10)
         .map(|c| ArtifactChunk {
@@ -184,7 +217,7 @@ pub fn upload_raw(
             offset: 0,
         }),
     }
-    with_client(env, agent, |mut client| async move {
+    with_client_as(env, agent, identity, |mut client| async move {
         Ok(client
             .upload_artifact(tokio_stream::iter(chunks))
             .await

@@ -95,6 +95,7 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         allow,
         flags: None,
+        limits: Default::default(),
     };
     Policy {
         keys: vec![
@@ -114,6 +115,7 @@ fn limits() -> Limits {
         max_artifact_bytes: 1 << 20,
         max_unpacked_bytes: 8 << 20,
         max_store_bytes: 8 << 30,
+        max_unused_bytes_per_client: 2 << 30,
         unused_artifact_ttl: std::time::Duration::from_secs(3600),
         max_validity: Duration::from_secs(3600),
         clock_skew: Duration::from_secs(30),

@@ -3,6 +3,7 @@
 //!
 //! * [`store`]: `<data_dir>/artifacts/sha256/<hex>`; uploads are hashed as they stream in and
 //!   only a complete file with the declared size and digest is renamed into place.
+//! * `owners`: which client certificate uploaded each artifact, for its budget.
 //! * [`upload`]: one upload in progress, in `<data_dir>/artifacts/partial/<hex>`, kept when it
 //!   breaks off so that the next upload of that digest resumes where it stopped.
 //! * [`unpack`]: `.tar.gz` → directory, validating every entry itself (never `tar`'s own
@@ -11,6 +12,7 @@
 //! * [`releases`]: `<data_dir>/apps/<app>/releases/<version>/` and the `current` symlink.
 
 mod beneath;
+mod owners;
 pub mod releases;
 pub mod store;
 pub mod unpack;
@@ -25,7 +27,7 @@ use std::path::PathBuf;
 use crate::job::Sha256Hex;
 
 pub use releases::Releases;
-pub use store::ArtifactStore;
+pub use store::{ArtifactStore, Uploader};
 pub use unpack::{UnpackError, UnpackLimits, unpack_release};
 pub use upload::Upload;
 
@@ -158,6 +160,23 @@ pub enum ArtifactError {
         used: u64,
         /// The quota.
         quota: u64,
+    },
+    /// The upload would take what one client certificate's uploads hold past
+    /// `limits.max_unused_bytes_per_client` (case J9).
+    #[error(
+        "artifact {digest} ({size} bytes) would take the uploads of client certificate {fingerprint} past their budget: they hold {held} of {budget} bytes in artifacts no kept release uses (limits.max_unused_bytes_per_client); deploy those, or wait until they are collected (after a successful deploy, once older than limits.unused_artifact_ttl)"
+    )]
+    ClientBudget {
+        /// The artifact's expected digest.
+        digest: Sha256Hex,
+        /// The declared size.
+        size: u64,
+        /// The certificate's fingerprint.
+        fingerprint: String,
+        /// Bytes its uploads hold in artifacts no kept release uses, this one's not counted.
+        held: u64,
+        /// The budget.
+        budget: u64,
     },
     /// An upload asks to resume past the end it declares.
     #[error(

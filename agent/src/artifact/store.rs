@@ -9,6 +9,10 @@
 //! there; a partial nobody resumes is collected after `limits.unused_artifact_ttl`. Temp files
 //! of the older naming (`.upload-<random>`) are removed at start-up
 //! ([`ArtifactStore::remove_leftovers`]).
+//!
+//! Room: the store as a whole holds at most its quota and leaves the audit log's free space;
+//! the uploads of one client certificate (`<dir>/owners`, see [`super::owners`]) hold at most
+//! its budget in artifacts no kept release uses, so one certificate cannot take it all.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::owners::Owners;
 use super::upload::{Active, Claim, Parts};
 use super::{ArtifactError, Upload, sync_dir};
 use crate::job::Sha256Hex;
@@ -25,6 +30,15 @@ use crate::job::Sha256Hex;
 /// The name prefix of an upload's temp file in the objects directory (the naming before
 /// partial files were kept for a resume).
 const UPLOAD_PREFIX: &str = ".upload-";
+
+/// The client certificate an upload comes from, and the artifacts the kept releases use.
+#[derive(Debug, Clone, Copy)]
+pub struct Uploader<'a> {
+    /// Lowercase hex SHA-256 of the certificate.
+    pub fingerprint: &'a str,
+    /// Digests a kept release of some app uses: they count against no certificate.
+    pub kept: &'a BTreeSet<Sha256Hex>,
+}
 
 /// The agent's artifact store, rooted at `<data_dir>/artifacts`.
 #[derive(Debug, Clone)]
@@ -38,6 +52,11 @@ pub struct ArtifactStore {
     quota: u64,
     /// Free bytes an upload must leave on the filesystem (`audit.min_free_bytes`).
     min_free: u64,
+    /// Who uploaded what.
+    owners: Owners,
+    /// Most bytes one client certificate's uploads may hold while no kept release uses them
+    /// (`limits.max_unused_bytes_per_client`).
+    client_budget: u64,
     /// Digests being uploaded now.
     active: Active,
 }
@@ -70,6 +89,8 @@ impl ArtifactStore {
             max_bytes,
             quota: u64::MAX,
             min_free: 0,
+            owners: Owners::open(dir.join("owners"))?,
+            client_budget: u64::MAX,
             active: Active::default(),
         })
     }
@@ -81,6 +102,15 @@ impl ArtifactStore {
     pub fn with_quota(mut self, quota: u64, min_free: u64) -> Self {
         self.quota = quota;
         self.min_free = min_free;
+        self
+    }
+
+    /// Sets how many bytes the uploads of one client certificate may hold in the store while no
+    /// kept release uses them (`limits.max_unused_bytes_per_client`; see
+    /// [`ArtifactStore::begin_upload_by`]).
+    #[must_use]
+    pub fn with_client_budget(mut self, budget: u64) -> Self {
+        self.client_budget = budget;
         self
     }
 
@@ -118,8 +148,21 @@ impl ArtifactStore {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
-        self.collect_in(&self.objects, ttl, now, |digest| {
+        let removed = self.collect_in(&self.objects, ttl, now, |digest| {
             (!keep.contains(digest)).then_some(())
+        })?;
+        self.prune_owners()?;
+        Ok(removed)
+    }
+
+    /// Removes the uploader records of digests with neither an artifact nor a partial upload
+    /// in the store, and no upload in progress.
+    fn prune_owners(&self) -> Result<usize, ArtifactError> {
+        self.owners.prune(|digest| {
+            // Held while it looks, so an upload starting now keeps its record.
+            Claim::take(&self.active, digest).is_some()
+                && fs::symlink_metadata(self.path_of(digest)).is_err()
+                && fs::symlink_metadata(self.partial_of(digest)).is_err()
         })
     }
 
@@ -137,9 +180,11 @@ impl ArtifactStore {
     ) -> Result<Vec<(Sha256Hex, u64)>, ArtifactError> {
         // An upload in progress keeps its file; the claim held while a partial is removed
         // keeps an upload from opening it meanwhile (it is refused as busy, and retried).
-        self.collect_in(&self.partials, ttl, now, |digest| {
+        let removed = self.collect_in(&self.partials, ttl, now, |digest| {
             Claim::take(&self.active, digest)
-        })
+        })?;
+        self.prune_owners()?;
+        Ok(removed)
     }
 
     /// Removes the regular files of `dir` named by a digest and older than `ttl`, for which
@@ -259,6 +304,35 @@ impl ArtifactStore {
         size: u64,
         offset: u64,
     ) -> Result<Upload, ArtifactError> {
+        self.begin(expected, size, offset, None)
+    }
+
+    /// As [`ArtifactStore::begin_upload_at`], for the client certificate `by`: refused when the
+    /// artifacts its uploads hold that no release in `by.kept` uses (partial uploads included,
+    /// this one's held bytes not counted twice) and this upload's size would pass the client
+    /// budget; otherwise `by` is recorded as the uploader before anything is written.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::begin_upload_at`]; [`ArtifactError::ClientBudget`] naming the
+    /// certificate, what it holds and the budget.
+    pub fn begin_upload_by(
+        &self,
+        expected: &Sha256Hex,
+        size: u64,
+        offset: u64,
+        by: &Uploader<'_>,
+    ) -> Result<Upload, ArtifactError> {
+        self.begin(expected, size, offset, Some(by))
+    }
+
+    fn begin(
+        &self,
+        expected: &Sha256Hex,
+        size: u64,
+        offset: u64,
+        by: Option<&Uploader<'_>>,
+    ) -> Result<Upload, ArtifactError> {
         if size > self.max_bytes {
             return Err(ArtifactError::TooLarge {
                 digest: expected.clone(),
@@ -288,6 +362,10 @@ impl ArtifactStore {
             });
         }
         self.check_room(expected, size, held, offset)?;
+        if let Some(by) = by {
+            self.check_budget(expected, size, by)?;
+            self.owners.record(expected, by.fingerprint)?;
+        }
         let partial = self.partial_of(expected);
         let io = |op| {
             let path = partial.clone();
@@ -329,6 +407,41 @@ impl ArtifactStore {
             hasher,
             claim,
         }))
+    }
+
+    /// Refuses an upload that would take the bytes `by` holds in the store, in artifacts no
+    /// kept release uses, past the client budget.
+    fn check_budget(
+        &self,
+        expected: &Sha256Hex,
+        size: u64,
+        by: &Uploader<'_>,
+    ) -> Result<(), ArtifactError> {
+        let held = self
+            .owners
+            .uploaded_by(by.fingerprint)?
+            .iter()
+            .filter(|d| *d != expected && !by.kept.contains(*d))
+            .map(|d| self.bytes_of(d))
+            .fold(0u64, u64::saturating_add);
+        if held.saturating_add(size) > self.client_budget {
+            return Err(ArtifactError::ClientBudget {
+                digest: expected.clone(),
+                size,
+                fingerprint: by.fingerprint.to_owned(),
+                held,
+                budget: self.client_budget,
+            });
+        }
+        Ok(())
+    }
+
+    /// The bytes the store holds of `digest`: the artifact, or else its partial upload.
+    fn bytes_of(&self, digest: &Sha256Hex) -> u64 {
+        match fs::symlink_metadata(self.path_of(digest)) {
+            Ok(m) if m.is_file() => m.len(),
+            _ => self.held(digest),
+        }
     }
 
     /// Refuses an upload whose remaining bytes would take the store past its quota or the

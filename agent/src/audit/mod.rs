@@ -15,9 +15,14 @@
 //!   followed by a new one named by its first seq, and the chain continues.
 //! * At open, a torn last line (a crash mid-write) is moved to `<dir>/torn-<unix ms>.partial`
 //!   and recorded as `audit.recovered`, never dropped or patched into the chain (`recover.rs`).
-//! * Fail closed: when a write or sync fails, the file is cut back to its last durable length,
+//! * Fail closed: when a write fails, the file is cut back to its last durable length,
 //!   the whole batch gets [`AuditError::Unavailable`], and [`AuditLog::health`] reports why until
 //!   a later write succeeds.
+//! * A failed fdatasync is fatal (case H4): the kernel may have dropped the dirty pages and
+//!   marked them clean, so no fdatasync is ever tried again on that file. The batch is cut back,
+//!   every later append fails with [`AuditError::Unavailable`] naming the file and the errno, and
+//!   [`AuditLog::failed_for_good`] resolves so the agent stops; at the next start the last file's
+//!   chain is scanned again (`recover.rs`) before anything is appended.
 //! * Held entries: [`AuditLog::append_held`] is for what records a step already taken (a
 //!   rollback step, a job's final entry), which must not be lost when the disk is full. When the
 //!   log cannot be written, such an entry is queued in memory (at most [`MAX_HELD`]); while any
@@ -54,7 +59,7 @@ use std::time::Duration;
 use gantry_proto::audit_chain::ChainError;
 use gantry_proto::keys::SigningKey;
 use serde_json::Value;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 
 pub use reader::{format_human, read_lines, scan, tail, verify_dir};
 
@@ -391,6 +396,9 @@ pub(crate) struct Shared {
     pub(crate) held: AtomicUsize,
     /// Every durable line, for `audit tail -f` over gRPC.
     pub(crate) lines: broadcast::Sender<Arc<(u64, String)>>,
+    /// `Some(cause)` once an fdatasync failed: the log is failed for good and the agent must
+    /// stop (case H4).
+    pub(crate) fatal: watch::Sender<Option<String>>,
 }
 
 struct Inner {
@@ -441,6 +449,7 @@ impl AuditLog {
             syncs: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             lines,
+            fatal: watch::Sender::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let dir = opts.dir.clone();
@@ -486,6 +495,27 @@ impl AuditLog {
         let (reply, rx) = oneshot::channel();
         self.send(Command::AppendHeld(entry, reply))?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Resolves, with the cause, once the log has failed for good because an fdatasync failed:
+    /// nothing more is written to it (a retry could report durable what the kernel dropped), and
+    /// the agent stops as on SIGTERM and exits non-zero; the next start checks the tail again.
+    pub async fn failed_for_good(&self) -> String {
+        let mut rx = self.inner.shared.fatal.subscribe();
+        let cause = match rx.wait_for(Option::is_some).await {
+            Ok(cause) => cause.clone(),
+            // The sender lives as long as `self`: never reached.
+            Err(_) => None,
+        };
+        match cause {
+            Some(cause) => cause,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The cause, when the log has failed for good (see [`AuditLog::failed_for_good`]).
+    pub fn fatal(&self) -> Option<String> {
+        self.inner.shared.fatal.borrow().clone()
     }
 
     /// How many entries are held in memory, waiting for the log to be writable.

@@ -238,8 +238,9 @@ struct Scan {
     latest: Option<CheckpointLine>,
 }
 
-/// Reads a file line by line. The tail after the last `\n`, and a last complete line that is not
-/// a valid entry following its predecessor, are torn; any other bad line is corruption.
+/// Reads a file line by line, checking each line's seq and prev against the line before it.
+/// The tail after the last `\n`, and a last complete line that is not a valid entry following
+/// its predecessor, are torn; any other bad line is corruption.
 fn scan_file(path: &Path) -> Result<Scan, AuditError> {
     let read_err = |source| AuditError::Read {
         path: path.to_owned(),
@@ -247,9 +248,10 @@ fn scan_file(path: &Path) -> Result<Scan, AuditError> {
     };
     let mut reader = BufReader::with_capacity(1 << 16, open_read(path)?);
     let mut buf = Vec::with_capacity(1024);
-    // The last good line (with its '\n') and its header.
-    let mut good_line = Vec::with_capacity(1024);
+    // The last good line's header.
     let mut good_hdr: Option<EntryHead> = None;
+    // The last good line's hash, which the next line's prev must be.
+    let mut good_hash = String::new();
     let mut good_len = 0u64;
     let mut good_lines = 0u64;
     let mut latest: Option<CheckpointLine> = None;
@@ -278,8 +280,20 @@ fn scan_file(path: &Path) -> Result<Scan, AuditError> {
             }
             _ => Ok(h),
         });
+        // The chain, too (case H4: a line that survived a failed fdatasync while the one before
+        // it did not shows here). A whole line that does not chain is never a torn write.
+        if let (Ok(h), Some(p)) = (&checked, &good_hdr)
+            && h.prev != good_hash
+        {
+            return Err(AuditError::Corrupt {
+                path: path.to_owned(),
+                line: good_lines + 1,
+                reason: format!("seq {}: prev is not the hash of seq {}", h.seq, p.seq),
+            });
+        }
         match checked {
             Ok(h) => {
+                good_hash = line_hash(line);
                 if h.event == CHECKPOINT_EVENT {
                     let line = String::from_utf8_lossy(line).into_owned();
                     latest = Some(CheckpointLine { seq: h.seq, line });
@@ -287,14 +301,13 @@ fn scan_file(path: &Path) -> Result<Scan, AuditError> {
                 good_hdr = Some(h);
                 good_len = offset;
                 good_lines += 1;
-                std::mem::swap(&mut good_line, &mut buf);
             }
             Err(reason) => bad = Some((good_lines + 1, reason)),
         }
     }
     let last = good_hdr.map(|h| LastLine {
         seq: h.seq,
-        hash: line_hash(&good_line[..good_line.len() - 1]),
+        hash: good_hash,
         is_checkpoint: h.event == CHECKPOINT_EVENT,
     });
     Ok(Scan {

@@ -19,6 +19,8 @@ use super::*;
 
 const ENOSPC: i32 = 28;
 const EIO: i32 = 5;
+/// The writer's retry interval after a failure (`writer::RETRY_AFTER`).
+const RETRY_AFTER_TEST: Duration = Duration::from_millis(100);
 
 fn opts(dir: &Path) -> AuditOptions {
     AuditOptions {
@@ -514,6 +516,7 @@ async fn a_failed_sync_that_cannot_be_cut_back_stays_failed() {
         msg.contains("cannot sync") && msg.contains("cannot cut it back"),
         "{msg}"
     );
+    assert!(log.fatal().is_some_and(|c| msg.ends_with(&c)), "{msg}");
     std::thread::sleep(Duration::from_millis(250)); // past the retry interval
     assert!(matches!(
         log.append(entry(3)).await,
@@ -531,6 +534,104 @@ async fn a_failed_sync_that_cannot_be_cut_back_stays_failed() {
     wait_until("sealed", || {
         verify_dir(tmp.path(), None).is_ok_and(|s| s.checkpoints == 1)
     });
+}
+
+#[tokio::test]
+async fn h4_a_failed_fdatasync_is_never_retried_and_the_log_fails_for_good() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key();
+    let (log, _) = open(opts(tmp.path()), &key);
+    let first = log.append(entry(1)).await.unwrap();
+    assert_eq!(log.fatal(), None);
+    let file = log_files(tmp.path()).pop().unwrap();
+    let durable = fs::metadata(&file).unwrap().len();
+
+    log.inject(vec![Fault::Sync(EIO)]);
+    let err = log.append(entry(2)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unavailable { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "audit log unavailable: cannot sync {}: EIO",
+            file.display()
+        )) && msg.contains("stops"),
+        "{msg}"
+    );
+    assert!(!msg.contains("cannot cut it back"), "{msg}");
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        durable,
+        "the batch whose sync failed was cut back"
+    );
+    let cause = tokio::time::timeout(Duration::from_secs(10), log.failed_for_good())
+        .await
+        .expect("failed_for_good resolves");
+    assert!(msg.ends_with(&cause), "{cause}");
+    assert_eq!(log.fatal(), Some(cause));
+
+    // Past the retry and probe intervals: no write and no fdatasync is ever tried again.
+    let syncs = log.syncs();
+    std::thread::sleep(RETRY_AFTER_TEST + PROBE_EVERY);
+    assert!(matches!(
+        log.append(entry(3)).await,
+        Err(AuditError::Unavailable { .. })
+    ));
+    // Not even held: nothing will ever write it.
+    assert!(matches!(
+        log.append_held(entry(3)).await,
+        Err(AuditError::Unavailable { .. })
+    ));
+    assert_eq!(log.held(), 0);
+    assert!(matches!(
+        log.checkpoint().await,
+        Err(AuditError::Unavailable { .. })
+    ));
+    assert_eq!(log.syncs(), syncs);
+    assert_eq!(fs::metadata(&file).unwrap().len(), durable);
+    assert_eq!(log.health().unwrap_err().to_string(), msg);
+    assert!(matches!(
+        log.close().await,
+        Err(AuditError::Unavailable { .. })
+    ));
+
+    // The next start checks the tail again and continues from the last durable entry.
+    let (log, recovery) = open(opts(tmp.path()), &key);
+    assert_eq!(recovery, None);
+    assert_eq!(log.fatal(), None);
+    assert_eq!(log.append(entry(4)).await.unwrap().seq, first.seq + 1);
+    log.close().await.unwrap();
+    verify_dir(tmp.path(), Some(&key.public_key())).unwrap();
+}
+
+#[tokio::test]
+async fn h4_at_start_a_line_that_does_not_chain_to_the_one_before_stops_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key();
+    let (log, _) = open(opts(tmp.path()), &key);
+    for n in 1..=3 {
+        log.append(entry(n)).await.unwrap();
+    }
+    drop(log);
+    let file = log_files(tmp.path()).pop().unwrap();
+    wait_until("sealed", || {
+        verify_dir(tmp.path(), None).is_ok_and(|s| s.checkpoints == 1)
+    });
+    // Seq 2 is whole and well-formed but not what seq 3 chains to (a block the disk lost and
+    // had from elsewhere, or an edit).
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, text.replacen("job-2", "job-X", 1)).unwrap();
+    let err = AuditLog::open(opts(tmp.path()), Arc::clone(&key)).unwrap_err();
+    match &err {
+        AuditError::Corrupt { path, line, reason } => {
+            assert_eq!(path, &file);
+            assert_eq!(*line, 3);
+            assert_eq!(reason, "seq 3: prev is not the hash of seq 2");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing was set aside or appended.
+    assert_eq!(fs::read_to_string(&file).unwrap().lines().count(), 4);
+    assert_eq!(log_files(tmp.path()).len(), 1);
 }
 
 #[tokio::test]

@@ -316,12 +316,9 @@ impl Executor {
         }
     }
 
-    /// Removes artifacts that no kept release of any app uses, once they are older than
-    /// `limits.unused_artifact_ttl`, and records what went (`artifacts.collected`). Run after
-    /// each successful deploy, when pruning may have freed some.
-    async fn collect_artifacts(&self) {
-        let keep: std::collections::BTreeSet<crate::job::Sha256Hex> = self
-            .inner
+    /// The digests of the artifacts the kept releases of every app were unpacked from.
+    pub fn kept_artifacts(&self) -> std::collections::BTreeSet<crate::job::Sha256Hex> {
+        self.inner
             .shared
             .values()
             .flat_map(|shared| {
@@ -333,7 +330,14 @@ impl Executor {
                     .map(|spec| spec.artifact_sha256.clone())
                     .collect::<Vec<_>>()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Removes artifacts that no kept release of any app uses, once they are older than
+    /// `limits.unused_artifact_ttl`, and records what went (`artifacts.collected`). Run after
+    /// each successful deploy, when pruning may have freed some.
+    async fn collect_artifacts(&self) {
+        let keep = self.kept_artifacts();
         let ttl = self.inner.config.limits.unused_artifact_ttl;
         let store = Arc::clone(&self.inner.store);
         let collected = tokio::task::spawn_blocking(move || {

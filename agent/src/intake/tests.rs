@@ -54,6 +54,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
         front_door_mode: crate::config::FrontDoorMode::Tcp,
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         flags: None,
+        limits: Default::default(),
         allow: [(Action::Deploy, deployer)].into_iter().collect(),
     };
     let policy = Policy {
@@ -99,6 +100,7 @@ fn config(data_dir: &Path, key: &SigningKey) -> Config {
             max_artifact_bytes: 1 << 20,
             max_unpacked_bytes: 8 << 20,
             max_store_bytes: 8 << 30,
+            max_unused_bytes_per_client: 2 << 30,
             unused_artifact_ttl: std::time::Duration::from_secs(3600),
             max_validity: std::time::Duration::from_secs(3600),
             clock_skew: std::time::Duration::from_secs(30),

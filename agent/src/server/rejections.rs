@@ -7,6 +7,7 @@ use tonic::Status;
 
 use super::{AgentService, flood, status, throttle};
 use crate::admission::Rejection;
+use crate::artifact::ArtifactError;
 use crate::audit::Entry;
 use crate::error::reason;
 use crate::intake::{PeerIdentity, received_entry};
@@ -24,6 +25,42 @@ impl AgentService {
             self.rejections.mark_flushed(generation);
         }
         Ok(())
+    }
+
+    /// The answer to an upload refused before a byte was written. A refusal for room (the
+    /// store's quota, the disk's floor, the certificate's budget) is charged to the certificate
+    /// like a rejected submit and recorded as `artifact.refused` with its fingerprint, so a
+    /// certificate filling the store is on record and cannot loop at full speed (case J9).
+    pub(super) async fn refuse_upload(&self, e: &ArtifactError, peer: &PeerIdentity) -> Status {
+        let (code, digest, size) = match e {
+            ArtifactError::ClientBudget { digest, size, .. } => ("client_budget", digest, size),
+            ArtifactError::StoreFull { digest, size, .. } => ("store_full", digest, size),
+            ArtifactError::DiskLow { digest, size, .. } => ("disk_low", digest, size),
+            _ => return status::artifact(e),
+        };
+        let paused = self.charge(peer).await;
+        tracing::info!(reason = code, "upload refused: {}", reason(e));
+        let entry = Entry::new("artifact.refused")
+            .with("reason", json!(code))
+            .with("detail", json!(reason(e)))
+            .with("sha256", json!(digest))
+            .with("size", json!(size))
+            .with("peer_fingerprint", json!(peer.fingerprint));
+        if let Err(e) = self.audit.append(entry).await {
+            return status::audit(&e);
+        }
+        let refused = status::artifact(e);
+        match paused {
+            Some(pause) => Status::new(
+                refused.code(),
+                format!(
+                    "{}; this client certificate is over its rejection budget: the agent does not read its requests for the next {:.1} s",
+                    refused.message(),
+                    pause.as_secs_f64()
+                ),
+            ),
+            None => refused,
+        }
     }
 
     /// Records a rejection (in full, or only counted when over the rate) and builds its answer.

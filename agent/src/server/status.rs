@@ -200,6 +200,7 @@ pub fn artifact(e: &ArtifactError) -> Status {
     match e {
         ArtifactError::TooLarge { .. }
         | ArtifactError::StoreFull { .. }
+        | ArtifactError::ClientBudget { .. }
         | ArtifactError::DiskLow { .. } => Status::resource_exhausted(refused()),
         ArtifactError::Oversize { .. }
         | ArtifactError::SizeMismatch { .. }

@@ -43,9 +43,18 @@ impl AgentService {
         }
         self.audit.health().map_err(|e| status::audit(&e))?;
         let store = Arc::clone(&self.store);
-        let mut upload =
-            tokio::task::block_in_place(|| store.begin_upload_at(&digest, meta.size, first.offset))
-                .map_err(|e| status::artifact(&e))?;
+        let kept = self.executor.kept_artifacts();
+        let by = crate::artifact::Uploader {
+            fingerprint: &peer.fingerprint,
+            kept: &kept,
+        };
+        let begun = tokio::task::block_in_place(|| {
+            store.begin_upload_by(&digest, meta.size, first.offset, &by)
+        });
+        let mut upload = match begun {
+            Ok(upload) => upload,
+            Err(e) => return Err(self.refuse_upload(&e, &peer).await),
+        };
         let received = receive(&mut upload, &first.data, &mut chunks).await;
         if let Err(status) = received {
             // Dropping an upload that broke off fsyncs its partial file: not on this thread.

@@ -12,6 +12,7 @@
 pub mod access;
 mod adopt;
 mod backoff;
+pub mod limits;
 mod monitor;
 mod spawn;
 mod stop;

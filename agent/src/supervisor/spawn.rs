@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use nix::unistd::{Gid, Uid};
 
-use super::{InstanceSpec, RunAs, SupervisorError, access};
+use super::{InstanceSpec, Role, RunAs, SupervisorError, access};
 
 /// `PATH` of every instance.
 pub const INSTANCE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -285,6 +285,17 @@ fn set_identity(cmd: &mut Command, run_as: &RunAs) {
     }
 }
 
+/// Sets `limits` in the child, after the identity switch (registered after it, so it runs after
+/// it) and before exec.
+#[allow(unsafe_code)]
+fn set_limits(cmd: &mut Command, limits: super::limits::Prepared) {
+    // SAFETY: the closure runs in the child between fork and exec; it only calls setrlimit,
+    // async-signal-safe, on values worked out before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || limits.apply());
+    }
+}
+
 /// Starts the process of `spec`: a new session and process group, as its user, in the release
 /// directory, with exactly [`instance_env`], stdin from /dev/null and stdout/stderr appended to
 /// [`log_path`]. Nothing ties it to the agent: it outlives the agent.
@@ -305,6 +316,11 @@ pub(super) fn spawn(spec: &InstanceSpec) -> Result<Spawned, SupervisorError> {
         index: spec.index,
     })?;
     cmd.stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
+    if spec.role == Role::Instance
+        && let Some(limits) = super::limits::of(&spec.app)
+    {
+        set_limits(&mut cmd, super::limits::Prepared::of(&limits));
+    }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
     let spawn_err = |cause: io::Error| {

@@ -19,7 +19,10 @@
 //! read-only and read a byte), `append=PATH` (open an existing file for appending, write
 //! nothing), `create=DIR` (create and remove a file in DIR) or `list=DIR`; `GET /probe` answers
 //! one line per probe, `<op> <path> <result>`, the result `ok` or the errno name (`EACCES`).
-//! The security tests use it to show what an app can reach of the agent's files.
+//! The security tests use it to show what an app can reach of the agent's files. `spawn=N`
+//! starts N child processes (this program, sleeping) one after the other, then kills them all;
+//! its result is `ok`, or the errno of the spawn that failed and how many had started
+//! (`EAGAIN after 3`): the resource tests use it to show the instance's process limit.
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +49,8 @@ const CRASH_AT_START: u8 = 3;
 const CRASH_UNDER_LOAD: u8 = 4;
 /// Exit code for a bad environment (no or bad `PORT`, unknown `SAMPLE_MODE`).
 const USAGE: u8 = 2;
+/// The argument a `spawn=N` probe starts its children with.
+const SLEEP_ARG: &str = "--sleep-as-probe-child";
 /// How long open connections get to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -110,7 +115,9 @@ fn parse_probes(raw: &str) -> Result<Vec<(String, String)>, String> {
     raw.split(',')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((op @ ("read" | "append" | "create" | "list"), path)) if !path.is_empty() => {
+            Some((op @ ("read" | "append" | "create" | "list" | "spawn"), path))
+                if !path.is_empty() =>
+            {
                 Ok((op.to_owned(), path.to_owned()))
             }
             _ => Err(format!("SAMPLE_PROBE entry {p:?} is not OP=PATH")),
@@ -118,9 +125,48 @@ fn parse_probes(raw: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// The errno's name of `e` (`EACCES`), or its text when it has none.
+fn errno_name(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => format!("{:?}", nix::errno::Errno::from_raw(n)),
+        None => e.to_string(),
+    }
+}
+
+/// Starts up to `n` sleeping children, then kills and reaps them: `ok`, or the errno of the
+/// spawn that failed and how many had started.
+fn spawn_children(n: &str) -> String {
+    let Ok(n) = n.parse::<usize>() else {
+        return format!("{n:?} is not a count");
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return errno_name(&e),
+    };
+    let mut children = Vec::new();
+    let mut outcome = "ok".to_owned();
+    for _ in 0..n {
+        match std::process::Command::new(&exe).arg(SLEEP_ARG).spawn() {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                outcome = format!("{} after {}", errno_name(&e), children.len());
+                break;
+            }
+        }
+    }
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    outcome
+}
+
 /// Tries one access; `ok` or the errno's name.
 fn probe(op: &str, path: &str) -> String {
     use std::io::{Read, Write as _};
+    if op == "spawn" {
+        return spawn_children(path);
+    }
     let outcome = match op {
         "read" => std::fs::File::open(path).and_then(|mut f| f.read(&mut [0u8; 1]).map(drop)),
         "append" => std::fs::OpenOptions::new()
@@ -139,10 +185,7 @@ fn probe(op: &str, path: &str) -> String {
     };
     match outcome {
         Ok(()) => "ok".to_owned(),
-        Err(e) => match e.raw_os_error() {
-            Some(n) => format!("{:?}", nix::errno::Errno::from_raw(n)),
-            None => e.to_string(),
-        },
+        Err(e) => errno_name(&e),
     }
 }
 
@@ -196,6 +239,11 @@ impl App {
 }
 
 fn main() -> ExitCode {
+    // A child of a `spawn=N` probe: it only has to exist for a while.
+    if std::env::args().nth(1).as_deref() == Some(SLEEP_ARG) {
+        std::thread::sleep(Duration::from_secs(60));
+        return ExitCode::SUCCESS;
+    }
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let mut raw_mode = env("SAMPLE_MODE");
     if raw_mode.is_empty() {

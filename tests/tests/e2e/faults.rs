@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use gantry_tests::artifact::outside_dir;
-use gantry_tests::grpc::upload_raw;
+use gantry_tests::grpc::{upload_raw, upload_raw_as};
 use gantry_tests::{
     Agent, Controller, Hostile, TestEnv, audit_events, audit_lines, banner, make_artifact,
     make_hostile_artifact, rfc3339, unix_now, wait_until,
@@ -627,4 +627,70 @@ fn j9_the_artifact_store_keeps_to_its_quota_and_drops_what_no_release_uses() {
             .is_some_and(|d| d.iter().any(|d| d == digests[0].as_str()))),
         "{collected:?}"
     );
+}
+
+/// Case J9, a controller certificate alone cannot fill the store: a second controller
+/// certificate uploads distinct artifacts (no job, no signing key) until the agent refuses it
+/// with `RESOURCE_EXHAUSTED` naming its budget and the numbers, recorded as `artifact.refused`
+/// with its fingerprint; the real controller's signed job is still admitted and deployed.
+#[test]
+fn j9_one_certificate_cannot_fill_the_store_and_another_controller_still_deploys() {
+    const BLOB: usize = 1 << 20;
+    const BUDGET: u64 = 8 << 20;
+    let env = TestEnv::new().unwrap();
+    let mut raw = env.raw_config();
+    raw.tls.client_names.push("bulk-uploader".to_owned());
+    raw.limits.max_artifact_bytes = 6 << 20;
+    raw.limits.max_unused_bytes_per_client = BUDGET;
+    raw.limits.max_store_bytes = 64 << 20;
+    env.write_raw_config(&raw).unwrap();
+    let (cert, key) = env.add_controller_cert("bulk-uploader").unwrap();
+    let fingerprint = gantry_tests::certs::fingerprint(&cert).unwrap();
+    let agent = Agent::start(&env).unwrap();
+
+    let mut stored = 0u64;
+    let refused = loop {
+        let blob: Vec<u8> = (0..BLOB)
+            .map(|i| (i as u64 ^ stored.wrapping_mul(0x9e37)) as u8)
+            .collect();
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &blob));
+        let answer =
+            upload_raw_as(&env, &agent, (&cert, &key), &digest, BLOB as u64, &blob).unwrap();
+        match answer {
+            Ok(receipt) => {
+                assert!(!receipt.already_present);
+                stored += 1;
+            }
+            Err(status) => break status,
+        }
+        assert!(
+            stored <= 8,
+            "the budget of 8 MiB never stopped 1 MiB uploads"
+        );
+    };
+    assert_eq!(stored, 8, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let msg = refused.message();
+    assert!(
+        msg.contains(&format!("client certificate {fingerprint}"))
+            && msg.contains(&format!("they hold {} of {BUDGET} bytes", 8 * BLOB))
+            && msg.contains("limits.max_unused_bytes_per_client"),
+        "{msg}"
+    );
+    let entries = audit_events(&env, "artifact.refused").unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["reason"], "client_budget");
+    assert_eq!(entries[0]["peer_fingerprint"], fingerprint.as_str());
+    assert_eq!(entries[0]["size"], BLOB as u64);
+
+    // The real controller's certificate has its own budget: its job is admitted and deployed.
+    let ctl = Controller::new(&env, &agent);
+    let artifact = make_artifact(&env, "1.0.0", "").unwrap();
+    deploy(&ctl, &env, "1.0.0", &artifact, 1, "20s").assert_code(0);
+    let accepted = audit_events(&env, "job.succeeded").unwrap();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
 }

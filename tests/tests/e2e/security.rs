@@ -1,6 +1,7 @@
 //! Security faults: unsafe key files, the audit dir on a full filesystem and the low-water mark,
 //! and what a deployed child process holds (uid, gid, groups, capabilities, environment, fds);
 //! `privsep`: the same under a non-root agent with capabilities, and the agent's files.
+//! `limits`: the rlimits a deployed instance starts with.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -14,6 +15,7 @@ use gantry_tests::{Agent, Controller, TestEnv, audit_events, make_artifact, wait
 
 use crate::{deploy, deploy_args, releases, strs};
 
+mod limits;
 mod privsep;
 
 fn is_root() -> bool {

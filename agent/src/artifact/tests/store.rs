@@ -295,3 +295,107 @@ fn j9_collect_removes_only_old_artifacts_no_release_uses() {
             .is_empty()
     );
 }
+
+/// Uploads `data` whole as the certificate `by`.
+fn put_by(
+    store: &ArtifactStore,
+    data: &[u8],
+    by: &Uploader<'_>,
+) -> Result<Sha256Hex, ArtifactError> {
+    let digest = Sha256Hex::of(data);
+    let mut up = store.begin_upload_by(&digest, data.len() as u64, 0, by)?;
+    up.write(data)?;
+    up.finish()?;
+    Ok(digest)
+}
+
+#[test]
+fn j9_one_certificate_is_refused_past_its_budget_and_another_still_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        ArtifactStore::open(&dir.path().join("artifacts"), 1000)
+            .unwrap()
+            .with_quota(10_000, 0)
+            .with_client_budget(1000)
+    };
+    let store = open();
+    let none = std::collections::BTreeSet::new();
+    let bulk = Uploader {
+        fingerprint: "aa11",
+        kept: &none,
+    };
+    let other = Uploader {
+        fingerprint: "bb22",
+        kept: &none,
+    };
+    let first = put_by(&store, &[1u8; 400], &bulk).unwrap();
+    // A partial upload counts too.
+    let second = Sha256Hex::of(&[2u8; 500]);
+    let mut pending = store.begin_upload_by(&second, 500, 0, &bulk).unwrap();
+    pending.write(&[2u8; 100]).unwrap();
+    drop(pending);
+    let third = Sha256Hex::of(&[3u8; 501]);
+    let Err(err) = store.begin_upload_by(&third, 501, 0, &bulk) else {
+        panic!("over the budget")
+    };
+    assert!(
+        matches!(
+            &err,
+            ArtifactError::ClientBudget { size: 501, held: 500, budget: 1000, fingerprint, .. }
+                if fingerprint == "aa11"
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("client certificate aa11")
+            && msg.contains("hold 500 of 1000 bytes")
+            && msg.contains("limits.max_unused_bytes_per_client"),
+        "{msg}"
+    );
+    assert_eq!(
+        store.held(&third),
+        0,
+        "nothing is left of the refused upload"
+    );
+    // Up to the budget exactly is fine, and resuming its own partial counts it once.
+    drop(
+        store
+            .begin_upload_by(&Sha256Hex::of(&[4u8; 500]), 500, 0, &bulk)
+            .unwrap(),
+    );
+    let resumed = store.begin_upload_by(&second, 500, 100, &bulk).unwrap();
+    drop(resumed);
+    // Another certificate has its own budget, whatever the first one holds.
+    put_by(&store, &[5u8; 900], &other).unwrap();
+    // A restart forgets nobody's share.
+    let store = open();
+    assert!(matches!(
+        store.begin_upload_by(&third, 501, 0, &bulk),
+        Err(ArtifactError::ClientBudget { held: 500, .. })
+    ));
+    // An artifact a kept release uses counts for no certificate.
+    let kept = std::collections::BTreeSet::from([first.clone()]);
+    let deployed = Uploader {
+        fingerprint: "aa11",
+        kept: &kept,
+    };
+    assert!(matches!(
+        store.begin_upload_by(&third, 901, 0, &deployed),
+        Err(ArtifactError::ClientBudget { held: 100, .. })
+    ));
+    // A collection prunes the records of what is gone.
+    fs::remove_file(store.partial_of(&second)).unwrap();
+    fs::remove_file(store.partial_of(&Sha256Hex::of(&[4u8; 500]))).ok();
+    store
+        .collect(
+            &kept,
+            std::time::Duration::from_secs(3600),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let records = names(&dir.path().join("artifacts/owners"));
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.contains(&first.to_string()), "{records:?}");
+    store.begin_upload_by(&third, 501, 0, &deployed).unwrap();
+}

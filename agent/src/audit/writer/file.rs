@@ -116,6 +116,19 @@ impl OpenLog {
         self.file.sync_data()
     }
 
+    /// Truncates to `len`, the durable length, without syncing: after a failed fdatasync the
+    /// file gets no second one.
+    fn discard(&mut self, len: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(errno) = self.fault(|f| match f {
+            Fault::Truncate(e) => Some(e),
+            _ => None,
+        }) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.file.set_len(len)
+    }
+
     /// Truncates to `len`, the durable length, then syncs as best it can.
     fn cut_back(&mut self, len: u64) -> io::Result<()> {
         #[cfg(test)]
@@ -134,7 +147,7 @@ impl OpenLog {
 
 impl Writer {
     /// Writes the batch and syncs once. Err carries the cause and whether the failure is
-    /// permanent (the file could not be cut back).
+    /// permanent (the file could not be cut back, or its fdatasync failed).
     pub(super) fn commit(&mut self) -> Result<(), (String, bool)> {
         if self.len > 0 && self.len >= self.opts.max_file_bytes {
             self.rotate().map_err(|e| (e, false))?;
@@ -155,11 +168,33 @@ impl Writer {
         }
         let started = std::time::Instant::now();
         if let Err(e) = self.file.sync_data() {
-            return Err(self.cut_back(format!("cannot sync {}: {e}", self.path.display())));
+            return Err((self.sync_failed(&e), true));
         }
         crate::metrics::global().audit_committed(self.lines.len() as u64, started.elapsed());
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// fdatasync failed (case H4). The kernel may have dropped the batch's dirty pages and
+    /// marked them clean ("fsyncgate"), so a later fdatasync on this file could succeed without
+    /// them ever reaching the disk: there is no retry. The batch is cut back without a sync (the
+    /// file then shows only what was durable), and the log fails for good and says so to
+    /// [`crate::audit::AuditLog::failed_for_good`]: the agent stops, and its next start scans
+    /// and checks the chain of the last file again before anything is appended.
+    fn sync_failed(&mut self, e: &io::Error) -> String {
+        let errno = e.raw_os_error().map_or_else(
+            || e.to_string(),
+            |n| format!("{}", nix::errno::Errno::from_raw(n)),
+        );
+        let mut cause = format!(
+            "cannot sync {}: {errno}; the kernel may have dropped the unsynced data, so the agent writes nothing more to this file and stops (restart it: the log's tail is checked again at start)",
+            self.path.display()
+        );
+        if let Err(t) = self.file.discard(self.len) {
+            cause = format!("{cause}; cannot cut it back to {} bytes: {t}", self.len);
+        }
+        self.shared.fatal.send_replace(Some(cause.clone()));
+        cause
     }
 
     /// Cuts the file back to its durable length so no torn line stays.

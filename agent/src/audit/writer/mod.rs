@@ -2,10 +2,12 @@
 //!
 //! The thread owns the file. It blocks for one command, drains whatever else is queued, builds
 //! all lines into one reused buffer, writes it, calls fdatasync ONCE, and only then answers every
-//! caller. When the write or the sync fails it cuts the file back to its last durable length
+//! caller. When the write fails it cuts the file back to its last durable length
 //! (no torn line stays), answers the whole batch with [`AuditError::Unavailable`] and stays
 //! failed; a later batch retries (at most every [`RETRY_AFTER`]) and clears the failure when its
-//! write succeeds. The chain state (seq, prev) only moves on success, so it stays correct.
+//! write succeeds. When the sync fails, there is no retry: the log fails for good and the agent
+//! stops (`file.rs`, case H4). The chain state (seq, prev) only moves on success, so it stays
+//! correct.
 //!
 //! Held entries ([`Command::AppendHeld`]) that cannot be written wait in `held`; they are put at
 //! the front of every batch (after an `audit.resumed` entry) until one succeeds, and only then
@@ -137,7 +139,8 @@ struct Chain {
 struct Failure {
     cause: String,
     at: Instant,
-    /// The file could not be cut back: it may hold a torn line, so never write again.
+    /// The file could not be cut back (it may hold a torn line), or its fdatasync failed (it
+    /// may have lost what it reported written): never write again.
     permanent: bool,
 }
 

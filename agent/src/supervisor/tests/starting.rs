@@ -154,3 +154,97 @@ async fn spawn_errors_name_the_program() {
     let err = Instance::spawn(spec, slow_backoff()).await.unwrap_err();
     assert_eq!(err.to_string(), "app web instance 0: the command is empty");
 }
+
+/// The line of `/proc/PID/limits` for `name`, as (soft, hard).
+fn proc_limit(pid: u32, name: &str) -> (String, String) {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {text}"));
+    let mut cells = line[name.len()..].split_whitespace();
+    (
+        cells.next().unwrap().to_owned(),
+        cells.next().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn j9_an_instance_starts_with_its_apps_limits_lowered_to_the_agents_own() {
+    let (_dir, mut spec) = setup(&["/bin/sleep", "300"]);
+    spec.app = AppName::new("limited").unwrap();
+    let (_, agent_nofile) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    limits::register(
+        &spec.app,
+        limits::InstanceLimits {
+            max_open_files: 321,
+            max_processes: 77,
+            max_memory: Some(3 << 30),
+        },
+    );
+    let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
+    let pid = inst.record().pid;
+    assert_eq!(
+        proc_limit(pid, "Max open files"),
+        ("321".to_owned(), "321".to_owned())
+    );
+    assert_eq!(
+        proc_limit(pid, "Max processes"),
+        ("77".to_owned(), "77".to_owned())
+    );
+    let bytes = (3u64 << 30).to_string();
+    assert_eq!(proc_limit(pid, "Max address space"), (bytes.clone(), bytes));
+    inst.stop().await.unwrap();
+
+    // Above the agent's own hard limit: lowered to it, and the instance still starts.
+    limits::register(
+        &spec.app,
+        limits::InstanceLimits {
+            max_open_files: u64::MAX,
+            max_processes: 77,
+            max_memory: None,
+        },
+    );
+    let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
+    let pid = inst.record().pid;
+    let hard = agent_nofile.to_string();
+    assert_eq!(proc_limit(pid, "Max open files"), (hard.clone(), hard));
+    let (_, agent_as) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS).unwrap();
+    assert_eq!(
+        agent_as,
+        nix::sys::resource::RLIM_INFINITY,
+        "the test runs without one"
+    );
+    assert_eq!(
+        proc_limit(pid, "Max address space"),
+        ("unlimited".to_owned(), "unlimited".to_owned()),
+        "no max_memory: none of its own"
+    );
+    inst.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn j9_a_front_door_and_an_unregistered_app_keep_the_agents_limits() {
+    let (_dir, mut spec) = setup(&["/bin/sleep", "300"]);
+    spec.app = AppName::new("front-door-limits").unwrap();
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let agents = (soft.to_string(), hard.to_string());
+    let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
+    assert_eq!(proc_limit(inst.record().pid, "Max open files"), agents);
+    inst.stop().await.unwrap();
+    limits::register(
+        &spec.app,
+        limits::InstanceLimits {
+            max_open_files: 99,
+            max_processes: 99,
+            max_memory: None,
+        },
+    );
+    spec.role = Role::FrontDoor;
+    let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
+    assert_eq!(proc_limit(inst.record().pid, "Max open files"), agents);
+    inst.stop().await.unwrap();
+}

@@ -59,6 +59,7 @@ fn fixture(approvals: u32) -> Fixture {
         front_door_mode: crate::config::FrontDoorMode::Tcp,
         hold_timeout: crate::config::DEFAULT_HOLD_TIMEOUT,
         flags: None,
+        limits: Default::default(),
     };
     let policy = Policy {
         keys: vec![
@@ -74,6 +75,7 @@ fn fixture(approvals: u32) -> Fixture {
         max_artifact_bytes: 1 << 20,
         max_unpacked_bytes: 1 << 20,
         max_store_bytes: 8 << 30,
+        max_unused_bytes_per_client: 2 << 30,
         unused_artifact_ttl: std::time::Duration::from_secs(3600),
         max_validity: Duration::from_secs(3600),
         clock_skew: Duration::from_secs(30),

@@ -132,6 +132,10 @@ pub struct Limits {
     /// Most bytes the artifact store may hold, uploads in progress included; an upload that
     /// would pass it is refused.
     pub max_store_bytes: u64,
+    /// Most bytes the uploads of one client certificate may hold in the store while no kept
+    /// release of any app uses them, partial uploads included; an upload that would pass it
+    /// is refused, so a certificate alone cannot take the whole store (case J9).
+    pub max_unused_bytes_per_client: u64,
     /// How long an artifact that no kept release of any app uses stays in the store before it
     /// is collected.
     pub unused_artifact_ttl: Duration,
@@ -313,6 +317,38 @@ pub struct AppPolicy {
     pub hold_timeout: Duration,
     /// Feature flags served to the app (`[apps.NAME.flags]`); `None`: the app has none.
     pub flags: Option<FlagsPolicy>,
+    /// The resource limits each instance starts with (`[apps.NAME.limits]`).
+    pub limits: InstanceLimits,
+}
+
+/// What each instance of an app may use: set as hard and soft rlimits in the child before
+/// exec (case J9: one app cannot fork-bomb or exhaust the host on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceLimits {
+    /// Open file descriptors per process (`RLIMIT_NOFILE`).
+    pub max_open_files: u64,
+    /// Processes and threads of the app's user, all its processes together (`RLIMIT_NPROC`;
+    /// the kernel does not enforce it for root).
+    pub max_processes: u64,
+    /// Bytes of virtual address space per process (`RLIMIT_AS`); `None`: no limit of its own.
+    pub max_memory: Option<u64>,
+}
+
+impl InstanceLimits {
+    /// `max_open_files` when `[apps.NAME.limits]` leaves it out: the unit's `LimitNOFILE=`.
+    pub const DEFAULT_OPEN_FILES: u64 = 65_536;
+    /// `max_processes` when left out: the unit's `TasksMax=`.
+    pub const DEFAULT_PROCESSES: u64 = 4096;
+}
+
+impl Default for InstanceLimits {
+    fn default() -> Self {
+        Self {
+            max_open_files: Self::DEFAULT_OPEN_FILES,
+            max_processes: Self::DEFAULT_PROCESSES,
+            max_memory: None,
+        }
+    }
 }
 
 /// How long the front door holds a connection no instance accepts, by default.

@@ -174,6 +174,9 @@ pub struct RawLimits {
     pub max_unpacked_bytes: u64,
     /// Most bytes the artifact store may hold, uploads in progress included.
     pub max_store_bytes: u64,
+    /// Most bytes the uploads of one client certificate may hold in the store while no kept
+    /// release uses them (partial uploads included).
+    pub max_unused_bytes_per_client: u64,
     /// How long an artifact no kept release uses stays in the store (humantime), so an
     /// upload survives until the job that deploys it arrives.
     pub unused_artifact_ttl: String,
@@ -203,6 +206,7 @@ impl Default for RawLimits {
             max_artifact_bytes: 512 * 1024 * 1024,
             max_unpacked_bytes: 2 * 1024 * 1024 * 1024,
             max_store_bytes: 8 * 1024 * 1024 * 1024,
+            max_unused_bytes_per_client: 2 * 1024 * 1024 * 1024,
             unused_artifact_ttl: "1h".to_owned(),
             max_validity: "1h".to_owned(),
             clock_skew: "30s".to_owned(),
@@ -285,6 +289,27 @@ pub struct RawApp {
     /// Serve the app signed feature flags over OFREP (`[apps.NAME.flags]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<RawFlags>,
+    /// The resource limits every instance starts with (`[apps.NAME.limits]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawAppLimits>,
+}
+
+/// `[apps.NAME.limits]`: what each instance may use, set as its hard and soft rlimits before
+/// exec; a limit left out takes its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppLimits {
+    /// Open file descriptors per process (`RLIMIT_NOFILE`), default 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_files: Option<u64>,
+    /// Processes and threads of the app's user, all its processes together (`RLIMIT_NPROC`),
+    /// default 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_processes: Option<u64>,
+    /// Bytes of virtual address space per process (`RLIMIT_AS`), default none (the unit's
+    /// `MemoryMax=` bounds the agent and every app together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
 }
 
 /// `[apps.NAME.flags]`: where the app's instances evaluate flags, and who may change them.
@@ -457,6 +482,7 @@ impl RawApp {
             allow: BTreeMap::new(),
             nginx: None,
             flags: None,
+            limits: None,
         }
     }
 

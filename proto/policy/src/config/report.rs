@@ -130,6 +130,18 @@ fn run_as_text(app: &AppPolicy) -> String {
     }
 }
 
+/// The rlimits each instance starts with (`[apps.NAME.limits]`).
+fn limits_text(app: &AppPolicy) -> String {
+    let l = &app.limits;
+    format!(
+        "{} open files per process, {} processes of its user, {} of address space per process",
+        l.max_open_files,
+        l.max_processes,
+        l.max_memory
+            .map_or_else(|| "no limit".to_owned(), |b| format!("{b} bytes")),
+    )
+}
+
 /// The app's address, as the report shows it.
 fn listen_text(app: &AppPolicy) -> String {
     match (&app.listen, &app.router) {
@@ -368,6 +380,7 @@ fn render_text(cfg: &Config, now: i64) -> String {
                 vec!["router".into(), router_text(app)],
                 vec!["max instances".into(), app.max_instances.to_string()],
                 vec!["stop timeout".into(), dur(app.stop_timeout)],
+                vec!["limits".into(), limits_text(app)],
                 vec!["approvals".into(), approvals],
             ],
         );
@@ -526,6 +539,11 @@ fn render_json(cfg: &Config, now: i64) -> String {
                 "router": router_json(app),
                 "max_instances": app.max_instances,
                 "stop_timeout_ms": ms(app.stop_timeout),
+                "limits": {
+                    "max_open_files": app.limits.max_open_files,
+                    "max_processes": app.limits.max_processes,
+                    "max_memory": app.limits.max_memory,
+                },
                 "approvals": app.approvals,
                 "deployer_may_approve": app.deployer_may_approve,
                 "allow": allow,

@@ -567,3 +567,68 @@ fn j9_a_store_quota_below_the_largest_artifact_is_refused_and_the_defaults_hold(
         "{errors}"
     );
 }
+
+#[test]
+fn j9_a_client_budget_below_the_largest_artifact_is_refused_and_the_default_holds() {
+    let dir = fixture();
+    let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.limits.max_unused_bytes_per_client, 2 << 30);
+    let text = EXAMPLE.replace(
+        "max_unused_bytes_per_client = 2147483648",
+        "max_unused_bytes_per_client = 536870911",
+    );
+    assert_ne!(
+        text, EXAMPLE,
+        "the example documents max_unused_bytes_per_client"
+    );
+    let errors = load(&write(dir.path(), &text), &root()).expect_err("refused");
+    assert!(
+        errors.to_string().contains(
+            "limits.max_unused_bytes_per_client: 536870911 is less than limits.max_artifact_bytes (536870912)"
+        ),
+        "{errors}"
+    );
+    // At the largest artifact exactly is fine.
+    let text = EXAMPLE.replace(
+        "max_unused_bytes_per_client = 2147483648",
+        "max_unused_bytes_per_client = 536870912",
+    );
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.limits.max_unused_bytes_per_client, 536_870_912);
+}
+
+#[test]
+fn j9_instance_limits_default_parse_and_refuse_zero() {
+    let dir = fixture();
+    let cfg = load(&write(dir.path(), EXAMPLE), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        web_of(&cfg).limits,
+        InstanceLimits {
+            max_open_files: 65_536,
+            max_processes: 4096,
+            max_memory: None,
+        }
+    );
+    let with =
+        |table: &str| EXAMPLE.replace("[apps.web.allow]", &format!("{table}\n[apps.web.allow]"));
+    let text = with("[apps.web.limits]\nmax_processes = 64\nmax_memory = 1073741824");
+    let cfg = load(&write(dir.path(), &text), &root()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        web_of(&cfg).limits,
+        InstanceLimits {
+            max_open_files: 65_536,
+            max_processes: 64,
+            max_memory: Some(1 << 30),
+        }
+    );
+    let text = with("[apps.web.limits]\nmax_open_files = 0");
+    let errors = load(&write(dir.path(), &text), &root()).expect_err("refused");
+    assert!(
+        errors
+            .to_string()
+            .contains("apps.web.limits.max_open_files: must be more than 0"),
+        "{errors}"
+    );
+    let text = with("[apps.web.limits]\nmax_threads = 5");
+    assert!(load(&write(dir.path(), &text), &root()).is_err());
+}

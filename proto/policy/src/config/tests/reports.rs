@@ -25,6 +25,12 @@ fn policy_report_shows_keys_rights_users_and_ports() {
         "{text}"
     );
     assert!(text.contains("    promote   deployer\n"), "{text}");
+    assert!(
+        text.contains(
+            "  limits         65536 open files per process, 4096 processes of its user, no limit of address space per process\n"
+        ),
+        "{text}"
+    );
     assert!(text.contains("environment  production\n"), "{text}");
     assert!(
         text.contains("labels       region=eu-west, ring=2\n"),
@@ -45,6 +51,9 @@ fn policy_report_shows_keys_rights_users_and_ports() {
     assert_eq!(web["run_as"]["uid"], 65534);
     assert_eq!(web["ports"]["first"], 18000);
     assert_eq!(web["approvals"], 1);
+    assert_eq!(web["limits"]["max_open_files"], 65536);
+    assert_eq!(web["limits"]["max_processes"], 4096);
+    assert!(web["limits"]["max_memory"].is_null());
     assert_eq!(web["allow"]["deploy"][0], "deployer");
     assert_eq!(web["keys"][1]["actions"], serde_json::json!(["abort"]));
     assert_eq!(web["keys"][1]["approves"], true);

@@ -11,7 +11,7 @@ use super::router::{check_app_listens, validate_hold, validate_mode, validate_ro
 use super::users::{resolve_user, unresolved_user};
 use super::{HostIdentity, Mode, Problems};
 use crate::config::raw::{RawApp, RawConfig};
-use crate::config::{APPROVER_ROLE, AppPolicy, DISPATCH_ENTRY, Policy, RunAs};
+use crate::config::{APPROVER_ROLE, AppPolicy, DISPATCH_ENTRY, InstanceLimits, Policy, RunAs};
 use crate::job::{Action, AppName};
 
 /// Every app of `raw`, checked against the roles `policy`'s keys hold and the agent's own
@@ -111,6 +111,7 @@ pub(super) fn validate_apps(
                     front_door_mode,
                     hold_timeout,
                     flags: super::flags::validate_flags(p, &at, app.flags.as_ref()),
+                    limits: instance_limits(p, &at, app),
                 },
             );
         }
@@ -239,5 +240,24 @@ fn validate_app(
     match run_as {
         Some(run_as) if p.list.len() == before => Some((run_as, (allow, dispatch), stop_timeout)),
         _ => None,
+    }
+}
+
+/// `[apps.NAME.limits]`, each left-out limit at its default; a zero is a problem (an instance
+/// could not even start).
+fn instance_limits(p: &mut Problems, at: &str, app: &RawApp) -> InstanceLimits {
+    let raw = app.limits.clone().unwrap_or_default();
+    let defaults = InstanceLimits::default();
+    let mut limit = |name: &str, value: Option<u64>| {
+        if let Some(v) = value {
+            p.positive(&format!("{at}.limits.{name}"), v);
+        }
+        value
+    };
+    InstanceLimits {
+        max_open_files: limit("max_open_files", raw.max_open_files)
+            .unwrap_or(defaults.max_open_files),
+        max_processes: limit("max_processes", raw.max_processes).unwrap_or(defaults.max_processes),
+        max_memory: limit("max_memory", raw.max_memory),
     }
 }

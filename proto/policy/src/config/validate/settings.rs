@@ -154,14 +154,28 @@ pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
     p.positive("limits.max_artifact_bytes", raw.limits.max_artifact_bytes);
     p.positive("limits.max_unpacked_bytes", raw.limits.max_unpacked_bytes);
     p.positive("limits.releases_kept", raw.limits.releases_kept);
-    if raw.limits.max_store_bytes < raw.limits.max_artifact_bytes {
-        p.add(
+    // Each must fit the largest artifact, or that artifact could never be stored.
+    for (entry, value, verb) in [
+        (
             "limits.max_store_bytes",
-            format!(
-                "{} is less than limits.max_artifact_bytes ({}): the largest artifact could never be stored",
-                raw.limits.max_store_bytes, raw.limits.max_artifact_bytes
-            ),
-        );
+            raw.limits.max_store_bytes,
+            "stored",
+        ),
+        (
+            "limits.max_unused_bytes_per_client",
+            raw.limits.max_unused_bytes_per_client,
+            "uploaded",
+        ),
+    ] {
+        if value < raw.limits.max_artifact_bytes {
+            p.add(
+                entry,
+                format!(
+                    "{value} is less than limits.max_artifact_bytes ({}): the largest artifact could never be {verb}",
+                    raw.limits.max_artifact_bytes
+                ),
+            );
+        }
     }
     p.positive(
         "limits.client_rejections_burst",
@@ -180,6 +194,7 @@ pub(super) fn limits(p: &mut Problems, raw: &RawConfig) -> Limits {
         max_artifact_bytes: raw.limits.max_artifact_bytes,
         max_unpacked_bytes: raw.limits.max_unpacked_bytes,
         max_store_bytes: raw.limits.max_store_bytes,
+        max_unused_bytes_per_client: raw.limits.max_unused_bytes_per_client,
         unused_artifact_ttl: p.duration(
             "limits.unused_artifact_ttl",
             &raw.limits.unused_artifact_ttl,
