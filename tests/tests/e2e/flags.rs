@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gantry_tests::ofrep::{self, FlagKeys};
+use gantry_tests::sse::Watchers;
 use gantry_tests::{Agent, Controller, TestEnv, audit_events, audit_lines, wait_until};
 use serde_json::{Value, json};
 
@@ -148,6 +149,10 @@ fn pushed_flags_are_served_over_ofrep_and_a_kill_switch_turns_one_off() {
     assert_eq!(
         conf.body["capabilities"]["cacheInvalidation"]["polling"]["enabled"],
         json!(true)
+    );
+    assert_eq!(
+        conf.body["capabilities"]["cacheInvalidation"]["gantryEvents"]["path"],
+        json!("/ofrep/v1/events")
     );
 
     // The kill switch: a key that may only switch flags off.
@@ -348,6 +353,84 @@ fn forged_replayed_older_wrong_role_and_expired_flag_sets_are_refused_and_audite
     );
 
     assert_eq!(audit_events(&f.env, "flags.changed").unwrap().len(), 2);
+}
+
+#[test]
+fn a_kill_switch_reaches_100_event_stream_watchers_and_survives_a_kill_9() {
+    let mut f = Flags::new();
+    let file = f.write("flags.json", &flag_set(100));
+    f.push(&f.keys.flagger, &file, &[]).assert_code(0);
+    let watchers = Watchers::start(f.ofrep, 100, false).unwrap();
+    let reconnecting = Watchers::start(f.ofrep, 1, true).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "100 watchers got version 1",
+        || watchers.count_with(1, 0) == 100 && reconnecting.count_with(1, 0) == 1,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", watchers.describe()));
+    let first = &watchers.events(0)[0];
+    assert_eq!(first.id, "1");
+    assert_eq!(first.data["type"], json!("refetchEvaluation"));
+    assert_eq!(first.data["changed"].as_array().map(Vec::len), Some(6));
+
+    let killer = Flags::key(&f.keys.killer);
+    let out = f
+        .ctl
+        .run(&[
+            "flags",
+            "kill",
+            "--key",
+            &killer,
+            "--app",
+            "web",
+            "new-checkout",
+        ])
+        .unwrap();
+    out.assert_code(0);
+    wait_until(
+        Duration::from_secs(20),
+        "all 100 watchers got version 2",
+        || watchers.count_with(2, 0) == 100,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", watchers.describe()));
+    for i in 0..watchers.len() {
+        let events = watchers.events(i);
+        let killed = events.iter().find(|e| e.version() == Some(2)).unwrap();
+        assert_eq!(
+            killed.data["changed"],
+            json!(["new-checkout"]),
+            "watcher {i}"
+        );
+        assert!(
+            killed.data["etag"].is_string(),
+            "watcher {i}: {:?}",
+            killed.data
+        );
+        assert_ne!(killed.data["etag"], events[0].data["etag"], "watcher {i}");
+    }
+    // What a watcher does on the event: evaluate again, and the flag is off.
+    let bulk = f.bulk();
+    let checkout = bulk["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == "new-checkout")
+        .unwrap();
+    assert_eq!(
+        (&checkout["reason"], &checkout["value"]),
+        (&json!("DISABLED"), &json!(false))
+    );
+
+    // kill -9: the stream breaks; the watcher reconnects to the restarted agent and is sent
+    // the persisted set first.
+    f.agent.kill_9().unwrap();
+    let restarted = Agent::start(&f.env).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the watcher reconnected and got version 2 again",
+        || reconnecting.count_with(2, 1) == 1,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", reconnecting.describe(), restarted.log_tail()));
 }
 
 #[test]
