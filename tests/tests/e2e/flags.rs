@@ -61,6 +61,14 @@ impl Flags {
         self.ctl.run(&args).unwrap()
     }
 
+    /// `gantry flags kill --key killer.key --app web FLAG`.
+    fn kill(&self, flag: &str) -> gantry_tests::Output {
+        let key = Self::key(&self.keys.killer);
+        self.ctl
+            .run(&["flags", "kill", "--key", &key, "--app", "web", flag])
+            .unwrap()
+    }
+
     fn bulk(&self) -> Value {
         ofrep::bulk(
             self.ofrep,
@@ -156,19 +164,7 @@ fn pushed_flags_are_served_over_ofrep_and_a_kill_switch_turns_one_off() {
     );
 
     // The kill switch: a key that may only switch flags off.
-    let killer = Flags::key(&f.keys.killer);
-    let out = f
-        .ctl
-        .run(&[
-            "flags",
-            "kill",
-            "--key",
-            &killer,
-            "--app",
-            "web",
-            "new-checkout",
-        ])
-        .unwrap();
+    let out = f.kill("new-checkout");
     out.assert_code(0);
     assert!(
         out.stdout
@@ -373,19 +369,7 @@ fn a_kill_switch_reaches_100_event_stream_watchers_and_survives_a_kill_9() {
     assert_eq!(first.data["type"], json!("refetchEvaluation"));
     assert_eq!(first.data["changed"].as_array().map(Vec::len), Some(6));
 
-    let killer = Flags::key(&f.keys.killer);
-    let out = f
-        .ctl
-        .run(&[
-            "flags",
-            "kill",
-            "--key",
-            &killer,
-            "--app",
-            "web",
-            "new-checkout",
-        ])
-        .unwrap();
+    let out = f.kill("new-checkout");
     out.assert_code(0);
     wait_until(
         Duration::from_secs(20),
@@ -588,18 +572,6 @@ fn the_stock_openfeature_sdks_evaluate_the_flags_and_see_the_kill_switch() {
         }
     };
     run(false);
-    let killer = Flags::key(&f.keys.killer);
-    f.ctl
-        .run(&[
-            "flags",
-            "kill",
-            "--key",
-            &killer,
-            "--app",
-            "web",
-            "new-checkout",
-        ])
-        .unwrap()
-        .assert_code(0);
+    f.kill("new-checkout").assert_code(0);
     run(true);
 }

@@ -61,30 +61,23 @@ pub async fn tour(ctx: &Ctx, front_door: SocketAddr) -> Result<(), QuickstartErr
         "\n== flags: push a signed flag set for {APP}, {FLAG} at its classic variant (key \
          {RELEASE_KEY}, role flags)"
     );
-    let r = push_definition(
-        &agent,
-        AGENT_ID,
-        APP,
-        definition(false),
-        1,
-        std::slice::from_ref(&keys.release),
-        "quickstart: add the banner flag",
-    )
-    .await?;
+    let release = |json: Vec<u8>, version: u64, reason: &'static str| {
+        push_definition(
+            &agent,
+            AGENT_ID,
+            APP,
+            json,
+            version,
+            std::slice::from_ref(&keys.release),
+            reason,
+        )
+    };
+    let r = release(definition(false), 1, "quickstart: add the banner flag").await?;
     println!("{}", receipt_text(AGENT_ID, &r));
     ctx.get_front_door(front_door)?;
 
     println!("\n== flags: release the new {FLAG} to everyone (100 % rollout, version 2)");
-    let r = push_definition(
-        &agent,
-        AGENT_ID,
-        APP,
-        definition(true),
-        2,
-        std::slice::from_ref(&keys.release),
-        "quickstart: release the new banner",
-    )
-    .await?;
+    let r = release(definition(true), 2, "quickstart: release the new banner").await?;
     println!("{}", receipt_text(AGENT_ID, &r));
     ctx.get_front_door(front_door)?;
 
