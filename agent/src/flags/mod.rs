@@ -6,7 +6,8 @@
 //! puts it in force for the OFREP endpoint (a `watch` channel per app, so every open
 //! connection sees the new set at its next request, and every event stream ([`events`])
 //! sends an event at once). A refusal is recorded by the caller as
-//! `flags.rejected` with its reason code (`server::status::flags_reason`).
+//! `flags.rejected` with its reason code (`server::status::flags_reason`), or counted into a
+//! `flags.rejected.summary` beyond 50 a second (`server::flood`).
 
 pub mod admit;
 pub mod events;

@@ -5,7 +5,8 @@
 //! `job.accepted` → executor); this module maps the request in (`SignatureIn`, the peer's certificate) and the
 //! answer out ([`convert`], [`status`]), and records every rejection with the peer's
 //! certificate fingerprint and the claimed key ids — one by one up to a rate, counted in a
-//! `job.rejected.summary` entry beyond it (see [`flood`]) — charging it to the peer's
+//! `job.rejected.summary` (or, for flag sets, `flags.rejected.summary`) entry beyond it (see
+//! [`flood`]) — charging it to the peer's
 //! certificate ([`throttle`]). The connections come from the listener ([`tls::incoming`]) or,
 //! in dial-out mode, from the one link the agent dials to the controller service
 //! ([`dialout`]).
@@ -60,6 +61,8 @@ pub struct AgentService {
     store: Arc<ArtifactStore>,
     max_artifact_bytes: u64,
     rejections: Arc<flood::RejectionLimiter>,
+    /// The same for refused flag sets (`flags.rejected.summary`).
+    flag_rejections: Arc<flood::RejectionLimiter>,
     throttle: Arc<throttle::ClientThrottle>,
     flags: Option<crate::flags::Flags>,
     config: Option<Arc<crate::config::Config>>,
@@ -91,7 +94,14 @@ impl AgentService {
             store,
             max_artifact_bytes,
             throttle,
-            rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
+            rejections: Arc::new(flood::RejectionLimiter::new(
+                flood::FULL_ENTRIES_PER_SECOND,
+                "job.rejected.summary",
+            )),
+            flag_rejections: Arc::new(flood::RejectionLimiter::new(
+                flood::FULL_ENTRIES_PER_SECOND,
+                "flags.rejected.summary",
+            )),
             flags: None,
             config: None,
         }
@@ -119,9 +129,11 @@ impl AgentService {
     ///
     /// The audit error when the summary cannot be written.
     pub async fn flush_rejection_summary(&self) -> Result<(), crate::audit::AuditError> {
-        if let Some((generation, summary)) = self.rejections.take_summary() {
-            self.audit.append(summary).await?;
-            self.rejections.mark_flushed(generation);
+        for limiter in [&self.rejections, &self.flag_rejections] {
+            if let Some((generation, summary)) = limiter.take_summary() {
+                self.audit.append(summary).await?;
+                limiter.mark_flushed(generation);
+            }
         }
         Ok(())
     }
@@ -632,9 +644,21 @@ impl Agent for AgentService {
             }
             Err(e) => {
                 let code = status::flags_reason(&e);
-                tracing::info!(reason = code, "flag set rejected: {}", reason(&e));
                 self.charge(&peer).await;
-                if !matches!(e, crate::flags::FlagsError::Audit(_)) {
+                if matches!(e, crate::flags::FlagsError::Audit(_)) {
+                    tracing::info!(reason = code, "flag set rejected: {}", reason(&e));
+                } else if let flood::Recording::Counted { generation } =
+                    self.flag_rejections.record(code)
+                {
+                    // Over the rate: counted into the next summary, answered once it is durable.
+                    tracing::debug!(reason = code, "flag set rejected: {}", reason(&e));
+                    if !self.flag_rejections.wait_flushed(generation).await {
+                        return Err(Status::unavailable(
+                            "audit log unavailable: the rejection summary was not written",
+                        ));
+                    }
+                } else {
+                    tracing::info!(reason = code, "flag set rejected: {}", reason(&e));
                     let entry = crate::flags::rejected_entry(
                         code,
                         &e,

@@ -417,6 +417,99 @@ fn a_kill_switch_reaches_100_event_stream_watchers_and_survives_a_kill_9() {
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", reconnecting.describe(), restarted.log_tail()));
 }
 
+/// A flood of flag sets signed by a key the agent does not know, 90 at once over two
+/// connections (within the certificate's rejection budget of 100): every one is refused as
+/// `unknown_key`, and every refusal is on record, one by one as `flags.rejected` or, past 50 a
+/// second, counted in a `flags.rejected.summary`; the served set is unchanged.
+#[test]
+fn a_flood_of_forged_flag_sets_is_refused_and_every_refusal_is_accounted_for() {
+    const FLOOD: usize = 90;
+    let f = Flags::new();
+    let file = f.write("flags.json", &flag_set(100));
+    f.push(&f.keys.flagger, &file, &[]).assert_code(0);
+    let before = f.bulk();
+
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let doc = gantry_proto::v1::FlagSet {
+        app: "web".to_owned(),
+        version: 2,
+        issued_at: now,
+        expires_at: now + 600,
+        agent_ids: vec![f.env.agent_id.clone()],
+        definition_json: serde_json::to_vec(&flag_set(0)).unwrap(),
+        reason: "forged".to_owned(),
+        ..Default::default()
+    };
+    let mut forged = gantry_proto::v1::SignedFlags {
+        flags: prost::Message::encode_to_vec(&doc),
+        signatures: Vec::new(),
+    };
+    let attacker = gantry_proto::keys::SigningKey::generate().unwrap();
+    gantry_client::flags::add_flags_signature(&mut forged, &attacker);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers: Vec<Result<(), tonic::Status>> = rt.block_on(async {
+        // Two connections: the agent serves at most 64 streams on one.
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            clients.push(
+                gantry_tests::grpc::connect_as(
+                    &f.env,
+                    &f.agent,
+                    &f.env.pki.controller_cert,
+                    &f.env.pki.controller_key,
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..FLOOD {
+            let (mut client, forged) = (clients[i % 2].clone(), forged.clone());
+            set.spawn(async move { client.push_flags(forged).await.map(|_| ()) });
+        }
+        set.join_all().await
+    });
+    for a in &answers {
+        let status = a.as_ref().expect_err("a forged flag set was admitted");
+        assert!(
+            status.message().contains("unknown") || status.message().contains("key"),
+            "{status:?}"
+        );
+    }
+    let recorded = audit_events(&f.env, "flags.rejected").unwrap();
+    assert!(
+        recorded.iter().all(|e| e["reason"] == "unknown_key"),
+        "{recorded:#?}"
+    );
+    let summaries = audit_events(&f.env, "flags.rejected.summary").unwrap();
+    let counted: u64 = summaries.iter().filter_map(|e| e["count"].as_u64()).sum();
+    for s in &summaries {
+        assert_eq!(s["reasons"], json!({"unknown_key": s["count"]}), "{s:#?}");
+    }
+    assert_eq!(
+        recorded.len() + usize::try_from(counted).unwrap(),
+        FLOOD,
+        "{} recorded one by one, {counted} counted",
+        recorded.len()
+    );
+    eprintln!(
+        "{} refusals recorded one by one, {counted} counted",
+        recorded.len()
+    );
+    assert_eq!(f.bulk(), before, "the served set changed");
+}
+
 #[test]
 fn the_set_in_force_is_served_again_after_a_kill_9_without_any_push() {
     let mut f = Flags::new();
