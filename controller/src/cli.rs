@@ -121,7 +121,8 @@ pub enum Command {
     /// Releases: draft release notes from Conventional Commits.
     #[command(subcommand)]
     Release(ReleaseCommand),
-    /// Start a local agent with fresh keys and certificates and deploy a sample app to it.
+    /// Start a local agent with fresh keys and certificates, deploy a sample app to it with each
+    /// strategy, then push, release and kill one of its feature flags.
     Quickstart(QuickstartArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),

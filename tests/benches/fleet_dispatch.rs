@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use gantry_proto::v1::{self, OnFailure};
 use gantry_tests::fleet::{plan, release, ring_of_labels, sign_plan};
+use gantry_tests::process::cpu_ticks;
 use gantry_tests::service::{Fleet, Service};
 use gantry_tests::{audit_lines, make_artifact, wait_until};
 use prost::Message;
@@ -28,14 +29,6 @@ use prost::Message;
 fn ts(v: &serde_json::Value) -> anyhow::Result<SystemTime> {
     let t = v["ts"].as_str().context("entry without ts")?;
     Ok(humantime::parse_rfc3339(t)?)
-}
-
-/// utime + stime of `pid`, in clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
 fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {

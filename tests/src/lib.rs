@@ -21,6 +21,7 @@
 //! * [`probe`]: [`wait_until`], [`http_get`], [`audit_lines`], free ports.
 //! * [`reports`]: real JUnit, LCOV, Cobertura and SARIF reports from pytest, coverage.py and
 //!   bandit, for the gate tests.
+//! * [`sse`]: [`sse::Watchers`], clients of an app's OFREP event stream.
 //! * [`tamper`]: damaged copies of an audit log.
 //!
 //! # Design
@@ -50,6 +51,7 @@ pub mod process;
 pub mod prometheus;
 pub mod reports;
 pub mod service;
+pub mod sse;
 pub mod tamper;
 
 pub use agent::Agent;

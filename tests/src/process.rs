@@ -127,6 +127,22 @@ pub fn wait_deadline(
     }
 }
 
+/// The CPU time of process `pid` so far: utime + stime from `/proc/PID/stat`, in clock
+/// ticks (100 per second on Linux).
+///
+/// # Errors
+///
+/// When the process is gone or the file is not as expected.
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<u64>()?)
+    };
+    Ok(field(11)? + field(12)?)
+}
+
 /// SIGKILLs `pid`'s process group when it leads one (instances run in their own session),
 /// otherwise `pid` alone. Never signals the test's own group.
 pub fn kill_group(pid: u32) {

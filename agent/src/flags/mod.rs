@@ -4,10 +4,13 @@
 //! [`Flags`] is the use case the gRPC service calls: [`Flags::push`] runs admission under the
 //! app's lock, records `flags.changed` in the audit log, writes the set durably and only then
 //! puts it in force for the OFREP endpoint (a `watch` channel per app, so every open
-//! connection sees the new set at its next request). A refusal is recorded by the caller as
-//! `flags.rejected` with its reason code (`server::status::flags_reason`).
+//! connection sees the new set at its next request, and every event stream ([`events`])
+//! sends an event at once). A refusal is recorded by the caller as
+//! `flags.rejected` with its reason code (`server::status::flags_reason`), or counted into a
+//! `flags.rejected.summary` beyond 50 a second (`server::flood`).
 
 pub mod admit;
+pub mod events;
 pub mod ofrep;
 pub mod store;
 
@@ -171,6 +174,8 @@ fn list(v: &[String]) -> String {
 pub struct Served {
     /// Its version.
     pub version: u64,
+    /// SHA-256 of its signed bytes, hex (the event stream's ETag is taken from it).
+    pub digest: String,
     /// The flags.
     pub set: FlagSet,
 }
@@ -216,6 +221,7 @@ impl Flags {
             let served = in_force.as_ref().map(|f| {
                 Arc::new(Served {
                     version: f.version,
+                    digest: f.digest.clone(),
                     set: f.set.clone(),
                 })
             });
@@ -359,6 +365,7 @@ impl Flags {
         store::save(&self.config.data_dir, &admitted.app, &in_force).map_err(FlagsError::Store)?;
         entry.tx.send_replace(Some(Arc::new(Served {
             version: in_force.version,
+            digest: in_force.digest.clone(),
             set: in_force.set.clone(),
         })));
         entry.in_force = Some(in_force);

@@ -6,7 +6,9 @@
 //!   errorDetails}` for the other errors.
 //! * `POST /ofrep/v1/evaluate/flags`: every flag (`{"flags": [...]}`) with an `ETag` (a digest
 //!   of the answer), `304` when `If-None-Match` has it.
-//! * `GET /ofrep/v1/configuration`: polling is the change notification (`minPollingIntervalMs`).
+//! * `GET /ofrep/v1/configuration`: polling (`minPollingIntervalMs`) and, as a Gantry
+//!   extension (`capabilities.cacheInvalidation.gantryEvents`), the event stream.
+//! * `GET /ofrep/v1/events`: a server-sent event per change of the served set ([`events`]).
 //!
 //! A disabled flag answers `DISABLED` with its default variant's value: OFREP has no way to
 //! say "use your code default" in a success, and a kill switch must still be seen as one. A
@@ -16,7 +18,7 @@
 use std::convert::Infallible;
 
 use gantry_flags::{ErrorCode, FlagSet, Reason, Resolution};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use hyper::server::conn::http1;
@@ -27,7 +29,11 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{self, EventBody, Opened, Streams};
 use super::{Feed, Served};
+
+/// What the endpoint answers: JSON, or an event stream.
+type Body = Either<Full<Bytes>, EventBody>;
 
 /// The largest request body read (flagd's default).
 const MAX_BODY: usize = 1024 * 1024;
@@ -39,6 +45,7 @@ const SINGLE: &str = "/ofrep/v1/evaluate/flags/";
 
 /// Serves OFREP on `listener` from `served` until `token` is cancelled.
 pub async fn serve(listener: TcpListener, served: Feed, token: CancellationToken) {
+    let streams = Streams::default();
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => return,
@@ -50,11 +57,15 @@ pub async fn serve(listener: TcpListener, served: Feed, token: CancellationToken
             continue;
         };
         let served = served.clone();
+        let streams = streams.clone();
         let token = token.clone();
         tokio::spawn(async move {
+            let conn_token = token.clone();
             let svc = service_fn(move |req| {
                 let served = served.clone();
-                async move { Ok::<_, Infallible>(handle(req, &served).await) }
+                let streams = streams.clone();
+                let token = conn_token.clone();
+                async move { Ok::<_, Infallible>(route(req, served, &streams, token).await) }
             });
             let conn = http1::Builder::new()
                 .keep_alive(true)
@@ -69,6 +80,24 @@ pub async fn serve(listener: TcpListener, served: Feed, token: CancellationToken
                 }
             }
         });
+    }
+}
+
+async fn route(
+    req: Request<Incoming>,
+    served: Feed,
+    streams: &Streams,
+    token: CancellationToken,
+) -> Response<Body> {
+    if req.uri().path() != events::PATH {
+        return handle(req, &served).await.map(Either::Left);
+    }
+    if req.method() != Method::GET {
+        return not_allowed().map(Either::Left);
+    }
+    match streams.open(served, token) {
+        Opened::Stream(r) => r.map(Either::Right),
+        Opened::Refused(r) => r.map(|s| Either::Left(Full::new(Bytes::from(s)))),
     }
 }
 
@@ -126,7 +155,14 @@ fn configuration() -> Value {
         "name": "gantry-agent",
         "capabilities": {
             "cacheInvalidation": {
-                "polling": {"enabled": true, "minPollingIntervalMs": MIN_POLLING_INTERVAL_MS}
+                "polling": {"enabled": true, "minPollingIntervalMs": MIN_POLLING_INTERVAL_MS},
+                // Gantry's extension: OFREP has no push yet (ADR-0008 proposes SSE).
+                "gantryEvents": {
+                    "enabled": true,
+                    "path": events::PATH,
+                    "heartbeatMs": events::HEARTBEAT.as_secs() * 1000,
+                    "maxStreams": events::MAX_STREAMS
+                }
             },
             "flagEvaluation": {
                 "supportedTypes": ["boolean", "string", "integer", "float", "object"]
@@ -307,7 +343,11 @@ mod tests {
                   "metadata":{"owner":"web","nested":{"x":1}}}}}"#,
         )
         .unwrap();
-        Served { version: 1, set }
+        Served {
+            version: 1,
+            digest: "0".repeat(64),
+            set,
+        }
     }
 
     #[test]

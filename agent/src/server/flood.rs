@@ -1,7 +1,8 @@
-//! Bounded recording of rejected jobs. Every rejection is accounted for in the audit log, but a
-//! flood cannot fill the disk: beyond [`FULL_ENTRIES_PER_SECOND`] rejections in a second, each
-//! is counted by reason and the counts are written as one `job.rejected.summary` entry per
-//! second. Nothing is hidden and nothing grows without bound.
+//! Bounded recording of rejected jobs and flag sets. Every rejection is accounted for in the
+//! audit log, but a flood cannot fill the disk: beyond [`FULL_ENTRIES_PER_SECOND`] rejections
+//! in a second, each is counted by reason and the counts are written as one summary entry per
+//! second (`job.rejected.summary`, `flags.rejected.summary`: one limiter each). Nothing is
+//! hidden and nothing grows without bound.
 //!
 //! A counted rejection is answered only once the summary that counts it is durable, so an
 //! acknowledged rejection is never lost to a crash — and a flood is slowed to the summary rate.
@@ -50,15 +51,19 @@ pub enum Recording {
 #[derive(Debug)]
 pub struct RejectionLimiter {
     per_second: u32,
+    /// The summary entry's event, e.g. `job.rejected.summary`.
+    event: &'static str,
     window: Mutex<Window>,
     flushed: watch::Sender<u64>,
 }
 
 impl RejectionLimiter {
-    /// A limiter recording at most `per_second` rejections in full each second.
-    pub fn new(per_second: u32) -> Self {
+    /// A limiter recording at most `per_second` rejections in full each second; its summaries
+    /// are `event` entries.
+    pub fn new(per_second: u32, event: &'static str) -> Self {
         Self {
             per_second,
+            event,
             window: Mutex::new(Window {
                 started: Instant::now(),
                 recorded: 0,
@@ -101,7 +106,7 @@ impl RejectionLimiter {
         let generation = w.generation;
         w.generation += 1;
         let total: u64 = counts.values().sum();
-        let entry = Entry::new("job.rejected.summary")
+        let entry = Entry::new(self.event)
             .with("count", json!(total))
             .with("reasons", json!(counts))
             .with(
@@ -144,7 +149,7 @@ mod tests {
 
     #[test]
     fn rejections_over_the_rate_are_counted_by_reason() {
-        let limiter = RejectionLimiter::new(3);
+        let limiter = RejectionLimiter::new(3, "job.rejected.summary");
         let full = (0..10)
             .filter(|_| limiter.record("bad_signature") == Recording::Full)
             .count();
@@ -171,14 +176,14 @@ mod tests {
 
     #[test]
     fn no_summary_without_counted_rejections() {
-        let limiter = RejectionLimiter::new(3);
+        let limiter = RejectionLimiter::new(3, "flags.rejected.summary");
         assert_eq!(limiter.record("expired"), Recording::Full);
         assert!(limiter.take_summary().is_none());
     }
 
     #[tokio::test]
     async fn a_counted_rejection_waits_for_its_summary() {
-        let limiter = std::sync::Arc::new(RejectionLimiter::new(0));
+        let limiter = std::sync::Arc::new(RejectionLimiter::new(0, "flags.rejected.summary"));
         let Recording::Counted { generation } = limiter.record("expired") else {
             panic!("a zero rate counts everything");
         };
@@ -186,7 +191,8 @@ mod tests {
             let limiter = std::sync::Arc::clone(&limiter);
             tokio::spawn(async move { limiter.wait_flushed(generation).await })
         };
-        let (flushed, _) = limiter.take_summary().expect("a summary");
+        let (flushed, summary) = limiter.take_summary().expect("a summary");
+        assert_eq!(summary.event(), "flags.rejected.summary");
         limiter.mark_flushed(flushed);
         assert!(waiter.await.expect("the waiter"));
     }

@@ -5,7 +5,8 @@
 //! `job.accepted` → executor); this module maps the request in (`SignatureIn`, the peer's certificate) and the
 //! answer out ([`convert`], [`status`]), and records every rejection with the peer's
 //! certificate fingerprint and the claimed key ids — one by one up to a rate, counted in a
-//! `job.rejected.summary` entry beyond it (see [`flood`]) — charging it to the peer's
+//! `job.rejected.summary` (or, for flag sets, `flags.rejected.summary`) entry beyond it (see
+//! [`flood`]) — charging it to the peer's
 //! certificate ([`throttle`]). The connections come from the listener ([`tls::incoming`]) or,
 //! in dial-out mode, from the one link the agent dials to the controller service
 //! ([`dialout`]).
@@ -59,6 +60,8 @@ pub struct AgentService {
     store: Arc<ArtifactStore>,
     max_artifact_bytes: u64,
     rejections: Arc<flood::RejectionLimiter>,
+    /// The same for refused flag sets (`flags.rejected.summary`).
+    flag_rejections: Arc<flood::RejectionLimiter>,
     throttle: Arc<throttle::ClientThrottle>,
     flags: Option<crate::flags::Flags>,
     config: Option<Arc<crate::config::Config>>,
@@ -90,7 +93,14 @@ impl AgentService {
             store,
             max_artifact_bytes,
             throttle,
-            rejections: Arc::new(flood::RejectionLimiter::new(flood::FULL_ENTRIES_PER_SECOND)),
+            rejections: Arc::new(flood::RejectionLimiter::new(
+                flood::FULL_ENTRIES_PER_SECOND,
+                "job.rejected.summary",
+            )),
+            flag_rejections: Arc::new(flood::RejectionLimiter::new(
+                flood::FULL_ENTRIES_PER_SECOND,
+                "flags.rejected.summary",
+            )),
             flags: None,
             config: None,
         }

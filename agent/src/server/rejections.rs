@@ -20,9 +20,11 @@ impl AgentService {
     ///
     /// The audit error when the summary cannot be written.
     pub async fn flush_rejection_summary(&self) -> Result<(), crate::audit::AuditError> {
-        if let Some((generation, summary)) = self.rejections.take_summary() {
-            self.audit.append(summary).await?;
-            self.rejections.mark_flushed(generation);
+        for limiter in [&self.rejections, &self.flag_rejections] {
+            if let Some((generation, summary)) = limiter.take_summary() {
+                self.audit.append(summary).await?;
+                limiter.mark_flushed(generation);
+            }
         }
         Ok(())
     }

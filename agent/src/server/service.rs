@@ -5,7 +5,7 @@
 use gantry_proto::v1::{self, agent_server::Agent};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{AgentService, EventStream, convert, no_flags, peer_of, status};
+use super::{AgentService, EventStream, convert, flood, no_flags, peer_of, status};
 use crate::admission::dispatch::DispatchIn;
 use crate::error::reason;
 use crate::job::{AppName, Sha256Hex};
@@ -162,9 +162,21 @@ impl Agent for AgentService {
             }
             Err(e) => {
                 let code = status::flags_reason(&e);
-                tracing::info!(reason = code, "flag set rejected: {}", reason(&e));
                 self.charge(&peer).await;
-                if !matches!(e, crate::flags::FlagsError::Audit(_)) {
+                if matches!(e, crate::flags::FlagsError::Audit(_)) {
+                    tracing::info!(reason = code, "flag set rejected: {}", reason(&e));
+                } else if let flood::Recording::Counted { generation } =
+                    self.flag_rejections.record(code)
+                {
+                    // Over the rate: counted into the next summary, answered once it is durable.
+                    tracing::debug!(reason = code, "flag set rejected: {}", reason(&e));
+                    if !self.flag_rejections.wait_flushed(generation).await {
+                        return Err(Status::unavailable(
+                            "audit log unavailable: the rejection summary was not written",
+                        ));
+                    }
+                } else {
+                    tracing::info!(reason = code, "flag set rejected: {}", reason(&e));
                     let entry = crate::flags::rejected_entry(
                         code,
                         &e,

@@ -260,7 +260,8 @@ pub fn sign(args: &FlagsSignArgs) -> Result<(), FlagsCmdError> {
     Ok(())
 }
 
-fn receipt_text(agent: &str, r: &FlagsReceipt) -> String {
+/// A receipt as `gantry flags push` prints it.
+pub fn receipt_text(agent: &str, r: &FlagsReceipt) -> String {
     if r.unchanged {
         return format!(
             "flags of {} on {agent}: version {} is already in force",
@@ -529,36 +530,82 @@ pub async fn kill(args: FlagsKillArgs) -> Result<Exit, FlagsCmdError> {
     let settings = conn::settings(&args.conn)?;
     let keys = load_keys(&args.keys)?;
     let agent = Agent::connect(&settings).await?;
-    let current = client::in_force(&agent, &args.app).await?;
+    let receipt = kill_flags(
+        &agent,
+        &settings.agent_id,
+        &args.app,
+        &args.flags,
+        args.to_default,
+        &keys,
+        &args.reason,
+    )
+    .await?;
+    println!("{}", receipt_text(&settings.agent_id, &receipt));
+    Ok(Exit::Success)
+}
+
+/// What `gantry flags kill` sends: the set in force for `app` on `agent` with `flags` switched
+/// off (see [`switched_off`]), as the next version for `agent_id`, valid for an hour, signed
+/// by `keys`.
+///
+/// # Errors
+///
+/// [`FlagsCmdError::NothingInForce`], [`FlagsCmdError::UnknownFlag`], or the agent's refusal.
+pub async fn kill_flags(
+    agent: &Agent,
+    agent_id: &str,
+    app: &str,
+    flags: &[String],
+    to_default: bool,
+    keys: &[SigningKey],
+    reason: &str,
+) -> Result<FlagsReceipt, FlagsCmdError> {
+    let current = client::in_force(agent, app).await?;
     let nothing = || FlagsCmdError::NothingInForce {
-        app: args.app.clone(),
+        app: app.to_owned(),
     };
     let signed = current.signed.as_ref().ok_or_else(nothing)?;
     let doc = FlagSet::decode(signed.flags.as_slice()).map_err(|_| nothing())?;
-    let json = switched_off(
-        &args.app,
-        &doc.definition_json,
-        &args.flags,
-        args.to_default,
-    )?;
+    let json = switched_off(app, &doc.definition_json, flags, to_default)?;
+    push_definition(
+        agent,
+        agent_id,
+        app,
+        json,
+        current.version + 1,
+        keys,
+        reason,
+    )
+    .await
+}
+
+/// Signs the flag definition `json` as version `version` of `app`'s set for `agent_id`,
+/// valid for an hour, and pushes it to `agent`.
+///
+/// # Errors
+///
+/// [`FlagsCmdError::Definition`] for a definition the agent would not admit, or the agent's
+/// refusal.
+pub async fn push_definition(
+    agent: &Agent,
+    agent_id: &str,
+    app: &str,
+    json: Vec<u8>,
+    version: u64,
+    keys: &[SigningKey],
+    reason: &str,
+) -> Result<FlagsReceipt, FlagsCmdError> {
+    check_definition(&json, &format!("the flag set for {app}"))?;
     let what = FlagsDocArgs {
-        app: Some(args.app.clone()),
+        app: Some(app.to_owned()),
         version: None,
         for_agents: Vec::new(),
         labels: Vec::new(),
         valid_for: "1h".to_owned(),
-        reason: args.reason.clone(),
+        reason: reason.to_owned(),
     };
-    let next = document(
-        json,
-        &what,
-        &args.app,
-        current.version + 1,
-        vec![settings.agent_id.clone()],
-    )?;
-    let receipt = client::push(&agent, sign_doc(&next, &keys)).await?;
-    println!("{}", receipt_text(&settings.agent_id, &receipt));
-    Ok(Exit::Success)
+    let next = document(json, &what, app, version, vec![agent_id.to_owned()])?;
+    Ok(client::push(agent, sign_doc(&next, keys)).await?)
 }
 
 #[cfg(test)]

@@ -2,7 +2,12 @@
 //!
 //! An HTTP/1 server on `127.0.0.1:$PORT`:
 //!
-//! * `GET /` answers `<GANTRY_APP> <GANTRY_VERSION> instance <GANTRY_INSTANCE>\n`,
+//! * `GET /` answers `<GANTRY_APP> <GANTRY_VERSION> instance <GANTRY_INSTANCE>\n`; when
+//!   `GANTRY_OFREP_URL` is set (the app has `[apps.NAME.flags]`), a second line shows the flag
+//!   `banner` as the agent's OFREP endpoint evaluates it for targeting key `sample-user`:
+//!   `banner: VALUE (variant VARIANT, reason REASON)`, or, when the evaluation fails, the
+//!   code default the way an OpenFeature SDK returns it:
+//!   `banner: Welcome (code default, reason ERROR: CODE DETAILS)`,
 //! * `GET /version` answers the version,
 //! * `GET /health` answers 200 `ok`.
 //!
@@ -189,8 +194,16 @@ fn probe(op: &str, path: &str) -> String {
     }
 }
 
+/// The flag `GET /` shows, and the value it shows when the flag cannot be evaluated.
+const FLAG: &str = "banner";
+const FLAG_CODE_DEFAULT: &str = "Welcome";
+/// How long `GET /` waits for the flag's evaluation.
+const OFREP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What every request handler shares.
 struct App {
+    /// The agent's OFREP endpoint (`GANTRY_OFREP_URL`).
+    ofrep: Option<String>,
     /// The answer of `GET /probe`.
     probes: String,
     banner: String,
@@ -211,7 +224,8 @@ impl App {
         }
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    /// The status and body of an answer (without the flag line).
+    fn handle(&self, req: &Request<Incoming>) -> (StatusCode, String) {
         let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         if let Mode::CrashUnderLoad(limit) = self.mode
             && n >= limit
@@ -232,9 +246,72 @@ impl App {
             }
             _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
         };
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = status;
-        resp
+        (status, body)
+    }
+}
+
+/// The flag line of `GET /` (see the module docs).
+async fn flag_line(base: &str) -> String {
+    match tokio::time::timeout(OFREP_TIMEOUT, evaluate(base)).await {
+        Ok(Ok(v)) => {
+            let value = match &v["value"] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let text = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+            format!(
+                "{FLAG}: {value} (variant {}, reason {})\n",
+                text("variant"),
+                text("reason")
+            )
+        }
+        Ok(Err(e)) => format!("{FLAG}: {FLAG_CODE_DEFAULT} (code default, reason ERROR: {e})\n"),
+        Err(_) => format!(
+            "{FLAG}: {FLAG_CODE_DEFAULT} (code default, reason ERROR: no answer within 1s)\n"
+        ),
+    }
+}
+
+/// `POST {base}/ofrep/v1/evaluate/flags/banner` over HTTP/1.1: the answer's JSON when it is
+/// `200`, else its `errorCode` and `errorDetails`.
+async fn evaluate(base: &str) -> Result<serde_json::Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("GANTRY_OFREP_URL {base:?} is not http://HOST:PORT"))?
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+    let body = r#"{"context":{"targetingKey":"sample-user"}}"#;
+    let req = format!(
+        "POST /ofrep/v1/evaluate/flags/{FLAG} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("cannot send to {host}: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| format!("cannot read from {host}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "the answer is not HTTP".to_owned())?;
+    let v: serde_json::Value =
+        serde_json::from_str(rest).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{}: {}",
+            v["errorCode"].as_str().unwrap_or("GENERAL"),
+            v["errorDetails"].as_str().unwrap_or_default()
+        ))
     }
 }
 
@@ -296,7 +373,11 @@ fn main() -> ExitCode {
     };
     let (app_name, version) = (env("GANTRY_APP"), env("GANTRY_VERSION"));
     let (crash, crashed) = watch::channel(None);
+    let ofrep = std::env::var("GANTRY_OFREP_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
     let app = Arc::new(App {
+        ofrep,
         probes,
         banner: format!("{app_name} {version} instance {}\n", env("GANTRY_INSTANCE")),
         version,
@@ -356,17 +437,26 @@ async fn serve(
                 let mut stop = shutdown.subscribe();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {
-                        let resp = app.handle(&req);
+                        let (status, mut body) = app.handle(&req);
                         let delay = match app.mode {
                             Mode::Latency(d) if req.uri().path() == "/" => d,
                             _ => Duration::ZERO,
                         };
+                        let ofrep = app
+                            .ofrep
+                            .clone()
+                            .filter(|_| req.method() == Method::GET && req.uri().path() == "/");
                         async move {
                             // Only when asked: a sleep, even of zero, yields to the crash in
                             // crash-under-load before this answer is written.
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
                             }
+                            if let Some(base) = ofrep {
+                                body.push_str(&flag_line(&base).await);
+                            }
+                            let mut resp = Response::new(Full::new(Bytes::from(body)));
+                            *resp.status_mut() = status;
                             Ok::<_, Infallible>(resp)
                         }
                     });

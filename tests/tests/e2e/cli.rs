@@ -22,6 +22,8 @@ fn quickstart_sets_up_a_local_agent_with_a_verifiable_audit_log() {
         "keys/deployer.pub",
         "keys/agent.key",
         "keys/agent.pub",
+        "keys/release-manager.key",
+        "keys/on-call.key",
         "data/audit",
     ] {
         assert!(
@@ -30,6 +32,31 @@ fn quickstart_sets_up_a_local_agent_with_a_verifiable_audit_log() {
             out.all()
         );
     }
+    // It ends with the sample app's flag: pushed, released to everyone, then killed; its page
+    // shows each in turn.
+    let shown: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("banner: ") && !l.contains("reason ERROR"))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "banner: Welcome (variant classic, reason STATIC)",
+            "banner: Welcome to the new sample (variant new, reason TARGETING_MATCH)",
+            "banner: Welcome (variant classic, reason DISABLED)",
+        ],
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stdout
+            .contains("flags of sample on quickstart-agent: version 3 in force (changed banner), signed by on-call"),
+        "{}",
+        out.all()
+    );
+    let config = std::fs::read_to_string(dir.join("agent.toml")).unwrap();
+    assert!(config.contains("[apps.sample.flags]"), "{config}");
     let audit = dir.join("data/audit").to_string_lossy().into_owned();
     let pubkey = dir.join("keys/agent.pub").to_string_lossy().into_owned();
     env.agent_cmd(&["audit", "verify", "--dir", &audit, "--pubkey", &pubkey])

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gantry_tests::ofrep::{self, FlagKeys};
+use gantry_tests::sse::Watchers;
 use gantry_tests::{Agent, Controller, TestEnv, audit_events, audit_lines, wait_until};
 use serde_json::{Value, json};
 
@@ -58,6 +59,14 @@ impl Flags {
         args.extend_from_slice(extra);
         args.push(&file);
         self.ctl.run(&args).unwrap()
+    }
+
+    /// `gantry flags kill --key killer.key --app web FLAG`.
+    fn kill(&self, flag: &str) -> gantry_tests::Output {
+        let key = Self::key(&self.keys.killer);
+        self.ctl
+            .run(&["flags", "kill", "--key", &key, "--app", "web", flag])
+            .unwrap()
     }
 
     fn bulk(&self) -> Value {
@@ -149,21 +158,13 @@ fn pushed_flags_are_served_over_ofrep_and_a_kill_switch_turns_one_off() {
         conf.body["capabilities"]["cacheInvalidation"]["polling"]["enabled"],
         json!(true)
     );
+    assert_eq!(
+        conf.body["capabilities"]["cacheInvalidation"]["gantryEvents"]["path"],
+        json!("/ofrep/v1/events")
+    );
 
     // The kill switch: a key that may only switch flags off.
-    let killer = Flags::key(&f.keys.killer);
-    let out = f
-        .ctl
-        .run(&[
-            "flags",
-            "kill",
-            "--key",
-            &killer,
-            "--app",
-            "web",
-            "new-checkout",
-        ])
-        .unwrap();
+    let out = f.kill("new-checkout");
     out.assert_code(0);
     assert!(
         out.stdout
@@ -351,6 +352,165 @@ fn forged_replayed_older_wrong_role_and_expired_flag_sets_are_refused_and_audite
 }
 
 #[test]
+fn a_kill_switch_reaches_100_event_stream_watchers_and_survives_a_kill_9() {
+    let mut f = Flags::new();
+    let file = f.write("flags.json", &flag_set(100));
+    f.push(&f.keys.flagger, &file, &[]).assert_code(0);
+    let watchers = Watchers::start(f.ofrep, 100, false).unwrap();
+    let reconnecting = Watchers::start(f.ofrep, 1, true).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "100 watchers got version 1",
+        || watchers.count_with(1, 0) == 100 && reconnecting.count_with(1, 0) == 1,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", watchers.describe()));
+    let first = &watchers.events(0)[0];
+    assert_eq!(first.id, "1");
+    assert_eq!(first.data["type"], json!("refetchEvaluation"));
+    assert_eq!(first.data["changed"].as_array().map(Vec::len), Some(6));
+
+    let out = f.kill("new-checkout");
+    out.assert_code(0);
+    wait_until(
+        Duration::from_secs(20),
+        "all 100 watchers got version 2",
+        || watchers.count_with(2, 0) == 100,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", watchers.describe()));
+    for i in 0..watchers.len() {
+        let events = watchers.events(i);
+        let killed = events.iter().find(|e| e.version() == Some(2)).unwrap();
+        assert_eq!(
+            killed.data["changed"],
+            json!(["new-checkout"]),
+            "watcher {i}"
+        );
+        assert!(
+            killed.data["etag"].is_string(),
+            "watcher {i}: {:?}",
+            killed.data
+        );
+        assert_ne!(killed.data["etag"], events[0].data["etag"], "watcher {i}");
+    }
+    // What a watcher does on the event: evaluate again, and the flag is off.
+    let bulk = f.bulk();
+    let checkout = bulk["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == "new-checkout")
+        .unwrap();
+    assert_eq!(
+        (&checkout["reason"], &checkout["value"]),
+        (&json!("DISABLED"), &json!(false))
+    );
+
+    // kill -9: the stream breaks; the watcher reconnects to the restarted agent and is sent
+    // the persisted set first.
+    f.agent.kill_9().unwrap();
+    let restarted = Agent::start(&f.env).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the watcher reconnected and got version 2 again",
+        || reconnecting.count_with(2, 1) == 1,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", reconnecting.describe(), restarted.log_tail()));
+}
+
+/// A flood of flag sets signed by a key the agent does not know, 90 at once over two
+/// connections (within the certificate's rejection budget of 100): every one is refused as
+/// `unknown_key`, and every refusal is on record, one by one as `flags.rejected` or, past 50 a
+/// second, counted in a `flags.rejected.summary`; the served set is unchanged.
+#[test]
+fn a_flood_of_forged_flag_sets_is_refused_and_every_refusal_is_accounted_for() {
+    const FLOOD: usize = 90;
+    let f = Flags::new();
+    let file = f.write("flags.json", &flag_set(100));
+    f.push(&f.keys.flagger, &file, &[]).assert_code(0);
+    let before = f.bulk();
+
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let doc = gantry_proto::v1::FlagSet {
+        app: "web".to_owned(),
+        version: 2,
+        issued_at: now,
+        expires_at: now + 600,
+        agent_ids: vec![f.env.agent_id.clone()],
+        definition_json: serde_json::to_vec(&flag_set(0)).unwrap(),
+        reason: "forged".to_owned(),
+        ..Default::default()
+    };
+    let mut forged = gantry_proto::v1::SignedFlags {
+        flags: prost::Message::encode_to_vec(&doc),
+        signatures: Vec::new(),
+    };
+    let attacker = gantry_proto::keys::SigningKey::generate().unwrap();
+    gantry_client::flags::add_flags_signature(&mut forged, &attacker);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers: Vec<Result<(), tonic::Status>> = rt.block_on(async {
+        // Two connections: the agent serves at most 64 streams on one.
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            clients.push(
+                gantry_tests::grpc::connect_as(
+                    &f.env,
+                    &f.agent,
+                    &f.env.pki.controller_cert,
+                    &f.env.pki.controller_key,
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..FLOOD {
+            let (mut client, forged) = (clients[i % 2].clone(), forged.clone());
+            set.spawn(async move { client.push_flags(forged).await.map(|_| ()) });
+        }
+        set.join_all().await
+    });
+    for a in &answers {
+        let status = a.as_ref().expect_err("a forged flag set was admitted");
+        assert!(
+            status.message().contains("unknown") || status.message().contains("key"),
+            "{status:?}"
+        );
+    }
+    let recorded = audit_events(&f.env, "flags.rejected").unwrap();
+    assert!(
+        recorded.iter().all(|e| e["reason"] == "unknown_key"),
+        "{recorded:#?}"
+    );
+    let summaries = audit_events(&f.env, "flags.rejected.summary").unwrap();
+    let counted: u64 = summaries.iter().filter_map(|e| e["count"].as_u64()).sum();
+    for s in &summaries {
+        assert_eq!(s["reasons"], json!({"unknown_key": s["count"]}), "{s:#?}");
+    }
+    assert_eq!(
+        recorded.len() + usize::try_from(counted).unwrap(),
+        FLOOD,
+        "{} recorded one by one, {counted} counted",
+        recorded.len()
+    );
+    eprintln!(
+        "{} refusals recorded one by one, {counted} counted",
+        recorded.len()
+    );
+    assert_eq!(f.bulk(), before, "the served set changed");
+}
+
+#[test]
 fn the_set_in_force_is_served_again_after_a_kill_9_without_any_push() {
     let mut f = Flags::new();
     let file = f.write("flags.json", &flag_set(50));
@@ -505,18 +665,6 @@ fn the_stock_openfeature_sdks_evaluate_the_flags_and_see_the_kill_switch() {
         }
     };
     run(false);
-    let killer = Flags::key(&f.keys.killer);
-    f.ctl
-        .run(&[
-            "flags",
-            "kill",
-            "--key",
-            &killer,
-            "--app",
-            "web",
-            "new-checkout",
-        ])
-        .unwrap()
-        .assert_code(0);
+    f.kill("new-checkout").assert_code(0);
     run(true);
 }

@@ -1,9 +1,11 @@
 //! `gantry quickstart`: a local agent with fresh PKI and keys; deploys of the sample app with
 //! each strategy (hot twice, then rolling, blue-green and canary through the app's front
-//! door); the audit log and its verification; then clean-up and the commands to do it by hand.
+//! door); a feature flag of the sample app pushed, released and killed (`flags.rs`); the audit
+//! log and its verification; then clean-up and the commands to do it by hand.
 //! With `--fleet` (`fleet.rs`): several agents in rings and a controller service running a plan.
 
 mod agent_process;
+mod flags;
 mod fleet;
 mod workspace;
 
@@ -21,10 +23,13 @@ use self::agent_process::{http_get, locate, start_agent};
 pub use self::workspace::{
     AGENT_ID, APP, WorkspaceError, agent_config, agent_config_text, package_sample,
 };
-use self::workspace::{PORTS, free_front_door_port, free_port_range, instance_user, io, work_dir};
+use self::workspace::{
+    PORTS, free_front_door_port, free_port_outside, free_port_range, instance_user, io, work_dir,
+};
 use crate::cli::{ActionArgs, ConnArgs, JobSpecArgs, QuickstartArgs, RolloutArgs};
 use crate::commands::audit::{self, Verdict};
 use crate::commands::dev_pki::{self, DevPkiError};
+use crate::commands::flagset::FlagsCmdError;
 use crate::commands::job::action_job;
 use crate::commands::job::spec::{build_job, hash_file};
 use crate::commands::job::{JobError, JobFile};
@@ -66,6 +71,9 @@ pub enum QuickstartError {
     /// Submitting a job failed.
     #[error(transparent)]
     Submit(#[from] SubmitError),
+    /// Pushing a flag set failed.
+    #[error(transparent)]
+    Flags(#[from] FlagsCmdError),
     /// A job ended without success.
     #[error("{what} did not succeed: {outcome}: {reason} (see the events above and {})", log.display())]
     JobFailed {
@@ -131,6 +139,7 @@ impl QuickstartError {
             QuickstartError::Job(e) => e.exit(),
             QuickstartError::Client(e) => e.fault().into(),
             QuickstartError::Submit(e) => e.exit(),
+            QuickstartError::Flags(e) => e.exit(),
             QuickstartError::JobFailed { .. }
             | QuickstartError::Http { .. }
             | QuickstartError::NoInstance
@@ -149,6 +158,7 @@ struct Ctx {
     settings: ConnSettings,
     key: SigningKey,
     agent_key: PublicKey,
+    flag_keys: flags::FlagKeys,
 }
 
 impl Ctx {
@@ -340,6 +350,10 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
     fs::create_dir_all(&keys_dir).map_err(io("create", &keys_dir))?;
     let (key, _, _) = keys::write_keypair(&keys_dir.join("deployer"))?;
     let (agent_signing, _, _) = keys::write_keypair(&keys_dir.join("agent"))?;
+    let flag_keys = flags::FlagKeys {
+        release: keys::write_keypair(&keys_dir.join(flags::RELEASE_KEY))?.0,
+        kill: keys::write_keypair(&keys_dir.join(flags::KILL_KEY))?.0,
+    };
     println!(
         "made a CA and certificates in {}, keys in {}",
         dir.join("pki").display(),
@@ -352,17 +366,21 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
     let first_port = ports.start;
     let front_door_port = free_front_door_port(first_port)?;
     let front_door = SocketAddr::from(([127, 0, 0, 1], front_door_port));
+    let ofrep_port = free_port_outside(first_port, &[front_door_port])?;
     let user = instance_user();
     let config_path = dir.join("agent.toml");
-    let config = agent_config_text(&agent_config(
-        first_port,
-        front_door_port,
-        &user,
-        &pki.controller_fingerprint,
+    let config = agent_config_text(&flags::with_flags(
+        agent_config(
+            first_port,
+            front_door_port,
+            &user,
+            &pki.controller_fingerprint,
+        ),
+        ofrep_port,
     ))?;
     fs::write(&config_path, config).map_err(io("write", &config_path))?;
     println!(
-        "wrote {} (app {APP}: front door {front_door}, instances on ports {first_port}-{}, runs as {user})",
+        "wrote {} (app {APP}: front door {front_door}, instances on ports {first_port}-{}, runs as {user}, flags over OFREP on 127.0.0.1:{ofrep_port})",
         config_path.display(),
         first_port + PORTS - 1
     );
@@ -412,6 +430,7 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
         dir: dir.clone(),
         key,
         agent_key: agent_signing.public_key(),
+        flag_keys,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -455,6 +474,8 @@ pub fn run(args: &QuickstartArgs) -> Result<Exit, QuickstartError> {
         ctx.deploy(&canary, &v5, "canary, 50% for 2s, then 100% for 1s")
             .await?;
         ctx.get_front_door(front_door)?;
+
+        flags::tour(&ctx, front_door).await?;
 
         ctx.audit().await?;
         if !args.keep_running {
@@ -567,5 +588,13 @@ fn print_next_steps(
     println!("  gantry promote --key {d}/keys/deployer.key --app {APP}");
     println!("  gantry abort --key {d}/keys/deployer.key --app {APP}");
     println!("  gantry rollback --key {d}/keys/deployer.key --app {APP}");
+    println!(
+        "  # the flag set in force (quickstart switched banner off; a kill-switch key may only switch flags off):"
+    );
+    println!("  gantry flags show --app {APP}");
+    println!(
+        "  gantry flags kill --key {d}/keys/{}.key --app {APP} banner",
+        flags::KILL_KEY
+    );
     println!("  gantry audit verify --pubkey {d}/keys/agent.pub");
 }

@@ -45,8 +45,8 @@ pub enum WorkspaceError {
     /// No range of ten free ports was found.
     #[error("no range of {PORTS} free ports between 18080 and 19079 on 127.0.0.1")]
     NoFreePorts,
-    /// No free port for the front door was found.
-    #[error("no free port on 127.0.0.1 for the sample app's front door")]
+    /// No free port for the front door or the OFREP endpoint was found.
+    #[error("no free port on 127.0.0.1 for the sample app's front door or OFREP endpoint")]
     NoFrontDoorPort(#[source] std::io::Error),
     /// The agent's config could not be rendered as TOML.
     #[error("cannot render the agent's config")]
@@ -146,11 +146,19 @@ fn claim(start: u16) -> Option<nix::fcntl::Flock<fs::File>> {
 /// A free port on loopback for the front door (asked of the kernel by binding port 0),
 /// outside the instances' range.
 pub fn free_front_door_port(first_port: u16) -> Result<u16, WorkspaceError> {
+    free_port_outside(first_port, &[])
+}
+
+/// A free port on loopback (asked of the kernel by binding port 0) outside the instances'
+/// range and other than `taken`.
+pub fn free_port_outside(first_port: u16, taken: &[u16]) -> Result<u16, WorkspaceError> {
     let range = first_port..first_port + PORTS;
     let mut last = std::io::Error::other("every port offered was in the instances' range");
     for _ in 0..20 {
         match TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()) {
-            Ok(addr) if !range.contains(&addr.port()) => return Ok(addr.port()),
+            Ok(addr) if !range.contains(&addr.port()) && !taken.contains(&addr.port()) => {
+                return Ok(addr.port());
+            }
             Ok(_) => {}
             Err(e) => last = e,
         }
