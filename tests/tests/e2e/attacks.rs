@@ -1129,15 +1129,19 @@ fn replay_of_a_captured_valid_job_at_full_speed_is_paused() {
     let signed = SignedJob::decode(fs::read(&captured).unwrap().as_slice()).unwrap();
 
     let mut replays = submit_at_once(&rt, &stolen, &signed, 20);
-    wait_until(Duration::from_secs(30), "the replay is throttled", || {
-        !audit_events(&rig.env, "client.throttled")
-            .unwrap()
-            .is_empty()
-    })
-    .unwrap();
-    let throttled = audit_events(&rig.env, "client.throttled").unwrap();
-    let resubmitted = audit_events(&rig.env, "job.resubmitted").unwrap();
-    assert!(resubmitted.len() > 5, "{resubmitted:#?}");
+    // The pause is recorded when the budget runs out, which can be before the entries of the
+    // resends that spent it are on disk: wait for both.
+    let (mut throttled, mut resubmitted) = (Vec::new(), Vec::new());
+    wait_until(
+        Duration::from_secs(30),
+        "the replay to be throttled after more than 5 resends",
+        || {
+            throttled = audit_events(&rig.env, "client.throttled").unwrap();
+            resubmitted = audit_events(&rig.env, "job.resubmitted").unwrap();
+            !throttled.is_empty() && resubmitted.len() > 5
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {resubmitted:#?} {throttled:#?}"));
     assert!(
         resubmitted.iter().all(|e| e["job_id"] == "captured-1"
             && e["peer_fingerprint"] == throttled[0]["peer_fingerprint"]),
