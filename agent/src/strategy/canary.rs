@@ -301,7 +301,7 @@ impl Analysis {
             }),
             since: Instant::now(),
             prom: Vec::new(),
-            memory_limit: memory_limit(&spec),
+            memory_limit: memory_limit(&spec, app.policy.limits.max_memory),
             spec,
         }
     }
@@ -484,26 +484,28 @@ impl Analysis {
 }
 
 /// The memory limit of `spec` in bytes: the smaller of `max_memory_bytes` and
-/// `max_memory_share` of the host's total memory, with the share's arithmetic for the
-/// breach's text ("" for a size).
-fn memory_limit(spec: &AnalysisSpec) -> Option<(u64, String)> {
+/// `max_memory_share` of the instance's own limit (the app's `limits.max_memory`) or, without
+/// one, of the host's total memory, with the share's arithmetic for the breach's text ("" for
+/// a size).
+fn memory_limit(spec: &AnalysisSpec, instance_limit: Option<u64>) -> Option<(u64, String)> {
     let share = spec.max_memory_share.map(|share| {
-        let mut system = sysinfo::System::new();
-        system.refresh_memory();
-        let host = system.total_memory();
+        let (whole, of) = match instance_limit {
+            Some(limit) => (limit, "the instance's limit (limits.max_memory) of"),
+            None => {
+                let mut system = sysinfo::System::new();
+                system.refresh_memory();
+                (system.total_memory(), "the host's")
+            }
+        };
         #[allow(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             clippy::cast_precision_loss
         )]
-        let bytes = (host as f64 * share) as u64;
+        let bytes = (whole as f64 * share) as u64;
         (
             bytes,
-            format!(
-                " = {}% of the host's {} bytes of memory",
-                share * 100.0,
-                host
-            ),
+            format!(" = {}% of {of} {whole} bytes of memory", share * 100.0),
         )
     });
     match (spec.max_memory_bytes, share) {
@@ -521,23 +523,45 @@ mod tests {
     #[test]
     fn a_memory_share_is_of_the_host_and_the_smaller_limit_wins() {
         let mut spec = AnalysisSpec::default();
-        assert_eq!(memory_limit(&spec), None);
+        assert_eq!(memory_limit(&spec, None), None);
         spec.max_memory_bytes = Some(1 << 20);
-        assert_eq!(memory_limit(&spec), Some((1 << 20, String::new())));
+        assert_eq!(memory_limit(&spec, None), Some((1 << 20, String::new())));
         spec.max_memory_share = Some(1.0);
         assert_eq!(
-            memory_limit(&spec).unwrap().0,
+            memory_limit(&spec, None).unwrap().0,
             1 << 20,
             "1 MiB is less than the host"
         );
         spec.max_memory_bytes = None;
         spec.max_memory_share = Some(0.5);
-        let (bytes, how) = memory_limit(&spec).unwrap();
+        let (bytes, how) = memory_limit(&spec, None).unwrap();
         let mut system = sysinfo::System::new();
         system.refresh_memory();
         assert_eq!(bytes, system.total_memory() / 2);
         assert!(how.starts_with(" = 50% of the host's "), "{how}");
         spec.max_memory_bytes = Some(u64::MAX);
-        assert_eq!(memory_limit(&spec).unwrap().0, bytes);
+        assert_eq!(memory_limit(&spec, None).unwrap().0, bytes);
+    }
+
+    #[test]
+    fn a_memory_share_is_of_the_instances_limit_when_the_app_sets_one() {
+        let spec = AnalysisSpec {
+            max_memory_share: Some(0.8),
+            ..AnalysisSpec::default()
+        };
+        assert_eq!(
+            memory_limit(&spec, Some(1000 << 20)),
+            Some((
+                838_860_800,
+                " = 80% of the instance's limit (limits.max_memory) of 1048576000 bytes of memory"
+                    .to_owned()
+            ))
+        );
+        // A size below the share still wins.
+        let both = AnalysisSpec {
+            max_memory_bytes: Some(1 << 20),
+            ..spec
+        };
+        assert_eq!(memory_limit(&both, Some(1000 << 20)).unwrap().0, 1 << 20);
     }
 }
