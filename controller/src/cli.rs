@@ -891,7 +891,7 @@ pub struct ReleaseShowArgs {
     #[arg(value_name = "DIGEST")]
     pub digest: String,
     /// Signed job files (repeatable); those that deploy DIGEST are shown.
-    #[arg(long = "job", value_name = "FILE", required_unless_present = "plans")]
+    #[arg(long = "job", value_name = "FILE", required_unless_present_any = ["plans", "server"])]
     pub jobs: Vec<PathBuf>,
     /// Signed fleet plan files (repeatable); those that release DIGEST are shown, and their
     /// dispatches found in the agent's log.
@@ -906,7 +906,9 @@ pub struct ReleaseShowArgs {
     /// The agent's audit-checkpoint public key: the log is verified with it before it is read.
     #[arg(long, value_name = "FILE")]
     pub agent_pubkey: Option<PathBuf>,
-    /// How to reach the agent (optional: without it, where it was deployed is not shown).
+    /// How to reach the agent (optional: without it, where it was deployed is not shown). With
+    /// `--server` and no `--agent`: every agent of the controller service, and the plans of its
+    /// rollouts that release DIGEST.
     #[command(flatten)]
     pub conn: ConnArgs,
 }

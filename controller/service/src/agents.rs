@@ -7,7 +7,7 @@ use std::future::Future;
 
 use gantry_proto::v1::{Checkpoint, DispatchRequest, JobEvent};
 
-use crate::store::AgentRecord;
+use crate::store::{AgentRecord, CheckpointRecord};
 
 /// How one dispatch ended, as far as the service could see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,4 +100,18 @@ pub trait Agents: Send + Sync + 'static {
 
     /// The agent's `Info`.
     fn info(&self, agent: &AgentRecord) -> impl Future<Output = Result<AgentFacts, String>> + Send;
+}
+
+/// Reads an agent's audit log once its chain, checkpoints under the agent's key and the
+/// witnessed checkpoint verify: [`crate::dial::Dialer`] in the service.
+pub trait AuditSource: Send + Sync {
+    /// The agent's verified audit lines, in order.
+    ///
+    /// # Errors
+    /// Why the log could not be read or does not verify.
+    fn verified_lines(
+        &self,
+        agent: &AgentRecord,
+        witnessed: Option<&CheckpointRecord>,
+    ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
 }

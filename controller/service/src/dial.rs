@@ -13,7 +13,9 @@ use gantry_proto::v1::{
 };
 use tokio::sync::Mutex;
 
-use crate::agents::{AgentFacts, Agents, HostHealth, RunObserver, RunOutcome, RunResult};
+use crate::agents::{
+    AgentFacts, Agents, AuditSource, HostHealth, RunObserver, RunOutcome, RunResult,
+};
 use crate::artifacts::ArtifactStore;
 use crate::config::AgentTls;
 use crate::sessions::Sessions;
@@ -385,5 +387,15 @@ impl Agents for Dialer {
                 Err(self.broken(&agent.id, &e).await)
             }
         }
+    }
+}
+
+impl AuditSource for Dialer {
+    async fn verified_lines(
+        &self,
+        agent: &AgentRecord,
+        witnessed: Option<&crate::store::CheckpointRecord>,
+    ) -> Result<Vec<String>, String> {
+        Ok(self.verified_audit(agent, witnessed).await?.0)
     }
 }

@@ -9,6 +9,8 @@
 //! * [`dial_in`] and [`sessions`]: agents in dial-out mode connect to the service's `[dial]
 //!   listen`; each connection becomes that agent's session (an HTTP/2 client over it), which
 //!   [`dial`] uses like a dialled connection and the server's proxy forwards operators' calls to.
+//! * [`deployments`]: where an artifact ran across the fleet, from the signed plans and the
+//!   agents' verified logs (for `release show --server`).
 //! * [`promotion`]: `[promotion]`'s rules, checked when a plan is handed in: the environments
 //!   before the plan's must have run its artifact, as their agents' verified audit logs show
 //!   (it reads [`store`] and the agents' logs through [`dial`]).
@@ -21,6 +23,7 @@ pub mod agents;
 pub mod artifacts;
 pub mod audit;
 pub mod config;
+pub mod deployments;
 pub mod dial;
 pub mod dial_in;
 pub mod dispatch;

@@ -11,15 +11,13 @@
 //! it, holds the promotion back with a reason naming the agent.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use serde_json::Value;
 
-use crate::dial::Dialer;
+use crate::agents::AuditSource;
 use crate::plan::LoadedPlan;
 use crate::store::{
-    AgentRecord, CheckpointRecord, HostAction, HostStep, RolloutRecord, RolloutState, Store,
-    StoreError,
+    AgentRecord, HostAction, HostStep, RolloutRecord, RolloutState, Store, StoreError,
 };
 
 /// Which environments must have run an artifact before a plan for an environment may: the
@@ -154,27 +152,6 @@ pub struct Evidence {
     pub rollout_id: String,
     /// Each host that succeeded in it.
     pub hosts: Vec<HostEvidence>,
-}
-
-/// Reads an agent's audit log once its chain, checkpoints and witness verify: [`Dialer`] in
-/// the service.
-pub trait AuditSource: Send + Sync {
-    /// The agent's verified audit lines, in order.
-    fn verified_lines(
-        &self,
-        agent: &AgentRecord,
-        witnessed: Option<&CheckpointRecord>,
-    ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
-}
-
-impl AuditSource for Dialer {
-    async fn verified_lines(
-        &self,
-        agent: &AgentRecord,
-        witnessed: Option<&CheckpointRecord>,
-    ) -> Result<Vec<String>, String> {
-        Ok(self.verified_audit(agent, witnessed).await?.0)
-    }
 }
 
 /// Checks `plan` against `rules`: for each environment before the plan's, the newest succeeded

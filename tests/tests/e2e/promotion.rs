@@ -148,4 +148,47 @@ fn a_production_plan_is_refused_until_the_same_digest_succeeded_in_staging() {
     // The staging plan itself needed nothing.
     let stg_start = started.iter().find(|e| e["rollout"] == "rel-stg").unwrap();
     assert!(stg_start["promoted_from"].is_null(), "{stg_start}");
+
+    // Where the artifact ran across the fleet, from the service's plans and each agent's log.
+    let addr = svc.addr.to_string();
+    let config = env.config.to_string_lossy().into_owned();
+    let show = svc
+        .gantry(&[
+            "release", "show", &digest, "--server", &addr, "--policy", &config,
+        ])
+        .unwrap();
+    show.assert_code(0);
+    for want in [
+        format!("release sha256:{digest}\n"),
+        "plan rel-stg (from the controller service): deploy 2.0.0 of web in environment staging"
+            .to_owned(),
+        "plan rel-prod (from the controller service): deploy 2.0.0 of web in environment \
+         production"
+            .to_owned(),
+        "  signed by  deployer (deployer)".to_owned(),
+        format!("where deployed (every agent of the controller service at {addr}"),
+        "  stg-1: ".to_owned(),
+        "  prod-1: ".to_owned(),
+        " deploy 2.0.0  succeeded at ".to_owned(),
+    ] {
+        assert!(
+            show.stdout.contains(&want),
+            "no {want:?} in:\n{}",
+            show.all()
+        );
+    }
+    // 2.0.1 never ran anywhere: its plan is not the service's (it was refused), so nothing
+    // releases it.
+    let v3_digest = gantry_policy::job::Sha256Hex::of(&std::fs::read(&v3).unwrap()).to_string();
+    let none = svc
+        .gantry(&["release", "show", &v3_digest, "--server", &addr])
+        .unwrap();
+    none.assert_code(2);
+    assert!(
+        none.stderr.contains(&format!(
+            "none of the job or plan files deploys artifact {v3_digest}"
+        )),
+        "{}",
+        none.all()
+    );
 }

@@ -8,8 +8,8 @@ use gantry_proto::v1::{Plan, Release, Ring, Selector, Signature, SignedPlan};
 use prost::Message;
 
 use super::*;
-use crate::store::HostRecord;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::{CheckpointRecord, HostRecord};
 
 const DIGEST: &str = "aa11";
 

@@ -382,6 +382,23 @@ impl<S: Store> Controller for ControllerService<S> {
     type FleetAuditTailStream =
         Pin<Box<dyn Stream<Item = Result<gantry_proto::v1::FleetAuditLine, Status>> + Send>>;
 
+    async fn release_deployments(
+        &self,
+        req: Request<gantry_proto::v1::ReleaseDeploymentsRequest>,
+    ) -> Result<Response<gantry_proto::v1::ReleaseDeploymentsResponse>, Status> {
+        self.operators.of(&req)?;
+        let digest = req.into_inner().artifact_sha256;
+        if self.artifacts.path_of(&digest).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "{digest:?} is not a SHA-256 (64 lowercase hex digits)"
+            )));
+        }
+        crate::deployments::collect(&*self.store, &*self.dialer, &digest)
+            .await
+            .map(Response::new)
+            .map_err(|e| store_status(&e))
+    }
+
     async fn fleet_audit_tail(
         &self,
         req: Request<gantry_proto::v1::FleetAuditTailRequest>,

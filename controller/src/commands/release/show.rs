@@ -54,6 +54,9 @@ pub enum ShowError {
     /// Talking to the agent.
     #[error(transparent)]
     Client(#[from] gantry_client::ClientError),
+    /// Asking the controller service.
+    #[error(transparent)]
+    Fleet(#[from] crate::commands::fleet::FleetError),
     /// The agent's audit log does not verify under its key.
     #[error("the agent's audit log does not verify: {detail}")]
     Chain {
@@ -73,6 +76,7 @@ impl ShowError {
             | ShowError::Key(_)
             | ShowError::NotFound { .. } => Exit::Usage,
             ShowError::Conn(e) => e.exit(),
+            ShowError::Fleet(e) => e.exit(),
             ShowError::Client(e) => e.fault().into(),
             // As `audit verify`: a log that fails verification is exit 1.
             ShowError::Chain { .. } => Exit::JobFailed,
@@ -130,14 +134,14 @@ struct Signed<'a> {
 type Verify = fn(&PublicKey, &[u8], &[u8]) -> Result<(), KeyError>;
 
 impl<'a> Signed<'a> {
-    fn job(path: &std::path::Path, file: &'a JobFile) -> Self {
+    fn job(source: &str, file: &'a JobFile) -> Self {
         let j = &file.job;
         let version = j.release.as_ref().map_or("", |r| r.version.as_str());
         Self {
             title: format!(
                 "job {} ({}): {} {version} of {} for agent {}",
                 j.job_id,
-                path.display(),
+                source,
                 gantry_proto::v1::Action::try_from(j.action)
                     .map_or("unknown", gantry_policy::job::action_name),
                 j.app,
@@ -152,14 +156,14 @@ impl<'a> Signed<'a> {
         }
     }
 
-    fn plan(path: &std::path::Path, file: &'a PlanFile) -> Self {
+    fn plan(source: &str, file: &'a PlanFile) -> Self {
         let p = &file.plan;
         let version = p.release.as_ref().map_or("", |r| r.version.as_str());
         Self {
             title: format!(
                 "plan {} ({}): deploy {version} of {} in environment {}, {} ring(s)",
                 p.plan_id,
-                path.display(),
+                source,
                 p.app,
                 if p.environment.is_empty() {
                     "(none)"
@@ -271,12 +275,34 @@ pub async fn show(args: ReleaseShowArgs) -> Result<Exit, ShowError> {
             .as_ref()
             .is_some_and(|r| r.artifact_sha256 == digest)
         {
-            plans.push((p.clone(), f));
+            plans.push((p.display().to_string(), f));
+        }
+    }
+    // Without --agent, --server asks the controller service for every agent at once; its
+    // rollouts' plans join the files given (a plan given as a file too is shown once).
+    let fleet = match (&args.conn.agent, &args.conn.server) {
+        (None, Some(_)) => Some(ask_fleet(&args, &digest).await?),
+        _ => None,
+    };
+    if let Some(fleet) = &fleet {
+        for signed in &fleet.plans {
+            let Ok(plan) =
+                <gantry_proto::v1::Plan as prost::Message>::decode(signed.plan.as_slice())
+            else {
+                continue;
+            };
+            let f = PlanFile {
+                signed: signed.clone(),
+                plan,
+            };
+            if !plans.iter().any(|(_, p)| p.digest() == f.digest()) {
+                plans.push(("from the controller service".to_owned(), f));
+            }
         }
     }
     let docs: Vec<Signed<'_>> = jobs
         .iter()
-        .map(|(p, f)| Signed::job(p, f))
+        .map(|(p, f)| Signed::job(&p.display().to_string(), f))
         .chain(plans.iter().map(|(p, f)| Signed::plan(p, f)))
         .collect();
     if docs.is_empty() {
@@ -286,18 +312,105 @@ pub async fn show(args: ReleaseShowArgs) -> Result<Exit, ShowError> {
     for doc in &docs {
         out.push_str(&signed_text(doc, &keys));
     }
-    if args.conn.agent.is_some() {
-        let apps: std::collections::BTreeSet<&str> = jobs
-            .iter()
-            .map(|(_, f)| f.job.app.as_str())
-            .chain(plans.iter().map(|(_, f)| f.plan.app.as_str()))
-            .collect();
+    let apps: std::collections::BTreeSet<&str> = jobs
+        .iter()
+        .map(|(_, f)| f.job.app.as_str())
+        .chain(plans.iter().map(|(_, f)| f.plan.app.as_str()))
+        .collect();
+    let mut failed = false;
+    if let Some(fleet) = &fleet {
+        let (text, all_verified) = fleet_text(&args, fleet, &apps);
+        failed = !all_verified;
+        out.push_str(&text);
+    } else if args.conn.agent.is_some() {
         out.push_str(&deployments(&args, &docs, &apps).await?);
     } else {
-        out.push_str("\nwhere deployed: not asked (give --agent and the connection flags)\n");
+        out.push_str(
+            "\nwhere deployed: not asked (give --agent and the connection flags, or --server for \
+             the fleet)\n",
+        );
     }
     print!("{out}");
+    // As `fleet audit verify`: an agent whose log cannot be verified is exit 1.
+    if failed {
+        return Ok(Exit::JobFailed);
+    }
     Ok(Exit::Success)
+}
+
+/// The controller service's answer for `digest`: its plans and every agent's entries.
+async fn ask_fleet(
+    args: &ReleaseShowArgs,
+    digest: &str,
+) -> Result<gantry_proto::v1::ReleaseDeploymentsResponse, ShowError> {
+    let conn = crate::fleet_cli::ServerConnArgs {
+        server: args.conn.server.clone(),
+        server_name: args.conn.server_name.clone(),
+        ca: args.conn.ca.clone(),
+        cert: args.conn.cert.clone(),
+        cert_key: args.conn.cert_key.clone(),
+    };
+    let mut svc = crate::commands::fleet::connect::connect(&conn).await?;
+    Ok(svc
+        .release_deployments(gantry_proto::v1::ReleaseDeploymentsRequest {
+            artifact_sha256: digest.to_owned(),
+        })
+        .await
+        .map_err(|s| crate::commands::fleet::connect::status_error("ReleaseDeployments", &s))?
+        .into_inner())
+}
+
+/// Each agent's part of the fleet answer, and whether every agent's log verified.
+fn fleet_text(
+    args: &ReleaseShowArgs,
+    fleet: &gantry_proto::v1::ReleaseDeploymentsResponse,
+    apps: &std::collections::BTreeSet<&str>,
+) -> (String, bool) {
+    let mut out = format!(
+        "\nwhere deployed (every agent of the controller service at {}, each from its own audit \
+         log, verified by the service: chain, checkpoints under the agent's key, witnessed \
+         checkpoint)\n",
+        args.conn.server.as_deref().unwrap_or("")
+    );
+    let mut all_verified = true;
+    for agent in &fleet.agents {
+        if !agent.verified {
+            all_verified = false;
+            let _ = writeln!(out, "  {}: NOT VERIFIED: {}", agent.agent_id, agent.error);
+            continue;
+        }
+        let mut any = false;
+        for app in apps {
+            for e in history::entries(&agent.lines, app, true) {
+                any = true;
+                let _ = writeln!(out, "  {}: {}", agent.agent_id, entry_text(&e));
+            }
+        }
+        if !any {
+            let _ = writeln!(out, "  {}: not deployed there", agent.agent_id);
+        }
+    }
+    if fleet.agents.is_empty() {
+        out.push_str("  no agent ran a plan of it\n");
+    }
+    (out, all_verified)
+}
+
+/// One job's line: when it was accepted, its id, what it did and how it ended.
+fn entry_text(e: &history::Entry) -> String {
+    format!(
+        "{}  job {}  {} {}  {}{}",
+        e.accepted_ts,
+        e.job_id,
+        e.action,
+        e.version,
+        e.outcome,
+        if e.ended_ts.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", e.ended_ts)
+        }
+    )
 }
 
 /// Where the documents ran, from the agent's audit log: the jobs it accepted whose
@@ -346,20 +459,7 @@ async fn deployments(
             .filter(|e| ids.contains(&e.job_id))
         {
             any = true;
-            let _ = writeln!(
-                out,
-                "  {}  job {}  {} {}  {}{}",
-                e.accepted_ts,
-                e.job_id,
-                e.action,
-                e.version,
-                e.outcome,
-                if e.ended_ts.is_empty() {
-                    String::new()
-                } else {
-                    format!(" at {}", e.ended_ts)
-                }
-            );
+            let _ = writeln!(out, "  {}", entry_text(e));
         }
     }
     if !any {
