@@ -668,3 +668,87 @@ fn the_stock_openfeature_sdks_evaluate_the_flags_and_see_the_kill_switch() {
     f.kill("new-checkout").assert_code(0);
     run(true);
 }
+
+#[test]
+fn a_flags_quorum_refuses_one_signature_admits_two_and_leaves_the_kill_switch_alone() {
+    let env = TestEnv::new().unwrap();
+    let (keys, more, ofrep_addr) = ofrep::enable_flags_with(&env, 1, Some(2)).unwrap();
+    let policy = env
+        .agent_cmd(&["policy", "--config", &env.config.to_string_lossy()])
+        .unwrap();
+    policy.assert_code(0);
+    assert!(
+        policy.stdout.contains(
+            "    change          2 signature(s) by distinct keys with role flags\n    \
+             kill switch     one signature by a key with role kill-switch (no quorum)\n"
+        ),
+        "{}",
+        policy.all()
+    );
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let f = Flags {
+        env,
+        agent,
+        ctl,
+        keys,
+        ofrep: ofrep_addr,
+    };
+    let key = |k: &gantry_tests::KeyPair| Flags::key(k);
+    let v1 = f.write("v1.json", &flag_set(100));
+    let signed = f.env.root.join("v1.flags");
+    let signed_s = signed.to_string_lossy().into_owned();
+    f.env
+        .gantry(&[
+            "flags",
+            "sign",
+            "--key",
+            &key(&f.keys.flagger),
+            "--app",
+            "web",
+            "--version",
+            "1",
+            "--for-agent",
+            &f.env.agent_id,
+            "--out",
+            &signed_s,
+            &v1.to_string_lossy(),
+        ])
+        .unwrap()
+        .assert_code(0);
+
+    // One flags key of the two the policy wants: refused, audited, nothing served.
+    let before = f.bulk();
+    let out = f.ctl.run(&["flags", "push", &signed_s]).unwrap();
+    assert!(
+        out.all()
+            .contains("needs 2 signature(s) by distinct keys with a flags role, has 1 (flagger)"),
+        "{}",
+        out.all()
+    );
+    assert_refused(&f, &out, "quorum_not_met", &before);
+
+    // The second key adds its signature to the same file; now it is admitted.
+    let out = f
+        .env
+        .gantry(&["flags", "sign", "--add", "--key", &key(&more[0]), &signed_s])
+        .unwrap();
+    out.assert_code(0);
+    assert!(out.stdout.contains("(2 signature(s))"), "{}", out.all());
+    f.ctl
+        .run(&["flags", "push", &signed_s])
+        .unwrap()
+        .assert_code(0);
+    let a = ofrep::evaluate(f.ofrep, "new-checkout", json!({"targetingKey": "u-1"})).unwrap();
+    assert_eq!(a.body["value"], json!(true), "{}", a.body);
+
+    // The kill switch needs no quorum.
+    f.kill("new-checkout").assert_code(0);
+    let a = ofrep::evaluate(f.ofrep, "new-checkout", json!({"targetingKey": "u-1"})).unwrap();
+    assert_eq!(a.body["reason"], json!("DISABLED"), "{}", a.body);
+
+    let changed = audit_events(&f.env, "flags.changed").unwrap();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert_eq!(changed[0]["signers"], json!(["flagger", "flagger-2"]));
+    assert_eq!(changed[1]["signers"], json!(["killer"]));
+}
