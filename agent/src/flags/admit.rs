@@ -293,6 +293,7 @@ mod tests {
     use gantry_proto::keys::SigningKey;
 
     use super::*;
+    use crate::admission::tests as admission_tests;
 
     const NOW: i64 = 1_800_000_000;
     const OFF: &str = r#"{"flags":{"f":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}}}"#;
@@ -322,17 +323,7 @@ mod tests {
         let trusted = keys
             .iter()
             .zip(roles)
-            .map(|((name, k), (_, role))| TrustedKey {
-                name: name.clone(),
-                file: format!("keys/{name}.pub").into(),
-                key: k.public_key(),
-                key_id: k.key_id(),
-                roles: BTreeSet::from([role.to_owned()]),
-                not_before: None,
-                not_after: None,
-                revoked: false,
-                revoked_reason: None,
-            })
+            .map(|((name, k), (_, role))| admission_tests::trusted(name, k, &[role]))
             .collect();
         let web = AppName::new("web").unwrap();
         let app = AppPolicy {
@@ -369,22 +360,7 @@ mod tests {
                 apps: BTreeMap::from([(web, app)]),
                 environments: Default::default(),
             },
-            limits: Limits {
-                max_job_bytes: 1024,
-                max_artifact_bytes: 1 << 20,
-                max_unpacked_bytes: 8 << 20,
-                max_store_bytes: 8 << 30,
-                max_unused_bytes_per_client: 2 << 30,
-                unused_artifact_ttl: Duration::from_secs(3600),
-                max_validity: Duration::from_secs(3600),
-                clock_skew: Duration::from_secs(30),
-                max_plan_validity: Duration::from_secs(14 * 86_400),
-                max_dispatch_validity: Duration::from_secs(300),
-                releases_kept: 5,
-                client_rejections_burst: 100,
-                client_rejections_per_second: 10,
-                client_connections: 64,
-            },
+            limits: admission_tests::limits(),
             labels: BTreeMap::new(),
         }
     }
