@@ -747,7 +747,8 @@ pub struct FlagsSignArgs {
     /// Signing key (PKCS#8 PEM); repeat for several signatures.
     #[arg(long = "key", value_name = "FILE", required = true)]
     pub keys: Vec<PathBuf>,
-    /// Add the keys' signatures to the signed flag-set FILE instead of signing a definition.
+    /// Add the keys' signatures to the signed flag-set FILE instead of signing a definition
+    /// (a second signer, where `[apps.NAME.flags] approvals` asks for a quorum).
     #[arg(long)]
     pub add: bool,
     /// The signed flag-set file to write (default: FILE with the extension .flags).

@@ -119,8 +119,27 @@ pub struct FlagKeys {
 ///
 /// When `gantry keygen` fails or the config cannot be written.
 pub fn enable_flags(env: &TestEnv) -> anyhow::Result<(FlagKeys, SocketAddr)> {
+    let (keys, _, addr) = enable_flags_with(env, 0, None)?;
+    Ok((keys, addr))
+}
+
+/// As [`enable_flags`], with `more` further keys of role `flags` (`flagger-2`, ...) and
+/// `[apps.web.flags] approvals`, when given.
+///
+/// # Errors
+///
+/// When `gantry keygen` fails or the config cannot be written.
+pub fn enable_flags_with(
+    env: &TestEnv,
+    more: usize,
+    approvals: Option<u32>,
+) -> anyhow::Result<(FlagKeys, Vec<KeyPair>, SocketAddr)> {
+    let names: Vec<String> = ["flagger".to_owned(), "killer".to_owned()]
+        .into_iter()
+        .chain((0..more).map(|i| format!("flagger-{}", i + 2)))
+        .collect();
     let mut keys = Vec::new();
-    for name in ["flagger", "killer"] {
+    for name in &names {
         let prefix = env.root.join("keys").join(name);
         let out = env.gantry(&["keygen", "--out", &prefix.to_string_lossy()])?;
         if out.code != 0 {
@@ -136,15 +155,20 @@ pub fn enable_flags(env: &TestEnv) -> anyhow::Result<(FlagKeys, SocketAddr)> {
         .raw_config()
         .key("flagger", "keys/flagger.pub", &["flags"])
         .key("killer", "keys/killer.pub", &["kill-switch"]);
+    for name in &names[2..] {
+        raw = raw.key(name, &format!("keys/{name}.pub"), &["flags"]);
+    }
     if let Some(web) = raw.apps.get_mut("web") {
-        web.flags = Some(RawFlags::new(&addr.to_string()));
+        let mut flags = RawFlags::new(&addr.to_string());
+        flags.approvals = approvals;
+        web.flags = Some(flags);
     }
     env.write_raw_config(&raw)?;
     let mut it = keys.into_iter();
     let (Some(flagger), Some(killer)) = (it.next(), it.next()) else {
         bail!("keys not made");
     };
-    Ok((FlagKeys { flagger, killer }, addr))
+    Ok((FlagKeys { flagger, killer }, it.collect(), addr))
 }
 
 /// The npm packages the SDK test runs, pinned.

@@ -26,7 +26,7 @@
 
 pub mod dispatch;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -50,7 +50,8 @@ fn keys() -> Keys {
     }
 }
 
-fn trusted(name: &str, key: &SigningKey, roles: &[&str]) -> TrustedKey {
+/// A trusted key `name` with `roles`, valid at any time (also for the flags tests).
+pub(crate) fn trusted(name: &str, key: &SigningKey, roles: &[&str]) -> TrustedKey {
     TrustedKey {
         name: name.to_owned(),
         file: std::path::PathBuf::from(format!("keys/{name}.pub")),
@@ -109,7 +110,8 @@ fn policy(k: &Keys, approvals: u32) -> Policy {
     }
 }
 
-fn limits() -> Limits {
+/// Small limits, a one-hour validity window (also for the flags tests).
+pub(crate) fn limits() -> Limits {
     Limits {
         max_job_bytes: 1024,
         max_artifact_bytes: 1 << 20,

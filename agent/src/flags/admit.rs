@@ -9,8 +9,10 @@
 //! 4. replay: the bytes in force are answered as unchanged, bytes admitted before are
 //!    refused, and so is a version not above the one in force;
 //! 5. the definition parses, every targeting rule compiles;
-//! 6. roles: a key with a role of `allow` may change anything; a key with a role of
-//!    `kill_switch` only what [`gantry_flags::check_kill_switch`] allows, with no quorum.
+//! 6. roles: keys with a role of `allow` may change anything, when at least the app's
+//!    `approvals` distinct ones signed; a key with a role of `kill_switch` only what
+//!    [`gantry_flags::check_kill_switch`] allows, with no quorum. Short of the quorum, `allow`
+//!    signers may still do what the kill switch may; more is [`FlagsError::QuorumNotMet`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -222,8 +224,9 @@ fn check_window(doc: &v1::FlagSet, now: i64, limits: &Limits) -> Result<(), Flag
     Ok(())
 }
 
-/// Whether the change needs the kill-switch rule: `false` when a signer holds an `allow`
-/// role, `true` when only a `kill_switch` role and the change passes the rule.
+/// Whether the change needs the kill-switch rule: `false` when `approvals` distinct signers
+/// hold an `allow` role, `true` when the signers are short of that quorum (or hold only a
+/// `kill_switch` role) and the change passes the kill-switch rule.
 fn check_roles(
     app: &AppPolicy,
     flags: &FlagsPolicy,
@@ -231,22 +234,37 @@ fn check_roles(
     current: Option<&InForce>,
     set: &FlagSet,
 ) -> Result<bool, FlagsError> {
-    let holds = |roles: &BTreeSet<String>| signers.iter().any(|k| !k.roles.is_disjoint(roles));
-    if holds(&flags.allow) {
+    let holders = |roles: &BTreeSet<String>| {
+        signers
+            .iter()
+            .filter(|k| !k.roles.is_disjoint(roles))
+            .map(|k| k.name.clone())
+            .collect::<Vec<_>>()
+    };
+    let allowed = holders(&flags.allow);
+    let got = u32::try_from(allowed.len()).unwrap_or(u32::MAX);
+    if got >= flags.approvals.max(1) {
         return Ok(false);
     }
-    if holds(&flags.kill_switch) {
-        let Some(cur) = current else {
-            return Err(FlagsError::KillSwitchOnly {
-                app: app.name.to_string(),
-                why: "there is no flag set in force to switch off".into(),
-            });
+    // Short of the quorum, a key with an `allow` role may still do what a kill-switch key may.
+    if !allowed.is_empty() || !holders(&flags.kill_switch).is_empty() {
+        let kill = match current {
+            None => Err("there is no flag set in force to switch off".to_owned()),
+            Some(cur) => gantry_flags::check_kill_switch(&cur.set, set).map_err(|e| e.to_string()),
         };
-        gantry_flags::check_kill_switch(&cur.set, set).map_err(|e| FlagsError::KillSwitchOnly {
-            app: app.name.to_string(),
-            why: e.to_string(),
-        })?;
-        return Ok(true);
+        return match kill {
+            Ok(()) => Ok(true),
+            Err(_) if !allowed.is_empty() => Err(FlagsError::QuorumNotMet {
+                app: app.name.to_string(),
+                needed: flags.approvals,
+                got,
+                signers: allowed,
+            }),
+            Err(why) => Err(FlagsError::KillSwitchOnly {
+                app: app.name.to_string(),
+                why,
+            }),
+        };
     }
     let signer_roles: BTreeSet<String> = signers
         .iter()
@@ -262,4 +280,235 @@ fn check_roles(
             .collect(),
         signer_roles: signer_roles.into_iter().collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The roles and the quorum of `[apps.NAME.flags]`, each refusal asserted exactly.
+
+    use std::time::Duration;
+
+    use gantry_policy::config::{FrontDoorMode, RouterConfig};
+    use gantry_proto::envelope::sign_flags;
+    use gantry_proto::keys::SigningKey;
+
+    use super::*;
+    use crate::admission::tests as admission_tests;
+
+    const NOW: i64 = 1_800_000_000;
+    const OFF: &str = r#"{"flags":{"f":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}}}"#;
+    const ON: &str = r#"{"flags":{"f":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}"#;
+    const DISABLED: &str = r#"{"flags":{"f":{"state":"DISABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}"#;
+
+    struct Fx {
+        keys: Vec<(String, SigningKey)>,
+        policy: Policy,
+        limits: Limits,
+        labels: BTreeMap<String, String>,
+    }
+
+    /// Keys `flags-a`, `flags-b` (role flags), `kill` (role kill-switch), `deployer`; the
+    /// app web wants `approvals` flags signatures.
+    fn fx(approvals: u32) -> Fx {
+        let roles = [
+            ("flags-a", "flags"),
+            ("flags-b", "flags"),
+            ("kill", "kill-switch"),
+            ("deployer", "deployer"),
+        ];
+        let keys: Vec<(String, SigningKey)> = roles
+            .iter()
+            .map(|(n, _)| ((*n).to_owned(), SigningKey::generate().unwrap()))
+            .collect();
+        let trusted = keys
+            .iter()
+            .zip(roles)
+            .map(|((name, k), (_, role))| admission_tests::trusted(name, k, &[role]))
+            .collect();
+        let web = AppName::new("web").unwrap();
+        let app = AppPolicy {
+            name: web.clone(),
+            user: "nobody".into(),
+            run_as: gantry_policy::config::RunAs::CurrentUser {
+                uid: 65534,
+                gid: 65534,
+            },
+            ports: 18000..=18009,
+            max_instances: 4,
+            stop_timeout: Duration::from_secs(10),
+            approvals: 0,
+            deployer_may_approve: false,
+            dispatch: BTreeSet::new(),
+            listen: None,
+            router: RouterConfig::None,
+            front_door_mode: FrontDoorMode::Tcp,
+            hold_timeout: gantry_policy::config::DEFAULT_HOLD_TIMEOUT,
+            allow: BTreeMap::new(),
+            flags: Some(FlagsPolicy {
+                listen: "127.0.0.1:18500".parse().unwrap(),
+                allow: BTreeSet::from(["flags".to_owned()]),
+                kill_switch: BTreeSet::from(["kill-switch".to_owned()]),
+                remove_after: Duration::from_secs(86_400),
+                approvals,
+            }),
+            limits: Default::default(),
+        };
+        Fx {
+            keys,
+            policy: Policy {
+                keys: trusted,
+                apps: BTreeMap::from([(web, app)]),
+                environments: Default::default(),
+            },
+            limits: admission_tests::limits(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn doc(version: u64, definition: &str) -> Vec<u8> {
+        v1::FlagSet {
+            app: "web".into(),
+            version,
+            issued_at: NOW,
+            expires_at: NOW + 600,
+            agent_ids: vec!["agent-1".into()],
+            labels: Default::default(),
+            definition_json: definition.as_bytes().to_vec(),
+            reason: String::new(),
+        }
+        .encode_to_vec()
+    }
+
+    impl Fx {
+        fn sigs(&self, bytes: &[u8], by: &[&str]) -> Vec<SignatureIn> {
+            by.iter()
+                .map(|name| {
+                    let (_, k) = self.keys.iter().find(|(n, _)| n == name).unwrap();
+                    let s = sign_flags(k, bytes);
+                    SignatureIn {
+                        key_id_hint: s.key_id,
+                        sig: s.sig,
+                    }
+                })
+                .collect()
+        }
+
+        /// Admits `definition` at `version` signed `by`, over `current` (a version 1 of it).
+        fn push(
+            &self,
+            current: Option<&str>,
+            definition: &str,
+            by: &[&str],
+        ) -> Result<Verdict, FlagsError> {
+            let host = Host {
+                policy: &self.policy,
+                limits: &self.limits,
+                agent_id: "agent-1",
+                labels: &self.labels,
+            };
+            let in_force = current.map(|def| InForce {
+                version: 1,
+                digest: Sha256Hex::of(&doc(1, def)).to_string(),
+                signed: v1::SignedFlags::default(),
+                set: FlagSet::parse(def.as_bytes()).unwrap(),
+                signers: vec![],
+                admitted_at: NOW - 60,
+                ages: BTreeMap::new(),
+                history: vec![],
+            });
+            let bytes = doc(2, definition);
+            admit(host, &bytes, &self.sigs(&bytes, by), NOW, |_| {
+                in_force.clone()
+            })
+        }
+    }
+
+    fn admitted(v: Result<Verdict, FlagsError>) -> Box<Admitted> {
+        match v {
+            Ok(Verdict::New(a)) => a,
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_flags_signature_suffices_by_default() {
+        let f = fx(1);
+        let a = admitted(f.push(Some(OFF), ON, &["flags-a"]));
+        assert!(!a.kill_switch);
+        assert_eq!(a.signer_names, ["flags-a"]);
+    }
+
+    #[test]
+    fn a_quorum_of_two_refuses_one_flags_signature_naming_it() {
+        let f = fx(2);
+        let e = f.push(Some(OFF), ON, &["flags-a"]).unwrap_err();
+        assert!(
+            matches!(&e, FlagsError::QuorumNotMet { needed: 2, got: 1, signers, .. } if signers == &["flags-a"]),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "changing the flags of web needs 2 signature(s) by distinct keys with a flags role, \
+             has 1 (flags-a)"
+        );
+    }
+
+    #[test]
+    fn a_quorum_of_two_admits_two_distinct_flags_keys() {
+        let f = fx(2);
+        let a = admitted(f.push(Some(OFF), ON, &["flags-a", "flags-b"]));
+        assert!(!a.kill_switch);
+        assert_eq!(a.signer_names, ["flags-a", "flags-b"]);
+    }
+
+    #[test]
+    fn the_same_flags_key_twice_is_not_a_quorum() {
+        let f = fx(2);
+        let e = f.push(Some(OFF), ON, &["flags-a", "flags-a"]).unwrap_err();
+        // The signature rules count a key once.
+        assert!(
+            matches!(&e, FlagsError::QuorumNotMet { got: 1, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_signer_without_a_flags_role_does_not_count_towards_the_quorum() {
+        let f = fx(2);
+        let e = f.push(Some(OFF), ON, &["flags-a", "deployer"]).unwrap_err();
+        assert!(
+            matches!(&e, FlagsError::QuorumNotMet { got: 1, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_kill_switch_needs_no_quorum() {
+        let f = fx(2);
+        let a = admitted(f.push(Some(ON), DISABLED, &["kill"]));
+        assert!(a.kill_switch);
+        // A flags key alone may do what the kill switch may, under a quorum too.
+        let a = admitted(f.push(Some(ON), DISABLED, &["flags-a"]));
+        assert!(a.kill_switch);
+    }
+
+    #[test]
+    fn a_kill_switch_key_still_may_not_turn_a_flag_on_under_a_quorum() {
+        let f = fx(2);
+        let e = f.push(Some(OFF), ON, &["kill"]).unwrap_err();
+        assert!(matches!(&e, FlagsError::KillSwitchOnly { .. }), "{e:?}");
+        // With one flags key, the refusal names the quorum it is short of.
+        let e = f.push(Some(OFF), ON, &["kill", "flags-a"]).unwrap_err();
+        assert!(
+            matches!(&e, FlagsError::QuorumNotMet { got: 1, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn no_flags_role_is_still_a_missing_role() {
+        let f = fx(2);
+        let e = f.push(Some(OFF), ON, &["deployer"]).unwrap_err();
+        assert!(matches!(&e, FlagsError::MissingRole { .. }), "{e:?}");
+    }
 }

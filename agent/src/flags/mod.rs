@@ -139,6 +139,22 @@ pub enum FlagsError {
         /// What the change does beyond that.
         why: String,
     },
+    /// Fewer distinct keys with an `allow` role signed than `[apps.NAME.flags] approvals`.
+    #[error(
+        "changing the flags of {app} needs {needed} signature(s) by distinct keys with a flags \
+         role, has {got} ({})",
+        list(signers)
+    )]
+    QuorumNotMet {
+        /// The app.
+        app: String,
+        /// Signatures required.
+        needed: u32,
+        /// Valid signatures by keys with an `allow` role.
+        got: u32,
+        /// Those keys' names.
+        signers: Vec<String>,
+    },
     /// No signer holds a flags role of the app.
     #[error(
         "changing the flags of {app} needs a signature by a key with role {} (signers hold: {})",

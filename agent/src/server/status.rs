@@ -242,6 +242,7 @@ pub fn flags(e: &crate::flags::FlagsError) -> Status {
         F::WrongAgent { .. }
         | F::KillSwitchOnly { .. }
         | F::MissingRole { .. }
+        | F::QuorumNotMet { .. }
         | F::OlderVersion { .. } => Code::PermissionDenied,
         F::NotYetValid { .. } | F::Expired { .. } | F::WindowTooLong { .. } => {
             Code::FailedPrecondition
@@ -273,6 +274,7 @@ pub fn flags_reason(e: &crate::flags::FlagsError) -> &'static str {
         F::Definition(_) | F::Targeting { .. } => "invalid_definition",
         F::KillSwitchOnly { .. } => "kill_switch_exceeded",
         F::MissingRole { .. } => "missing_role",
+        F::QuorumNotMet { .. } => "quorum_not_met",
         F::Store(_) => "store_unavailable",
         F::Audit(_) => "audit_unavailable",
     }

@@ -61,6 +61,38 @@ impl Flags {
         self.ctl.run(&args).unwrap()
     }
 
+    /// `gantry flags sign --key KEY --app web --version N --for-agent THIS EXTRA... --out OUT
+    /// FILE`, which must succeed.
+    fn sign(
+        &self,
+        key: &gantry_tests::KeyPair,
+        version: &str,
+        file: &std::path::Path,
+        out: &std::path::Path,
+        extra: &[&str],
+    ) {
+        let (key, file, out) = (
+            Self::key(key),
+            file.to_string_lossy().into_owned(),
+            out.to_string_lossy().into_owned(),
+        );
+        let mut args = vec![
+            "flags",
+            "sign",
+            "--key",
+            &key,
+            "--app",
+            "web",
+            "--version",
+            version,
+            "--for-agent",
+            &self.env.agent_id,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", &out, &file]);
+        self.env.gantry(&args).unwrap().assert_code(0);
+    }
+
     /// `gantry flags kill --key killer.key --app web FLAG`.
     fn kill(&self, flag: &str) -> gantry_tests::Output {
         let key = Self::key(&self.keys.killer);
@@ -242,27 +274,8 @@ fn forged_replayed_older_wrong_role_and_expired_flag_sets_are_refused_and_audite
     let f = Flags::new();
     let v1 = f.write("v1.json", &flag_set(10));
     // Sign v1 into a file first, so that it can be replayed later.
-    let flagger = Flags::key(&f.keys.flagger);
     let v1_signed = f.env.root.join("v1.flags");
-    let out = f
-        .env
-        .gantry(&[
-            "flags",
-            "sign",
-            "--key",
-            &flagger,
-            "--app",
-            "web",
-            "--version",
-            "1",
-            "--for-agent",
-            &f.env.agent_id,
-            "--out",
-            &v1_signed.to_string_lossy(),
-            &v1.to_string_lossy(),
-        ])
-        .unwrap();
-    out.assert_code(0);
+    f.sign(&f.keys.flagger, "1", &v1, &v1_signed, &[]);
     let push_file = |file: &std::path::Path| {
         f.ctl
             .run(&["flags", "push", &file.to_string_lossy()])
@@ -307,26 +320,7 @@ fn forged_replayed_older_wrong_role_and_expired_flag_sets_are_refused_and_audite
 
     // Expired: valid for one second, pushed later.
     let late = f.env.root.join("late.flags");
-    f.env
-        .gantry(&[
-            "flags",
-            "sign",
-            "--key",
-            &flagger,
-            "--app",
-            "web",
-            "--version",
-            "9",
-            "--for-agent",
-            &f.env.agent_id,
-            "--valid-for",
-            "1s",
-            "--out",
-            &late.to_string_lossy(),
-            &v3.to_string_lossy(),
-        ])
-        .unwrap()
-        .assert_code(0);
+    f.sign(&f.keys.flagger, "9", &v3, &late, &["--valid-for", "1s"]);
     std::thread::sleep(Duration::from_millis(2100));
     let out = push_file(&late);
     assert_refused(&f, &out, "expired", &before);
@@ -667,4 +661,71 @@ fn the_stock_openfeature_sdks_evaluate_the_flags_and_see_the_kill_switch() {
     run(false);
     f.kill("new-checkout").assert_code(0);
     run(true);
+}
+
+#[test]
+fn a_flags_quorum_refuses_one_signature_admits_two_and_leaves_the_kill_switch_alone() {
+    let env = TestEnv::new().unwrap();
+    let (keys, more, ofrep_addr) = ofrep::enable_flags_with(&env, 1, Some(2)).unwrap();
+    let policy = env
+        .agent_cmd(&["policy", "--config", &env.config.to_string_lossy()])
+        .unwrap();
+    policy.assert_code(0);
+    assert!(
+        policy.stdout.contains(
+            "    change          2 signature(s) by distinct keys with role flags\n    \
+             kill switch     one signature by a key with role kill-switch (no quorum)\n"
+        ),
+        "{}",
+        policy.all()
+    );
+    let agent = Agent::start(&env).unwrap();
+    let ctl = Controller::new(&env, &agent);
+    let f = Flags {
+        env,
+        agent,
+        ctl,
+        keys,
+        ofrep: ofrep_addr,
+    };
+    let key = |k: &gantry_tests::KeyPair| Flags::key(k);
+    let v1 = f.write("v1.json", &flag_set(100));
+    let signed = f.env.root.join("v1.flags");
+    let signed_s = signed.to_string_lossy().into_owned();
+    f.sign(&f.keys.flagger, "1", &v1, &signed, &[]);
+
+    // One flags key of the two the policy wants: refused, audited, nothing served.
+    let before = f.bulk();
+    let out = f.ctl.run(&["flags", "push", &signed_s]).unwrap();
+    assert!(
+        out.all()
+            .contains("needs 2 signature(s) by distinct keys with a flags role, has 1 (flagger)"),
+        "{}",
+        out.all()
+    );
+    assert_refused(&f, &out, "quorum_not_met", &before);
+
+    // The second key adds its signature to the same file; now it is admitted.
+    let out = f
+        .env
+        .gantry(&["flags", "sign", "--add", "--key", &key(&more[0]), &signed_s])
+        .unwrap();
+    out.assert_code(0);
+    assert!(out.stdout.contains("(2 signature(s))"), "{}", out.all());
+    f.ctl
+        .run(&["flags", "push", &signed_s])
+        .unwrap()
+        .assert_code(0);
+    let a = ofrep::evaluate(f.ofrep, "new-checkout", json!({"targetingKey": "u-1"})).unwrap();
+    assert_eq!(a.body["value"], json!(true), "{}", a.body);
+
+    // The kill switch needs no quorum.
+    f.kill("new-checkout").assert_code(0);
+    let a = ofrep::evaluate(f.ofrep, "new-checkout", json!({"targetingKey": "u-1"})).unwrap();
+    assert_eq!(a.body["reason"], json!("DISABLED"), "{}", a.body);
+
+    let changed = audit_events(&f.env, "flags.changed").unwrap();
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert_eq!(changed[0]["signers"], json!(["flagger", "flagger-2"]));
+    assert_eq!(changed[1]["signers"], json!(["killer"]));
 }

@@ -13,6 +13,7 @@ mod parse;
 pub mod raw;
 mod report;
 mod report_environments;
+mod report_flags;
 mod validate;
 
 #[cfg(test)]
@@ -403,6 +404,9 @@ pub struct FlagsPolicy {
     pub kill_switch: BTreeSet<String>,
     /// A flag older than this is listed as due for removal.
     pub remove_after: Duration,
+    /// Distinct valid keys holding an `allow` role a set needs (1 or more); not applied to a
+    /// set admitted under a `kill_switch` role.
+    pub approvals: u32,
 }
 
 /// What routes an app's connections to its instances (rolling, blue-green and canary need one).

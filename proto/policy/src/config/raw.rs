@@ -328,6 +328,10 @@ pub struct RawFlags {
     /// (default `90d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_after: Option<String>,
+    /// Distinct keys with an `allow` role that must sign a flag set (default 1); a set signed
+    /// by a `kill_switch` role only needs one signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<u32>,
 }
 
 impl RawFlags {
@@ -338,6 +342,7 @@ impl RawFlags {
             allow: None,
             kill_switch: None,
             remove_after: None,
+            approvals: None,
         }
     }
 }

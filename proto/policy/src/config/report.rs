@@ -408,6 +408,7 @@ fn render_text(cfg: &Config, now: i64) -> String {
                 ],
             ],
         );
+        out.push_str(&super::report_flags::text(app.flags.as_ref()));
         out.push_str("  what each key may do:\n");
         let mut rows = Vec::new();
         for k in &policy.keys {
@@ -552,6 +553,7 @@ fn render_json(cfg: &Config, now: i64) -> String {
                     "plan_approvals": app.approvals,
                     "dispatch": app.dispatch,
                 },
+                "flags": super::report_flags::json(app.flags.as_ref()),
                 "keys": key_rights,
             })
         })

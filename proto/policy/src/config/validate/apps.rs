@@ -110,7 +110,7 @@ pub(super) fn validate_apps(
                     router,
                     front_door_mode,
                     hold_timeout,
-                    flags: super::flags::validate_flags(p, &at, app.flags.as_ref()),
+                    flags: super::flags::validate_flags(p, &at, app.flags.as_ref(), &policy.keys),
                     limits: instance_limits(p, &at, app),
                 },
             );
