@@ -256,6 +256,7 @@ fn front_door_spec(
         log_dir: app.dir.join("logs").join("front-door"),
         stop_timeout: FRONT_DOOR_STOP_TIMEOUT,
         role: crate::supervisor::Role::FrontDoor,
+        limits: None,
     })
 }
 

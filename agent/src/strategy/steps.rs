@@ -48,6 +48,7 @@ pub fn instance_spec(
         log_dir: app.dir.join("logs"),
         stop_timeout: app.policy.stop_timeout,
         role: crate::supervisor::Role::Instance,
+        limits: Some(app.policy.limits),
     }
 }
 
