@@ -431,7 +431,7 @@ impl Analysis {
         ctx: &JobCtx,
         release: &ReleaseSpec,
     ) -> Result<(), StrategyError> {
-        let fail = |why: Unhealthy| Err(StrategyError::Unhealthy(why));
+        let fail = |why: Unhealthy| Err(StrategyError::from(why));
         let mut pids = Vec::new();
         for instance in app
             .instances

@@ -51,7 +51,7 @@ pub enum StrategyError {
     State(#[from] StateError),
     /// An instance did not become healthy.
     #[error("{0}")]
-    Unhealthy(Unhealthy),
+    Unhealthy(Box<Unhealthy>),
     /// The job's progress deadline passed.
     #[error("progress deadline of {} exceeded", humantime::format_duration(*.0))]
     Deadline(Duration),
@@ -72,7 +72,7 @@ pub enum StrategyError {
 // By hand, not `#[from]`: the reason is the whole message, not a cause to chain after it.
 impl From<Unhealthy> for StrategyError {
     fn from(why: Unhealthy) -> Self {
-        Self::Unhealthy(why)
+        Self::Unhealthy(Box::new(why))
     }
 }
 
