@@ -388,14 +388,7 @@ impl Analysis {
         };
         if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
             let why = Unhealthy::CanarySignal(breach.clone());
-            ctx.note_with(
-                "analysis.failed",
-                why.to_string(),
-                "verdict",
-                breach.to_json(),
-            )
-            .await;
-            return Err(why.into());
+            return Err(ctx.breached("analysis.failed", why, breach.to_json()).await);
         }
         window.last = Some(verdicts);
         Ok(())
@@ -411,14 +404,7 @@ impl Analysis {
             prometheus::judge(gate, app.policy.name.as_str(), CANARY, self.since.elapsed()).await;
         if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
             let why = Unhealthy::CanaryProm(breach.clone());
-            ctx.note_with(
-                "analysis.failed",
-                why.to_string(),
-                "verdict",
-                breach.to_json(),
-            )
-            .await;
-            return Err(why.into());
+            return Err(ctx.breached("analysis.failed", why, breach.to_json()).await);
         }
         self.prom = verdicts;
         Ok(())

@@ -158,9 +158,7 @@ pub async fn judge_signals(
                     during: phase.during,
                     breach: breach.clone(),
                 };
-                ctx.note_with(phase.failed, why.to_string(), "verdict", breach.to_json())
-                    .await;
-                return Err(why.into());
+                return Err(ctx.breached(phase.failed, why, breach.to_json()).await);
             }
         }
         if let Some(gate) = &spec.prometheus {
@@ -172,9 +170,7 @@ pub async fn judge_signals(
                     during: phase.during,
                     breach: breach.clone(),
                 };
-                ctx.note_with(phase.failed, why.to_string(), "verdict", breach.to_json())
-                    .await;
-                return Err(why.into());
+                return Err(ctx.breached(phase.failed, why, breach.to_json()).await);
             }
             last = verdicts;
         }
@@ -191,9 +187,7 @@ pub async fn judge_signals(
             end: phase.end,
             first: first.clone(),
         };
-        ctx.note_with(phase.failed, why.to_string(), "verdict", first.to_json())
-            .await;
-        return Err(why.into());
+        return Err(ctx.breached(phase.failed, why, first.to_json()).await);
     }
     Ok(unanswered)
 }
