@@ -23,7 +23,7 @@ use super::{Admission, AdmissionError, AppView, Rejection, SignatureIn};
 use crate::config::Placement;
 use crate::job::{Action, Sha256Hex, VerifiedJob};
 use crate::ledger::plans::{PlanLedger, PlanRecord};
-use crate::ledger::{JobRecord, Ledger, Standing};
+use crate::ledger::{JobRecord, Standing};
 
 /// What the agent needs to admit dispatches: where it sits in the fleet and its plan records.
 #[derive(Debug, Clone)]
@@ -265,14 +265,7 @@ impl Admission {
             });
         }
         plans.put(record).map_err(store)?;
-        ledger
-            .insert(Ledger::admitted(
-                spec.id.clone(),
-                digest.clone(),
-                spec.app.clone(),
-                crate::clock::now_ms(),
-            ))
-            .map_err(store)?;
+        ledger.admit(&spec, digest).map_err(store)?;
         drop(ledger);
         drop(plans);
         Ok(AdmittedDispatch::New(

@@ -234,12 +234,7 @@ impl Admission {
             (Action::Deploy | Action::Rollback | Action::Restart | Action::Stop, None) => {}
         }
         ledger
-            .insert(Ledger::admitted(
-                spec.id.clone(),
-                digest.clone(),
-                spec.app.clone(),
-                crate::clock::now_ms(),
-            ))
+            .admit(&spec, digest)
             .map_err(|e| AdmissionError::Store(Box::new(e)))?;
         drop(ledger);
 

@@ -163,12 +163,7 @@ pub async fn ensure_front_door(
     let routes = traffic_dir(&app.dir).join("routes.json");
     if !routes.exists() {
         let mut table = RouteTable::new(1, Vec::new());
-        table.hold_timeout_ms = app
-            .policy
-            .hold_timeout
-            .as_millis()
-            .try_into()
-            .unwrap_or(u64::MAX);
+        table.hold_timeout_ms = hold_timeout_ms(app);
         let active = app.state.active_slot;
         for port in ports_in(app, active) {
             if let Some(id) = backend_id(app, port) {
@@ -223,6 +218,16 @@ pub async fn ensure_front_door(
     Ok(())
 }
 
+/// How long the app's front door holds a connection while no backend is up, as a route
+/// table says it.
+pub fn hold_timeout_ms(app: &AppRuntime) -> u64 {
+    app.policy
+        .hold_timeout
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
 fn front_door_spec(
     app: &AppRuntime,
     listen: std::net::SocketAddr,
@@ -256,6 +261,7 @@ fn front_door_spec(
         log_dir: app.dir.join("logs").join("front-door"),
         stop_timeout: FRONT_DOOR_STOP_TIMEOUT,
         role: crate::supervisor::Role::FrontDoor,
+        limits: None,
     })
 }
 

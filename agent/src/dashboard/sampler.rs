@@ -1,17 +1,18 @@
 //! Once a second, what the dashboard's history records: per app and cohort, the front door's
 //! responses, 5xx and p95 bound over the second (the same counters and the same error-rate
 //! and p95 functions the canary analysis judges, [`crate::health::signals`]), and the CPU and
-//! resident memory of the cohort's instances; plus the apps' current summary.
+//! resident memory of the cohort's instances; plus the apps' current summary. The readings go
+//! through [`crate::health::sampler`], as `status`'s do.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio_util::sync::CancellationToken;
 
 use super::history::Sample;
 use super::{AppSummary, Dashboard, InstanceSummary};
 use crate::executor::{AppStatus, Executor};
+use crate::health::sampler::{Counters, Processes};
 use crate::health::signals;
 use crate::strategy::shift::STABLE;
 use crate::traffic::Stats;
@@ -47,12 +48,21 @@ fn now_ms() -> u64 {
 }
 
 /// The counters of the previous sample, to take differences from.
-#[derive(Default)]
 struct Sampler {
-    system: Option<System>,
-    /// Per `(app, cohort)`: the front door's pid and its cumulative counters.
-    base: HashMap<(String, String), (u32, HttpStats)>,
+    processes: Processes,
+    /// Each app's front door at the previous sample.
+    counters: Counters,
     last_ms: Option<u64>,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            processes: Processes::default(),
+            counters: Counters::new(Duration::ZERO),
+            last_ms: None,
+        }
+    }
 }
 
 /// The cohort of each instance port: the route table's backend at that port, else stable.
@@ -76,20 +86,11 @@ impl Sampler {
     ) {
         let span = self.last_ms.map_or(1000, |last| now.saturating_sub(last));
         self.last_ms = Some(now);
-        // Each pid once: with sysinfo 0.37 a pid listed twice is not found after the refresh.
-        let pids: Vec<Pid> = status
+        let pids: Vec<u32> = status
             .iter()
             .flat_map(|a| a.instances.iter().map(|i| i.pid))
-            .collect::<BTreeSet<u32>>()
-            .into_iter()
-            .map(Pid::from_u32)
             .collect();
-        let system = self.system.get_or_insert_with(System::new);
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&pids),
-            true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory(),
-        );
+        let usage = self.processes.measure(&pids);
         let mut summaries = Vec::with_capacity(status.len());
         let mut samples = Vec::new();
         for app in status {
@@ -102,10 +103,10 @@ impl Sampler {
                     .get(&i.port)
                     .cloned()
                     .unwrap_or_else(|| STABLE.to_owned());
-                if let Some(p) = system.process(Pid::from_u32(i.pid)) {
+                if let Some(u) = usage.get(&i.pid) {
                     let r = resources.entry(cohort.clone()).or_default();
-                    r.0 += f64::from(p.cpu_usage()) / 100.0;
-                    r.1 += p.memory();
+                    r.0 += f64::from(u.cpu_percent) / 100.0;
+                    r.1 += u.memory_bytes;
                 }
                 instances.push(InstanceSummary {
                     index: i.index,
@@ -119,10 +120,13 @@ impl Sampler {
             if let Some(r) = router {
                 cohorts.extend(r.cohorts.keys().cloned());
             }
+            // `None` the first time a cohort is seen or after the front door restarted (its
+            // counters started over).
+            let previous = router.and_then(|r| self.counters.latest(&app.name, r.pid));
             for cohort in &cohorts {
-                let window = router.and_then(|r| {
-                    let now = r.cohorts.get(cohort)?;
-                    window(&mut self.base, &name, cohort, r.pid, now)
+                let window: Option<HttpStats> = router.and_then(|r| {
+                    let earlier = previous?.cohorts.get(cohort)?;
+                    Some(r.cohorts.get(cohort)?.minus(earlier))
                 });
                 let (cpu, memory) = resources
                     .get(cohort)
@@ -137,6 +141,9 @@ impl Sampler {
                     memory,
                 };
                 samples.push((name.clone(), cohort.clone(), sample));
+            }
+            if let Some(r) = router {
+                self.counters.record(&app.name, r, Instant::now());
             }
             summaries.push(AppSummary {
                 name,
@@ -153,47 +160,16 @@ impl Sampler {
     }
 }
 
-/// The counters since the previous sample of the same front door; `None` the first time a
-/// cohort is seen or after the front door restarted (its counters started over).
-fn window(
-    base: &mut HashMap<(String, String), (u32, HttpStats)>,
-    app: &str,
-    cohort: &str,
-    pid: u32,
-    now: &HttpStats,
-) -> Option<HttpStats> {
-    let key = (app.to_owned(), cohort.to_owned());
-    match base.insert(key, (pid, now.clone())) {
-        Some((p, earlier)) if p == pid => Some(now.minus(&earlier)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dashboard::lock;
     use crate::executor::{BackendStatus, InstanceStatus};
     use crate::job::AppName;
-    use crate::traffic::http_stats::{Histogram, StatusClasses};
 
+    /// `ok` 2xx, `errors` 5xx, `slow` of them all over 200 ms.
     fn counters(ok: u64, errors: u64, slow: u64) -> HttpStats {
-        let n = ok + errors;
-        HttpStats {
-            requests: n,
-            responses: StatusClasses {
-                success: ok,
-                server_error: errors,
-                ..StatusClasses::default()
-            },
-            latency: Histogram {
-                le_ms: vec![25, 200, 500],
-                counts: vec![n - slow, n - slow, n, n],
-                sum_us: 0,
-                count: n,
-            },
-            ..HttpStats::default()
-        }
+        HttpStats::sampled(ok, errors, ok + errors - slow)
     }
 
     fn app(canary_pid: u32) -> AppStatus {

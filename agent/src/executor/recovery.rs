@@ -48,8 +48,6 @@ impl Executor {
         let mut shared = BTreeMap::new();
         let mut to_converge = Vec::new();
         for (name, policy) in &config.policy.apps {
-            // Before any instance of it starts (the restarts below included).
-            crate::supervisor::limits::register(name, policy.limits);
             let prepare = |e: Box<dyn std::error::Error + Send + Sync>| ExecutorError::Prepare {
                 app: name.clone(),
                 source: e,

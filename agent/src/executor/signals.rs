@@ -2,20 +2,19 @@
 //! the last minute (requests, responses, 5xx, error rate, p95 latency) and the cohort's
 //! instances' CPU and memory.
 //!
-//! A sampler task keeps, every [`SAMPLE_EVERY`], each app's cohort counters and its
+//! A sampler task keeps ([`crate::health::sampler`]), every [`SAMPLE_EVERY`], each app's cohort counters and its
 //! instances' CPU and memory (CPU needs two readings of a process, so it cannot be measured
 //! at the moment `status` asks). `status` subtracts the oldest sample still within
 //! [`WINDOW`] from the counters it reads now; before the first sample, or after the front
 //! door was restarted, the window starts with the front door.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
 use super::Inner;
 use crate::error::lock;
+use crate::health::sampler::{Counters, Processes, Usage};
 use crate::job::AppName;
 use crate::traffic::Stats;
 use crate::traffic::http_stats::HttpStats;
@@ -51,72 +50,29 @@ impl CohortSignals {
     }
 }
 
-struct Sample {
-    at: Instant,
-    pid: u32,
-    cohorts: BTreeMap<String, HttpStats>,
-}
-
-/// The samples and the latest CPU and memory of each instance process.
-#[derive(Default)]
+/// The executor's readings of the front doors over the window and the latest CPU and memory
+/// of each instance process.
+#[derive(Debug)]
 pub struct Sampler {
-    samples: BTreeMap<AppName, VecDeque<Sample>>,
-    system: Option<System>,
-    processes: BTreeMap<u32, (f64, u64)>,
+    counters: Counters,
+    processes: Processes,
+    usage: BTreeMap<u32, Usage>,
 }
 
-impl std::fmt::Debug for Sampler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sampler")
-            .field("apps", &self.samples.len())
-            .finish_non_exhaustive()
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            counters: Counters::new(WINDOW),
+            processes: Processes::default(),
+            usage: BTreeMap::new(),
+        }
     }
 }
 
 impl Sampler {
-    /// Records `stats` of `app` now, forgetting samples older than the window needs.
-    fn record(&mut self, app: &AppName, stats: &Stats, now: Instant) {
-        let kept = self.samples.entry(app.clone()).or_default();
-        kept.push_back(Sample {
-            at: now,
-            pid: stats.pid,
-            cohorts: stats.cohorts.clone(),
-        });
-        // One sample at or beyond the window stays, as the base of a full window.
-        while kept.len() > 1
-            && kept
-                .get(1)
-                .is_some_and(|s| now.duration_since(s.at) >= WINDOW)
-        {
-            kept.pop_front();
-        }
-    }
-
-    /// Reads CPU and memory of `pids` (the sampler's own [`System`], so CPU is the use since
-    /// the last reading).
+    /// Reads CPU and memory of `pids`.
     fn measure(&mut self, pids: &[u32]) {
-        let system = self.system.get_or_insert_with(System::new);
-        let list: Vec<Pid> = pids.iter().map(|p| Pid::from_u32(*p)).collect();
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&list),
-            true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory(),
-        );
-        self.processes = pids
-            .iter()
-            .filter_map(|pid| {
-                let p = system.process(Pid::from_u32(*pid))?;
-                Some((*pid, (f64::from(p.cpu_usage()), p.memory())))
-            })
-            .collect();
-    }
-
-    /// The oldest sample of `app` within the window counted by front door `pid`.
-    fn base(&self, app: &AppName, pid: u32, now: Instant) -> Option<&Sample> {
-        self.samples
-            .get(app)?
-            .iter()
-            .find(|s| s.pid == pid && now.duration_since(s.at) <= WINDOW + SAMPLE_EVERY)
+        self.usage = self.processes.measure(pids);
     }
 }
 
@@ -141,7 +97,9 @@ pub fn signals_of(
     let now = Instant::now();
     let mut out: BTreeMap<String, CohortSignals> = BTreeMap::new();
     if let Some(stats) = stats.filter(|s| s.is_http()) {
-        let base = sampler.base(app, stats.pid, now);
+        let base = sampler
+            .counters
+            .oldest(app, stats.pid, now, WINDOW + SAMPLE_EVERY);
         let window = match base {
             Some(b) => now.duration_since(b.at),
             None => Duration::from_millis(now_ms.saturating_sub(stats.started_at_ms)),
@@ -170,9 +128,9 @@ pub fn signals_of(
                 ..CohortSignals::default()
             });
         entry.instances += 1;
-        if let Some((cpu, memory)) = sampler.processes.get(&m.pid) {
-            entry.cpu_percent += cpu;
-            entry.memory_bytes += memory;
+        if let Some(usage) = sampler.usage.get(&m.pid) {
+            entry.cpu_percent += f64::from(usage.cpu_percent);
+            entry.memory_bytes += usage.memory_bytes;
         }
     }
     // A cohort the front door once counted but that has no instance and no traffic in the
@@ -214,7 +172,7 @@ fn sample(inner: &Inner) {
     }
     let mut sampler = lock(&inner.signals);
     for (name, stats) in &readings {
-        sampler.record(name, stats, now);
+        sampler.counters.record(name, stats, now);
     }
     sampler.measure(&pids);
 }
@@ -267,7 +225,9 @@ mod tests {
         assert_eq!(s[0].http.requests, 100);
         assert_eq!(s[0].error_rate(), Some(0.1));
         assert_eq!(s[0].instances, 1);
-        lock(&sampler).record(&app, &stats(7, 80, 0), Instant::now());
+        lock(&sampler)
+            .counters
+            .record(&app, &stats(7, 80, 0), Instant::now());
         let s = signals_of(&sampler, &app, Some(&stats(7, 90, 10)), &[], 61_000);
         assert_eq!(
             (s[0].http.requests, s[0].http.responses.server_error),
@@ -292,34 +252,5 @@ mod tests {
         assert_eq!(s[0].error_rate(), None);
         let s = signals_of(&sampler, &app, None, &[member("stable")], 61_000);
         assert_eq!((s[0].window, s[0].instances), (Duration::ZERO, 1));
-    }
-
-    #[test]
-    fn old_samples_are_forgotten_but_one_beyond_the_window_stays() {
-        let app = AppName::new("web").unwrap();
-        let mut sampler = Sampler::default();
-        let start = Instant::now();
-        for i in 0..20 {
-            sampler.record(
-                &app,
-                &stats(7, i, 0),
-                start + SAMPLE_EVERY * u32::try_from(i).unwrap(),
-            );
-        }
-        let kept = &sampler.samples[&app];
-        let now = start + SAMPLE_EVERY * 19;
-        assert!(
-            now.duration_since(kept[0].at) >= WINDOW,
-            "a full window's base"
-        );
-        assert!(now.duration_since(kept[1].at) < WINDOW);
-        assert_eq!(kept.len(), 13);
-    }
-
-    #[test]
-    fn this_process_is_measured() {
-        let mut sampler = Sampler::default();
-        sampler.measure(&[std::process::id()]);
-        assert!(sampler.processes[&std::process::id()].1 > 0);
     }
 }

@@ -1,10 +1,10 @@
-//! Resource analysis of running processes (CPU and resident memory, read with `sysinfo`):
-//! the peaks seen so far, and the first limit crossed. Canary steps use it on the canary's
-//! instances at every analysis interval.
+//! Resource analysis of running processes (CPU and resident memory, read through
+//! [`super::sampler::Processes`]): the peaks seen so far, and the first limit crossed. Canary
+//! steps use it on the canary's instances at every analysis interval.
 
 use std::fmt;
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use super::sampler::Processes;
 
 /// A limit a process crossed, with the measured value.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ impl fmt::Display for ResourceBreach {
 
 /// CPU and memory of a set of processes over time.
 pub struct Resources {
-    system: System,
+    processes: Processes,
     /// The highest CPU percentage seen.
     pub cpu_max: f32,
     /// The highest resident memory seen, in bytes.
@@ -76,7 +76,7 @@ impl Resources {
     /// Nothing measured yet.
     pub fn new() -> Self {
         Self {
-            system: System::new(),
+            processes: Processes::default(),
             cpu_max: 0.0,
             memory_max: 0,
         }
@@ -94,25 +94,19 @@ impl Resources {
         max_cpu_percent: Option<f64>,
         max_memory_bytes: Option<u64>,
     ) -> Result<(), ResourceBreach> {
-        let pids: Vec<Pid> = pids.iter().map(|p| Pid::from_u32(*p)).collect();
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&pids),
-            true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory(),
-        );
-        for pid in &pids {
-            let Some(process) = self.system.process(*pid) else {
+        let usage = self.processes.measure(pids);
+        for pid in pids {
+            let Some(u) = usage.get(pid) else {
                 continue;
             };
-            let cpu = process.cpu_usage();
-            let memory = process.memory();
+            let (cpu, memory) = (u.cpu_percent, u.memory_bytes);
             self.cpu_max = self.cpu_max.max(cpu);
             self.memory_max = self.memory_max.max(memory);
             if let Some(limit) = max_cpu_percent
                 && f64::from(cpu) > limit
             {
                 return Err(ResourceBreach::Cpu {
-                    pid: pid.as_u32(),
+                    pid: *pid,
                     percent: cpu,
                     limit,
                 });
@@ -121,7 +115,7 @@ impl Resources {
                 && memory > limit
             {
                 return Err(ResourceBreach::Memory {
-                    pid: pid.as_u32(),
+                    pid: *pid,
                     bytes: memory,
                     limit,
                 });

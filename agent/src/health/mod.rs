@@ -24,6 +24,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 pub mod analysis;
 pub mod compare;
 pub mod prometheus;
+pub mod sampler;
 pub mod signals;
 pub mod versus;
 pub mod watch;

@@ -246,27 +246,10 @@ pub fn judge(window: &HttpStats, spec: &AnalysisSpec, elapsed: Duration) -> [Ver
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::http_stats::{Histogram, StatusClasses};
 
     /// `ok` fast 2xx, `errors` 5xx, `slow` of them all over 250 ms.
     fn window(ok: u64, errors: u64, slow: u64) -> HttpStats {
-        let n = ok + errors;
-        let fast = n - slow;
-        HttpStats {
-            requests: n,
-            responses: StatusClasses {
-                success: ok,
-                server_error: errors,
-                ..StatusClasses::default()
-            },
-            latency: Histogram {
-                le_ms: vec![100, 200, 500],
-                counts: vec![fast, fast, n, n],
-                sum_us: 0,
-                count: n,
-            },
-            ..HttpStats::default()
-        }
+        HttpStats::sampled(ok, errors, ok + errors - slow)
     }
 
     fn spec() -> AnalysisSpec {

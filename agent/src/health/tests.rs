@@ -305,6 +305,7 @@ async fn wait_healthy_fails_fast_when_the_instance_crashes() {
         log_dir: dir.path().join("logs"),
         stop_timeout: Duration::from_secs(5),
         role: crate::supervisor::Role::Instance,
+        limits: None,
     };
     let backoff = Backoff {
         initial: Duration::from_secs(60),

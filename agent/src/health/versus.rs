@@ -266,27 +266,10 @@ fn p_text(p: f64) -> String {
 mod tests {
     use super::*;
     use crate::job::Compare;
-    use crate::traffic::http_stats::StatusClasses;
 
-    /// `ok` 2xx and `errors` 5xx, `fast` of them in 0-100 ms (at 50 ms) and the others in
-    /// 200-500 ms (at 300 ms).
+    /// `ok` 2xx and `errors` 5xx, `fast` of them in 0-100 ms and the others in 200-500 ms.
     fn window(ok: u64, errors: u64, fast: u64) -> HttpStats {
-        let n = ok + errors;
-        HttpStats {
-            requests: n,
-            responses: StatusClasses {
-                success: ok,
-                server_error: errors,
-                ..StatusClasses::default()
-            },
-            latency: Histogram {
-                le_ms: vec![100, 200, 500],
-                counts: vec![fast, fast, n, n],
-                sum_us: fast * 50_000 + (n - fast) * 300_000,
-                count: n,
-            },
-            ..HttpStats::default()
-        }
+        HttpStats::sampled(ok, errors, fast)
     }
 
     fn spec(min: u64) -> AnalysisSpec {

@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::job::{AppName, JobId, Sha256Hex};
+use crate::job::{AppName, JobId, JobSpec, Sha256Hex};
 use crate::progress::{Ended, Outcome};
 use crate::state::{self, StateError};
 
@@ -156,6 +156,20 @@ impl Locked<'_> {
         self.ledger.write(&record)?;
         self.records.insert(record.job_id.to_string(), record);
         Ok(())
+    }
+
+    /// Inserts job `spec` with `digest` as admitted now ([`Ledger::admitted`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locked::insert`].
+    pub fn admit(&mut self, spec: &JobSpec, digest: &Sha256Hex) -> Result<(), LedgerError> {
+        self.insert(Ledger::admitted(
+            spec.id.clone(),
+            digest.clone(),
+            spec.app.clone(),
+            crate::clock::now_ms(),
+        ))
     }
 }
 

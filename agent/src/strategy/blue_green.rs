@@ -17,7 +17,7 @@ use super::steps::{
     install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
     wait_healthy_ports, within,
 };
-use super::{JobCtx, StrategyError};
+use super::{JobCtx, Refused, StrategyError, Unhealthy};
 use crate::app::AppRuntime;
 use crate::app::slots::ports_in;
 use crate::error::reason;
@@ -202,9 +202,7 @@ async fn watch(
     )?;
     let errors = shift::connect_errors(app, ports).saturating_sub(errors_before);
     if errors > 0 {
-        return Err(StrategyError::Unhealthy(format!(
-            "{errors} connection error(s) to the new slot during the preview"
-        )));
+        return Err(Unhealthy::PreviewConnErrors { errors }.into());
     }
     let mut passed = format!(
         "healthy, no crash and no connection error during the preview{}",
@@ -254,9 +252,7 @@ pub(super) async fn wait_for_promote(
             )));
             Err(StrategyError::Aborted(control.job_id.to_string()))
         }
-        None => Err(StrategyError::Refused(
-            "the control channel closed".to_owned(),
-        )),
+        None => Err(Refused::ControlClosed.into()),
     }
 }
 

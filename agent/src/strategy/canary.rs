@@ -20,7 +20,7 @@ use super::steps::{
     install_within, record_release, refuse_pending_controls, start_instances, stop_ports,
     wait_healthy_ports, within,
 };
-use super::{JobCtx, StrategyError};
+use super::{JobCtx, Refused, StrategyError, Unhealthy};
 use crate::app::AppRuntime;
 use crate::app::slots::ports_in;
 use crate::error::reason;
@@ -204,9 +204,7 @@ async fn hold(
                     return Ok(());
                 }
                 NoData::Fail => {
-                    return Err(StrategyError::Unhealthy(format!(
-                        "not enough data to judge the canary (no_data = fail): {missing}"
-                    )));
+                    return Err(Unhealthy::CanaryNoData { missing }.into());
                 }
                 NoData::Pause if !waiting_for_data => {
                     waiting_for_data = true;
@@ -244,7 +242,7 @@ async fn hold(
                     )));
                     return Err(StrategyError::Aborted(c.job_id.to_string()));
                 }
-                None => return Err(StrategyError::Refused("the control channel closed".to_owned())),
+                None => return Err(Refused::ControlClosed.into()),
             },
         }
     }
@@ -389,10 +387,8 @@ impl Analysis {
             _ => signals::judge(&canary, &self.spec, elapsed),
         };
         if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-            let text = format!("canary {breach}");
-            ctx.note_with("analysis.failed", text.clone(), "verdict", breach.to_json())
-                .await;
-            return Err(StrategyError::Unhealthy(text));
+            let why = Unhealthy::CanarySignal(breach.clone());
+            return Err(ctx.breached("analysis.failed", why, breach.to_json()).await);
         }
         window.last = Some(verdicts);
         Ok(())
@@ -407,10 +403,8 @@ impl Analysis {
         let verdicts =
             prometheus::judge(gate, app.policy.name.as_str(), CANARY, self.since.elapsed()).await;
         if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-            let text = format!("canary {breach}");
-            ctx.note_with("analysis.failed", text.clone(), "verdict", breach.to_json())
-                .await;
-            return Err(StrategyError::Unhealthy(text));
+            let why = Unhealthy::CanaryProm(breach.clone());
+            return Err(ctx.breached("analysis.failed", why, breach.to_json()).await);
         }
         self.prom = verdicts;
         Ok(())
@@ -423,7 +417,7 @@ impl Analysis {
         ctx: &JobCtx,
         release: &ReleaseSpec,
     ) -> Result<(), StrategyError> {
-        let fail = |what: String| Err(StrategyError::Unhealthy(what));
+        let fail = |why: Unhealthy| Err(StrategyError::from(why));
         let mut pids = Vec::new();
         for instance in app
             .instances
@@ -439,10 +433,11 @@ impl Analysis {
                 InstanceState::Stopped => u32::MAX,
             };
             if restarts > self.spec.max_restarts {
-                return fail(format!(
-                    "canary instance {} restarted {restarts} time(s) (limit {})",
-                    record.index, self.spec.max_restarts
-                ));
+                return fail(Unhealthy::CanaryRestarts {
+                    index: record.index,
+                    restarts,
+                    limit: self.spec.max_restarts,
+                });
             }
             let dir = app.releases.dir_of(&record.version);
             let probe = crate::health::probe_once(
@@ -459,17 +454,17 @@ impl Analysis {
             pids.push(record.pid);
         }
         if self.probe_failures > self.spec.max_probe_failures {
-            return fail(format!(
-                "{} failed health probe(s) of the canary (limit {})",
-                self.probe_failures, self.spec.max_probe_failures
-            ));
+            return fail(Unhealthy::CanaryProbes {
+                failures: self.probe_failures,
+                limit: self.spec.max_probe_failures,
+            });
         }
         let errors = shift::connect_errors(app, &self.ports).saturating_sub(self.errors_before);
         if errors > self.spec.max_conn_errors {
-            return fail(format!(
-                "{errors} front-door connection error(s) to the canary (limit {})",
-                self.spec.max_conn_errors
-            ));
+            return fail(Unhealthy::CanaryConnErrors {
+                errors,
+                limit: self.spec.max_conn_errors,
+            });
         }
         let (memory, how) = match &self.memory_limit {
             Some((bytes, how)) => (Some(*bytes), how.as_str()),
@@ -477,7 +472,10 @@ impl Analysis {
         };
         self.resources
             .check(&pids, self.spec.max_cpu_percent, memory)
-            .map_err(|breach| StrategyError::Unhealthy(format!("{breach}{how}")))?;
+            .map_err(|breach| Unhealthy::Resources {
+                breach,
+                how: how.to_owned(),
+            })?;
         self.check_http(app, ctx).await?;
         self.check_prom(app, ctx).await
     }

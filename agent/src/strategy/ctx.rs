@@ -127,6 +127,18 @@ impl JobCtx {
             .await;
     }
 
+    /// Notes `why` as `step` with the `verdict` behind it, and returns it as the step's error.
+    pub async fn breached(
+        &self,
+        step: &str,
+        why: super::Unhealthy,
+        verdict: serde_json::Value,
+    ) -> super::StrategyError {
+        self.note_with(step, why.to_string(), "verdict", verdict)
+            .await;
+        why.into()
+    }
+
     async fn note_entry(
         &self,
         step: &str,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::shift;
-use super::{JobCtx, StrategyError};
+use super::{JobCtx, StrategyError, Unhealthy};
 use crate::app::AppRuntime;
 use crate::health::prometheus::{self, PromVerdict};
 use crate::health::signals::{self, Outcome};
@@ -152,25 +152,25 @@ pub async fn judge_signals(
             };
             let verdicts = signals::judge(&counters, spec, started.elapsed());
             if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-                let text = format!(
-                    "{} {}{}: {breach}",
-                    release.version,
-                    window.label(),
-                    phase.during
-                );
-                ctx.note_with(phase.failed, text.clone(), "verdict", breach.to_json())
-                    .await;
-                return Err(StrategyError::Unhealthy(text));
+                let why = Unhealthy::Signal {
+                    version: release.version.clone(),
+                    window: window.label(),
+                    during: phase.during,
+                    breach: breach.clone(),
+                };
+                return Err(ctx.breached(phase.failed, why, breach.to_json()).await);
             }
         }
         if let Some(gate) = &spec.prometheus {
             let verdicts =
                 prometheus::judge(gate, app.policy.name.as_str(), cohort, started.elapsed()).await;
             if let Some(breach) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-                let text = format!("{} {}: {breach}", release.version, phase.during);
-                ctx.note_with(phase.failed, text.clone(), "verdict", breach.to_json())
-                    .await;
-                return Err(StrategyError::Unhealthy(text));
+                let why = Unhealthy::Prom {
+                    version: release.version.clone(),
+                    during: phase.during,
+                    breach: breach.clone(),
+                };
+                return Err(ctx.breached(phase.failed, why, breach.to_json()).await);
             }
             last = verdicts;
         }
@@ -182,13 +182,12 @@ pub async fn judge_signals(
     if spec.no_data == NoData::Fail
         && let Some(first) = unanswered.first()
     {
-        let text = format!(
-            "{} {} (no_data = fail): {first}",
-            release.version, phase.end
-        );
-        ctx.note_with(phase.failed, text.clone(), "verdict", first.to_json())
-            .await;
-        return Err(StrategyError::Unhealthy(text));
+        let why = Unhealthy::PromNoData {
+            version: release.version.clone(),
+            end: phase.end,
+            first: first.clone(),
+        };
+        return Err(ctx.breached(phase.failed, why, first.to_json()).await);
     }
     Ok(unanswered)
 }

@@ -14,9 +14,11 @@ mod rolling;
 pub mod shift;
 pub mod steps;
 mod watch;
+pub mod why;
 
 pub use ctx::JobCtx;
 pub use rolling::converge;
+pub use why::{Refused, Unhealthy};
 
 use std::time::Duration;
 
@@ -49,13 +51,13 @@ pub enum StrategyError {
     State(#[from] StateError),
     /// An instance did not become healthy.
     #[error("{0}")]
-    Unhealthy(String),
+    Unhealthy(Box<Unhealthy>),
     /// The job's progress deadline passed.
     #[error("progress deadline of {} exceeded", humantime::format_duration(*.0))]
     Deadline(Duration),
     /// The job cannot be carried out as asked.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refused),
     /// The router refused a route table or did not confirm it.
     #[error("traffic routing failed")]
     Traffic(#[from] crate::traffic::TrafficError),
@@ -65,6 +67,19 @@ pub enum StrategyError {
     /// A signed abort job stopped the rollout.
     #[error("aborted by job {0}")]
     Aborted(String),
+}
+
+// By hand, not `#[from]`: the reason is the whole message, not a cause to chain after it.
+impl From<Unhealthy> for StrategyError {
+    fn from(why: Unhealthy) -> Self {
+        Self::Unhealthy(Box::new(why))
+    }
+}
+
+impl From<Refused> for StrategyError {
+    fn from(why: Refused) -> Self {
+        Self::Refused(why)
+    }
 }
 
 /// Runs the job's action on its app.

@@ -98,12 +98,7 @@ pub async fn apply(
         .as_millis()
         .try_into()
         .unwrap_or(u64::MAX);
-    table.hold_timeout_ms = app
-        .policy
-        .hold_timeout
-        .as_millis()
-        .try_into()
-        .unwrap_or(u64::MAX);
+    table.hold_timeout_ms = crate::app::front_door::hold_timeout_ms(app);
     // The job's p95 threshold as a histogram edge, so that its verdicts are exact.
     if let Some(r) = &ctx.job.spec.release {
         let ms = u64::try_from(r.rollout.analysis.max_p95_latency.as_millis()).unwrap_or(0);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
-use super::{JobCtx, StrategyError};
+use super::{JobCtx, Refused, StrategyError, Unhealthy};
 use crate::app::AppRuntime;
 use crate::app::slots::{self, NoPort};
 use crate::error::reason;
@@ -48,6 +48,7 @@ pub fn instance_spec(
         log_dir: app.dir.join("logs"),
         stop_timeout: app.policy.stop_timeout,
         role: crate::supervisor::Role::Instance,
+        limits: Some(app.policy.limits),
     }
 }
 
@@ -93,7 +94,7 @@ pub async fn install(
     let dir =
         tokio::task::spawn_blocking(move || releases.install(&store, &release_owned, &limits))
             .await
-            .map_err(|e| StrategyError::Refused(format!("unpacking task failed: {e}")))??;
+            .map_err(|e| Refused::UnpackTask(e.to_string()))??;
     check_command(app, release, &dir)?;
     app.state
         .releases
@@ -120,17 +121,18 @@ fn check_command(
 ) -> Result<(), StrategyError> {
     use std::os::unix::fs::PermissionsExt;
     let Some(argv0) = release.command.first() else {
-        return Err(StrategyError::Refused(format!(
-            "release {} has an empty command",
-            release.version
-        )));
+        return Err(Refused::EmptyCommand {
+            version: release.version.clone(),
+        }
+        .into());
     };
     let program = crate::supervisor::resolve_program(dir, argv0);
     let refused = |why: String| {
-        StrategyError::Refused(format!(
-            "release {} cannot run its command {argv0:?}: {why}; nothing was changed",
-            release.version
-        ))
+        StrategyError::Refused(Refused::CannotRun {
+            version: release.version.clone(),
+            argv0: argv0.clone(),
+            why,
+        })
     };
     match std::fs::metadata(&program) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
@@ -252,8 +254,10 @@ pub async fn wait_healthy_ports(
     let total = u32::try_from(checks.len()).unwrap_or(u32::MAX);
     let mut done = 0;
     while let Some(joined) = checks.join_next().await {
-        let (index, port, result) = joined
-            .map_err(|e| StrategyError::Unhealthy(format!("health check task failed: {e}")))?;
+        let (index, port, result) = joined.map_err(|e| Unhealthy::Task {
+            task: "health check",
+            error: e.to_string(),
+        })?;
         match result {
             Ok(()) => {
                 done += 1;
@@ -266,12 +270,13 @@ pub async fn wait_healthy_ports(
                 .await?;
             }
             Err(e) => {
-                let why = format!(
-                    "instance {index} (port {port}) is unhealthy: {}",
-                    reason(&e)
-                );
-                ctx.note("health.failed", why.clone()).await;
-                return Err(StrategyError::Unhealthy(why));
+                let why = Unhealthy::Check {
+                    index,
+                    port,
+                    why: reason(&e),
+                };
+                ctx.note("health.failed", why.to_string()).await;
+                return Err(why.into());
             }
         }
     }
@@ -300,12 +305,17 @@ pub async fn watch_healthy(
         });
     }
     while let Some(joined) = checks.join_next().await {
-        let (index, port, result) = joined
-            .map_err(|e| StrategyError::Unhealthy(format!("health watch task failed: {e}")))?;
+        let (index, port, result) = joined.map_err(|e| Unhealthy::Task {
+            task: "health watch",
+            error: e.to_string(),
+        })?;
         if let Err(why) = result {
-            return Err(StrategyError::Unhealthy(format!(
-                "instance {index} (port {port}): {why}"
-            )));
+            return Err(Unhealthy::Watched {
+                index,
+                port,
+                why: why.to_string(),
+            }
+            .into());
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::judge::{WATCH, Window, judge_signals, signals_text};
 use super::steps::probe_targets;
-use super::{JobCtx, StrategyError};
+use super::{JobCtx, StrategyError, Unhealthy};
 use crate::app::AppRuntime;
 use crate::error::reason;
 use crate::health::watch::stays_healthy;
@@ -73,17 +73,19 @@ pub async fn watch(
         tokio::select! {
             joined = checks.join_next() => {
                 let Some(joined) = joined else { break };
-                let (index, port, result) = joined.map_err(|e| {
-                    StrategyError::Unhealthy(format!("watch task failed: {e}"))
+                let (index, port, result) = joined.map_err(|e| Unhealthy::Task {
+                    task: "watch",
+                    error: e.to_string(),
                 })?;
                 if let Err(e) = result {
-                    let why = format!(
-                        "instance {index} (port {port}) failed {:.1} s into the watch: {}",
-                        started.elapsed().as_secs_f64(),
-                        reason(&e)
-                    );
-                    ctx.note("watch.failed", why.clone()).await;
-                    return Err(StrategyError::Unhealthy(why));
+                    let why = Unhealthy::Watch {
+                        index,
+                        port,
+                        secs: started.elapsed().as_secs_f64(),
+                        why: reason(&e),
+                    };
+                    ctx.note("watch.failed", why.to_string()).await;
+                    return Err(why.into());
                 }
             }
             result = &mut signals, if signals_done.is_none() => {

@@ -1,42 +1,19 @@
 //! The rlimits each app's instances start with (`[apps.NAME.limits]`, case J9).
 //!
-//! The executor registers every app's [`InstanceLimits`] once at start ([`register`]); every
-//! instance spawned for that app then gets them as hard and soft limits in the child, after the
-//! switch to the app's user and before exec: `RLIMIT_NOFILE`, `RLIMIT_NPROC` (counted per user:
-//! all processes and threads of the app's user together) and `RLIMIT_AS` when set. A limit above
-//! the agent's own hard limit is lowered to it (an unprivileged process cannot raise a hard
-//! limit; with the limits lowered this way, the app cannot raise them either). The front door
-//! and exec health probes keep the agent's limits.
+//! Every instance's [`super::InstanceSpec`] carries its app's [`InstanceLimits`] (the
+//! strategies' steps fill them in from the app's policy); the supervisor sets them as hard and
+//! soft limits in the child, after the switch to the app's user and before exec:
+//! `RLIMIT_NOFILE`, `RLIMIT_NPROC` (counted per user: all processes and threads of the app's
+//! user together) and `RLIMIT_AS` when set. A limit above the agent's own hard limit is lowered
+//! to it (an unprivileged process cannot raise a hard limit; with the limits lowered this way,
+//! the app cannot raise them either). The front door and exec health probes keep the agent's
+//! limits.
 
-use std::collections::BTreeMap;
 use std::io;
-use std::sync::{LazyLock, PoisonError, RwLock};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 pub use crate::config::InstanceLimits;
-use crate::job::AppName;
-
-/// Every registered app's limits.
-static LIMITS: LazyLock<RwLock<BTreeMap<AppName, InstanceLimits>>> =
-    LazyLock::new(|| RwLock::new(BTreeMap::new()));
-
-/// Sets the limits the instances of `app` start with from now on.
-pub fn register(app: &AppName, limits: InstanceLimits) {
-    LIMITS
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(app.clone(), limits);
-}
-
-/// The limits registered for `app`, if any.
-pub fn of(app: &AppName) -> Option<InstanceLimits> {
-    LIMITS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(app)
-        .copied()
-}
 
 /// Limits ready to be set in a forked child: worked out (and lowered to the agent's own hard
 /// limits) before the fork.

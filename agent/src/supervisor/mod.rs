@@ -64,6 +64,9 @@ pub struct InstanceSpec {
     pub stop_timeout: Duration,
     /// What the process is, for logs.
     pub role: Role,
+    /// The app's rlimits (`[apps.NAME.limits]`) an instance starts with; `None`, and always
+    /// for a front door, keeps the agent's own (see [`limits`]).
+    pub limits: Option<limits::InstanceLimits>,
 }
 
 /// What a supervised process is: one of the app's instances, or its front door (which runs

@@ -317,9 +317,9 @@ pub(super) fn spawn(spec: &InstanceSpec) -> Result<Spawned, SupervisorError> {
     })?;
     cmd.stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
     if spec.role == Role::Instance
-        && let Some(limits) = super::limits::of(&spec.app)
+        && let Some(limits) = &spec.limits
     {
-        set_limits(&mut cmd, super::limits::Prepared::of(&limits));
+        set_limits(&mut cmd, super::limits::Prepared::of(limits));
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);

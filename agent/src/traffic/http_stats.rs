@@ -159,6 +159,28 @@ impl HttpStats {
             latency: self.latency.minus(&earlier.latency),
         }
     }
+
+    /// A window for tests: `ok` 2xx and `errors` 5xx, `fast` of them in 0-100 ms (at 50 ms)
+    /// and the others in 200-500 ms (at 300 ms); edges at 100, 200 and 500 ms.
+    #[cfg(test)]
+    pub fn sampled(ok: u64, errors: u64, fast: u64) -> HttpStats {
+        let n = ok + errors;
+        HttpStats {
+            requests: n,
+            responses: StatusClasses {
+                success: ok,
+                server_error: errors,
+                ..StatusClasses::default()
+            },
+            latency: Histogram {
+                le_ms: vec![100, 200, 500],
+                counts: vec![fast, fast, n, n],
+                sum_us: fast * 50_000 + (n - fast) * 300_000,
+                count: n,
+            },
+            ..HttpStats::default()
+        }
+    }
 }
 
 /// The live counters behind one [`HttpStats`].

@@ -45,6 +45,7 @@ fn setup(command: &[&str]) -> (TempDir, InstanceSpec) {
         log_dir: dir.path().join("logs"),
         stop_timeout: Duration::from_secs(10),
         role: Role::Instance,
+        limits: None,
     };
     (dir, spec)
 }

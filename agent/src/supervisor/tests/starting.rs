@@ -175,14 +175,11 @@ async fn j9_an_instance_starts_with_its_apps_limits_lowered_to_the_agents_own() 
     spec.app = AppName::new("limited").unwrap();
     let (_, agent_nofile) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-    limits::register(
-        &spec.app,
-        limits::InstanceLimits {
-            max_open_files: 321,
-            max_processes: 77,
-            max_memory: Some(3 << 30),
-        },
-    );
+    spec.limits = Some(limits::InstanceLimits {
+        max_open_files: 321,
+        max_processes: 77,
+        max_memory: Some(3 << 30),
+    });
     let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
     let pid = inst.record().pid;
     assert_eq!(
@@ -198,14 +195,11 @@ async fn j9_an_instance_starts_with_its_apps_limits_lowered_to_the_agents_own() 
     inst.stop().await.unwrap();
 
     // Above the agent's own hard limit: lowered to it, and the instance still starts.
-    limits::register(
-        &spec.app,
-        limits::InstanceLimits {
-            max_open_files: u64::MAX,
-            max_processes: 77,
-            max_memory: None,
-        },
-    );
+    spec.limits = Some(limits::InstanceLimits {
+        max_open_files: u64::MAX,
+        max_processes: 77,
+        max_memory: None,
+    });
     let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
     let pid = inst.record().pid;
     let hard = agent_nofile.to_string();
@@ -235,14 +229,11 @@ async fn j9_a_front_door_and_an_unregistered_app_keep_the_agents_limits() {
     let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
     assert_eq!(proc_limit(inst.record().pid, "Max open files"), agents);
     inst.stop().await.unwrap();
-    limits::register(
-        &spec.app,
-        limits::InstanceLimits {
-            max_open_files: 99,
-            max_processes: 99,
-            max_memory: None,
-        },
-    );
+    spec.limits = Some(limits::InstanceLimits {
+        max_open_files: 99,
+        max_processes: 99,
+        max_memory: None,
+    });
     spec.role = Role::FrontDoor;
     let inst = Instance::spawn(spec.clone(), slow_backoff()).await.unwrap();
     assert_eq!(proc_limit(inst.record().pid, "Max open files"), agents);
