@@ -11,7 +11,7 @@
 //! ([`ArtifactStore::remove_leftovers`]).
 //!
 //! Room: the store as a whole holds at most its quota and leaves the audit log's free space;
-//! the uploads of one client certificate (`<dir>/owners`, see [`super::owners`]) hold at most
+//! the uploads of one client certificate (`<dir>/owners`, see `owners`) hold at most
 //! its budget in artifacts no kept release uses, so one certificate cannot take it all.
 
 use std::collections::BTreeSet;

@@ -12,7 +12,7 @@
 //!
 //! A slow or dead client never holds up the agent or other clients: the set in force is a
 //! `watch` channel (a push never waits for a reader), each stream has its own task with at
-//! most [`QUEUED`] frames queued, a stream whose client has not taken a frame within
+//! most `QUEUED` frames queued, a stream whose client has not taken a frame within
 //! [`STALL`] is closed, and a client that falls behind gets one event for the newest set (its
 //! `changed` is the union of what it missed). At most [`MAX_STREAMS`] streams are open per
 //! app; one more is answered `503` with a JSON `errorDetails` and `Retry-After`.

@@ -124,7 +124,7 @@ impl AgentService {
     }
 
     /// Records a `Submit` or `Dispatch` the transport refused before any handler ran because
-    /// it was larger than the decode limit ([`oversize`]): a `job.rejected` entry with reason
+    /// it was larger than the decode limit ([`super::oversize`]): a `job.rejected` entry with reason
     /// `too_large`, charged to the certificate like any rejection. Nothing of the request was
     /// read, so there is no digest, job id or claimed key.
     pub async fn record_oversized(&self, rpc: &str, decode_limit: usize, fingerprint: String) {
