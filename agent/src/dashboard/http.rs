@@ -107,6 +107,7 @@ mod tests {
             active_job: Some("j1".to_owned()),
             strategy: Some("canary".to_owned()),
             rollout: "canary 50%".to_owned(),
+            notes: String::new(),
             cohorts: vec!["canary".to_owned(), "stable".to_owned()],
             instances: Vec::new(),
         };

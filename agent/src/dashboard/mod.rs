@@ -41,6 +41,8 @@ pub struct AppSummary {
     pub strategy: Option<String>,
     /// What the rollout in progress is doing; empty when none runs.
     pub rollout: String,
+    /// The current release's notes, as its signed job carried them; empty without.
+    pub notes: String,
     /// The cohorts it has samples for.
     pub cohorts: Vec<String>,
     /// Its instances.

@@ -152,6 +152,7 @@ impl Sampler {
                 active_job: app.active_job.as_ref().map(ToString::to_string),
                 strategy: app.strategy.map(|s| s.as_str().to_owned()),
                 rollout: app.rollout.clone(),
+                notes: app.notes.clone(),
                 cohorts: cohorts.into_iter().collect(),
                 instances,
             });

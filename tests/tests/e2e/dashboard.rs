@@ -260,6 +260,37 @@ fn the_agent_dashboard_in_a_headless_browser_shows_a_running_canary() {
         },
     )
     .unwrap();
+
+    // A release with notes: the page shows them under the app, as text (markup in them is
+    // not run).
+    let notes = rig.env.root.join("NOTES.md");
+    std::fs::write(
+        &notes,
+        "## New Features\n- greets you\n<script>document.title='pwned'</script>\n",
+    )
+    .unwrap();
+    let v3 = make_artifact(&rig.env, "3.0.0", "").unwrap();
+    rig.deploy(
+        "3.0.0",
+        &v3,
+        2,
+        &["--strategy", "rolling", "--notes", &notes.to_string_lossy()],
+        "20s",
+    )
+    .assert_code(0);
+    let mut dom = String::new();
+    wait_until(Duration::from_secs(20), "the notes on the page", || {
+        dom = browser
+            .dump_dom(&url, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        dom.contains("Release notes of 3.0.0")
+    })
+    .unwrap_or_else(|e| panic!("{e}:\n{dom}"));
+    assert!(
+        dom.contains("class=\"notes-text\">## New Features\n- greets you\n&lt;script&gt;"),
+        "the notes as text:\n{dom}"
+    );
+    assert!(!dom.contains("<title>pwned"), "{dom}");
 }
 
 /// Three agents: ring 0 `web-1`, ring 1 `web-2` and `web-3`.

@@ -192,6 +192,13 @@ async function renderApp(app) {
   if (app.active_job) status += "; job " + app.active_job + " running";
   if (app.rollout) status += ": " + app.rollout;
   section.appendChild(el("p", { class: "status" }, status));
+  if (app.notes) {
+    // As text, never as markup: the notes are the signer's words, shown as written.
+    const notes = el("details", { class: "notes", open: "" });
+    notes.appendChild(el("summary", {}, "Release notes of " + (app.current || "the release")));
+    notes.appendChild(el("pre", { class: "notes-text" }, app.notes));
+    section.appendChild(notes);
+  }
   let t1 = 0;
   for (const samples of Object.values(cohorts)) for (const s of samples) t1 = Math.max(t1, s.t_ms);
   if (t1 === 0) t1 = Date.now();
