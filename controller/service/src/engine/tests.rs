@@ -251,6 +251,7 @@ async fn start_plan(
             ring: 0,
             bake_until_ms: 0,
             rollback_to: 0,
+            bake_counts: Default::default(),
             reason: String::new(),
             started_by: "ops-1".into(),
             created_ms,

@@ -20,6 +20,7 @@ fn rollout(id: &str, created_ms: i64) -> RolloutRecord {
         ring: 0,
         bake_until_ms: 0,
         rollback_to: 0,
+        bake_counts: Default::default(),
         reason: String::new(),
         started_by: "operator-1".to_owned(),
         created_ms,
