@@ -101,28 +101,13 @@ fn rollout(
         bail!("rollout {id} ended {state}\n{}", svc.log_tail());
     }
     let cpu_ms = (cpu_ticks(pid)? - cpu_before) * 10;
-    let tail = svc.gantry(&[
-        "fleet",
-        "audit",
-        "tail",
-        "--service",
-        "--json",
-        "--last",
-        "100000",
-    ])?;
     let mut started = None;
     let mut ended = None;
-    for line in tail.stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let e = if v.get("entry").is_some() {
-            &v["entry"]
-        } else {
-            &v
-        };
+    for e in svc.audit_entries()? {
         if e["rollout"] == id {
             match e["event"].as_str() {
-                Some("rollout.started") => started = Some(ts(e)?),
-                Some("rollout.succeeded") => ended = Some(ts(e)?),
+                Some("rollout.started") => started = Some(ts(&e)?),
+                Some("rollout.succeeded") => ended = Some(ts(&e)?),
                 _ => {}
             }
         }

@@ -29,26 +29,11 @@ fn ts(v: &serde_json::Value) -> anyhow::Result<SystemTime> {
 
 /// The service's own audit entries about rollout `id`, oldest first.
 fn service_entries(svc: &Service, id: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let tail = svc.gantry(&[
-        "fleet",
-        "audit",
-        "tail",
-        "--service",
-        "--json",
-        "--last",
-        "100000",
-    ])?;
-    let mut out = Vec::new();
-    for line in tail.stdout.lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line)?;
-        if v.get("entry").is_some() {
-            v = v["entry"].take();
-        }
-        if v["rollout"] == id {
-            out.push(v);
-        }
-    }
-    Ok(out)
+    Ok(svc
+        .audit_entries()?
+        .into_iter()
+        .filter(|e| e["rollout"] == id)
+        .collect())
 }
 
 fn rollout_state(svc: &Service, id: &str) -> (String, String) {
