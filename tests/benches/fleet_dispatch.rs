@@ -48,6 +48,25 @@ struct Measured {
     wall: Duration,
     host_sum: Duration,
     cpu_ms: u64,
+    split: Split,
+}
+
+/// Where the time outside the hosts' own deploys goes, from the timestamps of the service's
+/// `host.dispatched` (written after the host's `running` step is committed) and the agents'
+/// `job.accepted` and `job.succeeded`; meaningful one host at a time.
+#[derive(Default)]
+struct Split {
+    /// `rollout.started` to the first `host.dispatched`.
+    lead: Duration,
+    /// Each host's `host.dispatched` to its `job.accepted`: `HasArtifact` and the upload,
+    /// signing the dispatch, the `Dispatch` RPC and the agent's admission.
+    to_accepted: Duration,
+    /// Each host's `job.succeeded` to the next host's `host.dispatched`: the job's end reaching
+    /// the service over the followed stream, the host's `succeeded` and the next host's
+    /// `running` commits, the operator-request check and the engine's pacing.
+    between: Duration,
+    /// The last `job.succeeded` to `rollout.succeeded`.
+    tail: Duration,
 }
 
 fn rollout(
@@ -101,36 +120,23 @@ fn rollout(
         bail!("rollout {id} ended {state}\n{}", svc.log_tail());
     }
     let cpu_ms = (cpu_ticks(pid)? - cpu_before) * 10;
-    let tail = svc.gantry(&[
-        "fleet",
-        "audit",
-        "tail",
-        "--service",
-        "--json",
-        "--last",
-        "100000",
-    ])?;
     let mut started = None;
     let mut ended = None;
-    for line in tail.stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let e = if v.get("entry").is_some() {
-            &v["entry"]
-        } else {
-            &v
-        };
+    let mut dispatched: Vec<(serde_json::Value, SystemTime)> = Vec::new();
+    for e in svc.audit_entries()? {
         if e["rollout"] == id {
             match e["event"].as_str() {
-                Some("rollout.started") => started = Some(ts(e)?),
-                Some("rollout.succeeded") => ended = Some(ts(e)?),
+                Some("rollout.started") => started = Some(ts(&e)?),
+                Some("rollout.succeeded") => ended = Some(ts(&e)?),
+                Some("host.dispatched") => dispatched.push((e["job"].clone(), ts(&e)?)),
                 _ => {}
             }
         }
     }
-    let wall = ended
-        .context("no rollout.succeeded")?
-        .duration_since(started.context("no rollout.started")?)?;
-    let job = |m: &gantry_tests::service::Member| -> anyhow::Result<Duration> {
+    let started = started.context("no rollout.started")?;
+    let ended = ended.context("no rollout.succeeded")?;
+    let wall = ended.duration_since(started)?;
+    let job = |m: &gantry_tests::service::Member| -> anyhow::Result<(serde_json::Value, SystemTime, SystemTime)> {
         let lines = audit_lines(&m.env)?;
         let accepted = lines
             .iter()
@@ -141,16 +147,39 @@ fn rollout(
             .iter()
             .find(|e| e["event"] == "job.succeeded" && e["job_id"] == job_id)
             .context("no job.succeeded")?;
-        Ok(ts(done)?.duration_since(ts(accepted)?)?)
+        Ok((job_id, ts(accepted)?, ts(done)?))
     };
     let mut host_sum = Duration::ZERO;
+    let mut jobs = Vec::new();
     for m in &fleet.members {
-        host_sum += job(m)?;
+        let (job_id, accepted, done) = job(m)?;
+        host_sum += done.duration_since(accepted)?;
+        jobs.push((job_id, accepted, done));
+    }
+    let of = |job_id: &serde_json::Value| {
+        jobs.iter()
+            .find(|j| &j.0 == job_id)
+            .with_context(|| format!("no agent ran {job_id}"))
+    };
+    let since =
+        |later: SystemTime, earlier: SystemTime| later.duration_since(earlier).unwrap_or_default();
+    let mut split = Split::default();
+    if let (Some(first), Some(last)) = (dispatched.first(), dispatched.last()) {
+        split.lead = since(first.1, started);
+        split.tail = since(ended, of(&last.0)?.2);
+    }
+    for (k, (job_id, at)) in dispatched.iter().enumerate() {
+        let this = of(job_id)?;
+        split.to_accepted += since(this.1, *at);
+        if let Some((_, next_at)) = dispatched.get(k + 1) {
+            split.between += since(*next_at, this.2);
+        }
     }
     Ok(Measured {
         wall,
         host_sum,
         cpu_ms,
+        split,
     })
 }
 
@@ -182,6 +211,15 @@ fn main() -> anyhow::Result<()> {
         per_host_ms,
         seq.cpu_ms,
         seq.cpu_ms as f64 / n as f64
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let per = |d: Duration| ms(d) / n as f64;
+    println!(
+        "one at a time, per host: dispatched -> accepted {:.1} ms (artifact check and upload, dispatch RPC, admission), succeeded -> next dispatched {:.1} ms (job end over the stream, two store commits, pacing); start -> first dispatch {:.1} ms, last succeeded -> rollout.succeeded {:.1} ms",
+        per(seq.split.to_accepted),
+        ms(seq.split.between) / n.saturating_sub(1).max(1) as f64,
+        ms(seq.split.lead),
+        ms(seq.split.tail)
     );
     let par = rollout(&fleet, &svc, "bench-par", "3.0.0", "100%")?;
     println!(

@@ -358,6 +358,35 @@ impl Service {
         process::run(self.command(args)?, Duration::from_secs(120))
     }
 
+    /// The service's own audit entries (`fleet audit tail --service --json`), oldest first.
+    ///
+    /// # Errors
+    /// When the command fails or prints a line that is not JSON.
+    pub fn audit_entries(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let out = self.gantry(&[
+            "fleet",
+            "audit",
+            "tail",
+            "--service",
+            "--json",
+            "--last",
+            "100000",
+        ])?;
+        if out.code != 0 {
+            bail!("fleet audit tail --service failed: {}", out.all());
+        }
+        let mut entries = Vec::new();
+        for line in out.stdout.lines() {
+            let mut v: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+            if v.get("entry").is_some() {
+                v = v["entry"].take();
+            }
+            entries.push(v);
+        }
+        Ok(entries)
+    }
+
     /// The `Command` of [`Self::gantry`], to start in the background.
     ///
     /// # Errors

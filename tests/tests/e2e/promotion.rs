@@ -50,21 +50,9 @@ fn start(svc: &Service, plan: &Path, artifact: &Path) -> gantry_tests::process::
 
 /// The service's own audit entries `event`.
 fn service_entries(svc: &Service, event: &str) -> Vec<serde_json::Value> {
-    let out = svc
-        .gantry(&[
-            "fleet",
-            "audit",
-            "tail",
-            "--service",
-            "--json",
-            "--last",
-            "200",
-        ])
-        .unwrap();
-    out.assert_code(0);
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    svc.audit_entries()
+        .unwrap()
+        .into_iter()
         .filter(|e| e["event"] == event)
         .collect()
 }

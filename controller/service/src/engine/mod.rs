@@ -351,6 +351,7 @@ impl<S: Store, A: Agents> Engine<S, A> {
             ],
         )?;
         run.r.bake_until_ms = 0;
+        run.r.bake_counts.clear();
         if i + 1 >= run.plan.ring_count() {
             run.r.state = RolloutState::Succeeded;
             run.r.reason = format!("all {} rings passed", run.plan.ring_count());
@@ -387,6 +388,7 @@ impl<S: Store, A: Agents> Engine<S, A> {
     /// Halts, or starts rolling back, per `policy`.
     async fn begin_failure(&self, run: &mut Run, policy: OnFailure) -> Result<(), Stop> {
         run.r.bake_until_ms = 0;
+        run.r.bake_counts.clear();
         match policy {
             OnFailure::RollbackRing => {
                 run.r.state = RolloutState::RollingBack;

@@ -1,8 +1,9 @@
 //! One ring: catch up hosts that joined earlier rings' selectors, deploy this ring's hosts
 //! `max_parallel` at a time, stop as soon as fewer than `min_healthy` can still succeed, then
-//! bake: the ring must stay healthy (its gates) until the bake ends.
+//! bake: the ring must stay healthy (its gates) until the bake ends. The gates' counts are kept
+//! in the rollout's record as they grow, so a resumed bake does not forget what it counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use gantry_client::clock::now_ms;
@@ -11,9 +12,9 @@ use tokio::task::JoinSet;
 
 use super::host::HostEnd;
 use super::{Engine, Run, Stop};
-use crate::agents::{Agents, HostHealth};
+use crate::agents::Agents;
 use crate::plan::{max_parallel, min_healthy, ring_hosts};
-use crate::store::{AgentRecord, HostAction, HostRecord, HostStep, Store};
+use crate::store::{AgentRecord, BakeCounts, HostAction, HostRecord, HostStep, Store};
 
 impl<S: Store, A: Agents> Engine<S, A> {
     /// Runs the current ring to its verdict: `Ok` when it passed its bake.
@@ -180,20 +181,26 @@ impl<S: Store, A: Agents> Engine<S, A> {
         gates: &RingGates,
     ) -> Result<(), Stop> {
         let app = run.plan.plan.app.clone();
-        let mut baseline: BTreeMap<String, HostHealth> = BTreeMap::new();
         loop {
             run.held.check()?;
             if self.control_pending(&run.r.id).await? {
                 return Err(Stop::Control);
             }
             let mut unhealthy: Vec<(String, String)> = Vec::new();
+            let mut counted = false;
             for agent in hosts {
                 match self.inner.agents.health(agent, &app).await {
                     Ok(h) => {
-                        let base = baseline
-                            .entry(agent.id.clone())
-                            .or_insert_with(|| h.clone());
-                        let restarts = h.restarts.saturating_sub(base.restarts);
+                        let before = run.r.bake_counts.get(&agent.id).copied();
+                        let counts = match before {
+                            Some(c) => c.read(h.restarts, h.conn_errors),
+                            None => BakeCounts::first(h.restarts, h.conn_errors),
+                        };
+                        if before != Some(counts) {
+                            run.r.bake_counts.insert(agent.id.clone(), counts);
+                            counted = true;
+                        }
+                        let restarts = counts.restarts;
                         if restarts > u64::from(gates.max_restarts) {
                             return Err(Stop::Failed {
                                 host: agent.id.clone(),
@@ -203,7 +210,7 @@ impl<S: Store, A: Agents> Engine<S, A> {
                                 ),
                             });
                         }
-                        let errors = h.conn_errors.saturating_sub(base.conn_errors);
+                        let errors = counts.conn_errors;
                         if errors > gates.max_conn_errors {
                             return Err(Stop::Failed {
                                 host: agent.id.clone(),
@@ -221,6 +228,11 @@ impl<S: Store, A: Agents> Engine<S, A> {
                         unhealthy.push((agent.id.clone(), format!("status unavailable: {e}")))
                     }
                 }
+            }
+            // The counts are kept before the next reading, so a driver that resumes this bake
+            // counts on from them instead of from a fresh baseline.
+            if counted {
+                self.save(run).await?;
             }
             if unhealthy.len() > usize::try_from(gates.max_unhealthy_hosts).unwrap_or(usize::MAX) {
                 let (host, why) = unhealthy.swap_remove(0);

@@ -251,6 +251,7 @@ async fn start_plan(
             ring: 0,
             bake_until_ms: 0,
             rollback_to: 0,
+            bake_counts: Default::default(),
             reason: String::new(),
             started_by: "ops-1".into(),
             created_ms,
@@ -503,6 +504,98 @@ async fn a_gate_crossed_during_the_bake_fails_the_ring() {
     let mut rolled = w.fake.rollbacks();
     rolled.sort();
     assert_eq!(rolled, ["web-1", "web-2"]);
+}
+
+/// Polls the store until `ok` holds for the rollout (10 s at most).
+async fn until_rollout(w: &World, id: &str, ok: impl Fn(&RolloutRecord) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if ok(&w.store.rollout(id).await.unwrap().unwrap()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the rollout never got there");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn restarts(w: &World, agent: &str, n: u64) {
+    w.fake.health.lock().unwrap().insert(
+        agent.into(),
+        HostHealth {
+            version: "1.1.0".into(),
+            running: true,
+            restarts: n,
+            conn_errors: 0,
+        },
+    );
+}
+
+/// A ring of two hosts baking 5 s with `max_restarts = 2`: web-2 restarts twice while the
+/// first driver watches, the driver dies (its task is dropped mid-bake, as a kill would), and
+/// web-2's counter reads `after_resume` for the driver that resumes the bake.
+async fn restarts_across_a_resume(after_resume: u64) -> (World, String, Driven) {
+    let w = world(Fake::default(), &[2]).await;
+    let mut r0 = ring(0, 5_000, OnFailure::Halt);
+    r0.gates = Some(RingGates {
+        max_restarts: 2,
+        max_conn_errors: 0,
+        max_unhealthy_hosts: 0,
+    });
+    let id = start(&w, vec![r0]).await;
+    let engine = w.engine.clone();
+    let id2 = id.clone();
+    let first = tokio::spawn(async move { engine.drive(&id2).await });
+    until_rollout(&w, &id, |r| r.bake_counts.len() == 2).await;
+    restarts(&w, "web-2", 2);
+    until_rollout(&w, &id, |r| {
+        r.bake_counts.get("web-2").is_some_and(|c| c.restarts == 2)
+    })
+    .await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    restarts(&w, "web-2", after_resume);
+    let driven = w.engine.drive(&id).await.unwrap();
+    (w, id, driven)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_before_and_after_a_resumed_bake_cross_the_gate_together() {
+    // 2 restarts before the resume, 1 after (the counter reads 3): 3 in all.
+    let (w, id, driven) = restarts_across_a_resume(3).await;
+    assert_eq!(driven, Driven::Finished(RolloutState::Halted));
+    let r = w.store.rollout(&id).await.unwrap().unwrap();
+    assert!(
+        r.reason
+            .contains("host web-2: 3 instance restarts during the bake (gate max_restarts = 2)"),
+        "{}",
+        r.reason
+    );
+    assert!(r.bake_counts.is_empty(), "{:?}", r.bake_counts);
+    assert!(events(&w).contains(&"rollout.takeover".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_counter_that_was_reset_counts_on_from_zero() {
+    // The agent restarted between the readings: its counter starts again and reads 1, lower
+    // than the 2 last read. That 1 is new, so 3 in all.
+    let (w, id, driven) = restarts_across_a_resume(1).await;
+    assert_eq!(driven, Driven::Finished(RolloutState::Halted));
+    let r = w.store.rollout(&id).await.unwrap().unwrap();
+    assert!(
+        r.reason
+            .contains("host web-2: 3 instance restarts during the bake"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_within_the_gate_across_a_resume_pass_the_bake() {
+    // 2 before, none after: within max_restarts = 2.
+    let (w, id, driven) = restarts_across_a_resume(2).await;
+    assert_eq!(driven, Driven::Finished(RolloutState::Succeeded));
+    let r = w.store.rollout(&id).await.unwrap().unwrap();
+    assert!(r.bake_counts.is_empty(), "{:?}", r.bake_counts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,6 +196,7 @@ async fn store_with(
         ring: 0,
         bake_until_ms: 0,
         rollback_to: 0,
+        bake_counts: Default::default(),
         reason: String::new(),
         started_by: "ops".into(),
         created_ms: 1,

@@ -165,6 +165,7 @@ impl<S: Store> Controller for ControllerService<S> {
             ring: 0,
             bake_until_ms: 0,
             rollback_to: 0,
+            bake_counts: Default::default(),
             reason: format!("started by {by}"),
             started_by: by.clone(),
             created_ms: now,

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AgentRecord, CheckpointRecord, HostAction, HostRecord, HostStep, RolloutRecord, RolloutState,
-    Store, StoreError,
+    AgentRecord, BakeCounts, CheckpointRecord, HostAction, HostRecord, HostStep, RolloutRecord,
+    RolloutState, Store, StoreError,
 };
 
 fn rollout(id: &str, created_ms: i64) -> RolloutRecord {
@@ -20,6 +20,7 @@ fn rollout(id: &str, created_ms: i64) -> RolloutRecord {
         ring: 0,
         bake_until_ms: 0,
         rollback_to: 0,
+        bake_counts: Default::default(),
         reason: String::new(),
         started_by: "operator-1".to_owned(),
         created_ms,
@@ -214,6 +215,45 @@ pub async fn writes_from_an_old_epoch_are_refused(s: &impl Store) {
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
 }
 
+/// A bake's gate counts are kept with the rollout and read back as written; clearing them
+/// keeps nothing.
+pub async fn bake_counts_are_kept_with_the_rollout(s: &impl Store) {
+    s.create_rollout(rollout("r", 0)).await.unwrap();
+    let a = s.acquire_lease("r", "a", 0, 100).await.unwrap().unwrap();
+    let mut r = rollout("r", 0);
+    r.state = RolloutState::Running;
+    r.bake_until_ms = 5_000;
+    r.bake_counts.insert(
+        "web-1".into(),
+        BakeCounts::first(4, 1).read(6, 1).read(1, 3),
+    );
+    r.bake_counts
+        .insert("web-2".into(), BakeCounts::first(0, 0));
+    s.update_rollout(r.clone(), a.epoch).await.unwrap();
+    let back = s.rollout("r").await.unwrap().unwrap();
+    assert_eq!(back.bake_counts, r.bake_counts);
+    // 4 -> 6 counts 2; the reset to 1 counts 1. 1 -> 3 connection errors (no reset) counts 2.
+    assert_eq!(
+        back.bake_counts["web-1"],
+        BakeCounts {
+            restarts: 3,
+            conn_errors: 2,
+            last_restarts: 1,
+            last_conn_errors: 3,
+        }
+    );
+    r.bake_counts.clear();
+    s.update_rollout(r, a.epoch).await.unwrap();
+    assert!(
+        s.rollout("r")
+            .await
+            .unwrap()
+            .unwrap()
+            .bake_counts
+            .is_empty()
+    );
+}
+
 /// Hosts are listed per rollout, by ring then id, and replaced in place.
 pub async fn hosts_are_listed_by_ring(s: &impl Store) {
     s.create_rollout(rollout("r1", 0)).await.unwrap();
@@ -318,6 +358,11 @@ macro_rules! conformance_tests {
         async fn writes_from_an_old_epoch_are_refused() {
             let Some(s) = $fresh.await else { return };
             super::writes_from_an_old_epoch_are_refused(&s.store).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bake_counts_are_kept_with_the_rollout() {
+            let Some(s) = $fresh.await else { return };
+            super::bake_counts_are_kept_with_the_rollout(&s.store).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn hosts_are_listed_by_ring() {

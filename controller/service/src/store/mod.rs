@@ -18,8 +18,8 @@ pub mod postgres;
 
 pub use error::StoreError;
 pub use model::{
-    AgentRecord, CheckpointRecord, Control, ControlRequest, HostAction, HostRecord, HostStep,
-    Lease, RolloutRecord, RolloutState,
+    AgentRecord, BakeCounts, CheckpointRecord, Control, ControlRequest, HostAction, HostRecord,
+    HostStep, Lease, RolloutRecord, RolloutState,
 };
 
 /// What the service keeps, wherever it keeps it.

@@ -97,6 +97,10 @@ pub struct RolloutRecord {
     /// While rolling back: the lowest ring to roll back (rings `ring` down to this one).
     #[serde(default)]
     pub rollback_to: u32,
+    /// While baking: what each host's gate counters showed since the bake began, by agent id,
+    /// so a driver that resumes the bake (a restart, a takeover) counts on from there.
+    #[serde(default)]
+    pub bake_counts: BTreeMap<String, BakeCounts>,
     /// Why it is where it is (the failing host and its reason, who paused it ...).
     pub reason: String,
     /// The operator (client certificate name) who started it.
@@ -105,6 +109,55 @@ pub struct RolloutRecord {
     pub created_ms: i64,
     /// Unix ms of the last change.
     pub updated_ms: i64,
+}
+
+/// One host's gate counters over a ring's bake.
+///
+/// The agent's counters start again from 0 when it or the instance restarts, so the service
+/// does not subtract a baseline: it adds up what each reading grew by, and a reading lower than
+/// the last one counts in full (the counter was reset and everything on it is new).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BakeCounts {
+    /// Instance restarts counted since the bake began.
+    pub restarts: u64,
+    /// Front-door connection errors counted since the bake began.
+    pub conn_errors: u64,
+    /// The restart counter as last read.
+    pub last_restarts: u64,
+    /// The connection-error counter as last read.
+    pub last_conn_errors: u64,
+}
+
+impl BakeCounts {
+    /// Counts from a first reading: nothing counted yet.
+    pub fn first(restarts: u64, conn_errors: u64) -> Self {
+        BakeCounts {
+            restarts: 0,
+            conn_errors: 0,
+            last_restarts: restarts,
+            last_conn_errors: conn_errors,
+        }
+    }
+
+    /// Counts on with a later reading.
+    #[must_use]
+    pub fn read(self, restarts: u64, conn_errors: u64) -> Self {
+        BakeCounts {
+            restarts: self
+                .restarts
+                .saturating_add(grown(self.last_restarts, restarts)),
+            conn_errors: self
+                .conn_errors
+                .saturating_add(grown(self.last_conn_errors, conn_errors)),
+            last_restarts: restarts,
+            last_conn_errors: conn_errors,
+        }
+    }
+}
+
+/// What a counter grew by from `last` to `now`; all of `now` when it was reset in between.
+fn grown(last: u64, now: u64) -> u64 {
+    if now >= last { now - last } else { now }
 }
 
 /// What the service last asked one host to do.
