@@ -134,15 +134,7 @@ fn a_dial_out_agent_listens_on_nothing_rolls_out_next_to_a_listening_one_and_exi
         ring("rest", "1", 0, OnFailure::Halt, "1"),
     ];
     let (plan, artifact) = plan_file(&fleet, "rel-2.0.0", "2.0.0", rings);
-    svc.gantry(&[
-        "rollout",
-        "start",
-        &plan.to_string_lossy(),
-        "--artifact",
-        &artifact.to_string_lossy(),
-    ])
-    .unwrap()
-    .assert_code(0);
+    crate::fleet_service::start_rollout(&svc, &plan, &artifact);
     let end = wait_final(&svc, "rel-2.0.0", Duration::from_secs(120));
     assert_eq!(end["state"], "succeeded", "{end:#}\n{}", svc.log_tail());
     for id in ["web-1", "web-2"] {

@@ -77,6 +77,15 @@ pub(crate) fn start_service(
 
 /// `rollout start PLAN --artifact ARTIFACT`, which must exit 0.
 pub(crate) fn start_rollout(svc: &Service, plan: &std::path::Path, artifact: &std::path::Path) {
+    rollout_start(svc, plan, artifact).assert_code(0);
+}
+
+/// `rollout start PLAN --artifact ARTIFACT`, whatever it ends with.
+pub(crate) fn rollout_start(
+    svc: &Service,
+    plan: &std::path::Path,
+    artifact: &std::path::Path,
+) -> gantry_tests::process::Output {
     svc.gantry(&[
         "rollout",
         "start",
@@ -85,7 +94,6 @@ pub(crate) fn start_rollout(svc: &Service, plan: &std::path::Path, artifact: &st
         &artifact.to_string_lossy(),
     ])
     .unwrap()
-    .assert_code(0);
 }
 
 /// `rollout status ID --json`, parsed.
@@ -532,16 +540,7 @@ fn two_replicas_on_postgres_the_survivor_finishes_a_rollout_whose_leader_was_kil
     let (plan, artifact) = plan_file(&fleet, "rel-4.0.0", "4.0.0", rings);
     // Each replica keeps artifacts in its own data dir: both get it. The second start is
     // refused (the plan runs once), after its artifact was taken.
-    let start = |svc: &Service| {
-        svc.gantry(&[
-            "rollout",
-            "start",
-            &plan.to_string_lossy(),
-            "--artifact",
-            &artifact.to_string_lossy(),
-        ])
-        .unwrap()
-    };
+    let start = |svc: &Service| rollout_start(svc, &plan, &artifact);
     start(&a).assert_code(0);
     let again = start(&b);
     again.assert_code(2);

@@ -12,7 +12,7 @@ use gantry_tests::make_artifact;
 use gantry_tests::service::{Fleet, Service};
 use prost::Message;
 
-use crate::fleet_service::{plan_entries, ring, wait_final};
+use crate::fleet_service::{plan_entries, ring, rollout_start as start, wait_final};
 
 /// Writes plan `plan_id` for `environment`, releasing `artifact` as `version` to ring label
 /// `ring_label`, signed by the deployer.
@@ -35,17 +35,6 @@ fn plan_for(
     let path = env.root.join(format!("{plan_id}.plan"));
     std::fs::write(&path, signed.encode_to_vec()).unwrap();
     path
-}
-
-fn start(svc: &Service, plan: &Path, artifact: &Path) -> gantry_tests::process::Output {
-    svc.gantry(&[
-        "rollout",
-        "start",
-        &plan.to_string_lossy(),
-        "--artifact",
-        &artifact.to_string_lossy(),
-    ])
-    .unwrap()
 }
 
 /// The service's own audit entries `event`.
