@@ -400,7 +400,7 @@ fn analysis(a: &v1::Analysis) -> Result<AnalysisSpec, AdmissionError> {
     };
     let compare_alpha = if a.compare_alpha == 0.0 {
         d.compare_alpha
-    } else if a.compare_alpha > 0.0 && a.compare_alpha <= 0.5 {
+    } else if a.compare_alpha.is_sign_positive() && a.compare_alpha <= 0.5 {
         a.compare_alpha
     } else {
         return Err(invalid(
@@ -533,3 +533,7 @@ fn health(h: Option<&v1::HealthCheck>) -> Result<HealthSpec, AdmissionError> {
         deadline: ms_or(h.deadline_ms, DEFAULT_DEADLINE),
     })
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;
