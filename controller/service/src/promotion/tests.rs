@@ -230,6 +230,18 @@ async fn store_with(
     (store, p.sha256)
 }
 
+/// A store where staging's rollout of [`DIGEST`] succeeded on `s-1`.
+async fn staging_succeeded(dir: &std::path::Path) -> (EmbeddedStore, String) {
+    store_with(
+        dir,
+        "staging",
+        DIGEST,
+        RolloutState::Succeeded,
+        HostStep::Succeeded,
+    )
+    .await
+}
+
 fn staging_first() -> Rules {
     rules(&[("production", &["staging"])]).unwrap()
 }
@@ -249,14 +261,7 @@ fn log_for(plan_sha256: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_production_plan_passes_once_staging_succeeded_with_the_same_digest_on_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, staging_sha) = store_with(
-        dir.path(),
-        "staging",
-        DIGEST,
-        RolloutState::Succeeded,
-        HostStep::Succeeded,
-    )
-    .await;
+    let (store, staging_sha) = staging_succeeded(dir.path()).await;
     let logs = Logs::default();
     logs.0
         .lock()
@@ -346,14 +351,7 @@ async fn another_digest_or_an_unfinished_staging_rollout_is_not_yet() {
 #[tokio::test]
 async fn a_staging_success_its_agents_log_does_not_show_is_unconfirmed_naming_the_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, staging_sha) = store_with(
-        dir.path(),
-        "staging",
-        DIGEST,
-        RolloutState::Succeeded,
-        HostStep::Succeeded,
-    )
-    .await;
+    let (store, staging_sha) = staging_succeeded(dir.path()).await;
     let prod = plan("rel-prod", "production", DIGEST);
     // The agent cannot be read.
     let e = check(&staging_first(), &store, &Logs::default(), &prod)
