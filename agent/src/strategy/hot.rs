@@ -1,7 +1,9 @@
 //! The hot strategy: stop the old instances, switch `current`, start the new ones, wait until
 //! they are healthy, then watch them for the rollout's `watch` period. Brief downtime by
-//! design (none behind the front door, which holds new connections meanwhile). When the new release fails (unhealthy, crashing,
-//! or past the progress deadline) the previous release is reactivated and verified healthy.
+//! design; none behind the front door, which holds new connections from before the old
+//! instances stop (they drain first) until the new ones are routed. When the new release
+//! fails (unhealthy, crashing, or past the progress deadline) the previous release is
+//! reactivated and verified healthy.
 //!
 //! Rollback and restart jobs reuse the same sequence with a release already on disk.
 
@@ -61,6 +63,7 @@ pub async fn restart(app: &mut AppRuntime, ctx: &JobCtx) -> Ended {
     };
     let deadline = Instant::now() + release.progress_deadline;
     let run = async {
+        super::shift::hold_new(app, ctx).await?;
         stop_set(app, ctx).await?;
         start_set(app, ctx, &release).await?;
         wait_set_healthy(app, ctx, &release).await?;
@@ -86,6 +89,7 @@ async fn replace(
     let before_current = app.state.current.clone();
     let before_previous = app.state.previous.clone();
     let forward = async {
+        super::shift::hold_new(app, ctx).await?;
         stop_set(app, ctx).await?;
         switch(app, ctx, &release.version).await?;
         start_set(app, ctx, release).await?;
@@ -191,6 +195,9 @@ async fn restore(
 }
 
 async fn stop_best_effort(app: &mut AppRuntime, ctx: &JobCtx) {
+    if let Err(e) = super::shift::hold_new(app, ctx).await {
+        ctx.note("traffic.hold_failed", reason(&e)).await;
+    }
     if let Err(e) = stop_set(app, ctx).await {
         ctx.note("instances.stop_failed", reason(&e)).await;
     }

@@ -79,6 +79,17 @@ pub async fn apply(
     weights: &Weights,
     what: &str,
 ) -> Result<Duration, StrategyError> {
+    apply_table(app, ctx, weights, false, what).await
+}
+
+/// [`apply`], with the table's `holding` set as given.
+async fn apply_table(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    weights: &Weights,
+    holding: bool,
+    what: &str,
+) -> Result<Duration, StrategyError> {
     let Some(router) = app.router() else {
         return Ok(Duration::ZERO);
     };
@@ -99,6 +110,7 @@ pub async fn apply(
         .try_into()
         .unwrap_or(u64::MAX);
     table.hold_timeout_ms = crate::app::front_door::hold_timeout_ms(app);
+    table.holding = holding;
     // The job's p95 threshold as a histogram edge, so that its verdicts are exact.
     if let Some(r) = &ctx.job.spec.release {
         let ms = u64::try_from(r.rollout.analysis.max_p95_latency.as_millis()).unwrap_or(0);
@@ -237,12 +249,65 @@ pub async fn serve_only(
     apply(app, ctx, &weights, what).await
 }
 
+/// Before the instances of `app` are stopped and replaced in place (hot deploys, restarts,
+/// the return to the previous release): with a router that can hold connections and a hold
+/// timeout, routes nothing and holds new connections (the instances left out drain), then
+/// gives their open connections up to [`SETTLE_MAX`] to finish. So no new connection reaches
+/// an instance that is about to stop: a connection its listener queued but never accepted
+/// would be reset. Other routers keep the table in force. Returns whether it holds.
+///
+/// # Errors
+///
+/// See [`apply`].
+pub async fn hold_new(app: &AppRuntime, ctx: &JobCtx) -> Result<bool, StrategyError> {
+    let Some(router) = app.router() else {
+        return Ok(false);
+    };
+    if !router.can_hold() || app.instances.is_empty() {
+        return Ok(false);
+    }
+    let hold = crate::app::front_door::hold_timeout_ms(app);
+    if hold == 0 {
+        return Ok(false);
+    }
+    let ports: Vec<u16> = app.instances.iter().map(|i| i.record().port).collect();
+    apply_table(
+        app,
+        ctx,
+        &Weights::new(),
+        true,
+        "hold new connections while the instances are replaced",
+    )
+    .await?;
+    let settle = drain_timeout(ctx)
+        .min(Duration::from_millis(hold / 2))
+        .min(SETTLE_MAX);
+    wait_drained_within(app, ctx, &ports, settle, false).await;
+    Ok(true)
+}
+
+/// How long [`hold_new`] waits, at most, for the open connections of instances about to be
+/// replaced (new connections wait meanwhile); an app that stops gracefully finishes what is
+/// still open after that, and closes idle keep-alive connections.
+pub const SETTLE_MAX: Duration = Duration::from_secs(1);
+
 /// Waits until the backends on `ports` have no open connections, at most the drain timeout.
 /// Routers without counters (nginx drains by itself on reload) return at once.
 pub async fn wait_drained(app: &AppRuntime, ctx: &JobCtx, ports: &[u16]) {
+    wait_drained_within(app, ctx, ports, drain_timeout(ctx), true).await;
+}
+
+/// [`wait_drained`] for at most `limit`, noting a timeout in the audit log when `note_timeout`.
+async fn wait_drained_within(
+    app: &AppRuntime,
+    ctx: &JobCtx,
+    ports: &[u16],
+    limit: Duration,
+    note_timeout: bool,
+) {
     let Some(router) = app.router() else { return };
     let ids: Vec<String> = ports.iter().filter_map(|p| backend_id(app, *p)).collect();
-    let deadline = Instant::now() + drain_timeout(ctx);
+    let deadline = Instant::now() + limit;
     loop {
         let open: u64 = match router.stats() {
             Ok(stats) => ids
@@ -256,6 +321,9 @@ pub async fn wait_drained(app: &AppRuntime, ctx: &JobCtx, ports: &[u16]) {
             return;
         }
         if Instant::now() >= deadline {
+            if !note_timeout {
+                return;
+            }
             ctx.note(
                 "backend.drain_timeout",
                 format!("{open} connection(s) still open after the drain timeout; stopping anyway"),

@@ -76,6 +76,12 @@ pub trait Router: Send + Sync + fmt::Debug {
     /// [`TrafficError::StatsUnsupported`] for routers without counters;
     /// [`TrafficError::NoStats`] before the front door wrote any.
     fn stats(&self) -> Result<Stats, TrafficError>;
+
+    /// Whether it can hold new connections while no backend is in rotation (a table's
+    /// `holding`), so that a deploy may drain the old instances before stopping them.
+    fn can_hold(&self) -> bool {
+        false
+    }
 }
 
 /// A table that took effect.

@@ -69,8 +69,9 @@ impl Nginx {
     ///
     /// # Errors
     ///
-    /// [`TrafficError::Unsupported`] for an empty table (nginx needs at least one server)
-    /// or an upstream name nginx would not take.
+    /// [`TrafficError::Unsupported`] for an empty table (nginx needs at least one server),
+    /// a holding table (nginx cannot hold connections) or an upstream name nginx would not
+    /// take.
     pub fn render(&self, table: &RouteTable) -> Result<String, TrafficError> {
         let unsupported = |what: String| TrafficError::Unsupported {
             router: "nginx",
@@ -81,6 +82,12 @@ impl Nginx {
                 "upstream name {:?} must be letters, digits, '-' and '_'",
                 self.upstream
             )));
+        }
+        if table.holding {
+            return Err(unsupported(
+                "nginx cannot hold new connections while no server is up; route to the old backends until the new ones listen"
+                    .to_owned(),
+            ));
         }
         if table.backends.is_empty() {
             return Err(unsupported(

@@ -104,6 +104,11 @@ pub struct RouteTable {
     /// 0 (the default): closed at once.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hold_timeout_ms: u64,
+    /// New connections that no backend in rotation can take (the table is empty, or every
+    /// backend drains) are held up to `hold_timeout_ms` instead of closed at once: what a
+    /// hot deploy writes between draining the old instances and routing to the new ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holding: bool,
     /// Latency histogram edges (milliseconds) the front door adds to its defaults in HTTP
     /// mode: the thresholds the running job checks, so that its verdicts are exact.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -175,9 +180,12 @@ pub enum RouteProblem {
     },
     /// New connections would have nowhere to go.
     #[error(
-        "no backend takes new connections: the weights of backends not draining sum to 0 (an empty table is the way to route nothing)"
+        "no backend takes new connections: the weights of backends not draining sum to 0 (an empty table is the way to route nothing; with holding, to make new connections wait)"
     )]
     NoWeight,
+    /// `holding` is set but `hold_timeout_ms` is 0: nothing would be held.
+    #[error("holding is set but hold_timeout_ms is 0: new connections would not be held")]
+    HoldingWithoutTimeout,
     /// A weight is above [`MAX_WEIGHT`].
     #[error("backend {id:?} has weight {weight}, above the maximum of {MAX_WEIGHT}")]
     WeightTooLarge {
@@ -256,6 +264,7 @@ impl RouteTable {
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             hold_timeout_ms: 0,
+            holding: false,
             latency_edges_ms: Vec::new(),
         }
     }
@@ -312,6 +321,9 @@ impl RouteTable {
                 max: MAX_HOLD_TIMEOUT_MS,
             });
         }
+        if self.holding && self.hold_timeout_ms == 0 {
+            return Err(RouteProblem::HoldingWithoutTimeout);
+        }
         if self.latency_edges_ms.len() > crate::traffic::http_stats::MAX_LATENCY_EDGES
             || self
                 .latency_edges_ms
@@ -367,7 +379,7 @@ impl RouteTable {
                 routed += u64::from(b.weight);
             }
         }
-        if !self.backends.is_empty() && routed == 0 {
+        if !self.backends.is_empty() && routed == 0 && !self.holding {
             return Err(RouteProblem::NoWeight);
         }
         Ok(())

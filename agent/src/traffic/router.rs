@@ -234,6 +234,10 @@ impl Router for FrontDoor {
         "front-door"
     }
 
+    fn can_hold(&self) -> bool {
+        true
+    }
+
     fn apply(&self, table: RouteTable) -> BoxFuture<'_, Result<Applied, TrafficError>> {
         Box::pin(self.apply_table(table))
     }

@@ -79,7 +79,15 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind(lo(0)).await.unwrap();
+    spawn_backend_on(TcpListener::bind(lo(0)).await.unwrap(), serve)
+}
+
+/// [`spawn_backend`] on `listener`.
+fn spawn_backend_on<F, Fut>(listener: TcpListener, serve: F) -> TestBackend
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&accepted);
@@ -101,7 +109,12 @@ where
 
 /// A TCP backend that greets each connection with its name, then echoes.
 async fn backend(name: &'static str) -> TestBackend {
-    spawn_backend(move |mut stream: TcpStream| async move {
+    backend_on(TcpListener::bind(lo(0)).await.unwrap(), name)
+}
+
+/// [`backend`] on `listener`.
+fn backend_on(listener: TcpListener, name: &'static str) -> TestBackend {
+    spawn_backend_on(listener, move |mut stream: TcpStream| async move {
         if stream
             .write_all(format!("{name}\n").as_bytes())
             .await
@@ -112,7 +125,6 @@ async fn backend(name: &'static str) -> TestBackend {
         let (mut r, mut w) = stream.split();
         let _ = tokio::io::copy(&mut r, &mut w).await;
     })
-    .await
 }
 
 /// A port free a moment ago (for a server the test starts itself); nothing holds it.

@@ -378,6 +378,28 @@ fn a_hot_deploy_through_the_front_door_loses_no_request() {
     let v2 = make_artifact(&rig.env, "2.0.0", "").unwrap();
     let out = rig.deploy("2.0.0", &v2, 2, &["--strategy", "hot"], "20s");
     assert_outcome(&rig, &out, 0, "succeeded");
+    // The old instances are out of the table (new connections held) before they stop: a
+    // connection their listener queued but never accepted would be reset.
+    let steps: Vec<(String, String)> = out
+        .json_lines()
+        .iter()
+        .filter(|e| e["type"] == "step")
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("step"), text("message"))
+        })
+        .collect();
+    let held = steps
+        .iter()
+        .position(|(step, detail)| {
+            step == "traffic.switched" && detail.starts_with("hold new connections")
+        })
+        .unwrap_or_else(|| panic!("no hold before the stop: {steps:#?}"));
+    let stopping = steps
+        .iter()
+        .position(|(step, _)| step == "instances.stopping")
+        .unwrap_or_else(|| panic!("no instances.stopping step: {steps:#?}"));
+    assert!(held < stopping, "{steps:#?}");
     load.wait_for_version("2.0.0", Duration::from_secs(10))
         .unwrap();
     let report = stop_load(&rig, load, false);

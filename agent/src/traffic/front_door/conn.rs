@@ -35,10 +35,14 @@ impl Shared {
                 routing.pick(&tried).map(|t| (t, timeout))
             };
             let Some((target, timeout)) = picked else {
-                let hold = self.lock().table.hold_timeout();
-                // Every backend in rotation refused (an empty table routes nothing at once):
-                // hold the client and try them all again, up to the table's hold timeout.
-                if !tried.is_empty() && arrived.elapsed() < hold {
+                let (hold, table_holds) = {
+                    let routing = self.lock();
+                    (routing.table.hold_timeout(), routing.table.holding)
+                };
+                // Every backend in rotation refused, or the table holds new connections while
+                // none is in rotation (else an empty table routes nothing at once): hold the
+                // client and try again, up to the table's hold timeout.
+                if (!tried.is_empty() || table_holds) && arrived.elapsed() < hold {
                     if !holding {
                         holding = true;
                         Counters::bump(&self.held);

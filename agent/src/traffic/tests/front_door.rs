@@ -134,6 +134,64 @@ async fn a_refusing_backend_is_counted_and_the_request_lands_elsewhere() {
 }
 
 #[tokio::test]
+async fn a_refused_connection_is_held_until_a_backend_listens() {
+    let (dead, socket) = refusing_addr();
+    let mut first = table(1, &[("next", dead, 1, false)]);
+    first.hold_timeout_ms = 5000;
+    let door = Door::start(&first).await;
+    let addr = door.addr();
+    let client = tokio::spawn(async move { request(addr).await });
+    wait_until("the refused connection is held", || door.stats().held == 1).await;
+    // The backend starts listening on the same address: the held client reaches it.
+    drop(socket);
+    let live = backend_on(TcpListener::bind(dead).await.unwrap(), "next");
+    assert_eq!(client.await.unwrap().unwrap(), "next");
+    wait_until("the connection is counted", || {
+        door.stats().backends["next"].total == 1
+    })
+    .await;
+    assert_eq!(door.stats().unrouted, 0);
+    drop(live);
+}
+
+#[tokio::test]
+async fn a_holding_table_holds_new_connections_until_the_next_table_routes_them() {
+    let (old, new) = (backend("old").await, backend("new").await);
+    let door = Door::start(&table(1, &[("old", old.addr, 1, false)])).await;
+    let mut holding = table(2, &[]);
+    holding.hold_timeout_ms = 5000;
+    holding.holding = true;
+    door.router().apply(holding).await.unwrap();
+    let accepted_by_old = old.accepted.load(Ordering::SeqCst);
+    let addr = door.addr();
+    let client = tokio::spawn(async move { request(addr).await });
+    wait_until("the new connection is held", || door.stats().held == 1).await;
+    let mut next = table(3, &[("new", new.addr, 1, false)]);
+    next.hold_timeout_ms = 5000;
+    door.router().apply(next).await.unwrap();
+    assert_eq!(client.await.unwrap().unwrap(), "new");
+    assert_eq!(old.accepted.load(Ordering::SeqCst), accepted_by_old);
+    assert_eq!(door.stats().unrouted, 0);
+
+    // Without holding, an empty table closes new connections at once, hold timeout or not.
+    let mut empty = table(4, &[]);
+    empty.hold_timeout_ms = 5000;
+    door.router().apply(empty).await.unwrap();
+    let started = Instant::now();
+    assert!(request(door.addr()).await.is_err());
+    wait_until("the unrouted connection is counted", || {
+        door.stats().unrouted == 1
+    })
+    .await;
+    assert_eq!(door.stats().held, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn the_stats_file_shows_generation_and_counters() {
     let a = backend("a").await;
     let door = Door::start(&table(5, &[("a", a.addr, 100, false)])).await;

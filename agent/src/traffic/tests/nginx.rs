@@ -46,6 +46,17 @@ fn the_nginx_upstream_lists_out_of_rotation_backends_as_down() {
             ..
         }
     ));
+    // nginx cannot hold connections: a holding table is refused, naming why.
+    let mut holding = table(1, &[("a", lo(1), 1, true)]);
+    holding.hold_timeout_ms = 5000;
+    holding.holding = true;
+    match n.render(&holding).unwrap_err() {
+        TrafficError::Unsupported { router, what } => {
+            assert_eq!(router, "nginx");
+            assert!(what.contains("cannot hold new connections"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
     let bad = Nginx::new("web; evil", PathBuf::from("/tmp/x"), vec!["true".into()]);
     assert!(matches!(
         bad.render(&table(1, &[("a", lo(1), 1, false)]))

@@ -29,6 +29,40 @@ fn valid_tables_pass_and_round_trip() {
     table(8, &[])
         .validate(&BackendAddrs::LoopbackOnly, None)
         .unwrap();
+    // `holding` is left out of the file unless set.
+    assert!(!String::from_utf8(t.to_bytes()).unwrap().contains("holding"));
+}
+
+#[test]
+fn a_holding_table_needs_a_hold_timeout_and_may_drain_every_backend() {
+    let ok = BackendAddrs::LoopbackOnly;
+    let mut held = table(3, &[("old-0", lo(18000), 100, true)]);
+    held.holding = true;
+    assert_eq!(
+        held.validate(&ok, None).unwrap_err(),
+        RouteProblem::HoldingWithoutTimeout
+    );
+    assert!(
+        RouteProblem::HoldingWithoutTimeout
+            .to_string()
+            .contains("hold_timeout_ms is 0")
+    );
+    held.hold_timeout_ms = 5000;
+    // Every backend draining is what a holding table is for; without holding it is refused.
+    held.validate(&ok, None).unwrap();
+    let mut empty = table(4, &[]);
+    empty.hold_timeout_ms = 5000;
+    empty.holding = true;
+    empty.validate(&ok, None).unwrap();
+    let back =
+        RouteTable::from_bytes(&held.to_bytes(), Path::new("routes.json"), &ok, None).unwrap();
+    assert!(back.holding);
+    assert_eq!(back, held);
+    held.holding = false;
+    assert_eq!(
+        held.validate(&ok, None).unwrap_err(),
+        RouteProblem::NoWeight
+    );
 }
 
 #[test]
