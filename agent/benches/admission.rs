@@ -145,6 +145,7 @@ fn job_bytes(job_id: &str) -> Vec<u8> {
             ..v1::Release::default()
         }),
         reason: "bench".to_owned(),
+        restore_flags: false,
     }
     .encode_to_vec()
 }

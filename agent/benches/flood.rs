@@ -124,6 +124,7 @@ fn job(env: &Env, app: &str, id: &str, action: v1::Action) -> Vec<u8> {
         expires_at: t + 1800,
         release: None,
         reason: "flood bench".to_owned(),
+        restore_flags: false,
     }
     .encode_to_vec()
 }

@@ -342,6 +342,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::clone(&store),
         shutdown.tracker().clone(),
         jobs_token.clone(),
+        flags.clone(),
     )
     .await
     .map_err(start("start the executor"))?;

@@ -589,6 +589,11 @@ pub struct RollbackArgs {
     /// The release to return to (must still be on the agent); default the previous one.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
+    /// Also put back the app's flag set that was in force when that release was last
+    /// replaced (its signatures are checked again under the agent's policy); the job fails
+    /// before anything changes when it cannot come back.
+    #[arg(long)]
+    pub restore_flags: bool,
 }
 
 /// `gantry restart`, `stop`, `promote` and `abort` (and the common part of `gantry rollback`).

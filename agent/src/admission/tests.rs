@@ -194,6 +194,7 @@ fn job(id: &str) -> v1::Job {
             notes: String::new(),
         }),
         reason: "test".to_owned(),
+        restore_flags: false,
     }
 }
 

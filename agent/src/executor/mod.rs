@@ -9,6 +9,7 @@
 mod recovery;
 pub mod signals;
 mod status;
+mod with_flags;
 
 pub use status::{AppStatus, BackendStatus, InstanceStatus, JobSummary};
 // Re-exported for the server, which streams them.
@@ -105,6 +106,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// What `status` shows of the golden signals ([`signals`]).
     signals: Mutex<signals::Sampler>,
+    /// The apps' flag sets ([`with_flags`]).
+    flags: crate::flags::Flags,
 }
 
 /// Runs jobs. Cheap to clone.
@@ -206,7 +209,7 @@ impl Executor {
                     .as_ref()
                     .and_then(|v| app.state.drain_timeout_of(v));
                 let (ended, shut_down) = tokio::select! {
-                    r = converge_then_run(&mut app, &ctx) => (r, false),
+                    r = with_flags::run(&mut app, &ctx, &self.inner.flags) => (r, false),
                     () = self.inner.shutdown.cancelled() => (Ended::interrupted(
                         "the agent shut down while the job ran"), true),
                 };

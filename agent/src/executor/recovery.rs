@@ -41,6 +41,7 @@ impl Executor {
         store: Arc<ArtifactStore>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
+        flags: crate::flags::Flags,
     ) -> Result<Executor, ExecutorError> {
         let mut apps = BTreeMap::new();
         let mut current = BTreeMap::new();
@@ -129,6 +130,7 @@ impl Executor {
                 shutdown,
                 clock: crate::clock::system(),
                 signals: Mutex::new(super::signals::Sampler::default()),
+                flags,
             }),
         };
         // Not on the task tracker: it persists nothing, and shutdown's drain must not wait
@@ -192,6 +194,7 @@ impl Executor {
                 expires_at: 0,
                 release: None,
                 target_version: None,
+                restore_flags: false,
                 reason: why.to_owned(),
             },
             digest: crate::job::Sha256Hex::of(id.as_str().as_bytes()),

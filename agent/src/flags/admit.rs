@@ -90,6 +90,63 @@ pub fn admit(
     now: i64,
     in_force: impl Fn(&AppName) -> Option<InForce>,
 ) -> Result<Verdict, FlagsError> {
+    judge(host, bytes, sigs, now, in_force, Fresh::Push)
+}
+
+/// Judges a set admitted before, for a rollback to put back in force over `current`: every
+/// check of [`admit`] except the validity window and the replay rules of step 4 (the signed
+/// rollback job is what asks for it now). The keys must still be trusted and valid, the
+/// agent targeted, and the roles and quorum hold against `current` as for a new set.
+///
+/// # Errors
+///
+/// The first [`FlagsError`] in the order of [`admit`].
+pub fn readmit(
+    host: Host<'_>,
+    signed: &v1::SignedFlags,
+    now: i64,
+    current: Option<&InForce>,
+) -> Result<Box<Admitted>, FlagsError> {
+    let sigs: Vec<SignatureIn> = signed
+        .signatures
+        .iter()
+        .map(|s| SignatureIn {
+            key_id_hint: s.key_id.clone(),
+            sig: s.sig.clone(),
+        })
+        .collect();
+    let current = current.cloned();
+    match judge(
+        host,
+        &signed.flags,
+        &sigs,
+        now,
+        |_| current.clone(),
+        Fresh::Restore,
+    )? {
+        Verdict::New(a) => Ok(a),
+        // The restore path never answers unchanged (only a push compares digests).
+        Verdict::Unchanged => Err(FlagsError::Malformed {
+            detail: "the set to restore is the one in force".into(),
+        }),
+    }
+}
+
+/// Whether the set is pushed now or restored from the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    Push,
+    Restore,
+}
+
+fn judge(
+    host: Host<'_>,
+    bytes: &[u8],
+    sigs: &[SignatureIn],
+    now: i64,
+    in_force: impl Fn(&AppName) -> Option<InForce>,
+    fresh: Fresh,
+) -> Result<Verdict, FlagsError> {
     if bytes.len() > MAX_FLAGS_BYTES {
         return Err(FlagsError::TooLarge {
             size: bytes.len(),
@@ -125,7 +182,9 @@ pub fn admit(
             app: app.to_string(),
         })?;
     check_target(&doc, host)?;
-    check_window(&doc, now, host.limits)?;
+    if fresh == Fresh::Push {
+        check_window(&doc, now, host.limits)?;
+    }
     let (valid, not_valid) = keys::valid_at(&signers.keys, now);
     if valid.is_empty() {
         return Err(FlagsError::Signature(keys::key_not_valid(&not_valid)));
@@ -133,7 +192,7 @@ pub fn admit(
 
     let digest = Sha256Hex::of(bytes);
     let current = in_force(&app);
-    if let Some(cur) = &current {
+    if let Some(cur) = current.as_ref().filter(|_| fresh == Fresh::Push) {
         if cur.digest == digest.as_str() {
             return Ok(Verdict::Unchanged);
         }
@@ -143,10 +202,10 @@ pub fn admit(
                 current: cur.version,
             });
         }
-        if doc.version <= cur.version {
+        if doc.version <= cur.floor() {
             return Err(FlagsError::OlderVersion {
                 version: doc.version,
-                current: cur.version,
+                current: cur.floor(),
             });
         }
     }
@@ -415,12 +474,139 @@ mod tests {
                 admitted_at: NOW - 60,
                 ages: BTreeMap::new(),
                 history: vec![],
+                floor: 1,
+                releases: BTreeMap::new(),
             });
             let bytes = doc(2, definition);
             admit(host, &bytes, &self.sigs(&bytes, by), NOW, |_| {
                 in_force.clone()
             })
         }
+    }
+
+    impl Fx {
+        /// `definition` as version `version`, valid from `issued_at` for 10 minutes, signed
+        /// `by`, as the archive keeps it.
+        fn signed(
+            &self,
+            version: u64,
+            issued_at: i64,
+            definition: &str,
+            by: &[&str],
+        ) -> v1::SignedFlags {
+            let mut d = v1::FlagSet::decode(doc(version, definition).as_slice()).unwrap();
+            d.issued_at = issued_at;
+            d.expires_at = issued_at + 600;
+            let bytes = d.encode_to_vec();
+            v1::SignedFlags {
+                signatures: self
+                    .sigs(&bytes, by)
+                    .into_iter()
+                    .map(|s| v1::Signature {
+                        key_id: s.key_id_hint,
+                        sig: s.sig,
+                    })
+                    .collect(),
+                flags: bytes,
+            }
+        }
+
+        /// Re-judges `signed` for a restore over a version 5 of `current`.
+        fn readmit(
+            &self,
+            signed: &v1::SignedFlags,
+            current: &str,
+        ) -> Result<Box<Admitted>, FlagsError> {
+            let host = Host {
+                policy: &self.policy,
+                limits: &self.limits,
+                agent_id: "agent-1",
+                labels: &self.labels,
+            };
+            let cur = InForce {
+                version: 5,
+                digest: Sha256Hex::of(&doc(5, current)).to_string(),
+                signed: v1::SignedFlags::default(),
+                set: FlagSet::parse(current.as_bytes()).unwrap(),
+                signers: vec![],
+                admitted_at: NOW - 60,
+                ages: BTreeMap::new(),
+                // The set to restore was admitted and replaced before.
+                history: vec![],
+                floor: 5,
+                releases: BTreeMap::new(),
+            };
+            readmit(host, signed, NOW, Some(&cur))
+        }
+    }
+
+    #[test]
+    fn a_restored_set_may_be_older_and_past_its_window_but_its_keys_must_still_count() {
+        let f = fx(1);
+        // Version 2, signed a day ago: a push of it would be refused as expired and older.
+        let old = f.signed(2, NOW - 86_400, ON, &["flags-a"]);
+        let host_push = |bytes: &[u8], sigs: &[SignatureIn]| {
+            let host = Host {
+                policy: &f.policy,
+                limits: &f.limits,
+                agent_id: "agent-1",
+                labels: &f.labels,
+            };
+            admit(host, bytes, sigs, NOW, |_| None)
+        };
+        let sigs: Vec<SignatureIn> = old
+            .signatures
+            .iter()
+            .map(|s| SignatureIn {
+                key_id_hint: s.key_id.clone(),
+                sig: s.sig.clone(),
+            })
+            .collect();
+        assert!(matches!(
+            host_push(&old.flags, &sigs),
+            Err(FlagsError::Expired { .. })
+        ));
+        let a = f.readmit(&old, OFF).unwrap();
+        assert_eq!(a.doc.version, 2);
+        assert_eq!(a.signer_names, ["flags-a"]);
+        assert_eq!(a.changes.changed, ["f"]);
+        assert!(!a.kill_switch);
+
+        // Signed by a key with no flags role: refused as a push would be.
+        let by_deployer = f.signed(2, NOW - 86_400, ON, &["deployer"]);
+        assert!(matches!(
+            f.readmit(&by_deployer, OFF),
+            Err(FlagsError::MissingRole { .. })
+        ));
+        // A kill-switch key's set that would turn the flag on over what is in force.
+        let by_kill = f.signed(2, NOW - 86_400, ON, &["kill"]);
+        assert!(matches!(
+            f.readmit(&by_kill, OFF),
+            Err(FlagsError::KillSwitchOnly { .. })
+        ));
+        // Bytes altered in the archive: no signature counts.
+        let mut tampered = old.clone();
+        if let Some(b) = tampered.flags.last_mut() {
+            *b ^= 1;
+        }
+        assert!(matches!(
+            f.readmit(&tampered, OFF),
+            Err(FlagsError::Signature(_))
+        ));
+        // A key the policy does not trust (another fixture's key of the same name).
+        let fresh = fx(1);
+        let untrusted = fresh.signed(2, NOW - 86_400, ON, &["flags-a"]);
+        assert!(matches!(
+            f.readmit(&untrusted, OFF),
+            Err(FlagsError::Signature(_))
+        ));
+        // Under a quorum of two, one signature is not enough to bring it back either.
+        let q = fx(2);
+        let one = q.signed(2, NOW - 86_400, ON, &["flags-a"]);
+        assert!(matches!(
+            q.readmit(&one, OFF),
+            Err(FlagsError::QuorumNotMet { .. })
+        ));
     }
 
     fn admitted(v: Result<Verdict, FlagsError>) -> Box<Admitted> {

@@ -112,12 +112,15 @@ pub enum FlagsError {
         /// The version in force.
         current: u64,
     },
-    /// The version is not above the one in force.
-    #[error("flag set version {version} is not above version {current}, which is in force")]
+    /// The version is not above the highest admitted (the one in force, unless a rollback
+    /// restored an older set).
+    #[error(
+        "flag set version {version} is not above version {current}, the highest this agent admitted"
+    )]
     OlderVersion {
         /// The version received.
         version: u64,
-        /// The version in force.
+        /// The highest version admitted.
         current: u64,
     },
     /// The JSON is not a flag definition flagd would load.
@@ -168,6 +171,24 @@ pub enum FlagsError {
         needed: Vec<String>,
         /// Roles the valid signers hold.
         signer_roles: Vec<String>,
+    },
+    /// A rollback asked for the flag set of a release no set is recorded for.
+    #[error(
+        "no flag set of app {app} is recorded for release {release} (a set is recorded when a deploy replaces the release it went with)"
+    )]
+    NoSetForRelease {
+        /// The app.
+        app: String,
+        /// The release.
+        release: String,
+    },
+    /// The recorded set's signed bytes are no longer kept.
+    #[error("flag set version {version} of app {app} is no longer kept on this agent")]
+    NotKept {
+        /// The app.
+        app: String,
+        /// The set's version.
+        version: u64,
     },
     /// The set could not be stored (it is not in force).
     #[error("cannot store the flag set")]
@@ -362,6 +383,11 @@ impl Flags {
             admitted_at: now,
             ages,
             history,
+            floor: previous.as_ref().map_or(0, InForce::floor),
+            releases: previous
+                .as_ref()
+                .map(|p| p.releases.clone())
+                .unwrap_or_default(),
         };
         let mut apps = self.lock();
         let Some(entry) = apps.get_mut(&admitted.app) else {
@@ -371,20 +397,22 @@ impl Flags {
         };
         // Another push may have won the race since the snapshot: check again under the lock.
         if let Some(cur) = &entry.in_force
-            && cur.version >= in_force.version
+            && cur.floor() >= in_force.version
         {
             return Err(FlagsError::OlderVersion {
                 version: in_force.version,
-                current: cur.version,
+                current: cur.floor(),
             });
         }
-        store::save(&self.config.data_dir, &admitted.app, &in_force).map_err(FlagsError::Store)?;
-        entry.tx.send_replace(Some(Arc::new(Served {
-            version: in_force.version,
-            digest: in_force.digest.clone(),
-            set: in_force.set.clone(),
-        })));
-        entry.in_force = Some(in_force);
+        // Kept for a rollback that restores it, before it is in force.
+        store::archive::put(
+            &self.config.data_dir,
+            &admitted.app,
+            in_force.version,
+            &in_force.signed,
+        )
+        .map_err(FlagsError::Store)?;
+        self.put_in_force(entry, &admitted.app, in_force)?;
         drop(apps);
         let c = &admitted.changes;
         Ok(Pushed {
@@ -404,6 +432,237 @@ impl Flags {
     pub fn dir(&self) -> PathBuf {
         store::dir(&self.config.data_dir)
     }
+
+    /// Stores `in_force` durably, then serves it and prunes the archive to the sets still
+    /// in use (the one in force, those recorded for a release).
+    fn put_in_force(
+        &self,
+        entry: &mut AppFlags,
+        app: &AppName,
+        in_force: InForce,
+    ) -> Result<(), FlagsError> {
+        store::save(&self.config.data_dir, app, &in_force).map_err(FlagsError::Store)?;
+        entry.tx.send_replace(Some(Arc::new(Served {
+            version: in_force.version,
+            digest: in_force.digest.clone(),
+            set: in_force.set.clone(),
+        })));
+        let keep: std::collections::BTreeSet<u64> = in_force
+            .releases
+            .values()
+            .copied()
+            .chain([in_force.version])
+            .collect();
+        store::archive::prune(&self.config.data_dir, app, &keep);
+        entry.in_force = Some(in_force);
+        Ok(())
+    }
+
+    /// Records that `release` of `app` is being replaced while the set in force is what went
+    /// with it, so that a rollback to it may restore that set. Nothing to do for an app without
+    /// flags or without a set.
+    ///
+    /// # Errors
+    ///
+    /// [`FlagsError::Store`] when the record cannot be written.
+    pub fn remember_release(
+        &self,
+        app: &AppName,
+        release: &semver::Version,
+    ) -> Result<(), FlagsError> {
+        let mut apps = self.lock();
+        let Some(entry) = apps.get_mut(app) else {
+            return Ok(());
+        };
+        let Some(mut in_force) = entry.in_force.clone() else {
+            return Ok(());
+        };
+        let key = release.to_string();
+        if in_force.releases.get(&key) == Some(&in_force.version) {
+            return Ok(());
+        }
+        // A set admitted by an agent that kept no archive yet: keep it now.
+        store::archive::put(
+            &self.config.data_dir,
+            app,
+            in_force.version,
+            &in_force.signed,
+        )
+        .map_err(FlagsError::Store)?;
+        in_force.releases.insert(key, in_force.version);
+        while in_force.releases.len() > store::RELEASES_KEPT {
+            let oldest = in_force
+                .releases
+                .iter()
+                .min_by_key(|(_, v)| **v)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => in_force.releases.remove(&k),
+                None => break,
+            };
+        }
+        self.put_in_force(entry, app, in_force)
+    }
+
+    /// Finds and re-checks the set recorded for `release` of `app`, before a rollback to that
+    /// release starts, so that a set that cannot come back stops the job before anything
+    /// changes (see [`admit::readmit`]).
+    ///
+    /// # Errors
+    ///
+    /// [`FlagsError::FlagsNotEnabled`], [`FlagsError::NoSetForRelease`],
+    /// [`FlagsError::NotKept`], [`FlagsError::Store`], or the refusal of [`admit::readmit`].
+    pub fn prepare_restore(
+        &self,
+        app: &AppName,
+        release: &semver::Version,
+        now: i64,
+    ) -> Result<Restore, FlagsError> {
+        let Some((_, in_force)) = self.in_force(app) else {
+            return Err(FlagsError::FlagsNotEnabled {
+                app: app.to_string(),
+            });
+        };
+        let no_set = || FlagsError::NoSetForRelease {
+            app: app.to_string(),
+            release: release.to_string(),
+        };
+        let current = in_force.ok_or_else(no_set)?;
+        let version = *current
+            .releases
+            .get(&release.to_string())
+            .ok_or_else(no_set)?;
+        if version == current.version {
+            return Ok(Restore::InForce { version });
+        }
+        let signed = store::archive::get(&self.config.data_dir, app, version)
+            .map_err(FlagsError::Store)?
+            .ok_or_else(|| FlagsError::NotKept {
+                app: app.to_string(),
+                version,
+            })?;
+        let host = admit::Host {
+            policy: &self.config.policy,
+            limits: &self.config.limits,
+            agent_id: &self.config.agent_id,
+            labels: &self.labels,
+        };
+        let admitted = admit::readmit(host, &signed, now, Some(&current))?;
+        Ok(Restore::Set {
+            admitted,
+            signed,
+            release: release.clone(),
+        })
+    }
+
+    /// Puts a prepared set back in force for the rollback `job_id`: `flags.restored` in the
+    /// audit log first, then the store, then the OFREP endpoint. The highest version admitted
+    /// stays the floor for the next push. Returns the version in force.
+    ///
+    /// # Errors
+    ///
+    /// [`FlagsError::Audit`] or [`FlagsError::Store`] (the set in force is then unchanged),
+    /// or [`FlagsError::OlderVersion`] when a newer set was pushed since it was prepared.
+    pub async fn restore(
+        &self,
+        restore: Restore,
+        job_id: &str,
+        now: i64,
+    ) -> Result<u64, FlagsError> {
+        let (admitted, signed, release) = match restore {
+            Restore::InForce { version } => return Ok(version),
+            Restore::Set {
+                admitted,
+                signed,
+                release,
+            } => (admitted, signed, release),
+        };
+        let app = admitted.app.clone();
+        let Some(previous) = self.in_force(&app).and_then(|(_, f)| f) else {
+            return Err(FlagsError::FlagsNotEnabled {
+                app: app.to_string(),
+            });
+        };
+        self.audit
+            .append(restored_entry(&admitted, &previous, &release, job_id))
+            .await
+            .map_err(FlagsError::Audit)?;
+        let mut history = previous.history.clone();
+        history.push(Seen {
+            version: previous.version,
+            digest: previous.digest.clone(),
+        });
+        let in_force = InForce {
+            version: admitted.doc.version,
+            digest: admitted.digest.to_string(),
+            signed,
+            set: admitted.set.clone(),
+            signers: admitted.signer_names.clone(),
+            admitted_at: now,
+            ages: ages_of(&admitted, Some(&previous), now),
+            history,
+            floor: previous.floor(),
+            releases: previous.releases.clone(),
+        };
+        let mut apps = self.lock();
+        let Some(entry) = apps.get_mut(&app) else {
+            return Err(FlagsError::FlagsNotEnabled {
+                app: app.to_string(),
+            });
+        };
+        // A push since the set was prepared wins: the restore is then refused, not applied.
+        if entry.in_force.as_ref().map(|f| &f.digest) != Some(&previous.digest) {
+            return Err(FlagsError::OlderVersion {
+                version: in_force.version,
+                current: entry.in_force.as_ref().map_or(0, InForce::floor),
+            });
+        }
+        let version = in_force.version;
+        self.put_in_force(entry, &app, in_force)?;
+        Ok(version)
+    }
+}
+
+/// A flag set a rollback will put back, found and re-checked by [`Flags::prepare_restore`].
+#[derive(Debug)]
+pub enum Restore {
+    /// The set recorded for the release is the one in force: nothing to do.
+    InForce {
+        /// Its version.
+        version: u64,
+    },
+    /// A set to put back.
+    Set {
+        /// It passed [`admit::readmit`].
+        admitted: Box<admit::Admitted>,
+        /// Its signed bytes, from the archive.
+        signed: v1::SignedFlags,
+        /// The release it went with.
+        release: semver::Version,
+    },
+}
+
+/// `flags.restored`: the rollback job, the release, the versions, who signed the set, and the
+/// flags it adds, changes and removes against the set it replaces.
+fn restored_entry(
+    a: &admit::Admitted,
+    previous: &InForce,
+    release: &semver::Version,
+    job_id: &str,
+) -> Entry {
+    Entry::new("flags.restored")
+        .with("app", json!(a.app.to_string()))
+        .with("job_id", json!(job_id))
+        .with("release", json!(release.to_string()))
+        .with("version", json!(a.doc.version))
+        .with("previous_version", json!(previous.version))
+        .with("floor", json!(previous.floor()))
+        .with("digest", json!(a.digest.to_string()))
+        .with("signers", json!(a.signer_names))
+        .with("signer_key_ids", json!(a.signer_ids))
+        .with("added", json!(a.changes.added))
+        .with("changed", json!(a.changes.changed))
+        .with("removed", json!(a.changes.removed))
 }
 
 fn ages_of(a: &admit::Admitted, previous: Option<&InForce>, now: i64) -> BTreeMap<String, Age> {

@@ -4,7 +4,12 @@
 //!
 //! One JSON file per app, replaced atomically and durably ([`write_atomic`]): the signed bytes
 //! (base64, so `gantry flags show` can re-verify them), the version, who signed, when each flag
-//! was first admitted, and the digests of every version admitted before (replays are refused).
+//! was first admitted, the digests of every version admitted before (replays are refused), the
+//! highest version ever admitted (a restored older set does not lower it), and which set was
+//! in force when each release was last replaced.
+//!
+//! Beside it, `<data_dir>/flags/<app>/<version>.pb` keeps the signed bytes of the sets a
+//! rollback may restore: the one in force and those recorded for a release ([`archive`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,9 @@ use crate::state::{StateError, write_atomic};
 
 /// Versions of a set admitted before, kept to refuse their replay.
 const HISTORY_KEPT: usize = 1000;
+
+/// Releases whose flag set is remembered for a rollback; the oldest sets go first beyond it.
+pub const RELEASES_KEPT: usize = 64;
 
 /// When a flag first appeared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +59,11 @@ struct Record {
     admitted_at: i64,
     ages: BTreeMap<String, Age>,
     history: Vec<Seen>,
+    /// Absent in files of earlier agents: the version is the highest.
+    #[serde(default)]
+    floor: u64,
+    #[serde(default)]
+    releases: BTreeMap<String, u64>,
 }
 
 /// An app's set in force.
@@ -72,6 +85,18 @@ pub struct InForce {
     pub ages: BTreeMap<String, Age>,
     /// Earlier versions, oldest first.
     pub history: Vec<Seen>,
+    /// The highest version ever admitted; a new set must be above it. Above `version` after a
+    /// rollback restored an older set.
+    pub floor: u64,
+    /// Per release (SemVer text), the set version in force when it was last replaced.
+    pub releases: BTreeMap<String, u64>,
+}
+
+impl InForce {
+    /// The version a new set must be above.
+    pub fn floor(&self) -> u64 {
+        self.floor.max(self.version)
+    }
 }
 
 /// Why the store failed.
@@ -136,6 +161,8 @@ pub fn load(data_dir: &Path, app: &AppName) -> Result<Option<InForce>, StoreErro
         admitted_at: record.admitted_at,
         ages: record.ages,
         history: record.history,
+        floor: record.floor,
+        releases: record.releases,
     }))
 }
 
@@ -162,6 +189,8 @@ pub fn save(data_dir: &Path, app: &AppName, f: &InForce) -> Result<(), StoreErro
         admitted_at: f.admitted_at,
         ages: f.ages.clone(),
         history,
+        floor: f.floor(),
+        releases: f.releases.clone(),
     };
     let path = path_of(data_dir, app);
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Corrupt {
@@ -170,4 +199,99 @@ pub fn save(data_dir: &Path, app: &AppName, f: &InForce) -> Result<(), StoreErro
     })?;
     write_atomic(&path, &bytes)?;
     Ok(())
+}
+
+/// The archive of an app's signed sets: `<data_dir>/flags/<app>/<version>.pb`.
+pub mod archive {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    use gantry_policy::job::AppName;
+    use gantry_proto::v1;
+    use prost::Message;
+
+    use super::{StoreError, dir};
+    use crate::state::{StateError, write_atomic};
+
+    fn app_dir(data_dir: &Path, app: &AppName) -> PathBuf {
+        dir(data_dir).join(app.as_str())
+    }
+
+    fn path_of(data_dir: &Path, app: &AppName, version: u64) -> PathBuf {
+        app_dir(data_dir, app).join(format!("{version}.pb"))
+    }
+
+    /// Keeps the signed bytes of `version`, durably.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::State`] when the directory or file cannot be written.
+    pub fn put(
+        data_dir: &Path,
+        app: &AppName,
+        version: u64,
+        signed: &v1::SignedFlags,
+    ) -> Result<(), StoreError> {
+        let d = app_dir(data_dir, app);
+        std::fs::create_dir_all(&d).map_err(|source| StateError::Write {
+            path: d.clone(),
+            source,
+        })?;
+        write_atomic(&path_of(data_dir, app, version), &signed.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// The signed set `version`; `None` when it is not kept.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the file cannot be read or does not decode.
+    pub fn get(
+        data_dir: &Path,
+        app: &AppName,
+        version: u64,
+    ) -> Result<Option<v1::SignedFlags>, StoreError> {
+        let path = path_of(data_dir, app, version);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::State(StateError::Read { path, source })),
+        };
+        v1::SignedFlags::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                detail: e.to_string(),
+            })
+    }
+
+    /// Removes the kept sets whose version is not in `keep`. Returns how many went; a file
+    /// that cannot be removed is left for the next time (only logged).
+    pub fn prune(data_dir: &Path, app: &AppName, keep: &BTreeSet<u64>) -> usize {
+        let Ok(entries) = std::fs::read_dir(app_dir(data_dir, app)) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(version) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pb"))
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if keep.contains(&version) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(
+                    "cannot remove the archived flag set {}: {e}",
+                    entry.path().display()
+                ),
+            }
+        }
+        removed
+    }
 }

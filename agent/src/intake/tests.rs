@@ -148,6 +148,7 @@ async fn fx() -> Fx {
         store,
         TaskTracker::new(),
         CancellationToken::new(),
+        crate::flags::Flags::open(Arc::clone(&config), audit.clone()).unwrap(),
     )
     .await
     .unwrap();
@@ -192,6 +193,7 @@ fn job(id: &str) -> Vec<u8> {
             ..v1::Release::default()
         }),
         reason: "test".to_owned(),
+        restore_flags: false,
     }
     .encode_to_vec()
 }

@@ -228,6 +228,7 @@ impl Agent for AgentService {
         };
         if let Some(f) = in_force {
             answer.version = f.version;
+            answer.floor = f.floor();
             answer.signers = f.signers;
             answer.admitted_at = f.admitted_at;
             answer.ages = f

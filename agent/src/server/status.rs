@@ -247,7 +247,10 @@ pub fn flags(e: &crate::flags::FlagsError) -> Status {
         F::NotYetValid { .. } | F::Expired { .. } | F::WindowTooLong { .. } => {
             Code::FailedPrecondition
         }
-        F::AppNotConfigured { .. } | F::FlagsNotEnabled { .. } => Code::NotFound,
+        F::AppNotConfigured { .. }
+        | F::FlagsNotEnabled { .. }
+        | F::NoSetForRelease { .. }
+        | F::NotKept { .. } => Code::NotFound,
         F::Replayed { .. } => Code::AlreadyExists,
         F::Store(_) => Code::Unavailable,
         F::Audit(a) => return audit(a),
@@ -275,6 +278,8 @@ pub fn flags_reason(e: &crate::flags::FlagsError) -> &'static str {
         F::KillSwitchOnly { .. } => "kill_switch_exceeded",
         F::MissingRole { .. } => "missing_role",
         F::QuorumNotMet { .. } => "quorum_not_met",
+        F::NoSetForRelease { .. } => "no_set_for_release",
+        F::NotKept { .. } => "not_kept",
         F::Store(_) => "store_unavailable",
         F::Audit(_) => "audit_unavailable",
     }

@@ -338,7 +338,13 @@ pub async fn push(args: FlagsPushArgs) -> Result<Exit, FlagsCmdError> {
 }
 
 async fn next_version(agent: &Agent, app: &str) -> Result<u64, FlagsCmdError> {
-    Ok(client::in_force(agent, app).await?.version + 1)
+    Ok(next_after(&client::in_force(agent, app).await?))
+}
+
+/// The version a new set of the app needs: above the highest the agent admitted (an older
+/// agent sends no floor: above the one in force).
+fn next_after(current: &gantry_proto::v1::FlagsInForce) -> u64 {
+    current.version.max(current.floor) + 1
 }
 
 fn age(secs: i64) -> String {
@@ -572,7 +578,7 @@ pub async fn kill_flags(
         agent_id,
         app,
         json,
-        current.version + 1,
+        next_after(&current),
         keys,
         reason,
     )

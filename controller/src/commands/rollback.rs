@@ -26,21 +26,44 @@ pub fn signed_action_job(
     to: Option<&str>,
     now: SystemTime,
 ) -> Result<JobFile, JobError> {
-    let mut file = JobFile::new(action_job(agent_id, args, action, to, now)?);
+    signed(action_job(agent_id, args, action, to, now)?, args)
+}
+
+/// The rollback job of `args` for `agent_id`, signed with every `--key`.
+///
+/// # Errors
+///
+/// [`JobError`], as for [`signed_action_job`].
+pub fn signed_rollback_job(
+    agent_id: &str,
+    args: &RollbackArgs,
+    now: SystemTime,
+) -> Result<JobFile, JobError> {
+    let mut job = action_job(
+        agent_id,
+        &args.action,
+        Action::Rollback,
+        args.to.as_deref(),
+        now,
+    )?;
+    job.restore_flags = args.restore_flags;
+    signed(job, &args.action)
+}
+
+fn signed(job: gantry_proto::v1::Job, args: &ActionArgs) -> Result<JobFile, JobError> {
+    let mut file = JobFile::new(job);
     sign_all(&mut file, &args.keys)?;
     Ok(file)
 }
 
-async fn submit_action(
+async fn submit(
+    settings: &gantry_client::ConnSettings,
+    file: &JobFile,
     args: &ActionArgs,
-    action: Action,
-    to: Option<&str>,
 ) -> Result<Exit, SubmitError> {
-    let settings = conn::settings(&args.conn)?;
-    let file = signed_action_job(&settings.agent_id, args, action, to, SystemTime::now())?;
     let mut out = Events::new(Mode::detect(args.json));
-    let agent = Agent::connect(&settings).await?;
-    submit_and_follow(&agent, &file, &mut out).await
+    let agent = Agent::connect(settings).await?;
+    submit_and_follow(&agent, file, &mut out).await
 }
 
 /// `gantry rollback`.
@@ -49,7 +72,9 @@ async fn submit_action(
 ///
 /// [`SubmitError`].
 pub async fn rollback(args: RollbackArgs) -> Result<Exit, SubmitError> {
-    submit_action(&args.action, Action::Rollback, args.to.as_deref()).await
+    let settings = conn::settings(&args.action.conn)?;
+    let file = signed_rollback_job(&settings.agent_id, &args, SystemTime::now())?;
+    submit(&settings, &file, &args.action).await
 }
 
 /// `gantry restart`, `stop`, `promote` and `abort`.
@@ -58,5 +83,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<Exit, SubmitError> {
 ///
 /// [`SubmitError`].
 pub async fn simple(args: ActionArgs, action: Action) -> Result<Exit, SubmitError> {
-    submit_action(&args, action, None).await
+    let settings = conn::settings(&args.conn)?;
+    let file = signed_action_job(&settings.agent_id, &args, action, None, SystemTime::now())?;
+    submit(&settings, &file, &args).await
 }

@@ -66,6 +66,7 @@ pub fn vector_job() -> v1::Job {
             notes: String::new(),
         }),
         reason: "test vector".into(),
+        restore_flags: false,
     }
 }
 

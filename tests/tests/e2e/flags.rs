@@ -729,3 +729,117 @@ fn a_flags_quorum_refuses_one_signature_admits_two_and_leaves_the_kill_switch_al
     assert_eq!(changed[0]["signers"], json!(["flagger", "flagger-2"]));
     assert_eq!(changed[1]["signers"], json!(["killer"]));
 }
+
+#[test]
+fn a_rollback_with_restore_flags_puts_back_the_set_that_went_with_the_release() {
+    let f = Flags::new();
+    let deployer = Flags::key(&f.env.keys.deployer);
+    let rollback = |extra: &[&str]| {
+        let mut args = vec!["rollback", "--key", &deployer, "--app", "web", "--json"];
+        args.extend_from_slice(extra);
+        f.ctl.run(&args).unwrap()
+    };
+    let reason = |out: &gantry_tests::Output| {
+        out.finished().unwrap_or_default()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // The sample app's page starts with its banner (then the flag it evaluates).
+    let runs = |version: &str| {
+        let want = format!("web {version} instance 0\n");
+        let port = f.env.port(0);
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{want:?} on {port}"),
+            || gantry_tests::banner(port).is_some_and(|b| b.starts_with(&want)),
+        )
+        .unwrap();
+    };
+    let served = |want: &Value, what: &str| {
+        wait_until(Duration::from_secs(5), what, || &f.bulk() == want).unwrap();
+    };
+    for version in ["1.0.0", "2.0.0"] {
+        let artifact = gantry_tests::make_artifact(&f.env, version, "").unwrap();
+        crate::deploy(&f.ctl, &f.env, version, &artifact, 1, "20s").assert_code(0);
+    }
+    // Set A arrives while 2.0.0 runs: no set went with 1.0.0.
+    let a = f.write("a.json", &flag_set(0));
+    f.push(&f.keys.flagger, &a, &[]).assert_code(0);
+    let with_a = f.bulk();
+    let out = rollback(&["--restore-flags"]);
+    out.assert_code(1);
+    assert!(
+        reason(&out).contains("no flag set of app web is recorded for release 1.0.0"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        reason(&out).contains("nothing was changed"),
+        "{}",
+        out.all()
+    );
+    runs("2.0.0");
+    assert_eq!(f.bulk(), with_a);
+
+    // A plain rollback leaves the flags alone, and records A as 2.0.0's set.
+    rollback(&[]).assert_code(0);
+    runs("1.0.0");
+    assert_eq!(f.bulk(), with_a);
+    let b = f.write("b.json", &flag_set(100));
+    f.push(&f.keys.flagger, &b, &[]).assert_code(0);
+    let with_b = f.bulk();
+    assert_ne!(with_a, with_b);
+
+    // Back to 2.0.0 with its set A (version 1), while B (version 2) stays the floor.
+    let out = rollback(&["--restore-flags"]);
+    out.assert_code(0);
+    assert!(
+        reason(&out).contains("flag set version 1 of release 2.0.0 is in force"),
+        "{}",
+        out.all()
+    );
+    runs("2.0.0");
+    served(&with_a, "the OFREP endpoint serves set A again");
+    let job = out.finished().unwrap()["job_id"].clone();
+    let restored = audit_events(&f.env, "flags.restored").unwrap();
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    let entry = &restored[0];
+    assert_eq!(entry["job_id"], job, "{entry}");
+    assert_eq!(entry["release"], "2.0.0", "{entry}");
+    assert_eq!(entry["version"], 1, "{entry}");
+    assert_eq!(entry["previous_version"], 2, "{entry}");
+    assert_eq!(entry["floor"], 2, "{entry}");
+    assert_eq!(entry["signers"], json!(["flagger"]), "{entry}");
+    assert_eq!(entry["changed"], json!(["new-checkout"]), "{entry}");
+
+    // The next push is above the floor: the CLI picks version 3; a version 2 is refused.
+    let c = f.write("c.json", &flag_set(50));
+    let stale = f.env.root.join("c-2.flags");
+    f.sign(&f.keys.flagger, "2", &c, &stale, &[]);
+    let out = f
+        .ctl
+        .run(&["flags", "push", &stale.to_string_lossy()])
+        .unwrap();
+    assert_refused(&f, &out, "older_version", &with_a);
+    assert!(
+        out.stderr.contains("highest this agent admitted"),
+        "{}",
+        out.all()
+    );
+
+    // And forward again: 1.0.0 comes back with B, the set it ran with.
+    let out = rollback(&["--restore-flags"]);
+    out.assert_code(0);
+    runs("1.0.0");
+    served(&with_b, "the OFREP endpoint serves set B again");
+    f.push(&f.keys.flagger, &c, &[]).assert_code(0);
+    let show = f
+        .ctl
+        .run(&["flags", "show", "--app", "web", "--json"])
+        .unwrap();
+    show.assert_code(0);
+    let shown: Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(shown["version"], 3, "{shown}");
+    f.ctl.run(&["audit", "verify"]).unwrap().assert_code(0);
+}

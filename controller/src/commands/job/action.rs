@@ -42,5 +42,6 @@ pub fn action_job(
             ..Release::default()
         }),
         reason: args.reason.clone(),
+        restore_flags: false,
     })
 }

@@ -271,6 +271,7 @@ pub fn build_job(
         expires_at,
         release,
         reason: spec.reason.clone(),
+        restore_flags: false,
     })
 }
 

@@ -117,6 +117,12 @@ pub fn job_spec(job: &v1::Job) -> Result<JobSpec, AdmissionError> {
         // Other actions act on what is installed; a release on them means nothing.
         Action::Restart | Action::Stop | Action::Promote | Action::Abort => (None, None),
     };
+    if job.restore_flags && action != Action::Rollback {
+        return Err(invalid(
+            "restore_flags",
+            format!("only a rollback restores flags, not a {action}"),
+        ));
+    }
     Ok(JobSpec {
         id,
         agent_id: job.agent_id.clone(),
@@ -127,6 +133,7 @@ pub fn job_spec(job: &v1::Job) -> Result<JobSpec, AdmissionError> {
         expires_at: job.expires_at,
         release,
         target_version,
+        restore_flags: job.restore_flags,
         reason: job.reason.clone(),
     })
 }

@@ -1,8 +1,8 @@
-//! The rollout decoder's own checks of the comparison's fields.
+//! The decoder's own checks: the comparison's fields, and which actions restore flags.
 
 use gantry_proto::v1;
 
-use super::rollout;
+use super::{job_spec, rollout};
 use crate::admission::AdmissionError;
 use crate::job::{Compare, DEFAULT_COMPARE_ALPHA};
 
@@ -62,5 +62,43 @@ fn a_significance_outside_0_to_one_half_or_an_unknown_comparison_is_refused_by_f
             assert_eq!(reason, "\"median\" is not threshold or stable");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+fn action_job(action: v1::Action, restore_flags: bool) -> v1::Job {
+    v1::Job {
+        job_id: "j-1".into(),
+        agent_id: "agent-1".into(),
+        app: "web".into(),
+        action: action.into(),
+        issued_at: 100,
+        not_before: 100,
+        expires_at: 200,
+        restore_flags,
+        ..v1::Job::default()
+    }
+}
+
+#[test]
+fn only_a_rollback_may_restore_flags() {
+    let spec = job_spec(&action_job(v1::Action::Rollback, true)).unwrap();
+    assert!(spec.restore_flags);
+    assert!(
+        !job_spec(&action_job(v1::Action::Rollback, false))
+            .unwrap()
+            .restore_flags
+    );
+    for action in [v1::Action::Restart, v1::Action::Stop, v1::Action::Promote] {
+        assert!(!job_spec(&action_job(action, false)).unwrap().restore_flags);
+        match job_spec(&action_job(action, true)) {
+            Err(AdmissionError::InvalidJob { field, problem }) => {
+                assert_eq!(field, "restore_flags", "{action:?}");
+                assert!(
+                    problem.starts_with("only a rollback restores flags, not a "),
+                    "{action:?}: {problem}"
+                );
+            }
+            other => panic!("{action:?}: {other:?}"),
+        }
     }
 }

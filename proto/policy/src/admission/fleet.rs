@@ -111,6 +111,7 @@ fn plan_job(plan: &v1::Plan, job_id: &str, agent_id: &str, window: (i64, i64)) -
         expires_at: window.1,
         release: plan.release.clone(),
         reason: plan.reason.clone(),
+        restore_flags: false,
     }
 }
 

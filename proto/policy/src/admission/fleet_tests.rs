@@ -621,6 +621,7 @@ fn check_window_applies_the_limits_to_a_jobs_times() {
         expires_at,
         release: None,
         target_version: None,
+        restore_flags: false,
         reason: String::new(),
     };
     assert!(check_window(&spec(NOW - 10, NOW + 60), NOW, &fx.limits).is_ok());

@@ -379,6 +379,8 @@ pub struct JobSpec {
     pub release: Option<ReleaseSpec>,
     /// For rollbacks to a named release: the version.
     pub target_version: Option<semver::Version>,
+    /// For rollbacks: also restore the flag set that went with the target release.
+    pub restore_flags: bool,
     /// Free-form reason.
     pub reason: String,
 }
