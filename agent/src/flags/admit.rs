@@ -107,14 +107,7 @@ pub fn readmit(
     now: i64,
     current: Option<&InForce>,
 ) -> Result<Box<Admitted>, FlagsError> {
-    let sigs: Vec<SignatureIn> = signed
-        .signatures
-        .iter()
-        .map(|s| SignatureIn {
-            key_id_hint: s.key_id.clone(),
-            sig: s.sig.clone(),
-        })
-        .collect();
+    let sigs = signatures_in(signed);
     let current = current.cloned();
     match judge(
         host,
@@ -130,6 +123,18 @@ pub fn readmit(
             detail: "the set to restore is the one in force".into(),
         }),
     }
+}
+
+/// The signatures of a kept set as admission reads them (the key id a hint only).
+fn signatures_in(signed: &v1::SignedFlags) -> Vec<SignatureIn> {
+    signed
+        .signatures
+        .iter()
+        .map(|s| SignatureIn {
+            key_id_hint: s.key_id.clone(),
+            sig: s.sig.clone(),
+        })
+        .collect()
 }
 
 /// Whether the set is pushed now or restored from the archive.
@@ -554,14 +559,7 @@ mod tests {
             };
             admit(host, bytes, sigs, NOW, |_| None)
         };
-        let sigs: Vec<SignatureIn> = old
-            .signatures
-            .iter()
-            .map(|s| SignatureIn {
-                key_id_hint: s.key_id.clone(),
-                sig: s.sig.clone(),
-            })
-            .collect();
+        let sigs = signatures_in(&old);
         assert!(matches!(
             host_push(&old.flags, &sigs),
             Err(FlagsError::Expired { .. })
