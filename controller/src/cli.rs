@@ -357,13 +357,22 @@ pub struct RolloutArgs {
     pub manual_promote: bool,
     /// Canary (repeatable, in order): send WEIGHT percent (1-100, never decreasing) of new
     /// connections to the canary and hold for DURATION, or until `gantry promote` with
-    /// WEIGHT:promote. Default: 10:30s, 50:30s, then 100.
+    /// WEIGHT:promote. With --canary-flag, a trailing :flag=PCT (0-100, never decreasing)
+    /// serves the flag's canary variant to PCT percent of users during the step instead of
+    /// WEIGHT percent. Default: 10:30s, 50:30s, then 100.
     #[arg(
         long = "step",
-        value_name = "WEIGHT:DURATION|WEIGHT:promote",
+        value_name = "WEIGHT:DURATION[:flag=PCT]|WEIGHT:promote[:flag=PCT]",
         help_heading = "Canary"
     )]
     pub steps: Vec<String>,
+    /// Canary: a flag of the app's flag set that the steps release with the code. Each step
+    /// serves the flag's canary variant (the variant its metadata names as canaryVariant) to
+    /// the step's share of users, the rest get its default variant; once promoted, to all of
+    /// them. An abort or rollback puts the signed set back. The flag must be enabled and name
+    /// a canaryVariant, or the job fails before anything changes (docs/flags.md).
+    #[arg(long, value_name = "FLAG", help_heading = "Canary")]
+    pub canary_flag: Option<String>,
     /// Canary: how many canary instances. [default: 1]
     #[arg(long, value_name = "N", help_heading = "Canary")]
     pub canary_instances: Option<String>,

@@ -624,9 +624,11 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(bool, String), Re
     Ok((close, body))
 }
 
-/// The version in `<app> <version> instance <n>`.
+/// The version in `<app> <version> instance <n>`, the first line of the sample app's page
+/// (with flags, a line per flag it evaluates follows).
 fn version_of(body: &str) -> Result<String, String> {
-    let words: Vec<_> = body.split_whitespace().collect();
+    let first = body.lines().next().unwrap_or_default();
+    let words: Vec<_> = first.split_whitespace().collect();
     match words.as_slice() {
         [_app, version, "instance", _n] => Ok((*version).to_owned()),
         _ => Err(format!("not a banner: {body:?}")),
@@ -751,5 +753,9 @@ mod tests {
     fn banner_parsing() {
         assert_eq!(version_of("web 1.0.0 instance 3\n").unwrap(), "1.0.0");
         assert!(version_of("not found\n").is_err());
+        assert_eq!(
+            version_of("web 2.0.0 instance 0\nbanner: Welcome (code default)\n").unwrap(),
+            "2.0.0"
+        );
     }
 }

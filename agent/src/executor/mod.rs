@@ -209,7 +209,7 @@ impl Executor {
                     .as_ref()
                     .and_then(|v| app.state.drain_timeout_of(v));
                 let (ended, shut_down) = tokio::select! {
-                    r = with_flags::run(&mut app, &ctx, &self.inner.flags) => (r, false),
+                    r = with_flags::run(&mut app, &mut ctx, &self.inner.flags) => (r, false),
                     () = self.inner.shutdown.cancelled() => (Ended::interrupted(
                         "the agent shut down while the job ran"), true),
                 };
@@ -257,6 +257,7 @@ impl Executor {
             backoff: default_backoff(),
             clock: Arc::clone(&self.inner.clock),
             drain_timeout: None,
+            canary_flag: None,
         }
     }
 

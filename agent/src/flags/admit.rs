@@ -481,6 +481,7 @@ mod tests {
                 history: vec![],
                 floor: 1,
                 releases: BTreeMap::new(),
+                splits: BTreeMap::new(),
             });
             let bytes = doc(2, definition);
             admit(host, &bytes, &self.sigs(&bytes, by), NOW, |_| {
@@ -540,6 +541,7 @@ mod tests {
                 history: vec![],
                 floor: 5,
                 releases: BTreeMap::new(),
+                splits: BTreeMap::new(),
             };
             readmit(host, signed, NOW, Some(&cur))
         }

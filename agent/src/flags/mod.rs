@@ -12,6 +12,7 @@
 pub mod admit;
 pub mod events;
 pub mod ofrep;
+pub mod split;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::audit::{AuditError, AuditLog, Entry};
-use store::{Age, InForce, Seen, StoreError};
+use store::{Age, InForce, Seen, Split, StoreError};
 
 /// Why a flag set was refused. Each variant is one rule; the reason codes and gRPC codes in
 /// `server::status` match them exhaustively.
@@ -190,6 +191,32 @@ pub enum FlagsError {
         /// The set's version.
         version: u64,
     },
+    /// A canary names a flag of an app that has no flag set in force.
+    #[error("app {app} has no flag set in force")]
+    NoFlagSet {
+        /// The app.
+        app: String,
+    },
+    /// A canary names a flag the set in force does not have.
+    #[error("flag set version {version} of app {app} has no flag {flag:?}")]
+    UnknownFlag {
+        /// The app.
+        app: String,
+        /// The set's version.
+        version: u64,
+        /// The flag.
+        flag: String,
+    },
+    /// The flag does not allow a canary to split it.
+    #[error("flag {flag:?} of app {app} cannot be split by a canary: {why}")]
+    CannotSplit {
+        /// The app.
+        app: String,
+        /// The flag.
+        flag: String,
+        /// Why.
+        why: gantry_flags::SplitError,
+    },
     /// The set could not be stored (it is not in force).
     #[error("cannot store the flag set")]
     Store(#[source] StoreError),
@@ -211,7 +238,8 @@ fn list(v: &[String]) -> String {
 pub struct Served {
     /// Its version.
     pub version: u64,
-    /// SHA-256 of its signed bytes, hex (the event stream's ETag is taken from it).
+    /// SHA-256 of its signed bytes, hex, or with canary splits applied, of those and the
+    /// splits (the event stream's ETag is taken from it).
     pub digest: String,
     /// The flags.
     pub set: FlagSet,
@@ -225,6 +253,9 @@ pub type Feed = watch::Receiver<Option<Arc<Served>>>;
 struct AppFlags {
     policy: FlagsPolicy,
     in_force: Option<InForce>,
+    /// The canary splits applied now: those kept in the set in force, and the running
+    /// canary's ([`split`]).
+    splits: BTreeMap<String, Split>,
     tx: watch::Sender<Option<Arc<Served>>>,
 }
 
@@ -255,19 +286,20 @@ impl Flags {
         for (name, app) in &config.policy.apps {
             let Some(policy) = &app.flags else { continue };
             let in_force = store::load(&config.data_dir, name)?;
-            let served = in_force.as_ref().map(|f| {
-                Arc::new(Served {
-                    version: f.version,
-                    digest: f.digest.clone(),
-                    set: f.set.clone(),
-                })
-            });
+            let splits = in_force
+                .as_ref()
+                .map(|f| f.splits.clone())
+                .unwrap_or_default();
+            let served = in_force
+                .as_ref()
+                .map(|f| Arc::new(split::served(f, &splits)));
             let (tx, _) = watch::channel(served);
             apps.insert(
                 name.clone(),
                 AppFlags {
                     policy: policy.clone(),
                     in_force,
+                    splits,
                     tx,
                 },
             );
@@ -345,13 +377,17 @@ impl Flags {
             admit::Verdict::New(a) => a,
         };
         let previous = snapshot(&admitted.app);
+        let kept = previous.as_ref().map_or_else(BTreeMap::new, |p| {
+            split::kept_after(p, &admitted.changes.changed, &admitted.changes.removed)
+        });
         // Recorded before it takes effect: a change the log cannot hold does not happen.
         self.audit
-            .append(changed_entry(
-                &admitted,
-                previous.as_ref(),
-                peer_fingerprint,
-            ))
+            .append(
+                changed_entry(&admitted, previous.as_ref(), peer_fingerprint).with(
+                    "splits_dropped",
+                    json!(dropped_keys(previous.as_ref(), &kept)),
+                ),
+            )
             .await
             .map_err(FlagsError::Audit)?;
         let ages = ages_of(&admitted, previous.as_ref(), now);
@@ -388,6 +424,7 @@ impl Flags {
                 .as_ref()
                 .map(|p| p.releases.clone())
                 .unwrap_or_default(),
+            splits: kept,
         };
         let mut apps = self.lock();
         let Some(entry) = apps.get_mut(&admitted.app) else {
@@ -412,6 +449,9 @@ impl Flags {
             &in_force.signed,
         )
         .map_err(FlagsError::Store)?;
+        if let Some(p) = &previous {
+            split::forget_dropped(entry, p, &in_force.splits);
+        }
         self.put_in_force(entry, &admitted.app, in_force)?;
         drop(apps);
         let c = &admitted.changes;
@@ -442,11 +482,9 @@ impl Flags {
         in_force: InForce,
     ) -> Result<(), FlagsError> {
         store::save(&self.config.data_dir, app, &in_force).map_err(FlagsError::Store)?;
-        entry.tx.send_replace(Some(Arc::new(Served {
-            version: in_force.version,
-            digest: in_force.digest.clone(),
-            set: in_force.set.clone(),
-        })));
+        entry
+            .tx
+            .send_replace(Some(Arc::new(split::served(&in_force, &entry.splits))));
         let keep: std::collections::BTreeSet<u64> = in_force
             .releases
             .values()
@@ -583,8 +621,16 @@ impl Flags {
                 app: app.to_string(),
             });
         };
+        let kept = split::kept_after(
+            &previous,
+            &admitted.changes.changed,
+            &admitted.changes.removed,
+        );
         self.audit
-            .append(restored_entry(&admitted, &previous, &release, job_id))
+            .append(restored_entry(&admitted, &previous, &release, job_id).with(
+                "splits_dropped",
+                json!(dropped_keys(Some(&previous), &kept)),
+            ))
             .await
             .map_err(FlagsError::Audit)?;
         let mut history = previous.history.clone();
@@ -603,6 +649,7 @@ impl Flags {
             history,
             floor: previous.floor(),
             releases: previous.releases.clone(),
+            splits: kept,
         };
         let mut apps = self.lock();
         let Some(entry) = apps.get_mut(&app) else {
@@ -618,6 +665,7 @@ impl Flags {
             });
         }
         let version = in_force.version;
+        split::forget_dropped(entry, &previous, &in_force.splits);
         self.put_in_force(entry, &app, in_force)?;
         Ok(version)
     }
@@ -663,6 +711,19 @@ fn restored_entry(
         .with("added", json!(a.changes.added))
         .with("changed", json!(a.changes.changed))
         .with("removed", json!(a.changes.removed))
+}
+
+/// The flags whose kept canary split a new set drops.
+fn dropped_keys(previous: Option<&InForce>, kept: &BTreeMap<String, Split>) -> Vec<String> {
+    previous
+        .map(|p| {
+            p.splits
+                .keys()
+                .filter(|k| !kept.contains_key(*k))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn ages_of(a: &admit::Admitted, previous: Option<&InForce>, now: i64) -> BTreeMap<String, Age> {

@@ -5,8 +5,9 @@
 //! One JSON file per app, replaced atomically and durably ([`write_atomic`]): the signed bytes
 //! (base64, so `gantry flags show` can re-verify them), the version, who signed, when each flag
 //! was first admitted, the digests of every version admitted before (replays are refused), the
-//! highest version ever admitted (a restored older set does not lower it), and which set was
-//! in force when each release was last replaced.
+//! highest version ever admitted (a restored older set does not lower it), which set was
+//! in force when each release was last replaced, and the canary splits a promoted canary left
+//! in force ([`Split`]).
 //!
 //! Beside it, `<data_dir>/flags/<app>/<version>.pb` keeps the signed bytes of the sets a
 //! rollback may restore: the one in force and those recorded for a release ([`archive`]).
@@ -64,6 +65,19 @@ struct Record {
     floor: u64,
     #[serde(default)]
     releases: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    splits: BTreeMap<String, Split>,
+}
+
+/// A canary's split of one flag: its canary variant served to `percent` percent of users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// Percent of users (0-100).
+    pub percent: u32,
+    /// The canary job that set it.
+    pub job_id: String,
+    /// The release that job deployed.
+    pub release: String,
 }
 
 /// An app's set in force.
@@ -90,6 +104,8 @@ pub struct InForce {
     pub floor: u64,
     /// Per release (SemVer text), the set version in force when it was last replaced.
     pub releases: BTreeMap<String, u64>,
+    /// Per flag, the split a promoted canary left in force (applied while the flag allows it).
+    pub splits: BTreeMap<String, Split>,
 }
 
 impl InForce {
@@ -163,6 +179,7 @@ pub fn load(data_dir: &Path, app: &AppName) -> Result<Option<InForce>, StoreErro
         history: record.history,
         floor: record.floor,
         releases: record.releases,
+        splits: record.splits,
     }))
 }
 
@@ -191,6 +208,7 @@ pub fn save(data_dir: &Path, app: &AppName, f: &InForce) -> Result<(), StoreErro
         history,
         floor: f.floor(),
         releases: f.releases.clone(),
+        splits: f.splits.clone(),
     };
     let path = path_of(data_dir, app);
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| StoreError::Corrupt {

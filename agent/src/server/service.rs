@@ -226,6 +226,18 @@ impl Agent for AgentService {
             remove_after_secs: policy.remove_after.as_secs(),
             ..Default::default()
         };
+        answer.splits = flags
+            .splits(&app)
+            .into_iter()
+            .map(|s| v1::FlagSplit {
+                key: s.flag,
+                percent: s.split.percent,
+                job_id: s.split.job_id,
+                release: s.split.release,
+                kept: s.kept,
+                served: s.served,
+            })
+            .collect();
         if let Some(f) = in_force {
             answer.version = f.version;
             answer.floor = f.floor();

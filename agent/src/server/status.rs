@@ -250,7 +250,10 @@ pub fn flags(e: &crate::flags::FlagsError) -> Status {
         F::AppNotConfigured { .. }
         | F::FlagsNotEnabled { .. }
         | F::NoSetForRelease { .. }
-        | F::NotKept { .. } => Code::NotFound,
+        | F::NotKept { .. }
+        | F::NoFlagSet { .. }
+        | F::UnknownFlag { .. } => Code::NotFound,
+        F::CannotSplit { .. } => Code::FailedPrecondition,
         F::Replayed { .. } => Code::AlreadyExists,
         F::Store(_) => Code::Unavailable,
         F::Audit(a) => return audit(a),
@@ -280,6 +283,9 @@ pub fn flags_reason(e: &crate::flags::FlagsError) -> &'static str {
         F::QuorumNotMet { .. } => "quorum_not_met",
         F::NoSetForRelease { .. } => "no_set_for_release",
         F::NotKept { .. } => "not_kept",
+        F::NoFlagSet { .. } => "no_flag_set",
+        F::UnknownFlag { .. } => "unknown_flag",
+        F::CannotSplit { .. } => "cannot_split",
         F::Store(_) => "store_unavailable",
         F::Audit(_) => "audit_unavailable",
     }

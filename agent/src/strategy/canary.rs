@@ -24,6 +24,7 @@ use super::{JobCtx, Refused, StrategyError, Unhealthy};
 use crate::app::AppRuntime;
 use crate::app::slots::ports_in;
 use crate::error::reason;
+use crate::flags::split::CanaryFlag;
 use crate::health::analysis::Resources;
 use crate::health::prometheus::{self, PromVerdict};
 use crate::health::signals::{self, Outcome, Verdict};
@@ -83,6 +84,9 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             app.shared
                 .set_rollout(format!("canary {}: {label}", release.version));
             shift::apply(app, ctx, &weights, &label).await?;
+            if let (Some(flag), Some(percent)) = (&ctx.canary_flag, step.flag_percent) {
+                split_flag(ctx, flag, percent, &label).await?;
+            }
             ctx.step_of(
                 "canary.step",
                 label.clone(),
@@ -107,6 +111,9 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         wait_healthy_ports(app, ctx, release, &rest).await?;
         let all = ports_in(app, canary_slot);
         serve_only(app, ctx, &all, "promote the canary").await?;
+        if let Some(flag) = &ctx.canary_flag {
+            split_flag(ctx, flag, 100, "promoted").await?;
+        }
         // The stable release still runs: a watch failure returns all traffic to it.
         super::watch::watch(app, ctx, release, &all, CANARY).await?;
         Ok::<(), StrategyError>(())
@@ -139,6 +146,9 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
             reason(&e)
         ));
     }
+    if let Some(flag) = &ctx.canary_flag {
+        flag.end(&format!("canary aborted: {failure}")).await;
+    }
     let canary = ports_in(app, canary_slot);
     if let Err(e) = stop_ports(app, ctx, &canary).await {
         ctx.note("instances.stop_failed", reason(&e)).await;
@@ -154,6 +164,37 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         }
         _ => Ended::failed(format!("canary aborted: {failure}")),
     }
+}
+
+/// Serves the canary flag's variant to `percent` percent of users for the step `label`; says
+/// so in the job's events when a kill switch keeps the flag off.
+async fn split_flag(
+    ctx: &JobCtx,
+    flag: &CanaryFlag,
+    percent: u32,
+    label: &str,
+) -> Result<(), StrategyError> {
+    if flag.set(percent, label).await? {
+        ctx.note(
+            "canary.flag",
+            format!(
+                "{label}: flag {} serves its canary variant to {percent}% of users",
+                flag.flag()
+            ),
+        )
+        .await;
+    } else {
+        ctx.note(
+            "canary.flag",
+            format!(
+                "{label}: flag {} no longer allows a split in the set in force (switched off?): \
+                 {percent}% is recorded, not served",
+                flag.flag()
+            ),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Holds a step for `pause` (or until promote when `None`), analysing at every interval and

@@ -38,6 +38,8 @@ pub struct JobCtx {
     /// agent restart), the drain timeout of the release whose instances it drains; see
     /// [`drain_timeout`](super::shift::drain_timeout).
     pub drain_timeout: Option<std::time::Duration>,
+    /// A canary deploy with `canary_flag`: the flag its steps split, checked before it starts.
+    pub canary_flag: Option<crate::flags::split::CanaryFlag>,
 }
 
 impl JobCtx {

@@ -67,6 +67,9 @@ pub enum StrategyError {
     /// A signed abort job stopped the rollout.
     #[error("aborted by job {0}")]
     Aborted(String),
+    /// A canary step could not split its flag (the change could not be recorded).
+    #[error("cannot split the canary's flag")]
+    Flags(#[from] crate::flags::FlagsError),
 }
 
 // By hand, not `#[from]`: the reason is the whole message, not a cause to chain after it.

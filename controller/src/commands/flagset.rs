@@ -398,6 +398,14 @@ pub fn in_force_json(f: &FlagsInForce, now: i64) -> Value {
         "remove_after_secs": f.remove_after_secs,
         "reason": doc.as_ref().map(|d| d.reason.clone()),
         "flags": flags,
+        "splits": f.splits.iter().map(|s| json!({
+            "key": s.key,
+            "percent": s.percent,
+            "job_id": s.job_id,
+            "release": s.release,
+            "kept": s.kept,
+            "served": s.served,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -462,6 +470,22 @@ pub fn in_force_text(agent: &str, f: &FlagsInForce, now: i64) -> String {
         ],
         &rows,
     );
+    for s in &f.splits {
+        let _ = writeln!(
+            out,
+            "canary split: {} serves its canary variant to {}% of users ({} job {}, release {}){}",
+            s.key,
+            s.percent,
+            if s.kept { "kept by" } else { "running" },
+            s.job_id,
+            s.release,
+            if s.served {
+                ""
+            } else {
+                "; not served: the flag in force does not allow it (switched off?)"
+            }
+        );
+    }
     let limit = age(i64::try_from(f.remove_after_secs).unwrap_or(i64::MAX));
     if due.is_empty() {
         let _ = writeln!(out, "no flag is older than {limit}");

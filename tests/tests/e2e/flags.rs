@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use gantry_tests::ofrep::{self, FlagKeys};
 use gantry_tests::sse::Watchers;
-use gantry_tests::{Agent, Controller, TestEnv, audit_events, audit_lines, wait_until};
+use gantry_tests::{
+    Agent, Controller, TestEnv, audit_events, audit_lines, make_artifact, wait_until,
+};
 use serde_json::{Value, json};
 
 /// One agent with `[apps.web.flags]`, the flag keys, and a controller.
@@ -842,4 +844,243 @@ fn a_rollback_with_restore_flags_puts_back_the_set_that_went_with_the_release() 
     let shown: Value = serde_json::from_str(&show.stdout).unwrap();
     assert_eq!(shown["version"], 3, "{shown}");
     f.ctl.run(&["audit", "verify"]).unwrap().assert_code(0);
+}
+
+/// A set whose `new-checkout` may be released by a canary (`canaryVariant`): signed, it is on
+/// only for staff; `page-size` names no canary variant.
+fn canary_set() -> Value {
+    json!({
+        "flags": {
+            "new-checkout": {"state": "ENABLED", "defaultVariant": "off",
+                "variants": {"on": true, "off": false},
+                "targeting": {"if": [{"ends_with": [{"var": "email"}, "@corp.example"]}, "on", null]},
+                "metadata": {"canaryVariant": "on"}},
+            "page-size": {"state": "ENABLED", "defaultVariant": "ten", "variants": {"ten": 10, "fifty": 50}}
+        }
+    })
+}
+
+/// How many of 200 users `new-checkout` is on for; `None` while the endpoint does not answer.
+fn checkout_on(ofrep: SocketAddr) -> Option<usize> {
+    let mut on = 0;
+    for u in 0..200 {
+        let context = json!({"targetingKey": format!("user-{u}")});
+        let answer = ofrep::evaluate(ofrep, "new-checkout", context).ok()?;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        if answer.body["value"] == json!(true) {
+            on += 1;
+        }
+    }
+    Some(on)
+}
+
+/// Waits until `new-checkout` is on for a count of the 200 users that `ok` accepts.
+#[track_caller]
+fn wait_checkout_on(ofrep: SocketAddr, what: &str, ok: impl Fn(usize) -> bool) {
+    let mut last = None;
+    wait_until(Duration::from_secs(10), what, || {
+        last = checkout_on(ofrep);
+        last.is_some_and(&ok)
+    })
+    .unwrap_or_else(|e| panic!("{e}: on for {last:?} of 200"));
+}
+
+/// `gantry deploy` args of a 2-instance canary of `version` releasing `new-checkout`.
+fn canary_of(rig: &crate::zero_downtime::Rig, version: &str, steps: &[&str]) -> Vec<String> {
+    let artifact = make_artifact(&rig.env, version, "").unwrap();
+    let mut flags = vec!["--strategy", "canary", "--canary-flag", "new-checkout"];
+    for s in steps {
+        flags.extend(["--step", s]);
+    }
+    flags.extend(["--analysis-interval", "300ms", "--drain-timeout", "2s"]);
+    rig.deploy_args(version, &artifact, 2, &flags, "20s")
+}
+
+/// `splits` of `gantry flags show --app web --json`.
+fn shown_splits(rig: &crate::zero_downtime::Rig) -> Value {
+    let show = rig
+        .ctl
+        .run(&["flags", "show", "--app", "web", "--json"])
+        .unwrap();
+    show.assert_code(0);
+    serde_json::from_str::<Value>(&show.stdout).unwrap()["splits"].clone()
+}
+
+#[test]
+fn a_canary_step_sets_the_flags_percentage_and_an_abort_or_a_rollback_puts_the_signed_set_back() {
+    use crate::zero_downtime::{Rig, assert_outcome, job_id};
+    let (mut rig, (keys, ofrep)) =
+        Rig::with_v1_on(gantry_tests::Options::front_door(4), 2, |env| {
+            ofrep::enable_flags(env).unwrap()
+        });
+    let set = rig.env.root.join("canary.json");
+    fs::write(&set, serde_json::to_vec(&canary_set()).unwrap()).unwrap();
+    let flagger = Flags::key(&keys.flagger);
+    let push = rig
+        .ctl
+        .run(&[
+            "flags",
+            "push",
+            "--key",
+            &flagger,
+            "--app",
+            "web",
+            &set.to_string_lossy(),
+        ])
+        .unwrap();
+    push.assert_code(0);
+    assert_eq!(
+        checkout_on(ofrep),
+        Some(0),
+        "signed, it is on only for staff"
+    );
+    let weights = |env: &TestEnv| audit_events(env, "flags.canary_weight").unwrap();
+
+    // A flag that names no canary variant: refused before anything changes.
+    let artifact = make_artifact(&rig.env, "1.5.0", "").unwrap();
+    let out = rig.deploy(
+        "1.5.0",
+        &artifact,
+        2,
+        &["--strategy", "canary", "--canary-flag", "page-size"],
+        "20s",
+    );
+    assert_outcome(&rig, &out, 1, "failed");
+    let reason = out.finished().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("the canary cannot release flag \"page-size\", so nothing was changed")
+            && reason.contains("names no canary variant"),
+        "{reason}"
+    );
+    assert_eq!(rig.app_status()["version"], "1.0.0");
+    assert!(weights(&rig.env).is_empty());
+
+    // Paused at its first step, the canary serves the flag to 20% of users; an abort puts the
+    // signed set back.
+    let args = canary_of(&rig, "2.0.0", &["30:promote:flag=20", "100:0s"]);
+    let ctl = rig.ctl.clone();
+    let deploy = std::thread::spawn(move || ctl.run(&crate::strs(&args)).unwrap());
+    wait_checkout_on(ofrep, "the first step serves the flag to about 20%", |n| {
+        (15..=70).contains(&n)
+    });
+    rig.action("abort", &["--json"]).assert_code(0);
+    let out = deploy.join().unwrap();
+    assert_outcome(&rig, &out, 1, "rolled_back");
+    wait_checkout_on(ofrep, "the abort puts the signed set back", |n| n == 0);
+    let w = weights(&rig.env);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!(w[0]["job_id"], job_id(&out), "{}", w[0]);
+    assert_eq!(w[0]["percent"], 20, "{}", w[0]);
+    assert_eq!(w[0]["variant"], "on", "{}", w[0]);
+    assert_eq!(w[0]["default_variant"], "off", "{}", w[0]);
+    assert_eq!(w[0]["served"], true, "{}", w[0]);
+    assert_eq!(w[1]["percent"], Value::Null, "{}", w[1]);
+    assert_eq!(w[1]["previous_percent"], 20, "{}", w[1]);
+    assert!(
+        w[1]["why"].as_str().unwrap().starts_with("canary aborted"),
+        "{}",
+        w[1]
+    );
+
+    // A canary that succeeds leaves the flag on for everyone, across a kill -9 of the agent.
+    let args = canary_of(&rig, "2.0.0", &["50:0s:flag=50"]);
+    let out = rig.ctl.run(&crate::strs(&args)).unwrap();
+    assert_outcome(&rig, &out, 0, "succeeded");
+    assert_eq!(checkout_on(ofrep), Some(200));
+    let kept = weights(&rig.env);
+    let percents: Vec<&Value> = kept[2..].iter().map(|e| &e["percent"]).collect();
+    assert_eq!(percents, [&json!(50), &json!(100), &json!(100)], "{kept:?}");
+    assert_eq!(kept[4]["why"], "kept in force: the canary succeeded");
+    rig.agent.kill_9().unwrap();
+    rig.restart_agent();
+    wait_checkout_on(ofrep, "the kept split is served after a restart", |n| {
+        n == 200
+    });
+    let show = rig.ctl.run(&["flags", "show", "--app", "web"]).unwrap();
+    show.assert_code(0);
+    assert!(
+        show.stdout.contains(&format!(
+            "canary split: new-checkout serves its canary variant to 100% of users (kept by job {}, release 2.0.0)\n",
+            job_id(&out)
+        )),
+        "{}",
+        show.all()
+    );
+
+    // Rolling back from the release whose canary kept the split ends it.
+    let out = rig.action("rollback", &["--json"]);
+    out.assert_code(0);
+    let reason = out.finished().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains(
+            "the canary split of flag(s) new-checkout that went with release 2.0.0 ended"
+        ),
+        "{reason}"
+    );
+    wait_checkout_on(ofrep, "the rollback puts the signed set back", |n| n == 0);
+    assert_eq!(shown_splits(&rig), json!([]));
+    let dropped = weights(&rig.env).pop().unwrap();
+    assert_eq!(dropped["percent"], Value::Null, "{dropped}");
+    assert_eq!(
+        dropped["why"], "rolled back from release 2.0.0",
+        "{dropped}"
+    );
+
+    // The kill switch wins over a running canary: off for everyone, the step's percent is
+    // recorded but not served.
+    let args = canary_of(&rig, "3.0.0", &["40:promote", "100:0s"]);
+    let ctl = rig.ctl.clone();
+    let deploy = std::thread::spawn(move || ctl.run(&crate::strs(&args)).unwrap());
+    wait_checkout_on(ofrep, "the step serves the flag to about 40%", |n| {
+        (50..=120).contains(&n)
+    });
+    let killer = Flags::key(&keys.killer);
+    rig.ctl
+        .run(&[
+            "flags",
+            "kill",
+            "--key",
+            &killer,
+            "--app",
+            "web",
+            "new-checkout",
+        ])
+        .unwrap()
+        .assert_code(0);
+    wait_checkout_on(ofrep, "the kill switch turns it off", |n| n == 0);
+    rig.action("promote", &["--json"]).assert_code(0);
+    let out = deploy.join().unwrap();
+    assert_outcome(&rig, &out, 0, "succeeded");
+    assert_eq!(checkout_on(ofrep), Some(0));
+    let split = &shown_splits(&rig)[0];
+    assert_eq!(
+        (
+            &split["key"],
+            &split["percent"],
+            &split["kept"],
+            &split["served"]
+        ),
+        (
+            &json!("new-checkout"),
+            &json!(100),
+            &json!(true),
+            &json!(false)
+        ),
+        "{split}"
+    );
+    let promoted = weights(&rig.env);
+    let last = promoted
+        .iter()
+        .rev()
+        .find(|e| e["why"] == "promoted")
+        .unwrap();
+    assert_eq!(last["percent"], 100, "{last}");
+    assert_eq!(last["served"], false, "{last}");
+    rig.ctl.run(&["audit", "verify"]).unwrap().assert_code(0);
 }

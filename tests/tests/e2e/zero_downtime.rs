@@ -55,7 +55,7 @@ impl Rig {
 
     /// [`Rig::with_v1`], with `prepare` run on the environment before the agent starts (a
     /// filesystem mounted at its data dir, say); returns what it returned.
-    fn with_v1_on<T>(
+    pub(crate) fn with_v1_on<T>(
         options: Options,
         instances: u32,
         prepare: impl FnOnce(&TestEnv) -> T,
@@ -85,7 +85,7 @@ impl Rig {
 
     /// Starts a new agent on the same config (after [`Agent::kill_9`]) and points the
     /// controller at it.
-    fn restart_agent(&mut self) {
+    pub(crate) fn restart_agent(&mut self) {
         let agent = Agent::start(&self.env).unwrap();
         self.retired.push(std::mem::replace(&mut self.agent, agent));
         self.ctl = Controller::new(&self.env, &self.agent);

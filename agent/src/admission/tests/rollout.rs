@@ -44,6 +44,7 @@ fn step(weight: u32) -> v1::CanaryStep {
         weight,
         pause_ms: 1000,
         until_promote: false,
+        flag_percent: None,
     }
 }
 
@@ -76,21 +77,25 @@ fn every_field_is_decoded() {
         preview_ms: 60_000,
         scale_down_delay_ms: 120_000,
         manual_promote: true,
+        canary_flag: "new-checkout".to_owned(),
         steps: vec![
             v1::CanaryStep {
                 weight: 5,
                 pause_ms: 10_000,
                 until_promote: false,
+                flag_percent: Some(3),
             },
             v1::CanaryStep {
                 weight: 50,
                 pause_ms: 999,
                 until_promote: true,
+                flag_percent: None,
             },
             v1::CanaryStep {
                 weight: 100,
                 pause_ms: 0,
                 until_promote: false,
+                flag_percent: None,
             },
         ],
         analysis: Some(v1::Analysis {
@@ -126,6 +131,7 @@ fn every_field_is_decoded() {
             min_healthy_time: Duration::from_millis(1500),
             watch: Duration::from_secs(4),
             batch_analysis: Duration::from_secs(6),
+            canary_flag: Some("new-checkout".to_owned()),
             healthy_deadline: Some(Duration::from_secs(20)),
             auto_revert: false,
             drain_timeout: Duration::from_secs(5),
@@ -136,15 +142,18 @@ fn every_field_is_decoded() {
             steps: vec![
                 CanaryStep {
                     weight: 5,
-                    pause: Some(Duration::from_secs(10))
+                    pause: Some(Duration::from_secs(10)),
+                    flag_percent: Some(3),
                 },
                 CanaryStep {
                     weight: 50,
-                    pause: None
+                    pause: None,
+                    flag_percent: Some(50),
                 },
                 CanaryStep {
                     weight: 100,
-                    pause: Some(Duration::ZERO)
+                    pause: Some(Duration::ZERO),
+                    flag_percent: Some(100),
                 },
             ],
             analysis: AnalysisSpec {
@@ -250,6 +259,7 @@ fn durations_over_a_day_are_refused_naming_the_field() {
                     weight: 10,
                     pause_ms: too_long,
                     until_promote: false,
+                    flag_percent: None,
                 }]
             }),
         ),
@@ -436,6 +446,7 @@ proptest! {
                     weight,
                     pause_ms,
                     until_promote,
+                    flag_percent: None,
                 })
                 .collect(),
             analysis: Some(v1::Analysis {

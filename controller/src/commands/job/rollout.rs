@@ -52,6 +52,7 @@ pub fn given_flags(a: &RolloutArgs) -> Vec<(&'static str, &'static [Strategy])> 
     );
     add(a.manual_promote, "--manual-promote", BLUE_GREEN);
     add(!a.steps.is_empty(), "--step", CANARY);
+    add(a.canary_flag.is_some(), "--canary-flag", CANARY);
     add(a.canary_instances.is_some(), "--canary-instances", CANARY);
     add(
         a.max_probe_failures.is_some(),
@@ -101,7 +102,8 @@ pub fn refuse_for_action(a: &RolloutArgs, action: &str) -> Result<(), FlagError>
 }
 
 /// Parses one `--step`: `WEIGHT:DURATION` or `WEIGHT:promote`, WEIGHT 1-100 (a trailing `%`
-/// is allowed).
+/// is allowed), optionally followed by `:flag=PCT` (0-100), the percent of users served the
+/// `--canary-flag` during the step.
 ///
 /// # Errors
 ///
@@ -110,13 +112,33 @@ pub fn parse_step(raw: &str) -> Result<CanaryStep, FlagError> {
     let bad = |why: String| {
         FlagError::new(
             "--step",
-            format!("{raw:?}: {why} (expected WEIGHT:DURATION like 10:30s, or WEIGHT:promote)"),
+            format!(
+                "{raw:?}: {why} (expected WEIGHT:DURATION like 10:30s, or WEIGHT:promote, \
+                 optionally followed by :flag=PCT)"
+            ),
         )
     };
-    let (w, pause) = raw
+    let (w, rest) = raw
         .trim()
         .split_once(':')
         .ok_or_else(|| bad("no ':'".to_owned()))?;
+    let (pause, flag_percent) = match rest.split_once(':') {
+        None => (rest, None),
+        Some((pause, flag)) => {
+            let pct = flag
+                .trim()
+                .strip_prefix("flag=")
+                .ok_or_else(|| bad(format!("{flag:?} is not flag=PCT")))?;
+            let pct = pct
+                .strip_suffix('%')
+                .unwrap_or(pct)
+                .parse::<u32>()
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| bad("the flag's percent must be from 0 to 100".to_owned()))?;
+            (pause, Some(pct))
+        }
+    };
     let w = w.trim();
     let weight = w
         .strip_suffix('%')
@@ -131,6 +153,7 @@ pub fn parse_step(raw: &str) -> Result<CanaryStep, FlagError> {
             weight,
             pause_ms: 0,
             until_promote: true,
+            flag_percent,
         });
     }
     let pause_ms = flags::millis_u32_or_zero("--step", pause)
@@ -139,6 +162,7 @@ pub fn parse_step(raw: &str) -> Result<CanaryStep, FlagError> {
         weight,
         pause_ms,
         until_promote: false,
+        flag_percent,
     })
 }
 
@@ -160,6 +184,18 @@ pub fn parse_steps(raws: &[String]) -> Result<Vec<CanaryStep>, FlagError> {
                 "--step",
                 format!(
                     "{:?} comes after {:?}: weights must not decrease",
+                    raws[i + 1],
+                    raws[i]
+                ),
+            ));
+        }
+        let percent = |s: &CanaryStep| s.flag_percent.unwrap_or(s.weight);
+        if percent(next) < percent(prev) {
+            return Err(FlagError::new(
+                "--step",
+                format!(
+                    "{:?} comes after {:?}: the flag's percent (the weight unless :flag= gives \
+                     it) must not decrease, as a user served the canary variant keeps it",
                     raws[i + 1],
                     raws[i]
                 ),
@@ -253,7 +289,24 @@ pub fn build_rollout(strategy: Strategy, a: &RolloutArgs) -> Result<Option<Rollo
             .map(|n| flags::positive_u32("--canary-instances", n))
             .transpose()?
             .unwrap_or_default(),
+        canary_flag: match a.canary_flag.as_deref().map(str::trim) {
+            None => String::new(),
+            Some("") => return Err(FlagError::new("--canary-flag", "is empty: name a flag")),
+            Some(key) => key.to_owned(),
+        },
     };
+    if r.canary_flag.is_empty()
+        && let Some(raw) = a
+            .steps
+            .iter()
+            .zip(&r.steps)
+            .find_map(|(raw, s)| s.flag_percent.map(|_| raw))
+    {
+        return Err(FlagError::new(
+            "--step",
+            format!("{raw:?} sets a flag's percent: name the flag with --canary-flag"),
+        ));
+    }
     if r.preview_weight > 0 && r.preview_ms == 0 && !r.manual_promote {
         return Err(FlagError::new(
             "--preview-weight",
@@ -423,12 +476,17 @@ fn ms_text(ms: u32, default: &str) -> String {
     or_default(ms, ms > 0, flags::format_ms, default)
 }
 
-/// A canary step for people: `10% for 30s`, `50% until gantry promote`.
+/// A canary step for people: `10% for 30s`, `50% until gantry promote`, with a flag
+/// percent given: `10% for 30s, flag 5%`.
 pub fn step_text(s: &CanaryStep) -> String {
-    if s.until_promote {
+    let step = if s.until_promote {
         format!("{}% until gantry promote", s.weight)
     } else {
         format!("{}% for {}", s.weight, flags::format_ms(s.pause_ms))
+    };
+    match s.flag_percent {
+        Some(p) => format!("{step}, flag {p}%"),
+        None => step,
     }
 }
 
@@ -526,6 +584,16 @@ pub fn rollout_rows(strategy: Strategy, r: Option<&Rollout>) -> Vec<(String, Str
         for (i, s) in r.steps.iter().enumerate() {
             row(&format!("step {}", i + 1), step_text(s));
         }
+        if !r.canary_flag.is_empty() {
+            row(
+                "canary flag",
+                format!(
+                    "{}: each step serves its canary variant to the step's percent of users, \
+                     100% once promoted",
+                    r.canary_flag
+                ),
+            );
+        }
         let da = Analysis::default();
         let a = r.analysis.as_ref().unwrap_or(&da);
         row("analysis every", ms_text(a.interval_ms, "1s"));
@@ -614,7 +682,10 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
     let steps: Vec<_> = r
         .steps
         .iter()
-        .map(|s| json!({"weight": s.weight, "pause_ms": s.pause_ms, "until_promote": s.until_promote}))
+        .map(|s| {
+            json!({"weight": s.weight, "pause_ms": s.pause_ms, "until_promote": s.until_promote,
+                   "flag_percent": s.flag_percent})
+        })
         .collect();
     let analysis = r.analysis.as_ref().map(|a| {
         json!({
@@ -649,6 +720,7 @@ pub fn rollout_json(r: Option<&Rollout>) -> serde_json::Value {
         "steps": steps,
         "analysis": analysis,
         "canary_instances": r.canary_instances,
+        "canary_flag": (!r.canary_flag.is_empty()).then_some(&r.canary_flag),
     })
 }
 

@@ -72,11 +72,13 @@ fn rows_show_given_values_and_defaults() {
                     weight: 10,
                     pause_ms: 30_000,
                     until_promote: false,
+                    flag_percent: None,
                 },
                 CanaryStep {
                     weight: 50,
                     pause_ms: 0,
                     until_promote: true,
+                    flag_percent: None,
                 },
             ],
             analysis: Some(Analysis {
@@ -114,6 +116,7 @@ fn json_carries_the_wire_fields() {
             weight: 5,
             pause_ms: 0,
             until_promote: true,
+            flag_percent: None,
         }],
         analysis: Some(Analysis {
             max_memory_bytes: 1024,

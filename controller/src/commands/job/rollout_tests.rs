@@ -124,17 +124,20 @@ fn canary_flags_and_analysis() {
             CanaryStep {
                 weight: 10,
                 pause_ms: 30_000,
-                until_promote: false
+                until_promote: false,
+                flag_percent: None,
             },
             CanaryStep {
                 weight: 50,
                 pause_ms: 0,
-                until_promote: true
+                until_promote: true,
+                flag_percent: None,
             },
             CanaryStep {
                 weight: 100,
                 pause_ms: 1_000,
-                until_promote: false
+                until_promote: false,
+                flag_percent: None,
             },
         ]
     );
@@ -522,7 +525,8 @@ fn step_parsing() {
         Ok(CanaryStep {
             weight: 25,
             pause_ms: 90_000,
-            until_promote: false
+            until_promote: false,
+            flag_percent: None,
         })
     );
     assert_eq!(
@@ -530,7 +534,8 @@ fn step_parsing() {
         Ok(CanaryStep {
             weight: 100,
             pause_ms: 0,
-            until_promote: true
+            until_promote: true,
+            flag_percent: None,
         })
     );
     for bad in [

@@ -194,7 +194,10 @@ fn release(r: &v1::Release) -> Result<ReleaseSpec, AdmissionError> {
             0 => DEFAULT_PROGRESS_DEADLINE,
             s => Duration::from_secs(u64::from(s)),
         },
-        rollout: rollout(r.rollout.as_ref(), r.instances)?,
+        rollout: canary_only(
+            strategy(r.strategy)?,
+            rollout(r.rollout.as_ref(), r.instances)?,
+        )?,
         evidence: r.evidence.clone(),
         notes: r.notes.clone(),
     })
@@ -210,6 +213,7 @@ fn release(r: &v1::Release) -> Result<ReleaseSpec, AdmissionError> {
 pub fn rollout(r: Option<&v1::Rollout>, instances: u32) -> Result<RolloutSpec, AdmissionError> {
     let d = RolloutSpec::default();
     let Some(r) = r else { return Ok(d) };
+    let canary_flag = canary_flag(&r.canary_flag)?;
     let healthy_deadline = match r.healthy_deadline_ms {
         0 => None,
         ms => Some(duration("release.rollout.healthy_deadline_ms", ms)?),
@@ -244,17 +248,98 @@ pub fn rollout(r: Option<&v1::Rollout>, instances: u32) -> Result<RolloutSpec, A
             d.scale_down_delay,
         )?,
         auto_promote: !r.manual_promote,
-        steps: if r.steps.is_empty() {
-            d.steps
-        } else {
-            steps(&r.steps)?
-        },
+        steps: flag_percents(
+            if r.steps.is_empty() {
+                d.steps
+            } else {
+                steps(&r.steps)?
+            },
+            &r.steps,
+            canary_flag.is_some(),
+        )?,
         analysis: match &r.analysis {
             None => d.analysis,
             Some(a) => analysis(a)?,
         },
         canary_instances,
+        canary_flag,
     })
+}
+
+/// Longest flag key a canary may name.
+pub const MAX_FLAG_KEY: usize = 256;
+
+/// `release.rollout.canary_flag`: empty is none; else at most [`MAX_FLAG_KEY`] bytes, no
+/// control characters.
+fn canary_flag(key: &str) -> Result<Option<String>, AdmissionError> {
+    const FIELD: &str = "release.rollout.canary_flag";
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key.len() > MAX_FLAG_KEY {
+        return Err(invalid(
+            FIELD,
+            format!(
+                "is {} bytes, more than the maximum of {MAX_FLAG_KEY}",
+                key.len()
+            ),
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(invalid(FIELD, format!("{key:?} holds a control character")));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Each step's flag percent: the one the job gives (at most 100, never below the previous
+/// step's), else the step's weight; `None` for every step without a canary flag, where the
+/// job may give none.
+fn flag_percents(
+    mut steps: Vec<CanaryStep>,
+    wire: &[v1::CanaryStep],
+    with_flag: bool,
+) -> Result<Vec<CanaryStep>, AdmissionError> {
+    let field = |i: usize| format!("release.rollout.steps[{i}].flag_percent");
+    if !with_flag {
+        return match wire.iter().position(|s| s.flag_percent.is_some()) {
+            Some(i) => Err(invalid(
+                &field(i),
+                "needs release.rollout.canary_flag (the flag it sets)",
+            )),
+            None => Ok(steps),
+        };
+    }
+    let mut previous = 0;
+    for (i, step) in steps.iter_mut().enumerate() {
+        let given = wire.get(i).and_then(|w| w.flag_percent);
+        let p = match given {
+            Some(p) => percent(&field(i), p)?,
+            None => step.weight,
+        };
+        if p < previous {
+            return Err(invalid(
+                &field(i),
+                format!(
+                    "{p} is less than the previous step's {previous}: a user served the flag's \
+                     canary variant keeps it, so flag percents must not decrease"
+                ),
+            ));
+        }
+        previous = p;
+        step.flag_percent = Some(p);
+    }
+    Ok(steps)
+}
+
+/// Refuses `release.rollout.canary_flag` on a strategy other than canary.
+fn canary_only(strategy: StrategyKind, r: RolloutSpec) -> Result<RolloutSpec, AdmissionError> {
+    if r.canary_flag.is_some() && strategy != StrategyKind::Canary {
+        return Err(invalid(
+            "release.rollout.canary_flag",
+            format!("is for the canary strategy, not {strategy}"),
+        ));
+    }
+    Ok(r)
 }
 
 /// `"N"` (N >= 1) or `"P%"` (1 <= P <= 100); empty is the default, one at a time.
@@ -354,7 +439,11 @@ fn steps(wire: &[v1::CanaryStep]) -> Result<Vec<CanaryStep>, AdmissionError> {
                 step.pause_ms,
             )?)
         };
-        out.push(CanaryStep { weight, pause });
+        out.push(CanaryStep {
+            weight,
+            pause,
+            flag_percent: None,
+        });
     }
     Ok(out)
 }

@@ -114,6 +114,10 @@ pub struct CanaryStep {
     pub weight: u32,
     /// How long to hold it; `None`: until a signed promote job.
     pub pause: Option<Duration>,
+    /// With [`RolloutSpec::canary_flag`]: percent of users served the flag's canary variant
+    /// during the step (the step's weight unless the job says otherwise); `None` without.
+    #[serde(default)]
+    pub flag_percent: Option<u32>,
 }
 
 /// What a step does when its hold is over and a metric still has too few samples.
@@ -299,6 +303,9 @@ pub struct RolloutSpec {
     /// Rolling: how long each batch's new instances are analysed once back in rotation.
     #[serde(default)]
     pub batch_analysis: Duration,
+    /// Canary: the flag of the app's flag set that the steps release with the code.
+    #[serde(default)]
+    pub canary_flag: Option<String>,
 }
 
 impl Default for RolloutSpec {
@@ -317,20 +324,24 @@ impl Default for RolloutSpec {
                 CanaryStep {
                     weight: 10,
                     pause: Some(Duration::from_secs(30)),
+                    flag_percent: None,
                 },
                 CanaryStep {
                     weight: 50,
                     pause: Some(Duration::from_secs(30)),
+                    flag_percent: None,
                 },
                 CanaryStep {
                     weight: 100,
                     pause: Some(Duration::ZERO),
+                    flag_percent: None,
                 },
             ],
             analysis: AnalysisSpec::default(),
             canary_instances: 1,
             watch: Duration::ZERO,
             batch_analysis: Duration::ZERO,
+            canary_flag: None,
         }
     }
 }
