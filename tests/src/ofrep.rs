@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use gantry_policy::config::raw::RawFlags;
+use gantry_policy::config::raw::{RawConfig, RawFlags};
 
 use crate::env::{KeyPair, TestEnv};
 use crate::probe::free_port_range;
@@ -134,6 +134,23 @@ pub fn enable_flags_with(
     more: usize,
     approvals: Option<u32>,
 ) -> anyhow::Result<(FlagKeys, Vec<KeyPair>, SocketAddr)> {
+    let (raw, keys, more, addr) = flags_config(env, env.raw_config(), more, approvals)?;
+    env.write_raw_config(&raw)?;
+    Ok((keys, more, addr))
+}
+
+/// `raw` with the keys and `[apps.web.flags]` of [`enable_flags_with`], not yet written (for
+/// a test that adds more to the config).
+///
+/// # Errors
+///
+/// When `gantry keygen` fails.
+pub fn flags_config(
+    env: &TestEnv,
+    raw: RawConfig,
+    more: usize,
+    approvals: Option<u32>,
+) -> anyhow::Result<(RawConfig, FlagKeys, Vec<KeyPair>, SocketAddr)> {
     let names: Vec<String> = ["flagger".to_owned(), "killer".to_owned()]
         .into_iter()
         .chain((0..more).map(|i| format!("flagger-{}", i + 2)))
@@ -151,10 +168,11 @@ pub fn enable_flags_with(
         });
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], *free_port_range(1)?.start()));
-    let mut raw = env
-        .raw_config()
-        .key("flagger", "keys/flagger.pub", &["flags"])
-        .key("killer", "keys/killer.pub", &["kill-switch"]);
+    let mut raw = raw.key("flagger", "keys/flagger.pub", &["flags"]).key(
+        "killer",
+        "keys/killer.pub",
+        &["kill-switch"],
+    );
     for name in &names[2..] {
         raw = raw.key(name, &format!("keys/{name}.pub"), &["flags"]);
     }
@@ -163,12 +181,11 @@ pub fn enable_flags_with(
         flags.approvals = approvals;
         web.flags = Some(flags);
     }
-    env.write_raw_config(&raw)?;
     let mut it = keys.into_iter();
     let (Some(flagger), Some(killer)) = (it.next(), it.next()) else {
         bail!("keys not made");
     };
-    Ok((FlagKeys { flagger, killer }, it.collect(), addr))
+    Ok((raw, FlagKeys { flagger, killer }, it.collect(), addr))
 }
 
 /// The npm packages the SDK test runs, pinned.

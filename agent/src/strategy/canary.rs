@@ -50,6 +50,8 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
     app.state.standby = None;
     let rollout = &release.rollout;
     let canaries = rollout.canary_instances.clamp(1, release.instances.max(1));
+    // A fleet ring may hold the flag below 100%.
+    let flag_limit = rollout.flag_limit.unwrap_or(100).min(100);
     let forward = async {
         app.shared
             .set_rollout(format!("canary {}: starting", release.version));
@@ -85,7 +87,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
                 .set_rollout(format!("canary {}: {label}", release.version));
             shift::apply(app, ctx, &weights, &label).await?;
             if let (Some(flag), Some(percent)) = (&ctx.canary_flag, step.flag_percent) {
-                split_flag(ctx, flag, percent, &label).await?;
+                split_flag(ctx, flag, percent.min(flag_limit), &label).await?;
             }
             ctx.step_of(
                 "canary.step",
@@ -112,7 +114,7 @@ pub async fn deploy(app: &mut AppRuntime, ctx: &JobCtx, release: &ReleaseSpec) -
         let all = ports_in(app, canary_slot);
         serve_only(app, ctx, &all, "promote the canary").await?;
         if let Some(flag) = &ctx.canary_flag {
-            split_flag(ctx, flag, 100, "promoted").await?;
+            split_flag(ctx, flag, flag_limit, "promoted").await?;
         }
         // The stable release still runs: a watch failure returns all traffic to it.
         super::watch::watch(app, ctx, release, &all, CANARY).await?;

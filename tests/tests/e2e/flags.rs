@@ -848,7 +848,7 @@ fn a_rollback_with_restore_flags_puts_back_the_set_that_went_with_the_release() 
 
 /// A set whose `new-checkout` may be released by a canary (`canaryVariant`): signed, it is on
 /// only for staff; `page-size` names no canary variant.
-fn canary_set() -> Value {
+pub(crate) fn canary_set() -> Value {
     json!({
         "flags": {
             "new-checkout": {"state": "ENABLED", "defaultVariant": "off",
@@ -861,7 +861,7 @@ fn canary_set() -> Value {
 }
 
 /// How many of 200 users `new-checkout` is on for; `None` while the endpoint does not answer.
-fn checkout_on(ofrep: SocketAddr) -> Option<usize> {
+pub(crate) fn checkout_on(ofrep: SocketAddr) -> Option<usize> {
     let mut on = 0;
     for u in 0..200 {
         let context = json!({"targetingKey": format!("user-{u}")});

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use gantry_policy::config::raw::RawConfig;
 use gantry_proto::v1::{self, DispatchAction, SignedPlan, job_event};
 use gantry_tests::fleet::{
     Orchestrator, dispatch, plan, release, request, ring_of_ids, ring_of_labels,
@@ -27,9 +28,18 @@ struct Fleet {
 
 impl Fleet {
     fn start(options: Options) -> Fleet {
+        Fleet::start_with(options, |_, raw| (raw, ())).0
+    }
+
+    /// [`Fleet::start`] with `config` adding to the agent's config before it starts; returns
+    /// what it returned besides the config.
+    fn start_with<T>(
+        options: Options,
+        config: impl FnOnce(&TestEnv, RawConfig) -> (RawConfig, T),
+    ) -> (Fleet, T) {
         let env = TestEnv::with_options(options).unwrap();
         let orchestrator = Orchestrator::create(&env, "orchestrator").unwrap();
-        let mut raw = env.raw_config();
+        let (mut raw, extra) = config(&env, env.raw_config());
         trust_orchestrator(
             &mut raw,
             &orchestrator.pair.public,
@@ -50,12 +60,13 @@ impl Fleet {
         )
         .unwrap()
         .unwrap();
-        Fleet {
+        let fleet = Fleet {
             env,
             agent,
             orchestrator,
             artifact,
-        }
+        };
+        (fleet, extra)
     }
 
     /// Plan `plan_id` of web 2.0.0 for `environment`: ring 0 `canary` (agent `web-9` only),
@@ -496,4 +507,72 @@ fn a_plan_made_signed_and_approved_with_the_cli_is_explained_and_admitted_by_a_r
             show.all()
         );
     }
+}
+
+#[test]
+fn a_rings_flag_percent_holds_the_canary_flag_at_that_share_on_its_hosts() {
+    let (fleet, (keys, ofrep)) = Fleet::start_with(Options::front_door(2), |env, raw| {
+        let (raw, keys, _, addr) = gantry_tests::ofrep::flags_config(env, raw, 0, None).unwrap();
+        (raw, (keys, addr))
+    });
+    let env = &fleet.env;
+    let ctl = Controller::new(env, &fleet.agent);
+    let set = env.root.join("canary.json");
+    std::fs::write(
+        &set,
+        serde_json::to_vec(&crate::flags::canary_set()).unwrap(),
+    )
+    .unwrap();
+    let flagger = keys.flagger.key.to_string_lossy().into_owned();
+    ctl.run(&[
+        "flags",
+        "push",
+        "--key",
+        &flagger,
+        "--app",
+        "web",
+        &set.to_string_lossy(),
+    ])
+    .unwrap()
+    .assert_code(0);
+
+    // Ring 1 holds the flag at 30%: its hosts' canaries never serve it to more.
+    let mut rel = release("2.0.0", &fleet.artifact, 1).unwrap();
+    rel.strategy = v1::Strategy::Canary.into();
+    rel.rollout = Some(v1::Rollout {
+        canary_flag: "new-checkout".to_owned(),
+        steps: vec![v1::CanaryStep {
+            weight: 50,
+            pause_ms: 0,
+            until_promote: false,
+            flag_percent: None,
+        }],
+        ..v1::Rollout::default()
+    });
+    let mut first = ring_of_ids("canary", &["web-9"]);
+    first.flag_percent = Some(10);
+    let mut everyone = ring_of_labels("everyone", &[("ring", "1")]);
+    everyone.flag_percent = Some(30);
+    let keys = &env.keys;
+    let signed = sign_plan(
+        &plan("rel-flag", "production", rel, vec![first, everyone]),
+        &[&keys.deployer, &keys.approver],
+    )
+    .unwrap();
+    let events = fleet
+        .send(&signed, &fleet.dispatch(&signed, 1, DispatchAction::Deploy))
+        .unwrap();
+    assert_eq!(outcome(&events), Some(v1::Outcome::Succeeded), "{events:?}");
+    let on = crate::flags::checkout_on(ofrep).unwrap();
+    assert!((35..=85).contains(&on), "on for {on} of 200 at 30%");
+    let weights = audit_events(env, "flags.canary_weight").unwrap();
+    let percents: Vec<_> = weights.iter().map(|e| e["percent"].clone()).collect();
+    assert_eq!(percents, [30, 30, 30], "{weights:#?}");
+    assert_eq!(weights[1]["why"], "promoted", "{weights:#?}");
+    let show = ctl
+        .run(&["flags", "show", "--app", "web", "--json"])
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(shown["splits"][0]["percent"], 30, "{shown}");
+    assert_eq!(shown["splits"][0]["kept"], true, "{shown}");
 }

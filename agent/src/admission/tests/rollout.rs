@@ -132,6 +132,7 @@ fn every_field_is_decoded() {
             watch: Duration::from_secs(4),
             batch_analysis: Duration::from_secs(6),
             canary_flag: Some("new-checkout".to_owned()),
+            flag_limit: None,
             healthy_deadline: Some(Duration::from_secs(20)),
             auto_revert: false,
             drain_timeout: Duration::from_secs(5),

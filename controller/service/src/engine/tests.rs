@@ -153,6 +153,7 @@ fn ring(n: u32, bake_ms: u64, on_failure: OnFailure) -> Ring {
         gates: None,
         on_failure: on_failure.into(),
         host_deadline_ms: 0,
+        flag_percent: None,
     }
 }
 

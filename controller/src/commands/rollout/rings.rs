@@ -14,6 +14,7 @@
 //! max_conn_errors = 0
 //! max_unhealthy_hosts = 0
 //! host_deadline = "20m"            # default: the release's progress deadline plus 1 min
+//! flag_percent = 10                # with --canary-flag: the flag's percent once promoted
 //! ```
 //!
 //! As a flag: `name=canary,ids=web-1;web-2,labels=ring:0;region:eu,bake=1h,...`.
@@ -55,6 +56,8 @@ pub struct RawRing {
     pub max_unhealthy_hosts: Option<u32>,
     /// A host's deploy deadline, humantime.
     pub host_deadline: Option<String>,
+    /// With the release's canary flag: the percent its hosts serve once promoted.
+    pub flag_percent: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -111,11 +114,15 @@ pub fn parse_spec(raw: &str) -> Result<RawRing, FlagError> {
                     Some(u32::try_from(number(k)?).map_err(|_| bad(format!("{k} is too large")))?);
             }
             "max_conn_errors" => ring.max_conn_errors = Some(number(k)?),
+            "flag_percent" => {
+                ring.flag_percent =
+                    Some(u32::try_from(number(k)?).map_err(|_| bad(format!("{k} is too large")))?);
+            }
             other => {
                 return Err(bad(format!(
                     "unknown key {other:?} (expected name, ids, labels, max_parallel, \
                      min_healthy, bake, on_failure, max_restarts, max_conn_errors, \
-                     max_unhealthy_hosts, host_deadline)"
+                     max_unhealthy_hosts, host_deadline, flag_percent)"
                 )));
             }
         }
@@ -251,5 +258,13 @@ pub fn build(raw: &RawRing, index: usize) -> Result<Ring, FlagError> {
             .map_err(at)?
             .into(),
         host_deadline_ms: millis("host_deadline", raw.host_deadline.as_deref()).map_err(at)?,
+        flag_percent: match raw.flag_percent {
+            Some(p) if p > 100 => {
+                return Err(at(bad(format!(
+                    "flag_percent {p} is more than 100 (percent)"
+                ))));
+            }
+            p => p,
+        },
     })
 }

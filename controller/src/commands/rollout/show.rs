@@ -53,9 +53,13 @@ pub fn ring_text(i: usize, r: &Ring) -> String {
     } else {
         ms_text(r.host_deadline_ms)
     };
+    let flag = r
+        .flag_percent
+        .map(|p| format!("; the canary flag at {p}% once promoted"))
+        .unwrap_or_default();
     format!(
         "{i} {}: {}; max {} at once, {} healthy, bake {}, on failure {}, gates: restarts <= {}, \
-         conn errors <= {}, unhealthy hosts <= {}; host deadline {deadline}",
+         conn errors <= {}, unhealthy hosts <= {}; host deadline {deadline}{flag}",
         r.name,
         selector_text(&r.selector.clone().unwrap_or_default()),
         r.max_parallel,
@@ -175,6 +179,7 @@ pub fn show_json(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey]) -> se
                     "max_unhealthy_hosts": gates.max_unhealthy_hosts,
                 },
                 "host_deadline_ms": r.host_deadline_ms,
+                "flag_percent": r.flag_percent,
             })
         })
         .collect();

@@ -263,6 +263,7 @@ pub fn rollout(r: Option<&v1::Rollout>, instances: u32) -> Result<RolloutSpec, A
         },
         canary_instances,
         canary_flag,
+        flag_limit: None,
     })
 }
 

@@ -204,6 +204,7 @@ pub fn assess_plan<'p>(
         .release
         .ok_or_else(|| invalid_plan("release: a plan needs one"))?;
     check_release(app, &release)?;
+    ring_flag_percents(&plan, &release)?;
     // The environment's rules bind a plan as they bind a job: no pre-release where they are
     // refused, and every required gate met by signed evidence in the plan's release.
     let envs = &policy.environments;
@@ -219,6 +220,40 @@ pub fn assess_plan<'p>(
         release,
         signers,
     })
+}
+
+/// Each ring's `flag_percent`: only for a release whose canary releases a flag, at most 100,
+/// and never below an earlier ring's (a ring without one serves 100%).
+fn ring_flag_percents(plan: &v1::Plan, release: &ReleaseSpec) -> Result<(), AdmissionError> {
+    let with_flag = release.rollout.canary_flag.is_some();
+    let mut previous: Option<(usize, u32)> = None;
+    for (i, ring) in plan.rings.iter().enumerate() {
+        if !with_flag {
+            if ring.flag_percent.is_some() {
+                return Err(invalid_plan(format!(
+                    "rings[{i}].flag_percent needs release.rollout.canary_flag (a canary that \
+                     releases a flag)"
+                )));
+            }
+            continue;
+        }
+        let p = ring.flag_percent.unwrap_or(100);
+        if p > 100 {
+            return Err(invalid_plan(format!(
+                "rings[{i}].flag_percent {p} is more than 100 (percent)"
+            )));
+        }
+        if let Some((at, before)) = previous
+            && p < before
+        {
+            return Err(invalid_plan(format!(
+                "rings[{i}].flag_percent {p} is less than ring {at}'s {before}: a user served \
+                 the flag's canary variant keeps it, so rings must not lower it"
+            )));
+        }
+        previous = Some((i, p));
+    }
+    Ok(())
 }
 
 /// Where this agent stands, for [`assess_dispatch`].
@@ -361,7 +396,9 @@ pub fn assess_dispatch(
     }
     let mut spec = decode::job_spec(&wire).map_err(|e| invalid_plan(crate::error_chain(&e)))?;
     if action == DispatchAction::Deploy {
-        spec.release = Some(plan.release.clone());
+        let mut release = plan.release.clone();
+        release.rollout.flag_limit = ring.flag_percent;
+        spec.release = Some(release);
     }
     Ok(PassedDispatch {
         spec,

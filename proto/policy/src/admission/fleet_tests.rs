@@ -752,3 +752,88 @@ fn a_plan_needs_the_gates_its_environment_requires_signed_for_its_artifact() {
     );
     judge(&f, &passed, &keys, deploy_ring_1, &f.orchestrator).unwrap();
 }
+
+/// [`plan`] as a canary releasing flag `f`, its rings' `flag_percent`s as given.
+fn flag_plan(with_flag: bool, percents: [Option<u32>; 2]) -> v1::Plan {
+    let mut p = plan();
+    if let Some(r) = p.release.as_mut() {
+        r.strategy = v1::Strategy::Canary.into();
+        r.rollout = Some(v1::Rollout {
+            canary_flag: if with_flag {
+                "f".to_owned()
+            } else {
+                String::new()
+            },
+            ..v1::Rollout::default()
+        });
+    }
+    for (ring, percent) in p.rings.iter_mut().zip(percents) {
+        ring.flag_percent = percent;
+    }
+    p
+}
+
+fn plan_refusal(f: &Fixture, p: &v1::Plan) -> String {
+    match judge(
+        f,
+        p,
+        &[&f.deployer, &f.approver],
+        deploy_ring_1,
+        &f.orchestrator,
+    ) {
+        Err(AdmissionError::InvalidPlan { detail }) => detail,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_rings_flag_percent_is_the_limit_of_the_canary_flag_on_its_hosts() {
+    let mut f = fixture(1);
+    for app in f.policy.apps.values_mut() {
+        app.router = RouterConfig::FrontDoor;
+    }
+    let limit = |percents| {
+        judge(
+            &f,
+            &flag_plan(true, percents),
+            &[&f.deployer, &f.approver],
+            deploy_ring_1,
+            &f.orchestrator,
+        )
+        .unwrap()
+        .spec
+        .release
+        .unwrap()
+        .rollout
+        .flag_limit
+    };
+    assert_eq!(limit([Some(10), Some(50)]), Some(50));
+    assert_eq!(limit([Some(50), Some(50)]), Some(50));
+    assert_eq!(limit([Some(10), None]), None);
+    assert_eq!(limit([None, Some(100)]), Some(100));
+    assert_eq!(limit([Some(0), Some(0)]), Some(0));
+
+    assert_eq!(
+        plan_refusal(&f, &flag_plan(true, [Some(10), Some(101)])),
+        "rings[1].flag_percent 101 is more than 100 (percent)"
+    );
+    assert_eq!(
+        plan_refusal(&f, &flag_plan(true, [Some(60), Some(50)])),
+        "rings[1].flag_percent 50 is less than ring 0's 60: a user served the flag's canary \
+         variant keeps it, so rings must not lower it"
+    );
+    // A ring without one serves 100%: a later ring cannot go below it.
+    assert_eq!(
+        plan_refusal(&f, &flag_plan(true, [None, Some(50)])),
+        "rings[1].flag_percent 50 is less than ring 0's 100: a user served the flag's canary \
+         variant keeps it, so rings must not lower it"
+    );
+    assert_eq!(
+        plan_refusal(&f, &flag_plan(false, [None, Some(50)])),
+        "rings[1].flag_percent needs release.rollout.canary_flag (a canary that releases a flag)"
+    );
+    assert_eq!(
+        plan_refusal(&f, &flag_plan(false, [Some(5), None])),
+        "rings[0].flag_percent needs release.rollout.canary_flag (a canary that releases a flag)"
+    );
+}

@@ -306,6 +306,10 @@ pub struct RolloutSpec {
     /// Canary: the flag of the app's flag set that the steps release with the code.
     #[serde(default)]
     pub canary_flag: Option<String>,
+    /// Canary with a flag, deployed by a fleet plan's ring with `flag_percent`: the percent
+    /// served once promoted, and the most any step serves. `None`: 100.
+    #[serde(default)]
+    pub flag_limit: Option<u32>,
 }
 
 impl Default for RolloutSpec {
@@ -342,6 +346,7 @@ impl Default for RolloutSpec {
             watch: Duration::ZERO,
             batch_analysis: Duration::ZERO,
             canary_flag: None,
+            flag_limit: None,
         }
     }
 }
