@@ -67,13 +67,19 @@ async fn runs_in_release_dir_with_relative_argv0_own_session_and_only_std_fds() 
         (fields[2], fields[3]),
         (pid.to_string().as_str(), pid.to_string().as_str())
     );
-    // stdin is /dev/null, stdout and stderr the log; nothing else of the agent leaks in.
-    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    fds.sort();
-    assert_eq!(fds, ["0", "1", "2"]);
+    // stdin is /dev/null, stdout and stderr the log; nothing else of the agent leaks in. The
+    // kernel names the process `sleep` a moment before it closes the shell's close-on-exec
+    // descriptors, so the list is awaited (a leaked descriptor never goes and fails the wait).
+    let fds = || {
+        let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        fds
+    };
+    wait_until("only the standard descriptors", || fds() == ["0", "1", "2"]).await;
+    assert_eq!(fds(), ["0", "1", "2"]);
     assert_eq!(
         fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(),
         Path::new("/dev/null")
