@@ -62,7 +62,9 @@ fn resend(entry: &AppFlags) {
 }
 
 /// The kept splits of `previous` that still hold in a new set that `changes` these flags:
-/// a new signed definition of a flag replaces what a canary left for it.
+/// a new signed definition of a flag replaces what a canary left for it. A split kept for a
+/// flag `previous` does not have (removed while its canary ran) holds on nothing: it goes
+/// too, so that it never applies to a flag added again under that key.
 pub(super) fn kept_after(
     previous: &InForce,
     changed: &[String],
@@ -71,7 +73,9 @@ pub(super) fn kept_after(
     previous
         .splits
         .iter()
-        .filter(|(k, _)| !changed.contains(k) && !removed.contains(k))
+        .filter(|(k, _)| {
+            previous.set.flags.contains_key(*k) && !changed.contains(k) && !removed.contains(k)
+        })
         .map(|(k, s)| (k.clone(), s.clone()))
         .collect()
 }
@@ -407,3 +411,7 @@ impl CanaryFlag {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "split_tests.rs"]
+mod tests;

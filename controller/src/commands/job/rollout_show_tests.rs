@@ -145,3 +145,68 @@ fn json_carries_the_wire_fields() {
     assert_eq!(v["canary_flag"], "new-checkout");
     assert_eq!(v["steps"][0]["flag_percent"], 5);
 }
+
+fn flagged() -> Rollout {
+    Rollout {
+        steps: vec![
+            CanaryStep {
+                weight: 10,
+                pause_ms: 30_000,
+                until_promote: false,
+                flag_percent: Some(5),
+            },
+            CanaryStep {
+                weight: 50,
+                pause_ms: 0,
+                until_promote: true,
+                flag_percent: None,
+            },
+        ],
+        canary_flag: "new-checkout".into(),
+        ..Rollout::default()
+    }
+}
+
+#[test]
+fn rows_show_the_canary_flag_and_each_step_s_percent() {
+    let t = text(Strategy::Canary, Some(&flagged()));
+    assert!(
+        t.contains(
+            "step 1: 10% for 30s, flag 5%\n\
+             step 2: 50% until gantry promote\n\
+             canary flag: new-checkout: each step serves its canary variant to the step's \
+             percent of users, 100% once promoted\n"
+        ),
+        "{t}"
+    );
+    let plain = Rollout {
+        canary_flag: String::new(),
+        ..flagged()
+    };
+    let t = text(Strategy::Canary, Some(&plain));
+    assert!(!t.contains("canary flag"), "{t}");
+    assert_eq!(
+        step_text(&CanaryStep {
+            weight: 50,
+            pause_ms: 0,
+            until_promote: true,
+            flag_percent: Some(0),
+        }),
+        "50% until gantry promote, flag 0%"
+    );
+}
+
+#[test]
+fn json_carries_the_canary_flag_and_each_step_s_percent() {
+    let v = rollout_json(Some(&flagged()));
+    assert_eq!(v["canary_flag"], "new-checkout");
+    assert_eq!(
+        v["steps"],
+        json!([
+            {"weight": 10, "pause_ms": 30_000, "until_promote": false, "flag_percent": 5},
+            {"weight": 50, "pause_ms": 0, "until_promote": true, "flag_percent": null},
+        ])
+    );
+    let v = rollout_json(Some(&Rollout::default()));
+    assert_eq!(v["canary_flag"], serde_json::Value::Null);
+}

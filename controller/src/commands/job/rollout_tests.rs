@@ -586,3 +586,154 @@ fn step_sequences() {
     );
     assert!(parse_steps(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn a_step_may_give_the_flag_percent() {
+    let step = |weight, pause_ms, until_promote, flag_percent| CanaryStep {
+        weight,
+        pause_ms,
+        until_promote,
+        flag_percent,
+    };
+    assert_eq!(
+        parse_step("10:30s:flag=0"),
+        Ok(step(10, 30_000, false, Some(0)))
+    );
+    assert_eq!(
+        parse_step("50:promote:flag=100"),
+        Ok(step(50, 0, true, Some(100)))
+    );
+    assert_eq!(
+        parse_step(" 20%:1m : flag=5% "),
+        Ok(step(20, 60_000, false, Some(5)))
+    );
+    // Without :flag=, the step gives none (the weight is the flag's percent).
+    assert_eq!(parse_step("20:1m"), Ok(step(20, 60_000, false, None)));
+    assert_eq!(
+        parse_step("10:30s:flag=101").unwrap_err().to_string(),
+        "invalid --step: \"10:30s:flag=101\": the flag's percent must be from 0 to 100 \
+         (expected WEIGHT:DURATION like 10:30s, or WEIGHT:promote, optionally followed by \
+         :flag=PCT)"
+    );
+    for (bad, why) in [
+        ("10:30s:flag=x", "the flag's percent must be from 0 to 100"),
+        (
+            "10:promote:flag=-1",
+            "the flag's percent must be from 0 to 100",
+        ),
+        ("10:30s:flag=", "the flag's percent must be from 0 to 100"),
+        ("10:30s:foo=3", "\"foo=3\" is not flag=PCT"),
+        ("10:30s:5", "\"5\" is not flag=PCT"),
+        (
+            "0:30s:flag=5",
+            "the weight must be a percentage from 1 to 100",
+        ),
+    ] {
+        let e = parse_step(bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("invalid --step: {bad:?}: {why} (expected ")),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_flag_percent_must_not_decrease() {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        parse_steps(&s(&["10:1s:flag=20", "50:1s:flag=10"]))
+            .unwrap_err()
+            .to_string(),
+        "invalid --step: \"50:1s:flag=10\" comes after \"10:1s:flag=20\": the flag's percent \
+         (the weight unless :flag= gives it) must not decrease, as a user served the canary \
+         variant keeps it"
+    );
+    // Without :flag=, a step's weight is its flag percent.
+    let e = parse_steps(&s(&["10:1s:flag=30", "20:1s"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "invalid --step: \"20:1s\" comes after \"10:1s:flag=30\": the flag's percent"
+        ),
+        "{e}"
+    );
+    let e = parse_steps(&s(&["40:1s", "50:1s:flag=5"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("invalid --step: \"50:1s:flag=5\" comes after \"40:1s\": the flag's percent"),
+        "{e}"
+    );
+    let steps = parse_steps(&s(&[
+        "10:1s:flag=0",
+        "50:1s:flag=0",
+        "60:promote",
+        "100:1s",
+    ]))
+    .unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s.flag_percent).collect::<Vec<_>>(),
+        [Some(0), Some(0), None, None]
+    );
+}
+
+#[test]
+fn a_canary_flag_is_named_once_and_only_for_a_canary() {
+    let a = RolloutArgs {
+        steps: vec!["10:30s:flag=5".into(), "50:promote".into()],
+        canary_flag: Some(" new-checkout ".into()),
+        ..args()
+    };
+    let r = build_rollout(Strategy::Canary, &a).unwrap().unwrap();
+    assert_eq!(r.canary_flag, "new-checkout");
+    assert_eq!(
+        r.steps.iter().map(|s| s.flag_percent).collect::<Vec<_>>(),
+        [Some(5), None]
+    );
+    // The flag alone: the steps' weights are its percents.
+    let a = RolloutArgs {
+        canary_flag: Some("new-checkout".into()),
+        ..args()
+    };
+    assert_eq!(
+        build_rollout(Strategy::Canary, &a),
+        Ok(Some(Rollout {
+            canary_flag: "new-checkout".into(),
+            ..Rollout::default()
+        }))
+    );
+    // A percent with no flag to give it to.
+    let a = RolloutArgs {
+        steps: vec!["10:30s".into(), "50:30s:flag=20".into()],
+        ..args()
+    };
+    assert_eq!(
+        err(Strategy::Canary, &a),
+        "invalid --step: \"50:30s:flag=20\" sets a flag's percent: name the flag with \
+         --canary-flag"
+    );
+    for empty in ["", "  "] {
+        let a = RolloutArgs {
+            canary_flag: Some(empty.into()),
+            ..args()
+        };
+        assert_eq!(
+            err(Strategy::Canary, &a),
+            "invalid --canary-flag: is empty: name a flag",
+            "{empty:?}"
+        );
+    }
+    let a = RolloutArgs {
+        canary_flag: Some("new-checkout".into()),
+        ..args()
+    };
+    assert_eq!(
+        err(Strategy::Rolling, &a),
+        "invalid --canary-flag: is a canary flag and does not fit --strategy rolling"
+    );
+    assert_eq!(
+        refuse_for_action(&a, "restart").unwrap_err().to_string(),
+        "invalid --canary-flag: is only for deploy, not restart"
+    );
+}
