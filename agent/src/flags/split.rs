@@ -278,6 +278,20 @@ impl CanaryFlag {
         &self.flag
     }
 
+    /// This canary's `flags.canary_weight` entry over `f`.
+    fn entry(&self, f: &InForce, percent: Option<u32>, previous: Option<u32>, why: &str) -> Entry {
+        entry(
+            &self.app,
+            &self.job_id,
+            &self.release,
+            &self.flag,
+            f,
+            percent,
+            previous,
+        )
+        .with("why", json!(why))
+    }
+
     fn now(&self) -> Option<(InForce, Option<Split>, Option<Split>)> {
         let apps = self.flags.lock();
         let entry = apps.get(&self.app)?;
@@ -298,16 +312,7 @@ impl CanaryFlag {
         let (f, applied, _) = self.now().ok_or_else(|| FlagsError::NoFlagSet {
             app: self.app.to_string(),
         })?;
-        let e = entry(
-            &self.app,
-            &self.job_id,
-            &self.release,
-            &self.flag,
-            &f,
-            Some(percent),
-            applied.map(|s| s.percent),
-        )
-        .with("why", json!(why));
+        let e = self.entry(&f, Some(percent), applied.map(|s| s.percent), why);
         self.flags
             .audit
             .append(e)
@@ -343,16 +348,12 @@ impl CanaryFlag {
         if applied == kept {
             return;
         }
-        let e = entry(
-            &self.app,
-            &self.job_id,
-            &self.release,
-            &self.flag,
+        let e = self.entry(
             &f,
             kept.as_ref().map(|s| s.percent),
             applied.map(|s| s.percent),
-        )
-        .with("why", json!(why));
+            why,
+        );
         if let Err(err) = self.flags.audit.append_held(e).await {
             tracing::error!(
                 "cannot record the end of the split of flag {}: {err}",
@@ -383,16 +384,12 @@ impl CanaryFlag {
         if applied.job_id != self.job_id || kept.as_ref() == Some(&applied) {
             return Ok(());
         }
-        let e = entry(
-            &self.app,
-            &self.job_id,
-            &self.release,
-            &self.flag,
+        let e = self.entry(
             &f,
             Some(applied.percent),
             kept.map(|s| s.percent),
-        )
-        .with("why", json!("kept in force: the canary succeeded"));
+            "kept in force: the canary succeeded",
+        );
         self.flags
             .audit
             .append(e)

@@ -860,6 +860,17 @@ pub(crate) fn canary_set() -> Value {
     })
 }
 
+/// `gantry flags push` of [`canary_set`] with `flagger`, which must succeed.
+pub(crate) fn push_canary_set(ctl: &Controller, env: &TestEnv, flagger: &gantry_tests::KeyPair) {
+    let set = env.root.join("canary.json");
+    fs::write(&set, serde_json::to_vec(&canary_set()).unwrap()).unwrap();
+    let key = Flags::key(flagger);
+    let file = set.to_string_lossy();
+    ctl.run(&["flags", "push", "--key", &key, "--app", "web", &file])
+        .unwrap()
+        .assert_code(0);
+}
+
 /// How many of 200 users `new-checkout` is on for; `None` while the endpoint does not answer.
 pub(crate) fn checkout_on(ofrep: SocketAddr) -> Option<usize> {
     let mut on = 0;
@@ -913,22 +924,7 @@ fn a_canary_step_sets_the_flags_percentage_and_an_abort_or_a_rollback_puts_the_s
         Rig::with_v1_on(gantry_tests::Options::front_door(4), 2, |env| {
             ofrep::enable_flags(env).unwrap()
         });
-    let set = rig.env.root.join("canary.json");
-    fs::write(&set, serde_json::to_vec(&canary_set()).unwrap()).unwrap();
-    let flagger = Flags::key(&keys.flagger);
-    let push = rig
-        .ctl
-        .run(&[
-            "flags",
-            "push",
-            "--key",
-            &flagger,
-            "--app",
-            "web",
-            &set.to_string_lossy(),
-        ])
-        .unwrap();
-    push.assert_code(0);
+    push_canary_set(&rig.ctl, &rig.env, &keys.flagger);
     assert_eq!(
         checkout_on(ofrep),
         Some(0),

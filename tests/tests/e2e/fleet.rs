@@ -517,24 +517,7 @@ fn a_rings_flag_percent_holds_the_canary_flag_at_that_share_on_its_hosts() {
     });
     let env = &fleet.env;
     let ctl = Controller::new(env, &fleet.agent);
-    let set = env.root.join("canary.json");
-    std::fs::write(
-        &set,
-        serde_json::to_vec(&crate::flags::canary_set()).unwrap(),
-    )
-    .unwrap();
-    let flagger = keys.flagger.key.to_string_lossy().into_owned();
-    ctl.run(&[
-        "flags",
-        "push",
-        "--key",
-        &flagger,
-        "--app",
-        "web",
-        &set.to_string_lossy(),
-    ])
-    .unwrap()
-    .assert_code(0);
+    crate::flags::push_canary_set(&ctl, env, &keys.flagger);
 
     // Ring 1 holds the flag at 30%: its hosts' canaries never serve it to more.
     let mut rel = release("2.0.0", &fleet.artifact, 1).unwrap();
