@@ -230,3 +230,18 @@ fn only_a_canary_may_release_a_flag() {
         }
     }
 }
+
+#[test]
+fn a_manual_promote_turns_the_automatic_promotion_off() {
+    let manual = v1::Rollout {
+        manual_promote: true,
+        ..v1::Rollout::default()
+    };
+    assert!(!rollout(Some(&manual), 2).unwrap().auto_promote);
+    assert!(
+        rollout(Some(&v1::Rollout::default()), 2)
+            .unwrap()
+            .auto_promote
+    );
+    assert!(rollout(None, 2).unwrap().auto_promote);
+}
