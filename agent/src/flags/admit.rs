@@ -107,7 +107,7 @@ pub fn readmit(
     now: i64,
     current: Option<&InForce>,
 ) -> Result<Box<Admitted>, FlagsError> {
-    let sigs = signatures_in(signed);
+    let sigs = SignatureIn::all_of(&signed.signatures);
     let current = current.cloned();
     match judge(
         host,
@@ -123,18 +123,6 @@ pub fn readmit(
             detail: "the set to restore is the one in force".into(),
         }),
     }
-}
-
-/// The signatures of a kept set as admission reads them (the key id a hint only).
-fn signatures_in(signed: &v1::SignedFlags) -> Vec<SignatureIn> {
-    signed
-        .signatures
-        .iter()
-        .map(|s| SignatureIn {
-            key_id_hint: s.key_id.clone(),
-            sig: s.sig.clone(),
-        })
-        .collect()
 }
 
 /// Whether the set is pushed now or restored from the archive.
@@ -561,7 +549,7 @@ mod tests {
             };
             admit(host, bytes, sigs, NOW, |_| None)
         };
-        let sigs = signatures_in(&old);
+        let sigs = SignatureIn::all_of(&old.signatures);
         assert!(matches!(
             host_push(&old.flags, &sigs),
             Err(FlagsError::Expired { .. })

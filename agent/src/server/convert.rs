@@ -3,7 +3,6 @@
 
 use gantry_proto::v1;
 
-use crate::admission::SignatureIn;
 use crate::audit::CheckpointLine;
 use crate::executor::{AppStatus, EventKind, JobEvent, JobSummary, Outcome};
 use crate::job::{Action, StrategyKind};
@@ -178,14 +177,4 @@ pub fn job_summary(j: &JobSummary) -> v1::JobSummary {
         reason: j.reason.clone(),
         finished_ms: j.finished_ms,
     }
-}
-
-/// The signatures of an envelope as admission reads them (the key id a hint only).
-pub fn signatures(sigs: Vec<v1::Signature>) -> Vec<SignatureIn> {
-    sigs.into_iter()
-        .map(|s| SignatureIn {
-            key_id_hint: s.key_id,
-            sig: s.sig,
-        })
-        .collect()
 }

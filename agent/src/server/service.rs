@@ -6,6 +6,7 @@ use gantry_proto::v1::{self, agent_server::Agent};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{AgentService, EventStream, convert, flood, no_flags, peer_of, status};
+use crate::admission::SignatureIn;
 use crate::admission::dispatch::DispatchIn;
 use crate::error::reason;
 use crate::job::{AppName, Sha256Hex};
@@ -25,7 +26,7 @@ impl Agent for AgentService {
         let signed = request.into_inner();
         self.audit.health().map_err(|e| status::audit(&e))?;
         let bytes = signed.job.len();
-        let sigs = convert::signatures(signed.signatures);
+        let sigs = SignatureIn::all_of(&signed.signatures);
         // Fair share per client certificate: a flood from one (stolen) certificate waits for
         // its own few permits and cannot starve the other controllers' jobs.
         let slot = self.throttle.gate(&peer.fingerprint).admission().await;
@@ -124,8 +125,8 @@ impl Agent for AgentService {
         self.audit.health().map_err(|e| status::audit(&e))?;
         let plan = req.plan.unwrap_or_default();
         let dispatch = req.dispatch.unwrap_or_default();
-        let plan_sigs = convert::signatures(plan.signatures);
-        let dispatch_sigs = convert::signatures(dispatch.signatures);
+        let plan_sigs = SignatureIn::all_of(&plan.signatures);
+        let dispatch_sigs = SignatureIn::all_of(&dispatch.signatures);
         let input = DispatchIn {
             plan: &plan.plan,
             plan_sigs: &plan_sigs,
@@ -148,7 +149,7 @@ impl Agent for AgentService {
         let signed = request.into_inner();
         self.audit.health().map_err(|e| status::audit(&e))?;
         let flags = self.flags.as_ref().ok_or_else(no_flags)?;
-        let sigs = convert::signatures(signed.signatures);
+        let sigs = SignatureIn::all_of(&signed.signatures);
         let _slot = self.throttle.gate(&peer.fingerprint).admission().await;
         let now = crate::clock::unix_now();
         match flags

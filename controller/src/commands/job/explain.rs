@@ -12,20 +12,9 @@ use serde_json::json;
 
 use super::JobFile;
 
-/// A file's signatures as admission takes them.
-pub fn signatures_in(signatures: &[gantry_proto::v1::Signature]) -> Vec<SignatureIn> {
-    signatures
-        .iter()
-        .map(|s| SignatureIn {
-            key_id_hint: s.key_id.clone(),
-            sig: s.sig.clone(),
-        })
-        .collect()
-}
-
 /// Evaluates the job file against an agent's policy at `now`, with the agent's own checks.
 pub fn evaluate(file: &JobFile, cfg: &Config, now: i64) -> Vec<Requirement> {
-    let sigs = signatures_in(&file.signed.signatures);
+    let sigs = SignatureIn::all_of(&file.signed.signatures);
     explain(
         &cfg.policy,
         &cfg.limits,

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::rings::on_failure_name;
 use super::{PlanFile, RolloutError};
 use crate::cli::RolloutShowArgs;
-use crate::commands::job::explain::{print_shown, signatures_in};
+use crate::commands::job::explain::print_shown;
 use crate::commands::job::{
     SigCheck, check_each, comment_verdict, probe_text, requirements_text, shown_env,
     signatures_text,
@@ -232,7 +232,7 @@ pub fn show_json(file: &PlanFile, checks: &[SigCheck], keys: &[PublicKey]) -> se
 
 /// Evaluates the plan file against an agent's config at `now`, with the agent's own checks.
 pub fn evaluate(file: &PlanFile, cfg: &Config, now: i64) -> Vec<Requirement> {
-    let sigs = signatures_in(&file.signed.signatures);
+    let sigs = gantry_policy::admission::SignatureIn::all_of(&file.signed.signatures);
     explain_plan(cfg, &file.signed.plan, &sigs, now)
 }
 

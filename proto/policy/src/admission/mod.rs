@@ -32,6 +32,23 @@ pub struct SignatureIn {
     pub sig: Vec<u8>,
 }
 
+impl SignatureIn {
+    /// The signatures of an envelope (a job, plan, dispatch or flag set) as admission reads
+    /// them.
+    pub fn all_of(sigs: &[gantry_proto::v1::Signature]) -> Vec<SignatureIn> {
+        sigs.iter().map(SignatureIn::from).collect()
+    }
+}
+
+impl From<&gantry_proto::v1::Signature> for SignatureIn {
+    fn from(s: &gantry_proto::v1::Signature) -> Self {
+        SignatureIn {
+            key_id_hint: s.key_id.clone(),
+            sig: s.sig.clone(),
+        }
+    }
+}
+
 /// Why a job was refused. Each variant is one rule of the trust model.
 // Not `#[non_exhaustive]`: the agent maps every variant to a gRPC code and an audit reason in
 // exhaustive matches (no `_` arm), which must stop compiling when a rule is added here.
@@ -424,5 +441,40 @@ fn list_or(v: &[String], empty: &str) -> String {
         empty.to_owned()
     } else {
         v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_proto::v1;
+
+    use super::SignatureIn;
+
+    #[test]
+    fn an_envelopes_signatures_are_read_in_order_with_their_claimed_key_ids() {
+        let wire = [
+            v1::Signature {
+                key_id: "k1".into(),
+                sig: vec![1, 2],
+            },
+            v1::Signature {
+                key_id: String::new(),
+                sig: vec![3],
+            },
+        ];
+        assert_eq!(
+            SignatureIn::all_of(&wire),
+            [
+                SignatureIn {
+                    key_id_hint: "k1".into(),
+                    sig: vec![1, 2],
+                },
+                SignatureIn {
+                    key_id_hint: String::new(),
+                    sig: vec![3],
+                },
+            ]
+        );
+        assert!(SignatureIn::all_of(&[]).is_empty());
     }
 }
