@@ -60,7 +60,9 @@ pub struct RolloutPlanArgs {
     /// A ring, in order (repeatable): comma-separated KEY=VALUE of name=NAME, ids=A;B,
     /// labels=K:V;K:V, max_parallel=N|P%, min_healthy=N|P%, bake=DURATION,
     /// on_failure=halt|rollback_ring|rollback_all, max_restarts=N, max_conn_errors=N,
-    /// max_unhealthy_hosts=N, host_deadline=DURATION (name and ids or labels required).
+    /// max_unhealthy_hosts=N, host_deadline=DURATION, flag_percent=PCT (with a canary's
+    /// --canary-flag: the percent of users this ring's hosts serve the flag once promoted,
+    /// never below an earlier ring's) (name and ids or labels required).
     #[arg(long = "ring", value_name = "SPEC")]
     pub rings: Vec<String>,
     /// Rings from a TOML file (`[[ring]]` tables with the same keys); before any --ring.
