@@ -67,19 +67,17 @@ async fn with_canary_flag(app: &mut AppRuntime, ctx: &mut JobCtx, flags: &Flags)
     else {
         return converge_then_run(app, ctx).await;
     };
-    match flags.canary_flag(&spec.app, flag, spec.id.as_str(), &release.version) {
-        Ok(handle) => ctx.canary_flag = Some(handle),
+    let handle = match flags.canary_flag(&spec.app, flag, spec.id.as_str(), &release.version) {
+        Ok(handle) => handle,
         Err(e) => {
             return Ended::failed(format!(
                 "the canary cannot release flag {flag:?}, so nothing was changed: {}",
                 reason(&e)
             ));
         }
-    }
-    let ended = converge_then_run(app, ctx).await;
-    let Some(handle) = &ctx.canary_flag else {
-        return ended;
     };
+    ctx.canary_flag = Some(handle.clone());
+    let ended = converge_then_run(app, ctx).await;
     if ended.outcome != Outcome::Succeeded {
         handle
             .end(&format!("the canary ended: {}", ended.reason))
@@ -100,41 +98,38 @@ async fn with_canary_flag(app: &mut AppRuntime, ctx: &mut JobCtx, flags: &Flags)
 async fn rollback(app: &mut AppRuntime, ctx: &JobCtx, flags: &Flags) -> Ended {
     use super::converge_then_run;
     let spec = &ctx.job.spec;
-    match spec.action {
-        Action::Rollback if spec.restore_flags => {
-            let target = match strategy::rollback_target(app, ctx) {
-                Ok(target) => target,
-                Err(ended) => return ended,
-            };
-            let prepared = match flags.prepare_restore(&spec.app, &target, crate::clock::unix_now())
-            {
-                Ok(prepared) => prepared,
-                Err(e) => {
-                    return Ended::failed(format!(
-                        "the flag set of release {target} cannot be restored, so nothing was changed: {}",
-                        reason(&e)
-                    ));
-                }
-            };
-            let ended = converge_then_run(app, ctx).await;
-            if ended.outcome != Outcome::Succeeded {
-                return ended;
-            }
-            match flags
-                .restore(prepared, spec.id.as_str(), crate::clock::unix_now())
-                .await
-            {
-                Ok(version) => Ended::succeeded(format!(
-                    "{}; flag set version {version} of release {target} is in force",
-                    ended.reason
-                )),
-                Err(e) => Ended::failed(format!(
-                    "{}, but its flag set was not restored: {}",
-                    ended.reason,
-                    reason(&e)
-                )),
-            }
+    if !spec.restore_flags {
+        return converge_then_run(app, ctx).await;
+    }
+    let target = match strategy::rollback_target(app, ctx) {
+        Ok(target) => target,
+        Err(ended) => return ended,
+    };
+    let prepared = match flags.prepare_restore(&spec.app, &target, crate::clock::unix_now()) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            return Ended::failed(format!(
+                "the flag set of release {target} cannot be restored, so nothing was changed: {}",
+                reason(&e)
+            ));
         }
-        _ => converge_then_run(app, ctx).await,
+    };
+    let ended = converge_then_run(app, ctx).await;
+    if ended.outcome != Outcome::Succeeded {
+        return ended;
+    }
+    match flags
+        .restore(prepared, spec.id.as_str(), crate::clock::unix_now())
+        .await
+    {
+        Ok(version) => Ended::succeeded(format!(
+            "{}; flag set version {version} of release {target} is in force",
+            ended.reason
+        )),
+        Err(e) => Ended::failed(format!(
+            "{}, but its flag set was not restored: {}",
+            ended.reason,
+            reason(&e)
+        )),
     }
 }

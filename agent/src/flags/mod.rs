@@ -385,7 +385,7 @@ impl Flags {
             .append(
                 changed_entry(&admitted, previous.as_ref(), peer_fingerprint).with(
                     "splits_dropped",
-                    json!(dropped_keys(previous.as_ref(), &kept)),
+                    json!(split::dropped(previous.as_ref(), &kept)),
                 ),
             )
             .await
@@ -629,7 +629,7 @@ impl Flags {
         self.audit
             .append(restored_entry(&admitted, &previous, &release, job_id).with(
                 "splits_dropped",
-                json!(dropped_keys(Some(&previous), &kept)),
+                json!(split::dropped(Some(&previous), &kept)),
             ))
             .await
             .map_err(FlagsError::Audit)?;
@@ -711,19 +711,6 @@ fn restored_entry(
         .with("added", json!(a.changes.added))
         .with("changed", json!(a.changes.changed))
         .with("removed", json!(a.changes.removed))
-}
-
-/// The flags whose kept canary split a new set drops.
-fn dropped_keys(previous: Option<&InForce>, kept: &BTreeMap<String, Split>) -> Vec<String> {
-    previous
-        .map(|p| {
-            p.splits
-                .keys()
-                .filter(|k| !kept.contains_key(*k))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn ages_of(a: &admit::Admitted, previous: Option<&InForce>, now: i64) -> BTreeMap<String, Age> {

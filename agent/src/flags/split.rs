@@ -80,6 +80,27 @@ pub(super) fn kept_after(
         .collect()
 }
 
+/// The flags whose split `previous` kept and `kept` no longer holds.
+pub(super) fn dropped(previous: Option<&InForce>, kept: &BTreeMap<String, Split>) -> Vec<String> {
+    previous
+        .map(|p| {
+            p.splits
+                .keys()
+                .filter(|k| !kept.contains_key(*k))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `flag` of the set in force allows a canary's split now.
+fn allows_split(f: &InForce, flag: &str) -> bool {
+    f.set
+        .flags
+        .get(flag)
+        .is_some_and(|d| d.canary_split().is_ok())
+}
+
 /// Drops from the applied splits those kept by `previous` that `kept` no longer holds (a
 /// running canary's split of the same flag stays).
 pub(super) fn forget_dropped(
@@ -87,12 +108,7 @@ pub(super) fn forget_dropped(
     previous: &InForce,
     kept: &BTreeMap<String, Split>,
 ) -> Vec<String> {
-    let dropped: Vec<String> = previous
-        .splits
-        .keys()
-        .filter(|k| !kept.contains_key(*k))
-        .cloned()
-        .collect();
+    let dropped = dropped(Some(previous), kept);
     for k in &dropped {
         if entry.splits.get(k) == previous.splits.get(k) {
             entry.splits.remove(k);
@@ -206,22 +222,7 @@ impl Flags {
         resend(entry);
         Ok(gone.into_iter().map(|(k, _)| k).collect())
     }
-}
 
-/// One split applied over an app's set, for `gantry flags show`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shown {
-    /// The flag.
-    pub flag: String,
-    /// The split.
-    pub split: Split,
-    /// Stored with the set (a promoted canary's).
-    pub kept: bool,
-    /// The flag in force allows it, so it is served.
-    pub served: bool,
-}
-
-impl Flags {
     /// The splits applied over `app`'s set now, by flag.
     pub fn splits(&self, app: &AppName) -> Vec<Shown> {
         let apps = self.lock();
@@ -238,10 +239,23 @@ impl Flags {
                 flag: k.clone(),
                 split: s.clone(),
                 kept: f.splits.get(k) == Some(s),
-                served: f.set.flags.get(k).is_some_and(|d| d.canary_split().is_ok()),
+                served: allows_split(f, k),
             })
             .collect()
     }
+}
+
+/// One split applied over an app's set, for `gantry flags show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// The flag.
+    pub flag: String,
+    /// The split.
+    pub split: Split,
+    /// Stored with the set (a promoted canary's).
+    pub kept: bool,
+    /// The flag in force allows it, so it is served.
+    pub served: bool,
 }
 
 /// `flags.canary_weight`: the job, the release, the flag, its variants, the percent set
@@ -318,11 +332,7 @@ impl CanaryFlag {
             .append(e)
             .await
             .map_err(FlagsError::Audit)?;
-        let served = f
-            .set
-            .flags
-            .get(&self.flag)
-            .is_some_and(|d| d.canary_split().is_ok());
+        let served = allows_split(&f, &self.flag);
         let mut apps = self.flags.lock();
         if let Some(entry) = apps.get_mut(&self.app) {
             entry.splits.insert(

@@ -385,6 +385,14 @@ impl Fx {
             .unwrap()
     }
 
+    /// A canary of `flag` by `job` that was promoted and kept its split at 100%.
+    async fn kept_canary(&self, flag: &str, job: &str, release_: &str) -> CanaryFlag {
+        let c = self.canary(flag, job, release_);
+        c.set(100, "promoted").await.unwrap();
+        c.keep().await.unwrap();
+        c
+    }
+
     /// What web's OFREP endpoint serves now.
     fn served(&self) -> Arc<Served> {
         served_by(&self.flags)
@@ -650,9 +658,7 @@ async fn a_kept_split_outlives_a_restart_until_a_rollback_from_its_release_drops
 async fn an_ended_canary_puts_back_the_split_an_earlier_canary_kept() {
     let fx = fx();
     fx.push(1, V1).await;
-    let first = fx.canary("checkout", "c1", "1.1.0");
-    first.set(100, "promoted").await.unwrap();
-    first.keep().await.unwrap();
+    fx.kept_canary("checkout", "c1", "1.1.0").await;
     let kept = fx.served();
 
     let second = fx.canary("checkout", "c2", "1.2.0");
@@ -692,9 +698,7 @@ async fn a_new_set_that_changes_or_removes_a_flag_drops_the_split_kept_for_it() 
     let fx = fx();
     fx.push(1, V1).await;
     for (flag, job) in [("checkout", "c1"), ("banner", "c2")] {
-        let c = fx.canary(flag, job, "1.1.0");
-        c.set(100, "promoted").await.unwrap();
-        c.keep().await.unwrap();
+        fx.kept_canary(flag, job, "1.1.0").await;
     }
     assert_eq!(fx.flags.splits(&web()).len(), 2);
 
@@ -732,9 +736,7 @@ async fn a_new_set_that_changes_or_removes_a_flag_drops_the_split_kept_for_it() 
 async fn a_running_canary_keeps_its_split_over_a_new_set_that_drops_the_kept_one() {
     let fx = fx();
     fx.push(1, V1).await;
-    let first = fx.canary("checkout", "c1", "1.1.0");
-    first.set(100, "promoted").await.unwrap();
-    first.keep().await.unwrap();
+    fx.kept_canary("checkout", "c1", "1.1.0").await;
     let running = fx.canary("checkout", "c2", "1.2.0");
     running.set(30, "step 1").await.unwrap();
 
@@ -805,9 +807,7 @@ async fn a_restored_set_that_changes_the_flag_drops_the_split_kept_for_it() {
         .unwrap();
     fx.push(2, V2).await;
     for (flag, job) in [("checkout", "c1"), ("banner", "c1")] {
-        let c = fx.canary(flag, job, "1.1.0");
-        c.set(100, "promoted").await.unwrap();
-        c.keep().await.unwrap();
+        fx.kept_canary(flag, job, "1.1.0").await;
     }
     // The rollback to 1.0.0 restores V1, whose checkout differs and whose banner does not.
     let restore = fx

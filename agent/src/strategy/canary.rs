@@ -176,26 +176,16 @@ async fn split_flag(
     percent: u32,
     label: &str,
 ) -> Result<(), StrategyError> {
-    if flag.set(percent, label).await? {
-        ctx.note(
-            "canary.flag",
-            format!(
-                "{label}: flag {} serves its canary variant to {percent}% of users",
-                flag.flag()
-            ),
-        )
-        .await;
+    let key = flag.flag();
+    let message = if flag.set(percent, label).await? {
+        format!("{label}: flag {key} serves its canary variant to {percent}% of users")
     } else {
-        ctx.note(
-            "canary.flag",
-            format!(
-                "{label}: flag {} no longer allows a split in the set in force (switched off?): \
-                 {percent}% is recorded, not served",
-                flag.flag()
-            ),
+        format!(
+            "{label}: flag {key} no longer allows a split in the set in force (switched off?): \
+             {percent}% is recorded, not served"
         )
-        .await;
-    }
+    };
+    ctx.note("canary.flag", message).await;
     Ok(())
 }
 
