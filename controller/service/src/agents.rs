@@ -1,11 +1,12 @@
 //! What the engine needs from the agents, as a trait: run a dispatch to its end, read a
-//! host's health, make sure it holds the artifact, read its `Info`. [`crate::dial`] implements
-//! it over mutual TLS with gantry-client; the engine's tests use a fake fleet.
+//! host's health, make sure it holds the artifact, read its `Info`; and what the flag
+//! distribution needs ([`FlagPush`]). [`crate::dial`] implements them over mutual TLS with
+//! gantry-client; the tests use a fake fleet.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use gantry_proto::v1::{Checkpoint, DispatchRequest, JobEvent};
+use gantry_proto::v1::{Checkpoint, DispatchRequest, JobEvent, SignedFlags};
 
 use crate::store::{AgentRecord, CheckpointRecord};
 
@@ -114,4 +115,28 @@ pub trait AuditSource: Send + Sync {
         agent: &AgentRecord,
         witnessed: Option<&CheckpointRecord>,
     ) -> impl Future<Output = Result<Vec<String>, String>> + Send;
+}
+
+/// How one push of a flag set to an agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The agent admitted it; `unchanged` when it had these bytes in force already.
+    Applied {
+        /// It was in force already.
+        unchanged: bool,
+    },
+    /// The agent refused it (admission), with its reason.
+    Refused(String),
+    /// The agent could not be reached, or the call failed on its side; worth a retry.
+    Unreachable(String),
+}
+
+/// Pushes signed flag sets to agents ([`crate::flag_sets`]).
+pub trait FlagPush: Send + Sync + 'static {
+    /// Sends `signed` to the agent's `PushFlags`.
+    fn push_flags(
+        &self,
+        agent: &AgentRecord,
+        signed: SignedFlags,
+    ) -> impl Future<Output = PushOutcome> + Send;
 }

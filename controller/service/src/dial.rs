@@ -14,7 +14,8 @@ use gantry_proto::v1::{
 use tokio::sync::Mutex;
 
 use crate::agents::{
-    AgentFacts, Agents, AuditSource, HostHealth, RunObserver, RunOutcome, RunResult,
+    AgentFacts, Agents, AuditSource, FlagPush, HostHealth, PushOutcome, RunObserver, RunOutcome,
+    RunResult,
 };
 use crate::artifacts::ArtifactStore;
 use crate::config::AgentTls;
@@ -397,5 +398,37 @@ impl AuditSource for Dialer {
         witnessed: Option<&crate::store::CheckpointRecord>,
     ) -> Result<Vec<String>, String> {
         Ok(self.verified_audit(agent, witnessed).await?.0)
+    }
+}
+
+/// How long one push of a flag set may take before the agent counts as unreachable.
+const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl FlagPush for Dialer {
+    async fn push_flags(
+        &self,
+        agent: &AgentRecord,
+        signed: gantry_proto::v1::SignedFlags,
+    ) -> PushOutcome {
+        let conn = match self.agent(agent).await {
+            Ok(c) => c,
+            Err(e) => return PushOutcome::Unreachable(self.broken(&agent.id, &e).await),
+        };
+        let pushed =
+            tokio::time::timeout(PUSH_TIMEOUT, gantry_client::flags::push(&conn, signed)).await;
+        match pushed {
+            Ok(Ok(receipt)) => PushOutcome::Applied {
+                unchanged: receipt.unchanged,
+            },
+            Ok(Err(ClientError::Rejected { message, .. })) => PushOutcome::Refused(message),
+            Ok(Err(e)) => PushOutcome::Unreachable(self.broken(&agent.id, &e).await),
+            Err(_) => {
+                self.forget(&agent.id).await;
+                PushOutcome::Unreachable(format!(
+                    "PushFlags did not answer within {}s",
+                    PUSH_TIMEOUT.as_secs()
+                ))
+            }
+        }
     }
 }

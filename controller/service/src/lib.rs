@@ -9,6 +9,8 @@
 //! * [`dial_in`] and [`sessions`]: agents in dial-out mode connect to the service's `[dial]
 //!   listen`; each connection becomes that agent's session (an HTTP/2 client over it), which
 //!   [`dial`] uses like a dialled connection and the server's proxy forwards operators' calls to.
+//! * [`flag_sets`]: the signed flag sets handed in, kept per app and pushed to the agents
+//!   they target (through [`dial`]), each agent's answer kept in [`store`].
 //! * [`deployments`]: where an artifact ran across the fleet, from the signed plans and the
 //!   agents' verified logs (for `release show --server`).
 //! * [`promotion`]: `[promotion]`'s rules, checked when a plan is handed in: the environments
@@ -28,6 +30,7 @@ pub mod dial;
 pub mod dial_in;
 pub mod dispatch;
 pub mod engine;
+pub mod flag_sets;
 pub mod lease;
 pub mod plan;
 pub mod policy;

@@ -9,20 +9,21 @@ use gantry_client::clock::now_ms;
 use gantry_proto::v1::controller_server::Controller;
 use gantry_proto::v1::{
     AgentAuditVerdict, ArtifactChunk, ArtifactReceipt, AuditLine, AuditTailRequest,
-    ControlRolloutRequest, FleetPolicyRequest, FleetPolicyResponse, GetRolloutRequest,
-    ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse,
-    RolloutControl, RolloutStatus, StartRolloutRequest, VerifyFleetAuditRequest,
-    VerifyFleetAuditResponse,
+    ControlRolloutRequest, FleetFlags, FleetFlagsRequest, FleetPolicyRequest, FleetPolicyResponse,
+    GetRolloutRequest, ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest,
+    ListRolloutsResponse, RolloutControl, RolloutStatus, SignedFlags, StartRolloutRequest,
+    VerifyFleetAuditRequest, VerifyFleetAuditResponse,
 };
 use tokio::sync::Notify;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::operator::Operators;
-use super::status::{fleet_agent, plan_status, rollout_status, store_status};
+use super::status::{flag_set_status, fleet_agent, plan_status, rollout_status, store_status};
 use crate::artifacts::ArtifactStore;
 use crate::audit::AuditLog;
 use crate::dial::Dialer;
+use crate::flag_sets::Distributor;
 use crate::plan::LoadedPlan;
 use crate::promotion::{self, PromotionError, Rules};
 use crate::store::{
@@ -41,6 +42,8 @@ pub struct ControllerService<S> {
     pub(crate) wake: Arc<Notify>,
     /// `[promotion]`: the environments a plan's artifact must have succeeded in first.
     pub(crate) promotion: Rules,
+    /// The flag sets the service distributes.
+    pub(crate) flags: Distributor<S, Dialer>,
 }
 
 fn audit_status(e: &crate::audit::AuditError) -> Status {
@@ -144,6 +147,30 @@ type Lines = Pin<Box<dyn Stream<Item = Result<AuditLine, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<S: Store> Controller for ControllerService<S> {
+    async fn publish_flags(
+        &self,
+        req: Request<SignedFlags>,
+    ) -> Result<Response<FleetFlags>, Status> {
+        let by = self.operators.of(&req)?;
+        self.flags
+            .publish(req.into_inner(), &by, now_ms())
+            .await
+            .map(Response::new)
+            .map_err(|e| flag_set_status(&e))
+    }
+
+    async fn get_fleet_flags(
+        &self,
+        req: Request<FleetFlagsRequest>,
+    ) -> Result<Response<FleetFlags>, Status> {
+        self.operators.of(&req)?;
+        self.flags
+            .status(&req.into_inner().app)
+            .await
+            .map(Response::new)
+            .map_err(|e| flag_set_status(&e))
+    }
+
     async fn start_rollout(
         &self,
         req: Request<StartRolloutRequest>,

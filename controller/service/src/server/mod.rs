@@ -3,7 +3,8 @@
 //! take, and serves the `Controller` gRPC API with mutual TLS until `shutdown` resolves.
 //!
 //! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
-//!   `operator.rs`: the operator's name from their client certificate;
+//!   `operator.rs`: the operator's name from their client certificate (the flag sets it
+//!   distributes are [`crate::flag_sets`]'s);
 //!   `inventory.rs`: the `Info` refresher; `live_signals.rs`: the hosts' golden signals
 //!   `GetRollout` asks their agents for; `proxy.rs`: Agent RPCs forwarded to dialled-in agents; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
 //! * `dashboard/`: the read-only web dashboard on `[dashboard] listen`, when configured.
@@ -198,6 +199,12 @@ async fn serve<S: Store>(
         operators: proxy_operators,
         audit: Arc::clone(&audit),
     };
+    let flags = crate::flag_sets::Distributor::new(
+        Arc::clone(&store),
+        Arc::clone(&dialer),
+        Arc::clone(&audit),
+    );
+    tokio::spawn(flags.clone().run(config.retry));
     let service = ControllerService {
         store,
         audit,
@@ -207,6 +214,7 @@ async fn serve<S: Store>(
         operators,
         wake,
         promotion: config.promotion.clone(),
+        flags,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

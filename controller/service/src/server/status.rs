@@ -1,9 +1,10 @@
 //! Records to the wire: a rollout with its rings and hosts, an agent of the inventory; and the
-//! store's and plan's errors to gRPC statuses (one exhaustive match each).
+//! store's, plan's and flag set's errors to gRPC statuses (one exhaustive match each).
 
 use gantry_client::clock::now_ms;
 use gantry_proto::v1::{FleetAgent, HostStatus, RingStatus, RolloutStatus};
 
+use crate::flag_sets::FlagSetError;
 use crate::plan::{LoadedPlan, PlanError};
 use crate::sessions::LinkState;
 use crate::store::{
@@ -133,6 +134,7 @@ pub fn store_status(e: &StoreError) -> tonic::Status {
         StoreError::Exists(_) => tonic::Status::already_exists(e.to_string()),
         StoreError::NotFound(_) => tonic::Status::not_found(e.to_string()),
         StoreError::Fenced { .. } => tonic::Status::aborted(e.to_string()),
+        StoreError::FlagsSuperseded { .. } => tonic::Status::failed_precondition(e.to_string()),
         StoreError::Locked { .. }
         | StoreError::Embedded { .. }
         | StoreError::Postgres(_)
@@ -148,5 +150,21 @@ pub fn plan_status(e: &PlanError) -> tonic::Status {
             tonic::Status::invalid_argument(e.to_string())
         }
         PlanError::Unsigned(_) => tonic::Status::failed_precondition(e.to_string()),
+    }
+}
+
+/// A flag set that cannot be distributed, as a gRPC status.
+pub fn flag_set_status(e: &FlagSetError) -> tonic::Status {
+    let text = e.to_string();
+    match e {
+        FlagSetError::Decode(_)
+        | FlagSetError::Invalid { .. }
+        | FlagSetError::Definition { .. } => tonic::Status::invalid_argument(text),
+        FlagSetError::Unsigned(_) | FlagSetError::Expired { .. } => {
+            tonic::Status::failed_precondition(text)
+        }
+        FlagSetError::NoSuchApp(_) => tonic::Status::not_found(text),
+        FlagSetError::Store(e) => store_status(e),
+        FlagSetError::Audit(_) => tonic::Status::unavailable(format!("refused: {text}")),
     }
 }

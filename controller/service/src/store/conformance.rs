@@ -336,6 +336,98 @@ pub async fn controls_keep_the_newest_request(s: &impl Store) {
     assert_eq!(s.control("r").await.unwrap(), None);
 }
 
+fn flag_set(app: &str, version: u64, digest: &str) -> super::FlagSetRecord {
+    super::FlagSetRecord {
+        app: app.into(),
+        version,
+        signed_hex: format!("0a{version:02x}"),
+        digest: digest.into(),
+        published_ms: 1_000 + i64::try_from(version).unwrap(),
+        published_by: "ops-1".into(),
+    }
+}
+
+/// A flag set only moves to a higher version; the same document again is no change; another
+/// document of the kept version, or a lower one, is refused naming both versions.
+pub async fn flag_sets_only_move_forward(s: &impl Store) {
+    use super::{Published, StoreError};
+    assert_eq!(s.flag_set("web").await.unwrap(), None);
+    assert_eq!(
+        s.publish_flags(flag_set("web", 2, "aa")).await.unwrap(),
+        Published::New
+    );
+    assert_eq!(
+        s.publish_flags(flag_set("web", 2, "aa")).await.unwrap(),
+        Published::Same
+    );
+    for (version, digest) in [(2, "bb"), (1, "cc")] {
+        let e = s
+            .publish_flags(flag_set("web", version, digest))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::FlagsSuperseded { current: 2, .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("version {version} is not above version 2")),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        s.flag_set("web").await.unwrap(),
+        Some(flag_set("web", 2, "aa"))
+    );
+    assert_eq!(
+        s.publish_flags(flag_set("web", 5, "dd")).await.unwrap(),
+        Published::New
+    );
+    s.publish_flags(flag_set("api", 1, "ee")).await.unwrap();
+    let all: Vec<_> = s
+        .flag_sets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.app, f.version))
+        .collect();
+    assert_eq!(all, [("api".into(), 1), ("web".into(), 5)]);
+}
+
+/// One delivery per app and agent, the newest write standing, listed by agent id.
+pub async fn deliveries_are_kept_per_app_and_agent(s: &impl Store) {
+    use super::{DeliveryState, FlagDeliveryRecord};
+    let d = |app: &str, agent: &str, version, state| FlagDeliveryRecord {
+        app: app.into(),
+        agent_id: agent.into(),
+        version,
+        state,
+        detail: String::new(),
+        at_ms: 7,
+        attempts: 1,
+    };
+    assert!(s.deliveries("web").await.unwrap().is_empty());
+    s.put_delivery(d("web", "web-2", 1, DeliveryState::Pending))
+        .await
+        .unwrap();
+    s.put_delivery(d("web", "web-1", 1, DeliveryState::Refused))
+        .await
+        .unwrap();
+    s.put_delivery(d("web", "web-2", 2, DeliveryState::Applied))
+        .await
+        .unwrap();
+    s.put_delivery(d("webx", "web-1", 1, DeliveryState::Applied))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.deliveries("web").await.unwrap(),
+        [
+            d("web", "web-1", 1, DeliveryState::Refused),
+            d("web", "web-2", 2, DeliveryState::Applied)
+        ]
+    );
+}
+
 /// Runs every check against fresh stores made by `fresh`.
 macro_rules! conformance_tests {
     ($fresh:expr) => {
@@ -373,6 +465,16 @@ macro_rules! conformance_tests {
         async fn controls_keep_the_newest_request() {
             let Some(s) = $fresh.await else { return };
             super::controls_keep_the_newest_request(&s.store).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn flag_sets_only_move_forward() {
+            let Some(s) = $fresh.await else { return };
+            super::flag_sets_only_move_forward(&s.store).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn deliveries_are_kept_per_app_and_agent() {
+            let Some(s) = $fresh.await else { return };
+            super::deliveries_are_kept_per_app_and_agent(&s.store).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn checkpoints_move_forward_only() {
@@ -451,6 +553,40 @@ mod opening {
         assert_eq!(again.agents().await.unwrap().len(), 1);
     }
 
+    #[tokio::test]
+    async fn an_embedded_store_of_schema_version_1_is_upgraded_and_keeps_its_data() {
+        use redb::{Database, TableDefinition};
+        let dir = tempfile::tempdir().unwrap();
+        // A version-1 file, as the build before the flag tables wrote it.
+        {
+            let db = Database::create(dir.path().join("store.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            let meta: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+            tx.open_table(meta)
+                .unwrap()
+                .insert("schema_version", 1)
+                .unwrap();
+            let agents: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("agents");
+            tx.open_table(agents)
+                .unwrap()
+                .insert("a", br#"{"id":"a","addr":"127.0.0.1:1","version":"","environment":"","labels":{},"reachable":false,"last_seen_ms":0,"error":""}"#.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        assert_eq!(crate::store::embedded::schema_version(), 2);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.agents().await.unwrap().len(), 1);
+        assert!(store.flag_sets().await.unwrap().is_empty());
+        assert!(store.deliveries("web").await.unwrap().is_empty());
+        store
+            .publish_flags(super::flag_set("web", 1, "aa"))
+            .await
+            .unwrap();
+        drop(store);
+        let again = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(again.flag_set("web").await.unwrap().unwrap().version, 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_migrations_apply_once_across_replicas() {
         let Some(pg) = PgServer::start() else { return };
@@ -464,10 +600,14 @@ mod opening {
             .unwrap();
         tokio::spawn(conn);
         let rows = client
-            .query("SELECT version FROM gantry_schema", &[])
+            .query("SELECT version FROM gantry_schema ORDER BY version", &[])
             .await
             .unwrap();
         let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        assert_eq!(versions, [postgres::schema_version()]);
+        assert_eq!(
+            versions,
+            (1..=postgres::schema_version()).collect::<Vec<_>>()
+        );
+        assert_eq!(postgres::schema_version(), 2);
     }
 }

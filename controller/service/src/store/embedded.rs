@@ -18,8 +18,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AgentRecord, CheckpointRecord, ControlRequest, HostRecord, Lease, RolloutRecord, Store,
-    StoreError, extend_lease, take_lease,
+    AgentRecord, CheckpointRecord, ControlRequest, FlagDeliveryRecord, FlagSetRecord, HostRecord,
+    Lease, Published, RolloutRecord, Store, StoreError, extend_lease, judge_publication,
+    take_lease,
 };
 
 /// The database file's name in the data dir.
@@ -35,13 +36,23 @@ const HOSTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("hosts");
 const LEASES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("leases");
 const CHECKPOINTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("checkpoints");
 const CONTROLS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("controls");
+const FLAG_SETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("flag_sets");
+/// Keyed `app NUL agent_id`.
+const DELIVERIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("flag_deliveries");
 
 const SCHEMA_KEY: &str = "schema_version";
 
 type Migration = fn(&WriteTransaction) -> Result<(), MigrateError>;
 
 /// Schema upgrades in order: entry *n* takes the database from version *n* to *n + 1*.
-const MIGRATIONS: &[Migration] = &[v1_tables];
+const MIGRATIONS: &[Migration] = &[v1_tables, v2_flags];
+
+/// Version 2: the flag sets the service distributes and their deliveries.
+fn v2_flags(tx: &WriteTransaction) -> Result<(), MigrateError> {
+    tx.open_table(FLAG_SETS)?;
+    tx.open_table(DELIVERIES)?;
+    Ok(())
+}
 
 /// Version 1: the seven tables.
 fn v1_tables(tx: &WriteTransaction) -> Result<(), MigrateError> {
@@ -224,6 +235,10 @@ fn decode<T: DeserializeOwned>(what: &'static str, key: &str, bytes: &[u8]) -> R
 
 fn host_key(rollout_id: &str, agent_id: &str) -> String {
     format!("{rollout_id}\0{agent_id}")
+}
+
+fn delivery_key(app: &str, agent_id: &str) -> String {
+    format!("{app}\0{agent_id}")
 }
 
 /// The records of `table` whose keys start with `prefix`, decoded.
@@ -490,5 +505,47 @@ impl Store for EmbeddedStore {
             Ok(())
         })
         .await
+    }
+
+    async fn publish_flags(&self, set: FlagSetRecord) -> Result<Published, StoreError> {
+        self.run(move |db| {
+            let bytes = encode("flag set", &set.app, &set)?;
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(FLAG_SETS)?;
+                let current: Option<FlagSetRecord> = read(&t, "flag set", &set.app)?;
+                if !judge_publication(current.as_ref(), &set).map_err(Failure::Store)? {
+                    return Ok(Published::Same);
+                }
+                t.insert(set.app.as_str(), bytes.as_slice())?;
+            }
+            tx.commit()?;
+            Ok(Published::New)
+        })
+        .await
+    }
+
+    async fn flag_set(&self, app: &str) -> Result<Option<FlagSetRecord>, StoreError> {
+        let app = app.to_owned();
+        self.run(move |db| get(db, FLAG_SETS, "flag set", &app))
+            .await
+    }
+
+    async fn flag_sets(&self) -> Result<Vec<FlagSetRecord>, StoreError> {
+        self.run(|db| scan(db, FLAG_SETS, "flag set", "")).await
+    }
+
+    async fn put_delivery(&self, delivery: FlagDeliveryRecord) -> Result<(), StoreError> {
+        self.run(move |db| {
+            let key = delivery_key(&delivery.app, &delivery.agent_id);
+            put(db, DELIVERIES, "flag delivery", &key, &delivery)
+        })
+        .await
+    }
+
+    async fn deliveries(&self, app: &str) -> Result<Vec<FlagDeliveryRecord>, StoreError> {
+        let prefix = delivery_key(app, "");
+        self.run(move |db| scan(db, DELIVERIES, "flag delivery", &prefix))
+            .await
     }
 }

@@ -60,4 +60,16 @@ pub enum StoreError {
         /// The current epoch.
         current: u64,
     },
+    /// A flag set was handed in whose version is not above the one the service distributes.
+    #[error(
+        "flags of {app}: version {version} is not above version {current}, which the service distributes already (sign the next version)"
+    )]
+    FlagsSuperseded {
+        /// The app.
+        app: String,
+        /// The version handed in.
+        version: u64,
+        /// The version kept.
+        current: u64,
+    },
 }

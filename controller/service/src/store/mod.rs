@@ -18,8 +18,9 @@ pub mod postgres;
 
 pub use error::StoreError;
 pub use model::{
-    AgentRecord, BakeCounts, CheckpointRecord, Control, ControlRequest, HostAction, HostRecord,
-    HostStep, Lease, RolloutRecord, RolloutState,
+    AgentRecord, BakeCounts, CheckpointRecord, Control, ControlRequest, DeliveryState,
+    FlagDeliveryRecord, FlagSetRecord, HostAction, HostRecord, HostStep, Lease, RolloutRecord,
+    RolloutState,
 };
 
 /// What the service keeps, wherever it keeps it.
@@ -134,6 +135,66 @@ pub trait Store: Send + Sync + 'static {
         &self,
         agent_id: &str,
     ) -> impl Future<Output = Result<Option<CheckpointRecord>, StoreError>> + Send;
+
+    /// Keeps `set` as its app's flag set if its version is above the one kept (in one
+    /// transaction, so replicas agree). [`Published::Same`] when exactly this document is
+    /// kept already.
+    ///
+    /// # Errors
+    /// [`StoreError::FlagsSuperseded`] when the kept version is higher, or equal with other
+    /// bytes.
+    fn publish_flags(
+        &self,
+        set: FlagSetRecord,
+    ) -> impl Future<Output = Result<Published, StoreError>> + Send;
+
+    /// The flag set kept for an app, if any.
+    fn flag_set(
+        &self,
+        app: &str,
+    ) -> impl Future<Output = Result<Option<FlagSetRecord>, StoreError>> + Send;
+
+    /// Every app's flag set, by app.
+    fn flag_sets(&self) -> impl Future<Output = Result<Vec<FlagSetRecord>, StoreError>> + Send;
+
+    /// Adds or replaces one agent's delivery of an app's flag set.
+    fn put_delivery(
+        &self,
+        delivery: FlagDeliveryRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The deliveries of an app's flag set, by agent id.
+    fn deliveries(
+        &self,
+        app: &str,
+    ) -> impl Future<Output = Result<Vec<FlagDeliveryRecord>, StoreError>> + Send;
+}
+
+/// What [`Store::publish_flags`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The set is kept now.
+    New,
+    /// This very document was kept already.
+    Same,
+}
+
+/// Decides a publication against the set kept: `Ok(true)` to write it, `Ok(false)` when it is
+/// the same document. Shared by every store so they agree exactly.
+pub(crate) fn judge_publication(
+    current: Option<&FlagSetRecord>,
+    set: &FlagSetRecord,
+) -> Result<bool, StoreError> {
+    match current {
+        None => Ok(true),
+        Some(c) if set.version > c.version => Ok(true),
+        Some(c) if c.version == set.version && c.digest == set.digest => Ok(false),
+        Some(c) => Err(StoreError::FlagsSuperseded {
+            app: set.app.clone(),
+            version: set.version,
+            current: c.version,
+        }),
+    }
 }
 
 /// Decides a lease take: the lease after `holder` takes it at `now_ms`, or `None` when someone

@@ -282,3 +282,65 @@ pub struct ControlRequest {
     /// Unix ms when.
     pub at_ms: i64,
 }
+
+/// The flag set the service distributes for one app: the newest version handed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagSetRecord {
+    /// The app.
+    pub app: String,
+    /// The document's version (only grows per app).
+    pub version: u64,
+    /// The `SignedFlags` protobuf as handed in, hex.
+    pub signed_hex: String,
+    /// Lowercase hex SHA-256 of the document's bytes.
+    pub digest: String,
+    /// When it was handed in, Unix ms.
+    pub published_ms: i64,
+    /// The operator who handed it in.
+    pub published_by: String,
+}
+
+/// Where a delivery of a flag set to one agent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// The agent admitted the version, or had it in force already.
+    Applied,
+    /// The agent refused it: not tried again.
+    Refused,
+    /// Not delivered yet: tried again.
+    Pending,
+    /// The document's validity ended before the agent could be reached: not tried again.
+    Expired,
+}
+
+impl DeliveryState {
+    /// The name on the wire and in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Applied => "applied",
+            DeliveryState::Refused => "refused",
+            DeliveryState::Pending => "pending",
+            DeliveryState::Expired => "expired",
+        }
+    }
+}
+
+/// One agent's delivery of an app's flag set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagDeliveryRecord {
+    /// The app.
+    pub app: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The version this state is about.
+    pub version: u64,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// The agent's refusal, or why it could not be reached; empty when applied.
+    pub detail: String,
+    /// When this state was reached, Unix ms.
+    pub at_ms: i64,
+    /// Attempts at this version.
+    pub attempts: u32,
+}

@@ -23,12 +23,16 @@ use tokio_postgres::{Client, NoTls, Row, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    AgentRecord, CheckpointRecord, ControlRequest, HostRecord, Lease, RolloutRecord, Store,
-    StoreError, extend_lease, take_lease,
+    AgentRecord, CheckpointRecord, ControlRequest, FlagDeliveryRecord, FlagSetRecord, HostRecord,
+    Lease, Published, RolloutRecord, Store, StoreError, extend_lease, judge_publication,
+    take_lease,
 };
 
 /// The schema migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_flags.sql")),
+];
 
 /// Advisory lock key taken while migrating ("gantry" in ASCII).
 const MIGRATE_LOCK: i64 = 0x67_61_6e_74_72_79;
@@ -517,6 +521,76 @@ impl Store for PostgresStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn publish_flags(&self, set: FlagSetRecord) -> Result<Published, StoreError> {
+        let doc = encode("flag set", &set.app, &set)?;
+        let version = i64::try_from(set.version).unwrap_or(i64::MAX);
+        self.with(async |c| {
+            let tx = c.transaction().await.map_err(|e| pg(&e))?;
+            // Serialises publications of one app across replicas (no row to lock the first
+            // time).
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('flags:' || $1, 0))",
+                &[&set.app],
+            )
+            .await
+            .map_err(|e| pg(&e))?;
+            let current: Option<FlagSetRecord> = tx
+                .query_opt("SELECT doc FROM flag_sets WHERE app = $1", &[&set.app])
+                .await
+                .map_err(|e| pg(&e))?
+                .map(|r| decode("flag set", &set.app, r.get(0)))
+                .transpose()?;
+            if !judge_publication(current.as_ref(), &set)? {
+                return Ok(Published::Same);
+            }
+            tx.execute(
+                "INSERT INTO flag_sets (app, version, doc) VALUES ($1, $2, $3) \
+                 ON CONFLICT (app) DO UPDATE SET version = $2, doc = $3",
+                &[&set.app, &version, &doc],
+            )
+            .await
+            .map_err(|e| pg(&e))?;
+            tx.commit().await.map_err(|e| pg(&e))?;
+            Ok(Published::New)
+        })
+        .await
+    }
+
+    async fn flag_set(&self, app: &str) -> Result<Option<FlagSetRecord>, StoreError> {
+        self.row("SELECT doc FROM flag_sets WHERE app = $1", &[&app], |r| {
+            decode("flag set", app, r.get(0))
+        })
+        .await
+    }
+
+    async fn flag_sets(&self) -> Result<Vec<FlagSetRecord>, StoreError> {
+        self.rows("SELECT app, doc FROM flag_sets ORDER BY app", &[], |r| {
+            decode("flag set", r.get(0), r.get(1))
+        })
+        .await
+    }
+
+    async fn put_delivery(&self, delivery: FlagDeliveryRecord) -> Result<(), StoreError> {
+        let key = format!("{}/{}", delivery.app, delivery.agent_id);
+        let doc = encode("flag delivery", &key, &delivery)?;
+        self.execute(
+            "INSERT INTO flag_deliveries (app, agent_id, doc) VALUES ($1, $2, $3) \
+             ON CONFLICT (app, agent_id) DO UPDATE SET doc = $3",
+            &[&delivery.app, &delivery.agent_id, &doc],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, app: &str) -> Result<Vec<FlagDeliveryRecord>, StoreError> {
+        self.rows(
+            "SELECT agent_id, doc FROM flag_deliveries WHERE app = $1 ORDER BY agent_id",
+            &[&app],
+            |r| decode("flag delivery", r.get(0), r.get(1)),
+        )
+        .await
     }
 }
 
