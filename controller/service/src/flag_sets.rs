@@ -203,7 +203,10 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
             published_ms: now_ms,
             published_by: by.to_owned(),
         };
-        if let Some(kept) = self.store.flag_set(&doc.app).await? {
+        let kept = self.store.flag_set(&doc.app).await?;
+        // Other signatures over the kept document: the agents that refused it may admit it now.
+        let resigned = kept.as_ref().is_some_and(|k| k.version == record.version);
+        if let Some(kept) = kept {
             match crate::store::judge_publication(Some(&kept), &record) {
                 Ok(true) => {}
                 // The same document again: nothing new to record or push.
@@ -242,7 +245,7 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
             Err(e) => return Err(self.refused(&signed, by, e.into())),
         };
         if published == Published::New {
-            self.deliver(&record, now_ms).await?;
+            self.deliver(&record, now_ms, resigned).await?;
         }
         self.status(&doc.app).await
     }
@@ -266,8 +269,9 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
     }
 
     /// Pushes `record` to each agent it targets that does not hold this version yet and was
-    /// not refused it, concurrently, and records each answer (an audit entry when the state
-    /// changes). Returns how many agents were tried.
+    /// not refused it (with `retry_refused`, also those that refused it), concurrently, and
+    /// records each answer (an audit entry when the state changes). Returns how many agents
+    /// were tried.
     ///
     /// # Errors
     /// [`FlagSetError`]: the store or the log failed.
@@ -275,6 +279,7 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
         &self,
         record: &FlagSetRecord,
         now_ms: i64,
+        retry_refused: bool,
     ) -> Result<usize, FlagSetError> {
         let (signed, doc) = open(record)?;
         let inventory = self.store.agents().await?;
@@ -290,9 +295,11 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
         let mut tried = 0;
         for agent in targets(&doc, &inventory) {
             let before = kept.get(&agent.id).cloned();
-            let due = before
-                .as_ref()
-                .is_none_or(|d| d.version < record.version || d.state == DeliveryState::Pending);
+            let due = before.as_ref().is_none_or(|d| {
+                d.version < record.version
+                    || d.state == DeliveryState::Pending
+                    || (retry_refused && d.state == DeliveryState::Refused)
+            });
             if !due {
                 continue;
             }
@@ -392,7 +399,7 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
             }
         };
         for set in sets {
-            match self.deliver(&set, now_ms).await {
+            match self.deliver(&set, now_ms, false).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::debug!(app = %set.app, version = set.version, agents = n, "flag set delivered")
@@ -485,3 +492,7 @@ fn delivery_of(
         },
     }
 }
+
+#[cfg(test)]
+#[path = "flag_sets_tests.rs"]
+mod tests;

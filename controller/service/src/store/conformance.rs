@@ -347,8 +347,9 @@ fn flag_set(app: &str, version: u64, digest: &str) -> super::FlagSetRecord {
     }
 }
 
-/// A flag set only moves to a higher version; the same document again is no change; another
-/// document of the kept version, or a lower one, is refused naming both versions.
+/// A flag set only moves to a higher version; the same bytes again are no change, the same
+/// document with other signatures replaces it; another document of the kept version, or a
+/// lower one, is refused naming both versions.
 pub async fn flag_sets_only_move_forward(s: &impl Store) {
     use super::{Published, StoreError};
     assert_eq!(s.flag_set("web").await.unwrap(), None);
@@ -379,6 +380,14 @@ pub async fn flag_sets_only_move_forward(s: &impl Store) {
         s.flag_set("web").await.unwrap(),
         Some(flag_set("web", 2, "aa"))
     );
+    // The kept document with other signatures takes its place.
+    let mut resigned = flag_set("web", 2, "aa");
+    resigned.signed_hex.push_str("ff");
+    assert_eq!(
+        s.publish_flags(resigned.clone()).await.unwrap(),
+        Published::New
+    );
+    assert_eq!(s.flag_set("web").await.unwrap(), Some(resigned));
     assert_eq!(
         s.publish_flags(flag_set("web", 5, "dd")).await.unwrap(),
         Published::New

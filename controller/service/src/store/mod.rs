@@ -136,9 +136,9 @@ pub trait Store: Send + Sync + 'static {
         agent_id: &str,
     ) -> impl Future<Output = Result<Option<CheckpointRecord>, StoreError>> + Send;
 
-    /// Keeps `set` as its app's flag set if its version is above the one kept (in one
-    /// transaction, so replicas agree). [`Published::Same`] when exactly this document is
-    /// kept already.
+    /// Keeps `set` as its app's flag set if its version is above the one kept, or it is the
+    /// kept document with other signatures (in one transaction, so replicas agree).
+    /// [`Published::Same`] when exactly these bytes are kept already.
     ///
     /// # Errors
     /// [`StoreError::FlagsSuperseded`] when the kept version is higher, or equal with other
@@ -188,7 +188,10 @@ pub(crate) fn judge_publication(
     match current {
         None => Ok(true),
         Some(c) if set.version > c.version => Ok(true),
-        Some(c) if c.version == set.version && c.digest == set.digest => Ok(false),
+        // The same document with other signatures (an approval added): kept in its place.
+        Some(c) if c.version == set.version && c.digest == set.digest => {
+            Ok(c.signed_hex != set.signed_hex)
+        }
         Some(c) => Err(StoreError::FlagsSuperseded {
             app: set.app.clone(),
             version: set.version,
