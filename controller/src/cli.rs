@@ -720,12 +720,16 @@ pub struct QuickstartArgs {
 pub enum FlagsCommand {
     /// Sign a flag definition for an app into a signed flag-set file (or add a signature to one).
     Sign(FlagsSignArgs),
-    /// Push a signed flag-set file, or sign a flag definition and push it, to an agent.
+    /// Push a signed flag-set file, or sign a flag definition and push it, to an agent; with
+    /// --server and no --agent, hand it to the controller service, which pushes it to every
+    /// agent it targets and retries those it cannot reach (exit 3 if an agent refused it).
     Push(FlagsPushArgs),
-    /// Show the flag set in force for an app: version, signers, flags and their ages.
+    /// Show the flag set in force for an app: version, signers, flags and their ages; with
+    /// --server and no --agent, the set the service distributes and each agent's delivery.
     Show(FlagsShowArgs),
     /// Switch flags off (state DISABLED, or --to-default) and push that, signed by a
-    /// kill-switch key.
+    /// kill-switch key; with --server and no --agent, across the fleet, as the next version of
+    /// the set the service distributes, for the same agents.
     Kill(FlagsKillArgs),
 }
 
@@ -735,10 +739,12 @@ pub struct FlagsDocArgs {
     /// The app whose instances are served the flags.
     #[arg(long, value_name = "APP")]
     pub app: Option<String>,
-    /// The set's version; it must be above the one in force. Default for `push`: one above it.
+    /// The set's version; it must be above the one in force. Default for `push`: one above it
+    /// (through the service, one above the version it distributes and every agent was sent).
     #[arg(long, value_name = "N")]
     pub version: Option<u64>,
-    /// An agent the set is for (repeat for several). Default for `push`: the agent pushed to.
+    /// An agent the set is for (repeat for several). Default for `push`: the agent pushed to
+    /// (through the service, --for-agent or --label is required).
     #[arg(long = "for-agent", value_name = "ID")]
     pub for_agents: Vec<String>,
     /// A label every agent the set is for has, `key=value` (repeat for several).

@@ -5,6 +5,12 @@
 //! the agent will (flagd's rules, every targeting rule compiles) before signing it; `kill`
 //! reads the set in force, switches the named flags off, and pushes the result as the next
 //! version, signed by a key the agent lets only switch flags off.
+//!
+//! With `--server` and no `--agent`, each command acts on the flag set the controller service
+//! distributes across the fleet instead ([`fleet`]).
+
+#[path = "flagset_fleet.rs"]
+pub mod fleet;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -84,6 +90,9 @@ pub enum FlagsCmdError {
         /// The app.
         app: String,
     },
+    /// Talking to the controller service failed, or it refused the set.
+    #[error(transparent)]
+    Fleet(#[from] crate::commands::fleet::FleetError),
     /// `kill` names a flag the set does not have.
     #[error("the flag set in force for {app} has no flag {flag:?}")]
     UnknownFlag {
@@ -100,6 +109,7 @@ impl FlagsCmdError {
         match self {
             FlagsCmdError::Conn(e) => e.exit(),
             FlagsCmdError::Client(e) => e.fault().into(),
+            FlagsCmdError::Fleet(e) => e.exit(),
             FlagsCmdError::Flag(_)
             | FlagsCmdError::Read { .. }
             | FlagsCmdError::Write { .. }
@@ -112,14 +122,14 @@ impl FlagsCmdError {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, FlagsCmdError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, FlagsCmdError> {
     std::fs::read(path).map_err(|source| FlagsCmdError::Read {
         path: path.to_owned(),
         source,
     })
 }
 
-fn load_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, FlagsCmdError> {
+pub(crate) fn load_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, FlagsCmdError> {
     paths
         .iter()
         .map(|p| {
@@ -132,7 +142,10 @@ fn load_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, FlagsCmdError> {
 }
 
 /// Checks a definition as the agent will: it parses, and every targeting rule compiles.
-fn check_definition(json: &[u8], what: &str) -> Result<gantry_flags::FlagSet, FlagsCmdError> {
+pub(crate) fn check_definition(
+    json: &[u8],
+    what: &str,
+) -> Result<gantry_flags::FlagSet, FlagsCmdError> {
     let set = gantry_flags::FlagSet::parse(json).map_err(|e| FlagsCmdError::Definition {
         path: what.to_owned(),
         detail: e.to_string(),
@@ -156,7 +169,7 @@ fn labels(raw: &[String]) -> Result<BTreeMap<String, String>, FlagError> {
 }
 
 /// The document for `json`, version and targets decided by the caller.
-fn document(
+pub(crate) fn document(
     json: Vec<u8>,
     doc: &FlagsDocArgs,
     app: &str,
@@ -185,7 +198,7 @@ fn document(
     })
 }
 
-fn sign_doc(doc: &FlagSet, keys: &[SigningKey]) -> SignedFlags {
+pub(crate) fn sign_doc(doc: &FlagSet, keys: &[SigningKey]) -> SignedFlags {
     let mut signed = SignedFlags {
         flags: doc.encode_to_vec(),
         signatures: Vec::new(),
@@ -196,7 +209,10 @@ fn sign_doc(doc: &FlagSet, keys: &[SigningKey]) -> SignedFlags {
     signed
 }
 
-fn decode_signed(path: &Path, bytes: &[u8]) -> Result<(SignedFlags, FlagSet), FlagsCmdError> {
+pub(crate) fn decode_signed(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(SignedFlags, FlagSet), FlagsCmdError> {
     let not = |detail: String| FlagsCmdError::NotSigned {
         path: path.to_owned(),
         detail,
@@ -209,7 +225,7 @@ fn decode_signed(path: &Path, bytes: &[u8]) -> Result<(SignedFlags, FlagSet), Fl
     Ok((signed, doc))
 }
 
-fn looks_like_json(bytes: &[u8]) -> bool {
+pub(crate) fn looks_like_json(bytes: &[u8]) -> bool {
     bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -297,6 +313,9 @@ pub fn receipt_text(agent: &str, r: &FlagsReceipt) -> String {
 ///
 /// [`FlagsCmdError`]; a refusal is [`FlagsCmdError::Client`] (exit 3).
 pub async fn push(args: FlagsPushArgs) -> Result<Exit, FlagsCmdError> {
+    if fleet::wanted(&args.conn) {
+        return fleet::publish(args).await;
+    }
     let settings = conn::settings(&args.conn)?;
     let bytes = read(&args.file)?;
     let agent = Agent::connect(&settings).await?;
@@ -505,6 +524,9 @@ pub fn in_force_text(agent: &str, f: &FlagsInForce, now: i64) -> String {
 ///
 /// [`FlagsCmdError`] when the agent cannot be asked.
 pub async fn show(args: FlagsShowArgs) -> Result<Exit, FlagsCmdError> {
+    if fleet::wanted(&args.conn) {
+        return fleet::show(args).await;
+    }
     let settings = conn::settings(&args.conn)?;
     let agent = Agent::connect(&settings).await?;
     let f = client::in_force(&agent, &args.app).await?;
@@ -557,6 +579,9 @@ pub fn switched_off(
 ///
 /// [`FlagsCmdError`]; a refusal is [`FlagsCmdError::Client`] (exit 3).
 pub async fn kill(args: FlagsKillArgs) -> Result<Exit, FlagsCmdError> {
+    if fleet::wanted(&args.conn) {
+        return fleet::kill(args).await;
+    }
     let settings = conn::settings(&args.conn)?;
     let keys = load_keys(&args.keys)?;
     let agent = Agent::connect(&settings).await?;
