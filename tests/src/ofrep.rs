@@ -167,25 +167,59 @@ pub fn flags_config(
             public: prefix.with_extension("pub"),
         });
     }
+    let (raw, addr) = trust_flag_keys(raw, &names, approvals)?;
+    let mut it = keys.into_iter();
+    let (Some(flagger), Some(killer)) = (it.next(), it.next()) else {
+        bail!("keys not made");
+    };
+    Ok((raw, FlagKeys { flagger, killer }, it.collect(), addr))
+}
+
+/// `raw` trusting `names` (the first with role `flags`, the second `kill-switch`, the others
+/// `flags`) from `keys/NAME.pub`, and `[apps.web.flags]` on a free loopback port.
+fn trust_flag_keys(
+    raw: RawConfig,
+    names: &[String],
+    approvals: Option<u32>,
+) -> anyhow::Result<(RawConfig, SocketAddr)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], *free_port_range(1)?.start()));
-    let mut raw = raw.key("flagger", "keys/flagger.pub", &["flags"]).key(
-        "killer",
-        "keys/killer.pub",
-        &["kill-switch"],
-    );
-    for name in &names[2..] {
-        raw = raw.key(name, &format!("keys/{name}.pub"), &["flags"]);
+    let mut raw = raw;
+    for (i, name) in names.iter().enumerate() {
+        let role = if i == 1 { "kill-switch" } else { "flags" };
+        raw = raw.key(name, &format!("keys/{name}.pub"), &[role]);
     }
     if let Some(web) = raw.apps.get_mut("web") {
         let mut flags = RawFlags::new(&addr.to_string());
         flags.approvals = approvals;
         web.flags = Some(flags);
     }
-    let mut it = keys.into_iter();
-    let (Some(flagger), Some(killer)) = (it.next(), it.next()) else {
-        bail!("keys not made");
-    };
-    Ok((raw, FlagKeys { flagger, killer }, it.collect(), addr))
+    Ok((raw, addr))
+}
+
+/// [`flags_config`] for another agent of a fleet: `env` gets copies of the `flagger` and
+/// `killer` keys made in `first` (an env [`flags_config`] ran on) and trusts them the same
+/// way; returns the config and its OFREP address.
+///
+/// # Errors
+///
+/// When the keys cannot be copied.
+pub fn share_flags_config(
+    env: &TestEnv,
+    raw: RawConfig,
+    first: &std::path::Path,
+) -> anyhow::Result<(RawConfig, SocketAddr)> {
+    let names = ["flagger".to_owned(), "killer".to_owned()];
+    for name in &names {
+        for ext in ["key", "pub"] {
+            let file = format!("{name}.{ext}");
+            std::fs::copy(
+                first.join("keys").join(&file),
+                env.root.join("keys").join(&file),
+            )
+            .with_context(|| format!("copying {file} from {}", first.display()))?;
+        }
+    }
+    trust_flag_keys(raw, &names, None)
 }
 
 /// The npm packages the SDK test runs, pinned.

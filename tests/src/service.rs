@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use gantry_policy::config::raw::RawConfig;
+
 use crate::agent::Agent;
 use crate::bins;
 use crate::env::{Options, TestEnv};
@@ -78,6 +80,26 @@ impl Fleet {
         Fleet::start_placed(&placed, dialling, options)
     }
 
+    /// [`Fleet::start`], `configure` adding to each agent's config (in the order given, its
+    /// environment made, keys included) before it starts.
+    ///
+    /// # Errors
+    /// As [`Fleet::start`], or what `configure` returns.
+    pub fn start_configured(
+        agents: &[(&str, &[(&str, &str)])],
+        configure: &mut dyn FnMut(&TestEnv, RawConfig) -> anyhow::Result<RawConfig>,
+    ) -> anyhow::Result<Fleet> {
+        let placed: Vec<_> = agents
+            .iter()
+            .map(|(id, labels)| (*id, "production", *labels))
+            .collect();
+        let one_port = Options {
+            ports: 1,
+            ..Options::default()
+        };
+        Fleet::start_placed_with(&placed, &[], &one_port, configure)
+    }
+
     /// [`Fleet::start`], each agent `(id, environment, labels)` in its own environment.
     ///
     /// # Errors
@@ -94,6 +116,15 @@ impl Fleet {
         agents: &[Placed<'_>],
         dialling: &[&str],
         options: &Options,
+    ) -> anyhow::Result<Fleet> {
+        Fleet::start_placed_with(agents, dialling, options, &mut |_, raw| Ok(raw))
+    }
+
+    fn start_placed_with(
+        agents: &[Placed<'_>],
+        dialling: &[&str],
+        options: &Options,
+        configure: &mut dyn FnMut(&TestEnv, RawConfig) -> anyhow::Result<RawConfig>,
     ) -> anyhow::Result<Fleet> {
         let dial_port = if dialling.is_empty() {
             None
@@ -135,7 +166,7 @@ impl Fleet {
                     }
                 }
             }
-            let mut raw = env.raw_config();
+            let mut raw = configure(&env, env.raw_config())?;
             trust_orchestrator(
                 &mut raw,
                 &orchestrator.pair.public,

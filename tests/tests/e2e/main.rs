@@ -48,6 +48,7 @@ mod dialout_hostile;
 mod faults;
 mod flags;
 mod fleet;
+mod fleet_flags;
 mod fleet_service;
 mod fleet_signals;
 mod gates;
