@@ -307,6 +307,33 @@ pub fn receipt_text(agent: &str, r: &FlagsReceipt) -> String {
     )
 }
 
+/// What `push` of a flag definition (JSON) signs with: the `--key` keys, loaded, and the
+/// `--app`, once the definition checks as the agent will check it.
+///
+/// # Errors
+///
+/// [`FlagsCmdError`]: no key or app, an unreadable key, a definition the agent would refuse.
+pub(crate) fn to_sign(
+    args: &FlagsPushArgs,
+    bytes: &[u8],
+) -> Result<(Vec<SigningKey>, String), FlagsCmdError> {
+    if args.keys.is_empty() {
+        return Err(FlagError::new(
+            "--key",
+            "needed to sign a flag definition before pushing it",
+        )
+        .into());
+    }
+    check_definition(bytes, &args.file.display().to_string())?;
+    let keys = load_keys(&args.keys)?;
+    let app = args
+        .doc
+        .app
+        .clone()
+        .ok_or_else(|| FlagError::new("--app", "required to sign a definition"))?;
+    Ok((keys, app))
+}
+
 /// `gantry flags push`.
 ///
 /// # Errors
@@ -320,20 +347,7 @@ pub async fn push(args: FlagsPushArgs) -> Result<Exit, FlagsCmdError> {
     let bytes = read(&args.file)?;
     let agent = Agent::connect(&settings).await?;
     let signed = if looks_like_json(&bytes) {
-        if args.keys.is_empty() {
-            return Err(FlagError::new(
-                "--key",
-                "needed to sign a flag definition before pushing it",
-            )
-            .into());
-        }
-        check_definition(&bytes, &args.file.display().to_string())?;
-        let keys = load_keys(&args.keys)?;
-        let app = args
-            .doc
-            .app
-            .clone()
-            .ok_or_else(|| FlagError::new("--app", "required to sign a definition"))?;
+        let (keys, app) = to_sign(&args, &bytes)?;
         let version = match args.doc.version {
             Some(v) => v,
             None => next_version(&agent, &app).await?,

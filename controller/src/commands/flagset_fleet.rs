@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     FlagsCmdError, check_definition, decode_signed, document, load_keys, looks_like_json, read,
-    sign_doc, switched_off,
+    sign_doc, switched_off, to_sign,
 };
 use crate::cli::{ConnArgs, FlagsDocArgs, FlagsKillArgs, FlagsPushArgs, FlagsShowArgs};
 use crate::commands::fleet::connect::{Service, connect, status_error};
@@ -105,20 +105,7 @@ pub async fn publish(args: FlagsPushArgs) -> Result<Exit, FlagsCmdError> {
     let bytes = read(&args.file)?;
     let service = connect(&server_conn(&args.conn)).await?;
     let signed = if looks_like_json(&bytes) {
-        if args.keys.is_empty() {
-            return Err(FlagError::new(
-                "--key",
-                "needed to sign a flag definition before handing it to the service",
-            )
-            .into());
-        }
-        check_definition(&bytes, &args.file.display().to_string())?;
-        let keys = load_keys(&args.keys)?;
-        let app = args
-            .doc
-            .app
-            .clone()
-            .ok_or_else(|| FlagError::new("--app", "required to sign a definition"))?;
+        let (keys, app) = to_sign(&args, &bytes)?;
         if args.doc.for_agents.is_empty() && args.doc.labels.is_empty() {
             return Err(FlagError::new(
                 "--for-agent",

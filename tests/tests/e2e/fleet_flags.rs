@@ -82,7 +82,6 @@ fn a_set_handed_to_the_service_reaches_its_targets_and_an_agent_back_from_down_g
     )
     .unwrap();
     let mut svc = start_service(&fleet, "ctl-1", None, "10s");
-    let server = svc.addr.to_string();
     let keys = fleet.env().root.join("keys");
     let key = |name: &str| {
         keys.join(format!("{name}.key"))
@@ -100,42 +99,28 @@ fn a_set_handed_to_the_service_reaches_its_targets_and_an_agent_back_from_down_g
     )
     .unwrap();
     let set = set.to_string_lossy().into_owned();
+    // `gantry flags VERB --server ADDR --key NAME.key --app web EXTRA...` against the service.
+    let signed = |svc: &gantry_tests::service::Service, verb: &str, name: &str, extra: &[&str]| {
+        let (server, key) = (svc.addr.to_string(), key(name));
+        let mut args = vec![
+            "flags", verb, "--server", &server, "--key", &key, "--app", "web",
+        ];
+        args.extend_from_slice(extra);
+        svc.gantry(&args).unwrap()
+    };
 
     // Through the service, a set must name its agents.
-    let out = svc
-        .gantry(&[
-            "flags",
-            "push",
-            "--server",
-            &server,
-            "--key",
-            &key("flagger"),
-            "--app",
-            "web",
-            &set,
-        ])
-        .unwrap();
+    let out = signed(&svc, "push", "flagger", &[&set]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("--for-agent"), "{}", out.all());
 
     // Version 1 for ring 1: both of its agents admit it, web-3 is not sent it.
-    let out = svc
-        .gantry(&[
-            "flags",
-            "push",
-            "--server",
-            &server,
-            "--key",
-            &key("flagger"),
-            "--app",
-            "web",
-            "--label",
-            "ring=1",
-            "--reason",
-            "launch",
-            &set,
-        ])
-        .unwrap();
+    let out = signed(
+        &svc,
+        "push",
+        "flagger",
+        &["--label", "ring=1", "--reason", "launch", &set],
+    );
     out.assert_code(0);
     assert!(
         out.stdout
@@ -168,19 +153,7 @@ fn a_set_handed_to_the_service_reaches_its_targets_and_an_agent_back_from_down_g
 
     // web-2 goes down; the fleet's kill switch reaches web-1 now, web-2 stays pending.
     fleet.members[1].agent.kill_9().unwrap();
-    let out = svc
-        .gantry(&[
-            "flags",
-            "kill",
-            "--server",
-            &server,
-            "--key",
-            &key("killer"),
-            "--app",
-            "web",
-            "new-checkout",
-        ])
-        .unwrap();
+    let out = signed(&svc, "kill", "killer", &["new-checkout"]);
     out.assert_code(0);
     assert!(
         out.stdout.contains("version 2") && out.stdout.contains("1 applied, 1 pending"),
@@ -213,21 +186,7 @@ fn a_set_handed_to_the_service_reaches_its_targets_and_an_agent_back_from_down_g
 
     // A set signed by a key no agent trusts for flags: each refuses it (exit 3), nothing
     // changes where it is served.
-    let out = svc
-        .gantry(&[
-            "flags",
-            "push",
-            "--server",
-            &server,
-            "--key",
-            &key("deployer"),
-            "--app",
-            "web",
-            "--label",
-            "ring=1",
-            &set,
-        ])
-        .unwrap();
+    let out = signed(&svc, "push", "deployer", &["--label", "ring=1", &set]);
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(out.stdout.contains("2 refused"), "{}", out.all());
     for ofrep in &ofreps[..2] {
@@ -238,23 +197,12 @@ fn a_set_handed_to_the_service_reaches_its_targets_and_an_agent_back_from_down_g
     }
 
     // An older version is refused by the service itself, naming the versions.
-    let out = svc
-        .gantry(&[
-            "flags",
-            "push",
-            "--server",
-            &server,
-            "--key",
-            &key("flagger"),
-            "--app",
-            "web",
-            "--label",
-            "ring=1",
-            "--version",
-            "2",
-            &set,
-        ])
-        .unwrap();
+    let out = signed(
+        &svc,
+        "push",
+        "flagger",
+        &["--label", "ring=1", "--version", "2", &set],
+    );
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(
         out.stderr.contains("version 2 is not above version 3"),
