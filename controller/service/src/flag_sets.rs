@@ -419,39 +419,57 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
         }
     }
 
-    /// The flag set kept for `app` and where each targeted agent stands.
+    /// The flag set kept for `app` and where each targeted agent stands ([`status`]).
     ///
     /// # Errors
     /// [`FlagSetError::NoSuchApp`], or the store failed.
     pub async fn status(&self, app: &str) -> Result<FleetFlags, FlagSetError> {
-        let record = self
-            .store
-            .flag_set(app)
-            .await?
-            .ok_or_else(|| FlagSetError::NoSuchApp(app.to_owned()))?;
-        let (signed, doc) = open(&record)?;
-        let inventory = self.store.agents().await?;
-        let kept: BTreeMap<String, FlagDeliveryRecord> = self
-            .store
-            .deliveries(app)
-            .await?
-            .into_iter()
-            .map(|d| (d.agent_id.clone(), d))
-            .collect();
-        let deliveries = targets(&doc, &inventory)
-            .into_iter()
-            .map(|a| delivery_of(&record, &a.id, kept.get(&a.id)))
-            .collect();
-        Ok(FleetFlags {
-            app: record.app.clone(),
-            version: record.version,
-            signed: Some(signed),
-            digest: record.digest.clone(),
-            published_ms: record.published_ms,
-            published_by: record.published_by.clone(),
-            deliveries,
-        })
+        status(self.store.as_ref(), app).await
     }
+}
+
+/// The flag set `store` keeps for `app` and where each agent it targets now stands.
+///
+/// # Errors
+/// [`FlagSetError::NoSuchApp`], or the store failed.
+pub async fn status<S: Store>(store: &S, app: &str) -> Result<FleetFlags, FlagSetError> {
+    let record = store
+        .flag_set(app)
+        .await?
+        .ok_or_else(|| FlagSetError::NoSuchApp(app.to_owned()))?;
+    let (signed, doc) = open(&record)?;
+    let inventory = store.agents().await?;
+    let kept: BTreeMap<String, FlagDeliveryRecord> = store
+        .deliveries(app)
+        .await?
+        .into_iter()
+        .map(|d| (d.agent_id.clone(), d))
+        .collect();
+    let deliveries = targets(&doc, &inventory)
+        .into_iter()
+        .map(|a| delivery_of(&record, &a.id, kept.get(&a.id)))
+        .collect();
+    Ok(FleetFlags {
+        app: record.app.clone(),
+        version: record.version,
+        signed: Some(signed),
+        digest: record.digest.clone(),
+        published_ms: record.published_ms,
+        published_by: record.published_by.clone(),
+        deliveries,
+    })
+}
+
+/// [`status`] of every app the store keeps a flag set for, by app.
+///
+/// # Errors
+/// The store failed.
+pub async fn every_status<S: Store>(store: &S) -> Result<Vec<FleetFlags>, FlagSetError> {
+    let mut out = Vec::new();
+    for set in store.flag_sets().await? {
+        out.push(status(store, &set.app).await?);
+    }
+    Ok(out)
 }
 
 /// One targeted agent's delivery on the wire: an older version's state reads as pending for

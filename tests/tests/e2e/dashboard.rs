@@ -392,6 +392,42 @@ fn the_service_dashboard_shows_a_fleet_rollout_ring_by_ring() {
         serde_json::Value::Null
     );
 
+    // A flag set handed to the service for web-1 (whose config serves no flags): the
+    // dashboard shows its delivery as the service recorded it.
+    let set = fleet.env().root.join("dash-flags.json");
+    std::fs::write(
+        &set,
+        r#"{"flags":{"dark-mode":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}}}"#,
+    )
+    .unwrap();
+    let out = svc
+        .gantry(&[
+            "flags",
+            "push",
+            "--server",
+            &svc.addr.to_string(),
+            "--key",
+            &fleet.env().keys.deployer.key.to_string_lossy(),
+            "--app",
+            "web",
+            "--for-agent",
+            "web-1",
+            &set.to_string_lossy(),
+        ])
+        .unwrap();
+    assert!(
+        out.stdout
+            .contains("flags of web across the fleet: version 1"),
+        "{}",
+        out.all()
+    );
+    let flags = get_json(addr, "/dashboard/api/flags");
+    let state = flags["flags"][0]["deliveries"][0]["state"].clone();
+    assert_eq!(
+        flags["flags"][0]["deliveries"][0]["agent_id"], "web-1",
+        "{flags:#}"
+    );
+
     let url = format!("http://{addr}/dashboard");
     let dom = browser
         .dump_dom(&url, Duration::from_secs(5))
@@ -399,6 +435,11 @@ fn the_service_dashboard_shows_a_fleet_rollout_ring_by_ring() {
     assert!(
         dom.contains("data-ready=\"true\""),
         "the page rendered:\n{dom}"
+    );
+    assert!(
+        dom.contains("data-flag-agent=\"web-1\"")
+            && dom.contains(&format!("class=\"flag-{}\"", state.as_str().unwrap_or("?"))),
+        "the flag set's delivery on the page ({flags}):\n{dom}"
     );
     assert!(dom.contains("<h2>dash-2.0.0</h2>"), "{dom}");
     assert!(dom.contains("data-state=\"running\""), "{dom}");

@@ -8,6 +8,7 @@
 //! | `/dashboard/app.js`, `/dashboard/app.css` | its script and style |
 //! | `/dashboard/api/rollouts` | the newest rollouts with rings, hosts and bake time left |
 //! | `/dashboard/api/agents` | the inventory |
+//! | `/dashboard/api/flags` | the flag sets the service distributes, each agent's delivery |
 //! | `/dashboard/api/audit[?after=SEQ][&limit=N]` | the service audit tail's public fields |
 
 use gantry_proto::dashboard_http::{self as page, Answer, Assets, Route, json, number, text};
@@ -23,9 +24,10 @@ const ASSETS: Assets = Assets {
 };
 
 /// The data paths (the assets are [`page::route`]'s).
-const DATA: [&str; 3] = [
+const DATA: [&str; 4] = [
     "/dashboard/api/rollouts",
     "/dashboard/api/agents",
+    "/dashboard/api/flags",
     "/dashboard/api/audit",
 ];
 
@@ -59,6 +61,10 @@ pub async fn answer<S: Store>(
             }
         }
         "/dashboard/api/agents" => match view::agents(dashboard.store.as_ref()).await {
+            Ok(v) => json(&v),
+            Err(e) => unavailable(&e),
+        },
+        "/dashboard/api/flags" => match view::flags(dashboard.store.as_ref()).await {
             Ok(v) => json(&v),
             Err(e) => unavailable(&e),
         },
@@ -113,6 +119,52 @@ mod tests {
             "{\"seq\":1,\"ts\":\"t\",\"prev\":\"0\",\"event\":\"service.started\",\"replica\":\"ctl-1\"}\n",
         )
         .unwrap();
+        store
+            .put_agent(crate::store::AgentRecord {
+                id: "web-1".into(),
+                addr: "127.0.0.1:1".into(),
+                version: String::new(),
+                environment: String::new(),
+                labels: Default::default(),
+                reachable: true,
+                last_seen_ms: 1,
+                error: String::new(),
+            })
+            .await
+            .unwrap();
+        let doc = gantry_proto::v1::FlagSet {
+            app: "web".into(),
+            version: 2,
+            agent_ids: vec!["web-1".into()],
+            ..Default::default()
+        };
+        let signed = gantry_proto::v1::SignedFlags {
+            flags: prost::Message::encode_to_vec(&doc),
+            signatures: vec![],
+        };
+        store
+            .publish_flags(crate::store::FlagSetRecord {
+                app: "web".into(),
+                version: 2,
+                signed_hex: hex::encode(prost::Message::encode_to_vec(&signed)),
+                digest: "ab".into(),
+                published_ms: 5,
+                published_by: "ops-1".into(),
+            })
+            .await
+            .unwrap();
+        store
+            .put_delivery(crate::store::FlagDeliveryRecord {
+                app: "web".into(),
+                agent_id: "web-1".into(),
+                version: 2,
+                state: crate::store::DeliveryState::Refused,
+                detail: "no key signed it".into(),
+                at_ms: 6,
+                attempts: 1,
+            })
+            .await
+            .unwrap();
         let d = Dashboard {
             store: Arc::new(store),
             audit_dir,
@@ -131,7 +183,12 @@ mod tests {
                 "application/json",
                 "\"rollouts\":[]",
             ),
-            ("/dashboard/api/agents", "application/json", "\"agents\":[]"),
+            ("/dashboard/api/agents", "application/json", "\"web-1\""),
+            (
+                "/dashboard/api/flags",
+                "application/json",
+                r#""deliveries":[{"agent_id":"web-1","at_ms":6,"attempts":1,"detail":"no key signed it","state":"refused","version":2}]"#,
+            ),
             (
                 "/dashboard/api/audit",
                 "application/json",

@@ -137,6 +137,32 @@ pub async fn agents<S: Store>(store: &S) -> Result<Value, StoreError> {
     Ok(json!({ "agents": agents }))
 }
 
+/// Every app's flag set the service distributes, with each targeted agent's delivery.
+pub async fn flags<S: Store>(store: &S) -> Result<Value, crate::flag_sets::FlagSetError> {
+    let sets: Vec<Value> = crate::flag_sets::every_status(store)
+        .await?
+        .iter()
+        .map(|f| {
+            json!({
+                "app": f.app,
+                "version": f.version,
+                "digest": f.digest,
+                "published_by": f.published_by,
+                "published_ms": f.published_ms,
+                "deliveries": f.deliveries.iter().map(|d| json!({
+                    "agent_id": d.agent_id,
+                    "state": d.state,
+                    "version": d.version,
+                    "attempts": d.attempts,
+                    "detail": d.detail,
+                    "at_ms": d.at_ms,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({ "flags": sets }))
+}
+
 /// The public fields of the entries after seq `after`, the newest `limit` of them.
 pub fn audit(lines: &[String], after: u64, limit: usize) -> Value {
     let newer: Vec<Value> = lines

@@ -83,9 +83,10 @@ function rolloutSection(r) {
 
 async function refresh() {
   try {
-    const [rollouts, agents, audit] = await Promise.all([
+    const [rollouts, agents, flags, audit] = await Promise.all([
       getJson("/dashboard/api/rollouts"),
       getJson("/dashboard/api/agents"),
+      getJson("/dashboard/api/flags"),
       getJson("/dashboard/api/audit?limit=50"),
     ]);
     const main = document.getElementById("rollouts");
@@ -93,6 +94,10 @@ async function refresh() {
     if (rollouts.rollouts.length === 0) main.appendChild(el("p", { class: "note" }, "No rollouts yet."));
     document.getElementById("agent-rows").replaceChildren(...agents.agents.map((a) =>
       row([a.id, a.addr, a.version, a.environment, Object.entries(a.labels).map(([k, v]) => k + "=" + v).join(" "), a.reachable ? "yes" : "NO: " + a.error, clock(a.last_seen_ms)], { "data-agent": a.id })));
+    document.getElementById("flag-rows").replaceChildren(...flags.flags.flatMap((f) =>
+      f.deliveries.map((d) => row([f.app, "v" + f.version, f.published_by, d.agent_id,
+        el("td", { class: "flag-" + d.state, "data-field": "state" }, d.state), d.attempts, d.detail || "-"],
+        { "data-flag-app": f.app, "data-flag-agent": d.agent_id }))));
     document.getElementById("audit-rows").replaceChildren(...audit.entries.slice().reverse().map((e) =>
       row([e.seq, e.ts, e.event, e.rollout, e.ring, e.agent_id, e.job, e.reason || e.by || e.name], { "data-seq": e.seq })));
     document.getElementById("updated").textContent = "updated " + clock(Date.now()) + " UTC";
