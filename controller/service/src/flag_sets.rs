@@ -204,16 +204,14 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
             published_by: by.to_owned(),
         };
         let kept = self.store.flag_set(&doc.app).await?;
-        // Other signatures over the kept document: the agents that refused it may admit it now.
-        let resigned = kept.as_ref().is_some_and(|k| k.version == record.version);
-        if let Some(kept) = kept {
-            match crate::store::judge_publication(Some(&kept), &record) {
-                Ok(true) => {}
-                // The same document again: nothing new to record or push.
-                Ok(false) => return self.status(&doc.app).await,
-                Err(e) => return Err(self.refused(&signed, by, e.into())),
-            }
+        match crate::store::judge_publication(kept.as_ref(), &record) {
+            Ok(true) => {}
+            // The same document again: nothing new to record or push.
+            Ok(false) => return self.status(&doc.app).await,
+            Err(e) => return Err(self.refused(&signed, by, e.into())),
         }
+        // Other signatures over the kept document: the agents that refused it may admit it now.
+        let resigned = kept.is_some_and(|k| k.version == record.version);
         let inventory = self.store.agents().await?;
         let aimed: Vec<Value> = targets(&doc, &inventory)
             .iter()
@@ -283,13 +281,7 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
     ) -> Result<usize, FlagSetError> {
         let (signed, doc) = open(record)?;
         let inventory = self.store.agents().await?;
-        let kept: BTreeMap<String, FlagDeliveryRecord> = self
-            .store
-            .deliveries(&record.app)
-            .await?
-            .into_iter()
-            .map(|d| (d.agent_id.clone(), d))
-            .collect();
+        let kept = deliveries_by_agent(self.store.as_ref(), &record.app).await?;
         let expired = doc.expires_at <= now_ms.div_euclid(1000);
         let mut tries = tokio::task::JoinSet::new();
         let mut tried = 0;
@@ -304,23 +296,20 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
                 continue;
             }
             tried += 1;
-            let attempts = before
-                .as_ref()
-                .filter(|d| d.version == record.version)
-                .map_or(0, |d| d.attempts);
             if expired {
-                let d = FlagDeliveryRecord {
-                    app: record.app.clone(),
-                    agent_id: agent.id.clone(),
-                    version: record.version,
-                    state: DeliveryState::Expired,
-                    detail: format!(
-                        "the document expired at {} (Unix seconds) before the agent could be reached; sign a new version",
-                        doc.expires_at
-                    ),
-                    at_ms: now_ms,
-                    attempts,
-                };
+                let detail = format!(
+                    "the document expired at {} (Unix seconds) before the agent could be reached; sign a new version",
+                    doc.expires_at
+                );
+                let d = delivery(
+                    record,
+                    before.as_ref(),
+                    &agent.id,
+                    DeliveryState::Expired,
+                    detail,
+                    now_ms,
+                    0,
+                );
                 self.record(before.as_ref(), d).await?;
                 continue;
             }
@@ -333,14 +322,15 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
             });
         }
         while let Some(joined) = tries.join_next().await {
-            let Ok((agent_id, outcome)) = joined else {
-                continue;
+            let (agent_id, outcome) = match joined {
+                Ok(answer) => answer,
+                // Nothing recorded: the agent stays due and is tried at the next pass.
+                Err(e) => {
+                    tracing::warn!(app = %record.app, error = %e, "a flag push task failed");
+                    continue;
+                }
             };
             let before = kept.get(&agent_id);
-            let attempts = before
-                .filter(|d| d.version == record.version)
-                .map_or(0, |d| d.attempts)
-                .saturating_add(1);
             let (state, detail) = match outcome {
                 PushOutcome::Applied { unchanged: false } => {
                     (DeliveryState::Applied, String::new())
@@ -352,15 +342,7 @@ impl<S: Store, P: FlagPush> Distributor<S, P> {
                 PushOutcome::Refused(why) => (DeliveryState::Refused, why),
                 PushOutcome::Unreachable(why) => (DeliveryState::Pending, why),
             };
-            let d = FlagDeliveryRecord {
-                app: record.app.clone(),
-                agent_id,
-                version: record.version,
-                state,
-                detail,
-                at_ms: gantry_client::clock::now_ms().max(now_ms),
-                attempts,
-            };
+            let d = delivery(record, before, &agent_id, state, detail, now_ms, 1);
             self.record(before, d).await?;
         }
         Ok(tried)
@@ -439,12 +421,7 @@ pub async fn status<S: Store>(store: &S, app: &str) -> Result<FleetFlags, FlagSe
         .ok_or_else(|| FlagSetError::NoSuchApp(app.to_owned()))?;
     let (signed, doc) = open(&record)?;
     let inventory = store.agents().await?;
-    let kept: BTreeMap<String, FlagDeliveryRecord> = store
-        .deliveries(app)
-        .await?
-        .into_iter()
-        .map(|d| (d.agent_id.clone(), d))
-        .collect();
+    let kept = deliveries_by_agent(store, app).await?;
     let deliveries = targets(&doc, &inventory)
         .into_iter()
         .map(|a| delivery_of(&record, &a.id, kept.get(&a.id)))
@@ -458,6 +435,45 @@ pub async fn status<S: Store>(store: &S, app: &str) -> Result<FleetFlags, FlagSe
         published_by: record.published_by.clone(),
         deliveries,
     })
+}
+
+/// The deliveries of `app`'s flag set, by agent id.
+async fn deliveries_by_agent<S: Store>(
+    store: &S,
+    app: &str,
+) -> Result<BTreeMap<String, FlagDeliveryRecord>, StoreError> {
+    Ok(store
+        .deliveries(app)
+        .await?
+        .into_iter()
+        .map(|d| (d.agent_id.clone(), d))
+        .collect())
+}
+
+/// One agent's delivery of `record` reaching `state` at `at_ms`, after `tried` more attempts
+/// than `before` counted at this version.
+fn delivery(
+    record: &FlagSetRecord,
+    before: Option<&FlagDeliveryRecord>,
+    agent_id: &str,
+    state: DeliveryState,
+    detail: String,
+    at_ms: i64,
+    tried: u32,
+) -> FlagDeliveryRecord {
+    let attempts = before
+        .filter(|d| d.version == record.version)
+        .map_or(0, |d| d.attempts)
+        .saturating_add(tried);
+    FlagDeliveryRecord {
+        app: record.app.clone(),
+        agent_id: agent_id.to_owned(),
+        version: record.version,
+        state,
+        detail,
+        at_ms,
+        attempts,
+    }
 }
 
 /// [`status`] of every app the store keeps a flag set for, by app.

@@ -21,20 +21,19 @@ fn checkout(ofrep: SocketAddr) -> Option<(u16, Value, Value)> {
     Some((a.status, a.body["value"].clone(), a.body["reason"].clone()))
 }
 
-fn shown(svc: &gantry_tests::service::Service) -> Value {
-    let out = svc
-        .gantry(&[
-            "flags",
-            "show",
-            "--server",
-            &svc.addr.to_string(),
-            "--app",
-            "web",
-            "--json",
-        ])
-        .unwrap();
+/// `gantry flags show --server ADDR --app web EXTRA...`, which must exit 0.
+fn show(svc: &gantry_tests::service::Service, extra: &[&str]) -> gantry_tests::Output {
+    let server = svc.addr.to_string();
+    let mut args = vec!["flags", "show", "--server", &server, "--app", "web"];
+    args.extend_from_slice(extra);
+    let out = svc.gantry(&args).unwrap();
     out.assert_code(0);
-    serde_json::from_str(&out.stdout).unwrap()
+    out
+}
+
+/// [`show`] `--json`, parsed.
+fn shown(svc: &gantry_tests::service::Service) -> Value {
+    serde_json::from_str(&show(svc, &["--json"]).stdout).unwrap()
 }
 
 fn states(v: &Value) -> Vec<(String, String, u64)> {
@@ -238,17 +237,7 @@ fn a_set_handed_to_the_service_reaches_its_targets_and_an_agent_back_from_down_g
     svc.kill_9().unwrap();
     svc.restart().unwrap();
     assert_eq!(shown(&svc)["version"], 3);
-    let out = svc
-        .gantry(&[
-            "flags",
-            "show",
-            "--server",
-            &svc.addr.to_string(),
-            "--app",
-            "web",
-        ])
-        .unwrap();
-    out.assert_code(0);
+    let out = show(&svc, &[]);
     assert!(
         out.stdout.contains("2 agent(s) targeted: 2 refused"),
         "{}",

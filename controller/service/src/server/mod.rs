@@ -2,9 +2,9 @@
 //! inventory fresh from each agent's `Info`, drives every unfinished rollout whose lease it can
 //! take, and serves the `Controller` gRPC API with mutual TLS until `shutdown` resolves.
 //!
-//! * `grpc.rs`: the handlers; `status.rs`: records to the wire and errors to statuses;
-//!   `operator.rs`: the operator's name from their client certificate (the flag sets it
-//!   distributes are [`crate::flag_sets`]'s);
+//! * `grpc.rs`: the handlers (the flag-set ones call [`crate::flag_sets`], whose delivery loop
+//!   `run` starts); `status.rs`: records to the wire and errors to statuses;
+//!   `operator.rs`: the operator's name from their client certificate;
 //!   `inventory.rs`: the `Info` refresher; `live_signals.rs`: the hosts' golden signals
 //!   `GetRollout` asks their agents for; `proxy.rs`: Agent RPCs forwarded to dialled-in agents; `fleet_tail.rs`: the agents' logs interleaved; `scheduler.rs`: one driver per unfinished rollout.
 //! * `dashboard/`: the read-only web dashboard on `[dashboard] listen`, when configured.
